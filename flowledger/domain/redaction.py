@@ -1,0 +1,95 @@
+"""Redaction of secrets before an event is stored.
+
+The log cannot be edited, so a secret that reaches it stays there: every way in runs
+events through a :class:`Redactor` before they are encoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+REDACTED = "[REDACTED]"
+"""What a secret value is replaced by."""
+
+DEFAULT_SECRET_KEYS: frozenset[str] = frozenset(
+    {
+        "authorization",
+        "proxy_authorization",
+        "api_key",
+        "apikey",
+        "x_api_key",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "auth_token",
+        "secret",
+        "client_secret",
+        "password",
+        "passwd",
+        "cookie",
+        "set_cookie",
+        "private_key",
+    }
+)
+"""Keys whose values are secrets, compared case-insensitively with '-' read as '_'."""
+
+FREE_FORM_FIELDS = ("data", "output", "request", "response", "error")
+"""The event fields that may hold anything, and so may hold secrets."""
+
+
+def normalize_key(key: str) -> str:
+    """Fold a key so that Set-Cookie, set_cookie and SET-COOKIE compare equal."""
+    return key.strip().lower().replace("-", "_")
+
+
+class Redactor:
+    """Replaces the values under secret keys, at any depth, by :data:`REDACTED`."""
+
+    def __init__(self, keys: Iterable[str] = DEFAULT_SECRET_KEYS, extra: Iterable[str] = ()):
+        self.keys = frozenset(normalize_key(k) for k in (*keys, *extra) if k.strip())
+        """The folded secret keys."""
+
+    def is_secret(self, key: Any) -> bool:
+        """Whether a key's value is a secret."""
+        return isinstance(key, str) and normalize_key(key) in self.keys
+
+    def redact_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Return the event with its free-form fields redacted (the input is not changed)."""
+        changed = None
+        for name in FREE_FORM_FIELDS:
+            value = event.get(name)
+            if isinstance(value, (dict, list)):
+                redacted = self.redact(value)
+                if redacted is not value:
+                    if changed is None:
+                        changed = dict(event)
+                    changed[name] = redacted
+        return event if changed is None else changed
+
+    def redact(self, value: Any) -> Any:
+        """Return value with every secret replaced; the same object when it holds none."""
+        if isinstance(value, dict):
+            out: dict[Any, Any] | None = None
+            # Header lists often come as {"name": "Authorization", "value": "..."}.
+            pair_secret = self.is_secret(value.get("name")) or self.is_secret(value.get("key"))
+            for k, v in value.items():
+                if (self.is_secret(k) or (pair_secret and k == "value")) and v != REDACTED:
+                    new = REDACTED if v is not None else None
+                else:
+                    new = self.redact(v)
+                if new is not v:
+                    if out is None:
+                        out = dict(value)
+                    out[k] = new
+            return value if out is None else out
+        if isinstance(value, list):
+            # Header lists also come as ["Authorization", "Bearer ..."] pairs.
+            if len(value) == 2 and self.is_secret(value[0]) and isinstance(value[1], str):
+                return value if value[1] == REDACTED else [value[0], REDACTED]
+            items = [self.redact(v) for v in value]
+            if any(a is not b for a, b in zip(items, value)):
+                return items
+            return value
+        return value

@@ -1,0 +1,506 @@
+"""The event vocabulary: the input contract every way into the log validates against.
+
+Each event type is a small immutable model named as the past-tense fact it records.
+Validation is strict (no coercion of "2" into 2) and closed (unknown top-level fields are
+errors); the free-form payloads (``data``, ``output``, ``request``, ``response``) take any JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
+
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def normalize_timestamp(value: str) -> str:
+    """Return an RFC 3339 timestamp as UTC with microseconds, so stored times sort as text."""
+    match = _RFC3339.match(value)
+    if match is None:
+        raise PydanticCustomError(
+            "timestamp",
+            "expected an RFC 3339 timestamp with an offset, like 2026-11-22T10:00:00Z "
+            "or 2026-11-22T11:00:00+01:00",
+        )
+    date, time, fraction, offset = match.groups()
+    fraction = (fraction or "")[:7]
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        moment = datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
+    except ValueError as e:
+        raise PydanticCustomError("timestamp", "not a real date and time: {why}", {"why": str(e)})
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+Timestamp = Annotated[str, AfterValidator(normalize_timestamp)]
+"""An RFC 3339 timestamp with an offset, stored as UTC."""
+
+Id = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+"""An identifier: 1 to 255 characters, no control characters."""
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+"""A human-readable message."""
+
+StepType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+"""A step's kind: send_email, send_sms, send_whatsapp, send_push, delay, branch, integration, …"""
+
+
+
+def _error_info(value: Any) -> Any:
+    if (isinstance(value, str) and 0 < len(value) <= 10_000) or (
+        isinstance(value, dict) and value
+    ):
+        return value
+    raise PydanticCustomError(
+        "error_info", "expected a non-empty message (a string) or an object with details"
+    )
+
+
+ErrorInfo = Annotated[Any, AfterValidator(_error_info)]
+"""An error: a message, or an object with the details a service has."""
+
+Channel = Literal["email", "sms", "whatsapp", "push", "in_app"]
+"""The channels a message can go out on."""
+
+TriggerSource = Literal[
+    "api",
+    "audience",
+    "schedule",
+    "broadcast",
+    "workflow_step",
+    "integration",
+    "rehearsal",
+    "webhook",
+    "manual",
+]
+"""What started a run."""
+
+CancelledBy = Literal["operator", "workflow_deactivated", "cancellation_key"]
+"""Who or what cancelled a run."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True
+    )
+
+
+class RecipientRef(_Strict):
+    """A recipient held in a collection (an object) rather than a plain user id."""
+
+    id: Id
+    """The recipient's id within the collection."""
+    collection: Id
+    """The collection the recipient belongs to."""
+
+
+_ID_CHARS = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+
+
+def _recipient(value: Any) -> Any:
+    if isinstance(value, str) and _ID_CHARS.match(value):
+        return value
+    if (
+        isinstance(value, dict)
+        and set(value) == {"id", "collection"}
+        and all(isinstance(v, str) and _ID_CHARS.match(v) for v in value.values())
+    ):
+        return value
+    raise PydanticCustomError(
+        "recipient",
+        'expected a recipient id (a string of 1 to 255 characters) '
+        'or an object {"id": "...", "collection": "..."}',
+    )
+
+
+Recipient = Annotated[Any, AfterValidator(_recipient)]
+"""A recipient: a user id, or ``{"id", "collection"}`` (see :class:`RecipientRef`)."""
+
+
+class Trigger(_Strict):
+    """How a run was started."""
+
+    source: TriggerSource
+    """What started the run (rehearsal marks a test run)."""
+    audience_key: Id | None = None
+    """The audience whose membership triggered the run."""
+    schedule_id: Id | None = None
+    """The schedule that triggered the run."""
+    cancellation_key: Id | None = None
+    """A key that `flowledger cancel --key` can later cancel the run by."""
+    parent_run_id: Id | None = None
+    """The run whose workflow step triggered this one."""
+
+
+class Cost(_Strict):
+    """What a provider charged for a message."""
+
+    amount: Annotated[float, Field(ge=0)]
+    """The price, in units of the currency (not cents)."""
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    """ISO 4217 code, like USD."""
+
+
+class Event(_Strict):
+    """Fields every event has."""
+
+    id: Id
+    """The sender's unique id for this fact: the idempotency key."""
+    type: str
+    """The event type."""
+    occurred_at: Timestamp
+    """When the fact happened, by the sender's clock."""
+
+
+class RunEvent(Event):
+    """An event in the life of one run."""
+
+    run_id: Id
+    """The run this fact is about."""
+
+
+class RunTriggered(RunEvent):
+    """A workflow was triggered for one recipient: the run exists, pending."""
+
+    type: Literal["run.triggered"]
+    workflow: Id
+    """The workflow's key."""
+    recipient: Recipient
+    """Who the run is for."""
+    tenant: Id | None = None
+    """The tenant the run belongs to."""
+    trigger: Trigger | None = None
+    """What started the run (absent means the API)."""
+    workflow_run_id: Id | None = None
+    """Shared by all the runs (one per recipient) of one trigger call."""
+    scheduled_at: Timestamp | None = None
+    """When the run is due to start, if not at once."""
+    max_retries: Annotated[int, Field(ge=0, le=1000)] = 3
+    """How many retries the run may have."""
+    data: dict[str, Any] | None = None
+    """The trigger's payload."""
+
+
+class RunStarted(RunEvent):
+    """The run began executing."""
+
+    type: Literal["run.started"]
+
+
+class StepEvent(RunEvent):
+    """One attempt of one step of a run."""
+
+    step: Id
+    """The workflow node's ref."""
+    step_type: StepType
+    """The node's kind."""
+    attempt: Annotated[int, Field(ge=1)]
+    """The attempt number, from 1."""
+    request: Any = None
+    """What an integration step sent (secrets are redacted before storing)."""
+    response: Any = None
+    """What an integration step got back (secrets are redacted before storing)."""
+
+
+class StepStarted(StepEvent):
+    """A step attempt began."""
+
+    type: Literal["step.started"]
+
+
+class StepSucceeded(StepEvent):
+    """A step attempt finished well."""
+
+    type: Literal["step.succeeded"]
+    output: Any = None
+    """What the step produced."""
+
+
+class StepFailed(StepEvent):
+    """A step attempt failed."""
+
+    type: Literal["step.failed"]
+    error: ErrorInfo
+    """Why the attempt failed."""
+
+
+class RunRetrying(RunEvent):
+    """The orchestrator retries the run automatically (retry_count + 1)."""
+
+    type: Literal["run.retrying"]
+    reason: Text | None = None
+    """Why the run is retried."""
+
+
+class RunRetried(RunEvent):
+    """An operator retried a failed run; it goes back to pending (retry_count + 1)."""
+
+    type: Literal["run.retried"]
+    actor: Id | None = None
+    """Who asked for the retry."""
+    reason: Text | None = None
+    """Why they asked."""
+
+
+class RunPaused(RunEvent):
+    """The run was paused."""
+
+    type: Literal["run.paused"]
+    reason: Text | None = None
+    """Why the run was paused."""
+
+
+class RunResumed(RunEvent):
+    """A paused run carried on."""
+
+    type: Literal["run.resumed"]
+
+
+class RunCompleted(RunEvent):
+    """The run finished well."""
+
+    type: Literal["run.completed"]
+
+
+class RunFailed(RunEvent):
+    """The run finished with an error."""
+
+    type: Literal["run.failed"]
+    error: ErrorInfo
+    """Why the run failed."""
+
+
+class RunCancelled(RunEvent):
+    """The run was stopped before it finished."""
+
+    type: Literal["run.cancelled"]
+    by: CancelledBy
+    """What cancelled it."""
+    reason: Text | None = None
+    """Why it was cancelled."""
+    actor: Id | None = None
+    """Who cancelled it, when a person did."""
+    cancellation_key: Id | None = None
+    """The key it was cancelled by, when by is cancellation_key."""
+
+
+class MessageEvent(Event):
+    """An event in the life of one outbound delivery attempt."""
+
+    message_id: Id
+    """The message this fact is about."""
+    cost: Cost | None = None
+    """What the provider charged; it may come late, on any event of the message."""
+
+
+class MessageQueued(MessageEvent):
+    """The sender handed a message to a provider's queue."""
+
+    type: Literal["message.queued"]
+    channel: Channel
+    """The channel it goes out on."""
+    recipient: Recipient
+    """Who it is for."""
+    run_id: Id | None = None
+    """The run that sent it (absent for a manual resend)."""
+    step: Id | None = None
+    """The step that sent it (absent for a manual resend)."""
+    provider: Id | None = None
+    """The provider that delivers it, like sendgrid or twilio."""
+    data: dict[str, Any] | None = None
+    """Anything else the sender records (template, subject, …)."""
+
+
+class MessageSent(MessageEvent):
+    """The provider accepted the message and sent it on."""
+
+    type: Literal["message.sent"]
+    provider_message_id: Id | None = None
+    """The provider's own id for the message."""
+
+
+class MessageDelivered(MessageEvent):
+    """The message reached the recipient's server or device."""
+
+    type: Literal["message.delivered"]
+
+
+class MessageRead(MessageEvent):
+    """The recipient read the message (WhatsApp, SMS, in-app)."""
+
+    type: Literal["message.read"]
+
+
+class MessageOpened(MessageEvent):
+    """The recipient opened the email."""
+
+    type: Literal["message.opened"]
+
+
+class MessageClicked(MessageEvent):
+    """The recipient clicked a link in the message."""
+
+    type: Literal["message.clicked"]
+    url: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+    """The link clicked."""
+
+
+class MessageBounced(MessageEvent):
+    """The recipient's server refused the message."""
+
+    type: Literal["message.bounced"]
+    reason: Text | None = None
+    """The bounce reason the provider gave."""
+
+
+class MessageFailed(MessageEvent):
+    """The provider could not send the message."""
+
+    type: Literal["message.failed"]
+    error: ErrorInfo
+    """Why it failed."""
+
+
+RUN_EVENTS: tuple[type[RunEvent], ...] = (
+    RunTriggered,
+    RunStarted,
+    StepStarted,
+    StepSucceeded,
+    StepFailed,
+    RunRetrying,
+    RunRetried,
+    RunPaused,
+    RunResumed,
+    RunCompleted,
+    RunFailed,
+    RunCancelled,
+)
+MESSAGE_EVENTS: tuple[type[MessageEvent], ...] = (
+    MessageQueued,
+    MessageSent,
+    MessageDelivered,
+    MessageRead,
+    MessageOpened,
+    MessageClicked,
+    MessageBounced,
+    MessageFailed,
+)
+
+
+def _type_of(cls: type[Event]) -> str:
+    return cls.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+
+
+EVENT_TYPES: dict[str, type[Event]] = {_type_of(c): c for c in RUN_EVENTS + MESSAGE_EVENTS}
+"""Every event type by its name."""
+RUN_EVENT_TYPES = frozenset(_type_of(c) for c in RUN_EVENTS)
+"""The types whose stream is a run."""
+MESSAGE_EVENT_TYPES = frozenset(_type_of(c) for c in MESSAGE_EVENTS)
+"""The types whose stream is a message."""
+TIMESTAMP_FIELDS = ("occurred_at", "scheduled_at")
+"""The top-level fields that hold timestamps (normalised to UTC when stored)."""
+
+_ANY_EVENT = TypeAdapter(
+    Annotated[Union[RUN_EVENTS + MESSAGE_EVENTS], Field(discriminator="type")]  # type: ignore[valid-type]
+)
+
+
+def stream_of(event: dict[str, Any]) -> str:
+    """The stream (eventsourcing originator id) an already validated event belongs to."""
+    if event["type"] in RUN_EVENT_TYPES:
+        return "run:" + event["run_id"]
+    return "message:" + event["message_id"]
+
+
+def validate_event(obj: Any) -> tuple[Event, dict[str, Any]]:
+    """Validate one decoded JSON value as an event.
+
+    Returns the model and the event as it is to be stored: the input object with its
+    timestamps normalised. Raises :class:`EventInvalid` listing every field problem.
+    """
+    if not isinstance(obj, dict):
+        raise EventInvalid([f"expected a JSON object, got {_json_kind(obj)}"])
+    try:
+        model = _ANY_EVENT.validate_python(obj)
+    except ValidationError as e:
+        raise EventInvalid(_describe(e, obj)) from None
+    body = dict(obj)
+    for name in TIMESTAMP_FIELDS:
+        value = getattr(model, name, None)
+        if value is not None:
+            body[name] = value
+    return model, body
+
+
+class EventInvalid(ValueError):
+    """One event broke the vocabulary; carries one message per broken field."""
+
+    def __init__(self, messages: list[str]) -> None:
+        self.messages = messages
+        """One message per problem, each naming the field and what was expected."""
+        super().__init__("; ".join(messages))
+
+
+def _json_kind(value: Any) -> str:
+    return {
+        list: "an array",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def _describe(error: ValidationError, obj: dict[str, Any]) -> list[str]:
+    messages = []
+    for err in error.errors(include_url=False):
+        kind = err["type"]
+        if kind == "union_tag_not_found":
+            messages.append('field "type": required, one of ' + ", ".join(sorted(EVENT_TYPES)))
+            continue
+        if kind == "union_tag_invalid" and not isinstance(obj.get("type"), str):
+            messages.append('field "type": expected a string, one of ' + ", ".join(sorted(EVENT_TYPES)))
+            continue
+        if kind == "union_tag_invalid":
+            messages.append(
+                f'field "type": unknown event type {obj.get("type")!r}; expected one of '
+                + ", ".join(sorted(EVENT_TYPES))
+            )
+            continue
+        # The first element of the location is the discriminator's tag.
+        loc = [str(p) for p in err["loc"][1:]]
+        # Union members add their own name to the path (str, RecipientRef, …): drop those.
+        loc = [p for p in loc if not _UNION_LABEL.match(p)]
+        field = ".".join(loc) or "(event)"
+        if kind == "missing":
+            messages.append(f'field "{field}": required')
+        elif kind == "extra_forbidden":
+            messages.append(f'field "{field}": unknown field (not part of {obj.get("type")})')
+        else:
+            got = err.get("input")
+            shown = repr(got) if not isinstance(got, (dict, list)) else _json_kind(got)
+            if len(shown) > 80:
+                shown = shown[:77] + "..."
+            messages.append(f'field "{field}": {err["msg"]} (got {shown})')
+    # Keep one message per field and text, in order (unions report each member).
+    return list(dict.fromkeys(messages))
+
+
+_UNION_LABEL = re.compile(r"^(str|int|float|bool|none|dict\[.*\]|list\[.*\]|[A-Z]\w*|constrained-str|function-\w+\[.*\])$")

@@ -1,0 +1,83 @@
+"""The errors flowledger raises on purpose.
+
+Everything a user can cause ends as a :class:`FlowledgerError`; the CLI shows its
+message and exits non-zero, never with a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FlowledgerError(Exception):
+    """Base class of every error flowledger raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one event of an input."""
+
+    line: int | None
+    """The 1-based line of the input the event starts on (None when there is no input file)."""
+    message: str
+    """What is wrong and what was expected, with the field path where there is one."""
+    event_id: str | None = None
+    """The event's id, when it could be read."""
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line is not None else ""
+        return f"{where}{self.message}"
+
+
+class InvalidInput(FlowledgerError):
+    """An input had problems, so nothing of it was stored."""
+
+    def __init__(self, problems: list[Problem], stored: int = 0) -> None:
+        self.problems = problems
+        """Every problem found, in input order."""
+        n = len(problems)
+        super().__init__(
+            f"{n} problem{'s' if n != 1 else ''} in the input; nothing of it was stored"
+        )
+
+
+class FactRefused(FlowledgerError):
+    """A run event the domain rules refuse in the run's current state."""
+
+    def __init__(
+        self, run_id: str, event_id: str, event_type: str, status: str, reason: str
+    ) -> None:
+        self.run_id = run_id
+        """The run the event is about."""
+        self.event_id = event_id
+        """The refused event's id."""
+        self.event_type = event_type
+        """The refused event's type."""
+        self.status = status
+        """The run's status when the event was refused."""
+        self.reason = reason
+        """Why the rules refuse it."""
+        super().__init__(
+            f"event {event_id!r} ({event_type}) refused for run {run_id!r}, "
+            f"whose status is {status}: {reason}"
+        )
+
+
+class NotFound(FlowledgerError):
+    """A run (or other thing) the store does not have."""
+
+
+class CommandRefused(FlowledgerError):
+    """An operator command (retry, cancel) that the run's state does not allow."""
+
+
+class StoreError(FlowledgerError):
+    """The store could not do what was asked; the driver's error, translated."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the store's write lock for longer than the lock timeout."""
+
+
+class StoreURLError(FlowledgerError):
+    """A --store value flowledger cannot open."""

@@ -1,0 +1,204 @@
+"""Reading an input (JSON Lines or one JSON array) into validated, redacted candidates.
+
+This is the first stage of every way in: bytes → JSON → vocabulary → redaction → a
+:class:`~flowledger.store.log.Candidate` with its digest. Problems are collected with the
+line they start on, never raised one at a time, so a user sees all of them at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+
+from flowledger.domain.redaction import Redactor
+from flowledger.domain.vocabulary import EventInvalid, stream_of, validate_event
+from flowledger.errors import Problem
+from flowledger.store.log import Candidate
+
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+"""Events larger than this (as JSON) are refused, unless configured otherwise."""
+DEFAULT_CHUNK_SIZE = 10_000
+"""Events checked and written per statement batch."""
+
+
+@dataclass
+class IngestOptions:
+    """How an input is read."""
+
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    """The largest event accepted, in bytes of JSON."""
+    redactor: Redactor = field(default_factory=Redactor)
+    """What removes secrets before anything is stored."""
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    """How many events go to the store at a time."""
+    keep_sources: bool = False
+    """Keep each event's input text (to write refused ones aside)."""
+
+
+@dataclass(slots=True)
+class RawItem:
+    """One item of an input, decoded or not."""
+
+    line: int
+    """The line it starts on, from 1."""
+    text: str
+    """Its text, as in the input."""
+    value: Any = None
+    """The decoded JSON value, when it decoded."""
+    error: str | None = None
+    """Why it could not be decoded."""
+
+
+def read_items(
+    stream: IO[bytes], max_event_bytes: int, progress: Callable[[int], None] | None = None
+) -> Iterator[RawItem]:
+    """Items of a JSON Lines input, or of one JSON array, with the lines they start on."""
+    head = stream.read(1)
+    while head and head.isspace():
+        head += stream.read(1)
+    if head.strip() == b"[":
+        rest = stream.read()
+        if progress:
+            progress(len(head) + len(rest))
+        yield from _array_items(head + rest, max_event_bytes)
+        return
+    line_no = 0
+    first = True
+    for raw in stream:
+        if first:
+            raw = head + raw
+            first = False
+        line_no += 1
+        if progress:
+            progress(len(raw))
+        yield from _line_item(raw, line_no, max_event_bytes)
+    if first and head:
+        yield from _line_item(head, 1, max_event_bytes)
+
+
+def _line_item(raw: bytes, line_no: int, limit: int) -> Iterator[RawItem]:
+    stripped = raw.strip()
+    if not stripped:
+        return
+    if len(stripped) > limit:
+        yield RawItem(line_no, _preview(stripped), error=_too_large(len(stripped), limit))
+        return
+    try:
+        text = stripped.decode("utf-8")
+    except UnicodeDecodeError as e:
+        yield RawItem(line_no, repr(stripped[:200]), error=f"not UTF-8 text: {e.reason} at byte {e.start}")
+        return
+    try:
+        yield RawItem(line_no, text, orjson.loads(stripped))
+    except orjson.JSONDecodeError as e:
+        yield RawItem(line_no, text, error=f"not valid JSON: {e}")
+
+
+def _array_items(data: bytes, limit: int) -> Iterator[RawItem]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        yield RawItem(1, "", error=f"not UTF-8 text: {e.reason} at byte {e.start}")
+        return
+    decoder = json.JSONDecoder()
+    pos = text.index("[") + 1
+    line = 1 + text.count("\n", 0, pos)
+    expect_item = True
+    while True:
+        start = _skip_space(text, pos)
+        line += text.count("\n", pos, start)
+        pos = start
+        if pos >= len(text):
+            yield RawItem(line, "", error="not valid JSON: the array is not closed with ]")
+            return
+        if text[pos] == "]":
+            if _skip_space(text, pos + 1) < len(text):
+                yield RawItem(line, text[pos : pos + 40], error="not valid JSON: text after the array's ]")
+            return
+        if not expect_item:
+            if text[pos] != ",":
+                yield RawItem(line, text[pos : pos + 40], error="not valid JSON: expected , or ] between items")
+                return
+            pos += 1
+            expect_item = True
+            continue
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            yield RawItem(e.lineno, text[pos : pos + 40], error=f"not valid JSON: {e.msg}")
+            return
+        item_text = text[pos:end]
+        size = len(item_text.encode("utf-8"))
+        if size > limit:
+            yield RawItem(line, _preview(item_text.encode()), error=_too_large(size, limit))
+        else:
+            yield RawItem(line, item_text, value)
+        line += text.count("\n", pos, end)
+        pos = end
+        expect_item = False
+
+
+def _skip_space(text: str, pos: int) -> int:
+    n = len(text)
+    while pos < n and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _preview(raw: bytes) -> str:
+    return raw[:200].decode("utf-8", "replace") + "…"
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (
+        f"the event is {size:,} bytes; the limit is {limit:,} bytes "
+        "(--max-event-bytes or FLOWLEDGER_MAX_EVENT_BYTES)"
+    )
+
+
+def candidates(
+    items: Iterable[RawItem], options: IngestOptions, rejected: list[Problem]
+) -> Iterator[list[Candidate]]:
+    """Validate and redact items into chunks of candidates.
+
+    Invalid items go to ``rejected``: one :class:`Problem` per broken field, each with
+    the item's input text as ``source``.
+    """
+    chunk: list[Candidate] = []
+    redactor = options.redactor
+    for item in items:
+        if item.error is not None:
+            rejected.append(_InputProblem(item.line, item.error, None, item.text))
+            continue
+        try:
+            _, body = validate_event(item.value)
+        except EventInvalid as e:
+            event_id = item.value.get("id") if isinstance(item.value, dict) else None
+            event_id = event_id if isinstance(event_id, str) else None
+            for message in e.messages:
+                rejected.append(_InputProblem(item.line, message, event_id, item.text))
+            continue
+        body = redactor.redact_event(body)
+        chunk.append(
+            Candidate.make(
+                body,
+                stream_of(body),
+                item.line,
+                item.text if options.keep_sources else None,
+            )
+        )
+        if len(chunk) >= options.chunk_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclass(frozen=True)
+class _InputProblem(Problem):
+    source: str | None = None
+    """The item's input text."""

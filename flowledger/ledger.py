@@ -1,0 +1,133 @@
+"""The library API: what each CLI command (and later the HTTP API) calls.
+
+One function per capability, each taking an open :class:`EventLog`; all the input
+handling (validation, redaction, digests) happens here, before the log sees an event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import IO, Any
+
+from flowledger.domain import commands
+from flowledger.domain.redaction import Redactor
+from flowledger.domain.run import FAILED, NOT_TRIGGERED, UNFINISHED
+from flowledger.domain.vocabulary import EventInvalid, stream_of, validate_event
+from flowledger.errors import CommandRefused, InvalidInput, NotFound, Problem
+from flowledger.ingest import IngestOptions, candidates, read_items
+from flowledger.projections.run_record import HistoryEntry, run_history, run_record
+from flowledger.store.log import AppendResult, Candidate, EventLog, utc_now
+
+
+def append_input(
+    log: EventLog,
+    stream: IO[bytes],
+    options: IngestOptions | None = None,
+    *,
+    keep_going: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[AppendResult, list[Problem]]:
+    """Append a JSON Lines (or JSON array) input, all or nothing.
+
+    Raises :class:`InvalidInput` with every problem if any event is invalid or refused,
+    and then stores nothing. With ``keep_going`` the good events are stored and the bad
+    ones returned: the input's invalid items first, then the refused ones.
+    """
+    options = options or IngestOptions()
+    rejected: list[Problem] = []
+    items = read_items(stream, options.max_event_bytes, progress)
+    result = log.append(candidates(items, options, rejected), keep_going=keep_going, rejected=rejected)
+    return result, rejected
+
+
+def append_events(
+    log: EventLog, events: list[dict[str, Any]], redactor: Redactor | None = None
+) -> AppendResult:
+    """Append already decoded events (each validated and redacted first), all or nothing."""
+    redactor = redactor or Redactor()
+    rejected: list[Problem] = []
+    chunk = []
+    for n, obj in enumerate(events, 1):
+        try:
+            _, body = validate_event(obj)
+        except EventInvalid as e:
+            rejected.extend(Problem(None, f"event {n}: {m}") for m in e.messages)
+            continue
+        body = redactor.redact_event(body)
+        chunk.append(Candidate.make(body, stream_of(body)))
+    return log.append([chunk] if chunk else [], rejected=rejected)
+
+
+def replay(log: EventLog, run_id: str) -> list[HistoryEntry]:
+    """A run's events, each with the run's record right after it (the auditor's view)."""
+    return run_history(run_id, log.run_events(run_id))
+
+
+def show_run(log: EventLog, run_id: str) -> dict[str, Any]:
+    """A run's current record."""
+    return run_record(run_id, log.run_events(run_id))
+
+
+def retry_run(
+    log: EventLog, run_id: str, *, actor: str | None = None, reason: str | None = None
+) -> dict[str, Any]:
+    """Retry a failed run: it goes back to pending with retry_count + 1."""
+    state = log.run_state(run_id)
+    if state.status == NOT_TRIGGERED:
+        raise NotFound(f"no run {run_id!r} in the store")
+    if state.status != FAILED:
+        raise CommandRefused(
+            f"cannot retry run {run_id!r}: it is {state.status}; only a failed run can be retried"
+        )
+    event = commands.retry_requested(run_id, occurred_at=utc_now(), actor=actor, reason=reason)
+    _record(log, event)
+    return show_run(log, run_id)
+
+
+def cancel_run(
+    log: EventLog, run_id: str, *, actor: str | None = None, reason: str | None = None
+) -> dict[str, Any]:
+    """Cancel an unfinished run."""
+    state = log.run_state(run_id)
+    if state.status == NOT_TRIGGERED:
+        raise NotFound(f"no run {run_id!r} in the store")
+    if state.status not in UNFINISHED:
+        raise CommandRefused(
+            f"cannot cancel run {run_id!r}: it is already {state.status}; "
+            "only a pending, running or paused run can be cancelled"
+        )
+    event = commands.cancel_requested(run_id, occurred_at=utc_now(), actor=actor, reason=reason)
+    _record(log, event)
+    return show_run(log, run_id)
+
+
+def cancel_by_key(
+    log: EventLog, key: str, *, actor: str | None = None, reason: str | None = None
+) -> list[str]:
+    """Cancel every unfinished run triggered with a cancellation key; returns their ids."""
+    now = utc_now()
+
+    def make(run_id: str) -> Candidate:
+        event = commands.cancel_requested(
+            run_id, occurred_at=now, actor=actor, reason=reason, cancellation_key=key
+        )
+        return _validated(event)
+
+    return log.append_to_unfinished_runs_with_key(key, make)
+
+
+def _validated(event: dict[str, Any]) -> Candidate:
+    try:
+        _, body = validate_event(event)
+    except EventInvalid as e:
+        raise CommandRefused("; ".join(e.messages)) from None
+    return Candidate.make(body, stream_of(body))
+
+
+def _record(log: EventLog, event: dict[str, Any]) -> None:
+    cand = _validated(event)
+    try:
+        log.append([[cand]])
+    except InvalidInput as e:
+        # The run changed between our look and the write lock: the rules had the last word.
+        raise CommandRefused(e.problems[0].message) from None

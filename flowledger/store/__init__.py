@@ -1,0 +1,50 @@
+"""Opening a store from a URL: the one place that knows which backends exist."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import unquote, urlparse
+
+from flowledger.errors import StoreURLError
+from flowledger.store.log import EventLog
+from flowledger.store.sqlite import SQLiteBackend
+
+DEFAULT_STORE = "./flowledger.db"
+"""Where the store is when neither --store nor FLOWLEDGER_STORE says."""
+
+
+def sqlite_path(url: str) -> str:
+    """The file a SQLite store URL (or plain path) names."""
+    if url.startswith("sqlite:"):
+        parsed = urlparse(url)
+        if parsed.netloc not in ("", "localhost"):
+            raise StoreURLError(
+                f"cannot open {url!r}: a SQLite URL names a local file, like "
+                "sqlite:///relative.db or sqlite:////absolute/path.db"
+            )
+        path = unquote(parsed.path)
+        # sqlite:///x.db is relative, sqlite:////abs/x.db absolute (SQLAlchemy's convention).
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise StoreURLError(f"cannot open {url!r}: it names no file")
+        return path
+    return os.path.expanduser(url)
+
+
+def open_log(url: str | None = None, *, lock_timeout: float = 60.0, create: bool = True) -> EventLog:
+    """Open the event log a URL names: a file path or sqlite:///path (PostgreSQL comes later).
+
+    ``create=False`` refuses to make a new, empty store (for commands that only read).
+    """
+    url = url or DEFAULT_STORE
+    scheme = url.split(":", 1)[0].lower() if "://" in url else ""
+    if scheme in ("postgresql", "postgres"):
+        raise StoreURLError(
+            "PostgreSQL stores are not available in this version of flowledger; "
+            "use a SQLite file path (or sqlite:///path)"
+        )
+    if scheme and scheme != "sqlite":
+        raise StoreURLError(
+            f"cannot open {url!r}: expected a file path or a sqlite:/// URL"
+        )
+    return EventLog(SQLiteBackend(sqlite_path(url), lock_timeout=lock_timeout, create=create))

@@ -1,0 +1,257 @@
+"""The event log: idempotent, rule-checked, all-or-nothing appends, and reads by stream.
+
+An append runs in one write transaction. For each event it looks the id up (a stored
+id with the same body is a duplicate, with another body a conflict), checks a run event
+against the run's rule state, and gives it the next version of its stream. The events,
+their ids and the new stream heads are written together, so a crash leaves either all
+of a batch or none of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from flowledger.domain.run import UNFINISHED, Run
+from flowledger.errors import FactRefused, InvalidInput, NotFound, Problem
+from flowledger.store.sqlite import SQLiteBackend
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A validated, redacted event ready to be appended."""
+
+    line: int | None
+    """Where it starts in its input (None for events made by commands)."""
+    event_id: str
+    """The sender's id."""
+    type: str
+    """The event type (stored as the eventsourcing topic)."""
+    stream: str
+    """The stream (eventsourcing originator id) it belongs to."""
+    body: dict[str, Any]
+    """The event as stored."""
+    digest: bytes
+    """A digest of the body, to tell a resend from a conflicting reuse of the id."""
+    source: str | None = None
+    """The input text, kept only when refused events are to be written aside."""
+
+    @classmethod
+    def make(
+        cls,
+        body: dict[str, Any],
+        stream: str,
+        line: int | None = None,
+        source: str | None = None,
+    ) -> Candidate:
+        """Build from a validated, redacted body."""
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        return cls(
+            line,
+            body["id"],
+            body["type"],
+            stream,
+            body,
+            hashlib.blake2b(canonical, digest_size=16).digest(),
+            source,
+        )
+
+
+@dataclass
+class AppendResult:
+    """What an append did."""
+
+    appended: int = 0
+    """Events newly stored."""
+    duplicates: int = 0
+    """Events whose id was already stored with the same body."""
+    problems: list[tuple[Candidate, Problem]] = field(default_factory=list)
+    """Events refused (by the rules, or as id conflicts), with why."""
+    last_position: int | None = None
+    """The log position of the last event stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as read back from the log."""
+
+    position: int
+    """Its place in the whole log (the notification id)."""
+    version: int
+    """Its place in its stream, from 1."""
+    type: str
+    """The event type."""
+    body: dict[str, Any]
+    """The event, as stored (redacted, timestamps in UTC), with recorded_at."""
+
+
+class EventLog:
+    """The append-only log of workflow-run facts, over one store backend."""
+
+    def __init__(self, backend: SQLiteBackend) -> None:
+        self.backend = backend
+        """Where the events live."""
+
+    def close(self) -> None:
+        """Release the store."""
+        self.backend.close()
+
+    def append(
+        self,
+        chunks: Iterable[list[Candidate]],
+        *,
+        keep_going: bool = False,
+        rejected: list[Problem] | None = None,
+    ) -> AppendResult:
+        """Append every candidate of every chunk in one transaction.
+
+        A refused event or an id conflict raises :class:`InvalidInput` listing all of
+        them and stores nothing, unless ``keep_going``: then the rest is stored and the
+        refused ones are returned in the result's ``problems``. ``rejected`` is filled by
+        whoever makes the chunks with the input's invalid events, as it reads; if it holds
+        any when the input ends, nothing is stored either (unless ``keep_going``).
+        """
+        rejected = rejected if rejected is not None else []
+        recorded_at = utc_now()
+        chunks = iter(chunks)
+        # Prepare the first chunk before taking the lock: small appends (webhooks)
+        # then hold the lock only while they are checked and written.
+        first = next(chunks, None)
+        result = AppendResult()
+        if first is None:
+            if rejected and not keep_going:
+                raise InvalidInput(rejected)
+            return result
+        b = self.backend
+        with b.transaction(write=True) as c:
+            for chunk in _chain(first, chunks):
+                self._append_chunk(c, chunk, result, recorded_at)
+            if (result.problems or rejected) and not keep_going:
+                problems = rejected + [p for _, p in result.problems]
+                problems.sort(key=lambda p: p.line or 0)
+                raise InvalidInput(problems)
+            if result.appended:
+                result.last_position = b.max_position(c)
+        return result
+
+    def _append_chunk(
+        self, c: Any, chunk: list[Candidate], result: AppendResult, recorded_at: str
+    ) -> None:
+        b = self.backend
+        known = b.fetch_digests(c, list({cand.event_id for cand in chunk}))
+        heads_raw = b.fetch_heads(c, list({cand.stream for cand in chunk}))
+        versions: dict[str, int] = {s: v for s, (v, _) in heads_raw.items()}
+        runs: dict[str, Run] = {}
+        events: list[tuple[str, int, str, bytes]] = []
+        ids: list[tuple[str, bytes, str, int]] = []
+        keys: list[tuple[str, str]] = []
+        touched: set[str] = set()
+        for cand in chunk:
+            seen = known.get(cand.event_id)
+            if seen is not None:
+                if seen == cand.digest:
+                    result.duplicates += 1
+                else:
+                    result.problems.append((cand, _conflict(cand)))
+                continue
+            body = cand.body
+            if cand.stream.startswith("run:"):
+                run = runs.get(cand.stream)
+                if run is None:
+                    raw = heads_raw.get(cand.stream)
+                    state = orjson.loads(raw[1]) if raw and raw[1] else None
+                    run = runs[cand.stream] = Run.from_state(body["run_id"], state)
+                try:
+                    run.check(body)
+                except FactRefused as e:
+                    result.problems.append((cand, Problem(cand.line, str(e), cand.event_id)))
+                    continue
+                run.apply(body)
+                if body["type"] == "run.triggered" and run.cancellation_key is not None:
+                    keys.append((run.cancellation_key, run.id))
+            version = versions.get(cand.stream, 0) + 1
+            versions[cand.stream] = version
+            touched.add(cand.stream)
+            known[cand.event_id] = cand.digest
+            stored = {**body, "recorded_at": recorded_at}
+            events.append((cand.stream, version, cand.type, orjson.dumps(stored)))
+            ids.append((cand.event_id, cand.digest, cand.stream, version))
+        heads = [
+            (
+                s,
+                versions[s],
+                orjson.dumps(runs[s].to_state()) if s in runs else None,
+            )
+            for s in touched
+        ]
+        b.insert(c, events, ids, heads, keys)
+        result.appended += len(events)
+
+    def append_to_unfinished_runs_with_key(
+        self, key: str, make: Callable[[str], Candidate]
+    ) -> list[str]:
+        """Append ``make(run_id)`` to every unfinished run triggered with a cancellation key.
+
+        The runs are found and the events appended in one write transaction, so a run
+        that finishes meanwhile is either finished first (and left alone) or after.
+        """
+        b = self.backend
+        with b.transaction(write=True) as c:
+            run_ids = b.runs_with_key(c, key)
+            heads = b.fetch_heads(c, ["run:" + r for r in run_ids])
+            targets = [
+                r
+                for r in run_ids
+                if Run.from_state(r, orjson.loads(heads["run:" + r][1])).status in UNFINISHED
+            ]
+            if targets:
+                result = AppendResult()
+                self._append_chunk(c, [make(r) for r in targets], result, utc_now())
+                if result.problems:
+                    raise InvalidInput([p for _, p in result.problems])
+        return targets
+
+    # Reads.
+
+    def run_events(self, run_id: str) -> list[StoredEvent]:
+        """A run's events in order; :class:`NotFound` if it has none."""
+        with self.backend.transaction(write=False) as c:
+            rows = self.backend.stream_events(c, "run:" + run_id)
+        if not rows:
+            raise NotFound(f"no run {run_id!r} in the store")
+        return [StoredEvent(p, v, t, orjson.loads(s)) for p, v, t, s in rows]
+
+    def run_state(self, run_id: str) -> Run:
+        """The rule state of a run (status NOT_TRIGGERED if there is no such run)."""
+        with self.backend.transaction(write=False) as c:
+            raw = self.backend.fetch_heads(c, ["run:" + run_id]).get("run:" + run_id)
+        return Run.from_state(run_id, orjson.loads(raw[1]) if raw and raw[1] else None)
+
+    def count(self) -> int:
+        """How many events the log holds."""
+        with self.backend.transaction(write=False) as c:
+            return self.backend.count_events(c)
+
+
+def utc_now() -> str:
+    """The current time in the stored timestamp format."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _chain(first: list[Candidate], rest: Iterator[list[Candidate]]) -> Iterator[list[Candidate]]:
+    yield first
+    yield from rest
+
+
+def _conflict(cand: Candidate) -> Problem:
+    return Problem(
+        cand.line,
+        f"event id {cand.event_id!r} is already stored with a different body "
+        "(an id is an idempotency key: resend the same body, or use a new id)",
+        cand.event_id,
+    )

@@ -1,0 +1,266 @@
+"""The SQLite store: eventsourcing's SQLite event store, set up for durability, with the
+few tables flowledger keeps beside it, and the one seam where driver errors become
+flowledger's own.
+
+Layout of the file:
+
+- ``stored_events`` (eventsourcing's): one row per event; ``originator_id`` is the stream
+  (``run:<run_id>`` or ``message:<message_id>``), ``topic`` the event type, ``state`` the
+  event as JSON; the rowid is the event's position in the notification log.
+- ``event_ids``: the sender's event id → digest of its body, for idempotent appends.
+- ``stream_heads``: each stream's last version and the state its rules need.
+- ``run_cancellation_keys``: which runs a cancellation key names.
+- ``tracking`` (eventsourcing's): how far each projection has applied the log.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.persistence import PersistenceError
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteDatastore,
+)
+
+from flowledger.errors import StoreBusy, StoreError
+
+SCHEMA_VERSION = 1
+
+_FLOWLEDGER_TABLES = (
+    "CREATE TABLE IF NOT EXISTS event_ids ("
+    "id TEXT PRIMARY KEY, digest BLOB NOT NULL, "
+    "originator_id TEXT NOT NULL, originator_version INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS stream_heads ("
+    "originator_id TEXT PRIMARY KEY, version INTEGER NOT NULL, state BLOB) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS run_cancellation_keys ("
+    "cancellation_key TEXT NOT NULL, run_id TEXT NOT NULL, "
+    "PRIMARY KEY (cancellation_key, run_id)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS flowledger_meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID",
+)
+
+# SQLite takes at most 32,766 bound parameters per statement; stay well under.
+_IN_CHUNK = 500
+
+
+class _DurablePool(SQLiteConnectionPool):
+    """eventsourcing's pool, with every connection made durable and patient."""
+
+    def __init__(self, *, busy_timeout_ms: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.busy_timeout_ms = busy_timeout_ms
+
+    def _create_connection(self) -> SQLiteConnection:
+        conn = super()._create_connection()
+        raw: sqlite3.Connection = conn._sqlite_conn  # noqa: SLF001
+        # An acknowledged append must survive a power cut, not only a process crash.
+        raw.execute("PRAGMA synchronous=FULL")
+        raw.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+        return conn
+
+
+class _Datastore(SQLiteDatastore):
+    def __init__(self, db_name: str, lock_timeout: float) -> None:
+        super().__init__(db_name, originator_id_type="text")
+        self.pool = _DurablePool(
+            db_name=db_name,
+            lock_timeout=max(1, int(lock_timeout)),
+            busy_timeout_ms=int(lock_timeout * 1000),
+            pool_timeout=max(5.0, lock_timeout),
+        )
+
+
+class SQLiteTransaction:
+    """One transaction on a pooled connection; the seam where driver errors are translated.
+
+    ``write=True`` begins with ``BEGIN IMMEDIATE``: every flowledger write reads first
+    (ids, heads), and a plain ``BEGIN`` would let a second writer fail at once with
+    SQLITE_BUSY instead of waiting for the lock.
+    """
+
+    def __init__(self, backend: SQLiteBackend, *, write: bool) -> None:
+        self.backend = backend
+        self.write = write
+        self._conn: SQLiteConnection | None = None
+        self.cursor: sqlite3.Cursor | None = None
+
+    def __enter__(self) -> sqlite3.Cursor:
+        with translate_errors(self.backend):
+            self._conn = self.backend.datastore.pool.get_connection(is_writer=self.write)
+            raw: sqlite3.Connection = self._conn._sqlite_conn  # noqa: SLF001
+            self.cursor = raw.cursor()
+            self.cursor.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
+        return self.cursor
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        assert self._conn is not None
+        try:
+            with translate_errors(self.backend):
+                try:
+                    if exc is None and self.write:
+                        self._conn.commit()
+                    else:
+                        self._conn.rollback()
+                finally:
+                    if self.cursor is not None:
+                        self.cursor.close()
+        finally:
+            self.backend.datastore.pool.put_connection(self._conn)
+        if exc is not None and isinstance(exc, (sqlite3.Error, PersistenceError)):
+            raise _translate(exc, self.backend) from exc
+
+
+@contextmanager
+def translate_errors(backend: SQLiteBackend) -> Iterator[None]:
+    """Turn sqlite3 and eventsourcing persistence errors into flowledger StoreErrors."""
+    try:
+        yield
+    except (sqlite3.Error, PersistenceError) as e:
+        raise _translate(e, backend) from e
+
+
+def _translate(error: BaseException, backend: SQLiteBackend) -> StoreError:
+    text = str(error)
+    if "locked" in text or "busy" in text.lower() or "Timed out" in text:
+        return StoreBusy(
+            f"the store {backend.path} is busy: another process held its write lock for "
+            f"more than {backend.lock_timeout:g} s; try again, or raise --lock-timeout"
+        )
+    if "not a database" in text or "malformed" in text:
+        return StoreError(f"{backend.path} is not a flowledger store (not a usable SQLite file)")
+    if "unable to open" in text:
+        return StoreError(f"cannot open the store {backend.path}: {text}")
+    if "readonly" in text or "read-only" in text:
+        return StoreError(f"the store {backend.path} is read-only here: {text}")
+    if "disk" in text and "full" in text:
+        return StoreError(f"the disk holding {backend.path} is full; nothing was stored")
+    return StoreError(f"the store {backend.path} failed: {text}")
+
+
+class SQLiteBackend:
+    """An event log and its side tables in one SQLite file (WAL, synchronous=FULL)."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str, *, lock_timeout: float = 60.0, create: bool = True) -> None:
+        self.path = path
+        """The database file."""
+        self.lock_timeout = lock_timeout
+        """Seconds a writer waits for another's lock before giving up."""
+        if not create and not Path(path).exists():
+            raise StoreError(
+                f"no store at {path}: append some events first, or point --store "
+                "(or FLOWLEDGER_STORE) at an existing one"
+            )
+        if path != ":memory:":
+            parent = Path(path).parent
+            if not parent.exists():
+                raise StoreError(f"cannot create the store {path}: folder {parent} does not exist")
+        with translate_errors(self):
+            self.datastore = _Datastore(path, lock_timeout)
+            self.recorder = SQLiteApplicationRecorder(self.datastore)
+        with self.transaction(write=True) as c:
+            c.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name='flowledger_meta'"
+            )
+            if c.fetchone() is None:
+                for statement in self.recorder.create_table_statements:
+                    c.execute(statement)
+                for statement in _FLOWLEDGER_TABLES:
+                    c.execute(statement)
+                c.execute(
+                    "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+
+    def transaction(self, *, write: bool) -> SQLiteTransaction:
+        """A transaction; ``write=True`` takes the write lock at once (BEGIN IMMEDIATE)."""
+        return SQLiteTransaction(self, write=write)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.datastore.close()
+
+    # Reads and writes on an open transaction's cursor. Every value is a bound parameter.
+
+    @staticmethod
+    def fetch_digests(c: sqlite3.Cursor, ids: Sequence[str]) -> dict[str, bytes]:
+        """The stored digests of those event ids that are stored."""
+        found: dict[str, bytes] = {}
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            c.execute(
+                f"SELECT id, digest FROM event_ids WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update((row[0], row[1]) for row in c.fetchall())
+        return found
+
+    @staticmethod
+    def fetch_heads(c: sqlite3.Cursor, streams: Sequence[str]) -> dict[str, tuple[int, bytes | None]]:
+        """Each existing stream's (version, state)."""
+        found: dict[str, tuple[int, bytes | None]] = {}
+        for i in range(0, len(streams), _IN_CHUNK):
+            chunk = streams[i : i + _IN_CHUNK]
+            c.execute(
+                "SELECT originator_id, version, state FROM stream_heads "
+                f"WHERE originator_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update((row[0], (row[1], row[2])) for row in c.fetchall())
+        return found
+
+    @staticmethod
+    def insert(
+        c: sqlite3.Cursor,
+        events: Sequence[tuple[str, int, str, bytes]],
+        ids: Sequence[tuple[str, bytes, str, int]],
+        heads: Sequence[tuple[str, int, bytes | None]],
+        keys: Sequence[tuple[str, str]],
+    ) -> None:
+        """Write events, their ids, the new stream heads and cancellation keys."""
+        c.executemany("INSERT INTO stored_events VALUES (?,?,?,?)", events)
+        c.executemany("INSERT INTO event_ids VALUES (?,?,?,?)", ids)
+        c.executemany(
+            "INSERT INTO stream_heads VALUES (?,?,?) ON CONFLICT (originator_id) "
+            "DO UPDATE SET version=excluded.version, state=excluded.state",
+            heads,
+        )
+        c.executemany("INSERT OR IGNORE INTO run_cancellation_keys VALUES (?,?)", keys)
+
+    @staticmethod
+    def runs_with_key(c: sqlite3.Cursor, key: str) -> list[str]:
+        """The runs triggered with a cancellation key."""
+        c.execute(
+            "SELECT run_id FROM run_cancellation_keys WHERE cancellation_key=? ORDER BY run_id",
+            (key,),
+        )
+        return [row[0] for row in c.fetchall()]
+
+    @staticmethod
+    def stream_events(c: sqlite3.Cursor, stream: str) -> list[tuple[int, int, str, bytes]]:
+        """A stream's events as (position, version, type, state), in version order."""
+        c.execute(
+            "SELECT rowid, originator_version, topic, state FROM stored_events "
+            "WHERE originator_id=? ORDER BY originator_version",
+            (stream,),
+        )
+        return [tuple(row) for row in c.fetchall()]  # type: ignore[misc]
+
+    @staticmethod
+    def max_position(c: sqlite3.Cursor) -> int:
+        """The position of the last stored event (0 for an empty log)."""
+        c.execute("SELECT MAX(rowid) FROM stored_events")
+        return c.fetchone()[0] or 0
+
+    @staticmethod
+    def count_events(c: sqlite3.Cursor) -> int:
+        """How many events the log holds."""
+        c.execute("SELECT COUNT(*) FROM stored_events")
+        return c.fetchone()[0]
