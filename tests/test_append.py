@@ -1,0 +1,150 @@
+"""Appending to the log: idempotency, conflicts, all-or-nothing, redaction, streams."""
+
+from __future__ import annotations
+
+import io
+
+import orjson
+import pytest
+
+from flowledger import ledger
+from flowledger.errors import InvalidInput
+from flowledger.ingest import IngestOptions
+from tests.conftest import ev, step, triggered
+
+
+def jsonl(*events) -> io.BytesIO:
+    return io.BytesIO(b"".join(orjson.dumps(e) + b"\n" for e in events))
+
+
+def history():
+    return [
+        triggered("r1"),
+        ev("run.started", run_id="r1"),
+        step("step.started", "r1"),
+        ev("message.queued", message_id="m1", channel="email", recipient="user-1", run_id="r1", step="email-1"),
+        step("step.succeeded", "r1"),
+        ev("message.delivered", message_id="m1"),
+        ev("run.completed", run_id="r1"),
+    ]
+
+
+def test_append_stores_every_event_in_its_stream_in_order(log):
+    events = history()
+    result, _ = ledger.append_input(log, jsonl(*events))
+    assert (result.appended, result.duplicates) == (7, 0)
+    stored = log.run_events("r1")
+    assert [e.body["id"] for e in stored] == [e["id"] for e in events if "run_id" in e and not e["type"].startswith("message.")]
+    assert [e.version for e in stored] == [1, 2, 3, 4, 5]
+    assert all(a.position < b.position for a, b in zip(stored, stored[1:]))
+    assert log.count() == 7
+
+
+def test_reappending_the_same_events_is_a_no_op_counted_as_duplicates(log):
+    events = history()
+    ledger.append_input(log, jsonl(*events))
+    result, _ = ledger.append_input(log, jsonl(*events[2:5]))
+    assert (result.appended, result.duplicates) == (0, 3)
+    assert log.count() == 7
+
+
+def test_a_duplicate_inside_one_input_is_counted_once(log):
+    t = triggered("r1")
+    result, _ = ledger.append_input(log, jsonl(t, t, t))
+    assert (result.appended, result.duplicates) == (1, 2)
+
+
+def test_the_same_id_with_another_body_is_a_conflict_and_nothing_is_stored(log):
+    t = triggered("r1")
+    ledger.append_input(log, jsonl(t))
+    other = {**t, "workflow": "other"}
+    with pytest.raises(InvalidInput) as info:
+        ledger.append_input(log, jsonl(ev("run.started", run_id="r1"), other))
+    (problem,) = info.value.problems
+    assert problem.line == 2 and "already stored with a different body" in problem.message
+    assert log.count() == 1
+
+
+def test_one_refused_fact_stores_nothing_of_the_input(log):
+    events = history()
+    bad = ev("run.completed", run_id="r9")
+    with pytest.raises(InvalidInput) as info:
+        ledger.append_input(log, jsonl(*events, bad))
+    assert [p.line for p in info.value.problems] == [8]
+    assert "never triggered" in info.value.problems[0].message
+    assert log.count() == 0
+
+
+def test_all_problems_are_reported_across_chunks_and_nothing_stored(log):
+    events = history() + [ev("run.started", run_id="r1"), {"id": "x", "type": "run.started"}]
+    with pytest.raises(InvalidInput) as info:
+        ledger.append_input(log, jsonl(*events), IngestOptions(chunk_size=2))
+    lines = [p.line for p in info.value.problems]
+    assert lines == sorted(lines) and 8 in lines and 9 in lines
+    assert log.count() == 0
+
+
+def test_rules_see_earlier_chunks_of_the_same_input(log):
+    result, _ = ledger.append_input(log, jsonl(*history()), IngestOptions(chunk_size=1))
+    assert result.appended == 7
+
+
+def test_keep_going_stores_the_good_events_and_returns_the_bad(log):
+    events = history()
+    events.insert(2, ev("run.paused", run_id="never-triggered"))
+    result, rejected = ledger.append_input(log, jsonl(*events, {"id": 3}), keep_going=True)
+    assert result.appended == 7
+    assert [p.line for _, p in result.problems] == [3]
+    assert [p.line for p in rejected] == [9]
+
+
+def test_provider_events_are_never_refused_for_order(log):
+    late = [
+        ev("message.clicked", message_id="m1", url="https://x.test"),
+        ev("message.opened", message_id="m1"),
+        ev("message.delivered", message_id="m1"),
+        ev("message.sent", message_id="m1", cost={"amount": 0.01, "currency": "USD"}),
+        ev("message.queued", message_id="m1", channel="email", recipient="u"),
+    ]
+    result, _ = ledger.append_input(log, jsonl(*late))
+    assert result.appended == 5
+
+
+def test_secrets_are_redacted_before_they_are_stored(log, store_path):
+    secret = "sk_live_abcdef123456"
+    events = history()
+    events[4] = step(
+        "step.succeeded",
+        "r1",
+        request={"headers": {"Authorization": f"Bearer {secret}"}, "body": {"nested": [{"API-KEY": secret}]}},
+        response={"cookies": [["Set-Cookie", secret]], "h": [{"name": "X-Api-Key", "value": secret}]},
+        output={"token": secret, "ok": True},
+    )
+    ledger.append_input(log, jsonl(*events))
+    body = log.run_events("r1")[3].body
+    assert body["request"]["headers"]["Authorization"] == "[REDACTED]"
+    assert body["output"] == {"token": "[REDACTED]", "ok": True}
+    log.close()
+    raw = b"".join(open(store_path + suffix, "rb").read() for suffix in ("", "-wal") if __import__("os").path.exists(store_path + suffix))
+    assert secret.encode() not in raw
+
+
+def test_extra_redaction_keys(log):
+    from flowledger.domain.redaction import Redactor
+
+    e = triggered("r1", data={"ssn": "123-45-6789"})
+    ledger.append_input(log, jsonl(e), IngestOptions(redactor=Redactor(extra=["SSN"])))
+    assert log.run_events("r1")[0].body["data"] == {"ssn": "[REDACTED]"}
+
+
+def test_a_redacted_resend_is_still_a_duplicate(log):
+    e = triggered("r1", data={"password": "hunter2"})
+    ledger.append_input(log, jsonl(e))
+    result, _ = ledger.append_input(log, jsonl(e))
+    assert result.duplicates == 1
+
+
+def test_stored_events_keep_when_they_were_recorded(log):
+    ledger.append_input(log, jsonl(triggered("r1")))
+    body = log.run_events("r1")[0].body
+    assert body["recorded_at"].endswith("Z") and body["occurred_at"] == "2026-11-01T09:00:00.000000Z"

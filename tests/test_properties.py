@@ -1,0 +1,199 @@
+"""Properties of the log over generated histories (hypothesis).
+
+The generator walks its own model of the run lifecycle, written apart from the code
+under test, so a disagreement shows up as a failure rather than agreeing with itself.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from contextlib import contextmanager
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowledger import ledger
+from flowledger.domain.redaction import DEFAULT_SECRET_KEYS
+from flowledger.errors import InvalidInput
+from flowledger.store import open_log
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# The model: which lifecycle events each status allows, and where they lead.
+MODEL = {
+    "pending": {"run.started": "running", "run.cancelled": "cancelled", "run.failed": "failed"},
+    "running": {"run.paused": "paused", "run.completed": "completed", "run.failed": "failed", "run.cancelled": "cancelled", "run.retrying": "running"},
+    "paused": {"run.resumed": "running", "run.cancelled": "cancelled", "run.failed": "failed"},
+    "failed": {"run.retried": "pending", "run.retrying": "pending"},
+    "completed": {},
+    "cancelled": {},
+}
+LIFECYCLE = sorted({t for moves in MODEL.values() for t in moves} | {"run.triggered", "step.started", "step.succeeded", "step.failed"})
+
+
+@contextmanager
+def fresh_log():
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "f.db")
+        log = open_log(path)
+        try:
+            yield log, path
+        finally:
+            log.close()
+
+
+def jsonl(events):
+    return io.BytesIO(b"".join(orjson.dumps(e) + b"\n" for e in events))
+
+
+def make(n, run_id, kind, **fields):
+    e = {"id": f"{run_id}-{n}", "type": kind, "occurred_at": f"2026-11-01T09:{n // 60:02d}:{n % 60:02d}Z", "run_id": run_id}
+    if kind == "run.failed" or kind == "step.failed":
+        fields.setdefault("error", "boom")
+    if kind == "run.cancelled":
+        fields.setdefault("by", "operator")
+    e.update(fields)
+    return e
+
+
+@st.composite
+def run_histories(draw, run_id="r1"):
+    """A valid history of one run, with the status and retry count the model expects."""
+    max_retries = draw(st.integers(0, 3))
+    events = [make(0, run_id, "run.triggered", workflow="w", recipient="u", max_retries=max_retries)]
+    status, retries, open_attempts, next_attempt = "pending", 0, [], 1
+    for n in range(1, draw(st.integers(0, 25)) + 1):
+        moves = dict(MODEL[status])
+        if retries >= max_retries:
+            moves.pop("run.retrying", None)
+            moves.pop("run.retried", None)
+        options = sorted(moves)
+        if status in ("running", "paused"):
+            options += ["step.started"] + (["step.succeeded", "step.failed"] if open_attempts else [])
+        if not options:
+            break
+        kind = draw(st.sampled_from(options))
+        if kind == "step.started":
+            open_attempts.append(next_attempt)
+            events.append(make(n, run_id, kind, step="s", step_type="send_email", attempt=next_attempt))
+            next_attempt += 1
+            continue
+        if kind in ("step.succeeded", "step.failed"):
+            attempt = open_attempts.pop(draw(st.integers(0, len(open_attempts) - 1)))
+            events.append(make(n, run_id, kind, step="s", step_type="send_email", attempt=attempt))
+            continue
+        if kind in ("run.retrying", "run.retried"):
+            retries += 1
+        status = moves[kind]
+        events.append(make(n, run_id, kind))
+    return events, status, retries
+
+
+@SETTINGS
+@given(run_histories())
+def test_valid_histories_are_stored_whole_and_end_in_the_expected_legal_state(case):
+    events, status, retries = case
+    with fresh_log() as (log, _):
+        result, _ = ledger.append_input(log, jsonl(events))
+        assert result.appended == len(events)
+        record = ledger.show_run(log, "r1")
+        assert (record["status"], record["retry_count"]) == (status, retries)
+        assert log.run_state("r1").status == status
+        history = ledger.replay(log, "r1")
+        assert [h.event.body["id"] for h in history] == [e["id"] for e in events]
+
+
+@SETTINGS
+@given(run_histories(), st.sampled_from(LIFECYCLE), st.data())
+def test_illegal_facts_are_refused_and_leave_the_history_untouched(case, kind, data):
+    events, status, retries = case
+    max_retries = events[0]["max_retries"]
+    allowed = set(MODEL[status])
+    if retries >= max_retries:
+        allowed -= {"run.retrying", "run.retried"}
+    if status in ("running", "paused"):
+        allowed |= {"step.started"}  # a fresh attempt is always allowed then
+    if kind in allowed:
+        return
+    attempt = data.draw(st.integers(1, 30))
+    if kind in ("step.succeeded", "step.failed") and status in ("running", "paused"):
+        open_now = _open_attempts(events)
+        if attempt in open_now:
+            return
+    extra = {"workflow": "w", "recipient": "u"} if kind == "run.triggered" else {}
+    if kind.startswith("step."):
+        extra = {"step": "s", "step_type": "send_email", "attempt": attempt}
+        if kind == "step.started" and status in ("running", "paused"):
+            return
+    bad = make(999, "r1", kind, **extra)
+    with fresh_log() as (log, _):
+        ledger.append_input(log, jsonl(events))
+        before = [(e.position, e.body) for e in log.run_events("r1")]
+        with pytest.raises(InvalidInput) as info:
+            ledger.append_input(log, jsonl([bad]))
+        (problem,) = info.value.problems
+        assert "r1" in problem.message and bad["id"] in problem.message and kind in problem.message and status in problem.message
+        assert [(e.position, e.body) for e in log.run_events("r1")] == before
+        assert log.run_state("r1").status == status
+
+
+def _open_attempts(events):
+    started = {e["attempt"] for e in events if e["type"] == "step.started"}
+    finished = {e["attempt"] for e in events if e["type"] in ("step.succeeded", "step.failed")}
+    return started - finished
+
+
+@SETTINGS
+@given(run_histories(), st.data())
+def test_reappending_any_subset_stores_nothing_new(case, data):
+    events, _, _ = case
+    subset = data.draw(st.lists(st.sampled_from(events), max_size=len(events) * 2))
+    with fresh_log() as (log, _):
+        ledger.append_input(log, jsonl(events))
+        count = log.count()
+        result, _ = ledger.append_input(log, jsonl(subset)) if subset else (None, None)
+        if subset:
+            assert (result.appended, result.duplicates) == (0, len(subset))
+        assert log.count() == count
+
+
+def _key_variants(key):
+    return st.sampled_from([key, key.upper(), key.title(), key.replace("_", "-"), key.replace("_", "-").title()])
+
+
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5))
+
+
+@st.composite
+def payload_with_secret(draw, secret):
+    """A JSON value with the secret under a secret key at a random depth."""
+    key = draw(st.sampled_from(sorted(DEFAULT_SECRET_KEYS)).flatmap(_key_variants))
+    value = {key: secret}
+    for _ in range(draw(st.integers(0, 6))):
+        if draw(st.booleans()):
+            value = [draw(json_leaf), value]
+        else:
+            value = {draw(st.text(min_size=1, max_size=6).filter(lambda k: k.lower() not in DEFAULT_SECRET_KEYS)): value, "n": draw(json_leaf)}
+    return value if isinstance(value, dict) else {"wrapped": value}
+
+
+@SETTINGS
+@given(st.data(), st.sampled_from(["data", "request", "response", "output"]))
+def test_secrets_planted_at_random_depths_never_reach_the_database_file(data, field):
+    secret = "s3cr3t-" + data.draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=12, max_size=20))
+    payload = data.draw(payload_with_secret(secret))
+    events = [make(0, "r1", "run.triggered", workflow="w", recipient="u"), make(1, "r1", "run.started")]
+    if field == "data":
+        events[0]["data"] = payload
+    else:
+        events.append(make(2, "r1", "step.started", step="s", step_type="integration", attempt=1))
+        events.append(make(3, "r1", "step.succeeded", step="s", step_type="integration", attempt=1, **{field: payload}))
+    with fresh_log() as (log, path):
+        ledger.append_input(log, jsonl(events))
+        log.close()
+        raw = b"".join(open(p, "rb").read() for p in (path, path + "-wal") if os.path.exists(p))
+        assert secret.encode() not in raw

@@ -1,0 +1,125 @@
+"""The input contract: what is accepted, and what each refusal says."""
+
+from __future__ import annotations
+
+import io
+
+import orjson
+import pytest
+
+from flowledger.domain.vocabulary import EVENT_TYPES, EventInvalid, normalize_timestamp, validate_event
+from flowledger.ingest import IngestOptions, candidates, read_items
+from tests.conftest import ev, step, triggered
+
+
+def messages(obj):
+    with pytest.raises(EventInvalid) as info:
+        validate_event(obj)
+    return info.value.messages
+
+
+def test_every_type_has_a_model_and_the_vocabulary_is_closed():
+    assert len(EVENT_TYPES) == 20
+    assert {t.split(".")[0] for t in EVENT_TYPES} == {"run", "step", "message"}
+
+
+@pytest.mark.parametrize(
+    "stamp, stored",
+    [
+        ("2026-11-22T10:00:00Z", "2026-11-22T10:00:00.000000Z"),
+        ("2026-11-22T11:30:00+01:30", "2026-11-22T10:00:00.000000Z"),
+        ("2026-11-22t10:00:00.5z", "2026-11-22T10:00:00.500000Z"),
+        ("2026-11-22T10:00:00.123456789-00:00", "2026-11-22T10:00:00.123456Z"),
+    ],
+)
+def test_timestamps_are_stored_in_utc_with_microseconds(stamp, stored):
+    assert normalize_timestamp(stamp) == stored
+
+
+@pytest.mark.parametrize("stamp", ["2026-11-22T10:00:00", "2026-11-22", "1763805600", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z"])
+def test_a_timestamp_without_an_offset_or_not_a_date_is_refused(stamp):
+    (message,) = messages(ev("run.started", run_id="r", occurred_at=stamp))
+    assert message.startswith('field "occurred_at":')
+
+
+def test_a_unix_number_is_not_a_timestamp():
+    (message,) = messages(ev("run.started", run_id="r", occurred_at=1763805600))
+    assert 'field "occurred_at"' in message and "string" in message
+
+
+def test_unknown_top_level_field_is_named():
+    (message,) = messages(ev("run.started", run_id="r", colour="red"))
+    assert message == 'field "colour": unknown field (not part of run.started)'
+
+
+def test_unknown_type_lists_the_vocabulary():
+    (message,) = messages(ev("run.exploded", run_id="r"))
+    assert "unknown event type 'run.exploded'" in message and "run.triggered" in message
+
+
+def test_missing_field_and_nested_field_paths():
+    found = messages(ev("run.triggered", run_id="r", workflow="w", trigger={"source": "carrier-pigeon"}))
+    assert 'field "recipient": required' in found
+    assert any(m.startswith('field "trigger.source": Input should be \'api\'') for m in found)
+
+
+def test_no_coercion_of_strings_into_numbers():
+    (message,) = messages(step("step.started", "r", attempt="2"))
+    assert message.startswith('field "attempt": Input should be a valid integer')
+
+
+def test_recipient_is_an_id_or_an_id_in_a_collection():
+    validate_event(triggered("r", recipient={"id": "u1", "collection": "accounts"}))
+    (message,) = messages(triggered("r", recipient={"id": "u1"}))
+    assert message.startswith('field "recipient": expected a recipient id')
+
+
+def test_free_form_payloads_take_any_json():
+    _, body = validate_event(
+        step("step.succeeded", "r", output=[1, "two", {"three": None}], request={"a": [True]}, response="ok")
+    )
+    assert body["output"] == [1, "two", {"three": None}]
+
+
+def test_the_stored_body_is_the_input_with_normalised_times():
+    obj = triggered("r", occurred_at="2026-11-01T10:00:00+01:00", scheduled_at="2026-11-02T00:00:00Z")
+    _, body = validate_event(obj)
+    assert body == {**obj, "occurred_at": "2026-11-01T09:00:00.000000Z", "scheduled_at": "2026-11-02T00:00:00.000000Z"}
+
+
+def test_cost_needs_a_non_negative_amount_and_an_iso_currency():
+    found = messages(ev("message.sent", message_id="m", cost={"amount": -1, "currency": "usd"}))
+    assert len(found) == 2 and found[0].startswith('field "cost.amount"') and found[1].startswith('field "cost.currency"')
+
+
+def _read(data: bytes, limit: int = 1024 * 1024):
+    rejected = []
+    chunks = list(candidates(read_items(io.BytesIO(data), limit), IngestOptions(max_event_bytes=limit), rejected))
+    return [c for chunk in chunks for c in chunk], rejected
+
+
+def test_jsonl_problems_name_their_lines_and_blank_lines_are_skipped():
+    good = orjson.dumps(triggered("r1"))
+    data = b"\n".join([good, b"", b"{not json", orjson.dumps(ev("run.started", run_id="r1", x=1))]) + b"\n"
+    cands, rejected = _read(data)
+    assert [c.line for c in cands] == [1]
+    assert [(p.line, p.message.split(":")[0]) for p in rejected] == [(3, "not valid JSON"), (4, 'field "x"')]
+
+
+def test_a_json_array_input_reports_the_line_each_item_starts_on():
+    text = "[\n" + orjson.dumps(triggered("r1")).decode() + ",\n  " + orjson.dumps(ev("run.started", run_id="r1", occurred_at="2026-11-01")).decode() + "\n]\n"
+    cands, rejected = _read(text.encode())
+    assert [c.line for c in cands] == [2]
+    assert [p.line for p in rejected] == [3]
+
+
+def test_a_broken_json_array_is_an_error_not_a_crash():
+    cands, rejected = _read(b'[{"id": 1},\n {')
+    assert rejected and rejected[-1].message.startswith("not valid JSON")
+
+
+def test_an_event_over_the_size_limit_is_refused_with_the_limit_named():
+    big = orjson.dumps(triggered("r1", data={"blob": "x" * 5000}))
+    cands, rejected = _read(big + b"\n", limit=4096)
+    assert not cands
+    assert "the limit is 4,096 bytes" in rejected[0].message and rejected[0].line == 1
