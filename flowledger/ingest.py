@@ -127,16 +127,20 @@ def _array_items(data: bytes, limit: int) -> Iterator[RawItem]:
             expect_item = True
             continue
         try:
-            value, end = decoder.raw_decode(text, pos)
+            _, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             yield RawItem(e.lineno, text[pos : pos + 40], error=f"not valid JSON: {e.msg}")
             return
         item_text = text[pos:end]
-        size = len(item_text.encode("utf-8"))
-        if size > limit:
-            yield RawItem(line, _preview(item_text.encode()), error=_too_large(size, limit))
+        item_bytes = item_text.encode("utf-8")
+        if len(item_bytes) > limit:
+            yield RawItem(line, _preview(item_bytes), error=_too_large(len(item_bytes), limit))
         else:
-            yield RawItem(line, item_text, value)
+            # Decode again with orjson so arrays and lines read numbers alike (NaN refused).
+            try:
+                yield RawItem(line, item_text, orjson.loads(item_bytes))
+            except orjson.JSONDecodeError as e:
+                yield RawItem(line, item_text, error=f"not valid JSON: {e}")
         line += text.count("\n", pos, end)
         pos = end
         expect_item = False

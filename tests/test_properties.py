@@ -165,7 +165,7 @@ def _key_variants(key):
     return st.sampled_from([key, key.upper(), key.title(), key.replace("_", "-"), key.replace("_", "-").title()])
 
 
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5))
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=5))
 
 
 @st.composite

@@ -123,3 +123,8 @@ def test_an_event_over_the_size_limit_is_refused_with_the_limit_named():
     cands, rejected = _read(big + b"\n", limit=4096)
     assert not cands
     assert "the limit is 4,096 bytes" in rejected[0].message and rejected[0].line == 1
+
+
+def test_numbers_read_alike_from_lines_and_arrays():
+    _, rejected = _read(b'[{"id": "x", "type": "run.started", "occurred_at": NaN}]')
+    assert rejected[0].message.startswith("not valid JSON")

@@ -143,6 +143,11 @@ def _translate(error: BaseException, backend: SQLiteBackend) -> StoreError:
     return StoreError(f"the store {backend.path} failed: {text}")
 
 
+def _has_schema(c: sqlite3.Cursor) -> bool:
+    c.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='flowledger_meta'")
+    return c.fetchone() is not None
+
+
 class SQLiteBackend:
     """An event log and its side tables in one SQLite file (WAL, synchronous=FULL)."""
 
@@ -165,19 +170,20 @@ class SQLiteBackend:
         with translate_errors(self):
             self.datastore = _Datastore(path, lock_timeout)
             self.recorder = SQLiteApplicationRecorder(self.datastore)
-        with self.transaction(write=True) as c:
-            c.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' AND name='flowledger_meta'"
-            )
-            if c.fetchone() is None:
-                for statement in self.recorder.create_table_statements:
-                    c.execute(statement)
-                for statement in _FLOWLEDGER_TABLES:
-                    c.execute(statement)
-                c.execute(
-                    "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+        # Only a new file needs the write lock at open; an existing store is just read.
+        with self.transaction(write=False) as c:
+            has_schema = _has_schema(c)
+        if not has_schema:
+            with self.transaction(write=True) as c:
+                if not _has_schema(c):
+                    for statement in self.recorder.create_table_statements:
+                        c.execute(statement)
+                    for statement in _FLOWLEDGER_TABLES:
+                        c.execute(statement)
+                    c.execute(
+                        "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
+                        (str(SCHEMA_VERSION),),
+                    )
 
     def transaction(self, *, write: bool) -> SQLiteTransaction:
         """A transaction; ``write=True`` takes the write lock at once (BEGIN IMMEDIATE)."""

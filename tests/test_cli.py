@@ -1,0 +1,233 @@
+"""The flowledger command line, driven as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from flowledger.cli import cli
+from tests.conftest import ev, step, triggered
+
+
+@pytest.fixture
+def run(store_path):
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(cli, ["--store", store_path, *args], input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def lines(*events) -> str:
+    return "".join(orjson.dumps(e).decode() + "\n" for e in events)
+
+
+def failed_run(run_id="r1", **trigger_fields):
+    return [
+        triggered(run_id, **trigger_fields),
+        ev("run.started", run_id=run_id),
+        step("step.started", run_id),
+        step("step.failed", run_id, error={"message": "SMTP 451", "code": 451}),
+        ev("run.failed", run_id=run_id, error="step email-1 failed"),
+    ]
+
+
+def test_append_from_stdin_prints_counts(run):
+    events = failed_run()
+    result = run("append", "-", input=lines(*events))
+    assert result.exit_code == 0
+    assert orjson.loads(result.stdout) == {"appended": 5, "duplicates": 0}
+    again = run("append", input=lines(*events[:2]))
+    assert orjson.loads(again.stdout) == {"appended": 0, "duplicates": 2}
+
+
+def test_append_a_json_array_file(run, tmp_path):
+    path = tmp_path / "batch.json"
+    path.write_bytes(orjson.dumps(failed_run(), option=orjson.OPT_INDENT_2))
+    result = run("append", str(path))
+    assert orjson.loads(result.stdout) == {"appended": 5, "duplicates": 0}
+
+
+def test_a_malformed_file_exits_1_with_each_problem_and_stores_nothing(run, tmp_path, store_path):
+    events = failed_run()
+    bad = lines(*events[:2]) + "{oops\n" + lines({**events[2], "attempt": "1"}, ev("run.completed", run_id="ghost"))
+    result = run("append", "-", input=bad)
+    assert result.exit_code == 1
+    err = result.stderr
+    assert "line 3: not valid JSON" in err
+    assert 'line 4: field "attempt": Input should be a valid integer' in err
+    assert "line 5: event" in err and "'ghost'" in err and "never triggered" in err
+    assert "nothing of it was stored" in err
+    assert "Traceback" not in result.output
+    assert run("replay", "r1").exit_code == 1  # nothing stored: no such run
+
+
+def test_skip_invalid_appends_the_rest_and_writes_the_bad_lines_aside(run, tmp_path):
+    events = failed_run()
+    skip = tmp_path / "rejected.jsonl"
+    data = lines(*events) + "{oops\n" + lines(ev("run.completed", run_id="ghost"))
+    result = run("append", "-", "--skip-invalid", str(skip), input=data)
+    assert result.exit_code == 0
+    assert orjson.loads(result.stdout) == {"appended": 5, "duplicates": 0, "skipped": 2}
+    rejected = [orjson.loads(x) for x in skip.read_text().splitlines()]
+    assert [r["line"] for r in rejected] == [6, 7]
+    assert rejected[0]["input"] == "{oops" and "never triggered" in rejected[1]["errors"][0]
+
+
+def test_replay_lists_events_with_the_status_after_each(run):
+    run("append", input=lines(*failed_run()))
+    result = run("replay", "r1")
+    assert result.exit_code == 0
+    rows = result.stdout.splitlines()
+    assert rows[0] == "Run r1 (welcome): 5 events"
+    statuses = [r.split()[-1] for r in rows[2:]]
+    assert statuses == ["pending", "running", "running", "running", "failed"]
+
+
+def test_replay_at_n_shows_the_state_after_that_event(run):
+    run("append", input=lines(*failed_run()))
+    data = orjson.loads(run("replay", "r1", "--at", "2", "--json").stdout)
+    assert (data["n"], data["of"], data["event"]["type"], data["state"]["status"]) == (2, 5, "run.started", "running")
+    assert data["state"]["executed_at"] == "2026-11-01T09:00:00.000000Z"
+    out_of_range = run("replay", "r1", "--at", "9")
+    assert out_of_range.exit_code == 2 and "1 to 5" in out_of_range.stderr
+
+
+def test_replay_json_has_every_event_and_state(run):
+    run("append", input=lines(*failed_run()))
+    data = orjson.loads(run("replay", "r1", "--json").stdout)
+    assert [e["status"] for e in data["events"]] == ["pending", "running", "running", "running", "failed"]
+    assert data["events"][-1]["state"]["error_count"] == 1
+
+
+def test_runs_show(run):
+    run("append", input=lines(*failed_run()))
+    record = orjson.loads(run("runs", "show", "r1", "--json").stdout)
+    assert record["status"] == "failed"
+    assert record["error_message"] == "step email-1 failed"
+    assert (record["retry_count"], record["max_retries"], record["error_count"]) == (0, 3, 1)
+    text = run("runs", "show", "r1").stdout
+    assert "status            failed" in text
+
+
+def test_unknown_run_is_a_clear_error(run):
+    run("append", input=lines(triggered("r1")))
+    result = run("runs", "show", "nope")
+    assert result.exit_code == 1 and "no run 'nope'" in result.stderr
+
+
+def test_retry_a_failed_run_then_refuse_a_second_retry(run):
+    run("append", input=lines(*failed_run()))
+    result = run("retry", "r1", "--reason", "provider is back", "--actor", "ops@example.com")
+    assert result.exit_code == 0 and "retry 1 of 3" in result.stdout and "pending" in result.stdout
+    history = orjson.loads(run("replay", "r1", "--json").stdout)["events"]
+    last = history[-1]["event"]
+    assert (last["type"], last["actor"], last["reason"]) == ("run.retried", "ops@example.com", "provider is back")
+    again = run("retry", "r1")
+    assert again.exit_code == 1 and "only a failed run can be retried" in again.stderr
+
+
+def test_retry_stops_at_max_retries(run):
+    run("append", input=lines(*failed_run(max_retries=0)))
+    result = run("retry", "r1")
+    assert result.exit_code == 1 and "max_retries 0" in result.stderr
+
+
+def test_cancel_a_run_and_refuse_to_cancel_a_finished_one(run):
+    run("append", input=lines(triggered("r1"), ev("run.started", run_id="r1")))
+    result = run("cancel", "r1", "--reason", "customer asked", "--json")
+    assert orjson.loads(result.stdout)["status"] == "cancelled"
+    again = run("cancel", "r1")
+    assert again.exit_code == 1 and "already cancelled" in again.stderr
+
+
+def test_cancel_by_key_cancels_only_unfinished_runs_with_that_key(run):
+    keyed = {"trigger": {"source": "api", "cancellation_key": "order-1"}}
+    run(
+        "append",
+        input=lines(
+            triggered("a", **keyed),
+            triggered("b", **keyed),
+            ev("run.started", run_id="b"),
+            triggered("c", **keyed),
+            ev("run.started", run_id="c"),
+            ev("run.completed", run_id="c"),
+            triggered("d"),
+        ),
+    )
+    result = orjson.loads(run("cancel", "--key", "order-1", "--json").stdout)
+    assert result == {"cancellation_key": "order-1", "cancelled": ["a", "b"]}
+    statuses = {r: orjson.loads(run("runs", "show", r, "--json").stdout)["status"] for r in "abcd"}
+    assert statuses == {"a": "cancelled", "b": "cancelled", "c": "completed", "d": "pending"}
+    event = orjson.loads(run("replay", "a", "--json").stdout)["events"][-1]["event"]
+    assert (event["by"], event["cancellation_key"]) == ("cancellation_key", "order-1")
+    assert orjson.loads(run("cancel", "--key", "order-1", "--json").stdout)["cancelled"] == []
+
+
+def test_cancel_needs_a_run_or_a_key(run):
+    result = run("cancel")
+    assert result.exit_code == 2
+
+
+def test_reading_commands_do_not_create_a_store(tmp_path):
+    path = tmp_path / "none.db"
+    result = CliRunner().invoke(cli, ["--store", str(path), "replay", "r1"])
+    assert result.exit_code == 1 and "no store at" in result.stderr and not path.exists()
+
+
+def test_store_from_environment(tmp_path):
+    path = tmp_path / "env.db"
+    result = CliRunner().invoke(cli, ["append"], input=lines(triggered("r1")), env={"FLOWLEDGER_STORE": str(path)})
+    assert result.exit_code == 0 and path.exists()
+
+
+def test_max_event_bytes_option(run):
+    result = run("append", "--max-event-bytes", "300", input=lines(triggered("r1", data={"x": "y" * 400})))
+    assert result.exit_code == 1 and "the limit is 300 bytes" in result.stderr
+
+
+def test_redact_key_option_and_environment(run, store_path):
+    result = CliRunner().invoke(
+        cli,
+        ["--store", store_path, "append", "--redact-key", "ssn"],
+        input=lines(triggered("r1", data={"ssn": "1", "pin": "2", "keep": "3"})),
+        env={"FLOWLEDGER_REDACT_KEYS": "pin, other"},
+    )
+    assert result.exit_code == 0
+    state = orjson.loads(run("replay", "r1", "--json").stdout)["events"][0]["event"]["data"]
+    assert state == {"ssn": "[REDACTED]", "pin": "[REDACTED]", "keep": "3"}
+
+
+def _commands(group, prefix=()):
+    import click
+
+    for name, command in group.commands.items():
+        path = (*prefix, name)
+        if isinstance(command, click.Group):
+            yield from _commands(command, path)
+        else:
+            yield path, command
+
+
+@pytest.mark.parametrize("path", [p for p, _ in _commands(cli)], ids=" ".join)
+def test_every_command_has_help_with_an_example_and_is_in_the_readme(path):
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0
+    assert "Example:" in result.output and "flowledger " + " ".join(path) in result.output
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    assert f"flowledger {' '.join(path)}" in readme, f"README does not show `flowledger {' '.join(path)}`"
+
+
+def test_the_installed_command_never_shows_a_traceback(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "flowledger")
+    store = tmp_path / "not-a-db.db"
+    store.write_bytes(b"garbage" * 1000)
+    proc = subprocess.run([exe, "--store", str(store), "append", "-"], input=b"{}", capture_output=True)
+    assert proc.returncode == 1
+    assert b"Traceback" not in proc.stderr and b"not a flowledger store" in proc.stderr

@@ -1,0 +1,73 @@
+"""The SQLite store: durability settings, URLs, and driver errors translated at the seam."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from flowledger.errors import StoreBusy, StoreError, StoreURLError
+from flowledger.store import open_log, sqlite_path
+from flowledger.store.sqlite import SQLiteBackend
+
+
+def test_the_log_file_is_in_wal_mode_with_synchronous_full(log, store_path):
+    with log.backend.transaction(write=False) as c:
+        c.execute("PRAGMA synchronous")
+        assert c.fetchone()[0] == 2  # FULL
+    with sqlite3.connect(store_path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"stored_events", "event_ids", "stream_heads", "run_cancellation_keys"} <= tables
+
+
+@pytest.mark.parametrize(
+    "url, path",
+    [
+        ("runs.db", "runs.db"),
+        ("sqlite:///runs.db", "runs.db"),
+        ("sqlite:////tmp/x/runs.db", "/tmp/x/runs.db"),
+        ("sqlite:///dir%20with%20space/r.db", "dir with space/r.db"),
+    ],
+)
+def test_store_urls(url, path):
+    assert sqlite_path(url) == path
+
+
+@pytest.mark.parametrize("url", ["postgresql://u@h/db", "mysql://x", "sqlite://remotehost/x.db", "sqlite:///"])
+def test_unsupported_store_urls_are_clear_errors(url):
+    with pytest.raises(StoreURLError):
+        open_log(url)
+
+
+def test_a_reader_does_not_create_a_store(tmp_path):
+    with pytest.raises(StoreError, match="no store at"):
+        open_log(str(tmp_path / "missing.db"), create=False)
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_a_file_that_is_not_a_database(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello, this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a flowledger store"):
+        open_log(str(path))
+
+
+def test_a_missing_folder(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        open_log(str(tmp_path / "nope" / "x.db"))
+
+
+def test_a_held_write_lock_becomes_store_busy_after_the_timeout(store_path):
+    SQLiteBackend(store_path).close()
+    holder = sqlite3.connect(store_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        log = open_log(store_path, lock_timeout=0.2, create=False)
+        with pytest.raises(StoreBusy, match="busy"):
+            with log.backend.transaction(write=True):
+                pass
+        log.close()
+    finally:
+        holder.rollback()
+        holder.close()
