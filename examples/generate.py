@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import random
 from datetime import datetime, timedelta, timezone
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -32,19 +33,19 @@ SEED = 20261101
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
 NOW = datetime(2026, 11, 4, 23, 0, tzinfo=timezone.utc)
 """When the log is taken: events later than this have not happened yet."""
-RUNS = 300
+RUNS = 290
 TENANTS = ("acme", "globex")
 OPERATOR = "ops@acme.example"
 DELAY = timedelta(hours=4)
 
 WORKFLOWS = {  # workflow -> its steps (ref, step type)
-    "welcome-series": [("email-welcome", "send_email"), ("wait-4h", "delay"),
-                       ("sms-tips", "send_sms"), ("whatsapp-offer", "send_whatsapp")],
-    "password-reset": [("email-reset-link", "send_email")],
-    "order-shipped": [("sms-shipped", "send_sms"), ("whatsapp-tracking", "send_whatsapp")],
-    "win-back": [("crm-lookup", "integration"), ("email-offer", "send_email")],
+    "welcome-series": [("email", "send_email"), ("wait", "delay"),
+                       ("sms", "send_sms"), ("whatsapp", "send_whatsapp")],
+    "password-reset": [("email", "send_email")],
+    "order-shipped": [("sms", "send_sms"), ("whatsapp", "send_whatsapp")],
+    "win-back": [("crm-lookup", "integration"), ("email", "send_email")],
 }
-MIX = {"welcome-series": 0.25, "password-reset": 0.35, "order-shipped": 0.25, "win-back": 0.15}
+MIX = {"welcome-series": 0.18, "password-reset": 0.5, "order-shipped": 0.17, "win-back": 0.15}
 CHANNELS = {"send_email": "email", "send_sms": "sms", "send_whatsapp": "whatsapp"}
 PROVIDERS = {"email": "sendgrid", "sms": "twilio", "whatsapp": "whatsapp_cloud"}
 COST = {"amount": 0.0079, "currency": "USD"}
@@ -98,7 +99,7 @@ class Log:
 
     def lines(self) -> list[str]:
         rows = sorted(self.rows, key=lambda r: (r[0], r[1]))
-        return [json.dumps({"id": f"evt-{n:06d}", **e}) for n, (_, _, e) in enumerate(rows, 1)]
+        return [json.dumps({"id": f"evt-{n:06d}", **e}, separators=(",", ":")) for n, (_, _, e) in enumerate(rows, 1)]
 
 
 def message(log: Log, t: datetime, channel: str, recipient, run_id=None, step=None, data=None) -> str:
@@ -129,7 +130,7 @@ def message(log: Log, t: datetime, channel: str, recipient, run_id=None, step=No
                 events.append(["message.opened", t, {}])
                 if rng.random() < 0.17:
                     t += secs(5, 300)
-                    events.append(["message.clicked", t, {"url": f"https://app.example.com/{step or 'account'}?m={mid}"}])
+                    events.append(["message.clicked", t, {"url": f"https://app.example.com/r/{mid}"}])
             if channel == "whatsapp" and (quiet or rng.random() < 0.6):
                 t += secs(30, 3 * 3600)
                 events.append(["message.read", t, {}])
@@ -182,8 +183,7 @@ class Run:
         request = response = None
         if kind == "integration":
             request, response = crm_call(self.recipient, error.get("status", 500) if error else 200)
-            base["request"] = request
-        self.ev("step.started", **base)
+        self.ev("step.started", **base, **({"request": request} if request else {}))
         if error:
             self.ev("step.failed", (1, 30), **base, **({"response": response} if response else {}), error=error)
             return False
@@ -307,35 +307,44 @@ def specs() -> list[dict]:
 
 def malformed() -> list[str]:
     """A few good events and one of each problem append reports, one per line."""
-    base = {"run_id": "run-9001", "step": "email-reset-link", "step_type": "send_email"}
+    at = lambda second: f"2026-11-05T09:00:{second:02d}Z"
+    step = {"run_id": "run-9001", "step": "email", "step_type": "send_email"}
     events = [
-        {"id": "evt-900001", "type": "run.triggered", "occurred_at": "2026-11-05T09:00:00Z",
-         "run_id": "run-9001", "workflow": "password-reset", "recipient": "user-0042", "tenant": "acme"},
-        {"id": "evt-900002", "type": "run.started", "occurred_at": "2026-11-05T09:00:01Z", "run_id": "run-9001"},
-        {"id": "evt-900003", "type": "step.started", "occurred_at": "2026-11-05T09:00:02", **base, "attempt": 1},
-        {"id": "evt-900004", "type": "message.queued", "occurred_at": "2026-11-05T09:00:03Z", "message_id": "msg-90001",
+        {"id": "evt-900001", "type": "run.triggered", "occurred_at": at(0), "run_id": "run-9001",
+         "workflow": "password-reset", "recipient": "user-0042", "tenant": "acme"},
+        {"id": "evt-900002", "type": "run.started", "occurred_at": at(1), "run_id": "run-9001"},
+        {"id": "evt-900003", "type": "step.started", "occurred_at": at(2), **step, "attempt": 1},
+        # A timestamp without an offset.
+        {"id": "evt-900004", "type": "step.failed", "occurred_at": "2026-11-05T09:00:03", **step,
+         "attempt": 1, "error": "sendgrid returned 503 Service Unavailable"},
+        # A field the event type does not have.
+        {"id": "evt-900005", "type": "message.queued", "occurred_at": at(4), "message_id": "msg-90001",
          "channel": "email", "recipient": "user-0042", "provider": "sendgrid", "priority": "high"},
-        {"id": "evt-900005", "type": "run.exploded", "occurred_at": "2026-11-05T09:00:04Z", "run_id": "run-9001"},
-        {"id": "evt-900006", "type": "step.started", "occurred_at": "2026-11-05T09:00:05Z", **base,
-         "run_id": "run-9999", "attempt": 1},
-        '{"id": "evt-900007", "type": "run.completed", "occurred_at": "2026-11-05T09:00:06Z", "run_id": ',
-        {"id": "evt-900008", "type": "step.succeeded", "occurred_at": "2026-11-05T09:00:07Z", **base, "attempt": "2"},
-        {"id": "evt-900009", "type": "run.completed", "occurred_at": "2026-11-05T09:00:08Z", "run_id": "run-9001"},
+        # An event type the vocabulary does not have.
+        {"id": "evt-900006", "type": "run.exploded", "occurred_at": at(5), "run_id": "run-9001"},
+        # A step of a run that was never triggered: refused by the run rules.
+        {"id": "evt-900007", "type": "step.started", "occurred_at": at(6), **step, "run_id": "run-9999", "attempt": 1},
+        # Not JSON: the line was cut short.
+        '{"id": "evt-900008", "type": "run.paused", "occurred_at": "2026-11-05T09:00:07Z", "run_id": "run-9001"',
+        # A string where a number belongs (no coercion).
+        {"id": "evt-900009", "type": "step.started", "occurred_at": at(8), **step, "attempt": "2"},
+        {"id": "evt-900010", "type": "run.completed", "occurred_at": at(9), "run_id": "run-9001"},
     ]
     return [e if isinstance(e, str) else json.dumps(e) for e in events]
 
 
-def main() -> None:
+def main(out: Path = HERE) -> None:
     log = Log()
     for spec in specs():
         play(log, spec)
     # Two messages support resent by hand: no run, no step.
     for at, who in ((START + timedelta(days=1, hours=10, minutes=15), "user-0117"),
                     (START + timedelta(days=2, hours=16, minutes=40), {"id": "acct-0031", "collection": "accounts"})):
-        message(log, at, "email", who, data={"template": "email-reset-link", "resent_by": "support@acme.example"})
-    (HERE / "welcome-series.jsonl").write_text("\n".join(log.lines()) + "\n")
-    (HERE / "malformed.jsonl").write_text("\n".join(malformed()) + "\n")
+        message(log, at, "email", who, data={"template": "password-reset", "resent_by": "support@acme.example"})
+    (out / "welcome-series.jsonl").write_text("\n".join(log.lines()) + "\n")
+    (out / "malformed.jsonl").write_text("\n".join(malformed()) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    # An optional folder to write to (default: beside this script).
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)
