@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -17,15 +19,19 @@ from typing import IO, Any, TypeVar
 import click
 import orjson
 
-from flowledger import ledger
+from flowledger import ledger, queries
+from flowledger.domain.vocabulary import normalize_timestamp
 from flowledger.domain.redaction import Redactor
 from flowledger.errors import FlowledgerError, InvalidInput
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES, IngestOptions
-from flowledger.projections.run_record import RECORD_FIELDS
+from flowledger.domain.run import STATUSES
+from flowledger.projections.delivery import STATUS_RANK
 from flowledger.store import DEFAULT_STORE, open_log
 from flowledger.store.log import EventLog
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+DELIVERY_STATUSES = (*STATUS_RANK, "bounced", "failed")
 
 # Problems shown for one failed input; the rest are counted, not printed.
 _MAX_PROBLEMS_SHOWN = 200
@@ -55,6 +61,8 @@ def handles_errors(f: F) -> F:
         except InvalidInput as e:
             _show_problems(e)
             raise click.ClickException(str(e)) from None
+        except queries.BadQuery as e:
+            raise click.BadParameter(str(e)) from None
         except FlowledgerError as e:
             raise click.ClickException(str(e)) from None
 
@@ -64,6 +72,42 @@ def handles_errors(f: F) -> F:
 def json_option(f: F) -> F:
     """The shared --json flag."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
+
+
+def catch_up_option(f: F) -> F:
+    """The shared --no-catch-up flag of queries."""
+    return click.option(
+        "--no-catch-up",
+        "no_catch_up",
+        is_flag=True,
+        help="Answer from the views as they are, without applying new events first.",
+    )(f)
+
+
+def paging_options(f: F) -> F:
+    """The shared --page-size, --after and --before options of listings."""
+    f = click.option("--before", help="Cursor: the page before (newer than) this one.")(f)
+    f = click.option("--after", help="Cursor: the page after (older than) this one.")(f)
+    return click.option(
+        "--page-size", type=click.IntRange(1, queries.MAX_PAGE_SIZE), default=50, show_default=True,
+        help="Entries per page.",
+    )(f)
+
+
+def timestamp_option(name: str, help: str) -> Callable[[F], F]:
+    """An option taking an RFC 3339 timestamp with an offset."""
+
+    def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return normalize_timestamp(value)
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r} is not an RFC 3339 timestamp with an offset, like 2026-11-01T00:00:00Z"
+            ) from None
+
+    return click.option(name, callback=convert, help=help)
 
 
 def actor_options(f: F) -> F:
@@ -250,28 +294,309 @@ def runs() -> None:
     """
 
 
-@runs.command("show")
-@click.argument("run_id")
+@runs.command("list")
+@click.option("--workflow", help="Only runs of this workflow key.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES), help="Only runs in this status (repeatable).")
+@click.option("--tenant", help="Only runs of this tenant.")
+@click.option("--recipient", help="Only runs for this recipient id.")
+@click.option("--has-errors", is_flag=True, help="Only runs with a failed step attempt.")
+@timestamp_option("--starting-at", "Only runs created at or after this time.")
+@timestamp_option("--ending-at", "Only runs created at or before this time.")
+@paging_options
+@catch_up_option
 @json_option
 @click.pass_obj
 @handles_errors
-def runs_show(obj: Context, run_id: str, as_json: bool) -> None:
-    """Show RUN_ID's current record: status, times, retries, last error.
+def runs_list(
+    obj: Context, workflow: str | None, statuses: tuple[str, ...], tenant: str | None, recipient: str | None,
+    has_errors: bool, starting_at: str | None, ending_at: str | None, page_size: int, after: str | None,
+    before: str | None, no_catch_up: bool, as_json: bool,
+) -> None:
+    """List runs, newest first, with filters and cursor paging.
+
+    Paging never repeats or misses a run, also while new runs arrive: pass the
+    page_info's after (older) or before (newer) cursor to move.
+
+    \b
+    Example:
+        flowledger runs list --workflow welcome-series --status failed --json
+        flowledger runs list --has-errors --starting-at 2026-11-01T00:00:00Z --page-size 20
+    """
+    filters = queries.RunFilters(workflow, statuses, tenant, recipient, has_errors, starting_at, ending_at)
+    page = _query(obj, queries.list_runs, filters, fresh=not no_catch_up, page_size=page_size, after=after, before=before)
+    if as_json:
+        _echo_json(page)
+        return
+    rows = [("id", "workflow", "recipient", "status", "created_at", "retries", "errors")]
+    for r in page["entries"]:
+        rec = r["recipient"] if isinstance(r["recipient"], str) else f"{r['recipient']['collection']}/{r['recipient']['id']}"
+        rows.append((r["id"], r["workflow"], rec, r["status"], _t(r["created_at"]), f"{r['retry_count']}/{r['max_retries']}", str(r["error_count"])))
+    _echo_table(rows)
+    _echo_page_info(page["page_info"])
+
+
+@runs.command("show")
+@click.argument("run_id")
+@catch_up_option
+@json_option
+@click.pass_obj
+@handles_errors
+def runs_show(obj: Context, run_id: str, no_catch_up: bool, as_json: bool) -> None:
+    """Show RUN_ID's record with its step trace and its deliveries.
 
     \b
     Example:
         flowledger runs show run-0001
         flowledger runs show run-0001 --json
     """
-    log = obj.open()
-    try:
-        record = ledger.show_run(log, run_id)
-    finally:
-        log.close()
+    record = _query(obj, queries.show_run, run_id, fresh=not no_catch_up)
     if as_json:
         _echo_json(record)
-    else:
-        _echo_record(record)
+        return
+    _echo_record(record)
+    if record["steps"]:
+        click.echo("\nsteps:")
+        rows = [("step", "type", "attempt", "status", "started_at", "seconds", "messages / error")]
+        for st in record["steps"]:
+            extra = st["error"] or ", ".join(st["messages"])
+            rows.append((st["step"], st["step_type"], str(st["attempt"]), st["status"], _t(st["started_at"]), "-" if st["duration_seconds"] is None else f"{st['duration_seconds']:g}", extra))
+        _echo_table(rows, indent="  ")
+    if record["deliveries"]:
+        click.echo("\ndeliveries:")
+        _echo_deliveries(record["deliveries"], indent="  ")
+
+
+@cli.group()
+def deliveries() -> None:
+    """Look at message deliveries.
+
+    \b
+    Example:
+        flowledger deliveries list --channel email --status bounced
+    """
+
+
+@deliveries.command("list")
+@click.option("--run", "run_id", help="Only messages of this run.")
+@click.option("--channel", type=click.Choice(["email", "sms", "whatsapp", "push", "in_app"]), help="Only messages on this channel.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(DELIVERY_STATUSES), help="Only messages in this status (repeatable).")
+@click.option("--recipient", help="Only messages to this recipient id.")
+@paging_options
+@catch_up_option
+@json_option
+@click.pass_obj
+@handles_errors
+def deliveries_list(
+    obj: Context, run_id: str | None, channel: str | None, statuses: tuple[str, ...], recipient: str | None,
+    page_size: int, after: str | None, before: str | None, no_catch_up: bool, as_json: bool,
+) -> None:
+    """List deliveries (one per message), newest first, with filters and cursor paging.
+
+    A message's status is decided by when its facts happened, never by when they
+    arrived: a late `sent` never undoes `delivered`; a bounce after delivery does.
+
+    \b
+    Example:
+        flowledger deliveries list --run run-0001
+        flowledger deliveries list --channel whatsapp --status read --json
+    """
+    filters = queries.DeliveryFilters(run_id, channel, statuses, recipient)
+    page = _query(obj, queries.list_deliveries, filters, fresh=not no_catch_up, page_size=page_size, after=after, before=before)
+    if as_json:
+        _echo_json(page)
+        return
+    _echo_deliveries(page["entries"])
+    _echo_page_info(page["page_info"])
+
+
+@cli.group()
+def workflows() -> None:
+    """Look at workflows: their runs, channels and progress.
+
+    \b
+    Example:
+        flowledger workflows show welcome-series
+    """
+
+
+@workflows.command("list")
+@catch_up_option
+@json_option
+@click.pass_obj
+@handles_errors
+def workflows_list(obj: Context, no_catch_up: bool, as_json: bool) -> None:
+    """List every workflow that has runs, with its run counts by status.
+
+    \b
+    Example:
+        flowledger workflows list
+    """
+    items = _query(obj, queries.list_workflows, fresh=not no_catch_up)
+    if as_json:
+        _echo_json(items)
+        return
+    rows = [("workflow", "status", "runs", *STATUSES, "last run")]
+    for w in items:
+        rows.append((w["key"], w["status"], str(w["runs"]["total"]), *(str(w["runs"][s]) for s in STATUSES), _t(w["last_run_at"])))
+    _echo_table(rows)
+
+
+@workflows.command("show")
+@click.argument("key")
+@catch_up_option
+@json_option
+@click.pass_obj
+@handles_errors
+def workflows_show(obj: Context, key: str, no_catch_up: bool, as_json: bool) -> None:
+    """Show workflow KEY's details: status, times, per-channel numbers, totals, progress.
+
+    Rates are percentages rounded to 2 places (null when nothing to divide by).
+
+    \b
+    Example:
+        flowledger workflows show welcome-series --json
+    """
+    details = _query(obj, queries.workflow_details, key, fresh=not no_catch_up)
+    if as_json:
+        _echo_json(details)
+        return
+    p = details["progress"]
+    click.echo(f"{details['key']}: {details['status']}, {p['processed']} of {p['total']} runs finished ({p['percentage']}%)")
+    click.echo(f"created {_t(details['created_at'])}, started {_t(details['started_at'])}, completed {_t(details['completed_at'])}")
+    click.echo(f"steps executed: {details['workflow_executions_count']}; runs: " + ", ".join(f"{s} {details['runs'][s]}" for s in STATUSES))
+    for ch, m in details["channels"].items():
+        parts = [f"{k} {v}" for k, v in m.items()]
+        click.echo(f"  {ch}: " + ", ".join(parts))
+    t = details["totals"]
+    click.echo(
+        f"totals: {t['total_contacts']} contacts, {t['total_sent']} sent, {t['total_failed']} failed, "
+        f"success {t['overall_success_rate']}%, cost {t['total_cost']} {t['currency'] or ''}".rstrip()
+    )
+
+
+@cli.command()
+@click.argument("key")
+@catch_up_option
+@json_option
+@click.pass_obj
+@handles_errors
+def stats(obj: Context, key: str, no_catch_up: bool, as_json: bool) -> None:
+    """Execution stats of workflow KEY: step attempts by state, per node and per edge.
+
+    States: completed, failed, idle (its run is paused), running, stopped (its run
+    ended first). An edge is two consecutive steps of one run.
+
+    \b
+    Example:
+        flowledger stats welcome-series --json
+    """
+    data = _query(obj, queries.execution_stats, key, fresh=not no_catch_up)
+    if as_json:
+        _echo_json(data)
+        return
+    from flowledger.projections.steps_view import STEP_STATES
+
+    rows = [("node", "type", *STEP_STATES)]
+    rows.append(("(total)", "", *(str(data["total"][s]) for s in STEP_STATES)))
+    for n in data["nodes"]:
+        rows.append((n["step"], n["step_type"] or "", *(str(n[s]) for s in STEP_STATES)))
+    for e in data["edges"]:
+        rows.append((f"{e['from']} -> {e['to']}", "edge", *(str(e[s]) for s in STEP_STATES)))
+    _echo_table(rows)
+
+
+@cli.command()
+@click.option("--include-rehearsals", is_flag=True, help="Count rehearsal (test) runs too.")
+@catch_up_option
+@json_option
+@click.pass_obj
+@handles_errors
+def counts(obj: Context, include_rehearsals: bool, no_catch_up: bool, as_json: bool) -> None:
+    """Runs by status across all workflows and per workflow (rehearsals left out).
+
+    \b
+    Example:
+        flowledger counts --json
+    """
+    data = _query(obj, queries.counts, fresh=not no_catch_up, include_rehearsals=include_rehearsals)
+    if as_json:
+        _echo_json(data)
+        return
+    rows = [("workflow", "total", *STATUSES)]
+    for wf, c in data["by_workflow"].items():
+        rows.append((wf, str(c["total"]), *(str(c[s]) for s in STATUSES)))
+    rows.append(("(all)", str(data["total"]), *(str(data[s]) for s in STATUSES)))
+    _echo_table(rows)
+
+
+@cli.command()
+@click.option("--follow", is_flag=True, help="Keep following the log until interrupted.")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True, help="Seconds between polls with --follow.")
+@click.pass_obj
+@handles_errors
+def project(obj: Context, follow: bool, interval: float) -> None:
+    """Bring every view up to the end of the log (or, with --follow, keep doing so).
+
+    Each view records the log position it has applied in the same transaction as its
+    rows: a projector killed at any moment never applies an event twice or skips one,
+    and several projectors may run at once.
+
+    \b
+    Example:
+        flowledger project
+        flowledger project --follow --interval 0.2
+    """
+    log = obj.open()
+    try:
+        n = ledger.catch_up(log)
+        click.echo(orjson.dumps({"applied": n}).decode())
+        if follow:
+            stop = _stop_on_signals()
+            from flowledger.projections.projector import Projector
+
+            Projector(log.backend).follow(interval=interval, should_stop=stop, on_applied=lambda k: click.echo(orjson.dumps({"applied": k}).decode()))
+    finally:
+        log.close()
+
+
+@cli.command()
+@click.argument("views", nargs=-1)
+@click.pass_obj
+@handles_errors
+def rebuild(obj: Context, views: tuple[str, ...]) -> None:
+    """Empty VIEWS (default: all of runs, steps, deliveries) and fold them again from position 0.
+
+    Prints the events read per second.
+
+    \b
+    Example:
+        flowledger rebuild
+        flowledger rebuild deliveries
+    """
+    log = obj.open()
+    try:
+        names = list(views) or None
+        from flowledger.projections.projector import Projector
+
+        projector = Projector(log.backend)
+        for name in names or []:
+            projector.view(name)
+        head = projector.head() * (len(names) if names else len(projector.views))
+        started = time.perf_counter()
+        bar: Any = None
+        if sys.stderr.isatty() and head:
+            bar = click.progressbar(length=head, label="Rebuilding", file=sys.stderr)
+            bar.__enter__()
+        try:
+            n = ledger.rebuild(log, names, progress=bar.update if bar else None)
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
+        seconds = time.perf_counter() - started
+    finally:
+        log.close()
+    rate = n / seconds if seconds > 0 else 0.0
+    click.echo(orjson.dumps({"views": names or [v.name for v in projector.views], "events": n, "seconds": round(seconds, 3), "events_per_second": round(rate)}).decode())
 
 
 @cli.command()
@@ -348,6 +673,42 @@ def cancel(
 # Output helpers.
 
 
+def _query(obj: Context, fn: Callable[..., Any], *args: Any, fresh: bool = True, **kwargs: Any) -> Any:
+    log = obj.open()
+    try:
+        return ledger.query(log, fn, *args, fresh=fresh, **kwargs)
+    finally:
+        log.close()
+
+
+def _stop_on_signals() -> Callable[[], bool]:
+    stopped = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopped
+        stopped = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return lambda: stopped
+
+
+def _echo_page_info(info: dict[str, Any]) -> None:
+    if info["after"]:
+        click.echo(f"older: --after {info['after']}")
+    if info["before"]:
+        click.echo(f"newer: --before {info['before']}")
+
+
+def _echo_deliveries(entries: list[dict[str, Any]], indent: str = "") -> None:
+    rows = [("message", "channel", "recipient", "status", "delivered_at", "opened_at", "clicked_at", "cost")]
+    for d in entries:
+        rec = d["recipient"] if isinstance(d["recipient"], str) or d["recipient"] is None else f"{d['recipient']['collection']}/{d['recipient']['id']}"
+        cost = "-" if d["cost_amount"] is None else f"{d['cost_amount']:g} {d['cost_currency']}"
+        rows.append((d["message_id"], d["channel"] or "?", rec or "?", d["status"] or "-", _t(d["delivered_at"]), _t(d["opened_at"]), _t(d["clicked_at"]), cost))
+    _echo_table(rows, indent=indent)
+
+
 def _actor(actor: str | None) -> str | None:
     if actor:
         return actor
@@ -369,8 +730,9 @@ def _t(stamp: str | None) -> str:
 
 
 def _echo_record(record: dict[str, Any]) -> None:
-    width = max(len(k) for k in RECORD_FIELDS)
-    for name in RECORD_FIELDS:
+    names = [k for k in queries.RUN_FIELDS if k in record]
+    width = max(len(k) for k in names)
+    for name in names:
         value = record.get(name)
         if isinstance(value, dict):
             value = orjson.dumps(value).decode()
@@ -409,10 +771,10 @@ def _short(error: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _echo_table(rows: list[tuple[str, ...]]) -> None:
+def _echo_table(rows: list[tuple[str, ...]], indent: str = "") -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+        click.echo(indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
 
 
 def _show_problems(error: InvalidInput) -> None:

@@ -15,7 +15,9 @@ from flowledger.domain.run import FAILED, NOT_TRIGGERED, UNFINISHED
 from flowledger.domain.vocabulary import EventInvalid, stream_of, validate_event
 from flowledger.errors import CommandRefused, InvalidInput, NotFound, Problem
 from flowledger.ingest import IngestOptions, candidates, read_items
-from flowledger.projections.run_record import HistoryEntry, run_history, run_record
+from flowledger import queries
+from flowledger.projections.projector import Projector
+from flowledger.projections.run_record import HistoryEntry, run_history
 from flowledger.store.log import AppendResult, Candidate, EventLog, utc_now
 
 
@@ -63,9 +65,34 @@ def replay(log: EventLog, run_id: str) -> list[HistoryEntry]:
     return run_history(run_id, log.run_events(run_id))
 
 
-def show_run(log: EventLog, run_id: str) -> dict[str, Any]:
-    """A run's current record."""
-    return run_record(run_id, log.run_events(run_id))
+def catch_up(log: EventLog, view_names: list[str] | None = None, progress: Callable[[int], None] | None = None) -> int:
+    """Bring views (all by default) up to the end of the log; returns events read."""
+    projector = Projector(log.backend)
+    views = [projector.view(n) for n in view_names] if view_names else None
+    return projector.catch_up(views, progress=progress)
+
+
+def rebuild(log: EventLog, view_names: list[str] | None = None, progress: Callable[[int], None] | None = None) -> int:
+    """Empty views (all by default) and fold them again from position 0; returns events read."""
+    projector = Projector(log.backend)
+    views = [projector.view(n) for n in view_names] if view_names else None
+    return projector.rebuild(views, progress=progress)
+
+
+def query(log: EventLog, fn: Callable[..., Any], *args: Any, fresh: bool = True, **kwargs: Any) -> Any:
+    """Run a query of :mod:`flowledger.queries` on the views, caught up first unless not ``fresh``."""
+    projector = Projector(log.backend)
+    if fresh:
+        projector.catch_up()
+    else:
+        projector.ensure_tables()
+    with log.backend.transaction(write=False) as c:
+        return fn(c, *args, **kwargs)
+
+
+def show_run(log: EventLog, run_id: str, *, fresh: bool = True) -> dict[str, Any]:
+    """A run's current record, with its step trace and deliveries."""
+    return query(log, queries.show_run, run_id, fresh=fresh)
 
 
 def retry_run(

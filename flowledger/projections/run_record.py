@@ -91,6 +91,34 @@ class RunRecord:
         """A record for a run no event has touched yet."""
         return cls(Run(run_id))
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> RunRecord:
+        """Rebuild from a runs-view row (see :meth:`to_row`)."""
+        return cls(
+            Run.from_state(row["id"], orjson.loads(row["rules"])),
+            workflow=row["workflow"],
+            recipient=orjson.loads(row["recipient_json"]),
+            tenant=row["tenant"],
+            trigger_source=row["trigger_source"],
+            workflow_run_id=row["workflow_run_id"],
+            created_at=row["created_at"],
+            scheduled_at=row["scheduled_at"],
+            executed_at=row["executed_at"],
+            completed_at=row["completed_at"],
+            error_message=row["error_message"],
+            error_count=row["error_count"],
+            updated_at=row["updated_at"],
+        )
+
+    def to_row(self) -> dict[str, Any]:
+        """The record as runs-view columns (with the rule state, to carry on folding)."""
+        row = self.to_dict()
+        recipient = row.pop("recipient")
+        row["recipient"] = recipient if isinstance(recipient, str) or recipient is None else recipient["id"]
+        row["recipient_json"] = orjson.dumps(recipient).decode()
+        row["rules"] = orjson.dumps(self.rules.to_state()).decode()
+        return row
+
     def apply(self, event: dict[str, Any]) -> None:
         """Fold one stored event of the run into the record."""
         kind = event["type"]

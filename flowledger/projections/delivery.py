@@ -1,0 +1,222 @@
+"""The delivery record: every known fact of one message folded into its delivery state.
+
+Provider webhooks arrive late, more than once and out of order, so the record is a
+function of the *set* of a message's facts: they are deduplicated by log position and
+ordered by when they happened (``occurred_at``), never by when they arrived. Any subset
+of the facts, given in any order and with any repeats, gives the same record as that
+subset would once complete: a view can refold a message whenever a new fact lands.
+
+Stdlib only, so the fold has no stake in how the facts were stored or read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+STATUS_RANK: dict[str, int] = {
+    "queued": 0,
+    "sent": 1,
+    "delivered": 2,
+    "read": 3,
+    "opened": 3,
+    "clicked": 4,
+}
+"""The ladder of positive statuses: a positive fact raises the status, never lowers it."""
+
+DELIVERY_FIELDS: tuple[str, ...] = (
+    "message_id",
+    "channel",
+    "provider",
+    "recipient",
+    "run_id",
+    "step",
+    "status",
+    "queued_at",
+    "sent_at",
+    "delivered_at",
+    "read_at",
+    "opened_at",
+    "clicked_at",
+    "failed_at",
+    "opens_total",
+    "opens_unique",
+    "clicks_total",
+    "clicks_unique",
+    "cost_amount",
+    "cost_currency",
+    "provider_message_id",
+    "error",
+    "ever_sent",
+    "updated_at",
+)
+"""The record's keys, in the order they are shown."""
+
+# Timestamps are often whole seconds (SendGrid) or whole minutes (Twilio), so facts of
+# one instant are common: the later stage of the same instant must be the one that stands
+# (a bounce beats the delivery of the same second; an open or click beats the bounce).
+_TIE_RANK = {
+    "queued": 0,
+    "sent": 1,
+    "delivered": 2,
+    "bounced": 3,
+    "failed": 3,
+    "read": 4,
+    "opened": 4,
+    "clicked": 5,
+}
+_NEGATIVE = frozenset({"bounced", "failed"})
+# A bare `sent` proves nothing reached the recipient, so it cannot undo a failure.
+_RECOVERING = frozenset({"delivered", "read", "opened", "clicked"})
+# A bounce is the recipient's server refusing what the provider did send.
+_SENT_PROOF = frozenset({"sent", "delivered", "read", "opened", "clicked", "bounced"})
+# An open or a click proves delivery as much as a delivery receipt does, and a read
+# without a delivered is normal on WhatsApp.
+_DELIVERY_PROOF = ("delivered", "read", "opened", "clicked")
+# Images blocked is common: a click is an open that the pixel never saw.
+_OPEN_PROOF = ("opened", "clicked")
+
+
+def delivery_record(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Fold the (log position, event body) facts of one message into its delivery record."""
+    known = _dedupe(message_id, facts)
+    record: dict[str, Any] = dict.fromkeys(DELIVERY_FIELDS)
+    record.update(
+        message_id=message_id,
+        opens_total=0,
+        opens_unique=0,
+        clicks_total=0,
+        clicks_unique=0,
+        ever_sent=False,
+    )
+    if not known:
+        return record
+
+    ordered = sorted(
+        known.items(), key=lambda f: (f[1]["occurred_at"], _TIE_RANK[_kind(f[1])], f[0])
+    )
+    status = "queued"
+    setter: dict[str, Any] | None = None
+    earliest: dict[str, str] = {}
+    queued: dict[str, Any] | None = None
+    urls: set[str] = set()
+    for _position, body in ordered:
+        kind = _kind(body)
+        earliest.setdefault(kind, body["occurred_at"])
+        if kind == "queued" and queued is None:
+            queued = body
+        elif kind == "opened":
+            record["opens_total"] += 1
+        elif kind == "clicked":
+            record["clicks_total"] += 1
+            urls.add(body["url"])
+        status, setter = _step(status, setter, kind, body)
+
+    if queued is not None:
+        record.update(
+            channel=queued["channel"],
+            provider=queued.get("provider"),
+            recipient=_copy(queued["recipient"]),
+            run_id=queued.get("run_id"),
+            step=queued.get("step"),
+        )
+    record.update(
+        status=status,
+        queued_at=earliest.get("queued"),
+        sent_at=earliest.get("sent"),
+        delivered_at=_first(earliest, _DELIVERY_PROOF),
+        read_at=earliest.get("read"),
+        opened_at=_first(earliest, _OPEN_PROOF),
+        clicked_at=earliest.get("clicked"),
+        opens_unique=1 if _first(earliest, _OPEN_PROOF) else 0,
+        clicks_unique=len(urls),
+        ever_sent=any(kind in earliest for kind in _SENT_PROOF),
+        updated_at=ordered[-1][1]["occurred_at"],
+    )
+    if setter is not None:
+        record["failed_at"] = setter["occurred_at"]
+        record["error"] = _failure_text(setter)
+
+    # Price and provider id are corrections, not stages: the latest word on them wins,
+    # whatever stage of the message carried it.
+    latest_first = sorted(known.items(), key=lambda f: (f[1]["occurred_at"], f[0]), reverse=True)
+    priced = next((b for _, b in latest_first if b.get("cost") is not None), None)
+    if priced is not None:
+        record["cost_amount"] = float(priced["cost"]["amount"])
+        record["cost_currency"] = priced["cost"]["currency"]
+    record["provider_message_id"] = next(
+        (
+            b["provider_message_id"]
+            for _, b in latest_first
+            if _kind(b) == "sent" and b.get("provider_message_id") is not None
+        ),
+        None,
+    )
+    return record
+
+
+def _dedupe(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]) -> dict[int, dict[str, Any]]:
+    known: dict[int, dict[str, Any]] = {}
+    for position, body in facts:
+        _kind(body)
+        if body.get("message_id", message_id) != message_id:
+            raise ValueError(
+                f"fact at position {position} is about message {body['message_id']!r}, "
+                f"not {message_id!r}"
+            )
+        # One position is one stored event; two bodies for it means the caller mixed logs,
+        # and keeping either would make the record depend on arrival order.
+        if position in known and known[position] != body:
+            raise ValueError(f"two different facts given for log position {position}")
+        known[position] = body
+    return known
+
+
+def _kind(body: dict[str, Any]) -> str:
+    kind = body.get("type", "")
+    short = kind[len("message."):] if kind.startswith("message.") else ""
+    if short not in _TIE_RANK:
+        raise ValueError(f"not a message event: {kind!r}")
+    return short
+
+
+def _step(
+    status: str, setter: dict[str, Any] | None, kind: str, body: dict[str, Any]
+) -> tuple[str, dict[str, Any] | None]:
+    if kind in _NEGATIVE:
+        # A bounce after delivery is a real downgrade: the later negative fact stands.
+        return kind, body
+    if kind == "queued":
+        return status, setter
+    if status in _NEGATIVE:
+        if kind in _RECOVERING:
+            # A soft bounce or deferral followed by a delivery never counts as failed.
+            return kind, None
+        return status, setter
+    # `>=` so that of read and opened (same rung) the later one by the sort stands.
+    if STATUS_RANK[kind] >= STATUS_RANK[status]:
+        return kind, None
+    return status, None
+
+
+def _first(earliest: dict[str, str], kinds: Iterable[str]) -> str | None:
+    times = [earliest[k] for k in kinds if k in earliest]
+    return min(times) if times else None
+
+
+def _failure_text(body: dict[str, Any]) -> str:
+    if _kind(body) == "bounced":
+        return body.get("reason") or "bounced"
+    error = body["error"]
+    if isinstance(error, str):
+        return error
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    # Compact and unsorted, like the run record's error text, so both views read alike.
+    return json.dumps(error, separators=(",", ":"), ensure_ascii=False)
+
+
+def _copy(value: Any) -> Any:
+    # The record must not share a mutable object with the caller's event body.
+    return dict(value) if isinstance(value, dict) else value

@@ -1,0 +1,165 @@
+"""Running views over the log: catch up, follow, rebuild.
+
+eventsourcing's SQLite recorder cannot push to subscribers, so a view catches up by
+reading the notification log from its tracked position in pages. Each page is one
+``BEGIN IMMEDIATE`` transaction that reads the view's position, applies the next events
+and moves the position (eventsourcing's ``tracking`` table, forward only): two
+projectors of one view, in any processes, can never both apply the same event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import orjson
+from eventsourcing.persistence import Tracking
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+
+from flowledger.errors import FlowledgerError
+from flowledger.projections.base import Notification, View
+from flowledger.store.sqlite import SQLiteBackend
+
+DEFAULT_PAGE_SIZE = 2_000
+"""Events applied per transaction."""
+
+
+class UnknownView(FlowledgerError):
+    """A view name that does not exist."""
+
+
+def all_views() -> list[View]:
+    """One instance of every view, in the order they are caught up."""
+    from flowledger.projections.deliveries_view import DeliveriesView
+    from flowledger.projections.runs_view import RunsView
+    from flowledger.projections.steps_view import StepsView
+
+    return [RunsView(), StepsView(), DeliveriesView()]
+
+
+class Projector:
+    """Keeps views of one store up to date with its log."""
+
+    def __init__(self, backend: SQLiteBackend, views: Sequence[View] | None = None) -> None:
+        self.backend = backend
+        """The store holding the log and the views."""
+        self.views = list(views) if views is not None else all_views()
+        """The views this projector runs."""
+        self._tracking = SQLiteTrackingRecorder(backend.datastore)
+        self._ready = False
+
+    def view(self, name: str) -> View:
+        """A view by its name."""
+        for v in self.views:
+            if v.name == name:
+                return v
+        names = ", ".join(v.name for v in self.views)
+        raise UnknownView(f"no view {name!r}; the views are {names}")
+
+    def ensure_tables(self) -> None:
+        """Create the tracking table and every view's tables, once per process."""
+        if self._ready:
+            return
+        with self.backend.transaction(write=False) as c:
+            c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
+            existing = {row[0] for row in c.fetchall()}
+        wanted = {"tracking"} | {t for v in self.views for t in v.tables}
+        if not wanted <= existing:
+            with self.backend.transaction(write=True) as c:
+                for statement in self._tracking.create_table_statements:
+                    c.execute(statement)
+                for v in self.views:
+                    for statement in v.ddl:
+                        c.execute(statement)
+        self._ready = True
+
+    def position(self, view: View) -> int:
+        """The last log position the view has applied (0: none)."""
+        self.ensure_tables()
+        with self.backend.transaction(write=False) as c:
+            return self._position(c, view)
+
+    @staticmethod
+    def _position(c: object, view: View) -> int:
+        c.execute("SELECT notification_id FROM tracking WHERE application_name=?", (view.name,))  # type: ignore[attr-defined]
+        row = c.fetchone()  # type: ignore[attr-defined]
+        return row[0] if row else 0
+
+    def head(self) -> int:
+        """The position of the last event in the log."""
+        with self.backend.transaction(write=False) as c:
+            return self.backend.max_position(c)
+
+    def catch_up(
+        self,
+        views: Sequence[View] | None = None,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Apply every event the views have not applied yet; returns how many were read."""
+        self.ensure_tables()
+        total = 0
+        for view in views if views is not None else self.views:
+            while True:
+                n = self._apply_page(view, page_size)
+                if n == 0:
+                    break
+                total += n
+                if progress:
+                    progress(n)
+        return total
+
+    def _apply_page(self, view: View, page_size: int) -> int:
+        with self.backend.transaction(write=True) as c:
+            after = self._position(c, view)
+            c.execute(
+                "SELECT rowid, originator_id, topic, state FROM stored_events "
+                "WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after, page_size),
+            )
+            rows = c.fetchall()
+            if not rows:
+                return 0
+            topics = view.topics
+            events = [
+                Notification(r[0], r[1], r[2], orjson.loads(r[3])) for r in rows if r[2] in topics
+            ]
+            if events:
+                view.apply(c, events)
+            # The same transaction moves the position: rows and position commit together.
+            self._tracking._insert_tracking(c, Tracking(view.name, rows[-1][0]))  # noqa: SLF001
+            return len(rows)
+
+    def rebuild(
+        self,
+        views: Sequence[View] | None = None,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Empty views and fold them again from position 0; returns events read."""
+        self.ensure_tables()
+        views = list(views) if views is not None else self.views
+        with self.backend.transaction(write=True) as c:
+            for view in views:
+                for table in view.tables:
+                    c.execute(f'DELETE FROM "{table}"')
+                c.execute("DELETE FROM tracking WHERE application_name=?", (view.name,))
+        return self.catch_up(views, page_size=page_size, progress=progress)
+
+    def follow(
+        self,
+        *,
+        interval: float = 0.5,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_applied: Callable[[int], None] | None = None,
+    ) -> None:
+        """Keep catching up, polling the log every ``interval`` seconds, until told to stop."""
+        while not should_stop():
+            n = self.catch_up(page_size=page_size)
+            if n and on_applied:
+                on_applied(n)
+            if not n:
+                time.sleep(interval)

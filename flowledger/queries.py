@@ -1,0 +1,442 @@
+"""Queries over the views: the JSON shapes the CLI prints (and an HTTP API will serve).
+
+Every filter value is a bound parameter; filter and column names come from allow-lists
+in this module, never from input. Listings page newest first by ``seq`` (the log
+position a run or message was first seen at), so a new run never lands inside pages
+already read: paging through never repeats or misses one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from flowledger.domain.run import STATUSES
+from flowledger.errors import FlowledgerError, NotFound
+from flowledger.projections.delivery import DELIVERY_FIELDS
+from flowledger.projections.run_record import RECORD_FIELDS
+from flowledger.projections.steps_view import CHANNEL_OF_STEP_TYPE, STEP_STATES
+
+MAX_PAGE_SIZE = 1000
+"""The largest page a listing returns."""
+
+RUN_FIELDS = (
+    *RECORD_FIELDS[:-1],
+    "email_opened",
+    "email_opened_at",
+    "email_clicked",
+    "email_clicked_at",
+    "updated_at",
+)
+"""The fields of a run entry, in order."""
+
+
+class BadQuery(FlowledgerError):
+    """A filter, cursor or page size a query cannot take."""
+
+
+@dataclass
+class RunFilters:
+    """The filters of a runs listing (Knock's)."""
+
+    workflow: str | None = None
+    """Only runs of this workflow."""
+    statuses: tuple[str, ...] = ()
+    """Only runs in one of these statuses."""
+    tenant: str | None = None
+    """Only runs of this tenant."""
+    recipient: str | None = None
+    """Only runs for this recipient id."""
+    has_errors: bool = False
+    """Only runs with a failed step."""
+    starting_at: str | None = None
+    """Only runs created at or after this time (stored format)."""
+    ending_at: str | None = None
+    """Only runs created at or before this time (stored format)."""
+
+
+@dataclass
+class DeliveryFilters:
+    """The filters of a deliveries listing."""
+
+    run_id: str | None = None
+    """Only messages of this run."""
+    channel: str | None = None
+    """Only messages on this channel."""
+    statuses: tuple[str, ...] = ()
+    """Only messages in one of these statuses."""
+    recipient: str | None = None
+    """Only messages to this recipient id."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def encode_cursor(seq: int) -> str:
+    """An opaque cursor for a listing position."""
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The listing position a cursor stands for; :class:`BadQuery` if it is not one."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind != "seq":
+            raise ValueError(kind)
+        return int(value)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise BadQuery(f"{cursor!r} is not a cursor from a previous page") from None
+
+
+def _page(
+    c: sqlite3.Cursor,
+    table: str,
+    where: list[str],
+    params: list[Any],
+    page_size: int,
+    after: str | None,
+    before: str | None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise BadQuery(f"page size must be 1 to {MAX_PAGE_SIZE}, not {page_size}")
+    if after and before:
+        raise BadQuery("give after or before, not both")
+    clauses = list(where)
+    args = list(params)
+    if after:
+        clauses.append("seq < ?")
+        args.append(decode_cursor(after))
+    if before:
+        clauses.append("seq > ?")
+        args.append(decode_cursor(before))
+    sql_where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    order = "ASC" if before else "DESC"
+    c.execute(f'SELECT * FROM "{table}"{sql_where} ORDER BY seq {order} LIMIT ?', [*args, page_size + 1])
+    names = [d[0] for d in c.description]
+    rows = [dict(zip(names, r)) for r in c.fetchall()]
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    if before:
+        rows.reverse()
+    # Is there anything on the far side of where we came from?
+    if rows:
+        newest, oldest = rows[0]["seq"], rows[-1]["seq"]
+        if before:
+            has_newer, has_older = more, _exists(c, table, where, params, "seq > ?", newest) if False else True
+            has_older = _exists(c, table, where, params, "seq < ?", oldest)
+        else:
+            has_older = more
+            has_newer = _exists(c, table, where, params, "seq > ?", newest)
+        page_info = {
+            "after": encode_cursor(oldest) if has_older else None,
+            "before": encode_cursor(newest) if has_newer else None,
+            "page_size": page_size,
+        }
+    else:
+        page_info = {"after": None, "before": None, "page_size": page_size}
+    return rows, page_info
+
+
+def _exists(c: sqlite3.Cursor, table: str, where: list[str], params: list[Any], extra: str, value: int) -> bool:
+    clauses = [*where, extra]
+    c.execute(f'SELECT 1 FROM "{table}" WHERE {" AND ".join(clauses)} LIMIT 1', [*params, value])
+    return c.fetchone() is not None
+
+
+def run_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """A runs-view row as the JSON a user sees."""
+    entry = {k: row[k] for k in RUN_FIELDS if k != "recipient"}
+    entry["recipient"] = orjson.loads(row["recipient_json"])
+    for flag in ("email_opened", "email_clicked"):
+        if entry[flag] is not None:
+            entry[flag] = bool(entry[flag])
+    return {k: entry[k] for k in RUN_FIELDS}
+
+
+def list_runs(
+    c: sqlite3.Cursor,
+    filters: RunFilters,
+    *,
+    page_size: int = 50,
+    after: str | None = None,
+    before: str | None = None,
+) -> dict[str, Any]:
+    """A page of runs, newest first: ``{"entries": [...], "page_info": {...}}``."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("workflow", filters.workflow), ("tenant", filters.tenant), ("recipient", filters.recipient)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if filters.statuses:
+        unknown = set(filters.statuses) - set(STATUSES)
+        if unknown:
+            raise BadQuery(f"unknown status {sorted(unknown)[0]!r}; expected one of {', '.join(STATUSES)}")
+        where.append(f"status IN ({','.join('?' * len(filters.statuses))})")
+        params.extend(filters.statuses)
+    if filters.has_errors:
+        where.append("error_count > 0")
+    if filters.starting_at is not None:
+        where.append("created_at >= ?")
+        params.append(filters.starting_at)
+    if filters.ending_at is not None:
+        where.append("created_at <= ?")
+        params.append(filters.ending_at)
+    rows, page_info = _page(c, "runs", where, params, page_size, after, before)
+    return {"entries": [run_entry(r) for r in rows], "page_info": page_info}
+
+
+def delivery_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """A deliveries-view row as the JSON a user sees."""
+    entry = {k: row[k] for k in DELIVERY_FIELDS}
+    entry["recipient"] = orjson.loads(row["recipient_json"]) if row["recipient_json"] else None
+    entry["ever_sent"] = bool(entry["ever_sent"])
+    entry["workflow"] = row["workflow"]
+    return entry
+
+
+def list_deliveries(
+    c: sqlite3.Cursor,
+    filters: DeliveryFilters,
+    *,
+    page_size: int = 50,
+    after: str | None = None,
+    before: str | None = None,
+) -> dict[str, Any]:
+    """A page of deliveries, newest first."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("run_id", filters.run_id), ("channel", filters.channel), ("recipient", filters.recipient)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if filters.statuses:
+        where.append(f"status IN ({','.join('?' * len(filters.statuses))})")
+        params.extend(filters.statuses)
+    rows, page_info = _page(c, "deliveries", where, params, page_size, after, before)
+    return {"entries": [delivery_entry(r) for r in rows], "page_info": page_info}
+
+
+def show_run(c: sqlite3.Cursor, run_id: str) -> dict[str, Any]:
+    """A run's record with its step trace and its deliveries."""
+    c.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
+    row = c.fetchone()
+    if row is None:
+        raise NotFound(f"no run {run_id!r} in the store")
+    names = [d[0] for d in c.description]
+    record = run_entry(dict(zip(names, row)))
+    c.execute("SELECT message_id, step, queued_at FROM step_messages WHERE run_id = ? ORDER BY queued_at", (run_id,))
+    queued = c.fetchall()
+    c.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY seq", (run_id,))
+    names = [d[0] for d in c.description]
+    steps = []
+    for r in c.fetchall():
+        s = dict(zip(names, r))
+        steps.append(
+            {
+                "step": s["step"],
+                "step_type": s["step_type"],
+                "attempt": s["attempt"],
+                "status": s["status"],
+                "started_at": s["started_at"],
+                "finished_at": s["finished_at"],
+                "duration_seconds": s["duration_seconds"],
+                "error": s["error"],
+                "messages": [],
+                "request": orjson.loads(s["request"]) if s["request"] else None,
+                "response": orjson.loads(s["response"]) if s["response"] else None,
+                "output": orjson.loads(s["output"]) if s["output"] else None,
+            }
+        )
+    # A message belongs to the latest attempt of its step started by the time it was queued.
+    for message_id, step, queued_at in queued:
+        candidates = [s for s in steps if s["step"] == step and s["started_at"] <= queued_at]
+        target = candidates[-1] if candidates else next((s for s in steps if s["step"] == step), None)
+        if target is not None:
+            target["messages"].append(message_id)
+    c.execute("SELECT * FROM deliveries WHERE run_id = ? ORDER BY seq", (run_id,))
+    names = [d[0] for d in c.description]
+    deliveries = [delivery_entry(dict(zip(names, r))) for r in c.fetchall()]
+    return {**record, "steps": steps, "deliveries": deliveries}
+
+
+def _rate(numerator: float, denominator: float) -> float | None:
+    return None if not denominator else round(100.0 * numerator / denominator, 2)
+
+
+def _run_counts(c: sqlite3.Cursor, workflow: str | None, include_rehearsals: bool) -> dict[str, dict[str, int]]:
+    sql = "SELECT workflow, status, SUM(n) FROM run_counts"
+    clauses, params = [], []
+    if workflow is not None:
+        clauses.append("workflow = ?")
+        params.append(workflow)
+    if not include_rehearsals:
+        clauses.append("rehearsal = 0")
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    c.execute(sql + " GROUP BY workflow, status", params)
+    out: dict[str, dict[str, int]] = {}
+    for wf, status, n in c.fetchall():
+        out.setdefault(wf, dict.fromkeys(STATUSES, 0))[status] = int(n)
+    return out
+
+
+def counts(c: sqlite3.Cursor, *, include_rehearsals: bool = False) -> dict[str, Any]:
+    """Runs by status across all workflows and per workflow (the seed docs' /workflows/counts)."""
+    per = _run_counts(c, None, include_rehearsals)
+    total = dict.fromkeys(STATUSES, 0)
+    by_workflow = {}
+    for wf in sorted(per):
+        statuses = per[wf]
+        for s, n in statuses.items():
+            total[s] += n
+        by_workflow[wf] = {"total": sum(statuses.values()), **statuses}
+    return {"total": sum(total.values()), **total, "by_workflow": by_workflow}
+
+
+def _summary(c: sqlite3.Cursor, workflow: str) -> dict[str, Any] | None:
+    c.execute("SELECT * FROM workflow_summaries WHERE workflow = ?", (workflow,))
+    row = c.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in c.description], row))
+
+
+def _status_of(statuses: dict[str, int]) -> str:
+    total = sum(statuses.values())
+    if total == 0:
+        return "idle"
+    unfinished = statuses["pending"] + statuses["running"] + statuses["paused"]
+    return "running" if unfinished else "completed"
+
+
+def list_workflows(c: sqlite3.Cursor, *, include_rehearsals: bool = True) -> list[dict[str, Any]]:
+    """Every workflow with runs: its status, run counts by status and first/last run."""
+    per = _run_counts(c, None, include_rehearsals)
+    c.execute("SELECT * FROM workflow_summaries ORDER BY workflow")
+    names = [d[0] for d in c.description]
+    out = []
+    for row in c.fetchall():
+        s = dict(zip(names, row))
+        statuses = per.get(s["workflow"], dict.fromkeys(STATUSES, 0))
+        out.append(
+            {
+                "key": s["workflow"],
+                "status": _status_of(statuses),
+                "runs": {"total": sum(statuses.values()), **statuses},
+                "first_run_at": s["first_created_at"],
+                "last_run_at": s["last_created_at"],
+            }
+        )
+    return out
+
+
+def workflow_details(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
+    """The seed docs' workflow details: status, times, channels, totals, progress."""
+    summary = _summary(c, workflow)
+    if summary is None:
+        raise NotFound(f"no workflow {workflow!r} in the store (no run of it was recorded)")
+    statuses = _run_counts(c, workflow, True).get(workflow, dict.fromkeys(STATUSES, 0))
+    total_runs = sum(statuses.values())
+    processed = statuses["completed"] + statuses["failed"] + statuses["cancelled"]
+    status = _status_of(statuses)
+    completed_at = summary["last_completed_at"] if status == "completed" else None
+    started_at = summary["first_executed_at"]
+    from flowledger.projections.run_record import seconds_between
+
+    c.execute("SELECT channel, COUNT(*) FROM workflow_steps WHERE workflow = ? GROUP BY channel", (workflow,))
+    step_counts = {ch: n for ch, n in c.fetchall()}
+    c.execute("SELECT channel, metric, n FROM channel_counts WHERE workflow = ?", (workflow,))
+    metrics: dict[str, dict[str, float]] = {}
+    for ch, metric, n in c.fetchall():
+        metrics.setdefault(ch, {})[metric] = n
+    channels: dict[str, Any] = {}
+    costs: dict[str, float] = {}
+    totals = {"total_contacts": 0, "total_sent": 0, "total_failed": 0, "succeeded": 0}
+    for ch in sorted(set(metrics) | {k for k in step_counts if k is not None}):
+        m = metrics.get(ch, {})
+        total, sent, failed = int(m.get("total", 0)), int(m.get("sent", 0)), int(m.get("failed", 0))
+        succeeded = int(m.get("succeeded", 0))
+        entry: dict[str, Any] = {
+            "execution_count": step_counts.get(ch, 0),
+            "total_contacts": total,
+            "sent": sent,
+            "failed": failed,
+            "success_rate": _rate(succeeded, total),
+        }
+        channel_costs = {k.split(":", 1)[1]: v / 1_000_000 for k, v in m.items() if k.startswith("cost_micros:")}
+        for cur, amount in channel_costs.items():
+            costs[cur] = costs.get(cur, 0.0) + amount
+        if ch in ("sms", "whatsapp"):
+            entry["estimated_cost"] = round(sum(channel_costs.values()), 6)
+            entry["unpriced"] = int(m.get("unpriced", 0))
+        if ch == "whatsapp":
+            delivered, read = int(m.get("delivered", 0)), int(m.get("read", 0))
+            entry.update(delivered=delivered, read=read, delivery_rate=_rate(delivered, sent), read_rate=_rate(read, delivered))
+        if ch == "email":
+            delivered, opened, clicked = int(m.get("delivered", 0)), int(m.get("opened", 0)), int(m.get("clicked", 0))
+            entry.update(
+                delivered=delivered,
+                opened=opened,
+                clicked=clicked,
+                open_rate=_rate(opened, delivered),
+                click_rate=_rate(clicked, delivered),
+            )
+        channels[ch] = entry
+        totals["total_contacts"] += total
+        totals["total_sent"] += sent
+        totals["total_failed"] += failed
+        totals["succeeded"] += succeeded
+    currency = next(iter(costs)) if len(costs) == 1 else ("mixed" if costs else None)
+    return {
+        "key": workflow,
+        "status": status,
+        "created_at": summary["first_created_at"],
+        "started_at": started_at,
+        "completed_at": completed_at,
+        "duration_seconds": seconds_between(started_at, completed_at),
+        "workflow_executions_count": sum(step_counts.values()),
+        "runs": {"total": total_runs, **statuses},
+        "channels": channels,
+        "totals": {
+            "total_contacts": totals["total_contacts"],
+            "total_sent": totals["total_sent"],
+            "total_failed": totals["total_failed"],
+            "overall_success_rate": _rate(totals["succeeded"], totals["total_contacts"]),
+            "total_cost": round(sum(costs.values()), 6) if len(costs) == 1 else None if costs else 0.0,
+            "currency": currency,
+            **({"costs_by_currency": {k: round(v, 6) for k, v in costs.items()}} if len(costs) > 1 else {}),
+        },
+        "progress": {"processed": processed, "total": total_runs, "percentage": _rate(processed, total_runs)},
+    }
+
+
+def execution_stats(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
+    """Step attempts by state, in total, per node and per edge (the seed docs' Executions API)."""
+    c.execute("SELECT step, step_type FROM workflow_steps WHERE workflow = ? ORDER BY step", (workflow,))
+    types = dict(c.fetchall())
+    if not types and _summary(c, workflow) is None:
+        raise NotFound(f"no workflow {workflow!r} in the store (no run of it was recorded)")
+    c.execute("SELECT step, status, n FROM step_counts WHERE workflow = ?", (workflow,))
+    nodes: dict[str, dict[str, int]] = {s: dict.fromkeys(STEP_STATES, 0) for s in types}
+    total = dict.fromkeys(STEP_STATES, 0)
+    for step, status, n in c.fetchall():
+        nodes.setdefault(step, dict.fromkeys(STEP_STATES, 0))[status] = int(n)
+        total[status] += int(n)
+    c.execute("SELECT from_step, to_step, status, n FROM edge_counts WHERE workflow = ?", (workflow,))
+    edges: dict[tuple[str, str], dict[str, int]] = {}
+    for a, b, status, n in c.fetchall():
+        edges.setdefault((a, b), dict.fromkeys(STEP_STATES, 0))[status] = int(n)
+    return {
+        "workflow": workflow,
+        "total": total,
+        "nodes": [
+            {"step": s, "step_type": types.get(s), "channel": CHANNEL_OF_STEP_TYPE.get(types.get(s) or ""), **counts_}
+            for s, counts_ in sorted(nodes.items())
+        ],
+        "edges": [{"from": a, "to": b, **counts_} for (a, b), counts_ in sorted(edges.items())],
+    }
