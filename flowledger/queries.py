@@ -258,7 +258,7 @@ def show_run(c: sqlite3.Cursor, run_id: str) -> dict[str, Any]:
         target = candidates[-1] if candidates else next((s for s in steps if s["step"] == step), None)
         if target is not None:
             target["messages"].append(message_id)
-    c.execute("SELECT * FROM deliveries WHERE run_id = ? ORDER BY seq", (run_id,))
+    c.execute("SELECT * FROM deliveries WHERE run_id = ? ORDER BY queued_at, message_id", (run_id,))
     names = [d[0] for d in c.description]
     deliveries = [delivery_entry(dict(zip(names, r))) for r in c.fetchall()]
     return {**record, "steps": steps, "deliveries": deliveries}

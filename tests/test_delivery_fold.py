@@ -281,7 +281,7 @@ def test_a_run_event_is_refused():
         delivery_record(MID, [(1, {"type": "run.started", "occurred_at": at(0), "run_id": "r"})])
 
 
-def test_same_timestamp_ties_broken_by_rank_then_position():
+def test_same_timestamp_ties_broken_by_rank_then_event_id():
     same = at(5)
     # sent and delivered in one second, delivered stored first: delivered stands.
     assert record(fact(1, "delivered", same), fact(2, "sent", same))["status"] == "delivered"
@@ -289,10 +289,10 @@ def test_same_timestamp_ties_broken_by_rank_then_position():
     assert record(fact(1, "bounced", same), fact(2, "delivered", same))["status"] == "bounced"
     # failed and read in one second: the read ranks later and recovers.
     assert record(fact(1, "read", same), fact(2, "failed", same))["status"] == "read"
-    # read and opened share a rank: the later log position stands.
+    # read and opened share a rank: the later event id stands.
     assert record(fact(1, "read", same), fact(2, "opened", same))["status"] == "opened"
     assert record(fact(1, "opened", same), fact(2, "read", same))["status"] == "read"
-    # Two bounces in one second: the later position gives the reason.
+    # Two bounces in one second: the later event id gives the reason.
     rec = record(fact(1, "bounced", same, reason="first"), fact(2, "bounced", same, reason="second"))
     assert rec["error"] == "second"
 
@@ -308,7 +308,7 @@ def test_cost_arrives_late_then_a_second_price():
     assert rec["cost_amount"] == 0.0081
     assert isinstance(rec["cost_amount"], float)
     assert rec["updated_at"] == at(50)
-    # Two prices of one instant: the later log position wins.
+    # Two prices of one instant: the later event id wins.
     rec = record(fact(5, "sent", at(9), cost=cost(1, "EUR")), fact(6, "delivered", at(9), cost=cost(2, "EUR")))
     assert (rec["cost_amount"], rec["cost_currency"]) == (2.0, "EUR")
     assert record(sent)["cost_amount"] is None

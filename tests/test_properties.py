@@ -6,12 +6,8 @@ under test, so a disagreement shows up as a failure rather than agreeing with it
 
 from __future__ import annotations
 
-import io
 import os
-import tempfile
-from contextlib import contextmanager
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,79 +15,9 @@ from hypothesis import strategies as st
 from flowledger import ledger
 from flowledger.domain.redaction import DEFAULT_SECRET_KEYS
 from flowledger.errors import InvalidInput
-from flowledger.store import open_log
+from tests.histories import LIFECYCLE, MODEL, fresh_log, jsonl, make, run_histories
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-# The model: which lifecycle events each status allows, and where they lead.
-MODEL = {
-    "pending": {"run.started": "running", "run.cancelled": "cancelled", "run.failed": "failed"},
-    "running": {"run.paused": "paused", "run.completed": "completed", "run.failed": "failed", "run.cancelled": "cancelled", "run.retrying": "running"},
-    "paused": {"run.resumed": "running", "run.cancelled": "cancelled", "run.failed": "failed"},
-    "failed": {"run.retried": "pending", "run.retrying": "pending"},
-    "completed": {},
-    "cancelled": {},
-}
-LIFECYCLE = sorted({t for moves in MODEL.values() for t in moves} | {"run.triggered", "step.started", "step.succeeded", "step.failed"})
-
-
-@contextmanager
-def fresh_log():
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "f.db")
-        log = open_log(path)
-        try:
-            yield log, path
-        finally:
-            log.close()
-
-
-def jsonl(events):
-    return io.BytesIO(b"".join(orjson.dumps(e) + b"\n" for e in events))
-
-
-def make(n, run_id, kind, **fields):
-    e = {"id": f"{run_id}-{n}", "type": kind, "occurred_at": f"2026-11-01T09:{n // 60:02d}:{n % 60:02d}Z", "run_id": run_id}
-    if kind == "run.failed" or kind == "step.failed":
-        fields.setdefault("error", "boom")
-    if kind == "run.cancelled":
-        fields.setdefault("by", "operator")
-    e.update(fields)
-    return e
-
-
-@st.composite
-def run_histories(draw, run_id="r1"):
-    """A valid history of one run, with the status and retry count the model expects."""
-    max_retries = draw(st.integers(0, 3))
-    events = [make(0, run_id, "run.triggered", workflow="w", recipient="u", max_retries=max_retries)]
-    status, retries, open_attempts, next_attempt = "pending", 0, [], 1
-    for n in range(1, draw(st.integers(0, 25)) + 1):
-        moves = dict(MODEL[status])
-        if retries >= max_retries:
-            moves.pop("run.retrying", None)
-            moves.pop("run.retried", None)
-        options = sorted(moves)
-        if status in ("running", "paused"):
-            options += ["step.started"] + (["step.succeeded", "step.failed"] if open_attempts else [])
-        if not options:
-            break
-        kind = draw(st.sampled_from(options))
-        if kind == "step.started":
-            open_attempts.append(next_attempt)
-            events.append(make(n, run_id, kind, step="s", step_type="send_email", attempt=next_attempt))
-            next_attempt += 1
-            continue
-        if kind in ("step.succeeded", "step.failed"):
-            attempt = open_attempts.pop(draw(st.integers(0, len(open_attempts) - 1)))
-            events.append(make(n, run_id, kind, step="s", step_type="send_email", attempt=attempt))
-            continue
-        if kind in ("run.retrying", "run.retried"):
-            retries += 1
-        status = moves[kind]
-        events.append(make(n, run_id, kind))
-    return events, status, retries
-
 
 @SETTINGS
 @given(run_histories())

@@ -22,6 +22,7 @@ DELIVERY_COLUMNS = ("seq", "workflow", "recipient_json", *DELIVERY_FIELDS, "fact
 """The columns of the deliveries table."""
 
 _FACT_FIELDS = (
+    "id",
     "type",
     "occurred_at",
     "cost",

@@ -93,8 +93,11 @@ def delivery_record(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
     if not known:
         return record
 
+    # Last resort on ties: the sender's event id, not the log position, so the record
+    # does not depend on which of two same-second facts arrived first.
     ordered = sorted(
-        known.items(), key=lambda f: (f[1]["occurred_at"], _TIE_RANK[_kind(f[1])], f[0])
+        known.items(),
+        key=lambda f: (f[1]["occurred_at"], _TIE_RANK[_kind(f[1])], f[1].get("id", ""), f[0]),
     )
     status = "queued"
     setter: dict[str, Any] | None = None
@@ -140,7 +143,9 @@ def delivery_record(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
 
     # Price and provider id are corrections, not stages: the latest word on them wins,
     # whatever stage of the message carried it.
-    latest_first = sorted(known.items(), key=lambda f: (f[1]["occurred_at"], f[0]), reverse=True)
+    latest_first = sorted(
+        known.items(), key=lambda f: (f[1]["occurred_at"], f[1].get("id", ""), f[0]), reverse=True
+    )
     priced = next((b for _, b in latest_first if b.get("cost") is not None), None)
     if priced is not None:
         record["cost_amount"] = float(priced["cost"]["amount"])

@@ -95,6 +95,9 @@ class RunsView(View):
         seqs = {rid: row["seq"] for rid, row in rows.items()}
         emails: dict[str, dict[str, Any]] = fetch_rows(c, "run_emails", "message_id", message_ids)  # type: ignore[assignment]
         touched_emails: set[str] = set()
+        # Per-workflow times come from the events themselves, not from the rows' final
+        # state, so they are the same however the log is cut into pages.
+        times: dict[str, list[str | None]] = {}
         for e in events:
             body = e.body
             if e.type in RUN_EVENT_TYPES:
@@ -104,6 +107,7 @@ class RunsView(View):
                     record = records[rid] = RunRecord.new(rid)
                     seqs[rid] = e.position
                 record.apply(body)
+                self._times(times, record.workflow, e.type, body["occurred_at"])
             else:
                 self._fold_email(emails, body)
                 touched_emails.add(body["message_id"])
@@ -140,7 +144,7 @@ class RunsView(View):
             out.append({k: row[k] for k in RUN_COLUMNS})
         upsert(c, "runs", out, ["id"])
         counts.flush(c)
-        self._summaries(c, out)
+        self._summaries(c, times)
 
     @staticmethod
     def _fold_email(emails: dict[str, dict[str, Any]], body: dict[str, Any]) -> None:
@@ -190,20 +194,22 @@ class RunsView(View):
         return found
 
     @staticmethod
-    def _summaries(c: sqlite3.Cursor, rows: list[dict[str, Any]]) -> None:
-        by_workflow: dict[str, list[str | None]] = {}
-        for r in rows:
-            s = by_workflow.setdefault(r["workflow"], [None, None, None, None])
-            for i, (value, pick) in enumerate(
-                (
-                    (r["created_at"], min),
-                    (r["created_at"], max),
-                    (r["executed_at"], min),
-                    (r["completed_at"], max),
-                )
-            ):
-                if value is not None:
-                    s[i] = value if s[i] is None else pick(s[i], value)
+    def _times(times: dict[str, list[str | None]], workflow: str | None, kind: str, at: str) -> None:
+        if workflow is None:
+            return
+        s = times.setdefault(workflow, [None, None, None, None])
+        picks = {
+            "run.triggered": ((0, min), (1, max)),
+            "run.started": ((2, min),),
+            "run.completed": ((3, max),),
+            "run.failed": ((3, max),),
+            "run.cancelled": ((3, max),),
+        }.get(kind, ())
+        for i, pick in picks:
+            s[i] = at if s[i] is None else pick(s[i], at)
+
+    @staticmethod
+    def _summaries(c: sqlite3.Cursor, by_workflow: dict[str, list[str | None]]) -> None:
         if not by_workflow:
             return
 

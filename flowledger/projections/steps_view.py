@@ -99,6 +99,18 @@ class StepsView(View):
             for row in c.fetchall():
                 r = dict(zip(names, row))
                 attempts[(r["run_id"], r["step"], r["attempt"])] = r
+        # An attempt the run's end marked stopped may still finish after a retry.
+        finishing = [
+            (e.body["run_id"], e.body["step"], e.body["attempt"])
+            for e in events
+            if e.type in ("step.succeeded", "step.failed")
+        ]
+        for key in finishing:
+            if key not in attempts:
+                c.execute("SELECT * FROM steps WHERE run_id = ? AND step = ? AND attempt = ?", key)
+                row = c.fetchone()
+                if row is not None:
+                    attempts[key] = dict(zip([d[0] for d in c.description], row))
         before = {k: v["status"] for k, v in attempts.items()}
         open_by_run: dict[str, list[tuple[str, str, int]]] = {}
         for key in attempts:
