@@ -1,0 +1,69 @@
+"""A projector killed with SIGKILL mid-page, then restarted, ends exactly where a rebuild does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from flowledger import ledger
+from flowledger.projections.projector import Projector
+from tests.histories import jsonl
+from tests.test_views import snapshot
+
+FOLLOWER = textwrap.dedent(
+    """
+    import sys
+    from flowledger.projections.projector import Projector
+    from flowledger.store import open_log
+
+    log = open_log(sys.argv[1])
+    print("ready", flush=True)
+    Projector(log.backend).catch_up(page_size=int(sys.argv[2]))
+    """
+)
+
+
+def busy_workspace(n_runs: int):
+    t = "2026-11-01T09:00:00Z"
+    for i in range(n_runs):
+        r, m = f"run-{i}", f"msg-{i}"
+        yield {"id": f"{r}-1", "type": "run.triggered", "occurred_at": t, "run_id": r, "workflow": f"w{i % 3}", "recipient": f"u{i % 50}"}
+        yield {"id": f"{r}-2", "type": "run.started", "occurred_at": t, "run_id": r}
+        yield {"id": f"{r}-3", "type": "step.started", "occurred_at": t, "run_id": r, "step": "email", "step_type": "send_email", "attempt": 1}
+        yield {"id": f"{m}-1", "type": "message.queued", "occurred_at": t, "message_id": m, "channel": "email", "recipient": f"u{i % 50}", "run_id": r, "step": "email"}
+        yield {"id": f"{m}-3", "type": "message.delivered", "occurred_at": "2026-11-01T09:00:02Z", "message_id": m}
+        yield {"id": f"{m}-2", "type": "message.sent", "occurred_at": "2026-11-01T09:00:01Z", "message_id": m}
+        yield {"id": f"{r}-4", "type": "step.succeeded", "occurred_at": t, "run_id": r, "step": "email", "step_type": "send_email", "attempt": 1}
+        if i % 3 == 0:
+            yield {"id": f"{m}-4", "type": "message.opened", "occurred_at": "2026-11-01T10:00:00Z", "message_id": m}
+        yield {"id": f"{r}-5", "type": "run.completed", "occurred_at": t, "run_id": r}
+
+
+def test_a_projector_killed_mid_page_and_restarted_equals_a_rebuild(log, store_path):
+    ledger.append_input(log, jsonl(list(busy_workspace(4000))))
+    head = Projector(log.backend).head()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", FOLLOWER, store_path, "97"], stdout=subprocess.PIPE, env=env)
+    assert proc.stdout.readline().strip() == b"ready"
+    # Let it commit some pages, then kill it wherever it is.
+    deadline = time.monotonic() + 60
+    projector = Projector(log.backend)
+    while time.monotonic() < deadline:
+        views = projector.views
+        positions = [projector.position(v) for v in views]
+        if positions[0] > head // 4:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    positions = [projector.position(v) for v in projector.views]
+    assert 0 < positions[0] and min(positions) < head, "the projector was not killed part-way"
+    projector.catch_up()
+    assert [projector.position(v) for v in projector.views] == [head] * len(projector.views)
+    resumed = snapshot(store_path)
+    projector.rebuild()
+    assert snapshot(store_path) == resumed
