@@ -734,7 +734,7 @@ def _echo_record(record: dict[str, Any]) -> None:
     width = max(len(k) for k in names)
     for name in names:
         value = record.get(name)
-        if isinstance(value, dict):
+        if isinstance(value, (dict, bool)):
             value = orjson.dumps(value).decode()
         elif isinstance(value, str) and name.endswith("_at"):
             value = _t(value)

@@ -231,3 +231,50 @@ def test_the_installed_command_never_shows_a_traceback(tmp_path):
     proc = subprocess.run([exe, "--store", str(store), "append", "-"], input=b"{}", capture_output=True)
     assert proc.returncode == 1
     assert b"Traceback" not in proc.stderr and b"not a flowledger store" in proc.stderr
+
+
+def test_queries_read_their_writes_unless_told_not_to_catch_up(run):
+    run("append", input=lines(triggered("r1")))
+    assert orjson.loads(run("counts", "--json").stdout)["total"] == 1
+    run("append", input=lines(triggered("r2")))
+    assert orjson.loads(run("counts", "--json", "--no-catch-up").stdout)["total"] == 1
+    assert orjson.loads(run("counts", "--json").stdout)["total"] == 2
+
+
+def test_runs_list_json_shape_and_cursors(run):
+    run("append", input=lines(*[triggered(f"r{i}") for i in range(5)]))
+    first = orjson.loads(run("runs", "list", "--page-size", "2", "--json").stdout)
+    assert [e["id"] for e in first["entries"]] == ["r4", "r3"]
+    assert first["page_info"]["before"] is None and first["page_info"]["page_size"] == 2
+    second = orjson.loads(run("runs", "list", "--page-size", "2", "--after", first["page_info"]["after"], "--json").stdout)
+    assert [e["id"] for e in second["entries"]] == ["r2", "r1"]
+    bad = run("runs", "list", "--after", "garbage!")
+    assert bad.exit_code == 2 and "not a cursor" in bad.stderr
+
+
+def test_project_follow_keeps_views_current_and_stops_on_sigterm(store_path):
+    import signal
+    import time
+
+    from flowledger.projections.projector import Projector
+    from flowledger.store import open_log
+
+    log = open_log(store_path)
+    exe = os.path.join(os.path.dirname(sys.executable), "flowledger")
+    proc = subprocess.Popen([exe, "--store", store_path, "project", "--follow", "--interval", "0.05"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        from flowledger import ledger
+        from tests.histories import jsonl
+
+        ledger.append_input(log, jsonl([triggered("r1"), ev("run.started", run_id="r1")]))
+        projector = Projector(log.backend)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and projector.position(projector.view("runs")) < projector.head():
+            time.sleep(0.05)
+        assert [projector.position(v) for v in projector.views] == [projector.head()] * 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        log.close()
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err

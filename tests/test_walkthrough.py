@@ -102,3 +102,35 @@ def test_the_example_files_are_what_the_generator_makes(tmp_path):
     for name in ("welcome-series.jsonl", "malformed.jsonl"):
         with open(os.path.join(ROOT, "examples", name), "rb") as shipped:
             assert (tmp_path / name).read_bytes() == shipped.read(), name
+
+
+VIEW_COMMANDS = [
+    ("counts",),
+    ("workflows", "list"),
+    ("workflows", "show", "welcome-series"),
+    ("stats", "welcome-series"),
+    ("runs", "list", "--workflow", "password-reset", "--status", "failed"),
+    ("runs", "show", "run-0030"),
+    ("deliveries", "list", "--channel", "whatsapp", "--status", "read", "--page-size", "3"),
+]
+
+
+def test_the_views_answer_as_readme_shows_and_a_rebuild_reproduces_them(tmp_path):
+    store = str(tmp_path / "views.db")
+    runner = CliRunner()
+
+    def invoke(*args):
+        result = runner.invoke(cli, ["--store", store, *args])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    invoke("append", EXAMPLE)
+    before = {c: invoke(*c) for c in VIEW_COMMANDS}
+    for command, output in before.items():
+        shown(output)
+    rebuilt = orjson.loads(invoke("rebuild"))
+    assert rebuilt["views"] == ["runs", "steps", "deliveries"] and rebuilt["events"] == 3 * 3415
+    assert {c: invoke(*c) for c in VIEW_COMMANDS} == before
+    json_before = invoke("workflows", "show", "welcome-series", "--json")
+    invoke("rebuild", "deliveries")
+    assert invoke("workflows", "show", "welcome-series", "--json") == json_before
