@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -72,7 +72,6 @@ class DeliveryFilters:
     """Only messages in one of these statuses."""
     recipient: str | None = None
     """Only messages to this recipient id."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def encode_cursor(seq: int) -> str:
@@ -126,7 +125,7 @@ def _page(
     if rows:
         newest, oldest = rows[0]["seq"], rows[-1]["seq"]
         if before:
-            has_newer, has_older = more, _exists(c, table, where, params, "seq > ?", newest) if False else True
+            has_newer = more
             has_older = _exists(c, table, where, params, "seq < ?", oldest)
         else:
             has_older = more
@@ -139,6 +138,16 @@ def _page(
     else:
         page_info = {"after": None, "before": None, "page_size": page_size}
     return rows, page_info
+
+
+def _matching(equals: dict[str, Any], statuses: tuple[str, ...]) -> tuple[list[str], list[Any]]:
+    """WHERE clauses for equality filters (column names from this module) and a status set."""
+    where = [f"{column} = ?" for column, value in equals.items() if value is not None]
+    params = [value for value in equals.values() if value is not None]
+    if statuses:
+        where.append(f"status IN ({','.join('?' * len(statuses))})")
+        params.extend(statuses)
+    return where, params
 
 
 def _exists(c: sqlite3.Cursor, table: str, where: list[str], params: list[Any], extra: str, value: int) -> bool:
@@ -166,18 +175,13 @@ def list_runs(
     before: str | None = None,
 ) -> dict[str, Any]:
     """A page of runs, newest first: ``{"entries": [...], "page_info": {...}}``."""
-    where: list[str] = []
-    params: list[Any] = []
-    for column, value in (("workflow", filters.workflow), ("tenant", filters.tenant), ("recipient", filters.recipient)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if filters.statuses:
-        unknown = set(filters.statuses) - set(STATUSES)
-        if unknown:
-            raise BadQuery(f"unknown status {sorted(unknown)[0]!r}; expected one of {', '.join(STATUSES)}")
-        where.append(f"status IN ({','.join('?' * len(filters.statuses))})")
-        params.extend(filters.statuses)
+    unknown = set(filters.statuses) - set(STATUSES)
+    if unknown:
+        raise BadQuery(f"unknown status {sorted(unknown)[0]!r}; expected one of {', '.join(STATUSES)}")
+    where, params = _matching(
+        {"workflow": filters.workflow, "tenant": filters.tenant, "recipient": filters.recipient},
+        filters.statuses,
+    )
     if filters.has_errors:
         where.append("error_count > 0")
     if filters.starting_at is not None:
@@ -208,15 +212,10 @@ def list_deliveries(
     before: str | None = None,
 ) -> dict[str, Any]:
     """A page of deliveries, newest first."""
-    where: list[str] = []
-    params: list[Any] = []
-    for column, value in (("run_id", filters.run_id), ("channel", filters.channel), ("recipient", filters.recipient)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if filters.statuses:
-        where.append(f"status IN ({','.join('?' * len(filters.statuses))})")
-        params.extend(filters.statuses)
+    where, params = _matching(
+        {"run_id": filters.run_id, "channel": filters.channel, "recipient": filters.recipient},
+        filters.statuses,
+    )
     rows, page_info = _page(c, "deliveries", where, params, page_size, after, before)
     return {"entries": [delivery_entry(r) for r in rows], "page_info": page_info}
 

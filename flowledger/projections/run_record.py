@@ -181,14 +181,6 @@ class HistoryEntry:
     """The run's record after the event."""
 
 
-def run_record(run_id: str, events: list[StoredEvent]) -> dict[str, Any]:
-    """A run's current record."""
-    record = RunRecord.new(run_id)
-    for e in events:
-        record.apply(e.body)
-    return record.to_dict()
-
-
 def run_history(run_id: str, events: list[StoredEvent]) -> list[HistoryEntry]:
     """A run's events, each with the record as it stood right after it."""
     record = RunRecord.new(run_id)

@@ -13,27 +13,13 @@ from typing import Any
 
 from flowledger.domain.vocabulary import MESSAGE_EVENT_TYPES, RUN_EVENT_TYPES
 from flowledger.projections.base import Counters, Notification, View, fetch_rows, upsert
-from flowledger.projections.run_record import RunRecord
+from flowledger.projections.run_record import RECORD_FIELDS, RunRecord
 
 RUN_COLUMNS = (
     "id",
     "seq",
-    "workflow",
-    "recipient",
+    *(f for f in RECORD_FIELDS if f not in ("id", "updated_at")),
     "recipient_json",
-    "tenant",
-    "trigger_source",
-    "workflow_run_id",
-    "status",
-    "created_at",
-    "scheduled_at",
-    "executed_at",
-    "completed_at",
-    "duration_seconds",
-    "retry_count",
-    "max_retries",
-    "error_message",
-    "error_count",
     "email_opened",
     "email_opened_at",
     "email_clicked",
