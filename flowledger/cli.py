@@ -581,7 +581,7 @@ def rebuild(obj: Context, views: tuple[str, ...]) -> None:
         projector = Projector(log.backend)
         for name in names or []:
             projector.view(name)
-        head = projector.head() * (len(names) if names else len(projector.views))
+        head = projector.head()
         started = time.perf_counter()
         bar: Any = None
         if sys.stderr.isatty() and head:

@@ -59,7 +59,9 @@ class Redactor:
         """Return the event with its free-form fields redacted (the input is not changed)."""
         changed = None
         for name in FREE_FORM_FIELDS:
-            value = event.get(name)
+            if name not in event:
+                continue
+            value = event[name]
             if isinstance(value, (dict, list)):
                 redacted = self.redact(value)
                 if redacted is not value:

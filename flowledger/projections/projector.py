@@ -22,6 +22,8 @@ from flowledger.store.sqlite import SQLiteBackend
 
 DEFAULT_PAGE_SIZE = 2_000
 """Events applied per transaction."""
+REBUILD_PAGE_SIZE = 10_000
+"""Events applied per transaction by a rebuild (fewer, larger commits)."""
 
 
 class UnknownView(FlowledgerError):
@@ -99,20 +101,27 @@ class Projector:
     ) -> int:
         """Apply every event the views have not applied yet; returns how many were read."""
         self.ensure_tables()
+        views = list(views) if views is not None else self.views
         total = 0
-        for view in views if views is not None else self.views:
-            while True:
-                n = self._apply_page(view, page_size)
-                if n == 0:
-                    break
-                total += n
-                if progress:
-                    progress(n)
+        while True:
+            n = self._apply_page(views, page_size)
+            if n == 0:
+                break
+            total += n
+            if progress:
+                progress(n)
         return total
 
-    def _apply_page(self, view: View, page_size: int) -> int:
-        with self.backend.transaction(write=True) as c:
-            after = self._position(c, view)
+    def _apply_page(self, views: Sequence[View], page_size: int) -> int:
+        """Apply the next page of the log to every view behind, in one transaction.
+
+        The page is read and decoded once for all views (from the furthest behind); each
+        view takes only what lies past its own position, and its position moves in the
+        same transaction as its rows.
+        """
+        with self.backend.transaction(write=True, durable=False) as c:
+            positions = {v.name: self._position(c, v) for v in views}
+            after = min(positions.values())
             c.execute(
                 "SELECT rowid, originator_id, topic, state FROM stored_events "
                 "WHERE rowid > ? ORDER BY rowid LIMIT ?",
@@ -121,21 +130,26 @@ class Projector:
             rows = c.fetchall()
             if not rows:
                 return 0
-            topics = view.topics
-            events = [
-                Notification(r[0], r[1], r[2], orjson.loads(r[3])) for r in rows if r[2] in topics
-            ]
-            if events:
-                view.apply(c, events)
-            # The same transaction moves the position: rows and position commit together.
-            self._tracking._insert_tracking(c, Tracking(view.name, rows[-1][0]))  # noqa: SLF001
+            wanted = frozenset().union(*(v.topics for v in views))
+            page = [Notification(r[0], r[1], r[2], orjson.loads(r[3])) for r in rows if r[2] in wanted]
+            last = rows[-1][0]
+            for view in views:
+                mine = positions[view.name]
+                if mine >= last:
+                    continue
+                topics = view.topics
+                events = [e for e in page if e.position > mine and e.type in topics]
+                if events:
+                    view.apply(c, events)
+                # The same transaction moves the position: rows and position commit together.
+                self._tracking._insert_tracking(c, Tracking(view.name, last))  # noqa: SLF001
             return len(rows)
 
     def rebuild(
         self,
         views: Sequence[View] | None = None,
         *,
-        page_size: int = DEFAULT_PAGE_SIZE,
+        page_size: int = REBUILD_PAGE_SIZE,
         progress: Callable[[int], None] | None = None,
     ) -> int:
         """Empty views and fold them again from position 0; returns events read."""

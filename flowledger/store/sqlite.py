@@ -84,9 +84,10 @@ class SQLiteTransaction:
     SQLITE_BUSY instead of waiting for the lock.
     """
 
-    def __init__(self, backend: SQLiteBackend, *, write: bool) -> None:
+    def __init__(self, backend: SQLiteBackend, *, write: bool, durable: bool = True) -> None:
         self.backend = backend
         self.write = write
+        self.durable = durable
         self._conn: SQLiteConnection | None = None
         self.cursor: sqlite3.Cursor | None = None
 
@@ -95,6 +96,10 @@ class SQLiteTransaction:
             self._conn = self.backend.datastore.pool.get_connection(is_writer=self.write)
             raw: sqlite3.Connection = self._conn._sqlite_conn  # noqa: SLF001
             self.cursor = raw.cursor()
+            if not self.durable:
+                # A view can always be refolded from the log: its commits need not wait
+                # for the disk. WAL keeps them atomic; a power cut may only undo the last.
+                self.cursor.execute("PRAGMA synchronous=NORMAL")
             self.cursor.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
         return self.cursor
 
@@ -109,6 +114,8 @@ class SQLiteTransaction:
                         self._conn.rollback()
                 finally:
                     if self.cursor is not None:
+                        if not self.durable:
+                            self.cursor.execute("PRAGMA synchronous=FULL")
                         self.cursor.close()
         finally:
             self.backend.datastore.pool.put_connection(self._conn)
@@ -185,9 +192,12 @@ class SQLiteBackend:
                         (str(SCHEMA_VERSION),),
                     )
 
-    def transaction(self, *, write: bool) -> SQLiteTransaction:
-        """A transaction; ``write=True`` takes the write lock at once (BEGIN IMMEDIATE)."""
-        return SQLiteTransaction(self, write=write)
+    def transaction(self, *, write: bool, durable: bool = True) -> SQLiteTransaction:
+        """A transaction; ``write=True`` takes the write lock at once (BEGIN IMMEDIATE).
+
+        ``durable=False`` (views only, never the log) commits without waiting for fsync.
+        """
+        return SQLiteTransaction(self, write=write, durable=durable)
 
     def close(self) -> None:
         """Close every pooled connection."""

@@ -1,0 +1,199 @@
+"""flowledger's benchmark: ingest, webhook-shaped ingest, rebuild and queries, each against a
+baseline measured in the same run (the machines are shared and noisy: read the ratios).
+
+    python benchmarks/run.py --events 100000 [--dir /tmp/flbench] [--skip-queries]
+
+Prints one table. Raw baseline: sqlite3 executemany of (id, stream, type, body) into a WAL
+table with a unique index on id, synchronous=FULL, 10,000 rows per transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import orjson
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from workload import ENGAGEMENT, workload  # noqa: E402
+
+from flowledger import ledger, queries  # noqa: E402
+from flowledger.projections.projector import Projector  # noqa: E402
+from flowledger.store import open_log  # noqa: E402
+
+
+def raw_baseline(path: str, events: list[dict]) -> float:
+    """Events/s of the plainest durable insert of the same rows."""
+    rows = [(e["id"], e.get("run_id") or e["message_id"], e["type"], orjson.dumps(e)) for e in events]
+    # The raw table has no idempotency: give repeated webhooks their own rows.
+    seen: set[str] = set()
+    unique = []
+    for r in rows:
+        if r[0] not in seen:
+            seen.add(r[0])
+            unique.append(r)
+    c = sqlite3.connect(path, isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=FULL")
+    c.execute("CREATE TABLE events (id TEXT, stream TEXT, type TEXT, body BLOB)")
+    c.execute("CREATE UNIQUE INDEX events_id ON events (id)")
+    started = time.perf_counter()
+    for i in range(0, len(unique), 10_000):
+        c.execute("BEGIN")
+        c.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", unique[i : i + 10_000])
+        c.execute("COMMIT")
+    seconds = time.perf_counter() - started
+    c.close()
+    return len(rows) / seconds
+
+
+def jsonl(events: list[dict]) -> bytes:
+    return b"".join(orjson.dumps(e) + b"\n" for e in events)
+
+
+def ingest(path: str, events: list[dict]) -> float:
+    """Events/s of `flowledger append` (in-process), validation and rules included."""
+    data = jsonl(events)
+    log = open_log(path)
+    started = time.perf_counter()
+    ledger.append_input(log, io.BytesIO(data))
+    seconds = time.perf_counter() - started
+    log.close()
+    return len(events) / seconds
+
+
+def webhook_ingest(path: str, core: list[dict], hooks: list[dict], seed: int = 3) -> float:
+    """Events/s appending engagement webhooks in batches of 1 to 100, for runs stored before."""
+    log = open_log(path)
+    ledger.append_input(log, io.BytesIO(jsonl(core)))
+    rng = random.Random(seed)
+    batches = []
+    i = 0
+    while i < len(hooks):
+        n = rng.randint(1, 100)
+        batches.append(jsonl(hooks[i : i + n]))
+        i += n
+    started = time.perf_counter()
+    for b in batches:
+        ledger.append_input(log, io.BytesIO(b))
+    seconds = time.perf_counter() - started
+    log.close()
+    return len(hooks) / seconds
+
+
+REBUILD = """
+import sys, time
+from flowledger.projections.projector import Projector
+from flowledger.store import open_log
+log = open_log(sys.argv[1])
+p = Projector(log.backend)
+head = p.head()
+started = time.perf_counter()
+p.rebuild()
+seconds = time.perf_counter() - started
+# VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec.
+hwm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(head / seconds, hwm)
+"""
+
+
+def rebuild(path: str) -> tuple[float, int]:
+    """Events/s of rebuilding every view from 0 (in a fresh process), and its peak RSS."""
+    out = subprocess.run([sys.executable, "-c", REBUILD, path], check=True, capture_output=True, text=True).stdout
+    rate, rss = out.split()
+    return float(rate), int(rss)
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    samples = sorted(samples)
+    return statistics.median(samples) * 1000, samples[int(len(samples) * 0.99) - 1] * 1000
+
+
+def query_latency(path: str, n: int = 300) -> dict[str, tuple[float, float]]:
+    """p50 and p99 in ms of the four queries, in-process, views already caught up."""
+    log = open_log(path)
+    Projector(log.backend).catch_up()
+    rng = random.Random(5)
+    with log.backend.transaction(write=False) as c:
+        c.execute("SELECT id FROM runs ORDER BY seq LIMIT 1000")
+        run_ids = [r[0] for r in c.fetchall()]
+        c.execute("SELECT workflow FROM workflow_summaries")
+        workflows = [r[0] for r in c.fetchall()]
+    cases = {
+        "runs list (filtered page)": lambda c: queries.list_runs(
+            c, queries.RunFilters(workflow=rng.choice(workflows), statuses=("completed",)), page_size=50
+        ),
+        "runs show": lambda c: queries.show_run(c, rng.choice(run_ids)),
+        "workflows show": lambda c: queries.workflow_details(c, rng.choice(workflows)),
+        "counts": lambda c: queries.counts(c),
+    }
+    out = {}
+    for name, fn in cases.items():
+        samples = []
+        for _ in range(n):
+            started = time.perf_counter()
+            with log.backend.transaction(write=False) as c:
+                fn(c)
+            samples.append(time.perf_counter() - started)
+        out[name] = percentiles(samples)
+    log.close()
+    return out
+
+
+def log_bytes_per_event(path: str, n: int) -> float:
+    c = sqlite3.connect(path)
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+    return os.path.getsize(path) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--dir", default=None, help="Where to put the databases (default: a temporary folder).")
+    parser.add_argument("--skip-queries", action="store_true")
+    args = parser.parse_args()
+    folder = args.dir or tempfile.mkdtemp(prefix="flbench-")
+    os.makedirs(folder, exist_ok=True)
+    events = list(workload(args.events))
+    core = [e for e in events if e["type"] not in ENGAGEMENT]
+    hooks = [e for e in events if e["type"] in ENGAGEMENT]
+    rows = []
+    raw = raw_baseline(os.path.join(folder, "raw.db"), events)
+    rows.append(("raw sqlite3 executemany (baseline)", raw, 1.0))
+    store = os.path.join(folder, "store.db")
+    rate = ingest(store, events)
+    rows.append(("flowledger append", rate, rate / raw))
+    size = log_bytes_per_event(store, len(events))
+    hook_rate = webhook_ingest(os.path.join(folder, "hooks.db"), core, hooks)
+    rows.append((f"webhook batches of 1-100 ({len(hooks):,} events)", hook_rate, hook_rate / raw))
+    rebuild_rate, rss = rebuild(store)
+    rows.append(("rebuild every view from 0", rebuild_rate, rebuild_rate / 100_000))
+    print(f"events: {len(events):,} ({len({e.get('run_id') for e in events if 'run_id' in e}):,} runs); "
+          f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; sqlite {sqlite3.sqlite_version}")
+    print(f"{'measure':<44} {'events/s':>12} {'ratio':>8}")
+    for name, value, ratio in rows:
+        target = {"flowledger append": " (target >= 0.5x raw)", "rebuild every view from 0": " (of the 100k/s target)"}.get(name, "")
+        if name.startswith("webhook"):
+            target = " (target >= 0.25x raw)"
+        print(f"{name:<44} {value:>12,.0f} {ratio:>7.2f}x{target}")
+    print(f"rebuild peak RSS: {rss / 2**20:,.0f} MiB; log bytes on disk per event: {size:,.0f}")
+    if not args.skip_queries:
+        print(f"{'query (in-process, views caught up)':<44} {'p50 ms':>8} {'p99 ms':>8}")
+        for name, (p50, p99) in query_latency(store).items():
+            print(f"{name:<44} {p50:>8.2f} {p99:>8.2f}")
+    if not args.dir:
+        shutil.rmtree(folder)
+
+
+if __name__ == "__main__":
+    main()
