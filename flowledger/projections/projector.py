@@ -13,9 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 
 import orjson
-from eventsourcing.persistence import Tracking
-from eventsourcing.sqlite import SQLiteTrackingRecorder
-
 from flowledger.errors import FlowledgerError
 from flowledger.projections.base import Notification, View
 from flowledger.store.sqlite import SQLiteBackend
@@ -47,7 +44,6 @@ class Projector:
         """The store holding the log and the views."""
         self.views = list(views) if views is not None else all_views()
         """The views this projector runs."""
-        self._tracking = SQLiteTrackingRecorder(backend.datastore)
         self._ready = False
 
     def view(self, name: str) -> View:
@@ -62,30 +58,23 @@ class Projector:
         """Create the tracking table and every view's tables, once per process."""
         if self._ready:
             return
-        with self.backend.transaction(write=False) as c:
-            c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
-            existing = {row[0] for row in c.fetchall()}
+        b = self.backend
+        with b.transaction(write=False) as c:
+            existing = b.table_names(c)
         wanted = {"tracking"} | {t for v in self.views for t in v.tables}
         if not wanted <= existing:
-            with self.backend.transaction(write=True) as c:
-                for statement in self._tracking.create_table_statements:
-                    c.execute(statement)
+            with b.transaction(write=True) as c:
+                b.create_tracking_table(c)
                 for v in self.views:
                     for statement in v.ddl:
-                        c.execute(statement)
+                        c.execute(b.ddl(statement))
         self._ready = True
 
     def position(self, view: View) -> int:
         """The last log position the view has applied (0: none)."""
         self.ensure_tables()
         with self.backend.transaction(write=False) as c:
-            return self._position(c, view)
-
-    @staticmethod
-    def _position(c: object, view: View) -> int:
-        c.execute("SELECT notification_id FROM tracking WHERE application_name=?", (view.name,))  # type: ignore[attr-defined]
-        row = c.fetchone()  # type: ignore[attr-defined]
-        return row[0] if row else 0
+            return self.backend.get_position(c, view.name)
 
     def head(self) -> int:
         """The position of the last event in the log."""
@@ -119,15 +108,11 @@ class Projector:
         view takes only what lies past its own position, and its position moves in the
         same transaction as its rows.
         """
-        with self.backend.transaction(write=True, durable=False) as c:
-            positions = {v.name: self._position(c, v) for v in views}
-            after = min(positions.values())
-            c.execute(
-                "SELECT rowid, originator_id, topic, state FROM stored_events "
-                "WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                (after, page_size),
-            )
-            rows = c.fetchall()
+        b = self.backend
+        with b.transaction(write=True, durable=False) as c:
+            b.lock_views(c, sorted(v.name for v in views))
+            positions = {v.name: b.get_position(c, v.name) for v in views}
+            rows = b.select_page(c, min(positions.values()), page_size)
             if not rows:
                 return 0
             wanted = frozenset().union(*(v.topics for v in views))
@@ -142,7 +127,7 @@ class Projector:
                 if events:
                     view.apply(c, events)
                 # The same transaction moves the position: rows and position commit together.
-                self._tracking._insert_tracking(c, Tracking(view.name, last))  # noqa: SLF001
+                b.set_position(c, view.name, last)
             return len(rows)
 
     def rebuild(
@@ -156,6 +141,7 @@ class Projector:
         self.ensure_tables()
         views = list(views) if views is not None else self.views
         with self.backend.transaction(write=True) as c:
+            self.backend.lock_views(c, sorted(v.name for v in views))
             for view in views:
                 for table in view.tables:
                     c.execute(f'DELETE FROM "{table}"')

@@ -128,7 +128,7 @@ class EventLog:
                 raise InvalidInput(rejected)
             return result
         b = self.backend
-        with b.transaction(write=True) as c:
+        with b.transaction(write=True, append=True) as c:
             for chunk in _chain(first, chunks):
                 self._append_chunk(c, chunk, result, recorded_at)
             if (result.problems or rejected) and not keep_going:
@@ -201,7 +201,7 @@ class EventLog:
         that finishes meanwhile is either finished first (and left alone) or after.
         """
         b = self.backend
-        with b.transaction(write=True) as c:
+        with b.transaction(write=True, append=True) as c:
             run_ids = b.runs_with_key(c, key)
             heads = b.fetch_heads(c, ["run:" + r for r in run_ids])
             targets = [

@@ -21,33 +21,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import PersistenceError, Tracking
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteConnectionPool,
     SQLiteDatastore,
+    SQLiteTrackingRecorder,
 )
 
 from flowledger.errors import StoreBusy, StoreError
-
-SCHEMA_VERSION = 1
-
-_FLOWLEDGER_TABLES = (
-    "CREATE TABLE IF NOT EXISTS event_ids ("
-    "id TEXT PRIMARY KEY, digest BLOB NOT NULL, "
-    "originator_id TEXT NOT NULL, originator_version INTEGER NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS stream_heads ("
-    "originator_id TEXT PRIMARY KEY, version INTEGER NOT NULL, state BLOB) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS run_cancellation_keys ("
-    "cancellation_key TEXT NOT NULL, run_id TEXT NOT NULL, "
-    "PRIMARY KEY (cancellation_key, run_id)) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS flowledger_meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID",
-)
-
-# SQLite takes at most 32,766 bound parameters per statement; stay well under.
-_IN_CHUNK = 500
-
+from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend
 
 class _DurablePool(SQLiteConnectionPool):
     """eventsourcing's pool, with every connection made durable and patient."""
@@ -155,10 +139,11 @@ def _has_schema(c: sqlite3.Cursor) -> bool:
     return c.fetchone() is not None
 
 
-class SQLiteBackend:
+class SQLiteBackend(SQLBackend):
     """An event log and its side tables in one SQLite file (WAL, synchronous=FULL)."""
 
     name = "sqlite"
+    position_column = "rowid"
 
     def __init__(self, path: str, *, lock_timeout: float = 60.0, create: bool = True) -> None:
         self.path = path
@@ -177,6 +162,7 @@ class SQLiteBackend:
         with translate_errors(self):
             self.datastore = _Datastore(path, lock_timeout)
             self.recorder = SQLiteApplicationRecorder(self.datastore)
+            self._tracking = SQLiteTrackingRecorder(self.datastore)
         # Only a new file needs the write lock at open; an existing store is just read.
         with self.transaction(write=False) as c:
             has_schema = _has_schema(c)
@@ -185,17 +171,21 @@ class SQLiteBackend:
                 if not _has_schema(c):
                     for statement in self.recorder.create_table_statements:
                         c.execute(statement)
-                    for statement in _FLOWLEDGER_TABLES:
+                    for statement in FLOWLEDGER_TABLES:
                         c.execute(statement)
                     c.execute(
                         "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
                         (str(SCHEMA_VERSION),),
                     )
 
-    def transaction(self, *, write: bool, durable: bool = True) -> SQLiteTransaction:
+
+    def transaction(
+        self, *, write: bool, durable: bool = True, append: bool = False
+    ) -> SQLiteTransaction:
         """A transaction; ``write=True`` takes the write lock at once (BEGIN IMMEDIATE).
 
         ``durable=False`` (views only, never the log) commits without waiting for fsync.
+        ``append`` (the log's own writes) needs nothing more here: SQLite has one writer.
         """
         return SQLiteTransaction(self, write=write, durable=durable)
 
@@ -203,80 +193,26 @@ class SQLiteBackend:
         """Close every pooled connection."""
         self.datastore.close()
 
-    # Reads and writes on an open transaction's cursor. Every value is a bound parameter.
+    @staticmethod
+    def table_names(c: sqlite3.Cursor) -> set[str]:
+        """The tables and indexes that exist."""
+        c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
+        return {row[0] for row in c.fetchall()}
+
+    def create_tracking_table(self, c: sqlite3.Cursor) -> None:
+        """Create eventsourcing's tracking table (each view's position)."""
+        for statement in self._tracking.create_table_statements:
+            c.execute(statement)
 
     @staticmethod
-    def fetch_digests(c: sqlite3.Cursor, ids: Sequence[str]) -> dict[str, bytes]:
-        """The stored digests of those event ids that are stored."""
-        found: dict[str, bytes] = {}
-        for i in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[i : i + _IN_CHUNK]
-            c.execute(
-                f"SELECT id, digest FROM event_ids WHERE id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            found.update((row[0], row[1]) for row in c.fetchall())
-        return found
+    def ddl(statement: str) -> str:
+        """A view's CREATE statement in this database's dialect (views write SQLite's)."""
+        return statement
+
+    def set_position(self, c: sqlite3.Cursor, name: str, position: int) -> None:
+        """Move a view's position on (never back: eventsourcing's tracking refuses)."""
+        self._tracking._insert_tracking(c, Tracking(name, position))  # noqa: SLF001
 
     @staticmethod
-    def fetch_heads(c: sqlite3.Cursor, streams: Sequence[str]) -> dict[str, tuple[int, bytes | None]]:
-        """Each existing stream's (version, state)."""
-        found: dict[str, tuple[int, bytes | None]] = {}
-        for i in range(0, len(streams), _IN_CHUNK):
-            chunk = streams[i : i + _IN_CHUNK]
-            c.execute(
-                "SELECT originator_id, version, state FROM stream_heads "
-                f"WHERE originator_id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            found.update((row[0], (row[1], row[2])) for row in c.fetchall())
-        return found
-
-    @staticmethod
-    def insert(
-        c: sqlite3.Cursor,
-        events: Sequence[tuple[str, int, str, bytes]],
-        ids: Sequence[tuple[str, bytes, str, int]],
-        heads: Sequence[tuple[str, int, bytes | None]],
-        keys: Sequence[tuple[str, str]],
-    ) -> None:
-        """Write events, their ids, the new stream heads and cancellation keys."""
-        c.executemany("INSERT INTO stored_events VALUES (?,?,?,?)", events)
-        c.executemany("INSERT INTO event_ids VALUES (?,?,?,?)", ids)
-        c.executemany(
-            "INSERT INTO stream_heads VALUES (?,?,?) ON CONFLICT (originator_id) "
-            "DO UPDATE SET version=excluded.version, state=excluded.state",
-            heads,
-        )
-        c.executemany("INSERT OR IGNORE INTO run_cancellation_keys VALUES (?,?)", keys)
-
-    @staticmethod
-    def runs_with_key(c: sqlite3.Cursor, key: str) -> list[str]:
-        """The runs triggered with a cancellation key."""
-        c.execute(
-            "SELECT run_id FROM run_cancellation_keys WHERE cancellation_key=? ORDER BY run_id",
-            (key,),
-        )
-        return [row[0] for row in c.fetchall()]
-
-    @staticmethod
-    def stream_events(c: sqlite3.Cursor, stream: str) -> list[tuple[int, int, str, bytes]]:
-        """A stream's events as (position, version, type, state), in version order."""
-        c.execute(
-            "SELECT rowid, originator_version, topic, state FROM stored_events "
-            "WHERE originator_id=? ORDER BY originator_version",
-            (stream,),
-        )
-        return [tuple(row) for row in c.fetchall()]  # type: ignore[misc]
-
-    @staticmethod
-    def max_position(c: sqlite3.Cursor) -> int:
-        """The position of the last stored event (0 for an empty log)."""
-        c.execute("SELECT MAX(rowid) FROM stored_events")
-        return c.fetchone()[0] or 0
-
-    @staticmethod
-    def count_events(c: sqlite3.Cursor) -> int:
-        """How many events the log holds."""
-        c.execute("SELECT COUNT(*) FROM stored_events")
-        return c.fetchone()[0]
+    def lock_views(c: sqlite3.Cursor, names: Sequence[str]) -> None:
+        """Make other projectors of these views wait (BEGIN IMMEDIATE already does)."""
