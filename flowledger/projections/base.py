@@ -68,7 +68,7 @@ class Counters:
             marks = ", ".join("?" for _ in self.keys)
             c.executemany(
                 f'INSERT INTO "{self.table}" ({cols}, n) VALUES ({marks}, ?) '
-                f"ON CONFLICT ({cols}) DO UPDATE SET n = n + excluded.n",
+                f'ON CONFLICT ({cols}) DO UPDATE SET n = "{self.table}".n + excluded.n',
                 rows,
             )
             c.execute(f'DELETE FROM "{self.table}" WHERE n = 0')

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import orjson
 from flowledger.errors import FlowledgerError
 from flowledger.projections.base import Notification, View
-from flowledger.store.sqlite import SQLiteBackend
+from flowledger.store.backend import SQLBackend
 
 DEFAULT_PAGE_SIZE = 2_000
 """Events applied per transaction."""
@@ -39,7 +39,7 @@ def all_views() -> list[View]:
 class Projector:
     """Keeps views of one store up to date with its log."""
 
-    def __init__(self, backend: SQLiteBackend, views: Sequence[View] | None = None) -> None:
+    def __init__(self, backend: SQLBackend, views: Sequence[View] | None = None) -> None:
         self.backend = backend
         """The store holding the log and the views."""
         self.views = list(views) if views is not None else all_views()
@@ -61,7 +61,7 @@ class Projector:
         b = self.backend
         with b.transaction(write=False) as c:
             existing = b.table_names(c)
-        wanted = {"tracking"} | {t for v in self.views for t in v.tables}
+        wanted = {b.tracking_table} | {t for v in self.views for t in v.tables}
         if not wanted <= existing:
             with b.transaction(write=True) as c:
                 b.create_tracking_table(c)
@@ -145,7 +145,7 @@ class Projector:
             for view in views:
                 for table in view.tables:
                     c.execute(f'DELETE FROM "{table}"')
-                c.execute("DELETE FROM tracking WHERE application_name=?", (view.name,))
+                self.backend.clear_position(c, view.name)
         return self.catch_up(views, page_size=page_size, progress=progress)
 
     def follow(

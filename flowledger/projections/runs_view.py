@@ -200,9 +200,10 @@ class RunsView(View):
             return
 
         def keep(col: str, op: str) -> str:
+            old = f"workflow_summaries.{col}"
             return (
-                f"{col} = CASE WHEN {col} IS NULL OR (excluded.{col} IS NOT NULL AND "
-                f"excluded.{col} {op} {col}) THEN excluded.{col} ELSE {col} END"
+                f"{col} = CASE WHEN {old} IS NULL OR (excluded.{col} IS NOT NULL AND "
+                f"excluded.{col} {op} {old}) THEN excluded.{col} ELSE {old} END"
             )
 
         c.executemany(

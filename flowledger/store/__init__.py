@@ -6,6 +6,7 @@ import os
 from urllib.parse import unquote, urlparse
 
 from flowledger.errors import StoreURLError
+from flowledger.store.backend import SQLBackend
 from flowledger.store.log import EventLog
 from flowledger.store.sqlite import SQLiteBackend
 
@@ -31,20 +32,28 @@ def sqlite_path(url: str) -> str:
     return os.path.expanduser(url)
 
 
-def open_log(url: str | None = None, *, lock_timeout: float = 60.0, create: bool = True) -> EventLog:
-    """Open the event log a URL names: a file path or sqlite:///path (PostgreSQL comes later).
+def open_backend(url: str | None = None, *, lock_timeout: float = 60.0, create: bool = True) -> SQLBackend:
+    """Open the store a URL names: a file path, sqlite:///path, or postgresql://user@host/db.
 
     ``create=False`` refuses to make a new, empty store (for commands that only read).
     """
     url = url or DEFAULT_STORE
     scheme = url.split(":", 1)[0].lower() if "://" in url else ""
     if scheme in ("postgresql", "postgres"):
-        raise StoreURLError(
-            "PostgreSQL stores are not available in this version of flowledger; "
-            "use a SQLite file path (or sqlite:///path)"
-        )
+        try:
+            from flowledger.store.postgres import PostgresBackend
+        except ImportError:  # psycopg is an optional dependency
+            raise StoreURLError(
+                "PostgreSQL support is not installed: pip install 'flowledger[postgres]'"
+            ) from None
+        return PostgresBackend(url, lock_timeout=lock_timeout, create=create)
     if scheme and scheme != "sqlite":
         raise StoreURLError(
-            f"cannot open {url!r}: expected a file path or a sqlite:/// URL"
+            f"cannot open {url!r}: expected a file path, a sqlite:/// URL or a postgresql:// URL"
         )
-    return EventLog(SQLiteBackend(sqlite_path(url), lock_timeout=lock_timeout, create=create))
+    return SQLiteBackend(sqlite_path(url), lock_timeout=lock_timeout, create=create)
+
+
+def open_log(url: str | None = None, *, lock_timeout: float = 60.0, create: bool = True) -> EventLog:
+    """Open the event log of the store a URL names (see :func:`open_backend`)."""
+    return EventLog(open_backend(url, lock_timeout=lock_timeout, create=create))

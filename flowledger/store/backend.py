@@ -35,6 +35,8 @@ class SQLBackend:
     """The backend's name."""
     position_column = ""
     """The column of stored_events that holds the notification id."""
+    tracking_table = ""
+    """eventsourcing's table of each view's position."""
 
     # Reads and writes on an open transaction's cursor. Every value is a bound parameter.
 
@@ -122,12 +124,15 @@ class SQLBackend:
         )
         return c.fetchall()
 
-    @staticmethod
-    def get_position(c: Any, name: str) -> int:
+    def get_position(self, c: Any, name: str) -> int:
         """The last log position a view has applied (0: none)."""
-        c.execute("SELECT notification_id FROM tracking WHERE application_name=?", (name,))
+        c.execute(f"SELECT notification_id FROM {self.tracking_table} WHERE application_name=?", (name,))
         row = c.fetchone()
         return row[0] if row else 0
+
+    def clear_position(self, c: Any, name: str) -> None:
+        """Forget a view's position (before it is folded again from 0)."""
+        c.execute(f"DELETE FROM {self.tracking_table} WHERE application_name=?", (name,))
 
     @staticmethod
     def count_events(c: Any) -> int:

@@ -19,7 +19,7 @@ import orjson
 
 from flowledger.domain.run import UNFINISHED, Run
 from flowledger.errors import FactRefused, InvalidInput, NotFound, Problem
-from flowledger.store.sqlite import SQLiteBackend
+from flowledger.store.backend import SQLBackend
 
 
 @dataclass(slots=True)
@@ -93,7 +93,7 @@ class StoredEvent:
 class EventLog:
     """The append-only log of workflow-run facts, over one store backend."""
 
-    def __init__(self, backend: SQLiteBackend) -> None:
+    def __init__(self, backend: SQLBackend) -> None:
         self.backend = backend
         """Where the events live."""
 

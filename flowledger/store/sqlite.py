@@ -143,6 +143,7 @@ class SQLiteBackend(SQLBackend):
     """An event log and its side tables in one SQLite file (WAL, synchronous=FULL)."""
 
     name = "sqlite"
+    tracking_table = "tracking"
     position_column = "rowid"
 
     def __init__(self, path: str, *, lock_timeout: float = 60.0, create: bool = True) -> None:

@@ -1,0 +1,232 @@
+"""The PostgreSQL store: eventsourcing's PostgreSQL event store (psycopg 3, a connection
+pool) with flowledger's side tables and views in the same database and schema.
+
+Appends lock the events table (``LOCK TABLE … IN EXCLUSIVE MODE``, as eventsourcing's own
+recorder does) for their whole transaction, so notification ids commit in the order they
+are issued: a projector reading ``> position`` never passes over a transaction still in
+flight. Reads are not blocked. Each view's page is applied under a transaction-scoped
+advisory lock on the view, so any number of projectors, on any machines, apply each event
+to each view exactly once. Driver errors become flowledger errors here, at one seam.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import psycopg
+from eventsourcing.persistence import PersistenceError, Tracking
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresTrackingRecorder,
+)
+from psycopg.rows import tuple_row
+
+from flowledger.errors import StoreBusy, StoreError, StoreURLError
+from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@lru_cache(maxsize=512)
+def translate_sql(statement: str) -> str:
+    """The SQL flowledger writes (SQLite's: ``?``, INSERT OR IGNORE) in PostgreSQL's."""
+    statement = statement.replace("?", "%s")
+    if statement.startswith("INSERT OR IGNORE INTO"):
+        statement = "INSERT INTO" + statement[len("INSERT OR IGNORE INTO") :] + " ON CONFLICT DO NOTHING"
+    return statement
+
+
+@lru_cache(maxsize=256)
+def translate_ddl(statement: str) -> str:
+    """A CREATE statement written for SQLite, for PostgreSQL."""
+    statement = statement.replace(" WITHOUT ROWID", "")
+    statement = re.sub(r"\bBLOB\b", "BYTEA", statement)
+    statement = re.sub(r"\bREAL\b", "DOUBLE PRECISION", statement)
+    return re.sub(r"\bINTEGER\b", "BIGINT", statement)
+
+
+class PgCursor:
+    """A psycopg cursor that takes the SQL the views and queries write."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        self.raw = cursor
+        """The psycopg cursor."""
+
+    def execute(self, statement: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
+        """Run one statement."""
+        self.raw.execute(translate_sql(statement), params or None)
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each row."""
+        rows = list(rows)
+        if rows:
+            self.raw.executemany(translate_sql(statement), rows)
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        return self.raw.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        """The remaining rows."""
+        return self.raw.fetchall()
+
+    @property
+    def description(self) -> Any:
+        """The columns of the last result."""
+        return self.raw.description
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    """Connection settings from postgresql://user[:password]@host[:port]/dbname[?schema=name]."""
+    parsed = urlparse(url)
+    query = parse_qs(parsed.query)
+    schema = query.get("schema", ["public"])[0]
+    if not _SCHEMA_NAME.match(schema):
+        raise StoreURLError(f"schema {schema!r} in {url!r}: expected lower-case letters, digits and _")
+    dbname = unquote(parsed.path.lstrip("/"))
+    if not dbname:
+        raise StoreURLError(f"cannot open {url!r}: it names no database (postgresql://user@host/dbname)")
+    return {
+        "dbname": dbname,
+        "host": parsed.hostname or "127.0.0.1",
+        "port": parsed.port or 5432,
+        "user": unquote(parsed.username or "postgres"),
+        "password": unquote(parsed.password or ""),
+        "schema": schema,
+    }
+
+
+class PostgresBackend(SQLBackend):
+    """An event log, its side tables and the views in one PostgreSQL schema."""
+
+    name = "postgresql"
+    tracking_table = "notification_tracking"
+    position_column = "notification_id"
+
+    def __init__(self, url: str, *, lock_timeout: float = 60.0, create: bool = True) -> None:
+        settings = parse_url(url)
+        self.path = f"postgresql://{settings['user']}@{settings['host']}:{settings['port']}/{settings['dbname']}"
+        """Where the store is (without a password), for messages."""
+        self.lock_timeout = lock_timeout
+        """Seconds a writer waits for another's lock before giving up."""
+        self.schema = settings["schema"]
+        """The schema holding every table."""
+        with self._errors():
+            self._create_schema(settings)
+            self.datastore = PostgresDatastore(
+                settings["dbname"],
+                settings["host"],
+                settings["port"],
+                settings["user"],
+                settings["password"],
+                schema=self.schema,
+                originator_id_type="text",
+                pool_size=2,
+                max_overflow=8,
+                lock_timeout=max(1, int(lock_timeout)),
+                connect_timeout=10,
+            )
+            # flowledger's own tables and the views are named without a schema.
+            self.datastore.pool.kwargs["options"] = f"-c search_path={self.schema}"
+            self.recorder = PostgresApplicationRecorder(self.datastore)
+            self._tracking = PostgresTrackingRecorder(self.datastore)
+        with self.transaction(write=False) as c:
+            exists = "flowledger_meta" in self.table_names(c)
+        if not exists:
+            if not create:
+                raise StoreError(f"no flowledger store in {self.path} (schema {self.schema})")
+            with self._errors():
+                self.recorder.create_table()
+                self._tracking.create_table()
+            with self.transaction(write=True) as c:
+                for statement in FLOWLEDGER_TABLES:
+                    c.execute(translate_ddl(statement))
+                c.execute(
+                    "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+
+    def _create_schema(self, settings: dict[str, Any]) -> None:
+        if self.schema == "public":
+            return
+        kwargs = {k: settings[k] for k in ("dbname", "host", "port", "user", "password")}
+        with psycopg.connect(**kwargs, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (psycopg.Error, PersistenceError) as e:
+            raise self._translate(e) from e
+
+    def _translate(self, error: BaseException) -> StoreError:
+        text = str(error).strip()
+        if isinstance(error, psycopg.errors.LockNotAvailable) or "lock timeout" in text:
+            return StoreBusy(
+                f"the store {self.path} is busy: another writer held its lock for more than "
+                f"{self.lock_timeout:g} s; try again, or raise --lock-timeout"
+            )
+        if "connect" in text or "Connection refused" in text or "timeout expired" in text:
+            return StoreError(f"cannot reach the store {self.path}: {text.splitlines()[0]}")
+        return StoreError(f"the store {self.path} failed: {text.splitlines()[0] if text else type(error).__name__}")
+
+    @contextmanager
+    def transaction(
+        self, *, write: bool, durable: bool = True, append: bool = False
+    ) -> Iterator[PgCursor]:
+        """A transaction on a pooled connection.
+
+        ``append`` (the log's own writes) takes the events table's EXCLUSIVE lock first;
+        ``durable=False`` (views only) commits without waiting for the WAL flush; a
+        read-only transaction sees one snapshot (REPEATABLE READ) and is rolled back.
+        """
+        with self._errors(), self.datastore.get_connection() as conn:
+            with conn.transaction(force_rollback=not write):
+                cursor = conn.cursor(row_factory=tuple_row)
+                if not write:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                if not durable:
+                    cursor.execute("SET LOCAL synchronous_commit = off")
+                if write:
+                    cursor.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
+                if append:
+                    cursor.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
+                yield PgCursor(cursor)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.datastore.close()
+
+    def table_names(self, c: PgCursor) -> set[str]:
+        """The tables and indexes that exist in the schema."""
+        c.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = ? "
+            "UNION SELECT indexname FROM pg_indexes WHERE schemaname = ?",
+            (self.schema, self.schema),
+        )
+        return {row[0] for row in c.fetchall()}
+
+    def create_tracking_table(self, c: PgCursor) -> None:
+        """eventsourcing's tracking table is created with the store."""
+
+    @staticmethod
+    def ddl(statement: str) -> str:
+        """A view's CREATE statement (written for SQLite) for PostgreSQL."""
+        return translate_ddl(statement)
+
+    def set_position(self, c: PgCursor, name: str, position: int) -> None:
+        """Move a view's position on (never back: eventsourcing's tracking refuses)."""
+        self._tracking._insert_tracking(c.raw, Tracking(name, position))  # noqa: SLF001
+
+    @staticmethod
+    def lock_views(c: PgCursor, names: Sequence[str]) -> None:
+        """Hold each view's advisory lock until the transaction ends (in name order)."""
+        for name in names:
+            c.execute("SELECT pg_advisory_xact_lock(hashtext(?))", ("flowledger:view:" + name,))
