@@ -34,10 +34,15 @@ def test_store_urls(url, path):
     assert sqlite_path(url) == path
 
 
-@pytest.mark.parametrize("url", ["postgresql://u@h/db", "mysql://x", "sqlite://remotehost/x.db", "sqlite:///"])
+@pytest.mark.parametrize("url", ["mysql://x", "sqlite://remotehost/x.db", "sqlite:///", "postgresql://u@h/", "postgresql://u@h/db?schema=Bad-Name"])
 def test_unsupported_store_urls_are_clear_errors(url):
     with pytest.raises(StoreURLError):
         open_log(url)
+
+
+def test_an_unreachable_postgresql_server_is_a_clear_error():
+    with pytest.raises(StoreError, match="cannot reach the store postgresql://u@127.0.0.1:1/db"):
+        open_log("postgresql://u@127.0.0.1:1/db")
 
 
 def test_a_reader_does_not_create_a_store(tmp_path):

@@ -64,10 +64,15 @@ class Projector:
         wanted = {b.tracking_table} | {t for v in self.views for t in v.tables}
         if not wanted <= existing:
             with b.transaction(write=True) as c:
-                b.create_tracking_table(c)
-                for v in self.views:
-                    for statement in v.ddl:
-                        c.execute(b.ddl(statement))
+                # Projectors starting together must not race to create the tables.
+                b.lock_views(c, ["(tables)"])
+                # Another projector may have made them while we waited: DDL on tables in
+                # use would take locks against its writes.
+                if not wanted <= b.table_names(c):
+                    b.create_tracking_table(c)
+                    for v in self.views:
+                        for statement in v.ddl:
+                            c.execute(b.ddl(statement))
         self._ready = True
 
     def position(self, view: View) -> int:

@@ -118,46 +118,53 @@ class PostgresBackend(SQLBackend):
         self.schema = settings["schema"]
         """The schema holding every table."""
         with self._errors():
-            self._create_schema(settings)
-            self.datastore = PostgresDatastore(
-                settings["dbname"],
-                settings["host"],
-                settings["port"],
-                settings["user"],
-                settings["password"],
-                schema=self.schema,
-                originator_id_type="text",
-                pool_size=2,
-                max_overflow=8,
-                lock_timeout=max(1, int(lock_timeout)),
-                connect_timeout=10,
-            )
-            # flowledger's own tables and the views are named without a schema.
-            self.datastore.pool.kwargs["options"] = f"-c search_path={self.schema}"
-            self.recorder = PostgresApplicationRecorder(self.datastore)
-            self._tracking = PostgresTrackingRecorder(self.datastore)
+            # One plain connection first: an unreachable server fails here at once, with
+            # the driver's reason, rather than after the pool's patient retries. It also
+            # holds a lock while the tables are made, so that processes opening a new
+            # store together do not race to create them.
+            kwargs = {k: settings[k] for k in ("dbname", "host", "port", "user", "password")}
+            with psycopg.connect(**kwargs, autocommit=True, connect_timeout=5) as setup:
+                setup.execute("SELECT pg_advisory_lock(hashtext(%s))", ("flowledger:schema:" + self.schema,))
+                try:
+                    if self.schema != "public":
+                        setup.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                    self._open(settings, create)
+                finally:
+                    setup.execute("SELECT pg_advisory_unlock(hashtext(%s))", ("flowledger:schema:" + self.schema,))
+
+    def _open(self, settings: dict[str, Any], create: bool) -> None:
+        self.datastore = PostgresDatastore(
+            settings["dbname"],
+            settings["host"],
+            settings["port"],
+            settings["user"],
+            settings["password"],
+            schema=self.schema,
+            originator_id_type="text",
+            pool_size=2,
+            max_overflow=8,
+            lock_timeout=max(1, int(self.lock_timeout)),
+            connect_timeout=10,
+        )
+        # flowledger's own tables and the views are named without a schema.
+        self.datastore.pool.kwargs["options"] = f"-c search_path={self.schema}"
+        self.recorder = PostgresApplicationRecorder(self.datastore)
+        self._tracking = PostgresTrackingRecorder(self.datastore)
         with self.transaction(write=False) as c:
             exists = "flowledger_meta" in self.table_names(c)
-        if not exists:
-            if not create:
-                raise StoreError(f"no flowledger store in {self.path} (schema {self.schema})")
-            with self._errors():
-                self.recorder.create_table()
-                self._tracking.create_table()
-            with self.transaction(write=True) as c:
-                for statement in FLOWLEDGER_TABLES:
-                    c.execute(translate_ddl(statement))
-                c.execute(
-                    "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-
-    def _create_schema(self, settings: dict[str, Any]) -> None:
-        if self.schema == "public":
+        if exists:
             return
-        kwargs = {k: settings[k] for k in ("dbname", "host", "port", "user", "password")}
-        with psycopg.connect(**kwargs, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        if not create:
+            raise StoreError(f"no flowledger store in {self.path} (schema {self.schema})")
+        self.recorder.create_table()
+        self._tracking.create_table()
+        with self.transaction(write=True) as c:
+            for statement in FLOWLEDGER_TABLES:
+                c.execute(translate_ddl(statement))
+            c.execute(
+                "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

@@ -1,0 +1,145 @@
+"""Store and view contract tests, written once and run against every backend.
+
+A subclass provides ``store_url`` (a fresh, empty store per test); everything here goes
+through the public API, so the same assertions hold for a SQLite file and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import orjson
+import pytest
+
+from flowledger import ledger, queries
+from flowledger.errors import CommandRefused, InvalidInput, NotFound
+from flowledger.projections.projector import Projector
+from flowledger.store import open_log
+from tests.conftest import ev, step, triggered
+from tests.histories import jsonl
+
+
+def _history(run_id="r1"):
+    return [
+        triggered(run_id, trigger={"source": "api", "cancellation_key": "k1"}),
+        ev("run.started", run_id=run_id),
+        step("step.started", run_id, request={"headers": {"Authorization": "Bearer sk_live_1"}}),
+        ev("message.queued", message_id=f"{run_id}-m", channel="email", recipient="user-1", run_id=run_id, step="email-1"),
+        ev("message.opened", message_id=f"{run_id}-m", occurred_at="2026-11-01T09:05:00Z"),
+        ev("message.delivered", message_id=f"{run_id}-m", occurred_at="2026-11-01T09:01:00Z"),
+        step("step.failed", run_id, error="SMTP 451"),
+        ev("run.failed", run_id=run_id, error="gave up"),
+    ]
+
+
+class StoreContract:
+    """What every backend must do."""
+
+    @pytest.fixture
+    def log(self, store_url):
+        log = open_log(store_url)
+        yield log
+        log.close()
+
+    def test_append_read_back_and_duplicates(self, log):
+        events = _history()
+        result, _ = ledger.append_input(log, jsonl(events))
+        assert (result.appended, result.duplicates) == (8, 0)
+        stored = log.run_events("r1")
+        assert [e.version for e in stored] == [1, 2, 3, 4, 5]
+        assert all(a.position < b.position for a, b in zip(stored, stored[1:]))
+        again, _ = ledger.append_input(log, jsonl(events))
+        assert (again.appended, again.duplicates) == (0, 8)
+        assert log.count() == 8
+
+    def test_conflicts_and_refusals_store_nothing(self, log):
+        events = _history()
+        ledger.append_input(log, jsonl(events[:2]))
+        with pytest.raises(InvalidInput) as info:
+            ledger.append_input(log, jsonl([*events[2:], {**events[0], "workflow": "x"}, ev("run.completed", run_id="ghost")]))
+        messages = [p.message for p in info.value.problems]
+        assert any("different body" in m for m in messages) and any("never triggered" in m for m in messages)
+        assert log.count() == 2
+
+    def test_secrets_are_redacted_in_the_stored_events(self, log):
+        ledger.append_input(log, jsonl(_history()))
+        with log.backend.transaction(write=False) as c:
+            c.execute("SELECT COUNT(*) FROM stored_events")
+            total = c.fetchone()[0]
+            c.execute("SELECT state FROM stored_events")
+            states = [bytes(r[0]) for r in c.fetchall()]
+        assert total == 8 and not any(b"sk_live_1" in s for s in states)
+        assert any(b"[REDACTED]" in s for s in states)
+
+    def test_replay_retry_and_cancel(self, log):
+        ledger.append_input(log, jsonl(_history() + [triggered("r2", trigger={"source": "api", "cancellation_key": "k1"})]))
+        assert [h.record["status"] for h in ledger.replay(log, "r1")][-1] == "failed"
+        record = ledger.retry_run(log, "r1", actor="ops", reason="try again")
+        assert (record["status"], record["retry_count"]) == ("pending", 1)
+        with pytest.raises(CommandRefused):
+            ledger.retry_run(log, "r1")
+        assert ledger.cancel_by_key(log, "k1", actor="ops") == ["r1", "r2"]
+        with pytest.raises(CommandRefused):
+            ledger.cancel_run(log, "r2")
+        with pytest.raises(NotFound):
+            ledger.replay(log, "nope")
+
+    def test_views_answer_and_rebuild_reproduces_them(self, log):
+        ledger.append_input(log, jsonl(_history("r1") + _history("r2")[:4]))
+        record = ledger.show_run(log, "r1")
+        assert (record["status"], record["error_count"], record["email_opened"]) == ("failed", 1, True)
+        assert record["steps"][0]["request"] == {"headers": {"Authorization": "[REDACTED]"}}
+        before = {
+            "show": ledger.show_run(log, "r1"),
+            "list": ledger.query(log, queries.list_runs, queries.RunFilters()),
+            "deliveries": ledger.query(log, queries.list_deliveries, queries.DeliveryFilters()),
+            "workflow": ledger.query(log, queries.workflow_details, "welcome"),
+            "stats": ledger.query(log, queries.execution_stats, "welcome"),
+            "counts": ledger.query(log, queries.counts),
+        }
+        assert before["counts"]["total"] == 2 and before["counts"]["failed"] == 1
+        Projector(log.backend).rebuild()
+        after = {
+            "show": ledger.show_run(log, "r1", fresh=False),
+            "list": ledger.query(log, queries.list_runs, queries.RunFilters(), fresh=False),
+            "deliveries": ledger.query(log, queries.list_deliveries, queries.DeliveryFilters(), fresh=False),
+            "workflow": ledger.query(log, queries.workflow_details, "welcome", fresh=False),
+            "stats": ledger.query(log, queries.execution_stats, "welcome", fresh=False),
+            "counts": ledger.query(log, queries.counts, fresh=False),
+        }
+        assert orjson.dumps(after, option=orjson.OPT_SORT_KEYS) == orjson.dumps(before, option=orjson.OPT_SORT_KEYS)
+
+    def test_paging_is_exact(self, log):
+        ledger.append_input(log, jsonl([triggered(f"r{i:02d}") for i in range(7)]))
+        seen, after = [], None
+        while True:
+            page = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=3, after=after)
+            seen += [r["id"] for r in page["entries"]]
+            after = page["page_info"]["after"]
+            if not after:
+                break
+        assert seen == [f"r{i:02d}" for i in reversed(range(7))]
+
+    def test_concurrent_projectors_apply_each_event_once(self, log, store_url):
+        ledger.append_input(log, jsonl([e for i in range(30) for e in _history(f"r{i}")]))
+        errors = []
+
+        def work():
+            other = open_log(store_url)
+            try:
+                Projector(other.backend).catch_up(page_size=7)
+            except Exception as e:  # noqa: BLE001  # reported below
+                errors.append(e)
+            finally:
+                other.close()
+
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        counts = ledger.query(log, queries.counts, fresh=False)
+        assert (counts["total"], counts["failed"]) == (30, 30)
+        email = ledger.query(log, queries.workflow_details, "welcome", fresh=False)["channels"]["email"]
+        assert (email["total_contacts"], email["opened"]) == (30, 30)
