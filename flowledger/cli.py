@@ -551,52 +551,65 @@ def project(obj: Context, follow: bool, interval: float) -> None:
         n = ledger.catch_up(log)
         click.echo(orjson.dumps({"applied": n}).decode())
         if follow:
-            stop = _stop_on_signals()
-            from flowledger.projections.projector import Projector
-
-            Projector(log.backend).follow(interval=interval, should_stop=stop, on_applied=lambda k: click.echo(orjson.dumps({"applied": k}).decode()))
+            ledger.follow(
+                log,
+                interval=interval,
+                should_stop=_stop_on_signals(),
+                on_applied=lambda k: click.echo(orjson.dumps({"applied": k}).decode()),
+            )
     finally:
         log.close()
 
 
 @cli.command()
 @click.argument("views", nargs=-1)
+@click.option(
+    "--into",
+    type=click.Path(dir_okay=False),
+    help="Fold the store's log into the views of this SQLite file instead (an analyst's copy).",
+)
 @click.pass_obj
 @handles_errors
-def rebuild(obj: Context, views: tuple[str, ...]) -> None:
+def rebuild(obj: Context, views: tuple[str, ...], into: str | None) -> None:
     """Empty VIEWS (default: all of runs, steps, deliveries) and fold them again from position 0.
 
-    Prints the events read per second.
+    Prints the events read per second. With --into FILE.db the log stays where it is
+    (PostgreSQL, say) and the views are made in a local SQLite file, to query with
+    `flowledger --store FILE.db … --no-catch-up`.
 
     \b
     Example:
         flowledger rebuild
         flowledger rebuild deliveries
+        flowledger --store postgresql://me@db/flows rebuild --into analysis.db
     """
+    names = list(views) or None
+    unknown = sorted(set(names or ()) - set(ledger.view_names()))
+    if unknown:
+        raise click.BadParameter(
+            f"no view {unknown[0]!r}; the views are {', '.join(ledger.view_names())}", param_hint="VIEWS"
+        )
     log = obj.open()
+    target = open_log(into, lock_timeout=obj.lock_timeout, create=True) if into else None
     try:
-        names = list(views) or None
-        from flowledger.projections.projector import Projector
-
-        projector = Projector(log.backend)
-        for name in names or []:
-            projector.view(name)
-        head = projector.head()
+        length = ledger.head(log)
         started = time.perf_counter()
         bar: Any = None
-        if sys.stderr.isatty() and head:
-            bar = click.progressbar(length=head, label="Rebuilding", file=sys.stderr)
+        if sys.stderr.isatty() and length:
+            bar = click.progressbar(length=length, label="Rebuilding", file=sys.stderr)
             bar.__enter__()
         try:
-            n = ledger.rebuild(log, names, progress=bar.update if bar else None)
+            n = ledger.rebuild(log, names, progress=bar.update if bar else None, into=target)
         finally:
             if bar is not None:
                 bar.__exit__(None, None, None)
         seconds = time.perf_counter() - started
     finally:
         log.close()
+        if target is not None:
+            target.close()
     rate = n / seconds if seconds > 0 else 0.0
-    click.echo(orjson.dumps({"views": names or [v.name for v in projector.views], "events": n, "seconds": round(seconds, 3), "events_per_second": round(rate)}).decode())
+    click.echo(orjson.dumps({"views": names or ledger.view_names(), "events": n, "seconds": round(seconds, 3), "events_per_second": round(rate)}).decode())
 
 
 @cli.command()

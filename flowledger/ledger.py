@@ -72,11 +72,43 @@ def catch_up(log: EventLog, view_names: list[str] | None = None, progress: Calla
     return projector.catch_up(views, progress=progress)
 
 
-def rebuild(log: EventLog, view_names: list[str] | None = None, progress: Callable[[int], None] | None = None) -> int:
-    """Empty views (all by default) and fold them again from position 0; returns events read."""
-    projector = Projector(log.backend)
+def rebuild(
+    log: EventLog,
+    view_names: list[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    *,
+    into: EventLog | None = None,
+) -> int:
+    """Empty views (all by default) and fold them again from position 0; returns events read.
+
+    With ``into``, the views are made in that store from this one's log (which stays put).
+    """
+    projector = Projector(into.backend, source=log.backend) if into else Projector(log.backend)
     views = [projector.view(n) for n in view_names] if view_names else None
     return projector.rebuild(views, progress=progress)
+
+
+def follow(
+    log: EventLog,
+    *,
+    interval: float,
+    should_stop: Callable[[], bool],
+    on_applied: Callable[[int], None] | None = None,
+) -> None:
+    """Keep every view caught up with the log until ``should_stop()``."""
+    Projector(log.backend).follow(interval=interval, should_stop=should_stop, on_applied=on_applied)
+
+
+def view_names() -> list[str]:
+    """The names of the views, in the order they are folded."""
+    from flowledger.projections.projector import all_views
+
+    return [v.name for v in all_views()]
+
+
+def head(log: EventLog) -> int:
+    """The position of the last event in the log."""
+    return Projector(log.backend).head()
 
 
 def query(log: EventLog, fn: Callable[..., Any], *args: Any, fresh: bool = True, **kwargs: Any) -> Any:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import uuid
 from typing import Any
 
 import pytest
@@ -45,3 +47,41 @@ def log(store_path):
     log = open_log(store_path)
     yield log
     log.close()
+
+
+# PostgreSQL for the tests that run on both backends: FLOWLEDGER_TEST_POSTGRES, default the
+# local server's `test` database. Each test gets a schema of its own, dropped after.
+
+POSTGRES = os.environ.get("FLOWLEDGER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _reachable() -> str | None:
+    try:
+        import psycopg
+
+        from flowledger.store.postgres import parse_url
+
+        s = parse_url(POSTGRES)
+        psycopg.connect(dbname=s["dbname"], host=s["host"], port=s["port"], user=s["user"], password=s["password"], connect_timeout=3).close()
+    except Exception as e:  # noqa: BLE001  # any failure means: no server to test against
+        return f"no PostgreSQL at {POSTGRES}: {e}"
+    return None
+
+
+POSTGRES_UNREACHABLE = _reachable()
+"""Why PostgreSQL tests skip (None: a server answers)."""
+
+
+@pytest.fixture
+def postgres_url():
+    import psycopg
+
+    from flowledger.store.postgres import parse_url
+
+    schema = "fl_test_" + uuid.uuid4().hex[:10]
+    yield f"{POSTGRES}{'&' if '?' in POSTGRES else '?'}schema={schema}"
+    s = parse_url(POSTGRES)
+    with psycopg.connect(dbname=s["dbname"], host=s["host"], port=s["port"], user=s["user"], password=s["password"], autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+

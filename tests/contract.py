@@ -143,3 +143,26 @@ class StoreContract:
         assert (counts["total"], counts["failed"]) == (30, 30)
         email = ledger.query(log, queries.workflow_details, "welcome", fresh=False)["channels"]["email"]
         assert (email["total_contacts"], email["opened"]) == (30, 30)
+
+
+class RebuildIntoContract:
+    """`rebuild --into`: any backend's log folded into a local SQLite file of views."""
+
+    def test_rebuild_into_a_sqlite_file_gives_the_same_answers(self, store_url, tmp_path):
+        from click.testing import CliRunner
+
+        from flowledger.cli import cli
+
+        log = open_log(store_url)
+        try:
+            ledger.append_input(log, jsonl(_history("r1") + _history("r2")))
+            expected = ledger.query(log, queries.workflow_details, "welcome")
+        finally:
+            log.close()
+        into = str(tmp_path / "analysis.db")
+        runner = CliRunner()
+        result = runner.invoke(cli, ["--store", store_url, "rebuild", "--into", into])
+        assert result.exit_code == 0, result.output
+        assert orjson.loads(result.stdout)["events"] == 16
+        shown = runner.invoke(cli, ["--store", into, "workflows", "show", "welcome", "--json", "--no-catch-up"])
+        assert orjson.loads(shown.stdout) == expected

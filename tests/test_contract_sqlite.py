@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.contract import StoreContract
+from tests.contract import RebuildIntoContract, StoreContract
 
 
-class TestSQLiteStore(StoreContract):
+class TestSQLiteStore(StoreContract, RebuildIntoContract):
     @pytest.fixture
     def store_url(self, tmp_path):
         return f"sqlite:///{tmp_path}/contract.db"

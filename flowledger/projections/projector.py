@@ -39,9 +39,17 @@ def all_views() -> list[View]:
 class Projector:
     """Keeps views of one store up to date with its log."""
 
-    def __init__(self, backend: SQLBackend, views: Sequence[View] | None = None) -> None:
+    def __init__(
+        self,
+        backend: SQLBackend,
+        views: Sequence[View] | None = None,
+        *,
+        source: SQLBackend | None = None,
+    ) -> None:
         self.backend = backend
-        """The store holding the log and the views."""
+        """The store holding the views (and, unless ``source`` says otherwise, the log)."""
+        self.source = source or backend
+        """The store whose log the views fold (another store: `rebuild --into`)."""
         self.views = list(views) if views is not None else all_views()
         """The views this projector runs."""
         self._ready = False
@@ -83,8 +91,8 @@ class Projector:
 
     def head(self) -> int:
         """The position of the last event in the log."""
-        with self.backend.transaction(write=False) as c:
-            return self.backend.max_position(c)
+        with self.source.transaction(write=False) as c:
+            return self.source.max_position(c)
 
     def catch_up(
         self,
@@ -117,7 +125,13 @@ class Projector:
         with b.transaction(write=True, durable=False) as c:
             b.lock_views(c, sorted(v.name for v in views))
             positions = {v.name: b.get_position(c, v.name) for v in views}
-            rows = b.select_page(c, min(positions.values()), page_size)
+            if self.source is b:
+                rows = b.select_page(c, min(positions.values()), page_size)
+            else:
+                # The log lives elsewhere; it only grows, so reading it in a transaction
+                # of its own cannot make the views skip or repeat an event.
+                with self.source.transaction(write=False) as sc:
+                    rows = self.source.select_page(sc, min(positions.values()), page_size)
             if not rows:
                 return 0
             wanted = frozenset().union(*(v.topics for v in views))
