@@ -106,7 +106,7 @@ print(head / seconds, hwm)
 """
 
 
-def rebuild(path: str) -> tuple[float, int]:
+def rebuild(path: str) -> tuple[float, int]:  # path: a SQLite file or a store URL
     """Events/s of rebuilding every view from 0 (in a fresh process), and its peak RSS."""
     out = subprocess.run([sys.executable, "-c", REBUILD, path], check=True, capture_output=True, text=True).stdout
     rate, rss = out.split()
@@ -118,7 +118,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples) * 1000, samples[int(len(samples) * 0.99) - 1] * 1000
 
 
-def query_latency(path: str, n: int = 300) -> dict[str, tuple[float, float]]:
+def query_latency(path: str, n: int = 300) -> dict[str, tuple[float, float]]:  # file or URL
     """p50 and p99 in ms of the four queries, in-process, views already caught up."""
     log = open_log(path)
     Projector(log.backend).catch_up()
@@ -156,11 +156,49 @@ def log_bytes_per_event(path: str, n: int) -> float:
     return os.path.getsize(path) / n
 
 
+def _drop_schemas(url: str, *schemas: str) -> None:
+    import psycopg
+
+    from flowledger.store.postgres import parse_url
+
+    s = parse_url(url)
+    with psycopg.connect(dbname=s["dbname"], host=s["host"], port=s["port"], user=s["user"], password=s["password"], autocommit=True) as conn:
+        for schema in schemas:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def postgres(url: str, events: list[dict], core: list[dict], hooks: list[dict], raw: float, skip_queries: bool) -> None:
+    """The same measures on PostgreSQL, against the same SQLite raw baseline."""
+    sep = "&" if "?" in url else "?"
+    store, hook_store = f"{url}{sep}schema=flbench_store", f"{url}{sep}schema=flbench_hooks"
+    _drop_schemas(url, "flbench_store", "flbench_hooks")
+    try:
+        rate = ingest(store, events)
+        hook_rate = webhook_ingest(hook_store, core, hooks)
+        rebuild_rate, rss = rebuild(store)
+        print(f"{'PostgreSQL':<44} {'events/s':>12} {'ratio':>8}")
+        print(f"{'flowledger append':<44} {rate:>12,.0f} {rate / raw:>7.2f}x")
+        print(f"{'webhook batches of 1-100':<44} {hook_rate:>12,.0f} {hook_rate / raw:>7.2f}x")
+        print(f"{'rebuild every view from 0':<44} {rebuild_rate:>12,.0f} {rebuild_rate / 100_000:>7.2f}x")
+        print(f"rebuild peak RSS: {rss / 2**20:,.0f} MiB")
+        if not skip_queries:
+            for name, (p50, p99) in query_latency(store).items():
+                print(f"{name:<44} {p50:>8.2f} {p99:>8.2f}")
+    finally:
+        _drop_schemas(url, "flbench_store", "flbench_hooks")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--dir", default=None, help="Where to put the databases (default: a temporary folder).")
     parser.add_argument("--skip-queries", action="store_true")
+    parser.add_argument(
+        "--postgres",
+        default=None,
+        help="Also measure PostgreSQL at this URL (e.g. postgresql://postgres@127.0.0.1/test); "
+        "it uses and then drops the schemas flbench_store and flbench_hooks.",
+    )
     args = parser.parse_args()
     folder = args.dir or tempfile.mkdtemp(prefix="flbench-")
     os.makedirs(folder, exist_ok=True)
@@ -191,6 +229,8 @@ def main() -> None:
         print(f"{'query (in-process, views caught up)':<44} {'p50 ms':>8} {'p99 ms':>8}")
         for name, (p50, p99) in query_latency(store).items():
             print(f"{name:<44} {p50:>8.2f} {p99:>8.2f}")
+    if args.postgres:
+        postgres(args.postgres, events, core, hooks, raw, args.skip_queries)
     if not args.dir:
         shutil.rmtree(folder)
 

@@ -147,7 +147,9 @@ class PostgresBackend(SQLBackend):
             connect_timeout=10,
         )
         # flowledger's own tables and the views are named without a schema.
-        self.datastore.pool.kwargs["options"] = f"-c search_path={self.schema}"
+        self.datastore.pool.kwargs["options"] = (
+            f"-c search_path={self.schema} -c lock_timeout={int(self.lock_timeout * 1000)}"
+        )
         self.recorder = PostgresApplicationRecorder(self.datastore)
         self._tracking = PostgresTrackingRecorder(self.datastore)
         with self.transaction(write=False) as c:
@@ -195,17 +197,18 @@ class PostgresBackend(SQLBackend):
         read-only transaction sees one snapshot (REPEATABLE READ) and is rolled back.
         """
         with self._errors(), self.datastore.get_connection() as conn:
-            with conn.transaction(force_rollback=not write):
-                cursor = conn.cursor(row_factory=tuple_row)
-                if not write:
-                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                if not durable:
-                    cursor.execute("SET LOCAL synchronous_commit = off")
-                if write:
-                    cursor.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
-                if append:
-                    cursor.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
-                yield PgCursor(cursor)
+            # Set on the connection, the level rides on BEGIN: no extra round trip.
+            conn.isolation_level = None if write else psycopg.IsolationLevel.REPEATABLE_READ
+            try:
+                with conn.transaction(force_rollback=not write):
+                    cursor = conn.cursor(row_factory=tuple_row)
+                    if not durable:
+                        cursor.execute("SET LOCAL synchronous_commit = off")
+                    if append:
+                        cursor.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
+                    yield PgCursor(cursor)
+            finally:
+                conn.isolation_level = None
 
     def close(self) -> None:
         """Close the connection pool."""
