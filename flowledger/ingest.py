@@ -179,7 +179,7 @@ def candidates(
             rejected.append(_InputProblem(item.line, item.error, None, item.text))
             continue
         try:
-            _, body = validate_event(item.value)
+            body = validate_event(item.value)
         except EventInvalid as e:
             event_id = item.value.get("id") if isinstance(item.value, dict) else None
             event_id = event_id if isinstance(event_id, str) else None

@@ -51,7 +51,7 @@ def append_events(
     chunk = []
     for n, obj in enumerate(events, 1):
         try:
-            _, body = validate_event(obj)
+            body = validate_event(obj)
         except EventInvalid as e:
             rejected.extend(Problem(None, f"event {n}: {m}") for m in e.messages)
             continue
@@ -177,7 +177,7 @@ def cancel_by_key(
 
 def _validated(event: dict[str, Any]) -> Candidate:
     try:
-        _, body = validate_event(event)
+        body = validate_event(event)
     except EventInvalid as e:
         raise CommandRefused("; ".join(e.messages)) from None
     return Candidate.make(body, stream_of(body))

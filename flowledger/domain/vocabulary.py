@@ -5,15 +5,14 @@ Validation is strict (no coercion of "2" into 2) and closed (unknown top-level f
 errors); the free-form payloads (``data``, ``output``, ``request``, ``response``) take any JSON.
 """
 
-from __future__ import annotations
-
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Union
 
+from typing_extensions import NotRequired, TypedDict
+
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
@@ -98,13 +97,17 @@ CancelledBy = Literal["operator", "workflow_deactivated", "cancellation_key"]
 """Who or what cancelled a run."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True
-    )
+_STRICT = ConfigDict(extra="forbid", strict=True)
 
 
-class RecipientRef(_Strict):
+def _strict(cls: Any) -> Any:
+    # A TypedDict keeps no class attributes of its bases: give each one the config.
+    cls.__pydantic_config__ = _STRICT
+    return cls
+
+
+@_strict
+class RecipientRef(TypedDict):
     """A recipient held in a collection (an object) rather than a plain user id."""
 
     id: Id
@@ -136,22 +139,24 @@ Recipient = Annotated[Any, AfterValidator(_recipient)]
 """A recipient: a user id, or ``{"id", "collection"}`` (see :class:`RecipientRef`)."""
 
 
-class Trigger(_Strict):
+@_strict
+class Trigger(TypedDict):
     """How a run was started."""
 
     source: TriggerSource
     """What started the run (rehearsal marks a test run)."""
-    audience_key: Id | None = None
+    audience_key: NotRequired[Id | None]
     """The audience whose membership triggered the run."""
-    schedule_id: Id | None = None
+    schedule_id: NotRequired[Id | None]
     """The schedule that triggered the run."""
-    cancellation_key: Id | None = None
+    cancellation_key: NotRequired[Id | None]
     """A key that `flowledger cancel --key` can later cancel the run by."""
-    parent_run_id: Id | None = None
+    parent_run_id: NotRequired[Id | None]
     """The run whose workflow step triggered this one."""
 
 
-class Cost(_Strict):
+@_strict
+class Cost(TypedDict):
     """What a provider charged for a message."""
 
     amount: Annotated[float, Field(ge=0)]
@@ -160,7 +165,8 @@ class Cost(_Strict):
     """ISO 4217 code, like USD."""
 
 
-class Event(_Strict):
+@_strict
+class Event(TypedDict):
     """Fields every event has."""
 
     id: Id
@@ -171,6 +177,7 @@ class Event(_Strict):
     """When the fact happened, by the sender's clock."""
 
 
+@_strict
 class RunEvent(Event):
     """An event in the life of one run."""
 
@@ -178,6 +185,7 @@ class RunEvent(Event):
     """The run this fact is about."""
 
 
+@_strict
 class RunTriggered(RunEvent):
     """A workflow was triggered for one recipient: the run exists, pending."""
 
@@ -186,26 +194,28 @@ class RunTriggered(RunEvent):
     """The workflow's key."""
     recipient: Recipient
     """Who the run is for."""
-    tenant: Id | None = None
+    tenant: NotRequired[Id | None]
     """The tenant the run belongs to."""
-    trigger: Trigger | None = None
+    trigger: NotRequired[Trigger | None]
     """What started the run (absent means the API)."""
-    workflow_run_id: Id | None = None
+    workflow_run_id: NotRequired[Id | None]
     """Shared by all the runs (one per recipient) of one trigger call."""
-    scheduled_at: Timestamp | None = None
+    scheduled_at: NotRequired[Timestamp | None]
     """When the run is due to start, if not at once."""
-    max_retries: Annotated[int, Field(ge=0, le=1000)] = 3
+    max_retries: NotRequired[Annotated[int, Field(ge=0, le=1000)]]
     """How many retries the run may have."""
-    data: dict[str, Any] | None = None
+    data: NotRequired[dict[str, Any] | None]
     """The trigger's payload."""
 
 
+@_strict
 class RunStarted(RunEvent):
     """The run began executing."""
 
     type: Literal["run.started"]
 
 
+@_strict
 class StepEvent(RunEvent):
     """One attempt of one step of a run."""
 
@@ -215,26 +225,29 @@ class StepEvent(RunEvent):
     """The node's kind."""
     attempt: Annotated[int, Field(ge=1)]
     """The attempt number, from 1."""
-    request: Any = None
+    request: NotRequired[Any]
     """What an integration step sent (secrets are redacted before storing)."""
-    response: Any = None
+    response: NotRequired[Any]
     """What an integration step got back (secrets are redacted before storing)."""
 
 
+@_strict
 class StepStarted(StepEvent):
     """A step attempt began."""
 
     type: Literal["step.started"]
 
 
+@_strict
 class StepSucceeded(StepEvent):
     """A step attempt finished well."""
 
     type: Literal["step.succeeded"]
-    output: Any = None
+    output: NotRequired[Any]
     """What the step produced."""
 
 
+@_strict
 class StepFailed(StepEvent):
     """A step attempt failed."""
 
@@ -243,44 +256,50 @@ class StepFailed(StepEvent):
     """Why the attempt failed."""
 
 
+@_strict
 class RunRetrying(RunEvent):
     """The orchestrator retries the run automatically (retry_count + 1)."""
 
     type: Literal["run.retrying"]
-    reason: Text | None = None
+    reason: NotRequired[Text | None]
     """Why the run is retried."""
 
 
+@_strict
 class RunRetried(RunEvent):
     """An operator retried a failed run; it goes back to pending (retry_count + 1)."""
 
     type: Literal["run.retried"]
-    actor: Id | None = None
+    actor: NotRequired[Id | None]
     """Who asked for the retry."""
-    reason: Text | None = None
+    reason: NotRequired[Text | None]
     """Why they asked."""
 
 
+@_strict
 class RunPaused(RunEvent):
     """The run was paused."""
 
     type: Literal["run.paused"]
-    reason: Text | None = None
+    reason: NotRequired[Text | None]
     """Why the run was paused."""
 
 
+@_strict
 class RunResumed(RunEvent):
     """A paused run carried on."""
 
     type: Literal["run.resumed"]
 
 
+@_strict
 class RunCompleted(RunEvent):
     """The run finished well."""
 
     type: Literal["run.completed"]
 
 
+@_strict
 class RunFailed(RunEvent):
     """The run finished with an error."""
 
@@ -289,29 +308,32 @@ class RunFailed(RunEvent):
     """Why the run failed."""
 
 
+@_strict
 class RunCancelled(RunEvent):
     """The run was stopped before it finished."""
 
     type: Literal["run.cancelled"]
     by: CancelledBy
     """What cancelled it."""
-    reason: Text | None = None
+    reason: NotRequired[Text | None]
     """Why it was cancelled."""
-    actor: Id | None = None
+    actor: NotRequired[Id | None]
     """Who cancelled it, when a person did."""
-    cancellation_key: Id | None = None
+    cancellation_key: NotRequired[Id | None]
     """The key it was cancelled by, when by is cancellation_key."""
 
 
+@_strict
 class MessageEvent(Event):
     """An event in the life of one outbound delivery attempt."""
 
     message_id: Id
     """The message this fact is about."""
-    cost: Cost | None = None
+    cost: NotRequired[Cost | None]
     """What the provider charged; it may come late, on any event of the message."""
 
 
+@_strict
 class MessageQueued(MessageEvent):
     """The sender handed a message to a provider's queue."""
 
@@ -320,42 +342,47 @@ class MessageQueued(MessageEvent):
     """The channel it goes out on."""
     recipient: Recipient
     """Who it is for."""
-    run_id: Id | None = None
+    run_id: NotRequired[Id | None]
     """The run that sent it (absent for a manual resend)."""
-    step: Id | None = None
+    step: NotRequired[Id | None]
     """The step that sent it (absent for a manual resend)."""
-    provider: Id | None = None
+    provider: NotRequired[Id | None]
     """The provider that delivers it, like sendgrid or twilio."""
-    data: dict[str, Any] | None = None
+    data: NotRequired[dict[str, Any] | None]
     """Anything else the sender records (template, subject, …)."""
 
 
+@_strict
 class MessageSent(MessageEvent):
     """The provider accepted the message and sent it on."""
 
     type: Literal["message.sent"]
-    provider_message_id: Id | None = None
+    provider_message_id: NotRequired[Id | None]
     """The provider's own id for the message."""
 
 
+@_strict
 class MessageDelivered(MessageEvent):
     """The message reached the recipient's server or device."""
 
     type: Literal["message.delivered"]
 
 
+@_strict
 class MessageRead(MessageEvent):
     """The recipient read the message (WhatsApp, SMS, in-app)."""
 
     type: Literal["message.read"]
 
 
+@_strict
 class MessageOpened(MessageEvent):
     """The recipient opened the email."""
 
     type: Literal["message.opened"]
 
 
+@_strict
 class MessageClicked(MessageEvent):
     """The recipient clicked a link in the message."""
 
@@ -364,14 +391,16 @@ class MessageClicked(MessageEvent):
     """The link clicked."""
 
 
+@_strict
 class MessageBounced(MessageEvent):
     """The recipient's server refused the message."""
 
     type: Literal["message.bounced"]
-    reason: Text | None = None
+    reason: NotRequired[Text | None]
     """The bounce reason the provider gave."""
 
 
+@_strict
 class MessageFailed(MessageEvent):
     """The provider could not send the message."""
 
@@ -407,7 +436,7 @@ MESSAGE_EVENTS: tuple[type[MessageEvent], ...] = (
 
 
 def _type_of(cls: type[Event]) -> str:
-    return cls.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+    return cls.__annotations__["type"].__args__[0]
 
 
 EVENT_TYPES: dict[str, type[Event]] = {_type_of(c): c for c in RUN_EVENTS + MESSAGE_EVENTS}
@@ -431,27 +460,18 @@ def stream_of(event: dict[str, Any]) -> str:
     return "message:" + event["message_id"]
 
 
-def validate_event(obj: Any) -> tuple[Event, dict[str, Any]]:
-    """Validate one decoded JSON value as an event.
+def validate_event(obj: Any) -> dict[str, Any]:
+    """Validate one decoded JSON value as an event, and return it as it is to be stored.
 
-    Returns the model and the event as it is to be stored: the input object with its
-    timestamps normalised. Raises :class:`EventInvalid` listing every field problem.
+    The result is a new dict: the input's fields, with timestamps normalised to UTC.
+    Raises :class:`EventInvalid` listing every field problem.
     """
     if not isinstance(obj, dict):
         raise EventInvalid([f"expected a JSON object, got {_json_kind(obj)}"])
     try:
-        model = _ANY_EVENT.validate_python(obj)
+        return _ANY_EVENT.validate_python(obj)  # type: ignore[no-any-return]
     except ValidationError as e:
         raise EventInvalid(_describe(e, obj)) from None
-    body = dict(obj)
-    # Read the normalised times from the model's own dict: getattr on a field a model
-    # does not have goes through pydantic's slow path.
-    fields = model.__dict__
-    for name in TIMESTAMP_FIELDS:
-        value = fields.get(name)
-        if value is not None:
-            body[name] = value
-    return model, body
 
 
 class EventInvalid(ValueError):
