@@ -45,12 +45,18 @@ class RawItem:
 
     line: int
     """The line it starts on, from 1."""
-    text: str
-    """Its text, as in the input."""
+    raw: bytes | str
+    """Its text, as in the input (bytes until someone needs it as text)."""
     value: Any = None
     """The decoded JSON value, when it decoded."""
     error: str | None = None
     """Why it could not be decoded."""
+
+    @property
+    def text(self) -> str:
+        """Its text, as in the input."""
+        raw = self.raw
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
 
 def read_items(
@@ -88,14 +94,15 @@ def _line_item(raw: bytes, line_no: int, limit: int) -> Iterator[RawItem]:
         yield RawItem(line_no, _preview(stripped), error=_too_large(len(stripped), limit))
         return
     try:
-        text = stripped.decode("utf-8")
-    except UnicodeDecodeError as e:
-        yield RawItem(line_no, repr(stripped[:200]), error=f"not UTF-8 text: {e.reason} at byte {e.start}")
-        return
-    try:
-        yield RawItem(line_no, text, orjson.loads(stripped))
+        # orjson checks the UTF-8 itself: the text is decoded only if someone needs it.
+        yield RawItem(line_no, stripped, orjson.loads(stripped))
     except orjson.JSONDecodeError as e:
-        yield RawItem(line_no, text, error=f"not valid JSON: {e}")
+        try:
+            stripped.decode("utf-8")
+        except UnicodeDecodeError as u:
+            yield RawItem(line_no, stripped, error=f"not UTF-8 text: {u.reason} at byte {u.start}")
+        else:
+            yield RawItem(line_no, stripped, error=f"not valid JSON: {e}")
 
 
 def _array_items(data: bytes, limit: int) -> Iterator[RawItem]:

@@ -38,6 +38,8 @@ class Candidate:
     """The event as stored."""
     digest: bytes
     """A digest of the body, to tell a resend from a conflicting reuse of the id."""
+    encoded: bytes
+    """The body as canonical JSON (sorted keys): what the digest is of."""
     source: str | None = None
     """The input text, kept only when refused events are to be written aside."""
 
@@ -58,6 +60,7 @@ class Candidate:
             stream,
             body,
             hashlib.blake2b(canonical, digest_size=16).digest(),
+            canonical,
             source,
         )
 
@@ -143,6 +146,7 @@ class EventLog:
         self, c: Any, chunk: list[Candidate], result: AppendResult, recorded_at: str
     ) -> None:
         b = self.backend
+        stamp = b',"recorded_at":"' + recorded_at.encode() + b'"}'
         known = b.fetch_digests(c, list({cand.event_id for cand in chunk}))
         heads_raw = b.fetch_heads(c, list({cand.stream for cand in chunk}))
         versions: dict[str, int] = {s: v for s, (v, _) in heads_raw.items()}
@@ -178,8 +182,9 @@ class EventLog:
             versions[cand.stream] = version
             touched.add(cand.stream)
             known[cand.event_id] = cand.digest
-            stored = {**body, "recorded_at": recorded_at}
-            events.append((cand.stream, version, cand.type, orjson.dumps(stored)))
+            # The stored state is the canonical body with recorded_at spliced in before its
+            # closing brace: no second encoding of the event.
+            events.append((cand.stream, version, cand.type, cand.encoded[:-1] + stamp))
             ids.append((cand.event_id, cand.digest, cand.stream, version))
         heads = [
             (
