@@ -56,6 +56,29 @@ def raw_baseline(path: str, events: list[dict]) -> float:
     return len(rows) / seconds
 
 
+def raw_batches(path: str, hooks: list[dict], seed: int = 3) -> float:
+    """Events/s of the plainest durable insert of the webhook rows, one commit per batch of
+    1-100 (the same batches as the webhook measure): the floor set by one fsync a batch."""
+    rows = [(e["id"] + f"#{i}", e["message_id"], e["type"], orjson.dumps(e)) for i, e in enumerate(hooks)]
+    c = sqlite3.connect(path, isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=FULL")
+    c.execute("CREATE TABLE events (id TEXT, stream TEXT, type TEXT, body BLOB)")
+    c.execute("CREATE UNIQUE INDEX events_id ON events (id)")
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    i = 0
+    while i < len(rows):
+        n = rng.randint(1, 100)
+        c.execute("BEGIN")
+        c.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows[i : i + n])
+        c.execute("COMMIT")
+        i += n
+    seconds = time.perf_counter() - started
+    c.close()
+    return len(rows) / seconds
+
+
 def jsonl(events: list[dict]) -> bytes:
     return b"".join(orjson.dumps(e) + b"\n" for e in events)
 
@@ -214,6 +237,8 @@ def main() -> None:
     size = log_bytes_per_event(store, len(events))
     hook_rate = webhook_ingest(os.path.join(folder, "hooks.db"), core, hooks)
     rows.append((f"webhook batches of 1-100 ({len(hooks):,} events)", hook_rate, hook_rate / raw))
+    floor = raw_batches(os.path.join(folder, "raw-batches.db"), hooks)
+    rows.append(("raw sqlite3, same batches, a commit each", floor, floor / raw))
     rebuild_rate, rss = rebuild(store)
     rows.append(("rebuild every view from 0", rebuild_rate, rebuild_rate / 100_000))
     print(f"events: {len(events):,} ({len({e.get('run_id') for e in events if 'run_id' in e}):,} runs); "
