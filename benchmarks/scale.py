@@ -1,0 +1,113 @@
+"""The 10-million-event run, streamed from a file so that no measure holds the workload in
+memory: `flowledger append` of the whole file, a rebuild of every view, and the queries.
+
+    python benchmarks/scale.py --events 10000000 --dir /var/tmp/flscale
+
+Takes about half an hour and some 15 GB of disk on a 2-core machine; the raw baseline is
+measured on the same file in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+import orjson
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import query_latency, rebuild  # noqa: E402
+from workload import workload  # noqa: E402
+
+PEAK = (
+    "import sys; sys.argv = sys.argv[1:]; "
+    "sys.argv[0] = 'flowledger'; "
+    "from flowledger.cli import main\n"
+    "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    "print(next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')), file=sys.stderr)"
+)
+
+
+def raw_from_file(path: str, source: str) -> float:
+    c = sqlite3.connect(path, isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=FULL")
+    c.execute("CREATE TABLE events (id TEXT, stream TEXT, type TEXT, body BLOB)")
+    c.execute("CREATE UNIQUE INDEX events_id ON events (id)")
+    n = 0
+    started = time.perf_counter()
+    batch = []
+    with open(source, "rb") as f:
+        for line in f:
+            e = orjson.loads(line)
+            batch.append((f"{e['id']}#{n}", e.get("run_id") or e["message_id"], e["type"], line))
+            n += 1
+            if len(batch) == 10_000:
+                c.execute("BEGIN")
+                c.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", batch)
+                c.execute("COMMIT")
+                batch = []
+    if batch:
+        c.execute("BEGIN")
+        c.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", batch)
+        c.execute("COMMIT")
+    seconds = time.perf_counter() - started
+    c.close()
+    return n / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--dir", required=True)
+    args = parser.parse_args()
+    os.makedirs(args.dir, exist_ok=True)
+    source = os.path.join(args.dir, "events.jsonl")
+    if not os.path.exists(source):
+        with open(source, "wb") as f:
+            for e in workload(args.events):
+                f.write(orjson.dumps(e) + b"\n")
+    store = os.path.join(args.dir, "store.db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(store + suffix):
+            os.remove(store + suffix)
+    raw_db = os.path.join(args.dir, "raw.db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(raw_db + suffix):
+            os.remove(raw_db + suffix)
+    raw = raw_from_file(raw_db, source)
+    os.remove(raw_db)
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK, "flowledger", "--store", store, "append", source],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seconds = time.perf_counter() - started
+    summary = orjson.loads(proc.stdout.strip().splitlines()[-1])
+    append_rss = int(proc.stderr.strip().splitlines()[-1])
+    total = summary["appended"] + summary["duplicates"]
+    rate = total / seconds
+    c = sqlite3.connect(store)
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+    size = os.path.getsize(store) / summary["appended"]
+    rebuild_rate, rebuild_rss = rebuild(store)
+    print(f"events: {total:,}; machine: {os.cpu_count()} cores; sqlite {sqlite3.sqlite_version}")
+    print(f"{'measure':<44} {'events/s':>12} {'ratio':>8}")
+    print(f"{'raw sqlite3 executemany (baseline)':<44} {raw:>12,.0f} {1:>7.2f}x")
+    print(f"{'flowledger append (CLI, whole file)':<44} {rate:>12,.0f} {rate / raw:>7.2f}x")
+    print(f"{'rebuild every view from 0':<44} {rebuild_rate:>12,.0f} {rebuild_rate / 100_000:>7.2f}x of 100k/s")
+    print(f"peak RSS: append {append_rss / 2**20:,.0f} MiB, rebuild {rebuild_rss / 2**20:,.0f} MiB; "
+          f"log bytes per event: {size:,.0f}")
+    print(f"{'query (in-process, views caught up)':<44} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, (p50, p99) in query_latency(store).items():
+        print(f"{name:<44} {p50:>8.2f} {p99:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
