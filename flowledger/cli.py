@@ -26,6 +26,8 @@ from flowledger.errors import FlowledgerError, InvalidInput
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES, IngestOptions
 from flowledger.domain.run import STATUSES
 from flowledger.projections.delivery import STATUS_RANK
+from flowledger.projections.run_record import error_text
+from flowledger.projections.steps_view import STEP_STATES
 from flowledger.store import DEFAULT_STORE, open_log
 from flowledger.store.log import EventLog
 
@@ -494,8 +496,6 @@ def stats(obj: Context, key: str, no_catch_up: bool, as_json: bool) -> None:
     if as_json:
         _echo_json(data)
         return
-    from flowledger.projections.steps_view import STEP_STATES
-
     rows = [("node", "type", *STEP_STATES)]
     rows.append(("(total)", "", *(str(data["total"][s]) for s in STEP_STATES)))
     for n in data["nodes"]:
@@ -778,8 +778,6 @@ def _detail(event: dict[str, Any]) -> str:
 
 
 def _short(error: Any, limit: int = 60) -> str:
-    from flowledger.projections.run_record import error_text
-
     text = error_text(error)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -32,7 +32,7 @@ class Problem:
 class InvalidInput(FlowledgerError):
     """An input had problems, so nothing of it was stored."""
 
-    def __init__(self, problems: list[Problem], stored: int = 0) -> None:
+    def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         """Every problem found, in input order."""
         n = len(problems)

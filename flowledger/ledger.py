@@ -10,13 +10,12 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from flowledger.domain import commands
-from flowledger.domain.redaction import Redactor
 from flowledger.domain.run import FAILED, NOT_TRIGGERED, UNFINISHED
 from flowledger.domain.vocabulary import EventInvalid, stream_of, validate_event
 from flowledger.errors import CommandRefused, InvalidInput, NotFound, Problem
 from flowledger.ingest import IngestOptions, candidates, read_items
 from flowledger import queries
-from flowledger.projections.projector import Projector
+from flowledger.projections.projector import Projector, all_views
 from flowledger.projections.run_record import HistoryEntry, run_history
 from flowledger.store.log import AppendResult, Candidate, EventLog, utc_now
 
@@ -40,24 +39,6 @@ def append_input(
     items = read_items(stream, options.max_event_bytes, progress)
     result = log.append(candidates(items, options, rejected), keep_going=keep_going, rejected=rejected)
     return result, rejected
-
-
-def append_events(
-    log: EventLog, events: list[dict[str, Any]], redactor: Redactor | None = None
-) -> AppendResult:
-    """Append already decoded events (each validated and redacted first), all or nothing."""
-    redactor = redactor or Redactor()
-    rejected: list[Problem] = []
-    chunk = []
-    for n, obj in enumerate(events, 1):
-        try:
-            body = validate_event(obj)
-        except EventInvalid as e:
-            rejected.extend(Problem(None, f"event {n}: {m}") for m in e.messages)
-            continue
-        body = redactor.redact_event(body)
-        chunk.append(Candidate.make(body, stream_of(body)))
-    return log.append([chunk] if chunk else [], rejected=rejected)
 
 
 def replay(log: EventLog, run_id: str) -> list[HistoryEntry]:
@@ -101,8 +82,6 @@ def follow(
 
 def view_names() -> list[str]:
     """The names of the views, in the order they are folded."""
-    from flowledger.projections.projector import all_views
-
     return [v.name for v in all_views()]
 
 

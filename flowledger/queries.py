@@ -19,7 +19,7 @@ import orjson
 from flowledger.domain.run import STATUSES
 from flowledger.errors import FlowledgerError, NotFound
 from flowledger.projections.delivery import DELIVERY_FIELDS
-from flowledger.projections.run_record import RECORD_FIELDS
+from flowledger.projections.run_record import RECORD_FIELDS, seconds_between
 from flowledger.projections.steps_view import CHANNEL_OF_STEP_TYPE, STEP_STATES
 
 MAX_PAGE_SIZE = 1000
@@ -345,8 +345,6 @@ def workflow_details(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
     status = _status_of(statuses)
     completed_at = summary["last_completed_at"] if status == "completed" else None
     started_at = summary["first_executed_at"]
-    from flowledger.projections.run_record import seconds_between
-
     c.execute("SELECT channel, COUNT(*) FROM workflow_steps WHERE workflow = ? GROUP BY channel", (workflow,))
     step_counts = {ch: n for ch, n in c.fetchall()}
     c.execute("SELECT channel, metric, n FROM channel_counts WHERE workflow = ?", (workflow,))

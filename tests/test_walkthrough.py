@@ -126,7 +126,7 @@ def test_the_views_answer_as_readme_shows_and_a_rebuild_reproduces_them(tmp_path
 
     invoke("append", EXAMPLE)
     before = {c: invoke(*c) for c in VIEW_COMMANDS}
-    for command, output in before.items():
+    for output in before.values():
         shown(output)
     rebuilt = orjson.loads(invoke("rebuild"))
     assert rebuilt["views"] == ["runs", "steps", "deliveries"] and rebuilt["events"] == 3415

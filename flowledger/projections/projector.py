@@ -15,6 +15,9 @@ from collections.abc import Callable, Sequence
 import orjson
 from flowledger.errors import FlowledgerError
 from flowledger.projections.base import Notification, View
+from flowledger.projections.deliveries_view import DeliveriesView
+from flowledger.projections.runs_view import RunsView
+from flowledger.projections.steps_view import StepsView
 from flowledger.store.backend import SQLBackend
 
 DEFAULT_PAGE_SIZE = 2_000
@@ -29,10 +32,6 @@ class UnknownView(FlowledgerError):
 
 def all_views() -> list[View]:
     """One instance of every view, in the order they are caught up."""
-    from flowledger.projections.deliveries_view import DeliveriesView
-    from flowledger.projections.runs_view import RunsView
-    from flowledger.projections.steps_view import StepsView
-
     return [RunsView(), StepsView(), DeliveriesView()]
 
 
