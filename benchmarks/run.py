@@ -193,8 +193,9 @@ def _drop_schemas(url: str, *schemas: str) -> None:
 def postgres(url: str, events: list[dict], core: list[dict], hooks: list[dict], raw: float, skip_queries: bool) -> None:
     """The same measures on PostgreSQL, against the same SQLite raw baseline."""
     sep = "&" if "?" in url else "?"
-    store, hook_store = f"{url}{sep}schema=flbench_store", f"{url}{sep}schema=flbench_hooks"
-    _drop_schemas(url, "flbench_store", "flbench_hooks")
+    names = (f"flbench_{os.getpid()}_store", f"flbench_{os.getpid()}_hooks")
+    store, hook_store = f"{url}{sep}schema={names[0]}", f"{url}{sep}schema={names[1]}"
+    _drop_schemas(url, *names)
     try:
         rate = ingest(store, events)
         hook_rate = webhook_ingest(hook_store, core, hooks)
@@ -208,7 +209,7 @@ def postgres(url: str, events: list[dict], core: list[dict], hooks: list[dict], 
             for name, (p50, p99) in query_latency(store).items():
                 print(f"{name:<44} {p50:>8.2f} {p99:>8.2f}")
     finally:
-        _drop_schemas(url, "flbench_store", "flbench_hooks")
+        _drop_schemas(url, *names)
 
 
 def main() -> None:
@@ -220,7 +221,7 @@ def main() -> None:
         "--postgres",
         default=None,
         help="Also measure PostgreSQL at this URL (e.g. postgresql://postgres@127.0.0.1/test); "
-        "it uses and then drops the schemas flbench_store and flbench_hooks.",
+        "it uses and then drops two schemas of its own (flbench_<pid>_store, _hooks).",
     )
     args = parser.parse_args()
     folder = args.dir or tempfile.mkdtemp(prefix="flbench-")
