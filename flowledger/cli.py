@@ -683,6 +683,122 @@ def cancel(
         click.echo(f"Run {run_id} cancelled.")
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="The port to listen on.")
+@click.option(
+    "--follow/--no-follow",
+    default=True,
+    show_default=True,
+    help="Keep the views caught up in this process (or leave it to `project --follow` workers).",
+)
+@click.pass_obj
+@handles_errors
+def serve(obj: Context, host: str, port: int, follow: bool) -> None:
+    """Serve the HTTP API (and its OpenAPI document at /openapi.json).
+
+    Every endpoint but /healthz needs an X-API-Key: make one with `flowledger keys create`.
+
+    \b
+    Example:
+        flowledger serve --port 8080
+        flowledger --store postgresql://me@db/flows serve --host 0.0.0.0 --no-follow
+    """
+    try:
+        import uvicorn
+
+        from flowledger.api.app import create_app
+    except ImportError:
+        raise click.ClickException("the HTTP API is not installed: pip install 'flowledger[api]'") from None
+    # Open the store once here, so a bad --store is a clear error before the server starts.
+    obj.open(create=True).close()
+    uvicorn.run(create_app(obj.store, lock_timeout=obj.lock_timeout, follow=follow), host=host, port=port, log_level="info")
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """Manage the HTTP API's keys (read, write, admin).
+
+    \b
+    Example:
+        flowledger keys create --name dashboard --scope read
+    """
+
+
+@keys_group.command("create")
+@click.option("--name", required=True, help="What the key is for.")
+@click.option("--scope", type=click.Choice(["read", "write", "admin"]), required=True, help="read: GET; write: also events; admin: also retry and cancel.")
+@json_option
+@click.pass_obj
+@handles_errors
+def keys_create(obj: Context, name: str, scope: str, as_json: bool) -> None:
+    """Make an API key and print it, once: only its hash is stored.
+
+    \b
+    Example:
+        flowledger keys create --name webhooks --scope write
+    """
+    from flowledger.api import keys as api_keys
+
+    log = obj.open(create=True)
+    try:
+        key, secret = api_keys.create_key(log.backend, name, scope)
+    finally:
+        log.close()
+    if as_json:
+        _echo_json({**key.to_dict(), "key": secret})
+    else:
+        click.echo(secret)
+        click.echo(f"({key.id}, {scope}; shown once: store it now)", err=True)
+
+
+@keys_group.command("list")
+@json_option
+@click.pass_obj
+@handles_errors
+def keys_list(obj: Context, as_json: bool) -> None:
+    """List the API keys (ids, names, scopes; never the keys).
+
+    \b
+    Example:
+        flowledger keys list
+    """
+    from flowledger.api import keys as api_keys
+
+    log = obj.open()
+    try:
+        items = [k.to_dict() for k in api_keys.list_keys(log.backend)]
+    finally:
+        log.close()
+    if as_json:
+        _echo_json(items)
+        return
+    rows = [("id", "name", "scope", "created_at", "revoked_at")]
+    rows += [(k["id"], k["name"], k["scope"], _t(k["created_at"]), _t(k["revoked_at"])) for k in items]
+    _echo_table(rows)
+
+
+@keys_group.command("revoke")
+@click.argument("key_id")
+@click.pass_obj
+@handles_errors
+def keys_revoke(obj: Context, key_id: str) -> None:
+    """Revoke the key KEY_ID: it stops working at once.
+
+    \b
+    Example:
+        flowledger keys revoke key_3f9a1c2b7d4e
+    """
+    from flowledger.api import keys as api_keys
+
+    log = obj.open()
+    try:
+        key = api_keys.revoke_key(log.backend, key_id)
+    finally:
+        log.close()
+    click.echo(f"Key {key.id} ({key.name}) revoked.")
+
+
 # Output helpers.
 
 

@@ -23,6 +23,8 @@ class Problem:
     """What is wrong and what was expected, with the field path where there is one."""
     event_id: str | None = None
     """The event's id, when it could be read."""
+    index: int | None = None
+    """The event's place in a batch, from 0 (for inputs that are one JSON array)."""
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line is not None else ""

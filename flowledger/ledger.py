@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from flowledger.domain import commands
+from flowledger.domain.redaction import Redactor
 from flowledger.domain.run import FAILED, NOT_TRIGGERED, UNFINISHED
 from flowledger.domain.vocabulary import EventInvalid, stream_of, validate_event
 from flowledger.errors import CommandRefused, InvalidInput, NotFound, Problem
@@ -39,6 +40,29 @@ def append_input(
     items = read_items(stream, options.max_event_bytes, progress)
     result = log.append(candidates(items, options, rejected), keep_going=keep_going, rejected=rejected)
     return result, rejected
+
+
+def append_batch(
+    log: EventLog, events: list[Any], redactor: Redactor | None = None
+) -> AppendResult:
+    """Append a decoded batch (one JSON array, as the HTTP API takes it), all or nothing.
+
+    Raises :class:`InvalidInput` if any event is invalid or refused; each problem has
+    the event's index in the batch.
+    """
+    redactor = redactor or Redactor()
+    rejected: list[Problem] = []
+    chunk = []
+    for i, obj in enumerate(events):
+        try:
+            body = validate_event(obj)
+        except EventInvalid as e:
+            event_id = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
+            rejected.extend(Problem(None, m, event_id, i) for m in e.messages)
+            continue
+        body = redactor.redact_event(body)
+        chunk.append(Candidate.make(body, stream_of(body), index=i))
+    return log.append([chunk] if chunk else [], rejected=rejected)
 
 
 def replay(log: EventLog, run_id: str) -> list[HistoryEntry]:

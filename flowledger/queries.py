@@ -220,6 +220,15 @@ def list_deliveries(
     return {"entries": [delivery_entry(r) for r in rows], "page_info": page_info}
 
 
+def show_delivery(c: sqlite3.Cursor, message_id: str) -> dict[str, Any]:
+    """One message's delivery."""
+    c.execute("SELECT * FROM deliveries WHERE message_id = ?", (message_id,))
+    row = c.fetchone()
+    if row is None:
+        raise NotFound(f"no message {message_id!r} in the store")
+    return delivery_entry(dict(zip([d[0] for d in c.description], row)))
+
+
 def show_run(c: sqlite3.Cursor, run_id: str) -> dict[str, Any]:
     """A run's record with its step trace and its deliveries."""
     c.execute("SELECT * FROM runs WHERE id = ?", (run_id,))

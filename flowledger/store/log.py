@@ -42,6 +42,8 @@ class Candidate:
     """The body as canonical JSON (sorted keys): what the digest is of."""
     source: str | None = None
     """The input text, kept only when refused events are to be written aside."""
+    index: int | None = None
+    """Its place in a batch, from 0 (for inputs that are one JSON array)."""
 
     @classmethod
     def make(
@@ -50,6 +52,7 @@ class Candidate:
         stream: str,
         line: int | None = None,
         source: str | None = None,
+        index: int | None = None,
     ) -> Candidate:
         """Build from a validated, redacted body."""
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
@@ -62,6 +65,7 @@ class Candidate:
             hashlib.blake2b(canonical, digest_size=16).digest(),
             canonical,
             source,
+            index,
         )
 
 
@@ -136,7 +140,7 @@ class EventLog:
                 self._append_chunk(c, chunk, result, recorded_at)
             if (result.problems or rejected) and not keep_going:
                 problems = rejected + [p for _, p in result.problems]
-                problems.sort(key=lambda p: p.line or 0)
+                problems.sort(key=lambda p: (p.line or 0, p.index or 0))
                 raise InvalidInput(problems)
             if result.appended:
                 result.last_position = b.max_position(c)
@@ -173,7 +177,7 @@ class EventLog:
                 try:
                     run.check(body)
                 except FactRefused as e:
-                    result.problems.append((cand, Problem(cand.line, str(e), cand.event_id)))
+                    result.problems.append((cand, Problem(cand.line, str(e), cand.event_id, cand.index)))
                     continue
                 run.apply(body)
                 if body["type"] == "run.triggered" and run.cancellation_key is not None:
@@ -259,4 +263,5 @@ def _conflict(cand: Candidate) -> Problem:
         f"event id {cand.event_id!r} is already stored with a different body "
         "(an id is an idempotency key: resend the same body, or use a new id)",
         cand.event_id,
+        cand.index,
     )

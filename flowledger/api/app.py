@@ -1,0 +1,382 @@
+"""The HTTP API (FastAPI): the same library and JSON shapes as the CLI, behind API keys.
+
+Every endpoint but ``/healthz`` needs an ``X-API-Key``; errors are
+``application/problem+json``; filter values are bound parameters and filter names come
+from the query functions' own allow-lists.
+"""
+
+
+import re
+import threading
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from flowledger import ledger, queries
+from flowledger.api import keys
+from flowledger.domain.vocabulary import normalize_timestamp
+from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, StoreBusy
+from flowledger.store import open_log
+from flowledger.store.log import EventLog
+
+MAX_BATCH_EVENTS = 10_000
+"""The most events one POST /v1/events may carry."""
+MAX_BATCH_BYTES = 10 * 1024 * 1024
+"""The largest body POST /v1/events takes."""
+
+PROBLEM = "application/problem+json"
+_FIELD = re.compile(r'^field "([^"]+)": (.*)$', re.S)
+
+
+class ApiProblem(Exception):
+    """An error to answer with a problem document."""
+
+    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+        super().__init__(detail)
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    """An RFC 9457 problem document."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+class AppendResponse(BaseModel):
+    """What POST /v1/events did."""
+
+    appended: int = Field(description="Events newly stored.")
+    duplicates: int = Field(description="Events whose id was already stored with the same body.")
+
+
+class CancellationRequest(BaseModel):
+    """POST /v1/cancellations: cancel every unfinished run triggered with a key."""
+
+    key: str = Field(min_length=1, max_length=255, description="The cancellation_key.")
+    reason: str | None = Field(default=None, max_length=10_000, description="Why.")
+
+
+class CommandRequest(BaseModel):
+    """The body of retry and cancel (optional)."""
+
+    reason: str | None = Field(default=None, max_length=10_000, description="Why.")
+
+
+class CancellationResponse(BaseModel):
+    """The runs a cancellation key cancelled."""
+
+    cancellation_key: str
+    cancelled: list[str]
+
+
+class Health(BaseModel):
+    """The service answers, and so does its store."""
+
+    status: Literal["ok"]
+    events: int
+
+
+def create_app(store: str | None = None, *, lock_timeout: float = 60.0, follow: bool = False) -> FastAPI:
+    """The API over the store a URL names; ``follow`` keeps the views caught up in a thread."""
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        log = open_log(store, lock_timeout=lock_timeout, create=True)
+        keys.ensure_table(log.backend)
+        ledger.catch_up(log)
+        state["log"] = log
+        stop = threading.Event()
+        worker = None
+        if follow:
+            worker = threading.Thread(
+                target=ledger.follow,
+                args=(log,),
+                kwargs={"interval": 0.5, "should_stop": stop.is_set},
+                daemon=True,
+            )
+            worker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker is not None:
+                worker.join(timeout=5)
+            log.close()
+
+    app = FastAPI(
+        title="flowledger",
+        version="0.1.0",
+        description="The run history of workflow automations: append events, read runs, "
+        "deliveries and workflows. Every endpoint but /healthz needs an X-API-Key.",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    def the_log() -> EventLog:
+        return state["log"]  # type: ignore[no-any-return]
+
+    def require(scope: str) -> Callable[..., keys.ApiKey]:
+        def check(x_api_key: Annotated[str | None, Header()] = None) -> keys.ApiKey:
+            if not x_api_key:
+                raise ApiProblem(401, "Unauthorized", "send an API key in the X-API-Key header")
+            key = keys.verify(the_log().backend, x_api_key)
+            if key is None or key.revoked_at is not None:
+                raise ApiProblem(401, "Unauthorized", "that API key is unknown or revoked")
+            if not key.allows(scope):
+                raise ApiProblem(403, "Forbidden", f"this endpoint needs a {scope} key; this key's scope is {key.scope}")
+            return key
+
+        return check
+
+    Read = Annotated[keys.ApiKey, Depends(require("read"))]
+    Write = Annotated[keys.ApiKey, Depends(require("write"))]
+    Admin = Annotated[keys.ApiKey, Depends(require("admin"))]
+
+    @app.exception_handler(ApiProblem)
+    async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0], "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        return problem(422, "Invalid request", "the request's parameters or body are not as expected", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+        return problem(exc.status_code, title, str(exc.detail))
+
+    @app.exception_handler(FlowledgerError)
+    async def _flowledger(request: Request, exc: FlowledgerError) -> JSONResponse:
+        if isinstance(exc, InvalidInput):
+            errors = []
+            for p in exc.problems:
+                match = _FIELD.match(p.message)
+                errors.append(
+                    {
+                        "index": p.index,
+                        "id": p.event_id,
+                        "field": match.group(1) if match else None,
+                        "message": match.group(2) if match else p.message,
+                    }
+                )
+            conflict = all("already stored with a different body" in e["message"] or "refused" in e["message"] for e in errors)
+            status = 409 if conflict else 422
+            return problem(status, "Events refused" if conflict else "Invalid events", str(exc), errors=errors)
+        if isinstance(exc, NotFound):
+            return problem(404, "Not found", str(exc))
+        if isinstance(exc, CommandRefused):
+            return problem(409, "Refused", str(exc))
+        if isinstance(exc, queries.BadQuery):
+            return problem(422, "Invalid query", str(exc))
+        if isinstance(exc, StoreBusy):
+            return problem(503, "Busy", str(exc))
+        return problem(500, "Store error", str(exc))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        # Never a stack trace: a 500 is a bug, reported without its insides.
+        return problem(500, "Internal error", f"an unexpected {type(exc).__name__}; this is a bug in flowledger")
+
+    @app.get("/healthz", response_model=Health, tags=["service"])
+    def healthz() -> dict[str, Any]:
+        """The service and its store answer (no key needed)."""
+        return {"status": "ok", "events": the_log().count()}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_: Read) -> Response:
+        return Response(orjson.dumps(app.openapi()), media_type="application/json")
+
+    @app.post(
+        "/v1/events",
+        response_model=AppendResponse,
+        tags=["events"],
+        responses={409: {"description": "A refused fact or an id conflict"}, 413: {"description": "Too large"}, 422: {"description": "Invalid events"}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "array", "maxItems": MAX_BATCH_EVENTS, "items": {"type": "object"}}}},
+            }
+        },
+    )
+    async def append_events(request: Request, _: Write) -> dict[str, int]:
+        """Append a JSON array of events: validated, redacted, checked, stored all or nothing.
+
+        The same request sent twice stores nothing new (every event id is an idempotency key).
+        """
+        size = int(request.headers.get("content-length") or 0)
+        if size > MAX_BATCH_BYTES:
+            raise ApiProblem(413, "Too large", f"the body is {size:,} bytes; the limit is {MAX_BATCH_BYTES:,}")
+        body = await request.body()
+        if len(body) > MAX_BATCH_BYTES:
+            raise ApiProblem(413, "Too large", f"the body is {len(body):,} bytes; the limit is {MAX_BATCH_BYTES:,}")
+        try:
+            events = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise ApiProblem(422, "Invalid events", f"the body is not valid JSON: {e}") from None
+        if not isinstance(events, list):
+            raise ApiProblem(422, "Invalid events", "expected a JSON array of events")
+        if len(events) > MAX_BATCH_EVENTS:
+            raise ApiProblem(413, "Too large", f"{len(events):,} events; the limit is {MAX_BATCH_EVENTS:,} per request")
+        result = await run_in_threadpool(ledger.append_batch, the_log(), events)
+        return {"appended": result.appended, "duplicates": result.duplicates}
+
+    def run_query(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return ledger.query(the_log(), fn, *args, **kwargs)
+
+    def stamp(value: str | None, name: str) -> str | None:
+        if value is None:
+            return None
+        try:
+            return normalize_timestamp(value)
+        except ValueError:
+            raise ApiProblem(422, "Invalid query", f"{name}: expected an RFC 3339 timestamp with an offset") from None
+
+    PageSize = Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)]
+
+    @app.get("/v1/runs", tags=["runs"])
+    def list_runs(
+        _: Read,
+        workflow: str | None = None,
+        status: Annotated[list[Literal["pending", "running", "paused", "completed", "failed", "cancelled"]] | None, Query()] = None,
+        tenant: str | None = None,
+        recipient: str | None = None,
+        has_errors: bool = False,
+        starting_at: str | None = None,
+        ending_at: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        page_size: PageSize = 50,
+    ) -> dict[str, Any]:
+        """Runs, newest first, with Knock's filters and cursor paging."""
+        filters = queries.RunFilters(
+            workflow, tuple(status or ()), tenant, recipient, has_errors,
+            stamp(starting_at, "starting_at"), stamp(ending_at, "ending_at"),
+        )
+        return run_query(queries.list_runs, filters, page_size=page_size, after=after, before=before)  # type: ignore[no-any-return]
+
+    RunId = Annotated[str, Path(min_length=1, max_length=255)]
+
+    @app.get("/v1/runs/{run_id}", tags=["runs"])
+    def show_run(run_id: RunId, _: Read) -> dict[str, Any]:
+        """A run's record, its step trace, its deliveries and its events."""
+        record = run_query(queries.show_run, run_id)
+        record["events"] = [_event_entry(e.body) for e in the_log().run_events(run_id)]
+        return record  # type: ignore[no-any-return]
+
+    @app.get("/v1/runs/{run_id}/history", tags=["runs"])
+    def run_history(run_id: RunId, _: Read) -> dict[str, Any]:
+        """The auditor's replay: every event of the run with its record right after."""
+        history = ledger.replay(the_log(), run_id)
+        return {
+            "run_id": run_id,
+            "events": [{"n": h.n, "position": h.event.position, "event": h.event.body, "state": h.record} for h in history],
+        }
+
+    @app.post("/v1/runs/{run_id}/retry", tags=["runs"], responses={409: {"description": "Refused"}})
+    def retry_run(run_id: RunId, key: Admin, body: CommandRequest | None = None) -> dict[str, Any]:
+        """Retry a failed run (recorded as run.retried with the key's name and the reason)."""
+        ledger.retry_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None)
+        return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
+
+    @app.post("/v1/runs/{run_id}/cancel", tags=["runs"], responses={409: {"description": "Refused"}})
+    def cancel_run(run_id: RunId, key: Admin, body: CommandRequest | None = None) -> dict[str, Any]:
+        """Cancel an unfinished run."""
+        ledger.cancel_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None)
+        return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
+
+    @app.post("/v1/cancellations", response_model=CancellationResponse, tags=["runs"])
+    def cancellations(body: CancellationRequest, key: Admin) -> dict[str, Any]:
+        """Cancel every unfinished run triggered with a cancellation key."""
+        cancelled = ledger.cancel_by_key(the_log(), body.key, actor=f"api:{key.name}", reason=body.reason)
+        return {"cancellation_key": body.key, "cancelled": cancelled}
+
+    @app.get("/v1/deliveries", tags=["deliveries"])
+    def list_deliveries(
+        _: Read,
+        run_id: str | None = None,
+        channel: Literal["email", "sms", "whatsapp", "push", "in_app"] | None = None,
+        status: Annotated[list[Literal["queued", "sent", "delivered", "read", "opened", "clicked", "bounced", "failed"]] | None, Query()] = None,
+        recipient: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        page_size: PageSize = 50,
+    ) -> dict[str, Any]:
+        """Deliveries, one per message, newest first."""
+        filters = queries.DeliveryFilters(run_id, channel, tuple(status or ()), recipient)
+        return run_query(queries.list_deliveries, filters, page_size=page_size, after=after, before=before)  # type: ignore[no-any-return]
+
+    @app.get("/v1/deliveries/{message_id}", tags=["deliveries"])
+    def show_delivery(message_id: Annotated[str, Path(min_length=1, max_length=255)], _: Read) -> dict[str, Any]:
+        """One message's delivery."""
+        return run_query(queries.show_delivery, message_id)  # type: ignore[no-any-return]
+
+    @app.get("/v1/workflows", tags=["workflows"])
+    def list_workflows(_: Read) -> dict[str, Any]:
+        """Every workflow that has runs."""
+        return {"entries": run_query(queries.list_workflows)}
+
+    @app.get("/v1/workflows/counts", tags=["workflows"])
+    def counts(_: Read, include_rehearsals: bool = False) -> dict[str, Any]:
+        """Runs by status across all workflows and per workflow."""
+        return run_query(queries.counts, include_rehearsals=include_rehearsals)  # type: ignore[no-any-return]
+
+    WorkflowKey = Annotated[str, Path(min_length=1, max_length=255)]
+
+    @app.get("/v1/workflows/{key}", tags=["workflows"])
+    def workflow(key: WorkflowKey, _: Read) -> dict[str, Any]:
+        """The seed docs' workflow details: channels, totals, progress, duration."""
+        return run_query(queries.workflow_details, key)  # type: ignore[no-any-return]
+
+    @app.get("/v1/workflows/{key}/stats", tags=["workflows"])
+    def workflow_stats(key: WorkflowKey, _: Read) -> dict[str, Any]:
+        """Step attempts by state, per node and per edge."""
+        return run_query(queries.execution_stats, key)  # type: ignore[no-any-return]
+
+    def custom_openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+            }
+            schema["security"] = [{"ApiKey": []}]
+            schema["paths"]["/healthz"]["get"]["security"] = []
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = custom_openapi  # type: ignore[method-assign]
+    return app
+
+
+def _event_entry(body: dict[str, Any]) -> dict[str, Any]:
+    """One event of a run, as GET /v1/runs/{id} lists it."""
+    kind = body["type"]
+    return {
+        "id": body["id"],
+        "type": kind,
+        "occurred_at": body["occurred_at"],
+        "attempt": body.get("attempt"),
+        "step": body.get("step"),
+        "step_type": body.get("step_type"),
+        "status": "error" if kind in ("step.failed", "run.failed") else "ok",
+        "data": {k: v for k, v in body.items() if k not in ("id", "type", "occurred_at", "run_id", "recorded_at")},
+    }
+

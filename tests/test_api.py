@@ -1,0 +1,179 @@
+"""The HTTP API through httpx (FastAPI's test client): every endpoint, keys and scopes,
+problem documents."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from flowledger.api import keys
+from flowledger.api.app import MAX_BATCH_EVENTS, create_app
+from flowledger.store import open_log
+from tests.conftest import ev, step, triggered
+
+EXAMPLE = "examples/welcome-series.jsonl"
+
+
+@pytest.fixture
+def api(store_path):
+    log = open_log(store_path)
+    secrets = {scope: keys.create_key(log.backend, scope + " key", scope)[1] for scope in keys.SCOPES}
+    log.close()
+    with TestClient(create_app(store_path)) as client:
+        client.keys = secrets  # type: ignore[attr-defined]
+        yield client
+
+
+def h(api, scope):
+    return {"X-API-Key": api.keys[scope]}
+
+
+def failed_run(run_id="r1"):
+    return [
+        triggered(run_id, trigger={"source": "api", "cancellation_key": "order-7"}),
+        ev("run.started", run_id=run_id),
+        step("step.started", run_id),
+        ev("message.queued", message_id=f"{run_id}-m", channel="email", recipient="user-1", run_id=run_id, step="email-1"),
+        ev("message.delivered", message_id=f"{run_id}-m"),
+        step("step.failed", run_id, error="SMTP 451"),
+        ev("run.failed", run_id=run_id, error="gave up"),
+    ]
+
+
+def test_health_needs_no_key(api):
+    assert api.get("/healthz").json() == {"status": "ok", "events": 0}
+
+
+@pytest.mark.parametrize("method, path", [("get", "/v1/runs"), ("get", "/v1/workflows/counts"), ("post", "/v1/events"), ("get", "/openapi.json")])
+def test_a_missing_or_unknown_key_is_401(api, method, path):
+    for headers in ({}, {"X-API-Key": "fl_live_nope"}, {"X-API-Key": "something"}):
+        r = getattr(api, method)(path, headers=headers)
+        assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+        assert r.json()["status"] == 401
+
+
+def test_scopes(api):
+    events = failed_run()
+    assert api.post("/v1/events", json=events, headers=h(api, "read")).status_code == 403
+    assert api.post("/v1/events", json=events, headers=h(api, "write")).status_code == 200
+    assert api.post("/v1/runs/r1/retry", headers=h(api, "write")).status_code == 403
+    assert api.post("/v1/runs/r1/retry", headers=h(api, "admin")).status_code == 200
+    assert api.get("/v1/runs", headers=h(api, "read")).status_code == 200
+
+
+def test_a_revoked_key_stops_working(api, store_path):
+    log = open_log(store_path)
+    key, secret = keys.create_key(log.backend, "temp", "read")
+    assert api.get("/v1/runs", headers={"X-API-Key": secret}).status_code == 200
+    keys.revoke_key(log.backend, key.id)
+    log.close()
+    assert api.get("/v1/runs", headers={"X-API-Key": secret}).status_code == 401
+
+
+def test_keys_are_stored_only_as_hashes(api, store_path):
+    raw = b"".join(open(store_path + s, "rb").read() for s in ("", "-wal") if __import__("os").path.exists(store_path + s))
+    for secret in api.keys.values():
+        assert secret.encode() not in raw
+
+
+def test_post_events_all_or_nothing_and_idempotent(api):
+    events = failed_run()
+    assert api.post("/v1/events", json=events, headers=h(api, "write")).json() == {"appended": 7, "duplicates": 0}
+    assert api.post("/v1/events", json=events, headers=h(api, "write")).json() == {"appended": 0, "duplicates": 7}
+    bad = [triggered("r2"), {"id": "x", "type": "run.started", "occurred_at": "2026-11-01T09:00:00", "run_id": "r2"}]
+    r = api.post("/v1/events", json=bad, headers=h(api, "write"))
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    (error,) = r.json()["errors"]
+    assert (error["index"], error["field"], error["id"]) == (1, "occurred_at", "x")
+    assert api.get("/v1/runs/r2", headers=h(api, "read")).status_code == 404  # nothing stored
+
+
+def test_refused_facts_and_id_conflicts_are_409(api):
+    api.post("/v1/events", json=failed_run(), headers=h(api, "write"))
+    r = api.post("/v1/events", json=[ev("run.completed", run_id="r1")], headers=h(api, "write"))
+    assert r.status_code == 409
+    assert r.json()["errors"][0]["index"] == 0 and "whose status is failed" in r.json()["errors"][0]["message"]
+    conflict = {**failed_run()[0], "id": "same"}
+    api.post("/v1/events", json=[{**triggered("r9"), "id": "same"}], headers=h(api, "write"))
+    assert api.post("/v1/events", json=[{**conflict, "run_id": "r10"}], headers=h(api, "write")).status_code == 409
+
+
+def test_batch_limits_are_413_with_the_limit_named(api):
+    r = api.post("/v1/events", json=[{}] * (MAX_BATCH_EVENTS + 1), headers=h(api, "write"))
+    assert r.status_code == 413 and "10,000" in r.json()["detail"]
+    r = api.post("/v1/events", content=b"[" + b" " * (11 * 1024 * 1024) + b"]", headers={**h(api, "write"), "content-type": "application/json"})
+    assert r.status_code == 413 and "10,485,760" in r.json()["detail"]
+
+
+def test_malformed_bodies_are_422(api):
+    for body in (b"not json", b'{"id": 1}', b"[1, 2]"):
+        r = api.post("/v1/events", content=body, headers={**h(api, "write"), "content-type": "application/json"})
+        assert r.status_code == 422, body
+
+
+def test_runs_endpoints(api):
+    api.post("/v1/events", json=failed_run("r1") + [triggered("r2", workflow="other")], headers=h(api, "write"))
+    page = api.get("/v1/runs", params={"status": ["failed"], "page_size": 5}, headers=h(api, "read")).json()
+    assert [e["id"] for e in page["entries"]] == ["r1"] and page["page_info"]["page_size"] == 5
+    assert [e["id"] for e in api.get("/v1/runs", params={"workflow": "other"}, headers=h(api, "read")).json()["entries"]] == ["r2"]
+    run = api.get("/v1/runs/r1", headers=h(api, "read")).json()
+    assert run["status"] == "failed" and run["steps"][0]["status"] == "failed" and run["deliveries"][0]["status"] == "delivered"
+    assert [(e["type"], e["status"]) for e in run["events"]][-2:] == [("step.failed", "error"), ("run.failed", "error")]
+    assert run["events"][2]["step"] == "email-1" and run["events"][2]["attempt"] == 1
+    history = api.get("/v1/runs/r1/history", headers=h(api, "read")).json()
+    assert [e["state"]["status"] for e in history["events"]] == ["pending", "running", "running", "running", "failed"]
+    assert api.get("/v1/runs", params={"starting_at": "yesterday"}, headers=h(api, "read")).status_code == 422
+    assert api.get("/v1/runs", params={"status": "bogus"}, headers=h(api, "read")).status_code == 422
+
+
+def test_retry_cancel_and_cancellations(api):
+    api.post("/v1/events", json=failed_run("r1") + [triggered("r2", trigger={"source": "api", "cancellation_key": "order-7"})], headers=h(api, "write"))
+    r = api.post("/v1/runs/r1/retry", json={"reason": "provider back"}, headers=h(api, "admin"))
+    assert (r.status_code, r.json()["status"], r.json()["retry_count"]) == (200, "pending", 1)
+    again = api.post("/v1/runs/r1/retry", headers=h(api, "admin"))
+    assert again.status_code == 409 and "only a failed run" in again.json()["detail"]
+    assert api.post("/v1/runs/nope/retry", headers=h(api, "admin")).status_code == 404
+    r = api.post("/v1/cancellations", json={"key": "order-7"}, headers=h(api, "admin"))
+    assert r.json() == {"cancellation_key": "order-7", "cancelled": ["r1", "r2"]}
+    assert api.post("/v1/runs/r2/cancel", headers=h(api, "admin")).status_code == 409
+    last = api.get("/v1/runs/r1/history", headers=h(api, "read")).json()["events"][-1]["event"]
+    assert last["actor"] == "api:admin key" and last["by"] == "cancellation_key"
+
+
+def test_deliveries_and_workflows(api):
+    with open(EXAMPLE, "rb") as f:
+        events = [orjson.loads(line) for line in f]
+    assert api.post("/v1/events", json=events, headers=h(api, "write")).json()["appended"] == len(events)
+    page = api.get("/v1/deliveries", params={"channel": "whatsapp", "status": ["read"], "page_size": 3}, headers=h(api, "read")).json()
+    assert len(page["entries"]) == 3 and all(d["status"] == "read" for d in page["entries"])
+    one = api.get(f"/v1/deliveries/{page['entries'][0]['message_id']}", headers=h(api, "read")).json()
+    assert one == page["entries"][0]
+    assert api.get("/v1/deliveries/nope", headers=h(api, "read")).status_code == 404
+    assert {w["key"] for w in api.get("/v1/workflows", headers=h(api, "read")).json()["entries"]} == {"order-shipped", "password-reset", "welcome-series", "win-back"}
+    counts = api.get("/v1/workflows/counts", headers=h(api, "read")).json()
+    assert counts["total"] == 288 and counts["by_workflow"]["welcome-series"]["total"] == 50
+    assert api.get("/v1/workflows/counts", params={"include_rehearsals": "true"}, headers=h(api, "read")).json()["total"] == 293
+    details = api.get("/v1/workflows/welcome-series", headers=h(api, "read")).json()
+    assert details["channels"]["email"]["open_rate"] == 32.65
+    stats = api.get("/v1/workflows/welcome-series/stats", headers=h(api, "read")).json()
+    assert stats["total"]["completed"] == 189
+    assert api.get("/v1/workflows/nope", headers=h(api, "read")).status_code == 404
+
+
+def test_script_in_a_run_id_is_data(api):
+    nasty = "<img src=x onerror=alert(1)>"
+    api.post("/v1/events", json=[triggered(nasty)], headers=h(api, "write"))
+    r = api.get(f"/v1/runs/{nasty}", headers=h(api, "read"))
+    assert r.status_code == 200 and r.json()["id"] == nasty and r.headers["content-type"] == "application/json"
+
+
+def test_openapi_document(api):
+    doc = api.get("/openapi.json", headers=h(api, "read")).json()
+    assert doc["components"]["securitySchemes"]["ApiKey"]["name"] == "X-API-Key"
+    assert "/v1/workflows/{key}/stats" in doc["paths"] and doc["paths"]["/healthz"]["get"]["security"] == []
+
+
+def test_unknown_paths_are_problem_documents(api):
+    r = api.get("/v2/nothing", headers=h(api, "read"))
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
