@@ -54,6 +54,40 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
+class ProblemError(BaseModel):
+    """One problem of a request, for invalid events with the event's index."""
+
+    index: int | None = Field(default=None, description="The event's place in the batch, from 0.")
+    id: str | None = Field(default=None, description="The event's id, when it could be read.")
+    field: str | None = Field(default=None, description="The field path, where there is one.")
+    message: str = Field(description="What is wrong and what was expected.")
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (application/problem+json)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemError] | None = None
+
+
+_PROBLEM_RESPONSE = {"model": Problem, "content": {PROBLEM: {}}}
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {**_PROBLEM_RESPONSE, "description": text}
+    for status, text in (
+        (401, "No key, or an unknown or revoked one"),
+        (403, "The key's scope does not allow this"),
+        (404, "No such run, delivery, workflow or path"),
+        (409, "A refused fact, an id conflict or a refused command"),
+        (413, "A batch over the limits"),
+        (422, "Invalid input"),
+        (503, "The store is busy"),
+    )
+}
+
+
 class AppendResponse(BaseModel):
     """What POST /v1/events did."""
 
@@ -122,6 +156,7 @@ def create_app(store: str | None = None, *, lock_timeout: float = 60.0, follow: 
         description="The run history of workflow automations: append events, read runs, "
         "deliveries and workflows. Every endpoint but /healthz needs an X-API-Key.",
         lifespan=lifespan,
+        responses=_ERROR_RESPONSES,
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -209,7 +244,6 @@ def create_app(store: str | None = None, *, lock_timeout: float = 60.0, follow: 
         "/v1/events",
         response_model=AppendResponse,
         tags=["events"],
-        responses={409: {"description": "A refused fact or an id conflict"}, 413: {"description": "Too large"}, 422: {"description": "Invalid events"}},
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -291,13 +325,13 @@ def create_app(store: str | None = None, *, lock_timeout: float = 60.0, follow: 
             "events": [{"n": h.n, "position": h.event.position, "event": h.event.body, "state": h.record} for h in history],
         }
 
-    @app.post("/v1/runs/{run_id}/retry", tags=["runs"], responses={409: {"description": "Refused"}})
+    @app.post("/v1/runs/{run_id}/retry", tags=["runs"])
     def retry_run(run_id: RunId, key: Admin, body: CommandRequest | None = None) -> dict[str, Any]:
         """Retry a failed run (recorded as run.retried with the key's name and the reason)."""
         ledger.retry_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None)
         return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
 
-    @app.post("/v1/runs/{run_id}/cancel", tags=["runs"], responses={409: {"description": "Refused"}})
+    @app.post("/v1/runs/{run_id}/cancel", tags=["runs"])
     def cancel_run(run_id: RunId, key: Admin, body: CommandRequest | None = None) -> dict[str, Any]:
         """Cancel an unfinished run."""
         ledger.cancel_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None)
