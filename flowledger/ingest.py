@@ -183,7 +183,7 @@ def candidates(
     redactor = options.redactor
     for item in items:
         if item.error is not None:
-            rejected.append(_InputProblem(item.line, item.error, None, item.text))
+            rejected.append(_InputProblem(item.line, item.error, None, source=item.text))
             continue
         try:
             body = validate_event(item.value)
@@ -191,7 +191,7 @@ def candidates(
             event_id = item.value.get("id") if isinstance(item.value, dict) else None
             event_id = event_id if isinstance(event_id, str) else None
             for message in e.messages:
-                rejected.append(_InputProblem(item.line, message, event_id, item.text))
+                rejected.append(_InputProblem(item.line, message, event_id, source=item.text))
             continue
         body = redactor.redact_event(body)
         chunk.append(

@@ -1,0 +1,149 @@
+"""Loopback load test of the HTTP API: several client processes post webhook-shaped batches
+(1 to 100 provider events, ~5% of them resent) to `flowledger serve` for a bounded time; then
+every acknowledged event must be stored exactly once.
+
+    python benchmarks/load.py --clients 4 --seconds 20 [--store postgresql://…]
+
+Prints the acknowledged events per second and the request latency p50/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+
+from flowledger.store import open_log
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def client(n: int, url: str, key: str, seconds: float, max_requests: int, out: str) -> None:
+    """Post batches until the time or the request budget runs out; write what was acked."""
+    rng = random.Random(n)
+    acked: list[str] = []
+    latencies: list[float] = []
+    errors = 0
+    sent: list[dict] = []
+    deadline = time.monotonic() + seconds
+    with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as http:
+        i = 0
+        while time.monotonic() < deadline and len(latencies) < max_requests:
+            batch = []
+            for _ in range(rng.randint(1, 100)):
+                if sent and rng.random() < 0.05:
+                    batch.append(rng.choice(sent))  # the provider retried this webhook
+                    continue
+                i += 1
+                kind = rng.choice(["message.delivered", "message.opened", "message.read", "message.sent"])
+                batch.append(
+                    {
+                        "id": f"load-{n}-{i}",
+                        "type": kind,
+                        "occurred_at": "2026-11-01T09:00:00Z",
+                        "message_id": f"msg-{rng.randrange(5000)}",
+                    }
+                )
+            started = time.perf_counter()
+            r = http.post("/v1/events", json=batch)
+            latencies.append(time.perf_counter() - started)
+            if r.status_code == 200:
+                acked += [e["id"] for e in batch]
+                sent += batch
+            else:
+                errors += 1
+    with open(out, "w") as f:
+        json.dump({"acked": acked, "latencies": latencies, "errors": errors}, f)
+
+
+def run(clients: int, seconds: float, store: str | None = None, max_requests: int = 10**9) -> dict:
+    """Start a server, load it, check what it stored; returns the figures."""
+    folder = tempfile.mkdtemp(prefix="flload-")
+    store = store or os.path.join(folder, "load.db")
+    exe = [sys.executable, "-c", "from flowledger.cli import main; main()"]
+    key = subprocess.run(
+        [*exe, "--store", store, "keys", "create", "--name", "load", "--scope", "write"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    port = _free_port()
+    server = subprocess.Popen(
+        [*exe, "--store", store, "serve", "--port", str(port), "--no-follow"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        outs = [os.path.join(folder, f"client-{n}.json") for n in range(clients)]
+        procs = [
+            multiprocessing.Process(target=client, args=(n, url, key, seconds, max_requests, outs[n]))
+            for n in range(clients)
+        ]
+        started = time.perf_counter()
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        elapsed = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    acked: list[str] = []
+    latencies: list[float] = []
+    errors = 0
+    for out in outs:
+        with open(out) as f:
+            data = json.load(f)
+        acked += data["acked"]
+        latencies += data["latencies"]
+        errors += data["errors"]
+    log = open_log(store, create=False)
+    with log.backend.transaction(write=False) as c:
+        c.execute("SELECT state FROM stored_events")
+        stored = [json.loads(bytes(r[0]))["id"] for r in c.fetchall()]
+    log.close()
+    unique = set(acked)
+    latencies.sort()
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 2),
+        "requests": len(latencies),
+        "errors": errors,
+        "acknowledged": len(acked),
+        "unique_acknowledged": len(unique),
+        "stored": len(stored),
+        "stored_once": len(stored) == len(set(stored)),
+        "all_acknowledged_stored": unique <= set(stored),
+        "events_per_second": round(len(acked) / elapsed),
+        "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
+        "p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 1) if latencies else None,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--store", default=None, help="A store URL (default: a new SQLite file).")
+    args = parser.parse_args()
+    print(json.dumps(run(args.clients, args.seconds, args.store), indent=2))
