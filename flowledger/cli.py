@@ -19,7 +19,7 @@ from typing import IO, Any, TypeVar
 import click
 import orjson
 
-from flowledger import ledger, queries
+from flowledger import ledger, queries, shapes
 from flowledger.domain.vocabulary import normalize_timestamp
 from flowledger.domain.redaction import Redactor
 from flowledger.errors import FlowledgerError, InvalidInput
@@ -269,13 +269,16 @@ def replay(obj: Context, run_id: str, at: int | None, as_json: bool) -> None:
         return
     if as_json:
         _echo_json(
-            {
-                "run_id": run_id,
-                "events": [
-                    {"n": h.n, "position": h.event.position, "event": h.event.body, "status": h.record["status"], "state": h.record}
-                    for h in history
-                ],
-            }
+            shapes.shaped(
+                shapes.RunHistory,
+                {
+                    "run_id": run_id,
+                    "events": [
+                        {"n": h.n, "position": h.event.position, "event": h.event.body, "status": h.record["status"], "state": h.record}
+                        for h in history
+                    ],
+                },
+            )
         )
         return
     first = history[0].record
@@ -327,7 +330,7 @@ def runs_list(
     filters = queries.RunFilters(workflow, statuses, tenant, recipient, has_errors, starting_at, ending_at)
     page = _query(obj, queries.list_runs, filters, fresh=not no_catch_up, page_size=page_size, after=after, before=before)
     if as_json:
-        _echo_json(page)
+        _echo_json(shapes.shaped(shapes.RunPage, page))
         return
     rows = [("id", "workflow", "recipient", "status", "created_at", "retries", "errors")]
     for r in page["entries"]:
@@ -353,7 +356,7 @@ def runs_show(obj: Context, run_id: str, no_catch_up: bool, as_json: bool) -> No
     """
     record = _query(obj, queries.show_run, run_id, fresh=not no_catch_up)
     if as_json:
-        _echo_json(record)
+        _echo_json(shapes.shaped(shapes.RunDetail, record))
         return
     _echo_record(record)
     if record["steps"]:
@@ -405,7 +408,7 @@ def deliveries_list(
     filters = queries.DeliveryFilters(run_id, channel, statuses, recipient)
     page = _query(obj, queries.list_deliveries, filters, fresh=not no_catch_up, page_size=page_size, after=after, before=before)
     if as_json:
-        _echo_json(page)
+        _echo_json(shapes.shaped(shapes.DeliveryPage, page))
         return
     _echo_deliveries(page["entries"])
     _echo_page_info(page["page_info"])
@@ -435,7 +438,7 @@ def workflows_list(obj: Context, no_catch_up: bool, as_json: bool) -> None:
     """
     items = _query(obj, queries.list_workflows, fresh=not no_catch_up)
     if as_json:
-        _echo_json(items)
+        _echo_json(shapes.shaped(shapes.WorkflowList, {"entries": items})["entries"])
         return
     rows = [("workflow", "status", "runs", *STATUSES, "last run")]
     for w in items:
@@ -460,7 +463,7 @@ def workflows_show(obj: Context, key: str, no_catch_up: bool, as_json: bool) -> 
     """
     details = _query(obj, queries.workflow_details, key, fresh=not no_catch_up)
     if as_json:
-        _echo_json(details)
+        _echo_json(shapes.shaped(shapes.WorkflowDetails, details))
         return
     p = details["progress"]
     click.echo(f"{details['key']}: {details['status']}, {p['processed']} of {p['total']} runs finished ({p['percentage']}%)")
@@ -494,7 +497,7 @@ def stats(obj: Context, key: str, no_catch_up: bool, as_json: bool) -> None:
     """
     data = _query(obj, queries.execution_stats, key, fresh=not no_catch_up)
     if as_json:
-        _echo_json(data)
+        _echo_json(shapes.shaped(shapes.ExecutionStats, data))
         return
     rows = [("node", "type", *STEP_STATES)]
     rows.append(("(total)", "", *(str(data["total"][s]) for s in STEP_STATES)))
@@ -520,7 +523,7 @@ def counts(obj: Context, include_rehearsals: bool, no_catch_up: bool, as_json: b
     """
     data = _query(obj, queries.counts, fresh=not no_catch_up, include_rehearsals=include_rehearsals)
     if as_json:
-        _echo_json(data)
+        _echo_json(shapes.shaped(shapes.Counts, data))
         return
     rows = [("workflow", "total", *STATUSES)]
     for wf, c in data["by_workflow"].items():
@@ -634,7 +637,7 @@ def retry(obj: Context, run_id: str, reason: str | None, actor: str | None, as_j
     finally:
         log.close()
     if as_json:
-        _echo_json(record)
+        _echo_json(shapes.shaped(shapes.RunDetail, record))
     else:
         click.echo(
             f"Run {run_id} retried (retry {record['retry_count']} of {record['max_retries']}); "
@@ -678,7 +681,7 @@ def cancel(
         else:
             click.echo(f"Cancelled {len(cancelled)} run(s) with cancellation_key {key!r}" + (": " + ", ".join(cancelled) if cancelled else "."))
     elif as_json:
-        _echo_json(record)
+        _echo_json(shapes.shaped(shapes.RunDetail, record))
     else:
         click.echo(f"Run {run_id} cancelled.")
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from flowledger import ledger, queries
+from flowledger import ledger, queries, shapes
 from flowledger.api import keys
 from flowledger.domain.vocabulary import normalize_timestamp
 from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, StoreBusy
@@ -286,7 +286,7 @@ def create_app(store: str | None = None, *, lock_timeout: float = 60.0, follow: 
 
     PageSize = Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)]
 
-    @app.get("/v1/runs", tags=["runs"])
+    @app.get("/v1/runs", tags=["runs"], response_model=shapes.RunPage)
     def list_runs(
         _: Read,
         workflow: str | None = None,
@@ -309,14 +309,14 @@ def create_app(store: str | None = None, *, lock_timeout: float = 60.0, follow: 
 
     RunId = Annotated[str, Path(min_length=1, max_length=255)]
 
-    @app.get("/v1/runs/{run_id}", tags=["runs"])
+    @app.get("/v1/runs/{run_id}", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
     def show_run(run_id: RunId, _: Read) -> dict[str, Any]:
         """A run's record, its step trace, its deliveries and its events."""
         record = run_query(queries.show_run, run_id)
         record["events"] = [_event_entry(e.body) for e in the_log().run_events(run_id)]
         return record  # type: ignore[no-any-return]
 
-    @app.get("/v1/runs/{run_id}/history", tags=["runs"])
+    @app.get("/v1/runs/{run_id}/history", tags=["runs"], response_model=shapes.RunHistory, response_model_exclude_unset=True)
     def run_history(run_id: RunId, _: Read) -> dict[str, Any]:
         """The auditor's replay: every event of the run with its record right after."""
         history = ledger.replay(the_log(), run_id)
@@ -325,13 +325,13 @@ def create_app(store: str | None = None, *, lock_timeout: float = 60.0, follow: 
             "events": [{"n": h.n, "position": h.event.position, "event": h.event.body, "state": h.record} for h in history],
         }
 
-    @app.post("/v1/runs/{run_id}/retry", tags=["runs"])
+    @app.post("/v1/runs/{run_id}/retry", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
     def retry_run(run_id: RunId, key: Admin, body: CommandRequest | None = None) -> dict[str, Any]:
         """Retry a failed run (recorded as run.retried with the key's name and the reason)."""
         ledger.retry_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None)
         return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
 
-    @app.post("/v1/runs/{run_id}/cancel", tags=["runs"])
+    @app.post("/v1/runs/{run_id}/cancel", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
     def cancel_run(run_id: RunId, key: Admin, body: CommandRequest | None = None) -> dict[str, Any]:
         """Cancel an unfinished run."""
         ledger.cancel_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None)
@@ -343,7 +343,7 @@ def create_app(store: str | None = None, *, lock_timeout: float = 60.0, follow: 
         cancelled = ledger.cancel_by_key(the_log(), body.key, actor=f"api:{key.name}", reason=body.reason)
         return {"cancellation_key": body.key, "cancelled": cancelled}
 
-    @app.get("/v1/deliveries", tags=["deliveries"])
+    @app.get("/v1/deliveries", tags=["deliveries"], response_model=shapes.DeliveryPage)
     def list_deliveries(
         _: Read,
         run_id: str | None = None,
@@ -358,29 +358,29 @@ def create_app(store: str | None = None, *, lock_timeout: float = 60.0, follow: 
         filters = queries.DeliveryFilters(run_id, channel, tuple(status or ()), recipient)
         return run_query(queries.list_deliveries, filters, page_size=page_size, after=after, before=before)  # type: ignore[no-any-return]
 
-    @app.get("/v1/deliveries/{message_id}", tags=["deliveries"])
+    @app.get("/v1/deliveries/{message_id}", tags=["deliveries"], response_model=shapes.Delivery)
     def show_delivery(message_id: Annotated[str, Path(min_length=1, max_length=255)], _: Read) -> dict[str, Any]:
         """One message's delivery."""
         return run_query(queries.show_delivery, message_id)  # type: ignore[no-any-return]
 
-    @app.get("/v1/workflows", tags=["workflows"])
+    @app.get("/v1/workflows", tags=["workflows"], response_model=shapes.WorkflowList)
     def list_workflows(_: Read) -> dict[str, Any]:
         """Every workflow that has runs."""
         return {"entries": run_query(queries.list_workflows)}
 
-    @app.get("/v1/workflows/counts", tags=["workflows"])
+    @app.get("/v1/workflows/counts", tags=["workflows"], response_model=shapes.Counts)
     def counts(_: Read, include_rehearsals: bool = False) -> dict[str, Any]:
         """Runs by status across all workflows and per workflow."""
         return run_query(queries.counts, include_rehearsals=include_rehearsals)  # type: ignore[no-any-return]
 
     WorkflowKey = Annotated[str, Path(min_length=1, max_length=255)]
 
-    @app.get("/v1/workflows/{key}", tags=["workflows"])
+    @app.get("/v1/workflows/{key}", tags=["workflows"], response_model=shapes.WorkflowDetails, response_model_exclude_unset=True)
     def workflow(key: WorkflowKey, _: Read) -> dict[str, Any]:
         """The seed docs' workflow details: channels, totals, progress, duration."""
         return run_query(queries.workflow_details, key)  # type: ignore[no-any-return]
 
-    @app.get("/v1/workflows/{key}/stats", tags=["workflows"])
+    @app.get("/v1/workflows/{key}/stats", tags=["workflows"], response_model=shapes.ExecutionStats)
     def workflow_stats(key: WorkflowKey, _: Read) -> dict[str, Any]:
         """Step attempts by state, per node and per edge."""
         return run_query(queries.execution_stats, key)  # type: ignore[no-any-return]
