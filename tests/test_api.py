@@ -105,6 +105,15 @@ def test_batch_limits_are_413_with_the_limit_named(api):
     r = api.post("/v1/events", content=b"[" + b" " * (11 * 1024 * 1024) + b"]", headers={**h(api, "write"), "content-type": "application/json"})
     assert r.status_code == 413 and "10,485,760" in r.json()["detail"]
 
+    def chunks():  # no Content-Length: the limit holds all the same
+        yield b"["
+        for _ in range(11):
+            yield b" " * (1024 * 1024)
+        yield b"]"
+
+    r = api.post("/v1/events", content=chunks(), headers={**h(api, "write"), "content-type": "application/json"})
+    assert r.status_code == 413 and "10,485,760" in r.json()["detail"]
+
 
 def test_malformed_bodies_are_422(api):
     for body in (b"not json", b'{"id": 1}', b"[1, 2]"):

@@ -259,9 +259,15 @@ def create_app(store: str | None = None, *, lock_timeout: float = 60.0, follow: 
         size = int(request.headers.get("content-length") or 0)
         if size > MAX_BATCH_BYTES:
             raise ApiProblem(413, "Too large", f"the body is {size:,} bytes; the limit is {MAX_BATCH_BYTES:,}")
-        body = await request.body()
-        if len(body) > MAX_BATCH_BYTES:
-            raise ApiProblem(413, "Too large", f"the body is {len(body):,} bytes; the limit is {MAX_BATCH_BYTES:,}")
+        # Read no more than the limit, whatever Content-Length said (or if it said nothing).
+        parts: list[bytes] = []
+        received = 0
+        async for part in request.stream():
+            received += len(part)
+            if received > MAX_BATCH_BYTES:
+                raise ApiProblem(413, "Too large", f"the body is over {MAX_BATCH_BYTES:,} bytes, the limit")
+            parts.append(part)
+        body = b"".join(parts)
         try:
             events = orjson.loads(body)
         except orjson.JSONDecodeError as e:
