@@ -446,3 +446,13 @@ def execution_stats(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
         ],
         "edges": [{"from": a, "to": b, **counts_} for (a, b), counts_ in sorted(edges.items())],
     }
+
+
+def runs_per_day(c: sqlite3.Cursor, workflow: str) -> list[tuple[str, str, int]]:
+    """A workflow's runs by the day they were created and their status now."""
+    c.execute(
+        "SELECT substr(created_at, 1, 10), status, COUNT(*) FROM runs WHERE workflow = ? "
+        "GROUP BY substr(created_at, 1, 10), status ORDER BY 1",
+        (workflow,),
+    )
+    return [(d, s, int(n)) for d, s, n in c.fetchall()]

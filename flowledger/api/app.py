@@ -403,6 +403,9 @@ def create_app(store: str | None = None, *, lock_timeout: float = 60.0, follow: 
         return app.openapi_schema
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
+    from flowledger.web import pages
+
+    pages.mount(app, the_log)
     return app
 
 

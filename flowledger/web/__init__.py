@@ -1,0 +1,1 @@
+"""The operators' web page: server-rendered HTML over the same queries as the API."""

@@ -1,0 +1,318 @@
+"""The operators' pages: run history, a run, deliveries, workflows and the workspace counts.
+
+Server-rendered (Jinja2, every value escaped), over the same queries as the API. Signing in
+stores the API key in an HttpOnly, SameSite=Strict cookie; forms that change state carry a
+CSRF token derived from the key; read keys see everything but the buttons.
+"""
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from flowledger import ledger, queries
+from flowledger.api import keys
+from flowledger.domain.run import STATUSES
+from flowledger.domain.vocabulary import normalize_timestamp
+from flowledger.errors import CommandRefused, NotFound
+from flowledger.projections.run_record import error_text
+from flowledger.projections.steps_view import STEP_STATES
+from flowledger.store.log import EventLog
+from flowledger.web import charts
+
+COOKIE = "flowledger_session"
+"""The cookie that holds the signed-in API key."""
+STUCK_AFTER = timedelta(hours=1)
+"""A pending or running run with no news for this long is marked stuck."""
+RANGES = [("all", "Any time"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("custom", "Custom")]
+_RANGE_DELTAS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+CHIPS = [(None, "All"), ("running", "Running"), ("completed", "Completed"), ("failed", "Failed"), ("cancelled", "Cancelled")]
+DELIVERY_STATUSES = ["queued", "sent", "delivered", "read", "opened", "clicked", "bounced", "failed"]
+CHANNELS = ["email", "sms", "whatsapp", "push", "in_app"]
+
+_env = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+_env.filters["t"] = lambda s: "–" if not s else s.replace(".000000Z", "Z").replace("T", " ")
+_env.filters["pretty"] = lambda v: orjson.dumps(v, option=orjson.OPT_INDENT_2).decode()
+
+
+def csrf_token(secret: str) -> str:
+    """The CSRF token of a signed-in key: only someone holding the key can make it."""
+    return hmac.new(secret.encode(), b"flowledger csrf", hashlib.sha256).hexdigest()
+
+
+def _label(recipient: Any) -> str:
+    if isinstance(recipient, dict):
+        return f"{recipient['collection']}/{recipient['id']}"
+    return recipient or "?"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
+    """Add the pages to the API's app."""
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+
+    def render(request: Request, template: str, http_status: int = 200, **context: Any) -> HTMLResponse:
+        html = _env.get_template(template).render(request=request, **context)
+        return HTMLResponse(html, status_code=http_status)
+
+    def signed_in(request: Request) -> tuple[keys.ApiKey, str] | None:
+        secret = request.cookies.get(COOKIE)
+        if not secret:
+            return None
+        key = keys.verify(the_log().backend, secret)
+        if key is None or key.revoked_at is not None:
+            return None
+        return key, secret
+
+    def to_login(request: Request) -> RedirectResponse:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
+
+    def page(section: str, template: str, request: Request, session: tuple[keys.ApiKey, str], **context: Any) -> HTMLResponse:
+        key, secret = session
+        return render(request, template, section=section, key=key, csrf=csrf_token(secret), **context)
+
+    def not_found(request: Request, session: tuple[keys.ApiKey, str], message: str) -> HTMLResponse:
+        response = page("", "base.html", request, session, error=message)
+        response.status_code = 404
+        return response
+
+    def q(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return ledger.query(the_log(), fn, *args, **kwargs)
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_form(request: Request, next: str = "/") -> HTMLResponse:
+        return render(request, "login.html", next=next, key=None)
+
+    @app.post("/login", include_in_schema=False)
+    def login(request: Request, api_key: str = Form(""), next: str = Form("/")) -> Response:
+        key = keys.verify(the_log().backend, api_key.strip())
+        if key is None or key.revoked_at is not None:
+            return render(request, "login.html", http_status=401, next=next, key=None, error="That API key is unknown or revoked.")
+        # Only a path on this site: never an open redirect.
+        target = next if next.startswith("/") and not next.startswith("//") else "/"
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(COOKIE, api_key.strip(), httponly=True, samesite="strict", path="/")
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request, csrf: str = Form("")) -> Response:
+        session = signed_in(request)
+        if session is not None and hmac.compare_digest(csrf, csrf_token(session[1])):
+            response = RedirectResponse("/login", status_code=303)
+            response.delete_cookie(COOKIE, path="/")
+            return response
+        return RedirectResponse("/", status_code=303)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home(request: Request) -> Response:
+        session = signed_in(request)
+        if session is None:
+            return to_login(request)
+        return page("home", "home.html", request, session, counts=q(queries.counts), statuses=STATUSES)
+
+    @app.get("/runs", response_class=HTMLResponse, include_in_schema=False)
+    def runs(
+        request: Request,
+        status: str | None = None,
+        workflow: str | None = None,
+        recipient: str | None = None,
+        range: str = "all",
+        to: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> Response:
+        session = signed_in(request)
+        if session is None:
+            return to_login(request)
+        params = dict(request.query_params)
+        from_ = params.get("from") or None
+        status = status if status in STATUSES else None
+        workflow = workflow or None
+        recipient = (recipient or "").strip() or None
+        error = None
+        starting_at = ending_at = None
+        if range in _RANGE_DELTAS:
+            starting_at = _stamp(_now() - _RANGE_DELTAS[range])
+        elif range == "custom":
+            try:
+                starting_at = _normal(from_)
+                ending_at = _normal(to)
+            except ValueError:
+                error = "Dates must be RFC 3339 with an offset, like 2026-11-01T00:00:00Z."
+        filters = queries.RunFilters(workflow, (status,) if status else (), None, recipient, False, starting_at, ending_at)
+        try:
+            result = q(queries.list_runs, filters, page_size=25, after=after or None, before=before or None)
+        except queries.BadQuery as e:
+            result, error = {"entries": [], "page_info": {"after": None, "before": None}}, str(e)
+        counts = q(queries.counts, include_rehearsals=True)
+        scope = counts["by_workflow"].get(workflow, dict.fromkeys(["total", *STATUSES], 0)) if workflow else counts
+        base = {k: v for k, v in {"workflow": workflow, "recipient": recipient, "range": range, "from": from_, "to": to}.items() if v}
+        chips = [
+            {
+                "status": s or "all",
+                "label": label,
+                "count": scope["total"] if s is None else scope[s],
+                "href": "/runs?" + urlencode({**base, **({"status": s} if s else {})}),
+                "current": s == status,
+            }
+            for s, label in CHIPS
+        ]
+        now = _now()
+        entries = []
+        for r in result["entries"]:
+            updated = datetime.fromisoformat(r["updated_at"])
+            entries.append({**r, "recipient_label": _label(r["recipient"]), "stuck": r["status"] in ("pending", "running") and now - updated > STUCK_AFTER})
+        state = {**base, **({"status": status} if status else {})}
+        info = result["page_info"]
+        return page(
+            "runs", "runs.html", request, session,
+            runs=entries, chips=chips, status=status, workflow=workflow, recipient=recipient, range=range,
+            from_=from_, to=to, ranges=RANGES, workflows=sorted(counts["by_workflow"]), error=error,
+            stuck_after="1 hour",
+            older="/runs?" + urlencode({**state, "after": info["after"]}) if info["after"] else None,
+            newer="/runs?" + urlencode({**state, "before": info["before"]}) if info["before"] else None,
+        )
+
+    @app.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
+    def run(request: Request, run_id: str, done: str | None = None, refused: str | None = None) -> Response:
+        session = signed_in(request)
+        if session is None:
+            return to_login(request)
+        try:
+            record = q(queries.show_run, run_id)
+            history = ledger.replay(the_log(), run_id)
+        except NotFound as e:
+            return not_found(request, session, str(e))
+        now = _stamp(_now())
+        return page(
+            "runs", "run.html", request, session,
+            run=record, recipient=_label(record["recipient"]), timeline=charts.timeline(record["steps"], now),
+            history=[{"n": h.n, "event": h.event.body, "record": h.record, "detail": _detail(h.event.body)} for h in history],
+            message={"retried": "The run was retried.", "cancelled": "The run was cancelled."}.get(done or ""),
+            error=refused,
+        )
+
+    def command(request: Request, run_id: str, csrf: str, action: Callable[..., Any], done: str) -> Response:
+        session = signed_in(request)
+        if session is None:
+            return to_login(request)
+        key, secret = session
+        if not hmac.compare_digest(csrf, csrf_token(secret)):
+            return render(request, "base.html", http_status=403, key=key, csrf=csrf_token(secret), error="That form has expired; reload the page and try again.")
+        if not key.allows("admin"):
+            return render(request, "base.html", http_status=403, key=key, csrf=csrf_token(secret), error="Only admin keys can retry or cancel runs.")
+        target = f"/runs/{run_id}"
+        try:
+            action(the_log(), run_id, actor=f"web:{key.name}")
+        except NotFound as e:
+            return not_found(request, session, str(e))
+        except CommandRefused as e:
+            return RedirectResponse(target + "?" + urlencode({"refused": str(e)}), status_code=303)
+        return RedirectResponse(target + "?" + urlencode({"done": done}), status_code=303)
+
+    @app.post("/runs/{run_id}/retry", include_in_schema=False)
+    def retry(request: Request, run_id: str, csrf: str = Form("")) -> Response:
+        return command(request, run_id, csrf, ledger.retry_run, "retried")
+
+    @app.post("/runs/{run_id}/cancel", include_in_schema=False)
+    def cancel(request: Request, run_id: str, csrf: str = Form("")) -> Response:
+        return command(request, run_id, csrf, ledger.cancel_run, "cancelled")
+
+    @app.get("/deliveries", response_class=HTMLResponse, include_in_schema=False)
+    def deliveries(
+        request: Request,
+        channel: str | None = None,
+        status: str | None = None,
+        recipient: str | None = None,
+        run_id: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> Response:
+        session = signed_in(request)
+        if session is None:
+            return to_login(request)
+        channel = channel if channel in CHANNELS else None
+        status = status if status in DELIVERY_STATUSES else None
+        recipient = (recipient or "").strip() or None
+        run_id = (run_id or "").strip() or None
+        error = None
+        filters = queries.DeliveryFilters(run_id, channel, (status,) if status else (), recipient)
+        try:
+            result = q(queries.list_deliveries, filters, page_size=25, after=after or None, before=before or None)
+        except queries.BadQuery as e:
+            result, error = {"entries": [], "page_info": {"after": None, "before": None}}, str(e)
+        state = {k: v for k, v in {"channel": channel, "status": status, "recipient": recipient, "run_id": run_id}.items() if v}
+        info = result["page_info"]
+        return page(
+            "deliveries", "deliveries.html", request, session,
+            deliveries=[{**d, "recipient_label": _label(d["recipient"])} for d in result["entries"]],
+            channel=channel, status=status, recipient=recipient, run_id=run_id, channels=CHANNELS,
+            delivery_statuses=DELIVERY_STATUSES, error=error,
+            older="/deliveries?" + urlencode({**state, "after": info["after"]}) if info["after"] else None,
+            newer="/deliveries?" + urlencode({**state, "before": info["before"]}) if info["before"] else None,
+        )
+
+    @app.get("/workflows", response_class=HTMLResponse, include_in_schema=False)
+    def workflows(request: Request) -> Response:
+        session = signed_in(request)
+        if session is None:
+            return to_login(request)
+        return page("workflows", "workflows.html", request, session, workflows=q(queries.list_workflows), statuses=STATUSES)
+
+    @app.get("/workflows/{key}", response_class=HTMLResponse, include_in_schema=False)
+    def workflow(request: Request, key: str) -> Response:
+        session = signed_in(request)
+        if session is None:
+            return to_login(request)
+        try:
+            details = q(queries.workflow_details, key)
+            stats = q(queries.execution_stats, key)
+            per_day = q(queries.runs_per_day, key)
+        except NotFound as e:
+            return not_found(request, session, str(e))
+        return page(
+            "workflows", "workflow.html", request, session,
+            d=details, stats=stats, states=STEP_STATES,
+            funnels=[(ch, charts.funnel(ch, m)) for ch, m in details["channels"].items()],
+            graph=charts.graph(stats), over_time=charts.over_time(per_day),
+        )
+
+
+def _normal(value: str | None) -> str | None:
+    return normalize_timestamp(value) if value else None
+
+
+def _detail(event: dict[str, Any]) -> str:
+    kind = event["type"]
+    if kind == "run.triggered":
+        return f"{event['workflow']} ({(event.get('trigger') or {}).get('source', 'api')})"
+    if kind.startswith("step."):
+        text = f"{event['step']} #{event['attempt']} {event['step_type']}"
+        return text + (": " + error_text(event["error"]) if kind == "step.failed" else "")
+    if kind == "run.failed":
+        return error_text(event["error"])
+    if kind == "run.cancelled":
+        return f"by {event['by']}" + (f": {event['reason']}" if event.get("reason") else "")
+    if kind in ("run.retried", "run.retrying", "run.paused"):
+        return " ".join(p for p in (f"by {event['actor']}" if event.get("actor") else "", event.get("reason") or "") if p)
+    return ""
