@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
+import threading
+import time
 import uuid
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -85,3 +89,30 @@ def postgres_url():
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def live_server(app: Any):
+    """Serve an ASGI app with uvicorn on loopback, in a thread; yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

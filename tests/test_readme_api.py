@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
 import pytest
+
+from tests.conftest import free_port
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 README = open(os.path.join(ROOT, "README.md")).read()
@@ -27,9 +28,7 @@ def _blocks():
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="no curl on this machine")
 def test_the_curl_calls_work_as_shown(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "FLOWLEDGER_STORE": str(tmp_path / "api.db")}
     exe = [sys.executable, "-c", "from flowledger.cli import main; main()"]
     subprocess.run([*exe, "append", os.path.join(ROOT, "examples", "welcome-series.jsonl")], env=env, check=True, capture_output=True)

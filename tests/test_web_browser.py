@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import threading
-import time
 
 import pytest
-import uvicorn
 
 from flowledger import ledger
 from flowledger.api import keys
 from flowledger.api.app import create_app
 from flowledger.store import open_log
-from tests.conftest import ev, triggered
+from tests.conftest import ev, live_server, triggered
 from tests.histories import jsonl
 
 CHROMIUM = "/usr/bin/chromium"
@@ -49,18 +45,8 @@ def site(tmp_path_factory):
     _, admin = keys.create_key(log.backend, "ops", "admin")
     _, reader = keys.create_key(log.backend, "dashboard", "read")
     log.close()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(path), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", admin, reader
-    server.should_exit = True
-    thread.join(timeout=10)
+    with live_server(create_app(path)) as base_url:
+        yield base_url, admin, reader
 
 
 @pytest.fixture(scope="module")

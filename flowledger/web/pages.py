@@ -10,11 +10,11 @@ import hmac
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import orjson
-from fastapi import FastAPI, Form, Request
+from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -74,6 +74,22 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
         html = _env.get_template(template).render(request=request, **context)
         return HTMLResponse(html, status_code=http_status)
 
+    class _SignInFirst(Exception):
+        """A page was asked for without a signed-in key."""
+
+    @app.exception_handler(_SignInFirst)
+    async def _to_login(request: Request, exc: _SignInFirst) -> Response:
+        return to_login(request)
+
+    def session(request: Request) -> tuple[keys.ApiKey, str]:
+        """The signed-in key (and its secret); anyone else is sent to sign in."""
+        found = signed_in(request)
+        if found is None:
+            raise _SignInFirst
+        return found
+
+    Session = Annotated[tuple[keys.ApiKey, str], Depends(session)]
+
     def signed_in(request: Request) -> tuple[keys.ApiKey, str] | None:
         secret = request.cookies.get(COOKIE)
         if not secret:
@@ -124,15 +140,13 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
         return RedirectResponse("/", status_code=303)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def home(request: Request) -> Response:
-        session = signed_in(request)
-        if session is None:
-            return to_login(request)
+    def home(request: Request, session: Session) -> Response:
         return page("home", "home.html", request, session, counts=q(queries.counts), statuses=STATUSES)
 
     @app.get("/runs", response_class=HTMLResponse, include_in_schema=False)
     def runs(
         request: Request,
+        session: Session,
         status: str | None = None,
         workflow: str | None = None,
         recipient: str | None = None,
@@ -141,9 +155,6 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
         after: str | None = None,
         before: str | None = None,
     ) -> Response:
-        session = signed_in(request)
-        if session is None:
-            return to_login(request)
         params = dict(request.query_params)
         from_ = params.get("from") or None
         status = status if status in STATUSES else None
@@ -194,10 +205,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
         )
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
-    def run(request: Request, run_id: str, done: str | None = None, refused: str | None = None) -> Response:
-        session = signed_in(request)
-        if session is None:
-            return to_login(request)
+    def run(request: Request, session: Session, run_id: str, done: str | None = None, refused: str | None = None) -> Response:
         try:
             record = q(queries.show_run, run_id)
             history = ledger.replay(the_log(), run_id)
@@ -212,11 +220,10 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
             error=refused,
         )
 
-    def command(request: Request, run_id: str, csrf: str, action: Callable[..., Any], done: str) -> Response:
-        session = signed_in(request)
-        if session is None:
-            return to_login(request)
-        key, secret = session
+    def command(
+        request: Request, found: tuple[keys.ApiKey, str], run_id: str, csrf: str, action: Callable[..., Any], done: str
+    ) -> Response:
+        key, secret = found
         if not hmac.compare_digest(csrf, csrf_token(secret)):
             return render(request, "base.html", http_status=403, key=key, csrf=csrf_token(secret), error="That form has expired; reload the page and try again.")
         if not key.allows("admin"):
@@ -225,22 +232,23 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
         try:
             action(the_log(), run_id, actor=f"web:{key.name}")
         except NotFound as e:
-            return not_found(request, session, str(e))
+            return not_found(request, found, str(e))
         except CommandRefused as e:
             return RedirectResponse(target + "?" + urlencode({"refused": str(e)}), status_code=303)
         return RedirectResponse(target + "?" + urlencode({"done": done}), status_code=303)
 
     @app.post("/runs/{run_id}/retry", include_in_schema=False)
-    def retry(request: Request, run_id: str, csrf: str = Form("")) -> Response:
-        return command(request, run_id, csrf, ledger.retry_run, "retried")
+    def retry(request: Request, session: Session, run_id: str, csrf: str = Form("")) -> Response:
+        return command(request, session, run_id, csrf, ledger.retry_run, "retried")
 
     @app.post("/runs/{run_id}/cancel", include_in_schema=False)
-    def cancel(request: Request, run_id: str, csrf: str = Form("")) -> Response:
-        return command(request, run_id, csrf, ledger.cancel_run, "cancelled")
+    def cancel(request: Request, session: Session, run_id: str, csrf: str = Form("")) -> Response:
+        return command(request, session, run_id, csrf, ledger.cancel_run, "cancelled")
 
     @app.get("/deliveries", response_class=HTMLResponse, include_in_schema=False)
     def deliveries(
         request: Request,
+        session: Session,
         channel: str | None = None,
         status: str | None = None,
         recipient: str | None = None,
@@ -248,9 +256,6 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
         after: str | None = None,
         before: str | None = None,
     ) -> Response:
-        session = signed_in(request)
-        if session is None:
-            return to_login(request)
         channel = channel if channel in CHANNELS else None
         status = status if status in DELIVERY_STATUSES else None
         recipient = (recipient or "").strip() or None
@@ -273,17 +278,11 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
         )
 
     @app.get("/workflows", response_class=HTMLResponse, include_in_schema=False)
-    def workflows(request: Request) -> Response:
-        session = signed_in(request)
-        if session is None:
-            return to_login(request)
+    def workflows(request: Request, session: Session) -> Response:
         return page("workflows", "workflows.html", request, session, workflows=q(queries.list_workflows), statuses=STATUSES)
 
     @app.get("/workflows/{key}", response_class=HTMLResponse, include_in_schema=False)
-    def workflow(request: Request, key: str) -> Response:
-        session = signed_in(request)
-        if session is None:
-            return to_login(request)
+    def workflow(request: Request, session: Session, key: str) -> Response:
         try:
             details = q(queries.workflow_details, key)
             stats = q(queries.execution_stats, key)
