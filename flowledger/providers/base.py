@@ -1,0 +1,135 @@
+"""The interface every provider adapter has, and what they share."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from flowledger.errors import FlowledgerError
+
+MAX_SIGNATURE_AGE = 300
+"""Seconds a signed timestamp stays good: older requests are refused as replays."""
+
+FLOWLEDGER_ID_KEYS = ("flowledger_message_id", "flowledger-message-id", "message_id")
+"""The keys a sender may put its flowledger message id under (custom args, metadata…)."""
+
+
+class SignatureInvalid(FlowledgerError):
+    """A webhook request that cannot be shown to come from its provider."""
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """What a webhook request brings to be checked."""
+
+    body: bytes
+    """The raw body, exactly as received."""
+    headers: dict[str, str]
+    """The headers, with lower-case names."""
+    url: str = ""
+    """The full URL the provider called (Twilio signs it)."""
+    form: dict[str, str] = field(default_factory=dict)
+    """The decoded form fields of a form-encoded body (Twilio)."""
+
+
+@dataclass(frozen=True)
+class ProviderFact:
+    """One provider event, translated."""
+
+    provider: str
+    """Who sent it: sendgrid, mailgun, postmark, twilio or whatsapp."""
+    dedupe_id: str
+    """The provider's own id for this event: the idempotency key."""
+    kind: str | None
+    """The flowledger message event it is (message.delivered, …); None for a status that
+    counts nowhere (Twilio's queued, say), kept but not a fact about delivery."""
+    occurred_at: str
+    """When it happened, UTC (RFC 3339)."""
+    message_id: str | None
+    """flowledger's message id, when the sender put it in the message (custom args, …)."""
+    provider_message_id: str | None
+    """The provider's id for the message."""
+    recipient: str | None = None
+    """Who the message was for, as the provider says."""
+    url: str | None = None
+    """The link clicked."""
+    reason: str | None = None
+    """Why it bounced or failed."""
+    machine: bool = False
+    """An open or click by a machine (privacy proxy, security scanner), not a person."""
+    temporary: bool = False
+    """A deferral or soft failure: never counts as failed."""
+    cost: dict[str, Any] | None = None
+    """What the provider charged, when it says."""
+    raw: dict[str, Any] = field(default_factory=dict)
+    """The provider's event as it came (redacted before it is stored)."""
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """How one provider's webhooks are checked, read and translated."""
+
+    name: str
+    """The provider's name (the webhook URL's last part)."""
+    verify: Callable[[SignedRequest, dict[str, str], float], None]
+    """Raise :class:`SignatureInvalid` unless the request is the provider's (secrets, now)."""
+    parse: Callable[[SignedRequest, float], list[dict[str, Any]]]
+    """The provider events a request carries (now: when it was received)."""
+    translate: Callable[[dict[str, Any]], ProviderFact]
+    """One provider event as a fact."""
+
+    def facts(self, request: SignedRequest, secrets: dict[str, str], now: float) -> list[ProviderFact]:
+        """Check a request, then translate every event it carries."""
+        self.verify(request, secrets, now)
+        return [self.translate(item) for item in self.parse(request, now)]
+
+
+def unix_time(seconds: Any) -> str:
+    """A unix timestamp (seconds, maybe fractional, maybe a string) as UTC RFC 3339."""
+    moment = datetime.fromtimestamp(float(seconds), UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def iso_time(value: str) -> str:
+    """An ISO 8601 timestamp with an offset (or Z) as UTC RFC 3339."""
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def require_secret(secrets: dict[str, str], name: str, provider: str) -> str:
+    """A configured secret; a provider with none configured takes no webhooks."""
+    value = secrets.get(name)
+    if not value:
+        raise SignatureInvalid(f"no {name} is configured for {provider}: its webhooks are refused")
+    return value
+
+
+def fresh(timestamp: Any, now: float, provider: str) -> None:
+    """Refuse a signed timestamp older (or newer) than :data:`MAX_SIGNATURE_AGE`."""
+    try:
+        age = abs(now - float(timestamp))
+    except (TypeError, ValueError):
+        raise SignatureInvalid(f"{provider}: the signed timestamp is not a number") from None
+    if age > MAX_SIGNATURE_AGE:
+        raise SignatureInvalid(f"{provider}: the signed timestamp is {age:.0f} s away from now (at most {MAX_SIGNATURE_AGE} s)")
+
+
+def same(a: str, b: str) -> bool:
+    """Compare two signatures in constant time."""
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def flowledger_id(*places: Any) -> str | None:
+    """The first flowledger message id found in the given dicts (custom args, metadata…)."""
+    for place in places:
+        if isinstance(place, dict):
+            for key in FLOWLEDGER_ID_KEYS:
+                value = place.get(key)
+                if isinstance(value, str) and value:
+                    return value
+    return None

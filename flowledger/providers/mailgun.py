@@ -1,0 +1,87 @@
+"""Mailgun webhooks: one JSON object per request, with the signature inside it.
+
+``signature.signature`` is the hex HMAC-SHA256, with the webhook signing key (secret
+`signing_key`), of ``signature.timestamp`` followed by ``signature.token``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+import orjson
+
+from flowledger.providers.base import (
+    Adapter,
+    ProviderFact,
+    SignatureInvalid,
+    SignedRequest,
+    flowledger_id,
+    fresh,
+    require_secret,
+    same,
+    unix_time,
+)
+
+NAME = "mailgun"
+
+_KINDS = {
+    "accepted": "message.sent",
+    "delivered": "message.delivered",
+    "opened": "message.opened",
+    "clicked": "message.clicked",
+    "unsubscribed": "message.unsubscribed",
+    "complained": "message.complained",
+}
+
+
+def verify(request: SignedRequest, secrets: dict[str, str], now: float) -> None:
+    """Check the HMAC of timestamp + token, and that the timestamp is fresh."""
+    key = require_secret(secrets, "signing_key", NAME)
+    try:
+        signature = orjson.loads(request.body)["signature"]
+        timestamp, token, given = str(signature["timestamp"]), str(signature["token"]), str(signature["signature"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise SignatureInvalid("mailgun: the body has no signature object") from None
+    fresh(timestamp, now, NAME)
+    expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
+    if not same(expected, given):
+        raise SignatureInvalid("mailgun: the signature does not match")
+
+
+def parse(request: SignedRequest, now: float) -> list[dict[str, Any]]:
+    """The one event of the request."""
+    body = orjson.loads(request.body)
+    event = body.get("event-data") if isinstance(body, dict) else None
+    if not isinstance(event, dict):
+        raise ValueError("mailgun: expected an object with event-data")
+    return [event]
+
+
+def translate(item: dict[str, Any]) -> ProviderFact:
+    """One Mailgun event as a fact."""
+    event = item["event"]
+    kind = _KINDS.get(event)
+    temporary = False
+    if event == "failed":
+        temporary = item.get("severity") == "temporary"
+        kind = "message.failed" if temporary else "message.bounced"
+    headers = (item.get("message") or {}).get("headers") or {}
+    status = item.get("delivery-status") or {}
+    return ProviderFact(
+        provider=NAME,
+        dedupe_id=item["id"],
+        kind=kind,
+        occurred_at=unix_time(item["timestamp"]),
+        message_id=flowledger_id(item.get("user-variables")),
+        provider_message_id=headers.get("message-id"),
+        recipient=item.get("recipient"),
+        url=item.get("url") if event == "clicked" else None,
+        reason=status.get("description") or status.get("message") or item.get("reason"),
+        temporary=temporary,
+        raw=item,
+    )
+
+
+ADAPTER = Adapter(NAME, verify, parse, translate)

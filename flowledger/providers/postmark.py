@@ -1,0 +1,84 @@
+"""Postmark webhooks: one JSON object per request, protected by basic auth on the URL
+(secrets `username` and `password`)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+
+from flowledger.providers.base import (
+    Adapter,
+    ProviderFact,
+    SignatureInvalid,
+    SignedRequest,
+    flowledger_id,
+    iso_time,
+    require_secret,
+    same,
+)
+
+NAME = "postmark"
+
+_KINDS = {
+    "Delivery": "message.delivered",
+    "Bounce": "message.bounced",
+    "Open": "message.opened",
+    "Click": "message.clicked",
+    "SpamComplaint": "message.complained",
+    "SubscriptionChange": "message.unsubscribed",
+}
+# Bounce types that are a delay, not a failure.
+_SOFT = frozenset({"SoftBounce", "Transient", "DnsError", "AutoResponder", "OpenRelayTest", "Unknown"})
+_TIME = {"Delivery": "DeliveredAt", "Bounce": "BouncedAt", "Open": "ReceivedAt", "Click": "ReceivedAt", "SpamComplaint": "BouncedAt", "SubscriptionChange": "ChangedAt"}
+
+
+def verify(request: SignedRequest, secrets: dict[str, str], now: float) -> None:
+    """Check the basic-auth credentials configured on the webhook URL."""
+    user, password = require_secret(secrets, "username", NAME), require_secret(secrets, "password", NAME)
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("basic "):
+        raise SignatureInvalid("postmark: basic auth is required")
+    try:
+        given_user, _, given_password = base64.b64decode(header[6:]).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise SignatureInvalid("postmark: the basic auth header is malformed") from None
+    if not (same(given_user, user) and same(given_password, password)):
+        raise SignatureInvalid("postmark: wrong credentials")
+
+
+def parse(request: SignedRequest, now: float) -> list[dict[str, Any]]:
+    """The one record of the request."""
+    body = orjson.loads(request.body)
+    if not isinstance(body, dict) or "RecordType" not in body:
+        raise ValueError("postmark: expected an object with a RecordType")
+    return [body]
+
+
+def translate(item: dict[str, Any]) -> ProviderFact:
+    """One Postmark record as a fact."""
+    record = item["RecordType"]
+    when = item.get(_TIME.get(record, "ReceivedAt")) or item.get("ReceivedAt") or item.get("DeliveredAt")
+    kind = _KINDS.get(record)
+    if record == "SubscriptionChange" and not item.get("SuppressSending", True):
+        kind = None  # a resubscription: kept, but not an unsubscribe
+    temporary = record == "Bounce" and item.get("Type") in _SOFT
+    provider_id = item.get("MessageID")
+    return ProviderFact(
+        provider=NAME,
+        dedupe_id=f"{record}:{item.get('ID') or provider_id}:{when}",
+        kind="message.failed" if temporary else kind,
+        occurred_at=iso_time(when),
+        message_id=flowledger_id(item.get("Metadata")),
+        provider_message_id=provider_id,
+        recipient=item.get("Recipient") or item.get("Email"),
+        url=item.get("OriginalLink") if record == "Click" else None,
+        reason=item.get("Description") or item.get("Details"),
+        temporary=temporary,
+        raw=item,
+    )
+
+
+ADAPTER = Adapter(NAME, verify, parse, translate)

@@ -1,0 +1,98 @@
+"""Twilio's SMS and WhatsApp status callbacks: form-encoded, one status per request.
+
+``X-Twilio-Signature`` is the base64 HMAC-SHA1, with the auth token (secret `auth_token`),
+of the full callback URL followed by every POST parameter, sorted by name, as name + value.
+Twilio sends no time of its own (bar a minute-precision RawDlrDoneDate): the receipt time
+stands in. The dedupe key is MessageSid + MessageStatus.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from flowledger.providers.base import (
+    Adapter,
+    ProviderFact,
+    SignatureInvalid,
+    SignedRequest,
+    require_secret,
+    same,
+    unix_time,
+)
+
+NAME = "twilio"
+
+_KINDS: dict[str, str | None] = {
+    "accepted": None,
+    "scheduled": None,
+    "queued": None,
+    "sending": None,
+    "sent": "message.sent",
+    "delivered": "message.delivered",
+    "read": "message.read",
+    "undelivered": "message.failed",
+    "failed": "message.failed",
+    "canceled": "message.failed",
+}
+
+
+def signature(url: str, form: dict[str, str], auth_token: str) -> str:
+    """What Twilio signs a callback with."""
+    payload = url + "".join(k + form[k] for k in sorted(form))
+    return base64.b64encode(hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()).decode()
+
+
+def verify(request: SignedRequest, secrets: dict[str, str], now: float) -> None:
+    """Check X-Twilio-Signature over the URL and the sorted form fields."""
+    token = require_secret(secrets, "auth_token", NAME)
+    given = request.headers.get("x-twilio-signature")
+    if not given:
+        raise SignatureInvalid("twilio: the X-Twilio-Signature header is required")
+    if not same(signature(request.url, request.form, token), given):
+        raise SignatureInvalid("twilio: the signature does not match the URL and parameters")
+
+
+def parse(request: SignedRequest, now: float) -> list[dict[str, Any]]:
+    """The one status of the request, with when it was received."""
+    form = dict(request.form) or {k: v[-1] for k, v in parse_qs(request.body.decode()).items()}
+    if "MessageSid" not in form or "MessageStatus" not in form:
+        raise ValueError("twilio: expected MessageSid and MessageStatus")
+    # The message id the sender put in the callback URL (?flowledger_message_id=…).
+    query = parse_qs(urlparse(request.url).query)
+    if "flowledger_message_id" in query:
+        form["flowledger_message_id"] = query["flowledger_message_id"][-1]
+    return [{**form, "_received_at": now}]
+
+
+def _done_date(value: str | None) -> str | None:
+    # RawDlrDoneDate is YYMMDDhhmm, in UTC, to the minute.
+    if not value or len(value) != 10 or not value.isdigit():
+        return None
+    moment = datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def translate(item: dict[str, Any]) -> ProviderFact:
+    """One status callback as a fact."""
+    status = item["MessageStatus"]
+    to = item.get("To") or ""
+    raw = {k: v for k, v in item.items() if k != "_received_at"}
+    return ProviderFact(
+        provider=NAME,
+        dedupe_id=f"{item['MessageSid']}:{status}",
+        kind=_KINDS.get(status),
+        occurred_at=_done_date(item.get("RawDlrDoneDate")) or unix_time(item["_received_at"]),
+        message_id=item.get("flowledger_message_id"),
+        provider_message_id=item["MessageSid"],
+        recipient=to.removeprefix("whatsapp:") or None,
+        reason=f"Twilio error {item['ErrorCode']}" if item.get("ErrorCode") else None,
+        raw=raw,
+    )
+
+
+ADAPTER = Adapter(NAME, verify, parse, translate)
