@@ -338,9 +338,15 @@ def main(out: Path = HERE) -> None:
     for spec in specs():
         play(log, spec)
     # Two messages support resent by hand: no run, no step.
+    resends = []
     for at, who in ((START + timedelta(days=1, hours=10, minutes=15), "user-0117"),
                     (START + timedelta(days=2, hours=16, minutes=40), {"id": "acct-0031", "collection": "accounts"})):
-        message(log, at, "email", who, data={"template": "password-reset", "resent_by": "support@acme.example"})
+        resent = message(log, at, "email", who, data={"template": "password-reset", "resent_by": "support@acme.example"})
+        resends.append((resent, at))
+    # Late webhooks, arriving after everything else: a spam complaint and an unsubscribe.
+    last = max(r[0] for r in log.rows) + timedelta(minutes=1)
+    for (mid, at), kind in zip(resends, ("message.complained", "message.unsubscribed")):
+        log.add(at + timedelta(hours=2), kind, arrives=last, message_id=mid, provider="sendgrid")
     (out / "welcome-series.jsonl").write_text("\n".join(log.lines()) + "\n")
     (out / "malformed.jsonl").write_text("\n".join(malformed()) + "\n")
 

@@ -385,12 +385,17 @@ def workflow_details(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
             entry.update(delivered=delivered, read=read, delivery_rate=_rate(delivered, sent), read_rate=_rate(read, delivered))
         if ch == "email":
             delivered, opened, clicked = int(m.get("delivered", 0)), int(m.get("opened", 0)), int(m.get("clicked", 0))
+            human = int(m.get("human_opened", 0))
             entry.update(
                 delivered=delivered,
                 opened=opened,
                 clicked=clicked,
                 open_rate=_rate(opened, delivered),
                 click_rate=_rate(clicked, delivered),
+                human_opened=human,
+                human_open_rate=_rate(human, delivered),
+                complained=int(m.get("complained", 0)),
+                unsubscribed=int(m.get("unsubscribed", 0)),
             )
         channels[ch] = entry
         totals["total_contacts"] += total

@@ -113,6 +113,9 @@ class Delivery(_Shape):
     error: str | None
     ever_sent: bool
     updated_at: str | None
+    human_opened_at: str | None = Field(description="The first open or click by a person (not a machine).")
+    complained_at: str | None
+    unsubscribed_at: str | None
     workflow: str | None
 
 
@@ -213,6 +216,10 @@ class ChannelDetails(_Shape):
     clicked: int | None = None
     open_rate: float | None = None
     click_rate: float | None = None
+    human_opened: int | None = None
+    human_open_rate: float | None = None
+    complained: int | None = None
+    unsubscribed: int | None = None
 
 
 class Totals(_Shape):

@@ -80,7 +80,7 @@ def test_helper_builds_facts_the_vocabulary_accepts():
 def test_record_has_exactly_the_fields_in_order():
     rec = record(fact(1, "queued", at(0)))
     assert tuple(rec) == DELIVERY_FIELDS
-    assert len(set(DELIVERY_FIELDS)) == len(DELIVERY_FIELDS) == 24
+    assert len(set(DELIVERY_FIELDS)) == len(DELIVERY_FIELDS) == 27
 
 
 def test_no_facts_gives_an_empty_record():
@@ -124,6 +124,9 @@ def test_the_happy_path():
         "error": None,
         "ever_sent": True,
         "updated_at": at(4),
+        "human_opened_at": at(3),
+        "complained_at": None,
+        "unsubscribed_at": None,
     }
 
 
@@ -460,3 +463,36 @@ def test_invariants_of_any_record(facts):
     assert rec["clicks_unique"] <= rec["clicks_total"]
     assert rec["updated_at"] == max(body["occurred_at"] for _, body in facts)
     assert (rec["cost_amount"] is None) == all("cost" not in body for _, body in facts)
+
+
+# --- provider webhooks: deferrals, machines, complaints ----------------------------------
+
+
+def test_a_deferral_or_soft_bounce_never_counts_as_failed():
+    rec = record(
+        fact(1, "queued", at(0)),
+        fact(2, "sent", at(1)),
+        fact(3, "failed", at(2), error="451 try later", temporary=True),
+        fact(4, "bounced", at(3), reason="mailbox full", temporary=True),
+    )
+    assert (rec["status"], rec["failed_at"], rec["error"]) == ("sent", None, None)
+
+
+def test_a_permanent_failure_after_a_deferral_still_fails():
+    rec = record(fact(1, "sent", at(1)), fact(2, "failed", at(2), error="later", temporary=True), fact(3, "failed", at(3), error="gave up"))
+    assert (rec["status"], rec["error"]) == ("failed", "gave up")
+
+
+def test_complaints_and_unsubscribes_change_no_status():
+    rec = record(fact(1, "delivered", at(1)), fact(2, "complained", at(5)), fact(3, "unsubscribed", at(6)))
+    assert rec["status"] == "delivered"
+    assert (rec["complained_at"], rec["unsubscribed_at"]) == (at(5), at(6))
+
+
+def test_machine_opens_are_counted_but_not_as_human():
+    flagged = record(fact(1, "delivered", at(1)), fact(2, "opened", at(3), machine=True))
+    assert (flagged["opened_at"], flagged["opens_unique"], flagged["human_opened_at"]) == (at(3), 1, None)
+    too_soon = record(fact(1, "delivered", at(1)), fact(2, "opened", at(1, 2)))
+    assert too_soon["human_opened_at"] is None
+    later = record(fact(1, "delivered", at(1)), fact(2, "opened", at(1, 2)), fact(3, "clicked", at(4)))
+    assert later["human_opened_at"] == at(4)

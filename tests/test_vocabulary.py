@@ -19,7 +19,7 @@ def messages(obj):
 
 
 def test_every_type_has_a_model_and_the_vocabulary_is_closed():
-    assert len(EVENT_TYPES) == 20
+    assert len(EVENT_TYPES) == 22
     assert {t.split(".")[0] for t in EVENT_TYPES} == {"run", "step", "message"}
 
 

@@ -35,7 +35,7 @@ DEFAULT_SECRET_KEYS: frozenset[str] = frozenset(
 )
 """Keys whose values are secrets, compared case-insensitively with '-' read as '_'."""
 
-FREE_FORM_FIELDS = ("data", "output", "request", "response", "error")
+FREE_FORM_FIELDS = ("data", "output", "request", "response", "error", "raw")
 """The event fields that may hold anything, and so may hold secrets."""
 
 

@@ -331,6 +331,12 @@ class MessageEvent(Event):
     """The message this fact is about."""
     cost: NotRequired[Cost | None]
     """What the provider charged; it may come late, on any event of the message."""
+    provider: NotRequired[Id | None]
+    """The provider that reported the fact (or delivers the message)."""
+    provider_message_id: NotRequired[Id | None]
+    """The provider's own id for the message (matches provider webhooks to it)."""
+    raw: NotRequired[dict[str, Any] | None]
+    """The provider's payload as it came (secrets redacted), to refold if a mapping changes."""
 
 
 @_strict
@@ -380,6 +386,8 @@ class MessageOpened(MessageEvent):
     """The recipient opened the email."""
 
     type: Literal["message.opened"]
+    machine: NotRequired[bool]
+    """Opened by a machine (a privacy proxy, a scanner), not a person."""
 
 
 @_strict
@@ -389,6 +397,8 @@ class MessageClicked(MessageEvent):
     type: Literal["message.clicked"]
     url: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
     """The link clicked."""
+    machine: NotRequired[bool]
+    """Clicked by a machine (a link scanner), not a person."""
 
 
 @_strict
@@ -398,6 +408,8 @@ class MessageBounced(MessageEvent):
     type: Literal["message.bounced"]
     reason: NotRequired[Text | None]
     """The bounce reason the provider gave."""
+    temporary: NotRequired[bool]
+    """A soft bounce: the provider will try again, so it never counts as failed."""
 
 
 @_strict
@@ -407,6 +419,22 @@ class MessageFailed(MessageEvent):
     type: Literal["message.failed"]
     error: ErrorInfo
     """Why it failed."""
+    temporary: NotRequired[bool]
+    """A deferral: the provider will try again, so it never counts as failed."""
+
+
+@_strict
+class MessageComplained(MessageEvent):
+    """The recipient marked the message as spam."""
+
+    type: Literal["message.complained"]
+
+
+@_strict
+class MessageUnsubscribed(MessageEvent):
+    """The recipient unsubscribed through the message."""
+
+    type: Literal["message.unsubscribed"]
 
 
 RUN_EVENTS: tuple[type[RunEvent], ...] = (
@@ -432,6 +460,8 @@ MESSAGE_EVENTS: tuple[type[MessageEvent], ...] = (
     MessageClicked,
     MessageBounced,
     MessageFailed,
+    MessageComplained,
+    MessageUnsubscribed,
 )
 
 

@@ -35,6 +35,8 @@ _FACT_FIELDS = (
     "url",
     "reason",
     "error",
+    "machine",
+    "temporary",
 )
 _SUCCEEDED = frozenset({"sent", "delivered", "read", "opened", "clicked"})
 _DELIVERED = frozenset({"delivered", "read", "opened", "clicked"})
@@ -66,6 +68,12 @@ def metrics(record: dict[str, Any]) -> dict[str, float]:
         m["opened"] = 1
     if record["clicked_at"] is not None:
         m["clicked"] = 1
+    if record["human_opened_at"] is not None:
+        m["human_opened"] = 1
+    if record["complained_at"] is not None:
+        m["complained"] = 1
+    if record["unsubscribed_at"] is not None:
+        m["unsubscribed"] = 1
     if record["cost_amount"] is not None:
         # Whole micro-units, so sums are exact in any order (incremental == rebuild).
         m["cost_micros:" + (record["cost_currency"] or "")] = round(record["cost_amount"] * 1_000_000)
@@ -85,7 +93,8 @@ class DeliveriesView(View):
         "queued_at TEXT, sent_at TEXT, delivered_at TEXT, read_at TEXT, opened_at TEXT, "
         "clicked_at TEXT, failed_at TEXT, opens_total INTEGER, opens_unique INTEGER, "
         "clicks_total INTEGER, clicks_unique INTEGER, cost_amount REAL, cost_currency TEXT, "
-        "provider_message_id TEXT, error TEXT, ever_sent INTEGER, updated_at TEXT, facts BLOB)",
+        "provider_message_id TEXT, error TEXT, ever_sent INTEGER, updated_at TEXT, "
+        "human_opened_at TEXT, complained_at TEXT, unsubscribed_at TEXT, facts BLOB)",
         "CREATE UNIQUE INDEX IF NOT EXISTS deliveries_by_seq ON deliveries (seq)",
         "CREATE INDEX IF NOT EXISTS deliveries_by_run ON deliveries (run_id, seq)",
         "CREATE INDEX IF NOT EXISTS deliveries_by_channel ON deliveries (channel, seq)",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 STATUS_RANK: dict[str, int] = {
@@ -50,8 +51,14 @@ DELIVERY_FIELDS: tuple[str, ...] = (
     "error",
     "ever_sent",
     "updated_at",
+    "human_opened_at",
+    "complained_at",
+    "unsubscribed_at",
 )
 """The record's keys, in the order they are shown."""
+
+MACHINE_SECONDS = 5
+"""An open or click this soon after delivery is a machine's (privacy proxy, link scanner)."""
 
 # Timestamps are often whole seconds (SendGrid) or whole minutes (Twilio), so facts of
 # one instant are common: the later stage of the same instant must be the one that stands
@@ -65,7 +72,11 @@ _TIE_RANK = {
     "read": 4,
     "opened": 4,
     "clicked": 5,
+    "complained": 6,
+    "unsubscribed": 6,
 }
+# What the recipient did about the message, not where it got to: no change of status.
+_REACTIONS = frozenset({"complained", "unsubscribed"})
 _NEGATIVE = frozenset({"bounced", "failed"})
 # A bare `sent` proves nothing reached the recipient, so it cannot undo a failure.
 _RECOVERING = frozenset({"delivered", "read", "opened", "clicked"})
@@ -124,6 +135,16 @@ def delivery_record(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
             run_id=queued.get("run_id"),
             step=queued.get("step"),
         )
+    human = [
+        b["occurred_at"]
+        for _, b in ordered
+        if _kind(b) in _OPEN_PROOF and not _by_machine(b, earliest.get("delivered"))
+    ]
+    record.update(
+        human_opened_at=min(human) if human else None,
+        complained_at=earliest.get("complained"),
+        unsubscribed_at=earliest.get("unsubscribed"),
+    )
     record.update(
         status=status,
         queued_at=earliest.get("queued"),
@@ -186,9 +207,21 @@ def _kind(body: dict[str, Any]) -> str:
     return short
 
 
+def _by_machine(body: dict[str, Any], delivered_at: str | None) -> bool:
+    if body.get("machine"):
+        return True
+    if delivered_at is None:
+        return False
+    gap = (datetime.fromisoformat(body["occurred_at"]) - datetime.fromisoformat(delivered_at)).total_seconds()
+    return 0 <= gap < MACHINE_SECONDS
+
+
 def _step(
     status: str, setter: dict[str, Any] | None, kind: str, body: dict[str, Any]
 ) -> tuple[str, dict[str, Any] | None]:
+    if kind in _REACTIONS or (kind in _NEGATIVE and body.get("temporary")):
+        # A deferral or soft bounce is the provider trying again: never a failure.
+        return status, setter
     if kind in _NEGATIVE:
         # A bounce after delivery is a real downgrade: the later negative fact stands.
         return kind, body
