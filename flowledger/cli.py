@@ -183,6 +183,14 @@ def cli(ctx: click.Context, store: str, lock_timeout: float) -> None:
     show_default=True,
     help="Events checked and written per statement batch.",
 )
+@click.option(
+    "--format",
+    "provider",
+    type=click.Choice(["flowledger", "sendgrid", "mailgun", "postmark", "twilio", "whatsapp"]),
+    default="flowledger",
+    show_default=True,
+    help="Read a file exported from a provider (its own events, or saved webhooks) instead.",
+)
 @click.pass_obj
 @handles_errors
 def append(
@@ -192,6 +200,7 @@ def append(
     max_event_bytes: int,
     redact_keys: tuple[str, ...],
     batch_size: int,
+    provider: str,
 ) -> None:
     """Append events from FILE (JSON Lines, or one JSON array; - for stdin).
 
@@ -200,15 +209,29 @@ def append(
     with its line and field, and nothing of the input is stored. An event id that is
     already stored with the same body is a duplicate, counted and skipped.
 
-    Prints {"appended": n, "duplicates": n}.
+    Prints {"appended": n, "duplicates": n}. With --format PROVIDER the file is that
+    provider's own events (an export, or saved webhooks): each is matched to its message
+    (by the id the sender put in it, else by the provider's message id); one that matches
+    nothing yet is held until its message is known (see `flowledger unmatched`).
 
     \b
     Example:
         flowledger append examples/welcome-series.jsonl
         cat webhooks.jsonl | flowledger append -
         flowledger append big.jsonl --skip-invalid rejected.jsonl
+        flowledger append --format sendgrid sendgrid-events.json
     """
     env_keys = [k for k in os.environ.get("FLOWLEDGER_REDACT_KEYS", "").split(",") if k.strip()]
+    if provider != "flowledger":
+        if skip_file is not None:
+            raise click.UsageError("--skip-invalid goes with flowledger's own format only")
+        log = obj.open(create=True)
+        try:
+            result, skipped = ledger.append_export(log, provider, file.read(), Redactor(extra=[*redact_keys, *env_keys]))
+        finally:
+            log.close()
+        click.echo(orjson.dumps({"appended": result.appended, "duplicates": result.duplicates, "held": result.held, "skipped": skipped}).decode())
+        return
     options = IngestOptions(
         max_event_bytes=max_event_bytes,
         redactor=Redactor(extra=[*redact_keys, *env_keys]),
@@ -687,6 +710,36 @@ def cancel(
 
 
 @cli.command()
+@json_option
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="How many to list.")
+@click.pass_obj
+@handles_errors
+def unmatched(obj: Context, as_json: bool, limit: int) -> None:
+    """List provider events waiting for their message (oldest first).
+
+    A provider event that names no flowledger message is matched by the provider's
+    message id, which a `message.sent` (or any message event) records as
+    `provider_message_id`; until one does, the event waits here, and it is stored the
+    moment its message is known.
+
+    \b
+    Example:
+        flowledger unmatched --json
+    """
+    log = obj.open()
+    try:
+        items = ledger.unmatched(log, limit)
+    finally:
+        log.close()
+    if as_json:
+        _echo_json(items)
+        return
+    rows = [("provider", "provider message id", "type", "occurred_at", "received_at", "event id")]
+    rows += [(i["provider"] or "?", i["provider_message_id"] or "(none)", i["type"], _t(i["occurred_at"]), _t(i["received_at"]), i["event_id"]) for i in items]
+    _echo_table(rows)
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="The port to listen on.")
 @click.option(
@@ -695,12 +748,21 @@ def cancel(
     show_default=True,
     help="Keep the views caught up in this process (or leave it to `project --follow` workers).",
 )
+@click.option(
+    "--public-url",
+    envvar="FLOWLEDGER_PUBLIC_URL",
+    help="The address providers call, when a proxy stands in front (Twilio signs the URL). Also FLOWLEDGER_PUBLIC_URL.",
+)
 @click.pass_obj
 @handles_errors
-def serve(obj: Context, host: str, port: int, follow: bool) -> None:
+def serve(obj: Context, host: str, port: int, follow: bool, public_url: str | None) -> None:
     """Serve the HTTP API (and its OpenAPI document at /openapi.json).
 
-    Every endpoint but /healthz needs an X-API-Key: make one with `flowledger keys create`.
+    Every endpoint but /healthz and the provider webhooks needs an X-API-Key: make one
+    with `flowledger keys create`. Webhooks are checked with the providers' secrets, from
+    FLOWLEDGER_SENDGRID_PUBLIC_KEY, FLOWLEDGER_MAILGUN_SIGNING_KEY,
+    FLOWLEDGER_POSTMARK_USERNAME and _PASSWORD, FLOWLEDGER_TWILIO_AUTH_TOKEN,
+    FLOWLEDGER_WHATSAPP_APP_SECRET and _VERIFY_TOKEN.
 
     \b
     Example:
@@ -715,7 +777,8 @@ def serve(obj: Context, host: str, port: int, follow: bool) -> None:
         raise click.ClickException("the HTTP API is not installed: pip install 'flowledger[api]'") from None
     # Open the store once here, so a bad --store is a clear error before the server starts.
     obj.open(create=True).close()
-    uvicorn.run(create_app(obj.store, lock_timeout=obj.lock_timeout, follow=follow), host=host, port=port, log_level="info")
+    app = create_app(obj.store, lock_timeout=obj.lock_timeout, follow=follow, public_url=public_url)
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 @cli.group("keys")

@@ -65,6 +65,52 @@ def append_batch(
     return log.append([chunk] if chunk else [], rejected=rejected)
 
 
+def append_provider_facts(
+    log: EventLog, facts: list[Any], redactor: Redactor | None = None
+) -> tuple[AppendResult, int]:
+    """Append provider facts (validated and redacted like any event), matching each to its
+    message; returns the result and how many facts were no fact about delivery (skipped)."""
+    from flowledger.providers.ingest import fact_event
+
+    redactor = redactor or Redactor()
+    items = []
+    skipped = 0
+    problems: list[Problem] = []
+    for i, fact in enumerate(facts):
+        made = fact_event(fact)
+        if made is None:
+            skipped += 1
+            continue
+        event, match_by = made
+        try:
+            body = validate_event(event)
+        except EventInvalid as e:
+            problems.extend(Problem(None, f"{fact.provider} event {fact.dedupe_id}: {m}", event["id"], i) for m in e.messages)
+            continue
+        items.append((redactor.redact_event(body), match_by))
+    if problems:
+        raise InvalidInput(problems)
+    return log.append_provider_events(items, utc_now()), skipped
+
+
+def append_export(log: EventLog, provider: str, data: bytes, redactor: Redactor | None = None) -> tuple[AppendResult, int]:
+    """Append a file exported from a provider (no signature: the file is the user's own)."""
+    from flowledger.providers import ADAPTERS
+    from flowledger.providers.ingest import export_items
+
+    adapter = ADAPTERS[provider]
+    try:
+        facts = [adapter.translate(item) for item in export_items(provider, data)]
+    except (ValueError, KeyError, TypeError) as e:
+        raise InvalidInput([Problem(None, f"not a {provider} export: {e}")]) from None
+    return append_provider_facts(log, facts, redactor)
+
+
+def unmatched(log: EventLog, limit: int = 1000) -> list[dict[str, Any]]:
+    """The provider facts waiting for their message."""
+    return log.unmatched(limit)
+
+
 def replay(log: EventLog, run_id: str) -> list[HistoryEntry]:
     """A run's events, each with the run's record right after it (the auditor's view)."""
     return run_history(run_id, log.run_events(run_id))

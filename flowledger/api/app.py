@@ -122,9 +122,51 @@ class Health(BaseModel):
     events: int
 
 
-def create_app(store: str | None = None, *, lock_timeout: float = 60.0, follow: bool = False) -> FastAPI:
-    """The API over the store a URL names; ``follow`` keeps the views caught up in a thread."""
+PROVIDER_SECRETS = {
+    "sendgrid": ("public_key",),
+    "mailgun": ("signing_key",),
+    "postmark": ("username", "password"),
+    "twilio": ("auth_token",),
+    "whatsapp": ("app_secret", "verify_token"),
+}
+"""What each provider's webhooks are checked with (FLOWLEDGER_<PROVIDER>_<NAME> in the environment)."""
+
+
+def secrets_from_environment(environ: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """Each provider's webhook secrets, from FLOWLEDGER_SENDGRID_PUBLIC_KEY and the like."""
+    import os
+
+    environ = dict(os.environ) if environ is None else environ
+    return {
+        provider: {n: environ[f"FLOWLEDGER_{provider.upper()}_{n.upper()}"] for n in names if environ.get(f"FLOWLEDGER_{provider.upper()}_{n.upper()}")}
+        for provider, names in PROVIDER_SECRETS.items()
+    }
+
+
+class WebhookResponse(BaseModel):
+    """What a provider webhook did."""
+
+    appended: int = Field(description="Events newly stored (with held ones their message was waiting for).")
+    duplicates: int = Field(description="Events already stored or already held.")
+    held: int = Field(description="Events kept until their message is known (see `flowledger unmatched`).")
+    skipped: int = Field(description="Statuses that are no fact about delivery (Twilio's queued, say).")
+
+
+def create_app(
+    store: str | None = None,
+    *,
+    lock_timeout: float = 60.0,
+    follow: bool = False,
+    provider_secrets: dict[str, dict[str, str]] | None = None,
+    public_url: str | None = None,
+) -> FastAPI:
+    """The API over the store a URL names; ``follow`` keeps the views caught up in a thread.
+
+    ``provider_secrets`` check the webhooks (default: from the environment); ``public_url``
+    is the address providers call, when a proxy stands in front (Twilio signs the URL).
+    """
     state: dict[str, Any] = {}
+    webhook_secrets = provider_secrets if provider_secrets is not None else secrets_from_environment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -390,6 +432,50 @@ def create_app(store: str | None = None, *, lock_timeout: float = 60.0, follow: 
     def workflow_stats(key: WorkflowKey, _: Read) -> dict[str, Any]:
         """Step attempts by state, per node and per edge."""
         return run_query(queries.execution_stats, key)  # type: ignore[no-any-return]
+
+    Provider = Annotated[Literal["sendgrid", "mailgun", "postmark", "twilio", "whatsapp"], Path()]
+
+    @app.post("/v1/webhooks/{provider}", response_model=WebhookResponse, tags=["webhooks"], openapi_extra={"security": []})
+    async def webhook(provider: Provider, request: Request) -> dict[str, int]:
+        """A provider's webhook, in its own format: the signature (or basic auth) is checked
+        before anything is stored; events are matched to their messages."""
+        import time
+
+        from flowledger.providers import ADAPTERS, SignatureInvalid, SignedRequest
+
+        body = await request.body()
+        if len(body) > MAX_BATCH_BYTES:
+            raise ApiProblem(413, "Too large", f"the body is over {MAX_BATCH_BYTES:,} bytes, the limit")
+        form: dict[str, str] = {}
+        if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            from urllib.parse import parse_qsl
+
+            form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        url = str(request.url)
+        if public_url:
+            url = public_url.rstrip("/") + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        signed = SignedRequest(body, {k.lower(): v for k, v in request.headers.items()}, url=url, form=form)
+        adapter = ADAPTERS[provider]
+        try:
+            facts = adapter.facts(signed, webhook_secrets.get(provider, {}), time.time())
+        except SignatureInvalid as e:
+            raise ApiProblem(401, "Unauthorized", str(e)) from None
+        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:
+            raise ApiProblem(422, "Invalid webhook", f"not a {provider} webhook: {e}") from None
+        result, skipped = await run_in_threadpool(ledger.append_provider_facts, the_log(), facts)
+        return {"appended": result.appended, "duplicates": result.duplicates, "held": result.held, "skipped": skipped}
+
+    @app.get("/v1/webhooks/whatsapp", tags=["webhooks"], openapi_extra={"security": []}, response_class=Response)
+    def whatsapp_handshake(request: Request) -> Response:
+        """Meta's subscription handshake: echoes hub.challenge for the right verify token."""
+        from flowledger.providers import SignatureInvalid
+        from flowledger.providers.whatsapp import handshake
+
+        try:
+            challenge = handshake(dict(request.query_params), webhook_secrets.get("whatsapp", {}))
+        except SignatureInvalid as e:
+            raise ApiProblem(403, "Forbidden", str(e)) from None
+        return Response(challenge, media_type="text/plain")
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

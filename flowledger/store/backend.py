@@ -21,6 +21,15 @@ FLOWLEDGER_TABLES = (
     "cancellation_key TEXT NOT NULL, run_id TEXT NOT NULL, "
     "PRIMARY KEY (cancellation_key, run_id)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS flowledger_meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID",
+    *(
+        # Matching provider webhooks to messages (see EventLog.append_provider_events).
+        "CREATE TABLE IF NOT EXISTS provider_links ("
+        "provider_message_id TEXT PRIMARY KEY, message_id TEXT NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS unmatched_facts ("
+        "event_id TEXT PRIMARY KEY, provider_message_id TEXT NOT NULL, provider TEXT, "
+        "type TEXT, occurred_at TEXT, received_at TEXT, event BLOB NOT NULL) WITHOUT ROWID",
+        "CREATE INDEX IF NOT EXISTS unmatched_by_provider_id ON unmatched_facts (provider_message_id)",
+    ),
 )
 """flowledger's tables beside eventsourcing's, in SQLite's dialect."""
 
@@ -37,6 +46,15 @@ class SQLBackend:
     """The column of stored_events that holds the notification id."""
     tracking_table = ""
     """eventsourcing's table of each view's position."""
+
+    def upgrade(self) -> None:
+        """Add the tables a store made by an earlier version lacks (all IF NOT EXISTS)."""
+        with self.transaction(write=False) as c:  # type: ignore[attr-defined]
+            current = "provider_links" in self.table_names(c)  # type: ignore[attr-defined]
+        if not current:
+            with self.transaction(write=True) as c:  # type: ignore[attr-defined]
+                for statement in FLOWLEDGER_TABLES:
+                    c.execute(self.ddl(statement))  # type: ignore[attr-defined]
 
     # Reads and writes on an open transaction's cursor. Every value is a bound parameter.
 
@@ -88,6 +106,58 @@ class SQLBackend:
             heads,
         )
         c.executemany("INSERT OR IGNORE INTO run_cancellation_keys VALUES (?,?)", keys)
+
+    @staticmethod
+    def fetch_links(c: Any, provider_ids: Sequence[str]) -> dict[str, str]:
+        """The messages that provider message ids are known to be."""
+        found: dict[str, str] = {}
+        for i in range(0, len(provider_ids), _IN_CHUNK):
+            chunk = provider_ids[i : i + _IN_CHUNK]
+            c.execute(
+                "SELECT provider_message_id, message_id FROM provider_links "
+                f"WHERE provider_message_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update((row[0], row[1]) for row in c.fetchall())
+        return found
+
+    @staticmethod
+    def link(c: Any, links: Sequence[tuple[str, str]]) -> None:
+        """Record which message each provider message id is (the first word stands)."""
+        c.executemany("INSERT OR IGNORE INTO provider_links VALUES (?, ?)", links)
+
+    @staticmethod
+    def hold(c: Any, rows: Sequence[tuple[str, str, str | None, str, str, str, bytes]]) -> int:
+        """Keep provider facts no message is known for yet; returns how many were new."""
+        new = 0
+        for row in rows:
+            c.execute("SELECT 1 FROM unmatched_facts WHERE event_id = ?", (row[0],))
+            if c.fetchone() is None:
+                c.execute("INSERT INTO unmatched_facts VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                new += 1
+        return new
+
+    @staticmethod
+    def release(c: Any, provider_ids: Sequence[str]) -> list[tuple[str, bytes]]:
+        """Take the held facts of these provider message ids out: (provider id, event)."""
+        taken: list[tuple[str, bytes]] = []
+        for i in range(0, len(provider_ids), _IN_CHUNK):
+            chunk = provider_ids[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            c.execute(f"SELECT provider_message_id, event FROM unmatched_facts WHERE provider_message_id IN ({marks})", chunk)
+            taken += [(row[0], bytes(row[1])) for row in c.fetchall()]
+            c.execute(f"DELETE FROM unmatched_facts WHERE provider_message_id IN ({marks})", chunk)
+        return taken
+
+    @staticmethod
+    def unmatched(c: Any, limit: int) -> list[tuple[str, str, str | None, str, str, str]]:
+        """The held facts, oldest first: (event id, provider id, provider, type, occurred, received)."""
+        c.execute(
+            "SELECT event_id, provider_message_id, provider, type, occurred_at, received_at "
+            "FROM unmatched_facts ORDER BY received_at, event_id LIMIT ?",
+            (limit,),
+        )
+        return [tuple(row) for row in c.fetchall()]
 
     @staticmethod
     def runs_with_key(c: Any, key: str) -> list[str]:

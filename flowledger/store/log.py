@@ -81,6 +81,10 @@ class AppendResult:
     """Events refused (by the rules, or as id conflicts), with why."""
     last_position: int | None = None
     """The log position of the last event stored."""
+    held: int = 0
+    """Provider facts kept aside until their message is known."""
+    released: int = 0
+    """Facts held before, stored now that their message is known (counted in appended)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,7 @@ class EventLog:
         events: list[tuple[str, int, str, bytes]] = []
         ids: list[tuple[str, bytes, str, int]] = []
         keys: list[tuple[str, str]] = []
+        links: list[tuple[str, str]] = []
         touched: set[str] = set()
         for cand in chunk:
             seen = known.get(cand.event_id)
@@ -190,6 +195,8 @@ class EventLog:
             # closing brace: no second encoding of the event.
             events.append((cand.stream, version, cand.type, cand.encoded[:-1] + stamp))
             ids.append((cand.event_id, cand.digest, cand.stream, version))
+            if cand.stream.startswith("message:") and body.get("provider_message_id"):
+                links.append((body["provider_message_id"], body["message_id"]))
         heads = [
             (
                 s,
@@ -200,6 +207,64 @@ class EventLog:
         ]
         b.insert(c, events, ids, heads, keys)
         result.appended += len(events)
+        if links:
+            self._link_and_release(c, links, result, recorded_at)
+
+    def _link_and_release(
+        self, c: Any, links: list[tuple[str, str]], result: AppendResult, recorded_at: str
+    ) -> None:
+        """Record which message provider ids are, and store the facts held for them."""
+        b = self.backend
+        b.link(c, links)
+        known = b.fetch_links(c, list({p for p, _ in links}))
+        released = []
+        for provider_id, encoded in b.release(c, list(known)):
+            body = {**orjson.loads(encoded), "message_id": known[provider_id]}
+            released.append(Candidate.make(body, "message:" + body["message_id"]))
+        if released:
+            before = result.appended
+            self._append_chunk(c, released, result, recorded_at)
+            result.released += result.appended - before
+
+    def append_provider_events(
+        self, items: list[tuple[dict[str, Any], str | None]], received_at: str
+    ) -> AppendResult:
+        """Append provider facts, matching those that do not name their message.
+
+        ``items`` are (validated, redacted event, provider message id to match by); the id
+        is None when the event's message_id is already flowledger's. A fact whose provider
+        id no message is known by yet is held (never dropped) and stored as soon as one is.
+        All in one transaction: nothing of the batch is stored if any fact is refused.
+        """
+        b = self.backend
+        result = AppendResult()
+        with b.transaction(write=True, append=True) as c:
+            links = b.fetch_links(c, list({p for _, p in items if p}))
+            ready, held = [], []
+            for body, provider_id in items:
+                if provider_id is None or provider_id in links:
+                    if provider_id is not None:
+                        body = {**body, "message_id": links[provider_id]}
+                    ready.append(Candidate.make(body, "message:" + body["message_id"]))
+                else:
+                    held.append(
+                        (body["id"], provider_id, body.get("provider"), body["type"], body["occurred_at"], received_at, orjson.dumps(body))
+                    )
+            # Hold first: a fact of this very batch may name the message they wait for.
+            result.held = b.hold(c, held)
+            result.duplicates += len(held) - result.held
+            if ready:
+                self._append_chunk(c, ready, result, received_at)
+            if result.problems:
+                raise InvalidInput([p for _, p in result.problems])
+        return result
+
+    def unmatched(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The provider facts waiting for their message, oldest first."""
+        with self.backend.transaction(write=False) as c:
+            rows = self.backend.unmatched(c, limit)
+        names = ("event_id", "provider_message_id", "provider", "type", "occurred_at", "received_at")
+        return [dict(zip(names, r)) for r in rows]
 
     def append_to_unfinished_runs_with_key(
         self, key: str, make: Callable[[str], Candidate]

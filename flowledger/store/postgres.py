@@ -155,6 +155,7 @@ class PostgresBackend(SQLBackend):
         with self.transaction(write=False) as c:
             exists = "flowledger_meta" in self.table_names(c)
         if exists:
+            self.upgrade()
             return
         if not create:
             raise StoreError(f"no flowledger store in {self.path} (schema {self.schema})")

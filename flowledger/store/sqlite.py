@@ -178,6 +178,8 @@ class SQLiteBackend(SQLBackend):
                         "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
                         (str(SCHEMA_VERSION),),
                     )
+        else:
+            self.upgrade()
 
 
     def transaction(
