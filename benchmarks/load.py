@@ -2,7 +2,9 @@
 (1 to 100 provider events, ~5% of them resent) to `flowledger serve` for a bounded time; then
 every acknowledged event must be stored exactly once.
 
-    python benchmarks/load.py --clients 4 --seconds 20 [--store postgresql://…]
+    python benchmarks/load.py --clients 4 --seconds 20 [--store postgresql://…] [--sendgrid]
+
+With --sendgrid the batches are signed SendGrid Event Webhook posts to /v1/webhooks/sendgrid.
 
 Prints the acknowledged events per second and the request latency p50/p99.
 """
@@ -10,6 +12,7 @@ Prints the acknowledged events per second and the request latency p50/p99.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import multiprocessing
 import os
@@ -30,6 +33,60 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _sendgrid_batch(rng: random.Random, n: int, start: int, size: int) -> list[dict]:
+    now = int(time.time())
+    return [
+        {
+            "email": "user@example.com",
+            "timestamp": now,
+            "event": rng.choice(["delivered", "open", "processed"]),
+            "sg_event_id": f"load-{n}-{start + k}",
+            "sg_message_id": f"sg-{rng.randrange(5000)}.filter",
+            "flowledger_message_id": f"msg-{rng.randrange(5000)}",
+        }
+        for k in range(size)
+    ]
+
+
+def sendgrid_client(n: int, url: str, pem: bytes, seconds: float, max_requests: int, out: str) -> None:
+    """Post signed SendGrid batches until the time or the request budget runs out."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = serialization.load_pem_private_key(pem, None)
+    rng = random.Random(n)
+    acked: list[str] = []
+    latencies: list[float] = []
+    errors = 0
+    sent: list[dict] = []
+    deadline = time.monotonic() + seconds
+    i = 0
+    with httpx.Client(base_url=url, timeout=60) as http:
+        while time.monotonic() < deadline and len(latencies) < max_requests:
+            batch = _sendgrid_batch(rng, n, i, rng.randint(1, 100))
+            i += len(batch)
+            if sent and rng.random() < 0.3:
+                batch += rng.sample(sent, min(len(sent), 3))  # SendGrid retried these
+            body = json.dumps(batch).encode()
+            ts = str(int(time.time()))
+            sig = base64.b64encode(private.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
+            headers = {
+                "X-Twilio-Email-Event-Webhook-Signature": sig,
+                "X-Twilio-Email-Event-Webhook-Timestamp": ts,
+                "Content-Type": "application/json",
+            }
+            started = time.perf_counter()
+            r = http.post("/v1/webhooks/sendgrid", content=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if r.status_code == 200:
+                acked += ["sendgrid:" + e["sg_event_id"] for e in batch]
+                sent += batch
+            else:
+                errors += 1
+    with open(out, "w") as f:
+        json.dump({"acked": acked, "latencies": latencies, "errors": errors}, f)
 
 
 def client(n: int, url: str, key: str, seconds: float, max_requests: int, out: str) -> None:
@@ -70,11 +127,21 @@ def client(n: int, url: str, key: str, seconds: float, max_requests: int, out: s
         json.dump({"acked": acked, "latencies": latencies, "errors": errors}, f)
 
 
-def run(clients: int, seconds: float, store: str | None = None, max_requests: int = 10**9) -> dict:
+def run(clients: int, seconds: float, store: str | None = None, max_requests: int = 10**9, sendgrid: bool = False) -> dict:
     """Start a server, load it, check what it stored; returns the figures."""
     folder = tempfile.mkdtemp(prefix="flload-")
     store = store or os.path.join(folder, "load.db")
     exe = [sys.executable, "-c", "from flowledger.cli import main; main()"]
+    env = dict(os.environ)
+    pem = b""
+    if sendgrid:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        private = ec.generate_private_key(ec.SECP256R1())
+        pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        public = private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        env["FLOWLEDGER_SENDGRID_PUBLIC_KEY"] = base64.b64encode(public).decode()
     key = subprocess.run(
         [*exe, "--store", store, "keys", "create", "--name", "load", "--scope", "write"],
         check=True, capture_output=True, text=True,
@@ -84,6 +151,7 @@ def run(clients: int, seconds: float, store: str | None = None, max_requests: in
         [*exe, "--store", store, "serve", "--port", str(port), "--no-follow"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -96,7 +164,10 @@ def run(clients: int, seconds: float, store: str | None = None, max_requests: in
                 time.sleep(0.1)
         outs = [os.path.join(folder, f"client-{n}.json") for n in range(clients)]
         procs = [
-            multiprocessing.Process(target=client, args=(n, url, key, seconds, max_requests, outs[n]))
+            multiprocessing.Process(
+                target=sendgrid_client if sendgrid else client,
+                args=(n, url, pem if sendgrid else key, seconds, max_requests, outs[n]),
+            )
             for n in range(clients)
         ]
         started = time.perf_counter()
@@ -145,5 +216,6 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--store", default=None, help="A store URL (default: a new SQLite file).")
+    parser.add_argument("--sendgrid", action="store_true", help="Post signed SendGrid webhooks instead.")
     args = parser.parse_args()
-    print(json.dumps(run(args.clients, args.seconds, args.store), indent=2))
+    print(json.dumps(run(args.clients, args.seconds, args.store, sendgrid=args.sendgrid), indent=2))

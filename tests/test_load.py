@@ -29,3 +29,7 @@ def test_sqlite():
 @pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
 def test_postgresql(postgres_url):
     check(run(clients=3, seconds=3, store=postgres_url, max_requests=60))
+
+
+def test_signed_sendgrid_batches():
+    check(run(clients=3, seconds=3, max_requests=40, sendgrid=True))
