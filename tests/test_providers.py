@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 from urllib.parse import parse_qsl
 
 import orjson
@@ -204,3 +205,20 @@ def test_whatsapp_handshake():
     assert whatsapp_adapter.handshake(params, secrets) == "1158201444"
     with pytest.raises(SignatureInvalid):
         whatsapp_adapter.handshake({**params, "hub.verify_token": "nope"}, secrets)
+
+
+def test_the_readme_samples_translate():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    section = readme.split("## Provider webhooks", 1)[1].split("\n## ", 1)[0]
+    samples = re.findall(r"\n([A-Za-z ]+?) \((?:[^\n]*)\):\n\n```\n(.*?)\n```", section, re.S)
+    names = {"SendGrid": "sendgrid", "Mailgun": "mailgun", "Postmark": "postmark", "Twilio": "twilio", "WhatsApp Cloud API": "whatsapp"}
+    found = {}
+    for label, body in samples:
+        provider = names[label.strip()]
+        request = SignedRequest(body.encode(), {}, form=dict(parse_qsl(body)) if provider == "twilio" else {})
+        found[provider] = [ADAPTERS[provider].translate(i) for i in ADAPTERS[provider].parse(request, NOW)]
+    assert set(found) == set(names.values())
+    assert [f.kind for facts in found.values() for f in facts] == [
+        "message.delivered", "message.delivered", "message.opened", "message.delivered", "message.read"
+    ]
+    assert [f.message_id for facts in found.values() for f in facts] == ["msg-00001", "msg-00002", "msg-00004", None, "msg-00005"]
