@@ -166,3 +166,24 @@ class RebuildIntoContract:
         assert orjson.loads(result.stdout)["events"] == 16
         shown = runner.invoke(cli, ["--store", into, "workflows", "show", "welcome", "--json", "--no-catch-up"])
         assert orjson.loads(shown.stdout) == expected
+
+
+class ProviderContract:
+    """Provider events matched by the provider's message id, on any backend."""
+
+    def test_an_unmatched_event_waits_then_joins_its_message(self, store_url):
+        from tests.test_webhooks import run_with_messages, sendgrid_events
+
+        log = open_log(store_url)
+        try:
+            body = orjson.dumps(sendgrid_events(with_custom_args=False))
+            result, _ = ledger.append_export(log, "sendgrid", body)
+            assert (result.appended, result.held) == (0, 4)
+            assert len(ledger.unmatched(log)) == 4
+            result, _ = ledger.append_input(log, jsonl(run_with_messages()))
+            assert (result.appended, result.released) == (14, 4) and ledger.unmatched(log) == []
+            assert ledger.query(log, queries.show_delivery, "m-email")["status"] == "clicked"
+            again, _ = ledger.append_export(log, "sendgrid", body)
+            assert (again.appended, again.duplicates) == (0, 4)
+        finally:
+            log.close()

@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import POSTGRES_UNREACHABLE
-from tests.contract import RebuildIntoContract, StoreContract
+from tests.contract import ProviderContract, RebuildIntoContract, StoreContract
 
 pytestmark = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
 
 
-class TestPostgresStore(StoreContract, RebuildIntoContract):
+class TestPostgresStore(StoreContract, RebuildIntoContract, ProviderContract):
     @pytest.fixture
     def store_url(self, postgres_url):
         return postgres_url

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.contract import RebuildIntoContract, StoreContract
+from tests.contract import ProviderContract, RebuildIntoContract, StoreContract
 
 
-class TestSQLiteStore(StoreContract, RebuildIntoContract):
+class TestSQLiteStore(StoreContract, RebuildIntoContract, ProviderContract):
     @pytest.fixture
     def store_url(self, tmp_path):
         return f"sqlite:///{tmp_path}/contract.db"
