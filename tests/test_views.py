@@ -169,3 +169,21 @@ def test_every_list_query_uses_an_index(log, table, where):
         c.execute(f"EXPLAIN QUERY PLAN SELECT * FROM {table} {where} ORDER BY seq DESC LIMIT 51")
         plan = " | ".join(row[3] for row in c.fetchall())
     assert "INDEX" in plan and f"SCAN {table}" not in plan.replace(f"SCAN {table} USING", ""), plan
+
+
+def test_a_view_made_by_another_version_is_refolded_from_the_log(log, store_path):
+    from tests.conftest import triggered
+
+    ledger.append_input(log, jsonl([triggered("r1"), triggered("r2")]))
+    Projector(log.backend).catch_up()
+    before = snapshot(store_path)
+    with log.backend.transaction(write=True) as c:
+        c.execute("UPDATE flowledger_meta SET value = '0' WHERE key = 'view:runs'")
+        c.execute("DROP TABLE runs")
+        c.execute("CREATE TABLE runs (id TEXT PRIMARY KEY, an_old_column TEXT)")
+    projector = Projector(log.backend)
+    projector.catch_up()
+    assert snapshot(store_path) == before
+    with log.backend.transaction(write=False) as c:
+        c.execute("SELECT value FROM flowledger_meta WHERE key = 'view:runs'")
+        assert c.fetchone()[0] == "1"

@@ -35,6 +35,8 @@ class View:
 
     name: str = ""
     """The view's name (its tracking row, and what `rebuild` takes)."""
+    version: int = 1
+    """Bumped whenever its tables change: a store with another version refolds the view."""
     topics: frozenset[str] = frozenset()
     """The event types it reads; the others only move its position on."""
     tables: tuple[str, ...] = ()

@@ -84,6 +84,7 @@ class DeliveriesView(View):
     """Message deliveries and channel counters per workflow."""
 
     name = "deliveries"
+    version = 2  # 2: human_opened_at, complained_at, unsubscribed_at
     topics = MESSAGE_EVENT_TYPES | {"run.triggered"}
     tables = ("deliveries", "delivery_runs", "channel_counts")
     ddl = (

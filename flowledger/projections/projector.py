@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import orjson
 from flowledger.errors import FlowledgerError
@@ -62,25 +63,43 @@ class Projector:
         raise UnknownView(f"no view {name!r}; the views are {names}")
 
     def ensure_tables(self) -> None:
-        """Create the tracking table and every view's tables, once per process."""
+        """Create the tracking table and every view's tables, once per process.
+
+        A view whose tables were made for another version of it (its columns changed) is
+        dropped and will be folded again from position 0: a view is only ever a cache.
+        """
         if self._ready:
             return
         b = self.backend
         with b.transaction(write=False) as c:
             existing = b.table_names(c)
+            stored = self._versions(c)
         wanted = {b.tracking_table} | {t for v in self.views for t in v.tables}
-        if not wanted <= existing:
+        if not wanted <= existing or any(stored.get(v.name) != str(v.version) for v in self.views):
             with b.transaction(write=True) as c:
                 # Projectors starting together must not race to create the tables.
                 b.lock_views(c, ["(tables)"])
-                # Another projector may have made them while we waited: DDL on tables in
+                # Another projector may have done it while we waited: DDL on tables in
                 # use would take locks against its writes.
-                if not wanted <= b.table_names(c):
-                    b.create_tracking_table(c)
-                    for v in self.views:
-                        for statement in v.ddl:
-                            c.execute(b.ddl(statement))
+                existing, stored = b.table_names(c), self._versions(c)
+                b.create_tracking_table(c)
+                for v in self.views:
+                    if stored.get(v.name) == str(v.version) and set(v.tables) <= existing:
+                        continue
+                    for table in v.tables:
+                        if table in existing:
+                            c.execute(f'DROP TABLE "{table}"')
+                    b.clear_position(c, v.name)
+                    for statement in v.ddl:
+                        c.execute(b.ddl(statement))
+                    c.execute("DELETE FROM flowledger_meta WHERE key = ?", ("view:" + v.name,))
+                    c.execute("INSERT INTO flowledger_meta VALUES (?, ?)", ("view:" + v.name, str(v.version)))
         self._ready = True
+
+    @staticmethod
+    def _versions(c: Any) -> dict[str, str]:
+        c.execute("SELECT key, value FROM flowledger_meta WHERE key LIKE 'view:%'")
+        return {key[len("view:"):]: value for key, value in c.fetchall()}
 
     def position(self, view: View) -> int:
         """The last log position the view has applied (0: none)."""
