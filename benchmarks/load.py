@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import httpx
 
@@ -50,81 +51,72 @@ def _sendgrid_batch(rng: random.Random, n: int, start: int, size: int) -> list[d
     ]
 
 
+def _drive(
+    url: str, seconds: float, max_requests: int, out: str, headers: dict[str, str], make: Any
+) -> None:
+    """Post what ``make(rng, sent)`` builds — (path, body, headers, ids) — until the time or
+    the request budget runs out; write what was acknowledged, latencies and errors."""
+    rng = random.Random(out)
+    acked: list[str] = []
+    latencies: list[float] = []
+    errors = 0
+    sent: list[dict] = []
+    deadline = time.monotonic() + seconds
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+        while time.monotonic() < deadline and len(latencies) < max_requests:
+            path, batch, body, extra, ids = make(rng, sent)
+            started = time.perf_counter()
+            r = http.post(path, content=body, headers={"Content-Type": "application/json", **extra})
+            latencies.append(time.perf_counter() - started)
+            if r.status_code == 200:
+                acked += ids
+                sent += batch
+            else:
+                errors += 1
+    with open(out, "w") as f:
+        json.dump({"acked": acked, "latencies": latencies, "errors": errors}, f)
+
+
 def sendgrid_client(n: int, url: str, pem: bytes, seconds: float, max_requests: int, out: str) -> None:
-    """Post signed SendGrid batches until the time or the request budget runs out."""
+    """Signed SendGrid Event Webhook batches to /v1/webhooks/sendgrid (~30% carry resends)."""
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     private = serialization.load_pem_private_key(pem, None)
-    rng = random.Random(n)
-    acked: list[str] = []
-    latencies: list[float] = []
-    errors = 0
-    sent: list[dict] = []
-    deadline = time.monotonic() + seconds
-    i = 0
-    with httpx.Client(base_url=url, timeout=60) as http:
-        while time.monotonic() < deadline and len(latencies) < max_requests:
-            batch = _sendgrid_batch(rng, n, i, rng.randint(1, 100))
-            i += len(batch)
-            if sent and rng.random() < 0.3:
-                batch += rng.sample(sent, min(len(sent), 3))  # SendGrid retried these
-            body = json.dumps(batch).encode()
-            ts = str(int(time.time()))
-            sig = base64.b64encode(private.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
-            headers = {
-                "X-Twilio-Email-Event-Webhook-Signature": sig,
-                "X-Twilio-Email-Event-Webhook-Timestamp": ts,
-                "Content-Type": "application/json",
-            }
-            started = time.perf_counter()
-            r = http.post("/v1/webhooks/sendgrid", content=body, headers=headers)
-            latencies.append(time.perf_counter() - started)
-            if r.status_code == 200:
-                acked += ["sendgrid:" + e["sg_event_id"] for e in batch]
-                sent += batch
-            else:
-                errors += 1
-    with open(out, "w") as f:
-        json.dump({"acked": acked, "latencies": latencies, "errors": errors}, f)
+    counter = [0]
+
+    def make(rng: random.Random, sent: list[dict]) -> tuple[str, list[dict], bytes, dict[str, str], list[str]]:
+        batch = _sendgrid_batch(rng, n, counter[0], rng.randint(1, 100))
+        counter[0] += len(batch)
+        if sent and rng.random() < 0.3:
+            batch += rng.sample(sent, min(len(sent), 3))  # SendGrid retried these
+        body = json.dumps(batch).encode()
+        ts = str(int(time.time()))
+        sig = base64.b64encode(private.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
+        signed = {"X-Twilio-Email-Event-Webhook-Signature": sig, "X-Twilio-Email-Event-Webhook-Timestamp": ts}
+        return "/v1/webhooks/sendgrid", batch, body, signed, ["sendgrid:" + e["sg_event_id"] for e in batch]
+
+    _drive(url, seconds, max_requests, out, {}, make)
 
 
 def client(n: int, url: str, key: str, seconds: float, max_requests: int, out: str) -> None:
-    """Post batches until the time or the request budget runs out; write what was acked."""
-    rng = random.Random(n)
-    acked: list[str] = []
-    latencies: list[float] = []
-    errors = 0
-    sent: list[dict] = []
-    deadline = time.monotonic() + seconds
-    with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as http:
-        i = 0
-        while time.monotonic() < deadline and len(latencies) < max_requests:
-            batch = []
-            for _ in range(rng.randint(1, 100)):
-                if sent and rng.random() < 0.05:
-                    batch.append(rng.choice(sent))  # the provider retried this webhook
-                    continue
-                i += 1
-                kind = rng.choice(["message.delivered", "message.opened", "message.read", "message.sent"])
-                batch.append(
-                    {
-                        "id": f"load-{n}-{i}",
-                        "type": kind,
-                        "occurred_at": "2026-11-01T09:00:00Z",
-                        "message_id": f"msg-{rng.randrange(5000)}",
-                    }
-                )
-            started = time.perf_counter()
-            r = http.post("/v1/events", json=batch)
-            latencies.append(time.perf_counter() - started)
-            if r.status_code == 200:
-                acked += [e["id"] for e in batch]
-                sent += batch
-            else:
-                errors += 1
-    with open(out, "w") as f:
-        json.dump({"acked": acked, "latencies": latencies, "errors": errors}, f)
+    """flowledger's own provider events to /v1/events (~5% of them resent)."""
+    counter = [0]
+
+    def make(rng: random.Random, sent: list[dict]) -> tuple[str, list[dict], bytes, dict[str, str], list[str]]:
+        batch = []
+        for _ in range(rng.randint(1, 100)):
+            if sent and rng.random() < 0.05:
+                batch.append(rng.choice(sent))  # the provider retried this webhook
+                continue
+            counter[0] += 1
+            kind = rng.choice(["message.delivered", "message.opened", "message.read", "message.sent"])
+            batch.append(
+                {"id": f"load-{n}-{counter[0]}", "type": kind, "occurred_at": "2026-11-01T09:00:00Z", "message_id": f"msg-{rng.randrange(5000)}"}
+            )
+        return "/v1/events", batch, json.dumps(batch).encode(), {}, [e["id"] for e in batch]
+
+    _drive(url, seconds, max_requests, out, {"X-API-Key": key}, make)
 
 
 def run(clients: int, seconds: float, store: str | None = None, max_requests: int = 10**9, sendgrid: bool = False) -> dict:
