@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flowledger.store.backend import in_chunks
+
 
 @dataclass(frozen=True, slots=True)
 class Notification:
@@ -81,14 +83,9 @@ def fetch_rows(
     c: sqlite3.Cursor, table: str, key: str, values: Iterable[Any], columns: str = "*"
 ) -> dict[Any, sqlite3.Row | tuple[Any, ...]]:
     """Rows of a table by a key column, for the keys given (bound in chunks)."""
-    values = list(dict.fromkeys(values))
     found: dict[Any, Any] = {}
-    for i in range(0, len(values), 500):
-        chunk = values[i : i + 500]
-        c.execute(
-            f'SELECT {columns} FROM "{table}" WHERE "{key}" IN ({",".join("?" * len(chunk))})',
-            chunk,
-        )
+    for chunk, marks in in_chunks(values):
+        c.execute(f'SELECT {columns} FROM "{table}" WHERE "{key}" IN ({marks})', chunk)
         names = [d[0] for d in c.description]
         index = names.index(key)
         for row in c.fetchall():

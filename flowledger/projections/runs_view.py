@@ -14,6 +14,7 @@ from typing import Any
 from flowledger.domain.vocabulary import MESSAGE_EVENT_TYPES, RUN_EVENT_TYPES
 from flowledger.projections.base import Counters, Notification, View, fetch_rows, upsert
 from flowledger.projections.run_record import RECORD_FIELDS, RunRecord
+from flowledger.store.backend import in_chunks
 
 RUN_COLUMNS = (
     "id",
@@ -160,12 +161,10 @@ class RunsView(View):
     @staticmethod
     def _engagement(c: sqlite3.Cursor, run_ids: set[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {rid: dict(_NO_ENGAGEMENT) for rid in run_ids}
-        ids = list(run_ids)
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
+        for chunk, marks in in_chunks(run_ids):
             c.execute(
                 "SELECT run_id, MIN(delivered_at), MIN(opened_at), MIN(clicked_at) FROM run_emails "
-                f"WHERE channel = 'email' AND run_id IN ({','.join('?' * len(chunk))}) GROUP BY run_id",
+                f"WHERE channel = 'email' AND run_id IN ({marks}) GROUP BY run_id",
                 chunk,
             )
             for rid, delivered, opened, clicked in c.fetchall():

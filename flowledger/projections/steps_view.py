@@ -16,6 +16,7 @@ import orjson
 from flowledger.domain.vocabulary import RUN_EVENT_TYPES
 from flowledger.projections.base import Counters, Notification, View, fetch_rows, upsert
 from flowledger.projections.run_record import error_text, seconds_between
+from flowledger.store.backend import in_chunks
 
 STEP_STATES = ("completed", "failed", "idle", "running", "stopped")
 """The states an attempt can be in (the seed docs' Executions API)."""
@@ -89,12 +90,8 @@ class StepsView(View):
         runs: dict[str, dict[str, Any]] = fetch_rows(c, "step_runs", "run_id", run_ids)  # type: ignore[assignment]
         attempts: dict[tuple[str, str, int], dict[str, Any]] = {}
         # Attempts still open may be finished, paused or stopped by this page's events.
-        for i in range(0, len(run_ids), 500):
-            chunk = list(run_ids)[i : i + 500]
-            c.execute(
-                f"SELECT * FROM steps WHERE status IN ('running', 'idle') AND run_id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
+        for chunk, marks in in_chunks(run_ids):
+            c.execute(f"SELECT * FROM steps WHERE status IN ('running', 'idle') AND run_id IN ({marks})", chunk)
             names = [d[0] for d in c.description]
             for row in c.fetchall():
                 r = dict(zip(names, row))

@@ -5,7 +5,7 @@ another style translates at its cursor). Every value is a bound parameter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -37,6 +37,14 @@ FLOWLEDGER_TABLES = (
 _IN_CHUNK = 500
 
 
+def in_chunks(values: Iterable[Any]) -> Iterator[tuple[list[Any], str]]:
+    """The distinct values in chunks small enough to bind, each with its ``?,?,…`` marks."""
+    distinct = list(dict.fromkeys(values))
+    for i in range(0, len(distinct), _IN_CHUNK):
+        chunk = distinct[i : i + _IN_CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
+
+
 class SQLBackend:
     """The SQL shared by the backends; subclasses add connections and dialect."""
 
@@ -62,12 +70,8 @@ class SQLBackend:
     def fetch_digests(c: Any, ids: Sequence[str]) -> dict[str, bytes]:
         """The stored digests of those event ids that are stored."""
         found: dict[str, bytes] = {}
-        for i in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[i : i + _IN_CHUNK]
-            c.execute(
-                f"SELECT id, digest FROM event_ids WHERE id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
+        for chunk, marks in in_chunks(ids):
+            c.execute(f"SELECT id, digest FROM event_ids WHERE id IN ({marks})", chunk)
             found.update((row[0], row[1]) for row in c.fetchall())
         return found
 
@@ -75,13 +79,8 @@ class SQLBackend:
     def fetch_heads(c: Any, streams: Sequence[str]) -> dict[str, tuple[int, bytes | None]]:
         """Each existing stream's (version, state)."""
         found: dict[str, tuple[int, bytes | None]] = {}
-        for i in range(0, len(streams), _IN_CHUNK):
-            chunk = streams[i : i + _IN_CHUNK]
-            c.execute(
-                "SELECT originator_id, version, state FROM stream_heads "
-                f"WHERE originator_id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
+        for chunk, marks in in_chunks(streams):
+            c.execute(f"SELECT originator_id, version, state FROM stream_heads WHERE originator_id IN ({marks})", chunk)
             found.update((row[0], (row[1], row[2])) for row in c.fetchall())
         return found
 
@@ -111,11 +110,9 @@ class SQLBackend:
     def fetch_links(c: Any, provider_ids: Sequence[str]) -> dict[str, str]:
         """The messages that provider message ids are known to be."""
         found: dict[str, str] = {}
-        for i in range(0, len(provider_ids), _IN_CHUNK):
-            chunk = provider_ids[i : i + _IN_CHUNK]
+        for chunk, marks in in_chunks(provider_ids):
             c.execute(
-                "SELECT provider_message_id, message_id FROM provider_links "
-                f"WHERE provider_message_id IN ({','.join('?' * len(chunk))})",
+                f"SELECT provider_message_id, message_id FROM provider_links WHERE provider_message_id IN ({marks})",
                 chunk,
             )
             found.update((row[0], row[1]) for row in c.fetchall())
@@ -141,9 +138,7 @@ class SQLBackend:
     def release(c: Any, provider_ids: Sequence[str]) -> list[tuple[str, bytes]]:
         """Take the held facts of these provider message ids out: (provider id, event)."""
         taken: list[tuple[str, bytes]] = []
-        for i in range(0, len(provider_ids), _IN_CHUNK):
-            chunk = provider_ids[i : i + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(provider_ids):
             c.execute(f"SELECT provider_message_id, event FROM unmatched_facts WHERE provider_message_id IN ({marks})", chunk)
             taken += [(row[0], bytes(row[1])) for row in c.fetchall()]
             c.execute(f"DELETE FROM unmatched_facts WHERE provider_message_id IN ({marks})", chunk)
