@@ -26,7 +26,7 @@ from flowledger.errors import FlowledgerError, InvalidInput
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES, IngestOptions
 from flowledger.domain.run import STATUSES
 from flowledger.projections.delivery import STATUS_RANK
-from flowledger.projections.run_record import error_text
+from flowledger.projections.run_record import event_detail, recipient_label
 from flowledger.projections.steps_view import STEP_STATES
 from flowledger.store import DEFAULT_STORE, open_log
 from flowledger.store.log import EventLog
@@ -308,7 +308,7 @@ def replay(obj: Context, run_id: str, at: int | None, as_json: bool) -> None:
     click.echo(f"Run {run_id} ({first['workflow']}): {len(history)} events")
     rows = [("#", "occurred_at", "type", "detail", "status after")]
     for h in history:
-        rows.append((str(h.n), _t(h.event.body["occurred_at"]), h.event.type, _detail(h.event.body), h.record["status"]))
+        rows.append((str(h.n), _t(h.event.body["occurred_at"]), h.event.type, event_detail(h.event.body, limit=60), h.record["status"]))
     _echo_table(rows)
 
 
@@ -357,7 +357,7 @@ def runs_list(
         return
     rows = [("id", "workflow", "recipient", "status", "created_at", "retries", "errors")]
     for r in page["entries"]:
-        rec = r["recipient"] if isinstance(r["recipient"], str) else f"{r['recipient']['collection']}/{r['recipient']['id']}"
+        rec = recipient_label(r["recipient"])
         rows.append((r["id"], r["workflow"], rec, r["status"], _t(r["created_at"]), f"{r['retry_count']}/{r['max_retries']}", str(r["error_count"])))
     _echo_table(rows)
     _echo_page_info(page["page_info"])
@@ -898,9 +898,9 @@ def _echo_page_info(info: dict[str, Any]) -> None:
 def _echo_deliveries(entries: list[dict[str, Any]], indent: str = "") -> None:
     rows = [("message", "channel", "recipient", "status", "delivered_at", "opened_at", "clicked_at", "cost")]
     for d in entries:
-        rec = d["recipient"] if isinstance(d["recipient"], str) or d["recipient"] is None else f"{d['recipient']['collection']}/{d['recipient']['id']}"
+        rec = recipient_label(d["recipient"])
         cost = "-" if d["cost_amount"] is None else f"{d['cost_amount']:g} {d['cost_currency']}"
-        rows.append((d["message_id"], d["channel"] or "?", rec or "?", d["status"] or "-", _t(d["delivered_at"]), _t(d["opened_at"]), _t(d["clicked_at"]), cost))
+        rows.append((d["message_id"], d["channel"] or "?", rec, d["status"] or "-", _t(d["delivered_at"]), _t(d["opened_at"]), _t(d["clicked_at"]), cost))
     _echo_table(rows, indent=indent)
 
 
@@ -934,34 +934,6 @@ def _echo_record(record: dict[str, Any]) -> None:
         elif isinstance(value, str) and name.endswith("_at"):
             value = _t(value)
         click.echo(f"{name:<{width}}  {'-' if value is None else value}")
-
-
-def _detail(event: dict[str, Any]) -> str:
-    kind = event["type"]
-    if kind == "run.triggered":
-        source = (event.get("trigger") or {}).get("source", "api")
-        recipient = event["recipient"]
-        rid = recipient if isinstance(recipient, str) else f"{recipient['collection']}/{recipient['id']}"
-        return f"{event['workflow']} for {rid} ({source})"
-    if kind.startswith("step."):
-        text = f"{event['step']} #{event['attempt']} {event['step_type']}"
-        if kind == "step.failed":
-            text += ": " + _short(event["error"])
-        return text
-    if kind == "run.failed":
-        return _short(event["error"])
-    if kind == "run.cancelled":
-        return f"by {event['by']}" + (f": {event['reason']}" if event.get("reason") else "")
-    if kind in ("run.retried", "run.retrying", "run.paused"):
-        who = f"by {event['actor']}" if event.get("actor") else ""
-        why = event.get("reason") or ""
-        return ": ".join(p for p in (who, why) if p)
-    return ""
-
-
-def _short(error: Any, limit: int = 60) -> str:
-    text = error_text(error)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _echo_table(rows: list[tuple[str, ...]], indent: str = "") -> None:

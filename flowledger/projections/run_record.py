@@ -47,6 +47,37 @@ def error_text(error: Any) -> str:
     return orjson.dumps(error).decode()
 
 
+def recipient_label(recipient: Any) -> str:
+    """A recipient as one short text: its id, or collection/id ("?" when unknown)."""
+    if isinstance(recipient, dict):
+        return f"{recipient['collection']}/{recipient['id']}"
+    return recipient or "?"
+
+
+def event_detail(event: dict[str, Any], limit: int | None = None) -> str:
+    """What a run event says, in one line (errors cut to ``limit`` characters)."""
+
+    def short(error: Any) -> str:
+        text = error_text(error)
+        return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+    kind = event["type"]
+    if kind == "run.triggered":
+        source = (event.get("trigger") or {}).get("source", "api")
+        return f"{event['workflow']} for {recipient_label(event['recipient'])} ({source})"
+    if kind.startswith("step."):
+        text = f"{event['step']} #{event['attempt']} {event['step_type']}"
+        return text + (": " + short(event["error"]) if kind == "step.failed" else "")
+    if kind == "run.failed":
+        return short(event["error"])
+    if kind == "run.cancelled":
+        return f"by {event['by']}" + (f": {event['reason']}" if event.get("reason") else "")
+    if kind in ("run.retried", "run.retrying", "run.paused"):
+        who = f"by {event['actor']}" if event.get("actor") else ""
+        return ": ".join(p for p in (who, event.get("reason") or "") if p)
+    return ""
+
+
 def seconds_between(start: str | None, end: str | None) -> float | None:
     """Seconds from one stored timestamp to another (None if either is missing)."""
     if start is None or end is None:

@@ -24,7 +24,7 @@ from flowledger.api import keys
 from flowledger.domain.run import STATUSES
 from flowledger.domain.vocabulary import normalize_timestamp
 from flowledger.errors import CommandRefused, NotFound
-from flowledger.projections.run_record import error_text
+from flowledger.projections.run_record import event_detail, recipient_label
 from flowledger.projections.steps_view import STEP_STATES
 from flowledger.store.log import EventLog
 from flowledger.web import charts
@@ -50,12 +50,6 @@ _env.filters["pretty"] = lambda v: orjson.dumps(v, option=orjson.OPT_INDENT_2).d
 def csrf_token(secret: str) -> str:
     """The CSRF token of a signed-in key: only someone holding the key can make it."""
     return hmac.new(secret.encode(), b"flowledger csrf", hashlib.sha256).hexdigest()
-
-
-def _label(recipient: Any) -> str:
-    if isinstance(recipient, dict):
-        return f"{recipient['collection']}/{recipient['id']}"
-    return recipient or "?"
 
 
 def _now() -> datetime:
@@ -192,7 +186,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
         entries = []
         for r in result["entries"]:
             updated = datetime.fromisoformat(r["updated_at"])
-            entries.append({**r, "recipient_label": _label(r["recipient"]), "stuck": r["status"] in ("pending", "running") and now - updated > STUCK_AFTER})
+            entries.append({**r, "recipient_label": recipient_label(r["recipient"]), "stuck": r["status"] in ("pending", "running") and now - updated > STUCK_AFTER})
         state = {**base, **({"status": status} if status else {})}
         info = result["page_info"]
         return page(
@@ -214,8 +208,8 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
         now = _stamp(_now())
         return page(
             "runs", "run.html", request, session,
-            run=record, recipient=_label(record["recipient"]), timeline=charts.timeline(record["steps"], now),
-            history=[{"n": h.n, "event": h.event.body, "record": h.record, "detail": _detail(h.event.body)} for h in history],
+            run=record, recipient=recipient_label(record["recipient"]), timeline=charts.timeline(record["steps"], now),
+            history=[{"n": h.n, "event": h.event.body, "record": h.record, "detail": event_detail(h.event.body)} for h in history],
             message={"retried": "The run was retried.", "cancelled": "The run was cancelled."}.get(done or ""),
             error=refused,
         )
@@ -270,7 +264,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
         info = result["page_info"]
         return page(
             "deliveries", "deliveries.html", request, session,
-            deliveries=[{**d, "recipient_label": _label(d["recipient"])} for d in result["entries"]],
+            deliveries=[{**d, "recipient_label": recipient_label(d["recipient"])} for d in result["entries"]],
             channel=channel, status=status, recipient=recipient, run_id=run_id, channels=CHANNELS,
             delivery_statuses=DELIVERY_STATUSES, error=error,
             older="/deliveries?" + urlencode({**state, "after": info["after"]}) if info["after"] else None,
@@ -299,19 +293,3 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
 
 def _normal(value: str | None) -> str | None:
     return normalize_timestamp(value) if value else None
-
-
-def _detail(event: dict[str, Any]) -> str:
-    kind = event["type"]
-    if kind == "run.triggered":
-        return f"{event['workflow']} ({(event.get('trigger') or {}).get('source', 'api')})"
-    if kind.startswith("step."):
-        text = f"{event['step']} #{event['attempt']} {event['step_type']}"
-        return text + (": " + error_text(event["error"]) if kind == "step.failed" else "")
-    if kind == "run.failed":
-        return error_text(event["error"])
-    if kind == "run.cancelled":
-        return f"by {event['by']}" + (f": {event['reason']}" if event.get("reason") else "")
-    if kind in ("run.retried", "run.retrying", "run.paused"):
-        return " ".join(p for p in (f"by {event['actor']}" if event.get("actor") else "", event.get("reason") or "") if p)
-    return ""
