@@ -20,6 +20,7 @@ import click
 import orjson
 
 from flowledger import ledger, queries, shapes
+from flowledger.api import keys as api_keys
 from flowledger.domain.vocabulary import normalize_timestamp
 from flowledger.domain.redaction import Redactor
 from flowledger.errors import FlowledgerError, InvalidInput
@@ -804,8 +805,6 @@ def keys_create(obj: Context, name: str, scope: str, as_json: bool) -> None:
     Example:
         flowledger keys create --name webhooks --scope write
     """
-    from flowledger.api import keys as api_keys
-
     log = obj.open(create=True)
     try:
         key, secret = api_keys.create_key(log.backend, name, scope)
@@ -829,8 +828,6 @@ def keys_list(obj: Context, as_json: bool) -> None:
     Example:
         flowledger keys list
     """
-    from flowledger.api import keys as api_keys
-
     log = obj.open()
     try:
         items = [k.to_dict() for k in api_keys.list_keys(log.backend)]
@@ -855,8 +852,6 @@ def keys_revoke(obj: Context, key_id: str) -> None:
     Example:
         flowledger keys revoke key_3f9a1c2b7d4e
     """
-    from flowledger.api import keys as api_keys
-
     log = obj.open()
     try:
         key = api_keys.revoke_key(log.backend, key_id)

@@ -17,6 +17,8 @@ from flowledger.errors import CommandRefused, InvalidInput, NotFound, Problem
 from flowledger.ingest import IngestOptions, candidates, read_items
 from flowledger import queries
 from flowledger.projections.projector import Projector, all_views
+from flowledger.providers import ADAPTERS
+from flowledger.providers.ingest import export_items, fact_event
 from flowledger.projections.run_record import HistoryEntry, run_history
 from flowledger.store.log import AppendResult, Candidate, EventLog, utc_now
 
@@ -70,8 +72,6 @@ def append_provider_facts(
 ) -> tuple[AppendResult, int]:
     """Append provider facts (validated and redacted like any event), matching each to its
     message; returns the result and how many facts were no fact about delivery (skipped)."""
-    from flowledger.providers.ingest import fact_event
-
     redactor = redactor or Redactor()
     items = []
     skipped = 0
@@ -95,9 +95,6 @@ def append_provider_facts(
 
 def append_export(log: EventLog, provider: str, data: bytes, redactor: Redactor | None = None) -> tuple[AppendResult, int]:
     """Append a file exported from a provider (no signature: the file is the user's own)."""
-    from flowledger.providers import ADAPTERS
-    from flowledger.providers.ingest import export_items
-
     adapter = ADAPTERS[provider]
     try:
         facts = [adapter.translate(item) for item in export_items(provider, data)]

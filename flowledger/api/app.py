@@ -6,8 +6,11 @@ from the query functions' own allow-lists.
 """
 
 
+import os
 import re
 import threading
+import time
+from urllib.parse import parse_qsl
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -23,10 +26,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flowledger import ledger, queries, shapes
 from flowledger.api import keys
+from flowledger.providers import ADAPTERS, SignatureInvalid, SignedRequest
+from flowledger.providers.whatsapp import handshake
 from flowledger.domain.vocabulary import normalize_timestamp
 from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, StoreBusy
 from flowledger.store import open_log
 from flowledger.store.log import EventLog
+from flowledger.web import pages
 
 MAX_BATCH_EVENTS = 10_000
 """The most events one POST /v1/events may carry."""
@@ -134,8 +140,6 @@ PROVIDER_SECRETS = {
 
 def secrets_from_environment(environ: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
     """Each provider's webhook secrets, from FLOWLEDGER_SENDGRID_PUBLIC_KEY and the like."""
-    import os
-
     environ = dict(os.environ) if environ is None else environ
     return {
         provider: {n: environ[f"FLOWLEDGER_{provider.upper()}_{n.upper()}"] for n in names if environ.get(f"FLOWLEDGER_{provider.upper()}_{n.upper()}")}
@@ -439,17 +443,11 @@ def create_app(
     async def webhook(provider: Provider, request: Request) -> dict[str, int]:
         """A provider's webhook, in its own format: the signature (or basic auth) is checked
         before anything is stored; events are matched to their messages."""
-        import time
-
-        from flowledger.providers import ADAPTERS, SignatureInvalid, SignedRequest
-
         body = await request.body()
         if len(body) > MAX_BATCH_BYTES:
             raise ApiProblem(413, "Too large", f"the body is over {MAX_BATCH_BYTES:,} bytes, the limit")
         form: dict[str, str] = {}
         if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-            from urllib.parse import parse_qsl
-
             form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         url = str(request.url)
         if public_url:
@@ -468,9 +466,6 @@ def create_app(
     @app.get("/v1/webhooks/whatsapp", tags=["webhooks"], openapi_extra={"security": []}, response_class=Response)
     def whatsapp_handshake(request: Request) -> Response:
         """Meta's subscription handshake: echoes hub.challenge for the right verify token."""
-        from flowledger.providers import SignatureInvalid
-        from flowledger.providers.whatsapp import handshake
-
         try:
             challenge = handshake(dict(request.query_params), webhook_secrets.get("whatsapp", {}))
         except SignatureInvalid as e:
@@ -489,8 +484,6 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
-    from flowledger.web import pages
-
     pages.mount(app, the_log)
     return app
 

@@ -143,9 +143,7 @@ class DeliveriesView(View):
             record["ever_sent"] = int(bool(record["ever_sent"]))
             old = old_rows.get(mid)
             if old is not None:
-                old_record = dict(old)
-                old_record["recipient"] = orjson.loads(old["recipient_json"]) if old["recipient_json"] else None
-                for metric, value in metrics(old_record).items():
+                for metric, value in metrics(old).items():
                     counters.add((old["workflow"] or NO_WORKFLOW, old["channel"], metric), -value)
             for metric, value in metrics(record).items():
                 counters.add((record["workflow"] or NO_WORKFLOW, record["channel"], metric), value)
