@@ -181,8 +181,12 @@ def test_a_view_made_by_another_version_is_refolded_from_the_log(log, store_path
         c.execute("UPDATE flowledger_meta SET value = '0' WHERE key = 'view:runs'")
         c.execute("DROP TABLE runs")
         c.execute("CREATE TABLE runs (id TEXT PRIMARY KEY, an_old_column TEXT)")
-    projector = Projector(log.backend)
-    projector.catch_up()
+    # The next process to open the store (a newer flowledger, say) notices.
+    from flowledger.store import open_log
+
+    reopened = open_log(store_path)
+    Projector(reopened.backend).catch_up()
+    reopened.close()
     assert snapshot(store_path) == before
     with log.backend.transaction(write=False) as c:
         c.execute("SELECT value FROM flowledger_meta WHERE key = 'view:runs'")

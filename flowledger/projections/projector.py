@@ -68,9 +68,11 @@ class Projector:
         A view whose tables were made for another version of it (its columns changed) is
         dropped and will be folded again from position 0: a view is only ever a cache.
         """
-        if self._ready:
-            return
         b = self.backend
+        wanted_versions = {(v.name, v.version) for v in self.views}
+        # Once per store and process: queries make a projector each, and need not look again.
+        if self._ready or wanted_versions <= getattr(b, "_views_ensured", set()):
+            return
         with b.transaction(write=False) as c:
             existing = b.table_names(c)
             stored = self._versions(c)
@@ -95,6 +97,7 @@ class Projector:
                     c.execute("DELETE FROM flowledger_meta WHERE key = ?", ("view:" + v.name,))
                     c.execute("INSERT INTO flowledger_meta VALUES (?, ?)", ("view:" + v.name, str(v.version)))
         self._ready = True
+        b._views_ensured = getattr(b, "_views_ensured", set()) | wanted_versions  # type: ignore[attr-defined]
 
     @staticmethod
     def _versions(c: Any) -> dict[str, str]:
@@ -122,6 +125,8 @@ class Projector:
         """Apply every event the views have not applied yet; returns how many were read."""
         self.ensure_tables()
         views = list(views) if views is not None else self.views
+        if not self._behind(views):
+            return 0  # the common case for a query: no write lock taken at all
         total = 0
         while True:
             n = self._apply_page(views, page_size)
@@ -131,6 +136,15 @@ class Projector:
             if progress:
                 progress(n)
         return total
+
+    def _behind(self, views: Sequence[View]) -> bool:
+        """Whether any of the views has events left to apply (read only)."""
+        b = self.backend
+        with b.transaction(write=False) as c:
+            lowest = min(b.get_position(c, v.name) for v in views)
+            if self.source is b:
+                return b.max_position(c) > lowest
+        return self.head() > lowest
 
     def _apply_page(self, views: Sequence[View], page_size: int) -> int:
         """Apply the next page of the log to every view behind, in one transaction.
