@@ -7,24 +7,38 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 from flowledger import ledger
 from flowledger.projections.projector import Projector
 from tests.histories import jsonl
 from tests.test_views import snapshot
 
+# The follower kills itself inside the transaction of page KILL_AT, after one view has
+# written its rows and position and before the commit: always mid-page, however fast the
+# machine (a kill from outside could come too late).
 FOLLOWER = textwrap.dedent(
     """
-    import sys
+    import os, signal, sys
     from flowledger.projections.projector import Projector
     from flowledger.store import open_log
 
     log = open_log(sys.argv[1])
-    print("ready", flush=True)
+    kill_at = int(sys.argv[3])
+    moves = 0
+    set_position = log.backend.set_position
+
+    def set_position_then_die(c, name, position):
+        global moves
+        set_position(c, name, position)
+        moves += 1
+        if moves == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    log.backend.set_position = set_position_then_die
     Projector(log.backend).catch_up(page_size=int(sys.argv[2]))
     """
 )
+PAGE = 97
 
 
 def busy_workspace(n_runs: int):
@@ -47,21 +61,15 @@ def test_a_projector_killed_mid_page_and_restarted_equals_a_rebuild(log, store_p
     ledger.append_input(log, jsonl(list(busy_workspace(4000))))
     head = Projector(log.backend).head()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-c", FOLLOWER, store_path, "97"], stdout=subprocess.PIPE, env=env)
-    assert proc.stdout.readline().strip() == b"ready"
-    # Let it commit some pages, then kill it wherever it is.
-    deadline = time.monotonic() + 60
+    n_views = len(Projector(log.backend).views)
+    # Page 100 of ~371: dies after the first view's position moved, before the commit.
+    kill_at = 99 * n_views + 1
+    proc = subprocess.run([sys.executable, "-c", FOLLOWER, store_path, str(PAGE), str(kill_at)], env=env, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
     projector = Projector(log.backend)
-    while time.monotonic() < deadline:
-        views = projector.views
-        positions = [projector.position(v) for v in views]
-        if positions[0] > head // 4:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     positions = [projector.position(v) for v in projector.views]
-    assert 0 < positions[0] and min(positions) < head, "the projector was not killed part-way"
+    # Pages 1-99 committed; page 100 died with its transaction and left nothing behind.
+    assert positions == [99 * PAGE] * n_views
     projector.catch_up()
     assert [projector.position(v) for v in projector.views] == [head] * len(projector.views)
     resumed = snapshot(store_path)
