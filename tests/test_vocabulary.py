@@ -7,6 +7,10 @@ import io
 import orjson
 import pytest
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowledger.domain import vocabulary
 from flowledger.domain.vocabulary import EVENT_TYPES, EventInvalid, normalize_timestamp, validate_event
 from flowledger.ingest import IngestOptions, candidates, read_items
 from tests.conftest import ev, step, triggered
@@ -128,3 +132,35 @@ def test_an_event_over_the_size_limit_is_refused_with_the_limit_named():
 def test_numbers_read_alike_from_lines_and_arrays():
     _, rejected = _read(b'[{"id": "x", "type": "run.started", "occurred_at": NaN}]')
     assert rejected[0].message.startswith("not valid JSON")
+
+
+_STAMP_PARTS = st.tuples(
+    st.integers(0, 9999), st.integers(0, 13), st.integers(0, 32),
+    st.integers(0, 24), st.integers(0, 60), st.integers(0, 60),
+    st.one_of(st.none(), st.text("0123456789", min_size=0, max_size=10)),
+    st.sampled_from(["Z", "z", "+00:00", "-05:30"]),
+    st.sampled_from(["T", "t", " "]),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_STAMP_PARTS, st.booleans())
+def test_the_fast_utc_path_stores_what_the_full_parser_stores(parts, seen_before):
+    year, month, day, hour, minute, second, digits, offset, sep = parts
+    stamp = f"{year:04d}-{month:02d}-{day:02d}{sep}{hour:02d}:{minute:02d}:{second:02d}"
+    stamp += ("" if digits is None else "." + digits) + offset
+    if seen_before:
+        # The fast path only trusts a date it has seen the full parser accept.
+        try:
+            normalize_timestamp(f"{year:04d}-{month:02d}-{day:02d}T00:00:00Z")
+        except Exception:
+            pass
+    try:
+        expected = ("ok", vocabulary._normalize(stamp))
+    except Exception as e:
+        expected = ("refused", str(e))
+    try:
+        got = ("ok", normalize_timestamp(stamp))
+    except Exception as e:
+        got = ("refused", str(e))
+    assert got == expected

@@ -26,8 +26,28 @@ _RFC3339 = re.compile(
 )
 
 
+# The form nearly every sender uses (UTC, "Z", a T, 0-9 fraction digits), with the time's
+# ranges in the pattern: only the date is left to check, once per day seen.
+_UTC_Z = re.compile(r"(\d{4}-\d{2}-\d{2})T((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)(?:\.(\d{1,9}))?Z")
+_REAL_DATES: set[str] = set()
+
+
 def normalize_timestamp(value: str) -> str:
     """Return an RFC 3339 timestamp as UTC with microseconds, so stored times sort as text."""
+    fast = _UTC_Z.fullmatch(value)
+    if fast is not None:
+        date, time, digits = fast.groups()
+        if date in _REAL_DATES:
+            return f"{date}T{time}.{(digits or '')[:6]:0<6}Z"
+    stored = _normalize(value)
+    if fast is not None:
+        if len(_REAL_DATES) > 100_000:
+            _REAL_DATES.clear()
+        _REAL_DATES.add(fast.group(1))
+    return stored
+
+
+def _normalize(value: str) -> str:
     match = _RFC3339.match(value)
     if match is None:
         raise PydanticCustomError(
@@ -483,6 +503,9 @@ _ANY_EVENT = TypeAdapter(
 )
 
 
+_VALIDATE = _ANY_EVENT.validator.validate_python
+
+
 def stream_of(event: dict[str, Any]) -> str:
     """The stream (eventsourcing originator id) an already validated event belongs to."""
     if event["type"] in RUN_EVENT_TYPES:
@@ -499,7 +522,8 @@ def validate_event(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise EventInvalid([f"expected a JSON object, got {_json_kind(obj)}"])
     try:
-        return _ANY_EVENT.validate_python(obj)  # type: ignore[no-any-return]
+        # The core validator itself: TypeAdapter's wrapper costs a third as much again.
+        return _VALIDATE(obj)  # type: ignore[no-any-return]
     except ValidationError as e:
         raise EventInvalid(_describe(e, obj)) from None
 
