@@ -1,7 +1,7 @@
 """Reading an input (JSON Lines or one JSON array) into validated, redacted candidates.
 
 This is the first stage of every way in: bytes → JSON → vocabulary → redaction → a
-:class:`~flowledger.store.log.Candidate` with its digest. Problems are collected with the
+:class:`~flowledger.store.log.Candidate` with its canonical JSON. Problems are collected with the
 line they start on, never raised one at a time, so a user sees all of them at once.
 """
 

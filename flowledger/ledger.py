@@ -1,7 +1,7 @@
 """The library API: what each CLI command (and later the HTTP API) calls.
 
 One function per capability, each taking an open :class:`EventLog`; all the input
-handling (validation, redaction, digests) happens here, before the log sees an event.
+handling (validation, redaction, canonical encoding) happens here, before the log sees an event.
 """
 
 from __future__ import annotations

@@ -61,6 +61,48 @@ class StoreContract:
         assert any("different body" in m for m in messages) and any("never triggered" in m for m in messages)
         assert log.count() == 2
 
+    def test_an_id_reused_in_another_stream_is_a_conflict(self, log):
+        queued = ev("message.queued", id="e1", message_id="m1", channel="sms", recipient="u1")
+        ledger.append_input(log, jsonl([queued]))
+        again, _ = ledger.append_input(log, jsonl([queued]))
+        assert (again.appended, again.duplicates) == (0, 1)
+        with pytest.raises(InvalidInput) as info:
+            ledger.append_input(log, jsonl([{**queued, "message_id": "m2"}]))
+        assert "different body" in info.value.problems[0].message
+        assert log.count() == 1
+
+    def test_a_store_made_with_schema_version_1_is_upgraded_on_open(self, log, store_url):
+        events = _history()
+        ledger.append_input(log, jsonl(events))
+        b = log.backend
+        # Version 1 kept each id's digest and stream beside it.
+        with b.transaction(write=True) as c:
+            c.execute(f"SELECT {b.position_column}, originator_id, originator_version, state FROM stored_events")
+            rows = [(orjson.loads(bytes(s))["id"], b"\0" * 16, o, v) for _, o, v, s in c.fetchall()]
+            c.execute("DROP TABLE event_ids")
+            c.execute(b.ddl(
+                "CREATE TABLE event_ids (id TEXT PRIMARY KEY, digest BLOB NOT NULL, "
+                "originator_id TEXT NOT NULL, originator_version INTEGER NOT NULL)"
+            ))
+            c.executemany("INSERT INTO event_ids VALUES (?, ?, ?, ?)", rows)
+            c.execute("UPDATE flowledger_meta SET value = '1' WHERE key = 'schema_version'")
+        log.close()
+        upgraded = open_log(store_url)
+        try:
+            with upgraded.backend.transaction(write=False) as c:
+                c.execute("SELECT value FROM flowledger_meta WHERE key = 'schema_version'")
+                assert c.fetchone()[0] == "2"
+                c.execute("SELECT * FROM event_ids")
+                assert sorted(r[0] for r in c.fetchall()) == sorted(r[0] for r in rows)
+            again, _ = ledger.append_input(upgraded, jsonl(events))
+            assert (again.appended, again.duplicates) == (0, 8)
+            with pytest.raises(InvalidInput):
+                ledger.append_input(upgraded, jsonl([{**events[1], "occurred_at": "2026-11-02T00:00:00Z"}]))
+            more, _ = ledger.append_input(upgraded, jsonl([triggered("r9")]))
+            assert more.appended == 1 and upgraded.count() == 9
+        finally:
+            upgraded.close()
+
     def test_secrets_are_redacted_in_the_stored_events(self, log):
         ledger.append_input(log, jsonl(_history()))
         with log.backend.transaction(write=False) as c:

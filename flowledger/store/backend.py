@@ -8,13 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-SCHEMA_VERSION = 1
-"""The layout of flowledger's own tables."""
+SCHEMA_VERSION = 2
+"""The layout of flowledger's own tables (2: event_ids holds the ids alone)."""
+
+# Every append writes one row here at a random place: the smaller the row, the fewer pages
+# a webhook batch dirties (a resend is told from a conflict by reading its stream).
+_EVENT_IDS = "CREATE TABLE IF NOT EXISTS {} (id TEXT PRIMARY KEY) WITHOUT ROWID"
 
 FLOWLEDGER_TABLES = (
-    "CREATE TABLE IF NOT EXISTS event_ids ("
-    "id TEXT PRIMARY KEY, digest BLOB NOT NULL, "
-    "originator_id TEXT NOT NULL, originator_version INTEGER NOT NULL) WITHOUT ROWID",
+    _EVENT_IDS.format("event_ids"),
     "CREATE TABLE IF NOT EXISTS stream_heads ("
     "originator_id TEXT PRIMARY KEY, version INTEGER NOT NULL, state BLOB) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS run_cancellation_keys ("
@@ -56,28 +58,51 @@ class SQLBackend:
     """eventsourcing's table of each view's position."""
 
     def upgrade(self) -> None:
-        """Add the tables a store made by an earlier version lacks (all IF NOT EXISTS)."""
+        """Bring a store made by an earlier version to this layout (once, under the write lock)."""
         with self.transaction(write=False) as c:  # type: ignore[attr-defined]
-            current = "provider_links" in self.table_names(c)  # type: ignore[attr-defined]
-        if not current:
-            with self.transaction(write=True) as c:  # type: ignore[attr-defined]
-                for statement in FLOWLEDGER_TABLES:
-                    c.execute(self.ddl(statement))  # type: ignore[attr-defined]
+            version = self._schema_version(c)
+        if version >= SCHEMA_VERSION:
+            return
+        with self.transaction(write=True, append=True) as c:  # type: ignore[attr-defined]
+            if self._schema_version(c) >= SCHEMA_VERSION:
+                return  # another process upgraded it while we waited for the lock
+            if "event_ids" in self.table_names(c):  # type: ignore[attr-defined]
+                # Version 1 kept a digest and the stream beside each id.
+                c.execute(self.ddl(_EVENT_IDS.format("event_ids_v2")))  # type: ignore[attr-defined]
+                c.execute("INSERT INTO event_ids_v2 SELECT id FROM event_ids")
+                c.execute("DROP TABLE event_ids")
+                c.execute("ALTER TABLE event_ids_v2 RENAME TO event_ids")
+            for statement in FLOWLEDGER_TABLES:
+                c.execute(self.ddl(statement))  # type: ignore[attr-defined]
+            c.execute("DELETE FROM flowledger_meta WHERE key = 'schema_version'")
+            c.execute("INSERT INTO flowledger_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    @staticmethod
+    def _schema_version(c: Any) -> int:
+        c.execute("SELECT value FROM flowledger_meta WHERE key = 'schema_version'")
+        row = c.fetchone()
+        return int(row[0]) if row else 1
 
     # Reads and writes on an open transaction's cursor. Every value is a bound parameter.
 
     @staticmethod
-    def fetch_digests(c: Any, ids: Sequence[str]) -> dict[str, bytes]:
-        """The stored digests of those event ids that are stored."""
-        found: dict[str, bytes] = {}
+    def stored_ids(c: Any, ids: Iterable[str]) -> set[str]:
+        """Those of the event ids that are stored already."""
+        found: set[str] = set()
         for chunk, marks in in_chunks(ids):
-            c.execute(f"SELECT id, digest FROM event_ids WHERE id IN ({marks})", chunk)
-            found.update((row[0], row[1]) for row in c.fetchall())
+            c.execute(f"SELECT id FROM event_ids WHERE id IN ({marks})", chunk)
+            found.update(row[0] for row in c.fetchall())
         return found
 
     @staticmethod
-    def fetch_heads(c: Any, streams: Sequence[str]) -> dict[str, tuple[int, bytes | None]]:
-        """Each existing stream's (version, state)."""
+    def stream_states(c: Any, stream: str) -> list[bytes]:
+        """The stored states of one stream's events."""
+        c.execute("SELECT state FROM stored_events WHERE originator_id = ?", (stream,))
+        return [bytes(row[0]) for row in c.fetchall()]
+
+    @staticmethod
+    def fetch_heads(c: Any, streams: Iterable[str]) -> dict[str, tuple[int, bytes | None]]:
+        """Each existing run stream's (version, rule state)."""
         found: dict[str, tuple[int, bytes | None]] = {}
         for chunk, marks in in_chunks(streams):
             c.execute(f"SELECT originator_id, version, state FROM stream_heads WHERE originator_id IN ({marks})", chunk)
@@ -85,20 +110,33 @@ class SQLBackend:
         return found
 
     @staticmethod
+    def fetch_versions(c: Any, streams: Iterable[str]) -> dict[str, int]:
+        """Each existing stream's last version, read from the log's (stream, version) key."""
+        found: dict[str, int] = {}
+        for chunk, marks in in_chunks(streams):
+            c.execute(
+                "SELECT originator_id, MAX(originator_version) FROM stored_events "
+                f"WHERE originator_id IN ({marks}) GROUP BY originator_id",
+                chunk,
+            )
+            found.update((row[0], row[1]) for row in c.fetchall())
+        return found
+
+    @staticmethod
     def insert(
         c: Any,
         events: Sequence[tuple[str, int, str, bytes]],
-        ids: Sequence[tuple[str, bytes, str, int]],
+        ids: Sequence[tuple[str]],
         heads: Sequence[tuple[str, int, bytes | None]],
         keys: Sequence[tuple[str, str]],
     ) -> None:
-        """Write events, their ids, the new stream heads and cancellation keys."""
+        """Write events, their ids, the runs' new heads and cancellation keys."""
         c.executemany(
             "INSERT INTO stored_events (originator_id, originator_version, topic, state) "
             "VALUES (?,?,?,?)",
             events,
         )
-        c.executemany("INSERT INTO event_ids VALUES (?,?,?,?)", ids)
+        c.executemany("INSERT INTO event_ids VALUES (?)", ids)
         c.executemany(
             "INSERT INTO stream_heads VALUES (?,?,?) ON CONFLICT (originator_id) "
             "DO UPDATE SET version=excluded.version, state=excluded.state",

@@ -1,7 +1,8 @@
 """The event log: idempotent, rule-checked, all-or-nothing appends, and reads by stream.
 
 An append runs in one write transaction. For each event it looks the id up (a stored
-id with the same body is a duplicate, with another body a conflict), checks a run event
+id with the same body is a duplicate, with another body a conflict: the same body is in
+the same stream, so the stream's stored events tell which), checks a run event
 against the run's rule state, and gives it the next version of its stream. The events,
 their ids and the new stream heads are written together, so a crash leaves either all
 of a batch or none of it.
@@ -9,7 +10,6 @@ of a batch or none of it.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -36,10 +36,8 @@ class Candidate:
     """The stream (eventsourcing originator id) it belongs to."""
     body: dict[str, Any]
     """The event as stored."""
-    digest: bytes
-    """A digest of the body, to tell a resend from a conflicting reuse of the id."""
     encoded: bytes
-    """The body as canonical JSON (sorted keys): what the digest is of."""
+    """The body as canonical JSON (sorted keys): equal for a resend, not for a conflict."""
     source: str | None = None
     """The input text, kept only when refused events are to be written aside."""
     index: int | None = None
@@ -55,17 +53,9 @@ class Candidate:
         index: int | None = None,
     ) -> Candidate:
         """Build from a validated, redacted body."""
-        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
         return cls(
-            line,
-            body["id"],
-            body["type"],
-            stream,
-            body,
-            hashlib.blake2b(canonical, digest_size=16).digest(),
-            canonical,
-            source,
-            index,
+            line, body["id"], body["type"], stream, body,
+            orjson.dumps(body, option=orjson.OPT_SORT_KEYS), source, index,
         )
 
 
@@ -155,56 +145,64 @@ class EventLog:
     ) -> None:
         b = self.backend
         stamp = b',"recorded_at":"' + recorded_at.encode() + b'"}'
-        known = b.fetch_digests(c, list({cand.event_id for cand in chunk}))
-        heads_raw = b.fetch_heads(c, list({cand.stream for cand in chunk}))
-        versions: dict[str, int] = {s: v for s, (v, _) in heads_raw.items()}
+        stored = b.stored_ids(c, [cand.event_id for cand in chunk])
+        # Ids appended by this chunk, with their bodies; ids stored before are settled by
+        # reading their candidate's stream (rare: resends and conflicts only).
+        fresh: dict[str, bytes] = {}
+        streams_read: dict[str, dict[str, bytes]] = {}
+        run_streams = {cand.stream for cand in chunk if cand.stream.startswith("run:")}
+        heads_raw = b.fetch_heads(c, run_streams)
+        # A message's next version comes from the log's own index: only runs keep a head
+        # row (their rule state), so a webhook for an old message writes one row less.
+        versions = b.fetch_versions(c, {cand.stream for cand in chunk} - run_streams)
+        versions.update((s, v) for s, (v, _) in heads_raw.items())
         runs: dict[str, Run] = {}
         events: list[tuple[str, int, str, bytes]] = []
-        ids: list[tuple[str, bytes, str, int]] = []
+        ids: list[tuple[str]] = []
         keys: list[tuple[str, str]] = []
         links: list[tuple[str, str]] = []
-        touched: set[str] = set()
+        touched_runs: set[str] = set()
         for cand in chunk:
-            seen = known.get(cand.event_id)
-            if seen is not None:
-                if seen == cand.digest:
+            event_id = cand.event_id
+            if event_id in fresh or event_id in stored:
+                if event_id in fresh:
+                    same = fresh[event_id] == cand.encoded
+                else:
+                    if cand.stream not in streams_read:
+                        streams_read[cand.stream] = _canonical_bodies(b.stream_states(c, cand.stream))
+                    same = streams_read[cand.stream].get(event_id) == cand.encoded
+                if same:
                     result.duplicates += 1
                 else:
                     result.problems.append((cand, _conflict(cand)))
                 continue
             body = cand.body
-            if cand.stream.startswith("run:"):
-                run = runs.get(cand.stream)
+            stream = cand.stream
+            if stream in run_streams:
+                run = runs.get(stream)
                 if run is None:
-                    raw = heads_raw.get(cand.stream)
+                    raw = heads_raw.get(stream)
                     state = orjson.loads(raw[1]) if raw and raw[1] else None
-                    run = runs[cand.stream] = Run.from_state(body["run_id"], state)
+                    run = runs[stream] = Run.from_state(body["run_id"], state)
                 try:
                     run.check(body)
                 except FactRefused as e:
                     result.problems.append((cand, Problem(cand.line, str(e), cand.event_id, cand.index)))
                     continue
                 run.apply(body)
-                if body["type"] == "run.triggered" and run.cancellation_key is not None:
+                touched_runs.add(stream)
+                if cand.type == "run.triggered" and run.cancellation_key is not None:
                     keys.append((run.cancellation_key, run.id))
-            version = versions.get(cand.stream, 0) + 1
-            versions[cand.stream] = version
-            touched.add(cand.stream)
-            known[cand.event_id] = cand.digest
+            elif "provider_message_id" in body and body["provider_message_id"]:
+                links.append((body["provider_message_id"], body["message_id"]))
+            version = versions.get(stream, 0) + 1
+            versions[stream] = version
+            fresh[event_id] = cand.encoded
             # The stored state is the canonical body with recorded_at spliced in before its
             # closing brace: no second encoding of the event.
-            events.append((cand.stream, version, cand.type, cand.encoded[:-1] + stamp))
-            ids.append((cand.event_id, cand.digest, cand.stream, version))
-            if cand.stream.startswith("message:") and body.get("provider_message_id"):
-                links.append((body["provider_message_id"], body["message_id"]))
-        heads = [
-            (
-                s,
-                versions[s],
-                orjson.dumps(runs[s].to_state()) if s in runs else None,
-            )
-            for s in touched
-        ]
+            events.append((stream, version, cand.type, cand.encoded[:-1] + stamp))
+            ids.append((event_id,))
+        heads = [(s, versions[s], orjson.dumps(runs[s].to_state())) for s in touched_runs]
         b.insert(c, events, ids, heads, keys)
         result.appended += len(events)
         if links:
@@ -320,6 +318,16 @@ def utc_now() -> str:
 def _chain(first: list[Candidate], rest: Iterator[list[Candidate]]) -> Iterator[list[Candidate]]:
     yield first
     yield from rest
+
+
+def _canonical_bodies(states: list[bytes]) -> dict[str, bytes]:
+    """Stored events by id, as the canonical JSON they were appended as (no recorded_at)."""
+    bodies = {}
+    for state in states:
+        body = orjson.loads(state)
+        body.pop("recorded_at", None)
+        bodies[body["id"]] = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    return bodies
 
 
 def _conflict(cand: Candidate) -> Problem:
