@@ -71,6 +71,14 @@ class StoreContract:
         assert "different body" in info.value.problems[0].message
         assert log.count() == 1
 
+    def test_a_refused_event_leaves_its_id_free_for_a_corrected_resend(self, log):
+        early = ev("run.completed", id="done-1", run_id="r1")
+        result, _ = ledger.append_input(log, jsonl([early, triggered("r1")]), keep_going=True)
+        assert result.appended == 1 and "never triggered" in result.problems[0][1].message
+        fixed, _ = ledger.append_input(log, jsonl([ev("run.started", run_id="r1"), early]))
+        assert (fixed.appended, fixed.duplicates) == (2, 0)
+        assert [e.type for e in log.run_events("r1")] == ["run.triggered", "run.started", "run.completed"]
+
     def test_a_store_made_with_schema_version_1_is_upgraded_on_open(self, log, store_url):
         events = _history()
         ledger.append_input(log, jsonl(events))

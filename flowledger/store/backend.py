@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import orjson
+
 SCHEMA_VERSION = 2
 """The layout of flowledger's own tables (2: event_ids holds the ids alone)."""
 
@@ -86,13 +88,22 @@ class SQLBackend:
     # Reads and writes on an open transaction's cursor. Every value is a bound parameter.
 
     @staticmethod
-    def stored_ids(c: Any, ids: Iterable[str]) -> set[str]:
-        """Those of the event ids that are stored already."""
-        found: set[str] = set()
+    def claim_ids(c: Any, ids: Sequence[str]) -> set[str]:
+        """Record the event ids not stored yet; returns those (the others were stored before).
+
+        One statement for the whole list: the look-up and the insert share each key's seek.
+        """
+        c.execute(
+            "INSERT OR IGNORE INTO event_ids SELECT value FROM json_each(?) RETURNING id",
+            (orjson.dumps(ids).decode(),),
+        )
+        return {row[0] for row in c.fetchall()}
+
+    @staticmethod
+    def release_ids(c: Any, ids: Iterable[str]) -> None:
+        """Forget claimed ids whose events were refused after all."""
         for chunk, marks in in_chunks(ids):
-            c.execute(f"SELECT id FROM event_ids WHERE id IN ({marks})", chunk)
-            found.update(row[0] for row in c.fetchall())
-        return found
+            c.execute(f"DELETE FROM event_ids WHERE id IN ({marks})", chunk)
 
     @staticmethod
     def stream_states(c: Any, stream: str) -> list[bytes]:
@@ -110,33 +121,23 @@ class SQLBackend:
         return found
 
     @staticmethod
-    def fetch_versions(c: Any, streams: Iterable[str]) -> dict[str, int]:
-        """Each existing stream's last version, read from the log's (stream, version) key."""
-        found: dict[str, int] = {}
-        for chunk, marks in in_chunks(streams):
-            c.execute(
-                "SELECT originator_id, MAX(originator_version) FROM stored_events "
-                f"WHERE originator_id IN ({marks}) GROUP BY originator_id",
-                chunk,
-            )
-            found.update((row[0], row[1]) for row in c.fetchall())
-        return found
-
-    @staticmethod
     def insert(
         c: Any,
-        events: Sequence[tuple[str, int, str, bytes]],
-        ids: Sequence[tuple[str]],
+        events: Sequence[tuple[str, int | None, str, str, bytes]],
         heads: Sequence[tuple[str, int, bytes | None]],
         keys: Sequence[tuple[str, str]],
     ) -> None:
-        """Write events, their ids, the runs' new heads and cancellation keys."""
+        """Write events, the runs' new heads and cancellation keys (ids are claimed first).
+
+        An event is (stream, version, stream, type, state); a version of None is the
+        stream's next, read from the log's (stream, version) key as the row goes in.
+        """
         c.executemany(
             "INSERT INTO stored_events (originator_id, originator_version, topic, state) "
-            "VALUES (?,?,?,?)",
+            "VALUES (?, COALESCE(?, (SELECT COALESCE(MAX(originator_version), 0) + 1 "
+            "FROM stored_events WHERE originator_id = ?)), ?, ?)",
             events,
         )
-        c.executemany("INSERT INTO event_ids VALUES (?)", ids)
         c.executemany(
             "INSERT INTO stream_heads VALUES (?,?,?) ON CONFLICT (originator_id) "
             "DO UPDATE SET version=excluded.version, state=excluded.state",

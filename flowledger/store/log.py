@@ -145,26 +145,26 @@ class EventLog:
     ) -> None:
         b = self.backend
         stamp = b',"recorded_at":"' + recorded_at.encode() + b'"}'
-        stored = b.stored_ids(c, [cand.event_id for cand in chunk])
+        chunk_ids = list(dict.fromkeys(cand.event_id for cand in chunk))
+        claimed = b.claim_ids(c, chunk_ids)
         # Ids appended by this chunk, with their bodies; ids stored before are settled by
         # reading their candidate's stream (rare: resends and conflicts only).
         fresh: dict[str, bytes] = {}
+        refused: set[str] = set()
         streams_read: dict[str, dict[str, bytes]] = {}
         run_streams = {cand.stream for cand in chunk if cand.stream.startswith("run:")}
         heads_raw = b.fetch_heads(c, run_streams)
-        # A message's next version comes from the log's own index: only runs keep a head
-        # row (their rule state), so a webhook for an old message writes one row less.
-        versions = b.fetch_versions(c, {cand.stream for cand in chunk} - run_streams)
-        versions.update((s, v) for s, (v, _) in heads_raw.items())
+        # Only runs keep a head row (their rule state). A message's version is left to the
+        # insert, which reads the log's own key where it is about to write anyway.
+        versions = {s: v for s, (v, _) in heads_raw.items()}
         runs: dict[str, Run] = {}
-        events: list[tuple[str, int, str, bytes]] = []
-        ids: list[tuple[str]] = []
+        events: list[tuple[str, int | None, str, str, bytes]] = []
         keys: list[tuple[str, str]] = []
         links: list[tuple[str, str]] = []
         touched_runs: set[str] = set()
         for cand in chunk:
             event_id = cand.event_id
-            if event_id in fresh or event_id in stored:
+            if event_id in fresh or event_id not in claimed:
                 if event_id in fresh:
                     same = fresh[event_id] == cand.encoded
                 else:
@@ -188,22 +188,28 @@ class EventLog:
                     run.check(body)
                 except FactRefused as e:
                     result.problems.append((cand, Problem(cand.line, str(e), cand.event_id, cand.index)))
+                    refused.add(event_id)
                     continue
                 run.apply(body)
                 touched_runs.add(stream)
                 if cand.type == "run.triggered" and run.cancellation_key is not None:
                     keys.append((run.cancellation_key, run.id))
-            elif "provider_message_id" in body and body["provider_message_id"]:
-                links.append((body["provider_message_id"], body["message_id"]))
-            version = versions.get(stream, 0) + 1
-            versions[stream] = version
+                version: int | None = versions.get(stream, 0) + 1
+                versions[stream] = version  # type: ignore[assignment]
+            else:
+                version = None
+                if "provider_message_id" in body and body["provider_message_id"]:
+                    links.append((body["provider_message_id"], body["message_id"]))
             fresh[event_id] = cand.encoded
             # The stored state is the canonical body with recorded_at spliced in before its
             # closing brace: no second encoding of the event.
-            events.append((stream, version, cand.type, cand.encoded[:-1] + stamp))
-            ids.append((event_id,))
+            events.append((stream, version, stream, cand.type, cand.encoded[:-1] + stamp))
         heads = [(s, versions[s], orjson.dumps(runs[s].to_state())) for s in touched_runs]
-        b.insert(c, events, ids, heads, keys)
+        # A refused event's id was claimed with the rest: give it back (unless a candidate
+        # with the same id was stored), or a corrected resend would pass for a duplicate.
+        if refused - fresh.keys():
+            b.release_ids(c, refused - fresh.keys())
+        b.insert(c, events, heads, keys)
         result.appended += len(events)
         if links:
             self._link_and_release(c, links, result, recorded_at)

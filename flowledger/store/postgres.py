@@ -237,6 +237,15 @@ class PostgresBackend(SQLBackend):
         self._tracking._insert_tracking(c.raw, Tracking(name, position))  # noqa: SLF001
 
     @staticmethod
+    def claim_ids(c: PgCursor, ids: Sequence[str]) -> set[str]:
+        """Record the event ids not stored yet; returns those (the others were stored before)."""
+        c.raw.execute(
+            "INSERT INTO event_ids SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING RETURNING id",
+            (list(ids),),
+        )
+        return {row[0] for row in c.raw.fetchall()}
+
+    @staticmethod
     def lock_views(c: PgCursor, names: Sequence[str]) -> None:
         """Hold each view's advisory lock until the transaction ends (in name order)."""
         for name in names:
