@@ -81,6 +81,14 @@ def read_items(
         line_no += 1
         if progress:
             progress(len(raw))
+        # The common line inline (a generator per line costs as much as decoding it).
+        stripped = raw.strip()
+        if stripped and len(stripped) <= max_event_bytes:
+            try:
+                yield RawItem(line_no, stripped, orjson.loads(stripped))
+                continue
+            except orjson.JSONDecodeError:
+                pass
         yield from _line_item(raw, line_no, max_event_bytes)
     if first and head:
         yield from _line_item(head, 1, max_event_bytes)

@@ -110,16 +110,14 @@ class Run:
     def _check_step(self, event: dict[str, Any]) -> None:
         if self.status not in (RUNNING, PAUSED):
             self._refuse(event, "steps are recorded only while the run is running or paused")
-        key = _attempt_key(event)
-        seen = self.attempts.get(key)
-        where = f"attempt {event['attempt']} of step {event['step']!r}"
+        seen = self.attempts.get(_attempt_key(event))
         if event["type"] == "step.started":
             if seen is not None:
-                self._refuse(event, f"{where} was already started; a new attempt needs a new number")
+                self._refuse(event, f"{_where(event)} was already started; a new attempt needs a new number")
         elif seen is None:
-            self._refuse(event, f"{where} was never started")
+            self._refuse(event, f"{_where(event)} was never started")
         elif seen:
-            self._refuse(event, f"{where} has already finished")
+            self._refuse(event, f"{_where(event)} has already finished")
 
     def _refuse(self, event: dict[str, Any], reason: str) -> None:
         raise FactRefused(self.id, event["id"], event["type"], self.status, reason)
@@ -150,3 +148,7 @@ class Run:
 
 def _attempt_key(event: dict[str, Any]) -> str:
     return f"{event['step']}#{event['attempt']}"
+
+
+def _where(event: dict[str, Any]) -> str:
+    return f"attempt {event['attempt']} of step {event['step']!r}"

@@ -35,12 +35,6 @@ from eventsourcing.sqlite import (
 from flowledger.errors import StoreBusy, StoreError
 from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend
 
-CACHE_KIB = 64 * 1024
-"""Each connection's page cache (SQLite's default is 2 MiB)."""
-MMAP_BYTES = 1 << 30
-"""How much of the file each connection reads through a memory map."""
-
-
 class _DurablePool(SQLiteConnectionPool):
     """eventsourcing's pool, with every connection made durable and patient."""
 
@@ -54,10 +48,6 @@ class _DurablePool(SQLiteConnectionPool):
         # An acknowledged append must survive a power cut, not only a process crash.
         raw.execute("PRAGMA synchronous=FULL")
         raw.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-        # Appends probe the id and stream keys at random: pages read through a map and
-        # kept in a larger cache cost a memory read, not a system call, each.
-        raw.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        raw.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         return conn
 
 
