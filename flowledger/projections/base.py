@@ -11,25 +11,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-from flowledger.store.backend import in_chunks
+from flowledger.projections.memory import Memory
 
 
-@dataclass(frozen=True, slots=True)
-class Notification:
-    """One event of the log, as a view sees it."""
-
-    position: int
-    """Its place in the whole log."""
-    stream: str
-    """Its stream: run:<id> or message:<id>."""
-    type: str
-    """The event type."""
-    body: dict[str, Any]
-    """The stored event."""
+Event = tuple[int, str, dict[str, Any]]
+"""One event of the log, as a view sees it: (log position, event type, stored event)."""
 
 
 class View:
@@ -46,9 +35,43 @@ class View:
     ddl: tuple[str, ...] = ()
     """CREATE statements for its tables and indexes."""
 
-    def apply(self, c: sqlite3.Cursor, events: Sequence[Notification]) -> None:
-        """Fold a page of events (in log order, only of :attr:`topics`) into the tables."""
+    def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
+        """Fold a page of events (in log order, only of :attr:`topics`): what to write.
+
+        ``memory`` holds what the view committed in earlier pages of the same catch-up;
+        the view reads from the tables (through ``c``, which may be a read-only
+        transaction) only what it does not find there, and leaves in it the rows it is
+        about to write. Nothing is written here.
+        """
         raise NotImplementedError
+
+    def apply(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> None:
+        """Fold a page of events into the tables, in the transaction of ``c``."""
+        self.fold(c, events, memory).run(c)
+
+
+class Writes:
+    """What one page does to a view's tables, gathered while folding, done in one go."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, list[Any]] | Counters] = []
+
+    def add(self, statement: str, rows: list[Any]) -> None:
+        """Run ``statement`` once per row (nothing if there are no rows)."""
+        if rows:
+            self._steps.append((statement, rows))
+
+    def count(self, counters: Counters) -> None:
+        """Write the summed deltas of ``counters``."""
+        self._steps.append(counters)
+
+    def run(self, c: sqlite3.Cursor) -> None:
+        """Do every write, in the order they were added."""
+        for step in self._steps:
+            if isinstance(step, Counters):
+                step.flush(c)
+            else:
+                c.executemany(*step)
 
 
 class Counters:
@@ -79,30 +102,10 @@ class Counters:
         self.deltas.clear()
 
 
-def fetch_rows(
-    c: sqlite3.Cursor, table: str, key: str, values: Iterable[Any], columns: str = "*"
-) -> dict[Any, sqlite3.Row | tuple[Any, ...]]:
-    """Rows of a table by a key column, for the keys given (bound in chunks)."""
-    found: dict[Any, Any] = {}
-    for chunk, marks in in_chunks(values):
-        c.execute(f'SELECT {columns} FROM "{table}" WHERE "{key}" IN ({marks})', chunk)
-        names = [d[0] for d in c.description]
-        index = names.index(key)
-        for row in c.fetchall():
-            found[row[index]] = dict(zip(names, row))
-    return found
-
-
-def upsert(c: sqlite3.Cursor, table: str, rows: Sequence[dict[str, Any]], key: Sequence[str]) -> None:
-    """Insert rows, replacing any with the same key (all rows share the same columns)."""
-    if not rows:
-        return
-    cols = list(rows[0])
-    names = ", ".join(f'"{k}"' for k in cols)
-    marks = ", ".join("?" for _ in cols)
+def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """An INSERT of ``columns`` (in that order) that replaces the row with the same key."""
+    names = ", ".join(f'"{k}"' for k in columns)
+    marks = ", ".join("?" for _ in columns)
     keys = ", ".join(f'"{k}"' for k in key)
-    updates = ", ".join(f'"{k}" = excluded."{k}"' for k in cols if k not in key)
-    c.executemany(
-        f'INSERT INTO "{table}" ({names}) VALUES ({marks}) ON CONFLICT ({keys}) DO UPDATE SET {updates}',
-        [tuple(r[k] for k in cols) for r in rows],
-    )
+    updates = ", ".join(f'"{k}" = excluded."{k}"' for k in columns if k not in key)
+    return f'INSERT INTO "{table}" ({names}) VALUES ({marks}) ON CONFLICT ({keys}) DO UPDATE SET {updates}'

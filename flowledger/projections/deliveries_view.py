@@ -9,13 +9,15 @@ The counters move by the difference between a message's old and new record.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
 from flowledger.domain.vocabulary import MESSAGE_EVENT_TYPES
-from flowledger.projections.base import Counters, Notification, View, fetch_rows, upsert
+from flowledger.projections.base import Counters, Event, View, Writes, upsert_sql
+from flowledger.projections.memory import Memory, touch
+from flowledger.store.backend import in_chunks
 from flowledger.projections.delivery import DELIVERY_FIELDS, delivery_record
 
 DELIVERY_COLUMNS = ("seq", "workflow", "recipient_json", *DELIVERY_FIELDS, "facts")
@@ -107,46 +109,120 @@ class DeliveriesView(View):
         "PRIMARY KEY (workflow, channel, metric)) WITHOUT ROWID",
     )
 
-    def apply(self, c: sqlite3.Cursor, events: Sequence[Notification]) -> None:
-        new_runs = [(e.body["run_id"], e.body["workflow"]) for e in events if e.type == "run.triggered"]
-        c.executemany("INSERT OR IGNORE INTO delivery_runs VALUES (?, ?)", new_runs)
+    def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
+        messages: dict[str, _Message] = memory.table("deliveries")
+        workflows: dict[str, str | None] = memory.table("delivery_runs")  # run id -> workflow
+        writes = Writes()
+        new_runs = [(b["run_id"], b["workflow"]) for _, t, b in events if t == "run.triggered"]
+        writes.add("INSERT OR IGNORE INTO delivery_runs VALUES (?, ?)", new_runs)
+        # The first word stands, as INSERT OR IGNORE has it: a run already stored keeps
+        # its workflow, and of this page's, the first.
+        if new_runs:
+            if not memory.complete:
+                _recall_runs(c, workflows, [rid for rid, _ in new_runs])
+            for rid, workflow in new_runs:
+                workflows.setdefault(rid, workflow)
         facts: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-        first_seen: dict[str, int] = {}
-        for e in events:
-            if e.type == "run.triggered":
+        for position, kind, body in events:
+            if kind == "run.triggered":
                 continue
-            mid = e.body["message_id"]
-            first_seen.setdefault(mid, e.position)
-            facts.setdefault(mid, []).append((e.position, {k: e.body[k] for k in _FACT_FIELDS if k in e.body}))
+            mid = body["message_id"]
+            fact = (position, {k: body[k] for k in _FACT_FIELDS if k in body})
+            found = facts.get(mid)
+            if found is None:
+                facts[mid] = [fact]
+            else:
+                found.append(fact)
         if not facts:
-            return
-        old_rows: dict[str, dict[str, Any]] = fetch_rows(c, "deliveries", "message_id", facts)  # type: ignore[assignment]
-        records = {}
-        for mid, new in facts.items():
-            old = old_rows.get(mid)
-            known = [tuple(f) for f in orjson.loads(old["facts"])] if old else []
-            all_facts = known + new
-            record = delivery_record(mid, all_facts)
-            record["seq"] = old["seq"] if old else first_seen[mid]
-            record["facts"] = orjson.dumps(all_facts)
-            records[mid] = record
-        run_ids = {r["run_id"] for r in records.values() if r["run_id"] is not None}
-        workflows = {rid: row["workflow"] for rid, row in fetch_rows(c, "delivery_runs", "run_id", run_ids).items()}
+            return writes
+        if not memory.complete:
+            _recall(c, messages, facts)
         counters = Counters("channel_counts", ("workflow", "channel", "metric"))
+        records = []
+        for mid, new in facts.items():
+            m = messages.get(mid)
+            if m is None:
+                m = _Message(new[0][0], new, orjson.dumps(new))
+            else:
+                m.facts += new
+                # The stored list with the new facts appended: what dumping it whole gives.
+                m.blob = m.blob[:-1] + b"," + orjson.dumps(new)[1:]
+            record = delivery_record(mid, m.facts)
+            records.append((m, record))
+        if not memory.complete:
+            _recall_runs(c, workflows, {r["run_id"] for _, r in records if r["run_id"] is not None})
         out = []
-        for mid, record in records.items():
-            record["workflow"] = workflows.get(record["run_id"]) if record["run_id"] else None
+        for m, record in records:
+            rid = record["run_id"]
+            record["workflow"] = workflow = workflows.get(rid) if rid else None
             recipient = record["recipient"]
             record["recipient_json"] = None if recipient is None else orjson.dumps(recipient).decode()
             if isinstance(recipient, dict):
                 record["recipient"] = recipient["id"]
             record["ever_sent"] = int(bool(record["ever_sent"]))
-            old = old_rows.get(mid)
-            if old is not None:
-                for metric, value in metrics(old).items():
-                    counters.add((old["workflow"] or NO_WORKFLOW, old["channel"], metric), -value)
-            for metric, value in metrics(record).items():
-                counters.add((record["workflow"] or NO_WORKFLOW, record["channel"], metric), value)
-            out.append({k: record[k] for k in DELIVERY_COLUMNS})
-        upsert(c, "deliveries", out, ["message_id"])
-        counters.flush(c)
+            if m.metrics is not None:
+                key, channel = m.counted
+                for metric, value in m.metrics.items():
+                    counters.add((key, channel, metric), -value)
+            m.metrics = metrics(record)
+            m.counted = (workflow or NO_WORKFLOW, record["channel"])
+            key, channel = m.counted
+            for metric, value in m.metrics.items():
+                counters.add((key, channel, metric), value)
+            out.append((m.seq, workflow, record["recipient_json"], *[record[k] for k in DELIVERY_FIELDS], m.blob))
+            touch(messages, record["message_id"], m)
+        writes.add(_UPSERT, out)
+        writes.count(counters)
+        return writes
+
+
+class _Message:
+    """What the view keeps of one message: its facts, and what its row counted."""
+
+    __slots__ = ("seq", "facts", "blob", "metrics", "counted")
+
+    def __init__(
+        self,
+        seq: int,
+        facts: list[tuple[int, dict[str, Any]]],
+        blob: bytes,
+        metrics: dict[str, float] | None = None,
+        counted: tuple[str, str | None] = (NO_WORKFLOW, None),
+    ) -> None:
+        self.seq = seq
+        """The log position of its first fact."""
+        self.facts = facts
+        """Its facts, (log position, trimmed event), in log order."""
+        self.blob = blob
+        """The facts as stored (their JSON)."""
+        self.metrics = metrics
+        """What its row adds to the counters (None: no row yet)."""
+        self.counted = counted
+        """The (workflow key, channel) its metrics count under."""
+
+
+def _recall(c: sqlite3.Cursor, messages: dict[str, _Message], ids: Iterable[str]) -> None:
+    """Read messages not in memory from their rows (those that have one)."""
+    wanted = [mid for mid in ids if mid not in messages]
+    for chunk, marks in in_chunks(wanted):
+        c.execute(f"SELECT {_SELECT} FROM deliveries WHERE message_id IN ({marks})", chunk)
+        for row in c.fetchall():
+            old = dict(zip(_READ, row))
+            blob = bytes(old["facts"])
+            facts = [tuple(f) for f in orjson.loads(blob)]
+            messages[old["message_id"]] = _Message(
+                old["seq"], facts, blob, metrics(old), (old["workflow"] or NO_WORKFLOW, old["channel"])
+            )
+
+
+def _recall_runs(c: sqlite3.Cursor, workflows: dict[str, str | None], ids: Iterable[str]) -> None:
+    """Read the workflows of runs not in memory (of those known)."""
+    wanted = [rid for rid in ids if rid not in workflows]
+    for chunk, marks in in_chunks(wanted):
+        c.execute(f"SELECT run_id, workflow FROM delivery_runs WHERE run_id IN ({marks})", chunk)
+        workflows.update((rid, workflow) for rid, workflow in c.fetchall())
+
+
+_READ = ("message_id", *(k for k in DELIVERY_COLUMNS if k != "message_id"))
+_SELECT = ", ".join(_READ)
+_UPSERT = upsert_sql("deliveries", DELIVERY_COLUMNS, ["message_id"])

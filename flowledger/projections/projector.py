@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 from flowledger.errors import FlowledgerError
-from flowledger.projections.base import Notification, View
+from flowledger.projections.base import View
 from flowledger.projections.deliveries_view import DeliveriesView
+from flowledger.projections.memory import Memory
 from flowledger.projections.runs_view import RunsView
 from flowledger.projections.steps_view import StepsView
 from flowledger.store.backend import SQLBackend
@@ -127,9 +128,11 @@ class Projector:
         views = list(views) if views is not None else self.views
         if not self._behind(views):
             return 0  # the common case for a query: no write lock taken at all
+        # Each view remembers the rows it wrote, from one page to the next of this call.
+        memories = {v.name: Memory() for v in views}
         total = 0
         while True:
-            n = self._apply_page(views, page_size)
+            n = self._apply_page(views, page_size, memories)
             if n == 0:
                 break
             total += n
@@ -146,40 +149,59 @@ class Projector:
                 return b.max_position(c) > lowest
         return self.head() > lowest
 
-    def _apply_page(self, views: Sequence[View], page_size: int) -> int:
+    def _apply_page(
+        self, views: Sequence[View], page_size: int, memories: dict[str, Memory] | None = None
+    ) -> int:
         """Apply the next page of the log to every view behind, in one transaction.
 
         The page is read and decoded once for all views (from the furthest behind); each
         view takes only what lies past its own position, and its position moves in the
-        same transaction as its rows.
+        same transaction as its rows. A view's memory is trusted only if the view is
+        still where that memory left it, and is forgotten if the transaction fails.
         """
         b = self.backend
-        with b.transaction(write=True, durable=False) as c:
-            b.lock_views(c, sorted(v.name for v in views))
-            positions = {v.name: b.get_position(c, v.name) for v in views}
-            if self.source is b:
-                rows = b.select_page(c, min(positions.values()), page_size)
-            else:
-                # The log lives elsewhere; it only grows, so reading it in a transaction
-                # of its own cannot make the views skip or repeat an event.
-                with self.source.transaction(write=False) as sc:
-                    rows = self.source.select_page(sc, min(positions.values()), page_size)
-            if not rows:
-                return 0
-            wanted = frozenset().union(*(v.topics for v in views))
-            page = [Notification(r[0], r[1], r[2], orjson.loads(r[3])) for r in rows if r[2] in wanted]
-            last = rows[-1][0]
-            for view in views:
-                mine = positions[view.name]
-                if mine >= last:
-                    continue
-                topics = view.topics
-                events = [e for e in page if e.position > mine and e.type in topics]
-                if events:
-                    view.apply(c, events)
-                # The same transaction moves the position: rows and position commit together.
-                b.set_position(c, view.name, last)
-            return len(rows)
+        memories = memories if memories is not None else {v.name: Memory() for v in views}
+        applied: list[Memory] = []
+        try:
+            with b.transaction(write=True, durable=False) as c:
+                b.lock_views(c, sorted(v.name for v in views))
+                positions = {v.name: b.get_position(c, v.name) for v in views}
+                if self.source is b:
+                    rows = b.select_page(c, min(positions.values()), page_size)
+                else:
+                    # The log lives elsewhere; it only grows, so reading it in a transaction
+                    # of its own cannot make the views skip or repeat an event.
+                    with self.source.transaction(write=False) as sc:
+                        rows = self.source.select_page(sc, min(positions.values()), page_size)
+                if not rows:
+                    return 0
+                wanted = frozenset().union(*(v.topics for v in views))
+                loads = orjson.loads
+                page = [(r[0], r[2], loads(r[3])) for r in rows if r[2] in wanted]
+                first, last = rows[0][0], rows[-1][0]
+                for view in views:
+                    mine = positions[view.name]
+                    if mine >= last:
+                        continue
+                    memory = memories[view.name]
+                    memory.check(mine)
+                    topics = view.topics
+                    if topics >= wanted:
+                        events = page if mine < first else [e for e in page if e[0] > mine]
+                    else:
+                        events = [e for e in page if e[0] > mine and e[1] in topics]
+                    if events:
+                        view.apply(c, events, memory)
+                    # The same transaction moves the position: rows and position commit together.
+                    b.set_position(c, view.name, last)
+                    applied.append(memory)
+        except BaseException:
+            for memory in memories.values():
+                memory.forget()
+            raise
+        for memory in applied:
+            memory.committed(last)
+        return len(rows)
 
     def rebuild(
         self,

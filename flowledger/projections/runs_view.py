@@ -8,12 +8,15 @@ row per message (``run_emails``) and recomputes a run's engagement from all of t
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import orjson
+
 from flowledger.domain.vocabulary import MESSAGE_EVENT_TYPES, RUN_EVENT_TYPES
-from flowledger.projections.base import Counters, Notification, View, fetch_rows, upsert
-from flowledger.projections.run_record import RECORD_FIELDS, RunRecord
+from flowledger.projections.base import Counters, Event, View, Writes, upsert_sql
+from flowledger.projections.memory import Memory, touch
+from flowledger.projections.run_record import RECORD_FIELDS, RunRecord, seconds_between
 from flowledger.store.backend import in_chunks
 
 RUN_COLUMNS = (
@@ -30,13 +33,166 @@ RUN_COLUMNS = (
 )
 """The columns of the runs table."""
 
-_ENGAGEMENT = ("email_opened", "email_opened_at", "email_clicked", "email_clicked_at")
-_NO_ENGAGEMENT = dict.fromkeys(_ENGAGEMENT)
+EMAIL_COLUMNS = ("message_id", "run_id", "channel", "delivered_at", "opened_at", "clicked_at")
+"""The columns of the run_emails table."""
+
+_ENGAGEMENT_AT = RUN_COLUMNS.index("email_opened")
+_NO_ENGAGEMENT = (None, None, None, None)
 _DELIVERED = frozenset({"message.delivered", "message.read", "message.opened", "message.clicked"})
+_OPENED = frozenset({"message.opened", "message.clicked"})
+# Which of a workflow's times (first created, last created, first executed, last
+# completed) each event type may move, and which way.
+_TIMES: dict[str, tuple[tuple[int, Callable[[str, str], str]], ...]] = {
+    "run.triggered": ((0, min), (1, max)),
+    "run.started": ((2, min),),
+    "run.completed": ((3, max),),
+    "run.failed": ((3, max),),
+    "run.cancelled": ((3, max),),
+}
+_UPSERT_RUN = upsert_sql("runs", RUN_COLUMNS, ["id"])
+_UPSERT_EMAIL = upsert_sql("run_emails", EMAIL_COLUMNS, ["message_id"])
+_DUMPS = orjson.dumps
 
 
 def _earliest(a: str | None, b: str) -> str:
     return b if a is None or b < a else a
+
+
+def _row(record: RunRecord, seq: int, engagement: Sequence[Any]) -> tuple[Any, ...]:
+    """The record's runs row, in :data:`RUN_COLUMNS` order (what ``to_row`` gives, unnamed)."""
+    rules = record.rules
+    recipient = record.recipient
+    return (
+        rules.id,
+        seq,
+        record.workflow,
+        recipient if isinstance(recipient, str) or recipient is None else recipient["id"],
+        record.tenant,
+        record.trigger_source,
+        record.workflow_run_id,
+        rules.status,
+        record.created_at,
+        record.scheduled_at,
+        record.executed_at,
+        record.completed_at,
+        seconds_between(record.executed_at or record.created_at, record.completed_at),
+        rules.retry_count,
+        rules.max_retries,
+        record.error_message,
+        record.error_count,
+        _DUMPS(recipient).decode(),
+        *engagement,
+        record.updated_at,
+        _DUMPS(rules.to_state()).decode(),
+    )
+
+
+def _fold_email(m: list[Any], kind: str, body: dict[str, Any]) -> None:
+    """Fold one message event into its run_emails columns (see :data:`EMAIL_COLUMNS`)."""
+    at = body["occurred_at"]
+    if kind == "message.queued":
+        m[1] = body.get("run_id")
+        m[2] = body["channel"]
+    if kind in _DELIVERED:
+        m[3] = _earliest(m[3], at)
+        if kind in _OPENED:
+            # A click implies an open (images are often blocked).
+            m[4] = _earliest(m[4], at)
+            if kind == "message.clicked":
+                m[5] = _earliest(m[5], at)
+
+
+def _engagement(
+    c: sqlite3.Cursor, run_ids: set[str], touched: dict[str, list[Any]]
+) -> dict[str, tuple[Any, ...]]:
+    """Each run's email engagement: the earliest times over its email messages.
+
+    The tables are read as they stood before this page; the messages this page touched
+    count as they are now, in memory (the page has not written them yet).
+    """
+    earliest: dict[str, list[str | None]] = {}
+
+    def take(rid: str, delivered: str | None, opened: str | None, clicked: str | None) -> None:
+        e = earliest.get(rid)
+        if e is None:
+            earliest[rid] = [delivered, opened, clicked]
+            return
+        for i, at in enumerate((delivered, opened, clicked)):
+            if at is not None and (e[i] is None or at < e[i]):  # MIN ignores NULLs
+                e[i] = at
+
+    for chunk, marks in in_chunks(run_ids):
+        c.execute(
+            "SELECT message_id, run_id, delivered_at, opened_at, clicked_at FROM run_emails "
+            f"WHERE channel = 'email' AND run_id IN ({marks})",
+            chunk,
+        )
+        for mid, rid, delivered, opened, clicked in c.fetchall():
+            if mid not in touched:
+                take(rid, delivered, opened, clicked)
+    for mid, rid, channel, delivered, opened, clicked in touched.values():
+        if channel == "email" and rid in run_ids:
+            take(rid, delivered, opened, clicked)
+    found: dict[str, tuple[Any, ...]] = dict.fromkeys(run_ids, _NO_ENGAGEMENT)
+    for rid, (delivered, opened, clicked) in earliest.items():
+        if delivered is None and opened is None and clicked is None:
+            continue
+        found[rid] = (int(opened is not None), opened, int(clicked is not None), clicked)
+    return found
+
+
+def _keep(column: str, op: str) -> str:
+    old = f"workflow_summaries.{column}"
+    return (
+        f"{column} = CASE WHEN {old} IS NULL OR (excluded.{column} IS NOT NULL AND "
+        f"excluded.{column} {op} {old}) THEN excluded.{column} ELSE {old} END"
+    )
+
+
+# Each time moves only its own way, so the summaries are the same however the log is paged.
+_SUMMARIES = (
+    "INSERT INTO workflow_summaries VALUES (?, ?, ?, ?, ?) ON CONFLICT (workflow) DO UPDATE SET "
+    + ", ".join(
+        [
+            _keep("first_created_at", "<"),
+            _keep("last_created_at", ">"),
+            _keep("first_executed_at", "<"),
+            _keep("last_completed_at", ">"),
+        ]
+    )
+)
+
+
+def _times(times: dict[str, list[str | None]], workflow: str, kind: str, at: str) -> None:
+    s = times.get(workflow)
+    if s is None:
+        s = times[workflow] = [None, None, None, None]
+    for i, pick in _TIMES.get(kind, ()):
+        old = s[i]
+        s[i] = at if old is None else pick(old, at)
+
+
+def _recall_runs(c: sqlite3.Cursor, runs: dict[str, list[Any]], ids: Iterable[str]) -> None:
+    """Read the rows of runs not in memory into it (those that have one)."""
+    wanted = [rid for rid in ids if rid not in runs]
+    for chunk, marks in in_chunks(wanted):
+        c.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE id IN ({marks})", chunk)
+        for row in c.fetchall():
+            row = tuple(row)
+            runs[row[0]] = [RunRecord.from_row(dict(zip(RUN_COLUMNS, row))), row[1], row]
+
+
+def _recall_emails(c: sqlite3.Cursor, emails: dict[str, list[Any]], ids: Iterable[str]) -> None:
+    """Read the run_emails rows of messages not in memory into it (those that have one)."""
+    wanted = [mid for mid in ids if mid not in emails]
+    for chunk, marks in in_chunks(wanted):
+        c.execute(f"SELECT {_EMAIL_SELECT} FROM run_emails WHERE message_id IN ({marks})", chunk)
+        for row in c.fetchall():
+            emails[row[0]] = list(row)
+
+
+_RUN_SELECT = ", ".join(RUN_COLUMNS)
+_EMAIL_SELECT = ", ".join(EMAIL_COLUMNS)
 
 
 class RunsView(View):
@@ -74,146 +230,77 @@ class RunsView(View):
         "first_executed_at TEXT, last_completed_at TEXT) WITHOUT ROWID",
     )
 
-    def apply(self, c: sqlite3.Cursor, events: Sequence[Notification]) -> None:
-        run_ids = {e.body["run_id"] for e in events if e.type in RUN_EVENT_TYPES}
-        message_ids = {e.body["message_id"] for e in events if e.type in MESSAGE_EVENT_TYPES}
-        rows: dict[str, dict[str, Any]] = fetch_rows(c, "runs", "id", run_ids)  # type: ignore[assignment]
-        records = {rid: RunRecord.from_row(row) for rid, row in rows.items()}
-        seqs = {rid: row["seq"] for rid, row in rows.items()}
-        emails: dict[str, dict[str, Any]] = fetch_rows(c, "run_emails", "message_id", message_ids)  # type: ignore[assignment]
-        touched_emails: set[str] = set()
+    def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
+        runs: dict[str, list[Any]] = memory.table("runs")  # id -> [record, seq, row as written]
+        emails: dict[str, list[Any]] = memory.table("run_emails")  # id -> the row's columns
+        if not memory.complete:
+            _recall_runs(c, runs, {b["run_id"] for _, t, b in events if t in RUN_EVENT_TYPES})
+            _recall_emails(c, emails, {b["message_id"] for _, t, b in events if t in MESSAGE_EVENT_TYPES})
+        touched: dict[str, list[Any]] = {}
+        touched_emails: dict[str, list[Any]] = {}
+        born: list[str] = []
         # Per-workflow times come from the events themselves, not from the rows' final
         # state, so they are the same however the log is cut into pages.
         times: dict[str, list[str | None]] = {}
-        for e in events:
-            body = e.body
-            if e.type in RUN_EVENT_TYPES:
+        run_types = RUN_EVENT_TYPES
+        for position, kind, body in events:
+            if kind in run_types:
                 rid = body["run_id"]
-                record = records.get(rid)
-                if record is None:
-                    record = records[rid] = RunRecord.new(rid)
-                    seqs[rid] = e.position
+                entry = touched.get(rid)
+                if entry is None:
+                    entry = runs.get(rid)
+                    if entry is None:
+                        entry = [RunRecord.new(rid), position, None]
+                        born.append(rid)
+                    touched[rid] = entry
+                record = entry[0]
                 record.apply(body)
-                self._times(times, record.workflow, e.type, body["occurred_at"])
+                if record.workflow is not None and kind in _TIMES:
+                    _times(times, record.workflow, kind, body["occurred_at"])
             else:
-                self._fold_email(emails, body)
-                touched_emails.add(body["message_id"])
+                mid = body["message_id"]
+                m = touched_emails.get(mid)
+                if m is None:
+                    m = emails.get(mid)
+                    if m is None:
+                        m = [mid, None, None, None, None, None]
+                    touched_emails[mid] = m
+                _fold_email(m, kind, body)
 
-        upsert(c, "run_emails", [emails[m] for m in touched_emails], ["message_id"])
-        engaged = {
-            emails[m]["run_id"]
-            for m in touched_emails
-            if emails[m]["run_id"] is not None and emails[m]["channel"] == "email"
-        }
+        writes = Writes()
+        writes.add(_UPSERT_EMAIL, [tuple(m) for m in touched_emails.values()])
+        engaged = {m[1] for m in touched_emails.values() if m[1] is not None and m[2] == "email"}
         # A run triggered in this page may have had email facts stored before it.
-        engaged |= {rid for rid in records if rid not in rows}
-        engagement = self._engagement(c, engaged)
-        missing = [r for r in engagement if r not in records]
-        for rid, row in fetch_rows(c, "runs", "id", missing).items():
-            rows[rid] = row  # type: ignore[assignment]
-            records[rid] = RunRecord.from_row(row)  # type: ignore[arg-type]
-            seqs[rid] = row["seq"]
+        engaged.update(born)
+        engagement = _engagement(c, engaged, touched_emails)
+        missing = [r for r in engagement if r not in touched]
+        if not memory.complete:
+            _recall_runs(c, runs, missing)
+        for rid in missing:
+            entry = runs.get(rid)
+            if entry is not None:
+                touched[rid] = entry
 
         counts = Counters("run_counts", ("workflow", "status", "rehearsal"))
         out = []
-        for rid, record in records.items():
+        for rid, entry in touched.items():
+            record, seq, old = entry
             if record.workflow is None:
                 continue  # never triggered: nothing to show (the rules keep this out of the log)
-            old = rows.get(rid)
-            row = record.to_row()
-            row["seq"] = seqs[rid]
-            row.update(
-                engagement.get(rid, {k: old[k] for k in _ENGAGEMENT} if old else _NO_ENGAGEMENT)
-            )
-            if old is not None:
-                counts.add((old["workflow"], old["status"], int(old["trigger_source"] == "rehearsal")), -1)
-            counts.add((row["workflow"], row["status"], int(row["trigger_source"] == "rehearsal")), 1)
-            out.append({k: row[k] for k in RUN_COLUMNS})
-        upsert(c, "runs", out, ["id"])
-        counts.flush(c)
-        self._summaries(c, times)
-
-    @staticmethod
-    def _fold_email(emails: dict[str, dict[str, Any]], body: dict[str, Any]) -> None:
-        mid = body["message_id"]
-        m = emails.get(mid)
-        if m is None:
-            m = emails[mid] = {
-                "message_id": mid,
-                "run_id": None,
-                "channel": None,
-                "delivered_at": None,
-                "opened_at": None,
-                "clicked_at": None,
-            }
-        kind, at = body["type"], body["occurred_at"]
-        if kind == "message.queued":
-            m["run_id"] = body.get("run_id")
-            m["channel"] = body["channel"]
-        if kind in _DELIVERED:
-            m["delivered_at"] = _earliest(m["delivered_at"], at)
-        if kind in ("message.opened", "message.clicked"):
-            # A click implies an open (images are often blocked).
-            m["opened_at"] = _earliest(m["opened_at"], at)
-        if kind == "message.clicked":
-            m["clicked_at"] = _earliest(m["clicked_at"], at)
-
-    @staticmethod
-    def _engagement(c: sqlite3.Cursor, run_ids: set[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {rid: dict(_NO_ENGAGEMENT) for rid in run_ids}
-        for chunk, marks in in_chunks(run_ids):
-            c.execute(
-                "SELECT run_id, MIN(delivered_at), MIN(opened_at), MIN(clicked_at) FROM run_emails "
-                f"WHERE channel = 'email' AND run_id IN ({marks}) GROUP BY run_id",
-                chunk,
-            )
-            for rid, delivered, opened, clicked in c.fetchall():
-                if delivered is None and opened is None and clicked is None:
-                    continue
-                found[rid] = {
-                    "email_opened": int(opened is not None),
-                    "email_opened_at": opened,
-                    "email_clicked": int(clicked is not None),
-                    "email_clicked_at": clicked,
-                }
-        return found
-
-    @staticmethod
-    def _times(times: dict[str, list[str | None]], workflow: str | None, kind: str, at: str) -> None:
-        if workflow is None:
-            return
-        s = times.setdefault(workflow, [None, None, None, None])
-        picks = {
-            "run.triggered": ((0, min), (1, max)),
-            "run.started": ((2, min),),
-            "run.completed": ((3, max),),
-            "run.failed": ((3, max),),
-            "run.cancelled": ((3, max),),
-        }.get(kind, ())
-        for i, pick in picks:
-            s[i] = at if s[i] is None else pick(s[i], at)
-
-    @staticmethod
-    def _summaries(c: sqlite3.Cursor, by_workflow: dict[str, list[str | None]]) -> None:
-        if not by_workflow:
-            return
-
-        def keep(col: str, op: str) -> str:
-            old = f"workflow_summaries.{col}"
-            return (
-                f"{col} = CASE WHEN {old} IS NULL OR (excluded.{col} IS NOT NULL AND "
-                f"excluded.{col} {op} {old}) THEN excluded.{col} ELSE {old} END"
-            )
-
-        c.executemany(
-            "INSERT INTO workflow_summaries VALUES (?, ?, ?, ?, ?) ON CONFLICT (workflow) DO UPDATE SET "
-            + ", ".join(
-                [
-                    keep("first_created_at", "<"),
-                    keep("last_created_at", ">"),
-                    keep("first_executed_at", "<"),
-                    keep("last_completed_at", ">"),
-                ]
-            ),
-            [(w, *s) for w, s in by_workflow.items()],
-        )
+            found = engagement.get(rid)
+            if found is None:
+                found = old[_ENGAGEMENT_AT : _ENGAGEMENT_AT + 4] if old is not None else _NO_ENGAGEMENT
+            row = _row(record, seq, found)
+            if row != old:
+                if old is not None:
+                    counts.add((old[2], old[7], int(old[5] == "rehearsal")), -1)
+                counts.add((row[2], row[7], int(row[5] == "rehearsal")), 1)
+                out.append(row)
+                entry[2] = row
+            touch(runs, rid, entry)
+        for mid, m in touched_emails.items():
+            touch(emails, mid, m)
+        writes.add(_UPSERT_RUN, out)
+        writes.count(counts)
+        writes.add(_SUMMARIES, [(w, *s) for w, s in times.items()])
+        return writes

@@ -8,13 +8,14 @@ edge is two consecutive distinct steps of one run; it counts the attempts it lea
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
 from flowledger.domain.vocabulary import RUN_EVENT_TYPES
-from flowledger.projections.base import Counters, Notification, View, fetch_rows, upsert
+from flowledger.projections.base import Counters, Event, View, Writes, upsert_sql
+from flowledger.projections.memory import Memory, touch
 from flowledger.projections.run_record import error_text, seconds_between
 from flowledger.store.backend import in_chunks
 
@@ -85,135 +86,209 @@ class StepsView(View):
         "PRIMARY KEY (workflow, step)) WITHOUT ROWID",
     )
 
-    def apply(self, c: sqlite3.Cursor, events: Sequence[Notification]) -> None:
-        run_ids = {e.body["run_id"] for e in events if e.type in RUN_EVENT_TYPES}
-        runs: dict[str, dict[str, Any]] = fetch_rows(c, "step_runs", "run_id", run_ids)  # type: ignore[assignment]
-        attempts: dict[tuple[str, str, int], dict[str, Any]] = {}
-        # Attempts still open may be finished, paused or stopped by this page's events.
-        for chunk, marks in in_chunks(run_ids):
-            c.execute(f"SELECT * FROM steps WHERE status IN ('running', 'idle') AND run_id IN ({marks})", chunk)
-            names = [d[0] for d in c.description]
-            for row in c.fetchall():
-                r = dict(zip(names, row))
-                attempts[(r["run_id"], r["step"], r["attempt"])] = r
-        # An attempt the run's end marked stopped may still finish after a retry.
-        finishing = [
-            (e.body["run_id"], e.body["step"], e.body["attempt"])
-            for e in events
-            if e.type in ("step.succeeded", "step.failed")
-        ]
-        for key in finishing:
-            if key not in attempts:
-                c.execute("SELECT * FROM steps WHERE run_id = ? AND step = ? AND attempt = ?", key)
-                row = c.fetchone()
-                if row is not None:
-                    attempts[key] = dict(zip([d[0] for d in c.description], row))
-        before = {k: v["status"] for k, v in attempts.items()}
-        open_by_run: dict[str, list[tuple[str, str, int]]] = {}
-        for key in attempts:
-            open_by_run.setdefault(key[0], []).append(key)
+    def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
+        # run id -> _Run; an entry holds every attempt of its run still open, and any
+        # other it has read or written (a stopped attempt may still finish after a retry).
+        runs: dict[str, _Run] = memory.table("runs")
+        if not memory.complete:
+            _recall(c, runs, {b["run_id"] for _, t, b in events if t != "message.queued"})
+        touched: dict[str, _Run] = {}
+        changed: dict[tuple[str, str, int], tuple[list[Any], tuple[Any, ...] | None]] = {}
         messages = []
         new_steps: dict[tuple[str, str], tuple[str | None, str | None]] = {}
 
-        for e in events:
-            body = e.body
-            if e.type == "message.queued":
+        for position, kind, body in events:
+            if kind == "message.queued":
                 if body.get("run_id") and body.get("step"):
                     messages.append((body["message_id"], body["run_id"], body["step"], body["occurred_at"]))
                 continue
             rid = body["run_id"]
-            run = runs.get(rid)
-            if e.type == "run.triggered":
-                run = runs[rid] = {"run_id": rid, "workflow": body["workflow"], "status": "pending", "last_step": None, "edge_from": None}
+            run = touched.get(rid)
+            if run is None:
+                run = runs.get(rid)
+                if run is not None:
+                    touched[rid] = run
+                    run.before = run.row()
+            if kind == "run.triggered":
+                run = touched[rid] = _Run(rid, body["workflow"], run.attempts if run is not None else {})
                 continue
             if run is None:
                 continue  # the log's rules make this impossible; a view never invents a run
-            kind = e.type
             if kind.startswith("step."):
                 key = (rid, body["step"], body["attempt"])
                 if kind == "step.started":
-                    if body["step"] != run["last_step"]:
-                        run["edge_from"], run["last_step"] = run["last_step"], body["step"]
-                    attempts[key] = {
-                        "run_id": rid,
-                        "step": body["step"],
-                        "attempt": body["attempt"],
-                        "seq": e.position,
-                        "workflow": run["workflow"],
-                        "step_type": body["step_type"],
-                        "prev_step": run["edge_from"],
-                        "status": "idle" if run["status"] == "paused" else "running",
-                        "started_at": body["occurred_at"],
-                        "finished_at": None,
-                        "duration_seconds": None,
-                        "error": None,
-                        "request": _json(body.get("request")),
-                        "response": _json(body.get("response")),
-                        "output": None,
-                    }
-                    open_by_run.setdefault(rid, []).append(key)
-                    new_steps[(run["workflow"], body["step"])] = (
+                    if body["step"] != run.last_step:
+                        run.edge_from, run.last_step = run.last_step, body["step"]
+                    a = [
+                        rid,
+                        body["step"],
+                        body["attempt"],
+                        position,
+                        run.workflow,
+                        body["step_type"],
+                        run.edge_from,
+                        "idle" if run.status == "paused" else "running",
+                        body["occurred_at"],
+                        None,
+                        None,
+                        None,
+                        _json(body.get("request")),
+                        _json(body.get("response")),
+                        None,
+                    ]
+                    old = run.attempts.get(key)
+                    if key not in changed:
+                        changed[key] = (a, tuple(old) if old is not None else None)
+                    else:
+                        changed[key] = (a, changed[key][1])
+                    run.attempts[key] = a
+                    new_steps[(run.workflow, body["step"])] = (
                         body["step_type"],
                         CHANNEL_OF_STEP_TYPE.get(body["step_type"]),
                     )
                 else:
-                    a = attempts[key]
-                    a["status"] = "completed" if kind == "step.succeeded" else "failed"
-                    a["finished_at"] = body["occurred_at"]
-                    a["duration_seconds"] = seconds_between(a["started_at"], a["finished_at"])
+                    a = run.attempts.get(key)
+                    if a is None:
+                        a = run.attempts[key] = _read_attempt(c, key)
+                    if key not in changed:
+                        changed[key] = (a, tuple(a))
+                    a[_STATUS] = "completed" if kind == "step.succeeded" else "failed"
+                    a[_FINISHED] = body["occurred_at"]
+                    a[_DURATION] = seconds_between(a[_STARTED], a[_FINISHED])
                     if kind == "step.failed":
-                        a["error"] = error_text(body["error"])
-                    for field in ("request", "response", "output"):
-                        if body.get(field) is not None:
-                            a[field] = _json(body[field])
+                        a[_ERROR] = error_text(body["error"])
+                    for field, i in _PAYLOADS:
+                        value = body.get(field)
+                        if value is not None:
+                            a[i] = _json(value)
                 continue
             # Lifecycle events change open attempts of the run.
             if kind == "run.paused":
-                run["status"] = "paused"
-                self._move_open(attempts, open_by_run.get(rid, ()), "running", "idle")
+                run.status = "paused"
+                _move_open(run, changed, "running", "idle")
             elif kind in ("run.resumed", "run.started"):
-                run["status"] = "running"
-                self._move_open(attempts, open_by_run.get(rid, ()), "idle", "running")
+                run.status = "running"
+                _move_open(run, changed, "idle", "running")
             elif kind in ("run.completed", "run.failed", "run.cancelled"):
-                run["status"] = "finished"
-                self._move_open(attempts, open_by_run.get(rid, ()), None, "stopped", at=body["occurred_at"])
-            elif kind in ("run.retried", "run.retrying") and run["status"] == "finished":
-                run["status"] = "pending"
+                run.status = "finished"
+                _move_open(run, changed, None, "stopped", at=body["occurred_at"])
+            elif kind in ("run.retried", "run.retrying") and run.status == "finished":
+                run.status = "pending"
 
         nodes = Counters("step_counts", ("workflow", "step", "status"))
         edges = Counters("edge_counts", ("workflow", "from_step", "to_step", "status"))
-        for key, a in attempts.items():
-            old = before.get(key)
-            if old == a["status"]:
+        out = []
+        for a, before in changed.values():
+            row = tuple(a)
+            if row == before:
                 continue
-            for status, delta in ((old, -1), (a["status"], 1)):
+            out.append(row)
+            old = before[_STATUS] if before is not None else None
+            new = a[_STATUS]
+            if old == new:
+                continue
+            workflow, step, prev = a[_WORKFLOW], a[_STEP], a[_PREV]
+            for status, delta in ((old, -1), (new, 1)):
                 if status is None:
                     continue
-                nodes.add((a["workflow"], a["step"], status), delta)
-                if a["prev_step"] is not None:
-                    edges.add((a["workflow"], a["prev_step"], a["step"], status), delta)
-        upsert(c, "steps", [{k: a[k] for k in STEP_COLUMNS} for a in attempts.values()], ["run_id", "step", "attempt"])
-        upsert(c, "step_runs", list(runs.values()), ["run_id"])
-        c.executemany("INSERT OR IGNORE INTO step_messages VALUES (?, ?, ?, ?)", messages)
-        c.executemany(
+                nodes.add((workflow, step, status), delta)
+                if prev is not None:
+                    edges.add((workflow, prev, step, status), delta)
+        run_rows = []
+        for rid, run in touched.items():
+            row = run.row()
+            if row != run.before:
+                run_rows.append(row)
+            run.before = None
+            touch(runs, rid, run)
+        writes = Writes()
+        writes.add(_UPSERT_STEP, out)
+        writes.add(_UPSERT_RUN, run_rows)
+        writes.add("INSERT OR IGNORE INTO step_messages VALUES (?, ?, ?, ?)", messages)
+        writes.add(
             "INSERT OR IGNORE INTO workflow_steps VALUES (?, ?, ?, ?)",
             [(w, s, t, ch) for (w, s), (t, ch) in new_steps.items()],
         )
-        nodes.flush(c)
-        edges.flush(c)
+        writes.count(nodes)
+        writes.count(edges)
+        return writes
 
-    @staticmethod
-    def _move_open(
-        attempts: dict[tuple[str, str, int], dict[str, Any]],
-        keys: Sequence[tuple[str, str, int]],
-        from_status: str | None,
-        to_status: str,
-        at: str | None = None,
+
+class _Run:
+    """A step_runs row and the attempts of its run this view knows."""
+
+    __slots__ = ("run_id", "workflow", "status", "last_step", "edge_from", "attempts", "before")
+
+    def __init__(
+        self,
+        run_id: str,
+        workflow: str | None,
+        attempts: dict[tuple[str, str, int], list[Any]],
+        status: str = "pending",
+        last_step: str | None = None,
+        edge_from: str | None = None,
     ) -> None:
-        for key in keys:
-            a = attempts[key]
-            if a["status"] in _OPEN and (from_status is None or a["status"] == from_status):
-                a["status"] = to_status
-                if at is not None:
-                    a["finished_at"] = at
-                    a["duration_seconds"] = seconds_between(a["started_at"], at)
+        self.run_id = run_id
+        self.workflow = workflow
+        self.status = status
+        self.last_step = last_step
+        self.edge_from = edge_from
+        self.attempts = attempts
+        """(run, step, attempt) -> the steps row's columns, in :data:`STEP_COLUMNS` order."""
+        self.before: tuple[Any, ...] | None = None
+        """The step_runs row as it stood before this page (None: no row)."""
+
+    def row(self) -> tuple[Any, ...]:
+        """The step_runs row, in its columns' order."""
+        return (self.run_id, self.workflow, self.status, self.last_step, self.edge_from)
+
+
+def _move_open(
+    run: _Run,
+    changed: dict[tuple[str, str, int], tuple[list[Any], tuple[Any, ...] | None]],
+    from_status: str | None,
+    to_status: str,
+    at: str | None = None,
+) -> None:
+    for key, a in run.attempts.items():
+        status = a[_STATUS]
+        if status in _OPEN and (from_status is None or status == from_status):
+            if key not in changed:
+                changed[key] = (a, tuple(a))
+            a[_STATUS] = to_status
+            if at is not None:
+                a[_FINISHED] = at
+                a[_DURATION] = seconds_between(a[_STARTED], at)
+
+
+def _recall(c: sqlite3.Cursor, runs: dict[str, _Run], ids: Iterable[str]) -> None:
+    """Read runs not in memory, with their open attempts, into it (those that have a row)."""
+    wanted = [rid for rid in ids if rid not in runs]
+    for chunk, marks in in_chunks(wanted):
+        c.execute(
+            f"SELECT run_id, workflow, status, last_step, edge_from FROM step_runs WHERE run_id IN ({marks})",
+            chunk,
+        )
+        for rid, workflow, status, last_step, edge_from in c.fetchall():
+            runs[rid] = _Run(rid, workflow, {}, status, last_step, edge_from)
+        c.execute(f"SELECT {_STEP_SELECT} FROM steps WHERE status IN ('running', 'idle') AND run_id IN ({marks})", chunk)
+        for row in c.fetchall():
+            run = runs.get(row[0])
+            if run is not None:
+                run.attempts[(row[0], row[1], row[2])] = list(row)
+
+
+def _read_attempt(c: sqlite3.Cursor, key: tuple[str, str, int]) -> list[Any]:
+    """An attempt no longer open, read back (an attempt the run's end marked stopped)."""
+    c.execute(f"SELECT {_STEP_SELECT} FROM steps WHERE run_id = ? AND step = ? AND attempt = ?", key)
+    return list(c.fetchone())
+
+
+_STEP_SELECT = ", ".join(STEP_COLUMNS)
+_UPSERT_STEP = upsert_sql("steps", STEP_COLUMNS, ["run_id", "step", "attempt"])
+_UPSERT_RUN = upsert_sql("step_runs", ("run_id", "workflow", "status", "last_step", "edge_from"), ["run_id"])
+_STEP, _WORKFLOW, _PREV, _STATUS, _STARTED, _FINISHED, _DURATION, _ERROR = (
+    STEP_COLUMNS.index(name)
+    for name in ("step", "workflow", "prev_step", "status", "started_at", "finished_at", "duration_seconds", "error")
+)
+_PAYLOADS = tuple((name, STEP_COLUMNS.index(name)) for name in ("request", "response", "output"))

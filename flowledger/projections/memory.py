@@ -1,0 +1,77 @@
+"""What a view remembers of its own rows between the pages of one catch-up.
+
+Folding a page needs the rows its events touch. Read back from the tables, a run or a
+message that the previous page wrote costs a query and a rebuild of Python objects from
+columns; kept in memory, it costs a dictionary lookup. A :class:`Memory` holds only what
+the view has *committed*: the projector checks, inside each page's transaction, that the
+view's position is the one the memory was left at (no other projector has moved the view
+since), and forgets everything when a transaction fails.
+
+It is bounded: past :data:`DEFAULT_LIMIT` entries a table forgets the rows least recently
+written, which stay readable from the database.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Any
+
+DEFAULT_LIMIT = 50_000
+"""Entries each remembered table keeps (least recently written forgotten first)."""
+
+
+class Memory:
+    """The rows one view last committed, by table and key (bounded)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit if limit is not None else DEFAULT_LIMIT
+        """Entries a table keeps."""
+        self.position: int | None = None
+        """The view position the remembered rows are as of (None: nothing is known)."""
+        self.complete = False
+        """Every row of the view is remembered: a key not remembered has no row."""
+        self._tables: dict[str, dict[Any, Any]] = {}
+
+    def table(self, name: str) -> dict[Any, Any]:
+        """The remembered entries of one table (a view decides what an entry holds)."""
+        found = self._tables.get(name)
+        if found is None:
+            found = self._tables[name] = {}
+        return found
+
+    def check(self, position: int) -> None:
+        """Forget everything unless the view is still where this memory left it.
+
+        A view at position 0 has no rows at all (its rows and its position only ever
+        commit together), so a memory that starts there knows every row there is.
+        """
+        if position != self.position:
+            self._forget_rows()
+            self.position = position
+            self.complete = position == 0
+
+    def committed(self, position: int) -> None:
+        """The page's transaction committed: the entries are now the view's rows."""
+        self.position = position
+        for entries in self._tables.values():
+            excess = len(entries) - self.limit
+            if excess > 0:
+                for key in list(islice(entries, excess)):
+                    del entries[key]
+                self.complete = False
+
+    def forget(self) -> None:
+        """Forget everything (a transaction failed: what was folded never committed)."""
+        self._forget_rows()
+        self.position = None
+        self.complete = False
+
+    def _forget_rows(self) -> None:
+        for entries in self._tables.values():
+            entries.clear()
+
+
+def touch(entries: dict[Any, Any], key: Any, value: Any) -> None:
+    """Remember an entry as the most recently written (the last to be forgotten)."""
+    entries.pop(key, None)
+    entries[key] = value
