@@ -44,12 +44,19 @@ def normalize_key(key: str) -> str:
     return key.strip().lower().replace("-", "_")
 
 
+_DEFAULT_FOLDED = frozenset(normalize_key(k) for k in DEFAULT_SECRET_KEYS)
+
+
 class Redactor:
     """Replaces the values under secret keys, at any depth, by :data:`REDACTED`."""
 
     def __init__(self, keys: Iterable[str] = DEFAULT_SECRET_KEYS, extra: Iterable[str] = ()):
-        self.keys = frozenset(normalize_key(k) for k in (*keys, *extra) if k.strip())
-        """The folded secret keys."""
+        if keys is DEFAULT_SECRET_KEYS and not extra:
+            # Every append makes a default Redactor: fold the default keys once only.
+            self.keys = _DEFAULT_FOLDED
+            """The folded secret keys."""
+        else:
+            self.keys = frozenset(normalize_key(k) for k in (*keys, *extra) if k.strip())
 
     def is_secret(self, key: Any) -> bool:
         """Whether a key's value is a secret."""

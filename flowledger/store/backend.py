@@ -138,12 +138,15 @@ class SQLBackend:
             "FROM stored_events WHERE originator_id = ?)), ?, ?)",
             events,
         )
-        c.executemany(
-            "INSERT INTO stream_heads VALUES (?,?,?) ON CONFLICT (originator_id) "
-            "DO UPDATE SET version=excluded.version, state=excluded.state",
-            heads,
-        )
-        c.executemany("INSERT OR IGNORE INTO run_cancellation_keys VALUES (?,?)", keys)
+        # A webhook batch (messages only) has no heads or keys: skip the empty statements.
+        if heads:
+            c.executemany(
+                "INSERT INTO stream_heads VALUES (?,?,?) ON CONFLICT (originator_id) "
+                "DO UPDATE SET version=excluded.version, state=excluded.state",
+                heads,
+            )
+        if keys:
+            c.executemany("INSERT OR IGNORE INTO run_cancellation_keys VALUES (?,?)", keys)
 
     @staticmethod
     def fetch_links(c: Any, provider_ids: Sequence[str]) -> dict[str, str]:
