@@ -31,6 +31,42 @@ from flowledger.projections.projector import Projector  # noqa: E402
 from flowledger.store import open_log  # noqa: E402
 
 
+def _durable(path: str, *ddl: str) -> sqlite3.Connection:
+    """A new SQLite file as the log has it: WAL, synchronous=FULL, explicit transactions."""
+    c = sqlite3.connect(path, isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=FULL")
+    for statement in ddl:
+        c.execute(statement)
+    return c
+
+
+def batch_sizes(n: int, seed: int = 3) -> list[int]:
+    """The webhook batches: sizes of 1 to 100, seeded, adding up to n."""
+    rng = random.Random(seed)
+    sizes = []
+    while n > 0:
+        sizes.append(min(n, rng.randint(1, 100)))
+        n -= sizes[-1]
+    return sizes
+
+
+def _timed_commits(c: sqlite3.Connection, sizes: list[int], statements: list[tuple[str, list]]) -> float:
+    """Seconds to insert each statement's rows, one transaction per size in turn."""
+    started = time.perf_counter()
+    i = 0
+    for n in sizes:
+        c.execute("BEGIN")
+        for sql, rows in statements:
+            c.executemany(sql, rows[i : i + n])
+        c.execute("COMMIT")
+        i += n
+    return time.perf_counter() - started
+
+
+_RAW_TABLE = ("CREATE TABLE events (id TEXT, stream TEXT, type TEXT, body BLOB)", "CREATE UNIQUE INDEX events_id ON events (id)")
+
+
 def raw_baseline(path: str, events: list[dict]) -> float:
     """Events/s of the plainest durable insert of the same rows."""
     rows = [(e["id"], e.get("run_id") or e["message_id"], e["type"], orjson.dumps(e)) for e in events]
@@ -41,42 +77,61 @@ def raw_baseline(path: str, events: list[dict]) -> float:
         if r[0] not in seen:
             seen.add(r[0])
             unique.append(r)
-    c = sqlite3.connect(path, isolation_level=None)
-    c.execute("PRAGMA journal_mode=WAL")
-    c.execute("PRAGMA synchronous=FULL")
-    c.execute("CREATE TABLE events (id TEXT, stream TEXT, type TEXT, body BLOB)")
-    c.execute("CREATE UNIQUE INDEX events_id ON events (id)")
-    started = time.perf_counter()
-    for i in range(0, len(unique), 10_000):
-        c.execute("BEGIN")
-        c.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", unique[i : i + 10_000])
-        c.execute("COMMIT")
-    seconds = time.perf_counter() - started
+    c = _durable(path, *_RAW_TABLE)
+    seconds = _timed_commits(c, [10_000] * (len(unique) // 10_000 + 1), [("INSERT INTO events VALUES (?, ?, ?, ?)", unique)])
     c.close()
     return len(rows) / seconds
 
 
-def raw_batches(path: str, hooks: list[dict], seed: int = 3) -> float:
+def raw_batches(path: str, hooks: list[dict]) -> float:
     """Events/s of the plainest durable insert of the webhook rows, one commit per batch of
     1-100 (the same batches as the webhook measure): the floor set by one fsync a batch."""
     rows = [(e["id"] + f"#{i}", e["message_id"], e["type"], orjson.dumps(e)) for i, e in enumerate(hooks)]
-    c = sqlite3.connect(path, isolation_level=None)
-    c.execute("PRAGMA journal_mode=WAL")
-    c.execute("PRAGMA synchronous=FULL")
-    c.execute("CREATE TABLE events (id TEXT, stream TEXT, type TEXT, body BLOB)")
-    c.execute("CREATE UNIQUE INDEX events_id ON events (id)")
-    rng = random.Random(seed)
-    started = time.perf_counter()
-    i = 0
-    while i < len(rows):
-        n = rng.randint(1, 100)
-        c.execute("BEGIN")
-        c.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows[i : i + n])
-        c.execute("COMMIT")
-        i += n
-    seconds = time.perf_counter() - started
+    c = _durable(path, *_RAW_TABLE)
+    seconds = _timed_commits(c, batch_sizes(len(rows)), [("INSERT INTO events VALUES (?, ?, ?, ?)", rows)])
     c.close()
     return len(rows) / seconds
+
+
+_LOG_TABLES = (
+    # eventsourcing's SQLite events table, and flowledger's idempotency keys (store/backend.py).
+    "CREATE TABLE stored_events (originator_id TEXT, originator_version INTEGER, topic TEXT, "
+    "state BLOB, PRIMARY KEY (originator_id, originator_version))",
+    "CREATE TABLE event_ids (id TEXT PRIMARY KEY) WITHOUT ROWID",
+)
+
+
+def _log_rows(events: list[dict]) -> tuple[list[tuple], list[tuple]]:
+    """(events rows, id rows) as an append writes them, made before the clock starts."""
+    versions: dict[str, int] = {}
+    rows, ids = [], []
+    for i, e in enumerate(events):
+        stream = f"message:{e['message_id']}" if "message_id" in e and e["type"].startswith("message.") else f"run:{e['run_id']}"
+        versions[stream] = versions.get(stream, 0) + 1
+        rows.append((stream, versions[stream], e["type"], orjson.dumps(e, option=orjson.OPT_SORT_KEYS)))
+        ids.append((f"{e['id']}#{i}",))
+    return rows, ids
+
+
+def _log_inserts(rows: list[tuple], ids: list[tuple]) -> list[tuple[str, list]]:
+    return [("INSERT INTO stored_events VALUES (?, ?, ?, ?)", rows), ("INSERT INTO event_ids VALUES (?)", ids)]
+
+
+def schema_floor(path: str, events: list[dict], core: list[dict], hooks: list[dict]) -> tuple[float, float]:
+    """Events/s of inserting the rows flowledger's own tables hold (an event and its id),
+    with no Python work: in 10,000-row transactions, and in the webhook batches onto a
+    store holding the rest. What is left of each ratio for validation and the rules."""
+    c = _durable(path + ".bulk", *_LOG_TABLES)
+    rows, ids = _log_rows(events)
+    bulk = len(rows) / _timed_commits(c, [10_000] * (len(rows) // 10_000 + 1), _log_inserts(rows, ids))
+    c.close()
+    c = _durable(path + ".hooks", *_LOG_TABLES)
+    rows, ids = _log_rows(core + hooks)
+    k = len(core)
+    _timed_commits(c, [k], _log_inserts(rows[:k], ids[:k]))
+    batches = len(hooks) / _timed_commits(c, batch_sizes(len(hooks)), _log_inserts(rows[k:], ids[k:]))
+    c.close()
+    return bulk, batches
 
 
 def jsonl(events: list[dict]) -> bytes:
@@ -98,11 +153,9 @@ def webhook_ingest(path: str, core: list[dict], hooks: list[dict], seed: int = 3
     """Events/s appending engagement webhooks in batches of 1 to 100, for runs stored before."""
     log = open_log(path)
     ledger.append_input(log, io.BytesIO(jsonl(core)))
-    rng = random.Random(seed)
     batches = []
     i = 0
-    while i < len(hooks):
-        n = rng.randint(1, 100)
+    for n in batch_sizes(len(hooks), seed):
         batches.append(jsonl(hooks[i : i + n]))
         i += n
     started = time.perf_counter()
@@ -240,6 +293,9 @@ def main() -> None:
     rows.append((f"webhook batches of 1-100 ({len(hooks):,} events)", hook_rate, hook_rate / raw))
     floor = raw_batches(os.path.join(folder, "raw-batches.db"), hooks)
     rows.append(("raw sqlite3, same batches, a commit each", floor, floor / raw))
+    tables_bulk, tables_batches = schema_floor(os.path.join(folder, "tables.db"), events, core, hooks)
+    rows.append(("flowledger's tables alone, 10,000 a commit", tables_bulk, tables_bulk / raw))
+    rows.append(("flowledger's tables alone, same batches", tables_batches, tables_batches / raw))
     rebuild_rate, rss = rebuild(store)
     rows.append(("rebuild every view from 0", rebuild_rate, rebuild_rate / 100_000))
     print(f"events: {len(events):,} ({len({e.get('run_id') for e in events if 'run_id' in e}):,} runs); "
