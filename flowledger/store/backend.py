@@ -177,6 +177,12 @@ class SQLBackend:
         return new
 
     @staticmethod
+    def any_held(c: Any) -> bool:
+        """Whether any provider fact is waiting for its message."""
+        c.execute("SELECT 1 FROM unmatched_facts LIMIT 1")
+        return c.fetchone() is not None
+
+    @staticmethod
     def release(c: Any, provider_ids: Sequence[str]) -> list[tuple[str, bytes]]:
         """Take the held facts of these provider message ids out: (provider id, event)."""
         taken: list[tuple[str, bytes]] = []

@@ -222,6 +222,8 @@ class EventLog:
         """Record which message provider ids are, and store the facts held for them."""
         b = self.backend
         b.link(c, links)
+        if not b.any_held(c):
+            return  # the usual case: no provider fact is waiting for its message
         known = b.fetch_links(c, list({p for p, _ in links}))
         released = []
         for provider_id, encoded in b.release(c, list(known)):
