@@ -71,8 +71,6 @@ class AppendResult:
     """Events whose id was already stored with the same body."""
     problems: list[tuple[Candidate, Problem]] = field(default_factory=list)
     """Events refused (by the rules, or as id conflicts), with why."""
-    last_position: int | None = None
-    """The log position of the last event stored."""
     held: int = 0
     """Provider facts kept aside until their message is known."""
     released: int = 0
@@ -138,8 +136,6 @@ class EventLog:
                 problems = rejected + [p for _, p in result.problems]
                 problems.sort(key=lambda p: (p.line or 0, p.index or 0))
                 raise InvalidInput(problems)
-            if result.appended:
-                result.last_position = b.max_position(c)
         return result
 
     def _append_chunk(
