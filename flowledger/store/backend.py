@@ -13,8 +13,8 @@ import orjson
 SCHEMA_VERSION = 2
 """The layout of flowledger's own tables (2: event_ids holds the ids alone)."""
 
-# Every append writes one row here at a random place: the smaller the row, the fewer pages
-# a webhook batch dirties (a resend is told from a conflict by reading its stream).
+# Every event writes one row here, at a place its id decides: the id alone keeps the table
+# small (a resend is told from a conflict by reading the stream the body names).
 _EVENT_IDS = "CREATE TABLE IF NOT EXISTS {} (id TEXT PRIMARY KEY) WITHOUT ROWID"
 
 FLOWLEDGER_TABLES = (

@@ -4,8 +4,8 @@ An append runs in one write transaction. For each event it looks the id up (a st
 id with the same body is a duplicate, with another body a conflict: the same body is in
 the same stream, so the stream's stored events tell which), checks a run event
 against the run's rule state, and gives it the next version of its stream. The events,
-their ids and the new stream heads are written together, so a crash leaves either all
-of a batch or none of it.
+their ids and the runs' new heads are written together, so a crash leaves either all of a
+batch or none of it.
 """
 
 from __future__ import annotations
