@@ -105,27 +105,32 @@ def delivery_record(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
         return record
 
     # Last resort on ties: the sender's event id, not the log position, so the record
-    # does not depend on which of two same-second facts arrived first.
+    # does not depend on which of two same-second facts arrived first. Positions are
+    # unique, so the sort never compares the kinds or bodies that ride along.
     ordered = sorted(
-        known.items(),
-        key=lambda f: (f[1]["occurred_at"], _TIE_RANK[_kind(f[1])], f[1].get("id", ""), f[0]),
+        (body["occurred_at"], _TIE_RANK[kind], body.get("id", ""), position, kind, body)
+        for position, (kind, body) in known.items()
     )
     status = "queued"
     setter: dict[str, Any] | None = None
     earliest: dict[str, str] = {}
     queued: dict[str, Any] | None = None
     urls: set[str] = set()
-    for _position, body in ordered:
-        kind = _kind(body)
-        earliest.setdefault(kind, body["occurred_at"])
-        if kind == "queued" and queued is None:
-            queued = body
+    opens = clicks = 0
+    for at, _, _, _, kind, body in ordered:
+        if kind not in earliest:
+            earliest[kind] = at
+        if kind == "queued":
+            if queued is None:
+                queued = body
         elif kind == "opened":
-            record["opens_total"] += 1
+            opens += 1
         elif kind == "clicked":
-            record["clicks_total"] += 1
+            clicks += 1
             urls.add(body["url"])
         status, setter = _step(status, setter, kind, body)
+    record["opens_total"] = opens
+    record["clicks_total"] = clicks
 
     if queued is not None:
         record.update(
@@ -135,28 +140,26 @@ def delivery_record(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
             run_id=queued.get("run_id"),
             step=queued.get("step"),
         )
+    delivered = earliest.get("delivered")
     human = [
-        b["occurred_at"]
-        for _, b in ordered
-        if _kind(b) in _OPEN_PROOF and not _by_machine(b, earliest.get("delivered"))
+        at for at, _, _, _, kind, body in ordered if kind in _OPEN_PROOF and not _by_machine(body, delivered)
     ]
+    opened_at = _first(earliest, _OPEN_PROOF)
     record.update(
         human_opened_at=min(human) if human else None,
         complained_at=earliest.get("complained"),
         unsubscribed_at=earliest.get("unsubscribed"),
-    )
-    record.update(
         status=status,
         queued_at=earliest.get("queued"),
         sent_at=earliest.get("sent"),
         delivered_at=_first(earliest, _DELIVERY_PROOF),
         read_at=earliest.get("read"),
-        opened_at=_first(earliest, _OPEN_PROOF),
+        opened_at=opened_at,
         clicked_at=earliest.get("clicked"),
-        opens_unique=1 if _first(earliest, _OPEN_PROOF) else 0,
+        opens_unique=1 if opened_at else 0,
         clicks_unique=len(urls),
         ever_sent=any(kind in earliest for kind in _SENT_PROOF),
-        updated_at=ordered[-1][1]["occurred_at"],
+        updated_at=ordered[-1][0],
     )
     if setter is not None:
         record["failed_at"] = setter["occurred_at"]
@@ -164,28 +167,29 @@ def delivery_record(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
 
     # Price and provider id are corrections, not stages: the latest word on them wins,
     # whatever stage of the message carried it.
-    latest_first = sorted(
-        known.items(), key=lambda f: (f[1]["occurred_at"], f[1].get("id", ""), f[0]), reverse=True
-    )
-    priced = next((b for _, b in latest_first if b.get("cost") is not None), None)
+    latest_first = sorted(((f[0], f[2], f[3], f[4], f[5]) for f in ordered), reverse=True)
+    priced = next((b for _, _, _, _, b in latest_first if b.get("cost") is not None), None)
     if priced is not None:
         record["cost_amount"] = float(priced["cost"]["amount"])
         record["cost_currency"] = priced["cost"]["currency"]
     record["provider_message_id"] = next(
         (
             b["provider_message_id"]
-            for _, b in latest_first
-            if _kind(b) == "sent" and b.get("provider_message_id") is not None
+            for _, _, _, kind, b in latest_first
+            if kind == "sent" and b.get("provider_message_id") is not None
         ),
         None,
     )
     return record
 
 
-def _dedupe(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]) -> dict[int, dict[str, Any]]:
-    known: dict[int, dict[str, Any]] = {}
+def _dedupe(
+    message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
+) -> dict[int, tuple[str, dict[str, Any]]]:
+    """The facts by log position, each with its kind (checked once here)."""
+    known: dict[int, tuple[str, dict[str, Any]]] = {}
     for position, body in facts:
-        _kind(body)
+        kind = _kind(body)
         if body.get("message_id", message_id) != message_id:
             raise ValueError(
                 f"fact at position {position} is about message {body['message_id']!r}, "
@@ -193,17 +197,20 @@ def _dedupe(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]) -> dic
             )
         # One position is one stored event; two bodies for it means the caller mixed logs,
         # and keeping either would make the record depend on arrival order.
-        if position in known and known[position] != body:
+        seen = known.get(position)
+        if seen is not None and seen[1] != body:
             raise ValueError(f"two different facts given for log position {position}")
-        known[position] = body
+        known[position] = (kind, body)
     return known
 
 
+_KINDS = {"message." + short: short for short in _TIE_RANK}
+
+
 def _kind(body: dict[str, Any]) -> str:
-    kind = body.get("type", "")
-    short = kind[len("message."):] if kind.startswith("message.") else ""
-    if short not in _TIE_RANK:
-        raise ValueError(f"not a message event: {kind!r}")
+    short = _KINDS.get(body.get("type", ""))  # type: ignore[arg-type]
+    if short is None:
+        raise ValueError(f"not a message event: {body.get('type', '')!r}")
     return short
 
 

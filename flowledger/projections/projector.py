@@ -9,14 +9,17 @@ projectors of one view, in any processes, can never both apply the same event.
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
 from flowledger.errors import FlowledgerError
-from flowledger.projections.base import View
+from flowledger.projections.base import View, Writes
 from flowledger.projections.deliveries_view import DeliveriesView
+from flowledger.projections.helper import split_views, start_helper
 from flowledger.projections.memory import Memory
 from flowledger.projections.runs_view import RunsView
 from flowledger.projections.steps_view import StepsView
@@ -26,6 +29,8 @@ DEFAULT_PAGE_SIZE = 2_000
 """Events applied per transaction."""
 REBUILD_PAGE_SIZE = 10_000
 """Events applied per transaction by a rebuild (fewer, larger commits)."""
+HELPER_FROM = 50_000
+"""The log length from which a rebuild of several views starts a helper process."""
 
 
 class UnknownView(FlowledgerError):
@@ -122,8 +127,16 @@ class Projector:
         *,
         page_size: int = DEFAULT_PAGE_SIZE,
         progress: Callable[[int], None] | None = None,
+        fold_first: bool = False,
     ) -> int:
-        """Apply every event the views have not applied yet; returns how many were read."""
+        """Apply every event the views have not applied yet; returns how many were read.
+
+        ``fold_first`` folds each page outside the write lock, from a read snapshot, and
+        takes the lock only to check that no other projector moved the views meanwhile
+        and to write: for projectors of different views running side by side, whose
+        folding then overlaps. A page some other projector got to first is folded again,
+        under the lock.
+        """
         self.ensure_tables()
         views = list(views) if views is not None else self.views
         if not self._behind(views):
@@ -131,13 +144,16 @@ class Projector:
         # Each view remembers the rows it wrote, from one page to the next of this call.
         memories = {v.name: Memory() for v in views}
         total = 0
-        while True:
-            n = self._apply_page(views, page_size, memories)
-            if n == 0:
-                break
-            total += n
-            if progress:
-                progress(n)
+        with _cyclic_gc_paused():
+            while True:
+                n = self._fold_then_write(views, page_size, memories) if fold_first else None
+                if n is None:
+                    n = self._apply_page(views, page_size, memories)
+                if n == 0:
+                    break
+                total += n
+                if progress:
+                    progress(n)
         return total
 
     def _behind(self, views: Sequence[View]) -> bool:
@@ -161,47 +177,94 @@ class Projector:
         """
         b = self.backend
         memories = memories if memories is not None else {v.name: Memory() for v in views}
-        applied: list[Memory] = []
         try:
             with b.transaction(write=True, durable=False) as c:
                 b.lock_views(c, sorted(v.name for v in views))
                 positions = {v.name: b.get_position(c, v.name) for v in views}
-                if self.source is b:
-                    rows = b.select_page(c, min(positions.values()), page_size)
-                else:
-                    # The log lives elsewhere; it only grows, so reading it in a transaction
-                    # of its own cannot make the views skip or repeat an event.
-                    with self.source.transaction(write=False) as sc:
-                        rows = self.source.select_page(sc, min(positions.values()), page_size)
+                rows = self._read_page(c, positions, page_size)
                 if not rows:
                     return 0
-                wanted = frozenset().union(*(v.topics for v in views))
-                loads = orjson.loads
-                page = [(r[0], r[2], loads(r[3])) for r in rows if r[2] in wanted]
-                first, last = rows[0][0], rows[-1][0]
-                for view in views:
-                    mine = positions[view.name]
-                    if mine >= last:
-                        continue
-                    memory = memories[view.name]
-                    memory.check(mine)
-                    topics = view.topics
-                    if topics >= wanted:
-                        events = page if mine < first else [e for e in page if e[0] > mine]
-                    else:
-                        events = [e for e in page if e[0] > mine and e[1] in topics]
-                    if events:
-                        view.apply(c, events, memory)
-                    # The same transaction moves the position: rows and position commit together.
-                    b.set_position(c, view.name, last)
-                    applied.append(memory)
+                folded = self._fold_page(c, views, positions, rows, memories)
+                self._write(c, folded, rows[-1][0])
         except BaseException:
             for memory in memories.values():
                 memory.forget()
             raise
-        for memory in applied:
-            memory.committed(last)
+        for view, _ in folded:
+            memories[view.name].committed(rows[-1][0])
         return len(rows)
+
+    def _fold_then_write(self, views: Sequence[View], page_size: int, memories: dict[str, Memory]) -> int | None:
+        """Fold the next page from a read snapshot, then write it under the lock.
+
+        Returns None, having written nothing, if another projector moved any of the
+        views in between (the snapshot's rows are then not the rows to fold onto).
+        """
+        b = self.backend
+        try:
+            with b.transaction(write=False) as c:
+                positions = {v.name: b.get_position(c, v.name) for v in views}
+                rows = self._read_page(c, positions, page_size)
+                if not rows:
+                    return 0
+                folded = self._fold_page(c, views, positions, rows, memories)
+            with b.transaction(write=True, durable=False) as c:
+                b.lock_views(c, sorted(v.name for v in views))
+                moved = any(b.get_position(c, v.name) != positions[v.name] for v in views)
+                if not moved:
+                    self._write(c, folded, rows[-1][0])
+        except BaseException:
+            for memory in memories.values():
+                memory.forget()
+            raise
+        if moved:
+            for memory in memories.values():
+                memory.forget()
+            return None
+        for view, _ in folded:
+            memories[view.name].committed(rows[-1][0])
+        return len(rows)
+
+    def _read_page(self, c: Any, positions: dict[str, int], page_size: int) -> list[Any]:
+        """The next page of the log after the furthest-behind view's position."""
+        if self.source is self.backend:
+            return self.backend.select_page(c, min(positions.values()), page_size)
+        # The log lives elsewhere; it only grows, so reading it in a transaction of its
+        # own cannot make the views skip or repeat an event.
+        with self.source.transaction(write=False) as sc:
+            return self.source.select_page(sc, min(positions.values()), page_size)
+
+    @staticmethod
+    def _fold_page(
+        c: Any, views: Sequence[View], positions: dict[str, int], rows: list[Any], memories: dict[str, Memory]
+    ) -> list[tuple[View, Writes | None]]:
+        """Decode a page once and fold it into each view behind: what each is to write."""
+        wanted = frozenset().union(*(v.topics for v in views))
+        loads = orjson.loads
+        page = [(r[0], r[2], loads(r[3])) for r in rows if r[2] in wanted]
+        first, last = rows[0][0], rows[-1][0]
+        folded: list[tuple[View, Writes | None]] = []
+        for view in views:
+            mine = positions[view.name]
+            if mine >= last:
+                continue
+            memory = memories[view.name]
+            memory.check(mine)
+            topics = view.topics
+            if topics >= wanted:
+                events = page if mine < first else [e for e in page if e[0] > mine]
+            else:
+                events = [e for e in page if e[0] > mine and e[1] in topics]
+            folded.append((view, view.fold(c, events, memory) if events else None))
+        return folded
+
+    def _write(self, c: Any, folded: list[tuple[View, Writes | None]], last: int) -> None:
+        """Write what each view folded, and move its position in the same transaction."""
+        for view, writes in folded:
+            if writes is not None:
+                writes.run(c)
+            # Rows and position commit together: a view never applies an event twice.
+            self.backend.set_position(c, view.name, last)
 
     def rebuild(
         self,
@@ -209,8 +272,15 @@ class Projector:
         *,
         page_size: int = REBUILD_PAGE_SIZE,
         progress: Callable[[int], None] | None = None,
+        helper: bool | None = None,
     ) -> int:
-        """Empty views and fold them again from position 0; returns events read."""
+        """Empty views and fold them again from position 0; returns events read.
+
+        With ``helper`` (by default: for a log of :data:`HELPER_FROM` events or more), a
+        second process folds some of the views while this one folds the others (see
+        :mod:`flowledger.projections.helper`); whatever it leaves undone, this process
+        finishes.
+        """
         self.ensure_tables()
         views = list(views) if views is not None else self.views
         with self.backend.transaction(write=True) as c:
@@ -219,7 +289,21 @@ class Projector:
                 for table in view.tables:
                     c.execute(f'DELETE FROM "{table}"')
                 self.backend.clear_position(c, view.name)
-        return self.catch_up(views, page_size=page_size, progress=progress)
+        mine, theirs = split_views(views)
+        if helper is None:
+            helper = bool(theirs) and self.head() >= HELPER_FROM
+        running = start_helper(self.backend, self.source, theirs, page_size) if helper and theirs else None
+        if running is None:
+            return self.catch_up(views, page_size=page_size, progress=progress)
+        try:
+            total = self.catch_up(mine, page_size=page_size, progress=progress, fold_first=True)
+        except BaseException:
+            running.stop()
+            raise
+        running.wait()
+        # A helper that failed or was stopped left its views part way: fold the rest here.
+        self.catch_up(theirs, page_size=page_size)
+        return total
 
     def follow(
         self,
@@ -236,3 +320,21 @@ class Projector:
                 on_applied(n)
             if not n:
                 time.sleep(interval)
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while views catch up.
+
+    Folding makes and drops several objects per event, none of them in cycles, while the
+    views' memories keep many alive: the collector would walk those again and again for
+    nothing (a fifth of a rebuild's time). Reference counting frees them all the same.
+    Whoever paused it first resumes it, so overlapping catch-ups in threads leave it on.
+    """
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()

@@ -1,0 +1,179 @@
+"""What speeds a rebuild up must not change a row: the views' memory between pages, pages
+folded before the write lock is taken, and the helper process that folds some views."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowledger import ledger
+from flowledger.projections import memory as memory_module
+from flowledger.projections import projector as projector_module
+from flowledger.projections.base import Writes
+from flowledger.projections.helper import split_views
+from flowledger.projections.projector import Projector
+from flowledger.store import open_log
+from tests.histories import fresh_log, jsonl, workspaces
+from tests.test_views import snapshot
+
+SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _events(ws):
+    run_events, messages = ws
+    return run_events + messages
+
+
+@SETTINGS
+@given(workspaces(), st.integers(1, 3), st.data())
+def test_a_memory_that_forgets_almost_everything_folds_the_same_rows(ws, limit, data):
+    events = _events(ws)
+    # The same pages both times: where pages cut the log is not what is compared here.
+    page_size = data.draw(st.integers(1, 9))
+    with fresh_log() as (log, path):
+        ledger.append_input(log, jsonl(events))
+        Projector(log.backend).rebuild(page_size=page_size)
+        expected = snapshot(path)
+        original = memory_module.DEFAULT_LIMIT
+        memory_module.DEFAULT_LIMIT = limit
+        try:
+            Projector(log.backend).rebuild(page_size=page_size)
+        finally:
+            memory_module.DEFAULT_LIMIT = original
+        assert snapshot(path) == expected
+
+
+@SETTINGS
+@given(workspaces(), st.data())
+def test_views_folded_before_the_lock_equal_views_folded_under_it(ws, data):
+    events = _events(ws)
+    page_size = data.draw(st.integers(1, 7))
+    with fresh_log() as (log, path):
+        ledger.append_input(log, jsonl(events))
+        Projector(log.backend).rebuild(page_size=page_size)
+        expected = snapshot(path)
+        projector = Projector(log.backend)
+        projector.rebuild(page_size=page_size, helper=False)
+        _clear(log, projector)
+        projector.catch_up(page_size=page_size, fold_first=True)
+        assert snapshot(path) == expected
+
+
+def _clear(log, projector):
+    with log.backend.transaction(write=True) as c:
+        for view in projector.views:
+            for table in view.tables:
+                c.execute(f'DELETE FROM "{table}"')
+            log.backend.clear_position(c, view.name)
+
+
+class _Racing(Projector):
+    """A projector that another one overtakes between folding a page and writing it."""
+
+    def __init__(self, backend, other):
+        super().__init__(backend)
+        self.other = other
+        self.raced = 0
+        self.folding_first = False
+
+    def _fold_then_write(self, views, page_size, memories):
+        self.folding_first = True
+        try:
+            return super()._fold_then_write(views, page_size, memories)
+        finally:
+            self.folding_first = False
+
+    def _fold_page(self, c, views, positions, rows, memories):
+        folded = super()._fold_page(c, views, positions, rows, memories)
+        if self.folding_first and self.raced < 2:
+            self.raced += 1
+            self.other._apply_page(self.other.views, 3)
+        return folded
+
+
+def test_a_page_another_projector_applied_meanwhile_is_not_applied_twice(log, store_path):
+    from tests.conftest import ev, step, triggered
+
+    events = []
+    for i in range(6):
+        rid = f"r{i}"
+        events += [triggered(rid), ev("run.started", run_id=rid), step("step.started", rid), step("step.succeeded", rid)]
+        events += [ev("message.queued", message_id=f"m{i}", channel="email", recipient="u", run_id=rid, step="email-1")]
+        events += [ev("message.delivered", message_id=f"m{i}")]
+    ledger.append_input(log, jsonl(events))
+    Projector(log.backend).rebuild(page_size=4)
+    expected = snapshot(store_path)
+    racing = _Racing(log.backend, Projector(log.backend))
+    _clear(log, racing)
+    racing.catch_up(page_size=4, fold_first=True)
+    assert racing.raced == 2
+    assert snapshot(store_path) == expected
+
+
+def test_a_page_that_fails_leaves_no_trace_in_memory(log, store_path, monkeypatch):
+    from tests.conftest import ev, triggered
+
+    events = [triggered(f"r{i}") for i in range(5)] + [ev("run.started", run_id=f"r{i}") for i in range(5)]
+    ledger.append_input(log, jsonl(events))
+    Projector(log.backend).rebuild(page_size=3)
+    expected = snapshot(store_path)
+    projector = Projector(log.backend)
+    _clear(log, projector)
+    calls = {"n": 0}
+    run = Writes.run
+
+    def failing_once(self, c):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("disk on fire")
+        run(self, c)
+
+    monkeypatch.setattr(Writes, "run", failing_once)
+    with pytest.raises(RuntimeError):
+        projector.catch_up(page_size=3)
+    projector.catch_up(page_size=3)
+    assert snapshot(store_path) == expected
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workspaces())
+def test_a_rebuild_with_a_helper_process_equals_one_without(ws):
+    events = _events(ws)
+    with fresh_log() as (log, path):
+        ledger.append_input(log, jsonl(events))
+        Projector(log.backend).rebuild(helper=False, page_size=5)
+        expected = snapshot(path)
+        assert Projector(log.backend).rebuild(helper=True, page_size=5) == len(events)
+        assert snapshot(path) == expected
+
+
+def test_a_rebuild_into_another_file_with_a_helper_folds_every_view(tmp_path):
+    from tests.conftest import ev, triggered
+
+    source = open_log(str(tmp_path / "log.db"))
+    into = open_log(str(tmp_path / "views.db"))
+    try:
+        events = [triggered(f"r{i}") for i in range(20)]
+        events += [ev("message.queued", message_id=f"m{i}", channel="sms", recipient="u", run_id=f"r{i}") for i in range(20)]
+        ledger.append_input(source, jsonl(events))
+        projector = Projector(into.backend, source=source.backend)
+        assert projector.rebuild(helper=True, page_size=7) == 40
+        assert {v.name: projector.position(v) for v in projector.views} == dict.fromkeys(["runs", "steps", "deliveries"], 40)
+        with into.backend.transaction(write=False) as c:
+            c.execute("SELECT COUNT(*) FROM deliveries")
+            assert c.fetchone()[0] == 20
+            c.execute("SELECT COUNT(*) FROM runs")
+            assert c.fetchone()[0] == 20
+    finally:
+        source.close()
+        into.close()
+
+
+def test_a_helper_shares_the_views_only_when_there_are_two_groups():
+    views = projector_module.all_views()
+    mine, theirs = split_views(views)
+    assert {v.name for v in mine} | {v.name for v in theirs} == {"runs", "steps", "deliveries"}
+    assert mine and theirs
+    only = [v for v in views if v.name == "deliveries"]
+    assert split_views(only) == (only, [])
