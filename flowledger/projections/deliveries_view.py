@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -123,11 +124,16 @@ class DeliveriesView(View):
             for rid, workflow in new_runs:
                 workflows.setdefault(rid, workflow)
         facts: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        picks = _PICKS
         for position, kind, body in events:
             if kind == "run.triggered":
                 continue
             mid = body["message_id"]
-            fact = (position, {k: body[k] for k in _FACT_FIELDS if k in body})
+            keys = tuple(body)
+            fields = picks.get(keys)
+            if fields is None:
+                fields = _pick(keys)
+            fact = (position, {k: body[k] for k in fields})
             found = facts.get(mid)
             if found is None:
                 facts[mid] = [fact]
@@ -169,7 +175,7 @@ class DeliveriesView(View):
             key, channel = m.counted
             for metric, value in m.metrics.items():
                 counters.add((key, channel, metric), value)
-            out.append((m.seq, workflow, record["recipient_json"], *[record[k] for k in DELIVERY_FIELDS], m.blob))
+            out.append((m.seq, workflow, record["recipient_json"], *_FIELDS(record), m.blob))
             touch(messages, record["message_id"], m)
         writes.add(_UPSERT, out)
         writes.count(counters)
@@ -223,6 +229,18 @@ def _recall_runs(c: sqlite3.Cursor, workflows: dict[str, str | None], ids: Itera
         workflows.update((rid, workflow) for rid, workflow in c.fetchall())
 
 
+_PICKS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _pick(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The fact fields an event with these keys has, in :data:`_FACT_FIELDS` order (kept)."""
+    fields = tuple(k for k in _FACT_FIELDS if k in keys)
+    if len(_PICKS) < 10_000:  # events have few shapes; a bound all the same
+        _PICKS[keys] = fields
+    return fields
+
+
+_FIELDS = itemgetter(*DELIVERY_FIELDS)
 _READ = ("message_id", *(k for k in DELIVERY_COLUMNS if k != "message_id"))
 _SELECT = ", ".join(_READ)
 _UPSERT = upsert_sql("deliveries", DELIVERY_COLUMNS, ["message_id"])

@@ -93,14 +93,9 @@ def delivery_record(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
     """Fold the (log position, event body) facts of one message into its delivery record."""
     known = _dedupe(message_id, facts)
     record: dict[str, Any] = dict.fromkeys(DELIVERY_FIELDS)
-    record.update(
-        message_id=message_id,
-        opens_total=0,
-        opens_unique=0,
-        clicks_total=0,
-        clicks_unique=0,
-        ever_sent=False,
-    )
+    record["message_id"] = message_id
+    record["opens_total"] = record["opens_unique"] = record["clicks_total"] = record["clicks_unique"] = 0
+    record["ever_sent"] = False
     if not known:
         return record
 
@@ -117,7 +112,14 @@ def delivery_record(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
     queued: dict[str, Any] | None = None
     urls: set[str] = set()
     opens = clicks = 0
-    for at, _, _, _, kind, body in ordered:
+    seen_open: list[dict[str, Any]] = []
+    # Price and provider id are corrections, not stages: the latest word on them wins,
+    # whatever stage of the message carried it (latest by time, then event id, position).
+    priced: dict[str, Any] | None = None
+    priced_at: tuple[Any, ...] = ()
+    provider_id = None
+    provider_id_at: tuple[Any, ...] = ()
+    for at, _, event_id, position, kind, body in ordered:
         if kind not in earliest:
             earliest[kind] = at
         if kind == "queued":
@@ -125,61 +127,53 @@ def delivery_record(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
                 queued = body
         elif kind == "opened":
             opens += 1
+            seen_open.append(body)
         elif kind == "clicked":
             clicks += 1
             urls.add(body["url"])
+            seen_open.append(body)
         status, setter = _step(status, setter, kind, body)
-    record["opens_total"] = opens
-    record["clicks_total"] = clicks
+        if body.get("cost") is not None:
+            latest = (at, event_id, position)
+            if latest > priced_at:
+                priced, priced_at = body, latest
+        if kind == "sent" and body.get("provider_message_id") is not None:
+            latest = (at, event_id, position)
+            if latest > provider_id_at:
+                provider_id, provider_id_at = body["provider_message_id"], latest
 
     if queued is not None:
-        record.update(
-            channel=queued["channel"],
-            provider=queued.get("provider"),
-            recipient=_copy(queued["recipient"]),
-            run_id=queued.get("run_id"),
-            step=queued.get("step"),
-        )
+        record["channel"] = queued["channel"]
+        record["provider"] = queued.get("provider")
+        record["recipient"] = _copy(queued["recipient"])
+        record["run_id"] = queued.get("run_id")
+        record["step"] = queued.get("step")
     delivered = earliest.get("delivered")
-    human = [
-        at for at, _, _, _, kind, body in ordered if kind in _OPEN_PROOF and not _by_machine(body, delivered)
-    ]
+    human = [b["occurred_at"] for b in seen_open if not _by_machine(b, delivered)]
     opened_at = _first(earliest, _OPEN_PROOF)
-    record.update(
-        human_opened_at=min(human) if human else None,
-        complained_at=earliest.get("complained"),
-        unsubscribed_at=earliest.get("unsubscribed"),
-        status=status,
-        queued_at=earliest.get("queued"),
-        sent_at=earliest.get("sent"),
-        delivered_at=_first(earliest, _DELIVERY_PROOF),
-        read_at=earliest.get("read"),
-        opened_at=opened_at,
-        clicked_at=earliest.get("clicked"),
-        opens_unique=1 if opened_at else 0,
-        clicks_unique=len(urls),
-        ever_sent=any(kind in earliest for kind in _SENT_PROOF),
-        updated_at=ordered[-1][0],
-    )
+    record["human_opened_at"] = min(human) if human else None
+    record["complained_at"] = earliest.get("complained")
+    record["unsubscribed_at"] = earliest.get("unsubscribed")
+    record["status"] = status
+    record["queued_at"] = earliest.get("queued")
+    record["sent_at"] = earliest.get("sent")
+    record["delivered_at"] = _first(earliest, _DELIVERY_PROOF)
+    record["read_at"] = earliest.get("read")
+    record["opened_at"] = opened_at
+    record["clicked_at"] = earliest.get("clicked")
+    record["opens_total"] = opens
+    record["opens_unique"] = 1 if opened_at else 0
+    record["clicks_total"] = clicks
+    record["clicks_unique"] = len(urls)
+    record["ever_sent"] = not _SENT_PROOF.isdisjoint(earliest)
+    record["updated_at"] = ordered[-1][0]
     if setter is not None:
         record["failed_at"] = setter["occurred_at"]
         record["error"] = _failure_text(setter)
-
-    # Price and provider id are corrections, not stages: the latest word on them wins,
-    # whatever stage of the message carried it.
-    latest_first = sorted(((f[0], f[2], f[3], f[4], f[5]) for f in ordered), reverse=True)
-    priced = next((b for _, _, _, _, b in latest_first if b.get("cost") is not None), None)
     if priced is not None:
         record["cost_amount"] = float(priced["cost"]["amount"])
         record["cost_currency"] = priced["cost"]["currency"]
-    record["provider_message_id"] = next(
-        (
-            b["provider_message_id"]
-            for _, _, _, kind, b in latest_first
-            if kind == "sent" and b.get("provider_message_id") is not None
-        ),
-        None,
-    )
+    record["provider_message_id"] = provider_id
     return record
 
 
