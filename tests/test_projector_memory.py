@@ -26,8 +26,8 @@ def _events(ws):
 
 
 @SETTINGS
-@given(workspaces(), st.integers(1, 3), st.data())
-def test_a_memory_that_forgets_almost_everything_folds_the_same_rows(ws, limit, data):
+@given(workspaces(), st.integers(1, 3), st.sampled_from([8, 64, 1 << 20]), st.data())
+def test_a_memory_that_forgets_almost_everything_folds_the_same_rows(ws, limit, bits, data):
     events = _events(ws)
     # The same pages both times: where pages cut the log is not what is compared here.
     page_size = data.draw(st.integers(1, 9))
@@ -35,13 +35,29 @@ def test_a_memory_that_forgets_almost_everything_folds_the_same_rows(ws, limit, 
         ledger.append_input(log, jsonl(events))
         Projector(log.backend).rebuild(page_size=page_size)
         expected = snapshot(path)
-        original = memory_module.DEFAULT_LIMIT
-        memory_module.DEFAULT_LIMIT = limit
+        saved = memory_module.DEFAULT_LIMIT, memory_module.FORGOTTEN_BITS, memory_module._MASK
+        # A filter of 8 bits says "maybe stored" of nearly every key: all false positives.
+        memory_module.DEFAULT_LIMIT, memory_module.FORGOTTEN_BITS, memory_module._MASK = limit, bits, bits - 1
         try:
             Projector(log.backend).rebuild(page_size=page_size)
         finally:
-            memory_module.DEFAULT_LIMIT = original
+            memory_module.DEFAULT_LIMIT, memory_module.FORGOTTEN_BITS, memory_module._MASK = saved
         assert snapshot(path) == expected
+
+
+def test_a_memory_knows_which_keys_it_forgot_and_that_it_never_saw_the_others():
+    memory = memory_module.Memory(limit=2)
+    memory.check(0)
+    runs = memory.table("runs")
+    for i in range(5):
+        runs[f"r{i}"] = i
+    memory.committed(10)
+    assert list(runs) == ["r3", "r4"]
+    assert all(memory.may_be_stored("runs", f"r{i}") for i in range(3))
+    assert not any(memory.may_be_stored("runs", f"never-{i}") for i in range(100))
+    assert not memory.may_be_stored("steps", "r0")
+    memory.check(11)  # another projector moved the view: nothing is known any more
+    assert memory.may_be_stored("runs", "never-1") and not runs
 
 
 @SETTINGS

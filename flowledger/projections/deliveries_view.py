@@ -119,8 +119,7 @@ class DeliveriesView(View):
         # The first word stands, as INSERT OR IGNORE has it: a run already stored keeps
         # its workflow, and of this page's, the first.
         if new_runs:
-            if not memory.complete:
-                _recall_runs(c, workflows, [rid for rid, _ in new_runs])
+            _recall_runs(c, workflows, [rid for rid, _ in new_runs if memory.may_be_stored("delivery_runs", rid)])
             for rid, workflow in new_runs:
                 workflows.setdefault(rid, workflow)
         facts: dict[str, list[tuple[int, dict[str, Any]]]] = {}
@@ -141,8 +140,7 @@ class DeliveriesView(View):
                 found.append(fact)
         if not facts:
             return writes
-        if not memory.complete:
-            _recall(c, messages, facts)
+        _recall(c, messages, [mid for mid in facts if mid not in messages and memory.may_be_stored("deliveries", mid)])
         counters = Counters("channel_counts", ("workflow", "channel", "metric"))
         records = []
         for mid, new in facts.items():
@@ -155,8 +153,8 @@ class DeliveriesView(View):
                 m.blob = m.blob[:-1] + b"," + orjson.dumps(new)[1:]
             record = delivery_record(mid, m.facts)
             records.append((m, record))
-        if not memory.complete:
-            _recall_runs(c, workflows, {r["run_id"] for _, r in records if r["run_id"] is not None})
+        wanted = {r["run_id"] for _, r in records if r["run_id"] is not None}
+        _recall_runs(c, workflows, [r for r in wanted if r not in workflows and memory.may_be_stored("delivery_runs", r)])
         out = []
         for m, record in records:
             rid = record["run_id"]

@@ -12,7 +12,7 @@ file by its path, while a PostgreSQL store's URL may carry a password the backen
 longer has. The helper is a fresh interpreter, not a fork: a forked child must not
 inherit open SQLite connections.
 
-    python -m flowledger.projections.helper STORE [--source LOG] [--page-size N] VIEW...
+    echo go | python -m flowledger.projections.helper STORE [--source LOG] --page-size N VIEW...
 """
 
 from __future__ import annotations
@@ -53,6 +53,15 @@ class Helper:
         """The process."""
         self._errors = errors
 
+    def go(self) -> None:
+        """Tell the helper the views are empty: it may start folding."""
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(b"go\n")
+            self.process.stdin.close()
+        except OSError:
+            pass  # it has ended already; wait() says how, and its views get folded here
+
     def wait(self) -> bool:
         """Wait for the helper to end; whether it folded all its views."""
         code = self.process.wait()
@@ -65,6 +74,8 @@ class Helper:
 
     def stop(self) -> None:
         """End the helper now (its page in flight rolls back) and wait for it."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
         self.process.terminate()
         self.process.wait()
         self._errors.close()
@@ -88,7 +99,7 @@ def start_helper(backend: SQLBackend, source: SQLBackend, views: Sequence[View],
     errors = tempfile.TemporaryFile()
     try:
         process = subprocess.Popen(
-            [*command, *(v.name for v in views)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, env=env
+            [*command, *(v.name for v in views)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env
         )
     except OSError as e:
         errors.close()
@@ -117,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--page-size", type=int, required=True)
     parser.add_argument("--lock-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
+    # Started before the views were emptied: fold nothing until told they are.
+    if sys.stdin.readline().strip() != "go":
+        return
     backend = SQLiteBackend(args.store, lock_timeout=args.lock_timeout, create=False)
     source = SQLiteBackend(args.source, lock_timeout=args.lock_timeout, create=False) if args.source else None
     try:

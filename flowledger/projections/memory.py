@@ -8,7 +8,9 @@ view's position is the one the memory was left at (no other projector has moved 
 since), and forgets everything when a transaction fails.
 
 It is bounded: past :data:`DEFAULT_LIMIT` entries a table forgets the rows least recently
-written, which stay readable from the database.
+written, which stay readable from the database. A memory that started with the view
+empty knows every row the view has: those it holds, and those it forgot, whose keys it
+notes in a Bloom filter (a few bits each), so that a key it never saw costs no query.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from typing import Any
 
 DEFAULT_LIMIT = 50_000
 """Entries each remembered table keeps (least recently written forgotten first)."""
+FORGOTTEN_BITS = 1 << 25
+"""The size of each table's filter of forgotten keys (4 MiB; about 1% false positives at
+two million keys, each of which costs one query that finds the row)."""
 
 
 class Memory:
@@ -29,8 +34,9 @@ class Memory:
         self.position: int | None = None
         """The view position the remembered rows are as of (None: nothing is known)."""
         self.complete = False
-        """Every row of the view is remembered: a key not remembered has no row."""
+        """Every row of the view is remembered or noted as forgotten (see :meth:`may_be_stored`)."""
         self._tables: dict[str, dict[Any, Any]] = {}
+        self._forgotten: dict[str, bytearray] = {}
 
     def table(self, name: str) -> dict[Any, Any]:
         """The remembered entries of one table (a view decides what an entry holds)."""
@@ -50,15 +56,32 @@ class Memory:
             self.position = position
             self.complete = position == 0
 
+    def may_be_stored(self, table: str, key: Any) -> bool:
+        """Whether a key this memory does not hold may have a row all the same (to read)."""
+        if not self.complete:
+            return True
+        bits = self._forgotten.get(table)
+        if bits is None:
+            return False
+        h = hash(key)
+        i, j = h & _MASK, (h >> 32) & _MASK
+        return bool(bits[i >> 3] & (1 << (i & 7)) and bits[j >> 3] & (1 << (j & 7)))
+
     def committed(self, position: int) -> None:
         """The page's transaction committed: the entries are now the view's rows."""
         self.position = position
-        for entries in self._tables.values():
+        for name, entries in self._tables.items():
             excess = len(entries) - self.limit
             if excess > 0:
+                bits = self._forgotten.get(name)
+                if bits is None:
+                    bits = self._forgotten[name] = bytearray(FORGOTTEN_BITS >> 3)
                 for key in list(islice(entries, excess)):
                     del entries[key]
-                self.complete = False
+                    h = hash(key)
+                    i, j = h & _MASK, (h >> 32) & _MASK
+                    bits[i >> 3] |= 1 << (i & 7)
+                    bits[j >> 3] |= 1 << (j & 7)
 
     def forget(self) -> None:
         """Forget everything (a transaction failed: what was folded never committed)."""
@@ -69,6 +92,10 @@ class Memory:
     def _forget_rows(self) -> None:
         for entries in self._tables.values():
             entries.clear()
+        self._forgotten.clear()
+
+
+_MASK = FORGOTTEN_BITS - 1
 
 
 def touch(entries: dict[Any, Any], key: Any, value: Any) -> None:

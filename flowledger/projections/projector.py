@@ -253,6 +253,8 @@ class Projector:
             topics = view.topics
             if topics >= wanted:
                 events = page if mine < first else [e for e in page if e[0] > mine]
+            elif mine < first:
+                events = [e for e in page if e[1] in topics]
             else:
                 events = [e for e in page if e[0] > mine and e[1] in topics]
             folded.append((view, view.fold(c, events, memory) if events else None))
@@ -283,18 +285,25 @@ class Projector:
         """
         self.ensure_tables()
         views = list(views) if views is not None else self.views
-        with self.backend.transaction(write=True) as c:
-            self.backend.lock_views(c, sorted(v.name for v in views))
-            for view in views:
-                for table in view.tables:
-                    c.execute(f'DELETE FROM "{table}"')
-                self.backend.clear_position(c, view.name)
         mine, theirs = split_views(views)
         if helper is None:
             helper = bool(theirs) and self.head() >= HELPER_FROM
+        # Started first, the helper loads its modules while the views are emptied here.
         running = start_helper(self.backend, self.source, theirs, page_size) if helper and theirs else None
+        try:
+            with self.backend.transaction(write=True) as c:
+                self.backend.lock_views(c, sorted(v.name for v in views))
+                for view in views:
+                    for table in view.tables:
+                        c.execute(f'DELETE FROM "{table}"')
+                    self.backend.clear_position(c, view.name)
+        except BaseException:
+            if running is not None:
+                running.stop()
+            raise
         if running is None:
             return self.catch_up(views, page_size=page_size, progress=progress)
+        running.go()
         try:
             total = self.catch_up(mine, page_size=page_size, progress=progress, fold_first=True)
         except BaseException:

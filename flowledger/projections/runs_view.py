@@ -233,7 +233,9 @@ class RunsView(View):
     def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
         runs: dict[str, list[Any]] = memory.table("runs")  # id -> [record, seq, row as written]
         emails: dict[str, list[Any]] = memory.table("run_emails")  # id -> the row's columns
-        if not memory.complete:
+        # A memory that knows every row reads only keys it forgot, one by one as they come.
+        complete = memory.complete
+        if not complete:
             _recall_runs(c, runs, {b["run_id"] for _, t, b in events if t in RUN_EVENT_TYPES})
             _recall_emails(c, emails, {b["message_id"] for _, t, b in events if t in MESSAGE_EVENT_TYPES})
         touched: dict[str, list[Any]] = {}
@@ -249,6 +251,9 @@ class RunsView(View):
                 entry = touched.get(rid)
                 if entry is None:
                     entry = runs.get(rid)
+                    if entry is None and complete and memory.may_be_stored("runs", rid):
+                        _recall_runs(c, runs, (rid,))
+                        entry = runs.get(rid)
                     if entry is None:
                         entry = [RunRecord.new(rid), position, None]
                         born.append(rid)
@@ -262,6 +267,9 @@ class RunsView(View):
                 m = touched_emails.get(mid)
                 if m is None:
                     m = emails.get(mid)
+                    if m is None and complete and memory.may_be_stored("run_emails", mid):
+                        _recall_emails(c, emails, (mid,))
+                        m = emails.get(mid)
                     if m is None:
                         m = [mid, None, None, None, None, None]
                     touched_emails[mid] = m
@@ -274,8 +282,7 @@ class RunsView(View):
         engaged.update(born)
         engagement = _engagement(c, engaged, touched_emails)
         missing = [r for r in engagement if r not in touched]
-        if not memory.complete:
-            _recall_runs(c, runs, missing)
+        _recall_runs(c, runs, [r for r in missing if r not in runs and memory.may_be_stored("runs", r)])
         for rid in missing:
             entry = runs.get(rid)
             if entry is not None:

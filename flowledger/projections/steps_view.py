@@ -90,7 +90,9 @@ class StepsView(View):
         # run id -> _Run; an entry holds every attempt of its run still open, and any
         # other it has read or written (a stopped attempt may still finish after a retry).
         runs: dict[str, _Run] = memory.table("runs")
-        if not memory.complete:
+        # A memory that knows every row reads only keys it forgot, one by one as they come.
+        complete = memory.complete
+        if not complete:
             _recall(c, runs, {b["run_id"] for _, t, b in events if t != "message.queued"})
         touched: dict[str, _Run] = {}
         changed: dict[tuple[str, str, int], tuple[list[Any], tuple[Any, ...] | None]] = {}
@@ -106,6 +108,9 @@ class StepsView(View):
             run = touched.get(rid)
             if run is None:
                 run = runs.get(rid)
+                if run is None and complete and memory.may_be_stored("runs", rid):
+                    _recall(c, runs, (rid,))
+                    run = runs.get(rid)
                 if run is not None:
                     touched[rid] = run
                     run.before = run.row()
