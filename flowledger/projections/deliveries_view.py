@@ -17,7 +17,7 @@ import orjson
 
 from flowledger.domain.vocabulary import MESSAGE_EVENT_TYPES
 from flowledger.projections.base import Counters, Event, View, Writes, upsert_sql
-from flowledger.projections.memory import Memory, touch
+from flowledger.projections.memory import Memory
 from flowledger.store.backend import in_chunks
 from flowledger.projections.delivery import DELIVERY_FIELDS, delivery_record
 
@@ -156,25 +156,29 @@ class DeliveriesView(View):
         wanted = {r["run_id"] for _, r in records if r["run_id"] is not None}
         _recall_runs(c, workflows, [r for r in wanted if r not in workflows and memory.may_be_stored("delivery_runs", r)])
         out = []
+        deltas = counters.deltas  # summed here, not through add(): a hot loop
+        dumps = orjson.dumps
         for m, record in records:
             rid = record["run_id"]
             record["workflow"] = workflow = workflows.get(rid) if rid else None
             recipient = record["recipient"]
-            record["recipient_json"] = None if recipient is None else orjson.dumps(recipient).decode()
+            recipient_json = record["recipient_json"] = None if recipient is None else dumps(recipient).decode()
             if isinstance(recipient, dict):
                 record["recipient"] = recipient["id"]
             record["ever_sent"] = int(bool(record["ever_sent"]))
             if m.metrics is not None:
                 key, channel = m.counted
                 for metric, value in m.metrics.items():
-                    counters.add((key, channel, metric), -value)
-            m.metrics = metrics(record)
-            m.counted = (workflow or NO_WORKFLOW, record["channel"])
-            key, channel = m.counted
-            for metric, value in m.metrics.items():
-                counters.add((key, channel, metric), value)
-            out.append((m.seq, workflow, record["recipient_json"], *_FIELDS(record), m.blob))
-            touch(messages, record["message_id"], m)
+                    deltas[(key, channel, metric)] -= value
+            m.metrics = found = metrics(record)
+            m.counted = (key, channel) = (workflow or NO_WORKFLOW, record["channel"])
+            for metric, value in found.items():
+                deltas[(key, channel, metric)] += value
+            out.append((m.seq, workflow, recipient_json, *_FIELDS(record), m.blob))
+            mid = record["message_id"]
+            if messages.get(mid) is m:
+                del messages[mid]  # written again: the last to be forgotten
+            messages[mid] = m
         writes.add(_UPSERT, out)
         writes.count(counters)
         return writes

@@ -228,11 +228,11 @@ class Projector:
     def _read_page(self, c: Any, positions: dict[str, int], page_size: int) -> list[Any]:
         """The next page of the log after the furthest-behind view's position."""
         if self.source is self.backend:
-            return self.backend.select_page(c, min(positions.values()), page_size)
+            return _select_page(self.backend, c, min(positions.values()), page_size)
         # The log lives elsewhere; it only grows, so reading it in a transaction of its
         # own cannot make the views skip or repeat an event.
         with self.source.transaction(write=False) as sc:
-            return self.source.select_page(sc, min(positions.values()), page_size)
+            return _select_page(self.source, sc, min(positions.values()), page_size)
 
     @staticmethod
     def _fold_page(
@@ -241,7 +241,7 @@ class Projector:
         """Decode a page once and fold it into each view behind: what each is to write."""
         wanted = frozenset().union(*(v.topics for v in views))
         loads = orjson.loads
-        page = [(r[0], r[2], loads(r[3])) for r in rows if r[2] in wanted]
+        page = [(r[0], r[1], loads(r[2])) for r in rows if r[1] in wanted]
         first, last = rows[0][0], rows[-1][0]
         folded: list[tuple[View, Writes | None]] = []
         for view in views:
@@ -329,6 +329,20 @@ class Projector:
                 on_applied(n)
             if not n:
                 time.sleep(interval)
+
+
+def _select_page(source: SQLBackend, c: Any, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+    """Up to limit events after a position, as (position, type, state).
+
+    :meth:`SQLBackend.select_page` without the stream, which no view reads: a tenth
+    of the cost of reading a page is making the stream names into Python strings.
+    """
+    col = source.position_column
+    c.execute(
+        f"SELECT {col}, topic, state FROM stored_events WHERE {col} > ? ORDER BY {col} LIMIT ?",
+        (after, limit),
+    )
+    return c.fetchall()  # type: ignore[no-any-return]
 
 
 @contextmanager

@@ -183,6 +183,7 @@ class StepsView(View):
         nodes = Counters("step_counts", ("workflow", "step", "status"))
         edges = Counters("edge_counts", ("workflow", "from_step", "to_step", "status"))
         out = []
+        node_deltas, edge_deltas = nodes.deltas, edges.deltas  # summed here: a hot loop
         for a, before in changed.values():
             row = tuple(a)
             if row == before:
@@ -193,12 +194,13 @@ class StepsView(View):
             if old == new:
                 continue
             workflow, step, prev = a[_WORKFLOW], a[_STEP], a[_PREV]
-            for status, delta in ((old, -1), (new, 1)):
-                if status is None:
-                    continue
-                nodes.add((workflow, step, status), delta)
+            if old is not None:
+                node_deltas[(workflow, step, old)] -= 1
                 if prev is not None:
-                    edges.add((workflow, prev, step, status), delta)
+                    edge_deltas[(workflow, prev, step, old)] -= 1
+            node_deltas[(workflow, step, new)] += 1
+            if prev is not None:
+                edge_deltas[(workflow, prev, step, new)] += 1
         run_rows = []
         for rid, run in touched.items():
             row = run.row()
