@@ -193,3 +193,22 @@ def test_a_helper_shares_the_views_only_when_there_are_two_groups():
     assert mine and theirs
     only = [v for v in views if v.name == "deliveries"]
     assert split_views(only) == (only, [])
+
+
+def test_a_helper_that_fails_leaves_its_views_to_the_rebuilding_process(log, store_path, monkeypatch, caplog):
+    from flowledger.projections import helper as helper_module
+    from tests.conftest import ev, triggered
+
+    events = [triggered(f"r{i}") for i in range(10)]
+    events += [ev("message.queued", message_id=f"m{i}", channel="sms", recipient="u", run_id=f"r{i}") for i in range(10)]
+    events += [ev("message.delivered", message_id=f"m{i}") for i in range(10)]
+    ledger.append_input(log, jsonl(events))
+    Projector(log.backend).rebuild(helper=False, page_size=4)
+    expected = snapshot(store_path)
+    command = helper_module._command
+    # A view no helper knows: it fails before folding anything.
+    monkeypatch.setattr(helper_module, "_command", lambda *a: [*command(*a), "no-such-view"])
+    projector = Projector(log.backend)
+    assert projector.rebuild(helper=True, page_size=4) == len(events)
+    assert "rebuild helper ended with code" in caplog.text
+    assert snapshot(store_path) == expected

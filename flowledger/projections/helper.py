@@ -84,7 +84,7 @@ class Helper:
 def start_helper(backend: SQLBackend, source: SQLBackend, views: Sequence[View], page_size: int) -> Helper | None:
     """Start a helper folding ``views``, or None where there can be none."""
     paths = [_sqlite_path(backend), _sqlite_path(source)]
-    if not views or None in paths:
+    if not views or None in paths or not sys.executable:
         return None
     import flowledger
 
@@ -92,20 +92,26 @@ def start_helper(backend: SQLBackend, source: SQLBackend, views: Sequence[View],
     env = dict(os.environ)
     # The helper must import this very flowledger, whichever way it was found.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", __name__, paths[0], "--page-size", str(page_size)]
-    command += ["--lock-timeout", str(getattr(backend, "lock_timeout", 60.0))]
-    if source is not backend:
-        command += ["--source", str(paths[1])]
+    lock_timeout = getattr(backend, "lock_timeout", 60.0)
+    command = _command(str(paths[0]), str(paths[1]) if source is not backend else None, views, page_size, lock_timeout)
     errors = tempfile.TemporaryFile()
     try:
         process = subprocess.Popen(
-            [*command, *(v.name for v in views)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env
         )
     except OSError as e:
         errors.close()
         _log.warning("could not start a rebuild helper (%s); folding every view here", e)
         return None
     return Helper(process, errors)
+
+
+def _command(store: str, source: str | None, views: Sequence[View], page_size: int, lock_timeout: float) -> list[str]:
+    """The helper's command line."""
+    command = [sys.executable, "-m", __name__, store, "--page-size", str(page_size), "--lock-timeout", str(lock_timeout)]
+    if source is not None:
+        command += ["--source", source]
+    return [*command, *(v.name for v in views)]
 
 
 def _sqlite_path(backend: Any) -> str | None:

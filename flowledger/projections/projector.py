@@ -306,10 +306,10 @@ class Projector:
         running.go()
         try:
             total = self.catch_up(mine, page_size=page_size, progress=progress, fold_first=True)
+            running.wait()
         except BaseException:
             running.stop()
             raise
-        running.wait()
         # A helper that failed or was stopped left its views part way: fold the rest here.
         self.catch_up(theirs, page_size=page_size)
         return total
