@@ -146,12 +146,15 @@ class DeliveriesView(View):
         for mid, new in facts.items():
             m = messages.get(mid)
             if m is None:
-                m = _Message(new[0][0], new, orjson.dumps(new))
+                m = _Message(new[0][0], orjson.dumps(new))
+                everything = new
             else:
-                m.facts += new
+                # Kept as stored, not as objects: a message is rarely touched again, and a
+                # few hundred bytes of JSON weigh a tenth of the dictionaries they hold.
+                everything = [tuple(f) for f in orjson.loads(m.blob)] + new
                 # The stored list with the new facts appended: what dumping it whole gives.
                 m.blob = m.blob[:-1] + b"," + orjson.dumps(new)[1:]
-            record = delivery_record(mid, m.facts)
+            record = delivery_record(mid, everything)
             records.append((m, record))
         wanted = {r["run_id"] for _, r in records if r["run_id"] is not None}
         _recall_runs(c, workflows, [r for r in wanted if r not in workflows and memory.may_be_stored("delivery_runs", r)])
@@ -168,11 +171,11 @@ class DeliveriesView(View):
             record["ever_sent"] = int(bool(record["ever_sent"]))
             if m.metrics is not None:
                 key, channel = m.counted
-                for metric, value in m.metrics.items():
+                for metric, value in m.metrics:
                     deltas[(key, channel, metric)] -= value
-            m.metrics = found = metrics(record)
+            m.metrics = found = tuple(metrics(record).items())
             m.counted = (key, channel) = (workflow or NO_WORKFLOW, record["channel"])
-            for metric, value in found.items():
+            for metric, value in found:
                 deltas[(key, channel, metric)] += value
             out.append((m.seq, workflow, recipient_json, *_FIELDS(record), m.blob))
             mid = record["message_id"]
@@ -185,24 +188,21 @@ class DeliveriesView(View):
 
 
 class _Message:
-    """What the view keeps of one message: its facts, and what its row counted."""
+    """What the view keeps of one message: its facts as stored, and what its row counted."""
 
-    __slots__ = ("seq", "facts", "blob", "metrics", "counted")
+    __slots__ = ("seq", "blob", "metrics", "counted")
 
     def __init__(
         self,
         seq: int,
-        facts: list[tuple[int, dict[str, Any]]],
         blob: bytes,
-        metrics: dict[str, float] | None = None,
+        metrics: tuple[tuple[str, float], ...] | None = None,
         counted: tuple[str, str | None] = (NO_WORKFLOW, None),
     ) -> None:
         self.seq = seq
         """The log position of its first fact."""
-        self.facts = facts
-        """Its facts, (log position, trimmed event), in log order."""
         self.blob = blob
-        """The facts as stored (their JSON)."""
+        """Its facts, (log position, trimmed event) in log order, as stored (JSON)."""
         self.metrics = metrics
         """What its row adds to the counters (None: no row yet)."""
         self.counted = counted
@@ -216,10 +216,8 @@ def _recall(c: sqlite3.Cursor, messages: dict[str, _Message], ids: Iterable[str]
         c.execute(f"SELECT {_SELECT} FROM deliveries WHERE message_id IN ({marks})", chunk)
         for row in c.fetchall():
             old = dict(zip(_READ, row))
-            blob = bytes(old["facts"])
-            facts = [tuple(f) for f in orjson.loads(blob)]
             messages[old["message_id"]] = _Message(
-                old["seq"], facts, blob, metrics(old), (old["workflow"] or NO_WORKFLOW, old["channel"])
+                old["seq"], bytes(old["facts"]), tuple(metrics(old).items()), (old["workflow"] or NO_WORKFLOW, old["channel"])
             )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from itertools import islice
 from typing import Any
 
-DEFAULT_LIMIT = 50_000
+DEFAULT_LIMIT = 20_000
 """Entries each remembered table keeps (least recently written forgotten first)."""
 FORGOTTEN_BITS = 1 << 25
 """The size of each table's filter of forgotten keys (4 MiB; about 1% false positives at
