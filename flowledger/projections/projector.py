@@ -27,8 +27,10 @@ from flowledger.store.backend import SQLBackend
 
 DEFAULT_PAGE_SIZE = 2_000
 """Events applied per transaction."""
-REBUILD_PAGE_SIZE = 10_000
-"""Events applied per transaction by a rebuild (fewer, larger commits)."""
+REBUILD_PAGE_SIZE = 50_000
+"""Events applied per transaction by a rebuild: fewer, larger commits, and fewer turns at
+the write lock for the two processes of a rebuild (each turn makes the other's page
+cache stale). A page of decoded events weighs some 60 MiB."""
 HELPER_FROM = 50_000
 """The log length from which a rebuild of several views starts a helper process."""
 
