@@ -2,10 +2,11 @@
 
 Folding a page needs the rows its events touch. Read back from the tables, a run or a
 message that the previous page wrote costs a query and a rebuild of Python objects from
-columns; kept in memory, it costs a dictionary lookup. A :class:`Memory` holds only what
-the view has *committed*: the projector checks, inside each page's transaction, that the
-view's position is the one the memory was left at (no other projector has moved the view
-since), and forgets everything when a transaction fails.
+columns; kept in memory, it costs a dictionary lookup. A :class:`Memory` holds what the
+view has *committed*, plus the page being folded until it commits: the projector checks,
+inside each page's transaction, that the view's position is the one the memory was left
+at (no other projector has moved the view since), and forgets everything when a page
+does not commit.
 
 It is bounded: past :data:`DEFAULT_LIMIT` entries a table forgets the rows least recently
 written, which stay readable from the database. A memory that started with the view
@@ -22,7 +23,7 @@ DEFAULT_LIMIT = 20_000
 """Entries each remembered table keeps (least recently written forgotten first)."""
 FORGOTTEN_BITS = 1 << 25
 """The size of each table's filter of forgotten keys (4 MiB; about 1% false positives at
-two million keys, each of which costs one query that finds the row)."""
+two million keys, each of which costs one query that finds nothing)."""
 
 
 class Memory:

@@ -5,6 +5,12 @@ reading the notification log from its tracked position in pages. Each page is on
 ``BEGIN IMMEDIATE`` transaction that reads the view's position, applies the next events
 and moves the position (eventsourcing's ``tracking`` table, forward only): two
 projectors of one view, in any processes, can never both apply the same event.
+
+Within one catch-up each view keeps the rows it wrote in a bounded
+:class:`~flowledger.projections.memory.Memory`, so the next page need not read them back.
+A rebuild of a long log on SQLite folds the deliveries in a second process (see
+:mod:`flowledger.projections.helper`), each process folding a page before it takes the
+write lock, so that the two use two cores.
 """
 
 from __future__ import annotations
