@@ -111,6 +111,7 @@ class DeliveriesView(View):
     )
 
     def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
+        """Refold each message the page touches from all its facts; move the counters."""
         messages: dict[str, _Message] = memory.table("deliveries")
         workflows: dict[str, str | None] = memory.table("delivery_runs")  # run id -> workflow
         writes = Writes()

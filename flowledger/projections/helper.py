@@ -115,6 +115,7 @@ def _command(store: str, source: str | None, views: Sequence[View], page_size: i
 
 
 def _sqlite_path(backend: Any) -> str | None:
+    """The file of a SQLite store another process can open (None for any other store)."""
     from flowledger.store.sqlite import SQLiteBackend
 
     if not isinstance(backend, SQLiteBackend) or backend.path == ":memory:":

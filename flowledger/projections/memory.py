@@ -91,6 +91,7 @@ class Memory:
         self.complete = False
 
     def _forget_rows(self) -> None:
+        """Drop every entry and every note of a forgotten key."""
         for entries in self._tables.values():
             entries.clear()
         self._forgotten.clear()

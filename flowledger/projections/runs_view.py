@@ -113,6 +113,7 @@ def _engagement(
     earliest: dict[str, list[str | None]] = {}
 
     def take(rid: str, delivered: str | None, opened: str | None, clicked: str | None) -> None:
+        """Count one email message's times towards its run's earliest."""
         e = earliest.get(rid)
         if e is None:
             earliest[rid] = [delivered, opened, clicked]
@@ -142,6 +143,7 @@ def _engagement(
 
 
 def _keep(column: str, op: str) -> str:
+    """SQL that keeps the earlier (``<``) or later (``>``) of a stored and a new time."""
     old = f"workflow_summaries.{column}"
     return (
         f"{column} = CASE WHEN {old} IS NULL OR (excluded.{column} IS NOT NULL AND "
@@ -164,6 +166,7 @@ _SUMMARIES = (
 
 
 def _times(times: dict[str, list[str | None]], workflow: str, kind: str, at: str) -> None:
+    """Move a workflow's times of this page by one of its runs' events."""
     s = times.get(workflow)
     if s is None:
         s = times[workflow] = [None, None, None, None]
@@ -231,6 +234,7 @@ class RunsView(View):
     )
 
     def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
+        """Fold run and message events into runs, run_emails, counts and summaries."""
         runs: dict[str, list[Any]] = memory.table("runs")  # id -> [record, seq, row as written]
         emails: dict[str, list[Any]] = memory.table("run_emails")  # id -> the row's columns
         # A memory that knows every row reads only keys it forgot, one by one as they come.

@@ -87,6 +87,7 @@ class StepsView(View):
     )
 
     def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
+        """Fold run events and queued messages into attempts, step runs and counts."""
         # run id -> _Run; an entry holds every attempt of its run still open, and any
         # other it has read or written (a stopped attempt may still finish after a retry).
         runs: dict[str, _Run] = memory.table("runs")
@@ -257,6 +258,7 @@ def _move_open(
     to_status: str,
     at: str | None = None,
 ) -> None:
+    """Move the run's open attempts (of ``from_status``, or any) to ``to_status``."""
     for key, a in run.attempts.items():
         status = a[_STATUS]
         if status in _OPEN and (from_status is None or status == from_status):
