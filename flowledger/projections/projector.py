@@ -206,16 +206,19 @@ class Projector:
         """Fold the next page from a read snapshot, then write it under the lock.
 
         Returns None, having written nothing, if another projector moved any of the
-        views in between (the snapshot's rows are then not the rows to fold onto).
+        views in between (what the fold read is then not what it must fold onto).
         """
         b = self.backend
         try:
             with b.transaction(write=False) as c:
                 positions = {v.name: b.get_position(c, v.name) for v in views}
                 rows = self._read_page(c, positions, page_size)
-                if not rows:
-                    return 0
-                folded = self._fold_page(c, views, positions, rows, memories)
+            if not rows:
+                return 0
+            # No read transaction is held while folding: one held that long by each of
+            # two processes would keep SQLite from ever restarting its write-ahead log,
+            # which would grow by every row the rebuild writes.
+            folded = self._fold_page(_ReadEach(b), views, positions, rows, memories)
             with b.transaction(write=True, durable=False) as c:
                 b.lock_views(c, sorted(v.name for v in views))
                 moved = any(b.get_position(c, v.name) != positions[v.name] for v in views)
@@ -337,6 +340,35 @@ class Projector:
                 on_applied(n)
             if not n:
                 time.sleep(interval)
+
+
+class _ReadEach:
+    """A cursor for folding outside a transaction: each query is a read transaction of its own.
+
+    What the queries read may be newer than the page's snapshot only if another projector
+    moved the view meanwhile, which the write that follows checks before writing.
+    """
+
+    def __init__(self, backend: SQLBackend) -> None:
+        self.backend = backend
+        self.description: Any = None
+        self._rows: list[Any] = []
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
+        """Run one query in a read transaction, keeping all its rows."""
+        with self.backend.transaction(write=False) as c:  # type: ignore[attr-defined]
+            c.execute(statement, params)
+            self.description = c.description
+            self._rows = list(c.fetchall())
+
+    def fetchall(self) -> list[Any]:
+        """The rows of the last query."""
+        rows, self._rows = self._rows, []
+        return rows
+
+    def fetchone(self) -> Any:
+        """The next row of the last query, or None."""
+        return self._rows.pop(0) if self._rows else None
 
 
 def _select_page(source: SQLBackend, c: Any, after: int, limit: int) -> list[tuple[int, str, bytes]]:
