@@ -123,35 +123,35 @@ class StepsView(View):
             if kind.startswith("step."):
                 key = (rid, body["step"], body["attempt"])
                 if kind == "step.started":
-                    if body["step"] != run.last_step:
-                        run.edge_from, run.last_step = run.last_step, body["step"]
+                    name, step_type = body["step"], body["step_type"]
+                    if name != run.last_step:
+                        run.edge_from, run.last_step = run.last_step, name
+                    request, response = body.get("request"), body.get("response")
                     a = [
                         rid,
-                        body["step"],
+                        name,
                         body["attempt"],
                         position,
                         run.workflow,
-                        body["step_type"],
+                        step_type,
                         run.edge_from,
                         "idle" if run.status == "paused" else "running",
                         body["occurred_at"],
                         None,
                         None,
                         None,
-                        _json(body.get("request")),
-                        _json(body.get("response")),
+                        None if request is None else _json(request),
+                        None if response is None else _json(response),
                         None,
                     ]
-                    old = run.attempts.get(key)
-                    if key not in changed:
-                        changed[key] = (a, tuple(old) if old is not None else None)
-                    else:
+                    attempts = run.attempts
+                    if key in changed:
                         changed[key] = (a, changed[key][1])
-                    run.attempts[key] = a
-                    new_steps[(run.workflow, body["step"])] = (
-                        body["step_type"],
-                        CHANNEL_OF_STEP_TYPE.get(body["step_type"]),
-                    )
+                    else:
+                        old = attempts.get(key)
+                        changed[key] = (a, None if old is None else tuple(old))
+                    attempts[key] = a
+                    new_steps[(run.workflow, name)] = (step_type, CHANNEL_OF_STEP_TYPE.get(step_type))
                 else:
                     a = run.attempts.get(key)
                     if a is None:
