@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from flowledger.domain.event_types import MESSAGE_EVENT_TYPES, RUN_EVENT_TYPES
+
 _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 )
@@ -491,10 +493,10 @@ def _type_of(cls: type[Event]) -> str:
 
 EVENT_TYPES: dict[str, type[Event]] = {_type_of(c): c for c in RUN_EVENTS + MESSAGE_EVENTS}
 """Every event type by its name."""
-RUN_EVENT_TYPES = frozenset(_type_of(c) for c in RUN_EVENTS)
-"""The types whose stream is a run."""
-MESSAGE_EVENT_TYPES = frozenset(_type_of(c) for c in MESSAGE_EVENTS)
-"""The types whose stream is a message."""
+if {_type_of(c) for c in RUN_EVENTS} != RUN_EVENT_TYPES or {
+    _type_of(c) for c in MESSAGE_EVENTS
+} != MESSAGE_EVENT_TYPES:
+    raise ImportError("the vocabulary's models and flowledger.domain.event_types disagree")
 TIMESTAMP_FIELDS = ("occurred_at", "scheduled_at")
 """The top-level fields that hold timestamps (normalised to UTC when stored)."""
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from flowledger.domain.vocabulary import MESSAGE_EVENT_TYPES
+from flowledger.domain.event_types import MESSAGE_EVENT_TYPES
 from flowledger.projections.base import Counters, Event, View, Writes, upsert_sql
 from flowledger.projections.memory import Memory
 from flowledger.store.backend import in_chunks

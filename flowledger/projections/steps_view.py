@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from flowledger.domain.vocabulary import RUN_EVENT_TYPES
+from flowledger.domain.event_types import RUN_EVENT_TYPES
 from flowledger.projections.base import Counters, Event, View, Writes, upsert_sql
 from flowledger.projections.memory import Memory, touch
 from flowledger.projections.run_record import error_text, seconds_between
