@@ -15,13 +15,12 @@ write lock, so that the two use two cores.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import orjson
+from flowledger.gc_pause import cyclic_gc_paused
 from flowledger.errors import FlowledgerError
 from flowledger.projections.base import View, Writes
 from flowledger.projections.deliveries_view import DeliveriesView
@@ -152,7 +151,7 @@ class Projector:
         # Each view remembers the rows it wrote, from one page to the next of this call.
         memories = {v.name: Memory() for v in views}
         total = 0
-        with _cyclic_gc_paused():
+        with cyclic_gc_paused():
             while True:
                 n = self._fold_then_write(views, page_size, memories) if fold_first else None
                 if n is None:
@@ -239,11 +238,11 @@ class Projector:
     def _read_page(self, c: Any, positions: dict[str, int], page_size: int) -> list[Any]:
         """The next page of the log after the furthest-behind view's position."""
         if self.source is self.backend:
-            return _select_page(self.backend, c, min(positions.values()), page_size)
+            return self.backend.select_page(c, min(positions.values()), page_size)
         # The log lives elsewhere; it only grows, so reading it in a transaction of its
         # own cannot make the views skip or repeat an event.
         with self.source.transaction(write=False) as sc:
-            return _select_page(self.source, sc, min(positions.values()), page_size)
+            return self.source.select_page(sc, min(positions.values()), page_size)
 
     @staticmethod
     def _fold_page(
@@ -371,33 +370,3 @@ class _ReadEach:
         return self._rows.pop(0) if self._rows else None
 
 
-def _select_page(source: SQLBackend, c: Any, after: int, limit: int) -> list[tuple[int, str, bytes]]:
-    """Up to limit events after a position, as (position, type, state).
-
-    :meth:`SQLBackend.select_page` without the stream, which no view reads: a tenth
-    of the cost of reading a page is making the stream names into Python strings.
-    """
-    col = source.position_column
-    c.execute(
-        f"SELECT {col}, topic, state FROM stored_events WHERE {col} > ? ORDER BY {col} LIMIT ?",
-        (after, limit),
-    )
-    return c.fetchall()  # type: ignore[no-any-return]
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while views catch up.
-
-    Folding makes and drops several objects per event, none of them in cycles, while the
-    views' memories keep many alive: the collector would walk those again and again for
-    nothing (a fifth of a rebuild's time). Reference counting frees them all the same.
-    Whoever paused it first resumes it, so overlapping catch-ups in threads leave it on.
-    """
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()

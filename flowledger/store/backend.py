@@ -227,15 +227,18 @@ class SQLBackend:
 
     # What projectors need: pages of the notification log, and each view's position.
 
-    def select_page(self, c: Any, after: int, limit: int) -> list[tuple[int, str, str, bytes]]:
-        """Up to limit events after a position, as (position, stream, type, state)."""
+    def select_page(self, c: Any, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+        """Up to limit events after a position, as (position, type, state).
+
+        No stream: no view reads it, and making the names into Python strings is a tenth
+        of the cost of reading a page.
+        """
         col = self.position_column
         c.execute(
-            f"SELECT {col}, originator_id, topic, state FROM stored_events "
-            f"WHERE {col} > ? ORDER BY {col} LIMIT ?",
+            f"SELECT {col}, topic, state FROM stored_events WHERE {col} > ? ORDER BY {col} LIMIT ?",
             (after, limit),
         )
-        return c.fetchall()
+        return c.fetchall()  # type: ignore[no-any-return]
 
     def get_position(self, c: Any, name: str) -> int:
         """The last log position a view has applied (0: none)."""

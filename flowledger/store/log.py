@@ -10,8 +10,6 @@ batch or none of it.
 
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from typing import Any
 import orjson
 
 from flowledger.domain.run import UNFINISHED, Run
+from flowledger.gc_pause import cyclic_gc_paused
 from flowledger.errors import FactRefused, InvalidInput, NotFound, Problem
 from flowledger.store.backend import SQLBackend
 
@@ -129,7 +128,7 @@ class EventLog:
                 raise InvalidInput(rejected)
             return result
         b = self.backend
-        with _cyclic_gc_paused(), b.transaction(write=True, append=True) as c:
+        with cyclic_gc_paused(), b.transaction(write=True, append=True) as c:
             for chunk in _chain(first, chunks):
                 self._append_chunk(c, chunk, result, recorded_at)
             if (result.problems or rejected) and not keep_going:
@@ -314,24 +313,6 @@ class EventLog:
         """How many events the log holds."""
         with self.backend.transaction(write=False) as c:
             return self.backend.count_events(c)
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while an append runs.
-
-    An append makes and drops several objects per event, none of them in cycles; the
-    collector would walk every live object again and again for nothing (an eighth of a
-    bulk append's time). Reference counting frees them all the same. Whoever paused it
-    first resumes it, so overlapping appends in threads leave it on.
-    """
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
 
 
 def utc_now() -> str:
