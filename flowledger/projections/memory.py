@@ -16,6 +16,7 @@ notes in a Bloom filter (a few bits each), so that a key it never saw costs no q
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
@@ -67,6 +68,19 @@ class Memory:
         h = hash(key)
         i, j = h & _MASK, (h >> 32) & _MASK
         return bool(bits[i >> 3] & (1 << (i & 7)) and bits[j >> 3] & (1 << (j & 7)))
+
+    def find(self, c: Any, name: str, key: Any, recall: Callable[[Any, dict[Any, Any], tuple[Any]], None]) -> Any:
+        """The entry of key in table ``name`` (None: the view has no row for it).
+
+        A key this memory forgot is read back with ``recall(c, table, (key,))``; one it
+        cannot have forgotten (a memory that started with the view empty) costs no query.
+        """
+        table = self.table(name)
+        entry = table.get(key)
+        if entry is None and self.complete and self.may_be_stored(name, key):
+            recall(c, table, (key,))
+            entry = table.get(key)
+        return entry
 
     def committed(self, position: int) -> None:
         """The page's transaction committed: the entries are now the view's rows."""

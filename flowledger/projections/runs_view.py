@@ -254,10 +254,7 @@ class RunsView(View):
                 rid = body["run_id"]
                 entry = touched.get(rid)
                 if entry is None:
-                    entry = runs.get(rid)
-                    if entry is None and complete and memory.may_be_stored("runs", rid):
-                        _recall_runs(c, runs, (rid,))
-                        entry = runs.get(rid)
+                    entry = memory.find(c, "runs", rid, _recall_runs)
                     if entry is None:
                         entry = [RunRecord.new(rid), position, None]
                         born.append(rid)
@@ -270,10 +267,7 @@ class RunsView(View):
                 mid = body["message_id"]
                 m = touched_emails.get(mid)
                 if m is None:
-                    m = emails.get(mid)
-                    if m is None and complete and memory.may_be_stored("run_emails", mid):
-                        _recall_emails(c, emails, (mid,))
-                        m = emails.get(mid)
+                    m = memory.find(c, "run_emails", mid, _recall_emails)
                     if m is None:
                         m = [mid, None, None, None, None, None]
                     touched_emails[mid] = m

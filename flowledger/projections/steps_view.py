@@ -108,10 +108,7 @@ class StepsView(View):
             rid = body["run_id"]
             run = touched.get(rid)
             if run is None:
-                run = runs.get(rid)
-                if run is None and complete and memory.may_be_stored("runs", rid):
-                    _recall(c, runs, (rid,))
-                    run = runs.get(rid)
+                run = memory.find(c, "runs", rid, _recall)
                 if run is not None:
                     touched[rid] = run
                     run.before = run.row()
