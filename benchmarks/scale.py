@@ -96,13 +96,14 @@ def main() -> None:
     c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     c.close()
     size = os.path.getsize(store) / summary["appended"]
-    rebuild_rate, rebuild_rss = rebuild(store)
+    rebuild_rate, rebuild_rss, helper_rss = rebuild(store)
     print(f"events: {total:,}; machine: {os.cpu_count()} cores; sqlite {sqlite3.sqlite_version}")
     print(f"{'measure':<44} {'events/s':>12} {'ratio':>8}")
     print(f"{'raw sqlite3 executemany (baseline)':<44} {raw:>12,.0f} {1:>7.2f}x")
     print(f"{'flowledger append (CLI, whole file)':<44} {rate:>12,.0f} {rate / raw:>7.2f}x")
     print(f"{'rebuild every view from 0':<44} {rebuild_rate:>12,.0f} {rebuild_rate / 100_000:>7.2f}x of 100k/s")
-    print(f"peak RSS: append {append_rss / 2**20:,.0f} MiB, rebuild {rebuild_rss / 2**20:,.0f} MiB; "
+    print(f"peak RSS: append {append_rss / 2**20:,.0f} MiB, rebuild {rebuild_rss / 2**20:,.0f} MiB "
+          f"(and at most {helper_rss / 2**20:,.0f} MiB in its helper process); "
           f"log bytes per event: {size:,.0f}")
     print(f"{'query (in-process, views caught up)':<44} {'p50 ms':>8} {'p99 ms':>8}")
     for name, (p50, p99) in query_latency(store).items():
