@@ -1,7 +1,7 @@
 """flowledger's benchmark: ingest, webhook-shaped ingest, rebuild and queries, each against a
 baseline measured in the same run (the machines are shared and noisy: read the ratios).
 
-    python benchmarks/run.py --events 100000 [--dir /tmp/flbench] [--skip-queries]
+    python benchmarks/run.py --events 100000 [--ids uuid|sequential] [--dir /tmp/flbench] [--skip-queries]
 
 Prints one table. Raw baseline: sqlite3 executemany of (id, stream, type, body) into a WAL
 table with a unique index on id, synchronous=FULL, 10,000 rows per transaction.
@@ -24,7 +24,7 @@ import time
 import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from workload import ENGAGEMENT, workload  # noqa: E402
+from workload import ENGAGEMENT, IDS, workload  # noqa: E402
 
 from flowledger import ledger, queries  # noqa: E402
 from flowledger.projections.projector import Projector  # noqa: E402
@@ -275,6 +275,12 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="Where to put the databases (default: a temporary folder).")
     parser.add_argument("--skip-queries", action="store_true")
     parser.add_argument(
+        "--ids",
+        choices=IDS,
+        default="uuid",
+        help="Event, run and message ids as random UUIDs (default, as senders make them) or readable and growing.",
+    )
+    parser.add_argument(
         "--postgres",
         default=None,
         help="Also measure PostgreSQL at this URL (e.g. postgresql://postgres@127.0.0.1/test); "
@@ -283,7 +289,7 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.dir or tempfile.mkdtemp(prefix="flbench-")
     os.makedirs(folder, exist_ok=True)
-    events = list(workload(args.events))
+    events = list(workload(args.events, ids=args.ids))
     core = [e for e in events if e["type"] not in ENGAGEMENT]
     hooks = [e for e in events if e["type"] in ENGAGEMENT]
     rows = []
@@ -302,7 +308,7 @@ def main() -> None:
     rows.append(("flowledger's tables alone, same batches", tables_batches, tables_batches / raw))
     rebuild_rate, rss, helper_rss = rebuild(store)
     rows.append(("rebuild every view from 0", rebuild_rate, rebuild_rate / 100_000))
-    print(f"events: {len(events):,} ({len({e.get('run_id') for e in events if 'run_id' in e}):,} runs); "
+    print(f"events: {len(events):,} ({len({e.get('run_id') for e in events if 'run_id' in e}):,} runs; ids: {args.ids}); "
           f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; sqlite {sqlite3.sqlite_version}")
     print(f"{'measure':<44} {'events/s':>12} {'ratio':>8}")
     for name, value, ratio in rows:

@@ -20,7 +20,7 @@ import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run import query_latency, rebuild  # noqa: E402
-from workload import workload  # noqa: E402
+from workload import IDS, workload  # noqa: E402
 
 PEAK = (
     "import sys; sys.argv = sys.argv[1:]; "
@@ -63,12 +63,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--dir", required=True)
+    parser.add_argument("--ids", choices=IDS, default="uuid", help="Random UUIDs (default) or readable, growing ids.")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
-    source = os.path.join(args.dir, "events.jsonl")
+    source = os.path.join(args.dir, f"events-{args.events}-{args.ids}.jsonl")
     if not os.path.exists(source):
         with open(source, "wb") as f:
-            for e in workload(args.events):
+            for e in workload(args.events, ids=args.ids):
                 f.write(orjson.dumps(e) + b"\n")
     store = os.path.join(args.dir, "store.db")
     for suffix in ("", "-wal", "-shm"):
@@ -97,7 +98,7 @@ def main() -> None:
     c.close()
     size = os.path.getsize(store) / summary["appended"]
     rebuild_rate, rebuild_rss, helper_rss = rebuild(store)
-    print(f"events: {total:,}; machine: {os.cpu_count()} cores; sqlite {sqlite3.sqlite_version}")
+    print(f"events: {total:,}; ids: {args.ids}; machine: {os.cpu_count()} cores; sqlite {sqlite3.sqlite_version}")
     print(f"{'measure':<44} {'events/s':>12} {'ratio':>8}")
     print(f"{'raw sqlite3 executemany (baseline)':<44} {raw:>12,.0f} {1:>7.2f}x")
     print(f"{'flowledger append (CLI, whole file)':<44} {rate:>12,.0f} {rate / raw:>7.2f}x")

@@ -6,13 +6,21 @@ step.started, message.queued, message.sent, message.delivered and step.succeeded
 emails opened, ~5% clicked; ~3% of steps fail once and are retried; ~1% of provider events
 are sent twice; delivered sometimes arrives before sent. Runs interleave as in a busy log.
 
-    python benchmarks/workload.py 100000 > events.jsonl
+Identifiers (event, run, message and provider ids) are random UUIDs by default, as senders
+and providers make them; ``ids="sequential"`` gives readable ones that grow with the run
+number (``run-00000042-3``), which keep every index append-only and so flatter the raw
+baseline more than flowledger. The ids are derived from the readable ones by a hash, so both
+shapes describe the same workload, event for event.
+
+    python benchmarks/workload.py 100000 [uuid|sequential] > events.jsonl
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import sys
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,13 +34,23 @@ ENGAGEMENT = frozenset({"message.delivered", "message.opened", "message.clicked"
 """The provider events that arrive later, as webhooks."""
 
 
+IDS = ("uuid", "sequential")
+"""The shapes of identifier the workload can give its events."""
+
+
+def _uuid(readable: str) -> str:
+    """A random-looking UUID (version 4), the same for the same readable id."""
+    return str(uuid.UUID(bytes=hashlib.blake2b(readable.encode(), digest_size=16).digest(), version=4))
+
+
 def _t(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def run_events(i: int, rng: random.Random) -> list[dict[str, Any]]:
+def run_events(i: int, rng: random.Random, ids: str = "uuid") -> list[dict[str, Any]]:
     """The events of run i, in the order a sender and its providers emit them."""
-    run_id, wf = f"run-{i:08d}", f"workflow-{rng.randrange(36):02d}"
+    name = _uuid if ids == "uuid" else str
+    run_id, wf = name(f"run-{i:08d}"), f"workflow-{rng.randrange(36):02d}"
     now = START + timedelta(seconds=i * 0.37)
     recipient = f"user-{rng.randrange(200_000):06d}"
     n = 0
@@ -41,7 +59,7 @@ def run_events(i: int, rng: random.Random) -> list[dict[str, Any]]:
         nonlocal n, now
         n += 1
         now += timedelta(milliseconds=rng.randrange(5, 900))
-        return {"id": f"{run_id}-{n}", "type": kind, "occurred_at": _t(now), **fields}
+        return {"id": name(f"run-{i:08d}-{n}"), "type": kind, "occurred_at": _t(now), **fields}
 
     events = [
         e("run.triggered", run_id=run_id, workflow=wf, recipient=recipient, tenant=f"tenant-{rng.randrange(5)}",
@@ -58,10 +76,10 @@ def run_events(i: int, rng: random.Random) -> list[dict[str, Any]]:
             events.append(e("run.retrying", run_id=run_id))
             attempt = 2
         events.append(e("step.started", run_id=run_id, step=step, step_type=step_type, attempt=attempt))
-        message_id = f"msg-{i:08d}-{k}"
+        message_id = name(f"msg-{i:08d}-{k}")
         events.append(e("message.queued", message_id=message_id, channel=channel, recipient=recipient,
                         run_id=run_id, step=step, provider=PROVIDERS[channel]))
-        sent = e("message.sent", message_id=message_id, provider_message_id=f"p-{message_id}",
+        sent = e("message.sent", message_id=message_id, provider_message_id=name(f"p-msg-{i:08d}-{k}"),
                  **({"cost": {"amount": 0.0079, "currency": "USD"}} if channel != "email" else {}))
         delivered = e("message.delivered", message_id=message_id)
         # A delivery receipt that beats the send receipt.
@@ -77,14 +95,17 @@ def run_events(i: int, rng: random.Random) -> list[dict[str, Any]]:
     return events + later
 
 
-def workload(n_events: int, seed: int = 7) -> Iterator[dict[str, Any]]:
-    """About n_events events: runs interleaved, ~1% of provider events repeated."""
+def workload(n_events: int, seed: int = 7, ids: str = "uuid") -> Iterator[dict[str, Any]]:
+    """About n_events events: runs interleaved, ~1% of provider events repeated; ids as
+    random UUIDs or, with ids="sequential", readable and growing."""
+    if ids not in IDS:
+        raise ValueError(f"ids must be one of {IDS}, not {ids!r}")
     rng = random.Random(seed)
     active: list[list[dict[str, Any]]] = []
     emitted, i = 0, 0
     while emitted < n_events:
         while len(active) < 40:
-            active.append(run_events(i, rng))
+            active.append(run_events(i, rng, ids))
             i += 1
         events = active[rng.randrange(len(active))]
         event = events.pop(0)
@@ -98,5 +119,5 @@ def workload(n_events: int, seed: int = 7) -> Iterator[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    for event in workload(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000):
+    for event in workload(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000, ids=sys.argv[2] if len(sys.argv) > 2 else "uuid"):
         sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
