@@ -87,7 +87,7 @@ class DeliveriesView(View):
     """Message deliveries and channel counters per workflow."""
 
     name = "deliveries"
-    version = 2  # 2: human_opened_at, complained_at, unsubscribed_at
+    version = 3  # 2: human_opened_at, complained_at, unsubscribed_at; 3: messages before their run
     topics = MESSAGE_EVENT_TYPES | {"run.triggered"}
     tables = ("deliveries", "delivery_runs", "channel_counts")
     ddl = (
@@ -116,13 +116,20 @@ class DeliveriesView(View):
         workflows: dict[str, str | None] = memory.table("delivery_runs")  # run id -> workflow
         writes = Writes()
         new_runs = [(b["run_id"], b["workflow"]) for _, t, b in events if t == "run.triggered"]
-        writes.add("INSERT OR IGNORE INTO delivery_runs VALUES (?, ?)", new_runs)
-        # The first word stands, as INSERT OR IGNORE has it: a run already stored keeps
-        # its workflow, and of this page's, the first.
+        writes.add(_RUN_NAMED, new_runs)
+        # The first word stands: a run already stored keeps its workflow, and of this
+        # page's, the first. A run stored without one (None) was named by messages that
+        # came before its trigger: they are refolded with it, so that where the pages of
+        # a catch-up fall never changes a row.
+        early: list[str] = []
         if new_runs:
             _recall_runs(c, workflows, [rid for rid, _ in new_runs if memory.may_be_stored("delivery_runs", rid)])
             for rid, workflow in new_runs:
-                workflows.setdefault(rid, workflow)
+                if rid not in workflows:
+                    workflows[rid] = workflow
+                elif workflows[rid] is None:
+                    workflows[rid] = workflow
+                    early.append(rid)
         facts: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         picks = _PICKS
         for position, kind, body in events:
@@ -139,6 +146,8 @@ class DeliveriesView(View):
                 facts[mid] = [fact]
             else:
                 found.append(fact)
+        for mid in _messages_of(c, early):
+            facts.setdefault(mid, [])
         if not facts:
             return writes
         _recall(c, messages, [mid for mid in facts if mid not in messages and memory.may_be_stored("deliveries", mid)])
@@ -153,12 +162,18 @@ class DeliveriesView(View):
                 # Kept as stored, not as objects: a message is rarely touched again, and a
                 # few hundred bytes of JSON weigh a tenth of the dictionaries they hold.
                 everything = [tuple(f) for f in orjson.loads(m.blob)] + new
-                # The stored list with the new facts appended: what dumping it whole gives.
-                m.blob = m.blob[:-1] + b"," + orjson.dumps(new)[1:]
+                if new:
+                    # The stored list with the new facts appended: what dumping it whole gives.
+                    m.blob = m.blob[:-1] + b"," + orjson.dumps(new)[1:]
             record = delivery_record(mid, everything)
             records.append((m, record))
         wanted = {r["run_id"] for _, r in records if r["run_id"] is not None}
         _recall_runs(c, workflows, [r for r in wanted if r not in workflows and memory.may_be_stored("delivery_runs", r)])
+        # A run no trigger has named yet is noted without a workflow, for its trigger to find.
+        unnamed = [(rid,) for rid in wanted if rid not in workflows]
+        writes.add("INSERT OR IGNORE INTO delivery_runs VALUES (?, NULL)", unnamed)
+        for (rid,) in unnamed:
+            workflows[rid] = None
         out = []
         deltas = counters.deltas  # summed here, not through add(): a hot loop
         dumps = orjson.dumps
@@ -222,6 +237,15 @@ def _recall(c: sqlite3.Cursor, messages: dict[str, _Message], ids: Iterable[str]
             )
 
 
+def _messages_of(c: sqlite3.Cursor, run_ids: list[str]) -> list[str]:
+    """The messages stored with these runs, in log order."""
+    found: list[tuple[int, str]] = []
+    for chunk, marks in in_chunks(run_ids):
+        c.execute(f"SELECT seq, message_id FROM deliveries WHERE run_id IN ({marks})", chunk)
+        found += [(seq, mid) for seq, mid in c.fetchall()]
+    return [mid for _, mid in sorted(found)]
+
+
 def _recall_runs(c: sqlite3.Cursor, workflows: dict[str, str | None], ids: Iterable[str]) -> None:
     """Read the workflows of runs not in memory (of those known)."""
     wanted = [rid for rid in ids if rid not in workflows]
@@ -245,3 +269,7 @@ _FIELDS = itemgetter(*DELIVERY_FIELDS)
 _READ = ("message_id", *(k for k in DELIVERY_COLUMNS if k != "message_id"))
 _SELECT = ", ".join(_READ)
 _UPSERT = upsert_sql("deliveries", DELIVERY_COLUMNS, ["message_id"])
+_RUN_NAMED = (
+    "INSERT INTO delivery_runs VALUES (?, ?) "
+    "ON CONFLICT (run_id) DO UPDATE SET workflow = excluded.workflow WHERE delivery_runs.workflow IS NULL"
+)
