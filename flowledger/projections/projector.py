@@ -304,8 +304,7 @@ class Projector:
             with self.backend.transaction(write=True) as c:
                 self.backend.lock_views(c, sorted(v.name for v in views))
                 for view in views:
-                    for table in view.tables:
-                        c.execute(f'DELETE FROM "{table}"')
+                    self.backend.empty_tables(c, view.tables, view.ddl)
                     self.backend.clear_position(c, view.name)
         except BaseException:
             if running is not None:

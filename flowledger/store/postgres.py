@@ -232,6 +232,12 @@ class PostgresBackend(SQLBackend):
         """A view's CREATE statement (written for SQLite) for PostgreSQL."""
         return translate_ddl(statement)
 
+    @staticmethod
+    def empty_tables(c: PgCursor, tables: Sequence[str], ddl: Sequence[str]) -> None:
+        """Empty a view's tables for a rebuild (TRUNCATE: the same tables, so statements
+        other connections have prepared on them stay valid)."""
+        c.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables))
+
     def set_position(self, c: PgCursor, name: str, position: int) -> None:
         """Move a view's position on (never back: eventsourcing's tracking refuses)."""
         self._tracking._insert_tracking(c.raw, Tracking(name, position))  # noqa: SLF001

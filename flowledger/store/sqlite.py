@@ -214,6 +214,15 @@ class SQLiteBackend(SQLBackend):
         """A view's CREATE statement in this database's dialect (views write SQLite's)."""
         return statement
 
+    @staticmethod
+    def empty_tables(c: sqlite3.Cursor, tables: Sequence[str], ddl: Sequence[str]) -> None:
+        """Empty a view's tables for a rebuild: dropped and made again, which frees their
+        pages at once where a DELETE would write every row's removal from every index."""
+        for table in tables:
+            c.execute(f'DROP TABLE IF EXISTS "{table}"')
+        for statement in ddl:
+            c.execute(statement)
+
     def set_position(self, c: sqlite3.Cursor, name: str, position: int) -> None:
         """Move a view's position on (never back: eventsourcing's tracking refuses)."""
         self._tracking._insert_tracking(c, Tracking(name, position))  # noqa: SLF001
