@@ -128,16 +128,22 @@ def message_histories(draw, message_id, run_id=None):
     return events
 
 
+def interleave(draw, sequences):
+    """The items of every sequence in one list, each sequence keeping its own order."""
+    queues = [list(q) for q in sequences]
+    out = []
+    while any(queues):
+        q = draw(st.sampled_from([q for q in queues if q]))
+        out.append(q.pop(0))
+    return out
+
+
 @st.composite
 def workspaces(draw):
     """Several runs of two workflows and their messages: (run events in log order, message events)."""
     runs = [draw(run_histories(run_id=f"r{i}", workflows=("w1", "w2")))[0] for i in range(draw(st.integers(1, 4)))]
     # Interleave the runs, each keeping its own order (the rules need it).
-    queues = [list(r) for r in runs]
-    run_events = []
-    while any(queues):
-        q = draw(st.sampled_from([q for q in queues if q]))
-        run_events.append(q.pop(0))
+    run_events = interleave(draw, runs)
     messages = []
     for i in range(draw(st.integers(0, 5))):
         run_id = draw(st.sampled_from([None, *[f"r{j}" for j in range(len(runs))]]))

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from flowledger import ledger, queries
 from flowledger.projections.projector import Projector, all_views
-from tests.histories import fresh_log, jsonl, workspaces
+from tests.histories import fresh_log, interleave, jsonl, workspaces
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -200,11 +200,7 @@ def test_messages_stored_before_their_run_fold_as_a_rebuild_does(ws, data):
     # small pages (the message's row written first, its run's trigger a page later) must
     # end as one rebuild's page does, where both are seen together.
     run_events, messages = ws
-    queues = [list(messages), list(run_events)]
-    arrivals = []
-    while any(queues):
-        q = data.draw(st.sampled_from([q for q in queues if q]))
-        arrivals.append(q.pop(0))
+    arrivals = interleave(data.draw, [messages, run_events])
     with fresh_log() as (log, path):
         projector = Projector(log.backend)
         for e in arrivals:
