@@ -251,3 +251,76 @@ def test_pages_folded_before_the_lock_and_a_rebuild_agree_on_both_backends(backe
         assert rows() == expected
     finally:
         log.close()
+
+
+def _indexes(path: str) -> set[str]:
+    """The views' indexes the file holds."""
+    import sqlite3
+
+    every_index = set().union(*(v.index_names() for v in projector_module.all_views()))
+    with sqlite3.connect(path) as c:
+        return every_index & {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+
+def _some_runs_and_messages(n: int = 10) -> list[dict]:
+    from tests.conftest import ev, triggered
+
+    events = [triggered(f"r{i}") for i in range(n)]
+    events += [ev("message.queued", message_id=f"m{i}", channel="email", recipient="u", run_id=f"r{i}") for i in range(n)]
+    return events + [ev("message.delivered", message_id=f"m{i}") for i in range(n)]
+
+
+@pytest.mark.parametrize("helper", [False, True])
+def test_a_rebuild_makes_the_query_indexes_it_left_out_while_folding(log, store_path, helper):
+    ledger.append_input(log, jsonl(_some_runs_and_messages()))
+    projector = Projector(log.backend)
+    projector.ensure_tables()
+    every_index = set().union(*(v.index_names() for v in projector.views))
+    assert _indexes(store_path) == every_index
+    seen_while_folding = []
+    catch_up = Projector.catch_up
+
+    def watching(self, *args, **kwargs):
+        seen_while_folding.append(_indexes(store_path))
+        return catch_up(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Projector, "catch_up", watching)
+        projector.rebuild(helper=helper, page_size=4)
+    query_indexes = set().union(*(v.query_indexes for v in projector.views))
+    assert query_indexes and not query_indexes & seen_while_folding[0]
+    assert _indexes(store_path) == every_index
+
+
+def test_a_rebuild_stopped_before_its_indexes_leaves_them_to_the_next_projector(log, store_path, monkeypatch):
+    events = _some_runs_and_messages()
+    ledger.append_input(log, jsonl(events))
+    Projector(log.backend).rebuild(helper=False, page_size=4)
+    expected, every_index = snapshot(store_path), _indexes(store_path)
+
+    def stopped(self, views):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Projector, "make_query_indexes", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        Projector(log.backend).rebuild(helper=False, page_size=4)
+    assert _indexes(store_path) < every_index
+    monkeypatch.undo()
+    # In this process, or in the next one to open the store.
+    Projector(log.backend).catch_up()
+    assert _indexes(store_path) == every_index
+    assert snapshot(store_path) == expected
+
+
+def test_rows_written_in_key_order_keep_the_last_word_for_each_key():
+    import sqlite3
+    from operator import itemgetter
+
+    c = sqlite3.connect(":memory:")
+    c.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
+    writes = Writes()
+    rows = [("b", 1), ("a", 1), ("c", 1), ("b", 2), ("a", 2)]
+    writes.add("INSERT INTO t VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", rows, key=itemgetter(0))
+    writes.run(c)
+    assert c.execute("SELECT k, v FROM t ORDER BY k").fetchall() == [("a", 2), ("b", 2), ("c", 1)]
+    assert rows == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("c", 1)]

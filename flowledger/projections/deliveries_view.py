@@ -109,6 +109,14 @@ class DeliveriesView(View):
         "workflow TEXT NOT NULL, channel TEXT NOT NULL, metric TEXT NOT NULL, n REAL NOT NULL, "
         "PRIMARY KEY (workflow, channel, metric)) WITHOUT ROWID",
     )
+    query_indexes = frozenset(
+        {
+            "deliveries_by_seq",
+            "deliveries_by_channel",
+            "deliveries_by_status",
+            "deliveries_by_recipient",
+        }
+    )
 
     def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
         """Refold each message the page touches from all its facts; move the counters."""
@@ -198,7 +206,7 @@ class DeliveriesView(View):
             if messages.get(mid) is m:
                 del messages[mid]  # written again: the last to be forgotten
             messages[mid] = m
-        writes.add(_UPSERT, out)
+        writes.add(_UPSERT, out, key=_BY_MESSAGE)
         writes.count(counters)
         return writes
 
@@ -266,6 +274,7 @@ def _pick(keys: tuple[str, ...]) -> tuple[str, ...]:
 
 
 _FIELDS = itemgetter(*DELIVERY_FIELDS)
+_BY_MESSAGE = itemgetter(DELIVERY_COLUMNS.index("message_id"))
 _READ = ("message_id", *(k for k in DELIVERY_COLUMNS if k != "message_id"))
 _SELECT = ", ".join(_READ)
 _UPSERT = upsert_sql("deliveries", DELIVERY_COLUMNS, ["message_id"])

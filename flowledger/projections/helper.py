@@ -141,9 +141,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     backend = SQLiteBackend(args.store, lock_timeout=args.lock_timeout, create=False)
     source = SQLiteBackend(args.source, lock_timeout=args.lock_timeout, create=False) if args.source else None
     try:
-        projector = Projector(backend, source=source)
+        projector = Projector(backend, source=source, rebuilding=True)
         views = [projector.view(name) for name in args.views]
         projector.catch_up(views, page_size=args.page_size, fold_first=True)
+        # Made here, they take turns at the lock with the other process's folding.
+        projector.make_query_indexes(views)
     finally:
         backend.close()
         if source is not None:

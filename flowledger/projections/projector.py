@@ -32,10 +32,11 @@ from flowledger.store.backend import SQLBackend
 
 DEFAULT_PAGE_SIZE = 2_000
 """Events applied per transaction."""
-REBUILD_PAGE_SIZE = 50_000
+REBUILD_PAGE_SIZE = 100_000
 """Events applied per transaction by a rebuild: fewer, larger commits, and fewer turns at
 the write lock for the two processes of a rebuild (each turn makes the other's page
-cache stale). A page of decoded events weighs some 60 MiB."""
+cache stale), and each index page a commit rewrites is written once per commit. A page of
+decoded events weighs some 120 MiB."""
 HELPER_FROM = 50_000
 """The log length from which a rebuild of several views starts a helper process."""
 
@@ -58,6 +59,7 @@ class Projector:
         views: Sequence[View] | None = None,
         *,
         source: SQLBackend | None = None,
+        rebuilding: bool = False,
     ) -> None:
         self.backend = backend
         """The store holding the views (and, unless ``source`` says otherwise, the log)."""
@@ -65,6 +67,8 @@ class Projector:
         """The store whose log the views fold (another store: `rebuild --into`)."""
         self.views = list(views) if views is not None else all_views()
         """The views this projector runs."""
+        self.rebuilding = rebuilding
+        """Part of a rebuild: leave the views' query indexes for the rebuild to make at its end."""
         self._ready = False
 
     def view(self, name: str) -> View:
@@ -79,7 +83,8 @@ class Projector:
         """Create the tracking table and every view's tables, once per process.
 
         A view whose tables were made for another version of it (its columns changed) is
-        dropped and will be folded again from position 0: a view is only ever a cache.
+        dropped and will be folded again from position 0: a view is only ever a cache. A
+        view missing indexes (a rebuild that stopped before making them) gets them.
         """
         b = self.backend
         wanted_versions = {(v.name, v.version) for v in self.views}
@@ -90,6 +95,8 @@ class Projector:
             existing = b.table_names(c)
             stored = self._versions(c)
         wanted = {b.tracking_table} | {t for v in self.views for t in v.tables}
+        if not self.rebuilding:
+            wanted |= {i for v in self.views for i in v.index_names()}
         if not wanted <= existing or any(stored.get(v.name) != str(v.version) for v in self.views):
             with b.transaction(write=True) as c:
                 # Projectors starting together must not race to create the tables.
@@ -100,6 +107,9 @@ class Projector:
                 b.create_tracking_table(c)
                 for v in self.views:
                     if stored.get(v.name) == str(v.version) and set(v.tables) <= existing:
+                        if not self.rebuilding and not v.index_names() <= existing:
+                            for statement in v.query_ddl():
+                                c.execute(b.ddl(statement))
                         continue
                     for table in v.tables:
                         if table in existing:
@@ -110,6 +120,8 @@ class Projector:
                     c.execute("DELETE FROM flowledger_meta WHERE key = ?", ("view:" + v.name,))
                     c.execute("INSERT INTO flowledger_meta VALUES (?, ?)", ("view:" + v.name, str(v.version)))
         self._ready = True
+        if self.rebuilding:
+            return  # not all is there: another projector of this store must look again
         b._views_ensured = getattr(b, "_views_ensured", set()) | wanted_versions  # type: ignore[attr-defined]
 
     @staticmethod
@@ -291,9 +303,10 @@ class Projector:
         With ``helper`` (by default: for a log of :data:`HELPER_FROM` events or more), a
         second process folds some of the views while this one folds the others (see
         :mod:`flowledger.projections.helper`); whatever it leaves undone, this process
-        finishes.
+        finishes. The views' query indexes are made last (see :attr:`View.query_indexes`).
         """
         self.ensure_tables()
+        self.rebuilding = True
         views = list(views) if views is not None else self.views
         mine, theirs = split_views(views)
         if helper is None:
@@ -304,24 +317,44 @@ class Projector:
             with self.backend.transaction(write=True) as c:
                 self.backend.lock_views(c, sorted(v.name for v in views))
                 for view in views:
-                    self.backend.empty_tables(c, view.tables, view.ddl)
+                    self.backend.empty_tables(c, view.tables, view.fold_ddl())
                     self.backend.clear_position(c, view.name)
         except BaseException:
+            self.rebuilding = False
             if running is not None:
                 running.stop()
             raise
-        if running is None:
-            return self.catch_up(views, page_size=page_size, progress=progress)
-        running.go()
         try:
-            total = self.catch_up(mine, page_size=page_size, progress=progress, fold_first=True)
-            running.wait()
+            if running is None:
+                total = self.catch_up(views, page_size=page_size, progress=progress)
+            else:
+                running.go()
+                try:
+                    total = self.catch_up(mine, page_size=page_size, progress=progress, fold_first=True)
+                    self.make_query_indexes(mine)  # while the helper may still be folding
+                    running.wait()
+                except BaseException:
+                    running.stop()
+                    raise
+                # A helper that failed or was stopped left its views part way: fold the rest here.
+                self.catch_up(theirs, page_size=page_size)
+            self.make_query_indexes(views)
         except BaseException:
-            running.stop()
+            # Its views may lack their query indexes: the next projector must look.
+            self.backend._views_ensured = set()  # type: ignore[attr-defined]
             raise
-        # A helper that failed or was stopped left its views part way: fold the rest here.
-        self.catch_up(theirs, page_size=page_size)
+        finally:
+            self.rebuilding = False
         return total
+
+    def make_query_indexes(self, views: Sequence[View]) -> None:
+        """Make the views' query indexes that are missing (the end of a rebuild)."""
+        b = self.backend
+        with b.transaction(write=True, durable=False) as c:
+            b.lock_views(c, sorted(v.name for v in views))
+            for view in views:
+                for statement in view.query_ddl():
+                    c.execute(b.ddl(statement))
 
     def follow(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -52,6 +53,7 @@ _TIMES: dict[str, tuple[tuple[int, Callable[[str, str], str]], ...]] = {
 _UPSERT_RUN = upsert_sql("runs", RUN_COLUMNS, ["id"])
 _UPSERT_EMAIL = upsert_sql("run_emails", EMAIL_COLUMNS, ["message_id"])
 _DUMPS = orjson.dumps
+_BY_ID = itemgetter(0)  # runs and run_emails rows: the key comes first
 
 
 def _earliest(a: str | None, b: str) -> str:
@@ -232,6 +234,18 @@ class RunsView(View):
         "workflow TEXT PRIMARY KEY, first_created_at TEXT, last_created_at TEXT, "
         "first_executed_at TEXT, last_completed_at TEXT) WITHOUT ROWID",
     )
+    query_indexes = frozenset(
+        {
+            "runs_by_seq",
+            "runs_by_workflow",
+            "runs_by_status",
+            "runs_by_workflow_status",
+            "runs_by_tenant",
+            "runs_by_recipient",
+            "runs_with_errors",
+            "runs_by_created",
+        }
+    )
 
     def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
         """Fold run and message events into runs, run_emails, counts and summaries."""
@@ -274,7 +288,7 @@ class RunsView(View):
                 _fold_email(m, kind, body)
 
         writes = Writes()
-        writes.add(_UPSERT_EMAIL, [tuple(m) for m in touched_emails.values()])
+        writes.add(_UPSERT_EMAIL, [tuple(m) for m in touched_emails.values()], key=_BY_ID)
         engaged = {m[1] for m in touched_emails.values() if m[1] is not None and m[2] == "email"}
         # A run triggered in this page may have had email facts stored before it.
         engaged.update(born)
@@ -305,7 +319,7 @@ class RunsView(View):
             touch(runs, rid, entry)
         for mid, m in touched_emails.items():
             touch(emails, mid, m)
-        writes.add(_UPSERT_RUN, out)
+        writes.add(_UPSERT_RUN, out, key=_BY_ID)
         writes.count(counts)
         writes.add(_SUMMARIES, [(w, *s) for w, s in times.items()])
         return writes

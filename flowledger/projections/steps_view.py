@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -51,6 +52,8 @@ STEP_COLUMNS = (
 """The columns of the steps table."""
 
 _OPEN = ("running", "idle")
+_BY_ATTEMPT = itemgetter(0, 1, 2)  # steps rows: (run_id, step, attempt) come first
+_BY_FIRST = itemgetter(0)  # step_runs and step_messages rows: the key comes first
 
 
 def _json(value: Any) -> str | None:
@@ -85,6 +88,7 @@ class StepsView(View):
         "workflow TEXT NOT NULL, step TEXT NOT NULL, step_type TEXT, channel TEXT, "
         "PRIMARY KEY (workflow, step)) WITHOUT ROWID",
     )
+    query_indexes = frozenset({"step_messages_by_run"})
 
     def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
         """Fold run events and queued messages into attempts, step runs and counts."""
@@ -207,9 +211,9 @@ class StepsView(View):
             run.before = None
             touch(runs, rid, run)
         writes = Writes()
-        writes.add(_UPSERT_STEP, out)
-        writes.add(_UPSERT_RUN, run_rows)
-        writes.add("INSERT OR IGNORE INTO step_messages VALUES (?, ?, ?, ?)", messages)
+        writes.add(_UPSERT_STEP, out, key=_BY_ATTEMPT)
+        writes.add(_UPSERT_RUN, run_rows, key=_BY_FIRST)
+        writes.add("INSERT OR IGNORE INTO step_messages VALUES (?, ?, ?, ?)", messages, key=_BY_FIRST)
         writes.add(
             "INSERT OR IGNORE INTO workflow_steps VALUES (?, ?, ?, ?)",
             [(w, s, t, ch) for (w, s), (t, ch) in new_steps.items()],
