@@ -2,7 +2,8 @@
 
 Email engagement comes from the run's email messages, whose provider events may arrive
 before the ``message.queued`` that says which run they belong to: the view keeps a small
-row per message (``run_emails``) and recomputes a run's engagement from all of them.
+row per message (``run_emails``: its run, channel and first delivery, open and click) and
+recomputes a run's engagement from all of them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from flowledger.domain.event_types import MESSAGE_EVENT_TYPES, RUN_EVENT_TYPES
+from flowledger.domain.event_types import RUN_EVENT_TYPES
 from flowledger.projections.base import Counters, Event, View, Writes, upsert_sql
 from flowledger.projections.memory import Memory, touch
 from flowledger.projections.run_record import RECORD_FIELDS, RunRecord, seconds_between
@@ -204,7 +205,10 @@ class RunsView(View):
     """Run records, counts by status, and per-workflow first/last times."""
 
     name = "runs"
-    topics = RUN_EVENT_TYPES | MESSAGE_EVENT_TYPES
+    version = 2  # 2: run_emails holds only messages with a fact engagement reads
+    # Of a message, engagement reads only which run and channel it is on and when it was
+    # delivered, opened, clicked: sends, failures and the rest are not even decoded.
+    topics = RUN_EVENT_TYPES | {"message.queued"} | _DELIVERED
     tables = ("runs", "run_emails", "run_counts", "workflow_summaries")
     ddl = (
         "CREATE TABLE IF NOT EXISTS runs ("
@@ -253,16 +257,17 @@ class RunsView(View):
         emails: dict[str, list[Any]] = memory.table("run_emails")  # id -> the row's columns
         # A memory that knows every row reads only keys it forgot, one by one as they come.
         complete = memory.complete
+        run_types = RUN_EVENT_TYPES
         if not complete:
-            _recall_runs(c, runs, {b["run_id"] for _, t, b in events if t in RUN_EVENT_TYPES})
-            _recall_emails(c, emails, {b["message_id"] for _, t, b in events if t in MESSAGE_EVENT_TYPES})
+            _recall_runs(c, runs, {b["run_id"] for _, t, b in events if t in run_types})
+            _recall_emails(c, emails, {b["message_id"] for _, t, b in events if t not in run_types})
         touched: dict[str, list[Any]] = {}
         touched_emails: dict[str, list[Any]] = {}
+        before: dict[str, tuple[Any, ...] | None] = {}  # message id -> its row before this page
         born: list[str] = []
         # Per-workflow times come from the events themselves, not from the rows' final
         # state, so they are the same however the log is cut into pages.
         times: dict[str, list[str | None]] = {}
-        run_types = RUN_EVENT_TYPES
         for position, kind, body in events:
             if kind in run_types:
                 rid = body["run_id"]
@@ -284,10 +289,15 @@ class RunsView(View):
                     m = memory.find(c, "run_emails", mid, _recall_emails)
                     if m is None:
                         m = [mid, None, None, None, None, None]
+                        before[mid] = None
+                    else:
+                        before[mid] = tuple(m)
                     touched_emails[mid] = m
                 _fold_email(m, kind, body)
 
         writes = Writes()
+        # A late duplicate or a second open changes nothing: its row need not be written.
+        touched_emails = {mid: m for mid, m in touched_emails.items() if tuple(m) != before[mid]}
         writes.add(_UPSERT_EMAIL, [tuple(m) for m in touched_emails.values()], key=_BY_ID)
         engaged = {m[1] for m in touched_emails.values() if m[1] is not None and m[2] == "email"}
         # A run triggered in this page may have had email facts stored before it.
