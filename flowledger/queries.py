@@ -237,8 +237,9 @@ def show_run(c: sqlite3.Cursor, run_id: str) -> dict[str, Any]:
         raise NotFound(f"no run {run_id!r} in the store")
     names = [d[0] for d in c.description]
     record = run_entry(dict(zip(names, row)))
-    c.execute("SELECT message_id, step, queued_at FROM step_messages WHERE run_id = ? ORDER BY queued_at", (run_id,))
-    queued = c.fetchall()
+    c.execute("SELECT * FROM deliveries WHERE run_id = ? ORDER BY queued_at, message_id", (run_id,))
+    names = [d[0] for d in c.description]
+    messages = [dict(zip(names, r)) for r in c.fetchall()]
     c.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY seq", (run_id,))
     names = [d[0] for d in c.description]
     steps = []
@@ -261,14 +262,15 @@ def show_run(c: sqlite3.Cursor, run_id: str) -> dict[str, Any]:
             }
         )
     # A message belongs to the latest attempt of its step started by the time it was queued.
-    for message_id, step, queued_at in queued:
+    for m in messages:
+        message_id, step, queued_at = m["message_id"], m["step"], m["queued_at"]
+        if step is None or queued_at is None:
+            continue  # not queued by a step (or its queued fact is not in yet)
         candidates = [s for s in steps if s["step"] == step and s["started_at"] <= queued_at]
         target = candidates[-1] if candidates else next((s for s in steps if s["step"] == step), None)
         if target is not None:
             target["messages"].append(message_id)
-    c.execute("SELECT * FROM deliveries WHERE run_id = ? ORDER BY queued_at, message_id", (run_id,))
-    names = [d[0] for d in c.description]
-    deliveries = [delivery_entry(dict(zip(names, r))) for r in c.fetchall()]
+    deliveries = [delivery_entry(m) for m in messages]
     return {**record, "steps": steps, "deliveries": deliveries}
 
 

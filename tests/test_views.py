@@ -194,6 +194,31 @@ def test_a_view_made_by_another_version_is_refolded_from_the_log(log, store_path
         assert c.fetchone()[0] == str(RunsView.version)
 
 
+def test_a_table_an_earlier_version_of_a_view_had_is_dropped_when_the_view_is_made_again(log, store_path):
+    from tests.conftest import ev, step, triggered
+
+    events = [triggered("r1"), ev("run.started", run_id="r1"), step("step.started", "r1")]
+    events.append(ev("message.queued", message_id="m1", channel="email", recipient="u", run_id="r1", step="email-1"))
+    ledger.append_input(log, jsonl(events))
+    Projector(log.backend).catch_up()
+    before = snapshot(store_path)
+    with log.backend.transaction(write=True) as c:
+        # As a store folded by steps view version 1 had it.
+        c.execute("UPDATE flowledger_meta SET value = '1' WHERE key = 'view:steps'")
+        c.execute("CREATE TABLE step_messages (message_id TEXT PRIMARY KEY, run_id TEXT, step TEXT, queued_at TEXT)")
+    from flowledger.store import open_log
+
+    reopened = open_log(store_path)
+    try:
+        Projector(reopened.backend).catch_up()
+        with reopened.backend.transaction(write=False) as c:
+            assert "step_messages" not in reopened.backend.table_names(c)
+        assert ledger.query(reopened, queries.show_run, "r1")["steps"][0]["messages"] == ["m1"]
+    finally:
+        reopened.close()
+    assert snapshot(store_path) == before
+
+
 @settings(SETTINGS, max_examples=100)
 @given(workspaces(), st.data())
 def test_messages_stored_before_their_run_fold_as_a_rebuild_does(ws, data):

@@ -35,6 +35,8 @@ class View:
     """The tables it owns, emptied by a rebuild."""
     ddl: tuple[str, ...] = ()
     """CREATE statements for its tables and indexes."""
+    retired_tables: tuple[str, ...] = ()
+    """Tables an earlier version of it had: dropped when a store's view is made again."""
     query_indexes: frozenset[str] = frozenset()
     """Indexes that only queries read, never the fold: a rebuild makes them after folding,
     one sort each, rather than entry by entry in random order as rows come."""

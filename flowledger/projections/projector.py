@@ -111,7 +111,7 @@ class Projector:
                             for statement in v.query_ddl():
                                 c.execute(b.ddl(statement))
                         continue
-                    for table in v.tables:
+                    for table in (*v.tables, *v.retired_tables):
                         if table in existing:
                             c.execute(f'DROP TABLE "{table}"')
                     b.clear_position(c, v.name)

@@ -53,7 +53,7 @@ STEP_COLUMNS = (
 
 _OPEN = ("running", "idle")
 _BY_ATTEMPT = itemgetter(0, 1, 2)  # steps rows: (run_id, step, attempt) come first
-_BY_FIRST = itemgetter(0)  # step_runs and step_messages rows: the key comes first
+_BY_FIRST = itemgetter(0)  # step_runs rows: the key comes first
 
 
 def _json(value: Any) -> str | None:
@@ -61,11 +61,14 @@ def _json(value: Any) -> str | None:
 
 
 class StepsView(View):
-    """Step attempts, the messages each step queued, and node and edge counts."""
+    """Step attempts and node and edge counts (the messages a step queued are the
+    deliveries view's: each names its run and step)."""
 
     name = "steps"
-    topics = RUN_EVENT_TYPES | {"message.queued"}
-    tables = ("steps", "step_runs", "step_messages", "step_counts", "edge_counts", "workflow_steps")
+    version = 2  # 2: no step_messages (a run's messages by step come from deliveries)
+    topics = RUN_EVENT_TYPES
+    tables = ("steps", "step_runs", "step_counts", "edge_counts", "workflow_steps")
+    retired_tables = ("step_messages",)
     ddl = (
         "CREATE TABLE IF NOT EXISTS steps ("
         "run_id TEXT NOT NULL, step TEXT NOT NULL, attempt INTEGER NOT NULL, seq INTEGER NOT NULL, "
@@ -75,9 +78,6 @@ class StepsView(View):
         "CREATE INDEX IF NOT EXISTS steps_open_by_run ON steps (run_id) WHERE status IN ('running', 'idle')",
         "CREATE TABLE IF NOT EXISTS step_runs ("
         "run_id TEXT PRIMARY KEY, workflow TEXT, status TEXT, last_step TEXT, edge_from TEXT) WITHOUT ROWID",
-        "CREATE TABLE IF NOT EXISTS step_messages ("
-        "message_id TEXT PRIMARY KEY, run_id TEXT, step TEXT, queued_at TEXT) WITHOUT ROWID",
-        "CREATE INDEX IF NOT EXISTS step_messages_by_run ON step_messages (run_id, step)",
         "CREATE TABLE IF NOT EXISTS step_counts ("
         "workflow TEXT NOT NULL, step TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL, "
         "PRIMARY KEY (workflow, step, status)) WITHOUT ROWID",
@@ -88,27 +88,20 @@ class StepsView(View):
         "workflow TEXT NOT NULL, step TEXT NOT NULL, step_type TEXT, channel TEXT, "
         "PRIMARY KEY (workflow, step)) WITHOUT ROWID",
     )
-    query_indexes = frozenset({"step_messages_by_run"})
-
     def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
-        """Fold run events and queued messages into attempts, step runs and counts."""
+        """Fold run events into attempts, step runs and counts."""
         # run id -> _Run; an entry holds every attempt of its run still open, and any
         # other it has read or written (a stopped attempt may still finish after a retry).
         runs: dict[str, _Run] = memory.table("runs")
         # A memory that knows every row reads only keys it forgot, one by one as they come.
         complete = memory.complete
         if not complete:
-            _recall(c, runs, {b["run_id"] for _, t, b in events if t != "message.queued"})
+            _recall(c, runs, {b["run_id"] for _, _, b in events})
         touched: dict[str, _Run] = {}
         changed: dict[tuple[str, str, int], tuple[list[Any], tuple[Any, ...] | None]] = {}
-        messages = []
         new_steps: dict[tuple[str, str], tuple[str | None, str | None]] = {}
 
         for position, kind, body in events:
-            if kind == "message.queued":
-                if body.get("run_id") and body.get("step"):
-                    messages.append((body["message_id"], body["run_id"], body["step"], body["occurred_at"]))
-                continue
             rid = body["run_id"]
             run = touched.get(rid)
             if run is None:
@@ -213,7 +206,6 @@ class StepsView(View):
         writes = Writes()
         writes.add(_UPSERT_STEP, out, key=_BY_ATTEMPT)
         writes.add(_UPSERT_RUN, run_rows, key=_BY_FIRST)
-        writes.add("INSERT OR IGNORE INTO step_messages VALUES (?, ?, ?, ?)", messages, key=_BY_FIRST)
         writes.add(
             "INSERT OR IGNORE INTO workflow_steps VALUES (?, ?, ?, ?)",
             [(w, s, t, ch) for (w, s), (t, ch) in new_steps.items()],
