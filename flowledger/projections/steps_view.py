@@ -88,6 +88,7 @@ class StepsView(View):
         "workflow TEXT NOT NULL, step TEXT NOT NULL, step_type TEXT, channel TEXT, "
         "PRIMARY KEY (workflow, step)) WITHOUT ROWID",
     )
+
     def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
         """Fold run events into attempts, step runs and counts."""
         # run id -> _Run; an entry holds every attempt of its run still open, and any
