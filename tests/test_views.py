@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from flowledger import ledger, queries
 from flowledger.projections.projector import Projector, all_views
 from flowledger.projections.runs_view import RunsView
+from flowledger.store import open_log
+from tests.conftest import ev, step, triggered
 from tests.histories import fresh_log, interleave, jsonl, workspaces
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -122,8 +124,6 @@ def test_every_paged_listing_is_exact_both_ways(ws, page_size, workflow, errors_
 
 
 def test_paging_while_new_runs_arrive_never_repeats_or_misses(log):
-    from tests.conftest import triggered
-
     ledger.append_input(log, jsonl([triggered(f"old-{i:02d}") for i in range(10)]))
     first = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=3)
     seen = [r["id"] for r in first["entries"]]
@@ -138,8 +138,6 @@ def test_paging_while_new_runs_arrive_never_repeats_or_misses(log):
 
 
 def test_a_bad_cursor_is_a_clear_error(log):
-    from tests.conftest import triggered
-
     ledger.append_input(log, jsonl([triggered("r1")]))
     with pytest.raises(queries.BadQuery, match="not a cursor"):
         ledger.query(log, queries.list_runs, queries.RunFilters(), after="bm9wZQ")
@@ -173,8 +171,6 @@ def test_every_list_query_uses_an_index(log, table, where):
 
 
 def test_a_view_made_by_another_version_is_refolded_from_the_log(log, store_path):
-    from tests.conftest import triggered
-
     ledger.append_input(log, jsonl([triggered("r1"), triggered("r2")]))
     Projector(log.backend).catch_up()
     before = snapshot(store_path)
@@ -183,7 +179,6 @@ def test_a_view_made_by_another_version_is_refolded_from_the_log(log, store_path
         c.execute("DROP TABLE runs")
         c.execute("CREATE TABLE runs (id TEXT PRIMARY KEY, an_old_column TEXT)")
     # The next process to open the store (a newer flowledger, say) notices.
-    from flowledger.store import open_log
 
     reopened = open_log(store_path)
     Projector(reopened.backend).catch_up()
@@ -195,8 +190,6 @@ def test_a_view_made_by_another_version_is_refolded_from_the_log(log, store_path
 
 
 def test_a_table_an_earlier_version_of_a_view_had_is_dropped_when_the_view_is_made_again(log, store_path):
-    from tests.conftest import ev, step, triggered
-
     events = [triggered("r1"), ev("run.started", run_id="r1"), step("step.started", "r1")]
     events.append(ev("message.queued", message_id="m1", channel="email", recipient="u", run_id="r1", step="email-1"))
     ledger.append_input(log, jsonl(events))
@@ -206,7 +199,6 @@ def test_a_table_an_earlier_version_of_a_view_had_is_dropped_when_the_view_is_ma
         # As a store folded by steps view version 1 had it.
         c.execute("UPDATE flowledger_meta SET value = '1' WHERE key = 'view:steps'")
         c.execute("CREATE TABLE step_messages (message_id TEXT PRIMARY KEY, run_id TEXT, step TEXT, queued_at TEXT)")
-    from flowledger.store import open_log
 
     reopened = open_log(store_path)
     try:
