@@ -3,17 +3,22 @@ folded before the write lock is taken, and the helper process that folds some vi
 
 from __future__ import annotations
 
+import sqlite3
+from operator import itemgetter
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowledger import ledger
+from flowledger.projections import helper as helper_module
 from flowledger.projections import memory as memory_module
 from flowledger.projections import projector as projector_module
 from flowledger.projections.base import Writes
 from flowledger.projections.helper import split_views
 from flowledger.projections.projector import Projector
 from flowledger.store import open_log
+from tests.conftest import POSTGRES_UNREACHABLE, ev, step, triggered
 from tests.histories import fresh_log, jsonl, workspaces
 from tests.test_views import snapshot
 
@@ -109,8 +114,6 @@ class _Racing(Projector):
 
 
 def test_a_page_another_projector_applied_meanwhile_is_not_applied_twice(log, store_path):
-    from tests.conftest import ev, step, triggered
-
     events = []
     for i in range(6):
         rid = f"r{i}"
@@ -128,8 +131,6 @@ def test_a_page_another_projector_applied_meanwhile_is_not_applied_twice(log, st
 
 
 def test_a_page_that_fails_leaves_no_trace_in_memory(log, store_path, monkeypatch):
-    from tests.conftest import ev, triggered
-
     events = [triggered(f"r{i}") for i in range(5)] + [ev("run.started", run_id=f"r{i}") for i in range(5)]
     ledger.append_input(log, jsonl(events))
     Projector(log.backend).rebuild(page_size=3)
@@ -165,8 +166,6 @@ def test_a_rebuild_with_a_helper_process_equals_one_without(ws):
 
 
 def test_a_rebuild_into_another_file_with_a_helper_folds_every_view(tmp_path):
-    from tests.conftest import ev, triggered
-
     source = open_log(str(tmp_path / "log.db"))
     into = open_log(str(tmp_path / "views.db"))
     try:
@@ -196,9 +195,6 @@ def test_a_helper_shares_the_views_only_when_there_are_two_groups():
 
 
 def test_a_helper_that_fails_leaves_its_views_to_the_rebuilding_process(log, store_path, monkeypatch, caplog):
-    from flowledger.projections import helper as helper_module
-    from tests.conftest import ev, triggered
-
     events = [triggered(f"r{i}") for i in range(10)]
     events += [ev("message.queued", message_id=f"m{i}", channel="sms", recipient="u", run_id=f"r{i}") for i in range(10)]
     events += [ev("message.delivered", message_id=f"m{i}") for i in range(10)]
@@ -216,8 +212,6 @@ def test_a_helper_that_fails_leaves_its_views_to_the_rebuilding_process(log, sto
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_pages_folded_before_the_lock_and_a_rebuild_agree_on_both_backends(backend, store_path, request):
-    from tests.conftest import POSTGRES_UNREACHABLE, ev, step, triggered
-
     if backend == "postgresql" and POSTGRES_UNREACHABLE:
         pytest.skip(POSTGRES_UNREACHABLE)
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else store_path
@@ -255,7 +249,6 @@ def test_pages_folded_before_the_lock_and_a_rebuild_agree_on_both_backends(backe
 
 def _indexes(path: str) -> set[str]:
     """The views' indexes the file holds."""
-    import sqlite3
 
     every_index = set().union(*(v.index_names() for v in projector_module.all_views()))
     with sqlite3.connect(path) as c:
@@ -263,8 +256,6 @@ def _indexes(path: str) -> set[str]:
 
 
 def _some_runs_and_messages(n: int = 10) -> list[dict]:
-    from tests.conftest import ev, triggered
-
     events = [triggered(f"r{i}") for i in range(n)]
     events += [ev("message.queued", message_id=f"m{i}", channel="email", recipient="u", run_id=f"r{i}") for i in range(n)]
     return events + [ev("message.delivered", message_id=f"m{i}") for i in range(n)]
@@ -313,9 +304,6 @@ def test_a_rebuild_stopped_before_its_indexes_leaves_them_to_the_next_projector(
 
 
 def test_rows_written_in_key_order_keep_the_last_word_for_each_key():
-    import sqlite3
-    from operator import itemgetter
-
     c = sqlite3.connect(":memory:")
     c.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
     writes = Writes()
