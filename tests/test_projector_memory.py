@@ -247,12 +247,15 @@ def test_pages_folded_before_the_lock_and_a_rebuild_agree_on_both_backends(backe
         log.close()
 
 
+def _every_index() -> set[str]:
+    """The names of every view's indexes."""
+    return set().union(*(v.index_names() for v in projector_module.all_views()))
+
+
 def _indexes(path: str) -> set[str]:
     """The views' indexes the file holds."""
-
-    every_index = set().union(*(v.index_names() for v in projector_module.all_views()))
     with sqlite3.connect(path) as c:
-        return every_index & {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        return _every_index() & {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
 
 
 def _some_runs_and_messages(n: int = 10) -> list[dict]:
@@ -266,7 +269,7 @@ def test_a_rebuild_makes_the_query_indexes_it_left_out_while_folding(log, store_
     ledger.append_input(log, jsonl(_some_runs_and_messages()))
     projector = Projector(log.backend)
     projector.ensure_tables()
-    every_index = set().union(*(v.index_names() for v in projector.views))
+    every_index = _every_index()
     assert _indexes(store_path) == every_index
     seen_while_folding = []
     catch_up = Projector.catch_up
@@ -312,3 +315,19 @@ def test_rows_written_in_key_order_keep_the_last_word_for_each_key():
     writes.run(c)
     assert c.execute("SELECT k, v FROM t ORDER BY k").fetchall() == [("a", 2), ("b", 2), ("c", 1)]
     assert rows == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("c", 1)]
+
+
+def test_any_missing_index_of_a_view_is_made_again_when_the_store_is_opened(log, store_path):
+    ledger.append_input(log, jsonl(_some_runs_and_messages()))
+    Projector(log.backend).catch_up()
+    with sqlite3.connect(store_path) as c:
+        # One index a fold reads, one only queries read.
+        c.execute("DROP INDEX deliveries_by_run")
+        c.execute("DROP INDEX runs_by_status")
+    assert _indexes(store_path) == _every_index() - {"deliveries_by_run", "runs_by_status"}
+    reopened = open_log(store_path)
+    try:
+        Projector(reopened.backend).catch_up()
+    finally:
+        reopened.close()
+    assert _indexes(store_path) == _every_index()

@@ -108,7 +108,8 @@ class Projector:
                 for v in self.views:
                     if stored.get(v.name) == str(v.version) and set(v.tables) <= existing:
                         if not self.rebuilding and not v.index_names() <= existing:
-                            for statement in v.query_ddl():
+                            # Every index is wanted here: make any that is missing.
+                            for statement in v.ddl:
                                 c.execute(b.ddl(statement))
                         continue
                     for table in (*v.tables, *v.retired_tables):
