@@ -21,6 +21,7 @@ from flowledger.errors import FlowledgerError, NotFound
 from flowledger.projections.delivery import DELIVERY_FIELDS
 from flowledger.projections.run_record import RECORD_FIELDS, seconds_between
 from flowledger.projections.steps_view import CHANNEL_OF_STEP_TYPE, STEP_STATES
+from flowledger.store.backend import in_chunks
 
 MAX_PAGE_SIZE = 1000
 """The largest page a listing returns."""
@@ -156,14 +157,38 @@ def _exists(c: sqlite3.Cursor, table: str, where: list[str], params: list[Any], 
     return c.fetchone() is not None
 
 
-def run_entry(row: dict[str, Any]) -> dict[str, Any]:
-    """A runs-view row as the JSON a user sees."""
-    entry = {k: row[k] for k in RUN_FIELDS if k != "recipient"}
+def run_entry(row: dict[str, Any], engagement: tuple[Any, ...] = (None, None, None, None)) -> dict[str, Any]:
+    """A runs-view row as the JSON a user sees, with its email engagement (see
+    :func:`email_engagement`)."""
+    entry = {k: row[k] for k in RUN_FIELDS if k not in _ENGAGEMENT_FIELDS}
     entry["recipient"] = orjson.loads(row["recipient_json"])
-    for flag in ("email_opened", "email_clicked"):
-        if entry[flag] is not None:
-            entry[flag] = bool(entry[flag])
+    entry.update(zip(_ENGAGEMENT_FIELDS, engagement))
     return {k: entry[k] for k in RUN_FIELDS}
+
+
+ENGAGEMENT_QUERY = (
+    "SELECT run_id, MIN(delivered_at), MIN(opened_at), MIN(clicked_at) FROM deliveries "
+    "WHERE run_id IN ({marks}) AND channel = 'email' GROUP BY run_id"
+)
+"""The runs' email engagement, from their email deliveries (``marks``: one ``?`` a run)."""
+_ENGAGEMENT_FIELDS = ("email_opened", "email_opened_at", "email_clicked", "email_clicked_at")
+_NO_ENGAGEMENT = (None, None, None, None)
+
+
+def email_engagement(c: sqlite3.Cursor, run_ids: list[str]) -> dict[str, tuple[Any, ...]]:
+    """Each run's email engagement, from its email deliveries: (opened, first open,
+    clicked, first click); all None for a run none of whose emails is delivered yet.
+
+    A click counts as an open (images are often blocked), and an open or click as a
+    delivery, as in the deliveries view, whose rows these are.
+    """
+    found: dict[str, tuple[Any, ...]] = {}
+    for chunk, marks in in_chunks(run_ids):
+        c.execute(ENGAGEMENT_QUERY.format(marks=marks), chunk)
+        for run_id, delivered, opened, clicked in c.fetchall():
+            if delivered is not None:
+                found[run_id] = (opened is not None, opened, clicked is not None, clicked)
+    return found
 
 
 def list_runs(
@@ -191,7 +216,9 @@ def list_runs(
         where.append("created_at <= ?")
         params.append(filters.ending_at)
     rows, page_info = _page(c, "runs", where, params, page_size, after, before)
-    return {"entries": [run_entry(r) for r in rows], "page_info": page_info}
+    engagement = email_engagement(c, [r["id"] for r in rows])
+    entries = [run_entry(r, engagement.get(r["id"], _NO_ENGAGEMENT)) for r in rows]
+    return {"entries": entries, "page_info": page_info}
 
 
 def delivery_entry(row: dict[str, Any]) -> dict[str, Any]:
@@ -236,7 +263,7 @@ def show_run(c: sqlite3.Cursor, run_id: str) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"no run {run_id!r} in the store")
     names = [d[0] for d in c.description]
-    record = run_entry(dict(zip(names, row)))
+    record = run_entry(dict(zip(names, row)), email_engagement(c, [run_id]).get(run_id, _NO_ENGAGEMENT))
     c.execute("SELECT * FROM deliveries WHERE run_id = ? ORDER BY queued_at, message_id", (run_id,))
     names = [d[0] for d in c.description]
     messages = [dict(zip(names, r)) for r in c.fetchall()]

@@ -170,6 +170,15 @@ def test_every_list_query_uses_an_index(log, table, where):
     assert "INDEX" in plan and f"SCAN {table}" not in plan.replace(f"SCAN {table} USING", ""), plan
 
 
+def test_a_runs_email_engagement_is_read_through_an_index(log):
+    # Every runs page asks it of the page's runs: it must not scan the deliveries.
+    Projector(log.backend).ensure_tables()
+    with log.backend.transaction(write=False) as c:
+        c.execute("EXPLAIN QUERY PLAN " + queries.ENGAGEMENT_QUERY.format(marks="?,?"), ("a", "b"))
+        plan = " | ".join(row[3] for row in c.fetchall())
+    assert "deliveries_by_run" in plan and "SCAN deliveries" not in plan.replace("SCAN deliveries USING", ""), plan
+
+
 def test_a_view_made_by_another_version_is_refolded_from_the_log(log, store_path):
     ledger.append_input(log, jsonl([triggered("r1"), triggered("r2")]))
     Projector(log.backend).catch_up()
