@@ -1,9 +1,14 @@
-"""What speeds a rebuild up must not change a row: the views' memory between pages, pages
-folded before the write lock is taken, and the helper process that folds some views."""
+"""What speeds a rebuild up must not change a row: the views' memory between pages, the
+staging files a rebuild folds into, and the helper process that folds some views."""
 
 from __future__ import annotations
 
+import glob
+import os
+from contextlib import contextmanager
 import sqlite3
+import subprocess
+import sys
 from operator import itemgetter
 
 import pytest
@@ -18,8 +23,9 @@ from flowledger.projections.base import Writes
 from flowledger.projections.helper import split_views
 from flowledger.projections.projector import Projector
 from flowledger.store import open_log
+from flowledger.store.staging import StagingBackend
 from tests.conftest import POSTGRES_UNREACHABLE, ev, step, triggered
-from tests.histories import fresh_log, jsonl, workspaces
+from tests.histories import fresh_log, interleave, jsonl, workspaces
 from tests.test_views import snapshot
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -30,24 +36,58 @@ def _events(ws):
     return run_events + messages
 
 
+def _interleaved(ws, draw):
+    """The workspace's runs and messages interleaved (each keeping its own order), so that
+    a key comes back after others were written: what a memory that forgets must read."""
+    run_events, messages = ws
+    by_message: dict[str, list] = {}
+    for e in messages:
+        by_message.setdefault(e["message_id"], []).append(e)
+    return interleave(draw, [run_events, *by_message.values()])
+
+
+@contextmanager
+def _forgetful(limit: int, bits: int):
+    """Memories that keep ``limit`` entries a table, with filters of ``bits`` bits."""
+    saved = memory_module.DEFAULT_LIMIT, memory_module.FORGOTTEN_BITS, memory_module._MASK
+    memory_module.DEFAULT_LIMIT, memory_module.FORGOTTEN_BITS, memory_module._MASK = limit, bits, bits - 1
+    try:
+        yield
+    finally:
+        memory_module.DEFAULT_LIMIT, memory_module.FORGOTTEN_BITS, memory_module._MASK = saved
+
+
 @SETTINGS
 @given(workspaces(), st.integers(1, 3), st.sampled_from([8, 64, 1 << 20]), st.data())
 def test_a_memory_that_forgets_almost_everything_folds_the_same_rows(ws, limit, bits, data):
-    events = _events(ws)
+    events = _interleaved(ws, data.draw)
     # The same pages both times: where pages cut the log is not what is compared here.
     page_size = data.draw(st.integers(1, 9))
     with fresh_log() as (log, path):
         ledger.append_input(log, jsonl(events))
         Projector(log.backend).rebuild(page_size=page_size)
         expected = snapshot(path)
-        saved = memory_module.DEFAULT_LIMIT, memory_module.FORGOTTEN_BITS, memory_module._MASK
         # A filter of 8 bits says "maybe stored" of nearly every key: all false positives.
-        memory_module.DEFAULT_LIMIT, memory_module.FORGOTTEN_BITS, memory_module._MASK = limit, bits, bits - 1
-        try:
+        with _forgetful(limit, bits):
             Projector(log.backend).rebuild(page_size=page_size)
-        finally:
-            memory_module.DEFAULT_LIMIT, memory_module.FORGOTTEN_BITS, memory_module._MASK = saved
         assert snapshot(path) == expected
+
+
+@SETTINGS
+@given(workspaces(), st.integers(1, 3), st.data())
+def test_views_folded_from_another_stores_log_that_forget_almost_everything_fold_the_same_rows(ws, limit, data):
+    # What a view forgot is read back from the log it folds: here another store's.
+    events = _interleaved(ws, data.draw)
+    page_size = data.draw(st.integers(1, 9))
+    with fresh_log() as (log, path), fresh_log() as (into, into_path):
+        ledger.append_input(log, jsonl(events))
+        Projector(log.backend).rebuild(page_size=page_size)
+        with _forgetful(limit, 64):
+            Projector(into.backend, source=log.backend).rebuild(page_size=page_size)
+            assert snapshot(into_path) == snapshot(path)
+            _clear(into, Projector(into.backend))
+            Projector(into.backend, source=log.backend).catch_up(page_size=page_size)
+        assert snapshot(into_path) == snapshot(path)
 
 
 def test_a_memory_knows_which_keys_it_forgot_and_that_it_never_saw_the_others():
@@ -67,18 +107,20 @@ def test_a_memory_knows_which_keys_it_forgot_and_that_it_never_saw_the_others():
 
 @SETTINGS
 @given(workspaces(), st.data())
-def test_views_folded_before_the_lock_equal_views_folded_under_it(ws, data):
+def test_a_rebuild_through_staging_files_equals_one_in_place_and_a_catch_up(ws, data):
     events = _events(ws)
     page_size = data.draw(st.integers(1, 7))
     with fresh_log() as (log, path):
         ledger.append_input(log, jsonl(events))
-        Projector(log.backend).rebuild(page_size=page_size)
-        expected = snapshot(path)
         projector = Projector(log.backend)
         projector.rebuild(page_size=page_size, helper=False)
+        staged = snapshot(path)
+        # As on PostgreSQL: the views emptied and folded where they are.
+        projector._rebuild_in_place(projector.views, page_size, None)
+        assert snapshot(path) == staged
         _clear(log, projector)
-        projector.catch_up(page_size=page_size, fold_first=True)
-        assert snapshot(path) == expected
+        projector.catch_up(page_size=page_size)
+        assert snapshot(path) == staged
 
 
 def _clear(log, projector):
@@ -89,45 +131,40 @@ def _clear(log, projector):
             log.backend.clear_position(c, view.name)
 
 
-class _Racing(Projector):
-    """A projector that another one overtakes between folding a page and writing it."""
-
-    def __init__(self, backend, other):
-        super().__init__(backend)
-        self.other = other
-        self.raced = 0
-        self.folding_first = False
-
-    def _fold_then_write(self, views, page_size, memories):
-        self.folding_first = True
-        try:
-            return super()._fold_then_write(views, page_size, memories)
-        finally:
-            self.folding_first = False
-
-    def _fold_page(self, c, views, positions, rows, memories):
-        folded = super()._fold_page(c, views, positions, rows, memories)
-        if self.folding_first and self.raced < 2:
-            self.raced += 1
-            self.other._apply_page(self.other.views, 3)
-        return folded
-
-
-def test_a_page_another_projector_applied_meanwhile_is_not_applied_twice(log, store_path):
+def _runs_with_messages(first: int, n: int) -> list[dict]:
     events = []
-    for i in range(6):
+    for i in range(first, first + n):
         rid = f"r{i}"
         events += [triggered(rid), ev("run.started", run_id=rid), step("step.started", rid), step("step.succeeded", rid)]
         events += [ev("message.queued", message_id=f"m{i}", channel="email", recipient="u", run_id=rid, step="email-1")]
         events += [ev("message.delivered", message_id=f"m{i}")]
-    ledger.append_input(log, jsonl(events))
-    Projector(log.backend).rebuild(page_size=4)
-    expected = snapshot(store_path)
-    racing = _Racing(log.backend, Projector(log.backend))
-    _clear(log, racing)
-    racing.catch_up(page_size=4, fold_first=True)
-    assert racing.raced == 2
-    assert snapshot(store_path) == expected
+    return events
+
+
+def test_views_that_move_on_and_events_that_arrive_while_a_rebuild_stages_are_kept(log, store_path, monkeypatch):
+    ledger.append_input(log, jsonl(_runs_with_messages(0, 6)))
+    Projector(log.backend).catch_up()
+    later = _runs_with_messages(6, 3)
+    apply_page = Projector._apply_page
+    raced = []
+
+    def racing(self, views, page_size, memories=None):
+        if isinstance(self.backend, StagingBackend) and not raced:
+            # Mid-rebuild: more events come, and a follower applies them to the store's views.
+            raced.append(True)
+            ledger.append_input(log, jsonl(later))
+            Projector(log.backend).catch_up(page_size=5)
+        return apply_page(self, views, page_size, memories)
+
+    monkeypatch.setattr(Projector, "_apply_page", racing)
+    total = Projector(log.backend).rebuild(page_size=4, helper=False)
+    monkeypatch.undo()
+    assert raced and total == 9 * 6
+    rebuilt = snapshot(store_path)
+    projector = Projector(log.backend)
+    assert {v.name: projector.position(v) for v in projector.views} == dict.fromkeys(["runs", "steps", "deliveries"], 54)
+    projector.rebuild(page_size=100, helper=False)
+    assert snapshot(store_path) == rebuilt
 
 
 def test_a_page_that_fails_leaves_no_trace_in_memory(log, store_path, monkeypatch):
@@ -211,18 +248,14 @@ def test_a_helper_that_fails_leaves_its_views_to_the_rebuilding_process(log, sto
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_pages_folded_before_the_lock_and_a_rebuild_agree_on_both_backends(backend, store_path, request):
+def test_a_rebuild_with_or_without_a_helper_and_a_catch_up_agree_on_both_backends(backend, store_path, request):
     if backend == "postgresql" and POSTGRES_UNREACHABLE:
         pytest.skip(POSTGRES_UNREACHABLE)
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else store_path
     log = open_log(url)
     try:
-        events = []
-        for i in range(12):
-            rid = f"r{i}"
-            events += [triggered(rid), ev("run.started", run_id=rid), step("step.started", rid), step("step.succeeded", rid)]
-            events += [ev("message.queued", message_id=f"m{i}", channel="email", recipient="u", run_id=rid, step="email-1")]
-            events += [ev("message.delivered", message_id=f"m{i}"), ev("message.opened", message_id=f"m{i}")]
+        events = _runs_with_messages(0, 12)
+        events += [ev("message.opened", message_id=f"m{i}") for i in range(0, 12, 2)]
         ledger.append_input(log, jsonl(events))
         projector = Projector(log.backend)
 
@@ -241,7 +274,7 @@ def test_pages_folded_before_the_lock_and_a_rebuild_agree_on_both_backends(backe
         assert projector.rebuild(helper=True, page_size=13) == len(events)
         assert rows() == expected
         _clear(log, projector)
-        projector.catch_up(page_size=13, fold_first=True)
+        projector.catch_up(page_size=13)
         assert rows() == expected
     finally:
         log.close()
@@ -265,7 +298,7 @@ def _some_runs_and_messages(n: int = 10) -> list[dict]:
 
 
 @pytest.mark.parametrize("helper", [False, True])
-def test_a_rebuild_makes_the_query_indexes_it_left_out_while_folding(log, store_path, helper):
+def test_a_staged_rebuild_folds_without_the_query_indexes_and_the_store_gets_them_all(log, store_path, helper):
     ledger.append_input(log, jsonl(_some_runs_and_messages()))
     projector = Projector(log.backend)
     projector.ensure_tables()
@@ -275,18 +308,41 @@ def test_a_rebuild_makes_the_query_indexes_it_left_out_while_folding(log, store_
     catch_up = Projector.catch_up
 
     def watching(self, *args, **kwargs):
-        seen_while_folding.append(_indexes(store_path))
+        if isinstance(self.backend, StagingBackend):
+            seen_while_folding.append((self.views, _indexes(self.backend.path)))
         return catch_up(self, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as m:
         m.setattr(Projector, "catch_up", watching)
         projector.rebuild(helper=helper, page_size=4)
+    # With a helper, its staging file is another process's: only this one's is seen here.
+    [(views, seen)] = seen_while_folding
+    assert {v.name for v in views} == ({"runs", "steps"} if helper else {"runs", "steps", "deliveries"})
+    assert seen == set().union(*(v.index_names() - v.query_indexes for v in views))
+    assert _indexes(store_path) == every_index
+    assert _staging_files(store_path) == []
+
+
+def test_a_rebuild_in_place_makes_the_query_indexes_it_left_out_while_folding(log, store_path):
+    ledger.append_input(log, jsonl(_some_runs_and_messages()))
+    projector = Projector(log.backend)
+    projector.ensure_tables()
+    seen_while_folding = []
+    catch_up = Projector.catch_up
+
+    def watching(self, *args, **kwargs):
+        seen_while_folding.append(_indexes(store_path))
+        return catch_up(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Projector, "catch_up", watching)
+        projector._rebuild_in_place(projector.views, 4, None)
     query_indexes = set().union(*(v.query_indexes for v in projector.views))
     assert query_indexes and not query_indexes & seen_while_folding[0]
-    assert _indexes(store_path) == every_index
+    assert _indexes(store_path) == _every_index()
 
 
-def test_a_rebuild_stopped_before_its_indexes_leaves_them_to_the_next_projector(log, store_path, monkeypatch):
+def test_a_rebuild_in_place_stopped_before_its_indexes_leaves_them_to_the_next_projector(log, store_path, monkeypatch):
     events = _some_runs_and_messages()
     ledger.append_input(log, jsonl(events))
     Projector(log.backend).rebuild(helper=False, page_size=4)
@@ -296,14 +352,56 @@ def test_a_rebuild_stopped_before_its_indexes_leaves_them_to_the_next_projector(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Projector, "make_query_indexes", stopped)
+    projector = Projector(log.backend)
     with pytest.raises(KeyboardInterrupt):
-        Projector(log.backend).rebuild(helper=False, page_size=4)
+        projector._rebuild_in_place(projector.views, 4, None)
     assert _indexes(store_path) < every_index
     monkeypatch.undo()
     # In this process, or in the next one to open the store.
     Projector(log.backend).catch_up()
     assert _indexes(store_path) == every_index
     assert snapshot(store_path) == expected
+
+
+@pytest.mark.parametrize("helper", [False, True])
+def test_a_staged_rebuild_stopped_part_way_leaves_the_views_as_they_were(log, store_path, monkeypatch, helper):
+    ledger.append_input(log, jsonl(_some_runs_and_messages()))
+    projector = Projector(log.backend)
+    projector.catch_up()
+    before, indexes = snapshot(store_path), _indexes(store_path)
+    positions = {v.name: projector.position(v) for v in projector.views}
+    apply_page = Projector._apply_page
+
+    def interrupted(self, views, page_size, memories=None):
+        if isinstance(self.backend, StagingBackend) and "-runs-steps" in self.backend.path:
+            raise KeyboardInterrupt  # Ctrl-C while staging
+        return apply_page(self, views, page_size, memories)
+
+    monkeypatch.setattr(Projector, "_apply_page", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        projector.rebuild(helper=helper, page_size=4)
+    monkeypatch.undo()
+    assert snapshot(store_path) == before and _indexes(store_path) == indexes
+    assert {v.name: projector.position(v) for v in projector.views} == positions
+    assert _staging_files(store_path) == []
+
+
+def test_a_staging_file_a_killed_rebuild_left_is_removed_by_the_next(log, store_path):
+    ledger.append_input(log, jsonl(_some_runs_and_messages()))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has ended
+    left = f"{store_path}.rebuild-{pid}-runs-steps"
+    alive = f"{store_path}.rebuild-{os.getppid()}-deliveries"  # another rebuild, still running
+    for path in (left, alive):
+        with open(path, "wb") as f:
+            f.write(b"half a view")
+    Projector(log.backend).rebuild(helper=False, page_size=4)
+    assert _staging_files(store_path) == [alive]
+
+
+def _staging_files(store_path: str) -> list[str]:
+    """The staging files beside a store."""
+    return sorted(glob.glob(glob.escape(store_path) + ".rebuild-*"))
 
 
 def test_rows_written_in_key_order_keep_the_last_word_for_each_key():

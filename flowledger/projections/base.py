@@ -15,11 +15,39 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
+
 from flowledger.projections.memory import Memory
 
 
 Event = tuple[int, str, dict[str, Any]]
 """One event of the log, as a view sees it: (log position, event type, stored event)."""
+
+
+class LogReader:
+    """The log a view folds, for a view that refolds a key from all its events: a stream
+    read through the log's own (stream, version) key, never a scan."""
+
+    def __init__(self, backend: Any, cursor: Any = None) -> None:
+        self.backend = backend
+        """The store holding the log."""
+        self.cursor = cursor
+        """A cursor of the page's own transaction on that store (None: the log is another
+        store's, read in a transaction of its own: it only grows)."""
+
+    def streams(self, names: Sequence[str], upto: int) -> dict[str, list[tuple[int, dict[str, Any]]]]:
+        """The events of these streams up to log position ``upto``: (position, event),
+        each stream's in log order; a stream with none is left out."""
+        if self.cursor is not None:
+            rows = self.backend.select_streams(self.cursor, names, upto)
+        else:
+            with self.backend.transaction(write=False) as c:
+                rows = self.backend.select_streams(c, names, upto)
+        found: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        loads = orjson.loads
+        for stream, position, state in rows:
+            found.setdefault(stream, []).append((position, loads(state)))
+        return found
 
 
 class View:
@@ -53,19 +81,15 @@ class View:
         """The names of all its indexes."""
         return {name for name in map(_index_name, self.ddl) if name is not None}
 
-    def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
+    def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory, log: LogReader) -> Writes:
         """Fold a page of events (in log order, only of :attr:`topics`): what to write.
 
         ``memory`` holds what the view committed in earlier pages of the same catch-up;
-        the view reads from the tables (through ``c``, which may be a read-only
-        transaction) only what it does not find there, and leaves in it the rows it is
-        about to write. Nothing is written here.
+        the view reads from the tables (through ``c``) only what it does not find there,
+        and leaves in it the rows it is about to write; ``log`` reads streams of the log
+        the page came from. Nothing is written here.
         """
         raise NotImplementedError
-
-    def apply(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> None:
-        """Fold a page of events into the tables, in the transaction of ``c``."""
-        self.fold(c, events, memory).run(c)
 
 
 class Writes:

@@ -1,9 +1,11 @@
 """The deliveries view: one row per message, and per-workflow, per-channel counters.
 
 A message's status is decided from all its facts by occurred_at (see
-:mod:`flowledger.projections.delivery`), never by arrival order, so the view keeps each
-message's facts (trimmed to what the fold reads) and refolds them when one more arrives.
-The counters move by the difference between a message's old and new record.
+:mod:`flowledger.projections.delivery`), never by arrival order, so the view refolds a
+message from all its facts when one more arrives: those it remembers from earlier pages
+of the same catch-up, or else the message's stream in the log, read through the log's
+own (stream, version) key. The counters move by the difference between a message's old
+and new record.
 """
 
 from __future__ import annotations
@@ -16,31 +18,13 @@ from typing import Any
 import orjson
 
 from flowledger.domain.event_types import MESSAGE_EVENT_TYPES
-from flowledger.projections.base import Counters, Event, View, Writes, upsert_sql
+from flowledger.projections.base import Counters, Event, LogReader, View, Writes, upsert_sql
+from flowledger.projections.delivery import DELIVERY_FIELDS, delivery_values
 from flowledger.projections.memory import Memory
 from flowledger.store.backend import in_chunks
-from flowledger.projections.delivery import DELIVERY_FIELDS, delivery_record
 
-DELIVERY_COLUMNS = ("seq", "workflow", "recipient_json", *DELIVERY_FIELDS, "facts")
+DELIVERY_COLUMNS = ("seq", "workflow", "recipient_json", *DELIVERY_FIELDS)
 """The columns of the deliveries table."""
-
-_FACT_FIELDS = (
-    "id",
-    "type",
-    "occurred_at",
-    "cost",
-    "channel",
-    "recipient",
-    "run_id",
-    "step",
-    "provider",
-    "provider_message_id",
-    "url",
-    "reason",
-    "error",
-    "machine",
-    "temporary",
-)
 _SUCCEEDED = frozenset({"sent", "delivered", "read", "opened", "clicked"})
 _DELIVERED = frozenset({"delivered", "read", "opened", "clicked"})
 _FAILED = frozenset({"failed", "bounced"})
@@ -51,43 +35,51 @@ NO_WORKFLOW = ""
 
 def metrics(record: dict[str, Any]) -> dict[str, float]:
     """What one delivery adds to its workflow's and channel's counters."""
-    if record["channel"] is None:
-        return {}  # not queued yet: its channel is unknown, so it counts nowhere yet
-    m: dict[str, float] = {"total": 1}
-    status = record["status"]
-    if record["ever_sent"]:
-        m["sent"] = 1
-        if record["cost_amount"] is None:
-            m["unpriced"] = 1
+    return dict(_metrics(tuple(record[f] for f in DELIVERY_FIELDS)))
+
+
+def _metrics(values: Sequence[Any]) -> tuple[tuple[str, float], ...]:
+    """:func:`metrics` of a record's values, in :data:`DELIVERY_FIELDS` order."""
+    (_, channel, _, _, _, _, status, _, _, _, read_at, opened_at, clicked_at, _, _, _, _, _,
+     cost_amount, cost_currency, _, _, ever_sent, _, human_opened_at, complained_at, unsubscribed_at) = values
+    if channel is None:
+        return ()  # not queued yet: its channel is unknown, so it counts nowhere yet
+    m: list[tuple[str, float]] = [("total", 1)]
+    if ever_sent:
+        m.append(("sent", 1))
+        if cost_amount is None:
+            m.append(("unpriced", 1))
     if status in _SUCCEEDED:
-        m["succeeded"] = 1
-    if status in _FAILED:
-        m["failed"] = 1
-    if status in _DELIVERED:
-        m["delivered"] = 1
-    if record["read_at"] is not None and status not in _FAILED:
-        m["read"] = 1
-    if record["opened_at"] is not None:
-        m["opened"] = 1
-    if record["clicked_at"] is not None:
-        m["clicked"] = 1
-    if record["human_opened_at"] is not None:
-        m["human_opened"] = 1
-    if record["complained_at"] is not None:
-        m["complained"] = 1
-    if record["unsubscribed_at"] is not None:
-        m["unsubscribed"] = 1
-    if record["cost_amount"] is not None:
+        m.append(("succeeded", 1))
+        if status in _DELIVERED:
+            m.append(("delivered", 1))
+    elif status in _FAILED:
+        m.append(("failed", 1))
+    if read_at is not None and status not in _FAILED:
+        m.append(("read", 1))
+    if opened_at is not None:
+        m.append(("opened", 1))
+    if clicked_at is not None:
+        m.append(("clicked", 1))
+    if human_opened_at is not None:
+        m.append(("human_opened", 1))
+    if complained_at is not None:
+        m.append(("complained", 1))
+    if unsubscribed_at is not None:
+        m.append(("unsubscribed", 1))
+    if cost_amount is not None:
         # Whole micro-units, so sums are exact in any order (incremental == rebuild).
-        m["cost_micros:" + (record["cost_currency"] or "")] = round(record["cost_amount"] * 1_000_000)
-    return m
+        m.append(("cost_micros:" + (cost_currency or ""), round(cost_amount * 1_000_000)))
+    return tuple(m)
 
 
 class DeliveriesView(View):
     """Message deliveries and channel counters per workflow."""
 
     name = "deliveries"
-    version = 3  # 2: human_opened_at, complained_at, unsubscribed_at; 3: messages before their run
+    # 2: human_opened_at, complained_at, unsubscribed_at; 3: messages before their run;
+    # 4: no facts column (a message's facts are read from the log when it is refolded)
+    version = 4
     topics = MESSAGE_EVENT_TYPES | {"run.triggered"}
     tables = ("deliveries", "delivery_runs", "channel_counts")
     ddl = (
@@ -98,7 +90,7 @@ class DeliveriesView(View):
         "clicked_at TEXT, failed_at TEXT, opens_total INTEGER, opens_unique INTEGER, "
         "clicks_total INTEGER, clicks_unique INTEGER, cost_amount REAL, cost_currency TEXT, "
         "provider_message_id TEXT, error TEXT, ever_sent INTEGER, updated_at TEXT, "
-        "human_opened_at TEXT, complained_at TEXT, unsubscribed_at TEXT, facts BLOB)",
+        "human_opened_at TEXT, complained_at TEXT, unsubscribed_at TEXT)",
         "CREATE UNIQUE INDEX IF NOT EXISTS deliveries_by_seq ON deliveries (seq)",
         "CREATE INDEX IF NOT EXISTS deliveries_by_run ON deliveries (run_id, seq)",
         "CREATE INDEX IF NOT EXISTS deliveries_by_channel ON deliveries (channel, seq)",
@@ -118,7 +110,7 @@ class DeliveriesView(View):
         }
     )
 
-    def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
+    def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory, log: LogReader) -> Writes:
         """Refold each message the page touches from all its facts; move the counters."""
         messages: dict[str, _Message] = memory.table("deliveries")
         workflows: dict[str, str | None] = memory.table("delivery_runs")  # run id -> workflow
@@ -139,43 +131,30 @@ class DeliveriesView(View):
                     workflows[rid] = workflow
                     early.append(rid)
         facts: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-        picks = _PICKS
         for position, kind, body in events:
-            if kind == "run.triggered":
-                continue
-            mid = body["message_id"]
-            keys = tuple(body)
-            fields = picks.get(keys)
-            if fields is None:
-                fields = _pick(keys)
-            fact = (position, {k: body[k] for k in fields})
-            found = facts.get(mid)
-            if found is None:
-                facts[mid] = [fact]
-            else:
-                found.append(fact)
+            if kind != "run.triggered":
+                mid = body["message_id"]
+                found = facts.get(mid)
+                if found is None:
+                    facts[mid] = [(position, body)]
+                else:
+                    found.append((position, body))
         for mid in _messages_of(c, early):
             facts.setdefault(mid, [])
         if not facts:
             return writes
-        _recall(c, messages, [mid for mid in facts if mid not in messages and memory.may_be_stored("deliveries", mid)])
-        counters = Counters("channel_counts", ("workflow", "channel", "metric"))
-        records = []
+        # A message this memory does not hold may have a row: read it, and its facts so
+        # far from the log (those of this page among them).
+        recalled = _recall(c, log, messages, [mid for mid in facts if mid not in messages and memory.may_be_stored("deliveries", mid)], events[-1][0])
+        folded = []
         for mid, new in facts.items():
             m = messages.get(mid)
             if m is None:
-                m = _Message(new[0][0], orjson.dumps(new))
-                everything = new
-            else:
-                # Kept as stored, not as objects: a message is rarely touched again, and a
-                # few hundred bytes of JSON weigh a tenth of the dictionaries they hold.
-                everything = [tuple(f) for f in orjson.loads(m.blob)] + new
-                if new:
-                    # The stored list with the new facts appended: what dumping it whole gives.
-                    m.blob = m.blob[:-1] + b"," + orjson.dumps(new)[1:]
-            record = delivery_record(mid, everything)
-            records.append((m, record))
-        wanted = {r["run_id"] for _, r in records if r["run_id"] is not None}
+                m = messages[mid] = _Message(new[0][0], new)
+            elif mid not in recalled:
+                m.facts += new
+            folded.append((m, delivery_values(mid, m.facts)))
+        wanted = {v[_RUN_ID] for _, v in folded if v[_RUN_ID] is not None}
         _recall_runs(c, workflows, [r for r in wanted if r not in workflows and memory.may_be_stored("delivery_runs", r)])
         # A run no trigger has named yet is noted without a workflow, for its trigger to find.
         unnamed = [(rid,) for rid in wanted if rid not in workflows]
@@ -183,28 +162,34 @@ class DeliveriesView(View):
         for (rid,) in unnamed:
             workflows[rid] = None
         out = []
+        counters = Counters("channel_counts", ("workflow", "channel", "metric"))
         deltas = counters.deltas  # summed here, not through add(): a hot loop
         dumps = orjson.dumps
-        for m, record in records:
-            rid = record["run_id"]
-            record["workflow"] = workflow = workflows.get(rid) if rid else None
-            recipient = record["recipient"]
-            recipient_json = record["recipient_json"] = None if recipient is None else dumps(recipient).decode()
-            if isinstance(recipient, dict):
-                record["recipient"] = recipient["id"]
-            record["ever_sent"] = int(bool(record["ever_sent"]))
+        for m, values in folded:
+            rid = values[_RUN_ID]
+            workflow = workflows.get(rid) if rid else None
+            recipient = values[_RECIPIENT]
+            if recipient is None:
+                recipient_json = None
+            else:
+                recipient_json = dumps(recipient).decode()
+                if isinstance(recipient, dict):
+                    recipient = recipient["id"]
             if m.metrics is not None:
                 key, channel = m.counted
                 for metric, value in m.metrics:
                     deltas[(key, channel, metric)] -= value
-            m.metrics = found = tuple(metrics(record).items())
-            m.counted = (key, channel) = (workflow or NO_WORKFLOW, record["channel"])
+            m.metrics = found = _metrics(values)
+            m.counted = (key, channel) = (workflow or NO_WORKFLOW, values[_CHANNEL])
             for metric, value in found:
                 deltas[(key, channel, metric)] += value
-            out.append((m.seq, workflow, recipient_json, *_FIELDS(record), m.blob))
-            mid = record["message_id"]
-            if messages.get(mid) is m:
-                del messages[mid]  # written again: the last to be forgotten
+            out.append(
+                (m.seq, workflow, recipient_json, *values[:_RECIPIENT], recipient, *values[_RECIPIENT + 1 : _EVER_SENT],
+                 int(values[_EVER_SENT]), *values[_EVER_SENT + 1 :])
+            )
+            # Written again: the last to be forgotten.
+            mid = values[0]
+            del messages[mid]
             messages[mid] = m
         writes.add(_UPSERT, out, key=_BY_MESSAGE)
         writes.count(counters)
@@ -212,37 +197,44 @@ class DeliveriesView(View):
 
 
 class _Message:
-    """What the view keeps of one message: its facts as stored, and what its row counted."""
+    """What the view keeps of one message: its facts, and what its row counted."""
 
-    __slots__ = ("seq", "blob", "metrics", "counted")
+    __slots__ = ("seq", "facts", "metrics", "counted")
 
     def __init__(
         self,
         seq: int,
-        blob: bytes,
+        facts: list[tuple[int, dict[str, Any]]],
         metrics: tuple[tuple[str, float], ...] | None = None,
         counted: tuple[str, str | None] = (NO_WORKFLOW, None),
     ) -> None:
         self.seq = seq
         """The log position of its first fact."""
-        self.blob = blob
-        """Its facts, (log position, trimmed event) in log order, as stored (JSON)."""
+        self.facts = facts
+        """Its facts, (log position, event) in log order."""
         self.metrics = metrics
         """What its row adds to the counters (None: no row yet)."""
         self.counted = counted
         """The (workflow key, channel) its metrics count under."""
 
 
-def _recall(c: sqlite3.Cursor, messages: dict[str, _Message], ids: Iterable[str]) -> None:
-    """Read messages not in memory from their rows (those that have one)."""
-    wanted = [mid for mid in ids if mid not in messages]
-    for chunk, marks in in_chunks(wanted):
+def _recall(c: sqlite3.Cursor, log: LogReader, messages: dict[str, _Message], ids: list[str], upto: int) -> set[str]:
+    """Read the messages that have a row into memory, with their facts up to log position
+    ``upto`` from the log; returns their ids."""
+    rows: dict[str, dict[str, Any]] = {}
+    for chunk, marks in in_chunks(ids):
         c.execute(f"SELECT {_SELECT} FROM deliveries WHERE message_id IN ({marks})", chunk)
         for row in c.fetchall():
-            old = dict(zip(_READ, row))
-            messages[old["message_id"]] = _Message(
-                old["seq"], bytes(old["facts"]), tuple(metrics(old).items()), (old["workflow"] or NO_WORKFLOW, old["channel"])
-            )
+            rows[row[0]] = dict(zip(_READ, row))
+    if not rows:
+        return set()
+    streams = log.streams(["message:" + mid for mid in rows], upto)
+    for mid, old in rows.items():
+        messages[mid] = _Message(
+            old["seq"], streams.get("message:" + mid, []), _metrics(tuple(old[f] for f in DELIVERY_FIELDS)),
+            (old["workflow"] or NO_WORKFLOW, old["channel"]),
+        )
+    return set(rows)
 
 
 def _messages_of(c: sqlite3.Cursor, run_ids: list[str]) -> list[str]:
@@ -262,18 +254,7 @@ def _recall_runs(c: sqlite3.Cursor, workflows: dict[str, str | None], ids: Itera
         workflows.update((rid, workflow) for rid, workflow in c.fetchall())
 
 
-_PICKS: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-
-def _pick(keys: tuple[str, ...]) -> tuple[str, ...]:
-    """The fact fields an event with these keys has, in :data:`_FACT_FIELDS` order (kept)."""
-    fields = tuple(k for k in _FACT_FIELDS if k in keys)
-    if len(_PICKS) < 10_000:  # events have few shapes; a bound all the same
-        _PICKS[keys] = fields
-    return fields
-
-
-_FIELDS = itemgetter(*DELIVERY_FIELDS)
+_RUN_ID, _RECIPIENT, _CHANNEL, _EVER_SENT = (DELIVERY_FIELDS.index(f) for f in ("run_id", "recipient", "channel", "ever_sent"))
 _BY_MESSAGE = itemgetter(DELIVERY_COLUMNS.index("message_id"))
 _READ = ("message_id", *(k for k in DELIVERY_COLUMNS if k != "message_id"))
 _SELECT = ", ".join(_READ)

@@ -91,21 +91,39 @@ _OPEN_PROOF = ("opened", "clicked")
 
 def delivery_record(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
     """Fold the (log position, event body) facts of one message into its delivery record."""
-    known = _dedupe(message_id, facts)
-    record: dict[str, Any] = dict.fromkeys(DELIVERY_FIELDS)
-    record["message_id"] = message_id
-    record["opens_total"] = record["opens_unique"] = record["clicks_total"] = record["clicks_unique"] = 0
-    record["ever_sent"] = False
-    if not known:
-        return record
+    return dict(zip(DELIVERY_FIELDS, delivery_values(message_id, facts)))
 
-    # Last resort on ties: the sender's event id, not the log position, so the record
-    # does not depend on which of two same-second facts arrived first. Positions are
-    # unique, so the sort never compares the kinds or bodies that ride along.
-    ordered = sorted(
-        (body["occurred_at"], _TIE_RANK[kind], body.get("id", ""), position, kind, body)
-        for position, (kind, body) in known.items()
-    )
+
+def delivery_values(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]) -> tuple[Any, ...]:
+    """The delivery record's values, in :data:`DELIVERY_FIELDS` order (what a view writes)."""
+    # Each fact once (by log position), with its kind, ordered by when it happened. Last
+    # resort on ties: the sender's event id, not the log position, so the record does not
+    # depend on which of two same-second facts arrived first. Positions are unique, so the
+    # sort never compares the kinds or bodies that ride along.
+    kinds = _KINDS
+    seen: dict[int, dict[str, Any]] = {}
+    ordered = []
+    for position, body in facts:
+        kind = kinds.get(body.get("type", ""))  # type: ignore[arg-type]
+        if kind is None:
+            raise ValueError(f"not a message event: {body.get('type', '')!r}")
+        if body.get("message_id", message_id) != message_id:
+            raise ValueError(
+                f"fact at position {position} is about message {body['message_id']!r}, not {message_id!r}"
+            )
+        known = seen.get(position)
+        if known is not None:
+            # One position is one stored event; two bodies for it means the caller mixed
+            # logs, and keeping either would make the record depend on arrival order.
+            if known != body:
+                raise ValueError(f"two different facts given for log position {position}")
+            continue
+        seen[position] = body
+        ordered.append((body["occurred_at"], _TIE_RANK[kind], body.get("id", ""), position, kind, body))
+    if not ordered:
+        return (message_id, *_EMPTY)
+    ordered.sort()
+
     status = "queued"
     setter: dict[str, Any] | None = None
     earliest: dict[str, str] = {}
@@ -122,17 +140,24 @@ def delivery_record(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
     for at, _, event_id, position, kind, body in ordered:
         if kind not in earliest:
             earliest[kind] = at
+        # The status, as _step says (inlined: this loop is a rebuild's hottest).
         if kind == "queued":
             if queued is None:
                 queued = body
-        elif kind == "opened":
-            opens += 1
-            seen_open.append(body)
-        elif kind == "clicked":
-            clicks += 1
-            urls.add(body["url"])
-            seen_open.append(body)
-        status, setter = _step(status, setter, kind, body)
+        elif kind in _REACTIONS:
+            pass
+        elif kind in _NEGATIVE:
+            if not body.get("temporary"):
+                status, setter = kind, body
+        else:
+            if kind == "opened":
+                opens += 1
+                seen_open.append(body)
+            elif kind == "clicked":
+                clicks += 1
+                urls.add(body["url"])
+                seen_open.append(body)
+            status, setter = _step(status, setter, kind, body)
         if body.get("cost") is not None:
             latest = (at, event_id, position)
             if latest > priced_at:
@@ -143,62 +168,58 @@ def delivery_record(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
                 provider_id, provider_id_at = body["provider_message_id"], latest
 
     if queued is not None:
-        record["channel"] = queued["channel"]
-        record["provider"] = queued.get("provider")
-        record["recipient"] = _copy(queued["recipient"])
-        record["run_id"] = queued.get("run_id")
-        record["step"] = queued.get("step")
-    delivered = earliest.get("delivered")
-    human = [b["occurred_at"] for b in seen_open if not _by_machine(b, delivered)]
+        channel = queued["channel"]
+        provider = queued.get("provider")
+        recipient = _copy(queued["recipient"])
+        run_id = queued.get("run_id")
+        step = queued.get("step")
+    else:
+        channel = provider = recipient = run_id = step = None
+    get = earliest.get
+    delivered = get("delivered")
+    human = [b["occurred_at"] for b in seen_open if not _by_machine(b, delivered)] if seen_open else None
     opened_at = _first(earliest, _OPEN_PROOF)
-    record["human_opened_at"] = min(human) if human else None
-    record["complained_at"] = earliest.get("complained")
-    record["unsubscribed_at"] = earliest.get("unsubscribed")
-    record["status"] = status
-    record["queued_at"] = earliest.get("queued")
-    record["sent_at"] = earliest.get("sent")
-    record["delivered_at"] = _first(earliest, _DELIVERY_PROOF)
-    record["read_at"] = earliest.get("read")
-    record["opened_at"] = opened_at
-    record["clicked_at"] = earliest.get("clicked")
-    record["opens_total"] = opens
-    record["opens_unique"] = 1 if opened_at else 0
-    record["clicks_total"] = clicks
-    record["clicks_unique"] = len(urls)
-    record["ever_sent"] = not _SENT_PROOF.isdisjoint(earliest)
-    record["updated_at"] = ordered[-1][0]
-    if setter is not None:
-        record["failed_at"] = setter["occurred_at"]
-        record["error"] = _failure_text(setter)
     if priced is not None:
-        record["cost_amount"] = float(priced["cost"]["amount"])
-        record["cost_currency"] = priced["cost"]["currency"]
-    record["provider_message_id"] = provider_id
-    return record
-
-
-def _dedupe(
-    message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
-) -> dict[int, tuple[str, dict[str, Any]]]:
-    """The facts by log position, each with its kind (checked once here)."""
-    known: dict[int, tuple[str, dict[str, Any]]] = {}
-    for position, body in facts:
-        kind = _kind(body)
-        if body.get("message_id", message_id) != message_id:
-            raise ValueError(
-                f"fact at position {position} is about message {body['message_id']!r}, "
-                f"not {message_id!r}"
-            )
-        # One position is one stored event; two bodies for it means the caller mixed logs,
-        # and keeping either would make the record depend on arrival order.
-        seen = known.get(position)
-        if seen is not None and seen[1] != body:
-            raise ValueError(f"two different facts given for log position {position}")
-        known[position] = (kind, body)
-    return known
+        cost_amount, cost_currency = float(priced["cost"]["amount"]), priced["cost"]["currency"]
+    else:
+        cost_amount = cost_currency = None
+    return (
+        message_id,
+        channel,
+        provider,
+        recipient,
+        run_id,
+        step,
+        status,
+        get("queued"),
+        get("sent"),
+        _first(earliest, _DELIVERY_PROOF),
+        get("read"),
+        opened_at,
+        get("clicked"),
+        setter["occurred_at"] if setter is not None else None,
+        opens,
+        1 if opened_at else 0,
+        clicks,
+        len(urls),
+        cost_amount,
+        cost_currency,
+        provider_id,
+        _failure_text(setter) if setter is not None else None,
+        not _SENT_PROOF.isdisjoint(earliest),
+        ordered[-1][0],
+        min(human) if human else None,
+        get("complained"),
+        get("unsubscribed"),
+    )
 
 
 _KINDS = {"message." + short: short for short in _TIE_RANK}
+# A message with no fact yet: every value but its id (and the zero counts) unknown.
+_EMPTY = tuple(
+    {"opens_total": 0, "opens_unique": 0, "clicks_total": 0, "clicks_unique": 0, "ever_sent": False}.get(f)
+    for f in DELIVERY_FIELDS[1:]
+)
 
 
 def _kind(body: dict[str, Any]) -> str:

@@ -1,18 +1,17 @@
 """A second process for a rebuild: it folds some of the views while the first folds the
 others, so that a rebuild uses two cores.
 
-Each process catches up its own views with :meth:`Projector.catch_up` (``fold_first``):
-it folds a page outside the write lock and takes the lock only to write the page and
-move its views' positions, so the folding of one overlaps the writing of the other.
-Exactly-once holds as in any catch-up: a view's rows and position commit together, and
-a page whose view moved meanwhile is folded again.
+Each process folds its own views into a staging file of its own with
+:meth:`Projector.rebuild_staged`, and replaces the store's views by them when it is done:
+the two never wait for each other's lock while folding. Exactly-once holds as in any
+catch-up: a view's rows and position go into the store together, in one transaction.
 
 Only for SQLite files (both the views' store and the log's): a new process can open a
 file by its path, while a PostgreSQL store's URL may carry a password the backend no
 longer has. The helper is a fresh interpreter, not a fork: a forked child must not
 inherit open SQLite connections.
 
-    echo go | python -m flowledger.projections.helper STORE [--source LOG] --page-size N VIEW...
+    python -m flowledger.projections.helper STORE [--source LOG] --page-size N VIEW...
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,15 +53,6 @@ class Helper:
         """The process."""
         self._errors = errors
 
-    def go(self) -> None:
-        """Tell the helper the views are empty: it may start folding."""
-        try:
-            assert self.process.stdin is not None
-            self.process.stdin.write(b"go\n")
-            self.process.stdin.close()
-        except OSError:
-            pass  # it has ended already; wait() says how, and its views get folded here
-
     def wait(self) -> bool:
         """Wait for the helper to end; whether it folded all its views."""
         code = self.process.wait()
@@ -73,9 +64,7 @@ class Helper:
         return code == 0
 
     def stop(self) -> None:
-        """End the helper now (its page in flight rolls back) and wait for it."""
-        if self.process.stdin is not None and not self.process.stdin.closed:
-            self.process.stdin.close()
+        """End the helper now (what it was writing to the store rolls back) and wait for it."""
         self.process.terminate()
         self.process.wait()
         self._errors.close()
@@ -97,7 +86,7 @@ def start_helper(backend: SQLBackend, source: SQLBackend, views: Sequence[View],
     errors = tempfile.TemporaryFile()
     try:
         process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, env=env
         )
     except OSError as e:
         errors.close()
@@ -124,7 +113,7 @@ def _sqlite_path(backend: Any) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Catch up the named views of a store, folding each page before taking the lock."""
+    """Rebuild the named views of a store through a staging file of this process's own."""
     from flowledger.projections.projector import Projector
     from flowledger.store.sqlite import SQLiteBackend
 
@@ -135,21 +124,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--page-size", type=int, required=True)
     parser.add_argument("--lock-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
-    # Started before the views were emptied: fold nothing until told they are.
-    if sys.stdin.readline().strip() != "go":
-        return
+    # Stopped by the rebuilding process: unwind, so that the staging file is removed.
+    signal.signal(signal.SIGTERM, _exit)
     backend = SQLiteBackend(args.store, lock_timeout=args.lock_timeout, create=False)
     source = SQLiteBackend(args.source, lock_timeout=args.lock_timeout, create=False) if args.source else None
     try:
-        projector = Projector(backend, source=source, rebuilding=True)
-        views = [projector.view(name) for name in args.views]
-        projector.catch_up(views, page_size=args.page_size, fold_first=True)
-        # Made here, they take turns at the lock with the other process's folding.
-        projector.make_query_indexes(views)
+        projector = Projector(backend, source=source)
+        projector.rebuild_staged([projector.view(name) for name in args.views], page_size=args.page_size)
     finally:
         backend.close()
         if source is not None:
             source.close()
+
+
+def _exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

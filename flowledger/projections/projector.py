@@ -7,10 +7,14 @@ and moves the position (eventsourcing's ``tracking`` table, forward only): two
 projectors of one view, in any processes, can never both apply the same event.
 
 Within one catch-up each view keeps the rows it wrote in a bounded
-:class:`~flowledger.projections.memory.Memory`, so the next page need not read them back.
-A rebuild of a long log on SQLite folds the deliveries in a second process (see
-:mod:`flowledger.projections.helper`), each process folding a page before it takes the
-write lock, so that the two use two cores.
+:class:`~flowledger.projections.memory.Memory`, so the next page need not read them back,
+and reads from the log only the event types its views fold.
+
+A rebuild of a SQLite store folds its views into staging files (see
+:mod:`flowledger.store.staging`) that replace the store's views in one transaction each
+when they are done; for a long log a second process folds the deliveries into a file of
+its own meanwhile (see :mod:`flowledger.projections.helper`), so that a rebuild uses two
+cores and neither process waits for the other's lock.
 """
 
 from __future__ import annotations
@@ -20,25 +24,30 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
-from flowledger.gc_pause import cyclic_gc_paused
+
+from flowledger.domain.event_types import MESSAGE_EVENT_TYPES, RUN_EVENT_TYPES
 from flowledger.errors import FlowledgerError
-from flowledger.projections.base import View, Writes
+from flowledger.gc_pause import cyclic_gc_paused
+from flowledger.projections.base import LogReader, View, Writes
 from flowledger.projections.deliveries_view import DeliveriesView
 from flowledger.projections.helper import split_views, start_helper
 from flowledger.projections.memory import Memory
 from flowledger.projections.runs_view import RunsView
 from flowledger.projections.steps_view import StepsView
 from flowledger.store.backend import SQLBackend
+from flowledger.store.sqlite import SQLiteBackend
+from flowledger.store.staging import StagingBackend, staging_path
 
 DEFAULT_PAGE_SIZE = 2_000
 """Events applied per transaction."""
 REBUILD_PAGE_SIZE = 100_000
-"""Events applied per transaction by a rebuild: fewer, larger commits, and fewer turns at
-the write lock for the two processes of a rebuild (each turn makes the other's page
-cache stale), and each index page a commit rewrites is written once per commit. A page of
-decoded events weighs some 120 MiB."""
+"""Events applied per transaction by a rebuild: fewer, larger commits, each index page a
+commit rewrites written once per commit. A page of decoded events weighs some 120 MiB."""
 HELPER_FROM = 50_000
 """The log length from which a rebuild of several views starts a helper process."""
+
+
+_EVERY_TYPE = RUN_EVENT_TYPES | MESSAGE_EVENT_TYPES
 
 
 class UnknownView(FlowledgerError):
@@ -147,16 +156,8 @@ class Projector:
         *,
         page_size: int = DEFAULT_PAGE_SIZE,
         progress: Callable[[int], None] | None = None,
-        fold_first: bool = False,
     ) -> int:
-        """Apply every event the views have not applied yet; returns how many were read.
-
-        ``fold_first`` folds each page outside the write lock, from a read snapshot, and
-        takes the lock only to check that no other projector moved the views meanwhile
-        and to write: for projectors of different views running side by side, whose
-        folding then overlaps. A page some other projector got to first is folded again,
-        under the lock.
-        """
+        """Apply every event the views have not applied yet; returns how many were read."""
         self.ensure_tables()
         views = list(views) if views is not None else self.views
         if not self._behind(views):
@@ -166,9 +167,7 @@ class Projector:
         total = 0
         with cyclic_gc_paused():
             while True:
-                n = self._fold_then_write(views, page_size, memories) if fold_first else None
-                if n is None:
-                    n = self._apply_page(views, page_size, memories)
+                n = self._apply_page(views, page_size, memories)
                 if n == 0:
                     break
                 total += n
@@ -201,71 +200,48 @@ class Projector:
             with b.transaction(write=True, durable=False) as c:
                 b.lock_views(c, sorted(v.name for v in views))
                 positions = {v.name: b.get_position(c, v.name) for v in views}
-                rows = self._read_page(c, positions, page_size)
-                if not rows:
+                rows, last, n = self._read_page(c, views, positions, page_size)
+                if n == 0:
                     return 0
-                folded = self._fold_page(c, views, positions, rows, memories)
-                self._write(c, folded, rows[-1][0])
+                folded = self._fold_page(c, views, positions, rows, last, memories)
+                self._write(c, folded, last)
         except BaseException:
             for memory in memories.values():
                 memory.forget()
             raise
         for view, _ in folded:
-            memories[view.name].committed(rows[-1][0])
-        return len(rows)
+            memories[view.name].committed(last)
+        return n
 
-    def _fold_then_write(self, views: Sequence[View], page_size: int, memories: dict[str, Memory]) -> int | None:
-        """Fold the next page from a read snapshot, then write it under the lock.
-
-        Returns None, having written nothing, if another projector moved any of the
-        views in between (what the fold read is then not what it must fold onto).
-        """
-        b = self.backend
-        try:
-            with b.transaction(write=False) as c:
-                positions = {v.name: b.get_position(c, v.name) for v in views}
-                rows = self._read_page(c, positions, page_size)
-            if not rows:
-                return 0
-            # No read transaction is held while folding: one held that long by each of
-            # two processes would keep SQLite from ever restarting its write-ahead log,
-            # which would grow by every row the rebuild writes.
-            folded = self._fold_page(_ReadEach(b), views, positions, rows, memories)
-            with b.transaction(write=True, durable=False) as c:
-                b.lock_views(c, sorted(v.name for v in views))
-                moved = any(b.get_position(c, v.name) != positions[v.name] for v in views)
-                if not moved:
-                    self._write(c, folded, rows[-1][0])
-        except BaseException:
-            for memory in memories.values():
-                memory.forget()
-            raise
-        if moved:
-            for memory in memories.values():
-                memory.forget()
-            return None
-        for view, _ in folded:
-            memories[view.name].committed(rows[-1][0])
-        return len(rows)
-
-    def _read_page(self, c: Any, positions: dict[str, int], page_size: int) -> list[Any]:
-        """The next page of the log after the furthest-behind view's position."""
+    def _read_page(
+        self, c: Any, views: Sequence[View], positions: dict[str, int], page_size: int
+    ) -> tuple[list[Any], int, int]:
+        """The next page of the log after the furthest-behind view's position: its events
+        of the types the views fold, its last position and its number of events."""
+        wanted = frozenset().union(*(v.topics for v in views))
+        topics = None if wanted >= _EVERY_TYPE else wanted
+        after = min(positions.values())
         if self.source is self.backend:
-            return self.backend.select_page(c, min(positions.values()), page_size)
+            return self.backend.select_page(c, after, page_size, topics)
         # The log lives elsewhere; it only grows, so reading it in a transaction of its
         # own cannot make the views skip or repeat an event.
         with self.source.transaction(write=False) as sc:
-            return self.source.select_page(sc, min(positions.values()), page_size)
+            return self.source.select_page(sc, after, page_size, topics)
 
-    @staticmethod
     def _fold_page(
-        c: Any, views: Sequence[View], positions: dict[str, int], rows: list[Any], memories: dict[str, Memory]
+        self,
+        c: Any,
+        views: Sequence[View],
+        positions: dict[str, int],
+        rows: list[Any],
+        last: int,
+        memories: dict[str, Memory],
     ) -> list[tuple[View, Writes | None]]:
         """Decode a page once and fold it into each view behind: what each is to write."""
-        wanted = frozenset().union(*(v.topics for v in views))
         loads = orjson.loads
-        page = [(r[0], r[1], loads(r[2])) for r in rows if r[1] in wanted]
-        first, last = rows[0][0], rows[-1][0]
+        page = [(r[0], r[1], loads(r[2])) for r in rows]
+        start = min(positions.values())
+        log = LogReader(self.source, c if self.source is self.backend else None)
         folded: list[tuple[View, Writes | None]] = []
         for view in views:
             mine = positions[view.name]
@@ -274,13 +250,11 @@ class Projector:
             memory = memories[view.name]
             memory.check(mine)
             topics = view.topics
-            if topics >= wanted:
-                events = page if mine < first else [e for e in page if e[0] > mine]
-            elif mine < first:
+            if mine == start:
                 events = [e for e in page if e[1] in topics]
             else:
                 events = [e for e in page if e[0] > mine and e[1] in topics]
-            folded.append((view, view.fold(c, events, memory) if events else None))
+            folded.append((view, view.fold(c, events, memory, log) if events else None))
         return folded
 
     def _write(self, c: Any, folded: list[tuple[View, Writes | None]], last: int) -> None:
@@ -299,46 +273,67 @@ class Projector:
         progress: Callable[[int], None] | None = None,
         helper: bool | None = None,
     ) -> int:
-        """Empty views and fold them again from position 0; returns events read.
+        """Fold views (all by default) again from position 0; returns events read.
 
-        With ``helper`` (by default: for a log of :data:`HELPER_FROM` events or more), a
-        second process folds some of the views while this one folds the others (see
-        :mod:`flowledger.projections.helper`); whatever it leaves undone, this process
-        finishes. The views' query indexes are made last (see :attr:`View.query_indexes`).
+        On a SQLite store the views are folded into staging files and replace the store's
+        own when done (see :meth:`rebuild_staged`): until then queries see the views as
+        they were. With ``helper`` (by default: for a log of :data:`HELPER_FROM` events or
+        more), a second process stages some of the views while this one stages the others
+        (see :mod:`flowledger.projections.helper`); whatever it leaves undone, this process
+        does. Elsewhere (PostgreSQL) the views are emptied and folded in place, their
+        query indexes made last (see :attr:`View.query_indexes`).
         """
         self.ensure_tables()
-        self.rebuilding = True
         views = list(views) if views is not None else self.views
+        if not _stageable(self.backend):
+            return self._rebuild_in_place(views, page_size, progress)
         mine, theirs = split_views(views)
         if helper is None:
             helper = bool(theirs) and self.head() >= HELPER_FROM
-        # Started first, the helper loads its modules while the views are emptied here.
         running = start_helper(self.backend, self.source, theirs, page_size) if helper and theirs else None
+        if running is None:
+            mine, theirs = views, []
+        try:
+            total = self.rebuild_staged(mine, page_size=page_size, progress=progress)
+            if running is not None and not running.wait():
+                # A helper that failed or was stopped replaced none of its views.
+                self.rebuild_staged(theirs, page_size=page_size)
+        except BaseException:
+            if running is not None:
+                running.stop()
+            raise
+        # What was appended while the views were staged.
+        return total + self.catch_up(views, page_size=page_size)
+
+    def rebuild_staged(
+        self, views: Sequence[View], *, page_size: int = REBUILD_PAGE_SIZE, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Fold views from position 0 into a staging file beside the store, make their
+        query indexes there, then replace the store's views by them in one transaction;
+        returns events read. The store's views stay as they were if this fails."""
+        assert isinstance(self.backend, SQLiteBackend)
+        staged = StagingBackend(staging_path(self.backend.path, views), views)
+        try:
+            projector = Projector(staged, views, source=self.source, rebuilding=True)
+            total = projector.catch_up(page_size=page_size, progress=progress)
+            projector.make_query_indexes(views)
+            with staged.transaction(write=False) as c:
+                positions = {v.name: staged.get_position(c, v.name) for v in views}
+            self.backend.merge_staged(staged.path, views, positions)
+        finally:
+            staged.remove()
+        return total
+
+    def _rebuild_in_place(self, views: Sequence[View], page_size: int, progress: Callable[[int], None] | None) -> int:
+        """Empty the views, fold them again in this process, then make their query indexes."""
+        self.rebuilding = True
         try:
             with self.backend.transaction(write=True) as c:
                 self.backend.lock_views(c, sorted(v.name for v in views))
                 for view in views:
                     self.backend.empty_tables(c, view.tables, view.fold_ddl())
                     self.backend.clear_position(c, view.name)
-        except BaseException:
-            self.rebuilding = False
-            if running is not None:
-                running.stop()
-            raise
-        try:
-            if running is None:
-                total = self.catch_up(views, page_size=page_size, progress=progress)
-            else:
-                running.go()
-                try:
-                    total = self.catch_up(mine, page_size=page_size, progress=progress, fold_first=True)
-                    self.make_query_indexes(mine)  # while the helper may still be folding
-                    running.wait()
-                except BaseException:
-                    running.stop()
-                    raise
-                # A helper that failed or was stopped left its views part way: fold the rest here.
-                self.catch_up(theirs, page_size=page_size)
+            total = self.catch_up(views, page_size=page_size, progress=progress)
             self.make_query_indexes(views)
         except BaseException:
             # Its views may lack their query indexes: the next projector must look.
@@ -374,32 +369,6 @@ class Projector:
                 time.sleep(interval)
 
 
-class _ReadEach:
-    """A cursor for folding outside a transaction: each query is a read transaction of its own.
-
-    What the queries read may be newer than the page's snapshot only if another projector
-    moved the view meanwhile, which the write that follows checks before writing.
-    """
-
-    def __init__(self, backend: SQLBackend) -> None:
-        self.backend = backend
-        self.description: Any = None
-        self._rows: list[Any] = []
-
-    def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
-        """Run one query in a read transaction, keeping all its rows."""
-        with self.backend.transaction(write=False) as c:  # type: ignore[attr-defined]
-            c.execute(statement, params)
-            self.description = c.description
-            self._rows = list(c.fetchall())
-
-    def fetchall(self) -> list[Any]:
-        """The rows of the last query."""
-        rows, self._rows = self._rows, []
-        return rows
-
-    def fetchone(self) -> Any:
-        """The next row of the last query, or None."""
-        return self._rows.pop(0) if self._rows else None
-
-
+def _stageable(backend: SQLBackend) -> bool:
+    """Whether a rebuild can fold a store's views into staging files: a SQLite file's."""
+    return isinstance(backend, SQLiteBackend) and not isinstance(backend, StagingBackend) and backend.path != ":memory:"

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from flowledger.domain.event_types import RUN_EVENT_TYPES
-from flowledger.projections.base import Counters, Event, View, Writes, upsert_sql
+from flowledger.projections.base import Counters, Event, LogReader, View, Writes, upsert_sql
 from flowledger.projections.memory import Memory, touch
 from flowledger.projections.run_record import RECORD_FIELDS, RunRecord, seconds_between
 from flowledger.store.backend import in_chunks
@@ -163,7 +163,7 @@ class RunsView(View):
         }
     )
 
-    def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
+    def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory, log: LogReader) -> Writes:
         """Fold run events into runs, counts and summaries."""
         runs: dict[str, list[Any]] = memory.table("runs")  # id -> [record, seq, row as written]
         # A memory that knows every row reads only keys it forgot, one by one as they come.

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from flowledger.domain.event_types import RUN_EVENT_TYPES
-from flowledger.projections.base import Counters, Event, View, Writes, upsert_sql
+from flowledger.projections.base import Counters, Event, LogReader, View, Writes, upsert_sql
 from flowledger.projections.memory import Memory, touch
 from flowledger.projections.run_record import error_text, seconds_between
 from flowledger.store.backend import in_chunks
@@ -89,7 +89,7 @@ class StepsView(View):
         "PRIMARY KEY (workflow, step)) WITHOUT ROWID",
     )
 
-    def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory) -> Writes:
+    def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory, log: LogReader) -> Writes:
         """Fold run events into attempts, step runs and counts."""
         # run id -> _Run; an entry holds every attempt of its run still open, and any
         # other it has read or written (a stopped attempt may still finish after a retry).

@@ -17,11 +17,12 @@ Layout of the file:
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import PersistenceError, Tracking
 from eventsourcing.sqlite import (
@@ -34,6 +35,9 @@ from eventsourcing.sqlite import (
 
 from flowledger.errors import StoreBusy, StoreError
 from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend
+
+if TYPE_CHECKING:
+    from flowledger.projections.base import View
 
 CACHE_KIB = 65_536
 """SQLite's page cache per connection, in KiB (SQLite's default is 2,000)."""
@@ -83,10 +87,14 @@ class SQLiteTransaction:
     SQLITE_BUSY instead of waiting for the lock.
     """
 
-    def __init__(self, backend: SQLiteBackend, *, write: bool, durable: bool = True) -> None:
+    def __init__(
+        self, backend: SQLiteBackend, *, write: bool, durable: bool = True, attach: tuple[str, str] | None = None
+    ) -> None:
         self.backend = backend
         self.write = write
         self.durable = durable
+        self.attach = attach
+        """(name, file) of a database to attach for this transaction only."""
         self._conn: SQLiteConnection | None = None
         self.cursor: sqlite3.Cursor | None = None
 
@@ -95,10 +103,15 @@ class SQLiteTransaction:
             self._conn = self.backend.datastore.pool.get_connection(is_writer=self.write)
             raw: sqlite3.Connection = self._conn._sqlite_conn  # noqa: SLF001
             self.cursor = raw.cursor()
+            # Plain tuples, as PostgreSQL's cursors give (eventsourcing's are sqlite3.Row).
+            self.cursor.row_factory = None
             if not self.durable:
                 # A view can always be refolded from the log: its commits need not wait
                 # for the disk. WAL keeps them atomic; a power cut may only undo the last.
                 self.cursor.execute("PRAGMA synchronous=NORMAL")
+            if self.attach is not None:
+                # Outside the transaction: SQLite attaches nothing inside one.
+                self.cursor.execute(f'ATTACH DATABASE ? AS "{self.attach[0]}"', (self.attach[1],))
             self.cursor.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
         return self.cursor
 
@@ -113,6 +126,8 @@ class SQLiteTransaction:
                         self._conn.rollback()
                 finally:
                     if self.cursor is not None:
+                        if self.attach is not None:
+                            self.cursor.execute(f'DETACH DATABASE "{self.attach[0]}"')
                         if not self.durable:
                             self.cursor.execute("PRAGMA synchronous=FULL")
                         self.cursor.close()
@@ -147,6 +162,10 @@ def _translate(error: BaseException, backend: SQLiteBackend) -> StoreError:
     if "disk" in text and "full" in text:
         return StoreError(f"the disk holding {backend.path} is full; nothing was stored")
     return StoreError(f"the store {backend.path} failed: {text}")
+
+
+# A view's CREATE statement names its table or index without a schema: "main." before it.
+_IN_MAIN = re.compile(r"^(CREATE (?:UNIQUE )?(?:TABLE|INDEX) IF NOT EXISTS )(\w+)")
 
 
 def _has_schema(c: sqlite3.Cursor) -> bool:
@@ -198,14 +217,15 @@ class SQLiteBackend(SQLBackend):
 
 
     def transaction(
-        self, *, write: bool, durable: bool = True, append: bool = False
+        self, *, write: bool, durable: bool = True, append: bool = False, attach: tuple[str, str] | None = None
     ) -> SQLiteTransaction:
         """A transaction; ``write=True`` takes the write lock at once (BEGIN IMMEDIATE).
 
         ``durable=False`` (views only, never the log) commits without waiting for fsync.
         ``append`` (the log's own writes) needs nothing more here: SQLite has one writer.
+        ``attach`` = (name, file): that database is attached for the transaction's length.
         """
-        return SQLiteTransaction(self, write=write, durable=durable)
+        return SQLiteTransaction(self, write=write, durable=durable, attach=attach)
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -239,6 +259,26 @@ class SQLiteBackend(SQLBackend):
     def set_position(self, c: sqlite3.Cursor, name: str, position: int) -> None:
         """Move a view's position on (never back: eventsourcing's tracking refuses)."""
         self._tracking._insert_tracking(c, Tracking(name, position))  # noqa: SLF001
+
+    def merge_staged(self, path: str, views: Sequence[View], positions: dict[str, int]) -> None:
+        """Replace the views' tables by those a staging file holds, and move each view to
+        its position there, in one transaction (see :mod:`flowledger.store.staging`).
+
+        The staging file's tables were made by the same statements, so SQLite copies them
+        page by page, their indexes too, rather than row by row.
+        """
+        with self.transaction(write=True, durable=False, attach=("staged", path)) as c:
+            for view in views:
+                for table in (*view.tables, *view.retired_tables):
+                    c.execute(f'DROP TABLE IF EXISTS main."{table}"')
+                for statement in view.ddl:
+                    c.execute(_IN_MAIN.sub(r"\1main.\2", statement, count=1))
+                for table in view.tables:
+                    c.execute(f'INSERT INTO main."{table}" SELECT * FROM staged."{table}"')
+                self.clear_position(c, view.name)
+                self.set_position(c, view.name, positions[view.name])
+                c.execute("DELETE FROM main.flowledger_meta WHERE key = ?", ("view:" + view.name,))
+                c.execute("INSERT INTO main.flowledger_meta VALUES (?, ?)", ("view:" + view.name, str(view.version)))
 
     @staticmethod
     def lock_views(c: sqlite3.Cursor, names: Sequence[str]) -> None:
