@@ -76,3 +76,16 @@ def test_a_held_write_lock_becomes_store_busy_after_the_timeout(store_path):
     finally:
         holder.rollback()
         holder.close()
+
+
+def test_none_and_bytes_are_stored_as_they_are(log):
+    # The store's adapters for None and bytes (a shortcut past sqlite3's adaptation) must
+    # give back what they are given: NULL stays NULL, a blob stays that blob.
+    with log.backend.transaction(write=True) as c:
+        c.execute("CREATE TABLE kinds (a, b, c)")
+        c.executemany("INSERT INTO kinds VALUES (?, ?, ?)", [(None, b"\x00\xffblob", "text"), (1, b"", None)])
+        c.execute("SELECT typeof(a), a, typeof(b), b, typeof(c), c FROM kinds ORDER BY rowid")
+        assert c.fetchall() == [
+            ("null", None, "blob", b"\x00\xffblob", "text", "text"),
+            ("integer", 1, "blob", b"", "null", None),
+        ]

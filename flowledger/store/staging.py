@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool, SQLiteDatastore, SQLiteTrackingRecorder
 
-from flowledger.store.sqlite import CACHE_KIB, SQLiteBackend
+from flowledger.store.sqlite import CACHE_KIB, SQLiteBackend, SQLiteTransaction
 
 if TYPE_CHECKING:
     from flowledger.projections.base import View
@@ -74,6 +74,13 @@ class StagingBackend(SQLiteBackend):
                 for statement in view.fold_ddl():
                     c.execute(statement)
                 c.execute("INSERT INTO flowledger_meta VALUES (?, ?)", ("view:" + view.name, str(view.version)))
+
+    def transaction(
+        self, *, write: bool, durable: bool = True, append: bool = False, attach: tuple[str, str] | None = None
+    ) -> SQLiteTransaction:
+        """A transaction on the file. None waits for the disk, whatever ``durable`` says:
+        the file's connections never do (and must not be switched back to waiting)."""
+        return SQLiteTransaction(self, write=write, durable=True, attach=attach)
 
     def remove(self) -> None:
         """Close the file and delete it."""
