@@ -64,15 +64,19 @@ def read_items(
 ) -> Iterator[RawItem]:
     """Items of a JSON Lines input, or of one JSON array, with the lines they start on."""
     head = stream.read(1)
-    while head and head.isspace():
-        head += stream.read(1)
+    while head.isspace():
+        more = stream.read(1)
+        if not more:
+            break  # nothing but white space
+        head += more
     if head.strip() == b"[":
         rest = stream.read()
         if progress:
             progress(len(head) + len(rest))
         yield from _array_items(head + rest, max_event_bytes)
         return
-    line_no = 0
+    # The first line read below starts with the head: blank lines before it count.
+    line_no = head.count(b"\n", 0, len(head) - 1)
     first = True
     for raw in stream:
         if first:

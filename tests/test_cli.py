@@ -47,6 +47,19 @@ def test_append_from_stdin_prints_counts(run):
     assert orjson.loads(again.stdout) == {"appended": 0, "duplicates": 2}
 
 
+def test_an_input_of_nothing_but_white_space_appends_nothing(run):
+    # It used to wait for a first non-blank byte forever.
+    result = run("append", "-", input="  \n\t\n   ")
+    assert result.exit_code == 0
+    assert orjson.loads(result.stdout) == {"appended": 0, "duplicates": 0}
+
+
+def test_blank_lines_before_the_first_event_count_in_its_line_number(run):
+    result = run("append", "-", input="\n\n" + lines(ev("run.completed", run_id="ghost")))
+    assert result.exit_code == 1
+    assert "line 3: event" in result.stderr
+
+
 def test_append_a_json_array_file(run, tmp_path):
     path = tmp_path / "batch.json"
     path.write_bytes(orjson.dumps(failed_run(), option=orjson.OPT_INDENT_2))
