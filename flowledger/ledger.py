@@ -7,6 +7,7 @@ handling (validation, redaction, canonical encoding) happens here, before the lo
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import closing
 from typing import IO, Any
 
 from flowledger.domain import commands
@@ -15,6 +16,7 @@ from flowledger.domain.run import FAILED, NOT_TRIGGERED, UNFINISHED
 from flowledger.domain.vocabulary import EventInvalid, stream_of, validate_event
 from flowledger.errors import CommandRefused, InvalidInput, NotFound, Problem
 from flowledger.ingest import IngestOptions, candidates, read_items
+from flowledger.ingest_process import forked_candidates, worth_forking
 from flowledger import queries
 from flowledger.projections.projector import Projector, all_views
 from flowledger.providers import ADAPTERS
@@ -39,8 +41,13 @@ def append_input(
     """
     options = options or IngestOptions()
     rejected: list[Problem] = []
-    items = read_items(stream, options.max_event_bytes, progress)
-    result = log.append(candidates(items, options, rejected), keep_going=keep_going, rejected=rejected)
+    if worth_forking(stream):
+        # A second process reads and validates while this one appends (two cores).
+        chunks = forked_candidates(stream, options, rejected, progress)
+    else:
+        chunks = candidates(read_items(stream, options.max_event_bytes, progress), options, rejected)
+    with closing(chunks):
+        result = log.append(chunks, keep_going=keep_going, rejected=rejected)
     return result, rejected
 
 
