@@ -82,11 +82,6 @@ _NEGATIVE = frozenset({"bounced", "failed"})
 _RECOVERING = frozenset({"delivered", "read", "opened", "clicked"})
 # A bounce is the recipient's server refusing what the provider did send.
 _SENT_PROOF = frozenset({"sent", "delivered", "read", "opened", "clicked", "bounced"})
-# An open or a click proves delivery as much as a delivery receipt does, and a read
-# without a delivered is normal on WhatsApp.
-_DELIVERY_PROOF = ("delivered", "read", "opened", "clicked")
-# Images blocked is common: a click is an open that the pixel never saw.
-_OPEN_PROOF = ("opened", "clicked")
 
 
 def delivery_record(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
@@ -100,26 +95,35 @@ def delivery_values(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
     # resort on ties: the sender's event id, not the log position, so the record does not
     # depend on which of two same-second facts arrived first. Positions are unique, so the
     # sort never compares the kinds or bodies that ride along.
-    kinds = _KINDS
-    seen: dict[int, dict[str, Any]] = {}
+    kinds = _KIND_RANKS
     ordered = []
+    seen: dict[int, dict[str, Any]] | None = None  # by position, once one comes out of log order
+    last = -1
     for position, body in facts:
-        kind = kinds.get(body.get("type", ""))  # type: ignore[arg-type]
-        if kind is None:
+        found = kinds.get(body.get("type", ""))  # type: ignore[arg-type]
+        if found is None:
             raise ValueError(f"not a message event: {body.get('type', '')!r}")
         if body.get("message_id", message_id) != message_id:
             raise ValueError(
                 f"fact at position {position} is about message {body['message_id']!r}, not {message_id!r}"
             )
-        known = seen.get(position)
-        if known is not None:
-            # One position is one stored event; two bodies for it means the caller mixed
-            # logs, and keeping either would make the record depend on arrival order.
-            if known != body:
-                raise ValueError(f"two different facts given for log position {position}")
-            continue
-        seen[position] = body
-        ordered.append((body["occurred_at"], _TIE_RANK[kind], body.get("id", ""), position, kind, body))
+        if position > last:
+            last = position  # in log order, as a view gives them: no position twice
+            if seen is not None:
+                seen[position] = body
+        else:
+            if seen is None:
+                seen = {fact[3]: fact[5] for fact in ordered}
+            known = seen.get(position)
+            if known is not None:
+                # One position is one stored event; two bodies for it means the caller
+                # mixed logs, and keeping either would make the record depend on arrival order.
+                if known != body:
+                    raise ValueError(f"two different facts given for log position {position}")
+                continue
+            seen[position] = body
+        kind, rank = found
+        ordered.append((body["occurred_at"], rank, body.get("id", ""), position, kind, body))
     if not ordered:
         return (message_id, *_EMPTY)
     ordered.sort()
@@ -140,13 +144,15 @@ def delivery_values(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
     for at, _, event_id, position, kind, body in ordered:
         if kind not in earliest:
             earliest[kind] = at
-        # The status, as _step says (inlined: this loop is a rebuild's hottest).
+        # The status (written out in the one loop: a rebuild's hottest).
         if kind == "queued":
             if queued is None:
                 queued = body
         elif kind in _REACTIONS:
-            pass
+            pass  # what the recipient did about the message, not where it got to
         elif kind in _NEGATIVE:
+            # A deferral or soft bounce is the provider trying again: never a failure. A
+            # bounce after delivery is a real downgrade: the later negative fact stands.
             if not body.get("temporary"):
                 status, setter = kind, body
         else:
@@ -157,7 +163,14 @@ def delivery_values(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
                 clicks += 1
                 urls.add(body["url"])
                 seen_open.append(body)
-            status, setter = _step(status, setter, kind, body)
+            if status in _NEGATIVE:
+                # A soft bounce or deferral followed by a delivery never counts as failed
+                # (a bare `sent` proves nothing reached the recipient: it undoes nothing).
+                if kind in _RECOVERING:
+                    status, setter = kind, None
+            # `>=` so that of read and opened (same rung) the later one by the sort stands.
+            elif STATUS_RANK[kind] >= STATUS_RANK[status]:
+                status = kind
         if body.get("cost") is not None:
             latest = (at, event_id, position)
             if latest > priced_at:
@@ -170,7 +183,10 @@ def delivery_values(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
     if queued is not None:
         channel = queued["channel"]
         provider = queued.get("provider")
-        recipient = _copy(queued["recipient"])
+        recipient = queued["recipient"]
+        # The record must not share a mutable object with the caller's event body.
+        if isinstance(recipient, dict):
+            recipient = dict(recipient)
         run_id = queued.get("run_id")
         step = queued.get("step")
     else:
@@ -178,7 +194,10 @@ def delivery_values(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
     get = earliest.get
     delivered = get("delivered")
     human = [b["occurred_at"] for b in seen_open if not _by_machine(b, delivered)] if seen_open else None
-    opened_at = _first(earliest, _OPEN_PROOF)
+    # An open or a click proves delivery as much as a delivery receipt does, and a read
+    # without a delivered is normal on WhatsApp; a click is an open the pixel never saw.
+    opened_at = _earliest(get("opened"), get("clicked"))
+    delivered_at = _earliest(_earliest(delivered, get("read")), opened_at)
     if priced is not None:
         cost_amount, cost_currency = float(priced["cost"]["amount"]), priced["cost"]["currency"]
     else:
@@ -193,7 +212,7 @@ def delivery_values(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
         status,
         get("queued"),
         get("sent"),
-        _first(earliest, _DELIVERY_PROOF),
+        delivered_at,
         get("read"),
         opened_at,
         get("clicked"),
@@ -215,6 +234,7 @@ def delivery_values(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
 
 
 _KINDS = {"message." + short: short for short in _TIE_RANK}
+_KIND_RANKS = {"message." + short: (short, rank) for short, rank in _TIE_RANK.items()}
 # A message with no fact yet: every value but its id (and the zero counts) unknown.
 _EMPTY = tuple(
     {"opens_total": 0, "opens_unique": 0, "clicks_total": 0, "clicks_unique": 0, "ever_sent": False}.get(f)
@@ -238,31 +258,11 @@ def _by_machine(body: dict[str, Any], delivered_at: str | None) -> bool:
     return 0 <= gap < MACHINE_SECONDS
 
 
-def _step(
-    status: str, setter: dict[str, Any] | None, kind: str, body: dict[str, Any]
-) -> tuple[str, dict[str, Any] | None]:
-    if kind in _REACTIONS or (kind in _NEGATIVE and body.get("temporary")):
-        # A deferral or soft bounce is the provider trying again: never a failure.
-        return status, setter
-    if kind in _NEGATIVE:
-        # A bounce after delivery is a real downgrade: the later negative fact stands.
-        return kind, body
-    if kind == "queued":
-        return status, setter
-    if status in _NEGATIVE:
-        if kind in _RECOVERING:
-            # A soft bounce or deferral followed by a delivery never counts as failed.
-            return kind, None
-        return status, setter
-    # `>=` so that of read and opened (same rung) the later one by the sort stands.
-    if STATUS_RANK[kind] >= STATUS_RANK[status]:
-        return kind, None
-    return status, None
-
-
-def _first(earliest: dict[str, str], kinds: Iterable[str]) -> str | None:
-    times = [earliest[k] for k in kinds if k in earliest]
-    return min(times) if times else None
+def _earliest(a: str | None, b: str | None) -> str | None:
+    """The earlier of two times, either of which may be unknown."""
+    if a is None:
+        return b
+    return a if b is None or a <= b else b
 
 
 def _failure_text(body: dict[str, Any]) -> str:
@@ -275,8 +275,3 @@ def _failure_text(body: dict[str, Any]) -> str:
         return error["message"]
     # Compact and unsorted, like the run record's error text, so both views read alike.
     return json.dumps(error, separators=(",", ":"), ensure_ascii=False)
-
-
-def _copy(value: Any) -> Any:
-    # The record must not share a mutable object with the caller's event body.
-    return dict(value) if isinstance(value, dict) else value
