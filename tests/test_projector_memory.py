@@ -429,3 +429,40 @@ def test_any_missing_index_of_a_view_is_made_again_when_the_store_is_opened(log,
     finally:
         reopened.close()
     assert _indexes(store_path) == _every_index()
+
+
+def test_views_still_empty_over_a_long_log_are_caught_up_as_a_rebuild_folds_them(log, store_path, monkeypatch):
+    ledger.append_input(log, jsonl(_runs_with_messages(0, 20)))
+    # The reference: every view caught up page by page.
+    monkeypatch.setattr(projector_module, "STAGED_FROM", 10**9)
+    Projector(log.backend).catch_up(page_size=7)
+    expected = snapshot(store_path)
+    staged = []
+    rebuild_staged = Projector.rebuild_staged
+
+    def watching(self, views, **kwargs):
+        staged.append(sorted(v.name for v in views))
+        return rebuild_staged(self, views, **kwargs)
+
+    monkeypatch.setattr(Projector, "rebuild_staged", watching)
+    monkeypatch.setattr(projector_module, "STAGED_FROM", 100)
+    # A view a newer flowledger made again (empty) beside two that are current.
+    with log.backend.transaction(write=True) as c:
+        c.execute("UPDATE flowledger_meta SET value = '0' WHERE key = 'view:deliveries'")
+    reopened = open_log(store_path)
+    try:
+        assert Projector(reopened.backend).catch_up(page_size=7) == 120
+    finally:
+        reopened.close()
+    assert staged == [["deliveries"]]
+    assert snapshot(store_path) == expected
+    # A new store after a large import: every view at once; a short log: page by page.
+    with fresh_log() as (other, other_path):
+        ledger.append_input(other, jsonl(_runs_with_messages(0, 20)))
+        Projector(other.backend).catch_up(page_size=7)
+        assert staged[1:] == [["deliveries", "runs", "steps"]]
+        assert snapshot(other_path) == expected
+    with fresh_log() as (small, _):
+        ledger.append_input(small, jsonl(_runs_with_messages(0, 5)))
+        Projector(small.backend).catch_up(page_size=7)
+        assert len(staged) == 2

@@ -45,8 +45,11 @@ REBUILD_PAGE_SIZE = 100_000
 commit rewrites written once per commit. A page of decoded events weighs some 120 MiB."""
 HELPER_FROM = 50_000
 """The log length from which a rebuild of several views starts a helper process."""
+STAGED_FROM = 50_000
+"""The log length from which a catch-up folds views still empty as a rebuild does."""
 
 
+# A page read for views of every type needs no filter.
 _EVERY_TYPE = RUN_EVENT_TYPES | MESSAGE_EVENT_TYPES
 
 
@@ -157,14 +160,26 @@ class Projector:
         page_size: int = DEFAULT_PAGE_SIZE,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Apply every event the views have not applied yet; returns how many were read."""
+        """Apply every event the views have not applied yet; returns how many were read.
+
+        Views still empty while the log holds :data:`STAGED_FROM` events or more (a new
+        store after a large import; a view a newer flowledger made again) are folded the
+        way a rebuild folds them, through staging files (see :meth:`rebuild`), then
+        caught up with the rest page by page.
+        """
         self.ensure_tables()
         views = list(views) if views is not None else self.views
-        if not self._behind(views):
+        if not views:
+            return 0
+        positions, head = self._positions(views)
+        if head <= min(positions.values()):
             return 0  # the common case for a query: no write lock taken at all
+        total = 0
+        empty = [v for v in views if positions[v.name] == 0]
+        if empty and head >= STAGED_FROM and not self.rebuilding and _stageable(self.backend):
+            total = self.rebuild(empty, progress=progress)
         # Each view remembers the rows it wrote, from one page to the next of this call.
         memories = {v.name: Memory() for v in views}
-        total = 0
         with cyclic_gc_paused():
             while True:
                 n = self._apply_page(views, page_size, memories)
@@ -175,14 +190,14 @@ class Projector:
                     progress(n)
         return total
 
-    def _behind(self, views: Sequence[View]) -> bool:
-        """Whether any of the views has events left to apply (read only)."""
+    def _positions(self, views: Sequence[View]) -> tuple[dict[str, int], int]:
+        """Each view's position and the log's last (read only)."""
         b = self.backend
         with b.transaction(write=False) as c:
-            lowest = min(b.get_position(c, v.name) for v in views)
+            positions = {v.name: b.get_position(c, v.name) for v in views}
             if self.source is b:
-                return b.max_position(c) > lowest
-        return self.head() > lowest
+                return positions, b.max_position(c)
+        return positions, self.head()
 
     def _apply_page(
         self, views: Sequence[View], page_size: int, memories: dict[str, Memory] | None = None
