@@ -96,29 +96,28 @@ def test_an_input_read_by_a_child_appends_as_one_read_here(forking, data, keep_g
     _assert_no_child_left()
 
 
-def test_a_reader_that_fails_stores_nothing(forking, log, monkeypatch):
+def _raise() -> None:
+    raise RuntimeError("disk on fire")
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    "end, said",
+    [(_raise, "disk on fire.*nothing was stored"), (_die, "ended before the input did.*nothing was stored")],
+    ids=["fails", "is killed"],
+)
+def test_a_reader_that_fails_or_is_killed_part_way_stores_nothing(forking, log, monkeypatch, end, said):
     candidates = ingest_process.candidates
 
-    def failing(items, options, rejected):
+    def ending(items, options, rejected):
         yield next(iter(candidates(items, options, rejected)))
-        raise RuntimeError("disk on fire")
+        end()
 
-    monkeypatch.setattr(ingest_process, "candidates", failing)
-    with pytest.raises(ingest_process.ReaderFailed, match="disk on fire.*nothing was stored"):
-        ledger.append_input(log, io.BytesIO(_many_runs(50)))
-    assert _stored(log) == []
-    _assert_no_child_left()
-
-
-def test_a_reader_killed_part_way_stores_nothing(forking, log, monkeypatch):
-    candidates = ingest_process.candidates
-
-    def killed(items, options, rejected):
-        yield next(iter(candidates(items, options, rejected)))
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    monkeypatch.setattr(ingest_process, "candidates", killed)
-    with pytest.raises(ingest_process.ReaderFailed, match="ended before the input did"):
+    monkeypatch.setattr(ingest_process, "candidates", ending)
+    with pytest.raises(ingest_process.ReaderFailed, match=said):
         ledger.append_input(log, io.BytesIO(_many_runs(50)))
     assert _stored(log) == []
     _assert_no_child_left()

@@ -359,13 +359,15 @@ class Projector:
         return total
 
     def make_query_indexes(self, views: Sequence[View]) -> None:
-        """Make the views' query indexes that are missing (the end of a rebuild)."""
+        """Make the views' query indexes that are missing (the end of a rebuild), and let
+        the planner know the tables as they now are."""
         b = self.backend
         with b.transaction(write=True, durable=False) as c:
             b.lock_views(c, sorted(v.name for v in views))
             for view in views:
                 for statement in view.query_ddl():
                     c.execute(b.ddl(statement))
+            b.analyze(c, [t for v in views for t in v.tables])
 
     def follow(
         self,

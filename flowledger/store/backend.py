@@ -277,6 +277,10 @@ class SQLBackend:
         )
         return c.fetchall(), last, n
 
+    def analyze(self, c: Any, tables: Sequence[str]) -> None:
+        """Refresh what the query planner knows of tables a rebuild has just filled (where
+        it keeps such statistics and needs them to pick an index)."""
+
     def get_position(self, c: Any, name: str) -> int:
         """The last log position a view has applied (0: none)."""
         c.execute(f"SELECT notification_id FROM {self.tracking_table} WHERE application_name=?", (name,))

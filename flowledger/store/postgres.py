@@ -252,6 +252,12 @@ class PostgresBackend(SQLBackend):
         return {row[0] for row in c.raw.fetchall()}
 
     @staticmethod
+    def analyze(c: PgCursor, tables: Sequence[str]) -> None:
+        """Refresh the planner's statistics of tables a rebuild has just filled: without
+        them it guesses at their size, and may scan a table rather than seek an index."""
+        c.execute("ANALYZE " + ", ".join(f'"{t}"' for t in tables))
+
+    @staticmethod
     def lock_views(c: PgCursor, names: Sequence[str]) -> None:
         """Hold each view's advisory lock until the transaction ends (in name order)."""
         for name in names:
