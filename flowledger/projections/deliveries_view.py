@@ -33,13 +33,9 @@ NO_WORKFLOW = ""
 """The workflow key counters use for messages with no run (manual resends)."""
 
 
-def metrics(record: dict[str, Any]) -> dict[str, float]:
-    """What one delivery adds to its workflow's and channel's counters."""
-    return dict(_metrics(tuple(record[f] for f in DELIVERY_FIELDS)))
-
-
 def _metrics(values: Sequence[Any]) -> tuple[tuple[str, float], ...]:
-    """:func:`metrics` of a record's values, in :data:`DELIVERY_FIELDS` order."""
+    """What one delivery adds to its workflow's and channel's counters, as (metric, amount)
+    pairs, from its record's values in :data:`DELIVERY_FIELDS` order."""
     (_, channel, _, _, _, _, status, _, _, _, read_at, opened_at, clicked_at, _, _, _, _, _,
      cost_amount, cost_currency, _, _, ever_sent, _, human_opened_at, complained_at, unsubscribed_at) = values
     if channel is None:
@@ -145,7 +141,8 @@ class DeliveriesView(View):
             return writes
         # A message this memory does not hold may have a row: read it, and its facts so
         # far from the log (those of this page among them).
-        recalled = _recall(c, log, messages, [mid for mid in facts if mid not in messages and memory.may_be_stored("deliveries", mid)], events[-1][0])
+        unknown = [mid for mid in facts if mid not in messages and memory.may_be_stored("deliveries", mid)]
+        recalled = _recall(c, log, messages, unknown, events[-1][0])
         folded = []
         for mid, new in facts.items():
             m = messages.get(mid)
@@ -230,9 +227,9 @@ def _recall(c: sqlite3.Cursor, log: LogReader, messages: dict[str, _Message], id
         return set()
     streams = log.streams(["message:" + mid for mid in rows], upto)
     for mid, old in rows.items():
+        counted = _metrics(tuple(old[f] for f in DELIVERY_FIELDS))
         messages[mid] = _Message(
-            old["seq"], streams.get("message:" + mid, []), _metrics(tuple(old[f] for f in DELIVERY_FIELDS)),
-            (old["workflow"] or NO_WORKFLOW, old["channel"]),
+            old["seq"], streams.get("message:" + mid, []), counted, (old["workflow"] or NO_WORKFLOW, old["channel"])
         )
     return set(rows)
 
