@@ -36,8 +36,7 @@ NO_WORKFLOW = ""
 def _metrics(values: Sequence[Any]) -> tuple[tuple[str, float], ...]:
     """What one delivery adds to its workflow's and channel's counters, as (metric, amount)
     pairs, from its record's values in :data:`DELIVERY_FIELDS` order."""
-    (_, channel, _, _, _, _, status, _, _, _, read_at, opened_at, clicked_at, _, _, _, _, _,
-     cost_amount, cost_currency, _, _, ever_sent, _, human_opened_at, complained_at, unsubscribed_at) = values
+    channel, status, read_at, cost_amount, cost_currency, ever_sent = _COUNTED_BY(values)
     if channel is None:
         return ()  # not queued yet: its channel is unknown, so it counts nowhere yet
     m: list[tuple[str, float]] = [("total", 1)]
@@ -53,20 +52,29 @@ def _metrics(values: Sequence[Any]) -> tuple[tuple[str, float], ...]:
         m.append(("failed", 1))
     if read_at is not None and status not in _FAILED:
         m.append(("read", 1))
-    if opened_at is not None:
-        m.append(("opened", 1))
-    if clicked_at is not None:
-        m.append(("clicked", 1))
-    if human_opened_at is not None:
-        m.append(("human_opened", 1))
-    if complained_at is not None:
-        m.append(("complained", 1))
-    if unsubscribed_at is not None:
-        m.append(("unsubscribed", 1))
+    for metric, i in _COUNTED_IF_SEEN:
+        if values[i] is not None:
+            m.append((metric, 1))
     if cost_amount is not None:
         # Whole micro-units, so sums are exact in any order (incremental == rebuild).
         m.append(("cost_micros:" + (cost_currency or ""), round(cost_amount * 1_000_000)))
     return tuple(m)
+
+
+_COUNTED_BY = itemgetter(
+    *(DELIVERY_FIELDS.index(f) for f in ("channel", "status", "read_at", "cost_amount", "cost_currency", "ever_sent"))
+)
+# A message counts once under each of these that it has a time for.
+_COUNTED_IF_SEEN = tuple(
+    (metric, DELIVERY_FIELDS.index(field))
+    for metric, field in (
+        ("opened", "opened_at"),
+        ("clicked", "clicked_at"),
+        ("human_opened", "human_opened_at"),
+        ("complained", "complained_at"),
+        ("unsubscribed", "unsubscribed_at"),
+    )
+)
 
 
 class DeliveriesView(View):
