@@ -72,6 +72,15 @@ def test_a_held_write_lock_becomes_store_busy_after_the_timeout(store_path):
         with pytest.raises(StoreBusy, match="busy"):
             with log.backend.transaction(write=True):
                 pass
+        # One that attaches another file for its length: it is detached again.
+        with pytest.raises(StoreBusy, match="busy"):
+            with log.backend.transaction(write=True, attach=("other", store_path + ".other")):
+                pass
+        # The connections went back to the pool as they came.
+        assert log.backend.datastore.pool.num_in_use == 0
+        with log.backend.transaction(write=False) as c:
+            c.execute("PRAGMA database_list")
+            assert [row[1] for row in c.fetchall()] == ["main"]
         log.close()
     finally:
         holder.rollback()

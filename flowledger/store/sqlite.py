@@ -104,46 +104,61 @@ class SQLiteTransaction:
         self.durable = durable
         self.attach = attach
         """(name, file) of a database to attach for this transaction only."""
+        self._attached = False
         self._conn: SQLiteConnection | None = None
         self.cursor: sqlite3.Cursor | None = None
 
     def __enter__(self) -> sqlite3.Cursor:
         with translate_errors(self.backend):
             self._conn = self.backend.datastore.pool.get_connection(is_writer=self.write)
-            raw: sqlite3.Connection = self._conn._sqlite_conn  # noqa: SLF001
-            self.cursor = raw.cursor()
-            # Plain tuples, as PostgreSQL's cursors give (eventsourcing's are sqlite3.Row).
-            self.cursor.row_factory = None
-            if not self.durable:
-                # A view can always be refolded from the log: its commits need not wait
-                # for the disk. WAL keeps them atomic; a power cut may only undo the last.
-                self.cursor.execute("PRAGMA synchronous=NORMAL")
-            if self.attach is not None:
-                # Outside the transaction: SQLite attaches nothing inside one.
-                self.cursor.execute(f'ATTACH DATABASE ? AS "{self.attach[0]}"', (self.attach[1],))
-            self.cursor.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
+            try:
+                raw: sqlite3.Connection = self._conn._sqlite_conn  # noqa: SLF001
+                self.cursor = raw.cursor()
+                # Plain tuples, as PostgreSQL's cursors give (eventsourcing's are sqlite3.Row).
+                self.cursor.row_factory = None
+                if not self.durable:
+                    # A view can always be refolded from the log: its commits need not wait
+                    # for the disk. WAL keeps them atomic; a power cut may only undo the last.
+                    self.cursor.execute("PRAGMA synchronous=NORMAL")
+                if self.attach is not None:
+                    # Outside the transaction: SQLite attaches nothing inside one.
+                    self.cursor.execute(f'ATTACH DATABASE ? AS "{self.attach[0]}"', (self.attach[1],))
+                    self._attached = True
+                self.cursor.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
+            except BaseException:
+                # No transaction began (the lock was not had in time, say): the connection
+                # goes back to the pool as it came.
+                self._give_back()
+                raise
         return self.cursor
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         assert self._conn is not None
         try:
             with translate_errors(self.backend):
-                try:
-                    if exc is None and self.write:
-                        self._conn.commit()
-                    else:
-                        self._conn.rollback()
-                finally:
-                    if self.cursor is not None:
-                        if self.attach is not None:
-                            self.cursor.execute(f'DETACH DATABASE "{self.attach[0]}"')
-                        if not self.durable:
-                            self.cursor.execute("PRAGMA synchronous=FULL")
-                        self.cursor.close()
+                if exc is None and self.write:
+                    self._conn.commit()
+                else:
+                    self._conn.rollback()
         finally:
-            self.backend.datastore.pool.put_connection(self._conn)
+            self._give_back()
         if exc is not None and isinstance(exc, (sqlite3.Error, PersistenceError)):
             raise _translate(exc, self.backend) from exc
+
+    def _give_back(self) -> None:
+        """Undo the connection's settings for this transaction and return it to the pool."""
+        assert self._conn is not None
+        try:
+            with translate_errors(self.backend):
+                if self.cursor is not None:
+                    if self._attached:
+                        self.cursor.execute(f'DETACH DATABASE "{self.attach[0]}"')  # type: ignore[index]
+                        self._attached = False
+                    if not self.durable:
+                        self.cursor.execute("PRAGMA synchronous=FULL")
+                    self.cursor.close()
+        finally:
+            self.backend.datastore.pool.put_connection(self._conn)
 
 
 @contextmanager
