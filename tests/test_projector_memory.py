@@ -247,37 +247,40 @@ def test_a_helper_that_fails_leaves_its_views_to_the_rebuilding_process(log, sto
     assert snapshot(store_path) == expected
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_rebuild_with_or_without_a_helper_and_a_catch_up_agree_on_both_backends(backend, store_path, request):
-    if backend == "postgresql" and POSTGRES_UNREACHABLE:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_log(request, store_path):
+    """An open log on a fresh SQLite file, then on a PostgreSQL schema of its own."""
+    if request.param == "postgresql" and POSTGRES_UNREACHABLE:
         pytest.skip(POSTGRES_UNREACHABLE)
-    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else store_path
-    log = open_log(url)
-    try:
-        events = _runs_with_messages(0, 12)
-        events += [ev("message.opened", message_id=f"m{i}") for i in range(0, 12, 2)]
-        ledger.append_input(log, jsonl(events))
-        projector = Projector(log.backend)
+    log = open_log(request.getfixturevalue("postgres_url") if request.param == "postgresql" else store_path)
+    yield log
+    log.close()
 
-        def rows():
-            with log.backend.transaction(write=False) as c:
-                out = {}
-                for view in projector.views:
-                    for table in view.tables:
-                        c.execute(f'SELECT * FROM "{table}"')
-                        out[table] = sorted(repr(tuple(r)) for r in c.fetchall())
-                return out
 
-        projector.rebuild(helper=False, page_size=13)
-        expected = rows()
-        # On PostgreSQL no helper can be started: the rebuild folds every view itself.
-        assert projector.rebuild(helper=True, page_size=13) == len(events)
-        assert rows() == expected
-        _clear(log, projector)
-        projector.catch_up(page_size=13)
-        assert rows() == expected
-    finally:
-        log.close()
+def test_a_rebuild_with_or_without_a_helper_and_a_catch_up_agree_on_both_backends(any_log):
+    log = any_log
+    events = _runs_with_messages(0, 12)
+    events += [ev("message.opened", message_id=f"m{i}") for i in range(0, 12, 2)]
+    ledger.append_input(log, jsonl(events))
+    projector = Projector(log.backend)
+
+    def rows():
+        with log.backend.transaction(write=False) as c:
+            out = {}
+            for view in projector.views:
+                for table in view.tables:
+                    c.execute(f'SELECT * FROM "{table}"')
+                    out[table] = sorted(repr(tuple(r)) for r in c.fetchall())
+            return out
+
+    projector.rebuild(helper=False, page_size=13)
+    expected = rows()
+    # On PostgreSQL no helper can be started: the rebuild folds every view itself.
+    assert projector.rebuild(helper=True, page_size=13) == len(events)
+    assert rows() == expected
+    _clear(log, projector)
+    projector.catch_up(page_size=13)
+    assert rows() == expected
 
 
 def _every_index() -> set[str]:
@@ -490,32 +493,25 @@ def test_a_rebuild_on_postgresql_leaves_the_planner_knowing_its_tables(request):
         log.close()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_late_facts_caught_up_by_a_new_projector_fold_as_a_rebuild_does(backend, store_path, request):
+def test_late_facts_caught_up_by_a_new_projector_fold_as_a_rebuild_does(any_log):
     # Each catch-up is a new projector that remembers nothing: a message with a fact in
     # the new page is refolded from its row and its stream in the log.
-    if backend == "postgresql" and POSTGRES_UNREACHABLE:
-        pytest.skip(POSTGRES_UNREACHABLE)
-    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else store_path
-    log = open_log(url)
-    try:
-        ledger.append_input(log, jsonl(_runs_with_messages(0, 6)))
+    log = any_log
+    ledger.append_input(log, jsonl(_runs_with_messages(0, 6)))
+    Projector(log.backend).catch_up()
+    for i in range(0, 6, 2):
+        ledger.append_input(log, jsonl([ev("message.opened", message_id=f"m{i}", occurred_at="2026-11-01T10:00:00Z")]))
+        ledger.append_input(log, jsonl([ev("message.bounced", message_id=f"m{i + 1}", reason="mailbox full")]))
         Projector(log.backend).catch_up()
-        for i in range(0, 6, 2):
-            ledger.append_input(log, jsonl([ev("message.opened", message_id=f"m{i}", occurred_at="2026-11-01T10:00:00Z")]))
-            ledger.append_input(log, jsonl([ev("message.bounced", message_id=f"m{i + 1}", reason="mailbox full")]))
-            Projector(log.backend).catch_up()
-        with log.backend.transaction(write=False) as c:
-            c.execute("SELECT message_id, status, opened_at, opens_total FROM deliveries ORDER BY message_id")
-            caught_up = c.fetchall()
-            c.execute("SELECT * FROM channel_counts ORDER BY workflow, channel, metric")
-            counts = c.fetchall()
-        assert [r[1] for r in caught_up] == ["opened", "bounced"] * 3
-        Projector(log.backend).rebuild()
-        with log.backend.transaction(write=False) as c:
-            c.execute("SELECT message_id, status, opened_at, opens_total FROM deliveries ORDER BY message_id")
-            assert c.fetchall() == caught_up
-            c.execute("SELECT * FROM channel_counts ORDER BY workflow, channel, metric")
-            assert c.fetchall() == counts
-    finally:
-        log.close()
+    with log.backend.transaction(write=False) as c:
+        c.execute("SELECT message_id, status, opened_at, opens_total FROM deliveries ORDER BY message_id")
+        caught_up = c.fetchall()
+        c.execute("SELECT * FROM channel_counts ORDER BY workflow, channel, metric")
+        counts = c.fetchall()
+    assert [r[1] for r in caught_up] == ["opened", "bounced"] * 3
+    Projector(log.backend).rebuild()
+    with log.backend.transaction(write=False) as c:
+        c.execute("SELECT message_id, status, opened_at, opens_total FROM deliveries ORDER BY message_id")
+        assert c.fetchall() == caught_up
+        c.execute("SELECT * FROM channel_counts ORDER BY workflow, channel, metric")
+        assert c.fetchall() == counts
