@@ -256,6 +256,7 @@ class Projector:
         loads = orjson.loads
         page = [(r[0], r[1], loads(r[2])) for r in rows]
         start = min(positions.values())
+        wanted = frozenset().union(*(v.topics for v in views))
         log = LogReader(self.source, c if self.source is self.backend else None)
         folded: list[tuple[View, Writes | None]] = []
         for view in views:
@@ -266,7 +267,8 @@ class Projector:
             memory.check(mine)
             topics = view.topics
             if mine == start:
-                events = [e for e in page if e[1] in topics]
+                # The page holds only types its views fold: a view of them all takes it whole.
+                events = page if topics >= wanted else [e for e in page if e[1] in topics]
             else:
                 events = [e for e in page if e[0] > mine and e[1] in topics]
             folded.append((view, view.fold(c, events, memory, log) if events else None))
