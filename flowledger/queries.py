@@ -18,7 +18,7 @@ import orjson
 
 from flowledger.domain.run import STATUSES
 from flowledger.errors import FlowledgerError, NotFound
-from flowledger.projections.delivery import DELIVERY_FIELDS
+from flowledger.projections.delivery import DELIVERY_FIELDS, earlier
 from flowledger.projections.run_record import RECORD_FIELDS, seconds_between
 from flowledger.projections.steps_view import CHANNEL_OF_STEP_TYPE, STEP_STATES
 from flowledger.store.backend import in_chunks
@@ -183,19 +183,18 @@ def email_engagement(c: sqlite3.Cursor, run_ids: list[str]) -> dict[str, tuple[A
     A click counts as an open (images are often blocked), and an open or click as a
     delivery, as in the deliveries view, whose rows these are.
     """
-    earliest: dict[str, list[str | None]] = {}
+    first: dict[str, list[str | None]] = {}  # run -> its first delivery, open and click
     for chunk, marks in in_chunks(run_ids):
         c.execute(ENGAGEMENT_QUERY.format(marks=marks), chunk)
         for run_id, channel, *times in c.fetchall():
             if channel != "email":
                 continue
-            seen = earliest.setdefault(run_id, [None, None, None])
+            seen = first.setdefault(run_id, [None, None, None])
             for i, at in enumerate(times):
-                if at is not None and (seen[i] is None or at < seen[i]):
-                    seen[i] = at
+                seen[i] = earlier(seen[i], at)
     return {
         run_id: (opened is not None, opened, clicked is not None, clicked)
-        for run_id, (delivered, opened, clicked) in earliest.items()
+        for run_id, (delivered, opened, clicked) in first.items()
         if delivered is not None
     }
 

@@ -196,8 +196,8 @@ def delivery_values(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
     human = [b["occurred_at"] for b in seen_open if not _by_machine(b, delivered)] if seen_open else None
     # An open or a click proves delivery as much as a delivery receipt does, and a read
     # without a delivered is normal on WhatsApp; a click is an open the pixel never saw.
-    opened_at = _earliest(get("opened"), get("clicked"))
-    delivered_at = _earliest(_earliest(delivered, get("read")), opened_at)
+    opened_at = earlier(get("opened"), get("clicked"))
+    delivered_at = earlier(earlier(delivered, get("read")), opened_at)
     if priced is not None:
         cost_amount, cost_currency = float(priced["cost"]["amount"]), priced["cost"]["currency"]
     else:
@@ -258,7 +258,7 @@ def _by_machine(body: dict[str, Any], delivered_at: str | None) -> bool:
     return 0 <= gap < MACHINE_SECONDS
 
 
-def _earliest(a: str | None, b: str | None) -> str | None:
+def earlier(a: str | None, b: str | None) -> str | None:
     """The earlier of two times, either of which may be unknown."""
     if a is None:
         return b
