@@ -1,15 +1,17 @@
 """The 10-million-event run, streamed from a file so that no measure holds the workload in
-memory: `flowledger append` of the whole file, a rebuild of every view, and the queries.
+memory: `flowledger append` of the whole file, a rebuild of every view, and the queries;
+with ``--webhooks``, the webhook measure too.
 
-    python benchmarks/scale.py --events 10000000 --dir /var/tmp/flscale
+    python benchmarks/scale.py --events 10000000 --dir /var/tmp/flscale [--webhooks]
 
-Takes about half an hour and some 15 GB of disk on a 2-core machine; the raw baseline is
-measured on the same file in the same run.
+Takes 13 to 30 minutes (10 more with ``--webhooks``) and some 15 GB of disk on a 2-core
+machine; the raw baseline is measured on the same file in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sqlite3
 import subprocess
@@ -19,8 +21,11 @@ import time
 import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import query_latency, raw_read, rebuild  # noqa: E402
-from workload import IDS, workload  # noqa: E402
+from run import batch_sizes, query_latency, raw_read, rebuild  # noqa: E402
+from workload import ENGAGEMENT, IDS, workload  # noqa: E402
+
+from flowledger import ledger  # noqa: E402
+from flowledger.store import open_log  # noqa: E402
 
 PEAK = (
     "import sys; sys.argv = sys.argv[1:]; "
@@ -59,12 +64,51 @@ def raw_from_file(path: str, source: str) -> float:
     return n / seconds
 
 
+def webhooks_from_file(folder: str, source: str) -> tuple[float, int]:
+    """Events/s of the webhook measure at this size, and how many events it appends: the
+    engagement events, appended in batches of 1 to 100 (each its own call and transaction,
+    as in run.py) onto a store that holds every other event (appended first, untimed)."""
+    store = os.path.join(folder, "hooks.db")
+    core = os.path.join(folder, "core.jsonl")
+    for path in (store, store + "-wal", store + "-shm", core):
+        if os.path.exists(path):
+            os.remove(path)
+    hooks: list[bytes] = []
+    wanted = {t.encode() for t in ENGAGEMENT}
+    with open(source, "rb") as f, open(core, "wb") as out:
+        for line in f:
+            if orjson.loads(line)["type"].encode() in wanted:
+                hooks.append(line)
+            else:
+                out.write(line)
+    log = open_log(store)
+    with open(core, "rb") as f:
+        ledger.append_input(log, f)
+    os.remove(core)
+    batches = []
+    i = 0
+    for n in batch_sizes(len(hooks)):
+        batches.append(b"".join(hooks[i : i + n]))
+        i += n
+    del hooks
+    started = time.perf_counter()
+    for batch in batches:
+        ledger.append_input(log, io.BytesIO(batch))
+    seconds = time.perf_counter() - started
+    log.close()
+    for path in (store, store + "-wal", store + "-shm"):
+        if os.path.exists(path):
+            os.remove(path)
+    return i / seconds, i
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--dir", required=True)
     parser.add_argument("--ids", choices=IDS, default="uuid", help="Random UUIDs (default) or readable, growing ids.")
     parser.add_argument("--rebuilds", type=int, default=1, help="Rebuilds to take the median of (default 1: each takes minutes).")
+    parser.add_argument("--webhooks", action="store_true", help="Also measure webhook batches (about 10 more minutes at 10M).")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     source = os.path.join(args.dir, f"events-{args.events}-{args.ids}.jsonl")
@@ -100,10 +144,14 @@ def main() -> None:
     size = os.path.getsize(store) / summary["appended"]
     reference = raw_read(store)
     rebuild_rate, rebuild_rss, helper_rss, rates = rebuild(store, times=args.rebuilds)
+    hooks_rate, hooks_n = webhooks_from_file(args.dir, source) if args.webhooks else (0.0, 0)
     print(f"events: {total:,}; ids: {args.ids}; machine: {os.cpu_count()} cores; sqlite {sqlite3.sqlite_version}")
     print(f"{'measure':<44} {'events/s':>12} {'ratio':>8}")
     print(f"{'raw sqlite3 executemany (baseline)':<44} {raw:>12,.0f} {1:>7.2f}x")
     print(f"{'flowledger append (CLI, whole file)':<44} {rate:>12,.0f} {rate / raw:>7.2f}x")
+    if args.webhooks:
+        label = f"webhook batches of 1-100 ({hooks_n:,} events)"
+        print(f"{label:<44} {hooks_rate:>12,.0f} {hooks_rate / raw:>7.2f}x (target >= 0.25x raw)")
     print(f"{'rebuild every view from 0':<44} {rebuild_rate:>12,.0f} {rebuild_rate / 100_000:>7.2f}x of 100k/s"
           f" (median of {', '.join(f'{r:,.0f}' for r in rates)})")
     print(f"{'raw read + orjson.loads, pages of 1,000':<44} {reference:>12,.0f} {rebuild_rate / reference:>7.2f}x (rebuild to it)")
