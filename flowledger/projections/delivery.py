@@ -224,7 +224,8 @@ def delivery_values(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
         cost_amount,
         cost_currency,
         provider_id,
-        _failure_text(setter) if setter is not None else None,
+        # A negative fact is kept (setter) only while it sets the status: its kind is the status.
+        _failure_text(status, setter) if setter is not None else None,
         not _SENT_PROOF.isdisjoint(earliest),
         ordered[-1][0],
         min(human) if human else None,
@@ -233,20 +234,12 @@ def delivery_values(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
     )
 
 
-_KINDS = {"message." + short: short for short in _TIE_RANK}
 _KIND_RANKS = {"message." + short: (short, rank) for short, rank in _TIE_RANK.items()}
 # A message with no fact yet: every value but its id (and the zero counts) unknown.
 _EMPTY = tuple(
     {"opens_total": 0, "opens_unique": 0, "clicks_total": 0, "clicks_unique": 0, "ever_sent": False}.get(f)
     for f in DELIVERY_FIELDS[1:]
 )
-
-
-def _kind(body: dict[str, Any]) -> str:
-    short = _KINDS.get(body.get("type", ""))  # type: ignore[arg-type]
-    if short is None:
-        raise ValueError(f"not a message event: {body.get('type', '')!r}")
-    return short
 
 
 def _by_machine(body: dict[str, Any], delivered_at: str | None) -> bool:
@@ -265,8 +258,8 @@ def earlier(a: str | None, b: str | None) -> str | None:
     return a if b is None or a <= b else b
 
 
-def _failure_text(body: dict[str, Any]) -> str:
-    if _kind(body) == "bounced":
+def _failure_text(kind: str, body: dict[str, Any]) -> str:
+    if kind == "bounced":
         return body.get("reason") or "bounced"
     error = body["error"]
     if isinstance(error, str):
