@@ -130,8 +130,7 @@ class Projector:
                     b.clear_position(c, v.name)
                     for statement in v.ddl:
                         c.execute(b.ddl(statement))
-                    c.execute("DELETE FROM flowledger_meta WHERE key = ?", ("view:" + v.name,))
-                    c.execute("INSERT INTO flowledger_meta VALUES (?, ?)", ("view:" + v.name, str(v.version)))
+                    b.set_view_version(c, v.name, v.version)
         self._ready = True
         if self.rebuilding:
             return  # not all is there: another projector of this store must look again

@@ -292,6 +292,12 @@ class SQLBackend:
         c.execute(f"DELETE FROM {self.tracking_table} WHERE application_name=?", (name,))
 
     @staticmethod
+    def set_view_version(c: Any, name: str, version: int) -> None:
+        """Record the version of a view its tables were made for."""
+        c.execute("DELETE FROM flowledger_meta WHERE key = ?", ("view:" + name,))
+        c.execute("INSERT INTO flowledger_meta VALUES (?, ?)", ("view:" + name, str(version)))
+
+    @staticmethod
     def count_events(c: Any) -> int:
         """How many events the log holds."""
         c.execute("SELECT COUNT(*) FROM stored_events")

@@ -301,8 +301,7 @@ class SQLiteBackend(SQLBackend):
                     c.execute(f'INSERT INTO main."{table}" SELECT * FROM staged."{table}"')
                 self.clear_position(c, view.name)
                 self.set_position(c, view.name, positions[view.name])
-                c.execute("DELETE FROM main.flowledger_meta WHERE key = ?", ("view:" + view.name,))
-                c.execute("INSERT INTO main.flowledger_meta VALUES (?, ?)", ("view:" + view.name, str(view.version)))
+                self.set_view_version(c, view.name, view.version)
 
     @staticmethod
     def lock_views(c: sqlite3.Cursor, names: Sequence[str]) -> None:

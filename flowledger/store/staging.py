@@ -73,7 +73,7 @@ class StagingBackend(SQLiteBackend):
             for view in views:
                 for statement in view.fold_ddl():
                     c.execute(statement)
-                c.execute("INSERT INTO flowledger_meta VALUES (?, ?)", ("view:" + view.name, str(view.version)))
+                self.set_view_version(c, view.name, view.version)
 
     def transaction(
         self, *, write: bool, durable: bool = True, append: bool = False, attach: tuple[str, str] | None = None
