@@ -11,7 +11,6 @@ machine; the raw baseline is measured on the same file in the same run.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sqlite3
 import subprocess
@@ -21,7 +20,7 @@ import time
 import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import batch_sizes, query_latency, raw_read, rebuild  # noqa: E402
+from run import query_latency, raw_read, rebuild, timed_batches  # noqa: E402
 from workload import ENGAGEMENT, IDS, workload  # noqa: E402
 
 from flowledger import ledger  # noqa: E402
@@ -74,10 +73,9 @@ def webhooks_from_file(folder: str, source: str) -> tuple[float, int]:
         if os.path.exists(path):
             os.remove(path)
     hooks: list[bytes] = []
-    wanted = {t.encode() for t in ENGAGEMENT}
     with open(source, "rb") as f, open(core, "wb") as out:
         for line in f:
-            if orjson.loads(line)["type"].encode() in wanted:
+            if orjson.loads(line)["type"] in ENGAGEMENT:
                 hooks.append(line)
             else:
                 out.write(line)
@@ -85,21 +83,12 @@ def webhooks_from_file(folder: str, source: str) -> tuple[float, int]:
     with open(core, "rb") as f:
         ledger.append_input(log, f)
     os.remove(core)
-    batches = []
-    i = 0
-    for n in batch_sizes(len(hooks)):
-        batches.append(b"".join(hooks[i : i + n]))
-        i += n
-    del hooks
-    started = time.perf_counter()
-    for batch in batches:
-        ledger.append_input(log, io.BytesIO(batch))
-    seconds = time.perf_counter() - started
+    seconds = timed_batches(log, hooks)
     log.close()
     for path in (store, store + "-wal", store + "-shm"):
         if os.path.exists(path):
             os.remove(path)
-    return i / seconds, i
+    return len(hooks) / seconds, len(hooks)
 
 
 def main() -> None:
