@@ -30,7 +30,6 @@ from workload import ENGAGEMENT, IDS, workload  # noqa: E402
 from flowledger import ledger, queries  # noqa: E402
 from flowledger.projections.projector import Projector  # noqa: E402
 from flowledger.store import open_log  # noqa: E402
-from flowledger.store.recent_ids import FLUSH_ROWS  # noqa: E402
 from flowledger.store.sqlite import CACHE_KIB, CHECKPOINT_PAGES  # noqa: E402
 
 
@@ -109,61 +108,38 @@ _LOG_TABLES = (
     "CREATE TABLE stored_events (originator_id TEXT, originator_version INTEGER, topic TEXT, "
     "state BLOB, PRIMARY KEY (originator_id, originator_version))",
     "CREATE TABLE event_ids (id TEXT PRIMARY KEY) WITHOUT ROWID",
-    "CREATE TABLE flowledger_meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID",
 )
 
 
-def _log_rows(events: list[dict]) -> tuple[list[tuple], list[str]]:
-    """(events rows, ids) as an append writes them, made before the clock starts."""
+def _log_rows(events: list[dict]) -> tuple[list[tuple], list[tuple]]:
+    """(events rows, id rows) as an append writes them, made before the clock starts."""
     versions: dict[str, int] = {}
     rows, ids = [], []
     for i, e in enumerate(events):
         stream = f"message:{e['message_id']}" if "message_id" in e and e["type"].startswith("message.") else f"run:{e['run_id']}"
         versions[stream] = versions.get(stream, 0) + 1
         rows.append((stream, versions[stream], e["type"], orjson.dumps(e, option=orjson.OPT_SORT_KEYS)))
-        ids.append(f"{e['id']}#{i}")
+        ids.append((f"{e['id']}#{i}",))
     return rows, ids
 
 
-def _timed_log_commits(c: sqlite3.Connection, sizes: list[int], rows: list[tuple], ids: list[str]) -> float:
-    """Seconds to write the log's rows as an append does, one transaction per size in turn:
-    each commit looks its ids up in event_ids and inserts its events; every FLUSH_ROWS
-    events, their ids go into event_ids in one sorted insert with the watermark (see
-    flowledger/store/recent_ids.py), the last ones at the end."""
-    started = time.perf_counter()
-    i = 0
-    pending: list[str] = []
-    for n in sizes:
-        c.execute("BEGIN")
-        c.execute(_LOOK_UP, (orjson.dumps(ids[i : i + n]).decode(),)).fetchall()
-        c.executemany("INSERT INTO stored_events VALUES (?, ?, ?, ?)", rows[i : i + n])
-        pending += ids[i : i + n]
-        if len(pending) >= FLUSH_ROWS or i + n >= len(rows):
-            c.execute("INSERT INTO event_ids SELECT value FROM json_each(?)", (orjson.dumps(sorted(pending)).decode(),))
-            c.execute("INSERT OR REPLACE INTO flowledger_meta VALUES ('ids_indexed_upto', ?)", (str(i + n),))
-            pending = []
-        c.execute("COMMIT")
-        i += n
-    return time.perf_counter() - started
-
-
-_LOOK_UP = "SELECT e.id FROM json_each(?) AS j CROSS JOIN event_ids AS e ON e.id = j.value"
+def _log_inserts(rows: list[tuple], ids: list[tuple]) -> list[tuple[str, list]]:
+    return [("INSERT INTO stored_events VALUES (?, ?, ?, ?)", rows), ("INSERT INTO event_ids VALUES (?)", ids)]
 
 
 def schema_floor(path: str, events: list[dict], core: list[dict], hooks: list[dict]) -> tuple[float, float]:
-    """Events/s of writing the rows flowledger's own tables hold (an event, and its id in
-    sorted flushes), with no Python work: in 10,000-row transactions, and in the webhook
-    batches onto a store holding the rest. What is left of each ratio for validation and
-    the rules."""
+    """Events/s of inserting the rows flowledger's own tables hold (an event and its id),
+    with no Python work: in 10,000-row transactions, and in the webhook batches onto a
+    store holding the rest. What is left of each ratio for validation and the rules."""
     c = _durable(path + ".bulk", *_LOG_TABLES, as_flowledger=True)
     rows, ids = _log_rows(events)
-    bulk = len(rows) / _timed_log_commits(c, [10_000] * (len(rows) // 10_000 + 1), rows, ids)
+    bulk = len(rows) / _timed_commits(c, [10_000] * (len(rows) // 10_000 + 1), _log_inserts(rows, ids))
     c.close()
     c = _durable(path + ".hooks", *_LOG_TABLES, as_flowledger=True)
     rows, ids = _log_rows(core + hooks)
     k = len(core)
-    _timed_log_commits(c, [k], rows[:k], ids[:k])
-    batches = len(hooks) / _timed_log_commits(c, batch_sizes(len(hooks)), rows[k:], ids[k:])
+    _timed_commits(c, [k], _log_inserts(rows[:k], ids[:k]))
+    batches = len(hooks) / _timed_commits(c, batch_sizes(len(hooks)), _log_inserts(rows[k:], ids[k:]))
     c.close()
     return bulk, batches
 

@@ -11,7 +11,6 @@ import textwrap
 import time
 
 import orjson
-import pytest
 
 from flowledger.store import open_log
 
@@ -19,11 +18,9 @@ WORKER = textwrap.dedent(
     """
     import io, sys, orjson
     from flowledger import ledger
-    from flowledger.store import open_log, recent_ids
+    from flowledger.store import open_log
 
     store, worker, batches, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    # Ids move from memory to event_ids every so many events (see store/recent_ids.py).
-    recent_ids.FLUSH_ROWS = int(sys.argv[5])
     log = open_log(store, lock_timeout=120)
     for b in range(batches):
         events = []
@@ -43,20 +40,14 @@ WORKER = textwrap.dedent(
 )
 
 
-def _spawn(store, worker, batches, size, flush_rows=20_000):
+def _spawn(store, worker, batches, size):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.Popen(
-        [sys.executable, "-c", WORKER, store, str(worker), str(batches), str(size), str(flush_rows)],
+        [sys.executable, "-c", WORKER, store, str(worker), str(batches), str(size)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
     )
-
-
-def _watermark(store):
-    """The last position whose id event_ids holds (the ids after it live in memory)."""
-    with sqlite3.connect(store) as c:
-        return int(c.execute("SELECT value FROM flowledger_meta WHERE key = 'ids_indexed_upto'").fetchone()[0])
 
 
 def _stored(store):
@@ -66,12 +57,9 @@ def _stored(store):
     return rows
 
 
-@pytest.mark.parametrize("flush_rows", [20_000, 37])
-def test_four_processes_appending_to_one_file_lose_nothing_and_duplicate_nothing(store_path, flush_rows):
-    """With the ids all in memory, and moved to event_ids every 37 events by whichever
-    process's append reaches that (the others then read them from there)."""
+def test_four_processes_appending_to_one_file_lose_nothing_and_duplicate_nothing(store_path):
     open_log(store_path).close()
-    procs = [_spawn(store_path, w, 25, 10, flush_rows) for w in range(4)]
+    procs = [_spawn(store_path, w, 25, 10) for w in range(4)]
     acked: list[str] = []
     appended = duplicates = 0
     for p in procs:
@@ -88,7 +76,6 @@ def test_four_processes_appending_to_one_file_lose_nothing_and_duplicate_nothing
     assert set(ids) == set(acked), "an acknowledged event is missing"
     assert appended == len(ids) and appended + duplicates == len(acked)
     assert duplicates == 3 * 25 * 10  # every shared provider event but the first copy
-    assert (_watermark(store_path) > 0) == (flush_rows < len(ids))
     versions: dict[str, list[int]] = {}
     for stream, version, _ in rows:
         versions.setdefault(stream, []).append(version)
@@ -97,7 +84,7 @@ def test_four_processes_appending_to_one_file_lose_nothing_and_duplicate_nothing
 
 def test_acknowledged_events_survive_a_writer_killed_with_sigkill(store_path):
     open_log(store_path).close()
-    proc = _spawn(store_path, 0, 10_000, 50, flush_rows=1_000)
+    proc = _spawn(store_path, 0, 10_000, 50)
     acked: list[str] = []
     deadline = time.monotonic() + 120
     while len(acked) < 20 * 150 and time.monotonic() < deadline:
@@ -116,15 +103,14 @@ def test_acknowledged_events_survive_a_writer_killed_with_sigkill(store_path):
     assert set(acked) <= ids
     # A batch is stored whole or not at all: 150 events per batch.
     assert len(rows) % 150 == 0
-    assert 0 < _watermark(store_path) <= len(rows)
     # The store still takes appends after the crash.
     log = open_log(store_path)
     assert log.count() == len(rows)
     log.close()
-    # Each id is still known after the crash, whether it was in event_ids or only in the
-    # killed process's memory: a new process resending every stored batch stores nothing.
+    # Every stored id is still known after the crash: a new process resending every
+    # stored batch stores nothing and counts each event as a duplicate.
     batches = len(rows) // 150
-    again = _spawn(store_path, 0, batches, 50, flush_rows=1_000)
+    again = _spawn(store_path, 0, batches, 50)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err.decode()
     acks = [orjson.loads(line) for line in out.decode().splitlines()]

@@ -10,10 +10,8 @@ from typing import Any
 
 import orjson
 
-SCHEMA_VERSION = 3
-"""The layout of flowledger's own tables (2: event_ids holds the ids alone; 3: a SQLite
-store's event_ids may leave out its newest events, after the position flowledger_meta's
-``ids_indexed_upto`` names, whose ids are read from the log: see store/recent_ids.py)."""
+SCHEMA_VERSION = 2
+"""The layout of flowledger's own tables (2: event_ids holds the ids alone)."""
 
 # Every event writes one row here, at a place its id decides: the id alone keeps the table
 # small (a resend is told from a conflict by reading the stream the body names).
@@ -68,10 +66,9 @@ class SQLBackend:
         if version >= SCHEMA_VERSION:
             return
         with self.transaction(write=True, append=True) as c:  # type: ignore[attr-defined]
-            version = self._schema_version(c)
-            if version >= SCHEMA_VERSION:
+            if self._schema_version(c) >= SCHEMA_VERSION:
                 return  # another process upgraded it while we waited for the lock
-            if version < 2 and "event_ids" in self.table_names(c):  # type: ignore[attr-defined]
+            if "event_ids" in self.table_names(c):  # type: ignore[attr-defined]
                 # Version 1 kept a digest and the stream beside each id.
                 c.execute(self.ddl(_EVENT_IDS.format("event_ids_v2")))  # type: ignore[attr-defined]
                 c.execute("INSERT INTO event_ids_v2 SELECT id FROM event_ids")
@@ -79,10 +76,6 @@ class SQLBackend:
                 c.execute("ALTER TABLE event_ids_v2 RENAME TO event_ids")
             for statement in FLOWLEDGER_TABLES:
                 c.execute(self.ddl(statement))  # type: ignore[attr-defined]
-            # Up to version 2 every append wrote its ids into event_ids: it holds them all.
-            # (PostgreSQL's appends still do, and never read this.)
-            c.execute("DELETE FROM flowledger_meta WHERE key = 'ids_indexed_upto'")
-            c.execute("INSERT INTO flowledger_meta VALUES ('ids_indexed_upto', ?)", (str(self.max_position(c)),))
             c.execute("DELETE FROM flowledger_meta WHERE key = 'schema_version'")
             c.execute("INSERT INTO flowledger_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 

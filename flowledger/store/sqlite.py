@@ -7,9 +7,7 @@ Layout of the file:
 - ``stored_events`` (eventsourcing's): one row per event; ``originator_id`` is the stream
   (``run:<run_id>`` or ``message:<message_id>``), ``topic`` the event type, ``state`` the
   event as JSON; the rowid is the event's position in the notification log.
-- ``event_ids``: every sender's event id stored, for idempotent appends, up to the position
-  ``flowledger_meta`` names; the ids of the events after it are read from the log and kept
-  in memory (:mod:`flowledger.store.recent_ids`).
+- ``event_ids``: every sender's event id stored, for idempotent appends.
 - ``stream_heads``: each run's last version and the state its rules need (a message's
   version is read from ``stored_events``' own key; stores made with schema version 1
   also hold message rows here, which nothing reads).
@@ -21,7 +19,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +35,6 @@ from eventsourcing.sqlite import (
 
 from flowledger.errors import StoreBusy, StoreError
 from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend
-from flowledger.store.recent_ids import RecentIds, set_watermark
 
 if TYPE_CHECKING:
     from flowledger.projections.base import View
@@ -96,48 +93,22 @@ class SQLiteTransaction:
 
     ``write=True`` begins with ``BEGIN IMMEDIATE``: every flowledger write reads first
     (ids, heads), and a plain ``BEGIN`` would let a second writer fail at once with
-    SQLITE_BUSY instead of waiting for the lock. ``append=True`` (the log's own writes)
-    also brackets the transaction for the backend's :class:`RecentIds`.
+    SQLITE_BUSY instead of waiting for the lock.
     """
 
     def __init__(
-        self,
-        backend: SQLiteBackend,
-        *,
-        write: bool,
-        durable: bool = True,
-        append: bool = False,
-        attach: tuple[str, str] | None = None,
+        self, backend: SQLiteBackend, *, write: bool, durable: bool = True, attach: tuple[str, str] | None = None
     ) -> None:
         self.backend = backend
         self.write = write
         self.durable = durable
-        self.append = append and write
         self.attach = attach
         """(name, file) of a database to attach for this transaction only."""
         self._attached = False
         self._conn: SQLiteConnection | None = None
         self.cursor: sqlite3.Cursor | None = None
-        self._recent: RecentIds | None = None
 
     def __enter__(self) -> sqlite3.Cursor:
-        if self.append:
-            recent = self.backend.recent_ids
-            # Another thread of this process is appending: it holds the write lock too.
-            if not recent.lock.acquire(timeout=self.backend.lock_timeout):
-                raise _busy(self.backend)
-            self._recent = recent
-        try:
-            self._enter()
-        except BaseException:
-            self._release_recent()
-            raise
-        if self._recent is not None:
-            self._recent.begin()
-        assert self.cursor is not None
-        return self.cursor
-
-    def _enter(self) -> None:
         with translate_errors(self.backend):
             self._conn = self.backend.datastore.pool.get_connection(is_writer=self.write)
             try:
@@ -159,31 +130,20 @@ class SQLiteTransaction:
                 # goes back to the pool as it came.
                 self._give_back()
                 raise
+        return self.cursor
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         assert self._conn is not None
-        committed = False
         try:
             with translate_errors(self.backend):
                 if exc is None and self.write:
                     self._conn.commit()
-                    committed = True
                 else:
                     self._conn.rollback()
         finally:
-            try:
-                self._give_back()
-            finally:
-                if self._recent is not None:
-                    self._recent.end(committed)
-                self._release_recent()
+            self._give_back()
         if exc is not None and isinstance(exc, (sqlite3.Error, PersistenceError)):
             raise _translate(exc, self.backend) from exc
-
-    def _release_recent(self) -> None:
-        if self._recent is not None:
-            self._recent.lock.release()
-            self._recent = None
 
     def _give_back(self) -> None:
         """Undo the connection's settings for this transaction and return it to the pool."""
@@ -213,7 +173,10 @@ def translate_errors(backend: SQLiteBackend) -> Iterator[None]:
 def _translate(error: BaseException, backend: SQLiteBackend) -> StoreError:
     text = str(error)
     if "locked" in text or "busy" in text.lower() or "Timed out" in text:
-        return _busy(backend)
+        return StoreBusy(
+            f"the store {backend.path} is busy: another process held its write lock for "
+            f"more than {backend.lock_timeout:g} s; try again, or raise --lock-timeout"
+        )
     if "not a database" in text or "malformed" in text:
         return StoreError(f"{backend.path} is not a flowledger store (not a usable SQLite file)")
     if "unable to open" in text:
@@ -223,13 +186,6 @@ def _translate(error: BaseException, backend: SQLiteBackend) -> StoreError:
     if "disk" in text and "full" in text:
         return StoreError(f"the disk holding {backend.path} is full; nothing was stored")
     return StoreError(f"the store {backend.path} failed: {text}")
-
-
-def _busy(backend: SQLiteBackend) -> StoreBusy:
-    return StoreBusy(
-        f"the store {backend.path} is busy: another process held its write lock for "
-        f"more than {backend.lock_timeout:g} s; try again, or raise --lock-timeout"
-    )
 
 
 # A view's CREATE statement names its table or index without a schema: "main." before it.
@@ -253,8 +209,6 @@ class SQLiteBackend(SQLBackend):
         """The database file."""
         self.lock_timeout = lock_timeout
         """Seconds a writer waits for another's lock before giving up."""
-        self.recent_ids = RecentIds()
-        """The ids of the log's events that event_ids does not hold yet."""
         if not create and not Path(path).exists():
             raise StoreError(
                 f"no store at {path}: append some events first, or point --store "
@@ -282,7 +236,6 @@ class SQLiteBackend(SQLBackend):
                         "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
                         (str(SCHEMA_VERSION),),
                     )
-                    set_watermark(c, 0)
         else:
             self.upgrade()
 
@@ -293,31 +246,14 @@ class SQLiteBackend(SQLBackend):
         """A transaction; ``write=True`` takes the write lock at once (BEGIN IMMEDIATE).
 
         ``durable=False`` (views only, never the log) commits without waiting for fsync.
-        ``append`` (the log's own writes): one at a time in this process, and what they
-        claim of :attr:`recent_ids` kept only if they commit.
+        ``append`` (the log's own writes) needs nothing more here: SQLite has one writer.
         ``attach`` = (name, file): that database is attached for the transaction's length.
         """
-        return SQLiteTransaction(self, write=write, durable=durable, append=append, attach=attach)
+        return SQLiteTransaction(self, write=write, durable=durable, attach=attach)
 
     def close(self) -> None:
         """Close every pooled connection."""
         self.datastore.close()
-
-    # The log's ids: those of its newest events in memory, the rest in event_ids.
-
-    def claim_ids(self, c: sqlite3.Cursor, ids: Sequence[str]) -> set[str]:  # type: ignore[override]
-        """Count the event ids not stored yet as stored; returns those (the others were stored before)."""
-        return self.recent_ids.claim(c, ids)
-
-    def release_ids(self, c: sqlite3.Cursor, ids: Iterable[str]) -> None:  # type: ignore[override]
-        """Forget claimed ids whose events were refused after all."""
-        self.recent_ids.release(ids)
-
-    def insert(self, c: sqlite3.Cursor, events: Sequence[Any], heads: Sequence[Any], keys: Sequence[Any]) -> None:  # type: ignore[override]
-        """Write events, the runs' new heads and cancellation keys; then flush the newest
-        events' ids into event_ids if there are enough of them."""
-        super().insert(c, events, heads, keys)
-        self.recent_ids.inserted(c)
 
     @staticmethod
     def table_names(c: sqlite3.Cursor) -> set[str]:
