@@ -214,10 +214,11 @@ class Projector:
             with b.transaction(write=True, durable=False) as c:
                 b.lock_views(c, sorted(v.name for v in views))
                 positions = {v.name: b.get_position(c, v.name) for v in views}
-                rows, last, n = self._read_page(c, views, positions, page_size)
+                wanted = frozenset().union(*(v.topics for v in views))
+                rows, last, n = self._read_page(c, wanted, positions, page_size)
                 if n == 0:
                     return 0
-                folded = self._fold_page(c, views, positions, rows, last, memories)
+                folded = self._fold_page(c, views, wanted, positions, rows, last, memories)
                 self._write(c, folded, last)
         except BaseException:
             for memory in memories.values():
@@ -228,11 +229,10 @@ class Projector:
         return n
 
     def _read_page(
-        self, c: Any, views: Sequence[View], positions: dict[str, int], page_size: int
+        self, c: Any, wanted: frozenset[str], positions: dict[str, int], page_size: int
     ) -> tuple[list[Any], int, int]:
         """The next page of the log after the furthest-behind view's position: its events
-        of the types the views fold, its last position and its number of events."""
-        wanted = frozenset().union(*(v.topics for v in views))
+        of the types the views fold (``wanted``), its last position and its number of events."""
         topics = None if wanted >= _EVERY_TYPE else wanted
         after = min(positions.values())
         if self.source is self.backend:
@@ -246,16 +246,17 @@ class Projector:
         self,
         c: Any,
         views: Sequence[View],
+        wanted: frozenset[str],
         positions: dict[str, int],
         rows: list[Any],
         last: int,
         memories: dict[str, Memory],
     ) -> list[tuple[View, Writes | None]]:
-        """Decode a page once and fold it into each view behind: what each is to write."""
+        """Decode a page once and fold it into each view behind: what each is to write.
+        ``wanted`` is every type the views fold, which is all the page holds."""
         loads = orjson.loads
         page = [(r[0], r[1], loads(r[2])) for r in rows]
         start = min(positions.values())
-        wanted = frozenset().union(*(v.topics for v in views))
         log = LogReader(self.source, c if self.source is self.backend else None)
         folded: list[tuple[View, Writes | None]] = []
         for view in views:
