@@ -63,15 +63,21 @@ def raw_from_file(path: str, source: str) -> float:
     return n / seconds
 
 
+def _remove(*paths: str) -> None:
+    """Delete these files, and the write-ahead log and shared-memory files of each, if there."""
+    for path in paths:
+        for name in (path, path + "-wal", path + "-shm"):
+            if os.path.exists(name):
+                os.remove(name)
+
+
 def webhooks_from_file(folder: str, source: str) -> tuple[float, int]:
     """Events/s of the webhook measure at this size, and how many events it appends: the
     engagement events, appended in batches of 1 to 100 (each its own call and transaction,
     as in run.py) onto a store that holds every other event (appended first, untimed)."""
     store = os.path.join(folder, "hooks.db")
     core = os.path.join(folder, "core.jsonl")
-    for path in (store, store + "-wal", store + "-shm", core):
-        if os.path.exists(path):
-            os.remove(path)
+    _remove(store, core)
     hooks: list[bytes] = []
     with open(source, "rb") as f, open(core, "wb") as out:
         for line in f:
@@ -85,9 +91,7 @@ def webhooks_from_file(folder: str, source: str) -> tuple[float, int]:
     os.remove(core)
     seconds = timed_batches(log, hooks)
     log.close()
-    for path in (store, store + "-wal", store + "-shm"):
-        if os.path.exists(path):
-            os.remove(path)
+    _remove(store)
     return len(hooks) / seconds, len(hooks)
 
 
@@ -106,15 +110,10 @@ def main() -> None:
             for e in workload(args.events, ids=args.ids):
                 f.write(orjson.dumps(e) + b"\n")
     store = os.path.join(args.dir, "store.db")
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(store + suffix):
-            os.remove(store + suffix)
     raw_db = os.path.join(args.dir, "raw.db")
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(raw_db + suffix):
-            os.remove(raw_db + suffix)
+    _remove(store, raw_db)
     raw = raw_from_file(raw_db, source)
-    os.remove(raw_db)
+    _remove(raw_db)
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", PEAK, "flowledger", "--store", store, "append", source],
