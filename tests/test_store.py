@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import os
 import sqlite3
 
+import orjson
 import pytest
 
+from flowledger import ledger
 from flowledger.errors import StoreBusy, StoreError, StoreURLError
-from flowledger.store import open_log, sqlite_path
+from flowledger.ingest import IngestOptions
+from flowledger.store import open_log, sqlite, sqlite_path
 from flowledger.store.sqlite import SQLiteBackend
+from tests.conftest import triggered
 
 
 def test_the_log_file_is_in_wal_mode_with_synchronous_full(log, store_path):
@@ -19,6 +25,27 @@ def test_the_log_file_is_in_wal_mode_with_synchronous_full(log, store_path):
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"stored_events", "event_ids", "stream_heads", "run_cancellation_keys"} <= tables
+
+
+def test_one_large_append_leaves_no_large_write_ahead_log_behind(monkeypatch, store_path):
+    # Small enough for a test to go past: checkpoints every 16 pages, the log cut to 64 KiB.
+    monkeypatch.setattr(sqlite, "CHECKPOINT_PAGES", 16)
+    monkeypatch.setattr(sqlite, "WAL_LIMIT_BYTES", 65_536)
+    log = open_log(store_path)  # open throughout, as `serve` keeps its store
+    try:
+        big = b"\n".join(orjson.dumps(triggered(f"run-{i}", data={"note": "x" * 200})) for i in range(3_000))
+        result, _ = ledger.append_input(log, io.BytesIO(big), IngestOptions())
+        assert result.appended == 3_000
+        # The one transaction went through the write-ahead log whole.
+        assert os.path.getsize(store_path + "-wal") > 16 * 65_536
+        result, _ = ledger.append_input(log, io.BytesIO(orjson.dumps(triggered("one-more"))), IngestOptions())
+        assert result.appended == 1
+        # The next write starts the log again from its beginning, and cuts the file back.
+        assert os.path.getsize(store_path + "-wal") <= 65_536
+    finally:
+        log.close()
+    with sqlite3.connect(store_path) as raw:
+        assert raw.execute("SELECT count(*) FROM stored_events").fetchone()[0] == 3_001
 
 
 @pytest.mark.parametrize(

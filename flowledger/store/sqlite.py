@@ -53,6 +53,9 @@ CACHE_KIB = 65_536
 CHECKPOINT_PAGES = 16_384
 """Pages the write-ahead log grows to (64 MiB) before a commit copies them into the file
 (SQLite's default is 1,000)."""
+WAL_LIMIT_BYTES = 2 * CHECKPOINT_PAGES * 4096
+"""What the write-ahead log is cut back to once a checkpoint has copied it all into the
+file: twice what it grows to between checkpoints, so that day to day it is never cut."""
 
 
 class _DurablePool(SQLiteConnectionPool):
@@ -74,6 +77,10 @@ class _DurablePool(SQLiteConnectionPool):
         # Each checkpoint copies every page written since the last one back into the file
         # and waits for the disk: fewer of them write a page rewritten often only once.
         raw.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
+        # SQLite reuses the log's file rather than shrinking it: without a limit, one large
+        # transaction (an import, a rebuild's merge) would leave gigabytes of it on disk
+        # for as long as any process keeps the store open.
+        raw.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         return conn
 
 
