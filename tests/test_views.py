@@ -170,6 +170,12 @@ def test_every_list_query_uses_an_index(log, table, where):
     assert "INDEX" in plan and f"SCAN {table}" not in plan.replace(f"SCAN {table} USING", ""), plan
 
 
+def _engagement_plan(c, ids: list[str]) -> str:
+    """SQLite's plan for the engagement query of these runs."""
+    c.execute("EXPLAIN QUERY PLAN " + queries.ENGAGEMENT_QUERY.format(marks=",".join("?" * len(ids))), ids)
+    return " | ".join(row[3] for row in c.fetchall())
+
+
 @pytest.mark.parametrize("runs", [1, 2, 50, 500])
 def test_a_runs_email_engagement_is_read_from_an_index_of_email_deliveries_by_run(log, runs):
     # Every runs page asks it of the page's runs (one for runs show, up to a page's worth
@@ -178,8 +184,7 @@ def test_a_runs_email_engagement_is_read_from_an_index_of_email_deliveries_by_ru
     Projector(log.backend).ensure_tables()
     ids = [f"r{i}" for i in range(runs)]
     with log.backend.transaction(write=False) as c:
-        c.execute("EXPLAIN QUERY PLAN " + queries.ENGAGEMENT_QUERY.format(marks=",".join("?" * runs)), ids)
-        plan = " | ".join(row[3] for row in c.fetchall())
+        plan = _engagement_plan(c, ids)
     assert plan == "SEARCH deliveries USING COVERING INDEX deliveries_email_by_run (run_id=? AND channel=?)", plan
 
 
@@ -205,8 +210,7 @@ def test_engagement_keeps_to_that_index_once_the_planner_knows_the_tables(log, r
         assert c.fetchone()[0] == 1
         c.execute(queries.ENGAGEMENT_QUERY.format(marks=",".join("?" * runs)), ids)
         assert sorted(r[0] for r in c.fetchall()) == sorted(ids)  # each run's one email
-        c.execute("EXPLAIN QUERY PLAN " + queries.ENGAGEMENT_QUERY.format(marks=",".join("?" * runs)), ids)
-        plan = " | ".join(row[3] for row in c.fetchall())
+        plan = _engagement_plan(c, ids)
     assert plan == "SEARCH deliveries USING COVERING INDEX deliveries_email_by_run (run_id=? AND channel=?)", plan
 
 
