@@ -170,6 +170,10 @@ def test_every_list_query_uses_an_index(log, table, where):
     assert "INDEX" in plan and f"SCAN {table}" not in plan.replace(f"SCAN {table} USING", ""), plan
 
 
+ENGAGEMENT_PLAN = "SEARCH deliveries USING COVERING INDEX deliveries_email_by_run (run_id=? AND channel=?)"
+"""Each run's email deliveries sought, and all that is read found in the index."""
+
+
 def _engagement_plan(c, ids: list[str]) -> str:
     """SQLite's plan for the engagement query of these runs."""
     c.execute("EXPLAIN QUERY PLAN " + queries.ENGAGEMENT_QUERY.format(marks=",".join("?" * len(ids))), ids)
@@ -185,7 +189,7 @@ def test_a_runs_email_engagement_is_read_from_an_index_of_email_deliveries_by_ru
     ids = [f"r{i}" for i in range(runs)]
     with log.backend.transaction(write=False) as c:
         plan = _engagement_plan(c, ids)
-    assert plan == "SEARCH deliveries USING COVERING INDEX deliveries_email_by_run (run_id=? AND channel=?)", plan
+    assert plan == ENGAGEMENT_PLAN, plan
 
 
 @pytest.mark.parametrize("runs", [1, 50])
@@ -211,7 +215,7 @@ def test_engagement_keeps_to_that_index_once_the_planner_knows_the_tables(log, r
         c.execute(queries.ENGAGEMENT_QUERY.format(marks=",".join("?" * runs)), ids)
         assert sorted(r[0] for r in c.fetchall()) == sorted(ids)  # each run's one email
         plan = _engagement_plan(c, ids)
-    assert plan == "SEARCH deliveries USING COVERING INDEX deliveries_email_by_run (run_id=? AND channel=?)", plan
+    assert plan == ENGAGEMENT_PLAN, plan
 
 
 def test_a_view_made_by_another_version_is_refolded_from_the_log(log, store_path):
