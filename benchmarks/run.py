@@ -48,6 +48,18 @@ def _durable(path: str, *ddl: str, as_flowledger: bool = False) -> sqlite3.Conne
     return c
 
 
+def remove_databases(*paths: str) -> None:
+    """Delete these SQLite files, and the write-ahead log and shared-memory files of each, if there."""
+    for path in paths:
+        for name in (path, path + "-wal", path + "-shm"):
+            if os.path.exists(name):
+                os.remove(name)
+
+
+_DATABASES = ("raw.db", "store.db", "hooks.db", "raw-batches.db", "tables.db.bulk", "tables.db.hooks")
+"""The files a run makes in its folder."""
+
+
 def batch_sizes(n: int, seed: int = 3) -> list[int]:
     """The webhook batches: sizes of 1 to 100, seeded, adding up to n."""
     rng = random.Random(seed)
@@ -334,6 +346,8 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.dir or tempfile.mkdtemp(prefix="flbench-")
     os.makedirs(folder, exist_ok=True)
+    # A folder used before: every measure starts from no file, as in a new folder.
+    remove_databases(*(os.path.join(folder, name) for name in _DATABASES))
     events = list(workload(args.events, ids=args.ids))
     core = [e for e in events if e["type"] not in ENGAGEMENT]
     hooks = [e for e in events if e["type"] in ENGAGEMENT]

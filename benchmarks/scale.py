@@ -20,7 +20,7 @@ import time
 import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import query_latency, raw_read, rebuild, timed_batches  # noqa: E402
+from run import query_latency, raw_read, rebuild, remove_databases, timed_batches  # noqa: E402
 from workload import ENGAGEMENT, IDS, workload  # noqa: E402
 
 from flowledger import ledger  # noqa: E402
@@ -63,21 +63,13 @@ def raw_from_file(path: str, source: str) -> float:
     return n / seconds
 
 
-def _remove(*paths: str) -> None:
-    """Delete these files, and the write-ahead log and shared-memory files of each, if there."""
-    for path in paths:
-        for name in (path, path + "-wal", path + "-shm"):
-            if os.path.exists(name):
-                os.remove(name)
-
-
 def webhooks_from_file(folder: str, source: str) -> tuple[float, int]:
     """Events/s of the webhook measure at this size, and how many events it appends: the
     engagement events, appended in batches of 1 to 100 (each its own call and transaction,
     as in run.py) onto a store that holds every other event (appended first, untimed)."""
     store = os.path.join(folder, "hooks.db")
     core = os.path.join(folder, "core.jsonl")
-    _remove(store, core)
+    remove_databases(store, core)
     hooks: list[bytes] = []
     with open(source, "rb") as f, open(core, "wb") as out:
         for line in f:
@@ -91,7 +83,7 @@ def webhooks_from_file(folder: str, source: str) -> tuple[float, int]:
     os.remove(core)
     seconds = timed_batches(log, hooks)
     log.close()
-    _remove(store)
+    remove_databases(store)
     return len(hooks) / seconds, len(hooks)
 
 
@@ -111,9 +103,9 @@ def main() -> None:
                 f.write(orjson.dumps(e) + b"\n")
     store = os.path.join(args.dir, "store.db")
     raw_db = os.path.join(args.dir, "raw.db")
-    _remove(store, raw_db)
+    remove_databases(store, raw_db)
     raw = raw_from_file(raw_db, source)
-    _remove(raw_db)
+    remove_databases(raw_db)
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", PEAK, "flowledger", "--store", store, "append", source],
