@@ -42,7 +42,19 @@ def failed_run(run_id="r1"):
 
 
 def test_health_needs_no_key(api):
-    assert api.get("/healthz").json() == {"status": "ok", "events": 0}
+    assert api.get("/healthz").json() == {"status": "ok", "position": 0}
+
+
+def test_health_gives_the_log_position_without_counting_the_log(api, monkeypatch):
+    from flowledger.store.backend import SQLBackend
+
+    def counted(*_):
+        raise AssertionError("a health check must not count the log: a scan of all of it")
+
+    monkeypatch.setattr(SQLBackend, "count_events", staticmethod(counted))
+    batch = failed_run("health-1")
+    assert api.post("/v1/events", json=batch, headers=h(api, "write")).status_code == 200
+    assert api.get("/healthz").json() == {"status": "ok", "position": len(batch)}
 
 
 @pytest.mark.parametrize("method, path", [("get", "/v1/runs"), ("get", "/v1/workflows/counts"), ("post", "/v1/events"), ("get", "/openapi.json")])
