@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -46,6 +48,49 @@ def test_one_large_append_leaves_no_large_write_ahead_log_behind(monkeypatch, st
         log.close()
     with sqlite3.connect(store_path) as raw:
         assert raw.execute("SELECT count(*) FROM stored_events").fetchone()[0] == 3_001
+
+
+# Twelve read transactions open at once (twelve pooled connections, as a busy `serve` has),
+# each reading a table larger than its cache; prints how far the process's peak grew, MiB.
+_MANY_READERS = """
+import sys, sqlite3, threading
+from flowledger.store import open_log, sqlite
+sqlite.CACHE_KIB = 8_192
+sqlite.HEAP_LIMIT_BYTES = int(sys.argv[2])
+path = sys.argv[1]
+raw = sqlite3.connect(path)
+raw.execute("CREATE TABLE big (x BLOB)")
+raw.executemany("INSERT INTO big VALUES (?)", [(bytes([i % 256]) * 4000,) for i in range(4_000)])
+raw.commit()
+raw.close()
+log = open_log(path)
+peak = lambda: next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+before = peak()
+together = threading.Barrier(12)
+def read():
+    with log.backend.transaction(write=False) as c:
+        c.execute("SELECT sum(length(x)) FROM big")
+        assert c.fetchone()[0] == 16_000_000
+        together.wait()
+threads = [threading.Thread(target=read) for _ in range(12)]
+for t in threads: t.start()
+for t in threads: t.join()
+print((peak() - before) // 1024)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak from /proc")
+def test_the_connections_of_one_process_share_a_bound_on_their_caches(tmp_path):
+    def growth(limit: int) -> int:
+        path = str(tmp_path / f"readers-{limit}.db")
+        done = subprocess.run([sys.executable, "-c", _MANY_READERS, path, str(limit)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout)
+
+    # Without a bound each connection keeps its own 8 MiB cache full: 96 MiB for twelve.
+    assert growth(0) >= 56
+    # The store's bound, scaled as the caches are (four caches' worth), holds them to it.
+    assert growth(sqlite.HEAP_LIMIT_BYTES * 8_192 // sqlite.CACHE_KIB) <= 36
 
 
 @pytest.mark.parametrize(
