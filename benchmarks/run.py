@@ -48,8 +48,8 @@ def _durable(path: str, *ddl: str, as_flowledger: bool = False) -> sqlite3.Conne
     return c
 
 
-def remove_databases(*paths: str) -> None:
-    """Delete these SQLite files, and the write-ahead log and shared-memory files of each, if there."""
+def remove_files(*paths: str) -> None:
+    """Delete these files, and the SQLite write-ahead log and shared-memory files beside each, if there."""
     for path in paths:
         for name in (path, path + "-wal", path + "-shm"):
             if os.path.exists(name):
@@ -347,7 +347,7 @@ def main() -> None:
     folder = args.dir or tempfile.mkdtemp(prefix="flbench-")
     os.makedirs(folder, exist_ok=True)
     # A folder used before: every measure starts from no file, as in a new folder.
-    remove_databases(*(os.path.join(folder, name) for name in _DATABASES))
+    remove_files(*(os.path.join(folder, name) for name in _DATABASES))
     events = list(workload(args.events, ids=args.ids))
     core = [e for e in events if e["type"] not in ENGAGEMENT]
     hooks = [e for e in events if e["type"] in ENGAGEMENT]

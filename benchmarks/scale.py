@@ -20,7 +20,7 @@ import time
 import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import query_latency, raw_read, rebuild, remove_databases, timed_batches  # noqa: E402
+from run import query_latency, raw_read, rebuild, remove_files, timed_batches  # noqa: E402
 from workload import ENGAGEMENT, IDS, workload  # noqa: E402
 
 from flowledger import ledger  # noqa: E402
@@ -69,7 +69,7 @@ def webhooks_from_file(folder: str, source: str) -> tuple[float, int]:
     as in run.py) onto a store that holds every other event (appended first, untimed)."""
     store = os.path.join(folder, "hooks.db")
     core = os.path.join(folder, "core.jsonl")
-    remove_databases(store, core)
+    remove_files(store, core)
     hooks: list[bytes] = []
     with open(source, "rb") as f, open(core, "wb") as out:
         for line in f:
@@ -83,7 +83,7 @@ def webhooks_from_file(folder: str, source: str) -> tuple[float, int]:
     os.remove(core)
     seconds = timed_batches(log, hooks)
     log.close()
-    remove_databases(store)
+    remove_files(store)
     return len(hooks) / seconds, len(hooks)
 
 
@@ -103,9 +103,9 @@ def main() -> None:
                 f.write(orjson.dumps(e) + b"\n")
     store = os.path.join(args.dir, "store.db")
     raw_db = os.path.join(args.dir, "raw.db")
-    remove_databases(store, raw_db)
+    remove_files(store, raw_db)
     raw = raw_from_file(raw_db, source)
-    remove_databases(raw_db)
+    remove_files(raw_db)
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", PEAK, "flowledger", "--store", store, "append", source],
