@@ -50,6 +50,23 @@ def test_one_large_append_leaves_no_large_write_ahead_log_behind(monkeypatch, st
         assert raw.execute("SELECT count(*) FROM stored_events").fetchone()[0] == 3_001
 
 
+def test_dropping_a_table_writes_its_freed_pages_nowhere(log, store_path):
+    # A rebuild ends by dropping a view's old tables. Debian's SQLite zeroes and writes
+    # every page a DROP frees; the store's connections write only what the drop changes.
+    with log.backend.transaction(write=True) as c:
+        c.execute("CREATE TABLE old_view (x BLOB)")
+        c.executemany("INSERT INTO old_view VALUES (?)", [(bytes([i % 256]) * 3_000,) for i in range(2_000)])
+    with sqlite3.connect(store_path) as raw:
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with log.backend.transaction(write=True) as c:
+        c.execute("DROP TABLE old_view")
+        c.execute("PRAGMA freelist_count")
+        freed = c.fetchone()[0]
+    assert freed >= 2_000
+    written = os.path.getsize(store_path + "-wal") // 4_096
+    assert written < freed // 20, (written, freed)
+
+
 # Twelve read transactions open at once (twelve pooled connections, as a busy `serve` has),
 # each reading a table larger than its cache; prints how far the process's peak grew, MiB.
 _MANY_READERS = """
