@@ -255,7 +255,8 @@ class Projector:
         """Decode a page once and fold it into each view behind: what each is to write.
         ``wanted`` is every type the views fold, which is all the page holds."""
         loads = orjson.loads
-        page = [(r[0], r[1], loads(r[2])) for r in rows]
+        # Every stored event holds its type: the page's rows need not carry it too.
+        page = [(position, (body := loads(state))["type"], body) for position, state in rows]
         start = min(positions.values())
         log = LogReader(self.source, c if self.source is self.backend else None)
         folded: list[tuple[View, Writes | None]] = []
