@@ -251,7 +251,7 @@ class SQLBackend:
         of the page's last event (``after`` if the page is empty); and how many events the
         page holds, of every type. Neither stream nor type: no view reads the stream, the
         state holds the type, and making either into Python strings costs a tenth of
-        reading a page or more (a fifth of it, measured, for the types alone).
+        reading a page or more (for the types alone about a quarter of it, measured).
         """
         col = self.position_column
         if topics is None:
