@@ -23,6 +23,7 @@ from flowledger.projections.base import Writes
 from flowledger.projections.helper import split_views
 from flowledger.projections.projector import Projector
 from flowledger.store import open_log
+from flowledger.store import sqlite as sqlite_module
 from flowledger.store.staging import StagingBackend
 from tests.conftest import POSTGRES_UNREACHABLE, ev, step, triggered
 from tests.histories import fresh_log, interleave, jsonl, workspaces
@@ -515,3 +516,22 @@ def test_late_facts_caught_up_by_a_new_projector_fold_as_a_rebuild_does(any_log)
         assert c.fetchall() == caught_up
         c.execute("SELECT * FROM channel_counts ORDER BY workflow, channel, metric")
         assert c.fetchall() == counts
+
+
+@pytest.mark.parametrize("helper", [False, True])
+def test_a_rebuild_leaves_its_views_in_the_file_not_only_in_the_write_ahead_log(monkeypatch, store_path, tmp_path, helper):
+    # No commit copies the log into the file on its own here: only the rebuild's end may.
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_PAGES", 1_000_000)
+    log = open_log(store_path)  # open throughout, as `serve` keeps its store
+    try:
+        ledger.append_input(log, jsonl(_some_runs_and_messages()))
+        Projector(log.backend).rebuild(helper=helper, page_size=4)
+        expected = snapshot(store_path)
+        # The file alone, without its write-ahead log.
+        alone = str(tmp_path / "alone.db")
+        with open(store_path, "rb") as f, open(alone, "wb") as g:
+            g.write(f.read())
+        assert snapshot(alone) == expected
+        assert any(rows for rows in expected.values())
+    finally:
+        log.close()

@@ -321,7 +321,11 @@ class Projector:
                 running.stop()
             raise
         # What was appended while the views were staged.
-        return total + self.catch_up(views, page_size=page_size)
+        total += self.catch_up(views, page_size=page_size)
+        # The copies of the views went into the write-ahead log: into the file with them
+        # here, rather than in whichever append's commit comes next.
+        self.backend.checkpoint()
+        return total
 
     def rebuild_staged(
         self, views: Sequence[View], *, page_size: int = REBUILD_PAGE_SIZE, progress: Callable[[int], None] | None = None

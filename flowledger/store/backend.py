@@ -278,6 +278,10 @@ class SQLBackend:
         )
         return c.fetchall(), last, n
 
+    def checkpoint(self) -> None:
+        """Copy what a write-ahead log holds into the database's own files now, where the
+        database leaves that to its writers' commits (SQLite; PostgreSQL has its own)."""
+
     def analyze(self, c: Any, tables: Sequence[str]) -> None:
         """Refresh what the query planner knows of tables a rebuild has just filled (where
         it keeps such statistics and needs them to pick an index)."""
