@@ -313,6 +313,9 @@ class Projector:
             mine, theirs = views, []
         try:
             total = self.rebuild_staged(mine, page_size=page_size, progress=progress)
+            if running is not None:
+                # While the helper still folds: copy this process's views into the file.
+                self.backend.checkpoint()
             if running is not None and not running.wait():
                 # A helper that failed or was stopped replaced none of its views.
                 self.rebuild_staged(theirs, page_size=page_size)
