@@ -316,9 +316,9 @@ class Projector:
             if running is not None:
                 # While the helper still folds: copy this process's views into the file.
                 self.backend.checkpoint()
-            if running is not None and not running.wait():
-                # A helper that failed or was stopped replaced none of its views.
-                self.rebuild_staged(theirs, page_size=page_size)
+                if not running.wait():
+                    # A helper that failed or was stopped replaced none of its views.
+                    self.rebuild_staged(theirs, page_size=page_size)
         except BaseException:
             if running is not None:
                 running.stop()
