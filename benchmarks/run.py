@@ -20,7 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import orjson
 
@@ -55,6 +56,8 @@ def remove_files(*paths: str) -> None:
             if os.path.exists(name):
                 os.remove(name)
 
+
+T = TypeVar("T")
 
 _DATABASES = ("raw.db", "store.db", "hooks.db", "raw-batches.db", "tables.db.bulk", "tables.db.hooks")
 """The files a run makes in its folder."""
@@ -175,19 +178,22 @@ def webhook_ingest(path: str, core: list[dict], hooks: list[dict], seed: int = 3
     """Events/s appending engagement webhooks in batches of 1 to 100, for runs stored before."""
     log = open_log(path)
     ledger.append_input(log, io.BytesIO(jsonl(core)))
-    seconds = timed_batches(log, [orjson.dumps(e) + b"\n" for e in hooks], seed)
+    lines = [orjson.dumps(e) + b"\n" for e in hooks]
+    seconds = timed_appends(log, [b"".join(batch) for batch in in_batches(lines, seed)])
     log.close()
     return len(hooks) / seconds
 
 
-def timed_batches(log: Any, lines: list[bytes], seed: int = 3) -> float:
-    """Seconds to append JSON lines in the webhook batches (1 to 100 lines each, seeded),
-    each batch its own call and transaction."""
-    batches = []
+def in_batches(items: Sequence[T], seed: int = 3) -> Iterator[Sequence[T]]:
+    """``items`` in the webhook batches: consecutive slices of 1 to 100, seeded."""
     i = 0
-    for n in batch_sizes(len(lines), seed):
-        batches.append(b"".join(lines[i : i + n]))
+    for n in batch_sizes(len(items), seed):
+        yield items[i : i + n]
         i += n
+
+
+def timed_appends(log: Any, batches: Iterable[bytes]) -> float:
+    """Seconds to append each batch of JSON lines, each its own call and transaction."""
     started = time.perf_counter()
     for b in batches:
         ledger.append_input(log, io.BytesIO(b))

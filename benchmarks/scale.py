@@ -11,7 +11,6 @@ machine; the raw baseline is measured on the same file in the same run.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sqlite3
 import subprocess
@@ -22,7 +21,7 @@ from array import array
 import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import batch_sizes, query_latency, raw_read, rebuild, remove_files  # noqa: E402
+from run import in_batches, query_latency, raw_read, rebuild, remove_files, timed_appends  # noqa: E402
 from workload import ENGAGEMENT, IDS, workload  # noqa: E402
 
 from flowledger import ledger  # noqa: E402
@@ -71,7 +70,7 @@ def webhooks_from_file(folder: str, source: str) -> tuple[float, int]:
     as in run.py) onto a store that holds every other event (appended first, untimed).
 
     The engagement lines wait in a file of their own, each batch read from it as its turn
-    comes: held in memory they made this process alone weigh 885 MiB at 10M."""
+    comes: held in memory they made this process alone weigh 885 MB at 10M."""
     store = os.path.join(folder, "hooks.db")
     core = os.path.join(folder, "core.jsonl")
     engagement = os.path.join(folder, "engagement.jsonl")
@@ -89,20 +88,12 @@ def webhooks_from_file(folder: str, source: str) -> tuple[float, int]:
         ledger.append_input(log, f)
     os.remove(core)
     # The same batches as run.py's, as byte counts: the timed loop only reads and appends.
-    sizes, i = [], 0
-    for n in batch_sizes(len(lengths)):
-        sizes.append(sum(lengths[i : i + n]))
-        i += n
-    n_hooks = len(lengths)
-    del lengths
+    sizes = [sum(batch) for batch in in_batches(lengths)]
     with open(engagement, "rb") as hooks:
-        started = time.perf_counter()
-        for size in sizes:
-            ledger.append_input(log, io.BytesIO(hooks.read(size)))
-        seconds = time.perf_counter() - started
+        seconds = timed_appends(log, (hooks.read(size) for size in sizes))
     log.close()
     remove_files(store, engagement)
-    return n_hooks / seconds, n_hooks
+    return len(lengths) / seconds, len(lengths)
 
 
 def main() -> None:
