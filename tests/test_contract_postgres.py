@@ -5,10 +5,16 @@ server is reachable.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
+from flowledger import ledger, queries
+from flowledger.store import open_log
 from tests.conftest import POSTGRES_UNREACHABLE
-from tests.contract import ProviderContract, RebuildIntoContract, StoreContract
+from tests.contract import ProviderContract, RebuildIntoContract, StoreContract, _history
+from tests.histories import jsonl
 
 pytestmark = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
 
@@ -17,3 +23,55 @@ class TestPostgresStore(StoreContract, RebuildIntoContract, ProviderContract):
     @pytest.fixture
     def store_url(self, postgres_url):
         return postgres_url
+
+
+def test_a_projector_never_passes_an_append_still_in_flight(postgres_url):
+    # The first appender's events take their positions and then wait, uncommitted. Were the
+    # second free to commit the positions after them meanwhile, a projector would move past
+    # the first's and never come back for them. It must wait for the first instead, so the
+    # projector sees nothing new until both commit, and then applies every event once.
+    log, first, second = open_log(postgres_url), open_log(postgres_url), open_log(postgres_url)
+    try:
+        ledger.append_input(log, jsonl(_history("r0")))
+        ledger.catch_up(log)
+        before = ledger.head(log)
+        written, release = threading.Event(), threading.Event()
+        insert = first.backend.insert
+
+        def insert_then_wait(c, *args):
+            insert(c, *args)
+            written.set()
+            release.wait(60)
+
+        first.backend.insert = insert_then_wait  # this store object only
+        outcomes: dict[str, object] = {}
+
+        def append(name, target, run_id):
+            try:
+                outcomes[name] = ledger.append_input(target, jsonl(_history(run_id)))[0].appended
+            except Exception as e:  # noqa: BLE001  # reported below
+                outcomes[name] = e
+
+        threads = [threading.Thread(target=append, args=("first", first, "r1"))]
+        threads[0].start()
+        assert written.wait(30), "the first append never wrote its events"
+        threads.append(threading.Thread(target=append, args=("second", second, "r2")))
+        threads[1].start()
+        time.sleep(1.0)  # time enough for the second append to commit, were it not held
+        try:
+            assert "second" not in outcomes, "an append committed while an earlier one was in flight"
+            assert ledger.catch_up(log) == 0
+            assert ledger.head(log) == before
+            assert ledger.query(log, queries.counts, fresh=False)["total"] == 1
+        finally:
+            release.set()
+            for t in threads:
+                t.join(60)
+        assert outcomes == {"first": 8, "second": 8}
+        assert ledger.catch_up(log) == 16
+        counts = ledger.query(log, queries.counts, fresh=False)
+        assert (counts["total"], counts["failed"]) == (3, 3)
+        assert ledger.catch_up(log) == 0
+    finally:
+        for each in (log, first, second):
+            each.close()
