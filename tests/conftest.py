@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -76,8 +77,8 @@ POSTGRES_UNREACHABLE = _reachable()
 """Why PostgreSQL tests skip (None: a server answers)."""
 
 
-@pytest.fixture
-def postgres_url():
+def _schema_url() -> Iterator[str]:
+    """A store URL on the test server, in a schema of its own, dropped afterwards."""
     import psycopg
 
     from flowledger.store.postgres import parse_url
@@ -87,6 +88,17 @@ def postgres_url():
     s = parse_url(POSTGRES)
     with psycopg.connect(dbname=s["dbname"], host=s["host"], port=s["port"], user=s["user"], password=s["password"], autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def postgres_url():
+    yield from _schema_url()
+
+
+@pytest.fixture
+def other_postgres_url():
+    """A second store in the same database (another schema)."""
+    yield from _schema_url()
 
 
 

@@ -75,3 +75,24 @@ def test_a_projector_never_passes_an_append_still_in_flight(postgres_url):
     finally:
         for each in (log, first, second):
             each.close()
+
+
+def test_projectors_of_stores_in_other_schemas_never_wait_for_each_other(postgres_url, other_postgres_url):
+    # Advisory locks belong to the database: a view's lock keyed by its name alone would
+    # make every store's projector of that view wait for any other's.
+    busy, other = open_log(postgres_url), open_log(other_postgres_url)
+    try:
+        ledger.append_input(other, jsonl(_history("r1")))
+        ledger.catch_up(busy)  # its tables exist: only the lock below is held
+        done = threading.Event()
+        with busy.backend.transaction(write=True, durable=False) as c:
+            busy.backend.lock_views(c, ["deliveries", "runs", "steps"])
+            worker = threading.Thread(target=lambda: (ledger.catch_up(other), done.set()))
+            worker.start()
+            caught_up = done.wait(20)
+        worker.join(60)
+        assert caught_up, "a projector waited for the views of a store in another schema"
+        assert ledger.query(other, queries.counts, fresh=False)["total"] == 1
+    finally:
+        busy.close()
+        other.close()

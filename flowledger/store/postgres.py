@@ -257,8 +257,10 @@ class PostgresBackend(SQLBackend):
         them it guesses at their size, and may scan a table rather than seek an index."""
         c.execute("ANALYZE " + ", ".join(f'"{t}"' for t in tables))
 
-    @staticmethod
-    def lock_views(c: PgCursor, names: Sequence[str]) -> None:
-        """Hold each view's advisory lock until the transaction ends (in name order)."""
+    def lock_views(self, c: PgCursor, names: Sequence[str]) -> None:
+        """Hold each view's advisory lock until the transaction ends (in name order).
+
+        The locks are the database's, not the schema's: keyed by schema too, so that the
+        projectors of stores in other schemas of the same database never wait for these."""
         for name in names:
-            c.execute("SELECT pg_advisory_xact_lock(hashtext(?))", ("flowledger:view:" + name,))
+            c.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"flowledger:view:{self.schema}:{name}",))
