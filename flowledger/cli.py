@@ -23,7 +23,7 @@ from flowledger import ledger, queries, shapes
 from flowledger.api import keys as api_keys
 from flowledger.domain.vocabulary import normalize_timestamp
 from flowledger.domain.redaction import Redactor
-from flowledger.errors import FlowledgerError, InvalidInput
+from flowledger.errors import FlowledgerError, InvalidInput, StoreError
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES, IngestOptions
 from flowledger.domain.run import STATUSES
 from flowledger.projections.delivery import STATUS_RANK
@@ -566,7 +566,8 @@ def project(obj: Context, follow: bool, interval: float) -> None:
 
     Each view records the log position it has applied in the same transaction as its
     rows: a projector killed at any moment never applies an event twice or skips one,
-    and several projectors may run at once.
+    and several projectors may run at once. With --follow it outlives a busy or
+    unreachable store, saying why on stderr and trying again later.
 
     \b
     Example:
@@ -575,8 +576,13 @@ def project(obj: Context, follow: bool, interval: float) -> None:
     """
     log = obj.open()
     try:
-        n = ledger.catch_up(log)
-        click.echo(orjson.dumps({"applied": n}).decode())
+        try:
+            n = ledger.catch_up(log)
+            click.echo(orjson.dumps({"applied": n}).decode())
+        except StoreError:
+            if not follow:
+                raise
+            # A follower keeps trying, and says why (see Projector.follow).
         if follow:
             ledger.follow(
                 log,
@@ -776,8 +782,14 @@ def serve(obj: Context, host: str, port: int, follow: bool, public_url: str | No
         from flowledger.api.app import create_app
     except ImportError:
         raise click.ClickException("the HTTP API is not installed: pip install 'flowledger[api]'") from None
-    # Open the store once here, so a bad --store is a clear error before the server starts.
-    obj.open(create=True).close()
+    # The server's start-up work, done here first: a bad --store or a store too busy to
+    # use is then a clear error before the server starts, not a traceback from inside it.
+    log = obj.open(create=True)
+    try:
+        api_keys.ensure_table(log.backend)
+        ledger.catch_up(log)
+    finally:
+        log.close()
     app = create_app(obj.store, lock_timeout=obj.lock_timeout, follow=follow, public_url=public_url)
     uvicorn.run(app, host=host, port=port, log_level="info")
 

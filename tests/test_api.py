@@ -57,6 +57,33 @@ def test_health_gives_the_log_position_without_counting_the_log(api, monkeypatch
     assert api.get("/healthz").json() == {"status": "ok", "position": len(batch)}
 
 
+def test_a_server_starts_when_its_first_catch_up_meets_a_busy_store(store_path, monkeypatch, caplog):
+    # Between opening the store and catching up, another process's long append may hold
+    # the lock: the views catch up later (the follower, or each query), the server serves.
+    from flowledger import ledger
+    from flowledger.errors import StoreBusy
+    from tests.histories import jsonl
+
+    log = open_log(store_path)
+    ledger.append_input(log, jsonl(failed_run("busy-1")))
+    read_key = keys.create_key(log.backend, "reader", "read")[1]
+    log.close()
+    real, calls = ledger.catch_up, []
+
+    def busy_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise StoreBusy("the store is busy")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ledger, "catch_up", busy_once)
+    with TestClient(create_app(store_path)) as client:
+        assert client.get("/healthz").status_code == 200
+        run = client.get("/v1/runs/busy-1", headers={"X-API-Key": read_key})
+    assert run.status_code == 200 and run.json()["status"] == "failed"
+    assert any("could not catch the views up" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize("method, path", [("get", "/v1/runs"), ("get", "/v1/workflows/counts"), ("post", "/v1/events"), ("get", "/openapi.json")])
 def test_a_missing_or_unknown_key_is_401(api, method, path):
     for headers in ({}, {"X-API-Key": "fl_live_nope"}, {"X-API-Key": "something"}):

@@ -291,3 +291,66 @@ def test_project_follow_keeps_views_current_and_stops_on_sigterm(store_path):
         log.close()
     assert proc.returncode == 0, err.decode()
     assert b"Traceback" not in err
+
+
+def test_project_follow_started_while_the_store_is_busy_waits_it_out(store_path):
+    import signal
+    import sqlite3
+    import time
+
+    from flowledger import ledger
+    from flowledger.projections.projector import Projector
+    from flowledger.store import open_log
+    from tests.histories import jsonl
+
+    log = open_log(store_path)
+    ledger.append_input(log, jsonl([triggered("r1")]))
+    ledger.catch_up(log)
+    ledger.append_input(log, jsonl([ev("run.started", run_id="r1")]))
+    holder = sqlite3.connect(store_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    exe = os.path.join(os.path.dirname(sys.executable), "flowledger")
+    command = [exe, "--store", store_path, "--lock-timeout", "0.1", "project", "--follow", "--interval", "0.05"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.5)  # its first attempts time out on the held lock
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        holder.rollback()
+        projector = Projector(log.backend)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and projector.position(projector.view("runs")) < projector.head():
+            time.sleep(0.05)
+        assert [projector.position(v) for v in projector.views] == [projector.head()] * 3
+    finally:
+        holder.close()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        log.close()
+    assert proc.returncode == 0, err.decode()
+    assert b"could not catch up" in err and b"busy" in err
+    assert b"Traceback" not in err
+
+
+def test_serve_on_a_store_too_busy_to_start_on_is_a_clear_error(store_path):
+    pytest.importorskip("uvicorn")
+    import sqlite3
+
+    from flowledger import ledger
+    from flowledger.store import open_log
+    from tests.histories import jsonl
+
+    log = open_log(store_path)
+    ledger.append_input(log, jsonl([triggered("r1")]))
+    log.close()
+    holder = sqlite3.connect(store_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        exe = os.path.join(os.path.dirname(sys.executable), "flowledger")
+        command = [exe, "--store", store_path, "--lock-timeout", "0.1", "serve", "--port", "1"]
+        done = subprocess.run(command, capture_output=True, timeout=60)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert done.returncode == 1
+    assert b"busy" in done.stderr and b"--lock-timeout" in done.stderr
+    assert b"Traceback" not in done.stderr

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from flowledger import ledger
+from flowledger import ledger, queries
 from flowledger.projections.projector import Projector
 from tests.histories import jsonl
 from tests.test_views import snapshot
@@ -75,3 +75,55 @@ def test_a_projector_killed_mid_page_and_restarted_equals_a_rebuild(log, store_p
     resumed = snapshot(store_path)
     projector.rebuild()
     assert snapshot(store_path) == resumed
+
+
+def test_a_follower_outlives_a_store_busy_past_its_lock_timeout(log, store_path, caplog):
+    # Another process's long write (a whole file appended in one transaction) holds the
+    # lock for longer than the follower waits: the follower says so and tries again.
+    import logging
+    import sqlite3
+    import threading
+    import time
+
+    from flowledger.store import open_log
+    from tests.conftest import ev, triggered
+
+    ledger.append_input(log, jsonl([triggered("r1")]))
+    ledger.catch_up(log)  # the views' tables exist
+    ledger.append_input(log, jsonl([ev("run.started", run_id="r1"), triggered("r2")]))
+    holder = sqlite3.connect(store_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    follower = open_log(store_path, lock_timeout=0.1, create=False)
+    stop, failed = threading.Event(), []
+
+    def follow():
+        try:
+            ledger.follow(follower, interval=0.05, should_stop=stop.is_set)
+        except BaseException as e:  # noqa: BLE001  # reported below
+            failed.append(e)
+
+    worker = threading.Thread(target=follow)
+    with caplog.at_level(logging.WARNING, logger="flowledger.projections.projector"):
+        worker.start()
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not caplog.records:
+                time.sleep(0.05)
+            time.sleep(0.5)  # a few more attempts, all refused
+            assert worker.is_alive() and not failed, failed
+            holder.rollback()
+            projector = Projector(log.backend)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and projector.position(projector.view("runs")) < projector.head():
+                time.sleep(0.05)
+            assert [projector.position(v) for v in projector.views] == [projector.head()] * 3
+            assert worker.is_alive() and not failed, failed
+        finally:
+            stop.set()
+            worker.join(30)
+            holder.close()
+            follower.close()
+    assert not worker.is_alive() and not failed
+    assert "could not catch up" in caplog.records[0].getMessage()
+    assert "busy" in caplog.records[0].getMessage()
+    assert ledger.query(log, queries.counts, fresh=False)["total"] == 2

@@ -6,6 +6,7 @@ from the query functions' own allow-lists.
 """
 
 
+import logging
 import os
 import re
 import threading
@@ -29,7 +30,7 @@ from flowledger.api import keys
 from flowledger.providers import ADAPTERS, SignatureInvalid, SignedRequest
 from flowledger.providers.whatsapp import handshake
 from flowledger.domain.vocabulary import normalize_timestamp
-from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, StoreBusy
+from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, StoreBusy, StoreError
 from flowledger.store import open_log
 from flowledger.store.log import EventLog
 from flowledger.web import pages
@@ -41,6 +42,8 @@ MAX_BATCH_BYTES = 10 * 1024 * 1024
 
 PROBLEM = "application/problem+json"
 _FIELD = re.compile(r'^field "([^"]+)": (.*)$', re.S)
+
+_log = logging.getLogger(__name__)
 
 
 class ApiProblem(Exception):
@@ -178,7 +181,11 @@ def create_app(
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         log = open_log(store, lock_timeout=lock_timeout, create=True)
         keys.ensure_table(log.backend)
-        ledger.catch_up(log)
+        try:
+            ledger.catch_up(log)
+        except StoreError as e:
+            # Not fatal: the follower, or else each query, catches up later.
+            _log.warning("could not catch the views up at start-up (%s)", e)
         state["log"] = log
         stop = threading.Event()
         worker = None

@@ -19,6 +19,7 @@ cores and neither process waits for the other's lock.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import orjson
 
 from flowledger.domain.event_types import MESSAGE_EVENT_TYPES, RUN_EVENT_TYPES
-from flowledger.errors import FlowledgerError
+from flowledger.errors import FlowledgerError, StoreError
 from flowledger.gc_pause import cyclic_gc_paused
 from flowledger.projections.base import LogReader, View, Writes
 from flowledger.projections.deliveries_view import DeliveriesView
@@ -47,6 +48,10 @@ HELPER_FROM = 50_000
 """The log length from which a rebuild of several views starts a helper process."""
 STAGED_FROM = 50_000
 """The log length from which a catch-up folds views still empty as a rebuild does."""
+FOLLOW_BACKOFF_LIMIT = 60.0
+"""The longest wait, in seconds, of a follower between attempts while the store keeps failing."""
+
+_log = logging.getLogger(__name__)
 
 
 # A page read for views of every type needs no filter.
@@ -387,13 +392,38 @@ class Projector:
         should_stop: Callable[[], bool] = lambda: False,
         on_applied: Callable[[int], None] | None = None,
     ) -> None:
-        """Keep catching up, polling the log every ``interval`` seconds, until told to stop."""
+        """Keep catching up, polling the log every ``interval`` seconds, until told to stop.
+
+        A store error (the write lock held past the lock timeout by another process's long
+        append, a lost database connection) is logged and tried again, after twice as long
+        with each failure in a row (at most :data:`FOLLOW_BACKOFF_LIMIT`): a follower is a
+        long-running worker and must outlive both. Nothing of a failed page was applied.
+        """
+        failures = 0
         while not should_stop():
-            n = self.catch_up(page_size=page_size)
+            try:
+                n = self.catch_up(page_size=page_size)
+            except StoreError as e:
+                failures += 1
+                wait = min(interval * 2**failures, FOLLOW_BACKOFF_LIMIT)
+                _log.warning("could not catch up (%s); trying again in %.1f s", e, wait)
+                _sleep(wait, should_stop, interval)
+                continue
+            failures = 0
             if n and on_applied:
                 on_applied(n)
             if not n:
                 time.sleep(interval)
+
+
+def _sleep(seconds: float, should_stop: Callable[[], bool], step: float) -> None:
+    """Wait ``seconds``, in steps of at most ``step``, ending early once told to stop."""
+    deadline = time.monotonic() + seconds
+    while not should_stop():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(step, left))
 
 
 def _stageable(backend: SQLBackend) -> bool:
