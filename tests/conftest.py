@@ -103,6 +103,18 @@ def other_postgres_url():
 
 
 
+def wait_for_views(backend: Any, seconds: float = 30) -> None:
+    """Wait until every view has applied the whole log (a follower elsewhere is at work);
+    fail if they have not within ``seconds``."""
+    from flowledger.projections.projector import Projector
+
+    projector = Projector(backend)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and min(projector.position(v) for v in projector.views) < projector.head():
+        time.sleep(0.05)
+    assert [projector.position(v) for v in projector.views] == [projector.head()] * len(projector.views)
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on."""
     with socket.socket() as s:

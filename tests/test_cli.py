@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from flowledger.cli import cli
-from tests.conftest import ev, step, triggered
+from tests.conftest import ev, step, triggered, wait_for_views
 
 
 @pytest.fixture
@@ -269,7 +269,6 @@ def test_project_follow_keeps_views_current_and_stops_on_sigterm(store_path):
     import signal
     import time
 
-    from flowledger.projections.projector import Projector
     from flowledger.store import open_log
 
     log = open_log(store_path)
@@ -280,11 +279,7 @@ def test_project_follow_keeps_views_current_and_stops_on_sigterm(store_path):
         from tests.histories import jsonl
 
         ledger.append_input(log, jsonl([triggered("r1"), ev("run.started", run_id="r1")]))
-        projector = Projector(log.backend)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and projector.position(projector.view("runs")) < projector.head():
-            time.sleep(0.05)
-        assert [projector.position(v) for v in projector.views] == [projector.head()] * 3
+        wait_for_views(log.backend)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -299,7 +294,6 @@ def test_project_follow_started_while_the_store_is_busy_waits_it_out(store_path)
     import time
 
     from flowledger import ledger
-    from flowledger.projections.projector import Projector
     from flowledger.store import open_log
     from tests.histories import jsonl
 
@@ -316,11 +310,7 @@ def test_project_follow_started_while_the_store_is_busy_waits_it_out(store_path)
         time.sleep(1.5)  # its first attempts time out on the held lock
         assert proc.poll() is None, proc.communicate()[1].decode()
         holder.rollback()
-        projector = Projector(log.backend)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and projector.position(projector.view("runs")) < projector.head():
-            time.sleep(0.05)
-        assert [projector.position(v) for v in projector.views] == [projector.head()] * 3
+        wait_for_views(log.backend)
     finally:
         holder.close()
         proc.send_signal(signal.SIGTERM)

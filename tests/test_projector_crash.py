@@ -86,7 +86,7 @@ def test_a_follower_outlives_a_store_busy_past_its_lock_timeout(log, store_path,
     import time
 
     from flowledger.store import open_log
-    from tests.conftest import ev, triggered
+    from tests.conftest import ev, triggered, wait_for_views
 
     ledger.append_input(log, jsonl([triggered("r1")]))
     ledger.catch_up(log)  # the views' tables exist
@@ -112,11 +112,7 @@ def test_a_follower_outlives_a_store_busy_past_its_lock_timeout(log, store_path,
             time.sleep(0.5)  # a few more attempts, all refused
             assert worker.is_alive() and not failed, failed
             holder.rollback()
-            projector = Projector(log.backend)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and projector.position(projector.view("runs")) < projector.head():
-                time.sleep(0.05)
-            assert [projector.position(v) for v in projector.views] == [projector.head()] * 3
+            wait_for_views(log.backend)
             assert worker.is_alive() and not failed, failed
         finally:
             stop.set()
