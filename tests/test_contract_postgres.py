@@ -96,3 +96,35 @@ def test_projectors_of_stores_in_other_schemas_never_wait_for_each_other(postgre
     finally:
         busy.close()
         other.close()
+
+
+def test_after_the_server_ends_its_connections_at_most_one_transaction_fails(postgres_url):
+    # A restart or a failover ends every connection the pool holds: the transaction that
+    # meets a dead one fails (clearly), and the next ones get live connections.
+    import psycopg
+
+    from flowledger.errors import StoreError
+    from flowledger.store.postgres import parse_url
+
+    log = open_log(postgres_url)
+    try:
+        ledger.append_input(log, jsonl(_history("r1")))
+        assert ledger.query(log, queries.counts)["total"] == 1
+        s = parse_url(postgres_url)
+        with psycopg.connect(dbname=s["dbname"], host=s["host"], port=s["port"], user=s["user"], password=s["password"], autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                ("flowledger/" + s["schema"],),
+            ).fetchall()
+        assert len(ended) >= 2  # the pool keeps two connections open
+        failures = []
+        for i in range(2, 6):
+            try:
+                ledger.append_input(log, jsonl(_history(f"r{i}")))
+            except StoreError as e:
+                failures.append((i, str(e)))
+        assert len(failures) <= 1, failures
+        assert all("connection" in text for _, text in failures)
+        assert ledger.query(log, queries.counts)["total"] == 1 + 4 - len(failures)
+    finally:
+        log.close()

@@ -42,6 +42,15 @@ def translate_sql(statement: str) -> str:
     return statement
 
 
+def _connection_lost(error: BaseException) -> bool:
+    """Whether an error means the connection is gone (not a refused or failed statement)."""
+    cause = error.__cause__ if isinstance(error, PersistenceError) and error.__cause__ else error
+    if not isinstance(cause, psycopg.OperationalError):
+        return False
+    code = cause.sqlstate  # None: the client lost the connection before any answer
+    return code is None or code.startswith("08") or code in ("57P01", "57P02", "57P03")
+
+
 @lru_cache(maxsize=256)
 def translate_ddl(statement: str) -> str:
     """A CREATE statement written for SQLite, for PostgreSQL."""
@@ -150,6 +159,8 @@ class PostgresBackend(SQLBackend):
         self.datastore.pool.kwargs["options"] = (
             f"-c search_path={self.schema} -c lock_timeout={int(self.lock_timeout * 1000)}"
         )
+        # Which store a server's connections serve, as pg_stat_activity shows them.
+        self.datastore.pool.kwargs["application_name"] = f"flowledger/{self.schema}"[:63]
         self.recorder = PostgresApplicationRecorder(self.datastore)
         self._tracking = PostgresTrackingRecorder(self.datastore)
         with self.transaction(write=False) as c:
@@ -174,7 +185,17 @@ class PostgresBackend(SQLBackend):
         try:
             yield
         except (psycopg.Error, PersistenceError) as e:
+            if _connection_lost(e):
+                self._discard_broken_connections()
             raise self._translate(e) from e
+
+    def _discard_broken_connections(self) -> None:
+        """After a lost connection (the server restarted, or ended it), test the pool's idle
+        connections and drop the dead ones: else each would fail one more transaction."""
+        try:
+            self.datastore.pool.check()
+        except Exception:  # noqa: BLE001  # the error being reported matters more
+            pass
 
     def _translate(self, error: BaseException) -> StoreError:
         text = str(error).strip()
