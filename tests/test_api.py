@@ -57,6 +57,26 @@ def test_health_gives_the_log_position_without_counting_the_log(api, monkeypatch
     assert api.get("/healthz").json() == {"status": "ok", "position": len(batch)}
 
 
+def test_a_store_too_busy_to_write_is_a_503_to_try_again_after(store_path):
+    import sqlite3
+
+    log = open_log(store_path)
+    write_key = keys.create_key(log.backend, "writer", "write")[1]
+    log.close()
+    with TestClient(create_app(store_path, lock_timeout=0.1)) as client:
+        holder = sqlite3.connect(store_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's long append
+        try:
+            busy = client.post("/v1/events", json=failed_run("b1"), headers={"X-API-Key": write_key})
+        finally:
+            holder.rollback()
+            holder.close()
+        assert busy.status_code == 503 and busy.headers["content-type"] == "application/problem+json"
+        assert busy.headers["retry-after"] == "1" and "busy" in busy.json()["detail"]
+        again = client.post("/v1/events", json=failed_run("b1"), headers={"X-API-Key": write_key})
+        assert again.status_code == 200 and again.json()["appended"] == len(failed_run("b1"))
+
+
 def test_a_server_starts_when_its_first_catch_up_meets_a_busy_store(store_path, monkeypatch, caplog):
     # Between opening the store and catching up, another process's long append may hold
     # the lock: the views catch up later (the follower, or each query), the server serves.

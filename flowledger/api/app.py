@@ -37,6 +37,8 @@ from flowledger.web import pages
 
 MAX_BATCH_EVENTS = 10_000
 """The most events one POST /v1/events may carry."""
+BUSY_RETRY_AFTER = 1
+"""Seconds a client is told to wait (``Retry-After``) when the store was too busy to answer."""
 MAX_BATCH_BYTES = 10 * 1024 * 1024
 """The largest body POST /v1/events takes."""
 
@@ -92,7 +94,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "A refused fact, an id conflict or a refused command"),
         (413, "A batch over the limits"),
         (422, "Invalid input"),
-        (503, "The store is busy"),
+        (503, "The store is busy: try again after Retry-After seconds"),
     )
 }
 
@@ -278,7 +280,10 @@ def create_app(
         if isinstance(exc, queries.BadQuery):
             return problem(422, "Invalid query", str(exc))
         if isinstance(exc, StoreBusy):
-            return problem(503, "Busy", str(exc))
+            busy = problem(503, "Busy", str(exc))
+            # Another writer's long transaction: worth asking again soon (providers do).
+            busy.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
+            return busy
         return problem(500, "Store error", str(exc))
 
     @app.exception_handler(Exception)
