@@ -1,10 +1,12 @@
 """flowledger's benchmark: ingest, webhook-shaped ingest, rebuild and queries, each against a
 baseline measured in the same run (the machines are shared and noisy: read the ratios).
 
-    python benchmarks/run.py --events 100000 [--ids uuid|sequential] [--dir /tmp/flbench] [--skip-queries] [--rebuilds 3]
+    python benchmarks/run.py --events 100000 [--ids uuid|sequential] [--dir /tmp/flbench] [--skip-queries] [--rebuilds 3] [--repeats 3]
 
 Prints one table. Raw baseline: sqlite3 executemany of (id, stream, type, body) into a WAL
-table with a unique index on id, synchronous=FULL, 10,000 rows per transaction.
+table with a unique index on id, synchronous=FULL, 10,000 rows per transaction. The baseline,
+the append and the webhook batches are measured ``--repeats`` times in turn, and each ratio
+is the median of the ratios within a repeat: a single pair swings with the machine.
 """
 
 from __future__ import annotations
@@ -331,12 +333,26 @@ def postgres(url: str, events: list[dict], core: list[dict], hooks: list[dict], 
         _drop_schemas(url, *names)
 
 
+def _positive(text: str) -> int:
+    """An argument that must be a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--dir", default=None, help="Where to put the databases (default: a temporary folder).")
     parser.add_argument("--skip-queries", action="store_true")
     parser.add_argument("--rebuilds", type=int, default=3, help="Rebuilds to take the median of (default 3).")
+    parser.add_argument(
+        "--repeats",
+        type=_positive,
+        default=3,
+        help="Times the baseline, the append and the webhook batches are measured in turn (default 3; medians).",
+    )
     parser.add_argument(
         "--ids",
         choices=IDS,
@@ -358,14 +374,20 @@ def main() -> None:
     core = [e for e in events if e["type"] not in ENGAGEMENT]
     hooks = [e for e in events if e["type"] in ENGAGEMENT]
     rows = []
-    raw = raw_baseline(os.path.join(folder, "raw.db"), events)
-    rows.append(("raw sqlite3 executemany (baseline)", raw, 1.0))
     store = os.path.join(folder, "store.db")
-    rate = ingest(store, events)
-    rows.append(("flowledger append", rate, rate / raw))
+    raws, append_rates, hook_rates = [], [], []
+    for _ in range(args.repeats):
+        remove_files(*(os.path.join(folder, name) for name in ("raw.db", "store.db", "hooks.db")))
+        raws.append(raw_baseline(os.path.join(folder, "raw.db"), events))
+        append_rates.append(ingest(store, events))
+        hook_rates.append(webhook_ingest(os.path.join(folder, "hooks.db"), core, hooks))
+    raw = statistics.median(raws)
+    append_ratios = [r / w for r, w in zip(append_rates, raws)]
+    hook_ratios = [h / w for h, w in zip(hook_rates, raws)]
+    rows.append(("raw sqlite3 executemany (baseline)", raw, 1.0))
+    rows.append(("flowledger append", statistics.median(append_rates), statistics.median(append_ratios)))
     size = log_bytes_per_event(store, len(events))
-    hook_rate = webhook_ingest(os.path.join(folder, "hooks.db"), core, hooks)
-    rows.append((f"webhook batches of 1-100 ({len(hooks):,} events)", hook_rate, hook_rate / raw))
+    rows.append((f"webhook batches of 1-100 ({len(hooks):,} events)", statistics.median(hook_rates), statistics.median(hook_ratios)))
     floor = raw_batches(os.path.join(folder, "raw-batches.db"), core, hooks)
     rows.append(("raw sqlite3, same batches, a commit each", floor, floor / raw))
     tables_bulk, tables_batches = schema_floor(os.path.join(folder, "tables.db"), events, core, hooks)
@@ -379,13 +401,15 @@ def main() -> None:
           f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; sqlite {sqlite3.sqlite_version}")
     print(f"{'measure':<44} {'events/s':>12} {'ratio':>8}")
     for name, value, ratio in rows:
+        paired = f"; median of {', '.join(f'{r:.2f}' for r in append_ratios)}" if args.repeats > 1 else ""
         target = {
-            "flowledger append": " (target >= 0.5x raw)",
+            "flowledger append": f" (target >= 0.5x raw{paired})",
             "rebuild every view from 0": f" (of the 100k/s target; median of {', '.join(f'{r:,.0f}' for r in rates)})",
             "raw read + orjson.loads, pages of 1,000": " (the rebuild's rate to this reference)",
         }.get(name, "")
         if name.startswith("webhook"):
-            target = " (target >= 0.25x raw)"
+            paired = f"; median of {', '.join(f'{r:.2f}' for r in hook_ratios)}" if args.repeats > 1 else ""
+            target = f" (target >= 0.25x raw{paired})"
         print(f"{name:<44} {value:>12,.0f} {ratio:>7.2f}x{target}")
     print(f"rebuild peak RSS: {rss / 2**20:,.0f} MiB (its helper process: at most {helper_rss / 2**20:,.0f} MiB); "
           f"log bytes on disk per event: {size:,.0f}")

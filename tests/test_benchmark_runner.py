@@ -44,3 +44,13 @@ def test_the_runner_runs_again_in_a_folder_it_used_before(tmp_path):
     events = int(re.search(r"^events: ([\d,]+)", second, re.MULTILINE).group(1).replace(",", ""))
     assert events // 2 < after_first <= events
     assert _stored(str(tmp_path / "store.db")) == after_first
+
+
+def test_the_ratios_are_the_medians_of_the_repeats_paired_ratios(tmp_path):
+    table = _run(str(tmp_path))  # three repeats by default
+    for measure in ("flowledger append", "webhook batches"):
+        line = next(line for line in table.splitlines() if line.startswith(measure))
+        found = re.search(r"([\d.]+)x \(target >= [\d.]+x raw; median of ([\d.]+), ([\d.]+), ([\d.]+)\)$", line)
+        assert found, line
+        ratio, *paired = (float(x) for x in found.groups())
+        assert abs(ratio - sorted(paired)[1]) <= 0.005, line
