@@ -123,3 +123,12 @@ def test_a_follower_outlives_a_store_busy_past_its_lock_timeout(log, store_path,
     assert "could not catch up" in caplog.records[0].getMessage()
     assert "busy" in caplog.records[0].getMessage()
     assert ledger.query(log, queries.counts, fresh=False)["total"] == 2
+
+
+def test_a_followers_wait_doubles_with_each_failure_up_to_its_limit_however_long_the_outage():
+    from flowledger.projections.projector import FOLLOW_BACKOFF_LIMIT, follow_wait
+
+    assert [follow_wait(0.5, n) for n in range(1, 5)] == [1.0, 2.0, 4.0, 8.0]
+    assert follow_wait(0.5, 8) == FOLLOW_BACKOFF_LIMIT
+    # A store down for days: thousands of failures in a row, still a wait, never an overflow.
+    assert follow_wait(0.05, 5_000) == FOLLOW_BACKOFF_LIMIT

@@ -405,7 +405,7 @@ class Projector:
                 n = self.catch_up(page_size=page_size)
             except StoreError as e:
                 failures += 1
-                wait = min(interval * 2**failures, FOLLOW_BACKOFF_LIMIT)
+                wait = follow_wait(interval, failures)
                 _log.warning("could not catch up (%s); trying again in %.1f s", e, wait)
                 _sleep(wait, should_stop, interval)
                 continue
@@ -414,6 +414,14 @@ class Projector:
                 on_applied(n)
             if not n:
                 time.sleep(interval)
+
+
+def follow_wait(interval: float, failures: int) -> float:
+    """Seconds a follower polling every ``interval`` waits after ``failures`` store errors
+    in a row: twice as long each time, up to :data:`FOLLOW_BACKOFF_LIMIT`."""
+    # The exponent is capped first: a float overflows after a thousand doublings, which a
+    # store down for a day would reach.
+    return min(interval * 2 ** min(failures, 30), FOLLOW_BACKOFF_LIMIT)
 
 
 def _sleep(seconds: float, should_stop: Callable[[], bool], step: float) -> None:
