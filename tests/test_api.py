@@ -77,6 +77,33 @@ def test_a_store_too_busy_to_write_is_a_503_to_try_again_after(store_path):
         assert again.status_code == 200 and again.json()["appended"] == len(failed_run("b1"))
 
 
+def test_a_follower_thread_that_fails_says_so_in_one_line_and_queries_still_answer(store_path, monkeypatch, caplog):
+    import threading
+
+    from flowledger import ledger
+    from tests.histories import jsonl
+
+    log = open_log(store_path)
+    ledger.append_input(log, jsonl(failed_run("f1")))
+    read_key = keys.create_key(log.backend, "reader", "read")[1]
+    log.close()
+    uncaught = []
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+    stopped = threading.Event()
+
+    def broken_follow(*args, **kwargs):
+        stopped.set()
+        raise RuntimeError("a fold went wrong")
+
+    monkeypatch.setattr(ledger, "follow", broken_follow)
+    with TestClient(create_app(store_path, follow=True)) as client:
+        assert stopped.wait(10)
+        run = client.get("/v1/runs/f1", headers={"X-API-Key": read_key})
+    assert run.status_code == 200 and run.json()["status"] == "failed"
+    assert not uncaught  # no traceback printed by the thread
+    assert any("follower stopped: unexpected RuntimeError: a fold went wrong" in r.getMessage() for r in caplog.records)
+
+
 def test_a_server_starts_when_its_first_catch_up_meets_a_busy_store(store_path, monkeypatch, caplog):
     # Between opening the store and catching up, another process's long append may hold
     # the lock: the views catch up later (the follower, or each query), the server serves.

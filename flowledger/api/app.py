@@ -48,6 +48,15 @@ _FIELD = re.compile(r'^field "([^"]+)": (.*)$', re.S)
 _log = logging.getLogger(__name__)
 
 
+def _follow(log: EventLog, stop: threading.Event) -> None:
+    """Keep the views caught up until ``stop`` (the server's follower thread)."""
+    try:
+        ledger.follow(log, interval=0.5, should_stop=stop.is_set)
+    except Exception as e:  # noqa: BLE001  # the last guard of a thread: no traceback
+        # Store errors are retried inside follow(): this is a bug. Queries still catch up.
+        _log.error("the views' follower stopped: unexpected %s: %s; this is a bug in flowledger", type(e).__name__, e)
+
+
 class ApiProblem(Exception):
     """An error to answer with a problem document."""
 
@@ -192,12 +201,7 @@ def create_app(
         stop = threading.Event()
         worker = None
         if follow:
-            worker = threading.Thread(
-                target=ledger.follow,
-                args=(log,),
-                kwargs={"interval": 0.5, "should_stop": stop.is_set},
-                daemon=True,
-            )
+            worker = threading.Thread(target=_follow, args=(log, stop), daemon=True)
             worker.start()
         try:
             yield
