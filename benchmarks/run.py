@@ -333,6 +333,11 @@ def postgres(url: str, events: list[dict], core: list[dict], hooks: list[dict], 
         _drop_schemas(url, *names)
 
 
+def _listed(ratios: list[float]) -> str:
+    """The paired ratios a median was taken of, for the table (none for a single pair)."""
+    return f"; median of {', '.join(f'{r:.2f}' for r in ratios)}" if len(ratios) > 1 else ""
+
+
 def _positive(text: str) -> int:
     """An argument that must be a whole number of at least 1."""
     value = int(text)
@@ -401,15 +406,13 @@ def main() -> None:
           f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; sqlite {sqlite3.sqlite_version}")
     print(f"{'measure':<44} {'events/s':>12} {'ratio':>8}")
     for name, value, ratio in rows:
-        paired = f"; median of {', '.join(f'{r:.2f}' for r in append_ratios)}" if args.repeats > 1 else ""
         target = {
-            "flowledger append": f" (target >= 0.5x raw{paired})",
+            "flowledger append": f" (target >= 0.5x raw{_listed(append_ratios)})",
             "rebuild every view from 0": f" (of the 100k/s target; median of {', '.join(f'{r:,.0f}' for r in rates)})",
             "raw read + orjson.loads, pages of 1,000": " (the rebuild's rate to this reference)",
         }.get(name, "")
         if name.startswith("webhook"):
-            paired = f"; median of {', '.join(f'{r:.2f}' for r in hook_ratios)}" if args.repeats > 1 else ""
-            target = f" (target >= 0.25x raw{paired})"
+            target = f" (target >= 0.25x raw{_listed(hook_ratios)})"
         print(f"{name:<44} {value:>12,.0f} {ratio:>7.2f}x{target}")
     print(f"rebuild peak RSS: {rss / 2**20:,.0f} MiB (its helper process: at most {helper_rss / 2**20:,.0f} MiB); "
           f"log bytes on disk per event: {size:,.0f}")

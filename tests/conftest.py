@@ -101,8 +101,6 @@ def other_postgres_url():
     yield from _schema_url()
 
 
-
-
 def wait_for_views(backend: Any, seconds: float = 30) -> None:
     """Wait until every view has applied the whole log (a follower elsewhere is at work);
     fail if they have not within ``seconds``."""

@@ -3,14 +3,20 @@ problem documents."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+
 import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from flowledger import ledger
 from flowledger.api import keys
 from flowledger.api.app import MAX_BATCH_EVENTS, create_app
+from flowledger.errors import StoreBusy
 from flowledger.store import open_log
 from tests.conftest import ev, step, triggered
+from tests.histories import jsonl
 
 EXAMPLE = "examples/welcome-series.jsonl"
 
@@ -58,8 +64,6 @@ def test_health_gives_the_log_position_without_counting_the_log(api, monkeypatch
 
 
 def test_a_store_too_busy_to_write_is_a_503_to_try_again_after(store_path):
-    import sqlite3
-
     log = open_log(store_path)
     write_key = keys.create_key(log.backend, "writer", "write")[1]
     log.close()
@@ -78,11 +82,6 @@ def test_a_store_too_busy_to_write_is_a_503_to_try_again_after(store_path):
 
 
 def test_a_follower_thread_that_fails_says_so_in_one_line_and_queries_still_answer(store_path, monkeypatch, caplog):
-    import threading
-
-    from flowledger import ledger
-    from tests.histories import jsonl
-
     log = open_log(store_path)
     ledger.append_input(log, jsonl(failed_run("f1")))
     read_key = keys.create_key(log.backend, "reader", "read")[1]
@@ -107,10 +106,6 @@ def test_a_follower_thread_that_fails_says_so_in_one_line_and_queries_still_answ
 def test_a_server_starts_when_its_first_catch_up_meets_a_busy_store(store_path, monkeypatch, caplog):
     # Between opening the store and catching up, another process's long append may hold
     # the lock: the views catch up later (the follower, or each query), the server serves.
-    from flowledger import ledger
-    from flowledger.errors import StoreBusy
-    from tests.histories import jsonl
-
     log = open_log(store_path)
     ledger.append_input(log, jsonl(failed_run("busy-1")))
     read_key = keys.create_key(log.backend, "reader", "read")[1]
