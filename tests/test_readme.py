@@ -1,4 +1,5 @@
-"""README is the front door: its event examples must be valid, one per type."""
+"""README is the front door: its event examples must be valid, one per type, and no link in it
+or in docs/ may lead nowhere."""
 
 from __future__ import annotations
 
@@ -30,3 +31,38 @@ def test_the_readme_test_command_is_what_ci_runs():
     readme = open(README).read()
     assert "pip install -e '.[test]'" in readme and "pip install --quiet -e '.[test]'" in ci
     assert "\npytest\n" in readme and ci.rstrip().endswith("pytest")
+
+
+_DOCS_DIR = os.path.join(os.path.dirname(README), "docs")
+DOCS = [README, *sorted(os.path.join(_DOCS_DIR, n) for n in os.listdir(_DOCS_DIR) if n.endswith(".md"))]
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _anchors(text):
+    """The anchors GitHub makes of a Markdown file's headings."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    found = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower().replace("`", "")).replace(" ", "-")
+        anchor, n = slug, 1
+        while anchor in found:
+            anchor, n = f"{slug}-{n}", n + 1
+        found.add(anchor)
+    return found
+
+
+def test_every_link_in_the_docs_leads_somewhere():
+    broken = []
+    for path in DOCS:
+        text = open(path).read()
+        here = os.path.dirname(path)
+        for target in _LINK.findall(re.sub(r"```.*?```", "", text, flags=re.S)):
+            if re.match(r"[a-z]+:", target):
+                continue  # another site's page: not checked offline
+            file, _, anchor = target.partition("#")
+            linked = os.path.normpath(os.path.join(here, file)) if file else path
+            if not os.path.exists(linked):
+                broken.append(f"{os.path.basename(path)}: {target} (no such file)")
+            elif anchor and linked.endswith(".md") and anchor not in _anchors(open(linked).read()):
+                broken.append(f"{os.path.basename(path)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
