@@ -291,6 +291,7 @@ def test_project_follow_keeps_views_current_and_stops_on_sigterm(store_path):
 def test_project_follow_started_while_the_store_is_busy_waits_it_out(store_path):
     import signal
     import sqlite3
+    import threading
     import time
 
     from flowledger import ledger
@@ -306,16 +307,27 @@ def test_project_follow_started_while_the_store_is_busy_waits_it_out(store_path)
     exe = os.path.join(os.path.dirname(sys.executable), "flowledger")
     command = [exe, "--store", store_path, "--lock-timeout", "0.1", "project", "--follow", "--interval", "0.05"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines: list[bytes] = []
+    # Read on a thread: the lock is let go only once the follower has met it, however long
+    # the process takes to start on a loaded machine.
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
     try:
-        time.sleep(1.5)  # its first attempts time out on the held lock
-        assert proc.poll() is None, proc.communicate()[1].decode()
+        deadline = time.monotonic() + 60
+        while not any(b"could not catch up" in line for line in lines) and time.monotonic() < deadline:
+            assert proc.poll() is None, b"".join(lines).decode()
+            time.sleep(0.05)
+        time.sleep(0.3)  # a few more attempts: it keeps trying, and does not exit
+        assert proc.poll() is None, b"".join(lines).decode()
         holder.rollback()
         wait_for_views(log.backend)
     finally:
         holder.close()
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(timeout=30)
         log.close()
+    err = b"".join(lines)
     assert proc.returncode == 0, err.decode()
     assert b"could not catch up" in err and b"busy" in err
     assert b"Traceback" not in err
