@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -101,15 +101,21 @@ def other_postgres_url():
     yield from _schema_url()
 
 
+def wait_until(condition: Callable[[], Any], seconds: float = 30) -> None:
+    """Poll ``condition`` until it holds or ``seconds`` have passed (the caller asserts what
+    it needs afterwards: a slow machine gets the whole time, a fast one none of it)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def wait_for_views(backend: Any, seconds: float = 30) -> None:
     """Wait until every view has applied the whole log (a follower elsewhere is at work);
     fail if they have not within ``seconds``."""
     from flowledger.projections.projector import Projector
 
     projector = Projector(backend)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and min(projector.position(v) for v in projector.views) < projector.head():
-        time.sleep(0.05)
+    wait_until(lambda: min(projector.position(v) for v in projector.views) >= projector.head(), seconds)
     assert [projector.position(v) for v in projector.views] == [projector.head()] * len(projector.views)
 
 
@@ -129,9 +135,7 @@ def live_server(app: Any):
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: server.started, 20)
     assert server.started, "the server did not start"
     try:
         yield f"http://127.0.0.1:{port}"

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from flowledger.cli import cli
-from tests.conftest import ev, step, triggered, wait_for_views
+from tests.conftest import ev, step, triggered, wait_for_views, wait_until
 
 
 @pytest.fixture
@@ -313,10 +313,7 @@ def test_project_follow_started_while_the_store_is_busy_waits_it_out(store_path)
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 60
-        while not any(b"could not catch up" in line for line in lines) and time.monotonic() < deadline:
-            assert proc.poll() is None, b"".join(lines).decode()
-            time.sleep(0.05)
+        wait_until(lambda: proc.poll() is not None or any(b"could not catch up" in line for line in lines), 60)
         time.sleep(0.3)  # a few more attempts: it keeps trying, and does not exit
         assert proc.poll() is None, b"".join(lines).decode()
         holder.rollback()

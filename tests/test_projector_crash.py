@@ -86,7 +86,7 @@ def test_a_follower_outlives_a_store_busy_past_its_lock_timeout(log, store_path,
     import time
 
     from flowledger.store import open_log
-    from tests.conftest import ev, triggered, wait_for_views
+    from tests.conftest import ev, triggered, wait_for_views, wait_until
 
     ledger.append_input(log, jsonl([triggered("r1")]))
     ledger.catch_up(log)  # the views' tables exist
@@ -106,9 +106,7 @@ def test_a_follower_outlives_a_store_busy_past_its_lock_timeout(log, store_path,
     with caplog.at_level(logging.WARNING, logger="flowledger.projections.projector"):
         worker.start()
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not caplog.records:
-                time.sleep(0.05)
+            wait_until(lambda: caplog.records or failed)
             time.sleep(0.5)  # a few more attempts, all refused
             assert worker.is_alive() and not failed, failed
             holder.rollback()
