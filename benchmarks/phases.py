@@ -7,7 +7,7 @@ both halves at once, for comparison.
 
 STORE is a SQLite store with a log (`run.py --dir` or `scale.py --dir` leave one). Its
 views are rebuilt, so they end as they would after `flowledger rebuild`. A whole rebuild
-takes about as long as its longer half: the other process waits for it at the end.
+runs the two halves at once, one in a helper process, and ends with the longer one.
 """
 
 from __future__ import annotations
@@ -15,41 +15,19 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 from flowledger.projections.base import View
 from flowledger.projections.helper import split_views
+from flowledger.projections.projector import REBUILD_PHASES as PHASES
 from flowledger.projections.projector import Projector
 from flowledger.store.sqlite import SQLiteBackend
-from flowledger.store.staging import StagingBackend, staging_path
-
-T = TypeVar("T")
-PHASES = ("fold", "query indexes", "copy into the store")
-
-
-def _timed(seconds: dict[str, float], phase: str, call: Callable[[], T]) -> T:
-    start = time.perf_counter()
-    try:
-        return call()
-    finally:
-        seconds[phase] = time.perf_counter() - start
 
 
 def half(backend: SQLiteBackend, views: Sequence[View]) -> tuple[dict[str, float], int]:
-    """Rebuild ``views`` alone as :meth:`Projector.rebuild_staged` does, phase by phase:
-    seconds per phase, and events read."""
+    """Rebuild ``views`` alone, in this process: seconds per phase, and events read."""
     seconds: dict[str, float] = {}
-    staged = StagingBackend(staging_path(backend.path, views), views)
-    try:
-        projector = Projector(staged, views, source=backend, rebuilding=True)
-        events = _timed(seconds, "fold", projector.catch_up)
-        _timed(seconds, "query indexes", lambda: projector.make_query_indexes(views))
-        with staged.transaction(write=False) as c:
-            positions = {v.name: staged.get_position(c, v.name) for v in views}
-        _timed(seconds, "copy into the store", lambda: backend.merge_staged(staged.path, views, positions))
-    finally:
-        staged.remove()
+    events = Projector(backend).rebuild_staged(views, seconds=seconds)
     return seconds, events
 
 

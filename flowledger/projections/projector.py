@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -50,6 +51,8 @@ STAGED_FROM = 50_000
 """The log length from which a catch-up folds views still empty as a rebuild does."""
 FOLLOW_BACKOFF_LIMIT = 60.0
 """The longest wait, in seconds, of a follower between attempts while the store keeps failing."""
+REBUILD_PHASES = ("fold", "query indexes", "copy into the store")
+"""The phases of :meth:`Projector.rebuild_staged` a caller may time, in order."""
 
 _log = logging.getLogger(__name__)
 
@@ -336,20 +339,32 @@ class Projector:
         return total
 
     def rebuild_staged(
-        self, views: Sequence[View], *, page_size: int = REBUILD_PAGE_SIZE, progress: Callable[[int], None] | None = None
+        self,
+        views: Sequence[View],
+        *,
+        page_size: int = REBUILD_PAGE_SIZE,
+        progress: Callable[[int], None] | None = None,
+        seconds: dict[str, float] | None = None,
     ) -> int:
         """Fold views from position 0 into a staging file beside the store, make their
         query indexes there, then replace the store's views by them in one transaction;
-        returns events read. The store's views stay as they were if this fails."""
+        returns events read. The store's views stay as they were if this fails.
+
+        ``seconds``, if given, gets how long each of those took, under the names in
+        :data:`REBUILD_PHASES` (what `benchmarks/phases.py` prints)."""
         assert isinstance(self.backend, SQLiteBackend)
+        took = seconds if seconds is not None else {}
         staged = StagingBackend(staging_path(self.backend.path, views), views)
         try:
             projector = Projector(staged, views, source=self.source, rebuilding=True)
-            total = projector.catch_up(page_size=page_size, progress=progress)
-            projector.make_query_indexes(views)
-            with staged.transaction(write=False) as c:
-                positions = {v.name: staged.get_position(c, v.name) for v in views}
-            self.backend.merge_staged(staged.path, views, positions)
+            with _timed(took, "fold"):
+                total = projector.catch_up(page_size=page_size, progress=progress)
+            with _timed(took, "query indexes"):
+                projector.make_query_indexes(views)
+            with _timed(took, "copy into the store"):
+                with staged.transaction(write=False) as c:
+                    positions = {v.name: staged.get_position(c, v.name) for v in views}
+                self.backend.merge_staged(staged.path, views, positions)
         finally:
             staged.remove()
         return total
@@ -432,6 +447,16 @@ def _sleep(seconds: float, should_stop: Callable[[], bool], step: float) -> None
         if left <= 0:
             return
         time.sleep(min(step, left))
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
+    """Note in ``seconds`` how long the block took, under ``phase``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[phase] = time.perf_counter() - start
 
 
 def _stageable(backend: SQLBackend) -> bool:
