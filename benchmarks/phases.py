@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("store", help="A SQLite store file with a log.")
     parser.add_argument("--repeats", type=int, default=1, help="Times to measure each (medians are printed).")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be 1 or more")
     backend = SQLiteBackend(args.store, create=False)
     try:
         projector = Projector(backend)
@@ -65,10 +67,10 @@ def main() -> None:
     print(f"store: {args.store}; events: {events:,}; medians of {args.repeats}")
     print(f"{'views':<22}" + "".join(f"{p:>21}" for p in (*PHASES, "whole")) + f"{'events/s':>12}{'to whole':>10}")
     for name, medians, n in rows:
-        total = sum(medians)
+        total = sum(medians)  # of the phases' medians
         cells = "".join(f"{s:>19.2f} s" for s in (*medians, total))
         print(f"{name:<22}{cells}{n / total:>12,.0f}{total / whole_seconds:>9.2f}x")
-    print(f"{'every view (2 cores)':<22}{'':>63}{whole_seconds:>19.2f} s{events / whole_seconds:>12,.0f}{1:>9.2f}x")
+    print(f"{'every view (2 cores)':<22}{'':>{21 * len(PHASES)}}{whole_seconds:>19.2f} s{events / whole_seconds:>12,.0f}{1:>9.2f}x")
     longer = max(sum(m) for _, m, _ in rows)
     even = sum(sum(m) for _, m, _ in rows) / len(rows)
     print(
