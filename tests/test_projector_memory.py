@@ -224,6 +224,55 @@ def test_a_rebuild_into_another_file_with_a_helper_folds_every_view(tmp_path):
         into.close()
 
 
+def test_a_rebuild_into_a_file_from_a_postgresql_log_shares_the_views_with_a_helper(postgres_url, tmp_path, monkeypatch):
+    if POSTGRES_UNREACHABLE:
+        pytest.skip(POSTGRES_UNREACHABLE)
+    # The local server trusts its clients: a password is accepted, and must stay private.
+    url = postgres_url.replace("://postgres@", "://postgres:not-for-ps@", 1)
+    assert "not-for-ps" in url
+    source = open_log(url)
+    alone, shared = open_log(str(tmp_path / "alone.db")), open_log(str(tmp_path / "shared.db"))
+    try:
+        events = _runs_with_messages(0, 12) + [ev("message.opened", message_id=f"m{i}") for i in range(0, 12, 2)]
+        ledger.append_input(source, jsonl(events))
+        Projector(alone.backend, source=source.backend).rebuild(helper=False, page_size=7)
+        started, ended = [], []
+        popen, wait = subprocess.Popen, helper_module.Helper.wait
+
+        def spy_popen(command, **kwargs):
+            started.append((command, kwargs["env"]))
+            return popen(command, **kwargs)
+
+        def spy_wait(helper):
+            ended.append(wait(helper))
+            return ended[-1]
+
+        monkeypatch.setattr(helper_module.subprocess, "Popen", spy_popen)
+        monkeypatch.setattr(helper_module.Helper, "wait", spy_wait)
+        projector = Projector(shared.backend, source=source.backend)
+        assert projector.rebuild(helper=True, page_size=7) == len(events)
+    finally:
+        for log in (source, alone, shared):
+            log.close()
+    [(command, env)] = started
+    assert ended == [True]  # the helper folded its views
+    assert env[helper_module.SOURCE_ENV] == url
+    assert not any("not-for-ps" in part or "postgresql" in part for part in command)
+    assert snapshot(str(tmp_path / "shared.db")) == snapshot(str(tmp_path / "alone.db"))
+
+
+def test_a_helper_of_a_rebuild_of_one_store_is_given_no_other_log(log, store_path, monkeypatch):
+    monkeypatch.setenv(helper_module.SOURCE_ENV, "/elsewhere/log.db")  # left by whoever ran this
+    ledger.append_input(log, jsonl(_runs_with_messages(0, 4)))
+    started = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(helper_module.subprocess, "Popen", lambda command, **kw: started.append(kw["env"]) or popen(command, **kw))
+    expected_log = Projector(log.backend).head()
+    assert Projector(log.backend).rebuild(helper=True, page_size=3) == expected_log
+    [env] = started
+    assert helper_module.SOURCE_ENV not in env
+
+
 def test_a_helper_shares_the_views_only_when_there_are_two_groups():
     views = projector_module.all_views()
     mine, theirs = split_views(views)

@@ -6,12 +6,14 @@ Each process folds its own views into a staging file of its own with
 the two never wait for each other's lock while folding. Exactly-once holds as in any
 catch-up: a view's rows and position go into the store together, in one transaction.
 
-Only for SQLite files (both the views' store and the log's): a new process can open a
-file by its path, while a PostgreSQL store's URL may carry a password the backend no
-longer has. The helper is a fresh interpreter, not a fork: a forked child must not
-inherit open SQLite connections.
+The views' store is a SQLite file (staging files are SQLite's); the log may be in another
+SQLite file or in PostgreSQL (`flowledger rebuild --into FILE.db`). The log's path or URL
+reaches the helper in its environment, :data:`SOURCE_ENV`, never on its command line: a
+URL may hold a password, and a command line shows to every user of the machine. The
+helper is a fresh interpreter, not a fork: a forked child must not inherit open
+connections.
 
-    python -m flowledger.projections.helper STORE [--source LOG] --page-size N VIEW...
+    FLOWLEDGER_REBUILD_SOURCE=LOG python -m flowledger.projections.helper STORE --page-size N VIEW...
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from flowledger.projections.base import View
     from flowledger.store.backend import SQLBackend
 
+SOURCE_ENV = "FLOWLEDGER_REBUILD_SOURCE"
+"""The environment variable that gives a helper the log's store, where it is not STORE."""
 HELPER_VIEWS = frozenset({"deliveries"})
 """The views a helper folds (of those being rebuilt); the rebuilding process folds the rest."""
 
@@ -72,8 +76,11 @@ class Helper:
 
 def start_helper(backend: SQLBackend, source: SQLBackend, views: Sequence[View], page_size: int) -> Helper | None:
     """Start a helper folding ``views``, or None where there can be none."""
-    paths = [_sqlite_path(backend), _sqlite_path(source)]
-    if not views or None in paths or not sys.executable:
+    from flowledger.store.sqlite import SQLiteBackend
+
+    store = backend.reopen_url() if isinstance(backend, SQLiteBackend) else None
+    log = source.reopen_url() if source is not backend else store
+    if not views or store is None or log is None or not sys.executable:
         return None
     import flowledger
 
@@ -81,8 +88,11 @@ def start_helper(backend: SQLBackend, source: SQLBackend, views: Sequence[View],
     env = dict(os.environ)
     # The helper must import this very flowledger, whichever way it was found.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env.pop(SOURCE_ENV, None)
+    if source is not backend:
+        env[SOURCE_ENV] = log
     lock_timeout = getattr(backend, "lock_timeout", 60.0)
-    command = _command(str(paths[0]), str(paths[1]) if source is not backend else None, views, page_size, lock_timeout)
+    command = _command(store, views, page_size, lock_timeout)
     errors = tempfile.TemporaryFile()
     try:
         process = subprocess.Popen(
@@ -95,39 +105,29 @@ def start_helper(backend: SQLBackend, source: SQLBackend, views: Sequence[View],
     return Helper(process, errors)
 
 
-def _command(store: str, source: str | None, views: Sequence[View], page_size: int, lock_timeout: float) -> list[str]:
+def _command(store: str, views: Sequence[View], page_size: int, lock_timeout: float) -> list[str]:
     """The helper's command line."""
     command = [sys.executable, "-m", __name__, store, "--page-size", str(page_size), "--lock-timeout", str(lock_timeout)]
-    if source is not None:
-        command += ["--source", source]
     return [*command, *(v.name for v in views)]
-
-
-def _sqlite_path(backend: Any) -> str | None:
-    """The file of a SQLite store another process can open (None for any other store)."""
-    from flowledger.store.sqlite import SQLiteBackend
-
-    if not isinstance(backend, SQLiteBackend) or backend.path == ":memory:":
-        return None
-    return os.path.abspath(backend.path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Rebuild the named views of a store through a staging file of this process's own."""
     from flowledger.projections.projector import Projector
+    from flowledger.store import open_backend
     from flowledger.store.sqlite import SQLiteBackend
 
     parser = argparse.ArgumentParser(prog="python -m flowledger.projections.helper")
     parser.add_argument("store")
     parser.add_argument("views", nargs="+")
-    parser.add_argument("--source", default=None)
     parser.add_argument("--page-size", type=int, required=True)
     parser.add_argument("--lock-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
     # Stopped by the rebuilding process: unwind, so that the staging file is removed.
     signal.signal(signal.SIGTERM, _exit)
     backend = SQLiteBackend(args.store, lock_timeout=args.lock_timeout, create=False)
-    source = SQLiteBackend(args.source, lock_timeout=args.lock_timeout, create=False) if args.source else None
+    log = os.environ.get(SOURCE_ENV)
+    source = open_backend(log, lock_timeout=args.lock_timeout, create=False) if log else None
     try:
         projector = Projector(backend, source=source)
         projector.rebuild_staged([projector.view(name) for name in args.views], page_size=args.page_size)

@@ -59,6 +59,12 @@ class SQLBackend:
     tracking_table = ""
     """eventsourcing's table of each view's position."""
 
+    def reopen_url(self) -> str | None:
+        """Where another process can open this very store (a SQLite file's absolute path, a
+        PostgreSQL URL with its password), or None where none can. Never for a message or a
+        command line: it may hold a password."""
+        return None
+
     def upgrade(self) -> None:
         """Bring a store made by an earlier version to this layout (once, under the write lock)."""
         with self.transaction(write=False) as c:  # type: ignore[attr-defined]

@@ -120,6 +120,7 @@ class PostgresBackend(SQLBackend):
 
     def __init__(self, url: str, *, lock_timeout: float = 60.0, create: bool = True) -> None:
         settings = parse_url(url)
+        self._url = url  # password and all: for reopen_url only
         self.path = f"postgresql://{settings['user']}@{settings['host']}:{settings['port']}/{settings['dbname']}"
         """Where the store is (without a password), for messages."""
         self.lock_timeout = lock_timeout
@@ -140,6 +141,10 @@ class PostgresBackend(SQLBackend):
                     self._open(settings, create)
                 finally:
                     setup.execute("SELECT pg_advisory_unlock(hashtext(%s))", ("flowledger:schema:" + self.schema,))
+
+    def reopen_url(self) -> str | None:
+        """The URL the store was opened with, password and all."""
+        return self._url
 
     def _open(self, settings: dict[str, Any], create: bool) -> None:
         self.datastore = PostgresDatastore(

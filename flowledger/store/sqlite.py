@@ -17,6 +17,7 @@ Layout of the file:
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -263,6 +264,9 @@ class SQLiteBackend(SQLBackend):
         else:
             self.upgrade()
 
+    def reopen_url(self) -> str | None:
+        """The file's absolute path (None for a database in memory)."""
+        return None if self.path == ":memory:" else os.path.abspath(self.path)
 
     def transaction(
         self, *, write: bool, durable: bool = True, append: bool = False, attach: tuple[str, str] | None = None
