@@ -207,7 +207,9 @@ import sys, time
 from flowledger.projections.projector import Projector
 from flowledger.store import open_log
 log = open_log(sys.argv[1])
-p = Projector(log.backend)
+# With a second argument: `rebuild --into` that SQLite file, from this store's log.
+into = open_log(sys.argv[2]) if len(sys.argv) > 2 else log
+p = Projector(into.backend, source=log.backend)
 head = p.head()
 started = time.perf_counter()
 p.rebuild()
@@ -221,14 +223,16 @@ print(head / seconds, hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrs
 """
 
 
-def rebuild(path: str, times: int = 1) -> tuple[float, int, int, list[float]]:  # a SQLite file or a store URL
+def rebuild(path: str, times: int = 1, into: str | None = None) -> tuple[float, int, int, list[float]]:  # a SQLite file or a store URL
     """Events/s of rebuilding every view from 0, each time in a fresh process (the median
     of ``times``: the machines are noisy), the peak RSS of the rebuilding process and of
     its helper process (0 where none ran), and every rate measured. The first rebuild
-    makes the views; the next ones replace them."""
+    makes the views; the next ones replace them. With ``into`` (a SQLite file), the views
+    are made there from ``path``'s log, as `flowledger rebuild --into` makes them."""
     rates, rss, helper = [], 0, 0
     for _ in range(times):
-        out = subprocess.run([sys.executable, "-c", REBUILD, path], check=True, capture_output=True, text=True).stdout
+        command = [sys.executable, "-c", REBUILD, path, *([into] if into else [])]
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         rate, peak, helper_peak = out.split()
         rates.append(float(rate))
         rss, helper = max(rss, int(peak)), max(helper, int(helper_peak))
@@ -321,11 +325,17 @@ def postgres(url: str, events: list[dict], core: list[dict], hooks: list[dict], 
         rate = ingest(store, events)
         hook_rate = webhook_ingest(hook_store, core, hooks)
         rebuild_rate, rss, _, _ = rebuild(store)
+        with tempfile.TemporaryDirectory() as folder:
+            into_rate, into_rss, into_helper, _ = rebuild(store, into=os.path.join(folder, "views.db"))
         print(f"{'PostgreSQL':<44} {'events/s':>12} {'ratio':>8}")
         print(f"{'flowledger append':<44} {rate:>12,.0f} {rate / raw:>7.2f}x")
         print(f"{'webhook batches of 1-100':<44} {hook_rate:>12,.0f} {hook_rate / raw:>7.2f}x")
         print(f"{'rebuild every view from 0':<44} {rebuild_rate:>12,.0f} {rebuild_rate / 100_000:>7.2f}x")
-        print(f"rebuild peak RSS: {rss / 2**20:,.0f} MiB")
+        print(f"{'rebuild --into a SQLite file':<44} {into_rate:>12,.0f} {into_rate / 100_000:>7.2f}x")
+        print(
+            f"rebuild peak RSS: {rss / 2**20:,.0f} MiB; --into: {into_rss / 2**20:,.0f} MiB "
+            f"(its helper process: at most {into_helper / 2**20:,.0f} MiB)"
+        )
         if not skip_queries:
             for name, (p50, p99) in query_latency(store).items():
                 print(f"{name:<44} {p50:>8.2f} {p99:>8.2f}")

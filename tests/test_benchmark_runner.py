@@ -8,12 +8,16 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
+from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE
+
 RUNNER = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "run.py")
 
 
-def _run(folder: str) -> str:
+def _run(folder: str, *more: str) -> str:
     done = subprocess.run(
-        [sys.executable, RUNNER, "--events", "3000", "--dir", folder, "--rebuilds", "1", "--skip-queries"],
+        [sys.executable, RUNNER, "--events", "3000", "--dir", folder, "--rebuilds", "1", "--skip-queries", *more],
         check=False,
         capture_output=True,
         text=True,
@@ -54,3 +58,15 @@ def test_the_ratios_are_the_medians_of_the_repeats_paired_ratios(tmp_path):
         assert found, line
         ratio, *paired = (float(x) for x in found.groups())
         assert abs(ratio - sorted(paired)[1]) <= 0.005, line
+
+
+def test_the_postgresql_figures_include_a_rebuild_into_a_sqlite_file(tmp_path):
+    if POSTGRES_UNREACHABLE:
+        pytest.skip(POSTGRES_UNREACHABLE)
+    table = _run(str(tmp_path), "--repeats", "1", "--postgres", POSTGRES)
+    section = table[table.index("PostgreSQL") :]
+    for measure in ("flowledger append", "webhook batches of 1-100", "rebuild every view from 0", "rebuild --into a SQLite file"):
+        line = next(line for line in section.splitlines() if line.startswith(measure))
+        rate = float(line[len(measure) :].split()[0].replace(",", ""))
+        assert rate > 0, line
+    assert re.search(r"--into: \d+ MiB \(its helper process: at most \d+ MiB\)", section)
