@@ -127,8 +127,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _exit)
     backend = SQLiteBackend(args.store, lock_timeout=args.lock_timeout, create=False)
     log = os.environ.get(SOURCE_ENV)
-    source = open_backend(log, lock_timeout=args.lock_timeout, create=False) if log else None
+    source = None
     try:
+        source = open_backend(log, lock_timeout=args.lock_timeout, create=False) if log else None
         projector = Projector(backend, source=source)
         projector.rebuild_staged([projector.view(name) for name in args.views], page_size=args.page_size)
     finally:
