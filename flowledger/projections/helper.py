@@ -1,19 +1,20 @@
-"""A second process for a rebuild: it folds some of the views while the first folds the
-others, so that a rebuild uses two cores.
+"""A second process for a rebuild: it rebuilds some of the views while the first rebuilds
+the others, so that a rebuild uses two cores.
 
-Each process folds its own views into a staging file of its own with
+On a SQLite store each process folds its own views into a staging file of its own with
 :meth:`Projector.rebuild_staged`, and replaces the store's views by them when it is done:
-the two never wait for each other's lock while folding. Exactly-once holds as in any
-catch-up: a view's rows and position go into the store together, in one transaction.
+the two never wait for each other's lock while folding. On PostgreSQL each folds its own
+views in place, under each view's advisory lock. Exactly-once holds as in any catch-up: a
+view's rows and position go into the store together, in one transaction.
 
-The views' store is a SQLite file (staging files are SQLite's); the log may be in another
-SQLite file or in PostgreSQL (`flowledger rebuild --into FILE.db`). The log's path or URL
-reaches the helper in its environment, :data:`SOURCE_ENV`, never on its command line: a
-URL may hold a password, and a command line shows to every user of the machine. The
-helper is a fresh interpreter, not a fork: a forked child must not inherit open
-connections.
+The store (a SQLite file, or PostgreSQL) and, for `flowledger rebuild --into FILE.db`, the
+log's store reach the helper in its environment (:data:`STORE_ENV`, :data:`SOURCE_ENV`),
+never on its command line: a PostgreSQL URL may hold a password, and a command line shows
+to every user of the machine. The helper is a fresh interpreter, not a fork: a forked
+child must not inherit open connections.
 
-    FLOWLEDGER_REBUILD_SOURCE=LOG python -m flowledger.projections.helper STORE --page-size N VIEW...
+    FLOWLEDGER_REBUILD_STORE=STORE [FLOWLEDGER_REBUILD_SOURCE=LOG] \
+        python -m flowledger.projections.helper --page-size N VIEW...
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ if TYPE_CHECKING:
     from flowledger.projections.base import View
     from flowledger.store.backend import SQLBackend
 
+STORE_ENV = "FLOWLEDGER_REBUILD_STORE"
+"""The environment variable that gives a helper the store whose views it rebuilds."""
 SOURCE_ENV = "FLOWLEDGER_REBUILD_SOURCE"
-"""The environment variable that gives a helper the log's store, where it is not STORE."""
+"""The environment variable that gives a helper the log's store, where it is another."""
 HELPER_VIEWS = frozenset({"deliveries"})
 """The views a helper folds (of those being rebuilt); the rebuilding process folds the rest."""
 
@@ -75,10 +78,8 @@ class Helper:
 
 
 def start_helper(backend: SQLBackend, source: SQLBackend, views: Sequence[View], page_size: int) -> Helper | None:
-    """Start a helper folding ``views``, or None where there can be none."""
-    from flowledger.store.sqlite import SQLiteBackend
-
-    store = backend.reopen_url() if isinstance(backend, SQLiteBackend) else None
+    """Start a helper rebuilding ``views``, or None where there can be none."""
+    store = backend.reopen_url()
     log = source.reopen_url() if source is not backend else store
     if not views or store is None or log is None or not sys.executable:
         return None
@@ -88,11 +89,12 @@ def start_helper(backend: SQLBackend, source: SQLBackend, views: Sequence[View],
     env = dict(os.environ)
     # The helper must import this very flowledger, whichever way it was found.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env[STORE_ENV] = store
     env.pop(SOURCE_ENV, None)
     if source is not backend:
         env[SOURCE_ENV] = log
     lock_timeout = getattr(backend, "lock_timeout", 60.0)
-    command = _command(store, views, page_size, lock_timeout)
+    command = _command(views, page_size, lock_timeout)
     errors = tempfile.TemporaryFile()
     try:
         process = subprocess.Popen(
@@ -100,38 +102,38 @@ def start_helper(backend: SQLBackend, source: SQLBackend, views: Sequence[View],
         )
     except OSError as e:
         errors.close()
-        _log.warning("could not start a rebuild helper (%s); folding every view here", e)
+        _log.warning("could not start a rebuild helper (%s); rebuilding every view here", e)
         return None
     return Helper(process, errors)
 
 
-def _command(store: str, views: Sequence[View], page_size: int, lock_timeout: float) -> list[str]:
+def _command(views: Sequence[View], page_size: int, lock_timeout: float) -> list[str]:
     """The helper's command line."""
-    command = [sys.executable, "-m", __name__, store, "--page-size", str(page_size), "--lock-timeout", str(lock_timeout)]
+    command = [sys.executable, "-m", __name__, "--page-size", str(page_size), "--lock-timeout", str(lock_timeout)]
     return [*command, *(v.name for v in views)]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Rebuild the named views of a store through a staging file of this process's own."""
+    """Rebuild the named views of the store :data:`STORE_ENV` names, in this process alone."""
     from flowledger.projections.projector import Projector
     from flowledger.store import open_backend
-    from flowledger.store.sqlite import SQLiteBackend
 
     parser = argparse.ArgumentParser(prog="python -m flowledger.projections.helper")
-    parser.add_argument("store")
     parser.add_argument("views", nargs="+")
     parser.add_argument("--page-size", type=int, required=True)
     parser.add_argument("--lock-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
-    # Stopped by the rebuilding process: unwind, so that the staging file is removed.
+    store, log = os.environ.get(STORE_ENV), os.environ.get(SOURCE_ENV)
+    if not store:
+        parser.error(f"no store: set {STORE_ENV}")
+    # Stopped by the rebuilding process: unwind, so that what it was writing is undone.
     signal.signal(signal.SIGTERM, _exit)
-    backend = SQLiteBackend(args.store, lock_timeout=args.lock_timeout, create=False)
-    log = os.environ.get(SOURCE_ENV)
+    backend = open_backend(store, lock_timeout=args.lock_timeout, create=False)
     source = None
     try:
         source = open_backend(log, lock_timeout=args.lock_timeout, create=False) if log else None
         projector = Projector(backend, source=source)
-        projector.rebuild_staged([projector.view(name) for name in args.views], page_size=args.page_size)
+        projector.rebuild_alone([projector.view(name) for name in args.views], page_size=args.page_size)
     finally:
         backend.close()
         if source is not None:

@@ -303,16 +303,14 @@ class Projector:
 
         On a SQLite store the views are folded into staging files and replace the store's
         own when done (see :meth:`rebuild_staged`): until then queries see the views as
-        they were. With ``helper`` (by default: for a log of :data:`HELPER_FROM` events or
-        more), a second process stages some of the views while this one stages the others
-        (see :mod:`flowledger.projections.helper`); whatever it leaves undone, this process
-        does. Elsewhere (PostgreSQL) the views are emptied and folded in place, their
-        query indexes made last (see :attr:`View.query_indexes`).
+        they were. Elsewhere (PostgreSQL) the views are emptied and folded in place, their
+        query indexes made last (see :attr:`View.query_indexes`). With ``helper`` (by
+        default: for a log of :data:`HELPER_FROM` events or more), a second process
+        rebuilds some of the views while this one rebuilds the others (see
+        :mod:`flowledger.projections.helper`); whatever it leaves undone, this process does.
         """
         self.ensure_tables()
         views = list(views) if views is not None else self.views
-        if not _stageable(self.backend):
-            return self._rebuild_in_place(views, page_size, progress)
         mine, theirs = split_views(views)
         if helper is None:
             helper = bool(theirs) and self.head() >= HELPER_FROM
@@ -320,23 +318,33 @@ class Projector:
         if running is None:
             mine, theirs = views, []
         try:
-            total = self.rebuild_staged(mine, page_size=page_size, progress=progress)
+            total = self.rebuild_alone(mine, page_size=page_size, progress=progress)
             if running is not None:
                 # While the helper still folds: copy this process's views into the file.
                 self.backend.checkpoint()
                 if not running.wait():
-                    # A helper that failed or was stopped replaced none of its views.
-                    self.rebuild_staged(theirs, page_size=page_size)
+                    # A helper that failed or was stopped left its views as they were
+                    # (SQLite) or part-folded (in place): either way, they are done again.
+                    self.rebuild_alone(theirs, page_size=page_size)
         except BaseException:
             if running is not None:
                 running.stop()
             raise
-        # What was appended while the views were staged.
+        # What was appended while the views were folded.
         total += self.catch_up(views, page_size=page_size)
         # The copies of the views went into the write-ahead log: into the file with them
         # here, rather than in whichever append's commit comes next.
         self.backend.checkpoint()
         return total
+
+    def rebuild_alone(
+        self, views: Sequence[View], *, page_size: int = REBUILD_PAGE_SIZE, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Fold views again from position 0 in this process alone: through a staging file on
+        a SQLite store (:meth:`rebuild_staged`), in place elsewhere; returns events read."""
+        if _stageable(self.backend):
+            return self.rebuild_staged(views, page_size=page_size, progress=progress)
+        return self._rebuild_in_place(views, page_size, progress)
 
     def rebuild_staged(
         self,
