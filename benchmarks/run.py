@@ -324,7 +324,7 @@ def postgres(url: str, events: list[dict], core: list[dict], hooks: list[dict], 
     try:
         rate = ingest(store, events)
         hook_rate = webhook_ingest(hook_store, core, hooks)
-        rebuild_rate, rss, _, _ = rebuild(store)
+        rebuild_rate, rss, helper_rss, _ = rebuild(store)
         with tempfile.TemporaryDirectory() as folder:
             into_rate, into_rss, into_helper, _ = rebuild(store, into=os.path.join(folder, "views.db"))
         print(f"{'PostgreSQL':<44} {'events/s':>12} {'ratio':>8}")
@@ -333,7 +333,8 @@ def postgres(url: str, events: list[dict], core: list[dict], hooks: list[dict], 
         print(f"{'rebuild every view from 0':<44} {rebuild_rate:>12,.0f} {rebuild_rate / 100_000:>7.2f}x")
         print(f"{'rebuild --into a SQLite file':<44} {into_rate:>12,.0f} {into_rate / 100_000:>7.2f}x")
         print(
-            f"rebuild peak RSS: {rss / 2**20:,.0f} MiB; --into: {into_rss / 2**20:,.0f} MiB "
+            f"rebuild peak RSS: {rss / 2**20:,.0f} MiB (its helper process: at most {helper_rss / 2**20:,.0f} MiB); "
+            f"--into: {into_rss / 2**20:,.0f} MiB "
             f"(its helper process: at most {into_helper / 2**20:,.0f} MiB)"
         )
         if not skip_queries:

@@ -69,4 +69,5 @@ def test_the_postgresql_figures_include_a_rebuild_into_a_sqlite_file(tmp_path):
         line = next(line for line in section.splitlines() if line.startswith(measure))
         rate = float(line[len(measure) :].split()[0].replace(",", ""))
         assert rate > 0, line
-    assert re.search(r"--into: \d+ MiB \(its helper process: at most \d+ MiB\)", section)
+    helper = r"\(its helper process: at most \d+ MiB\)"
+    assert re.search(rf"rebuild peak RSS: \d+ MiB {helper}; --into: \d+ MiB {helper}", section)
