@@ -12,9 +12,9 @@ and reads from the log only the event types its views fold.
 
 A rebuild of a SQLite store folds its views into staging files (see
 :mod:`flowledger.store.staging`) that replace the store's views in one transaction each
-when they are done; for a long log a second process folds the deliveries into a file of
-its own meanwhile (see :mod:`flowledger.projections.helper`), so that a rebuild uses two
-cores and neither process waits for the other's lock.
+when they are done; a PostgreSQL store's views are folded in place. For a long log a
+second process rebuilds the deliveries meanwhile (see :mod:`flowledger.projections.helper`),
+so that a rebuild uses two cores and neither process waits for the other's lock.
 """
 
 from __future__ import annotations
