@@ -83,9 +83,17 @@ def statuses(page):
     return [t.strip() for t in page.locator("table[aria-label=Runs] tbody td:nth-child(4) .status").all_inner_texts()]
 
 
+def follow(page, target, url: str) -> None:
+    """Click ``target`` and wait until the page it leads to (its URL matching the pattern
+    ``url``) has loaded: a check made as soon as the click returns may read the page still
+    loading, or the one before it."""
+    target.click()
+    page.wait_for_url(re.compile(url))
+
+
 def test_sign_in_and_the_overview(browser, site):
     page = signed_in(browser, site, site[1])
-    page.get_by_role("link", name="Overview").click()
+    follow(page, page.get_by_role("link", name="Overview"), r"/$")
     assert page.get_by_role("heading", name="Workspace").is_visible()
     shot(page, "overview.png")
     page.close()
@@ -115,10 +123,10 @@ def test_filter_by_contact(browser, site):
 def test_page_forward_and_back(browser, site):
     page = signed_in(browser, site, site[2])
     first = page.locator("table[aria-label=Runs] tbody tr").evaluate_all("rows => rows.map(r => r.dataset.run)")
-    page.get_by_role("link", name="Older →").click()
+    follow(page, page.get_by_role("link", name="Older →"), r"[?&]after=")
     second = page.locator("table[aria-label=Runs] tbody tr").evaluate_all("rows => rows.map(r => r.dataset.run)")
     assert second and not set(first) & set(second)
-    page.get_by_role("link", name="← Newer").click()
+    follow(page, page.get_by_role("link", name="← Newer"), r"[?&]before=")
     again = page.locator("table[aria-label=Runs] tbody tr").evaluate_all("rows => rows.map(r => r.dataset.run)")
     assert again == first
     page.close()
@@ -127,7 +135,7 @@ def test_page_forward_and_back(browser, site):
 def test_open_a_run_and_see_its_trace_and_history(browser, site):
     page = signed_in(browser, site, site[2])
     page.goto(site[0] + "/runs?workflow=password-reset&recipient=user-0105")
-    page.get_by_role("link", name="run-0030").click()
+    follow(page, page.get_by_role("link", name="run-0030"), r"/runs/run-0030$")
     assert page.get_by_role("heading", name=re.compile("Run run-0030")).is_visible()
     assert page.locator("svg[aria-label^='Step timeline']").count() == 1
     assert page.locator("table[aria-label=Steps] tbody tr").count() == 2
@@ -163,15 +171,15 @@ def test_a_script_in_an_event_field_does_not_run(browser, site):
 
 def test_deliveries_and_workflow_pages(browser, site):
     page = signed_in(browser, site, site[2])
-    page.get_by_role("link", name="Deliveries").click()
+    follow(page, page.get_by_role("link", name="Deliveries"), r"/deliveries$")
     page.get_by_label("Channel").select_option("whatsapp")
-    page.get_by_role("button", name="Filter").click()
+    follow(page, page.get_by_role("button", name="Filter"), r"channel=whatsapp")
     channels = page.locator("table[aria-label=Deliveries] tbody td:nth-child(2)").all_inner_texts()
     assert channels and set(channels) == {"whatsapp"}
     shot(page, "deliveries.png")
-    page.get_by_role("link", name="Workflows").click()
+    follow(page, page.get_by_role("link", name="Workflows"), r"/workflows$")
     shot(page, "workflows.png")
-    page.get_by_role("link", name="welcome-series").click()
+    follow(page, page.get_by_role("link", name="welcome-series"), r"/workflows/welcome-series$")
     assert page.locator("svg[aria-label='email funnel']").count() == 1
     assert page.locator("svg[aria-label^='Workflow graph']").count() == 1
     assert page.locator("svg[aria-label='Runs by status over time']").count() == 1
