@@ -224,7 +224,33 @@ def test_a_rebuild_into_another_file_with_a_helper_folds_every_view(tmp_path):
         into.close()
 
 
-def test_a_rebuild_into_a_file_from_a_postgresql_log_shares_the_views_with_a_helper(postgres_url, tmp_path, monkeypatch):
+@pytest.fixture
+def helper_starts(monkeypatch):
+    """The (command line, environment) of each helper process started during the test."""
+    started, popen = [], subprocess.Popen
+
+    def spy(command, **kwargs):
+        started.append((command, kwargs["env"]))
+        return popen(command, **kwargs)
+
+    monkeypatch.setattr(helper_module.subprocess, "Popen", spy)
+    return started
+
+
+@pytest.fixture
+def helper_ends(monkeypatch):
+    """Whether each helper waited for during the test rebuilt all its views."""
+    ended, wait = [], helper_module.Helper.wait
+
+    def spy(helper):
+        ended.append(wait(helper))
+        return ended[-1]
+
+    monkeypatch.setattr(helper_module.Helper, "wait", spy)
+    return ended
+
+
+def test_a_rebuild_into_a_file_from_a_postgresql_log_shares_the_views_with_a_helper(postgres_url, tmp_path, helper_starts, helper_ends):
     if POSTGRES_UNREACHABLE:
         pytest.skip(POSTGRES_UNREACHABLE)
     # The local server trusts its clients: a password is accepted, and must stay private.
@@ -236,40 +262,24 @@ def test_a_rebuild_into_a_file_from_a_postgresql_log_shares_the_views_with_a_hel
         events = _runs_with_messages(0, 12) + [ev("message.opened", message_id=f"m{i}") for i in range(0, 12, 2)]
         ledger.append_input(source, jsonl(events))
         Projector(alone.backend, source=source.backend).rebuild(helper=False, page_size=7)
-        started, ended = [], []
-        popen, wait = subprocess.Popen, helper_module.Helper.wait
-
-        def spy_popen(command, **kwargs):
-            started.append((command, kwargs["env"]))
-            return popen(command, **kwargs)
-
-        def spy_wait(helper):
-            ended.append(wait(helper))
-            return ended[-1]
-
-        monkeypatch.setattr(helper_module.subprocess, "Popen", spy_popen)
-        monkeypatch.setattr(helper_module.Helper, "wait", spy_wait)
         projector = Projector(shared.backend, source=source.backend)
         assert projector.rebuild(helper=True, page_size=7) == len(events)
     finally:
         for log in (source, alone, shared):
             log.close()
-    [(command, env)] = started
-    assert ended == [True]  # the helper folded its views
+    [(command, env)] = helper_starts
+    assert helper_ends == [True]  # the helper folded its views
     assert env[helper_module.SOURCE_ENV] == url
     assert not any("not-for-ps" in part or "postgresql" in part for part in command)
     assert snapshot(str(tmp_path / "shared.db")) == snapshot(str(tmp_path / "alone.db"))
 
 
-def test_a_helper_of_a_rebuild_of_one_store_is_given_no_other_log(log, store_path, monkeypatch):
+def test_a_helper_of_a_rebuild_of_one_store_is_given_no_other_log(log, monkeypatch, helper_starts):
     monkeypatch.setenv(helper_module.SOURCE_ENV, "/elsewhere/log.db")  # left by whoever ran this
     ledger.append_input(log, jsonl(_runs_with_messages(0, 4)))
-    started = []
-    popen = subprocess.Popen
-    monkeypatch.setattr(helper_module.subprocess, "Popen", lambda command, **kw: started.append(kw["env"]) or popen(command, **kw))
-    expected_log = Projector(log.backend).head()
-    assert Projector(log.backend).rebuild(helper=True, page_size=3) == expected_log
-    [env] = started
+    head = Projector(log.backend).head()
+    assert Projector(log.backend).rebuild(helper=True, page_size=3) == head
+    [(_, env)] = helper_starts
     assert helper_module.SOURCE_ENV not in env
 
 
@@ -319,27 +329,22 @@ def test_a_helper_that_fails_leaves_its_views_to_the_rebuilding_process_on_both_
     assert {projector.position(v) for v in projector.views} == {Projector(log.backend).head()}
 
 
-def test_a_rebuild_with_or_without_a_helper_and_a_catch_up_agree_on_both_backends(any_log, monkeypatch):
+def test_a_rebuild_with_or_without_a_helper_and_a_catch_up_agree_on_both_backends(any_log, helper_ends):
     log = any_log
     events = _runs_with_messages(0, 12)
     events += [ev("message.opened", message_id=f"m{i}") for i in range(0, 12, 2)]
     ledger.append_input(log, jsonl(events))
     projector = Projector(log.backend)
 
-    def rows():
-        return _view_rows(log)
-
     projector.rebuild(helper=False, page_size=13)
-    expected = rows()
-    ended, wait = [], helper_module.Helper.wait
-    monkeypatch.setattr(helper_module.Helper, "wait", lambda helper: ended.append(wait(helper)) or ended[-1])
+    expected = _view_rows(log)
     # The helper rebuilds `deliveries`: into a staging file of its own (SQLite), or in place.
     assert projector.rebuild(helper=True, page_size=13) == len(events)
-    assert ended == [True]
-    assert rows() == expected
+    assert helper_ends == [True]
+    assert _view_rows(log) == expected
     _clear(log, projector)
     projector.catch_up(page_size=13)
-    assert rows() == expected
+    assert _view_rows(log) == expected
 
 
 def _every_index() -> set[str]:

@@ -51,7 +51,7 @@ STAGED_FROM = 50_000
 """The log length from which a catch-up folds views still empty as a rebuild does."""
 FOLLOW_BACKOFF_LIMIT = 60.0
 """The longest wait, in seconds, of a follower between attempts while the store keeps failing."""
-REBUILD_PHASES = ("fold", "query indexes", "copy into the store")
+REBUILD_PHASES = (_FOLD, _QUERY_INDEXES, _COPY) = ("fold", "query indexes", "copy into the store")
 """The phases of :meth:`Projector.rebuild_staged` a caller may time, in order."""
 
 _log = logging.getLogger(__name__)
@@ -365,11 +365,11 @@ class Projector:
         staged = StagingBackend(staging_path(self.backend.path, views), views)
         try:
             projector = Projector(staged, views, source=self.source, rebuilding=True)
-            with _timed(took, "fold"):
+            with _timed(took, _FOLD):
                 total = projector.catch_up(page_size=page_size, progress=progress)
-            with _timed(took, "query indexes"):
+            with _timed(took, _QUERY_INDEXES):
                 projector.make_query_indexes(views)
-            with _timed(took, "copy into the store"):
+            with _timed(took, _COPY):
                 with staged.transaction(write=False) as c:
                     positions = {v.name: staged.get_position(c, v.name) for v in views}
                 self.backend.merge_staged(staged.path, views, positions)
