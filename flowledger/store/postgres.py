@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -49,6 +49,13 @@ def _connection_lost(error: BaseException) -> bool:
         return False
     code = cause.sqlstate  # None: the client lost the connection before any answer
     return code is None or code.startswith("08") or code in ("57P01", "57P02", "57P03")
+
+
+def _reset_isolation_level(conn: psycopg.Connection[Any]) -> None:
+    """Give a connection back to the pool at its default isolation level (a lost one is
+    discarded by the pool: resetting it would only hide why it was lost)."""
+    if not conn.closed:
+        conn.isolation_level = None
 
 
 @lru_cache(maxsize=256)
@@ -223,19 +230,40 @@ class PostgresBackend(SQLBackend):
         ``durable=False`` (views only) commits without waiting for the WAL flush; a
         read-only transaction sees one snapshot (REPEATABLE READ) and is rolled back.
         """
-        with self._errors(), self.datastore.get_connection() as conn:
-            # Set on the connection, the level rides on BEGIN: no extra round trip.
-            conn.isolation_level = None if write else psycopg.IsolationLevel.REPEATABLE_READ
-            try:
-                with conn.transaction(force_rollback=not write):
-                    cursor = conn.cursor(row_factory=tuple_row)
-                    if not durable:
-                        cursor.execute("SET LOCAL synchronous_commit = off")
-                    if append:
-                        cursor.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
-                    yield PgCursor(cursor)
-            finally:
-                conn.isolation_level = None
+        with self._errors(), ExitStack() as stack:
+            conn = self._begin(stack, write)
+            cursor = conn.cursor(row_factory=tuple_row)
+            if not durable:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+            if append:
+                cursor.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
+            yield PgCursor(cursor)
+
+    def _begin(self, stack: ExitStack, write: bool) -> psycopg.Connection[Any]:
+        """A pooled connection with its transaction begun, both left for ``stack`` to end.
+
+        A connection the server ended while it sat in the pool (a restart, a failover)
+        fails at BEGIN, before anything was done on it: the pool's dead connections are
+        dropped and the transaction begins on another, once.
+        """
+        retried = False
+        while True:
+            with ExitStack() as taking:
+                conn = taking.enter_context(self.datastore.get_connection())
+                try:
+                    # Set on the connection, the level rides on BEGIN: no extra round trip.
+                    conn.isolation_level = None if write else psycopg.IsolationLevel.REPEATABLE_READ
+                    taking.callback(_reset_isolation_level, conn)
+                    taking.enter_context(conn.transaction(force_rollback=not write))
+                except psycopg.OperationalError as e:
+                    if retried or not _connection_lost(e):
+                        raise
+                else:
+                    stack.push(taking.pop_all())
+                    return conn
+            # Here only from a connection found dead, back in the pool (which discards it).
+            self._discard_broken_connections()
+            retried = True
 
     def close(self) -> None:
         """Close the connection pool."""
