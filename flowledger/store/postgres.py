@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -230,40 +230,33 @@ class PostgresBackend(SQLBackend):
         ``durable=False`` (views only) commits without waiting for the WAL flush; a
         read-only transaction sees one snapshot (REPEATABLE READ) and is rolled back.
         """
-        with self._errors(), ExitStack() as stack:
-            conn = self._begin(stack, write)
-            cursor = conn.cursor(row_factory=tuple_row)
-            if not durable:
-                cursor.execute("SET LOCAL synchronous_commit = off")
-            if append:
-                cursor.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
-            yield PgCursor(cursor)
-
-    def _begin(self, stack: ExitStack, write: bool) -> psycopg.Connection[Any]:
-        """A pooled connection with its transaction begun, both left for ``stack`` to end.
-
-        A connection the server ended while it sat in the pool (a restart, a failover)
-        fails at BEGIN, before anything was done on it: the pool's dead connections are
-        dropped and the transaction begins on another, once.
-        """
-        retried = False
-        while True:
-            with ExitStack() as taking:
-                conn = taking.enter_context(self.datastore.get_connection())
+        with self._errors():
+            for retry in (False, True):
+                begun = False
                 try:
-                    # Set on the connection, the level rides on BEGIN: no extra round trip.
-                    conn.isolation_level = None if write else psycopg.IsolationLevel.REPEATABLE_READ
-                    taking.callback(_reset_isolation_level, conn)
-                    taking.enter_context(conn.transaction(force_rollback=not write))
-                except psycopg.OperationalError as e:
-                    if retried or not _connection_lost(e):
+                    with self.datastore.get_connection() as conn:
+                        # Set on the connection, the level rides on BEGIN: no extra round trip.
+                        conn.isolation_level = None if write else psycopg.IsolationLevel.REPEATABLE_READ
+                        try:
+                            with conn.transaction(force_rollback=not write):
+                                begun = True
+                                cursor = conn.cursor(row_factory=tuple_row)
+                                if not durable:
+                                    cursor.execute("SET LOCAL synchronous_commit = off")
+                                if append:
+                                    cursor.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
+                                yield PgCursor(cursor)
+                        finally:
+                            _reset_isolation_level(conn)
+                    return
+                except (psycopg.Error, PersistenceError) as e:
+                    # A connection the server ended while it sat in the pool (a restart, a
+                    # failover) fails at BEGIN, before anything was done on it: drop the
+                    # pool's dead connections and begin on another, once. Once begun, a
+                    # transaction's failure is the caller's to see.
+                    if begun or retry or not _connection_lost(e):
                         raise
-                else:
-                    stack.push(taking.pop_all())
-                    return conn
-            # Here only from a connection found dead, back in the pool (which discards it).
-            self._discard_broken_connections()
-            retried = True
+                self._discard_broken_connections()
 
     def close(self) -> None:
         """Close the connection pool."""
