@@ -60,14 +60,20 @@ def log(store_path):
 POSTGRES = os.environ.get("FLOWLEDGER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def server_connection(url: str, **options: Any) -> Any:
+    """A plain psycopg connection to the server and database of a store URL (the test's own
+    view of the server: to drop schemas, or to end the store's connections)."""
+    import psycopg
+
+    from flowledger.store.postgres import parse_url
+
+    s = parse_url(url)
+    return psycopg.connect(dbname=s["dbname"], host=s["host"], port=s["port"], user=s["user"], password=s["password"], **options)
+
+
 def _reachable() -> str | None:
     try:
-        import psycopg
-
-        from flowledger.store.postgres import parse_url
-
-        s = parse_url(POSTGRES)
-        psycopg.connect(dbname=s["dbname"], host=s["host"], port=s["port"], user=s["user"], password=s["password"], connect_timeout=3).close()
+        server_connection(POSTGRES, connect_timeout=3).close()
     except Exception as e:  # noqa: BLE001  # any failure means: no server to test against
         return f"no PostgreSQL at {POSTGRES}: {e}"
     return None
@@ -79,14 +85,9 @@ POSTGRES_UNREACHABLE = _reachable()
 
 def _schema_url() -> Iterator[str]:
     """A store URL on the test server, in a schema of its own, dropped afterwards."""
-    import psycopg
-
-    from flowledger.store.postgres import parse_url
-
     schema = "fl_test_" + uuid.uuid4().hex[:10]
     yield f"{POSTGRES}{'&' if '?' in POSTGRES else '?'}schema={schema}"
-    s = parse_url(POSTGRES)
-    with psycopg.connect(dbname=s["dbname"], host=s["host"], port=s["port"], user=s["user"], password=s["password"], autocommit=True) as conn:
+    with server_connection(POSTGRES, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from flowledger import ledger, queries
 from flowledger.store import open_log
-from tests.conftest import POSTGRES_UNREACHABLE
+from tests.conftest import POSTGRES_UNREACHABLE, server_connection
 from tests.contract import ProviderContract, RebuildIntoContract, StoreContract, _history
 from tests.histories import jsonl
 
@@ -101,16 +101,12 @@ def test_projectors_of_stores_in_other_schemas_never_wait_for_each_other(postgre
 def test_a_connection_lost_within_a_transaction_fails_it_and_stores_nothing_of_it(postgres_url):
     # Only a connection found dead at BEGIN is replaced: once a transaction has done
     # something, its loss is an error for the caller, never a silent second run.
-    import psycopg
-
     from flowledger.errors import StoreError
-    from flowledger.store.postgres import parse_url
 
     log = open_log(postgres_url)
-    s = parse_url(postgres_url)
     runs = 0
     try:
-        with psycopg.connect(dbname=s["dbname"], host=s["host"], port=s["port"], user=s["user"], password=s["password"], autocommit=True) as admin:
+        with server_connection(postgres_url, autocommit=True) as admin:
             with pytest.raises(StoreError, match="connection"):
                 with log.backend.transaction(write=True) as c:
                     runs += 1
@@ -130,8 +126,6 @@ def test_after_the_server_ends_its_connections_no_transaction_fails(postgres_url
     # A restart or a failover ends every connection the pool holds. A connection found dead
     # when its transaction begins has done nothing yet: the store takes another, so neither
     # appends nor reads fail once the server is back.
-    import psycopg
-
     from flowledger.store.postgres import parse_url
 
     log = open_log(postgres_url)
@@ -139,7 +133,7 @@ def test_after_the_server_ends_its_connections_no_transaction_fails(postgres_url
         ledger.append_input(log, jsonl(_history("r1")))
         assert ledger.query(log, queries.counts)["total"] == 1
         s = parse_url(postgres_url)
-        with psycopg.connect(dbname=s["dbname"], host=s["host"], port=s["port"], user=s["user"], password=s["password"], autocommit=True) as admin:
+        with server_connection(postgres_url, autocommit=True) as admin:
 
             def end_its_connections() -> int:
                 return len(admin.execute(
