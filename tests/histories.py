@@ -53,7 +53,8 @@ def make(n, run_id, kind, **fields):
     return e
 
 
-STEPS = [("email", "send_email"), ("wait", "delay"), ("sms", "send_sms")]
+# "notify" has two types: a workflow edited so that a step keeps its name but changes type.
+STEPS = [("email", "send_email"), ("wait", "delay"), ("sms", "send_sms"), ("notify", "send_email"), ("notify", "send_whatsapp")]
 
 
 @st.composite

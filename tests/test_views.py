@@ -277,3 +277,30 @@ def test_messages_stored_before_their_run_fold_as_a_rebuild_does(ws, data):
         projector.rebuild()
         assert snapshot(path) == incremental
         assert answers(log) == incremental_answers
+
+
+def test_a_step_given_another_type_shows_its_latest_whatever_the_pages(store_path):
+    # A workflow edited so that a step keeps its name but changes type: the node's type
+    # and channel are its latest start's, followed page by page or rebuilt in one page.
+    first = [triggered("r1", workflow="w"), ev("run.started", run_id="r1"), step("step.started", "r1", "notify")]
+    second = [
+        triggered("r2", workflow="w"),
+        ev("run.started", run_id="r2"),
+        {**step("step.started", "r2", "notify"), "step_type": "send_sms"},
+    ]
+    log = open_log(store_path)
+    try:
+        projector = Projector(log.backend)
+        ledger.append_input(log, jsonl(first))
+        projector.catch_up()
+        ledger.append_input(log, jsonl(second))
+        projector.catch_up()
+        followed = (ledger.query(log, queries.execution_stats, "w"), ledger.query(log, queries.workflow_details, "w"))
+        projector.rebuild()
+        rebuilt = (ledger.query(log, queries.execution_stats, "w"), ledger.query(log, queries.workflow_details, "w"))
+    finally:
+        log.close()
+    assert followed == rebuilt
+    stats, details = rebuilt
+    assert [(n["step"], n["step_type"], n["channel"]) for n in stats["nodes"]] == [("notify", "send_sms", "sms")]
+    assert {ch: c["execution_count"] for ch, c in details["channels"].items()} == {"sms": 1}

@@ -65,7 +65,9 @@ class StepsView(View):
     deliveries view's: each names its run and step)."""
 
     name = "steps"
-    version = 2  # 2: no step_messages (a run's messages by step come from deliveries)
+    # 2: no step_messages (a run's messages by step come from deliveries); 3: a node's type
+    # is its latest start's, not the first page's
+    version = 3
     topics = RUN_EVENT_TYPES
     tables = ("steps", "step_runs", "step_counts", "edge_counts", "workflow_steps")
     retired_tables = ("step_messages",)
@@ -207,10 +209,7 @@ class StepsView(View):
         writes = Writes()
         writes.add(_UPSERT_STEP, out, key=_BY_ATTEMPT)
         writes.add(_UPSERT_RUN, run_rows, key=_BY_FIRST)
-        writes.add(
-            "INSERT OR IGNORE INTO workflow_steps VALUES (?, ?, ?, ?)",
-            [(w, s, t, ch) for (w, s), (t, ch) in new_steps.items()],
-        )
+        writes.add(_STEP_TYPED, [(w, s, t, ch) for (w, s), (t, ch) in new_steps.items()])
         writes.count(nodes)
         writes.count(edges)
         return writes
@@ -290,6 +289,14 @@ def _read_attempt(c: sqlite3.Cursor, key: tuple[str, str, int]) -> list[Any]:
 _STEP_SELECT = ", ".join(STEP_COLUMNS)
 _UPSERT_STEP = upsert_sql("steps", STEP_COLUMNS, ["run_id", "step", "attempt"])
 _UPSERT_RUN = upsert_sql("step_runs", ("run_id", "workflow", "status", "last_step", "edge_from"), ["run_id"])
+# A step keeps its name when a workflow is edited to give it another type: the latest
+# start, in log order, names the node's type, so where the pages of a catch-up fall never
+# changes it (a page's own latest stands first, above).
+_STEP_TYPED = (
+    "INSERT INTO workflow_steps VALUES (?, ?, ?, ?) ON CONFLICT (workflow, step) DO UPDATE SET "
+    "step_type = excluded.step_type, channel = excluded.channel "
+    "WHERE workflow_steps.step_type <> excluded.step_type"
+)
 _STEP, _WORKFLOW, _PREV, _STATUS, _STARTED, _FINISHED, _DURATION, _ERROR = (
     STEP_COLUMNS.index(name)
     for name in ("step", "workflow", "prev_step", "status", "started_at", "finished_at", "duration_seconds", "error")
