@@ -80,12 +80,18 @@ def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
 
 
+_MAX_POSITION = 2**63 - 1
+"""The largest log position a cursor may name (SQLite's and PostgreSQL's bigint)."""
+
+
 def decode_cursor(cursor: str) -> int:
     """The listing position a cursor stands for; :class:`BadQuery` if it is not one."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind != "seq":
+        # Digits alone, and no more than SQLite's integers hold: int() would also take
+        # " 5", "1_000" and "-3", and a larger number fails in the driver, not here.
+        if kind != "seq" or not (value.isascii() and value.isdigit()) or int(value) > _MAX_POSITION:
             raise ValueError(kind)
         return int(value)
     except (ValueError, UnicodeDecodeError, binascii.Error):

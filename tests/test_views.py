@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 
 import pytest
@@ -141,6 +142,21 @@ def test_a_bad_cursor_is_a_clear_error(log):
     ledger.append_input(log, jsonl([triggered("r1")]))
     with pytest.raises(queries.BadQuery, match="not a cursor"):
         ledger.query(log, queries.list_runs, queries.RunFilters(), after="bm9wZQ")
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999", str(2**63), "-3", " 5", "1_000", "٣"])
+@pytest.mark.parametrize("direction", ["after", "before"])
+def test_a_cursor_of_no_position_a_store_can_hold_is_a_clear_error(log, value, direction):
+    # Well formed but out of range (or not plain digits): refused as a cursor, never
+    # passed on to the driver, whose overflow would be an internal error.
+    ledger.append_input(log, jsonl([triggered("r1")]))
+    cursor = base64.urlsafe_b64encode(f"seq:{value}".encode()).decode().rstrip("=")
+    for listing, filters in ((queries.list_runs, queries.RunFilters()), (queries.list_deliveries, queries.DeliveryFilters())):
+        with pytest.raises(queries.BadQuery, match="not a cursor"):
+            ledger.query(log, listing, filters, **{direction: cursor})
+    # The largest position a store can hold is still a cursor: past every run one way.
+    page = ledger.query(log, queries.list_runs, queries.RunFilters(), **{direction: queries.encode_cursor(2**63 - 1)})
+    assert len(page["entries"]) == (1 if direction == "after" else 0)
 
 
 LIST_QUERIES = [
