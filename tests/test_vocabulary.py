@@ -164,3 +164,87 @@ def test_the_fast_utc_path_stores_what_the_full_parser_stores(parts, seen_before
     except Exception as e:
         got = ("refused", str(e))
     assert got == expected
+
+
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:30:00+01:00"])
+def test_a_timestamp_its_offset_moves_out_of_the_calendar_is_refused_by_name(stamp):
+    (message,) = messages(ev("run.started", run_id="r", occurred_at=stamp))
+    assert message.startswith('field "occurred_at": not a real date and time')
+    with pytest.raises(ValueError, match="outside the years 1 to 9999"):
+        normalize_timestamp(stamp)
+
+
+def test_a_timestamp_option_out_of_the_calendar_is_a_usage_error(tmp_path):
+    from click.testing import CliRunner
+
+    from flowledger.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["--store", str(tmp_path / "s.db"), "runs", "list", "--starting-at", "0001-01-01T00:00:00+01:00"]
+    )
+    assert result.exit_code == 2 and "is not an RFC 3339 timestamp" in result.output
+    assert "unexpected" not in result.output
+
+
+@pytest.mark.parametrize(
+    "event, field",
+    [
+        (ev("run.failed", run_id="r", error="bad\x00thing"), "error"),
+        (ev("run.failed", run_id="r", error={"message": "bad\x00thing", "code": 7}), "error"),
+        (ev("run.paused", run_id="r", reason="\x00"), "reason"),
+        (ev("message.failed", message_id="m", error="x\x00y"), "error"),
+        (ev("message.bounced", message_id="m", reason="x\x00y"), "reason"),
+        (ev("message.clicked", message_id="m", url="https://e.example/\x00"), "url"),
+    ],
+)
+def test_text_a_view_stores_refuses_nul(event, field):
+    # PostgreSQL's text columns cannot hold NUL: one such event would fail every
+    # catch-up after it. Free-form payloads keep it: views store them as JSON, escaped.
+    (message,) = messages(event)
+    assert message.startswith(f'field "{field}": expected text without NUL characters')
+    validate_event(ev("run.failed", run_id="r", error={"message": "ok", "detail": "x\x00y"}))
+    validate_event(triggered("r1", data={"note": "x\x00y"}))
+
+
+
+@pytest.mark.parametrize("field", ["data", "request", "response", "output", "raw", "error"])
+def test_free_form_payloads_nest_at_most_the_limit(field):
+    make = {
+        "data": lambda v: triggered("r1", data=v),
+        "request": lambda v: step("step.started", "r1", request=v),
+        "response": lambda v: step("step.started", "r1", response=v),
+        "output": lambda v: step("step.succeeded", "r1", output=v),
+        "raw": lambda v: ev("message.delivered", message_id="m1", raw=v),
+        "error": lambda v: ev("run.failed", run_id="r1", error=v),
+    }[field]
+
+    def nested(levels: int) -> dict:
+        value: object = "leaf"
+        for _ in range(levels - 1):
+            value = {"a": value}
+        return {"a": value}
+
+    validate_event(make(nested(vocabulary.MAX_NESTING)))
+    (message,) = messages(make(nested(vocabulary.MAX_NESTING + 1)))
+    assert message == f'field "{field}": objects and arrays nested more than {vocabulary.MAX_NESTING} levels deep (got an object)'
+
+
+def test_an_event_nested_past_what_the_encoder_takes_is_a_problem_of_its_line(tmp_path):
+    # 253 levels validated before, and then failed to encode (orjson stops at 255): the
+    # whole append crashed rather than naming the line.
+    from flowledger import ledger
+    from flowledger.errors import InvalidInput
+    from flowledger.store import open_log
+
+    deep: object = "x"
+    for _ in range(252):
+        deep = {"a": deep}
+    lines = [triggered("r1"), triggered("r2", data=deep), ev("run.started", run_id="r1")]
+    log = open_log(str(tmp_path / "s.db"))
+    try:
+        with pytest.raises(InvalidInput) as raised:
+            ledger.append_input(log, io.BytesIO(b"".join(orjson.dumps(e) + b"\n" for e in lines)))
+        assert [(p.line, p.message.split(":")[0]) for p in raised.value.problems] == [(2, 'field "data"')]
+        assert log.count() == 0
+    finally:
+        log.close()

@@ -62,12 +62,17 @@ def _normalize(value: str) -> str:
     utc = offset in ("Z", "z", "+00:00", "-00:00")
     try:
         moment = datetime.fromisoformat(f"{date}T{time}{fraction}{'+00:00' if utc else offset}")
+        if utc:
+            # The common case, written out by hand: strftime is the slowest step of an append.
+            return f"{date}T{time}.{fraction[1:]:0<6}Z"
+        return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     except ValueError as e:
         raise PydanticCustomError("timestamp", "not a real date and time: {why}", {"why": str(e)})
-    if utc:
-        # The common case, written out by hand: strftime is the slowest step of an append.
-        return f"{date}T{time}.{fraction[1:]:0<6}Z"
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    except OverflowError:
+        # Year 1 or 9999 with an offset that moves it out of the years a date can hold.
+        raise PydanticCustomError(
+            "timestamp", "not a real date and time: in UTC it falls outside the years 1 to 9999"
+        ) from None
 
 
 Timestamp = Annotated[str, AfterValidator(normalize_timestamp)]
@@ -78,8 +83,43 @@ Id = Annotated[
 ]
 """An identifier: 1 to 255 characters, no control characters."""
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
-"""A human-readable message."""
+def _no_nul(value: str) -> str:
+    # PostgreSQL's text columns cannot hold NUL: a view's row with one would fail every
+    # catch-up after it, so the log never takes one where a view stores it as text.
+    if "\x00" in value:
+        raise PydanticCustomError("text", "expected text without NUL characters (\\u0000)")
+    return value
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000), AfterValidator(_no_nul)]
+"""A human-readable message (no NUL characters)."""
+
+MAX_NESTING = 64
+"""How deep objects and arrays may nest within one free-form field (data, request, …)."""
+
+
+def _not_too_deep(value: Any) -> Any:
+    # The encoder and the redactor each stop at a nesting depth of their own (orjson at
+    # 255 levels): past it an event could be validated and then fail to be stored.
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        inner = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for v in inner:
+            if isinstance(v, (dict, list)):
+                if depth >= MAX_NESTING:
+                    raise PydanticCustomError(
+                        "nesting", "objects and arrays nested more than {limit} levels deep", {"limit": MAX_NESTING}
+                    )
+                stack.append((v, depth + 1))
+    return value
+
+
+FreeForm = Annotated[Any, AfterValidator(_not_too_deep)]
+"""Any JSON value, nested at most :data:`MAX_NESTING` levels deep."""
+
+FreeObject = Annotated[dict[str, Any], AfterValidator(_not_too_deep)]
+"""A JSON object, nested at most :data:`MAX_NESTING` levels deep."""
 
 StepType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 """A step's kind: send_email, send_sms, send_whatsapp, send_push, delay, branch, integration, …"""
@@ -87,10 +127,13 @@ StepType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
 def _error_info(value: Any) -> Any:
-    if (isinstance(value, str) and 0 < len(value) <= 10_000) or (
-        isinstance(value, dict) and value
-    ):
-        return value
+    if isinstance(value, str) and 0 < len(value) <= 10_000:
+        return _no_nul(value)
+    if isinstance(value, dict) and value:
+        # A view shows an object's message as text.
+        if isinstance(value.get("message"), str):
+            _no_nul(value["message"])
+        return _not_too_deep(value)
     raise PydanticCustomError(
         "error_info", "expected a non-empty message (a string) or an object with details"
     )
@@ -226,7 +269,7 @@ class RunTriggered(RunEvent):
     """When the run is due to start, if not at once."""
     max_retries: NotRequired[Annotated[int, Field(ge=0, le=1000)]]
     """How many retries the run may have."""
-    data: NotRequired[dict[str, Any] | None]
+    data: NotRequired[FreeObject | None]
     """The trigger's payload."""
 
 
@@ -247,9 +290,9 @@ class StepEvent(RunEvent):
     """The node's kind."""
     attempt: Annotated[int, Field(ge=1)]
     """The attempt number, from 1."""
-    request: NotRequired[Any]
+    request: NotRequired[FreeForm]
     """What an integration step sent (secrets are redacted before storing)."""
-    response: NotRequired[Any]
+    response: NotRequired[FreeForm]
     """What an integration step got back (secrets are redacted before storing)."""
 
 
@@ -265,7 +308,7 @@ class StepSucceeded(StepEvent):
     """A step attempt finished well."""
 
     type: Literal["step.succeeded"]
-    output: NotRequired[Any]
+    output: NotRequired[FreeForm]
     """What the step produced."""
 
 
@@ -357,7 +400,7 @@ class MessageEvent(Event):
     """The provider that reported the fact (or delivers the message)."""
     provider_message_id: NotRequired[Id | None]
     """The provider's own id for the message (matches provider webhooks to it)."""
-    raw: NotRequired[dict[str, Any] | None]
+    raw: NotRequired[FreeObject | None]
     """The provider's payload as it came (secrets redacted), to refold if a mapping changes."""
 
 
@@ -376,7 +419,7 @@ class MessageQueued(MessageEvent):
     """The step that sent it (absent for a manual resend)."""
     provider: NotRequired[Id | None]
     """The provider that delivers it, like sendgrid or twilio."""
-    data: NotRequired[dict[str, Any] | None]
+    data: NotRequired[FreeObject | None]
     """Anything else the sender records (template, subject, …)."""
 
 
@@ -417,7 +460,7 @@ class MessageClicked(MessageEvent):
     """The recipient clicked a link in the message."""
 
     type: Literal["message.clicked"]
-    url: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+    url: Annotated[str, StringConstraints(min_length=1, max_length=8192), AfterValidator(_no_nul)]
     """The link clicked."""
     machine: NotRequired[bool]
     """Clicked by a machine (a link scanner), not a person."""
@@ -547,6 +590,7 @@ def _json_kind(value: Any) -> str:
         float: "a number",
         bool: "a boolean",
         type(None): "null",
+        dict: "an object",
     }.get(type(value), type(value).__name__)
 
 
