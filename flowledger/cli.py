@@ -10,6 +10,7 @@ import functools
 import getpass
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -239,20 +240,28 @@ def append(
         chunk_size=batch_size,
         keep_sources=skip_file is not None,
     )
-    log = obj.open(create=True)
+    # Opened before anything is stored: the bad events must have somewhere to go.
+    skipped = _open_skip_file(skip_file) if skip_file is not None else None
+    stored = False
     try:
-        with _progress(file) as progress:
-            result, rejected = ledger.append_input(
-                log, file, options, keep_going=skip_file is not None, progress=progress
-            )
+        log = obj.open(create=True)
+        try:
+            with _progress(file) as progress:
+                result, rejected = ledger.append_input(
+                    log, file, options, keep_going=skipped is not None, progress=progress
+                )
+        finally:
+            log.close()
+        stored = True
+        summary: dict[str, int] = {"appended": result.appended, "duplicates": result.duplicates}
+        if skipped is not None:
+            bad = _write_skipped(skipped, rejected, result)
+            summary["skipped"] = bad
+            if bad:
+                click.echo(f"{bad} invalid or refused event(s) written to {skip_file}", err=True)
     finally:
-        log.close()
-    summary: dict[str, int] = {"appended": result.appended, "duplicates": result.duplicates}
-    if skip_file is not None:
-        bad = _write_skipped(skip_file, rejected, result)
-        summary["skipped"] = bad
-        if bad:
-            click.echo(f"{bad} invalid or refused event(s) written to {skip_file}", err=True)
+        if skipped is not None:
+            skipped.close(stored)
     click.echo(orjson.dumps(summary).decode())
 
 
@@ -951,25 +960,71 @@ def _echo_table(rows: list[tuple[str, ...]], indent: str = "") -> None:
 
 def _show_problems(error: InvalidInput) -> None:
     for problem in error.problems[:_MAX_PROBLEMS_SHOWN]:
-        click.echo(str(problem), err=True)
+        click.echo(_problem_text(problem), err=True)
     hidden = len(error.problems) - _MAX_PROBLEMS_SHOWN
     if hidden > 0:
         click.echo(f"… and {hidden} more problem(s)", err=True)
 
 
-def _write_skipped(path: str, rejected: list[Any], result: Any) -> int:
-    """Write the input's bad items and refused events to path; returns how many events."""
-    by_line: dict[int | None, dict[str, Any]] = {}
-    for p in rejected:
-        entry = by_line.setdefault(p.line, {"line": p.line, "errors": [], "input": p.source})
+def _problem_text(problem: Any) -> str:
+    """A problem as shown: its line, and its item when the input was a JSON array."""
+    if problem.line is not None and problem.index is not None:
+        # Items counted from 1, like lines: an array on one line has many items on line 1.
+        return f"line {problem.line}, item {problem.index + 1}: {problem.message}"
+    return str(problem)
+
+
+class _SkipFile:
+    """The --skip-invalid file, opened before the append so that it cannot fail after it."""
+
+    def __init__(self, path: str, out: IO[bytes], created: bool) -> None:
+        self.path = path
+        self.out = out
+        self.created = created
+
+    def close(self, written: bool) -> None:
+        """Close it; one this append created and never wrote is removed."""
+        self.out.close()
+        if self.created and not written:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass  # an empty file left behind says nothing wrong
+
+
+def _open_skip_file(path: str) -> _SkipFile:
+    created = not os.path.exists(path)
+    try:
+        # Appending mode: a file from an earlier run is kept until this one has stored.
+        out = open(path, "ab")
+    except OSError as e:
+        raise click.ClickException(f"cannot write the --skip-invalid file {path}: {e.strerror}; nothing was stored") from None
+    return _SkipFile(path, out, created)
+
+
+def _write_skipped(skipped: _SkipFile, rejected: list[Any], result: Any) -> int:
+    """Write the input's bad items and refused events to the skip file; returns how many events."""
+    # One entry per event: a JSON array's items share their line, so the item tells them apart.
+    by_item: dict[tuple[int | None, int | None], dict[str, Any]] = {}
+    for p, source in [*((p, p.source) for p in rejected), *((p, cand.source) for cand, p in result.problems)]:
+        entry = by_item.get((p.line, p.index))
+        if entry is None:
+            entry = by_item[(p.line, p.index)] = {"line": p.line, "errors": [], "input": source}
+            if p.index is not None:
+                entry["item"] = p.index + 1
         entry["errors"].append(p.message)
-    for cand, p in result.problems:
-        entry = by_line.setdefault(p.line, {"line": p.line, "errors": [], "input": cand.source})
-        entry["errors"].append(p.message)
-    with open(path, "wb") as out:
-        for entry in sorted(by_line.values(), key=lambda e: e["line"] or 0):
-            out.write(orjson.dumps(entry) + b"\n")
-    return len(by_line)
+    entries = sorted(by_item.values(), key=lambda e: (e["line"] or 0, e.get("item", 0)))
+    try:
+        if stat.S_ISREG(os.fstat(skipped.out.fileno()).st_mode):
+            skipped.out.truncate(0)  # what an earlier run wrote (a pipe or device has none)
+        skipped.out.writelines(orjson.dumps(entry) + b"\n" for entry in entries)
+        skipped.out.flush()
+    except OSError as e:
+        raise click.ClickException(
+            f"the good events were stored, but writing the --skip-invalid file {skipped.path} failed: "
+            f"{e.strerror}"
+        ) from None
+    return len(by_item)
 
 
 class _progress:

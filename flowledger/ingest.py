@@ -2,7 +2,8 @@
 
 This is the first stage of every way in: bytes → JSON → vocabulary → redaction → a
 :class:`~flowledger.store.log.Candidate` with its canonical JSON. Problems are collected with the
-line they start on, never raised one at a time, so a user sees all of them at once.
+line they start on, never raised one at a time, so a user sees all of them at once (only
+a JSON array that cannot be read to its end stops the reading there).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import orjson
 
 from flowledger.domain.redaction import Redactor
 from flowledger.domain.vocabulary import EventInvalid, stream_of, validate_event
-from flowledger.errors import Problem
+from flowledger.errors import InvalidInput, Problem
 from flowledger.store.log import Candidate
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
@@ -51,6 +52,10 @@ class RawItem:
     """The decoded JSON value, when it decoded."""
     error: str | None = None
     """Why it could not be decoded."""
+    index: int | None = None
+    """Its place in the input's JSON array, from 0 (None for JSON Lines)."""
+    fatal: bool = False
+    """Whether reading stopped here: what follows in the input cannot be read."""
 
     @property
     def text(self) -> str:
@@ -121,26 +126,32 @@ def _array_items(data: bytes, limit: int) -> Iterator[RawItem]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        yield RawItem(1, "", error=f"not UTF-8 text: {e.reason} at byte {e.start}")
+        line = 1 + data.count(b"\n", 0, e.start)
+        yield _stopped(line, None, "", f"not UTF-8 text: {e.reason} at byte {e.start}")
         return
     decoder = json.JSONDecoder()
     pos = text.index("[") + 1
     line = 1 + text.count("\n", 0, pos)
+    index = 0
     expect_item = True
     while True:
         start = _skip_space(text, pos)
         line += text.count("\n", pos, start)
         pos = start
         if pos >= len(text):
-            yield RawItem(line, "", error="not valid JSON: the array is not closed with ]")
+            yield _stopped(line, index, "", "not valid JSON: the array is not closed with ]")
             return
         if text[pos] == "]":
-            if _skip_space(text, pos + 1) < len(text):
-                yield RawItem(line, text[pos : pos + 40], error="not valid JSON: text after the array's ]")
+            after = _skip_space(text, pos + 1)
+            if after < len(text):
+                yield _stopped(
+                    line + text.count("\n", pos, after), None, text[after : after + 40],
+                    "not valid JSON: text after the array's ]",
+                )
             return
         if not expect_item:
             if text[pos] != ",":
-                yield RawItem(line, text[pos : pos + 40], error="not valid JSON: expected , or ] between items")
+                yield _stopped(line, index, text[pos : pos + 40], "not valid JSON: expected , or ] between items")
                 return
             pos += 1
             expect_item = True
@@ -148,21 +159,31 @@ def _array_items(data: bytes, limit: int) -> Iterator[RawItem]:
         try:
             _, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            yield RawItem(e.lineno, text[pos : pos + 40], error=f"not valid JSON: {e.msg}")
+            yield _stopped(e.lineno, index, text[pos : pos + 40], f"not valid JSON: {e.msg}")
+            return
+        except RecursionError:
+            # The decoder cannot say where such an item ends, so nothing after it can be read.
+            yield _stopped(line, index, text[pos : pos + 40], "not valid JSON: nested too deeply")
             return
         item_text = text[pos:end]
         item_bytes = item_text.encode("utf-8")
         if len(item_bytes) > limit:
-            yield RawItem(line, _preview(item_bytes), error=_too_large(len(item_bytes), limit))
+            yield RawItem(line, _preview(item_bytes), error=_too_large(len(item_bytes), limit), index=index)
         else:
             # Decode again with orjson so arrays and lines read numbers alike (NaN refused).
             try:
-                yield RawItem(line, item_text, orjson.loads(item_bytes))
+                yield RawItem(line, item_text, orjson.loads(item_bytes), index=index)
             except orjson.JSONDecodeError as e:
-                yield RawItem(line, item_text, error=f"not valid JSON: {e}")
+                yield RawItem(line, item_text, error=f"not valid JSON: {e}", index=index)
         line += text.count("\n", pos, end)
         pos = end
+        index += 1
         expect_item = False
+
+
+def _stopped(line: int, index: int | None, raw: str, error: str) -> RawItem:
+    """Where an array could be read no further: its items from there on are unknown."""
+    return RawItem(line, raw, error=f"{error}; the input cannot be read past this point", index=index, fatal=True)
 
 
 def _skip_space(text: str, pos: int) -> int:
@@ -189,13 +210,18 @@ def candidates(
     """Validate and redact items into chunks of candidates.
 
     Invalid items go to ``rejected``: one :class:`Problem` per broken field, each with
-    the item's input text as ``source``.
+    the item's input text as ``source``. Where the input can be read no further (a
+    broken JSON array), raises :class:`InvalidInput` with the problems so far.
     """
     chunk: list[Candidate] = []
     redactor = options.redactor
     for item in items:
         if item.error is not None:
-            rejected.append(_InputProblem(item.line, item.error, None, source=item.text))
+            rejected.append(_InputProblem(item.line, item.error, None, item.index, source=item.text))
+            if item.fatal:
+                # The items after it are unknown: storing the ones before would drop them
+                # silently, even where invalid events may be set aside.
+                raise InvalidInput(list(rejected))
             continue
         try:
             body = validate_event(item.value)
@@ -203,7 +229,7 @@ def candidates(
             event_id = item.value.get("id") if isinstance(item.value, dict) else None
             event_id = event_id if isinstance(event_id, str) else None
             for message in e.messages:
-                rejected.append(_InputProblem(item.line, message, event_id, source=item.text))
+                rejected.append(_InputProblem(item.line, message, event_id, item.index, source=item.text))
             continue
         body = redactor.redact_event(body)
         chunk.append(
@@ -212,6 +238,7 @@ def candidates(
                 stream_of(body),
                 item.line,
                 item.text if options.keep_sources else None,
+                item.index,
             )
         )
         if len(chunk) >= options.chunk_size:

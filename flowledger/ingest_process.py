@@ -32,7 +32,7 @@ from typing import IO, Any
 import orjson
 
 from flowledger.domain.vocabulary import stream_of
-from flowledger.errors import FlowledgerError, Problem
+from flowledger.errors import FlowledgerError, InvalidInput, Problem
 from flowledger.ingest import IngestOptions, candidates, read_items
 from flowledger.store.log import Candidate
 
@@ -108,10 +108,13 @@ def forked_candidates(
                     return
                 if kind == "error":
                     raise ReaderFailed(f"reading the input failed: {payload}; nothing was stored")
+                if kind == "unreadable":
+                    done = True  # the child has sent its last frame and exits
+                    raise InvalidInput(rejected[:])
                 chunk = []
-                for line, encoded, source in payload:
+                for line, index, encoded, source in payload:
                     body = loads(encoded)
-                    chunk.append(Candidate(line, body["id"], body["type"], stream_of(body), body, encoded, source))
+                    chunk.append(Candidate(line, body["id"], body["type"], stream_of(body), body, encoded, source, index))
                 yield chunk
     finally:
         if not done:
@@ -202,9 +205,9 @@ def _child(stream: IO[bytes], options: IngestOptions, sender: _Sender) -> None:
         # options' size: the parent, which waits for the first, starts appending soon.
         small = replace(options, chunk_size=min(FIRST_CHUNK, options.chunk_size))
         wanted = small.chunk_size
-        rows: list[tuple[int | None, bytes, str | None]] = []
+        rows: list[tuple[int | None, int | None, bytes, str | None]] = []
         for chunk in candidates(items, small, rejected):
-            rows.extend((c.line, c.encoded, c.source) for c in chunk)
+            rows.extend((c.line, c.index, c.encoded, c.source) for c in chunk)
             if len(rows) >= wanted:
                 send("chunk", rows)
                 rows, wanted = [], min(2 * wanted, options.chunk_size)
@@ -213,6 +216,14 @@ def _child(stream: IO[bytes], options: IngestOptions, sender: _Sender) -> None:
         send("end", None)
     except BrokenPipeError:
         code = 1  # the parent is gone or stopped reading: nothing to tell
+    except InvalidInput:
+        # The input can be read no further: its problems so far say where (the frame
+        # carries those not sent yet), as they would read here.
+        code = 1
+        try:
+            send("unreadable", None)
+        except BaseException:  # noqa: BLE001
+            pass
     except BaseException as e:  # noqa: BLE001 - said to the parent, which turns it into an error
         code = 1
         try:

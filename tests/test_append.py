@@ -148,3 +148,11 @@ def test_stored_events_keep_when_they_were_recorded(log):
     ledger.append_input(log, jsonl(triggered("r1")))
     body = log.run_events("r1")[0].body
     assert body["recorded_at"].endswith("Z") and body["occurred_at"] == "2026-11-01T09:00:00.000000Z"
+
+
+def test_the_problems_of_a_json_array_on_one_line_name_their_items_in_order(log):
+    events = [triggered("r1"), ev("run.completed", run_id="ghost"), {"id": "x", "type": "nope"}, ev("run.completed", run_id="ghost2")]
+    with pytest.raises(InvalidInput) as raised:
+        ledger.append_input(log, io.BytesIO(orjson.dumps(events)))
+    assert [(p.line, p.index, p.event_id) for p in raised.value.problems] == [(1, 1, events[1]["id"]), (1, 2, "x"), (1, 3, events[3]["id"])]
+    assert log.count() == 0

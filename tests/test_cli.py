@@ -93,6 +93,76 @@ def test_skip_invalid_appends_the_rest_and_writes_the_bad_lines_aside(run, tmp_p
     assert rejected[0]["input"] == "{oops" and "never triggered" in rejected[1]["errors"][0]
 
 
+@pytest.mark.parametrize(
+    "broken, where",
+    [
+        (lambda items: [items[0], items[1][:-1] + ",}", *items[2:]], "line 3, item 2: not valid JSON"),
+        (lambda items: [items[0], items[1] + " " + items[2], items[3]], "line 3, item 3: not valid JSON: expected , or ]"),
+        (lambda items: items, "line 7: not valid JSON: text after the array's ]"),
+    ],
+    ids=["syntax error in an item", "no comma", "a second array"],
+)
+def test_a_json_array_that_cannot_be_read_to_its_end_stores_nothing_even_skipping_invalid(run, tmp_path, broken, where):
+    # Its items after the break are unknown: storing the ones before used to drop them silently.
+    items = [orjson.dumps(e).decode() for e in [triggered("r1"), triggered("r2"), triggered("r3"), triggered("r4")]]
+    text = "[\n" + ",\n".join(broken(items)) + "\n]\n"
+    if "after the array" in where:
+        text += '[{"id": "more"}]\n'
+    path, skip = tmp_path / "batch.json", tmp_path / "rejected.jsonl"
+    path.write_text(text)
+    result = run("append", str(path), "--skip-invalid", str(skip))
+    assert result.exit_code == 1
+    assert where in result.stderr and "nothing of it was stored" in result.stderr
+    assert not skip.exists()
+    assert run("replay", "r1").exit_code == 1  # nothing stored
+
+
+def test_each_item_of_a_json_array_on_one_line_is_its_own_problem(run, tmp_path):
+    events = [triggered("r1"), ev("run.completed", run_id="ghost1"), ev("run.completed", run_id="ghost2"), {"id": "x", "type": "nope"}]
+    path = tmp_path / "batch.json"
+    path.write_bytes(orjson.dumps(events))
+    result = run("append", str(path))
+    assert result.exit_code == 1
+    shown = [x.split(":")[0] for x in result.stderr.splitlines()[:3]]
+    assert shown == ["line 1, item 2", "line 1, item 3", "line 1, item 4"]
+    assert "'ghost2'" in result.stderr.splitlines()[1]
+    skip = tmp_path / "rejected.jsonl"
+    result = run("append", str(path), "--skip-invalid", str(skip))
+    assert orjson.loads(result.stdout) == {"appended": 1, "duplicates": 0, "skipped": 3}
+    rejected = [orjson.loads(x) for x in skip.read_text().splitlines()]
+    assert [(r["line"], r["item"], len(r["errors"])) for r in rejected] == [(1, 2, 1), (1, 3, 1), (1, 4, 1)]
+    assert [orjson.loads(r["input"]) for r in rejected] == events[1:]
+
+
+@pytest.mark.parametrize("skipping", [False, True], ids=["refused", "skipping invalid"])
+def test_an_array_item_nested_too_deeply_to_decode_is_a_clear_error(run, tmp_path, skipping):
+    path, skip = tmp_path / "batch.json", tmp_path / "rejected.jsonl"
+    path.write_text("[" + orjson.dumps(triggered("r1")).decode() + ", " + "[" * 100_000 + "]" * 100_000 + "]")
+    result = run("append", str(path), *(["--skip-invalid", str(skip)] if skipping else []))
+    assert result.exit_code == 1
+    assert "line 1, item 2: not valid JSON: nested too deeply" in result.stderr
+    assert "Traceback" not in result.output and "RecursionError" not in result.output
+    assert run("replay", "r1").exit_code == 1  # nothing stored
+
+
+def test_a_skip_file_that_cannot_be_written_is_an_error_before_anything_is_stored(run, tmp_path, store_path):
+    data = lines(triggered("r1")) + "{oops\n"
+    skip = tmp_path / "no" / "such" / "dir" / "rejected.jsonl"
+    result = run("append", "-", "--skip-invalid", str(skip), input=data)
+    assert result.exit_code == 1
+    assert f"cannot write the --skip-invalid file {skip}" in result.stderr and "nothing was stored" in result.stderr
+    assert "this is a bug" not in result.output
+    assert run("replay", "r1").exit_code == 1  # nothing stored
+
+
+def test_a_skip_file_from_an_earlier_run_is_kept_when_an_append_fails(run, tmp_path):
+    skip = tmp_path / "rejected.jsonl"
+    skip.write_text("earlier\n")
+    result = run("append", "-", "--skip-invalid", str(skip), input='[{"id": "a"} {"id": "b"}]')
+    assert result.exit_code == 1 and skip.read_text() == "earlier\n"
+    result = run("append", "-", "--skip-invalid", str(skip), input=lines(triggered("r1")) + "{oops\n")
+    assert result.exit_code == 0 and [orjson.loads(x)["line"] for x in skip.read_text().splitlines()] == [2]
+
 def test_replay_lists_events_with_the_status_after_each(run):
     run("append", input=lines(*failed_run()))
     result = run("replay", "r1")

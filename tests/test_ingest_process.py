@@ -153,6 +153,32 @@ def test_a_pipe_is_read_by_a_child_and_progress_counts_every_byte(forking, log, 
     _assert_no_child_left()
 
 
+def test_a_child_reads_a_json_array_on_one_line_with_each_item_told_apart(forking, log):
+    events = [triggered("r1"), ev("run.completed", run_id="ghost"), {"id": "x", "type": "nope"}, triggered("r2")]
+    options = IngestOptions(keep_sources=True)
+    result, rejected = ledger.append_input(log, io.BytesIO(orjson.dumps(events)), options, keep_going=True)
+    assert result.appended == 2
+    assert [(p.line, p.index) for _, p in result.problems] == [(1, 1)]
+    assert [(p.line, p.index) for p in rejected] == [(1, 2)]
+    _assert_no_child_left()
+
+
+@pytest.mark.parametrize(
+    "data, said",
+    [
+        (b'[' + orjson.dumps(triggered("r1")) + b', {"id": "x",}, ' + orjson.dumps(triggered("r2")) + b']', "not valid JSON"),
+        (b'[' + orjson.dumps(triggered("r1")) + b', ' + b"[" * 100_000 + b"]" * 100_000 + b']', "nested too deeply"),
+    ],
+    ids=["syntax error", "nested too deeply"],
+)
+def test_a_json_array_a_child_cannot_read_to_its_end_stores_nothing(forking, log, data, said):
+    with pytest.raises(InvalidInput) as raised:
+        ledger.append_input(log, io.BytesIO(data), keep_going=True)
+    assert [(p.line, p.index) for p in raised.value.problems] == [(1, 1)]
+    assert said in raised.value.problems[0].message
+    assert _stored(log) == []
+    _assert_no_child_left()
+
 def test_no_child_is_forked_for_a_small_input_or_while_threads_run():
     small = io.BytesIO(b"{}\n" * 10)
     assert not ingest_process.worth_forking(small)

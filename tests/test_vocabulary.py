@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from flowledger.domain import vocabulary
 from flowledger.domain.vocabulary import EVENT_TYPES, EventInvalid, normalize_timestamp, validate_event
+from flowledger.errors import InvalidInput
 from flowledger.ingest import IngestOptions, candidates, read_items
 from tests.conftest import ev, step, triggered
 
@@ -118,8 +119,10 @@ def test_a_json_array_input_reports_the_line_each_item_starts_on():
 
 
 def test_a_broken_json_array_is_an_error_not_a_crash():
-    cands, rejected = _read(b'[{"id": 1},\n {')
-    assert rejected and rejected[-1].message.startswith("not valid JSON")
+    # Nothing after the break can be read: the whole input is refused, skipping or not.
+    with pytest.raises(InvalidInput) as raised:
+        _read(b'[{"id": 1},\n {')
+    assert raised.value.problems[-1].message.startswith("not valid JSON")
 
 
 def test_an_event_over_the_size_limit_is_refused_with_the_limit_named():
