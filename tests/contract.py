@@ -218,6 +218,38 @@ class RebuildIntoContract:
         assert orjson.loads(shown.stdout) == expected
 
 
+    def test_rebuild_into_a_store_with_a_log_of_its_own_is_refused(self, store_url, tmp_path):
+        from click.testing import CliRunner
+
+        from flowledger.cli import cli
+
+        log = open_log(store_url)
+        try:
+            ledger.append_input(log, jsonl(_history("r1") + _history("r2")))
+        finally:
+            log.close()
+        # Its own log and views, which --into would overwrite with another log's.
+        own = str(tmp_path / "own.db")
+        target = open_log(own)
+        try:
+            ledger.append_input(target, jsonl([triggered("mine")]))
+            ledger.catch_up(target)
+        finally:
+            target.close()
+        runner = CliRunner()
+        refused = runner.invoke(cli, ["--store", store_url, "rebuild", "--into", own])
+        assert refused.exit_code == 1, refused.output
+        assert "holds a log of its own (1 event): --into writes an analyst's copy" in refused.output
+        assert "Traceback" not in refused.output
+        shown = runner.invoke(cli, ["--store", own, "runs", "list", "--json"])
+        assert [r["id"] for r in orjson.loads(shown.stdout)["entries"]] == ["mine"]
+        # A views-only file --into made before is taken again.
+        into = str(tmp_path / "analysis.db")
+        for _ in range(2):
+            result = runner.invoke(cli, ["--store", store_url, "rebuild", "--into", into])
+            assert result.exit_code == 0, result.output
+
+
 class ProviderContract:
     """Provider events matched by the provider's message id, on any backend."""
 
@@ -237,3 +269,74 @@ class ProviderContract:
             assert (again.appended, again.duplicates) == (0, 4)
         finally:
             log.close()
+
+    def test_a_repeated_provider_fact_is_a_duplicate_whatever_its_receipt_time(self, store_url):
+        # Without RawDlrDoneDate a Twilio status's time is when it was received, so each
+        # redelivery's body differs; the provider's key is its identity, the first stands.
+        from flowledger.providers import twilio
+        from tests.test_webhooks import run_with_messages
+
+        def callback(sid, received_at, **extra):
+            form = {"MessageSid": sid, "MessageStatus": "delivered", "To": "+15550001", **extra}
+            return twilio.translate({**form, "_received_at": received_at})
+
+        t0 = 1793523600.0
+        log = open_log(store_url)
+        try:
+            ledger.append_input(log, jsonl(run_with_messages()))
+            first, _ = ledger.append_provider_facts(log, [callback("SM123", t0)])
+            assert (first.appended, first.duplicates) == (1, 0)
+            again, _ = ledger.append_provider_facts(log, [callback("SM123", t0 + 1), callback("SM123", t0 + 2)])
+            assert (again.appended, again.duplicates) == (0, 2)
+            with log.backend.transaction(write=False) as c:
+                states = [orjson.loads(s) for s in log.backend.stream_states(c, "message:m-sms")]
+            assert [s["occurred_at"] for s in states if s["type"] == "message.delivered"] == ["2026-11-01T09:00:00.000000Z"]
+            # Held (no message known by SM9 yet): a redelivery is held once.
+            held, _ = ledger.append_provider_facts(log, [callback("SM9", t0), callback("SM9", t0 + 1)])
+            assert (held.held, held.duplicates) == (1, 1)
+            held, _ = ledger.append_provider_facts(log, [callback("SM9", t0 + 2)])
+            assert (held.held, held.duplicates) == (0, 1)
+            ledger.append_input(log, jsonl([ev("message.queued", message_id="m9", channel="sms", recipient="u9")]))
+            named, _ = ledger.append_provider_facts(log, [callback("SM9", t0 + 3, flowledger_message_id="m9")])
+            assert (named.appended, named.duplicates) == (0, 1)
+            # Stored once through flowledger's own id: not held again when it comes without it.
+            ledger.append_input(log, jsonl([ev("message.queued", message_id="m8", channel="sms", recipient="u8")]))
+            stored, _ = ledger.append_provider_facts(log, [callback("SM8", t0, flowledger_message_id="m8")])
+            assert stored.appended == 1
+            later, _ = ledger.append_provider_facts(log, [callback("SM8", t0 + 5)])
+            assert (later.appended, later.held, later.duplicates) == (0, 0, 1)
+            assert [u["event_id"] for u in ledger.unmatched(log)] == ["twilio:SM9:delivered"]
+            # The plain append path keeps its rule: another body under a stored id is a conflict.
+            resent = next(s for s in states if s["type"] == "message.delivered")
+            resent.pop("recorded_at")
+            with pytest.raises(InvalidInput) as info:
+                ledger.append_input(log, jsonl([{**resent, "occurred_at": "2026-11-02T00:00:00Z"}]))
+            assert "different body" in info.value.problems[0].message
+        finally:
+            log.close()
+
+    def test_a_twilio_callback_posted_twice_is_200_both_times(self, store_url):
+        from urllib.parse import urlencode
+
+        from fastapi.testclient import TestClient
+
+        from flowledger.api.app import create_app
+        from flowledger.providers import twilio
+        from tests.test_webhooks import SECRETS, run_with_messages
+
+        log = open_log(store_url)
+        try:
+            ledger.append_input(log, jsonl(run_with_messages()))
+        finally:
+            log.close()
+        form = {"MessageSid": "SM123", "MessageStatus": "delivered", "To": "+15550001"}
+        headers = {
+            "X-Twilio-Signature": twilio.signature("http://testserver/v1/webhooks/twilio", form, "tw-token"),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        with TestClient(create_app(store_url, provider_secrets=SECRETS)) as api:
+            first = api.post("/v1/webhooks/twilio", content=urlencode(form), headers=headers)
+            assert first.status_code == 200 and first.json()["appended"] == 1
+            again = api.post("/v1/webhooks/twilio", content=urlencode(form), headers=headers)
+            assert again.status_code == 200, again.text
+            assert (again.json()["appended"], again.json()["duplicates"]) == (0, 1)

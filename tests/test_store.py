@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -152,6 +153,112 @@ def test_a_file_that_is_not_a_database(tmp_path):
 def test_a_missing_folder(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         open_log(str(tmp_path / "nope" / "x.db"))
+
+
+@pytest.mark.parametrize(
+    "url, why",
+    [
+        ("postgresql://postgres@127.0.0.1:abc/test", "port"),
+        ("postgresql://postgres@127.0.0.1:99999/test", "port"),
+        ("postgresql://postgres@[::1/test", "unclosed ["),
+        ("postgresql://postgres:s3cretpw@127.0.0.1:5432/test?schema=Bad", "schema 'Bad'"),
+        ("postgresql://postgres:s3cretpw@127.0.0.1:5432", "names no database"),
+        ("postgresql://postgres:s3cretpw@127.0.0.1:port/test", "port"),
+        ("mysql://me:s3cretpw@db/x", "expected a file path"),
+        ("sqlite://me:s3cretpw@db/x.db", "local file"),
+        ("sqlite://[::1/x.db", "local file"),
+    ],
+)
+def test_a_malformed_store_url_is_a_clear_error_that_never_shows_its_password(url, why):
+    from click.testing import CliRunner
+
+    from flowledger.cli import cli
+
+    with pytest.raises(StoreURLError, match=re.escape(why)) as info:
+        open_log(url, create=False)
+    assert "s3cretpw" not in str(info.value)
+    result = CliRunner().invoke(cli, ["--store", url, "counts"])
+    assert result.exit_code == 1 and why in result.output
+    assert "s3cretpw" not in result.output and "bug" not in result.output
+    if "s3cretpw" in url:
+        assert ":***@" in result.output
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("postgresql://u:pw@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:p%40ss@w@h:5432/db?schema=x", "postgresql://u:***@h:5432/db?schema=x"),
+        ("postgresql://u@h:5432/db", "postgresql://u@h:5432/db"),
+        ("postgresql://h:5432/db", "postgresql://h:5432/db"),
+        ("runs.db", "runs.db"),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url, shown):
+    from flowledger.store.backend import shown_url
+
+    assert shown_url(url) == shown
+
+
+def test_a_reader_leaves_a_sqlite_file_that_is_not_a_store_untouched(tmp_path):
+    path = tmp_path / "foreign.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE foo (x)")
+        raw.execute("INSERT INTO foo VALUES (1)")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="is not a flowledger store"):
+        open_log(str(path), create=False)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.db"]
+    with sqlite3.connect(path) as raw:
+        assert [r[0] for r in raw.execute("SELECT name FROM sqlite_master")] == ["foo"]
+
+
+def test_a_reader_refuses_an_empty_file_and_an_append_makes_a_store_of_it(tmp_path):
+    path = tmp_path / "empty.db"
+    path.touch()
+    with pytest.raises(StoreError, match=r"no store at .* \(an empty file\)"):
+        open_log(str(path), create=False)
+    assert path.stat().st_size == 0
+    log = open_log(str(path))
+    try:
+        ledger.append_input(log, io.BytesIO(orjson.dumps(triggered("r1"))), IngestOptions())
+    finally:
+        log.close()
+    reader = open_log(str(path), create=False)
+    try:
+        assert reader.count() == 1
+    finally:
+        reader.close()
+
+
+def test_a_reader_opens_a_store_of_an_earlier_schema_version(store_path):
+    log = open_log(store_path)
+    ledger.append_input(log, io.BytesIO(orjson.dumps(triggered("r1"))), IngestOptions())
+    log.close()
+    # Version 1 may have no schema_version row at all (see SQLBackend._schema_version).
+    with sqlite3.connect(store_path) as raw:
+        raw.execute("DELETE FROM flowledger_meta WHERE key = 'schema_version'")
+    reader = open_log(store_path, create=False)
+    try:
+        assert reader.count() == 1
+    finally:
+        reader.close()
+
+
+def test_rebuild_into_the_store_itself_is_an_ordinary_rebuild(store_path):
+    from click.testing import CliRunner
+
+    from flowledger.cli import cli
+
+    log = open_log(store_path)
+    ledger.append_input(log, io.BytesIO(orjson.dumps(triggered("r1"))), IngestOptions())
+    log.close()
+    same = os.path.join(os.path.dirname(store_path), ".", os.path.basename(store_path))
+    result = CliRunner().invoke(cli, ["--store", store_path, "rebuild", "--into", same])
+    assert result.exit_code == 0, result.output
+    shown = CliRunner().invoke(cli, ["--store", store_path, "runs", "list", "--json", "--no-catch-up"])
+    assert [r["id"] for r in orjson.loads(shown.stdout)["entries"]] == ["r1"]
 
 
 def test_a_held_write_lock_becomes_store_busy_after_the_timeout(store_path):

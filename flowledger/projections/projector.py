@@ -20,6 +20,7 @@ so that a rebuild uses two cores and neither process waits for the other's lock.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -309,6 +310,8 @@ class Projector:
         rebuilds some of the views while this one rebuilds the others (see
         :mod:`flowledger.projections.helper`); whatever it leaves undone, this process does.
         """
+        if self.source is not self.backend:
+            self._check_into_target()
         self.ensure_tables()
         views = list(views) if views is not None else self.views
         mine, theirs = split_views(views)
@@ -336,6 +339,19 @@ class Projector:
         # here, rather than in whichever append's commit comes next.
         self.backend.checkpoint()
         return total
+
+    def _check_into_target(self) -> None:
+        """Refuse to fold another store's log into a store with a log of its own: its views
+        would show the other log, at positions past its own, so its own events never."""
+        if _same_store(self.backend, self.source):
+            return
+        with self.backend.transaction(write=False) as c:
+            n = self.backend.count_events(c)
+        if n:
+            raise StoreError(
+                f"{self.backend.path} holds a log of its own ({n} event{'s' if n != 1 else ''}): "
+                "--into writes an analyst's copy to a new or views-only file"
+            )
 
     def rebuild_alone(
         self, views: Sequence[View], *, page_size: int = REBUILD_PAGE_SIZE, progress: Callable[[int], None] | None = None
@@ -465,6 +481,21 @@ def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
         yield
     finally:
         seconds[phase] = time.perf_counter() - start
+
+
+def _same_store(a: SQLBackend, b: SQLBackend) -> bool:
+    """Whether two open backends are one store (one file, or one PostgreSQL schema)."""
+    if a is b:
+        return True
+    if isinstance(a, SQLiteBackend) and isinstance(b, SQLiteBackend):
+        here, there = a.reopen_url(), b.reopen_url()
+        try:
+            return here is not None and there is not None and os.path.samefile(here, there)
+        except OSError:
+            return False
+    # The path names server, user and database (never a password); the schema, the store.
+    keys = ("name", "path", "schema")
+    return [getattr(a, k, None) for k in keys] == [getattr(b, k, None) for k in keys]
 
 
 def _stageable(backend: SQLBackend) -> bool:

@@ -6,7 +6,7 @@ import os
 from urllib.parse import unquote, urlparse
 
 from flowledger.errors import StoreURLError
-from flowledger.store.backend import SQLBackend
+from flowledger.store.backend import SQLBackend, shown_url
 from flowledger.store.log import EventLog
 from flowledger.store.sqlite import SQLiteBackend
 
@@ -17,10 +17,13 @@ DEFAULT_STORE = "./flowledger.db"
 def sqlite_path(url: str) -> str:
     """The file a SQLite store URL (or plain path) names."""
     if url.startswith("sqlite:"):
-        parsed = urlparse(url)
-        if parsed.netloc not in ("", "localhost"):
+        try:
+            parsed = urlparse(url)
+        except ValueError:  # a "[" that is no IPv6 address, say
+            parsed = None
+        if parsed is None or parsed.netloc not in ("", "localhost"):
             raise StoreURLError(
-                f"cannot open {url!r}: a SQLite URL names a local file, like "
+                f"cannot open {shown_url(url)!r}: a SQLite URL names a local file, like "
                 "sqlite:///relative.db or sqlite:////absolute/path.db"
             )
         path = unquote(parsed.path)
@@ -49,7 +52,7 @@ def open_backend(url: str | None = None, *, lock_timeout: float = 60.0, create: 
         return PostgresBackend(url, lock_timeout=lock_timeout, create=create)
     if scheme and scheme != "sqlite":
         raise StoreURLError(
-            f"cannot open {url!r}: expected a file path, a sqlite:/// URL or a postgresql:// URL"
+            f"cannot open {shown_url(url)!r}: expected a file path, a sqlite:/// URL or a postgresql:// URL"
         )
     return SQLiteBackend(sqlite_path(url), lock_timeout=lock_timeout, create=create)
 

@@ -37,6 +37,21 @@ FLOWLEDGER_TABLES = (
 )
 """flowledger's tables beside eventsourcing's, in SQLite's dialect."""
 
+
+def shown_url(url: str) -> str:
+    """A store URL fit for a message: its password, if it has one, replaced by ``***``."""
+    start = url.find("://")
+    if start < 0:
+        return url
+    start += 3
+    # user:password@host: the user ends at the first ":", the password at the last "@", in a
+    # malformed URL too (should a query hold an "@", more is hidden: never a password shown).
+    at, colon = url.rfind("@"), url.find(":", start)
+    if at < 0 or colon < 0 or colon > at:
+        return url
+    return url[: colon + 1] + "***" + url[at:]
+
+
 # Bound parameters per statement stay well under every driver's limit.
 _IN_CHUNK = 500
 
@@ -181,6 +196,24 @@ class SQLBackend:
                 c.execute("INSERT INTO unmatched_facts VALUES (?, ?, ?, ?, ?, ?, ?)", row)
                 new += 1
         return new
+
+    @staticmethod
+    def stored_ids(c: Any, ids: Iterable[str]) -> set[str]:
+        """Those of these event ids that are stored."""
+        found: set[str] = set()
+        for chunk, marks in in_chunks(ids):
+            c.execute(f"SELECT id FROM event_ids WHERE id IN ({marks})", chunk)
+            found.update(row[0] for row in c.fetchall())
+        return found
+
+    @staticmethod
+    def held_ids(c: Any, ids: Iterable[str]) -> set[str]:
+        """Those of these event ids whose facts are held, waiting for their message."""
+        found: set[str] = set()
+        for chunk, marks in in_chunks(ids):
+            c.execute(f"SELECT event_id FROM unmatched_facts WHERE event_id IN ({marks})", chunk)
+            found.update(row[0] for row in c.fetchall())
+        return found
 
     @staticmethod
     def any_held(c: Any) -> bool:

@@ -138,8 +138,9 @@ class EventLog:
         return result
 
     def _append_chunk(
-        self, c: Any, chunk: list[Candidate], result: AppendResult, recorded_at: str
+        self, c: Any, chunk: list[Candidate], result: AppendResult, recorded_at: str, *, provider: bool = False
     ) -> None:
+        """Append one chunk (``provider``: of provider facts, whose stored id is a duplicate whatever the body)."""
         b = self.backend
         stamp = b',"recorded_at":"' + recorded_at.encode() + b'"}'
         chunk_ids = list(dict.fromkeys(cand.event_id for cand in chunk))
@@ -162,7 +163,10 @@ class EventLog:
         for cand in chunk:
             event_id = cand.event_id
             if event_id in fresh or event_id not in claimed:
-                if event_id in fresh:
+                if provider:
+                    # A redelivery may differ (a receipt time for occurred_at): the first stands.
+                    same = True
+                elif event_id in fresh:
                     same = fresh[event_id] == cand.encoded
                 else:
                     if cand.stream not in streams_read:
@@ -226,7 +230,7 @@ class EventLog:
             released.append(Candidate.make(body, "message:" + body["message_id"]))
         if released:
             before = result.appended
-            self._append_chunk(c, released, result, recorded_at)
+            self._append_chunk(c, released, result, recorded_at, provider=True)
             result.released += result.appended - before
 
     def append_provider_events(
@@ -237,7 +241,9 @@ class EventLog:
         ``items`` are (validated, redacted event, provider message id to match by); the id
         is None when the event's message_id is already flowledger's. A fact whose provider
         id no message is known by yet is held (never dropped) and stored as soon as one is.
-        All in one transaction: nothing of the batch is stored if any fact is refused.
+        The provider's key is a fact's identity: one whose id is stored, held or earlier in
+        the batch is a duplicate, never a conflict (the first body stands). All in one
+        transaction: nothing of the batch is stored if any fact is refused.
         """
         b = self.backend
         result = AppendResult()
@@ -253,11 +259,21 @@ class EventLog:
                     held.append(
                         (body["id"], provider_id, body.get("provider"), body["type"], body["occurred_at"], received_at, orjson.dumps(body))
                     )
+            if held:
+                # A fact stored before (matched then by flowledger's own id) is not held again.
+                stored = b.stored_ids(c, [row[0] for row in held])
+                result.duplicates += sum(1 for row in held if row[0] in stored)
+                held = [row for row in held if row[0] not in stored]
+            if ready and b.any_held(c):
+                # A fact already held is one fact: the held copy stands until its message is known.
+                waiting = b.held_ids(c, [cand.event_id for cand in ready])
+                result.duplicates += sum(1 for cand in ready if cand.event_id in waiting)
+                ready = [cand for cand in ready if cand.event_id not in waiting]
             # Hold first: a fact of this very batch may name the message they wait for.
             result.held = b.hold(c, held)
             result.duplicates += len(held) - result.held
             if ready:
-                self._append_chunk(c, ready, result, received_at)
+                self._append_chunk(c, ready, result, received_at, provider=True)
             if result.problems:
                 raise InvalidInput([p for _, p in result.problems])
         return result

@@ -28,7 +28,7 @@ from eventsourcing.postgres import (
 from psycopg.rows import tuple_row
 
 from flowledger.errors import StoreBusy, StoreError, StoreURLError
-from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend
+from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend, shown_url
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -100,18 +100,27 @@ class PgCursor:
 
 def parse_url(url: str) -> dict[str, Any]:
     """Connection settings from postgresql://user[:password]@host[:port]/dbname[?schema=name]."""
-    parsed = urlparse(url)
+    # Every message names the URL without its password.
+    shown = shown_url(url)
+    try:
+        parsed = urlparse(url)
+        port = parsed.port  # urllib checks it only when asked
+    except ValueError as e:
+        what = "its host has an unclosed [" if "IPv6" in str(e) else "its port is not a number from 1 to 65535"
+        raise StoreURLError(
+            f"cannot open {shown!r}: {what} (expected postgresql://user[:password]@host[:port]/dbname)"
+        ) from None
     query = parse_qs(parsed.query)
     schema = query.get("schema", ["public"])[0]
     if not _SCHEMA_NAME.match(schema):
-        raise StoreURLError(f"schema {schema!r} in {url!r}: expected lower-case letters, digits and _")
+        raise StoreURLError(f"schema {schema!r} in {shown!r}: expected lower-case letters, digits and _")
     dbname = unquote(parsed.path.lstrip("/"))
     if not dbname:
-        raise StoreURLError(f"cannot open {url!r}: it names no database (postgresql://user@host/dbname)")
+        raise StoreURLError(f"cannot open {shown!r}: it names no database (postgresql://user@host/dbname)")
     return {
         "dbname": dbname,
         "host": parsed.hostname or "127.0.0.1",
-        "port": parsed.port or 5432,
+        "port": port or 5432,
         "user": unquote(parsed.username or "postgres"),
         "password": unquote(parsed.password or ""),
         "schema": schema,
@@ -128,7 +137,8 @@ class PostgresBackend(SQLBackend):
     def __init__(self, url: str, *, lock_timeout: float = 60.0, create: bool = True) -> None:
         settings = parse_url(url)
         self._url = url  # password and all: for reopen_url only
-        self.path = f"postgresql://{settings['user']}@{settings['host']}:{settings['port']}/{settings['dbname']}"
+        host = f"[{settings['host']}]" if ":" in settings["host"] else settings["host"]  # IPv6
+        self.path = f"postgresql://{settings['user']}@{host}:{settings['port']}/{settings['dbname']}"
         """Where the store is (without a password), for messages."""
         self.lock_timeout = lock_timeout
         """Seconds a writer waits for another's lock before giving up."""

@@ -243,6 +243,8 @@ class SQLiteBackend(SQLBackend):
             parent = Path(path).parent
             if not parent.exists():
                 raise StoreError(f"cannot create the store {path}: folder {parent} does not exist")
+        if not create and path != ":memory:":
+            self._refuse_unless_a_store()
         with translate_errors(self):
             self.datastore = _Datastore(path, lock_timeout)
             self.recorder = SQLiteApplicationRecorder(self.datastore)
@@ -251,6 +253,8 @@ class SQLiteBackend(SQLBackend):
         with self.transaction(write=False) as c:
             has_schema = _has_schema(c)
         if not has_schema:
+            if not create:  # made empty since it was looked at: still no store
+                raise StoreError(f"{path} is not a flowledger store")
             with self.transaction(write=True) as c:
                 if not _has_schema(c):
                     for statement in self.recorder.create_table_statements:
@@ -263,6 +267,27 @@ class SQLiteBackend(SQLBackend):
                     )
         else:
             self.upgrade()
+
+    def _refuse_unless_a_store(self) -> None:
+        """Raise StoreError if the existing file is no flowledger store, leaving it as it is."""
+        if os.path.isfile(self.path) and os.path.getsize(self.path) == 0:
+            raise StoreError(
+                f"no store at {self.path} (an empty file): append some events first, or point "
+                "--store (or FLOWLEDGER_STORE) at an existing one"
+            )
+        # A plain connection that only reads: the store's own pool would first switch the
+        # file to WAL, and a command that only reads must not change another program's file.
+        with translate_errors(self):
+            raw = sqlite3.connect(self.path)
+            try:
+                is_store = _has_schema(raw.cursor())
+            finally:
+                raw.close()
+        if not is_store:
+            raise StoreError(
+                f"{self.path} is not a flowledger store (a SQLite file without flowledger's "
+                "tables); point --store (or FLOWLEDGER_STORE) at a store"
+            )
 
     def reopen_url(self) -> str | None:
         """The file's absolute path (None for a database in memory)."""
