@@ -69,6 +69,13 @@ def handles_errors(f: F) -> F:
             raise click.BadParameter(str(e)) from None
         except FlowledgerError as e:
             raise click.ClickException(str(e)) from None
+        except UnicodeEncodeError as e:
+            # An argument of bytes that are not UTF-8 reaches Python as lone surrogates,
+            # which no store can hold: the user's value, not flowledger, is at fault.
+            bad = e.object[e.start : e.end] if isinstance(e.object, str) else ""
+            raise click.UsageError(
+                f"a value given is not UTF-8 text (it holds {bad.encode('utf-8', 'surrogateescape')!r})"
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -131,7 +138,7 @@ def actor_options(f: F) -> F:
     envvar="FLOWLEDGER_STORE",
     default=DEFAULT_STORE,
     show_default=True,
-    help="The store: a SQLite file path or sqlite:///path. Also FLOWLEDGER_STORE.",
+    help="The store: a SQLite file path, sqlite:///path or postgresql://user@host/db[?schema=name]. Also FLOWLEDGER_STORE.",
 )
 @click.option(
     "--lock-timeout",
@@ -800,7 +807,14 @@ def serve(obj: Context, host: str, port: int, follow: bool, public_url: str | No
     finally:
         log.close()
     app = create_app(obj.store, lock_timeout=obj.lock_timeout, follow=follow, public_url=public_url)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    except SystemExit as e:
+        # uvicorn exits 3 when it cannot start (the port taken, a host that does not
+        # resolve), having logged why: a command's failure here exits 1.
+        if e.code == 3:
+            raise click.ClickException(f"the server could not start on {host}:{port} (the reason is above)") from None
+        raise
 
 
 @cli.group("keys")

@@ -423,3 +423,28 @@ def test_serve_on_a_store_too_busy_to_start_on_is_a_clear_error(store_path):
     assert done.returncode == 1
     assert b"busy" in done.stderr and b"--lock-timeout" in done.stderr
     assert b"Traceback" not in done.stderr
+
+
+def test_serve_on_a_port_already_taken_is_a_clear_error_exiting_1(store_path):
+    pytest.importorskip("uvicorn")
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        exe = os.path.join(os.path.dirname(sys.executable), "flowledger")
+        done = subprocess.run([exe, "--store", store_path, "serve", "--port", str(port)], capture_output=True, timeout=60)
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert f"the server could not start on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err and "unexpected" not in err
+
+
+@pytest.mark.parametrize("args", [["runs", "show", "\udcff"], ["replay", "r\udcff"], ["runs", "list", "--workflow", "w\udcff"]])
+def test_an_argument_that_is_not_utf8_is_a_usage_error(run, store_path, args):
+    # Bytes that are not UTF-8 on a command line reach Python as lone surrogates.
+    run("append", input=lines(triggered("r1")))
+    result = CliRunner().invoke(cli, ["--store", store_path, *args])
+    assert result.exit_code == 2
+    assert "is not UTF-8 text" in result.output and "unexpected" not in result.output
