@@ -78,6 +78,7 @@ from flowledger.store import open_log, sqlite
 sqlite.CACHE_KIB = 8_192
 sqlite.HEAP_LIMIT_BYTES = int(sys.argv[2])
 path = sys.argv[1]
+open_log(path).close()  # a store first: flowledger makes none in another program's file
 raw = sqlite3.connect(path)
 raw.execute("CREATE TABLE big (x BLOB)")
 raw.executemany("INSERT INTO big VALUES (?)", [(bytes([i % 256]) * 4000,) for i in range(4_000)])
@@ -200,14 +201,17 @@ def test_a_url_is_shown_without_its_password(url, shown):
     assert shown_url(url) == shown
 
 
-def test_a_reader_leaves_a_sqlite_file_that_is_not_a_store_untouched(tmp_path):
+@pytest.mark.parametrize("create", [False, True])
+def test_a_sqlite_file_that_is_not_a_store_is_refused_and_left_untouched(tmp_path, create):
+    # Read-only commands and appends alike: flowledger's tables are never written in
+    # among another program's.
     path = tmp_path / "foreign.db"
     with sqlite3.connect(path) as raw:
         raw.execute("CREATE TABLE foo (x)")
         raw.execute("INSERT INTO foo VALUES (1)")
     before = path.read_bytes()
     with pytest.raises(StoreError, match="is not a flowledger store"):
-        open_log(str(path), create=False)
+        open_log(str(path), create=create)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.db"]
     with sqlite3.connect(path) as raw:
@@ -296,3 +300,16 @@ def test_none_and_bytes_are_stored_as_they_are(log):
             ("null", None, "blob", b"\x00\xffblob", "text", "text"),
             ("integer", 1, "blob", b"", "null", None),
         ]
+
+
+def test_an_empty_sqlite_database_becomes_a_store(tmp_path):
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA user_version = 0")
+    log = open_log(str(path))
+    try:
+        ledger.append_input(log, io.BytesIO(orjson.dumps(triggered("r1"))), IngestOptions())
+        assert log.count() == 1
+    finally:
+        log.close()

@@ -243,8 +243,8 @@ class SQLiteBackend(SQLBackend):
             parent = Path(path).parent
             if not parent.exists():
                 raise StoreError(f"cannot create the store {path}: folder {parent} does not exist")
-        if not create and path != ":memory:":
-            self._refuse_unless_a_store()
+        if path != ":memory:" and Path(path).exists():
+            self._refuse_unless_a_store(create)
         with translate_errors(self):
             self.datastore = _Datastore(path, lock_timeout)
             self.recorder = SQLiteApplicationRecorder(self.datastore)
@@ -268,9 +268,12 @@ class SQLiteBackend(SQLBackend):
         else:
             self.upgrade()
 
-    def _refuse_unless_a_store(self) -> None:
-        """Raise StoreError if the existing file is no flowledger store, leaving it as it is."""
+    def _refuse_unless_a_store(self, create: bool) -> None:
+        """Raise StoreError if the existing file is no flowledger store, leaving it as it is
+        (with ``create``, an empty file or an empty SQLite database may become one)."""
         if os.path.isfile(self.path) and os.path.getsize(self.path) == 0:
+            if create:
+                return
             raise StoreError(
                 f"no store at {self.path} (an empty file): append some events first, or point "
                 "--store (or FLOWLEDGER_STORE) at an existing one"
@@ -281,9 +284,16 @@ class SQLiteBackend(SQLBackend):
             raw = sqlite3.connect(self.path)
             try:
                 is_store = _has_schema(raw.cursor())
+                has_tables = raw.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' LIMIT 1").fetchone()
             finally:
                 raw.close()
-        if not is_store:
+        if not is_store and create and has_tables:
+            # Another program's database: flowledger's tables would be written in among its own.
+            raise StoreError(
+                f"{self.path} is not a flowledger store (a SQLite file with other tables); "
+                "flowledger makes its store in a new file or an empty one"
+            )
+        if not is_store and not create:
             raise StoreError(
                 f"{self.path} is not a flowledger store (a SQLite file without flowledger's "
                 "tables); point --store (or FLOWLEDGER_STORE) at a store"
