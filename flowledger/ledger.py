@@ -52,12 +52,12 @@ def append_input(
 
 
 def append_batch(
-    log: EventLog, events: list[Any], redactor: Redactor | None = None
+    log: EventLog, events: list[Any], redactor: Redactor | None = None, max_event_bytes: int | None = None
 ) -> AppendResult:
     """Append a decoded batch (one JSON array, as the HTTP API takes it), all or nothing.
 
-    Raises :class:`InvalidInput` if any event is invalid or refused; each problem has
-    the event's index in the batch.
+    Raises :class:`InvalidInput` if any event is invalid, larger than ``max_event_bytes``
+    as JSON, or refused; each problem has the event's index in the batch.
     """
     redactor = redactor or Redactor()
     rejected: list[Problem] = []
@@ -70,7 +70,13 @@ def append_batch(
             rejected.extend(Problem(None, m, event_id, i) for m in e.messages)
             continue
         body = redactor.redact_event(body)
-        chunk.append(Candidate.make(body, stream_of(body), index=i))
+        candidate = Candidate.make(body, stream_of(body), index=i)
+        # Measured as stored (compact JSON): the body's spacing is the client's, not the event's.
+        if max_event_bytes is not None and (size := len(candidate.encoded)) > max_event_bytes:
+            message = f"the event is {size:,} bytes; the limit is {max_event_bytes:,} bytes (FLOWLEDGER_MAX_EVENT_BYTES)"
+            rejected.append(Problem(None, message, candidate.event_id, i))
+            continue
+        chunk.append(candidate)
     return log.append([chunk] if chunk else [], rejected=rejected)
 
 
@@ -104,7 +110,7 @@ def append_export(log: EventLog, provider: str, data: bytes, redactor: Redactor 
     """Append a file exported from a provider (no signature: the file is the user's own)."""
     adapter = ADAPTERS[provider]
     try:
-        facts = [adapter.translate(item) for item in export_items(provider, data)]
+        facts = adapter.translate_all(export_items(provider, data))
     except (ValueError, KeyError, TypeError) as e:
         raise InvalidInput([Problem(None, f"not a {provider} export: {e}")]) from None
     return append_provider_facts(log, facts, redactor)

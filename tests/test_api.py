@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from flowledger import ledger
 from flowledger.api import keys
 from flowledger.api.app import MAX_BATCH_EVENTS, create_app
-from flowledger.errors import StoreBusy
+from flowledger.errors import FlowledgerError, StoreBusy
 from flowledger.store import open_log
 from tests.conftest import ev, step, triggered
 from tests.histories import jsonl
@@ -267,3 +267,41 @@ def test_openapi_document(api):
 def test_unknown_paths_are_problem_documents(api):
     r = api.get("/v2/nothing", headers=h(api, "read"))
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_post_events_redacts_the_keys_named_in_flowledger_redact_keys(store_path, monkeypatch):
+    monkeypatch.setenv("FLOWLEDGER_REDACT_KEYS", "ssn,pin")
+    log = open_log(store_path)
+    _, secret = keys.create_key(log.backend, "w", "write")
+    log.close()
+    events = [triggered("r1", data={"ssn": "123-45-6789", "nested": [{"PIN": "4242"}], "token": "t0k"})]
+    with TestClient(create_app(store_path)) as client:
+        assert client.post("/v1/events", json=events, headers={"X-API-Key": secret}).json()["appended"] == 1
+    log = open_log(store_path)
+    (stored,) = log.run_events("r1")
+    log.close()
+    assert stored.body["data"] == {"ssn": "[REDACTED]", "nested": [{"PIN": "[REDACTED]"}], "token": "[REDACTED]"}
+
+
+def test_an_event_over_the_size_limit_is_refused_with_its_index_and_the_limit_and_nothing_stored(api):
+    events = [triggered("r1"), triggered("r2", data={"blob": "x" * 2_000_000})]
+    r = api.post("/v1/events", json=events, headers=h(api, "write"))
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    (error,) = r.json()["errors"]
+    assert (error["index"], error["id"]) == (1, events[1]["id"])
+    assert "1,048,576 bytes" in error["message"] and "FLOWLEDGER_MAX_EVENT_BYTES" in error["message"]
+    assert api.get("/v1/runs/r1", headers=h(api, "read")).status_code == 404  # nothing of the batch
+
+
+def test_flowledger_max_event_bytes_sets_the_apis_limit_too(store_path, monkeypatch):
+    monkeypatch.setenv("FLOWLEDGER_MAX_EVENT_BYTES", "400")
+    log = open_log(store_path)
+    _, secret = keys.create_key(log.backend, "w", "write")
+    log.close()
+    with TestClient(create_app(store_path)) as client:
+        r = client.post("/v1/events", json=[triggered("r1", data={"note": "x" * 500})], headers={"X-API-Key": secret})
+        assert r.status_code == 422 and "the limit is 400 bytes" in r.json()["errors"][0]["message"]
+        assert client.post("/v1/events", json=[triggered("r1")], headers={"X-API-Key": secret}).json()["appended"] == 1
+    monkeypatch.setenv("FLOWLEDGER_MAX_EVENT_BYTES", "lots")
+    with pytest.raises(FlowledgerError, match="FLOWLEDGER_MAX_EVENT_BYTES: expected a whole number"):
+        create_app(store_path)

@@ -15,6 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from flowledger import ledger
+from flowledger.errors import InvalidInput
 from flowledger.providers import ADAPTERS, SignatureInvalid, SignedRequest
 from flowledger.providers import twilio as twilio_adapter
 from flowledger.providers import whatsapp as whatsapp_adapter
@@ -222,3 +224,42 @@ def test_the_readme_samples_translate():
         "message.delivered", "message.delivered", "message.opened", "message.delivered", "message.read"
     ]
     assert [f.message_id for facts in found.values() for f in facts] == ["msg-00001", "msg-00002", "msg-00004", None, "msg-00005"]
+
+
+# Malformed payloads: a clear error naming the field (and the event, if several), nothing stored.
+
+_STATUS = {"id": "wamid.1", "status": "read", "timestamp": "1750263800"}
+MALFORMED = [
+    ("postmark", {"RecordType": "Open", "MessageID": "m1"}, 'field "ReceivedAt": expected an ISO 8601 timestamp'),
+    ("postmark", {"RecordType": "Open", "MessageID": "m1", "ReceivedAt": 12345}, 'field "ReceivedAt": expected an ISO 8601 timestamp'),
+    ("postmark", {"RecordType": "Open", "MessageID": "m1", "ReceivedAt": "yesterday"}, 'field "ReceivedAt"'),
+    ("postmark", [{"RecordType": "Delivery", "MessageID": "P2", "DeliveredAt": "2019-11-05T16:33:54Z"}, {"RecordType": "Delivery", "MessageID": "P3", "Recipient": "a@b.c", "DeliveredAt": None}], 'event 1: field "DeliveredAt"'),
+    ("postmark", {"RecordType": ["Open"], "ReceivedAt": "2019-11-05T16:33:54Z"}, 'field "RecordType": expected a string'),
+    ("mailgun", {"event-data": {"event": "delivered", "id": "e1", "timestamp": 1, "message": "hello"}}, 'field "message": expected an object'),
+    ("mailgun", {"event-data": {"event": "delivered", "id": "e1", "timestamp": 1, "message": {"headers": []}}}, 'field "message.headers": expected an object'),
+    ("mailgun", {"event-data": {"event": "failed", "id": "e1", "timestamp": 1, "delivery-status": "boom"}}, 'field "delivery-status": expected an object'),
+    ("mailgun", {"event-data": {"event": "delivered", "id": "e1", "timestamp": 1e20}}, 'field "timestamp": expected a unix time'),
+    ("mailgun", {"event-data": {"event": "delivered", "timestamp": 1}}, 'field "id": expected a string'),
+    ("mailgun", {"event-data": {"event": ["delivered"], "id": "e1", "timestamp": 1}}, 'field "event": expected a string'),
+    ("mailgun", {"event-data": "hello"}, "expected an event object"),
+    ("whatsapp", {"entry": ["x"]}, 'field "entry[0]": expected an object'),
+    ("whatsapp", {"entry": [{"changes": [{"value": {"statuses": "x"}}]}]}, 'field "entry[0].changes[0].value.statuses": expected a list'),
+    ("whatsapp", {"entry": [{"changes": [{"value": {"statuses": [{**_STATUS, "status": "failed", "errors": ["bad"]}]}}]}]}, 'field "errors[0]": expected an error object'),
+    ("whatsapp", {"entry": [{"changes": [{"value": {"statuses": [_STATUS, {**_STATUS, "timestamp": "1e30"}]}}]}]}, 'event 1: field "timestamp": expected a unix time'),
+    ("twilio", {"MessageSid": "SM1", "MessageStatus": "delivered", "To": 5}, 'field "To": expected a string'),
+    ("twilio", {"MessageSid": "SM1", "MessageStatus": "delivered", "_received_at": "soon"}, 'field "_received_at": expected a unix time'),
+    ("sendgrid", [{"event": "delivered", "sg_message_id": 5, "timestamp": 1}], 'field "sg_message_id": expected a string'),
+    ("sendgrid", [{"event": "delivered", "sg_message_id": "s.f", "timestamp": 1e308}], 'field "timestamp": expected a unix time'),
+    ("sendgrid", [{"event": "delivered", "timestamp": 1}, {"event": "delivered", "timestamp": "NaN"}], 'event 1: field "timestamp"'),
+    ("sendgrid", [{"event": {"name": "delivered"}, "timestamp": 1}], 'field "event": expected a string'),
+]
+
+
+@pytest.mark.parametrize("provider, payload, expected", MALFORMED)
+def test_a_malformed_export_is_refused_naming_the_field_and_nothing_is_stored(log, provider, payload, expected):
+    with pytest.raises(InvalidInput) as refused:
+        ledger.append_export(log, provider, orjson.dumps(payload))
+    (problem,) = refused.value.problems
+    assert problem.message.startswith(f"not a {provider} export: ") and expected in problem.message, problem.message
+    assert "unhashable" not in problem.message and "has no attribute" not in problem.message
+    assert log.count() == 0

@@ -3,12 +3,15 @@ the provider's message id, and the same workflow details as flowledger's own voc
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import os
 import time
 from urllib.parse import urlencode
 
+import httpx
 import orjson
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
@@ -177,3 +180,75 @@ def test_any_order_and_repetition_of_a_providers_events_gives_the_same_views(ord
         ledger.append_export(b, "sendgrid", orjson.dumps(events))
         for q in (lambda c: queries.show_delivery(c, "m-email"), lambda c: queries.workflow_details(c, "welcome"), lambda c: queries.show_run(c, "r1")):
             assert ledger.query(a, q) == ledger.query(b, q)
+
+
+def signed_postmark(body: bytes) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(b"pm:pw").decode(), "Content-Type": "application/json"}
+
+
+def signed_whatsapp(body: bytes) -> dict[str, str]:
+    return {"X-Hub-Signature-256": "sha256=" + hmac.new(b"meta", body, hashlib.sha256).hexdigest(), "Content-Type": "application/json"}
+
+
+WITH_POSTMARK = {**SECRETS, "postmark": {"username": "pm", "password": "pw"}}
+_STATUS = {"id": "wamid.1", "status": "read", "timestamp": str(T0)}
+
+
+@pytest.mark.parametrize(
+    "provider, payload, expected",
+    [
+        ("postmark", {"RecordType": "Open", "MessageID": "m1"}, 'field "ReceivedAt": expected an ISO 8601 timestamp'),
+        ("postmark", {"RecordType": "Open", "MessageID": "m1", "ReceivedAt": 12345}, 'field "ReceivedAt"'),
+        ("postmark", {"RecordType": "Delivery", "MessageID": "P3", "Recipient": "a@b.c", "DeliveredAt": None}, 'field "DeliveredAt"'),
+        ("postmark", {"RecordType": "Open", "MessageID": ["m1"], "ReceivedAt": "2019-11-05T16:40:54Z"}, 'field "MessageID": expected a string'),
+        ("whatsapp", {"entry": ["x"]}, 'field "entry[0]": expected an object'),
+        ("whatsapp", {"entry": [{"changes": [{"value": {"statuses": [_STATUS, {**_STATUS, "status": "failed", "errors": ["bad"]}]}}]}]}, 'event 1: field "errors[0]"'),
+        ("whatsapp", {"entry": [{"changes": [{"value": {"statuses": [{**_STATUS, "timestamp": "1e30"}]}}]}]}, 'field "timestamp": expected a unix time'),
+        ("whatsapp", {"entry": [{"changes": [{"value": {"statuses": [{**_STATUS, "status": ["read"]}]}}]}]}, 'field "status": expected a string'),
+    ],
+)
+def test_a_malformed_webhook_is_a_422_naming_the_field_and_stores_nothing(store_path, provider, payload, expected):
+    body = orjson.dumps(payload)
+    headers = signed_postmark(body) if provider == "postmark" else signed_whatsapp(body)
+    with TestClient(create_app(store_path, provider_secrets=WITH_POSTMARK)) as client:
+        r = client.post(f"/v1/webhooks/{provider}", content=body, headers=headers)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"].startswith(f"not a {provider} webhook: ") and expected in r.json()["detail"], r.json()
+    log = open_log(store_path)
+    assert log.count() == 0 and ledger.unmatched(log) == []
+    log.close()
+
+
+def test_webhooks_redact_the_keys_named_in_flowledger_redact_keys(store_path, monkeypatch):
+    monkeypatch.setenv("FLOWLEDGER_REDACT_KEYS", "ssn, pin")
+    events = [{**e, "ssn": "123-45-6789", "custom_args": {"pin": "424242"}} for e in sendgrid_events()]
+    body = orjson.dumps(events)
+    with TestClient(create_app(store_path, provider_secrets=SECRETS)) as client:
+        r = client.post("/v1/webhooks/sendgrid", content=body, headers=sendgrid_headers(body))
+        assert r.json()["appended"] == 4
+    raw = b"".join(open(store_path + s, "rb").read() for s in ("", "-wal") if os.path.exists(store_path + s))
+    assert b"sgmsg1" in raw and b"[REDACTED]" in raw
+    assert b"123-45-6789" not in raw and b"424242" not in raw
+
+
+def test_a_webhook_body_over_the_limit_is_refused_before_it_is_all_read(store_path):
+    # Unauthenticated: a chunked body with no Content-Length must not be held whole in memory.
+    sent = 0
+
+    async def chunks():
+        nonlocal sent
+        for _ in range(40):
+            sent += 1
+            yield b" " * (1024 * 1024)
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(store_path, provider_secrets=SECRETS))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return await client.post("/v1/webhooks/twilio", content=chunks(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+    r = asyncio.run(post())
+    assert r.status_code == 413 and "10,485,760" in r.json()["detail"]
+    assert sent <= 12  # the limit's 10 MiB and a chunk, not the 40 MiB sent
+    with TestClient(create_app(store_path, provider_secrets=SECRETS)) as client:
+        r = client.post("/v1/webhooks/twilio", content=b"x", headers={"Content-Length": str(600_000_000)})
+    assert r.status_code == 413 and "600,000,000" in r.json()["detail"]

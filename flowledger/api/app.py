@@ -29,8 +29,10 @@ from flowledger import ledger, queries, shapes
 from flowledger.api import keys
 from flowledger.providers import ADAPTERS, SignatureInvalid, SignedRequest
 from flowledger.providers.whatsapp import handshake
+from flowledger.domain.redaction import Redactor
 from flowledger.domain.vocabulary import normalize_timestamp
 from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, StoreBusy, StoreError
+from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES
 from flowledger.store import open_log
 from flowledger.store.log import EventLog
 from flowledger.web import pages
@@ -163,6 +165,39 @@ def secrets_from_environment(environ: dict[str, str] | None = None) -> dict[str,
     }
 
 
+def redactor_from_environment(environ: dict[str, str] | None = None) -> Redactor:
+    """The default secret keys plus FLOWLEDGER_REDACT_KEYS (comma-separated), as `append` has them."""
+    environ = dict(os.environ) if environ is None else environ
+    return Redactor(extra=[k for k in environ.get("FLOWLEDGER_REDACT_KEYS", "").split(",") if k.strip()])
+
+
+def max_event_bytes_from_environment(environ: dict[str, str] | None = None) -> int:
+    """The largest event accepted: FLOWLEDGER_MAX_EVENT_BYTES, as `append` reads it (at least 256)."""
+    environ = dict(os.environ) if environ is None else environ
+    value = environ.get("FLOWLEDGER_MAX_EVENT_BYTES", "").strip()
+    if not value:
+        return DEFAULT_MAX_EVENT_BYTES
+    if not value.isdigit() or int(value) < 256:
+        raise FlowledgerError(f"FLOWLEDGER_MAX_EVENT_BYTES: expected a whole number of bytes, at least 256 (got {value!r})")
+    return int(value)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused with a 413 past ``limit`` bytes before more of it is read."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise ApiProblem(413, "Too large", f"the body is {int(length):,} bytes; the limit is {limit:,}")
+    # Read no more than the limit, whatever Content-Length said (or if it said nothing).
+    parts: list[bytes] = []
+    received = 0
+    async for part in request.stream():
+        received += len(part)
+        if received > limit:
+            raise ApiProblem(413, "Too large", f"the body is over {limit:,} bytes, the limit")
+        parts.append(part)
+    return b"".join(parts)
+
+
 class WebhookResponse(BaseModel):
     """What a provider webhook did."""
 
@@ -179,14 +214,20 @@ def create_app(
     follow: bool = False,
     provider_secrets: dict[str, dict[str, str]] | None = None,
     public_url: str | None = None,
+    redactor: Redactor | None = None,
+    max_event_bytes: int | None = None,
 ) -> FastAPI:
     """The API over the store a URL names; ``follow`` keeps the views caught up in a thread.
 
     ``provider_secrets`` check the webhooks (default: from the environment); ``public_url``
     is the address providers call, when a proxy stands in front (Twilio signs the URL).
+    ``redactor`` and ``max_event_bytes`` default to FLOWLEDGER_REDACT_KEYS and
+    FLOWLEDGER_MAX_EVENT_BYTES, as `flowledger append` reads them.
     """
     state: dict[str, Any] = {}
     webhook_secrets = provider_secrets if provider_secrets is not None else secrets_from_environment()
+    redactor = redactor or redactor_from_environment()
+    max_event_bytes = max_event_bytes or max_event_bytes_from_environment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -320,18 +361,7 @@ def create_app(
 
         The same request sent twice stores nothing new (every event id is an idempotency key).
         """
-        size = int(request.headers.get("content-length") or 0)
-        if size > MAX_BATCH_BYTES:
-            raise ApiProblem(413, "Too large", f"the body is {size:,} bytes; the limit is {MAX_BATCH_BYTES:,}")
-        # Read no more than the limit, whatever Content-Length said (or if it said nothing).
-        parts: list[bytes] = []
-        received = 0
-        async for part in request.stream():
-            received += len(part)
-            if received > MAX_BATCH_BYTES:
-                raise ApiProblem(413, "Too large", f"the body is over {MAX_BATCH_BYTES:,} bytes, the limit")
-            parts.append(part)
-        body = b"".join(parts)
+        body = await read_body(request, MAX_BATCH_BYTES)
         try:
             events = orjson.loads(body)
         except orjson.JSONDecodeError as e:
@@ -340,7 +370,7 @@ def create_app(
             raise ApiProblem(422, "Invalid events", "expected a JSON array of events")
         if len(events) > MAX_BATCH_EVENTS:
             raise ApiProblem(413, "Too large", f"{len(events):,} events; the limit is {MAX_BATCH_EVENTS:,} per request")
-        result = await run_in_threadpool(ledger.append_batch, the_log(), events)
+        result = await run_in_threadpool(ledger.append_batch, the_log(), events, redactor, max_event_bytes)
         return {"appended": result.appended, "duplicates": result.duplicates}
 
     def run_query(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -461,9 +491,8 @@ def create_app(
     async def webhook(provider: Provider, request: Request) -> dict[str, int]:
         """A provider's webhook, in its own format: the signature (or basic auth) is checked
         before anything is stored; events are matched to their messages."""
-        body = await request.body()
-        if len(body) > MAX_BATCH_BYTES:
-            raise ApiProblem(413, "Too large", f"the body is over {MAX_BATCH_BYTES:,} bytes, the limit")
+        # Unauthenticated until checked: never hold more than the limit of it in memory.
+        body = await read_body(request, MAX_BATCH_BYTES)
         form: dict[str, str] = {}
         if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
@@ -478,7 +507,7 @@ def create_app(
             raise ApiProblem(401, "Unauthorized", str(e)) from None
         except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:
             raise ApiProblem(422, "Invalid webhook", f"not a {provider} webhook: {e}") from None
-        result, skipped = await run_in_threadpool(ledger.append_provider_facts, the_log(), facts)
+        result, skipped = await run_in_threadpool(ledger.append_provider_facts, the_log(), facts, redactor)
         return {"appended": result.appended, "duplicates": result.duplicates, "held": result.held, "skipped": skipped}
 
     @app.get("/v1/webhooks/whatsapp", tags=["webhooks"], openapi_extra={"security": []}, response_class=Response)

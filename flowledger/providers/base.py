@@ -84,21 +84,87 @@ class Adapter:
     def facts(self, request: SignedRequest, secrets: dict[str, str], now: float) -> list[ProviderFact]:
         """Check a request, then translate every event it carries."""
         self.verify(request, secrets, now)
-        return [self.translate(item) for item in self.parse(request, now)]
+        return self.translate_all(self.parse(request, now))
+
+    def translate_all(self, items: list[Any]) -> list[ProviderFact]:
+        """Translate every event; a bad one is a ValueError naming it (by index, if several) and its field."""
+        facts = []
+        for i, item in enumerate(items):
+            try:
+                if not isinstance(item, dict):
+                    raise ValueError(f"expected an event object (got {shown(item)})")
+                facts.append(self.translate(item))
+            except (ValueError, KeyError, TypeError) as e:
+                # A KeyError's own text is just the key: say what it means.
+                reason = f'field "{e.args[0]}": missing' if isinstance(e, KeyError) else str(e)
+                where = f"event {i}: " if len(items) > 1 else ""
+                raise ValueError(f"{where}{reason}") from None
+        return facts
 
 
-def unix_time(seconds: Any) -> str:
+def shown(value: Any) -> str:
+    """A payload value as an error message quotes it (null as nothing, long ones cut)."""
+    if value is None:
+        return "nothing"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "…"
+
+
+def bad_field(name: str, expected: str, value: Any) -> ValueError:
+    """The error for a payload field that is not what a provider sends."""
+    return ValueError(f'field "{name}": expected {expected} (got {shown(value)})')
+
+
+def text(item: dict[str, Any], name: str, *, path: str | None = None) -> str | None:
+    """A string field of a payload (None if absent or null)."""
+    value = item.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise bad_field(path or name, "a string", value)
+
+
+def required_text(item: dict[str, Any], name: str) -> str:
+    """A string field a payload cannot go without."""
+    value = item.get(name)
+    if not isinstance(value, str):
+        raise bad_field(name, "a string", value)
+    return value
+
+
+def mapping(item: dict[str, Any], name: str, *, path: str | None = None) -> dict[str, Any]:
+    """An object field of a payload ({} if absent or null)."""
+    value = item.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_field(path or name, "an object", value)
+    return value
+
+
+def unix_time(seconds: Any, name: str = "timestamp") -> str:
     """A unix timestamp (seconds, maybe fractional, maybe a string) as UTC RFC 3339."""
-    moment = datetime.fromtimestamp(float(seconds), UTC)
+    try:
+        if isinstance(seconds, bool):
+            raise TypeError
+        moment = datetime.fromtimestamp(float(seconds), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        # Not a number, or a number no calendar date has (1e20, NaN): the payload's fault.
+        raise bad_field(name, "a unix time in seconds", seconds) from None
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def iso_time(value: str) -> str:
+def iso_time(value: Any, name: str) -> str:
     """An ISO 8601 timestamp with an offset (or Z) as UTC RFC 3339."""
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    expected = "an ISO 8601 timestamp like 2019-11-05T16:33:54Z"
+    if not isinstance(value, str):
+        raise bad_field(name, expected, value)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except (ValueError, OverflowError):
+        raise bad_field(name, expected, value) from None
 
 
 def require_secret(secrets: dict[str, str], name: str, provider: str) -> str:

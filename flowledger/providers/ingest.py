@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from flowledger.providers import whatsapp
 from flowledger.providers.base import ProviderFact
 
 FORMATS = ("sendgrid", "mailgun", "postmark", "twilio", "whatsapp")
@@ -84,12 +85,7 @@ def _items_of(provider: str, obj: Any, now: float) -> list[dict[str, Any]]:
     if provider == "mailgun" and "event-data" in obj:
         return [obj["event-data"]]
     if provider == "whatsapp" and "entry" in obj:
-        return [
-            status
-            for entry in obj["entry"]
-            for change in entry.get("changes") or []
-            for status in (change.get("value") or {}).get("statuses") or []
-        ]
+        return whatsapp.statuses(obj)
     if provider == "twilio":
         return [{**obj, "_received_at": obj.get("_received_at", now)}]
     return [obj]

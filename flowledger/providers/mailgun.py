@@ -19,8 +19,11 @@ from flowledger.providers.base import (
     SignedRequest,
     flowledger_id,
     fresh,
+    mapping,
     require_secret,
+    required_text,
     same,
+    text,
     unix_time,
 )
 
@@ -61,24 +64,26 @@ def parse(request: SignedRequest, now: float) -> list[dict[str, Any]]:
 
 def translate(item: dict[str, Any]) -> ProviderFact:
     """One Mailgun event as a fact."""
-    event = item["event"]
+    event = required_text(item, "event")
     kind = _KINDS.get(event)
     temporary = False
     if event == "failed":
         temporary = item.get("severity") == "temporary"
         kind = "message.failed" if temporary else "message.bounced"
-    headers = (item.get("message") or {}).get("headers") or {}
-    status = item.get("delivery-status") or {}
+    headers = mapping(mapping(item, "message"), "headers", path="message.headers")
+    status = mapping(item, "delivery-status")
     return ProviderFact(
         provider=NAME,
-        dedupe_id=item["id"],
+        dedupe_id=required_text(item, "id"),
         kind=kind,
-        occurred_at=unix_time(item["timestamp"]),
+        occurred_at=unix_time(item.get("timestamp")),
         message_id=flowledger_id(item.get("user-variables")),
-        provider_message_id=headers.get("message-id"),
-        recipient=item.get("recipient"),
-        url=item.get("url") if event == "clicked" else None,
-        reason=status.get("description") or status.get("message") or item.get("reason"),
+        provider_message_id=text(headers, "message-id", path="message.headers.message-id"),
+        recipient=text(item, "recipient"),
+        url=text(item, "url") if event == "clicked" else None,
+        reason=text(status, "description", path="delivery-status.description")
+        or text(status, "message", path="delivery-status.message")
+        or text(item, "reason"),
         temporary=temporary,
         raw=item,
     )

@@ -17,7 +17,9 @@ from flowledger.providers.base import (
     flowledger_id,
     iso_time,
     require_secret,
+    required_text,
     same,
+    text,
 )
 
 NAME = "postmark"
@@ -59,23 +61,26 @@ def parse(request: SignedRequest, now: float) -> list[dict[str, Any]]:
 
 def translate(item: dict[str, Any]) -> ProviderFact:
     """One Postmark record as a fact."""
-    record = item["RecordType"]
-    when = item.get(_TIME.get(record, "ReceivedAt")) or item.get("ReceivedAt") or item.get("DeliveredAt")
+    record = required_text(item, "RecordType")
+    # The record's own time field, else the ones every record type may carry.
+    names = (_TIME.get(record, "ReceivedAt"), "ReceivedAt", "DeliveredAt")
+    name = next((n for n in names if item.get(n)), names[0])
+    when = iso_time(item.get(name), name)
     kind = _KINDS.get(record)
     if record == "SubscriptionChange" and not item.get("SuppressSending", True):
         kind = None  # a resubscription: kept, but not an unsubscribe
-    temporary = record == "Bounce" and item.get("Type") in _SOFT
-    provider_id = item.get("MessageID")
+    temporary = record == "Bounce" and text(item, "Type") in _SOFT
+    provider_id = text(item, "MessageID")
     return ProviderFact(
         provider=NAME,
-        dedupe_id=f"{record}:{item.get('ID') or provider_id}:{when}",
+        dedupe_id=f"{record}:{item.get('ID') or provider_id}:{item[name]}",
         kind="message.failed" if temporary else kind,
-        occurred_at=iso_time(when),
+        occurred_at=when,
         message_id=flowledger_id(item.get("Metadata")),
         provider_message_id=provider_id,
-        recipient=item.get("Recipient") or item.get("Email"),
-        url=item.get("OriginalLink") if record == "Click" else None,
-        reason=item.get("Description") or item.get("Details"),
+        recipient=text(item, "Recipient") or text(item, "Email"),
+        url=text(item, "OriginalLink") if record == "Click" else None,
+        reason=text(item, "Description") or text(item, "Details"),
         temporary=temporary,
         raw=item,
     )

@@ -21,6 +21,8 @@ from flowledger.providers.base import (
     flowledger_id,
     fresh,
     require_secret,
+    required_text,
+    text,
     unix_time,
 )
 
@@ -73,21 +75,22 @@ def parse(request: SignedRequest, now: float) -> list[dict[str, Any]]:
 
 def translate(item: dict[str, Any]) -> ProviderFact:
     """One SendGrid event as a fact."""
-    event = item["event"]
+    event = required_text(item, "event")
     kind = _KINDS.get(event)
     temporary = event == "deferred" or (event == "bounce" and item.get("type") == "blocked")
     # sg_message_id is "<message id>.<filter info>": the part before the dot names the message.
-    provider_id = (item.get("sg_message_id") or "").split(".")[0] or None
+    provider_id = (text(item, "sg_message_id") or "").split(".")[0] or None
+    occurred_at = unix_time(item.get("timestamp"))
     return ProviderFact(
         provider=NAME,
-        dedupe_id=item.get("sg_event_id") or f"{provider_id}:{event}:{item.get('timestamp')}",
+        dedupe_id=text(item, "sg_event_id") or f"{provider_id}:{event}:{item.get('timestamp')}",
         kind=kind,
-        occurred_at=unix_time(item["timestamp"]),
+        occurred_at=occurred_at,
         message_id=flowledger_id(item, item.get("unique_args"), item.get("custom_args")),
         provider_message_id=provider_id,
-        recipient=item.get("email"),
-        url=item.get("url") if event == "click" else None,
-        reason=item.get("reason") or item.get("response"),
+        recipient=text(item, "email"),
+        url=text(item, "url") if event == "click" else None,
+        reason=text(item, "reason") or text(item, "response"),
         machine=bool(item.get("sg_machine_open")),
         temporary=temporary,
         raw=item,

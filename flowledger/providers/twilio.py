@@ -21,7 +21,9 @@ from flowledger.providers.base import (
     SignatureInvalid,
     SignedRequest,
     require_secret,
+    required_text,
     same,
+    text,
     unix_time,
 )
 
@@ -73,22 +75,26 @@ def _done_date(value: str | None) -> str | None:
     # RawDlrDoneDate is YYMMDDhhmm, in UTC, to the minute.
     if not value or len(value) != 10 or not value.isdigit():
         return None
-    moment = datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=UTC)
+    try:
+        moment = datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=UTC)
+    except ValueError:
+        return None  # ten digits but no date (month 13): as if there were none
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def translate(item: dict[str, Any]) -> ProviderFact:
     """One status callback as a fact."""
-    status = item["MessageStatus"]
-    to = item.get("To") or ""
+    status = required_text(item, "MessageStatus")
+    sid = required_text(item, "MessageSid")
+    to = text(item, "To") or ""
     raw = {k: v for k, v in item.items() if k != "_received_at"}
     return ProviderFact(
         provider=NAME,
-        dedupe_id=f"{item['MessageSid']}:{status}",
+        dedupe_id=f"{sid}:{status}",
         kind=_KINDS.get(status),
-        occurred_at=_done_date(item.get("RawDlrDoneDate")) or unix_time(item["_received_at"]),
-        message_id=item.get("flowledger_message_id"),
-        provider_message_id=item["MessageSid"],
+        occurred_at=_done_date(text(item, "RawDlrDoneDate")) or unix_time(item.get("_received_at"), "_received_at"),
+        message_id=text(item, "flowledger_message_id"),
+        provider_message_id=sid,
         recipient=to.removeprefix("whatsapp:") or None,
         reason=f"Twilio error {item['ErrorCode']}" if item.get("ErrorCode") else None,
         raw=raw,

@@ -19,8 +19,11 @@ from flowledger.providers.base import (
     SignatureInvalid,
     SignedRequest,
     flowledger_id,
+    bad_field,
     require_secret,
+    required_text,
     same,
+    text,
     unix_time,
 )
 
@@ -51,12 +54,31 @@ def parse(request: SignedRequest, now: float) -> list[dict[str, Any]]:
     body = orjson.loads(request.body)
     if not isinstance(body, dict) or not isinstance(body.get("entry"), list):
         raise ValueError("whatsapp: expected an object with entry[]")
-    return [
-        status
-        for entry in body["entry"]
-        for change in entry.get("changes") or []
-        for status in (change.get("value") or {}).get("statuses") or []
-    ]
+    return statuses(body)
+
+
+def statuses(body: dict[str, Any]) -> list[Any]:
+    """The statuses[] of every change of every entry of a notification."""
+    found = []
+    for i, entry in enumerate(_list(body, "entry", "entry")):
+        if not isinstance(entry, dict):
+            raise bad_field(f"entry[{i}]", "an object", entry)
+        for j, change in enumerate(_list(entry, "changes", f"entry[{i}].changes")):
+            where = f"entry[{i}].changes[{j}]"
+            if not isinstance(change, dict):
+                raise bad_field(where, "an object", change)
+            value = change.get("value") or {}
+            if not isinstance(value, dict):
+                raise bad_field(f"{where}.value", "an object", value)
+            found.extend(_list(value, "statuses", f"{where}.value.statuses"))
+    return found
+
+
+def _list(item: dict[str, Any], name: str, path: str) -> list[Any]:
+    value = item.get(name) or []
+    if not isinstance(value, list):
+        raise bad_field(path, "a list", value)
+    return value
 
 
 def _opaque_id(data: Any) -> str | None:
@@ -71,17 +93,23 @@ def _opaque_id(data: Any) -> str | None:
 
 def translate(item: dict[str, Any]) -> ProviderFact:
     """One status as a fact."""
-    status = item["status"]
+    status = required_text(item, "status")
+    wamid = required_text(item, "id")
     errors = item.get("errors") or []
+    if not isinstance(errors, list):
+        raise bad_field("errors", "a list of error objects", errors)
+    for i, e in enumerate(errors):
+        if not isinstance(e, dict):
+            raise bad_field(f"errors[{i}]", "an error object", e)
     reason = "; ".join(f"{e.get('code')}: {e.get('title') or e.get('message')}" for e in errors) or None
     return ProviderFact(
         provider=NAME,
-        dedupe_id=f"{item['id']}:{status}",
+        dedupe_id=f"{wamid}:{status}",
         kind=_KINDS.get(status),
-        occurred_at=unix_time(item["timestamp"]),
+        occurred_at=unix_time(item.get("timestamp")),
         message_id=_opaque_id(item.get("biz_opaque_callback_data")),
-        provider_message_id=item["id"],
-        recipient=item.get("recipient_id"),
+        provider_message_id=wamid,
+        recipient=text(item, "recipient_id"),
         reason=reason,
         raw=item,
     )
