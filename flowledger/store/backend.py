@@ -200,20 +200,12 @@ class SQLBackend:
     @staticmethod
     def stored_ids(c: Any, ids: Iterable[str]) -> set[str]:
         """Those of these event ids that are stored."""
-        found: set[str] = set()
-        for chunk, marks in in_chunks(ids):
-            c.execute(f"SELECT id FROM event_ids WHERE id IN ({marks})", chunk)
-            found.update(row[0] for row in c.fetchall())
-        return found
+        return _ids_in(c, "event_ids", "id", ids)
 
     @staticmethod
     def held_ids(c: Any, ids: Iterable[str]) -> set[str]:
         """Those of these event ids whose facts are held, waiting for their message."""
-        found: set[str] = set()
-        for chunk, marks in in_chunks(ids):
-            c.execute(f"SELECT event_id FROM unmatched_facts WHERE event_id IN ({marks})", chunk)
-            found.update(row[0] for row in c.fetchall())
-        return found
+        return _ids_in(c, "unmatched_facts", "event_id", ids)
 
     @staticmethod
     def any_held(c: Any) -> bool:
@@ -346,3 +338,12 @@ class SQLBackend:
         """How many events the log holds."""
         c.execute("SELECT COUNT(*) FROM stored_events")
         return c.fetchone()[0]
+
+
+def _ids_in(c: Any, table: str, column: str, ids: Iterable[str]) -> set[str]:
+    """Those of ``ids`` found in ``table``'s ``column`` (both named by this module, never input)."""
+    found: set[str] = set()
+    for chunk, marks in in_chunks(ids):
+        c.execute(f'SELECT "{column}" FROM "{table}" WHERE "{column}" IN ({marks})', chunk)
+        found.update(row[0] for row in c.fetchall())
+    return found
