@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import orjson
 import pytest
@@ -127,6 +128,29 @@ def test_secrets_are_redacted_before_they_are_stored(log, store_path):
     log.close()
     raw = b"".join(open(store_path + suffix, "rb").read() for suffix in ("", "-wal") if __import__("os").path.exists(store_path + suffix))
     assert secret.encode() not in raw
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # Postmark sends header lists with capitalised keys.
+        {"Headers": [{"Name": "Authorization", "Value": "SECRET-1"}, {"Name": "X-Tag", "Value": "kept"}]},
+        {"headers": [{"NAME": "Cookie", "VALUES": ["SECRET-1", "SECRET-2"]}]},
+        {"headers": [["Authorization", ["Bearer SECRET-1"]]]},
+        {"accessToken": "SECRET-1", "clientSecret": "SECRET-2", "kept": "kept"},
+        {"AuthToken": "SECRET-1", "api.key": "SECRET-2", "X-Auth-Token": "SECRET-3", "Access Token": "SECRET-4"},
+        {"aws_secret_access_key": "SECRET-1", "sessionToken": "SECRET-2", "secretKey": "SECRET-3"},
+    ],
+)
+def test_secret_keys_are_found_in_any_spelling_and_header_lists_in_any_case(log, store_path, payload):
+    ledger.append_input(log, jsonl(triggered("r1", data=payload)))
+    stored = orjson.dumps(log.run_events("r1")[0].body["data"])
+    assert b"SECRET" not in stored
+    assert b"[REDACTED]" in stored
+    assert (b"kept" in stored) == (b"kept" in orjson.dumps(payload))
+    log.close()
+    raw = b"".join(open(store_path + suffix, "rb").read() for suffix in ("", "-wal") if os.path.exists(store_path + suffix))
+    assert b"SECRET-" not in raw
 
 
 def test_extra_redaction_keys(log):

@@ -88,7 +88,8 @@ def test_reappending_any_subset_stores_nothing_new(case, data):
 
 
 def _key_variants(key):
-    return st.sampled_from([key, key.upper(), key.title(), key.replace("_", "-"), key.replace("_", "-").title()])
+    camel = key.split("_")[0] + "".join(part.title() for part in key.split("_")[1:])
+    return st.sampled_from([key, key.upper(), key.title(), key.replace("_", "-"), key.replace("_", "-").title(), camel, key.replace("_", ".")])
 
 
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=5))

@@ -31,17 +31,28 @@ DEFAULT_SECRET_KEYS: frozenset[str] = frozenset(
         "cookie",
         "set_cookie",
         "private_key",
+        "secret_key",
+        "session_token",
+        "x_auth_token",
+        "aws_secret_access_key",
     }
 )
-"""Keys whose values are secrets, compared case-insensitively with '-' read as '_'."""
+"""Keys whose values are secrets, compared in any case and spelling (see :func:`normalize_key`)."""
 
 FREE_FORM_FIELDS = ("data", "output", "request", "response", "error", "raw")
 """The event fields that may hold anything, and so may hold secrets."""
 
 
 def normalize_key(key: str) -> str:
-    """Fold a key so that Set-Cookie, set_cookie and SET-COOKIE compare equal."""
-    return key.strip().lower().replace("-", "_")
+    """Fold a key so that Set-Cookie, set_cookie, SET-COOKIE and setCookie compare equal."""
+    # Separators dropped, not unified: services spell one key access_token, accessToken,
+    # access-token and Access.Token alike.
+    return key.lower().replace("_", "").replace("-", "").replace(".", "").replace(" ", "")
+
+
+# A header list's entries name the header under one key and hold its value under another.
+_HEADER_NAME = frozenset({"name", "key", "header"})
+_HEADER_VALUE = frozenset({"value", "values"})
 
 
 _DEFAULT_FOLDED = frozenset(normalize_key(k) for k in DEFAULT_SECRET_KEYS)
@@ -83,10 +94,13 @@ class Redactor:
         """Return value with every secret replaced; the same object when it holds none."""
         if isinstance(value, dict):
             out: dict[Any, Any] | None = None
-            # Header lists often come as {"name": "Authorization", "value": "..."}.
-            pair_secret = self.is_secret(value.get("name")) or self.is_secret(value.get("key"))
-            for k, v in value.items():
-                if (self.is_secret(k) or (pair_secret and k == "value")) and v != REDACTED:
+            keys = self.keys
+            folded = [(k, v, normalize_key(k) if isinstance(k, str) else None) for k, v in value.items()]
+            # Header lists often come as {"name": "Authorization", "value": "..."}, and as
+            # {"Name": …, "Value": …} (Postmark's): the same rule for both.
+            pair_secret = any(f in _HEADER_NAME and self.is_secret(v) for _, v, f in folded)
+            for k, v, f in folded:
+                if (f in keys or (pair_secret and f in _HEADER_VALUE)) and v != REDACTED:
                     new = REDACTED if v is not None else None
                 else:
                     new = self.redact(v)
@@ -97,7 +111,7 @@ class Redactor:
             return value if out is None else out
         if isinstance(value, list):
             # Header lists also come as ["Authorization", "Bearer ..."] pairs.
-            if len(value) == 2 and self.is_secret(value[0]) and isinstance(value[1], str):
+            if len(value) == 2 and self.is_secret(value[0]) and value[1] is not None:
                 return value if value[1] == REDACTED else [value[0], REDACTED]
             items = [self.redact(v) for v in value]
             if any(a is not b for a, b in zip(items, value)):
