@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import logging
 import os
 import signal
 import stat
@@ -807,6 +808,8 @@ def serve(obj: Context, host: str, port: int, follow: bool, public_url: str | No
     finally:
         log.close()
     app = create_app(obj.store, lock_timeout=obj.lock_timeout, follow=follow, public_url=public_url)
+    # uvicorn's configuration keeps a logger's filters: this one outlives its set-up.
+    logging.getLogger("uvicorn.access").addFilter(_QuerySecretsMasked())
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
     except SystemExit as e:
@@ -815,6 +818,28 @@ def serve(obj: Context, host: str, port: int, follow: bool, public_url: str | No
         if e.code == 3:
             raise click.ClickException(f"the server could not start on {host}:{port} (the reason is above)") from None
         raise
+
+
+class _QuerySecretsMasked(logging.Filter):
+    """Masks the secrets a request line's query may carry in the access log (WhatsApp's
+    subscription handshake sends its verify token there, wrong guesses too)."""
+
+    _redactor = Redactor()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn's access records: (client, method, path with its query, version, status).
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            path, _, query = args[2].partition("?")
+            masked = "&".join(self._masked(part) for part in query.split("&"))
+            record.args = (*args[:2], f"{path}?{masked}", *args[3:])
+        return True
+
+    def _masked(self, part: str) -> str:
+        name, eq, _ = part.partition("=")
+        if eq and (name.lower() == "hub.verify_token" or self._redactor.is_secret(name)):
+            return f"{name}=***"
+        return part
 
 
 @cli.group("keys")

@@ -448,3 +448,39 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error(run, store_path, args):
     result = CliRunner().invoke(cli, ["--store", store_path, *args])
     assert result.exit_code == 2
     assert "is not UTF-8 text" in result.output and "unexpected" not in result.output
+
+
+def test_serve_never_logs_a_secret_sent_in_a_query(store_path):
+    pytest.importorskip("uvicorn")
+    import socket
+    import time as _time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = os.path.join(os.path.dirname(sys.executable), "flowledger")
+    env = {**os.environ, "FLOWLEDGER_WHATSAPP_APP_SECRET": "app-secret", "FLOWLEDGER_WHATSAPP_VERIFY_TOKEN": "vt-SECRET-1"}
+    proc = subprocess.Popen([exe, "--store", store_path, "serve", "--port", str(port), "--no-follow"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = _time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(base + "/healthz")
+                break
+            except httpx.TransportError:
+                assert _time.monotonic() < deadline and proc.poll() is None
+                _time.sleep(0.1)
+        good = httpx.get(base + "/v1/webhooks/whatsapp", params={"hub.mode": "subscribe", "hub.verify_token": "vt-SECRET-1", "hub.challenge": "42"})
+        assert good.text == "42"
+        httpx.get(base + "/v1/webhooks/whatsapp", params={"hub.mode": "subscribe", "hub.verify_token": "guess-SECRET-2", "hub.challenge": "1"})
+        httpx.get(base + "/healthz", params={"token": "SECRET-3", "page": "2"})
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    log = (out + err).decode()
+    assert "/v1/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=***&hub.challenge=42" in log
+    assert "/healthz?token=***&page=2" in log
+    assert "SECRET" not in log
