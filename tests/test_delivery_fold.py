@@ -244,7 +244,17 @@ def test_click_without_open_sets_opened_at_to_the_click():
     assert rec["status"] == "clicked"
     assert rec["opened_at"] == at(4) and rec["clicked_at"] == at(4)
     assert rec["delivered_at"] == at(4)  # a click proves delivery
-    assert rec["opens_unique"] == 1 and rec["opens_total"] == 0
+    assert rec["opens_unique"] == 1 and rec["opens_total"] == 1  # the open the click implies
+
+
+def test_clicks_without_an_open_count_one_open_and_an_open_event_counts_only_itself():
+    queued = fact(1, "queued", at(0))
+    clicks = [fact(2, "clicked", at(4)), fact(3, "clicked", at(5), url="https://example.com/b")]
+    rec = record(queued, *clicks)
+    assert (rec["opens_total"], rec["opens_unique"], rec["opened_at"]) == (1, 1, at(4))
+    assert (rec["clicks_total"], rec["clicks_unique"]) == (2, 2)
+    rec = record(queued, *clicks, fact(4, "opened", at(6)), fact(5, "opened", at(7)))
+    assert (rec["opens_total"], rec["opens_unique"], rec["opened_at"]) == (2, 1, at(4))
 
 
 def test_click_before_any_open_sets_opened_at_to_the_click():
@@ -460,6 +470,7 @@ def test_invariants_of_any_record(facts):
     if rec["clicked_at"] is not None:
         assert rec["opened_at"] <= rec["clicked_at"]
     assert rec["opens_unique"] == (1 if rec["opened_at"] else 0)
+    assert rec["opens_unique"] <= rec["opens_total"]
     assert rec["clicks_unique"] <= rec["clicks_total"]
     assert rec["updated_at"] == max(body["occurred_at"] for _, body in facts)
     assert (rec["cost_amount"] is None) == all("cost" not in body for _, body in facts)

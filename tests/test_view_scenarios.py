@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flowledger import ledger, queries
+from flowledger.projections.run_record import event_detail
 from tests.conftest import ev, step, triggered
 from tests.histories import jsonl
 
@@ -57,6 +58,16 @@ def test_deliveries_of_a_cancelled_run_count_in_channel_stats_and_the_run_stays_
     assert show(log)["status"] == "cancelled"
     email_stats = ledger.query(log, queries.workflow_details, "welcome")["channels"]["email"]
     assert (email_stats["total_contacts"], email_stats["delivered"], email_stats["opened"], email_stats["open_rate"]) == (1, 1, 1, 100.0)
+
+
+def test_a_replayed_cancel_names_who_asked_and_the_key(log):
+    keyed = {"source": "api", "cancellation_key": "K"}
+    ledger.append_input(log, jsonl([triggered("r1", occurred_at=at(0)), triggered("r2", occurred_at=at(0), trigger=keyed), triggered("r3", occurred_at=at(0))]))
+    ledger.cancel_run(log, "r1", actor="bob", reason="refund")
+    ledger.cancel_by_key(log, "K", actor="bob", reason="refund")
+    ledger.append_input(log, jsonl([ev("run.cancelled", run_id="r3", by="workflow_deactivated", occurred_at=at(1))]))
+    details = {rid: event_detail(ledger.replay(log, rid)[-1].event.body) for rid in ("r1", "r2", "r3")}
+    assert details == {"r1": "by operator (bob): refund", "r2": "by cancellation_key K (bob): refund", "r3": "by workflow_deactivated"}
 
 
 def test_a_manual_resend_is_a_delivery_with_no_run_and_not_in_any_workflow(log):

@@ -7,6 +7,7 @@ Keys are long random strings, so a plain SHA-256 of one is as good as a slow has
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,12 @@ SCOPES = ("read", "write", "admin")
 PREFIX = "fl_live_"
 """What every key starts with (so a leaked one is easy to recognise and search for)."""
 
+NAME_LIMIT = 250
+"""The longest key name: retry and cancel record "api:NAME" or "web:NAME" as the actor, an
+id of at most 255 characters."""
+# An actor is an id, and an id holds no control characters (vocabulary.Id).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 _DDL = (
     "CREATE TABLE IF NOT EXISTS api_keys ("
     "id TEXT PRIMARY KEY, name TEXT NOT NULL, scope TEXT NOT NULL, "
@@ -28,7 +35,7 @@ _DDL = (
 
 
 class KeyCommandError(FlowledgerError):
-    """A key command that cannot be done (unknown scope, unknown key)."""
+    """A key command that cannot be done (unknown scope, unusable name, unknown key)."""
 
 
 @dataclass(frozen=True)
@@ -69,11 +76,18 @@ def create_key(backend: SQLBackend, name: str, scope: str) -> tuple[ApiKey, str]
     """Make a key; returns what is stored and the key itself (shown once, never stored)."""
     if scope not in SCOPES:
         raise KeyCommandError(f"unknown scope {scope!r}; expected one of {', '.join(SCOPES)}")
-    if not name.strip():
+    name = name.strip()
+    if not name:
         raise KeyCommandError("a key needs a name (what it is for)")
+    # Refused here, not when the key is used: else every retry or cancel made with it
+    # would be refused, its actor not a valid id.
+    if len(name) > NAME_LIMIT:
+        raise KeyCommandError(f"a key's name can be at most {NAME_LIMIT} characters (this one has {len(name)})")
+    if _CONTROL.search(name):
+        raise KeyCommandError("a key's name cannot hold control characters (tabs, newlines)")
     ensure_table(backend)
     secret = PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey("key_" + secrets.token_hex(6), name.strip(), scope, utc_now(), None)
+    key = ApiKey("key_" + secrets.token_hex(6), name, scope, utc_now(), None)
     with backend.transaction(write=True) as c:
         c.execute(
             "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?)",

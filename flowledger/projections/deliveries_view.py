@@ -82,8 +82,9 @@ class DeliveriesView(View):
 
     name = "deliveries"
     # 2: human_opened_at, complained_at, unsubscribed_at; 3: messages before their run;
-    # 4: no facts column (a message's facts are read from the log when it is refolded)
-    version = 4
+    # 4: no facts column (a message's facts are read from the log when it is refolded);
+    # 5: opens_total counts the open a click implies when no open event came
+    version = 5
     topics = MESSAGE_EVENT_TYPES | {"run.triggered"}
     tables = ("deliveries", "delivery_runs", "channel_counts")
     ddl = (

@@ -217,7 +217,8 @@ def delivery_values(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
         opened_at,
         get("clicked"),
         setter["occurred_at"] if setter is not None else None,
-        opens,
+        # A click with no open event is the one open it implies, so total >= unique.
+        opens or (1 if clicks else 0),
         1 if opened_at else 0,
         clicks,
         len(urls),

@@ -71,7 +71,13 @@ def event_detail(event: dict[str, Any], limit: int | None = None) -> str:
     if kind == "run.failed":
         return short(event["error"])
     if kind == "run.cancelled":
-        return f"by {event['by']}" + (f": {event['reason']}" if event.get("reason") else "")
+        # Who asked, as a retry's detail says it; and which key, for a cancel by key.
+        by = event["by"]
+        if by == "cancellation_key" and event.get("cancellation_key"):
+            by += f" {event['cancellation_key']}"
+        if event.get("actor"):
+            by += f" ({event['actor']})"
+        return f"by {by}" + (f": {event['reason']}" if event.get("reason") else "")
     if kind in ("run.retried", "run.retrying", "run.paused"):
         who = f"by {event['actor']}" if event.get("actor") else ""
         return ": ".join(p for p in (who, event.get("reason") or "") if p)
