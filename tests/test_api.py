@@ -305,3 +305,41 @@ def test_flowledger_max_event_bytes_sets_the_apis_limit_too(store_path, monkeypa
     monkeypatch.setenv("FLOWLEDGER_MAX_EVENT_BYTES", "lots")
     with pytest.raises(FlowledgerError, match="FLOWLEDGER_MAX_EVENT_BYTES: expected a whole number"):
         create_app(store_path)
+
+
+def test_ids_with_a_slash_are_reachable(api):
+    batch = [
+        *failed_run("acme/run-1"),
+        triggered("acme/run-2", workflow="team/onboarding"),
+        ev("message.queued", message_id="sg/abc", channel="email", recipient="user-1", run_id="acme/run-2", step="email-1"),
+    ]
+    assert api.post("/v1/events", json=batch, headers=h(api, "write")).status_code == 200
+    read, admin = h(api, "read"), h(api, "admin")
+    assert api.get("/v1/runs/acme%2Frun-1", headers=read).json()["id"] == "acme/run-1"
+    history = api.get("/v1/runs/acme%2Frun-1/history", headers=read).json()
+    assert history["run_id"] == "acme/run-1" and len(history["events"]) == 5
+    assert api.post("/v1/runs/acme%2Frun-1/retry", headers=admin).json()["status"] == "pending"
+    assert api.post("/v1/runs/acme%2Frun-2/cancel", headers=admin).json()["status"] == "cancelled"
+    assert api.get("/v1/workflows/team%2Fonboarding", headers=read).json()["key"] == "team/onboarding"
+    assert api.get("/v1/workflows/team%2Fonboarding/stats", headers=read).status_code == 200
+    assert api.get("/v1/deliveries/sg%2Fabc", headers=read).json()["message_id"] == "sg/abc"
+    doc = api.get("/openapi.json", headers=read).json()
+    assert "/v1/runs/{run_id}/history" in doc["paths"] and not any(":path" in p for p in doc["paths"])
+
+
+def test_a_workflow_named_counts_is_reachable_and_counts_stay_where_they_were(api):
+    api.post("/v1/events", json=[triggered("c1", workflow="counts"), triggered("w1")], headers=h(api, "write"))
+    read = h(api, "read")
+    counts = api.get("/v1/workflows/counts", headers=read).json()
+    assert counts == api.get("/v1/counts", headers=read).json() and counts["total"] == 2
+    assert api.get("/v1/workflows/counts/details", headers=read).json()["key"] == "counts"
+    assert api.get("/v1/workflows/welcome/details", headers=read).json()["key"] == "welcome"
+
+
+def test_head_is_answered_where_get_is_and_a_405_says_what_is_allowed(api):
+    r = api.head("/healthz")
+    assert r.status_code == 200 and r.content == b"" and int(r.headers["content-length"]) > 0
+    r = api.put("/healthz")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    assert r.headers["content-type"] == "application/problem+json"
+    assert api.get("/v1/events", headers=h(api, "read")).headers["allow"] == "POST"

@@ -86,3 +86,111 @@ def test_unknown_run_is_a_404_page(site):
     sign_in(client, secrets["read"])
     r = client.get("/runs/nope")
     assert r.status_code == 404 and "no run" in r.text
+
+
+def chip_counts(html):
+    return {s: int(n) for s, n in re.findall(r'data-status="(\w+)">[^<]*<span class="count">(\d+)</span>', html)}
+
+
+def add_events(client, secrets, events):
+    r = client.post("/v1/events", json=events, headers={"X-API-Key": secrets["admin"]})
+    assert r.status_code == 200, r.text
+
+
+def failed(run_id, workflow="welcome-series"):
+    return [
+        {"id": f"{run_id}-1", "type": "run.triggered", "occurred_at": "2026-11-05T09:00:00Z", "run_id": run_id, "workflow": workflow, "recipient": "user-x"},
+        {"id": f"{run_id}-2", "type": "run.failed", "occurred_at": "2026-11-05T09:01:00Z", "run_id": run_id, "error": "gave up"},
+    ]
+
+
+def test_ids_with_a_slash_link_to_their_pages(site):
+    client, secrets = site
+    add_events(client, secrets, failed("acme/run-1", workflow="team/onboarding"))
+    sign_in(client, secrets["admin"])
+    assert 'href="/runs/acme%2Frun-1"' in client.get("/runs").text
+    page = client.get("/runs/acme%2Frun-1")
+    assert page.status_code == 200 and "Run acme/run-1" in page.text
+    assert 'href="/workflows/team%2Fonboarding"' in page.text and 'action="/runs/acme%2Frun-1/retry"' in page.text
+    assert 'href="/workflows/team%2Fonboarding"' in client.get("/workflows").text
+    assert client.get("/workflows/team%2Fonboarding").status_code == 200
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = client.post("/runs/acme%2Frun-1/retry", data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/runs/acme%2Frun-1?done=retried"
+    r = client.post("/runs/acme%2Frun-1/cancel", data={"csrf": csrf}, follow_redirects=False)
+    assert r.headers["location"] == "/runs/acme%2Frun-1?done=cancelled"
+
+
+def test_after_a_command_an_id_with_hash_percent_or_question_mark_comes_back_to_its_page(site):
+    client, secrets = site
+    add_events(client, secrets, failed("a#b?c%d"))
+    sign_in(client, secrets["admin"])
+    page = client.get("/runs/a%23b%3Fc%25d")
+    assert "Run a#b?c%d" in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = client.post("/runs/a%23b%3Fc%25d/retry", data={"csrf": csrf}, follow_redirects=False)
+    assert r.headers["location"] == "/runs/a%23b%3Fc%25d?done=retried"
+    assert "The run was retried." in client.get(r.headers["location"]).text
+
+
+def test_a_page_asked_for_signed_out_comes_back_to_itself(site):
+    client, _ = site
+    r = client.get("/runs/a%23b%25c", follow_redirects=False)
+    assert r.headers["location"] == "/login?next=%2Fruns%2Fa%2523b%2525c"
+
+
+def test_status_chips_count_with_the_contact_and_date_filters(site):
+    client, secrets = site
+    sign_in(client, secrets["read"])
+    one = client.get("/runs", params={"recipient": "user-0105"}).text
+    assert one.count("<tr data-run=") == 1 and chip_counts(one)["all"] == 1
+    never = {"range": "custom", "from": "2020-01-01T00:00:00Z", "to": "2020-01-02T00:00:00Z"}
+    none = client.get("/runs", params=never).text
+    assert "No runs match" in none and set(chip_counts(none).values()) == {0}
+    both = client.get("/runs", params={"range": "custom", "from": "2026-11-03T00:00:00Z", "workflow": "password-reset"}).text
+    listed = client.get("/runs", params={"range": "custom", "from": "2026-11-03T00:00:00Z", "workflow": "password-reset", "status": "failed"}).text
+    assert chip_counts(both)["failed"] == listed.count("<tr data-run=")
+
+
+def test_the_overviews_numbers_are_what_their_links_list(site):
+    client, secrets = site
+    sign_in(client, secrets["read"])
+    home = client.get("/").text
+    card = int(re.search(r'href="/runs\?status=completed"><div class="n">(\d+)<', home).group(1))
+    assert card == chip_counts(client.get("/runs?status=completed").text)["completed"]
+
+
+def test_head_is_answered_where_get_is(site):
+    client, secrets = site
+    assert client.head("/login").status_code == 200
+    sign_in(client, secrets["read"])
+    r = client.head("/runs")
+    assert r.status_code == 200 and r.content == b""
+    assert client.post("/runs", follow_redirects=False).headers["allow"] == "GET, HEAD"
+
+
+def test_sign_in_from_another_site_is_refused(site):
+    client, secrets = site
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
+        r = client.post("/login", data={"api_key": secrets["read"]}, headers=headers, follow_redirects=False)
+        assert r.status_code == 403 and "set-cookie" not in r.headers
+    ok = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+    assert client.post("/login", data={"api_key": secrets["read"]}, headers=ok, follow_redirects=False).status_code == 303
+
+
+def test_the_cookie_is_secure_over_https(site):
+    client, secrets = site
+    assert "secure" not in sign_in(client, secrets["read"]).headers["set-cookie"].lower()
+    r = client.post("https://testserver/login", data={"api_key": secrets["read"]}, follow_redirects=False)
+    assert "secure" in r.headers["set-cookie"].lower()
+
+
+def test_a_refusal_shows_a_fixed_message_never_text_from_the_url(site):
+    client, secrets = site
+    sign_in(client, secrets["admin"])
+    assert "Call +1 555" not in client.get("/runs/run-0054", params={"refused": "Call +1 555 for help"}).text
+    page = client.get("/runs/run-0054")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    client.post("/runs/run-0054/retry", data={"csrf": csrf})
+    r = client.post("/runs/run-0054/retry", data={"csrf": csrf})
+    assert "The run was not retried: only a failed run can be retried." in r.text

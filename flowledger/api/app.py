@@ -299,7 +299,14 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
-        return problem(exc.status_code, title, str(exc.detail))
+        answer = problem(exc.status_code, title, str(exc.detail))
+        # A 405 must say what is allowed (RFC 9110); HEAD is answered wherever GET is.
+        headers = dict(exc.headers or {})
+        allowed = [m.strip() for m in headers.get("Allow", "").split(",") if m.strip()]
+        if "GET" in allowed and "HEAD" not in allowed:
+            headers["Allow"] = ", ".join([*allowed, "HEAD"])
+        answer.headers.update(headers)
+        return answer
 
     @app.exception_handler(FlowledgerError)
     async def _flowledger(request: Request, exc: FlowledgerError) -> JSONResponse:
@@ -409,14 +416,9 @@ def create_app(
 
     RunId = Annotated[str, Path(min_length=1, max_length=255)]
 
-    @app.get("/v1/runs/{run_id}", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
-    def show_run(run_id: RunId, _: Read) -> dict[str, Any]:
-        """A run's record, its step trace, its deliveries and its events."""
-        record = run_query(queries.show_run, run_id)
-        record["events"] = [_event_entry(e.body) for e in the_log().run_events(run_id)]
-        return record  # type: ignore[no-any-return]
-
-    @app.get("/v1/runs/{run_id}/history", tags=["runs"], response_model=shapes.RunHistory, response_model_exclude_unset=True)
+    # Ids may hold "/" (a %2F reaches the router decoded): {…:path} takes them whole, and
+    # the routes with a suffix come first, so "a/b/history" is the history of "a/b".
+    @app.get("/v1/runs/{run_id:path}/history", tags=["runs"], response_model=shapes.RunHistory, response_model_exclude_unset=True)
     def run_history(run_id: RunId, _: Read) -> dict[str, Any]:
         """The auditor's replay: every event of the run with its record right after."""
         history = ledger.replay(the_log(), run_id)
@@ -425,17 +427,24 @@ def create_app(
             "events": [{"n": h.n, "position": h.event.position, "event": h.event.body, "state": h.record} for h in history],
         }
 
-    @app.post("/v1/runs/{run_id}/retry", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
+    @app.post("/v1/runs/{run_id:path}/retry", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
     def retry_run(run_id: RunId, key: Admin, body: CommandRequest | None = None) -> dict[str, Any]:
         """Retry a failed run (recorded as run.retried with the key's name and the reason)."""
         ledger.retry_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None)
         return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
 
-    @app.post("/v1/runs/{run_id}/cancel", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
+    @app.post("/v1/runs/{run_id:path}/cancel", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
     def cancel_run(run_id: RunId, key: Admin, body: CommandRequest | None = None) -> dict[str, Any]:
         """Cancel an unfinished run."""
         ledger.cancel_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None)
         return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
+
+    @app.get("/v1/runs/{run_id:path}", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
+    def show_run(run_id: RunId, _: Read) -> dict[str, Any]:
+        """A run's record, its step trace, its deliveries and its events."""
+        record = run_query(queries.show_run, run_id)
+        record["events"] = [_event_entry(e.body) for e in the_log().run_events(run_id)]
+        return record  # type: ignore[no-any-return]
 
     @app.post("/v1/cancellations", response_model=CancellationResponse, tags=["runs"])
     def cancellations(body: CancellationRequest, key: Admin) -> dict[str, Any]:
@@ -458,7 +467,7 @@ def create_app(
         filters = queries.DeliveryFilters(run_id, channel, tuple(status or ()), recipient)
         return run_query(queries.list_deliveries, filters, page_size=page_size, after=after, before=before)  # type: ignore[no-any-return]
 
-    @app.get("/v1/deliveries/{message_id}", tags=["deliveries"], response_model=shapes.Delivery)
+    @app.get("/v1/deliveries/{message_id:path}", tags=["deliveries"], response_model=shapes.Delivery)
     def show_delivery(message_id: Annotated[str, Path(min_length=1, max_length=255)], _: Read) -> dict[str, Any]:
         """One message's delivery."""
         return run_query(queries.show_delivery, message_id)  # type: ignore[no-any-return]
@@ -468,22 +477,28 @@ def create_app(
         """Every workflow that has runs."""
         return {"entries": run_query(queries.list_workflows)}
 
+    @app.get("/v1/counts", tags=["workflows"], response_model=shapes.Counts)
     @app.get("/v1/workflows/counts", tags=["workflows"], response_model=shapes.Counts)
     def counts(_: Read, include_rehearsals: bool = False) -> dict[str, Any]:
-        """Runs by status across all workflows and per workflow."""
+        """Runs by status across all workflows and per workflow (also at /v1/workflows/counts)."""
         return run_query(queries.counts, include_rehearsals=include_rehearsals)  # type: ignore[no-any-return]
 
     WorkflowKey = Annotated[str, Path(min_length=1, max_length=255)]
 
-    @app.get("/v1/workflows/{key}", tags=["workflows"], response_model=shapes.WorkflowDetails, response_model_exclude_unset=True)
+    @app.get("/v1/workflows/{key:path}/stats", tags=["workflows"], response_model=shapes.ExecutionStats)
+    def workflow_stats(key: WorkflowKey, _: Read) -> dict[str, Any]:
+        """Step attempts by state, per node and per edge."""
+        return run_query(queries.execution_stats, key)  # type: ignore[no-any-return]
+
+    @app.get("/v1/workflows/{key:path}", tags=["workflows"], response_model=shapes.WorkflowDetails, response_model_exclude_unset=True)
+    # /v1/workflows/counts is the workspace counts (documented before workflows could be
+    # named so): .../details reaches any workflow, one named "counts" too. (Decorators
+    # apply bottom up: this route is tried before the bare one.)
+    @app.get("/v1/workflows/{key:path}/details", tags=["workflows"], response_model=shapes.WorkflowDetails, response_model_exclude_unset=True)
     def workflow(key: WorkflowKey, _: Read) -> dict[str, Any]:
         """The seed docs' workflow details: channels, totals, progress, duration."""
         return run_query(queries.workflow_details, key)  # type: ignore[no-any-return]
 
-    @app.get("/v1/workflows/{key}/stats", tags=["workflows"], response_model=shapes.ExecutionStats)
-    def workflow_stats(key: WorkflowKey, _: Read) -> dict[str, Any]:
-        """Step attempts by state, per node and per edge."""
-        return run_query(queries.execution_stats, key)  # type: ignore[no-any-return]
 
     Provider = Annotated[Literal["sendgrid", "mailgun", "postmark", "twilio", "whatsapp"], Path()]
 
@@ -531,8 +546,29 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
-    pages.mount(app, the_log)
+    pages.mount(app, the_log, public_url=public_url)
+    app.add_middleware(HeadAsGet)
     return app
+
+
+class HeadAsGet:
+    """Answers HEAD as GET without the body: FastAPI's routes take GET alone, and load
+    balancers and link checkers ask HEAD (the headers, Content-Length too, are GET's)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headless(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headless)
 
 
 def _event_entry(body: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
 from fastapi import Depends, FastAPI, Form, Request
@@ -45,6 +45,13 @@ _env = Environment(
 )
 _env.filters["t"] = lambda s: "–" if not s else s.replace(".000000Z", "Z").replace("T", " ")
 _env.filters["pretty"] = lambda v: orjson.dumps(v, option=orjson.OPT_INDENT_2).decode()
+# One path segment: Jinja's urlencode keeps "/", and ids may hold "/", "#", "?" or "%".
+_env.filters["segment"] = lambda v: quote(str(v), safe="")
+REFUSALS = {
+    "retry": "The run was not retried: only a failed run can be retried.",
+    "cancel": "The run was not cancelled: only a pending, running or paused run can be cancelled.",
+}
+"""What a run's page says after a refused command (a code in the URL, never free text)."""
 
 
 def csrf_token(secret: str) -> str:
@@ -60,8 +67,8 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
-    """Add the pages to the API's app."""
+def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | None = None) -> None:
+    """Add the pages to the API's app (``public_url``: the site's address behind a proxy)."""
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 
     def render(request: Request, template: str, http_status: int = 200, **context: Any) -> HTMLResponse:
@@ -94,7 +101,8 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
         return key, secret
 
     def to_login(request: Request) -> RedirectResponse:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # The path as decoded, encoded again: an id's "%", "#" or "?" stays in the path.
+        target = quote(request.scope["path"]) + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
 
     def page(section: str, template: str, request: Request, session: tuple[keys.ApiKey, str], **context: Any) -> HTMLResponse:
@@ -113,15 +121,30 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
     def login_form(request: Request, next: str = "/") -> HTMLResponse:
         return render(request, "login.html", next=next, key=None)
 
+    def cross_site(request: Request) -> bool:
+        """The form was posted from another site (login CSRF: signing a victim in as you)."""
+        fetch_site = request.headers.get("sec-fetch-site")
+        if fetch_site is not None:
+            return fetch_site not in ("same-origin", "none")
+        origin = request.headers.get("origin")
+        if origin is None:
+            return False  # not a browser, or one too old to say: nothing to go on
+        # The host alone: behind a TLS proxy the page is https and this server sees http.
+        ours = {request.headers.get("host", ""), urlsplit(public_url).netloc if public_url else ""}
+        return origin == "null" or urlsplit(origin).netloc not in ours
+
     @app.post("/login", include_in_schema=False)
     def login(request: Request, api_key: str = Form(""), next: str = Form("/")) -> Response:
+        if cross_site(request):
+            return render(request, "login.html", http_status=403, next="/", key=None, error="Sign in from this site's own page.")
         key = keys.verify(the_log().backend, api_key.strip())
         if key is None or key.revoked_at is not None:
             return render(request, "login.html", http_status=401, next=next, key=None, error="That API key is unknown or revoked.")
-        # Only a path on this site: never an open redirect.
-        target = next if next.startswith("/") and not next.startswith("//") else "/"
+        # Only a path on this site: never an open redirect (browsers read "/\\" as "//").
+        target = next if next.startswith("/") and not next.startswith(("//", "/\\")) else "/"
         response = RedirectResponse(target, status_code=303)
-        response.set_cookie(COOKIE, api_key.strip(), httponly=True, samesite="strict", path="/")
+        # Secure over HTTPS (uvicorn reads X-Forwarded-Proto from a proxy it trusts).
+        response.set_cookie(COOKIE, api_key.strip(), httponly=True, samesite="strict", path="/", secure=request.url.scheme == "https")
         return response
 
     @app.post("/logout", include_in_schema=False)
@@ -135,7 +158,8 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home(request: Request, session: Session) -> Response:
-        return page("home", "home.html", request, session, counts=q(queries.counts), statuses=STATUSES)
+        # With rehearsals, as the run history the cards link to lists them.
+        return page("home", "home.html", request, session, counts=q(queries.counts, include_rehearsals=True), statuses=STATUSES)
 
     @app.get("/runs", response_class=HTMLResponse, include_in_schema=False)
     def runs(
@@ -170,7 +194,11 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
         except queries.BadQuery as e:
             result, error = {"entries": [], "page_info": {"after": None, "before": None}}, str(e)
         counts = q(queries.counts, include_rehearsals=True)
-        scope = counts["by_workflow"].get(workflow, dict.fromkeys(["total", *STATUSES], 0)) if workflow else counts
+        if recipient or starting_at or ending_at:
+            # The chips count what the listing lists: the same filters but the status.
+            scope = q(_status_counts, queries.RunFilters(workflow, (), None, recipient, False, starting_at, ending_at))
+        else:
+            scope = counts["by_workflow"].get(workflow, dict.fromkeys(["total", *STATUSES], 0)) if workflow else counts
         base = {k: v for k, v in {"workflow": workflow, "recipient": recipient, "range": range, "from": from_, "to": to}.items() if v}
         chips = [
             {
@@ -198,7 +226,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
             newer="/runs?" + urlencode({**state, "before": info["before"]}) if info["before"] else None,
         )
 
-    @app.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/runs/{run_id:path}", response_class=HTMLResponse, include_in_schema=False)
     def run(request: Request, session: Session, run_id: str, done: str | None = None, refused: str | None = None) -> Response:
         try:
             record = q(queries.show_run, run_id)
@@ -211,33 +239,33 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
             run=record, recipient=recipient_label(record["recipient"]), timeline=charts.timeline(record["steps"], now),
             history=[{"n": h.n, "event": h.event.body, "record": h.record, "detail": event_detail(h.event.body)} for h in history],
             message={"retried": "The run was retried.", "cancelled": "The run was cancelled."}.get(done or ""),
-            error=refused,
+            error=REFUSALS.get(refused or ""),
         )
 
     def command(
-        request: Request, found: tuple[keys.ApiKey, str], run_id: str, csrf: str, action: Callable[..., Any], done: str
+        request: Request, found: tuple[keys.ApiKey, str], run_id: str, csrf: str, action: Callable[..., Any], done: str, refusal: str
     ) -> Response:
         key, secret = found
         if not hmac.compare_digest(csrf, csrf_token(secret)):
             return render(request, "base.html", http_status=403, key=key, csrf=csrf_token(secret), error="That form has expired; reload the page and try again.")
         if not key.allows("admin"):
             return render(request, "base.html", http_status=403, key=key, csrf=csrf_token(secret), error="Only admin keys can retry or cancel runs.")
-        target = f"/runs/{run_id}"
+        target = f"/runs/{quote(run_id, safe='')}"
         try:
             action(the_log(), run_id, actor=f"web:{key.name}")
         except NotFound as e:
             return not_found(request, found, str(e))
-        except CommandRefused as e:
-            return RedirectResponse(target + "?" + urlencode({"refused": str(e)}), status_code=303)
+        except CommandRefused:
+            return RedirectResponse(target + "?" + urlencode({"refused": refusal}), status_code=303)
         return RedirectResponse(target + "?" + urlencode({"done": done}), status_code=303)
 
-    @app.post("/runs/{run_id}/retry", include_in_schema=False)
+    @app.post("/runs/{run_id:path}/retry", include_in_schema=False)
     def retry(request: Request, session: Session, run_id: str, csrf: str = Form("")) -> Response:
-        return command(request, session, run_id, csrf, ledger.retry_run, "retried")
+        return command(request, session, run_id, csrf, ledger.retry_run, "retried", "retry")
 
-    @app.post("/runs/{run_id}/cancel", include_in_schema=False)
+    @app.post("/runs/{run_id:path}/cancel", include_in_schema=False)
     def cancel(request: Request, session: Session, run_id: str, csrf: str = Form("")) -> Response:
-        return command(request, session, run_id, csrf, ledger.cancel_run, "cancelled")
+        return command(request, session, run_id, csrf, ledger.cancel_run, "cancelled", "cancel")
 
     @app.get("/deliveries", response_class=HTMLResponse, include_in_schema=False)
     def deliveries(
@@ -275,7 +303,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
     def workflows(request: Request, session: Session) -> Response:
         return page("workflows", "workflows.html", request, session, workflows=q(queries.list_workflows), statuses=STATUSES)
 
-    @app.get("/workflows/{key}", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/workflows/{key:path}", response_class=HTMLResponse, include_in_schema=False)
     def workflow(request: Request, session: Session, key: str) -> Response:
         try:
             details = q(queries.workflow_details, key)
@@ -289,6 +317,27 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog]) -> None:
             funnels=[(ch, charts.funnel(ch, m)) for ch, m in details["channels"].items()],
             graph=charts.graph(stats), over_time=charts.over_time(per_day),
         )
+
+
+def _status_counts(c: Any, filters: queries.RunFilters) -> dict[str, int]:
+    """Runs by status, with a total, under the listing's filters (as queries.list_runs has them)."""
+    where, params = [], []
+    for column, value in (("workflow", filters.workflow), ("recipient", filters.recipient)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if filters.starting_at is not None:
+        where.append("created_at >= ?")
+        params.append(filters.starting_at)
+    if filters.ending_at is not None:
+        where.append("created_at <= ?")
+        params.append(filters.ending_at)
+    sql_where = (" WHERE " + " AND ".join(where)) if where else ""
+    c.execute(f"SELECT status, COUNT(*) FROM runs{sql_where} GROUP BY status", params)
+    by_status = dict.fromkeys(STATUSES, 0)
+    for status, n in c.fetchall():
+        by_status[status] = int(n)
+    return {"total": sum(by_status.values()), **by_status}
 
 
 def _normal(value: str | None) -> str | None:
