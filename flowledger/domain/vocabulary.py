@@ -101,6 +101,14 @@ MAX_NESTING = 64
 def _not_too_deep(value: Any) -> Any:
     # The encoder and the redactor each stop at a nesting depth of their own (orjson at
     # 255 levels): past it an event could be validated and then fail to be stored.
+    if isinstance(value, dict):
+        for v in value.values():
+            if isinstance(v, (dict, list)):
+                break
+        else:
+            return value  # the usual payload: flat, nothing to walk
+    elif not isinstance(value, list):
+        return value
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
