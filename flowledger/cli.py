@@ -81,6 +81,18 @@ def handles_errors(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class _Seconds(click.FloatRange):
+    """A number of seconds within bounds (FloatRange lets "nan" through: no bound compares)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if seconds != seconds:
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
+
+
 def json_option(f: F) -> F:
     """The shared --json flag."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
@@ -144,7 +156,7 @@ def actor_options(f: F) -> F:
 @click.option(
     "--lock-timeout",
     envvar="FLOWLEDGER_LOCK_TIMEOUT",
-    type=click.FloatRange(min=0.1),
+    type=_Seconds(min=0.1, max=1_000_000),
     default=60.0,
     show_default=True,
     help="Seconds to wait while another process writes. Also FLOWLEDGER_LOCK_TIMEOUT.",
@@ -511,13 +523,23 @@ def workflows_show(obj: Context, key: str, no_catch_up: bool, as_json: bool) -> 
     click.echo(f"created {_t(details['created_at'])}, started {_t(details['started_at'])}, completed {_t(details['completed_at'])}")
     click.echo(f"steps executed: {details['workflow_executions_count']}; runs: " + ", ".join(f"{s} {details['runs'][s]}" for s in STATUSES))
     for ch, m in details["channels"].items():
-        parts = [f"{k} {v}" for k, v in m.items()]
+        parts = [f"{k} {_figure(v)}" for k, v in m.items()]
         click.echo(f"  {ch}: " + ", ".join(parts))
     t = details["totals"]
+    cost = _figure(t["costs_by_currency"]) if t.get("costs_by_currency") else f"{_figure(t['total_cost'])} {t['currency'] or ''}"
     click.echo(
         f"totals: {t['total_contacts']} contacts, {t['total_sent']} sent, {t['total_failed']} failed, "
-        f"success {t['overall_success_rate']}%, cost {t['total_cost']} {t['currency'] or ''}".rstrip()
+        f"success {_figure(t['overall_success_rate'])}%, cost {cost}".rstrip()
     )
+
+
+def _figure(value: Any) -> str:
+    """A figure as text: '-' for none (a rate over zero), amounts by currency joined."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return " + ".join(f"{amount} {currency}" for currency, amount in value.items())
+    return str(value)
 
 
 @cli.command()
@@ -575,7 +597,7 @@ def counts(obj: Context, include_rehearsals: bool, no_catch_up: bool, as_json: b
 
 @cli.command()
 @click.option("--follow", is_flag=True, help="Keep following the log until interrupted.")
-@click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True, help="Seconds between polls with --follow.")
+@click.option("--interval", type=_Seconds(min=0.05, max=86_400), default=0.5, show_default=True, help="Seconds between polls with --follow.")
 @click.pass_obj
 @handles_errors
 def project(obj: Context, follow: bool, interval: float) -> None:
@@ -633,7 +655,7 @@ def rebuild(obj: Context, views: tuple[str, ...], into: str | None) -> None:
         flowledger rebuild deliveries
         flowledger --store postgresql://me@db/flows rebuild --into analysis.db
     """
-    names = list(views) or None
+    names = list(dict.fromkeys(views)) or None  # a view named twice is rebuilt once
     unknown = sorted(set(names or ()) - set(ledger.view_names()))
     if unknown:
         raise click.BadParameter(
@@ -992,6 +1014,8 @@ def _echo_record(record: dict[str, Any]) -> None:
 
 
 def _echo_table(rows: list[tuple[str, ...]], indent: str = "") -> None:
+    # A cell's line break (an error's, a reason's) would split its row: shown escaped.
+    rows = [tuple(cell.replace("\r", "\\r").replace("\n", "\\n") for cell in r) for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo(indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())

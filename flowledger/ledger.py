@@ -197,6 +197,11 @@ def retry_run(
         raise CommandRefused(
             f"cannot retry run {run_id!r}: it is {state.status}; only a failed run can be retried"
         )
+    if state.retry_count >= state.max_retries:
+        # Said as the other refusals are: the rule's own words would name an event id made here.
+        raise CommandRefused(
+            f"cannot retry run {run_id!r}: retry_count {state.retry_count} has reached max_retries {state.max_retries}"
+        )
     event = commands.retry_requested(run_id, occurred_at=utc_now(), actor=actor, reason=reason)
     _record(log, event)
     return show_run(log, run_id)

@@ -419,7 +419,10 @@ def workflow_details(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
         for cur, amount in channel_costs.items():
             costs[cur] = costs.get(cur, 0.0) + amount
         if ch in ("sms", "whatsapp"):
-            entry["estimated_cost"] = round(sum(channel_costs.values()), 6)
+            # Amounts in different currencies do not add up: each is given apart, as in totals.
+            entry["estimated_cost"] = round(sum(channel_costs.values()), 6) if len(channel_costs) <= 1 else None
+            if len(channel_costs) > 1:
+                entry["costs_by_currency"] = {k: round(v, 6) for k, v in sorted(channel_costs.items())}
             entry["unpriced"] = int(m.get("unpriced", 0))
         if ch == "whatsapp":
             delivered, read = int(m.get("delivered", 0)), int(m.get("read", 0))

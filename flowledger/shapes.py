@@ -207,6 +207,7 @@ class ChannelDetails(_Shape):
     failed: int
     success_rate: float | None
     estimated_cost: float | None = None
+    costs_by_currency: dict[str, float] | None = None
     unpriced: int | None = None
     delivered: int | None = None
     read: int | None = None

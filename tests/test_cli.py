@@ -219,7 +219,9 @@ def test_retry_a_failed_run_then_refuse_a_second_retry(run):
 def test_retry_stops_at_max_retries(run):
     run("append", input=lines(*failed_run(max_retries=0)))
     result = run("retry", "r1")
-    assert result.exit_code == 1 and "max_retries 0" in result.stderr
+    assert result.exit_code == 1
+    # Worded as the other refusals, with no event id made up for the attempt.
+    assert result.stderr.strip() == "Error: cannot retry run 'r1': retry_count 0 has reached max_retries 0"
 
 
 def test_cancel_a_run_and_refuse_to_cancel_a_finished_one(run):
@@ -484,3 +486,64 @@ def test_serve_never_logs_a_secret_sent_in_a_query(store_path):
     assert "/v1/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=***&hub.challenge=42" in log
     assert "/healthz?token=***&page=2" in log
     assert "SECRET" not in log
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["--lock-timeout", "nan", "counts"], "--lock-timeout"),
+        (["--lock-timeout", "inf", "counts"], "--lock-timeout"),
+        (["--lock-timeout", "2147484", "counts"], "--lock-timeout"),
+        (["project", "--follow", "--interval", "nan"], "--interval"),
+        (["project", "--follow", "--interval", "inf"], "--interval"),
+    ],
+)
+def test_seconds_that_are_no_number_or_too_many_are_usage_errors(store_path, args, option):
+    result = CliRunner().invoke(cli, ["--store", store_path, *args])
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output
+
+
+def test_a_lock_timeout_past_what_sqlite_takes_still_waits_for_the_lock(store_path):
+    # SQLite's busy timeout is a 32-bit count of milliseconds: past it, the store said at
+    # once that it was busy.
+    from flowledger.store import open_log
+
+    log = open_log(store_path, lock_timeout=3_000_000)
+    try:
+        raw = log.backend.datastore.pool.get_connection(is_writer=True)._sqlite_conn  # noqa: SLF001
+        assert raw.execute("PRAGMA busy_timeout").fetchone()[0] == 2**31 - 1
+    finally:
+        log.close()
+
+
+def test_rebuild_of_a_view_named_twice_rebuilds_it_once(run):
+    run("append", input=lines(*failed_run()))
+    result = run("rebuild", "runs", "runs")
+    assert result.exit_code == 0 and orjson.loads(result.stdout)["views"] == ["runs"]
+
+
+def test_workflows_show_keeps_currencies_apart_and_prints_no_python_none(run):
+    events = [
+        triggered("r1", workflow="wf"),
+        ev("message.queued", message_id="m1", run_id="r1", channel="sms", recipient="u"),
+        ev("message.sent", message_id="m1", cost={"amount": 0.01, "currency": "USD"}),
+        ev("message.queued", message_id="m2", run_id="r1", channel="sms", recipient="u"),
+        ev("message.sent", message_id="m2", cost={"amount": 0.02, "currency": "EUR"}),
+    ]
+    run("append", input=lines(*events))
+    details = orjson.loads(run("workflows", "show", "wf", "--json").stdout)
+    sms = details["channels"]["sms"]
+    assert sms["estimated_cost"] is None and sms["costs_by_currency"] == {"EUR": 0.02, "USD": 0.01}
+    text = run("workflows", "show", "wf").stdout
+    assert "None" not in text
+    assert "costs_by_currency 0.02 EUR + 0.01 USD" in text and "cost 0.02 EUR + 0.01 USD" in text
+
+
+def test_a_line_break_in_an_error_never_splits_a_table_row(run):
+    events = failed_run()
+    events[3] = step("step.failed", "r1", error="line one\nline two")
+    run("append", input=lines(*events))
+    for args in (["replay", "r1"], ["runs", "show", "r1"]):
+        out = run(*args).stdout
+        assert "line one\\nline two" in out
+        assert not any(line.startswith("line two") for line in out.splitlines())

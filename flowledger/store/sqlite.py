@@ -108,7 +108,7 @@ class _Datastore(SQLiteDatastore):
         self.pool = _DurablePool(
             db_name=db_name,
             lock_timeout=max(1, int(lock_timeout)),
-            busy_timeout_ms=int(lock_timeout * 1000),
+            busy_timeout_ms=min(int(lock_timeout * 1000), 2**31 - 1),  # SQLite takes a 32-bit int
             pool_timeout=max(5.0, lock_timeout),
         )
 
