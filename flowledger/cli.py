@@ -14,7 +14,8 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -616,7 +617,9 @@ def project(obj: Context, follow: bool, interval: float) -> None:
     log = obj.open()
     try:
         try:
-            n = ledger.catch_up(log)
+            # The first catch-up may be a whole staged rebuild: stopped, it must unwind.
+            with _unwound_on_termination():
+                n = ledger.catch_up(log)
             click.echo(orjson.dumps({"applied": n}).decode())
         except StoreError:
             if not follow:
@@ -671,7 +674,8 @@ def rebuild(obj: Context, views: tuple[str, ...], into: str | None) -> None:
             bar = click.progressbar(length=length, label="Rebuilding", file=sys.stderr)
             bar.__enter__()
         try:
-            n = ledger.rebuild(log, names, progress=bar.update if bar else None, into=target)
+            with _unwound_on_termination():
+                n = ledger.rebuild(log, names, progress=bar.update if bar else None, into=target)
         finally:
             if bar is not None:
                 bar.__exit__(None, None, None)
@@ -951,6 +955,22 @@ def _query(obj: Context, fn: Callable[..., Any], *args: Any, fresh: bool = True,
         return ledger.query(log, fn, *args, fresh=fresh, **kwargs)
     finally:
         log.close()
+
+
+@contextmanager
+def _unwound_on_termination() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into SystemExit while the block runs, as Ctrl-C is turned
+    into an exception: a rebuild stopped so removes its staging files and stops its helper."""
+
+    def unwind(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, unwind) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _stop_on_signals() -> Callable[[], bool]:

@@ -130,3 +130,105 @@ def test_a_followers_wait_doubles_with_each_failure_up_to_its_limit_however_long
     assert follow_wait(0.5, 8) == FOLLOW_BACKOFF_LIMIT
     # A store down for days: thousands of failures in a row, still a wait, never an overflow.
     assert follow_wait(0.05, 5_000) == FOLLOW_BACKOFF_LIMIT
+
+
+# `flowledger rebuild` in small pages, so that it is still folding when the test stops it
+# (the helper takes its page size from the rebuilding process).
+SLOW_REBUILD = textwrap.dedent(
+    """
+    import functools, sys
+    from flowledger.cli import main
+    from flowledger.projections.projector import Projector
+
+    Projector.rebuild = functools.partialmethod(Projector.rebuild, page_size=10)
+    sys.argv = ["flowledger", "--store", sys.argv[1], "rebuild"]
+    main()
+    """
+)
+
+
+def _staging_files(store_path):
+    import glob
+
+    return sorted(glob.glob(glob.escape(store_path) + ".rebuild-*"))
+
+
+def _start_slow_rebuild(store_path):
+    """A rebuild with its helper, once both are folding; returns it and the helper's pid."""
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_REBUILD, store_path], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(_staging_files(store_path)) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "too slow"
+        time.sleep(0.01)
+    (helper,) = [int(f.rsplit(".rebuild-", 1)[1].split("-")[0]) for f in _staging_files(store_path) if f.endswith("-deliveries")]
+    assert helper != proc.pid
+    return proc, helper
+
+
+def _ended(pid, within=30.0):
+    import time
+
+    from flowledger.store.staging import _alive
+
+    deadline = time.monotonic() + within
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_rebuild_stopped_with_sigterm_leaves_no_staging_file_and_no_helper(log, store_path):
+    ledger.append_input(log, jsonl(list(busy_workspace(6000))))  # past HELPER_FROM: two processes
+    Projector(log.backend).catch_up()
+    before = snapshot(store_path)
+    proc, helper = _start_slow_rebuild(store_path)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert _ended(helper)
+    assert _staging_files(store_path) == []
+    assert snapshot(store_path) == before  # the views as they were: the rebuild was given up
+
+
+def test_a_rebuild_killed_outright_takes_its_helper_with_it(log, store_path):
+    import sqlite3
+
+    ledger.append_input(log, jsonl(list(busy_workspace(6000))))
+    Projector(log.backend).catch_up()
+    # A mark the helper's merge would undo: one delivery row taken out of the store.
+    with sqlite3.connect(store_path) as raw:
+        raw.execute("DELETE FROM deliveries WHERE message_id = 'msg-0'")
+    proc, helper = _start_slow_rebuild(store_path)
+    proc.kill()
+    proc.communicate(timeout=120)
+    # Told its parent ended, the helper unwinds at once: it removes its staging file and
+    # never merges its view into the store for a rebuild that was given up.
+    assert _ended(helper)
+    assert [f for f in _staging_files(store_path) if f.endswith("-deliveries")] == []
+    with sqlite3.connect(store_path) as raw:
+        assert raw.execute("SELECT COUNT(*) FROM deliveries WHERE message_id = 'msg-0'").fetchone() == (0,)
+    Projector(log.backend).rebuild()  # and the killed process's own file goes with the next one
+    assert _staging_files(store_path) == []
+
+
+def test_a_process_ended_but_never_reaped_counts_as_ended():
+    # A staging file whose owner is a zombie (ended, its parent never waited for it) is
+    # left behind by no one: the next rebuild must be free to remove it.
+    import time
+
+    from flowledger.store.staging import _alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while open(f"/proc/{child.pid}/stat", "rb").read().rpartition(b")")[2].split()[0] != b"Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        assert not _alive(child.pid)
+        assert _alive(os.getpid())
+    finally:
+        child.wait()

@@ -128,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"no store: set {STORE_ENV}")
     # Stopped by the rebuilding process: unwind, so that what it was writing is undone.
     signal.signal(signal.SIGTERM, _exit)
+    _end_with_parent()
     backend = open_backend(store, lock_timeout=args.lock_timeout, create=False)
     source = None
     try:
@@ -142,6 +143,21 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _exit(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
+
+
+def _end_with_parent() -> None:
+    """Be stopped (SIGTERM) when the rebuilding process ends, however it ends: a helper
+    left running would merge its views after its rebuild was given up (Linux only)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the rebuilding process stops its helper itself when it can
+    if os.getppid() != parent:
+        raise SystemExit(128 + signal.SIGTERM)  # it ended before the request was made
 
 
 if __name__ == "__main__":

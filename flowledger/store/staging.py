@@ -110,11 +110,17 @@ def remove_file(path: str) -> None:
 
 
 def _alive(pid: int) -> bool:
-    """Whether a process of this id runs (one of another user's counts as running)."""
+    """Whether a process of this id runs (one of another user's counts as running; one
+    that has ended but was never reaped, a zombie, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # "pid (command) state …": the command may hold spaces and parentheses.
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc here: it answered the signal, so count it as running
