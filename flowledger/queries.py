@@ -212,6 +212,25 @@ def list_runs(
     before: str | None = None,
 ) -> dict[str, Any]:
     """A page of runs, newest first: ``{"entries": [...], "page_info": {...}}``."""
+    where, params = _runs_where(filters)
+    rows, page_info = _page(c, "runs", where, params, page_size, after, before)
+    engagement = email_engagement(c, [r["id"] for r in rows])
+    entries = [run_entry(r, engagement.get(r["id"], _NO_ENGAGEMENT)) for r in rows]
+    return {"entries": entries, "page_info": page_info}
+
+
+def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
+    """Runs by status, with a total, under the filters a listing of them takes."""
+    where, params = _runs_where(filters)
+    c.execute("SELECT status, COUNT(*) FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " GROUP BY status", params)
+    by_status = dict.fromkeys(STATUSES, 0)
+    for status, n in c.fetchall():
+        by_status[status] = int(n)
+    return {"total": sum(by_status.values()), **by_status}
+
+
+def _runs_where(filters: RunFilters) -> tuple[list[str], list[Any]]:
+    """The conditions (bound parameters all) that pick the runs the filters name."""
     unknown = set(filters.statuses) - set(STATUSES)
     if unknown:
         raise BadQuery(f"unknown status {sorted(unknown)[0]!r}; expected one of {', '.join(STATUSES)}")
@@ -227,10 +246,7 @@ def list_runs(
     if filters.ending_at is not None:
         where.append("created_at <= ?")
         params.append(filters.ending_at)
-    rows, page_info = _page(c, "runs", where, params, page_size, after, before)
-    engagement = email_engagement(c, [r["id"] for r in rows])
-    entries = [run_entry(r, engagement.get(r["id"], _NO_ENGAGEMENT)) for r in rows]
-    return {"entries": entries, "page_info": page_info}
+    return where, params
 
 
 def delivery_entry(row: dict[str, Any]) -> dict[str, Any]:

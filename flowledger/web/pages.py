@@ -196,7 +196,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         counts = q(queries.counts, include_rehearsals=True)
         if recipient or starting_at or ending_at:
             # The chips count what the listing lists: the same filters but the status.
-            scope = q(_status_counts, queries.RunFilters(workflow, (), None, recipient, False, starting_at, ending_at))
+            scope = q(queries.run_status_counts, queries.RunFilters(workflow, (), None, recipient, False, starting_at, ending_at))
         else:
             scope = counts["by_workflow"].get(workflow, dict.fromkeys(["total", *STATUSES], 0)) if workflow else counts
         base = {k: v for k, v in {"workflow": workflow, "recipient": recipient, "range": range, "from": from_, "to": to}.items() if v}
@@ -317,27 +317,6 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
             funnels=[(ch, charts.funnel(ch, m)) for ch, m in details["channels"].items()],
             graph=charts.graph(stats), over_time=charts.over_time(per_day),
         )
-
-
-def _status_counts(c: Any, filters: queries.RunFilters) -> dict[str, int]:
-    """Runs by status, with a total, under the listing's filters (as queries.list_runs has them)."""
-    where, params = [], []
-    for column, value in (("workflow", filters.workflow), ("recipient", filters.recipient)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if filters.starting_at is not None:
-        where.append("created_at >= ?")
-        params.append(filters.starting_at)
-    if filters.ending_at is not None:
-        where.append("created_at <= ?")
-        params.append(filters.ending_at)
-    sql_where = (" WHERE " + " AND ".join(where)) if where else ""
-    c.execute(f"SELECT status, COUNT(*) FROM runs{sql_where} GROUP BY status", params)
-    by_status = dict.fromkeys(STATUSES, 0)
-    for status, n in c.fetchall():
-        by_status[status] = int(n)
-    return {"total": sum(by_status.values()), **by_status}
 
 
 def _normal(value: str | None) -> str | None:
