@@ -148,3 +148,18 @@ def test_after_the_server_ends_its_connections_no_transaction_fails(postgres_url
             assert ledger.query(log, queries.counts)["total"] == 5
     finally:
         log.close()
+
+
+def test_a_reader_of_a_schema_with_no_store_makes_nothing(postgres_url):
+    # A read-only command naming a schema that holds no store says so, and leaves the
+    # database as it was: no empty schema made on the way.
+    from flowledger.errors import StoreError
+
+    schema = postgres_url.rsplit("schema=", 1)[1]
+    with pytest.raises(StoreError, match="no flowledger store"):
+        open_log(postgres_url, create=False)
+    with server_connection(postgres_url) as conn:
+        assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None
+    open_log(postgres_url).close()  # one that may create does
+    with server_connection(postgres_url) as conn:
+        assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() == (1,)

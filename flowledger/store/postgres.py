@@ -153,7 +153,7 @@ class PostgresBackend(SQLBackend):
             with psycopg.connect(**kwargs, autocommit=True, connect_timeout=5) as setup:
                 setup.execute("SELECT pg_advisory_lock(hashtext(%s))", ("flowledger:schema:" + self.schema,))
                 try:
-                    if self.schema != "public":
+                    if self.schema != "public" and create:  # a reader makes nothing
                         setup.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                     self._open(settings, create)
                 finally:
