@@ -244,20 +244,20 @@ def append(
         flowledger append big.jsonl --skip-invalid rejected.jsonl
         flowledger append --format sendgrid sendgrid-events.json
     """
-    env_keys = [k for k in os.environ.get("FLOWLEDGER_REDACT_KEYS", "").split(",") if k.strip()]
+    redactor = Redactor.from_environment(redact_keys)
     if provider != "flowledger":
         if skip_file is not None:
             raise click.UsageError("--skip-invalid goes with flowledger's own format only")
         log = obj.open(create=True)
         try:
-            result, skipped = ledger.append_export(log, provider, file.read(), Redactor(extra=[*redact_keys, *env_keys]))
+            result, skipped = ledger.append_export(log, provider, file.read(), redactor)
         finally:
             log.close()
         click.echo(orjson.dumps({"appended": result.appended, "duplicates": result.duplicates, "held": result.held, "skipped": skipped}).decode())
         return
     options = IngestOptions(
         max_event_bytes=max_event_bytes,
-        redactor=Redactor(extra=[*redact_keys, *env_keys]),
+        redactor=redactor,
         chunk_size=batch_size,
         keep_sources=skip_file is not None,
     )

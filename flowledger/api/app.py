@@ -165,12 +165,6 @@ def secrets_from_environment(environ: dict[str, str] | None = None) -> dict[str,
     }
 
 
-def redactor_from_environment(environ: dict[str, str] | None = None) -> Redactor:
-    """The default secret keys plus FLOWLEDGER_REDACT_KEYS (comma-separated), as `append` has them."""
-    environ = dict(os.environ) if environ is None else environ
-    return Redactor(extra=[k for k in environ.get("FLOWLEDGER_REDACT_KEYS", "").split(",") if k.strip()])
-
-
 def max_event_bytes_from_environment(environ: dict[str, str] | None = None) -> int:
     """The largest event accepted: FLOWLEDGER_MAX_EVENT_BYTES, as `append` reads it (at least 256)."""
     environ = dict(os.environ) if environ is None else environ
@@ -226,7 +220,7 @@ def create_app(
     """
     state: dict[str, Any] = {}
     webhook_secrets = provider_secrets if provider_secrets is not None else secrets_from_environment()
-    redactor = redactor or redactor_from_environment()
+    redactor = redactor or Redactor.from_environment()
     max_event_bytes = max_event_bytes or max_event_bytes_from_environment()
 
     @asynccontextmanager

@@ -6,7 +6,8 @@ events through a :class:`Redactor` before they are encoded.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -68,6 +69,13 @@ class Redactor:
             """The folded secret keys."""
         else:
             self.keys = frozenset(normalize_key(k) for k in (*keys, *extra) if k.strip())
+
+    @classmethod
+    def from_environment(cls, extra: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> Redactor:
+        """The default keys, ``extra`` and those FLOWLEDGER_REDACT_KEYS names (comma-separated):
+        what every way in (append, the HTTP API, webhooks) redacts."""
+        named = (os.environ if environ is None else environ).get("FLOWLEDGER_REDACT_KEYS", "")
+        return cls(extra=[*extra, *(k for k in named.split(",") if k.strip())])
 
     def is_secret(self, key: Any) -> bool:
         """Whether a key's value is a secret."""
