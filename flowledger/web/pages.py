@@ -5,6 +5,7 @@ stores the API key in an HttpOnly, SameSite=Strict cookie; forms that change sta
 CSRF token derived from the key; read keys see everything but the buttons.
 """
 
+import dataclasses
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -196,7 +197,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         counts = q(queries.counts, include_rehearsals=True)
         if recipient or starting_at or ending_at:
             # The chips count what the listing lists: the same filters but the status.
-            scope = q(queries.run_status_counts, queries.RunFilters(workflow, (), None, recipient, False, starting_at, ending_at))
+            scope = q(queries.run_status_counts, dataclasses.replace(filters, statuses=()))
         else:
             scope = counts["by_workflow"].get(workflow, dict.fromkeys(["total", *STATUSES], 0)) if workflow else counts
         base = {k: v for k, v in {"workflow": workflow, "recipient": recipient, "range": range, "from": from_, "to": to}.items() if v}
