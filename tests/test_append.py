@@ -10,7 +10,9 @@ import pytest
 
 from flowledger import ledger
 from flowledger.errors import InvalidInput
+from flowledger.domain.redaction import Redactor
 from flowledger.ingest import IngestOptions
+from flowledger.store.log import same_but_redacted
 from tests.conftest import ev, step, triggered
 
 
@@ -166,6 +168,52 @@ def test_a_redacted_resend_is_still_a_duplicate(log):
     ledger.append_input(log, jsonl(e))
     result, _ = ledger.append_input(log, jsonl(e))
     assert result.duplicates == 1
+
+
+def test_a_resend_redacted_under_more_keys_than_when_first_stored_is_a_duplicate(log):
+    # Stored before SSN was a secret key; resent after it became one (FLOWLEDGER_REDACT_KEYS).
+    e = triggered("r1", data={"ssn": "123-45-6789", "password": "hunter2", "plan": "pro"})
+    ledger.append_input(log, jsonl(e))
+    result, _ = ledger.append_input(log, jsonl(e), IngestOptions(redactor=Redactor(extra=["ssn"])))
+    assert (result.duplicates, result.appended) == (1, 0)
+    assert log.run_events("r1")[0].body["data"] == {"ssn": "123-45-6789", "password": "[REDACTED]", "plan": "pro"}
+
+
+def test_a_resend_redacted_under_fewer_keys_is_a_duplicate_too(log):
+    e = triggered("r1", data={"ssn": "123-45-6789"})
+    ledger.append_input(log, jsonl(e), IngestOptions(redactor=Redactor(extra=["ssn"])))
+    result, _ = ledger.append_input(log, jsonl(e))
+    assert (result.duplicates, result.appended) == (1, 0)
+
+
+def test_a_resend_that_differs_outside_its_redacted_values_is_still_a_conflict(log):
+    first = triggered("r1", data={"ssn": "1", "plan": "pro"})
+    ledger.append_input(log, jsonl(first))
+    resend = {**first, "data": {"ssn": "1", "plan": "free"}}
+    with pytest.raises(InvalidInput) as raised:
+        ledger.append_input(log, jsonl(resend), IngestOptions(redactor=Redactor(extra=["ssn"])))
+    assert "already stored with a different body" in raised.value.problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("stored", "sent", "same"),
+    [
+        ({"a": "[REDACTED]"}, {"a": {"deep": [1, 2]}}, True),
+        ({"a": "x"}, {"a": "[REDACTED]"}, True),
+        ({"a": "x"}, {"a": "y"}, False),
+        ({"a": "x"}, {"a": "x", "b": "[REDACTED]"}, False),
+        (["[REDACTED]", 1], ["k", 1], True),
+        (["[REDACTED]", 1], ["k", 2], False),
+        ("https://h/p?token=[REDACTED]&u=1", "https://h/p?token=abc&u=1", True),
+        ("https://h/p?token=abc&u=1", "https://h/p?token=[REDACTED]&u=1", True),
+        ("https://h/p?token=[REDACTED]&u=1", "https://h/p?token=abc&u=2", False),
+        ("Bearer [REDACTED] (401)", "Bearer a.b.c (401)", True),
+        ("a.b", "[REDACTED]x", False),
+        (1, True, False),
+    ],
+)
+def test_same_but_redacted(stored, sent, same):
+    assert same_but_redacted(stored, sent) is same
 
 
 def test_stored_events_keep_when_they_were_recorded(log):

@@ -10,6 +10,7 @@ batch or none of it.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from flowledger.domain.redaction import REDACTED
 from flowledger.domain.run import UNFINISHED, Run
 from flowledger.gc_pause import cyclic_gc_paused
 from flowledger.errors import FactRefused, InvalidInput, NotFound, Problem
@@ -171,7 +173,10 @@ class EventLog:
                 else:
                     if cand.stream not in streams_read:
                         streams_read[cand.stream] = _canonical_bodies(b.stream_states(c, cand.stream))
-                    same = streams_read[cand.stream].get(event_id) == cand.encoded
+                    stored = streams_read[cand.stream].get(event_id)
+                    same = stored == cand.encoded or (
+                        stored is not None and same_but_redacted(orjson.loads(stored), cand.body)
+                    )
                 if same:
                     result.duplicates += 1
                 else:
@@ -350,6 +355,41 @@ def _canonical_bodies(states: list[bytes]) -> dict[str, bytes]:
         body.pop("recorded_at", None)
         bodies[body["id"]] = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     return bodies
+
+
+def same_but_redacted(stored: Any, sent: Any) -> bool:
+    """Whether two bodies are equal where neither holds :data:`REDACTED`: a resend of a stored event."""
+    # The keys and patterns redacted may change between the first send and a resend (a
+    # key added to FLOWLEDGER_REDACT_KEYS, a new default): the secret is gone either way,
+    # so a redacted value on either side matches whatever the other side holds there.
+    if isinstance(stored, dict):
+        return (
+            isinstance(sent, dict)
+            and stored.keys() == sent.keys()
+            and all(same_but_redacted(v, sent[k]) for k, v in stored.items())
+        )
+    if isinstance(stored, list):
+        return (
+            isinstance(sent, list)
+            and len(stored) == len(sent)
+            and all(same_but_redacted(a, b) for a, b in zip(stored, sent))
+        )
+    if type(stored) is not type(sent):
+        return stored == REDACTED or sent == REDACTED
+    if stored == sent:
+        return True
+    if isinstance(stored, str) and isinstance(sent, str):
+        # A secret masked inside a string (a URL's token, a Bearer credential).
+        return _masked_match(stored, sent) or _masked_match(sent, stored)
+    return False
+
+
+def _masked_match(pattern: str, text: str) -> bool:
+    """Whether text is pattern with each REDACTED in it standing for any characters."""
+    if REDACTED not in pattern:
+        return False
+    parts = pattern.split(REDACTED)
+    return re.fullmatch(".*".join(re.escape(p) for p in parts), text, re.DOTALL) is not None
 
 
 def _conflict(cand: Candidate) -> Problem:
