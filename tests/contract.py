@@ -6,6 +6,7 @@ through the public API, so the same assertions hold for a SQLite file and Postgr
 
 from __future__ import annotations
 
+import random
 import threading
 
 import orjson
@@ -158,6 +159,34 @@ class StoreContract:
             "counts": ledger.query(log, queries.counts, fresh=False),
         }
         assert orjson.dumps(after, option=orjson.OPT_SORT_KEYS) == orjson.dumps(before, option=orjson.OPT_SORT_KEYS)
+
+    def test_the_longest_keys_the_vocabulary_takes_fold_into_every_view(self, log):
+        # Random characters, so that no index entry is made smaller by compression:
+        # PostgreSQL refuses an index row over 2,704 bytes (the steps view's edges hold
+        # a workflow and two step names in one key).
+        rng = random.Random(4)
+
+        def key(low, high, n):
+            return "".join(chr(rng.randrange(low, high)) for _ in range(n))
+
+        workflow = key(0x4E00, 0x9FFF, 255)  # 765 bytes in UTF-8, the most a key may have
+        first, second = key(0x4E00, 0x9FFF, 255), key(0x1F300, 0x1F5FF, 191) + "!"
+        run = [
+            triggered("r1", workflow=workflow),
+            ev("run.started", run_id="r1"),
+            step("step.started", "r1", name=first),
+            step("step.succeeded", "r1", name=first),
+            step("step.started", "r1", name=second),
+            step("step.failed", "r1", name=second, error="x"),
+        ]
+        ledger.append_input(log, jsonl(run))
+        assert [s["step"] for s in ledger.show_run(log, "r1")["steps"]] == [first, second]
+        assert ledger.query(log, queries.workflow_details, workflow)["runs"]["total"] == 1
+        stats = orjson.dumps(ledger.query(log, queries.execution_stats, workflow)).decode()
+        assert first in stats and second in stats
+        with pytest.raises(InvalidInput) as info:
+            ledger.append_input(log, jsonl([triggered("r2", workflow=key(0x1F300, 0x1F5FF, 255))]))
+        assert 'field "workflow": expected at most 765 bytes in UTF-8' in info.value.problems[0].message
 
     def test_paging_is_exact(self, log):
         ledger.append_input(log, jsonl([triggered(f"r{i:02d}") for i in range(7)]))

@@ -83,6 +83,21 @@ Id = Annotated[
 ]
 """An identifier: 1 to 255 characters, no control characters."""
 
+
+def _key_bytes(value: str) -> str:
+    # Three such keys make one index entry of the steps view (a workflow and the two steps
+    # of an edge); PostgreSQL refuses an entry over 2,704 bytes, and a view that cannot
+    # take an event stops every catch-up after it. 765 bytes is 255 characters of any
+    # script but the astral planes (emoji), which count four bytes each.
+    if len(value) > 191 and len(value.encode()) > 765:
+        raise PydanticCustomError("id", "expected at most 765 bytes in UTF-8")
+    return value
+
+
+KeyId = Annotated[Id, AfterValidator(_key_bytes)]
+"""An identifier that keys a view's index (a workflow, a step): at most 765 bytes in UTF-8 too."""
+
+
 def _no_nul(value: str) -> str:
     # PostgreSQL's text columns cannot hold NUL: a view's row with one would fail every
     # catch-up after it, so the log never takes one where a view stores it as text.
@@ -263,7 +278,7 @@ class RunTriggered(RunEvent):
     """A workflow was triggered for one recipient: the run exists, pending."""
 
     type: Literal["run.triggered"]
-    workflow: Id
+    workflow: KeyId
     """The workflow's key."""
     recipient: Recipient
     """Who the run is for."""
@@ -292,7 +307,7 @@ class RunStarted(RunEvent):
 class StepEvent(RunEvent):
     """One attempt of one step of a run."""
 
-    step: Id
+    step: KeyId
     """The workflow node's ref."""
     step_type: StepType
     """The node's kind."""
