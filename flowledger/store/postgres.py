@@ -26,11 +26,21 @@ from eventsourcing.postgres import (
     PostgresTrackingRecorder,
 )
 from psycopg.rows import tuple_row
+from psycopg_pool import PoolTimeout
 
 from flowledger.errors import StoreBusy, StoreError, StoreURLError
 from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend, shown_url
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# libpq's settings of how to connect that a URL may carry on to the driver (TLS above all:
+# dropped, ?sslmode=require would connect in plain text). Anything else is refused.
+_PASSED_ON = frozenset({
+    "sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslcrldir", "sslsni",
+    "ssl_min_protocol_version", "ssl_max_protocol_version", "channel_binding", "gssencmode",
+    "krbsrvname", "requirepeer", "require_auth", "target_session_attrs", "keepalives",
+    "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+})
 
 
 @lru_cache(maxsize=512)
@@ -42,10 +52,16 @@ def translate_sql(statement: str) -> str:
     return statement
 
 
+def _driver_error(error: BaseException) -> BaseException:
+    """The driver's error behind one eventsourcing wrapped."""
+    return error.__cause__ if isinstance(error, PersistenceError) and error.__cause__ else error
+
+
 def _connection_lost(error: BaseException) -> bool:
     """Whether an error means the connection is gone (not a refused or failed statement)."""
-    cause = error.__cause__ if isinstance(error, PersistenceError) and error.__cause__ else error
-    if not isinstance(cause, psycopg.OperationalError):
+    cause = _driver_error(error)
+    # No connection to be had from the pool is no lost one: another try waits as long again.
+    if not isinstance(cause, psycopg.OperationalError) or isinstance(cause, PoolTimeout):
         return False
     code = cause.sqlstate  # None: the client lost the connection before any answer
     return code is None or code.startswith("08") or code in ("57P01", "57P02", "57P03")
@@ -110,10 +126,22 @@ def parse_url(url: str) -> dict[str, Any]:
         raise StoreURLError(
             f"cannot open {shown!r}: {what} (expected postgresql://user[:password]@host[:port]/dbname)"
         ) from None
-    query = parse_qs(parsed.query)
+    query = parse_qs(parsed.query, keep_blank_values=True)
+    unknown = sorted(set(query) - _PASSED_ON - {"schema"})
+    if unknown:
+        # Named without the query: a parameter refused may be a password.
+        raise StoreURLError(
+            f"unknown parameter {unknown[0]!r} in {shown_url(url.split('?', 1)[0])!r}: expected schema=NAME "
+            f"or a libpq connection setting ({', '.join(sorted(_PASSED_ON))})"
+        )
+    twice = sorted(name for name, values in query.items() if len(values) > 1)
+    if twice:
+        raise StoreURLError(f"{shown!r} names {twice[0]} twice")
     schema = query.get("schema", ["public"])[0]
     if not _SCHEMA_NAME.match(schema):
         raise StoreURLError(f"schema {schema!r} in {shown!r}: expected lower-case letters, digits and _")
+    if schema.startswith("pg_"):
+        raise StoreURLError(f"schema {schema!r} in {shown!r}: the pg_ prefix is PostgreSQL's own; choose another name")
     dbname = unquote(parsed.path.lstrip("/"))
     if not dbname:
         raise StoreURLError(f"cannot open {shown!r}: it names no database (postgresql://user@host/dbname)")
@@ -124,7 +152,21 @@ def parse_url(url: str) -> dict[str, Any]:
         "user": unquote(parsed.username or "postgres"),
         "password": unquote(parsed.password or ""),
         "schema": schema,
+        "params": {name: values[0] for name, values in query.items() if name != "schema"},
     }
+
+
+def _refuse_reserved(conn: psycopg.Connection[Any], schema: str, shown: str) -> None:
+    """Refuse a schema named by a word the server reserves: eventsourcing writes the schema
+    unquoted in one statement (naming its type), which fails on such a word with a bare
+    syntax error, after the schema was made."""
+    row = conn.execute(
+        "SELECT 1 FROM pg_get_keywords() WHERE word = %s AND catcode IN ('R', 'C')", (schema,)
+    ).fetchone()
+    if row is not None:
+        raise StoreURLError(
+            f"schema {schema!r} in {shown!r}: a word PostgreSQL reserves; choose another name (like {schema}_flows)"
+        )
 
 
 class PostgresBackend(SQLBackend):
@@ -150,7 +192,10 @@ class PostgresBackend(SQLBackend):
             # holds a lock while the tables are made, so that processes opening a new
             # store together do not race to create them.
             kwargs = {k: settings[k] for k in ("dbname", "host", "port", "user", "password")}
-            with psycopg.connect(**kwargs, autocommit=True, connect_timeout=5) as setup:
+            self._connect_kwargs = {**kwargs, **settings["params"]}
+            with psycopg.connect(**self._connect_kwargs, autocommit=True, connect_timeout=5) as setup:
+                if self.schema != "public":
+                    _refuse_reserved(setup, self.schema, shown_url(url))
                 setup.execute("SELECT pg_advisory_lock(hashtext(%s))", ("flowledger:schema:" + self.schema,))
                 try:
                     if self.schema != "public" and create:  # a reader makes nothing
@@ -177,6 +222,7 @@ class PostgresBackend(SQLBackend):
             lock_timeout=max(1, int(self.lock_timeout)),
             connect_timeout=10,
         )
+        self.datastore.pool.kwargs.update(settings["params"])
         # flowledger's own tables and the views are named without a schema.
         self.datastore.pool.kwargs["options"] = (
             f"-c search_path={self.schema} -c lock_timeout={int(self.lock_timeout * 1000)}"
@@ -220,6 +266,8 @@ class PostgresBackend(SQLBackend):
             pass
 
     def _translate(self, error: BaseException) -> StoreError:
+        if isinstance(_driver_error(error), PoolTimeout):
+            return self._no_connection()
         text = str(error).strip()
         if isinstance(error, psycopg.errors.LockNotAvailable) or "lock timeout" in text:
             return StoreBusy(
@@ -229,6 +277,20 @@ class PostgresBackend(SQLBackend):
         if "connect" in text or "Connection refused" in text or "timeout expired" in text:
             return StoreError(f"cannot reach the store {self.path}: {text.splitlines()[0]}")
         return StoreError(f"the store {self.path} failed: {text.splitlines()[0] if text else type(error).__name__}")
+
+    def _no_connection(self) -> StoreError:
+        """Why the pool gave no connection in time: every one in use (the store answers), or
+        the server's own reason it cannot be reached (the pool's says only that it waited)."""
+        pool = self.datastore.pool
+        try:
+            psycopg.connect(**self._connect_kwargs, connect_timeout=5).close()
+        except psycopg.Error as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return StoreError(f"cannot reach the store {self.path}: {reason}")
+        return StoreBusy(
+            f"the store {self.path} is busy: this process's {pool.max_size} connections to it were all "
+            f"in use for {pool.timeout:g} s; try again"
+        )
 
     @contextmanager
     def transaction(

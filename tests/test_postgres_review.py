@@ -1,0 +1,116 @@
+"""PostgreSQL store: how it names schemas, takes the URL's connection settings and says
+why it cannot get a connection (FLOWLEDGER_TEST_POSTGRES, default the local server's
+`test` database). Skipped, saying why, where no server is reachable.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from flowledger.errors import StoreBusy, StoreError, StoreURLError
+from flowledger.store import open_log
+from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, server_connection
+
+pytestmark = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
+
+
+def _schema_exists(name: str) -> bool:
+    """Whether the test database holds a schema of this name."""
+    with server_connection(POSTGRES) as conn:
+        return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)).fetchone() is not None
+
+
+@pytest.fixture
+def reserved_schema():
+    """A schema name PostgreSQL reserves (order), dropped after the test if it was made by it."""
+    name = "order"
+    existed = _schema_exists(name)
+    yield name
+    if not existed:
+        with server_connection(POSTGRES, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def test_a_schema_named_by_a_reserved_word_is_refused_before_anything_is_made(reserved_schema):
+    # eventsourcing names its types with the schema unquoted: a reserved word opened a
+    # store halfway (its schema made) and then failed with a bare "syntax error".
+    existed = _schema_exists(reserved_schema)
+    url = f"{POSTGRES}{'&' if '?' in POSTGRES else '?'}schema={reserved_schema}"
+    with pytest.raises(StoreURLError, match="schema 'order' .* reserves"):
+        open_log(url)
+    assert _schema_exists(reserved_schema) == existed
+
+
+def test_a_pool_with_every_connection_in_use_is_busy_not_unreachable(postgres_url):
+    # Every connection of the pool held by this process's other work (a web server's
+    # threads): the store answers, so this is a busy store (503, try again), not one that
+    # cannot be reached.
+    log = open_log(postgres_url)
+    pool = log.backend.datastore.pool
+    held = [pool.getconn() for _ in range(pool.max_size)]
+    try:
+        pool.timeout = 0.2
+        with pytest.raises(StoreBusy, match=r"busy: .*10 connections .* in use"):
+            with log.backend.transaction(write=False):
+                pass
+    finally:
+        for conn in held:
+            pool.putconn(conn)
+        log.close()
+
+
+def test_a_pool_that_cannot_connect_says_why(postgres_url):
+    # The server gone once the store was open: the pool's timeout is reported with the
+    # server's own reason, as when the store is opened.
+    log = open_log(postgres_url)
+    pool = log.backend.datastore.pool
+    try:
+        pool.timeout = 0.2
+        log.backend._connect_kwargs["port"] = pool.kwargs["port"] = 1  # nothing listens there
+        schema = postgres_url.rsplit("schema=", 1)[1]
+        with server_connection(postgres_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                ("flowledger/" + schema,),
+            )
+        with pytest.raises(StoreError, match="cannot reach the store .*refused") as caught:
+            with log.backend.transaction(write=False):
+                pass
+        assert not isinstance(caught.value, StoreBusy)
+    finally:
+        log.close()
+
+
+def test_sslmode_in_the_url_is_honoured(postgres_url):
+    # ?sslmode=require was dropped silently: the store connected in plain text.
+    with server_connection(POSTGRES) as conn:
+        if conn.execute("SHOW ssl").fetchone()[0] == "on":
+            pytest.skip("the test server speaks TLS: sslmode=require would pass either way")
+    with pytest.raises(StoreError, match="SSL"):
+        open_log(postgres_url + "&sslmode=require")
+    open_log(postgres_url + "&sslmode=disable").close()
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("schem=flows", "unknown parameter 'schem'"),
+        ("schema=", "schema ''"),
+        ("schema=a&schema=b", "names schema twice"),
+        ("password=hunter2", "unknown parameter 'password'"),
+    ],
+)
+def test_url_parameters_flowledger_does_not_take_are_refused(query, expected):
+    # Silently dropped before: a misspelt schema put the store in public.
+    from flowledger.store.postgres import parse_url
+
+    with pytest.raises(StoreURLError, match=expected) as caught:
+        parse_url("postgresql://me:s3cret@db.example/flows?" + query)
+    assert "s3cret" not in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_a_schema_with_the_pg_prefix_is_refused_clearly():
+    from flowledger.store.postgres import parse_url
+
+    with pytest.raises(StoreURLError, match="pg_ prefix"):
+        parse_url("postgresql://me@db.example/flows?schema=pg_flows")
