@@ -11,6 +11,7 @@ import time
 import pytest
 
 from flowledger import ledger, queries
+from flowledger.projections.projector import Projector, all_views
 from flowledger.store import open_log
 from tests.conftest import POSTGRES_UNREACHABLE, server_connection
 from tests.contract import ProviderContract, RebuildIntoContract, StoreContract, _history
@@ -163,3 +164,23 @@ def test_a_reader_of_a_schema_with_no_store_makes_nothing(postgres_url):
     open_log(postgres_url).close()  # one that may create does
     with server_connection(postgres_url) as conn:
         assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() == (1,)
+
+
+def test_a_rebuild_in_place_folds_without_the_query_indexes_and_makes_them_last(postgres_url):
+    # TRUNCATE keeps a table's indexes: those only queries read would be written row by row.
+    log = open_log(postgres_url)
+    ledger.append_input(log, jsonl(_history("r1") + _history("r2")))
+    b = log.backend
+    query_indexes = {i for v in all_views() for i in v.query_indexes}
+    assert query_indexes
+    seen = []
+
+    def look(_n):
+        with b.transaction(write=False) as c:
+            seen.append(query_indexes & b.table_names(c))
+
+    Projector(b).rebuild(page_size=4, progress=look, helper=False)
+    assert seen and all(not found for found in seen)
+    with b.transaction(write=False) as c:
+        assert query_indexes <= b.table_names(c)
+    log.close()

@@ -400,7 +400,7 @@ class Projector:
             with self.backend.transaction(write=True) as c:
                 self.backend.lock_views(c, sorted(v.name for v in views))
                 for view in views:
-                    self.backend.empty_tables(c, view.tables, view.fold_ddl())
+                    self.backend.empty_tables(c, view.tables, view.fold_ddl(), sorted(view.query_indexes))
                     self.backend.clear_position(c, view.name)
             total = self.catch_up(views, page_size=page_size, progress=progress)
             self.make_query_indexes(views)

@@ -352,10 +352,15 @@ class PostgresBackend(SQLBackend):
         return translate_ddl(statement)
 
     @staticmethod
-    def empty_tables(c: PgCursor, tables: Sequence[str], ddl: Sequence[str]) -> None:
+    def empty_tables(
+        c: PgCursor, tables: Sequence[str], ddl: Sequence[str], query_indexes: Sequence[str] = ()
+    ) -> None:
         """Empty a view's tables for a rebuild (TRUNCATE: the same tables, so statements
-        other connections have prepared on them stay valid)."""
+        other connections have prepared on them stay valid), less the query indexes the
+        rebuild makes at its end (TRUNCATE keeps them, to be written row by row)."""
         c.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables))
+        for index in query_indexes:
+            c.execute(f'DROP INDEX IF EXISTS "{index}"')
 
     def set_position(self, c: PgCursor, name: str, position: int) -> None:
         """Move a view's position on (never back: eventsourcing's tracking refuses)."""

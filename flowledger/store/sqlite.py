@@ -335,9 +335,12 @@ class SQLiteBackend(SQLBackend):
         return statement
 
     @staticmethod
-    def empty_tables(c: sqlite3.Cursor, tables: Sequence[str], ddl: Sequence[str]) -> None:
+    def empty_tables(
+        c: sqlite3.Cursor, tables: Sequence[str], ddl: Sequence[str], query_indexes: Sequence[str] = ()
+    ) -> None:
         """Empty a view's tables for a rebuild: dropped and made again, which frees their
-        pages at once where a DELETE would write every row's removal from every index."""
+        pages at once where a DELETE would write every row's removal from every index (the
+        query indexes go with their tables)."""
         for table in tables:
             c.execute(f'DROP TABLE IF EXISTS "{table}"')
         for statement in ddl:
