@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from flowledger import ledger, queries
 from flowledger.projections.projector import Projector, all_views
 from flowledger.store import open_log
-from tests.conftest import POSTGRES_UNREACHABLE, server_connection
+from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, server_connection, ev, step, triggered
 from tests.contract import ProviderContract, RebuildIntoContract, StoreContract, _history
 from tests.histories import jsonl
 
@@ -184,3 +186,44 @@ def test_a_rebuild_in_place_folds_without_the_query_indexes_and_makes_them_last(
     with b.transaction(write=False) as c:
         assert query_indexes <= b.table_names(c)
     log.close()
+
+
+@pytest.fixture
+def icu_database_url():
+    """A store URL in a database of its own whose text sorts by ICU's English rules (not C)."""
+    name = "fl_test_icu_" + uuid.uuid4().hex[:8]
+    with server_connection(POSTGRES, autocommit=True) as conn:
+        try:
+            conn.execute(
+                f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING UTF8 '
+                "LOCALE_PROVIDER icu ICU_LOCALE 'en' LOCALE 'C.UTF-8'"
+            )
+        except Exception as e:  # noqa: BLE001  # a server without ICU cannot make one
+            pytest.skip(f"cannot make a database sorting by ICU rules: {e}")
+    parts = urlsplit(POSTGRES)
+    yield urlunsplit(parts._replace(path="/" + name, query=""))
+    with server_connection(POSTGRES, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_text_sorts_as_on_sqlite_whatever_the_database_collation(icu_database_url, tmp_path):
+    # An analyst's `rebuild --into FILE.db` must list what the live PostgreSQL views list, in
+    # the same order: the views' text compares byte by byte on both.
+    keys = ["b", "B", "a", "_z", "Z", "a-b", "ab", "é"]
+    events = []
+    for i, key in enumerate(keys):
+        events.append(triggered(f"r{i}", workflow=key))
+    events += [ev("run.started", run_id="r0"), *(step("step.started", "r0", name=key) for key in keys)]
+    answers = []
+    for url in (icu_database_url, str(tmp_path / "s.db")):
+        log = open_log(url)
+        ledger.append_input(log, jsonl(events))
+        answers.append(
+            (
+                [w["key"] for w in ledger.query(log, queries.list_workflows)],
+                [n["step"] for n in ledger.query(log, queries.execution_stats, "b")["nodes"]],
+            )
+        )
+        log.close()
+    assert answers[0] == answers[1]
+    assert answers[1][0] == sorted(keys)

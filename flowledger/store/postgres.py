@@ -80,6 +80,9 @@ def translate_ddl(statement: str) -> str:
     statement = statement.replace(" WITHOUT ROWID", "")
     statement = re.sub(r"\bBLOB\b", "BYTEA", statement)
     statement = re.sub(r"\bREAL\b", "DOUBLE PRECISION", statement)
+    # Text compares byte by byte, as SQLite's does: the database's own collation (en_US,
+    # ICU) would list workflows and steps in another order than a SQLite copy of the views.
+    statement = re.sub(r"\bTEXT\b", 'TEXT COLLATE "C"', statement)
     return re.sub(r"\bINTEGER\b", "BIGINT", statement)
 
 
