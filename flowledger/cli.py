@@ -135,17 +135,67 @@ def timestamp_option(name: str, help: str) -> Callable[[F], F]:
     return click.option(name, callback=convert, help=help)
 
 
+def not_blank(what: str, hint: str = "") -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """An option's callback refusing a value that is empty or only white space."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise click.BadParameter(f"{what} cannot be blank (got {value!r}){hint}")
+        return value
+
+    return check
+
+
 def actor_options(f: F) -> F:
     """The shared --reason and --actor options of commands that change a run."""
+    # A blank actor would be recorded as such (an API key's name, the API's actor, cannot
+    # be blank either); an empty FLOWLEDGER_ACTOR counts as unset, as click reads it.
     f = click.option(
         "--actor",
         envvar="FLOWLEDGER_ACTOR",
+        callback=not_blank("the actor", "; leave --actor and FLOWLEDGER_ACTOR out to record your user name"),
         help="Who is asking (recorded in the event). Default: FLOWLEDGER_ACTOR, else your user name.",
     )(f)
     return click.option("--reason", help="Why (recorded in the event).")(f)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def event_options(f: F) -> F:
+    """The --max-event-bytes and --redact-key options of the commands that take events
+    (append, serve): FLOWLEDGER_MAX_EVENT_BYTES is read here, and only here."""
+    f = click.option(
+        "--redact-key",
+        "redact_keys",
+        multiple=True,
+        help="Another key whose values are secrets (repeatable); "
+        "FLOWLEDGER_REDACT_KEYS adds a comma-separated list.",
+    )(f)
+    return click.option(
+        "--max-event-bytes",
+        envvar="FLOWLEDGER_MAX_EVENT_BYTES",
+        type=click.IntRange(min=256),
+        default=DEFAULT_MAX_EVENT_BYTES,
+        show_default=True,
+        help="The largest event accepted, in bytes of JSON. Also FLOWLEDGER_MAX_EVENT_BYTES.",
+    )(f)
+
+
+class _Group(click.Group):
+    """The command group: a command whose output a closed pipe cuts short
+    (`flowledger runs list | head -1`) ends quietly, exit 0."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _quieten_closed_output()
+            # Not click's exit 1: the reader stopped reading, nothing failed. Nor 141, a
+            # shell's status for a process SIGPIPE ended: Python ignores SIGPIPE (serve's
+            # sockets need that), and one large write cut short returns without an error,
+            # so a cut pipe cannot always be told, and one status must do for both.
+            raise click.exceptions.Exit(0) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="flowledger")
 @click.option(
     "--store",
@@ -184,21 +234,7 @@ def cli(ctx: click.Context, store: str, lock_timeout: float) -> None:
     type=click.Path(dir_okay=False, writable=True),
     help="Append the good events and write the bad ones, with their errors, to this JSON Lines file.",
 )
-@click.option(
-    "--max-event-bytes",
-    envvar="FLOWLEDGER_MAX_EVENT_BYTES",
-    type=click.IntRange(min=256),
-    default=DEFAULT_MAX_EVENT_BYTES,
-    show_default=True,
-    help="The largest event accepted, in bytes of JSON. Also FLOWLEDGER_MAX_EVENT_BYTES.",
-)
-@click.option(
-    "--redact-key",
-    "redact_keys",
-    multiple=True,
-    help="Another key whose values are secrets (repeatable); "
-    "FLOWLEDGER_REDACT_KEYS adds a comma-separated list.",
-)
+@event_options
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1, max=100_000),
@@ -614,26 +650,37 @@ def project(obj: Context, follow: bool, interval: float) -> None:
         flowledger project
         flowledger project --follow --interval 0.2
     """
-    log = obj.open()
-    try:
+    if not follow:
+        log = obj.open()
         try:
             # The first catch-up may be a whole staged rebuild: stopped, it must unwind.
             with _unwound_on_termination():
                 n = ledger.catch_up(log)
-            click.echo(orjson.dumps({"applied": n}).decode())
-        except StoreError:
-            if not follow:
-                raise
-            # A follower keeps trying, and says why (see Projector.follow).
-        if follow:
+        finally:
+            log.close()
+        click.echo(orjson.dumps({"applied": n}).decode())
+        return
+    stop = _FollowerStop()
+    # Ctrl-C and SIGTERM end a follower, exit 0, in its first catch-up as in its loop.
+    with _unwound_on_termination(), stop.handling_signals():
+        log = obj.open()
+        try:
+            applied = None
+            try:
+                applied = ledger.catch_up(log)
+            except StoreError:
+                pass  # a follower keeps trying, and says why (see Projector.follow)
+            stop.unwinding = False
+            if applied is not None:
+                click.echo(orjson.dumps({"applied": applied}).decode())
             ledger.follow(
                 log,
                 interval=interval,
-                should_stop=_stop_on_signals(),
+                should_stop=lambda: stop.stopped,
                 on_applied=lambda k: click.echo(orjson.dumps({"applied": k}).decode()),
             )
-    finally:
-        log.close()
+        finally:
+            log.close()
 
 
 @cli.command()
@@ -720,7 +767,11 @@ def retry(obj: Context, run_id: str, reason: str | None, actor: str | None, as_j
 
 @cli.command()
 @click.argument("run_id", required=False)
-@click.option("--key", help="Cancel every unfinished run triggered with this cancellation_key.")
+@click.option(
+    "--key",
+    callback=not_blank("a cancellation key"),
+    help="Cancel every unfinished run triggered with this cancellation_key.",
+)
 @actor_options
 @json_option
 @click.pass_obj
@@ -803,16 +854,21 @@ def unmatched(obj: Context, as_json: bool, limit: int) -> None:
     envvar="FLOWLEDGER_PUBLIC_URL",
     help="The address providers call, when a proxy stands in front (Twilio signs the URL). Also FLOWLEDGER_PUBLIC_URL.",
 )
+@event_options
 @click.pass_obj
 @handles_errors
-def serve(obj: Context, host: str, port: int, follow: bool, public_url: str | None) -> None:
+def serve(
+    obj: Context, host: str, port: int, follow: bool, public_url: str | None, max_event_bytes: int,
+    redact_keys: tuple[str, ...],
+) -> None:
     """Serve the HTTP API (and its OpenAPI document at /openapi.json).
 
     Every endpoint but /healthz and the provider webhooks needs an X-API-Key: make one
     with `flowledger keys create`. Webhooks are checked with the providers' secrets, from
     FLOWLEDGER_SENDGRID_PUBLIC_KEY, FLOWLEDGER_MAILGUN_SIGNING_KEY,
     FLOWLEDGER_POSTMARK_USERNAME and _PASSWORD, FLOWLEDGER_TWILIO_AUTH_TOKEN,
-    FLOWLEDGER_WHATSAPP_APP_SECRET and _VERIFY_TOKEN.
+    FLOWLEDGER_WHATSAPP_APP_SECRET and _VERIFY_TOKEN. Events (posted, and each one a
+    webhook brings) are limited and redacted as `append` does them.
 
     \b
     Example:
@@ -833,7 +889,10 @@ def serve(obj: Context, host: str, port: int, follow: bool, public_url: str | No
         ledger.catch_up(log)
     finally:
         log.close()
-    app = create_app(obj.store, lock_timeout=obj.lock_timeout, follow=follow, public_url=public_url)
+    app = create_app(
+        obj.store, lock_timeout=obj.lock_timeout, follow=follow, public_url=public_url,
+        redactor=Redactor.from_environment(redact_keys), max_event_bytes=max_event_bytes,
+    )
     # uvicorn's configuration keeps a logger's filters: this one outlives its set-up.
     logging.getLogger("uvicorn.access").addFilter(_QuerySecretsMasked())
     try:
@@ -973,16 +1032,58 @@ def _unwound_on_termination() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def _stop_on_signals() -> Callable[[], bool]:
-    stopped = False
+class _Stopped(BaseException):
+    """`project --follow` was told to stop (a BaseException, as KeyboardInterrupt is: no
+    ``except Exception`` on the way may swallow it)."""
 
-    def stop(signum: int, frame: Any) -> None:
-        nonlocal stopped
-        stopped = True
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    return lambda: stopped
+class _FollowerStop:
+    """How Ctrl-C or SIGTERM stops `project --follow`, the normal way to end it, exiting 0
+    wherever it is: in the first catch-up (maybe a whole staged rebuild with a helper) as
+    an exception that unwinds it at once, later as a flag the follow loop polls."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        """Whether a signal has come."""
+        self.unwinding = True
+        """Whether a signal raises :class:`_Stopped` (else it only sets the flag)."""
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        first = not self.stopped
+        self.stopped = True
+        # Only the first raises: a second Ctrl-C must not break into the unwinding.
+        if first and self.unwinding:
+            raise _Stopped
+
+    @contextmanager
+    def handling_signals(self) -> Iterator[None]:
+        """Take SIGINT and SIGTERM while the block runs; a stop ends the block quietly."""
+        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        except _Stopped:
+            pass
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def _quieten_closed_output() -> None:
+    """Point standard output and error, where their reader has gone, at /dev/null: what is
+    left in their buffers then goes there at exit, not into an error (Python's advice in
+    its note on SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:
+                try:
+                    os.dup2(devnull, stream.fileno())
+                except (OSError, ValueError):
+                    pass  # no file descriptor (a test's stream): nothing is flushed at exit
+    finally:
+        os.close(devnull)
 
 
 def _echo_page_info(info: dict[str, Any]) -> None:

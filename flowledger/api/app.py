@@ -21,17 +21,19 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flowledger import ledger, queries, shapes
 from flowledger.api import keys
-from flowledger.providers import ADAPTERS, SignatureInvalid, SignedRequest
+from flowledger.providers import ADAPTERS, ProviderFact, SignatureInvalid, SignedRequest
+from flowledger.providers.ingest import fact_event
 from flowledger.providers.whatsapp import handshake
 from flowledger.domain.redaction import Redactor
-from flowledger.domain.vocabulary import normalize_timestamp
+from flowledger.domain.vocabulary import EventInvalid, normalize_timestamp, validate_event
 from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, StoreBusy, StoreError
+from flowledger.errors import Problem as InputProblem
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES
 from flowledger.store import open_log
 from flowledger.store.log import EventLog
@@ -123,6 +125,14 @@ class CancellationRequest(BaseModel):
     key: str = Field(min_length=1, max_length=255, description="The cancellation_key.")
     reason: str | None = Field(default=None, max_length=10_000, description="Why.")
 
+    @field_validator("key")
+    @classmethod
+    def _not_blank(cls, key: str) -> str:
+        # As `flowledger cancel --key` refuses one: a blank key is a caller's mistake.
+        if not key.strip():
+            raise ValueError("a cancellation key cannot be blank")
+        return key
+
 
 class CommandRequest(BaseModel):
     """The body of retry and cancel (optional)."""
@@ -165,17 +175,6 @@ def secrets_from_environment(environ: dict[str, str] | None = None) -> dict[str,
     }
 
 
-def max_event_bytes_from_environment(environ: dict[str, str] | None = None) -> int:
-    """The largest event accepted: FLOWLEDGER_MAX_EVENT_BYTES, as `append` reads it (at least 256)."""
-    environ = dict(os.environ) if environ is None else environ
-    value = environ.get("FLOWLEDGER_MAX_EVENT_BYTES", "").strip()
-    if not value:
-        return DEFAULT_MAX_EVENT_BYTES
-    if not value.isdigit() or int(value) < 256:
-        raise FlowledgerError(f"FLOWLEDGER_MAX_EVENT_BYTES: expected a whole number of bytes, at least 256 (got {value!r})")
-    return int(value)
-
-
 async def read_body(request: Request, limit: int) -> bytes:
     """The request's body, refused with a 413 past ``limit`` bytes before more of it is read."""
     length = request.headers.get("content-length", "")
@@ -190,6 +189,31 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ApiProblem(413, "Too large", f"the body is over {limit:,} bytes, the limit")
         parts.append(part)
     return b"".join(parts)
+
+
+def _oversize_events(facts: list[ProviderFact], redactor: Redactor, limit: int) -> list[InputProblem]:
+    """The events of a webhook's facts larger than ``limit``, each with its place among them:
+    measured as stored (validated, redacted, compact JSON), as POST /v1/events measures."""
+    problems = []
+    for i, fact in enumerate(facts):
+        made = fact_event(fact)
+        if made is None:
+            continue
+        event = made[0]
+        # Validation's normal forms and redaction change a size little (a secret, however
+        # short, becomes "[REDACTED]" and has its key beside it: a few times as long at
+        # most): an event of a sixteenth of the limit or less, nearly all, is not measured again.
+        if 16 * len(orjson.dumps(event)) <= limit:
+            continue
+        try:
+            body = redactor.redact_event(validate_event(event))
+        except EventInvalid:
+            continue  # the append refuses it, saying why
+        size = len(orjson.dumps(body))
+        if size > limit:
+            message = f"the event is {size:,} bytes; the limit is {limit:,} bytes (FLOWLEDGER_MAX_EVENT_BYTES)"
+            problems.append(InputProblem(None, f"{fact.provider} event {fact.dedupe_id}: {message}", event["id"], i))
+    return problems
 
 
 class WebhookResponse(BaseModel):
@@ -209,19 +233,19 @@ def create_app(
     provider_secrets: dict[str, dict[str, str]] | None = None,
     public_url: str | None = None,
     redactor: Redactor | None = None,
-    max_event_bytes: int | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> FastAPI:
     """The API over the store a URL names; ``follow`` keeps the views caught up in a thread.
 
     ``provider_secrets`` check the webhooks (default: from the environment); ``public_url``
     is the address providers call, when a proxy stands in front (Twilio signs the URL).
-    ``redactor`` and ``max_event_bytes`` default to FLOWLEDGER_REDACT_KEYS and
-    FLOWLEDGER_MAX_EVENT_BYTES, as `flowledger append` reads them.
+    ``redactor`` defaults to the keys FLOWLEDGER_REDACT_KEYS adds; ``max_event_bytes``, the
+    largest event posted or brought by a webhook, to 1 MiB. `flowledger serve` passes both
+    from its --redact-key and --max-event-bytes, which read the variables as `append`'s do.
     """
     state: dict[str, Any] = {}
     webhook_secrets = provider_secrets if provider_secrets is not None else secrets_from_environment()
     redactor = redactor or Redactor.from_environment()
-    max_event_bytes = max_event_bytes or max_event_bytes_from_environment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -516,6 +540,9 @@ def create_app(
             raise ApiProblem(401, "Unauthorized", str(e)) from None
         except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:
             raise ApiProblem(422, "Invalid webhook", f"not a {provider} webhook: {e}") from None
+        oversize = _oversize_events(facts, redactor, max_event_bytes)
+        if oversize:
+            raise InvalidInput(oversize)  # a 422 naming each, as POST /v1/events answers
         result, skipped = await run_in_threadpool(ledger.append_provider_facts, the_log(), facts, redactor)
         return {"appended": result.appended, "duplicates": result.duplicates, "held": result.held, "skipped": skipped}
 

@@ -97,9 +97,11 @@ def create_key(backend: SQLBackend, name: str, scope: str) -> tuple[ApiKey, str]
 
 
 def list_keys(backend: SQLBackend) -> list[ApiKey]:
-    """Every key, newest first."""
-    ensure_table(backend)
+    """Every key, newest first (none where no key was ever made)."""
+    # A read: making the table here took the write lock, and waited for any writer.
     with backend.transaction(write=False) as c:
+        if "api_keys" not in backend.table_names(c):  # type: ignore[attr-defined]
+            return []
         c.execute("SELECT id, name, scope, created_at, revoked_at FROM api_keys ORDER BY created_at DESC, id")
         return [ApiKey(*row) for row in c.fetchall()]
 
