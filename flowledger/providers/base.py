@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -180,7 +181,10 @@ def fresh(timestamp: Any, now: float, provider: str) -> None:
     try:
         age = abs(now - float(timestamp))
     except (TypeError, ValueError):
-        raise SignatureInvalid(f"{provider}: the signed timestamp is not a number") from None
+        age = math.nan
+    # float() takes "nan", whose age compares false with everything: it would never be stale.
+    if math.isnan(age):
+        raise SignatureInvalid(f"{provider}: the signed timestamp is not a number")
     if age > MAX_SIGNATURE_AGE:
         raise SignatureInvalid(f"{provider}: the signed timestamp is {age:.0f} s away from now (at most {MAX_SIGNATURE_AGE} s)")
 

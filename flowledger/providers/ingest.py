@@ -87,5 +87,7 @@ def _items_of(provider: str, obj: Any, now: float) -> list[dict[str, Any]]:
     if provider == "whatsapp" and "entry" in obj:
         return whatsapp.statuses(obj)
     if provider == "twilio":
-        return [{**obj, "_received_at": obj.get("_received_at", now)}]
+        # A saved callback keeps its own _received_at; without one it was not received now
+        # (RawDlrDoneDate, else the import's time, stands in).
+        return [{**obj, "_imported_at": now}]
     return [obj]

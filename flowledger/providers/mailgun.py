@@ -1,18 +1,21 @@
 """Mailgun webhooks: one JSON object per request, with the signature inside it.
 
 ``signature.signature`` is the hex HMAC-SHA256, with the webhook signing key (secret
-`signing_key`), of ``signature.timestamp`` followed by ``signature.token``.
+`signing_key`), of ``signature.timestamp`` followed by ``signature.token``: it does not
+cover the events, so a token seen again with another body is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 from typing import Any
 
 import orjson
 
 from flowledger.providers.base import (
+    MAX_SIGNATURE_AGE,
     Adapter,
     ProviderFact,
     SignatureInvalid,
@@ -31,12 +34,19 @@ NAME = "mailgun"
 
 _KINDS = {
     "accepted": "message.sent",
+    "rejected": "message.failed",
     "delivered": "message.delivered",
     "opened": "message.opened",
     "clicked": "message.clicked",
     "unsubscribed": "message.unsubscribed",
     "complained": "message.complained",
 }
+_TOKENS: dict[str, tuple[float, bytes]] = {}
+"""Tokens this process verified lately, oldest first: when first seen, and their body's digest."""
+_TOKENS_LOCK = threading.Lock()
+# Permanent failures where Mailgun sent nothing (the address was on a suppression list):
+# like SendGrid's dropped, a failure, not a bounce (a bounce proves the message was sent).
+_NOT_SENT = frozenset({"suppress-bounce", "suppress-unsubscribe", "suppress-complaint"})
 
 
 def verify(request: SignedRequest, secrets: dict[str, str], now: float) -> None:
@@ -51,6 +61,22 @@ def verify(request: SignedRequest, secrets: dict[str, str], now: float) -> None:
     expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
     if not same(expected, given):
         raise SignatureInvalid("mailgun: the signature does not match")
+    _first_body_of(token, hashlib.sha256(request.body).digest(), now)
+
+
+def _first_body_of(token: str, digest: bytes, now: float) -> None:
+    """Refuse a token already seen with another body (the signature does not cover the body)."""
+    # Mailgun signs timestamp + token only: while the timestamp is fresh, a captured token
+    # would vouch for any events. A resend of the same body is let through (idempotent).
+    with _TOKENS_LOCK:
+        while _TOKENS:
+            oldest = next(iter(_TOKENS))
+            if now - _TOKENS[oldest][0] <= 2 * MAX_SIGNATURE_AGE:
+                break
+            del _TOKENS[oldest]
+        seen = _TOKENS.setdefault(token, (now, digest))
+    if seen[1] != digest:
+        raise SignatureInvalid("mailgun: this signature's token came with another body (a replay)")
 
 
 def parse(request: SignedRequest, now: float) -> list[dict[str, Any]]:
@@ -69,9 +95,10 @@ def translate(item: dict[str, Any]) -> ProviderFact:
     temporary = False
     if event == "failed":
         temporary = item.get("severity") == "temporary"
-        kind = "message.failed" if temporary else "message.bounced"
+        kind = "message.failed" if temporary or text(item, "reason") in _NOT_SENT else "message.bounced"
     headers = mapping(mapping(item, "message"), "headers", path="message.headers")
     status = mapping(item, "delivery-status")
+    reject = mapping(item, "reject")
     return ProviderFact(
         provider=NAME,
         dedupe_id=required_text(item, "id"),
@@ -83,6 +110,8 @@ def translate(item: dict[str, Any]) -> ProviderFact:
         url=text(item, "url") if event == "clicked" else None,
         reason=text(status, "description", path="delivery-status.description")
         or text(status, "message", path="delivery-status.message")
+        or text(reject, "description", path="reject.description")
+        or text(reject, "reason", path="reject.reason")
         or text(item, "reason"),
         temporary=temporary,
         raw=item,

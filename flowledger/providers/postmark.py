@@ -32,8 +32,18 @@ _KINDS = {
     "SpamComplaint": "message.complained",
     "SubscriptionChange": "message.unsubscribed",
 }
-# Bounce types that are a delay, not a failure.
-_SOFT = frozenset({"SoftBounce", "Transient", "DnsError", "AutoResponder", "OpenRelayTest", "Unknown"})
+# Bounce types that are a delay, not a failure, or a reply to a message that was delivered
+# (an out-of-office, an "unsubscribe me", an address change, a challenge to verify).
+_SOFT = frozenset(
+    {
+        "SoftBounce", "Transient", "DnsError", "AutoResponder", "OpenRelayTest", "Unknown",
+        "Subscribe", "Unsubscribe", "AddressChange", "ChallengeVerification",
+    }
+)
+# A suppression for a hard bounce or a complaint (its own Bounce or SpamComplaint record
+# reports it), or one the sender or Postmark made: not the recipient unsubscribing.
+_NOT_UNSUBSCRIBED = frozenset({"HardBounce", "SpamComplaint"})
+_NOT_RECIPIENT = frozenset({"Customer", "Admin"})
 _TIME = {"Delivery": "DeliveredAt", "Bounce": "BouncedAt", "Open": "ReceivedAt", "Click": "ReceivedAt", "SpamComplaint": "BouncedAt", "SubscriptionChange": "ChangedAt"}
 
 
@@ -67,8 +77,12 @@ def translate(item: dict[str, Any]) -> ProviderFact:
     name = next((n for n in names if item.get(n)), names[0])
     when = iso_time(item.get(name), name)
     kind = _KINDS.get(record)
-    if record == "SubscriptionChange" and not item.get("SuppressSending", True):
-        kind = None  # a resubscription: kept, but not an unsubscribe
+    if record == "SubscriptionChange" and (
+        not item.get("SuppressSending", True)  # a resubscription
+        or text(item, "SuppressionReason") in _NOT_UNSUBSCRIBED
+        or text(item, "Origin") in _NOT_RECIPIENT
+    ):
+        kind = None  # no fact about this message
     temporary = record == "Bounce" and text(item, "Type") in _SOFT
     provider_id = text(item, "MessageID")
     return ProviderFact(
