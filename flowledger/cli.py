@@ -202,7 +202,7 @@ class _Group(click.Group):
     envvar="FLOWLEDGER_STORE",
     default=DEFAULT_STORE,
     show_default=True,
-    help="The store: a SQLite file path, sqlite:///path or postgresql://user@host/db[?schema=name]. Also FLOWLEDGER_STORE.",
+    help="The store: a SQLite file path, sqlite:///path or postgresql://user@host/db[?schema=name], with libpq settings such as &sslmode=require. Also FLOWLEDGER_STORE.",
 )
 @click.option(
     "--lock-timeout",
