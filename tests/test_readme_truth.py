@@ -412,7 +412,7 @@ def test_the_limits_the_readme_gives_are_the_vocabularys():
     from flowledger.domain.vocabulary import EventInvalid, MAX_NESTING, validate_event
 
     text = " ".join(section("The event vocabulary").split())
-    for said in ("1 to 255 characters with no control characters", "1 to 10,000 characters", "a `url` at most 8,192",
+    for said in ("1 to 255 characters, not only spaces, with no control characters", "765 bytes in UTF-8", "1 to 10,000 characters", "a `url` at most 8,192",
                  "at most 64;", "`attempt` counts from 1", "`max_retries` is 0 to 1000", f"nested up to {MAX_NESTING} levels"):
         assert said in text, said
     run = {"id": "e", "type": "run.triggered", "occurred_at": "2026-11-01T09:00:00Z", "run_id": "r", "workflow": "w", "recipient": "u"}
@@ -420,7 +420,7 @@ def test_the_limits_the_readme_gives_are_the_vocabularys():
     click_ = {"id": "e", "type": "message.clicked", "occurred_at": "2026-11-01T09:00:00Z", "message_id": "m"}
     good = [{**run, "run_id": "r" * 255, "max_retries": 1000}, {**step, "error": "x" * 10_000}, {**click_, "url": "u" * 8192},
             {**run, "max_retries": 0}]
-    bad = [{**run, "run_id": "r" * 256}, {**run, "run_id": "a\tb"}, {**run, "max_retries": 1001}, {**step, "error": "x" * 10_001},
+    bad = [{**run, "run_id": "r" * 256}, {**run, "run_id": "a\tb"}, {**run, "run_id": "  "}, {**run, "workflow": "\U0001f600" * 192}, {**run, "max_retries": 1001}, {**step, "error": "x" * 10_001},
            {**step, "error": "e", "step_type": "a" * 65}, {**step, "error": "e", "step_type": "Send"}, {**step, "error": "e", "attempt": 0},
            {**click_, "url": "u" * 8193}, {**run, "data": [1]}, {**click_, "url": "u", "raw": [1]}]
     for event in good:

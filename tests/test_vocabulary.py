@@ -251,3 +251,34 @@ def test_an_event_nested_past_what_the_encoder_takes_is_a_problem_of_its_line(tm
         assert log.count() == 0
     finally:
         log.close()
+
+
+@pytest.mark.parametrize("blank", [" ", "   "])
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda v: triggered(v), "run_id"),
+        (lambda v: triggered("r", workflow=v), "workflow"),
+        (lambda v: triggered("r", trigger={"source": "api", "cancellation_key": v}), "trigger.cancellation_key"),
+        (lambda v: step("step.started", "r", name=v), "step"),
+    ],
+)
+def test_an_id_of_only_spaces_is_refused_by_name(make, field, blank):
+    # A run cancellable by the key " " could never be cancelled by key: `cancel --key` refuses a blank one.
+    (message,) = messages(make(blank))
+    assert message.startswith(f'field "{field}": expected an id: not only spaces, and no control characters')
+
+
+@pytest.mark.parametrize("recipient", [" ", "user\n", {"id": " ", "collection": "accounts"}, {"id": "u", "collection": "a\n"}])
+def test_a_recipient_of_only_spaces_or_ending_in_a_line_break_is_refused(recipient):
+    (message,) = messages(triggered("r", recipient=recipient))
+    assert message.startswith('field "recipient": expected a recipient id')
+
+
+def test_ids_with_spaces_inside_or_around_are_still_ids():
+    validate_event(triggered(" r 1 ", workflow="welcome series", recipient=" u "))
+
+
+def test_an_error_message_too_long_says_so():
+    (message,) = messages(ev("run.failed", run_id="r", error="x" * 10_001))
+    assert message.startswith('field "error": expected a message of at most 10,000 characters')

@@ -78,10 +78,12 @@ def _normalize(value: str) -> str:
 Timestamp = Annotated[str, AfterValidator(normalize_timestamp)]
 """An RFC 3339 timestamp with an offset, stored as UTC."""
 
-Id = Annotated[
-    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")
-]
-"""An identifier: 1 to 255 characters, no control characters."""
+_ID_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+# A blank id names nothing anyone can type back: a run cancellable by the key " " could
+# never be cancelled by key, since `cancel --key` refuses a blank one.
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=_ID_PATTERN)]
+"""An identifier: 1 to 255 characters, not only spaces, no control characters."""
 
 
 def _key_bytes(value: str) -> str:
@@ -157,6 +159,8 @@ def _error_info(value: Any) -> Any:
         if isinstance(value.get("message"), str):
             _no_nul(value["message"])
         return _not_too_deep(value)
+    if isinstance(value, str) and value:
+        raise PydanticCustomError("error_info", "expected a message of at most 10,000 characters")
     raise PydanticCustomError(
         "error_info", "expected a non-empty message (a string) or an object with details"
     )
@@ -204,21 +208,21 @@ class RecipientRef(TypedDict):
     """The collection the recipient belongs to."""
 
 
-_ID_CHARS = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+_ID_CHARS = re.compile(_ID_PATTERN)
 
 
 def _recipient(value: Any) -> Any:
-    if isinstance(value, str) and _ID_CHARS.match(value):
+    if isinstance(value, str) and len(value) <= 255 and _ID_CHARS.fullmatch(value):
         return value
     if (
         isinstance(value, dict)
         and set(value) == {"id", "collection"}
-        and all(isinstance(v, str) and _ID_CHARS.match(v) for v in value.values())
+        and all(isinstance(v, str) and len(v) <= 255 and _ID_CHARS.fullmatch(v) for v in value.values())
     ):
         return value
     raise PydanticCustomError(
         "recipient",
-        'expected a recipient id (a string of 1 to 255 characters) '
+        'expected a recipient id (a string of 1 to 255 characters, not only spaces, no control characters) '
         'or an object {"id": "...", "collection": "..."}',
     )
 
@@ -643,6 +647,8 @@ def _describe(error: ValidationError, obj: dict[str, Any]) -> list[str]:
         elif kind == "extra_forbidden":
             messages.append(f'field "{field}": unknown field (not part of {obj.get("type")})')
         else:
+            if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == _ID_PATTERN:
+                err["msg"] = "expected an id: not only spaces, and no control characters"
             got = err.get("input")
             shown = repr(got) if not isinstance(got, (dict, list)) else _json_kind(got)
             if len(shown) > 80:
