@@ -20,6 +20,7 @@ from flowledger.errors import InvalidInput
 from flowledger.providers import ADAPTERS, SignatureInvalid, SignedRequest
 from flowledger.providers import twilio as twilio_adapter
 from flowledger.providers import whatsapp as whatsapp_adapter
+from flowledger.providers.ingest import fact_event
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 NOW = 1_750_264_000.0
@@ -72,6 +73,41 @@ def test_sendgrid_signature_both_ways(sendgrid_keys):
     other = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(SignatureInvalid):
         ADAPTERS["sendgrid"].facts(sendgrid_request(other, body, str(int(NOW))), secrets, NOW)
+
+
+def test_sendgrid_public_key_pasted_as_pem_is_accepted(sendgrid_keys):
+    private, _ = sendgrid_keys
+    pem = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    body = fixture("sendgrid-events.json")
+    good = sendgrid_request(private, body, str(int(NOW)))
+    for key in (pem, pem.replace("\n", "\r\n"), " ".join(pem.split("\n")), "\n" + pem + "\n\n"):
+        assert len(ADAPTERS["sendgrid"].facts(good, {"public_key": key}, NOW)) == 12, repr(key)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "bm90IGEga2V5",  # base64 of "not a key"
+        "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE!!!",  # not base64
+        "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----",
+        "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYI\n",  # armour cut short
+        "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIA==\n-----END EC PRIVATE KEY-----",  # a private key
+        "rsa",  # replaced below by an RSA public key
+    ],
+)
+def test_a_malformed_sendgrid_public_key_is_a_configuration_error_not_a_bad_signature(sendgrid_keys, key):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if key == "rsa":
+        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
+        key = base64.b64encode(rsa_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    private, _ = sendgrid_keys
+    good = sendgrid_request(private, fixture("sendgrid-events.json"), str(int(NOW)))
+    with pytest.raises(SignatureInvalid) as refused:
+        ADAPTERS["sendgrid"].facts(good, {"public_key": key}, NOW)
+    message = str(refused.value)
+    assert "FLOWLEDGER_SENDGRID_PUBLIC_KEY" in message and "malformed" in message and "does not match" not in message, message
+    assert "Traceback" not in message
 
 
 def test_sendgrid_translation():
@@ -128,8 +164,23 @@ def test_mailgun_temporary_and_permanent_failures_and_clicks():
         return ADAPTERS["mailgun"].facts(SignedRequest(mailgun_body(name, key), {}), {"signing_key": key}, NOW)[0]
     temporary, permanent, clicked = one("mailgun-failed-temporary.json"), one("mailgun-failed-permanent.json"), one("mailgun-clicked.json")
     assert (temporary.kind, temporary.temporary) == ("message.failed", True)
-    assert (permanent.kind, permanent.temporary, permanent.reason) == ("message.bounced", False, "Not delivering to previously bounced address")
+    # Code 605 is Mailgun's suppression drop (nothing was sent), whatever the reason says:
+    # a failure, not a bounce. A hard bounce from the recipient's server stays a bounce.
+    assert (permanent.kind, permanent.temporary, permanent.reason) == ("message.failed", False, "Not delivering to previously bounced address")
+    bounced = one("mailgun-failed-bounce.json")
+    assert (bounced.kind, bounced.temporary, bounced.reason) == ("message.bounced", False, "5.1.1 The email account that you tried to reach does not exist.")
     assert (clicked.kind, clicked.url) == ("message.clicked", "https://example.com/start")
+
+
+@pytest.mark.parametrize(
+    "code, description",
+    [(605, "Not delivering to previously bounced address"), (606, "Not delivering to unsubscribed address"), (607, "Not delivering to a user who marked your messages as spam"), ("606", "Not delivering to unsubscribed address")],
+)
+def test_a_mailgun_suppression_code_is_a_failure_never_sent_whatever_the_reason(code, description):
+    item = orjson.loads(fixture("mailgun-failed-permanent.json"))["event-data"]
+    item = {**item, "reason": "bounce", "delivery-status": {"attempt-no": 1, "message": "", "code": code, "description": description, "session-seconds": 0}}
+    fact = ADAPTERS["mailgun"].translate(item)
+    assert (fact.kind, fact.temporary, fact.reason) == ("message.failed", False, description)
 
 
 # Postmark: basic auth on the webhook URL.
@@ -184,6 +235,22 @@ def test_twilio_whatsapp_failure():
     request = twilio_request("twilio-whatsapp-failed.txt", "https://x.test/hook", "t")
     (fact,) = ADAPTERS["twilio"].facts(request, {"auth_token": "t"}, NOW)
     assert (fact.kind, fact.recipient, fact.reason) == ("message.failed", "+15558675310", "Twilio error 63016")
+    event, _ = fact_event(fact)
+    assert event["error"] == "Twilio error 63016"
+
+
+@pytest.mark.parametrize(
+    "form, error",
+    [
+        ({"MessageStatus": "canceled"}, "canceled before it was sent"),
+        ({"MessageStatus": "failed", "ErrorCode": "30008"}, "Twilio error 30008"),
+        ({"MessageStatus": "undelivered", "ErrorCode": "30003"}, "Twilio error 30003"),
+    ],
+)
+def test_twilio_failures_say_why(form, error):
+    fact = ADAPTERS["twilio"].translate({"MessageSid": "SM9", "_received_at": NOW, **form})
+    event, _ = fact_event(fact)
+    assert (event["type"], event["error"]) == ("message.failed", error)
 
 
 # WhatsApp Cloud API: HMAC-SHA256 of the body with the app secret.

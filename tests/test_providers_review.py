@@ -3,6 +3,7 @@ stored, and what the delivery view makes of it (a review of the adapters' mappin
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import time
@@ -239,3 +240,138 @@ def test_a_signed_timestamp_that_is_not_a_time_is_refused(api, store_path):
     r = api.post("/v1/webhooks/mailgun", content=orjson.dumps(body), headers={"Content-Type": "application/json"})
     assert r.status_code == 401 and "not a number" in r.json()["detail"]
     assert stored(store_path, "m-email") == []
+
+
+# Matching by a provider's message id, with or without the angle brackets of RFC 5322.
+
+BRACKETED = "<20261101090000.1.ABCDEF@mg.example.com>"
+
+
+def sent_with(provider_id: str) -> list[dict]:
+    """The sender's message, recording the provider's id as its send API returned it."""
+    return [
+        queued("m-mg", "email", "mailgun", stamp(time.time() - 60)),
+        ev("message.sent", message_id="m-mg", provider_message_id=provider_id, occurred_at=stamp(time.time() - 59)),
+    ]
+
+
+def mailgun_delivered(provider_id: str, event_id: str = "mg-b1") -> dict:
+    """A delivered event naming its message by Mailgun's message-id header alone."""
+    return {"event": "delivered", "id": event_id, "timestamp": time.time(), "recipient": "alice@example.com", "message": {"headers": {"message-id": provider_id}}}
+
+
+def unmatched_ids(store_path: str) -> list[str]:
+    log = open_log(store_path)
+    try:
+        return [u["event_id"] for u in ledger.unmatched(log)]
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("sent_id, webhook_id", [(BRACKETED, BRACKETED[1:-1]), (BRACKETED[1:-1], BRACKETED), (BRACKETED, BRACKETED)])
+def test_a_mailgun_fact_held_before_its_message_joins_it_whatever_the_angle_brackets(api, store_path, sent_id, webhook_id):
+    # Mailgun's send API answers "<id@domain>"; its webhooks carry the header without them.
+    assert mailgun_post(api, mailgun_delivered(webhook_id)).json()["held"] == 1
+    result = record_result(store_path, sent_with(sent_id))
+    assert (result.appended, result.released) == (3, 1)
+    assert unmatched_ids(store_path) == []
+    events = stored(store_path, "m-mg")
+    assert [e["type"] for e in events] == ["message.queued", "message.sent", "message.delivered"]
+    # The bodies stay as each side sent them.
+    assert (events[1]["provider_message_id"], events[2]["provider_message_id"]) == (sent_id, webhook_id)
+    assert delivery(store_path, "m-mg")["status"] == "delivered"
+
+
+@pytest.mark.parametrize("sent_id, webhook_id", [(BRACKETED, BRACKETED[1:-1]), (BRACKETED[1:-1], BRACKETED)])
+def test_a_mailgun_fact_after_its_message_joins_it_whatever_the_angle_brackets(api, store_path, sent_id, webhook_id):
+    record(store_path, sent_with(sent_id))
+    assert mailgun_post(api, mailgun_delivered(webhook_id)).json() == {"appended": 1, "duplicates": 0, "held": 0, "skipped": 0}
+    assert unmatched_ids(store_path) == []
+    assert stored(store_path, "m-mg")[-1]["provider_message_id"] == webhook_id
+    assert delivery(store_path, "m-mg")["status"] == "delivered"
+
+
+def test_an_exported_mailgun_file_matches_a_bracketed_message_id_both_orders(log):
+    export = orjson.dumps({"event-data": mailgun_delivered(BRACKETED[1:-1], "mg-x1")})
+    result, _ = ledger.append_export(log, "mailgun", export)
+    assert result.held == 1
+    ledger.append_input(log, jsonl(sent_with(BRACKETED)))
+    assert ledger.unmatched(log) == []
+    clicked = {**mailgun_delivered(BRACKETED[1:-1], "mg-x2"), "event": "clicked", "url": "https://example.com/go"}
+    result, _ = ledger.append_export(log, "mailgun", orjson.dumps({"event-data": clicked}))
+    assert (result.appended, result.held) == (1, 0)
+    assert ledger.query(log, queries.show_delivery, "m-mg")["status"] == "clicked"
+
+
+def test_an_id_that_is_only_angle_brackets_matches_nothing(log):
+    # "<>" is an empty id once its brackets are off: like an empty one, it names no message.
+    ledger.append_input(log, jsonl([queued("m-a", "email", "mailgun", "2026-11-01T09:00:00Z"), ev("message.sent", message_id="m-a", provider_message_id="<>")]))
+    result, _ = ledger.append_export(log, "mailgun", orjson.dumps({"event-data": mailgun_delivered("", "mg-e1")}))
+    assert result.held == 1
+
+
+def test_links_and_held_facts_of_a_store_made_before_ids_were_matched_without_brackets(log):
+    # Such a store linked "<id>" (as message.sent gave it) and held Mailgun's facts under
+    # "id": they match now, and a held one is released by the next fact for its message.
+    ledger.append_input(log, jsonl(sent_with(BRACKETED)))
+    first = {**mailgun_delivered(BRACKETED[1:-1], "mg-old"), "timestamp": time.time() - 30}
+    with log.backend.transaction(write=True, append=True) as c:
+        c.execute("DELETE FROM provider_links")
+        log.backend.link(c, [(BRACKETED, "m-mg")])
+        event = {"id": "mailgun:mg-old", "type": "message.delivered", "occurred_at": stamp(first["timestamp"]), "message_id": f"unmatched:mailgun:{BRACKETED[1:-1]}", "provider": "mailgun", "provider_message_id": BRACKETED[1:-1], "raw": first}
+        log.backend.hold(c, [(event["id"], BRACKETED[1:-1], "mailgun", event["type"], event["occurred_at"], stamp(time.time()), orjson.dumps(event))])
+    opened = {**mailgun_delivered(BRACKETED[1:-1], "mg-new"), "event": "opened"}
+    result, _ = ledger.append_export(log, "mailgun", orjson.dumps({"event-data": opened}))
+    assert (result.appended, result.held, result.released) == (2, 0, 1)
+    assert ledger.unmatched(log) == []
+    assert ledger.query(log, queries.show_delivery, "m-mg")["status"] == "opened"
+
+
+def record_result(store_path: str, events: list[dict]):
+    """Append the sender's own events; the append's result."""
+    log = open_log(store_path)
+    try:
+        return ledger.append_input(log, jsonl(events))[0]
+    finally:
+        log.close()
+
+
+# SendGrid's verification key, as SendGrid shows it (base64 DER, or PEM in places).
+
+
+def test_a_sendgrid_key_pasted_as_pem_checks_signatures_and_a_malformed_one_says_so(store_path):
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    body = orjson.dumps([{"email": "a@example.com", "event": "delivered", "timestamp": int(time.time()), "sg_event_id": "sg-1", "sg_message_id": "sg1.f", "flowledger_message_id": "m-sg"}])
+    ts = str(int(time.time()))
+    signature = base64.b64encode(private.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
+    headers = {"X-Twilio-Email-Event-Webhook-Signature": signature, "X-Twilio-Email-Event-Webhook-Timestamp": ts, "Content-Type": "application/json"}
+    from flowledger.api.app import secrets_from_environment
+
+    secrets = secrets_from_environment({"FLOWLEDGER_SENDGRID_PUBLIC_KEY": pem})
+    with TestClient(create_app(store_path, provider_secrets=secrets)) as client:
+        assert client.post("/v1/webhooks/sendgrid", content=body, headers=headers).json()["appended"] == 1
+    garbled = secrets_from_environment({"FLOWLEDGER_SENDGRID_PUBLIC_KEY": pem.replace("M", "", 1)[:60]})
+    with TestClient(create_app(store_path, provider_secrets=garbled)) as client:
+        r = client.post("/v1/webhooks/sendgrid", content=body, headers=headers)
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+    assert "FLOWLEDGER_SENDGRID_PUBLIC_KEY" in r.json()["detail"] and "malformed" in r.json()["detail"]
+
+
+# Twilio: a scheduled message cancelled before it was sent.
+
+
+def test_a_cancelled_twilio_message_says_it_was_never_sent(api, store_path):
+    record(store_path, [queued("m-sms", "sms", "twilio", stamp(time.time() - 60))])
+    query = "?flowledger_message_id=m-sms"
+    form = {"MessageSid": "SM7", "MessageStatus": "canceled", "To": "+15550001"}
+    assert twilio_post(api, form, query, "http://testserver/v1/webhooks/twilio" + query).json()["appended"] == 1
+    (fact,) = [e for e in stored(store_path, "m-sms") if e["type"] == "message.failed"]
+    assert fact["error"] == "canceled before it was sent"
+    failed = {"MessageSid": "SM8", "MessageStatus": "undelivered", "ErrorCode": "30003", "To": "+15550001"}
+    query = "?flowledger_message_id=m-sms2"
+    assert twilio_post(api, failed, query, "http://testserver/v1/webhooks/twilio" + query).json()["appended"] == 1
+    assert stored(store_path, "m-sms2")[0]["error"] == "Twilio error 30003"

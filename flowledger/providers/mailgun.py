@@ -47,6 +47,9 @@ _TOKENS_LOCK = threading.Lock()
 # Permanent failures where Mailgun sent nothing (the address was on a suppression list):
 # like SendGrid's dropped, a failure, not a bounce (a bounce proves the message was sent).
 _NOT_SENT = frozenset({"suppress-bounce", "suppress-unsubscribe", "suppress-complaint"})
+# Mailgun's own delivery-status codes for those drops (previously bounced, unsubscribed,
+# complained): they tell it whatever the reason says (payloads with reason "bounce" carry them).
+_NOT_SENT_CODES = frozenset({"605", "606", "607"})
 
 
 def verify(request: SignedRequest, secrets: dict[str, str], now: float) -> None:
@@ -93,11 +96,12 @@ def translate(item: dict[str, Any]) -> ProviderFact:
     event = required_text(item, "event")
     kind = _KINDS.get(event)
     temporary = False
-    if event == "failed":
-        temporary = item.get("severity") == "temporary"
-        kind = "message.failed" if temporary or text(item, "reason") in _NOT_SENT else "message.bounced"
     headers = mapping(mapping(item, "message"), "headers", path="message.headers")
     status = mapping(item, "delivery-status")
+    if event == "failed":
+        temporary = item.get("severity") == "temporary"
+        not_sent = text(item, "reason") in _NOT_SENT or str(status.get("code")) in _NOT_SENT_CODES
+        kind = "message.failed" if temporary or not_sent else "message.bounced"
     reject = mapping(item, "reject")
     return ProviderFact(
         provider=NAME,

@@ -2,13 +2,16 @@
 
 The signature (header X-Twilio-Email-Event-Webhook-Signature, base64 DER) is over the
 timestamp header (X-Twilio-Email-Event-Webhook-Timestamp) followed by the raw body; the
-verification key is the base64 DER public key SendGrid shows (secret `public_key`).
+verification key is the base64 DER public key SendGrid shows (secret `public_key`), or the
+same key as PEM (with its -----BEGIN PUBLIC KEY----- lines), as SendGrid shows it in places.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import re
 from typing import Any
 
 import orjson
@@ -30,6 +33,10 @@ NAME = "sendgrid"
 SIGNATURE = "x-twilio-email-event-webhook-signature"
 TIMESTAMP = "x-twilio-email-event-webhook-timestamp"
 
+KEY_VARIABLE = "FLOWLEDGER_SENDGRID_PUBLIC_KEY"
+"""Where `flowledger serve` reads the verification key from (named in its errors)."""
+_PEM = re.compile(r"-----BEGIN PUBLIC KEY-----(.*?)-----END PUBLIC KEY-----", re.S)
+
 _KINDS = {
     "processed": "message.sent",
     "deferred": "message.failed",
@@ -49,20 +56,45 @@ def verify(request: SignedRequest, secrets: dict[str, str], now: float) -> None:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-    key_b64 = require_secret(secrets, "public_key", NAME)
+    # A key that is no key fails every request: say so, not that each signature is bad.
+    key = public_key(require_secret(secrets, "public_key", NAME))
     signature, timestamp = request.headers.get(SIGNATURE), request.headers.get(TIMESTAMP)
     if not signature or not timestamp:
         raise SignatureInvalid(f"sendgrid: the {SIGNATURE} and {TIMESTAMP} headers are required")
     fresh(timestamp, now, NAME)
     try:
-        key = load_der_public_key(base64.b64decode(key_b64))
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise ValueError("not an elliptic-curve key")
         key.verify(base64.b64decode(signature), timestamp.encode() + request.body, ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError, binascii.Error):
         raise SignatureInvalid("sendgrid: the signature does not match the body") from None
+
+
+@functools.lru_cache(maxsize=8)
+def public_key(configured: str) -> Any:
+    """The verification key from its configured text (base64 DER, or PEM); a SignatureInvalid
+    naming the variable if it is no P-256 public key."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    text = configured.strip()
+    pem = _PEM.fullmatch(text)
+    if pem:
+        text = pem.group(1)
+    elif "-----" in text:
+        raise _malformed("expected the key's base64, or PEM from -----BEGIN PUBLIC KEY----- to -----END PUBLIC KEY-----")
+    try:
+        # Strict: a lenient decode drops the characters it cannot read and yields a wrong key.
+        key = load_der_public_key(base64.b64decode("".join(text.split()), validate=True))
+    except (ValueError, binascii.Error, UnsupportedAlgorithm):
+        raise _malformed("it does not decode to a public key (expected base64 DER, as SendGrid shows it)") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise _malformed("expected an ECDSA P-256 key, as SendGrid shows it")
+    return key
+
+
+def _malformed(why: str) -> SignatureInvalid:
+    return SignatureInvalid(f"sendgrid: the configured public_key ({KEY_VARIABLE}) is malformed: {why}; its webhooks are refused")
 
 
 def parse(request: SignedRequest, now: float) -> list[dict[str, Any]]:

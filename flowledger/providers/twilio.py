@@ -115,6 +115,13 @@ def _occurred_at(item: dict[str, Any]) -> str:
     return _done_date(text(item, "RawDlrDoneDate")) or unix_time(item.get("_imported_at"), "_imported_at")
 
 
+def _reason(status: str, code: Any) -> str | None:
+    # A scheduled message cancelled (by the sender) never left Twilio: no error code says so.
+    if status == "canceled":
+        return "canceled before it was sent" + (f" (Twilio error {code})" if code else "")
+    return f"Twilio error {code}" if code else None
+
+
 def translate(item: dict[str, Any]) -> ProviderFact:
     """One status callback as a fact."""
     status = required_text(item, "MessageStatus")
@@ -129,7 +136,7 @@ def translate(item: dict[str, Any]) -> ProviderFact:
         message_id=text(item, "flowledger_message_id"),
         provider_message_id=sid,
         recipient=to.removeprefix("whatsapp:") or None,
-        reason=f"Twilio error {item['ErrorCode']}" if item.get("ErrorCode") else None,
+        reason=_reason(status, item.get("ErrorCode")),
         raw=raw,
     )
 

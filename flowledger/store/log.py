@@ -205,7 +205,9 @@ class EventLog:
             else:
                 version = None
                 if "provider_message_id" in body and body["provider_message_id"]:
-                    links.append((body["provider_message_id"], body["message_id"]))
+                    key = provider_key(body["provider_message_id"])
+                    if key:
+                        links.append((key, body["message_id"]))
             fresh[event_id] = cand.encoded
             # The stored state is the canonical body with recorded_at spliced in before its
             # closing brace: no second encoding of the event.
@@ -228,11 +230,27 @@ class EventLog:
         b.link(c, links)
         if not b.any_held(c):
             return  # the usual case: no provider fact is waiting for its message
-        known = b.fetch_links(c, list({p for p, _ in links}))
+        self._release(c, self._known(c, {p for p, _ in links}), result, recorded_at)
+
+    def _known(self, c: Any, keys: set[str]) -> dict[str, str]:
+        """The messages provider message ids (as :func:`provider_key` makes them) are known to be."""
+        # A store from before ids were matched without brackets may have linked "<id>".
+        found = self.backend.fetch_links(c, _spellings(keys))
+        known = {}
+        for key in keys:
+            message_id = found.get(key) or found.get(f"<{key}>")
+            if message_id is not None:
+                known[key] = message_id
+        return known
+
+    def _release(self, c: Any, known: dict[str, str], result: AppendResult, recorded_at: str) -> None:
+        """Store the facts held for provider ids whose messages are now known."""
         released = []
-        for provider_id, encoded in b.release(c, list(known)):
-            body = {**orjson.loads(encoded), "message_id": known[provider_id]}
-            released.append(Candidate.make(body, "message:" + body["message_id"]))
+        for held_as, encoded in self.backend.release(c, _spellings(known)):
+            # Held under the key, or (by a store from before) under "<key>".
+            message_id = known[held_as] if held_as in known else known[held_as[1:-1]]
+            body = {**orjson.loads(encoded), "message_id": message_id}
+            released.append(Candidate.make(body, "message:" + message_id))
         if released:
             before = result.appended
             self._append_chunk(c, released, result, recorded_at, provider=True)
@@ -253,23 +271,25 @@ class EventLog:
         b = self.backend
         result = AppendResult()
         with b.transaction(write=True, append=True) as c:
-            links = b.fetch_links(c, list({p for _, p in items if p}))
+            keyed = [(body, None if p is None else provider_key(p)) for body, p in items]
+            links = self._known(c, {k for _, k in keyed if k})
             ready, held = [], []
-            for body, provider_id in items:
-                if provider_id is None or provider_id in links:
-                    if provider_id is not None:
-                        body = {**body, "message_id": links[provider_id]}
+            for body, key in keyed:
+                if key is None or key in links:
+                    if key is not None:
+                        body = {**body, "message_id": links[key]}
                     ready.append(Candidate.make(body, "message:" + body["message_id"]))
                 else:
                     held.append(
-                        (body["id"], provider_id, body.get("provider"), body["type"], body["occurred_at"], received_at, orjson.dumps(body))
+                        (body["id"], key, body.get("provider"), body["type"], body["occurred_at"], received_at, orjson.dumps(body))
                     )
             if held:
                 # A fact stored before (matched then by flowledger's own id) is not held again.
                 stored = b.stored_ids(c, [row[0] for row in held])
                 result.duplicates += sum(1 for row in held if row[0] in stored)
                 held = [row for row in held if row[0] not in stored]
-            if ready and b.any_held(c):
+            any_held = bool(ready) and b.any_held(c)
+            if any_held:
                 # A fact already held is one fact: the held copy stands until its message is known.
                 waiting = b.held_ids(c, [cand.event_id for cand in ready])
                 result.duplicates += sum(1 for cand in ready if cand.event_id in waiting)
@@ -279,6 +299,10 @@ class EventLog:
             result.duplicates += len(held) - result.held
             if ready:
                 self._append_chunk(c, ready, result, received_at, provider=True)
+            if any_held and links:
+                # Facts held for a known message: a store from before ids were matched without
+                # their angle brackets held some that way; the next fact of their message frees them.
+                self._release(c, links, result, received_at)
             if result.problems:
                 raise InvalidInput([p for _, p in result.problems])
         return result
@@ -334,6 +358,20 @@ class EventLog:
         """How many events the log holds."""
         with self.backend.transaction(write=False) as c:
             return self.backend.count_events(c)
+
+
+def provider_key(provider_message_id: str) -> str:
+    """A provider's message id as it is matched: without one pair of surrounding angle brackets
+    (an RFC 5322 Message-ID is the same id with or without them: Mailgun's send API gives
+    "<id>", its webhooks "id")."""
+    if provider_message_id[:1] == "<" and provider_message_id[-1:] == ">":
+        return provider_message_id[1:-1]
+    return provider_message_id
+
+
+def _spellings(keys: Iterable[str]) -> list[str]:
+    """Each matching key, and the same in angle brackets (as a store from before linked it)."""
+    return [spelled for key in keys for spelled in (key, f"<{key}>")]
 
 
 def utc_now() -> str:
