@@ -286,7 +286,7 @@ def append(
             raise click.UsageError("--skip-invalid goes with flowledger's own format only")
         log = obj.open(create=True)
         try:
-            result, skipped = ledger.append_export(log, provider, file.read(), redactor)
+            result, skipped = ledger.append_export(log, provider, file.read(), redactor, max_event_bytes)
         finally:
             log.close()
         click.echo(orjson.dumps({"appended": result.appended, "duplicates": result.duplicates, "held": result.held, "skipped": skipped}).decode())

@@ -6,15 +6,20 @@ handling (validation, redaction, canonical encoding) happens here, before the lo
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import closing
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import IO, Any
+
+import orjson
 
 from flowledger.domain import commands
 from flowledger.domain.redaction import Redactor
 from flowledger.domain.run import FAILED, NOT_TRIGGERED, UNFINISHED
 from flowledger.domain.vocabulary import EventInvalid, stream_of, validate_event
-from flowledger.errors import CommandRefused, InvalidInput, NotFound, Problem
+from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, Problem, StoreBusy
 from flowledger.ingest import IngestOptions, candidates, read_items
 from flowledger.ingest_process import forked_candidates, worth_forking
 from flowledger import queries
@@ -22,7 +27,10 @@ from flowledger.projections.projector import Projector, all_views
 from flowledger.providers import ADAPTERS
 from flowledger.providers.ingest import export_items, fact_event
 from flowledger.projections.run_record import HistoryEntry, run_history
+from flowledger.store.inbox import Inbox, Item, open_inbox
 from flowledger.store.log import AppendResult, Candidate, EventLog, utc_now
+
+_log = logging.getLogger(__name__)
 
 
 def append_input(
@@ -80,13 +88,33 @@ def append_batch(
     return log.append([chunk] if chunk else [], rejected=rejected)
 
 
-def append_provider_facts(
-    log: EventLog, facts: list[Any], redactor: Redactor | None = None
-) -> tuple[AppendResult, int]:
-    """Append provider facts (validated and redacted like any event), matching each to its
-    message; returns the result and how many facts were no fact about delivery (skipped)."""
+@dataclass(frozen=True, slots=True)
+class PreparedFacts:
+    """A provider batch ready to store: each fact's event (validated, redacted, measured)
+    with the provider id to match it by, and when the batch was received."""
+
+    items: list[Item]
+    """(event, provider message id to match by, or None where it names its message)."""
+    received_at: str
+    """When the batch was received: the facts' receipt time, wherever they are appended."""
+    skipped: int
+    """Facts that were no fact about delivery (Twilio's queued, say)."""
+
+
+def prepare_provider_facts(
+    facts: list[Any],
+    redactor: Redactor | None = None,
+    max_event_bytes: int | None = None,
+    received_at: str | None = None,
+) -> PreparedFacts:
+    """Translate, validate, redact and measure provider facts (received now by default).
+
+    Raises :class:`InvalidInput` naming each fact that is invalid or larger than
+    ``max_event_bytes`` as stored (redacted, compact JSON), with its place among ``facts``;
+    then nothing of the batch is kept.
+    """
     redactor = redactor or Redactor()
-    items = []
+    items: list[Item] = []
     skipped = 0
     problems: list[Problem] = []
     for i, fact in enumerate(facts):
@@ -100,20 +128,124 @@ def append_provider_facts(
         except EventInvalid as e:
             problems.extend(Problem(None, f"{fact.provider} event {fact.dedupe_id}: {m}", event["id"], i) for m in e.messages)
             continue
-        items.append((redactor.redact_event(body), match_by))
+        body = redactor.redact_event(body)
+        if max_event_bytes is not None and (size := len(orjson.dumps(body))) > max_event_bytes:
+            message = f"the event is {size:,} bytes; the limit is {max_event_bytes:,} bytes (FLOWLEDGER_MAX_EVENT_BYTES)"
+            problems.append(Problem(None, f"{fact.provider} event {fact.dedupe_id}: {message}", event["id"], i))
+            continue
+        items.append((body, match_by))
     if problems:
         raise InvalidInput(problems)
-    return log.append_provider_events(items, utc_now()), skipped
+    return PreparedFacts(items, received_at or utc_now(), skipped)
 
 
-def append_export(log: EventLog, provider: str, data: bytes, redactor: Redactor | None = None) -> tuple[AppendResult, int]:
+def append_prepared(log: EventLog, prepared: PreparedFacts) -> AppendResult:
+    """Append prepared provider facts, matching each to its message, as received when they were."""
+    if not prepared.items:
+        return AppendResult()  # all skipped: nothing to wait for the write lock for
+    return log.append_provider_events(prepared.items, prepared.received_at)
+
+
+def append_provider_facts(
+    log: EventLog, facts: list[Any], redactor: Redactor | None = None, max_event_bytes: int | None = None
+) -> tuple[AppendResult, int]:
+    """Append provider facts (validated, redacted and limited like any event), matching each
+    to its message; returns the result and how many facts were no fact about delivery (skipped)."""
+    prepared = prepare_provider_facts(facts, redactor, max_event_bytes)
+    return append_prepared(log, prepared), prepared.skipped
+
+
+def append_export(
+    log: EventLog, provider: str, data: bytes, redactor: Redactor | None = None, max_event_bytes: int | None = None
+) -> tuple[AppendResult, int]:
     """Append a file exported from a provider (no signature: the file is the user's own)."""
     adapter = ADAPTERS[provider]
     try:
         facts = adapter.translate_all(export_items(provider, data))
     except (ValueError, KeyError, TypeError) as e:
         raise InvalidInput([Problem(None, f"not a {provider} export: {e}")]) from None
-    return append_provider_facts(log, facts, redactor)
+    return append_provider_facts(log, facts, redactor, max_event_bytes)
+
+
+def utc_stamp(seconds: float) -> str:
+    """A Unix time in the stored timestamp format (as :func:`utc_now` gives the current one)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+WEBHOOK_DRAIN_TAKE = 20
+"""Webhooks' facts a drain reads from the inbox at a time (a webhook request drains one take)."""
+FOLLOW_DRAIN_TAKES = 10
+"""Takes a follower drains before each catch-up (the rest waits for the next one)."""
+
+
+def receive_provider_facts(log: EventLog, inbox: Inbox | None, prepared: PreparedFacts) -> tuple[AppendResult, int]:
+    """Store a webhook's prepared facts; returns the result and how many were deferred.
+
+    They go to the log, after the inbox's older facts (drained first, one take); while the
+    inbox still holds older ones, or another process holds the log's write lock past the
+    lock timeout, they go to the inbox instead, durably, to be appended later with their
+    receipt time (then the result is empty and every fact is counted as deferred).
+    """
+    if not prepared.items or inbox is None:
+        return append_prepared(log, prepared), 0
+    if inbox.count():
+        # Older facts go first where they can, so the log keeps the order they were received
+        # in (the views do not need it: provider facts fold to the same record in any order).
+        if not _drain_quietly(log, inbox, takes=1) or inbox.count():
+            inbox.put(prepared.items, prepared.received_at)
+            return AppendResult(), len(prepared.items)
+    try:
+        return append_prepared(log, prepared), 0
+    except StoreBusy:
+        # Acknowledged once durably kept somewhere: a provider that never retries (Twilio's
+        # status callbacks) would otherwise lose them.
+        inbox.put(prepared.items, prepared.received_at)
+        return AppendResult(), len(prepared.items)
+
+
+def drain_inbox(log: EventLog, inbox: Inbox, *, takes: int | None = None) -> int:
+    """Append the inbox's facts to the log, oldest first, each webhook's with the time it
+    was received, and delete them; returns how many facts were appended (or were there).
+
+    Stops, the rest left for later, while another process holds the log's write lock, after
+    ``takes`` reads of :data:`WEBHOOK_DRAIN_TAKE` webhooks (None: until a read finds fewer),
+    or at once if another thread of this process is draining. A crash between an append
+    and its delete appends those facts again at the next drain: each is then a duplicate.
+    """
+    if not inbox.drain_lock.acquire(blocking=False):
+        return 0
+    try:
+        drained = 0
+        taken = 0
+        while takes is None or taken < takes:
+            taken += 1
+            batch = inbox.oldest(WEBHOOK_DRAIN_TAKE)
+            done: list[int] = []
+            try:
+                for deferred in batch:
+                    log.append_provider_events(deferred.items, deferred.received_at)
+                    done.append(deferred.seq)
+                    drained += len(deferred.items)
+            except StoreBusy:
+                return drained
+            finally:
+                inbox.delete(done)
+            if len(batch) < WEBHOOK_DRAIN_TAKE:
+                break
+        return drained
+    finally:
+        inbox.drain_lock.release()
+
+
+def _drain_quietly(log: EventLog, inbox: Inbox, *, takes: int | None) -> bool:
+    """Drain the inbox, logging (not raising) why it could not; whether that went without error."""
+    try:
+        drain_inbox(log, inbox, takes=takes)
+    except FlowledgerError as e:
+        # The facts stay in the inbox; the views, and other webhooks, must not wait for them.
+        _log.warning("could not append the webhook inbox's facts to the log (%s); they are kept for the next try", e)
+        return False
+    return True
 
 
 def unmatched(log: EventLog, limit: int = 1000) -> list[dict[str, Any]]:
@@ -126,8 +258,18 @@ def replay(log: EventLog, run_id: str) -> list[HistoryEntry]:
     return run_history(run_id, log.run_events(run_id))
 
 
-def catch_up(log: EventLog, view_names: list[str] | None = None, progress: Callable[[int], None] | None = None) -> int:
-    """Bring views (all by default) up to the end of the log; returns events read."""
+def catch_up(
+    log: EventLog,
+    view_names: list[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    *,
+    inbox: Inbox | None = None,
+) -> int:
+    """Append the webhook inbox's facts to the log, then bring views (all by default) up to
+    the end of the log; returns events read. ``inbox``: the store's (opened here by default)."""
+    with _the_inbox(log, inbox) as box:
+        if box is not None:
+            _drain_quietly(log, box, takes=None)
     projector = Projector(log.backend)
     views = [projector.view(n) for n in view_names] if view_names else None
     return projector.catch_up(views, progress=progress)
@@ -155,9 +297,47 @@ def follow(
     interval: float,
     should_stop: Callable[[], bool],
     on_applied: Callable[[int], None] | None = None,
+    inbox: Inbox | None = None,
 ) -> None:
-    """Keep every view caught up with the log until ``should_stop()``."""
-    Projector(log.backend).follow(interval=interval, should_stop=should_stop, on_applied=on_applied)
+    """Keep every view caught up with the log until ``should_stop()``, appending the webhook
+    inbox's facts to the log before each catch-up. ``inbox``: the store's (opened here by default)."""
+    with _the_inbox(log, inbox) as box:
+        projector = Projector(log.backend) if box is None else _DrainingProjector(log, box)
+        projector.follow(interval=interval, should_stop=should_stop, on_applied=on_applied)
+
+
+class _DrainingProjector(Projector):
+    """A projector that drains the webhook inbox into the log before each catch-up."""
+
+    def __init__(self, log: EventLog, inbox: Inbox) -> None:
+        super().__init__(log.backend)
+        self._log = log
+        self._inbox = inbox
+
+    def catch_up(self, *args: Any, **kwargs: Any) -> int:
+        """Drain (a few takes), then catch up as any projector does."""
+        _drain_quietly(self._log, self._inbox, takes=FOLLOW_DRAIN_TAKES)
+        return super().catch_up(*args, **kwargs)
+
+
+@contextmanager
+def _the_inbox(log: EventLog, inbox: Inbox | None) -> Iterator[Inbox | None]:
+    """The inbox given, or the store's, opened for the block."""
+    if inbox is not None:
+        yield inbox
+        return
+    opened = open_inbox(log.backend)
+    try:
+        yield opened
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def inbox_count(log: EventLog, inbox: Inbox | None = None) -> int:
+    """How many webhook facts wait in the inbox for the log's write lock."""
+    with _the_inbox(log, inbox) as box:
+        return 0 if box is None else box.count()
 
 
 def view_names() -> list[str]:

@@ -160,7 +160,7 @@ def test_keys_list_of_a_store_with_no_keys_yet_makes_no_table(run, store_path):
 
 
 def _cancellable(run):
-    run("append", input="".join(orjson.dumps(e).decode() + "\n" for e in [triggered("r1", trigger={"source": "api", "cancellation_key": " "}), triggered("r2")]))
+    run("append", input="".join(orjson.dumps(e).decode() + "\n" for e in [triggered("r1", trigger={"source": "api", "cancellation_key": "k1"}), triggered("r2")]))
 
 
 @pytest.mark.parametrize("key", ["", " ", "\t"])
@@ -204,7 +204,7 @@ def test_the_api_refuses_a_blank_cancellation_key_too(store_path):
     from flowledger.api.app import create_app
 
     log = open_log(store_path)
-    ledger.append_input(log, jsonl([triggered("r1", trigger={"source": "api", "cancellation_key": " "})]))
+    ledger.append_input(log, jsonl([triggered("r1", trigger={"source": "api", "cancellation_key": "k1"})]))
     _, secret = keys.create_key(log.backend, "ops", "admin")
     log.close()
     with TestClient(create_app(store_path)) as client:
@@ -318,3 +318,16 @@ def test_a_webhook_event_is_measured_as_stored_with_the_default_limit(store_path
     r = _sendgrid_post(store_path, events)
     assert r.status_code == 200, r.text
     assert r.json()["held"] + r.json()["appended"] == 3
+
+
+def test_append_format_holds_each_provider_event_to_max_event_bytes(run, store_path):
+    fixture = os.path.join(os.path.dirname(__file__), "fixtures", "sendgrid-events.json")
+    result = run("append", "--format", "sendgrid", "--max-event-bytes", "300", fixture)
+    assert result.exit_code == 1
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("sendgrid event rbtnWrG1DVDGGGFHFyun0A==: the event is ") and first.endswith("the limit is 300 bytes (FLOWLEDGER_MAX_EVENT_BYTES)")
+    assert "nothing of it was stored" in result.stderr
+    log = open_log(store_path)
+    assert log.count() == 0 and ledger.unmatched(log) == []
+    log.close()
+    assert orjson.loads(run("append", "--format", "sendgrid", fixture).stdout)["appended"] > 0

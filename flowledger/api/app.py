@@ -27,15 +27,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flowledger import ledger, queries, shapes
 from flowledger.api import keys
-from flowledger.providers import ADAPTERS, ProviderFact, SignatureInvalid, SignedRequest
-from flowledger.providers.ingest import fact_event
+from flowledger.providers import ADAPTERS, SignatureInvalid, SignedRequest
 from flowledger.providers.whatsapp import handshake
 from flowledger.domain.redaction import Redactor
-from flowledger.domain.vocabulary import EventInvalid, normalize_timestamp, validate_event
+from flowledger.domain.vocabulary import normalize_timestamp
 from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, StoreBusy, StoreError
-from flowledger.errors import Problem as InputProblem
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES
 from flowledger.store import open_log
+from flowledger.store.inbox import Inbox, open_inbox
 from flowledger.store.log import EventLog
 from flowledger.web import pages
 
@@ -52,10 +51,10 @@ _FIELD = re.compile(r'^field "([^"]+)": (.*)$', re.S)
 _log = logging.getLogger(__name__)
 
 
-def _follow(log: EventLog, stop: threading.Event) -> None:
-    """Keep the views caught up until ``stop`` (the server's follower thread)."""
+def _follow(log: EventLog, inbox: Inbox | None, stop: threading.Event) -> None:
+    """Keep the views caught up, the webhook inbox drained first, until ``stop`` (the server's follower thread)."""
     try:
-        ledger.follow(log, interval=0.5, should_stop=stop.is_set)
+        ledger.follow(log, interval=0.5, should_stop=stop.is_set, inbox=inbox)
     except Exception as e:  # noqa: BLE001  # the last guard of a thread: no traceback
         # Store errors are retried inside follow(): this is a bug. Queries still catch up.
         _log.error("the views' follower stopped: unexpected %s: %s; this is a bug in flowledger", type(e).__name__, e)
@@ -154,6 +153,8 @@ class Health(BaseModel):
     position: int
     """The position of the log's last event (0: none yet). Read from the log's key, not
     counted: a load balancer may ask every few seconds of a log of millions."""
+    deferred: int = 0
+    """Only when not 0: webhook events in the inbox, waiting for the store's write lock."""
 
 
 PROVIDER_SECRETS = {
@@ -191,31 +192,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _oversize_events(facts: list[ProviderFact], redactor: Redactor, limit: int) -> list[InputProblem]:
-    """The events of a webhook's facts larger than ``limit``, each with its place among them:
-    measured as stored (validated, redacted, compact JSON), as POST /v1/events measures."""
-    problems = []
-    for i, fact in enumerate(facts):
-        made = fact_event(fact)
-        if made is None:
-            continue
-        event = made[0]
-        # Validation's normal forms and redaction change a size little (a secret, however
-        # short, becomes "[REDACTED]" and has its key beside it: a few times as long at
-        # most): an event of a sixteenth of the limit or less, nearly all, is not measured again.
-        if 16 * len(orjson.dumps(event)) <= limit:
-            continue
-        try:
-            body = redactor.redact_event(validate_event(event))
-        except EventInvalid:
-            continue  # the append refuses it, saying why
-        size = len(orjson.dumps(body))
-        if size > limit:
-            message = f"the event is {size:,} bytes; the limit is {limit:,} bytes (FLOWLEDGER_MAX_EVENT_BYTES)"
-            problems.append(InputProblem(None, f"{fact.provider} event {fact.dedupe_id}: {message}", event["id"], i))
-    return problems
-
-
 class WebhookResponse(BaseModel):
     """What a provider webhook did."""
 
@@ -223,6 +199,12 @@ class WebhookResponse(BaseModel):
     duplicates: int = Field(description="Events already stored or already held.")
     held: int = Field(description="Events kept until their message is known (see `flowledger unmatched`).")
     skipped: int = Field(description="Statuses that are no fact about delivery (Twilio's queued, say).")
+    deferred: int = Field(
+        default=0,
+        description="Only when not 0: events kept durably in the webhook inbox because another process held "
+        "the store's write lock; appended later with their receipt time (appended, duplicates and held "
+        "are then 0: those are told when they are appended).",
+    )
 
 
 def create_app(
@@ -251,16 +233,18 @@ def create_app(
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         log = open_log(store, lock_timeout=lock_timeout, create=True)
         keys.ensure_table(log.backend)
+        inbox = open_inbox(log.backend)
         try:
-            ledger.catch_up(log)
+            ledger.catch_up(log, inbox=inbox)
         except StoreError as e:
             # Not fatal: the follower, or else each query, catches up later.
             _log.warning("could not catch the views up at start-up (%s)", e)
         state["log"] = log
+        state["inbox"] = inbox
         stop = threading.Event()
         worker = None
         if follow:
-            worker = threading.Thread(target=_follow, args=(log, stop), daemon=True)
+            worker = threading.Thread(target=_follow, args=(log, inbox, stop), daemon=True)
             worker.start()
         try:
             yield
@@ -268,6 +252,8 @@ def create_app(
             stop.set()
             if worker is not None:
                 worker.join(timeout=5)
+            if inbox is not None:
+                inbox.close()
             log.close()
 
     app = FastAPI(
@@ -361,10 +347,15 @@ def create_app(
         # Never a stack trace: a 500 is a bug, reported without its insides.
         return problem(500, "Internal error", f"an unexpected {type(exc).__name__}; this is a bug in flowledger")
 
-    @app.get("/healthz", response_model=Health, tags=["service"])
+    @app.get("/healthz", response_model=Health, response_model_exclude_unset=True, tags=["service"])
     def healthz() -> dict[str, Any]:
-        """The service and its store answer (no key needed), with the log's last position."""
-        return {"status": "ok", "position": ledger.head(the_log())}
+        """The service and its store answer (no key needed), with the log's last position
+        (and the webhook events waiting in the inbox, when there are any)."""
+        health: dict[str, Any] = {"status": "ok", "position": ledger.head(the_log())}
+        deferred = ledger.inbox_count(the_log(), state["inbox"]) if state["inbox"] is not None else 0
+        if deferred:
+            health["deferred"] = deferred
+        return health
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(_: Read) -> Response:
@@ -520,10 +511,14 @@ def create_app(
 
     Provider = Annotated[Literal["sendgrid", "mailgun", "postmark", "twilio", "whatsapp"], Path()]
 
-    @app.post("/v1/webhooks/{provider}", response_model=WebhookResponse, tags=["webhooks"], openapi_extra={"security": []})
+    @app.post(
+        "/v1/webhooks/{provider}", response_model=WebhookResponse, response_model_exclude_unset=True,
+        tags=["webhooks"], openapi_extra={"security": []},
+    )
     async def webhook(provider: Provider, request: Request) -> dict[str, int]:
         """A provider's webhook, in its own format: the signature (or basic auth) is checked
-        before anything is stored; events are matched to their messages."""
+        before anything is stored; events are matched to their messages. While another
+        process holds the store's write lock, they are kept in the webhook inbox ("deferred")."""
         # Unauthenticated until checked: never hold more than the limit of it in memory.
         body = await read_body(request, MAX_BATCH_BYTES)
         form: dict[str, str] = {}
@@ -534,17 +529,26 @@ def create_app(
             url = public_url.rstrip("/") + request.url.path + (f"?{request.url.query}" if request.url.query else "")
         signed = SignedRequest(body, {k.lower(): v for k, v in request.headers.items()}, url=url, form=form)
         adapter = ADAPTERS[provider]
-        try:
-            facts = adapter.facts(signed, webhook_secrets.get(provider, {}), time.time())
-        except SignatureInvalid as e:
-            raise ApiProblem(401, "Unauthorized", str(e)) from None
-        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:
-            raise ApiProblem(422, "Invalid webhook", f"not a {provider} webhook: {e}") from None
-        oversize = _oversize_events(facts, redactor, max_event_bytes)
-        if oversize:
-            raise InvalidInput(oversize)  # a 422 naming each, as POST /v1/events answers
-        result, skipped = await run_in_threadpool(ledger.append_provider_facts, the_log(), facts, redactor)
-        return {"appended": result.appended, "duplicates": result.duplicates, "held": result.held, "skipped": skipped}
+        received = time.time()
+
+        def check_and_store() -> tuple[ledger.PreparedFacts, ledger.AppendResult, int]:
+            # Checking a signature and translating up to 10 MB: off the event loop.
+            try:
+                facts = adapter.facts(signed, webhook_secrets.get(provider, {}), received)
+            except SignatureInvalid as e:
+                raise ApiProblem(401, "Unauthorized", str(e)) from None
+            except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:
+                raise ApiProblem(422, "Invalid webhook", f"not a {provider} webhook: {e}") from None
+            # Invalid or oversize events: a 422 naming each, as POST /v1/events answers.
+            prepared = ledger.prepare_provider_facts(facts, redactor, max_event_bytes, ledger.utc_stamp(received))
+            result, deferred = ledger.receive_provider_facts(the_log(), state["inbox"], prepared)
+            return prepared, result, deferred
+
+        prepared, result, deferred = await run_in_threadpool(check_and_store)
+        answer = {"appended": result.appended, "duplicates": result.duplicates, "held": result.held, "skipped": prepared.skipped}
+        if deferred:
+            answer["deferred"] = deferred
+        return answer
 
     @app.get("/v1/webhooks/whatsapp", tags=["webhooks"], openapi_extra={"security": []}, response_class=Response)
     def whatsapp_handshake(request: Request) -> Response:

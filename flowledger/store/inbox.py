@@ -1,0 +1,252 @@
+"""The webhook inbox: provider facts acknowledged while the log's write lock was held.
+
+A webhook's prepared facts (validated, redacted, measured) are put here, with the time they
+were received, when the log's append finds its write lock busy; they are appended to the log
+later, oldest first (see :func:`flowledger.ledger.drain_inbox`). The inbox never waits for
+the log's lock: for SQLite it is a file of its own beside the store (``STORE.inbox``), for
+PostgreSQL a table in the store's schema written in short transactions of its own, which do
+not take the events table's lock that appends hold.
+
+Appending a batch and deleting it are two transactions (two databases on SQLite): a crash
+between them appends the batch again on the next drain, which is harmless, since a provider
+fact already stored or held is a duplicate by its provider id.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from flowledger.errors import StoreBusy, StoreError
+from flowledger.store.backend import SQLBackend
+
+INBOX_SUFFIX = ".inbox"
+"""What a SQLite store's inbox file adds to the store's name."""
+INBOX_LOCK_TIMEOUT = 5.0
+"""Seconds an inbox write waits for another's (they are a few rows long, never an import's)."""
+
+_TABLE = "webhook_inbox"
+_SQLITE_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {_TABLE} (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "received_at TEXT NOT NULL, n INTEGER NOT NULL, items BLOB NOT NULL)"
+)
+_POSTGRES_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {_TABLE} (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+    "received_at TEXT NOT NULL, n BIGINT NOT NULL, items BYTEA NOT NULL)"
+)
+
+Item = tuple[dict[str, Any], str | None]
+"""A prepared fact: its event (validated, redacted) and the provider id to match it by."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """One webhook's facts as the inbox keeps them."""
+
+    seq: int
+    """Its place in the inbox (the order puts committed in, on SQLite)."""
+    received_at: str
+    """When the webhook was received: the facts' receipt time when appended."""
+    items: list[Item]
+    """The facts, in the webhook's order."""
+
+
+class Inbox:
+    """Provider facts waiting for the log's write lock (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.drain_lock = threading.Lock()
+        """Held by the thread of this process appending the inbox to the log (one at a time)."""
+
+    def put(self, items: list[Item], received_at: str) -> None:
+        """Keep one webhook's facts, durably, in one transaction."""
+        raise NotImplementedError
+
+    def oldest(self, limit: int) -> list[Deferred]:
+        """The oldest ``limit`` webhooks' facts, oldest first (left in the inbox)."""
+        raise NotImplementedError
+
+    def delete(self, seqs: list[int]) -> None:
+        """Remove webhooks' facts once they are in the log."""
+        raise NotImplementedError
+
+    def count(self) -> int:
+        """How many facts wait (0 without a single statement where no inbox was ever made)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the inbox holds open."""
+
+
+def open_inbox(backend: SQLBackend) -> Inbox | None:
+    """The inbox of a store (None for a SQLite database in memory, which has no beside)."""
+    if backend.name == "postgresql":
+        return PostgresInbox(backend)
+    path = backend.reopen_url()
+    return None if path is None else SQLiteInbox(path + INBOX_SUFFIX)
+
+
+def _encode(items: list[Item]) -> bytes:
+    return orjson.dumps([[body, match_by] for body, match_by in items])
+
+
+def _decode(seq: int, received_at: str, items: bytes) -> Deferred:
+    return Deferred(seq, received_at, [(body, match_by) for body, match_by in orjson.loads(items)])
+
+
+class SQLiteInbox(Inbox):
+    """The inbox of a SQLite store: a file of its own (WAL, synchronous=FULL), made at its
+    first put, so that its writes never wait for the store's write lock."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        """The inbox file."""
+        self._conn: sqlite3.Connection | None = None
+        # One connection for every thread of a server: its statements are few and short.
+        self._lock = threading.Lock()
+
+    def _connection(self, create: bool) -> sqlite3.Connection | None:
+        if self._conn is None:
+            if not create and not os.path.exists(self.path):
+                return None
+            conn = sqlite3.connect(
+                self.path, timeout=INBOX_LOCK_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                # An acknowledged webhook's facts must survive a power cut, as the log's do.
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute(_SQLITE_DDL)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    @contextmanager
+    def _transaction(self, *, write: bool, create: bool = False) -> Iterator[sqlite3.Cursor | None]:
+        with self._lock:
+            try:
+                conn = self._connection(create)
+                if conn is None:
+                    yield None
+                    return
+                c = conn.cursor()
+                c.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield c
+                except BaseException:
+                    c.execute("ROLLBACK")
+                    raise
+                c.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise self._translate(e) from e
+
+    def _translate(self, error: sqlite3.Error) -> StoreError:
+        text = str(error)
+        if "locked" in text or "busy" in text.lower():
+            return StoreBusy(f"the webhook inbox {self.path} is busy: another process held it for more than {INBOX_LOCK_TIMEOUT:g} s")
+        return StoreError(f"the webhook inbox {self.path} failed: {text}")
+
+    def put(self, items: list[Item], received_at: str) -> None:
+        """Keep one webhook's facts, durably, in one transaction."""
+        with self._transaction(write=True, create=True) as c:
+            assert c is not None
+            c.execute(f"INSERT INTO {_TABLE} (received_at, n, items) VALUES (?, ?, ?)", (received_at, len(items), _encode(items)))
+
+    def oldest(self, limit: int) -> list[Deferred]:
+        """The oldest ``limit`` webhooks' facts, oldest first (left in the inbox)."""
+        with self._transaction(write=False) as c:
+            if c is None:
+                return []
+            c.execute(f"SELECT seq, received_at, items FROM {_TABLE} ORDER BY seq LIMIT ?", (limit,))
+            return [_decode(seq, received, bytes(items)) for seq, received, items in c.fetchall()]
+
+    def delete(self, seqs: list[int]) -> None:
+        """Remove webhooks' facts once they are in the log."""
+        if not seqs:
+            return
+        with self._transaction(write=True) as c:
+            if c is not None:
+                c.executemany(f"DELETE FROM {_TABLE} WHERE seq = ?", [(s,) for s in seqs])
+
+    def count(self) -> int:
+        """How many facts wait (a stat of the file where no inbox was ever made)."""
+        with self._transaction(write=False) as c:
+            if c is None:
+                return 0
+            c.execute(f"SELECT COALESCE(SUM(n), 0) FROM {_TABLE}")
+            return int(c.fetchone()[0])
+
+    def close(self) -> None:
+        """Close the inbox's connection."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class PostgresInbox(Inbox):
+    """The inbox of a PostgreSQL store: a table in its schema, made at the first put, written
+    in transactions of its own that never take the events table's lock (appends hold it)."""
+
+    def __init__(self, backend: Any) -> None:
+        super().__init__()
+        self.backend = backend
+        """The store's backend (its connection pool)."""
+        self._made = False
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        # Not an append: no LOCK TABLE stored_events. The session's lock_timeout is the
+        # store's (a minute, say): an inbox statement waits at most its own, short one.
+        with self.backend.transaction(write=True) as c:
+            c.execute(f"SET LOCAL lock_timeout = '{int(INBOX_LOCK_TIMEOUT * 1000)}ms'")
+            yield c
+
+    def _exists(self, c: Any) -> bool:
+        if not self._made:
+            c.execute("SELECT to_regclass(?)", (f'"{self.backend.schema}".{_TABLE}',))
+            self._made = c.fetchone()[0] is not None
+        return self._made
+
+    def put(self, items: list[Item], received_at: str) -> None:
+        """Keep one webhook's facts, durably, in one transaction."""
+        with self._transaction() as c:
+            if not self._exists(c):
+                # Two processes making the table at once would collide in the catalogue.
+                c.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"flowledger:inbox:{self.backend.schema}",))
+                c.execute(_POSTGRES_DDL)
+            c.execute(f"INSERT INTO {_TABLE} (received_at, n, items) VALUES (?, ?, ?)", (received_at, len(items), _encode(items)))
+        self._made = True
+
+    def oldest(self, limit: int) -> list[Deferred]:
+        """The oldest ``limit`` webhooks' facts, oldest first (left in the inbox)."""
+        with self.backend.transaction(write=False) as c:
+            if not self._exists(c):
+                return []
+            c.execute(f"SELECT seq, received_at, items FROM {_TABLE} ORDER BY seq LIMIT ?", (limit,))
+            return [_decode(seq, received, bytes(items)) for seq, received, items in c.fetchall()]
+
+    def delete(self, seqs: list[int]) -> None:
+        """Remove webhooks' facts once they are in the log."""
+        if not seqs:
+            return
+        with self._transaction() as c:
+            c.execute(f"DELETE FROM {_TABLE} WHERE seq = ANY(?)", (seqs,))
+
+    def count(self) -> int:
+        """How many facts wait."""
+        with self.backend.transaction(write=False) as c:
+            if not self._exists(c):
+                return 0
+            c.execute(f"SELECT COALESCE(SUM(n), 0) FROM {_TABLE}")
+            return int(c.fetchone()[0])
