@@ -889,6 +889,7 @@ def serve(
         ledger.catch_up(log)
     finally:
         log.close()
+    _check_webhook_secrets()
     app = create_app(
         obj.store, lock_timeout=obj.lock_timeout, follow=follow, public_url=public_url,
         redactor=Redactor.from_environment(redact_keys), max_event_bytes=max_event_bytes,
@@ -1066,6 +1067,21 @@ class _FollowerStop:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+def _check_webhook_secrets() -> None:
+    """Refuse to serve with a provider secret that would refuse every webhook (a SendGrid key
+    that is no key, or no cryptography package to check it): a provider told 401 each time may
+    give up on its events."""
+    from flowledger.api.app import secrets_from_environment
+    from flowledger.providers import SignatureInvalid, sendgrid
+
+    configured = secrets_from_environment().get("sendgrid", {}).get("public_key")
+    if configured:
+        try:
+            sendgrid.public_key(configured)
+        except SignatureInvalid as e:
+            raise click.ClickException(str(e)) from None
 
 
 def _quieten_closed_output() -> None:

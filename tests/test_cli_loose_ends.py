@@ -331,3 +331,25 @@ def test_append_format_holds_each_provider_event_to_max_event_bytes(run, store_p
     assert log.count() == 0 and ledger.unmatched(log) == []
     log.close()
     assert orjson.loads(run("append", "--format", "sendgrid", fixture).stdout)["appended"] > 0
+
+
+# A provider secret that would refuse every webhook.
+
+
+def test_serve_refuses_to_start_with_a_sendgrid_key_that_is_no_key(served):
+    result, client = served(env={"FLOWLEDGER_SENDGRID_PUBLIC_KEY": "bm90IGEga2V5"})
+    assert result.exit_code == 1 and client is None
+    assert "FLOWLEDGER_SENDGRID_PUBLIC_KEY" in result.output and "malformed" in result.output
+
+
+def test_serve_refuses_to_start_with_a_sendgrid_key_and_no_cryptography(served, monkeypatch):
+    from flowledger.providers import sendgrid
+    from tests.test_webhooks import PUBLIC  # a real key: only the package is missing
+
+    sendgrid.public_key.cache_clear()
+    for name in ("cryptography", "cryptography.exceptions", "cryptography.hazmat.primitives.asymmetric",
+                 "cryptography.hazmat.primitives.serialization"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails, as where the extra is not installed
+    result, client = served(env={"FLOWLEDGER_SENDGRID_PUBLIC_KEY": PUBLIC})
+    assert result.exit_code == 1 and client is None
+    assert "pip install 'flowledger[webhooks]'" in result.output and "Traceback" not in result.output

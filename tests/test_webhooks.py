@@ -108,6 +108,14 @@ def test_no_secret_configured_means_no_webhooks(store_path):
         assert r.status_code == 401 and "no signing_key is configured" in r.json()["detail"]
 
 
+def test_a_provider_flowledger_does_not_know_is_404_and_the_schema_lists_the_known_ones(api):
+    r = api.post("/v1/webhooks/acme", content=b"{}", headers={"Content-Type": "application/json"})
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    assert "sendgrid" in r.json()["detail"]
+    parameters = api.app.openapi()["paths"]["/v1/webhooks/{provider}"]["post"]["parameters"]
+    assert parameters[0]["schema"]["enum"] == ["mailgun", "postmark", "sendgrid", "twilio", "whatsapp"]
+
+
 def test_twilio_callbacks_are_form_encoded_and_sign_the_url(api):
     url = "http://testserver/v1/webhooks/twilio?flowledger_message_id=m-sms"
     form = {"MessageSid": "SM123", "MessageStatus": "delivered", "To": "+15550001"}

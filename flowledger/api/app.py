@@ -509,7 +509,9 @@ def create_app(
         return run_query(queries.workflow_details, key)  # type: ignore[no-any-return]
 
 
-    Provider = Annotated[Literal["sendgrid", "mailgun", "postmark", "twilio", "whatsapp"], Path()]
+    # A str with the providers as its schema's enum, not a Literal: a provider flowledger does
+    # not know is an unknown resource (404), not an invalid request (422).
+    Provider = Annotated[str, Path(json_schema_extra={"enum": sorted(ADAPTERS)})]
 
     @app.post(
         "/v1/webhooks/{provider}", response_model=WebhookResponse, response_model_exclude_unset=True,
@@ -519,6 +521,8 @@ def create_app(
         """A provider's webhook, in its own format: the signature (or basic auth) is checked
         before anything is stored; events are matched to their messages. While another
         process holds the store's write lock, they are kept in the webhook inbox ("deferred")."""
+        if provider not in ADAPTERS:
+            raise ApiProblem(404, "Not found", f"no webhook for {provider!r}; the providers are {', '.join(sorted(ADAPTERS))}")
         # Unauthenticated until checked: never hold more than the limit of it in memory.
         body = await read_body(request, MAX_BATCH_BYTES)
         form: dict[str, str] = {}

@@ -53,12 +53,12 @@ _KINDS = {
 
 def verify(request: SignedRequest, secrets: dict[str, str], now: float) -> None:
     """Check the ECDSA signature over timestamp + body, and that the timestamp is fresh."""
+    # A key that is no key fails every request: say so, not that each signature is bad.
+    key = public_key(require_secret(secrets, "public_key", NAME))
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    # A key that is no key fails every request: say so, not that each signature is bad.
-    key = public_key(require_secret(secrets, "public_key", NAME))
     signature, timestamp = request.headers.get(SIGNATURE), request.headers.get(TIMESTAMP)
     if not signature or not timestamp:
         raise SignatureInvalid(f"sendgrid: the {SIGNATURE} and {TIMESTAMP} headers are required")
@@ -72,10 +72,17 @@ def verify(request: SignedRequest, secrets: dict[str, str], now: float) -> None:
 @functools.lru_cache(maxsize=8)
 def public_key(configured: str) -> Any:
     """The verification key from its configured text (base64 DER, or PEM); a SignatureInvalid
-    naming the variable if it is no P-256 public key."""
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import load_der_public_key
+    naming the variable if it is no P-256 public key, or if the cryptography package that
+    checks it is missing (`flowledger serve` asks for it at start-up)."""
+    try:
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_der_public_key
+    except ImportError:
+        raise SignatureInvalid(
+            f"sendgrid: {KEY_VARIABLE} is set, but the cryptography package that checks its "
+            "signatures is not installed: pip install 'flowledger[webhooks]'; its webhooks are refused"
+        ) from None
 
     text = configured.strip()
     pem = _PEM.fullmatch(text)
