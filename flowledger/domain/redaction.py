@@ -1,14 +1,19 @@
 """Redaction of secrets before an event is stored.
 
 The log cannot be edited, so a secret that reaches it stays there: every way in runs
-events through a :class:`Redactor` before they are encoded.
+events through a :class:`Redactor` before they are encoded. Secrets are found by key (the
+value under ``token``, ``password``, …) and inside text: a URL's password and secret query
+or fragment parameters, ``Bearer``/``Basic`` credentials and ``key=value`` / ``key: value``
+pairs in messages (see :meth:`Redactor.redact_text` for the exact rules).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote_plus
 
 REDACTED = "[REDACTED]"
 """What a secret value is replaced by."""
@@ -43,6 +48,16 @@ DEFAULT_SECRET_KEYS: frozenset[str] = frozenset(
 FREE_FORM_FIELDS = ("data", "output", "request", "response", "error", "raw")
 """The event fields that may hold anything, and so may hold secrets."""
 
+URL_FIELDS = ("url",)
+"""The top-level event fields that hold a URL (message.clicked's link)."""
+
+TEXT_FIELDS = ("reason",)
+"""The top-level event fields of free text besides ``error`` (a bounce reason is the same
+provider text that a failure's error is)."""
+
+_FIELDS = FREE_FORM_FIELDS + URL_FIELDS + TEXT_FIELDS
+_LOOKED_INTO = frozenset(_FIELDS)
+
 
 def normalize_key(key: str) -> str:
     """Fold a key so that Set-Cookie, set_cookie, SET-COOKIE and setCookie compare equal."""
@@ -58,9 +73,124 @@ _HEADER_VALUE = frozenset({"value", "values"})
 
 _DEFAULT_FOLDED = frozenset(normalize_key(k) for k in DEFAULT_SECRET_KEYS)
 
+# Secrets inside text are found from their anchors, which a plain scan finds fast: "://"
+# (a URL), "=" or ": " after a key (or `":` after a quoted one), and the words Bearer and
+# Basic. The key is then read backwards and the value forwards.
+_ANCHOR = re.compile(
+    r"""[:=Bb](?:
+        (?<=:)(?P<url>//)
+      | (?<=:)(?=[ \t])
+      | (?<=["']:)
+      | (?<==)(?!=)
+      | (?<=[Bb])(?P<auth>(?i:earer|asic))(?=[ \t])
+    )""",
+    re.X,
+)
+# What ends a URL in text: white space, quotes, angle brackets, a backslash, a backtick.
+_URL_BODY = re.compile(r"""[^\s"'<>\\`]*""")
+# A key's value: a quoted string (its quotes kept), or a bare run up to white space, a
+# quote, & , ; < or >. [REDACTED] is matched whole, so that it is seen as redacted already.
+_VALUE = re.compile(r"""("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|\[REDACTED\]|[^\s&,;"'<>]+)""")
+# After a quoted key, a bare value (a number, null, …) ends as JSON's do; an object or
+# array is not parsed.
+_QUOTED_KEY_VALUE = re.compile(
+    r"""("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|\[REDACTED\]|[^\s,;{}\[\]()"'][^\s,;}\])"']*)"""
+)
+# An auth scheme word before a credential, in an Authorization header's value.
+_SCHEME = re.compile(r"(?i:bearer|basic|digest|token|negotiate|ntlm)[ \t]+(?=\S)")
+# A Bearer or Basic credential (RFC 6750's b64token), followed by white space, the text's
+# end or punctuation (not by "=" or "[": "Bearer token=[REDACTED]" holds no credential).
+_CREDENTIAL = re.compile(r"""[ \t]+(\[REDACTED\]|[A-Za-z0-9\-._~+/]+=*)(?=[\s,;:)\]}"'<>!?]|\Z)""")
+
+# A value after "key: " (or Bearer/Basic) that is one ordinary word stays: "password:
+# required", "token: expired", "Bearer token missing" keep their meaning. Credentials are
+# random mixes of cases and digits; an all-lower-case word of letters is taken for English.
+_PLAIN_WORD = re.compile(r"[A-Z]?[a-z]{1,23}|[A-Z]{1,12}")
+
+# Literal words a quoted key's value may be that hold nothing secret.
+_NOTHING = frozenset({"null", "None", "nil", "undefined", "true", "false", "True", "False"})
+
+# A URL's query or fragment parameter's name, after ? & ; or # (a ? inside a value, as in a
+# nested URL, starts a name too); its value runs to the next & ; or #.
+_URL_PARAM = re.compile(r"[?&;#]([^=&;#?]*)=")
+_URL_VALUE_END = re.compile(r"[&;#]")
+_AUTHORITY_END = re.compile(r"[/?#]")
+
+# Keys and URL schemes are read backwards from their anchor: matched on the reversed text.
+_MAX_KEY = 64
+_KEY_BACKWARDS = re.compile(r"[A-Za-z0-9_.\-]{0,%d}" % (_MAX_KEY + 1))
+_SCHEME_BACKWARDS = re.compile(r"[A-Za-z0-9+.\-]*")
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+
+
+def _text_marked(text: str) -> bool:
+    """Whether text may hold a secret that :meth:`Redactor.redact_text` finds (a cheap test
+    first: most strings have none of these marks and are never scanned)."""
+    if "=" in text:
+        return True  # key=value, and every URL parameter
+    # key: value, "key":…, and a URL's user:password@ (no "=" needed there).
+    if ":" in text and (
+        ": " in text or '":' in text or "':" in text or ":\t" in text or ("://" in text and "@" in text)
+    ):
+        return True
+    if len(text) < 7:
+        return False  # shorter than "basic x", the shortest credential left to look for
+    low = text.lower()
+    return "bearer" in low or "basic" in low
+
+
+def _run_before(pattern: re.Pattern[str], backwards: str, end: int, floor: int) -> int:
+    """How many characters right before ``end`` (and from ``floor`` on) ``pattern`` matches,
+    read backwards; ``backwards`` is the text reversed."""
+    size = len(backwards)
+    found = pattern.match(backwards, size - end, size - floor)
+    return found.end() - (size - end) if found else 0
+
+
+def _trimmed(value: str, punctuation: str) -> str:
+    """A bare value or URL without the sentence's punctuation right after it: one of
+    ``punctuation``, or a bracket that closes one opened before ("(token=abc)")."""
+    end = len(value)
+    counts: dict[str, int] | None = None  # counted once: a value may end in many brackets
+    while end:
+        last = value[end - 1]
+        if last in punctuation:
+            end -= 1
+            continue
+        if last in _CLOSERS:
+            if counts is None:
+                counts = {c: value.count(c) for c in "()[]{}"}
+            if counts[_CLOSERS[last]] < counts[last]:
+                counts[last] -= 1
+                end -= 1
+                continue
+        break
+    return value[:end]
+
+
+def _secret_value(value: str, *, quoted_key: bool = False, plain_ok: bool = False) -> tuple[str | None, int]:
+    """What a secret key's value becomes, and how long the part replaced is; None when it
+    stays as it is (redacted already, empty, or one ordinary word when ``plain_ok``)."""
+    if value == REDACTED:
+        return None, len(value)
+    if len(value) >= 2 and value[0] in "\"'" and value[-1] == value[0]:
+        if value[1:-1] in ("", REDACTED):
+            return None, len(value)
+        return value[0] + REDACTED + value[0], len(value)
+    if quoted_key:
+        if value in _NOTHING:
+            return None, len(value)
+        # A JSON text stays JSON: the value becomes a string, as the key rule makes it.
+        return '"' + REDACTED + '"', len(value)
+    value = _trimmed(value, ".")
+    if not value or (plain_ok and _PLAIN_WORD.fullmatch(value)):
+        return None, len(value)
+    return REDACTED, len(value)
+
 
 class Redactor:
-    """Replaces the values under secret keys, at any depth, by :data:`REDACTED`."""
+    """Replaces secrets by :data:`REDACTED`: the values under secret keys at any depth, and
+    the secrets inside strings (see :meth:`redact_text` and :meth:`redact_url`)."""
 
     def __init__(self, keys: Iterable[str] = DEFAULT_SECRET_KEYS, extra: Iterable[str] = ()):
         if keys is DEFAULT_SECRET_KEYS and not extra:
@@ -69,6 +199,10 @@ class Redactor:
             """The folded secret keys."""
         else:
             self.keys = frozenset(normalize_key(k) for k in (*keys, *extra) if k.strip())
+        # Names met in text and URL parameters' names (utm_source, …) repeat: folding each
+        # costs more than looking it up.
+        self._names: dict[str, bool] = {}
+        self._params: dict[str, bool] = {}
 
     @classmethod
     def from_environment(cls, extra: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> Redactor:
@@ -81,25 +215,52 @@ class Redactor:
         """Whether a key's value is a secret."""
         return isinstance(key, str) and normalize_key(key) in self.keys
 
+    def _secret_name(self, name: str) -> bool:
+        """:meth:`is_secret` for a key met in text; remembered."""
+        known = self._names.get(name)
+        if known is None:
+            if len(self._names) >= 10_000:
+                self._names.clear()
+            known = self._names[name] = normalize_key(name) in self.keys
+        return known
+
+    def _secret_param(self, name: str) -> bool:
+        """Whether a URL parameter's name, percent-decoded, is a secret key; remembered."""
+        known = self._params.get(name)
+        if known is None:
+            if len(self._params) >= 10_000:
+                self._params.clear()
+            decoded = unquote_plus(name) if "%" in name or "+" in name else name
+            known = self._params[name] = normalize_key(decoded) in self.keys
+        return known
+
     def redact_event(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Return the event with its free-form fields redacted (the input is not changed)."""
-        if event.keys().isdisjoint(FREE_FORM_FIELDS):
+        """Return the event with its free-form fields, its URL and its text fields redacted
+        (the input is not changed)."""
+        if event.keys().isdisjoint(_LOOKED_INTO):
             return event  # most events: nothing free-form to look into
         changed = None
-        for name in FREE_FORM_FIELDS:
+        # Looked up by name, not by walking the event's items: an event in a large append
+        # is cold in memory, and each key and value touched costs a cache miss.
+        for name in _FIELDS:
             if name not in event:
                 continue
             value = event[name]
-            if isinstance(value, (dict, list)):
+            if isinstance(value, str):
+                redacted = self.redact_url(value) if name in URL_FIELDS else self.redact_text(value)
+            elif isinstance(value, (dict, list)):
                 redacted = self.redact(value)
-                if redacted is not value:
-                    if changed is None:
-                        changed = dict(event)
-                    changed[name] = redacted
+            else:
+                continue
+            if redacted is not value:
+                if changed is None:
+                    changed = dict(event)
+                changed[name] = redacted
         return event if changed is None else changed
 
     def redact(self, value: Any) -> Any:
-        """Return value with every secret replaced; the same object when it holds none."""
+        """Return value with every secret replaced (under secret keys, and inside strings as
+        :meth:`redact_text` finds them); the same object when it holds none."""
         if isinstance(value, dict):
             out: dict[Any, Any] | None = None
             keys = self.keys
@@ -110,6 +271,8 @@ class Redactor:
             for k, v, f in folded:
                 if (f in keys or (pair_secret and f in _HEADER_VALUE)) and v != REDACTED:
                     new = REDACTED if v is not None else None
+                elif type(v) is str:
+                    new = self.redact_text(v) if _text_marked(v) else v
                 else:
                     new = self.redact(v)
                 if new is not v:
@@ -125,4 +288,165 @@ class Redactor:
             if any(a is not b for a, b in zip(items, value)):
                 return items
             return value
+        if isinstance(value, str):
+            return self.redact_text(value)
         return value
+
+    def redact_url(self, url: str) -> str:
+        """Return a URL with its secrets replaced; the same string when it holds none.
+
+        The password of ``user:password@`` is replaced (the user is kept), and so is the
+        value of every query or fragment parameter (``#access_token=…``, as OAuth's implicit
+        flow sends it) whose name, percent-decoded, is a secret key. A parameter's name
+        follows ``? & ; #`` (a ``?`` inside a value too, as a nested URL has) and its value
+        runs to the next ``& ; #``. Everything else stays as it was, byte for byte: nothing is
+        decoded or encoded again, the order is kept.
+        """
+        if "?" not in url and "#" not in url and "@" not in url:
+            return url  # most links: nothing to look into
+        out = url
+        # user:password@ of the authority (after scheme:// up to the first / ? or #).
+        scheme_end = url.find("://")
+        if scheme_end >= 0 and "@" in url:
+            start = scheme_end + 3
+            stop = _AUTHORITY_END.search(url, start)
+            end = stop.start() if stop else len(url)
+            at = url.rfind("@", start, end)
+            colon = url.find(":", start, at) if at >= 0 else -1
+            if colon >= 0 and colon + 1 < at and url[colon + 1 : at] != REDACTED:
+                out = url[: colon + 1] + REDACTED + url[at:]
+        question, hash_ = out.find("?"), out.find("#")
+        first = hash_ if question < 0 else question if hash_ < 0 else min(question, hash_)
+        if first < 0:
+            return out
+        known = self._params
+        for name in _URL_PARAM.findall(out, first):
+            secret = known.get(name)
+            if secret if secret is not None else self._secret_param(name):
+                break
+        else:
+            return out  # the usual query (utm_source, …): no match objects made
+        secret_param = self._secret_param
+        pieces: list[str] = []
+        done = 0
+        for m in _URL_PARAM.finditer(out, first):
+            start = m.end()
+            if start < done or not secret_param(m.group(1)):
+                continue  # not secret, or inside a value replaced already
+            stop = _URL_VALUE_END.search(out, start)
+            end = stop.start() if stop else len(out)
+            if end == start or out[start:end] == REDACTED:
+                continue  # nothing to hide, or hidden already
+            pieces.append(out[done:start])
+            pieces.append(REDACTED)
+            done = end
+        if not pieces:
+            return out
+        pieces.append(out[done:])
+        return "".join(pieces)
+
+    def redact_text(self, text: str) -> str:
+        """Return free text with the secrets found in it replaced; the same string when it
+        holds none. What is found (key names compare as :meth:`is_secret` does):
+
+        - URLs with a scheme (``https://…``, ``postgresql://…``), as :meth:`redact_url` does;
+        - ``Bearer <credential>`` and ``Basic <credential>``, in any case: the credential;
+        - a secret key's value after ``=`` (``token=abc``, ``…&client_secret=x``), after a
+          colon and a space (``X-Api-Key: abc``, ``password: hunter2``), or after a quoted key
+          and a colon or ``=`` (``"access_token":"abc"``, ``'secret': 1234``, as JSON or a repr
+          shows a payload). The scheme word of an Authorization header's value is kept
+          (``Authorization: Bearer [REDACTED]``, ``Authorization: token [REDACTED]``); a
+          quoted value keeps its quotes, a bare one after a quoted key becomes
+          ``"[REDACTED]"`` (JSON stays JSON); a Cookie header's value runs to its line's end.
+
+        What is kept, so that messages keep their meaning: after ``key:`` and after
+        Bearer/Basic, one ordinary word (letters, lower case after the first or all capitals:
+        ``password: required``, ``Bearer token missing``); ``null``, ``true``, … after a quoted
+        key; an object or array after a quoted key (not parsed); ``key==value``. A bare value
+        ends at white space, a quote or ``& , ; < >``; a full stop or an unmatched closing
+        bracket right after it stays. A time (``09:00``) or a port is no ``key: value``: the
+        colon must be followed by a space.
+        """
+        if not _text_marked(text):
+            return text
+        parts: list[str] = []
+        done = 0  # text[:done] is settled (in parts)
+        pos = 0
+        size = len(text)
+        backwards = text[::-1]
+        while (m := _ANCHOR.search(text, pos)) is not None:
+            anchor = m.start()
+            if m.group("url") is not None:
+                start = anchor - _run_before(_SCHEME_BACKWARDS, backwards, anchor, done)
+                while start < anchor and not ("a" <= text[start].lower() <= "z"):
+                    start += 1  # a scheme begins with a letter
+                body_end = _URL_BODY.match(text, anchor + 3).end()  # type: ignore[union-attr]
+                if start == anchor:
+                    pos = anchor + 3  # no scheme: no URL, but maybe pairs
+                    continue
+                url = _trimmed(text[start:body_end], ".,;:!?")
+                new = self.redact_url(url)
+                if new is not url:
+                    parts.append(text[done:start])
+                    parts.append(new)
+                    done = start + len(url)
+                pos = start + len(url)
+                continue
+            if m.group("auth") is not None:
+                pos = m.end()
+                if anchor > 0 and (text[anchor - 1].isalnum() or text[anchor - 1] in "_-"):
+                    continue  # inside a word
+                cred = _CREDENTIAL.match(text, pos)
+                if cred is None:
+                    continue
+                start = cred.start(1)
+                new, length = _secret_value(cred.group(1), plain_ok=True)
+                if new is not None:
+                    parts.append(text[done:start])
+                    parts.append(new)
+                    done = pos = start + length
+                continue
+            # key=value, key: value, "key": value
+            key_end = anchor
+            quote = text[key_end - 1] if key_end > done else ""
+            if quote == "'" or quote == '"':
+                opening = text.rfind(quote, max(done, key_end - 2 - _MAX_KEY), key_end - 1)
+                key = text[opening + 1 : key_end - 1] if opening >= 0 else ""
+                quoted_key = True
+            else:
+                run = _run_before(_KEY_BACKWARDS, backwards, key_end, done)
+                key = text[key_end - run : key_end] if run <= _MAX_KEY else ""  # longer: no key
+                quoted_key = False
+            pos = value_start = anchor + 1
+            if not key or not self._secret_name(key):
+                continue  # the value may hold secrets of its own: scanned on
+            colon = text[anchor] == ":"
+            if colon or quoted_key:
+                while value_start < size and text[value_start] in " \t":
+                    value_start += 1
+            folded = normalize_key(key)
+            # An Authorization header's value is a scheme and a credential; elsewhere a
+            # Bearer/Basic credential is found on its own (below), as anywhere in text.
+            scheme = None
+            if not quoted_key and folded.endswith("authorization"):
+                scheme = _SCHEME.match(text, value_start)
+            value_pattern = _QUOTED_KEY_VALUE if quoted_key else _VALUE
+            found = value_pattern.match(text, scheme.end() if scheme else value_start)
+            if found is None:
+                continue
+            value, start = found.group(1), found.start(1)
+            if not quoted_key and folded in ("cookie", "setcookie") and value != REDACTED:
+                # A Cookie header holds several name=value pairs, all as secret.
+                end = start
+                while end < size and text[end] not in "\r\n\"'":
+                    end += 1
+                value = text[start:end]
+            new, length = _secret_value(value, quoted_key=quoted_key, plain_ok=colon and scheme is None)
+            if new is not None:
+                parts.append(text[done:start])
+                parts.append(new)
+                done = pos = start + length
+        if not parts:
+            return text
+        parts.append(text[done:])
+        return "".join(parts)

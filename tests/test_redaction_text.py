@@ -1,0 +1,436 @@
+"""Secrets inside strings: URLs (a password, secret query and fragment parameters) and
+credentials in messages (Bearer/Basic, key=value, key: value, "key": "value") are redacted
+before an event is stored, by every way in, and redacting twice changes nothing."""
+
+from __future__ import annotations
+
+import os
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowledger import ingest_process, ledger
+from flowledger.api import keys
+from flowledger.api.app import create_app
+from flowledger.cli import cli
+from flowledger.domain.redaction import DEFAULT_SECRET_KEYS, REDACTED, Redactor, normalize_key
+from flowledger.domain.vocabulary import validate_event
+from flowledger.ingest_process import forked_candidates
+from flowledger.store import open_log
+from tests.conftest import ev, step, triggered
+from tests.histories import jsonl
+from tests.test_properties import payload_with_secret
+from tests.test_webhooks import SECRETS as PROVIDER_SECRETS
+from tests.test_webhooks import sendgrid_headers
+
+R = Redactor()
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# --- URLs -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        (
+            "https://app.example.com/reset?token=abc123&utm_source=mail",
+            "https://app.example.com/reset?token=[REDACTED]&utm_source=mail",
+        ),
+        ("https://user:pass@host/x", "https://user:[REDACTED]@host/x"),
+        ("postgresql://app:s3cret@db:5432/crm?sslmode=require", "postgresql://app:[REDACTED]@db:5432/crm?sslmode=require"),
+        ("redis://:p4ss@cache:6379/0", "redis://:[REDACTED]@cache:6379/0"),
+        # OAuth's implicit flow puts the token in the fragment.
+        (
+            "https://app.example.com/cb#access_token=ya29.a0Af&token_type=Bearer&expires_in=3599",
+            "https://app.example.com/cb#access_token=[REDACTED]&token_type=Bearer&expires_in=3599",
+        ),
+        # Any spelling of a key; names percent-decoded; values never re-encoded; ; separates too.
+        (
+            "https://x.example/p?A=1&Api-Key=k%2Fz&b=%20c+d;Password=p%40ss&x&accessToken=t",
+            "https://x.example/p?A=1&Api-Key=[REDACTED]&b=%20c+d;Password=[REDACTED]&x&accessToken=[REDACTED]",
+        ),
+        ("https://x.example/p?api%5Fkey=zz&a=1", "https://x.example/p?api%5Fkey=[REDACTED]&a=1"),
+        ("https://x.example/#/reset?token=abc", "https://x.example/#/reset?token=[REDACTED]"),
+        (
+            "https://t.example/r?next=https://app.example/?token=abc&u=1",
+            "https://t.example/r?next=https://app.example/?token=[REDACTED]&u=1",
+        ),
+        ("/reset?token=abc", "/reset?token=[REDACTED]"),
+        ("https://u:p@h/?token=[REDACTED]", "https://u:[REDACTED]@h/?token=[REDACTED]"),
+    ],
+)
+def test_a_urls_password_and_secret_parameters_are_redacted_and_the_rest_kept_byte_for_byte(url, expected):
+    assert R.redact_url(url) == expected
+    assert R.redact_url(expected) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/start",
+        "https://shop.example.com/p/1?utm_source=newsletter&utm_medium=email&tokens=2&token_type=bearer",
+        "https://x.example/?token=&a=1",  # nothing to hide
+        "https://user@host/x?a=1",  # a user, no password
+        "mailto:someone@example.com?subject=Hi",
+        "https://x.example/a#section-2",
+    ],
+)
+def test_a_url_with_nothing_secret_is_returned_as_it_is(url):
+    assert R.redact_url(url) is url
+
+
+# --- text ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "401 from provider: Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.Zm9v",
+            "401 from provider: Authorization: Bearer [REDACTED]",
+        ),
+        ("Basic dXNlcjpwYXNz", "Basic [REDACTED]"),
+        ("sent bearer AbC-123_x~y+z/w== and failed", "sent bearer [REDACTED] and failed"),
+        ("BEARER abc123", "BEARER [REDACTED]"),
+        ("bEaReR abc123", "bEaReR [REDACTED]"),
+        ("Authorization: token ghp_16C7e42F292c69", "Authorization: token [REDACTED]"),
+        ("X-Api-Key: abcdef1234, then 403", "X-Api-Key: [REDACTED], then 403"),
+        ("password: hunter2 was wrong", "password: [REDACTED] was wrong"),
+        ("note: password=abc", "note: password=[REDACTED]"),
+        ("(token=abc)", "(token=[REDACTED])"),
+        ("[(token=abc)]))", "[(token=[REDACTED])]))"),
+        ("rejected client_secret=cs1.", "rejected client_secret=[REDACTED]."),
+        (
+            "grant_type=refresh_token&refresh_token=r1&client_secret=cs",
+            "grant_type=refresh_token&refresh_token=[REDACTED]&client_secret=[REDACTED]",
+        ),
+        (
+            'provider said {"access_token":"abc","expires_in":3600, "token_type": "bearer"}',
+            'provider said {"access_token":"[REDACTED]","expires_in":3600, "token_type": "bearer"}',
+        ),
+        ("{'password': 'x', 'secret': 12, 'token': None}", "{'password': '[REDACTED]', 'secret': \"[REDACTED]\", 'token': None}"),
+        ('"Authorization": "Bearer xyz"', '"Authorization": "[REDACTED]"'),
+        ("Cookie: sid=abc; theme=dark\nnext line", "Cookie: [REDACTED]\nnext line"),
+        (
+            "could not connect to postgresql://app:s3cret@db:5432/x?sslmode=require.",
+            "could not connect to postgresql://app:[REDACTED]@db:5432/x?sslmode=require.",
+        ),
+        (
+            "see (https://x.example/cb#access_token=abc&state=1) for details",
+            "see (https://x.example/cb#access_token=[REDACTED]&state=1) for details",
+        ),
+        ("Bearer token=abc", "Bearer token=[REDACTED]"),
+    ],
+)
+def test_credentials_inside_text_are_redacted(text, expected):
+    assert R.redact_text(text) == expected
+    assert R.redact_text(expected) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "provider timeout",
+        "password: required",
+        "token: expired",
+        "Bearer token missing",
+        "basic auth failed",
+        "Basic plan has no SMS",
+        "at 2026-11-01T09:00:00Z: retry at 10:00",
+        "token==None",
+        "a=b and x: y",
+        "see https://example.com/start?utm_source=mail",
+        "mybearer abc123",
+        "Authorization: Bearer",
+        "token=[REDACTED]",
+    ],
+)
+def test_text_that_only_looks_like_a_secret_is_kept_as_it_is(text):
+    assert R.redact_text(text) is text
+
+
+def test_keys_added_by_flowledger_redact_keys_apply_inside_urls_and_text_too():
+    extra = Redactor.from_environment(environ={"FLOWLEDGER_REDACT_KEYS": "ssn, pin"})
+    assert extra.redact_url("https://x.example/?ssn=123-45-6789&a=1") == "https://x.example/?ssn=[REDACTED]&a=1"
+    assert extra.redact_text("rejected: PIN: 4242") == "rejected: PIN: [REDACTED]"
+    assert extra.redact_text("https://x.example/?token=t") == "https://x.example/?token=[REDACTED]"
+    assert R.redact_url("https://x.example/?ssn=123-45-6789") == "https://x.example/?ssn=123-45-6789"
+
+
+# --- properties ------------------------------------------------------------------------
+
+_SECRET_NAMES = sorted(DEFAULT_SECRET_KEYS)
+_TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~+/", min_size=1, max_size=12)
+_SECRET = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=10, max_size=16).map(lambda s: "s3cr3t" + s)
+
+
+def _spellings(key: str) -> st.SearchStrategy[str]:
+    """A key as services spell it: access_token, Access-Token, ACCESS.TOKEN, …"""
+    return st.sampled_from(
+        [key, key.upper(), key.replace("_", "-").title(), key.replace("_", "."), key.title().replace("_", "")]
+    )
+
+
+_FRAGMENTS = st.one_of(
+    _TOKEN,
+    st.sampled_from(_SECRET_NAMES).flatmap(_spellings),
+    st.sampled_from(
+        [
+            "=", ": ", ":", '":"', '": "', "':'", "'", '"', " ", "\n", "\t", "&", "?", "#", "@", ";", ",", ".",
+            "(", ")", "[", "]", "{", "}", "<", ">", "\\", "/", "://", "https://", "user:pw@", "Bearer ",
+            "basic ", "BEARER\t", "token ", "Authorization: ", "Cookie: ", REDACTED, "==", "null", "%5F",
+            "required", "09:00",
+        ]
+    ),
+)
+_TEXTS = st.lists(_FRAGMENTS, max_size=14).map("".join)
+
+
+@SETTINGS
+@given(st.one_of(_TEXTS, st.text(alphabet=st.characters(codec="utf-8", categories=["L", "N", "P", "S", "Z"]), max_size=40)))
+def test_redacting_text_twice_changes_nothing(text):
+    once = R.redact_text(text)
+    assert R.redact_text(once) == once
+
+
+@SETTINGS
+@given(_TEXTS)
+def test_redacting_a_url_twice_changes_nothing(text):
+    once = R.redact_url(text)
+    assert R.redact_url(once) == once
+
+
+_PARAM_NAME = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_-", min_size=1, max_size=10).filter(
+    lambda n: normalize_key(n) not in R.keys
+)
+# Any value a query holds but ? & ; and #, which each start a new parameter.
+_PARAM_VALUE = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABC0123456789-._~%+/:@!$'()*,=", max_size=12)
+_PARAMS = st.lists(st.tuples(_PARAM_NAME, _PARAM_VALUE), max_size=5)
+
+
+@SETTINGS
+@given(_PARAMS, _PARAMS, st.sampled_from(_SECRET_NAMES).flatmap(_spellings), _SECRET, st.sampled_from(["?", "#"]))
+def test_a_secret_parameter_anywhere_in_a_query_or_fragment_is_redacted_and_nothing_else_changes(
+    before, after, name, secret, mark
+):
+    def query(params):
+        return ["=".join(p) for p in params]
+
+    url = "https://user@app.example.com/p/1" + mark + "&".join([*query(before), f"{name}={secret}", *query(after)])
+    redacted = R.redact_url(url)
+    assert secret not in redacted
+    assert redacted == url.replace(f"{name}={secret}", f"{name}={REDACTED}")
+    # The same URL without the secret parameter is left alone, byte for byte.
+    clean = "https://user@app.example.com/p/1" + mark + "&".join([*query(before), *query(after)])
+    assert R.redact_url(clean) is clean
+
+
+_PROSE = st.text(alphabet="abcdefghijklmnopqrstuvwxyz ABC0123456789.,:()-!?\n", max_size=30)
+
+
+@SETTINGS
+@given(_PROSE, _PROSE, st.sampled_from(["Bearer ", "bearer ", "BEARER  ", "Basic ", "basic\t"]), _SECRET)
+def test_a_bearer_or_basic_credential_anywhere_in_a_message_is_redacted(before, after, scheme, secret):
+    text = f"{before} {scheme}{secret} {after}"
+    redacted = R.redact_text(text)
+    assert secret not in redacted
+    assert f"{scheme}{REDACTED}" in redacted
+
+
+@SETTINGS
+@given(
+    _PROSE,
+    _PROSE,
+    st.sampled_from(_SECRET_NAMES).flatmap(_spellings),
+    st.sampled_from(["=", ": ", ':\t', '"KEY": "', "'KEY':'", '"KEY":']),
+    _SECRET,
+)
+def test_a_secret_keys_value_anywhere_in_a_message_is_redacted(before, after, key, separator, secret):
+    pair = separator.replace("KEY", key) + secret if "KEY" in separator else key + separator + secret
+    if separator.endswith(("\"", "'")):
+        pair += separator[-1]
+    text = f"{before} {pair} {after}"
+    assert secret not in R.redact_text(text)
+
+
+@SETTINGS
+@given(st.data(), st.sampled_from(["json", "repr"]))
+def test_a_payload_quoted_as_json_or_a_repr_inside_a_message_keeps_no_secret(data, form):
+    # The dict rule's own property, for the same payload pasted into an error text.
+    secret = "s3cr3t-" + data.draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=12, max_size=20))
+    payload = data.draw(payload_with_secret(secret))
+    text = orjson.dumps(payload).decode() if form == "json" else repr(payload)
+    redacted = R.redact_text(f"provider answered {text}")
+    assert secret not in redacted
+    if form == "json":
+        orjson.loads(redacted.removeprefix("provider answered "))  # JSON stays JSON
+
+
+# --- events ----------------------------------------------------------------------------
+
+def _failed(error, **fields):
+    return validate_event(step("step.failed", "r1", error=error, **fields))
+
+
+def test_redact_event_covers_the_url_string_errors_reasons_and_strings_inside_free_form_fields():
+    clicked = validate_event(ev("message.clicked", message_id="m1", url="https://u:pw@app.example.com/r?token=abc&utm=1"))
+    assert R.redact_event(clicked)["url"] == "https://u:[REDACTED]@app.example.com/r?token=[REDACTED]&utm=1"
+    assert clicked["url"] == "https://u:pw@app.example.com/r?token=abc&utm=1"  # the input is not changed
+
+    assert R.redact_event(_failed("401: Authorization: Bearer eyJabc.def"))["error"] == "401: Authorization: Bearer [REDACTED]"
+    failed = R.redact_event(_failed({"message": "Basic dXNlcjpwYXNz refused", "status": 401}))
+    assert failed["error"] == {"message": "Basic [REDACTED] refused", "status": 401}
+    run_failed = validate_event(ev("run.failed", run_id="r1", error="gave up: api_key=k-123"))
+    assert R.redact_event(run_failed)["error"] == "gave up: api_key=[REDACTED]"
+    message_failed = validate_event(ev("message.failed", message_id="m1", error="token: t0k3n-1 revoked"))
+    assert R.redact_event(message_failed)["error"] == "token: [REDACTED] revoked"
+    bounced = validate_event(ev("message.bounced", message_id="m1", reason="550 see https://x.example/?secret=s1"))
+    assert R.redact_event(bounced)["reason"] == "550 see https://x.example/?secret=[REDACTED]"
+
+    started = validate_event(
+        step(
+            "step.started",
+            "r1",
+            request={"url": "https://crm.example.com/v2?access_token=ya29&q=1", "body": "grant_type=x&client_secret=cs"},
+        )
+    )
+    assert R.redact_event(started)["request"] == {
+        "url": "https://crm.example.com/v2?access_token=[REDACTED]&q=1",
+        "body": "grant_type=x&client_secret=[REDACTED]",
+    }
+    succeeded = validate_event(step("step.succeeded", "r1", response='{"access_token": "abc", "expires_in": 3599}'))
+    assert R.redact_event(succeeded)["response"] == '{"access_token": "[REDACTED]", "expires_in": 3599}'
+    queued = validate_event(
+        ev("message.queued", message_id="m1", channel="email", recipient="u", raw={"links": ["https://x.example/?apikey=z"]})
+    )
+    assert R.redact_event(queued)["raw"] == {"links": ["https://x.example/?apikey=[REDACTED]"]}
+
+
+def test_events_with_nothing_secret_are_returned_as_they_are():
+    for event in [
+        validate_event(ev("message.clicked", message_id="m1", url="https://example.com/start")),
+        validate_event(ev("message.clicked", message_id="m1", url="https://example.com/p?utm_source=mail")),
+        _failed("provider timeout"),
+        _failed({"message": "CRM returned 500: Internal Server Error", "at": "2026-11-01T09:00:00Z"}),
+        validate_event(triggered("r1", data={"plan": "pro", "links": ["https://example.com/a"]})),
+        validate_event(ev("message.bounced", message_id="m1", reason="mailbox full")),
+    ]:
+        assert R.redact_event(event) is event
+
+
+# --- every way in ----------------------------------------------------------------------
+
+PLANTED = {
+    "query": "abc123secretq",
+    "password": "pa55w0rd-xyz",
+    "fragment": "ya29.a0AfH6SMtok",
+    "bearer": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sigQ1w2e3",
+    "basic": "dXNlcjpwYXNzd29yZA==",
+    "dsn": "s3cr3t-db-pw",
+    "form": "cs-98765-secret",
+}
+
+
+def planted_events():
+    """A run and a message whose URLs and error texts carry the PLANTED secrets."""
+    p = PLANTED
+    return [
+        triggered("r1", data={"callback": f"https://hooks.example.com/cb?api_key={p['query']}&x=1"}),
+        ev("run.started", run_id="r1"),
+        step("step.started", "r1", request={"url": f"https://crm.example.com/v2#access_token={p['fragment']}"}),
+        ev("message.queued", message_id="m1", channel="email", recipient="u1", run_id="r1", step="email-1"),
+        ev(
+            "message.clicked",
+            message_id="m1",
+            url=f"https://user:{p['password']}@app.example.com/reset?token={p['query']}&utm_source=mail",
+        ),
+        ev("message.failed", message_id="m1", error=f"could not connect to postgresql://app:{p['dsn']}@db:5432/crm"),
+        step("step.failed", "r1", error=f"401 from provider: Authorization: Bearer {p['bearer']}"),
+        ev("run.failed", run_id="r1", error={"message": f"gave up: Basic {p['basic']} refused", "body": f"client_secret={p['form']}"}),
+    ]
+
+
+def stored_bytes(store_path):
+    """Everything the store's files hold."""
+    return b"".join(open(store_path + s, "rb").read() for s in ("", "-wal") if os.path.exists(store_path + s))
+
+
+def assert_nothing_planted_is_stored(store_path):
+    raw = stored_bytes(store_path)
+    assert b"[REDACTED]" in raw
+    for secret in PLANTED.values():
+        assert secret.encode() not in raw, secret
+
+
+def test_flowledger_append_stores_no_secret_inside_urls_or_error_texts(store_path):
+    runner = CliRunner()
+    events = planted_events()
+    text = "".join(orjson.dumps(e).decode() + "\n" for e in events)
+    result = runner.invoke(cli, ["--store", store_path, "append", "-"], input=text, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.stdout) == {"appended": len(events), "duplicates": 0}
+    assert_nothing_planted_is_stored(store_path)
+
+    replayed = orjson.loads(runner.invoke(cli, ["--store", store_path, "replay", "r1", "--json"]).stdout)["events"]
+    bodies = {e["event"]["type"]: e["event"] for e in replayed}
+    assert bodies["step.failed"]["error"] == "401 from provider: Authorization: Bearer [REDACTED]"
+    assert bodies["run.failed"]["error"] == {"message": "gave up: Basic [REDACTED] refused", "body": "client_secret=[REDACTED]"}
+    assert bodies["run.triggered"]["data"] == {"callback": "https://hooks.example.com/cb?api_key=[REDACTED]&x=1"}
+    assert b'"url":"https://user:[REDACTED]@app.example.com/reset?token=[REDACTED]&utm_source=mail"' in stored_bytes(store_path)
+
+    # A resend is compared with the stored body byte for byte: redacted alike, a duplicate.
+    again = runner.invoke(cli, ["--store", store_path, "append", "-"], input=text, catch_exceptions=False)
+    assert again.exit_code == 0 and orjson.loads(again.stdout) == {"appended": 0, "duplicates": len(events)}
+
+
+def test_an_input_read_by_a_forked_reader_is_redacted_alike(store_path, monkeypatch):
+    # Large inputs are read, validated and redacted by a child process (ingest_process).
+    monkeypatch.setattr(ingest_process, "FORK_FROM_BYTES", 0)
+    read_by_child = []
+    monkeypatch.setattr(ledger, "forked_candidates", lambda *a, **k: read_by_child.append(1) or forked_candidates(*a, **k))
+    log = open_log(store_path)
+    result, _ = ledger.append_input(log, jsonl(planted_events()))
+    log.close()
+    assert read_by_child and result.appended == len(planted_events())
+    assert_nothing_planted_is_stored(store_path)
+
+
+def test_flowledger_append_of_a_provider_export_stores_no_secret_in_the_clicked_url(store_path, tmp_path):
+    url = f"https://app.example.com/magic?access_token={PLANTED['query']}&utm_source=mail"
+    export = tmp_path / "sendgrid.json"
+    export.write_bytes(
+        orjson.dumps([{"event": "click", "email": "u1@example.com", "timestamp": 1793523600, "sg_event_id": "e-click",
+                       "sg_message_id": "sgmsg1.filter0001", "url": url}])
+    )
+    result = CliRunner().invoke(cli, ["--store", store_path, "append", "--format", "sendgrid", str(export)])
+    assert result.exit_code == 0, result.output
+    raw = stored_bytes(store_path)
+    assert PLANTED["query"].encode() not in raw
+    assert b"access_token=[REDACTED]&utm_source=mail" in raw
+
+
+def test_the_http_api_stores_no_secret_inside_urls_or_error_texts(store_path):
+    log = open_log(store_path)
+    _, secret = keys.create_key(log.backend, "w", "write")
+    log.close()
+    with TestClient(create_app(store_path)) as client:
+        r = client.post("/v1/events", json=planted_events(), headers={"X-API-Key": secret})
+        assert r.status_code == 200, r.text
+        assert r.json()["appended"] == len(planted_events())
+    assert_nothing_planted_is_stored(store_path)
+
+
+def test_provider_webhooks_store_no_secret_in_the_clicked_url(store_path):
+    url = f"https://user:{PLANTED['password']}@app.example.com/r?token={PLANTED['query']}&utm_source=mail"
+    events = [{"event": "click", "email": "u1@example.com", "timestamp": 1793523600, "sg_event_id": "e-click",
+               "sg_message_id": "sgmsg1.filter0001", "url": url}]
+    body = orjson.dumps(events)
+    with TestClient(create_app(store_path, provider_secrets=PROVIDER_SECRETS)) as client:
+        r = client.post("/v1/webhooks/sendgrid", content=body, headers=sendgrid_headers(body))
+        assert r.status_code == 200, r.text
+    raw = stored_bytes(store_path)
+    assert b"[REDACTED]" in raw
+    assert PLANTED["password"].encode() not in raw and PLANTED["query"].encode() not in raw
