@@ -371,6 +371,10 @@ class Redactor:
             return text
         parts: list[str] = []
         done = 0  # text[:done] is settled (in parts)
+        # Where a key may begin: after the last value replaced, but within a URL replaced
+        # ("https://u:pw@Authorization: x"), as when the URL was redacted already: else a
+        # second redaction would find what the first did not.
+        floor = 0
         pos = 0
         size = len(text)
         backwards = text[::-1]
@@ -390,6 +394,7 @@ class Redactor:
                     parts.append(text[done:start])
                     parts.append(new)
                     done = start + len(url)
+                    floor = start
                 pos = start + len(url)
                 continue
             if m.group("auth") is not None:
@@ -404,17 +409,17 @@ class Redactor:
                 if new is not None:
                     parts.append(text[done:start])
                     parts.append(new)
-                    done = pos = start + length
+                    done = floor = pos = start + length
                 continue
             # key=value, key: value, "key": value
             key_end = anchor
-            quote = text[key_end - 1] if key_end > done else ""
+            quote = text[key_end - 1] if key_end > floor else ""
             if quote == "'" or quote == '"':
-                opening = text.rfind(quote, max(done, key_end - 2 - _MAX_KEY), key_end - 1)
+                opening = text.rfind(quote, max(floor, key_end - 2 - _MAX_KEY), key_end - 1)
                 key = text[opening + 1 : key_end - 1] if opening >= 0 else ""
                 quoted_key = True
             else:
-                run = _run_before(_KEY_BACKWARDS, backwards, key_end, done)
+                run = _run_before(_KEY_BACKWARDS, backwards, key_end, floor)
                 key = text[key_end - run : key_end] if run <= _MAX_KEY else ""  # longer: no key
                 quoted_key = False
             pos = value_start = anchor + 1
@@ -445,7 +450,7 @@ class Redactor:
             if new is not None:
                 parts.append(text[done:start])
                 parts.append(new)
-                done = pos = start + length
+                done = floor = pos = start + length
         if not parts:
             return text
         parts.append(text[done:])
