@@ -102,8 +102,19 @@ class _DurablePool(SQLiteConnectionPool):
         return conn
 
 
+def sqlite_name(path: str) -> str:
+    """The name to give SQLite for the file ``path``: the file itself, always.
+
+    SQLite reads a name that begins with "file:" as a URI where URIs are allowed, as
+    eventsourcing's connections allow them (and Debian's SQLite everywhere): "file:x.db"
+    would open x.db, where flowledger looked at, refused or made the file "file:x.db".
+    """
+    return "./" + path if path.startswith("file:") else path
+
+
 class _Datastore(SQLiteDatastore):
     def __init__(self, db_name: str, lock_timeout: float) -> None:
+        db_name = sqlite_name(db_name)
         super().__init__(db_name, originator_id_type="text")
         self.pool = _DurablePool(
             db_name=db_name,
@@ -147,7 +158,10 @@ class SQLiteTransaction:
                     self.cursor.execute("PRAGMA synchronous=NORMAL")
                 if self.attach is not None:
                     # Outside the transaction: SQLite attaches nothing inside one.
-                    self.cursor.execute(f'ATTACH DATABASE ? AS "{self.attach[0]}"', (self.attach[1],))
+                    # As bytes: a path need not be UTF-8 (str would refuse its surrogates), and
+                    # SQLite hands a blob's bytes to open() as they are.
+                    file = os.fsencode(sqlite_name(self.attach[1]))
+                    self.cursor.execute(f'ATTACH DATABASE ? AS "{self.attach[0]}"', (file,))
                     self._attached = True
                 self.cursor.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
             except BaseException:
@@ -195,22 +209,114 @@ def translate_errors(backend: SQLiteBackend) -> Iterator[None]:
         raise _translate(e, backend) from e
 
 
+# SQLite's result codes (sqlite3.h); Python 3.11 has them as sqlite3 constants, older ones not all.
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT = 5, 6, 8, 10, 11
+SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 13, 14, 26
+SQLITE_READONLY_DIRECTORY = SQLITE_READONLY | (6 << 8)
+
+
 def _translate(error: BaseException, backend: SQLiteBackend) -> StoreError:
     text = str(error)
-    if "locked" in text or "busy" in text.lower() or "Timed out" in text:
+    code = _sqlite_code(error)
+    # SQLite's result code where the driver gave one; the text only for eventsourcing's own
+    # errors (its pool's "Timed out", say), which carry none.
+    primary = code & 0xFF if code is not None else None
+    guess = primary is None
+    path, what = backend.path, backend.what
+    if primary in (SQLITE_BUSY, SQLITE_LOCKED) or (
+        guess and ("locked" in text or "busy" in text.lower() or "Timed out" in text)
+    ):
         return StoreBusy(
-            f"the store {backend.path} is busy: another process held its write lock for "
+            f"{what} {path} is busy: another process held its write lock for "
             f"more than {backend.lock_timeout:g} s; try again, or raise --lock-timeout"
         )
-    if "not a database" in text or "malformed" in text:
-        return StoreError(f"{backend.path} is not a flowledger store (not a usable SQLite file)")
-    if "unable to open" in text:
-        return StoreError(f"cannot open the store {backend.path}: {text}")
-    if "readonly" in text or "read-only" in text:
-        return StoreError(f"the store {backend.path} is read-only here: {text}")
-    if "disk" in text and "full" in text:
-        return StoreError(f"the disk holding {backend.path} is full; nothing was stored")
-    return StoreError(f"the store {backend.path} failed: {text}")
+    if primary == SQLITE_CORRUPT or (guess and "malformed" in text):
+        return StoreError(
+            f"{what} {path} is damaged ({text}): check it with "
+            f"sqlite3 {path} 'PRAGMA integrity_check', and restore it from a backup"
+        )
+    if primary == SQLITE_NOTADB or (guess and "not a database" in text):
+        return StoreError(f"{path} is not a flowledger store (not a usable SQLite file)")
+    if primary == SQLITE_CANTOPEN or (guess and "unable to open" in text):
+        return StoreError(_why_not_opened(path, what, text))
+    if code == SQLITE_READONLY_DIRECTORY:
+        folder = os.path.dirname(path) or "."
+        return StoreError(
+            f"cannot use {what} {path}: SQLite keeps {path}-wal and {path}-shm beside it, "
+            f"and the folder {folder} is not writable here to make them; make it writable, "
+            "or copy the store into a folder that is"
+        )
+    if primary == SQLITE_READONLY or (guess and ("readonly" in text or "read-only" in text)):
+        return StoreError(_why_read_only(path, what, text))
+    if primary == SQLITE_FULL or (guess and "disk" in text and "full" in text):
+        return StoreError(f"the disk holding {path} is full; nothing was stored")
+    if primary == SQLITE_IOERR:
+        # Past a limit on file size (`ulimit -f`) a write fails with EFBIG (Python ignores
+        # SIGXFSZ), and SQLite says only "disk I/O error": its code tells a write from a read.
+        return StoreError(
+            f"{what} {path} could not be written or read ({text}, {_sqlite_error_name(error)}): "
+            "a full disk, a limit on file size (ulimit -f) or a failing device"
+        )
+    return StoreError(f"{what} {path} failed: {text}")
+
+
+def _sqlite_error(error: BaseException) -> sqlite3.Error | None:
+    """The driver's own error behind an error (eventsourcing wraps it in its own), if any."""
+    for _ in range(4):
+        if isinstance(error, sqlite3.Error):
+            return error
+        inner = error.__cause__ or next((a for a in error.args if isinstance(a, BaseException)), None)
+        if inner is None:
+            return None
+        error = inner
+    return None
+
+
+def _sqlite_code(error: BaseException) -> int | None:
+    """SQLite's extended result code of an error, if the driver gave one."""
+    e = _sqlite_error(error)
+    return getattr(e, "sqlite_errorcode", None) if e is not None else None
+
+
+def _sqlite_error_name(error: BaseException) -> str:
+    """SQLite's name of an error's result code, like SQLITE_IOERR_WRITE."""
+    e = _sqlite_error(error)
+    return getattr(e, "sqlite_errorname", None) or "SQLITE_IOERR"
+
+
+def _why_not_opened(path: str, what: str, text: str) -> str:
+    """Why SQLite could not open (or make) the file, as far as the file system tells."""
+    folder = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        return _a_folder(path)
+    if not os.path.exists(path) and os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot create {what} {path}: the folder {folder} is not writable here"
+    if os.path.exists(path) and not os.access(path, os.R_OK):
+        return f"cannot open {what} {path}: the file is not readable here"
+    return f"cannot open {what} {path}: {text}"
+
+
+def _why_read_only(path: str, what: str, text: str) -> str:
+    """Which of the store's files cannot be written here."""
+    for name, kind in ((path, ""), (path + "-shm", "SQLite's shared memory"), (path + "-wal", "SQLite's write-ahead log")):
+        if os.path.exists(name) and not os.access(name, os.W_OK):
+            if not kind:
+                return f"{what} {path} is read-only here (its file cannot be written): {text}"
+            # A process that could only read the store (its file read-only then) made these
+            # read-only too, and could not remove them when it closed the store.
+            return (
+                f"{what} {path} cannot be written here: {name} ({kind} beside it) is read-only; "
+                "make it writable, or remove it while no process has the store open"
+            )
+    return f"{what} {path} is read-only here: {text}"
+
+
+def _a_folder(path: str) -> str:
+    """The message for a store path that names a folder."""
+    return (
+        f"{path} is a folder, not a store file: point --store (or FLOWLEDGER_STORE) at a file, "
+        f"like {os.path.join(path, 'flowledger.db')}"
+    )
 
 
 # A view's CREATE statement names its table or index without a schema: "main." before it.
@@ -226,6 +332,8 @@ class SQLiteBackend(SQLBackend):
     """An event log and its side tables in one SQLite file (WAL, synchronous=FULL)."""
 
     name = "sqlite"
+    what = "the store"
+    """What the file is, in messages."""
     tracking_table = "tracking"
     position_column = "rowid"
 
@@ -243,6 +351,13 @@ class SQLiteBackend(SQLBackend):
             parent = Path(path).parent
             if not parent.exists():
                 raise StoreError(f"cannot create the store {path}: folder {parent} does not exist")
+            if os.path.isdir(path):
+                raise StoreError(_a_folder(path))
+            if os.path.exists(path) and not os.path.isfile(path):
+                # SQLite opens /dev/null or a pipe, then fails with a "disk I/O error".
+                raise StoreError(
+                    f"{path} is not a regular file (a device, a pipe or a socket): a store is a SQLite file"
+                )
         if path != ":memory:" and Path(path).exists():
             self._refuse_unless_a_store(create)
         with translate_errors(self):
@@ -281,7 +396,7 @@ class SQLiteBackend(SQLBackend):
         # A plain connection that only reads: the store's own pool would first switch the
         # file to WAL, and a command that only reads must not change another program's file.
         with translate_errors(self):
-            raw = sqlite3.connect(self.path)
+            raw = sqlite3.connect(sqlite_name(self.path))
             try:
                 is_store = _has_schema(raw.cursor())
                 has_tables = raw.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' LIMIT 1").fetchone()

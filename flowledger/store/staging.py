@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool, SQLiteDatastore, SQLiteTrackingRecorder
 
-from flowledger.store.sqlite import CACHE_KIB, SQLiteBackend, SQLiteTransaction
+from flowledger.store.sqlite import CACHE_KIB, SQLiteBackend, SQLiteTransaction, sqlite_name
 
 if TYPE_CHECKING:
     from flowledger.projections.base import View
@@ -39,7 +39,7 @@ class _UnjournaledPool(SQLiteConnectionPool):
     """Connections with no rollback journal and no fsync: what a throwaway file needs."""
 
     def _create_connection(self) -> SQLiteConnection:
-        raw = sqlite3.connect(self.db_name, check_same_thread=False, isolation_level=None)
+        raw = sqlite3.connect(sqlite_name(self.db_name), check_same_thread=False, isolation_level=None)
         raw.execute("PRAGMA journal_mode=OFF")
         raw.execute("PRAGMA synchronous=OFF")
         raw.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
@@ -62,18 +62,26 @@ class StagingBackend(SQLiteBackend):
     the file is thrown away, never read again.
     """
 
+    what = "the rebuild's staging file (beside the store)"
+
     def __init__(self, path: str, views: Sequence[View]) -> None:
         self.path = path
         self.lock_timeout = 60.0
         self.datastore = _StagingDatastore(path)
         self._tracking = SQLiteTrackingRecorder(self.datastore)
-        with self.transaction(write=True) as c:
-            self.create_tracking_table(c)
-            c.execute("CREATE TABLE flowledger_meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID")
-            for view in views:
-                for statement in view.fold_ddl():
-                    c.execute(statement)
-                self.set_view_version(c, view.name, view.version)
+        try:
+            with self.transaction(write=True) as c:
+                self.create_tracking_table(c)
+                c.execute("CREATE TABLE flowledger_meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID")
+                for view in views:
+                    for statement in view.fold_ddl():
+                        c.execute(statement)
+                    self.set_view_version(c, view.name, view.version)
+        except BaseException:
+            # The file is made at the first statement: a disk with room for it but not for
+            # its tables fails here, before the rebuild holds it to remove.
+            self.remove()
+            raise
 
     def transaction(
         self, *, write: bool, durable: bool = True, append: bool = False, attach: tuple[str, str] | None = None
