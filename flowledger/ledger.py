@@ -424,6 +424,8 @@ def _validated(event: dict[str, Any]) -> Candidate:
         body = validate_event(event)
     except EventInvalid as e:
         raise CommandRefused("; ".join(e.messages)) from None
+    # An operator's reason is free text like any other ("token=… was revoked"): redacted alike.
+    body = Redactor.from_environment().redact_event(body)
     return Candidate.make(body, stream_of(body))
 
 

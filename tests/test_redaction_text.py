@@ -441,3 +441,28 @@ def test_provider_webhooks_store_no_secret_in_the_clicked_url(store_path):
     raw = stored_bytes(store_path)
     assert b"[REDACTED]" in raw
     assert PLANTED["password"].encode() not in raw and PLANTED["query"].encode() not in raw
+
+
+@pytest.mark.parametrize("command", ["retry", "cancel", "cancel-by-key"])
+def test_an_operators_reason_is_redacted_as_any_text(tmp_path, monkeypatch, command):
+    from flowledger import ledger as ledger_
+    from flowledger.store import open_log
+    from tests.conftest import ev as ev_, triggered as triggered_
+    from tests.histories import jsonl as jsonl_
+
+    monkeypatch.setenv("FLOWLEDGER_REDACT_KEYS", "ssn")
+    log = open_log(str(tmp_path / "s.db"))
+    events = [triggered_("r1", trigger={"source": "api", "cancellation_key": "k1"})]
+    if command == "retry":
+        events += [ev_("run.started", run_id="r1"), ev_("run.failed", run_id="r1", error="x")]
+    ledger_.append_input(log, jsonl_(events))
+    reason = "rotated: token=abc123def and ssn=123-45-6789 (Bearer eyJhbGciOiJIUzI1NiJ9)"
+    if command == "retry":
+        ledger_.retry_run(log, "r1", reason=reason)
+    elif command == "cancel":
+        ledger_.cancel_run(log, "r1", reason=reason)
+    else:
+        ledger_.cancel_by_key(log, "k1", reason=reason)
+    stored = log.run_events("r1")[-1].body["reason"]
+    log.close()
+    assert stored == "rotated: token=[REDACTED] and ssn=[REDACTED] (Bearer [REDACTED])"
