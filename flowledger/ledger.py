@@ -139,11 +139,12 @@ def prepare_provider_facts(
     return PreparedFacts(items, received_at or utc_now(), skipped)
 
 
-def append_prepared(log: EventLog, prepared: PreparedFacts) -> AppendResult:
-    """Append prepared provider facts, matching each to its message, as received when they were."""
+def append_prepared(log: EventLog, prepared: PreparedFacts, *, lock_timeout: float | None = None) -> AppendResult:
+    """Append prepared provider facts, matching each to its message, as received when they
+    were (waiting ``lock_timeout`` seconds for the write lock, if not the store's own)."""
     if not prepared.items:
         return AppendResult()  # all skipped: nothing to wait for the write lock for
-    return log.append_provider_events(prepared.items, prepared.received_at)
+    return log.append_provider_events(prepared.items, prepared.received_at, lock_timeout=lock_timeout)
 
 
 def append_provider_facts(
@@ -172,6 +173,8 @@ def utc_stamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
+WEBHOOK_LOCK_TIMEOUT = 2.0
+"""Seconds a webhook waits for the log's write lock before its facts go to the inbox."""
 WEBHOOK_DRAIN_TAKE = 20
 """Webhooks' facts a drain reads from the inbox at a time (a webhook request drains one take)."""
 FOLLOW_DRAIN_TAKES = 10
@@ -188,14 +191,17 @@ def receive_provider_facts(log: EventLog, inbox: Inbox | None, prepared: Prepare
     """
     if not prepared.items or inbox is None:
         return append_prepared(log, prepared), 0
+    # A provider waits seconds for an answer (Twilio 15), and a wait holds a server's thread
+    # and connection: past a short one, the inbox keeps the facts.
+    wait = min(WEBHOOK_LOCK_TIMEOUT, log.backend.lock_timeout)
     if inbox.count():
         # Older facts go first where they can, so the log keeps the order they were received
         # in (the views do not need it: provider facts fold to the same record in any order).
-        if not _drain_quietly(log, inbox, takes=1) or inbox.count():
+        if not _drain_quietly(log, inbox, takes=1, lock_timeout=wait) or inbox.count():
             inbox.put(prepared.items, prepared.received_at)
             return AppendResult(), len(prepared.items)
     try:
-        return append_prepared(log, prepared), 0
+        return append_prepared(log, prepared, lock_timeout=wait), 0
     except StoreBusy:
         # Acknowledged once durably kept somewhere: a provider that never retries (Twilio's
         # status callbacks) would otherwise lose them.
@@ -203,7 +209,7 @@ def receive_provider_facts(log: EventLog, inbox: Inbox | None, prepared: Prepare
         return AppendResult(), len(prepared.items)
 
 
-def drain_inbox(log: EventLog, inbox: Inbox, *, takes: int | None = None) -> int:
+def drain_inbox(log: EventLog, inbox: Inbox, *, takes: int | None = None, lock_timeout: float | None = None) -> int:
     """Append the inbox's facts to the log, oldest first, each webhook's with the time it
     was received, and delete them; returns how many facts were appended (or were there).
 
@@ -223,7 +229,7 @@ def drain_inbox(log: EventLog, inbox: Inbox, *, takes: int | None = None) -> int
             done: list[int] = []
             try:
                 for deferred in batch:
-                    log.append_provider_events(deferred.items, deferred.received_at)
+                    log.append_provider_events(deferred.items, deferred.received_at, lock_timeout=lock_timeout)
                     done.append(deferred.seq)
                     drained += len(deferred.items)
             except StoreBusy:
@@ -237,10 +243,10 @@ def drain_inbox(log: EventLog, inbox: Inbox, *, takes: int | None = None) -> int
         inbox.drain_lock.release()
 
 
-def _drain_quietly(log: EventLog, inbox: Inbox, *, takes: int | None) -> bool:
+def _drain_quietly(log: EventLog, inbox: Inbox, *, takes: int | None, lock_timeout: float | None = None) -> bool:
     """Drain the inbox, logging (not raising) why it could not; whether that went without error."""
     try:
-        drain_inbox(log, inbox, takes=takes)
+        drain_inbox(log, inbox, takes=takes, lock_timeout=lock_timeout)
     except FlowledgerError as e:
         # The facts stay in the inbox; the views, and other webhooks, must not wait for them.
         _log.warning("could not append the webhook inbox's facts to the log (%s); they are kept for the next try", e)

@@ -292,3 +292,37 @@ def test_postgresql_a_webhook_finding_the_append_lock_held_is_deferred_then_drai
         assert ledger.inbox_count(log) == 0
     finally:
         log.close()
+
+
+def _posted_within(client, events, seconds=120):
+    """Post a SendGrid webhook from a thread; its answer, or None if it had none in time."""
+    answers = []
+    poster = threading.Thread(target=lambda: answers.append(post_sendgrid(client, events)), daemon=True)
+    poster.start()
+    poster.join(seconds)
+    return answers[0] if answers else None
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_a_webhook_waits_a_short_while_for_the_lock_whatever_the_servers_lock_timeout(store_path, follow):
+    # serve's lock timeout (an hour here) is for its own writes; a provider waits seconds for
+    # an answer (Twilio 15), so a webhook gives up the lock sooner and is kept in the inbox.
+    with_messages(store_path)
+    with TestClient(create_app(store_path, provider_secrets=SECRETS, lock_timeout=3600, follow=follow)) as client:
+        with sqlite_write_lock(store_path):
+            answer = _posted_within(client, sendgrid_events())
+            assert answer is not None, "the webhook was still waiting for the lock"
+            assert answer.status_code == 200 and answer.json()["deferred"] == 4
+            assert _posted_within(client, sendgrid_events()).json()["deferred"] == 4
+        assert post_sendgrid(client, sendgrid_events()).json()["duplicates"] == 4
+
+
+@pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
+def test_postgresql_a_webhook_waits_a_short_while_for_the_append_lock(postgres_url):
+    with_messages(postgres_url)
+    with TestClient(create_app(postgres_url, provider_secrets=SECRETS, lock_timeout=3600)) as client:
+        with postgres_append_lock(postgres_url):
+            answer = _posted_within(client, sendgrid_events())
+            assert answer is not None, "the webhook was still waiting for the lock"
+            assert answer.status_code == 200 and answer.json()["deferred"] == 4
+        assert post_sendgrid(client, sendgrid_events()).json()["duplicates"] == 4

@@ -257,7 +257,7 @@ class EventLog:
             result.released += result.appended - before
 
     def append_provider_events(
-        self, items: list[tuple[dict[str, Any], str | None]], received_at: str
+        self, items: list[tuple[dict[str, Any], str | None]], received_at: str, *, lock_timeout: float | None = None
     ) -> AppendResult:
         """Append provider facts, matching those that do not name their message.
 
@@ -266,11 +266,12 @@ class EventLog:
         id no message is known by yet is held (never dropped) and stored as soon as one is.
         The provider's key is a fact's identity: one whose id is stored, held or earlier in
         the batch is a duplicate, never a conflict (the first body stands). All in one
-        transaction: nothing of the batch is stored if any fact is refused.
+        transaction: nothing of the batch is stored if any fact is refused. ``lock_timeout``:
+        seconds to wait for the write lock, if not the store's own (a webhook's shorter wait).
         """
         b = self.backend
         result = AppendResult()
-        with b.transaction(write=True, append=True) as c:
+        with b.transaction(write=True, append=True, lock_timeout=lock_timeout) as c:
             keyed = [(body, None if p is None else provider_key(p)) for body, p in items]
             links = self._known(c, {k for _, k in keyed if k})
             ready, held = [], []

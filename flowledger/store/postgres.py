@@ -297,11 +297,12 @@ class PostgresBackend(SQLBackend):
 
     @contextmanager
     def transaction(
-        self, *, write: bool, durable: bool = True, append: bool = False
+        self, *, write: bool, durable: bool = True, append: bool = False, lock_timeout: float | None = None
     ) -> Iterator[PgCursor]:
         """A transaction on a pooled connection.
 
-        ``append`` (the log's own writes) takes the events table's EXCLUSIVE lock first;
+        ``append`` (the log's own writes) takes the events table's EXCLUSIVE lock first,
+        waiting ``lock_timeout`` seconds for it if given (else the store's lock timeout);
         ``durable=False`` (views only) commits without waiting for the WAL flush; a
         read-only transaction sees one snapshot (REPEATABLE READ) and is rolled back.
         """
@@ -318,6 +319,8 @@ class PostgresBackend(SQLBackend):
                                 cursor = conn.cursor(row_factory=tuple_row)
                                 if not durable:
                                     cursor.execute("SET LOCAL synchronous_commit = off")
+                                if lock_timeout is not None:
+                                    cursor.execute(f"SET LOCAL lock_timeout = {int(lock_timeout * 1000)}")
                                 if append:
                                     cursor.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
                                 yield PgCursor(cursor)

@@ -133,12 +133,20 @@ class SQLiteTransaction:
     """
 
     def __init__(
-        self, backend: SQLiteBackend, *, write: bool, durable: bool = True, attach: tuple[str, str] | None = None
+        self,
+        backend: SQLiteBackend,
+        *,
+        write: bool,
+        durable: bool = True,
+        attach: tuple[str, str] | None = None,
+        lock_timeout: float | None = None,
     ) -> None:
         self.backend = backend
         self.write = write
         self.durable = durable
         self.attach = attach
+        self.lock_timeout = lock_timeout
+        """Seconds to wait for the write lock, when not the store's own lock timeout."""
         """(name, file) of a database to attach for this transaction only."""
         self._attached = False
         self._conn: SQLiteConnection | None = None
@@ -163,6 +171,8 @@ class SQLiteTransaction:
                     file = os.fsencode(sqlite_name(self.attach[1]))
                     self.cursor.execute(f'ATTACH DATABASE ? AS "{self.attach[0]}"', (file,))
                     self._attached = True
+                if self.lock_timeout is not None:
+                    self.cursor.execute(f"PRAGMA busy_timeout={int(self.lock_timeout * 1000)}")
                 self.cursor.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
             except BaseException:
                 # No transaction began (the lock was not had in time, say): the connection
@@ -195,6 +205,8 @@ class SQLiteTransaction:
                         self._attached = False
                     if not self.durable:
                         self.cursor.execute("PRAGMA synchronous=FULL")
+                    if self.lock_timeout is not None:
+                        self.cursor.execute(f"PRAGMA busy_timeout={self.backend.datastore.pool.busy_timeout_ms}")
                     self.cursor.close()
         finally:
             self.backend.datastore.pool.put_connection(self._conn)
@@ -419,15 +431,22 @@ class SQLiteBackend(SQLBackend):
         return None if self.path == ":memory:" else os.path.abspath(self.path)
 
     def transaction(
-        self, *, write: bool, durable: bool = True, append: bool = False, attach: tuple[str, str] | None = None
+        self,
+        *,
+        write: bool,
+        durable: bool = True,
+        append: bool = False,
+        attach: tuple[str, str] | None = None,
+        lock_timeout: float | None = None,
     ) -> SQLiteTransaction:
         """A transaction; ``write=True`` takes the write lock at once (BEGIN IMMEDIATE).
 
         ``durable=False`` (views only, never the log) commits without waiting for fsync.
         ``append`` (the log's own writes) needs nothing more here: SQLite has one writer.
         ``attach`` = (name, file): that database is attached for the transaction's length.
+        ``lock_timeout``: seconds to wait for the lock, if not the store's own.
         """
-        return SQLiteTransaction(self, write=write, durable=durable, attach=attach)
+        return SQLiteTransaction(self, write=write, durable=durable, attach=attach, lock_timeout=lock_timeout)
 
     def close(self) -> None:
         """Close every pooled connection."""
