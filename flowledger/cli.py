@@ -6,6 +6,7 @@ errors into ``click.ClickException`` (exit 1) or ``click.BadParameter`` (exit 2)
 
 from __future__ import annotations
 
+import errno
 import functools
 import getpass
 import logging
@@ -74,9 +75,20 @@ def handles_errors(f: F) -> F:
         except UnicodeEncodeError as e:
             # An argument of bytes that are not UTF-8 reaches Python as lone surrogates,
             # which no store can hold: the user's value, not flowledger, is at fault.
+            # Any other text that cannot be encoded is not the user's doing.
             bad = e.object[e.start : e.end] if isinstance(e.object, str) else ""
+            if not bad or not all("\udc80" <= ch <= "\udcff" for ch in bad):
+                raise
+            raw = bad.encode("utf-8", "surrogateescape")
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise click.UsageError(f"a value given is not UTF-8 text (it holds {raw!r})") from None
+            # UTF-8 text that Python could not decode: the locale is not UTF-8 (ASCII, as a rule).
+            encoding = "ASCII" if sys.getfilesystemencoding() == "ascii" else sys.getfilesystemencoding()
             raise click.UsageError(
-                f"a value given is not UTF-8 text (it holds {bad.encode('utf-8', 'surrogateescape')!r})"
+                f"a value given is UTF-8 text ({raw!r}), but the locale's encoding is {encoding}: "
+                "run with LANG=C.UTF-8 or PYTHONUTF8=1"
             ) from None
 
     return wrapper  # type: ignore[return-value]
@@ -88,10 +100,35 @@ class _Seconds(click.FloatRange):
     name = "seconds"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        seconds = super().convert(value, param, ctx)
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = float("nan")
         if seconds != seconds:
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
-        return seconds
+        return super().convert(seconds, param, ctx)
+
+    def fail(self, message: str, param: click.Parameter | None = None, ctx: click.Context | None = None) -> Any:
+        """Fail naming the environment variable, where the value came from one, not the option."""
+        hint = None
+        if param is not None and ctx is not None and param.name:
+            if ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT:
+                names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+                hint = next((f"the environment variable {n}" for n in names if os.environ.get(n)), None)
+        raise click.BadParameter(message, ctx=ctx, param=param, param_hint=hint)
+
+
+class _InputFile(click.File):
+    """A file to read, or - for standard input, which may be closed."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except RuntimeError:
+            # click finds no stream behind a closed sys.stdin (None), and says so this way.
+            if value != "-" or (sys.stdin is not None and not sys.stdin.closed):
+                raise
+            self.fail("standard input is closed: give a FILE, or pipe the events in", param, ctx)
 
 
 def json_option(f: F) -> F:
@@ -227,7 +264,7 @@ def cli(ctx: click.Context, store: str, lock_timeout: float) -> None:
 
 
 @cli.command()
-@click.argument("file", type=click.File("rb"), default="-")
+@click.argument("file", type=_InputFile("rb"), default="-")
 @click.option(
     "--skip-invalid",
     "skip_file",
@@ -1013,6 +1050,19 @@ def _query(obj: Context, fn: Callable[..., Any], *args: Any, fresh: bool = True,
     log = obj.open()
     try:
         return ledger.query(log, fn, *args, fresh=fresh, **kwargs)
+    except StoreError as e:
+        # A query writes only to make the views (or, fresh, to catch them up).
+        if "is read-only here" not in str(e):
+            raise
+        if fresh:
+            raise StoreError(
+                f"{e}; --no-catch-up answers from the views as a process that can write the store "
+                "last left them (`flowledger project`)"
+            ) from None
+        raise StoreError(
+            f"{e}; its views were never made, or were made by another version of flowledger: "
+            "a process that can write the store must make them once, with `flowledger project`"
+        ) from None
     finally:
         log.close()
 
@@ -1253,19 +1303,54 @@ class _progress:
             self.bar.__exit__(*exc)
 
 
+# Errors of a write that failed for want of room or of a working device: not flowledger's bug.
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT})
+
+
 def main() -> None:
     """The console entry point: no traceback ever reaches a user."""
+    for stream in (sys.stdout, sys.stderr):
+        # A character the output's encoding cannot hold is shown escaped, never an error.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (OSError, ValueError):
+                pass  # a closed or unusual stream: left as it is
     try:
         cli.main(prog_name="flowledger")
     except SystemExit:
         raise
     except Exception as e:  # noqa: BLE001  # the last guard before the user's terminal
-        if os.environ.get("FLOWLEDGER_DEBUG"):
+        if isinstance(e, OSError) and e.errno in _OUTPUT_ERRNOS and _raised_by_click(e):
+            message = f"Error: cannot write the output: {e.strerror}"
+        elif _debugging():
             raise
-        click.echo(
-            f"Error: unexpected {type(e).__name__}: {e}\n"
-            "This is a bug in flowledger; run again with FLOWLEDGER_DEBUG=1 to see where.",
-            err=True,
-        )
+        else:
+            message = (
+                f"Error: unexpected {type(e).__name__}: {e}\n"
+                "This is a bug in flowledger; run again with FLOWLEDGER_DEBUG=1 to see where."
+            )
+        try:
+            click.echo(message, err=True)
+        except OSError:
+            pass  # standard error cannot be written either: the exit status must do
+        # What is left in a stream's buffer must not fail again at exit.
+        _quieten_closed_output()
         sys.exit(1)
 
+
+def _raised_by_click(error: BaseException) -> bool:
+    """Whether the error came from click itself: writing the output (echo, a progress bar),
+    as every command writes through click; the store's errors come from deeper down."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return str(tb.tb_frame.f_globals.get("__name__", "")).partition(".")[0] == "click"
+
+
+def _debugging() -> bool:
+    """Whether FLOWLEDGER_DEBUG asks for a bug's traceback ("0", "false", "no", "off" do not)."""
+    return os.environ.get("FLOWLEDGER_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")

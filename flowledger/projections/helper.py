@@ -95,13 +95,16 @@ def start_helper(backend: SQLBackend, source: SQLBackend, views: Sequence[View],
         env[SOURCE_ENV] = log
     lock_timeout = getattr(backend, "lock_timeout", 60.0)
     command = _command(views, page_size, lock_timeout)
-    errors = tempfile.TemporaryFile()
+    errors = None
     try:
+        # No usable temporary folder is no reason to fail the rebuild: it just has no helper.
+        errors = tempfile.TemporaryFile()
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, env=env
         )
     except OSError as e:
-        errors.close()
+        if errors is not None:
+            errors.close()
         _log.warning("could not start a rebuild helper (%s); rebuilding every view here", e)
         return None
     return Helper(process, errors)
