@@ -194,10 +194,12 @@ def receive_provider_facts(log: EventLog, inbox: Inbox | None, prepared: Prepare
     # A provider waits seconds for an answer (Twilio 15), and a wait holds a server's thread
     # and connection: past a short one, the inbox keeps the facts.
     wait = min(WEBHOOK_LOCK_TIMEOUT, log.backend.lock_timeout)
-    if inbox.count():
+    # Whether any wait, not how many: summing a long inbox twice a webhook would slow every
+    # webhook exactly while a long import makes the inbox grow.
+    if inbox.waiting():
         # Older facts go first where they can, so the log keeps the order they were received
         # in (the views do not need it: provider facts fold to the same record in any order).
-        if not _drain_quietly(log, inbox, takes=1, lock_timeout=wait) or inbox.count():
+        if not _drain_quietly(log, inbox, takes=1, lock_timeout=wait) or inbox.waiting():
             inbox.put(prepared.items, prepared.received_at)
             return AppendResult(), len(prepared.items)
     try:
@@ -229,7 +231,20 @@ def drain_inbox(log: EventLog, inbox: Inbox, *, takes: int | None = None, lock_t
             done: list[int] = []
             try:
                 for deferred in batch:
-                    log.append_provider_events(deferred.items, deferred.received_at, lock_timeout=lock_timeout)
+                    problem = deferred.problem or _invalid_fact(deferred.items)
+                    if problem is None:
+                        try:
+                            log.append_provider_events(deferred.items, deferred.received_at, lock_timeout=lock_timeout)
+                        except InvalidInput as e:
+                            problem = "the log refused it: " + "; ".join(str(p) for p in e.problems)
+                    if problem is not None:
+                        # Never appendable: at the head of the inbox it would defer every later webhook.
+                        inbox.set_aside(deferred.seq, problem, utc_now())
+                        _log.warning(
+                            "the webhook received at %s was set aside as a dead letter of the inbox: %s",
+                            deferred.received_at, problem,
+                        )
+                        continue
                     done.append(deferred.seq)
                     drained += len(deferred.items)
             except StoreBusy:
@@ -243,6 +258,18 @@ def drain_inbox(log: EventLog, inbox: Inbox, *, takes: int | None = None, lock_t
         inbox.drain_lock.release()
 
 
+def _invalid_fact(items: list[Item]) -> str | None:
+    """Why a fact kept in the inbox is invalid under this version's vocabulary, or None."""
+    # An inbox written by an earlier version may hold what this one refuses: appended
+    # unchecked, it could stop every view's catch-up.
+    for i, (body, _) in enumerate(items):
+        try:
+            validate_event(body)
+        except EventInvalid as e:
+            return f"fact {i} ({body.get('id')!r}) is invalid: " + "; ".join(e.messages)
+    return None
+
+
 def _drain_quietly(log: EventLog, inbox: Inbox, *, takes: int | None, lock_timeout: float | None = None) -> bool:
     """Drain the inbox, logging (not raising) why it could not; whether that went without error."""
     try:
@@ -250,6 +277,10 @@ def _drain_quietly(log: EventLog, inbox: Inbox, *, takes: int | None, lock_timeo
     except FlowledgerError as e:
         # The facts stay in the inbox; the views, and other webhooks, must not wait for them.
         _log.warning("could not append the webhook inbox's facts to the log (%s); they are kept for the next try", e)
+        return False
+    except Exception as e:  # noqa: BLE001
+        # A bug, but a webhook is still acknowledged (kept in the inbox) and the views caught up.
+        _log.error("could not append the webhook inbox's facts to the log: unexpected %s: %s; this is a bug in flowledger", type(e).__name__, e)
         return False
     return True
 
@@ -344,6 +375,13 @@ def inbox_count(log: EventLog, inbox: Inbox | None = None) -> int:
     """How many webhook facts wait in the inbox for the log's write lock."""
     with _the_inbox(log, inbox) as box:
         return 0 if box is None else box.count()
+
+
+def inbox_dead_letters(log: EventLog, limit: int = 1000) -> list[dict[str, Any]]:
+    """The webhooks set aside from the inbox because they can never be appended, oldest first:
+    each with its seq, received_at, set_aside_at, reason, n (facts) and items (their JSON, as kept)."""
+    with _the_inbox(log, None) as box:
+        return [] if box is None else box.dead_letters(limit)
 
 
 def view_names() -> list[str]:

@@ -10,6 +10,10 @@ not take the events table's lock that appends hold.
 Appending a batch and deleting it are two transactions (two databases on SQLite): a crash
 between them appends the batch again on the next drain, which is harmless, since a provider
 fact already stored or held is a duplicate by its provider id.
+
+A webhook's facts that can never be appended (unreadable, invalid under this version's
+vocabulary, refused by the log) are set aside, as they were kept, in a table of dead letters
+beside the inbox's: left at the head of the inbox, they would defer every later webhook.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ INBOX_LOCK_TIMEOUT = 5.0
 """Seconds an inbox write waits for another's (they are a few rows long, never an import's)."""
 
 _TABLE = "webhook_inbox"
+_DEAD = "webhook_dead_letters"
 _SQLITE_DDL = (
     f"CREATE TABLE IF NOT EXISTS {_TABLE} (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
     "received_at TEXT NOT NULL, n INTEGER NOT NULL, items BLOB NOT NULL)"
@@ -41,6 +46,20 @@ _POSTGRES_DDL = (
     f"CREATE TABLE IF NOT EXISTS {_TABLE} (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
     "received_at TEXT NOT NULL, n BIGINT NOT NULL, items BYTEA NOT NULL)"
 )
+# Made at the first row set aside; its seq is the row's own in the inbox.
+_SQLITE_DEAD_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {_DEAD} (seq INTEGER PRIMARY KEY, received_at TEXT NOT NULL, "
+    "n INTEGER NOT NULL, items BLOB NOT NULL, reason TEXT NOT NULL, set_aside_at TEXT NOT NULL)"
+)
+_POSTGRES_DEAD_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {_DEAD} (seq BIGINT PRIMARY KEY, received_at TEXT NOT NULL, "
+    "n BIGINT NOT NULL, items BYTEA NOT NULL, reason TEXT NOT NULL, set_aside_at TEXT NOT NULL)"
+)
+_SET_ASIDE = (
+    f"INSERT INTO {_DEAD} (seq, received_at, n, items, reason, set_aside_at) "
+    f"SELECT seq, received_at, n, items, ?, ? FROM {_TABLE} WHERE seq = ?"
+)
+_DEAD_LETTERS = f"SELECT seq, received_at, set_aside_at, reason, n, items FROM {_DEAD} ORDER BY seq LIMIT ?"
 
 Item = tuple[dict[str, Any], str | None]
 """A prepared fact: its event (validated, redacted) and the provider id to match it by."""
@@ -55,7 +74,9 @@ class Deferred:
     received_at: str
     """When the webhook was received: the facts' receipt time when appended."""
     items: list[Item]
-    """The facts, in the webhook's order."""
+    """The facts, in the webhook's order (none where they cannot be read)."""
+    problem: str | None = None
+    """Why the facts cannot be read (then they can only be set aside), or None."""
 
 
 class Inbox:
@@ -81,6 +102,18 @@ class Inbox:
         """How many facts wait (0 without a single statement where no inbox was ever made)."""
         raise NotImplementedError
 
+    def waiting(self) -> bool:
+        """Whether any facts wait: one row read, however long the inbox (a webhook asks)."""
+        raise NotImplementedError
+
+    def set_aside(self, seq: int, reason: str, at: str) -> None:
+        """Move one webhook's facts, as kept, from the inbox to its dead letters."""
+        raise NotImplementedError
+
+    def dead_letters(self, limit: int) -> list[dict[str, Any]]:
+        """The oldest ``limit`` webhooks set aside, oldest first (see :data:`DEAD_LETTER_FIELDS`)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release what the inbox holds open."""
 
@@ -90,15 +123,41 @@ def open_inbox(backend: SQLBackend) -> Inbox | None:
     if backend.name == "postgresql":
         return PostgresInbox(backend)
     path = backend.reopen_url()
-    return None if path is None else SQLiteInbox(path + INBOX_SUFFIX)
+    # One inbox for the one file, whichever path (a symlink, say) the store was opened by.
+    return None if path is None else SQLiteInbox(os.path.realpath(path) + INBOX_SUFFIX)
 
 
 def _encode(items: list[Item]) -> bytes:
     return orjson.dumps([[body, match_by] for body, match_by in items])
 
 
+DEAD_LETTER_FIELDS = ("seq", "received_at", "set_aside_at", "reason", "n", "items")
+"""A dead letter's fields: ``items`` is the facts' JSON as kept (text; undecodable bytes replaced)."""
+
+
+def _raw(items: Any) -> bytes:
+    """A row's facts as bytes (a row written by hand may hold them as text)."""
+    return items.encode("utf-8", "surrogatepass") if isinstance(items, str) else bytes(items)
+
+
 def _decode(seq: int, received_at: str, items: bytes) -> Deferred:
-    return Deferred(seq, received_at, [(body, match_by) for body, match_by in orjson.loads(items)])
+    """A row's facts, or why they cannot be read (a damaged row, or another layout's)."""
+    try:
+        decoded = orjson.loads(items)
+    except orjson.JSONDecodeError as e:
+        return Deferred(seq, received_at, [], f"its facts cannot be read: not JSON ({e})")
+    if not isinstance(decoded, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], dict) and (pair[1] is None or isinstance(pair[1], str))
+        for pair in decoded
+    ):
+        return Deferred(seq, received_at, [], "its facts cannot be read: expected a JSON array of [event, provider id or null] pairs")
+    return Deferred(seq, received_at, [(body, match_by) for body, match_by in decoded])
+
+
+def _dead_letter(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A dead letter's row as a dict of :data:`DEAD_LETTER_FIELDS`."""
+    seq, received_at, set_aside_at, reason, n, items = row
+    return dict(zip(DEAD_LETTER_FIELDS, (seq, received_at, set_aside_at, reason, n, _raw(items).decode("utf-8", "replace"))))
 
 
 class SQLiteInbox(Inbox):
@@ -168,7 +227,7 @@ class SQLiteInbox(Inbox):
             if c is None:
                 return []
             c.execute(f"SELECT seq, received_at, items FROM {_TABLE} ORDER BY seq LIMIT ?", (limit,))
-            return [_decode(seq, received, bytes(items)) for seq, received, items in c.fetchall()]
+            return [_decode(seq, received, _raw(items)) for seq, received, items in c.fetchall()]
 
     def delete(self, seqs: list[int]) -> None:
         """Remove webhooks' facts once they are in the log."""
@@ -185,6 +244,33 @@ class SQLiteInbox(Inbox):
                 return 0
             c.execute(f"SELECT COALESCE(SUM(n), 0) FROM {_TABLE}")
             return int(c.fetchone()[0])
+
+    def waiting(self) -> bool:
+        """Whether any facts wait (a stat of the file where no inbox was ever made)."""
+        with self._transaction(write=False) as c:
+            if c is None:
+                return False
+            c.execute(f"SELECT EXISTS (SELECT 1 FROM {_TABLE})")
+            return bool(c.fetchone()[0])
+
+    def set_aside(self, seq: int, reason: str, at: str) -> None:
+        """Move one webhook's facts, as kept, from the inbox to its dead letters."""
+        with self._transaction(write=True) as c:
+            if c is not None:
+                c.execute(_SQLITE_DEAD_DDL)
+                c.execute(_SET_ASIDE, (reason, at, seq))
+                c.execute(f"DELETE FROM {_TABLE} WHERE seq = ?", (seq,))
+
+    def dead_letters(self, limit: int) -> list[dict[str, Any]]:
+        """The oldest ``limit`` webhooks set aside, oldest first."""
+        with self._transaction(write=False) as c:
+            if c is None:
+                return []
+            c.execute(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{_DEAD}'")
+            if c.fetchone() is None:
+                return []
+            c.execute(_DEAD_LETTERS, (limit,))
+            return [_dead_letter(row) for row in c.fetchall()]
 
     def close(self) -> None:
         """Close the inbox's connection."""
@@ -234,7 +320,7 @@ class PostgresInbox(Inbox):
             if not self._exists(c):
                 return []
             c.execute(f"SELECT seq, received_at, items FROM {_TABLE} ORDER BY seq LIMIT ?", (limit,))
-            return [_decode(seq, received, bytes(items)) for seq, received, items in c.fetchall()]
+            return [_decode(seq, received, _raw(items)) for seq, received, items in c.fetchall()]
 
     def delete(self, seqs: list[int]) -> None:
         """Remove webhooks' facts once they are in the log."""
@@ -250,3 +336,33 @@ class PostgresInbox(Inbox):
                 return 0
             c.execute(f"SELECT COALESCE(SUM(n), 0) FROM {_TABLE}")
             return int(c.fetchone()[0])
+
+    def waiting(self) -> bool:
+        """Whether any facts wait."""
+        with self.backend.transaction(write=False) as c:
+            if not self._exists(c):
+                return False
+            c.execute(f"SELECT EXISTS (SELECT 1 FROM {_TABLE})")
+            return bool(c.fetchone()[0])
+
+    def _dead_exists(self, c: Any) -> bool:
+        c.execute("SELECT to_regclass(?)", (f'"{self.backend.schema}".{_DEAD}',))
+        return c.fetchone()[0] is not None
+
+    def set_aside(self, seq: int, reason: str, at: str) -> None:
+        """Move one webhook's facts, as kept, from the inbox to its dead letters."""
+        with self._transaction() as c:
+            if not self._dead_exists(c):
+                c.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"flowledger:inbox:{self.backend.schema}",))
+                c.execute(_POSTGRES_DEAD_DDL)
+            # Two processes draining at once may both set a row aside: the first move stands.
+            c.execute(_SET_ASIDE + " ON CONFLICT (seq) DO NOTHING", (reason, at, seq))
+            c.execute(f"DELETE FROM {_TABLE} WHERE seq = ?", (seq,))
+
+    def dead_letters(self, limit: int) -> list[dict[str, Any]]:
+        """The oldest ``limit`` webhooks set aside, oldest first."""
+        with self.backend.transaction(write=False) as c:
+            if not self._dead_exists(c):
+                return []
+            c.execute(_DEAD_LETTERS, (limit,))
+            return [_dead_letter(row) for row in c.fetchall()]
