@@ -878,6 +878,40 @@ def unmatched(obj: Context, as_json: bool, limit: int) -> None:
 
 
 @cli.command()
+@json_option
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="How many dead letters to list.")
+@click.pass_obj
+@handles_errors
+def inbox(obj: Context, as_json: bool, limit: int) -> None:
+    """Show the webhook inbox: how many provider events wait for the store's write lock,
+    and the dead letters (webhooks set aside because they can never be appended).
+
+    A webhook that finds the write lock held by another process is kept in the inbox and
+    appended later (by `serve`, or by `flowledger project`). A dead letter is kept as it
+    came, with the reason it was set aside: unreadable, invalid under this version's
+    vocabulary, or refused by the log.
+
+    \b
+    Example:
+        flowledger inbox --json
+    """
+    log = obj.open()
+    try:
+        waiting = ledger.inbox_count(log)
+        dead = ledger.inbox_dead_letters(log, limit)
+    finally:
+        log.close()
+    if as_json:
+        _echo_json({"waiting": waiting, "dead_letters": dead})
+        return
+    click.echo(f"{waiting} provider event(s) waiting for the write lock; {len(dead)} dead letter(s).")
+    if dead:
+        rows = [("seq", "received_at", "set aside at", "events", "reason")]
+        rows += [(str(d["seq"]), _t(d["received_at"]), _t(d["set_aside_at"]), str(d["n"]), d["reason"]) for d in dead]
+        _echo_table(rows)
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="The port to listen on.")
 @click.option(

@@ -219,3 +219,32 @@ def test_a_webhook_does_not_count_the_whole_inbox(store_path):
         inbox.close()
         log.close()
     assert statements and not [s for s in statements if "SUM(" in s.upper()]
+
+
+def test_the_inbox_command_shows_what_waits_and_the_dead_letters(store_path):
+    from click.testing import CliRunner
+
+    from flowledger.cli import cli
+
+    def inbox(*args):
+        result = CliRunner().invoke(cli, ["--store", store_path, "inbox", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    with_messages(store_path)
+    assert orjson.loads(inbox("--json")) == {"waiting": 0, "dead_letters": []}
+    with TestClient(create_app(store_path, provider_secrets=SECRETS, lock_timeout=0.2)) as client:
+        with sqlite_write_lock(store_path):
+            assert post_sendgrid(client, sendgrid_events()).json()["deferred"] == 4
+            assert orjson.loads(inbox("--json"))["waiting"] == 4
+            assert inbox().startswith("4 provider event(s) waiting for the write lock; 0 dead letter(s).")
+    spoil_inbox_rows(store_path, b"not json")
+    log = open_log(store_path)
+    ledger.catch_up(log)  # drains: the spoilt row is set aside
+    log.close()
+    shown = orjson.loads(inbox("--json"))
+    assert shown["waiting"] == 0 and [d["reason"] for d in shown["dead_letters"]] == [shown["dead_letters"][0]["reason"]]
+    assert "cannot be read" in shown["dead_letters"][0]["reason"] and shown["dead_letters"][0]["items"] == "not json"
+    table = inbox()
+    assert table.startswith("0 provider event(s) waiting for the write lock; 1 dead letter(s).")
+    assert "cannot be read" in table
