@@ -219,10 +219,12 @@ def drain_inbox(log: EventLog, inbox: Inbox, *, takes: int | None = None, lock_t
     ``takes`` reads of :data:`WEBHOOK_DRAIN_TAKE` webhooks (None: until a read finds fewer),
     or at once if another thread of this process is draining. A crash between an append
     and its delete appends those facts again at the next drain: each is then a duplicate.
+    Facts the inbox kept for another store (deleted, its inbox left behind) are set aside.
     """
     if not inbox.drain_lock.acquire(blocking=False):
         return 0
     try:
+        inbox.claim(utc_now())
         drained = 0
         taken = 0
         while takes is None or taken < takes:

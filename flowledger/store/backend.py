@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
+from uuid import uuid4
 
 import orjson
+
+from flowledger.errors import StoreError
 
 SCHEMA_VERSION = 2
 """The layout of flowledger's own tables (2: event_ids holds the ids alone)."""
@@ -36,6 +39,17 @@ FLOWLEDGER_TABLES = (
     ),
 )
 """flowledger's tables beside eventsourcing's, in SQLite's dialect."""
+
+STORE_ID_KEY = "store_id"
+"""The key of flowledger_meta holding the store's id: random, written once, never copied."""
+# Giving a store made before ids its id never waits for the write lock (a server starting
+# during an import must still start): a busy store gets it at a later writer's open.
+_STORE_ID_LOCK_TIMEOUT = 0.001
+
+
+def new_store_id(c: Any) -> None:
+    """Write a new store's id, in the transaction that makes its tables."""
+    c.execute("INSERT OR IGNORE INTO flowledger_meta VALUES (?, ?)", (STORE_ID_KEY, uuid4().hex))
 
 
 def shown_url(url: str) -> str:
@@ -73,6 +87,7 @@ class SQLBackend:
     """The column of stored_events that holds the notification id."""
     tracking_table = ""
     """eventsourcing's table of each view's position."""
+    _store_id: str | None = None
 
     def reopen_url(self) -> str | None:
         """Where another process can open this very store (a SQLite file's absolute path, a
@@ -99,6 +114,35 @@ class SQLBackend:
                 c.execute(self.ddl(statement))  # type: ignore[attr-defined]
             c.execute("DELETE FROM flowledger_meta WHERE key = 'schema_version'")
             c.execute("INSERT INTO flowledger_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def store_identity(self) -> str | None:
+        """The store's id; None for a store made before stores had ids that no process
+        opening it to write has given one yet (read again until one has: it never changes)."""
+        if self._store_id is None:
+            with self.transaction(write=False) as c:  # type: ignore[attr-defined]
+                self._store_id = self._read_store_id(c)
+        return self._store_id
+
+    def give_store_id(self) -> None:
+        """Give a store made before stores had ids its id, if the write lock is free at once
+        (a process opening the store to write; one that only reads writes nothing)."""
+        if self.store_identity() is not None:
+            return
+        try:
+            with self.transaction(write=True, lock_timeout=_STORE_ID_LOCK_TIMEOUT) as c:  # type: ignore[attr-defined]
+                new_store_id(c)  # another process may have given it one meanwhile: that stands
+                given = self._read_store_id(c)
+        except StoreError:
+            # Busy, or not writable here (a read-only file): the open goes on without it,
+            # and a later writer's open gives it; the command's own writes say what is wrong.
+            return
+        self._store_id = given
+
+    @staticmethod
+    def _read_store_id(c: Any) -> str | None:
+        c.execute("SELECT value FROM flowledger_meta WHERE key = ?", (STORE_ID_KEY,))
+        row = c.fetchone()
+        return row[0] if row else None
 
     @staticmethod
     def _schema_version(c: Any) -> int:

@@ -14,14 +14,19 @@ fact already stored or held is a duplicate by its provider id.
 A webhook's facts that can never be appended (unreadable, invalid under this version's
 vocabulary, refused by the log) are set aside, as they were kept, in a table of dead letters
 beside the inbox's: left at the head of the inbox, they would defer every later webhook.
+
+A SQLite store's inbox, a file of its own, outlives its store if only the store is deleted:
+it records the id of the store it keeps facts for (see :meth:`Inbox.claim`), and the facts
+kept for another store are set aside, never appended to a new store made at the same path.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +35,9 @@ import orjson
 
 from flowledger.errors import StoreBusy, StoreError
 from flowledger.store.backend import SQLBackend
+from flowledger.store.log import utc_now
+
+_log = logging.getLogger(__name__)
 
 INBOX_SUFFIX = ".inbox"
 """What a SQLite store's inbox file adds to the store's name."""
@@ -38,6 +46,7 @@ INBOX_LOCK_TIMEOUT = 5.0
 
 _TABLE = "webhook_inbox"
 _DEAD = "webhook_dead_letters"
+_META = "webhook_inbox_meta"
 _SQLITE_DDL = (
     f"CREATE TABLE IF NOT EXISTS {_TABLE} (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
     "received_at TEXT NOT NULL, n INTEGER NOT NULL, items BLOB NOT NULL)"
@@ -59,6 +68,8 @@ _SET_ASIDE = (
     f"INSERT INTO {_DEAD} (seq, received_at, n, items, reason, set_aside_at) "
     f"SELECT seq, received_at, n, items, ?, ? FROM {_TABLE} WHERE seq = ?"
 )
+# Made at the first put, or at the first drain of an inbox made before it: which store it keeps facts for.
+_SQLITE_META_DDL = f"CREATE TABLE IF NOT EXISTS {_META} (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
 _DEAD_LETTERS = f"SELECT seq, received_at, set_aside_at, reason, n, items FROM {_DEAD} ORDER BY seq LIMIT ?"
 
 Item = tuple[dict[str, Any], str | None]
@@ -114,6 +125,11 @@ class Inbox:
         """The oldest ``limit`` webhooks set aside, oldest first (see :data:`DEAD_LETTER_FIELDS`)."""
         raise NotImplementedError
 
+    def claim(self, at: str) -> tuple[str, int] | None:
+        """Make the inbox its store's: set aside, as dead letters, the facts it keeps for
+        another store; returns (that store's id, how many webhooks) if it kept any."""
+        return None  # an inbox in the store's own schema is never another store's
+
     def close(self) -> None:
         """Release what the inbox holds open."""
 
@@ -124,7 +140,13 @@ def open_inbox(backend: SQLBackend) -> Inbox | None:
         return PostgresInbox(backend)
     path = backend.reopen_url()
     # One inbox for the one file, whichever path (a symlink, say) the store was opened by.
-    return None if path is None else SQLiteInbox(os.path.realpath(path) + INBOX_SUFFIX)
+    return None if path is None else SQLiteInbox(os.path.realpath(path) + INBOX_SUFFIX, backend.store_identity)
+
+
+def _kept_for_another(kept_for: str, store_id: str | None) -> str:
+    """The reason facts kept for another store are set aside."""
+    this = f"id {store_id}" if store_id is not None else "which has no id"
+    return f"kept for another store (id {kept_for}), not this one ({this})"
 
 
 def _encode(items: list[Item]) -> bytes:
@@ -164,10 +186,12 @@ class SQLiteInbox(Inbox):
     """The inbox of a SQLite store: a file of its own (WAL, synchronous=FULL), made at its
     first put, so that its writes never wait for the store's write lock."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, store_identity: Callable[[], str | None] = lambda: None) -> None:
         super().__init__()
         self.path = path
         """The inbox file."""
+        self.store_identity = store_identity
+        """The id of the store the inbox is for (None: a store made before stores had ids)."""
         self._conn: sqlite3.Connection | None = None
         # One connection for every thread of a server: its statements are few and short.
         self._lock = threading.Lock()
@@ -216,9 +240,12 @@ class SQLiteInbox(Inbox):
         return StoreError(f"the webhook inbox {self.path} failed: {text}")
 
     def put(self, items: list[Item], received_at: str) -> None:
-        """Keep one webhook's facts, durably, in one transaction."""
+        """Keep one webhook's facts, durably, in one transaction, as its store's."""
+        store_id = self.store_identity()
         with self._transaction(write=True, create=True) as c:
             assert c is not None
+            # Else they would be kept under another store's id, and set aside with its facts.
+            self._claim(c, store_id, utc_now())
             c.execute(f"INSERT INTO {_TABLE} (received_at, n, items) VALUES (?, ?, ?)", (received_at, len(items), _encode(items)))
 
     def oldest(self, limit: int) -> list[Deferred]:
@@ -271,6 +298,59 @@ class SQLiteInbox(Inbox):
                 return []
             c.execute(_DEAD_LETTERS, (limit,))
             return [_dead_letter(row) for row in c.fetchall()]
+
+    def claim(self, at: str) -> tuple[str, int] | None:
+        """Make the inbox its store's: set aside, as dead letters, the facts it keeps for
+        another store; returns (that store's id, how many webhooks) if it kept any.
+
+        An inbox made before stores had ids keeps facts for no store in particular: they
+        are its store's, as they always were, and from now on it records its store's id.
+        """
+        if self._conn is None and not os.path.exists(self.path):
+            return None  # no inbox, no statement
+        store_id = self.store_identity()
+        with self._transaction(write=False) as c:
+            if c is None or self._kept_for(c) == store_id:
+                return None
+        with self._transaction(write=True) as c:
+            return None if c is None else self._claim(c, store_id, at)
+
+    @staticmethod
+    def _kept_for(c: sqlite3.Cursor) -> str | None:
+        """The id of the store the inbox keeps facts for (None: an inbox made before stores had ids)."""
+        c.execute(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{_META}'")
+        if c.fetchone() is None:
+            return None
+        c.execute(f"SELECT value FROM {_META} WHERE key = 'store_id'")
+        row = c.fetchone()
+        return row[0] if row else None
+
+    def _claim(self, c: sqlite3.Cursor, store_id: str | None, at: str) -> tuple[str, int] | None:
+        """:meth:`claim`'s work, in an open write transaction."""
+        kept_for = self._kept_for(c)
+        if kept_for == store_id:
+            return None
+        found = None
+        if kept_for is not None:
+            c.execute(_SQLITE_DEAD_DDL)
+            c.execute(
+                f"INSERT INTO {_DEAD} (seq, received_at, n, items, reason, set_aside_at) "
+                f"SELECT seq, received_at, n, items, ?, ? FROM {_TABLE} ORDER BY seq",
+                (_kept_for_another(kept_for, store_id), at),
+            )
+            found = (kept_for, c.rowcount)
+            c.execute(f"DELETE FROM {_TABLE}")
+        c.execute(_SQLITE_META_DDL)
+        c.execute(f"DELETE FROM {_META} WHERE key = 'store_id'")
+        if store_id is not None:
+            c.execute(f"INSERT INTO {_META} VALUES ('store_id', ?)", (store_id,))
+        if found is not None and found[1]:
+            _log.warning(
+                "the webhook inbox %s kept %d webhooks' facts for another store (id %s), not this one (%s): "
+                "they were set aside as dead letters of the inbox (see `flowledger inbox`)",
+                self.path, found[1], kept_for, f"id {store_id}" if store_id is not None else "which has no id",
+            )
+        return found if found is not None and found[1] else None
 
     def close(self) -> None:
         """Close the inbox's connection."""

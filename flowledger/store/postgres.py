@@ -29,7 +29,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import PoolTimeout
 
 from flowledger.errors import StoreBusy, StoreError, StoreURLError
-from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend, shown_url
+from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend, new_store_id, shown_url
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -238,6 +238,8 @@ class PostgresBackend(SQLBackend):
             exists = "flowledger_meta" in self.table_names(c)
         if exists:
             self.upgrade()
+            if create:
+                self.give_store_id()
             return
         if not create:
             raise StoreError(f"no flowledger store in {self.path} (schema {self.schema})")
@@ -250,6 +252,7 @@ class PostgresBackend(SQLBackend):
                 "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+            new_store_id(c)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

@@ -35,7 +35,7 @@ from eventsourcing.sqlite import (
 )
 
 from flowledger.errors import StoreBusy, StoreError
-from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend
+from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend, new_store_id
 
 if TYPE_CHECKING:
     from flowledger.projections.base import View
@@ -392,8 +392,11 @@ class SQLiteBackend(SQLBackend):
                         "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
                         (str(SCHEMA_VERSION),),
                     )
+                    new_store_id(c)
         else:
             self.upgrade()
+            if create:
+                self.give_store_id()
 
     def _refuse_unless_a_store(self, create: bool) -> None:
         """Raise StoreError if the existing file is no flowledger store, leaving it as it is
