@@ -10,7 +10,6 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import IO, Any
 
 import orjson
@@ -28,7 +27,7 @@ from flowledger.providers import ADAPTERS
 from flowledger.providers.ingest import export_items, fact_event
 from flowledger.projections.run_record import HistoryEntry, run_history
 from flowledger.store.inbox import Inbox, Item, open_inbox
-from flowledger.store.log import AppendResult, Candidate, EventLog, utc_now
+from flowledger.store.log import AppendResult, Candidate, EventLog, utc_now, utc_stamp
 
 _log = logging.getLogger(__name__)
 
@@ -166,11 +165,6 @@ def append_export(
     except (ValueError, KeyError, TypeError) as e:
         raise InvalidInput([Problem(None, f"not a {provider} export: {e}")]) from None
     return append_provider_facts(log, facts, redactor, max_event_bytes)
-
-
-def utc_stamp(seconds: float) -> str:
-    """A Unix time in the stored timestamp format (as :func:`utc_now` gives the current one)."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 WEBHOOK_LOCK_TIMEOUT = 2.0
@@ -413,9 +407,10 @@ def show_run(log: EventLog, run_id: str, *, fresh: bool = True) -> dict[str, Any
 
 
 def retry_run(
-    log: EventLog, run_id: str, *, actor: str | None = None, reason: str | None = None
+    log: EventLog, run_id: str, *, actor: str | None = None, reason: str | None = None, redactor: Redactor | None = None
 ) -> dict[str, Any]:
-    """Retry a failed run: it goes back to pending with retry_count + 1."""
+    """Retry a failed run: it goes back to pending with retry_count + 1 (``redactor``: as
+    :func:`cancel_run`'s)."""
     state = log.run_state(run_id)
     if state.status == NOT_TRIGGERED:
         raise NotFound(f"no run {run_id!r} in the store")
@@ -429,14 +424,15 @@ def retry_run(
             f"cannot retry run {run_id!r}: retry_count {state.retry_count} has reached max_retries {state.max_retries}"
         )
     event = commands.retry_requested(run_id, occurred_at=utc_now(), actor=actor, reason=reason)
-    _record(log, event)
+    _record(log, event, redactor)
     return show_run(log, run_id)
 
 
 def cancel_run(
-    log: EventLog, run_id: str, *, actor: str | None = None, reason: str | None = None
+    log: EventLog, run_id: str, *, actor: str | None = None, reason: str | None = None, redactor: Redactor | None = None
 ) -> dict[str, Any]:
-    """Cancel an unfinished run."""
+    """Cancel an unfinished run; the reason is redacted by ``redactor`` (by default the keys
+    FLOWLEDGER_REDACT_KEYS adds; a server passes its own, --redact-key's too)."""
     state = log.run_state(run_id)
     if state.status == NOT_TRIGGERED:
         raise NotFound(f"no run {run_id!r} in the store")
@@ -446,37 +442,40 @@ def cancel_run(
             "only a pending, running or paused run can be cancelled"
         )
     event = commands.cancel_requested(run_id, occurred_at=utc_now(), actor=actor, reason=reason)
-    _record(log, event)
+    _record(log, event, redactor)
     return show_run(log, run_id)
 
 
 def cancel_by_key(
-    log: EventLog, key: str, *, actor: str | None = None, reason: str | None = None
+    log: EventLog, key: str, *, actor: str | None = None, reason: str | None = None, redactor: Redactor | None = None
 ) -> list[str]:
-    """Cancel every unfinished run triggered with a cancellation key; returns their ids."""
+    """Cancel every unfinished run triggered with a cancellation key; returns their ids
+    (``redactor``: as :func:`cancel_run`'s)."""
     now = utc_now()
+    # One for every run cancelled, not one each.
+    redactor = redactor or Redactor.from_environment()
 
     def make(run_id: str) -> Candidate:
         event = commands.cancel_requested(
             run_id, occurred_at=now, actor=actor, reason=reason, cancellation_key=key
         )
-        return _validated(event)
+        return _validated(event, redactor)
 
     return log.append_to_unfinished_runs_with_key(key, make)
 
 
-def _validated(event: dict[str, Any]) -> Candidate:
+def _validated(event: dict[str, Any], redactor: Redactor | None = None) -> Candidate:
     try:
         body = validate_event(event)
     except EventInvalid as e:
         raise CommandRefused("; ".join(e.messages)) from None
     # An operator's reason is free text like any other ("token=… was revoked"): redacted alike.
-    body = Redactor.from_environment().redact_event(body)
+    body = (redactor or Redactor.from_environment()).redact_event(body)
     return Candidate.make(body, stream_of(body))
 
 
-def _record(log: EventLog, event: dict[str, Any]) -> None:
-    cand = _validated(event)
+def _record(log: EventLog, event: dict[str, Any], redactor: Redactor | None = None) -> None:
+    cand = _validated(event, redactor)
     try:
         log.append([[cand]])
     except InvalidInput as e:

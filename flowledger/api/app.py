@@ -279,7 +279,7 @@ def create_app(
             if key is None or key.revoked_at is not None:
                 raise ApiProblem(401, "Unauthorized", "that API key is unknown or revoked")
             if not key.allows(scope):
-                raise ApiProblem(403, "Forbidden", f"this endpoint needs a {scope} key; this key's scope is {key.scope}")
+                raise ApiProblem(403, "Forbidden", f"this endpoint needs {'an' if scope == 'admin' else 'a'} {scope} key; this key's scope is {key.scope}")
             return key
 
         return check
@@ -439,13 +439,13 @@ def create_app(
     @app.post("/v1/runs/{run_id:path}/retry", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
     def retry_run(run_id: RunId, key: Admin, body: CommandRequest | None = None) -> dict[str, Any]:
         """Retry a failed run (recorded as run.retried with the key's name and the reason)."""
-        ledger.retry_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None)
+        ledger.retry_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None, redactor=redactor)
         return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
 
     @app.post("/v1/runs/{run_id:path}/cancel", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
     def cancel_run(run_id: RunId, key: Admin, body: CommandRequest | None = None) -> dict[str, Any]:
         """Cancel an unfinished run."""
-        ledger.cancel_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None)
+        ledger.cancel_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None, redactor=redactor)
         return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
 
     @app.get("/v1/runs/{run_id:path}", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
@@ -458,7 +458,7 @@ def create_app(
     @app.post("/v1/cancellations", response_model=CancellationResponse, tags=["runs"])
     def cancellations(body: CancellationRequest, key: Admin) -> dict[str, Any]:
         """Cancel every unfinished run triggered with a cancellation key."""
-        cancelled = ledger.cancel_by_key(the_log(), body.key, actor=f"api:{key.name}", reason=body.reason)
+        cancelled = ledger.cancel_by_key(the_log(), body.key, actor=f"api:{key.name}", reason=body.reason, redactor=redactor)
         return {"cancellation_key": body.key, "cancelled": cancelled}
 
     @app.get("/v1/deliveries", tags=["deliveries"], response_model=shapes.DeliveryPage)

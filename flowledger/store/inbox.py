@@ -176,6 +176,24 @@ def _decode(seq: int, received_at: str, items: bytes) -> Deferred:
     return Deferred(seq, received_at, [(body, match_by) for body, match_by in decoded])
 
 
+def _oldest(c: Any, limit: int) -> list[Deferred]:
+    """The oldest ``limit`` rows of the inbox, decoded (the inbox's table exists)."""
+    c.execute(f"SELECT seq, received_at, items FROM {_TABLE} ORDER BY seq LIMIT ?", (limit,))
+    return [_decode(seq, received, _raw(items)) for seq, received, items in c.fetchall()]
+
+
+def _count(c: Any) -> int:
+    """How many facts the inbox's rows hold (the inbox's table exists)."""
+    c.execute(f"SELECT COALESCE(SUM(n), 0) FROM {_TABLE}")
+    return int(c.fetchone()[0])
+
+
+def _any_waiting(c: Any) -> bool:
+    """Whether the inbox has a row, one row read (the inbox's table exists)."""
+    c.execute(f"SELECT EXISTS (SELECT 1 FROM {_TABLE})")
+    return bool(c.fetchone()[0])
+
+
 def _dead_letter(row: tuple[Any, ...]) -> dict[str, Any]:
     """A dead letter's row as a dict of :data:`DEAD_LETTER_FIELDS`."""
     seq, received_at, set_aside_at, reason, n, items = row
@@ -251,10 +269,7 @@ class SQLiteInbox(Inbox):
     def oldest(self, limit: int) -> list[Deferred]:
         """The oldest ``limit`` webhooks' facts, oldest first (left in the inbox)."""
         with self._transaction(write=False) as c:
-            if c is None:
-                return []
-            c.execute(f"SELECT seq, received_at, items FROM {_TABLE} ORDER BY seq LIMIT ?", (limit,))
-            return [_decode(seq, received, _raw(items)) for seq, received, items in c.fetchall()]
+            return [] if c is None else _oldest(c, limit)
 
     def delete(self, seqs: list[int]) -> None:
         """Remove webhooks' facts once they are in the log."""
@@ -267,18 +282,12 @@ class SQLiteInbox(Inbox):
     def count(self) -> int:
         """How many facts wait (a stat of the file where no inbox was ever made)."""
         with self._transaction(write=False) as c:
-            if c is None:
-                return 0
-            c.execute(f"SELECT COALESCE(SUM(n), 0) FROM {_TABLE}")
-            return int(c.fetchone()[0])
+            return 0 if c is None else _count(c)
 
     def waiting(self) -> bool:
         """Whether any facts wait (a stat of the file where no inbox was ever made)."""
         with self._transaction(write=False) as c:
-            if c is None:
-                return False
-            c.execute(f"SELECT EXISTS (SELECT 1 FROM {_TABLE})")
-            return bool(c.fetchone()[0])
+            return False if c is None else _any_waiting(c)
 
     def set_aside(self, seq: int, reason: str, at: str) -> None:
         """Move one webhook's facts, as kept, from the inbox to its dead letters."""
@@ -397,10 +406,7 @@ class PostgresInbox(Inbox):
     def oldest(self, limit: int) -> list[Deferred]:
         """The oldest ``limit`` webhooks' facts, oldest first (left in the inbox)."""
         with self.backend.transaction(write=False) as c:
-            if not self._exists(c):
-                return []
-            c.execute(f"SELECT seq, received_at, items FROM {_TABLE} ORDER BY seq LIMIT ?", (limit,))
-            return [_decode(seq, received, _raw(items)) for seq, received, items in c.fetchall()]
+            return _oldest(c, limit) if self._exists(c) else []
 
     def delete(self, seqs: list[int]) -> None:
         """Remove webhooks' facts once they are in the log."""
@@ -412,18 +418,12 @@ class PostgresInbox(Inbox):
     def count(self) -> int:
         """How many facts wait."""
         with self.backend.transaction(write=False) as c:
-            if not self._exists(c):
-                return 0
-            c.execute(f"SELECT COALESCE(SUM(n), 0) FROM {_TABLE}")
-            return int(c.fetchone()[0])
+            return _count(c) if self._exists(c) else 0
 
     def waiting(self) -> bool:
         """Whether any facts wait."""
         with self.backend.transaction(write=False) as c:
-            if not self._exists(c):
-                return False
-            c.execute(f"SELECT EXISTS (SELECT 1 FROM {_TABLE})")
-            return bool(c.fetchone()[0])
+            return _any_waiting(c) if self._exists(c) else False
 
     def _dead_exists(self, c: Any) -> bool:
         c.execute("SELECT to_regclass(?)", (f'"{self.backend.schema}".{_DEAD}',))

@@ -10,7 +10,6 @@ batch or none of it.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -377,8 +376,18 @@ def _spellings(keys: Iterable[str]) -> list[str]:
 
 def utc_now() -> str:
     """The current time in the stored timestamp format."""
+    return _stamp(datetime.now(UTC))
+
+
+def utc_stamp(seconds: float) -> str:
+    """A Unix time in the stored timestamp format (as :func:`utc_now` gives the current one)."""
+    return _stamp(datetime.fromtimestamp(seconds, UTC))
+
+
+def _stamp(moment: datetime) -> str:
+    """A UTC datetime in the stored timestamp format."""
     # isoformat is several times faster than strftime, and this runs once per append.
-    return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _chain(first: list[Candidate], rest: Iterator[list[Candidate]]) -> Iterator[list[Candidate]]:
@@ -427,8 +436,19 @@ def _masked_match(pattern: str, text: str) -> bool:
     """Whether text is pattern with each REDACTED in it standing for any characters."""
     if REDACTED not in pattern:
         return False
-    parts = pattern.split(REDACTED)
-    return re.fullmatch(".*".join(re.escape(p) for p in parts), text, re.DOTALL) is not None
+    # Each part found leftmost, in order, between the fixed first and last: linear, where a
+    # regex of ".*" between the parts backtracks through every split of a text that fails.
+    first, *middle, last = pattern.split(REDACTED)
+    end = len(text) - len(last)
+    if end < len(first) or not text.startswith(first) or not text.endswith(last):
+        return False
+    pos = len(first)
+    for part in middle:
+        found = text.find(part, pos, end)
+        if found < 0:
+            return False
+        pos = found + len(part)
+    return True
 
 
 def _conflict(cand: Candidate) -> Problem:

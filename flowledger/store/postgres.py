@@ -140,6 +140,10 @@ def parse_url(url: str) -> dict[str, Any]:
     twice = sorted(name for name, values in query.items() if len(values) > 1)
     if twice:
         raise StoreURLError(f"{shown!r} names {twice[0]} twice")
+    # libpq reads "" as unset: a blank ?sslmode= would connect as if it were not there.
+    blank = sorted(name for name, values in query.items() if name != "schema" and not values[0].strip())
+    if blank:
+        raise StoreURLError(f"{shown!r} gives {blank[0]} no value: expected {blank[0]}=VALUE, or leave it out")
     schema = query.get("schema", ["public"])[0]
     if not _SCHEMA_NAME.match(schema):
         raise StoreURLError(f"schema {schema!r} in {shown!r}: expected lower-case letters, digits and _")

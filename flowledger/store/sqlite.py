@@ -145,9 +145,9 @@ class SQLiteTransaction:
         self.write = write
         self.durable = durable
         self.attach = attach
+        """(name, file) of a database to attach for this transaction only."""
         self.lock_timeout = lock_timeout
         """Seconds to wait for the write lock, when not the store's own lock timeout."""
-        """(name, file) of a database to attach for this transaction only."""
         self._attached = False
         self._conn: SQLiteConnection | None = None
         self.cursor: sqlite3.Cursor | None = None
