@@ -12,7 +12,6 @@ along the way are the views a rebuild folds from the log.
 from __future__ import annotations
 
 import os
-import sqlite3
 import tempfile
 import uuid
 from contextlib import ExitStack, contextmanager
@@ -152,17 +151,12 @@ class Store:
     @contextmanager
     def write_lock(self):
         """Hold the log's write lock from another connection, as a long import does."""
-        if self.backend == "sqlite":
-            holder = sqlite3.connect(self.url, isolation_level=None)
-            holder.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            finally:
-                holder.rollback()
-                holder.close()
-        else:
-            from tests.test_inbox import postgres_append_lock
+        from tests.test_inbox import postgres_append_lock, sqlite_write_lock
 
+        if self.backend == "sqlite":
+            with sqlite_write_lock(self.url):
+                yield
+        else:
             with postgres_append_lock(self.url):
                 yield
 

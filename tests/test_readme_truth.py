@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from flowledger.cli import cli
+from tests.test_cli import _commands
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 README = open(os.path.join(ROOT, "README.md")).read()
@@ -73,15 +74,6 @@ def test_every_environment_variable_the_code_reads_is_in_the_readme():
 
 
 # Commands and options
-
-
-def _commands(group, prefix=()):
-    for name, command in group.commands.items():
-        path = (*prefix, name)
-        if isinstance(command, click.Group):
-            yield from _commands(command, path)
-        else:
-            yield path, command
 
 
 COMMANDS = dict(_commands(cli))
