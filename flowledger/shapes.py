@@ -295,6 +295,41 @@ class ExecutionStats(_Shape):
     edges: list[EdgeStats]
 
 
+class DeadLetter(_Shape):
+    """A webhook set aside from the inbox because it can never be appended."""
+
+    seq: int = Field(description="Its place in the inbox.")
+    received_at: str
+    set_aside_at: str
+    reason: str = Field(description="Why it was set aside: unreadable, invalid, or refused by the log.")
+    n: int = Field(description="How many events it brought.")
+    items: str = Field(description="Its events' JSON, as kept.")
+
+
+class InboxReport(_Shape):
+    """The webhook inbox: events waiting for the store's write lock, and the dead letters."""
+
+    waiting: int
+    dead_letters: list[DeadLetter] = Field(description="Oldest first.")
+
+
+class UnmatchedEvent(_Shape):
+    """A provider event waiting for its message."""
+
+    event_id: str
+    provider_message_id: str | None
+    provider: str | None
+    type: str
+    occurred_at: str
+    received_at: str | None
+
+
+class UnmatchedList(_Shape):
+    """Provider events waiting for their message, oldest first."""
+
+    entries: list[UnmatchedEvent]
+
+
 M = TypeVar("M", bound=BaseModel)
 
 

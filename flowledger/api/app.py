@@ -11,17 +11,19 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from urllib.parse import parse_qsl
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import orjson
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, field_validator
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -44,6 +46,13 @@ BUSY_RETRY_AFTER = 1
 """Seconds a client is told to wait (``Retry-After``) when the store was too busy to answer."""
 MAX_BATCH_BYTES = 10 * 1024 * 1024
 """The largest body POST /v1/events takes."""
+MAX_COMMAND_BYTES = 256 * 1024
+"""The largest body retry, cancel and POST /v1/cancellations take (a reason of 10,000
+characters, each written as a JSON escape, fits)."""
+INVALID_REQUEST = "the request's parameters or body are not as expected"
+"""The detail of a 422 whose errors name each parameter or body field."""
+NO_NUL = "expected text without NUL characters (\\u0000)"
+"""What a value holding NUL is told (PostgreSQL's text cannot hold one)."""
 
 PROBLEM = "application/problem+json"
 _FIELD = re.compile(r'^field "([^"]+)": (.*)$', re.S)
@@ -118,11 +127,28 @@ class AppendResponse(BaseModel):
     duplicates: int = Field(description="Events whose id was already stored with the same body.")
 
 
-class CancellationRequest(BaseModel):
+def _no_nul(value: str | None) -> str | None:
+    # Else PostgreSQL refuses it deep in the store: a 500 for the caller's input.
+    if value is not None and "\x00" in value:
+        raise ValueError(NO_NUL)
+    return value
+
+
+class CommandRequest(BaseModel):
+    """The body of retry and cancel (optional)."""
+
+    # A misspelt "reason" is refused, not dropped: the command would be recorded without it.
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=10_000, description="Why.")
+
+    _reason_without_nul = field_validator("reason")(_no_nul)
+
+
+class CancellationRequest(CommandRequest):
     """POST /v1/cancellations: cancel every unfinished run triggered with a key."""
 
     key: str = Field(min_length=1, max_length=255, description="The cancellation_key.")
-    reason: str | None = Field(default=None, max_length=10_000, description="Why.")
 
     @field_validator("key")
     @classmethod
@@ -130,13 +156,66 @@ class CancellationRequest(BaseModel):
         # As `flowledger cancel --key` refuses one: a blank key is a caller's mistake.
         if not key.strip():
             raise ValueError("a cancellation key cannot be blank")
+        _no_nul(key)
         return key
 
 
-class CommandRequest(BaseModel):
-    """The body of retry and cancel (optional)."""
+C = TypeVar("C", bound=CommandRequest)
 
-    reason: str | None = Field(default=None, max_length=10_000, description="Why.")
+
+async def command_body(request: Request, model: type[C], *, required: bool) -> C | None:
+    """A command's JSON body, read only once its key is checked and no further than
+    :data:`MAX_COMMAND_BYTES` (FastAPI would read a declared body whole, before the key)."""
+    raw = await read_body(request, MAX_COMMAND_BYTES)
+
+    def invalid(errors: list[dict[str, Any]]) -> ApiProblem:
+        return ApiProblem(422, "Invalid request", INVALID_REQUEST, errors=errors)
+
+    data: Any = None
+    if raw.strip():
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise invalid([{"field": "body", "message": f"not valid JSON: {e}"}]) from None
+    if data is None and not required:
+        return None
+    if not isinstance(data, dict):
+        raise invalid([{"field": "body", "message": "expected a JSON object"}])
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise invalid([{"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]} for err in e.errors()]) from None
+
+
+def _body_schema(model: type[BaseModel], *, required: bool) -> dict[str, Any]:
+    """The OpenAPI requestBody of a command read by :func:`command_body`."""
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+def _repeatable(annotation: Any) -> bool:
+    """Whether a query parameter of this type may be given more than once (a list)."""
+    return any(get_origin(a) in (list, tuple, set) for a in (annotation, *get_args(annotation)))
+
+
+def check_parameters(request: Request) -> None:
+    """Refuse, with a 422 naming each, query parameters the route does not take (a
+    misspelt filter would otherwise answer unfiltered), a parameter that takes one value
+    given twice (which would be dropped), and NUL in any query or path value."""
+    route = request.scope.get("route")
+    declared = {f.alias: f for f in route.dependant.query_params} if isinstance(route, APIRoute) else {}
+    takes = f"this endpoint takes {', '.join(sorted(declared))}" if declared else "this endpoint takes none"
+    errors: list[dict[str, Any]] = []
+    for name, times in Counter(k for k, _ in request.query_params.multi_items()).items():
+        field = declared.get(name)
+        if field is None:
+            errors.append({"field": name, "message": f"unknown query parameter; {takes}"})
+        elif times > 1 and not _repeatable(field.field_info.annotation):
+            errors.append({"field": name, "message": f"given {times} times; give it once"})
+    for name, value in [*request.query_params.multi_items(), *request.path_params.items()]:
+        if isinstance(value, str) and "\x00" in value:
+            errors.append({"field": name, "message": NO_NUL})
+    if errors:
+        raise ApiProblem(422, "Invalid request", INVALID_REQUEST, errors=errors)
 
 
 class CancellationResponse(BaseModel):
@@ -272,14 +351,19 @@ def create_app(
         return state["log"]  # type: ignore[no-any-return]
 
     def require(scope: str) -> Callable[..., keys.ApiKey]:
-        def check(x_api_key: Annotated[str | None, Header()] = None) -> keys.ApiKey:
+        def check(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> keys.ApiKey:
             if not x_api_key:
+                if any(v.startswith(keys.PREFIX) for _, v in request.query_params.multi_items()):
+                    # Never used from there: URLs end up in access logs, proxies and histories.
+                    raise ApiProblem(401, "Unauthorized", "an API key in the URL is refused (URLs are logged): send it in the X-API-Key header")
                 raise ApiProblem(401, "Unauthorized", "send an API key in the X-API-Key header")
             key = keys.verify(the_log().backend, x_api_key)
             if key is None or key.revoked_at is not None:
                 raise ApiProblem(401, "Unauthorized", "that API key is unknown or revoked")
             if not key.allows(scope):
                 raise ApiProblem(403, "Forbidden", f"this endpoint needs {'an' if scope == 'admin' else 'a'} {scope} key; this key's scope is {key.scope}")
+            # After the key: a caller without one learns nothing about the parameters.
+            check_parameters(request)
             return key
 
         return check
@@ -298,17 +382,24 @@ def create_app(
             {"field": ".".join(str(p) for p in e["loc"][1:]) or e["loc"][0], "message": e["msg"]}
             for e in exc.errors()
         ]
-        return problem(422, "Invalid request", "the request's parameters or body are not as expected", errors=errors)
+        return problem(422, "Invalid request", INVALID_REQUEST, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
-        answer = problem(exc.status_code, title, str(exc.detail))
         # A 405 must say what is allowed (RFC 9110); HEAD is answered wherever GET is.
         headers = dict(exc.headers or {})
         allowed = [m.strip() for m in headers.get("Allow", "").split(",") if m.strip()]
         if "GET" in allowed and "HEAD" not in allowed:
-            headers["Allow"] = ", ".join([*allowed, "HEAD"])
+            allowed.append("HEAD")
+            headers["Allow"] = ", ".join(allowed)
+        detail = str(exc.detail)
+        # The router's own answers say only "Not Found": name what was asked for.
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no endpoint at {request.url.path}; the endpoints are in /openapi.json"
+        elif exc.status_code == 405 and detail == "Method Not Allowed":
+            detail = f"{request.method} is not allowed at {request.url.path}; it takes {', '.join(allowed)}"
+        answer = problem(exc.status_code, title, detail)
         answer.headers.update(headers)
         return answer
 
@@ -398,7 +489,19 @@ def create_app(
         try:
             return normalize_timestamp(value)
         except ValueError:
-            raise ApiProblem(422, "Invalid query", f"{name}: expected an RFC 3339 timestamp with an offset") from None
+            expected = "expected an RFC 3339 timestamp with an offset, like 2026-11-01T00:00:00Z"
+            raise ApiProblem(422, "Invalid query", f"{name}: {expected}", errors=[{"field": name, "message": expected}]) from None
+
+    def cursors(after: str | None, before: str | None) -> None:
+        # Checked here, not only by the query: its error cannot say which parameter it was.
+        if after and before:
+            raise ApiProblem(422, "Invalid query", "give after or before, not both", errors=[{"field": "before", "message": "give after or before, not both"}])
+        for name, cursor in (("after", after), ("before", before)):
+            if cursor:
+                try:
+                    queries.decode_cursor(cursor)
+                except queries.BadQuery as e:
+                    raise ApiProblem(422, "Invalid query", f"{name}: {e}", errors=[{"field": name, "message": "not a cursor from a previous page"}]) from None
 
     PageSize = Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)]
 
@@ -417,6 +520,7 @@ def create_app(
         page_size: PageSize = 50,
     ) -> dict[str, Any]:
         """Runs, newest first, with Knock's filters and cursor paging."""
+        cursors(after, before)
         filters = queries.RunFilters(
             workflow, tuple(status or ()), tenant, recipient, has_errors,
             stamp(starting_at, "starting_at"), stamp(ending_at, "ending_at"),
@@ -433,20 +537,42 @@ def create_app(
         history = ledger.replay(the_log(), run_id)
         return {
             "run_id": run_id,
-            "events": [{"n": h.n, "position": h.event.position, "event": h.event.body, "state": h.record} for h in history],
+            # Each with the status after it, as `replay --json` has it.
+            "events": [
+                {"n": h.n, "position": h.event.position, "event": h.event.body, "status": h.record["status"], "state": h.record}
+                for h in history
+            ],
         }
 
-    @app.post("/v1/runs/{run_id:path}/retry", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
-    def retry_run(run_id: RunId, key: Admin, body: CommandRequest | None = None) -> dict[str, Any]:
+    # The command bodies are read by command_body, after the key: declared as parameters,
+    # FastAPI would read them whole before checking it.
+    @app.post(
+        "/v1/runs/{run_id:path}/retry", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True,
+        openapi_extra=_body_schema(CommandRequest, required=False),
+    )
+    async def retry_run(run_id: RunId, key: Admin, request: Request) -> dict[str, Any]:
         """Retry a failed run (recorded as run.retried with the key's name and the reason)."""
-        ledger.retry_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None, redactor=redactor)
-        return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
+        body = await command_body(request, CommandRequest, required=False)
 
-    @app.post("/v1/runs/{run_id:path}/cancel", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
-    def cancel_run(run_id: RunId, key: Admin, body: CommandRequest | None = None) -> dict[str, Any]:
+        def retry() -> dict[str, Any]:
+            ledger.retry_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None, redactor=redactor)
+            return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
+
+        return await run_in_threadpool(retry)
+
+    @app.post(
+        "/v1/runs/{run_id:path}/cancel", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True,
+        openapi_extra=_body_schema(CommandRequest, required=False),
+    )
+    async def cancel_run(run_id: RunId, key: Admin, request: Request) -> dict[str, Any]:
         """Cancel an unfinished run."""
-        ledger.cancel_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None, redactor=redactor)
-        return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
+        body = await command_body(request, CommandRequest, required=False)
+
+        def cancel() -> dict[str, Any]:
+            ledger.cancel_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None, redactor=redactor)
+            return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
+
+        return await run_in_threadpool(cancel)
 
     @app.get("/v1/runs/{run_id:path}", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
     def show_run(run_id: RunId, _: Read) -> dict[str, Any]:
@@ -455,10 +581,17 @@ def create_app(
         record["events"] = [_event_entry(e.body) for e in the_log().run_events(run_id)]
         return record  # type: ignore[no-any-return]
 
-    @app.post("/v1/cancellations", response_model=CancellationResponse, tags=["runs"])
-    def cancellations(body: CancellationRequest, key: Admin) -> dict[str, Any]:
+    @app.post(
+        "/v1/cancellations", response_model=CancellationResponse, tags=["runs"],
+        openapi_extra=_body_schema(CancellationRequest, required=True),
+    )
+    async def cancellations(key: Admin, request: Request) -> dict[str, Any]:
         """Cancel every unfinished run triggered with a cancellation key."""
-        cancelled = ledger.cancel_by_key(the_log(), body.key, actor=f"api:{key.name}", reason=body.reason, redactor=redactor)
+        body = await command_body(request, CancellationRequest, required=True)
+        assert body is not None  # required: command_body answered 422 for none
+        cancelled = await run_in_threadpool(
+            ledger.cancel_by_key, the_log(), body.key, actor=f"api:{key.name}", reason=body.reason, redactor=redactor
+        )
         return {"cancellation_key": body.key, "cancelled": cancelled}
 
     @app.get("/v1/deliveries", tags=["deliveries"], response_model=shapes.DeliveryPage)
@@ -473,6 +606,7 @@ def create_app(
         page_size: PageSize = 50,
     ) -> dict[str, Any]:
         """Deliveries, one per message, newest first."""
+        cursors(after, before)
         filters = queries.DeliveryFilters(run_id, channel, tuple(status or ()), recipient)
         return run_query(queries.list_deliveries, filters, page_size=page_size, after=after, before=before)  # type: ignore[no-any-return]
 
@@ -508,6 +642,19 @@ def create_app(
         """The seed docs' workflow details: channels, totals, progress, duration."""
         return run_query(queries.workflow_details, key)  # type: ignore[no-any-return]
 
+
+    Limit = Annotated[int, Query(ge=1, le=100_000, description="How many to list, oldest first.")]
+
+    @app.get("/v1/inbox", tags=["webhooks"], response_model=shapes.InboxReport)
+    def webhook_inbox(_: Read, limit: Limit = 1000) -> dict[str, Any]:
+        """The webhook inbox, as `flowledger inbox --json`: how many provider events wait for
+        the store's write lock, and the dead letters (webhooks set aside, never appended)."""
+        return {"waiting": ledger.inbox_count(the_log(), state["inbox"]), "dead_letters": ledger.inbox_dead_letters(the_log(), limit)}
+
+    @app.get("/v1/unmatched", tags=["webhooks"], response_model=shapes.UnmatchedList)
+    def unmatched(_: Read, limit: Limit = 1000) -> dict[str, Any]:
+        """Provider events waiting for their message, as `flowledger unmatched --json` lists them."""
+        return {"entries": ledger.unmatched(the_log(), limit)}
 
     # A str with the providers as its schema's enum, not a Literal: a provider flowledger does
     # not know is an unknown resource (404), not an invalid request (422).
