@@ -26,7 +26,7 @@ import orjson
 from flowledger import ledger, queries, shapes
 from flowledger.api import keys as api_keys
 from flowledger.domain.vocabulary import normalize_timestamp
-from flowledger.domain.redaction import Redactor
+from flowledger.domain.redaction import REDACTED, Redactor
 from flowledger.errors import FlowledgerError, InvalidInput, StoreError
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES, IngestOptions
 from flowledger.domain.run import STATUSES
@@ -349,7 +349,7 @@ def append(
         stored = True
         summary: dict[str, int] = {"appended": result.appended, "duplicates": result.duplicates}
         if skipped is not None:
-            bad = _write_skipped(skipped, rejected, result)
+            bad = _write_skipped(skipped, rejected, result, redactor)
             summary["skipped"] = bad
             if bad:
                 click.echo(f"{bad} invalid or refused event(s) written to {skip_file}", err=True)
@@ -1286,17 +1286,21 @@ def _open_skip_file(path: str) -> _SkipFile:
     return _SkipFile(path, out, created)
 
 
-def _write_skipped(skipped: _SkipFile, rejected: list[Any], result: Any) -> int:
-    """Write the input's bad items and refused events to the skip file; returns how many events."""
+def _write_skipped(skipped: _SkipFile, rejected: list[Any], result: Any, redactor: Redactor) -> int:
+    """Write the input's bad items and refused events to the skip file, their secrets
+    redacted as the append's own; returns how many events."""
     # One entry per event: a JSON array's items share their line, so the item tells them apart.
     by_item: dict[tuple[int | None, int | None], dict[str, Any]] = {}
+    redacted: dict[tuple[int | None, int | None], _RedactedSource] = {}
     for p, source in [*((p, p.source) for p in rejected), *((p, cand.source) for cand, p in result.problems)]:
-        entry = by_item.get((p.line, p.index))
+        key = (p.line, p.index)
+        entry = by_item.get(key)
         if entry is None:
-            entry = by_item[(p.line, p.index)] = {"line": p.line, "errors": [], "input": source}
+            clean = redacted[key] = _RedactedSource(source, redactor)
+            entry = by_item[key] = {"line": p.line, "errors": [], "input": clean.text}
             if p.index is not None:
                 entry["item"] = p.index + 1
-        entry["errors"].append(p.message)
+        entry["errors"].append(redacted[key].message(p.message))
     entries = sorted(by_item.values(), key=lambda e: (e["line"] or 0, e.get("item", 0)))
     try:
         if stat.S_ISREG(os.fstat(skipped.out.fileno()).st_mode):
@@ -1309,6 +1313,71 @@ def _write_skipped(skipped: _SkipFile, rejected: list[Any], result: Any) -> int:
             f"{e.strerror}"
         ) from None
     return len(by_item)
+
+
+class _RedactedSource:
+    """A refused item's input text as the skip file holds it: the log never holds a secret,
+    and neither does the file that sets aside what the log did not take."""
+
+    def __init__(self, source: str | None, redactor: Redactor) -> None:
+        self.redactor = redactor
+        """The append's own redactor (its --redact-key keys too)."""
+        self.changed: list[tuple[str, str]] = []
+        """Each value the redaction changed, as an error shows it before and after."""
+        self.text = source
+        """The input text: as sent when it holds no secret, else the redacted JSON (or text)."""
+        if source is None:
+            return
+        try:
+            value = orjson.loads(source)
+        except orjson.JSONDecodeError:
+            self.text = redactor.redact_text(source)
+            return
+        # The same rules as an appended event's (its free-form fields, its URL), and the
+        # secret keys anywhere: a refused line may hold them where no event may.
+        clean = redactor.redact(redactor.redact_event(value) if isinstance(value, dict) else value)
+        if clean is not value:
+            # Still the item's JSON, so that once mended it can be appended again.
+            self.text = orjson.dumps(clean).decode()
+            self._collect(value, clean)
+
+    def _collect(self, before: Any, after: Any) -> None:
+        if before is after or before == after:
+            return
+        if isinstance(before, dict) and isinstance(after, dict):
+            for k, v in before.items():
+                self._collect(v, after.get(k))
+        elif isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+            for a, b in zip(before, after):
+                self._collect(a, b)
+        elif not isinstance(before, (dict, list)):
+            self.changed.append((_shown_value(before), _shown_value(after)))
+
+    def message(self, text: str) -> str:
+        """An error's text without the secrets of the values it shows (`got '...'`)."""
+        # A value shown cut short may have lost what marks its secret ("user:pw" without
+        # its "@"): the values the redaction changed are replaced as shown, first.
+        for before, after in self.changed:
+            if text.endswith(f" (got {before})"):
+                text = f"{text[: -len(before) - 1]}{after})"
+                break
+        # The field's name is kept out of the text scan: `field "api_key": unknown field`
+        # reads as a secret key and its value there.
+        end = text.find('":', 7) if text.startswith('field "') else -1
+        if end < 0:
+            return self.redactor.redact_text(text)
+        name, rest = text[7:end], text[end + 2 :]
+        if self.redactor.is_secret(name.rpartition(".")[2]):
+            got = rest.rfind(" (got ")
+            if got >= 0 and rest.endswith(")"):
+                rest = f"{rest[: got + 6]}{REDACTED!r})"
+        return text[: end + 2] + self.redactor.redact_text(rest)
+
+
+def _shown_value(value: Any) -> str:
+    """A value as a field's error shows it (flowledger/domain/vocabulary.py's _describe)."""
+    shown = repr(value)
+    return shown[:77] + "..." if len(shown) > 80 else shown
 
 
 class _progress:

@@ -14,7 +14,11 @@ to every user of the machine. The helper is a fresh interpreter, not a fork: a f
 child must not inherit open connections.
 
     FLOWLEDGER_REBUILD_STORE=STORE [FLOWLEDGER_REBUILD_SOURCE=LOG] \
-        python -m flowledger.projections.helper --page-size N VIEW...
+        python -m flowledger.projections.helper --page-size N --parent PID VIEW...
+
+``--parent`` is the rebuilding process's pid, which the helper checks its parent against: a
+parent read only once the helper runs would be whatever adopted it, had the rebuilding
+process died in the meantime.
 """
 
 from __future__ import annotations
@@ -113,6 +117,8 @@ def start_helper(backend: SQLBackend, source: SQLBackend, views: Sequence[View],
 def _command(views: Sequence[View], page_size: int, lock_timeout: float) -> list[str]:
     """The helper's command line."""
     command = [sys.executable, "-m", __name__, "--page-size", str(page_size), "--lock-timeout", str(lock_timeout)]
+    # This process's pid, for the helper to check its parent against (see :func:`_end_with_parent`).
+    command += ["--parent", str(os.getpid())]
     return [*command, *(v.name for v in views)]
 
 
@@ -125,13 +131,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("views", nargs="+")
     parser.add_argument("--page-size", type=int, required=True)
     parser.add_argument("--lock-timeout", type=float, default=60.0)
+    parser.add_argument("--parent", type=int, help="the rebuilding process's pid (default: this one's parent now)")
     args = parser.parse_args(argv)
     store, log = os.environ.get(STORE_ENV), os.environ.get(SOURCE_ENV)
     if not store:
         parser.error(f"no store: set {STORE_ENV}")
     # Stopped by the rebuilding process: unwind, so that what it was writing is undone.
     signal.signal(signal.SIGTERM, _exit)
-    _end_with_parent()
+    _end_with_parent(args.parent)
     backend = open_backend(store, lock_timeout=args.lock_timeout, create=False)
     source = None
     try:
@@ -148,17 +155,20 @@ def _exit(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def _end_with_parent() -> None:
-    """Be stopped (SIGTERM) when the rebuilding process ends, however it ends: a helper
-    left running would merge its views after its rebuild was given up (Linux only)."""
-    parent = os.getppid()
+def _end_with_parent(parent: int | None = None) -> None:
+    """Be stopped (SIGTERM) when the rebuilding process ``parent`` ends, however it ends: a
+    helper left running would merge its views after its rebuild was given up. Where it has
+    ended already, exit now. (The request is Linux's; elsewhere only that check is made.)"""
+    if parent is None:
+        parent = os.getppid()  # started by hand: its parent is whoever started it
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        return  # not Linux: the rebuilding process stops its helper itself when it can
+        pass  # not Linux: the rebuilding process stops its helper itself when it can
+    # After the request: a parent that dies from here on sends the signal.
     if os.getppid() != parent:
         raise SystemExit(128 + signal.SIGTERM)  # it ended before the request was made
 

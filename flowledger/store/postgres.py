@@ -32,6 +32,8 @@ from flowledger.errors import StoreBusy, StoreError, StoreURLError
 from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend, new_store_id, shown_url
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# The table the server names in a refusal ("permission denied for table runs").
+_DENIED_TABLE = re.compile(r"permission denied for (?:table|relation) ([a-z_][a-z0-9_]*)")
 
 # libpq's settings of how to connect that a URL may carry on to the driver (TLS above all:
 # dropped, ?sslmode=require would connect in plain text). Anything else is refused.
@@ -279,6 +281,8 @@ class PostgresBackend(SQLBackend):
         if isinstance(_driver_error(error), PoolTimeout):
             return self._no_connection()
         text = str(error).strip()
+        if isinstance(_driver_error(error), psycopg.errors.InsufficientPrivilege):
+            return self._denied(text.splitlines()[0] if text else "permission denied")
         if isinstance(error, psycopg.errors.LockNotAvailable) or "lock timeout" in text:
             return StoreBusy(
                 f"the store {self.path} is busy: another writer held its lock for more than "
@@ -287,6 +291,46 @@ class PostgresBackend(SQLBackend):
         if "connect" in text or "Connection refused" in text or "timeout expired" in text:
             return StoreError(f"cannot reach the store {self.path}: {text.splitlines()[0]}")
         return StoreError(f"the store {self.path} failed: {text.splitlines()[0] if text else type(error).__name__}")
+
+    def _denied(self, text: str) -> StoreError:
+        """What a role without a privilege it needs is to do: be granted what it may not
+        read, or have a role that can write make the views (SQLite's read-only file has
+        the same wording: "is read-only here")."""
+        role = self._connect_kwargs["user"]
+        table = _DENIED_TABLE.search(text)
+        schema = self.schema
+        views_made = True
+        try:
+            with psycopg.connect(**self._connect_kwargs, autocommit=True, connect_timeout=5) as conn:
+                row = conn.execute("SELECT has_schema_privilege(%s, 'USAGE')", (schema,)).fetchone()
+                if row is not None and not row[0]:
+                    return StoreError(
+                        f"role {role!r} may not use the schema {schema} of the store {self.path}: have its "
+                        f'owner grant it, with GRANT USAGE ON SCHEMA "{schema}" TO "{role}" (and SELECT on its tables)'
+                    )
+                if table is not None:
+                    qualified = f'"{schema}"."{table.group(1)}"'
+                    row = conn.execute("SELECT has_table_privilege(%s, 'SELECT')", (qualified,)).fetchone()
+                    if row is not None and not row[0]:
+                        return StoreError(
+                            f"role {role!r} may not read the table {table.group(1)!r} of the store {self.path} "
+                            f"(schema {schema}): have its owner grant it, with "
+                            f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}" '
+                            "(tables made after a grant, such as the views, are not covered by it)"
+                        )
+                row = conn.execute(
+                    f'SELECT count(*) FROM "{schema}".flowledger_meta WHERE key LIKE %s', ("view:%",)
+                ).fetchone()
+                views_made = bool(row and row[0])
+        except psycopg.Error:
+            pass  # cannot tell more than the server's own reason
+        if not views_made:
+            return StoreError(
+                f"role {role!r} cannot write the store {self.path} (schema {schema}: {text}), and its "
+                "views were never made: a role that can write the store must make them once, with "
+                "`flowledger project`"
+            )
+        return StoreError(f"the store {self.path} is read-only here for role {role!r}: {text}")
 
     def _no_connection(self) -> StoreError:
         """Why the pool gave no connection in time: every one in use (the store answers), or
