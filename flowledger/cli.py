@@ -993,8 +993,9 @@ class _QuerySecretsMasked(logging.Filter):
         return True
 
     def _masked(self, part: str) -> str:
-        name, eq, _ = part.partition("=")
-        if eq and (name.lower() == "hub.verify_token" or self._redactor.is_secret(name)):
+        name, eq, value = part.partition("=")
+        # an API key in the URL is refused, but its request line is logged all the same.
+        if eq and (name.lower() == "hub.verify_token" or self._redactor.is_secret(name) or value.startswith(api_keys.PREFIX)):
             return f"{name}=***"
         return part
 

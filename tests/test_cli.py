@@ -479,12 +479,15 @@ def test_serve_never_logs_a_secret_sent_in_a_query(store_path):
         assert good.text == "42"
         httpx.get(base + "/v1/webhooks/whatsapp", params={"hub.mode": "subscribe", "hub.verify_token": "guess-SECRET-2", "hub.challenge": "1"})
         httpx.get(base + "/healthz", params={"token": "SECRET-3", "page": "2"})
+        # an API key pasted into the URL under a name no redactor knows is still a key.
+        httpx.get(base + "/v1/runs", params={"k": "fl_live_SECRET-4", "page_size": "5"})
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)
     log = (out + err).decode()
     assert "/v1/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=***&hub.challenge=42" in log
     assert "/healthz?token=***&page=2" in log
+    assert "/v1/runs?k=***&page_size=5" in log
     assert "SECRET" not in log
 
 
