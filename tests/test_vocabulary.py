@@ -282,3 +282,13 @@ def test_ids_with_spaces_inside_or_around_are_still_ids():
 def test_an_error_message_too_long_says_so():
     (message,) = messages(ev("run.failed", run_id="r", error="x" * 10_001))
     assert message.startswith('field "error": expected a message of at most 10,000 characters')
+
+
+def test_an_error_never_echoes_a_secret_of_the_value_it_refuses():
+    # The message reaches stderr, the API's answer and whatever logs them: the part of a
+    # value that would be redacted in the log is not shown either.
+    found = messages(triggered("r?token=tok-SECRET-1\n"))
+    assert found and all("tok-SECRET-1" not in m for m in found)
+    assert any('field "run_id"' in m and "token=[REDACTED]" in m for m in found)
+    found = messages(triggered("r", workflow="https://user:pw-SECRET-2@example.com/" + "x" * 100 + "\n"))
+    assert found and all("pw-SECRET-2" not in m for m in found) and "user:[REDACTED]@" in found[0]

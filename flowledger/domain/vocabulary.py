@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from flowledger.domain.event_types import MESSAGE_EVENT_TYPES, RUN_EVENT_TYPES
+from flowledger.domain.redaction import Redactor
 
 _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
@@ -621,6 +622,10 @@ def _json_kind(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+_ERROR_TEXT_REDACTOR = Redactor()
+"""Masks secrets in the values an error message shows (the default secret names)."""
+
+
 def _describe(error: ValidationError, obj: dict[str, Any]) -> list[str]:
     messages = []
     for err in error.errors(include_url=False):
@@ -650,6 +655,10 @@ def _describe(error: ValidationError, obj: dict[str, Any]) -> list[str]:
             if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == _ID_PATTERN:
                 err["msg"] = "expected an id: not only spaces, and no control characters"
             got = err.get("input")
+            if isinstance(got, str):
+                # The message reaches stderr, the API's answer and their logs: what the log
+                # would redact is not shown here either (before the cut, which could hide it).
+                got = _ERROR_TEXT_REDACTOR.redact_text(got)
             shown = repr(got) if not isinstance(got, (dict, list)) else _json_kind(got)
             if len(shown) > 80:
                 shown = shown[:77] + "..."
