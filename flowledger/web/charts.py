@@ -71,6 +71,15 @@ def funnel(channel: str, details: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+BOX_CHARACTERS = 24
+"""The most characters of a name a graph node's box shows (the whole name is its tooltip)."""
+
+
+def _fit(name: str) -> str:
+    """A name cut to fit a node's box."""
+    return name if len(name) <= BOX_CHARACTERS else name[: BOX_CHARACTERS - 1] + "…"
+
+
 def graph(stats: dict[str, Any]) -> str:
     """The workflow's nodes in the order runs reach them, with edge and node counts."""
     nodes = [n["step"] for n in stats["nodes"]]
@@ -94,60 +103,91 @@ def graph(stats: dict[str, Any]) -> str:
     order += [n for n in nodes if n not in order]
     by_step = {n["step"]: n for n in stats["nodes"]}
     box_w, box_h, gap, top = 170, 54, 60, 10
+    index = {n: k for k, n in enumerate(order)}
     pos = {n: (10 + k * (box_w + gap), top) for k, n in enumerate(order)}
+    drawn = [e for e in stats["edges"] if e["from"] in pos and e["to"] in pos]
+    # An edge between neighbours runs in the gap between their boxes; any other (a back
+    # edge, a branch skipping a node) in a lane of its own below, never behind a box.
+    below = [e for e in drawn if index[e["to"]] - index[e["from"]] != 1]
+    lane_h = 18
+    height = top + box_h + 20 + lane_h * len(below)
     width = 20 + len(order) * (box_w + gap)
     parts = [
-        f'<svg role="img" aria-label="Workflow graph with per-node and per-edge counts" width="{width}" height="{box_h + 70}">',
+        f'<svg role="img" aria-label="Workflow graph with per-node and per-edge counts" width="{width}" height="{height}">',
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" orient="auto">'
         '<path d="M0,0 L10,5 L0,10 z" fill="#667085"/></marker></defs>',
     ]
-    for e in stats["edges"]:
-        if e["from"] not in pos or e["to"] not in pos:
-            continue
+    lanes = {id(e): k for k, e in enumerate(below)}
+    for e in drawn:
         (x1, y1), (x2, _) = pos[e["from"]], pos[e["to"]]
-        forward = x2 > x1
-        sx, ex = (x1 + box_w, x2) if forward else (x1 + box_w / 2, x2 + box_w / 2)
-        y = y1 + box_h / 2 if forward else y1 + box_h + 20
-        label = f'{e["completed"]} / {e["failed"]} / {e["running"]}'
-        parts.append(f'<line x1="{sx}" y1="{y}" x2="{ex}" y2="{y}" stroke="#667085" marker-end="url(#arrow)"></line>')
-        parts.append(f'<text x="{(sx + ex) / 2 - 24:.0f}" y="{y - 4}">{escape(label)}</text>')
+        label = escape(f'{e["completed"]} / {e["failed"]} / {e["running"]}')
+        if id(e) not in lanes:
+            y = y1 + box_h / 2
+            parts.append(f'<line x1="{x1 + box_w}" y1="{y}" x2="{x2}" y2="{y}" stroke="#667085" marker-end="url(#arrow)"></line>')
+            parts.append(f'<text x="{x1 + box_w + 4}" y="{y - 4}">{label}</text>')
+            continue
+        # Out of the source's bottom, along the lane, up into the target's bottom.
+        lane_y = y1 + box_h + lane_h * (lanes[id(e)] + 1)
+        sx, ex = x1 + box_w / 2 + 8, x2 + box_w / 2 - 8
+        parts.append(
+            f'<polyline points="{sx},{y1 + box_h} {sx},{lane_y} {ex},{lane_y} {ex},{y1 + box_h}" fill="none" '
+            f'stroke="#667085" marker-end="url(#arrow)"></polyline>'
+        )
+        parts.append(f'<text x="{min(sx, ex) + 6:.0f}" y="{lane_y - 3}">{escape(_fit(e["from"]))} → {escape(_fit(e["to"]))}: {label}</text>')
     for n, (x, y) in pos.items():
         c = by_step[n]
-        parts.append(f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="6" fill="#fff" stroke="#98a2b3"></rect>')
-        parts.append(f'<text x="{x + 8}" y="{y + 18}" font-weight="600">{escape(n)}</text>')
-        parts.append(f'<text x="{x + 8}" y="{y + 34}">{escape(c.get("step_type") or "")}</text>')
+        parts.append(f'<g><title>{escape(n)}</title><rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="6" fill="#fff" stroke="#98a2b3"></rect>')
+        parts.append(f'<text x="{x + 8}" y="{y + 18}" font-weight="600">{escape(_fit(n))}</text>')
+        parts.append(f'<text x="{x + 8}" y="{y + 34}">{escape(_fit(c.get("step_type") or ""))}</text>')
         parts.append(
             f'<text x="{x + 8}" y="{y + 48}"><tspan fill="{COLORS["completed"]}">{c["completed"]}</tspan> / '
-            f'<tspan fill="{COLORS["failed"]}">{c["failed"]}</tspan> / <tspan fill="{COLORS["running"]}">{c["running"]}</tspan></text>'
+            f'<tspan fill="{COLORS["failed"]}">{c["failed"]}</tspan> / <tspan fill="{COLORS["running"]}">{c["running"]}</tspan></text></g>'
         )
     parts.append("</svg>")
     return "".join(parts)
 
 
+MAX_BARS = 62
+"""The most bars the runs-over-time chart draws: past that many days it draws months, then years."""
+
+
 def over_time(rows: list[tuple[str, str, int]]) -> str:
-    """Runs per day, stacked by status."""
+    """Runs per day (per month or year over a longer span), stacked by status."""
     if not rows:
         return ""
-    days = sorted({d for d, _, _ in rows})
-    totals = {d: 0 for d in days}
-    for d, _, n in rows:
-        totals[d] += n
+    # One pass: the chart is drawn on every view of the workflow, over all its history.
+    by_day: dict[str, dict[str, int]] = {}
+    for d, status, n in rows:
+        by_day.setdefault(d, {})
+        by_day[d][status] = by_day[d].get(status, 0) + n
+    cut, label = 10, slice(5, None)  # a day: "2026-11-05", labelled "11-05"
+    if len(by_day) > MAX_BARS:
+        cut, label = 7, slice(None)  # a month: "2026-11"
+        if len({d[:7] for d in by_day}) > MAX_BARS:
+            cut = 4  # a year
+    buckets: dict[str, dict[str, int]] = {}
+    for d, counts in by_day.items():
+        bucket = buckets.setdefault(d[:cut], {})
+        for status, n in counts.items():
+            bucket[status] = bucket.get(status, 0) + n
+    keys = sorted(buckets)
+    totals = {k: sum(buckets[k].values()) for k in keys}
     top = max(totals.values()) or 1
     bar, gap, height = 36, 14, 160
-    width = len(days) * (bar + gap) + 40
+    width = len(keys) * (bar + gap) + 40
     parts = [f'<svg role="img" aria-label="Runs by status over time" width="{width}" height="{height + 40}">']
     order = ["completed", "failed", "cancelled", "running", "paused", "pending"]
-    for k, day in enumerate(days):
+    for k, key in enumerate(keys):
         x = 20 + k * (bar + gap)
         y = height
         for status in order:
-            n = sum(c for d, s, c in rows if d == day and s == status)
+            n = buckets[key].get(status, 0)
             if not n:
                 continue
-            h = n / top * (height - 10)
+            h = n / top * (height - 20)
             y -= h
-            parts.append(f'<rect x="{x}" y="{y:.1f}" width="{bar}" height="{h:.1f}" fill="{COLORS[status]}"><title>{day}: {n} {status}</title></rect>')
-        parts.append(f'<text x="{x}" y="{height + 14}">{escape(day[5:])}</text>')
-        parts.append(f'<text x="{x}" y="{max(y - 4, 10):.0f}">{totals[day]}</text>')
+            parts.append(f'<rect x="{x}" y="{y:.1f}" width="{bar}" height="{h:.1f}" fill="{COLORS[status]}"><title>{escape(key)}: {n} {status}</title></rect>')
+        parts.append(f'<text x="{x}" y="{height + 14}">{escape(key[label])}</text>')
+        parts.append(f'<text x="{x}" y="{max(y - 4, 12):.0f}">{totals[key]}</text>')
     parts.append("</svg>")
     return "".join(parts)

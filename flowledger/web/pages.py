@@ -6,6 +6,7 @@ CSRF token derived from the key; read keys see everything but the buttons.
 """
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from flowledger import ledger, queries
 from flowledger.api import keys
 from flowledger.domain.run import STATUSES
 from flowledger.domain.vocabulary import normalize_timestamp
-from flowledger.errors import CommandRefused, NotFound
+from flowledger.errors import CommandRefused, NotFound, StoreBusy, StoreError
 from flowledger.projections.run_record import event_detail, recipient_label
 from flowledger.projections.steps_view import STEP_STATES
 from flowledger.store.log import EventLog
@@ -36,7 +37,9 @@ STUCK_AFTER = timedelta(hours=1)
 """A pending or running run with no news for this long is marked stuck."""
 RANGES = [("all", "Any time"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("custom", "Custom")]
 _RANGE_DELTAS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
-CHIPS = [(None, "All"), ("running", "Running"), ("completed", "Completed"), ("failed", "Failed"), ("cancelled", "Cancelled")]
+# Every status has its chip: the overview's cards link to each, and a listing filtered by
+# one must say so.
+CHIPS = [(None, "All"), *((s, s.capitalize()) for s in STATUSES)]
 DELIVERY_STATUSES = ["queued", "sent", "delivered", "read", "opened", "clicked", "bounced", "failed"]
 CHANNELS = ["email", "sms", "whatsapp", "push", "in_app"]
 
@@ -48,6 +51,28 @@ _env.filters["t"] = lambda s: "–" if not s else s.replace(".000000Z", "Z").rep
 _env.filters["pretty"] = lambda v: orjson.dumps(v, option=orjson.OPT_INDENT_2).decode()
 # One path segment: Jinja's urlencode keeps "/", and ids may hold "/", "#", "?" or "%".
 _env.filters["segment"] = lambda v: quote(str(v), safe="")
+
+
+def _figure(value: Any) -> str:
+    """A figure as the CLI prints it: "–" for none (a rate over zero), amounts by currency joined."""
+    if value is None:
+        return "–"
+    if isinstance(value, dict):
+        return " + ".join(f"{amount} {currency}" for currency, amount in sorted(value.items()))
+    return str(value)
+
+
+def _cost(totals: dict[str, Any]) -> str:
+    """A workflow's cost: one amount and its currency, or each currency's amount (never "mixed")."""
+    if totals.get("costs_by_currency"):
+        return _figure(totals["costs_by_currency"])
+    return f"{_figure(totals['total_cost'])} {totals['currency'] or ''}".rstrip()
+
+
+_env.filters["figure"] = _figure
+_env.filters["cost"] = _cost
+SET_ASIDE_SHOWN = 100
+"""The overview counts the inbox's dead letters up to this many ("more than" beyond)."""
 REFUSALS = {
     "retry": "The run was not retried: only a failed run can be retried.",
     "cancel": "The run was not cancelled: only a pending, running or paused run can be cancelled.",
@@ -83,6 +108,36 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
     async def _to_login(request: Request, exc: _SignInFirst) -> Response:
         return to_login(request)
 
+    class _StoreTrouble(Exception):
+        """The store failed a page (busy past the lock timeout, or its driver's error)."""
+
+        def __init__(self, error: StoreError) -> None:
+            super().__init__(str(error))
+            self.error = error
+            """The store's error, as translated from its driver."""
+
+    @app.exception_handler(_StoreTrouble)
+    async def _store_trouble(request: Request, exc: _StoreTrouble) -> Response:
+        # A page, not the API's problem+json: a person reads this in a browser.
+        if isinstance(exc.error, StoreBusy):
+            busy = "The store is busy: another process is writing to it. Reload the page in a moment."
+            response = render(request, "base.html", http_status=503, key=None, error=busy)
+            response.headers["Retry-After"] = "1"
+            return response
+        return render(request, "base.html", http_status=500, key=None, error=f"The store could not answer: {exc.error}")
+
+    def pages_answer(handler: Callable[..., Response]) -> Callable[..., Response]:
+        """A page's handler whose store errors become a page saying so."""
+
+        @functools.wraps(handler)
+        def answered(*args: Any, **kwargs: Any) -> Response:
+            try:
+                return handler(*args, **kwargs)
+            except StoreError as e:
+                raise _StoreTrouble(e) from e
+
+        return answered
+
     def session(request: Request) -> tuple[keys.ApiKey, str]:
         """The signed-in key (and its secret); anyone else is sent to sign in."""
         found = signed_in(request)
@@ -96,7 +151,10 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         secret = request.cookies.get(COOKIE)
         if not secret:
             return None
-        key = keys.verify(the_log().backend, secret)
+        try:
+            key = keys.verify(the_log().backend, secret)
+        except StoreError as e:
+            raise _StoreTrouble(e) from e
         if key is None or key.revoked_at is not None:
             return None
         return key, secret
@@ -119,6 +177,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         return ledger.query(the_log(), fn, *args, **kwargs)
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    @pages_answer
     def login_form(request: Request, next: str = "/") -> HTMLResponse:
         return render(request, "login.html", next=next, key=None)
 
@@ -135,6 +194,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         return origin == "null" or urlsplit(origin).netloc not in ours
 
     @app.post("/login", include_in_schema=False)
+    @pages_answer
     def login(request: Request, api_key: str = Form(""), next: str = Form("/")) -> Response:
         if cross_site(request):
             return render(request, "login.html", http_status=403, next="/", key=None, error="Sign in from this site's own page.")
@@ -149,6 +209,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         return response
 
     @app.post("/logout", include_in_schema=False)
+    @pages_answer
     def logout(request: Request, csrf: str = Form("")) -> Response:
         session = signed_in(request)
         if session is not None and hmac.compare_digest(csrf, csrf_token(session[1])):
@@ -158,11 +219,23 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         return RedirectResponse("/", status_code=303)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @pages_answer
     def home(request: Request, session: Session) -> Response:
         # With rehearsals, as the run history the cards link to lists them.
-        return page("home", "home.html", request, session, counts=q(queries.counts, include_rehearsals=True), statuses=STATUSES)
+        counts = q(queries.counts, include_rehearsals=True)
+        try:
+            # Facts kept for a busy store are in no count yet, and those set aside never will be.
+            deferred = ledger.inbox_count(the_log())
+            set_aside = len(ledger.inbox_dead_letters(the_log(), limit=SET_ASIDE_SHOWN + 1))
+        except StoreError:
+            deferred = set_aside = 0
+        return page(
+            "home", "home.html", request, session, counts=counts, statuses=STATUSES,
+            deferred=deferred, set_aside=set_aside, set_aside_shown=SET_ASIDE_SHOWN,
+        )
 
     @app.get("/runs", response_class=HTMLResponse, include_in_schema=False)
+    @pages_answer
     def runs(
         request: Request,
         session: Session,
@@ -189,13 +262,21 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
                 ending_at = _normal(to)
             except ValueError:
                 error = "Dates must be RFC 3339 with an offset, like 2026-11-01T00:00:00Z."
+        bad_dates = error is not None
+        nothing = {"entries": [], "page_info": {"after": None, "before": None}}
         filters = queries.RunFilters(workflow, (status,) if status else (), None, recipient, False, starting_at, ending_at)
-        try:
-            result = q(queries.list_runs, filters, page_size=25, after=after or None, before=before or None)
-        except queries.BadQuery as e:
-            result, error = {"entries": [], "page_info": {"after": None, "before": None}}, str(e)
+        if bad_dates:
+            # Not every run: a listing that dropped the dates it was asked for looks filtered.
+            result = nothing
+        else:
+            try:
+                result = q(queries.list_runs, filters, page_size=25, after=after or None, before=before or None)
+            except queries.BadQuery as e:
+                result, error = nothing, str(e)
         counts = q(queries.counts, include_rehearsals=True)
-        if recipient or starting_at or ending_at:
+        if bad_dates:
+            scope = dict.fromkeys(["total", *STATUSES], 0)
+        elif recipient or starting_at or ending_at:
             # The chips count what the listing lists: the same filters but the status.
             scope = q(queries.run_status_counts, dataclasses.replace(filters, statuses=()))
         else:
@@ -228,6 +309,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         )
 
     @app.get("/runs/{run_id:path}", response_class=HTMLResponse, include_in_schema=False)
+    @pages_answer
     def run(request: Request, session: Session, run_id: str, done: str | None = None, refused: str | None = None) -> Response:
         try:
             record = q(queries.show_run, run_id)
@@ -261,14 +343,17 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         return RedirectResponse(target + "?" + urlencode({"done": done}), status_code=303)
 
     @app.post("/runs/{run_id:path}/retry", include_in_schema=False)
+    @pages_answer
     def retry(request: Request, session: Session, run_id: str, csrf: str = Form("")) -> Response:
         return command(request, session, run_id, csrf, ledger.retry_run, "retried", "retry")
 
     @app.post("/runs/{run_id:path}/cancel", include_in_schema=False)
+    @pages_answer
     def cancel(request: Request, session: Session, run_id: str, csrf: str = Form("")) -> Response:
         return command(request, session, run_id, csrf, ledger.cancel_run, "cancelled", "cancel")
 
     @app.get("/deliveries", response_class=HTMLResponse, include_in_schema=False)
+    @pages_answer
     def deliveries(
         request: Request,
         session: Session,
@@ -301,10 +386,12 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         )
 
     @app.get("/workflows", response_class=HTMLResponse, include_in_schema=False)
+    @pages_answer
     def workflows(request: Request, session: Session) -> Response:
         return page("workflows", "workflows.html", request, session, workflows=q(queries.list_workflows), statuses=STATUSES)
 
     @app.get("/workflows/{key:path}", response_class=HTMLResponse, include_in_schema=False)
+    @pages_answer
     def workflow(request: Request, session: Session, key: str) -> Response:
         try:
             details = q(queries.workflow_details, key)
