@@ -889,7 +889,8 @@ def inbox(obj: Context, as_json: bool, limit: int) -> None:
     A webhook that finds the write lock held by another process is kept in the inbox and
     appended later (by `serve`, or by `flowledger project`). A dead letter is kept as it
     came, with the reason it was set aside: unreadable, invalid under this version's
-    vocabulary, or refused by the log.
+    vocabulary, refused by the log, or kept for another store (an inbox left behind by a
+    deleted store: listed before the next drain sets it aside, its set-aside time `-`).
 
     \b
     Example:

@@ -187,7 +187,7 @@ def receive_provider_facts(log: EventLog, inbox: Inbox | None, prepared: Prepare
         return append_prepared(log, prepared), 0
     # A provider waits seconds for an answer (Twilio 15), and a wait holds a server's thread
     # and connection: past a short one, the inbox keeps the facts.
-    wait = min(WEBHOOK_LOCK_TIMEOUT, log.backend.lock_timeout)
+    wait = _short_wait(log)
     # Whether any wait, not how many: summing a long inbox twice a webhook would slow every
     # webhook exactly while a long import makes the inbox grow.
     if inbox.waiting():
@@ -203,6 +203,11 @@ def receive_provider_facts(log: EventLog, inbox: Inbox | None, prepared: Prepare
         # status callbacks) would otherwise lose them.
         inbox.put(prepared.items, prepared.received_at)
         return AppendResult(), len(prepared.items)
+
+
+def _short_wait(log: EventLog) -> float:
+    """Seconds a webhook, or the follower's drain, waits for the log's write lock."""
+    return min(WEBHOOK_LOCK_TIMEOUT, log.backend.lock_timeout)
 
 
 def drain_inbox(log: EventLog, inbox: Inbox, *, takes: int | None = None, lock_timeout: float | None = None) -> int:
@@ -333,7 +338,9 @@ def follow(
     inbox: Inbox | None = None,
 ) -> None:
     """Keep every view caught up with the log until ``should_stop()``, appending the webhook
-    inbox's facts to the log before each catch-up. ``inbox``: the store's (opened here by default)."""
+    inbox's facts to the log before each catch-up (while another process holds the write
+    lock past :data:`WEBHOOK_LOCK_TIMEOUT`, at a later one). ``inbox``: the store's (opened
+    here by default)."""
     with _the_inbox(log, inbox) as box:
         projector = Projector(log.backend) if box is None else _DrainingProjector(log, box)
         projector.follow(interval=interval, should_stop=should_stop, on_applied=on_applied)
@@ -348,8 +355,11 @@ class _DrainingProjector(Projector):
         self._inbox = inbox
 
     def catch_up(self, *args: Any, **kwargs: Any) -> int:
-        """Drain (a few takes), then catch up as any projector does."""
-        _drain_quietly(self._log, self._inbox, takes=FOLLOW_DRAIN_TAKES)
+        """Drain (a few takes, waiting a webhook's short while for the write lock), then
+        catch up as any projector does."""
+        # The store's lock timeout (serve --lock-timeout 3600) would hold the views' catch-up
+        # for the whole of an import: what the lock keeps waits for the next round instead.
+        _drain_quietly(self._log, self._inbox, takes=FOLLOW_DRAIN_TAKES, lock_timeout=_short_wait(self._log))
         return super().catch_up(*args, **kwargs)
 
 
@@ -368,14 +378,18 @@ def _the_inbox(log: EventLog, inbox: Inbox | None) -> Iterator[Inbox | None]:
 
 
 def inbox_count(log: EventLog, inbox: Inbox | None = None) -> int:
-    """How many webhook facts wait in the inbox for the log's write lock."""
+    """How many webhook facts wait in the inbox for the log's write lock: read from the
+    inbox's kept count, not summed over its rows (a health probe asks every few seconds).
+    Facts an inbox left behind keeps for another store wait for nothing: not counted."""
     with _the_inbox(log, inbox) as box:
         return 0 if box is None else box.count()
 
 
 def inbox_dead_letters(log: EventLog, limit: int = 1000) -> list[dict[str, Any]]:
     """The webhooks set aside from the inbox because they can never be appended, oldest first:
-    each with its seq, received_at, set_aside_at, reason, n (facts) and items (their JSON, as kept)."""
+    each with its seq, received_at, set_aside_at, reason, n (facts) and items (their JSON, as kept).
+    Those an inbox left behind keeps for another store are listed with their reason before
+    the next drain moves them (``set_aside_at`` None until it does)."""
     with _the_inbox(log, None) as box:
         return [] if box is None else box.dead_letters(limit)
 

@@ -15,6 +15,12 @@ A webhook's facts that can never be appended (unreadable, invalid under this ver
 vocabulary, refused by the log) are set aside, as they were kept, in a table of dead letters
 beside the inbox's: left at the head of the inbox, they would defer every later webhook.
 
+How many facts wait is kept in a table of its own (``webhook_inbox_count``), moved by
+triggers on the inbox's table in the transaction that puts or removes its rows, whoever runs
+it (an earlier flowledger, a hand's ``DELETE``): counting them (every ``/healthz``) reads a
+row or a few, never every waiting webhook's. An inbox made before it is counted by its rows
+until its first write gives it the table.
+
 A SQLite store's inbox, a file of its own, outlives its store if only the store is deleted:
 it records the id of the store it keeps facts for (see :meth:`Inbox.claim`), and the facts
 kept for another store are set aside, never appended to a new store made at the same path.
@@ -47,6 +53,7 @@ INBOX_LOCK_TIMEOUT = 5.0
 _TABLE = "webhook_inbox"
 _DEAD = "webhook_dead_letters"
 _META = "webhook_inbox_meta"
+_COUNT = "webhook_inbox_count"
 _SQLITE_DDL = (
     f"CREATE TABLE IF NOT EXISTS {_TABLE} (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
     "received_at TEXT NOT NULL, n INTEGER NOT NULL, items BLOB NOT NULL)"
@@ -68,6 +75,48 @@ _SET_ASIDE = (
     f"INSERT INTO {_DEAD} (seq, received_at, n, items, reason, set_aside_at) "
     f"SELECT seq, received_at, n, items, ?, ? FROM {_TABLE} WHERE seq = ?"
 )
+# Made at the inbox's first write: the facts its rows hold, kept by triggers; one row on SQLite
+# (one writer at a time), a few on PostgreSQL, where concurrent puts would queue on a single row.
+_SQLITE_COUNT_DDL = (
+    f"CREATE TABLE {_COUNT} (shard INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
+    f"CREATE TRIGGER IF NOT EXISTS {_COUNT}_put AFTER INSERT ON {_TABLE} BEGIN "
+    f"UPDATE {_COUNT} SET n = n + NEW.n; END",
+    f"CREATE TRIGGER IF NOT EXISTS {_COUNT}_gone AFTER DELETE ON {_TABLE} BEGIN "
+    f"UPDATE {_COUNT} SET n = n - OLD.n; END",
+    f"CREATE TRIGGER IF NOT EXISTS {_COUNT}_changed AFTER UPDATE OF n ON {_TABLE} BEGIN "
+    f"UPDATE {_COUNT} SET n = n - OLD.n + NEW.n; END",
+    f"INSERT INTO {_COUNT} SELECT 0, COALESCE(SUM(n), 0) FROM {_TABLE}",
+)
+_COUNT_SHARDS = 16
+"""Rows of a PostgreSQL inbox's count: each session moves the one its server process's id picks."""
+
+
+def _postgres_count_ddl(schema: str) -> tuple[str, ...]:
+    """The count's table, function and trigger in a PostgreSQL store's schema (named in the
+    function: it runs in whatever session writes the inbox, whatever its search_path)."""
+    count = f'"{schema}".{_COUNT}'
+    return (
+        f"CREATE TABLE IF NOT EXISTS {count} (shard INTEGER PRIMARY KEY, n BIGINT NOT NULL)",
+        f"""CREATE OR REPLACE FUNCTION "{schema}".webhook_inbox_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE delta BIGINT;
+        BEGIN
+            IF TG_OP = 'INSERT' THEN delta := NEW.n;
+            ELSIF TG_OP = 'DELETE' THEN delta := -OLD.n;
+            ELSE delta := NEW.n - OLD.n;
+            END IF;
+            INSERT INTO {count} AS kept (shard, n) VALUES (pg_backend_pid() % {_COUNT_SHARDS}, delta)
+                ON CONFLICT (shard) DO UPDATE SET n = kept.n + EXCLUDED.n;
+            RETURN NULL;
+        END $$""",
+        f'DROP TRIGGER IF EXISTS webhook_inbox_counted ON "{schema}".{_TABLE}',
+        # Waits for the inbox's writes under way and holds off new ones until the count is
+        # made: the sum below misses none and counts none twice.
+        f'CREATE TRIGGER webhook_inbox_counted AFTER INSERT OR DELETE OR UPDATE OF n ON "{schema}".{_TABLE} '
+        f'FOR EACH ROW EXECUTE FUNCTION "{schema}".webhook_inbox_counted()',
+        f'INSERT INTO {count} SELECT 0, COALESCE(SUM(n), 0) FROM "{schema}".{_TABLE}',
+    )
+
+
 # Made at the first put, or at the first drain of an inbox made before it: which store it keeps facts for.
 _SQLITE_META_DDL = f"CREATE TABLE IF NOT EXISTS {_META} (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
 _DEAD_LETTERS = f"SELECT seq, received_at, set_aside_at, reason, n, items FROM {_DEAD} ORDER BY seq LIMIT ?"
@@ -110,11 +159,13 @@ class Inbox:
         raise NotImplementedError
 
     def count(self) -> int:
-        """How many facts wait (0 without a single statement where no inbox was ever made)."""
+        """How many facts wait for this store, read from the kept count (0 without a single
+        statement where no inbox was ever made; 0 where it keeps them for another store)."""
         raise NotImplementedError
 
     def waiting(self) -> bool:
-        """Whether any facts wait: one row read, however long the inbox (a webhook asks)."""
+        """Whether any facts wait: one row read, however long the inbox (a webhook asks);
+        facts kept for another store count, since the drain it calls sets them aside."""
         raise NotImplementedError
 
     def set_aside(self, seq: int, reason: str, at: str) -> None:
@@ -154,7 +205,8 @@ def _encode(items: list[Item]) -> bytes:
 
 
 DEAD_LETTER_FIELDS = ("seq", "received_at", "set_aside_at", "reason", "n", "items")
-"""A dead letter's fields: ``items`` is the facts' JSON as kept (text; undecodable bytes replaced)."""
+"""A dead letter's fields: ``items`` is the facts' JSON as kept (text; undecodable bytes replaced);
+``set_aside_at`` is None for facts kept for another store, which the next drain sets aside."""
 
 
 def _raw(items: Any) -> bytes:
@@ -182,9 +234,10 @@ def _oldest(c: Any, limit: int) -> list[Deferred]:
     return [_decode(seq, received, _raw(items)) for seq, received, items in c.fetchall()]
 
 
-def _count(c: Any) -> int:
-    """How many facts the inbox's rows hold (the inbox's table exists)."""
-    c.execute(f"SELECT COALESCE(SUM(n), 0) FROM {_TABLE}")
+def _count(c: Any, kept: bool) -> int:
+    """How many facts the inbox's rows hold: read from its kept count, else (an inbox made
+    before it) summed over its rows (the inbox's table exists)."""
+    c.execute(f"SELECT COALESCE(SUM(n), 0) FROM {_COUNT if kept else _TABLE}")
     return int(c.fetchone()[0])
 
 
@@ -192,6 +245,12 @@ def _any_waiting(c: Any) -> bool:
     """Whether the inbox has a row, one row read (the inbox's table exists)."""
     c.execute(f"SELECT EXISTS (SELECT 1 FROM {_TABLE})")
     return bool(c.fetchone()[0])
+
+
+def _sqlite_has(c: sqlite3.Cursor, table: str) -> bool:
+    """Whether a SQLite inbox has a table."""
+    c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+    return c.fetchone() is not None
 
 
 def _dead_letter(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -213,6 +272,8 @@ class SQLiteInbox(Inbox):
         self._conn: sqlite3.Connection | None = None
         # One connection for every thread of a server: its statements are few and short.
         self._lock = threading.Lock()
+        # Whether the file is known to keep its count (made by a write committed here or before).
+        self._counted = False
 
     def _connection(self, create: bool) -> sqlite3.Connection | None:
         if self._conn is None:
@@ -243,11 +304,16 @@ class SQLiteInbox(Inbox):
                 c = conn.cursor()
                 c.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
+                    if write and not self._counted and not _sqlite_has(c, _COUNT):
+                        # The only writer now: the count made from the rows is exact.
+                        for statement in _SQLITE_COUNT_DDL:
+                            c.execute(statement)
                     yield c
                 except BaseException:
                     c.execute("ROLLBACK")
                     raise
                 c.execute("COMMIT")
+                self._counted = self._counted or write
             except sqlite3.Error as e:
                 raise self._translate(e) from e
 
@@ -280,9 +346,14 @@ class SQLiteInbox(Inbox):
                 c.executemany(f"DELETE FROM {_TABLE} WHERE seq = ?", [(s,) for s in seqs])
 
     def count(self) -> int:
-        """How many facts wait (a stat of the file where no inbox was ever made)."""
+        """How many facts wait for this store (a stat of the file where no inbox was ever
+        made; none where the inbox keeps them for another store)."""
+        store_id = self.store_identity()
         with self._transaction(write=False) as c:
-            return 0 if c is None else _count(c)
+            if c is None or self._kept_for_another(c, store_id) is not None:
+                return 0
+            self._counted = self._counted or _sqlite_has(c, _COUNT)
+            return _count(c, self._counted)
 
     def waiting(self) -> bool:
         """Whether any facts wait (a stat of the file where no inbox was ever made)."""
@@ -298,15 +369,23 @@ class SQLiteInbox(Inbox):
                 c.execute(f"DELETE FROM {_TABLE} WHERE seq = ?", (seq,))
 
     def dead_letters(self, limit: int) -> list[dict[str, Any]]:
-        """The oldest ``limit`` webhooks set aside, oldest first."""
+        """The oldest ``limit`` webhooks set aside, oldest first, with those the inbox keeps
+        for another store (``set_aside_at`` None: the next drain sets them aside)."""
+        store_id = self.store_identity()
         with self._transaction(write=False) as c:
             if c is None:
                 return []
-            c.execute(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{_DEAD}'")
-            if c.fetchone() is None:
-                return []
-            c.execute(_DEAD_LETTERS, (limit,))
-            return [_dead_letter(row) for row in c.fetchall()]
+            letters = []
+            if _sqlite_has(c, _DEAD):
+                c.execute(_DEAD_LETTERS, (limit,))
+                letters = [_dead_letter(row) for row in c.fetchall()]
+            reason = self._kept_for_another(c, store_id)
+            if reason is None:
+                return letters
+            # Listed as what the drain makes of them, not as facts waiting to be appended.
+            c.execute(f"SELECT seq, received_at, NULL, ?, n, items FROM {_TABLE} ORDER BY seq LIMIT ?", (reason, limit))
+            letters += [_dead_letter(row) for row in c.fetchall()]
+            return sorted(letters, key=lambda letter: letter["seq"])[:limit]
 
     def claim(self, at: str) -> tuple[str, int] | None:
         """Make the inbox its store's: set aside, as dead letters, the facts it keeps for
@@ -327,12 +406,16 @@ class SQLiteInbox(Inbox):
     @staticmethod
     def _kept_for(c: sqlite3.Cursor) -> str | None:
         """The id of the store the inbox keeps facts for (None: an inbox made before stores had ids)."""
-        c.execute(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{_META}'")
-        if c.fetchone() is None:
+        if not _sqlite_has(c, _META):
             return None
         c.execute(f"SELECT value FROM {_META} WHERE key = 'store_id'")
         row = c.fetchone()
         return row[0] if row else None
+
+    def _kept_for_another(self, c: sqlite3.Cursor, store_id: str | None) -> str | None:
+        """Why the inbox's facts are not this store's (see :meth:`claim`), or None: they are."""
+        kept_for = self._kept_for(c)
+        return None if kept_for is None or kept_for == store_id else _kept_for_another(kept_for, store_id)
 
     def _claim(self, c: sqlite3.Cursor, store_id: str | None, at: str) -> tuple[str, int] | None:
         """:meth:`claim`'s work, in an open write transaction."""
@@ -378,6 +461,8 @@ class PostgresInbox(Inbox):
         self.backend = backend
         """The store's backend (its connection pool)."""
         self._made = False
+        # Whether the schema is known to keep the inbox's count (made by a committed write).
+        self._counted = False
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -388,20 +473,41 @@ class PostgresInbox(Inbox):
             yield c
 
     def _exists(self, c: Any) -> bool:
-        if not self._made:
-            c.execute("SELECT to_regclass(?)", (f'"{self.backend.schema}".{_TABLE}',))
-            self._made = c.fetchone()[0] is not None
+        self._made = self._made or self._has(c, _TABLE)
         return self._made
+
+    def _kept(self, c: Any) -> bool:
+        """Whether the inbox keeps its count (once it does, it always will)."""
+        self._counted = self._counted or self._has(c, _COUNT)
+        return self._counted
+
+    def _has(self, c: Any, table: str) -> bool:
+        """Whether the store's schema has one of the inbox's tables (committed)."""
+        c.execute("SELECT to_regclass(?)", (f'"{self.backend.schema}".{table}',))
+        return c.fetchone()[0] is not None
+
+    def _making(self, c: Any) -> None:
+        """Wait for another process making the inbox's tables (they would collide in the catalogue)."""
+        c.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"flowledger:inbox:{self.backend.schema}",))
+
+    def _keep_count(self, c: Any) -> None:
+        """Make the inbox's count, once, before its first write here (the inbox's table exists)."""
+        if self._kept(c):
+            return
+        self._making(c)
+        if not self._has(c, _COUNT):  # not made meanwhile by another process
+            for statement in _postgres_count_ddl(self.backend.schema):
+                c.execute(statement)
 
     def put(self, items: list[Item], received_at: str) -> None:
         """Keep one webhook's facts, durably, in one transaction."""
         with self._transaction() as c:
             if not self._exists(c):
-                # Two processes making the table at once would collide in the catalogue.
-                c.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"flowledger:inbox:{self.backend.schema}",))
+                self._making(c)
                 c.execute(_POSTGRES_DDL)
+            self._keep_count(c)
             c.execute(f"INSERT INTO {_TABLE} (received_at, n, items) VALUES (?, ?, ?)", (received_at, len(items), _encode(items)))
-        self._made = True
+        self._made = self._counted = True
 
     def oldest(self, limit: int) -> list[Deferred]:
         """The oldest ``limit`` webhooks' facts, oldest first (left in the inbox)."""
@@ -413,36 +519,36 @@ class PostgresInbox(Inbox):
         if not seqs:
             return
         with self._transaction() as c:
+            self._keep_count(c)
             c.execute(f"DELETE FROM {_TABLE} WHERE seq = ANY(?)", (seqs,))
+        self._counted = True
 
     def count(self) -> int:
         """How many facts wait."""
         with self.backend.transaction(write=False) as c:
-            return _count(c) if self._exists(c) else 0
+            return _count(c, self._kept(c)) if self._exists(c) else 0
 
     def waiting(self) -> bool:
         """Whether any facts wait."""
         with self.backend.transaction(write=False) as c:
             return _any_waiting(c) if self._exists(c) else False
 
-    def _dead_exists(self, c: Any) -> bool:
-        c.execute("SELECT to_regclass(?)", (f'"{self.backend.schema}".{_DEAD}',))
-        return c.fetchone()[0] is not None
-
     def set_aside(self, seq: int, reason: str, at: str) -> None:
         """Move one webhook's facts, as kept, from the inbox to its dead letters."""
         with self._transaction() as c:
-            if not self._dead_exists(c):
-                c.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"flowledger:inbox:{self.backend.schema}",))
+            if not self._has(c, _DEAD):
+                self._making(c)
                 c.execute(_POSTGRES_DEAD_DDL)
+            self._keep_count(c)
             # Two processes draining at once may both set a row aside: the first move stands.
             c.execute(_SET_ASIDE + " ON CONFLICT (seq) DO NOTHING", (reason, at, seq))
             c.execute(f"DELETE FROM {_TABLE} WHERE seq = ?", (seq,))
+        self._counted = True
 
     def dead_letters(self, limit: int) -> list[dict[str, Any]]:
         """The oldest ``limit`` webhooks set aside, oldest first."""
         with self.backend.transaction(write=False) as c:
-            if not self._dead_exists(c):
+            if not self._has(c, _DEAD):
                 return []
             c.execute(_DEAD_LETTERS, (limit,))
             return [_dead_letter(row) for row in c.fetchall()]
