@@ -958,7 +958,7 @@ def serve(
     log = obj.open(create=True)
     try:
         api_keys.ensure_table(log.backend)
-        ledger.catch_up(log)
+        ledger.catch_up(log, drain_wait=ledger.short_wait(log))
     finally:
         log.close()
     _check_webhook_secrets()

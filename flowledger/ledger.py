@@ -187,7 +187,7 @@ def receive_provider_facts(log: EventLog, inbox: Inbox | None, prepared: Prepare
         return append_prepared(log, prepared), 0
     # A provider waits seconds for an answer (Twilio 15), and a wait holds a server's thread
     # and connection: past a short one, the inbox keeps the facts.
-    wait = _short_wait(log)
+    wait = short_wait(log)
     # Whether any wait, not how many: summing a long inbox twice a webhook would slow every
     # webhook exactly while a long import makes the inbox grow.
     if inbox.waiting():
@@ -205,7 +205,7 @@ def receive_provider_facts(log: EventLog, inbox: Inbox | None, prepared: Prepare
         return AppendResult(), len(prepared.items)
 
 
-def _short_wait(log: EventLog) -> float:
+def short_wait(log: EventLog) -> float:
     """Seconds a webhook, or the follower's drain, waits for the log's write lock."""
     return min(WEBHOOK_LOCK_TIMEOUT, log.backend.lock_timeout)
 
@@ -302,12 +302,14 @@ def catch_up(
     progress: Callable[[int], None] | None = None,
     *,
     inbox: Inbox | None = None,
+    drain_wait: float | None = None,
 ) -> int:
     """Append the webhook inbox's facts to the log, then bring views (all by default) up to
-    the end of the log; returns events read. ``inbox``: the store's (opened here by default)."""
+    the end of the log; returns events read. ``inbox``: the store's (opened here by default);
+    ``drain_wait``: seconds the drain waits for the write lock (default the store's)."""
     with _the_inbox(log, inbox) as box:
         if box is not None:
-            _drain_quietly(log, box, takes=None)
+            _drain_quietly(log, box, takes=None, lock_timeout=drain_wait)
     projector = Projector(log.backend)
     views = [projector.view(n) for n in view_names] if view_names else None
     return projector.catch_up(views, progress=progress)
@@ -359,7 +361,7 @@ class _DrainingProjector(Projector):
         catch up as any projector does."""
         # The store's lock timeout (serve --lock-timeout 3600) would hold the views' catch-up
         # for the whole of an import: what the lock keeps waits for the next round instead.
-        _drain_quietly(self._log, self._inbox, takes=FOLLOW_DRAIN_TAKES, lock_timeout=_short_wait(self._log))
+        _drain_quietly(self._log, self._inbox, takes=FOLLOW_DRAIN_TAKES, lock_timeout=short_wait(self._log))
         return super().catch_up(*args, **kwargs)
 
 

@@ -315,3 +315,32 @@ def test_the_listing_of_an_inbox_left_behind_keeps_the_dead_letters_order_and_li
         assert ledger.inbox_dead_letters(log, limit=1) == [set_aside]
     finally:
         log.close()
+
+
+@needs_postgres
+def test_postgresql_a_server_starts_while_an_import_holds_the_append_lock(postgres_url, monkeypatch):
+    # serve's start-up drains the inbox and catches up; with --lock-timeout 3600 it used to
+    # wait the whole hour for an import before it answered anything.
+    from fastapi.testclient import TestClient
+
+    from flowledger.api.app import create_app
+
+    monkeypatch.setattr(ledger, "WEBHOOK_LOCK_TIMEOUT", 0.1)
+    with_messages(postgres_url)
+    log = open_log(postgres_url, lock_timeout=3600)
+    inbox = open_inbox(log.backend)
+    put(inbox)
+    inbox.close()
+    log.close()
+    answers: list[int] = []
+
+    def start_and_ask():
+        with TestClient(create_app(postgres_url, lock_timeout=3600, follow=False)) as client:
+            answers.append(client.get("/healthz").status_code)
+
+    with postgres_append_lock(postgres_url):
+        server = threading.Thread(target=start_and_ask, daemon=True)
+        server.start()
+        server.join(30)
+        assert answers == [200], "the server was still waiting for the import's lock to start"
+    server.join()

@@ -314,7 +314,9 @@ def create_app(
         keys.ensure_table(log.backend)
         inbox = open_inbox(log.backend)
         try:
-            ledger.catch_up(log, inbox=inbox)
+            # A long --lock-timeout must not hold the start-up for an import: what the
+            # lock keeps in the inbox waits for the follower's next round.
+            ledger.catch_up(log, inbox=inbox, drain_wait=ledger.short_wait(log))
         except StoreError as e:
             # Not fatal: the follower, or else each query, catches up later.
             _log.warning("could not catch the views up at start-up (%s)", e)
