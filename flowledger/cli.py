@@ -362,24 +362,24 @@ def append(
 @cli.command()
 @click.argument("run_id")
 @click.option("--at", "at", type=click.IntRange(min=1), help="Show the run's state after its N-th event.")
+@catch_up_option
 @json_option
 @click.pass_obj
 @handles_errors
-def replay(obj: Context, run_id: str, at: int | None, as_json: bool) -> None:
-    """Replay RUN_ID's history: each event in order, with the run's status after it.
+def replay(obj: Context, run_id: str, at: int | None, no_catch_up: bool, as_json: bool) -> None:
+    """Replay RUN_ID's history: its events and its messages' provider facts in log order,
+    each with the run's status after it.
 
     This is the auditor's view. --at N shows the whole record after the N-th event.
+    Which messages are the run's is read from the deliveries view (caught up first,
+    unless --no-catch-up); the events themselves come from the log.
 
     \b
     Example:
         flowledger replay run-0007
         flowledger replay run-0007 --at 3 --json
     """
-    log = obj.open()
-    try:
-        history = ledger.replay(log, run_id)
-    finally:
-        log.close()
+    history = _on_views(obj, lambda log: ledger.replay(log, run_id, fresh=not no_catch_up), fresh=not no_catch_up)
     if at is not None:
         if at > len(history):
             raise click.BadParameter(
@@ -1083,9 +1083,15 @@ def keys_revoke(obj: Context, key_id: str) -> None:
 
 
 def _query(obj: Context, fn: Callable[..., Any], *args: Any, fresh: bool = True, **kwargs: Any) -> Any:
+    return _on_views(obj, lambda log: ledger.query(log, fn, *args, fresh=fresh, **kwargs), fresh=fresh)
+
+
+def _on_views(obj: Context, read: Callable[[EventLog], Any], *, fresh: bool) -> Any:
+    """What ``read`` reads from the store's views (caught up first if ``fresh``), with a
+    hint for a store this process may not write."""
     log = obj.open()
     try:
-        return ledger.query(log, fn, *args, fresh=fresh, **kwargs)
+        return read(log)
     except StoreError as e:
         # A query writes only to make the views (or, fresh, to catch them up).
         if "is read-only here" not in str(e):

@@ -25,7 +25,7 @@ from flowledger import queries
 from flowledger.projections.projector import Projector, all_views
 from flowledger.providers import ADAPTERS
 from flowledger.providers.ingest import export_items, fact_event
-from flowledger.projections.run_record import HistoryEntry, run_history
+from flowledger.projections.run_record import HistoryEntry
 from flowledger.store.inbox import Inbox, Item, open_inbox
 from flowledger.store.log import AppendResult, Candidate, EventLog, utc_now, utc_stamp
 
@@ -291,9 +291,11 @@ def unmatched(log: EventLog, limit: int = 1000) -> list[dict[str, Any]]:
     return log.unmatched(limit)
 
 
-def replay(log: EventLog, run_id: str) -> list[HistoryEntry]:
-    """A run's events, each with the run's record right after it (the auditor's view)."""
-    return run_history(run_id, log.run_events(run_id))
+def replay(log: EventLog, run_id: str, *, fresh: bool = True) -> list[HistoryEntry]:
+    """A run's events and its messages' provider facts in log order, each with the run's
+    record right after it (the auditor's view). Which messages are the run's comes from
+    the deliveries view, caught up first unless not ``fresh``."""
+    return query(log, queries.replay_run, run_id, log.backend, fresh=fresh)
 
 
 def catch_up(

@@ -19,9 +19,16 @@ import orjson
 from flowledger.domain.run import STATUSES
 from flowledger.errors import FlowledgerError, NotFound
 from flowledger.projections.delivery import DELIVERY_FIELDS, earlier
-from flowledger.projections.run_record import RECORD_FIELDS, seconds_between
+from flowledger.projections.run_record import (
+    RECORD_FIELDS,
+    HistoryEntry,
+    run_detail_at,
+    run_history,
+    seconds_between,
+)
 from flowledger.projections.steps_view import CHANNEL_OF_STEP_TYPE, STEP_STATES
-from flowledger.store.backend import in_chunks
+from flowledger.store.backend import SQLBackend, in_chunks
+from flowledger.store.log import StoredEvent
 
 MAX_PAGE_SIZE = 1000
 """The largest page a listing returns."""
@@ -327,6 +334,41 @@ def show_run(c: sqlite3.Cursor, run_id: str) -> dict[str, Any]:
             target["messages"].append(message_id)
     deliveries = [delivery_entry(m) for m in messages]
     return {**record, "steps": steps, "deliveries": deliveries}
+
+
+def _run_streams(
+    c: sqlite3.Cursor, backend: SQLBackend, run_id: str
+) -> tuple[list[StoredEvent], list[list[StoredEvent]]]:
+    """A run's stored events and the facts of the messages that name it (as the caught-up
+    deliveries view knows them), every stream in log order, all read in one transaction."""
+    rows = backend.stream_events(c, "run:" + run_id)
+    if not rows:
+        raise NotFound(f"no run {run_id!r} in the store")
+    events = [StoredEvent(p, v, t, orjson.loads(s)) for p, v, t, s in rows]
+    c.execute("SELECT message_id FROM deliveries WHERE run_id = ?", (run_id,))
+    streams = ["message:" + mid for (mid,) in c.fetchall()]
+    by_stream: dict[str, list[StoredEvent]] = {}
+    for stream, position, state in backend.select_streams(c, streams, _MAX_POSITION):
+        facts = by_stream.setdefault(stream, [])
+        body = orjson.loads(state)
+        facts.append(StoredEvent(position, len(facts) + 1, body["type"], body))
+    return events, list(by_stream.values())
+
+
+def replay_run(c: sqlite3.Cursor, run_id: str, backend: SQLBackend) -> list[HistoryEntry]:
+    """The auditor's replay: the run's events and its messages' provider facts in log
+    order, each with the run's record (as a runs listing shows it) right after it.
+
+    Reads the views for which messages are the run's, so they must be caught up (as
+    :func:`flowledger.ledger.query` does); the events themselves come from the log.
+    """
+    return run_history(run_id, *_run_streams(c, backend, run_id))
+
+
+def replay_detail(c: sqlite3.Cursor, run_id: str, backend: SQLBackend, n: int | None = None) -> dict[str, Any]:
+    """The run as :func:`show_run` gives it, as it stood right after the ``n``-th entry of
+    its replay (None: after the last), rebuilt from the log alone."""
+    return run_detail_at(run_id, *_run_streams(c, backend, run_id), n)
 
 
 def _rate(numerator: float, denominator: float) -> float | None:

@@ -212,7 +212,12 @@ def test_runs_endpoints(api):
     assert [(e["type"], e["status"]) for e in run["events"]][-2:] == [("step.failed", "error"), ("run.failed", "error")]
     assert run["events"][2]["step"] == "email-1" and run["events"][2]["attempt"] == 1
     history = api.get("/v1/runs/r1/history", headers=h(api, "read")).json()
-    assert [e["state"]["status"] for e in history["events"]] == ["pending", "running", "running", "running", "failed"]
+    # the run's events and its message's facts, in log order.
+    assert [(e["event"]["type"], e["state"]["status"]) for e in history["events"]] == [
+        ("run.triggered", "pending"), ("run.started", "running"), ("step.started", "running"),
+        ("message.queued", "running"), ("message.delivered", "running"), ("step.failed", "running"), ("run.failed", "failed"),
+    ]
+    assert history["events"][-1]["state"]["email_opened"] is False
     assert api.get("/v1/runs", params={"starting_at": "yesterday"}, headers=h(api, "read")).status_code == 422
     assert api.get("/v1/runs", params={"status": "bogus"}, headers=h(api, "read")).status_code == 422
 
@@ -315,7 +320,7 @@ def test_ids_with_a_slash_are_reachable(api):
     read, admin = h(api, "read"), h(api, "admin")
     assert api.get("/v1/runs/acme%2Frun-1", headers=read).json()["id"] == "acme/run-1"
     history = api.get("/v1/runs/acme%2Frun-1/history", headers=read).json()
-    assert history["run_id"] == "acme/run-1" and len(history["events"]) == 5
+    assert history["run_id"] == "acme/run-1" and len(history["events"]) == 7  # 5 of the run's, 2 of its message's
     assert api.post("/v1/runs/acme%2Frun-1/retry", headers=admin).json()["status"] == "pending"
     assert api.post("/v1/runs/acme%2Frun-2/cancel", headers=admin).json()["status"] == "cancelled"
     assert api.get("/v1/workflows/team%2Fonboarding", headers=read).json()["key"] == "team/onboarding"

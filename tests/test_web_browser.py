@@ -140,7 +140,9 @@ def test_open_a_run_and_see_its_trace_and_history(browser, site):
     assert page.locator("svg[aria-label^='Step timeline']").count() == 1
     assert page.locator("table[aria-label=Steps] tbody tr").count() == 2
     history = page.locator("table[aria-label=History] tbody tr")
-    assert history.count() == 8 and "completed" in history.nth(7).inner_text()
+    # eight events of the run's and three of its message's, in log order.
+    assert history.count() == 11 and "run.completed" in history.nth(8).inner_text()
+    assert "message.delivered" in history.nth(10).inner_text() and "completed" in history.nth(10).inner_text()
     assert page.locator("#retry").count() == 0  # a read key sees no buttons
     shot(page, "run.png")
     page.close()

@@ -1,12 +1,14 @@
 """The run record: one run's events folded into what an operator asks of it.
 
 Used by ``runs show`` and by the auditor's ``replay``, which shows the record after each
-event. The status comes from the domain's own :class:`~flowledger.domain.run.Run`, so the
+event of the run and each fact of its messages (:class:`RunReplay`). The status comes from the domain's own :class:`~flowledger.domain.run.Run`, so the
 record can never disagree with the rules that guarded the log.
 """
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import orjson
 
 from flowledger.domain.run import FINISHED, Run
+from flowledger.projections.delivery import delivery_record, earlier
 from flowledger.store.log import StoredEvent
 
 RECORD_FIELDS = (
@@ -81,7 +84,31 @@ def event_detail(event: dict[str, Any], limit: int | None = None) -> str:
     if kind in ("run.retried", "run.retrying", "run.paused"):
         who = f"by {event['actor']}" if event.get("actor") else ""
         return ": ".join(p for p in (who, event.get("reason") or "") if p)
+    if kind.startswith("message."):
+        return _message_detail(event, short)
     return ""
+
+
+def _message_detail(event: dict[str, Any], short: Any) -> str:
+    """What a message fact says, in one line: which message, and what a replay's reader
+    needs of it (where it goes, the link clicked, why it failed, its price)."""
+    kind = event["type"]
+    text = event["message_id"]
+    if kind == "message.queued":
+        text += f" {event['channel']} to {recipient_label(event['recipient'])}"
+        if event.get("provider"):
+            text += f" ({event['provider']})"
+    elif kind == "message.clicked":
+        text += " " + short(event["url"])
+    elif kind == "message.bounced":
+        text += ": " + ("temporary: " if event.get("temporary") else "") + short(event.get("reason") or "bounced")
+    elif kind == "message.failed":
+        text += ": " + ("temporary: " if event.get("temporary") else "") + short(event["error"])
+    cost = event.get("cost")
+    if isinstance(cost, dict) and cost.get("amount") is not None:
+        currency = f" {cost['currency']}" if cost.get("currency") else ""
+        text += f" (cost {cost['amount']}{currency})"
+    return text
 
 
 def seconds_between(start: str | None, end: str | None) -> float | None:
@@ -211,18 +238,210 @@ class HistoryEntry:
     """One step of an auditor's replay: an event and the record right after it."""
 
     n: int
-    """The event's number within the run, from 1."""
+    """The event's number within the replay, from 1."""
     event: StoredEvent
     """The event."""
     record: dict[str, Any]
-    """The run's record after the event."""
+    """The run's record after the event (see :func:`run_history` for its fields)."""
 
 
-def run_history(run_id: str, events: list[StoredEvent]) -> list[HistoryEntry]:
-    """A run's events, each with the record as it stood right after it."""
-    record = RunRecord.new(run_id)
+REPLAY_FIELDS = (
+    *RECORD_FIELDS[:-1],
+    "email_opened",
+    "email_opened_at",
+    "email_clicked",
+    "email_clicked_at",
+    "updated_at",
+)
+"""The fields of the record after each replayed event: a runs-view entry's, in its order."""
+
+_STEP_FINISHED = {"step.succeeded": "completed", "step.failed": "failed"}
+_RUN_ENDED = frozenset({"run.completed", "run.failed", "run.cancelled"})
+
+
+class RunReplay:
+    """One run's events and its messages' facts, folded in log order into what the views
+    show of the run at that point: its record, its step trace and its deliveries.
+
+    The views fold the same events page by page; this folds them one at a time, so the
+    state after the last event is the views' once they have caught up, and the state after
+    any earlier one is theirs had the log ended there.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.record = RunRecord.new(run_id)
+        """The run's record (the runs view's fold)."""
+        self.steps: dict[tuple[str, int], dict[str, Any]] = {}
+        """(step, attempt) -> its attempt, as the steps view keeps it, in start order."""
+        self.step_state = "pending"
+        """The run as the steps view sees it: pending, running, paused or finished."""
+        self.facts: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        """message id -> its facts so far, as (log position, event)."""
+        self.deliveries: dict[str, dict[str, Any]] = {}
+        """message id -> its delivery record now (whatever run it names)."""
+        self.engagement: tuple[Any, ...] | None = None
+        """The email engagement as last worked out (None: a message fact came since)."""
+
+    def apply(self, position: int, event: dict[str, Any]) -> None:
+        """Fold one stored event: one of the run's, or a fact of a message."""
+        kind = event["type"]
+        if kind.startswith("message."):
+            mid = event["message_id"]
+            facts = self.facts.setdefault(mid, [])
+            facts.append((position, event))
+            self.deliveries[mid] = delivery_record(mid, facts)
+            self.engagement = None
+            return
+        self.record.apply(event)
+        self._apply_to_steps(kind, position, event)
+
+    def _apply_to_steps(self, kind: str, position: int, event: dict[str, Any]) -> None:
+        # As the steps view does (flowledger.projections.steps_view), for one run.
+        at = event["occurred_at"]
+        if kind == "step.started":
+            self.steps[(event["step"], event["attempt"])] = {
+                "seq": position,
+                "step": event["step"],
+                "step_type": event["step_type"],
+                "attempt": event["attempt"],
+                "status": "idle" if self.step_state == "paused" else "running",
+                "started_at": at,
+                "finished_at": None,
+                "duration_seconds": None,
+                "error": None,
+                "request": event.get("request"),
+                "response": event.get("response"),
+                "output": None,
+            }
+        elif kind in _STEP_FINISHED:
+            a = self.steps[(event["step"], event["attempt"])]
+            a["status"] = _STEP_FINISHED[kind]
+            a["finished_at"] = at
+            a["duration_seconds"] = seconds_between(a["started_at"], at)
+            if kind == "step.failed":
+                a["error"] = error_text(event["error"])
+            for name in ("request", "response", "output"):
+                if event.get(name) is not None:
+                    a[name] = event[name]
+        elif kind == "run.paused":
+            self.step_state = "paused"
+            self._move_open("running", "idle")
+        elif kind in ("run.resumed", "run.started"):
+            self.step_state = "running"
+            self._move_open("idle", "running")
+        elif kind in _RUN_ENDED:
+            self.step_state = "finished"
+            self._move_open(None, "stopped", at)
+        elif kind in ("run.retried", "run.retrying") and self.step_state == "finished":
+            self.step_state = "pending"
+
+    def _move_open(self, from_status: str | None, to_status: str, at: str | None = None) -> None:
+        for a in self.steps.values():
+            if a["status"] in ("running", "idle") and (from_status is None or a["status"] == from_status):
+                a["status"] = to_status
+                if at is not None:
+                    a["finished_at"] = at
+                    a["duration_seconds"] = seconds_between(a["started_at"], at)
+
+    def run_deliveries(self) -> list[dict[str, Any]]:
+        """The run's messages now, as the deliveries view has them, each with its run's
+        workflow, in the order ``runs show`` gives them (queued_at, then message id)."""
+        run_id = self.record.rules.id
+        mine = [d for d in self.deliveries.values() if d["run_id"] == run_id]
+        mine.sort(key=lambda d: (d["queued_at"] is None, d["queued_at"] or "", d["message_id"]))
+        return [{**d, "workflow": self.record.workflow} for d in mine]
+
+    def to_record(self) -> dict[str, Any]:
+        """The run's record now, with its email engagement, in :data:`REPLAY_FIELDS` order."""
+        record = self.record.to_dict()
+        if self.engagement is None:
+            # Worked out again only after a message fact: a long run's replay stays linear.
+            self.engagement = self._engagement()
+        record.update(zip(REPLAY_FIELDS[-5:-1], self.engagement))
+        return {k: record[k] for k in REPLAY_FIELDS}
+
+    def _engagement(self) -> tuple[Any, ...]:
+        """(opened, first open, clicked, first click) of the run's email deliveries, as
+        :func:`flowledger.queries.email_engagement` reads them from the deliveries view."""
+        first: list[str | None] = [None, None, None]  # delivery, open, click
+        run_id = self.record.rules.id
+        for d in self.deliveries.values():
+            if d["run_id"] == run_id and d["channel"] == "email":
+                for i, name in enumerate(("delivered_at", "opened_at", "clicked_at")):
+                    first[i] = earlier(first[i], d[name])
+        delivered, opened, clicked = first
+        if delivered is None:
+            return (None, None, None, None)
+        return (opened is not None, opened, clicked is not None, clicked)
+
+    def to_detail(self) -> dict[str, Any]:
+        """The run now as ``runs show`` gives it: the record, its step trace (each attempt
+        with the messages it queued) and its deliveries."""
+        steps = sorted(self.steps.values(), key=lambda a: a["seq"])
+        trace = [
+            {**{k: a[k] for k in _TRACE_FIELDS[:8]}, "messages": [], **{k: a[k] for k in _TRACE_FIELDS[8:]}}
+            for a in steps
+        ]
+        deliveries = self.run_deliveries()
+        # A message belongs to the latest attempt of its step started by the time it was queued.
+        for d in deliveries:
+            step, queued_at = d["step"], d["queued_at"]
+            if step is None or queued_at is None:
+                continue
+            candidates = [s for s in trace if s["step"] == step and s["started_at"] <= queued_at]
+            target = candidates[-1] if candidates else next((s for s in trace if s["step"] == step), None)
+            if target is not None:
+                target["messages"].append(d["message_id"])
+        return {**self.to_record(), "steps": trace, "deliveries": deliveries}
+
+
+_TRACE_FIELDS = (
+    "step", "step_type", "attempt", "status", "started_at", "finished_at", "duration_seconds", "error",
+    "request", "response", "output",
+)
+
+
+def merge_in_log_order(
+    events: Iterable[StoredEvent], messages: Iterable[Iterable[StoredEvent]] = ()
+) -> list[StoredEvent]:
+    """A run's events and its messages' facts (each stream in log order) in one log order."""
+    return list(heapq.merge(events, *messages, key=lambda e: e.position))
+
+
+def run_history(
+    run_id: str, events: Iterable[StoredEvent], messages: Iterable[Iterable[StoredEvent]] | None = None
+) -> list[HistoryEntry]:
+    """A run's events and its messages' facts in log order, each with the record as it
+    stood right after it (:data:`REPLAY_FIELDS`).
+
+    ``messages`` are the streams of the messages that name the run. Their facts stored
+    before the run's trigger are not entries of their own: the views only show a run from
+    its trigger on, so they are folded into the trigger's state, as the views fold them then.
+    Without ``messages`` (None, the run's events alone) each record has only
+    :data:`RECORD_FIELDS`: engagement is not known without the messages' facts.
+    """
+    replay = RunReplay(run_id)
     history = []
-    for n, e in enumerate(events, 1):
-        record.apply(e.body)
-        history.append(HistoryEntry(n, e, record.to_dict()))
+    for e in merge_in_log_order(events, messages or ()):
+        replay.apply(e.position, e.body)
+        if replay.record.workflow is None:
+            continue  # before the run's trigger: carried into its state
+        record = replay.to_record() if messages is not None else replay.record.to_dict()
+        history.append(HistoryEntry(len(history) + 1, e, record))
     return history
+
+
+def run_detail_at(
+    run_id: str, events: Iterable[StoredEvent], messages: Iterable[Iterable[StoredEvent]] = (), n: int | None = None
+) -> dict[str, Any]:
+    """The run as ``runs show`` would give it right after the ``n``-th entry of its
+    replay (see :func:`run_history`; None: after the last)."""
+    replay = RunReplay(run_id)
+    seen = 0
+    for e in merge_in_log_order(events, messages):
+        if n is not None and seen >= n:
+            break
+        replay.apply(e.position, e.body)
+        if replay.record.workflow is not None:
+            seen += 1
+    return replay.to_detail()
