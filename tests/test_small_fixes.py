@@ -20,20 +20,17 @@ from flowledger.projections.projector import Projector
 from flowledger.store import open_log
 from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, ev, server_connection, triggered
 from tests.histories import jsonl
+from tests.test_cli import lines, run  # noqa: F401 (run is a fixture)
 
 
-@pytest.fixture
-def run(store_path):
-    runner = CliRunner()
-
-    def invoke(*args, input=None):
-        return runner.invoke(cli, ["--store", store_path, *args], input=input, catch_exceptions=False)
-
-    return invoke
-
-
-def _lines(*events) -> str:
-    return "".join(orjson.dumps(e).decode() + "\n" for e in events)
+def _one_queued_message(store_path):
+    """A store holding one queued message, its views made and not caught up."""
+    log = open_log(store_path)
+    try:
+        ledger.append_input(log, jsonl([ev("message.queued", message_id="m1", channel="email", recipient="u1")]))
+        Projector(log.backend).ensure_tables()
+    finally:
+        log.close()
 
 
 # --- the --skip-invalid file ---------------------------------------------------------------
@@ -54,12 +51,12 @@ def _rejected(run, tmp_path, data, *options):
 def test_a_refused_line_is_written_aside_with_its_secrets_redacted(run, tmp_path):
     data = (
         # unknown field holding a secret: invalid
-        _lines({**triggered("r1"), "api_key": "sk_live_AbC123xyz"})
+        lines({**triggered("r1"), "api_key": "sk_live_AbC123xyz"})
         # a fact refused by the domain rules (no such run), its error holding a URL's password
-        + _lines(ev("run.failed", run_id="ghost", error="postgresql://app:hunter2pw@db.test/prod refused"))
+        + lines(ev("run.failed", run_id="ghost", error="postgresql://app:hunter2pw@db.test/prod refused"))
         # a key given with --redact-key
-        + _lines({**triggered("r2"), "data": {"pin_code": 98765}})
-        + _lines(ev("run.completed", run_id="ghost2", data={"pin_code": 98765}))
+        + lines({**triggered("r2"), "data": {"pin_code": 98765}})
+        + lines(ev("run.completed", run_id="ghost2", data={"pin_code": 98765}))
     )
     result, text, rejected = _rejected(run, tmp_path, data, "--redact-key", "pin_code")
     assert orjson.loads(result.stdout)["skipped"] == 3
@@ -76,7 +73,7 @@ def test_a_refused_line_is_written_aside_with_its_secrets_redacted(run, tmp_path
 
 
 def test_a_line_that_is_not_json_is_written_aside_with_its_secrets_redacted(run, tmp_path):
-    data = _lines(triggered("r1")) + '{"id": "x", "password": "hunter2pw", oops\n' + "token=abcDEF123 &c\n"
+    data = lines(triggered("r1")) + '{"id": "x", "password": "hunter2pw", oops\n' + "token=abcDEF123 &c\n"
     _, text, rejected = _rejected(run, tmp_path, data)
     assert "hunter2pw" not in text and "abcDEF123" not in text
     assert [r["input"] for r in rejected] == ['{"id": "x", "password": "[REDACTED]", oops', "token=[REDACTED] &c"]
@@ -91,7 +88,7 @@ def test_a_line_without_secrets_is_written_aside_as_it_was_sent(run, tmp_path):
 
 
 def test_an_error_does_not_echo_a_secret_of_the_refused_value(run, tmp_path):
-    data = _lines(
+    data = lines(
         ev("message.clicked", message_id="m1", url=_TOO_LONG_URL),
         ev("run.completed", run_id="r1?token=abcDEF123\n"),
     )
@@ -106,18 +103,18 @@ def test_an_error_does_not_echo_a_secret_of_the_refused_value(run, tmp_path):
 def test_the_inputs_written_aside_can_be_appended_again_once_their_run_is_known(run, tmp_path):
     error = {"message": "https://u:hunter2pw@api.test/x failed", "token": "t0k3nV4lue"}
     refused = ev("run.failed", run_id="r9", error=error)
-    _, _, rejected = _rejected(run, tmp_path, _lines(refused))
-    again = run("append", "-", input=_lines(triggered("r9")) + "".join(r["input"] + "\n" for r in rejected))
+    _, _, rejected = _rejected(run, tmp_path, lines(refused))
+    again = run("append", "-", input=lines(triggered("r9")) + "".join(r["input"] + "\n" for r in rejected))
     assert again.exit_code == 0, again.output
     assert orjson.loads(again.stdout) == {"appended": 2, "duplicates": 0}
     # What the log holds is what appending the original would have stored: the same redacted body.
-    duplicate = run("append", "-", input=_lines(refused))
+    duplicate = run("append", "-", input=lines(refused))
     assert orjson.loads(duplicate.stdout) == {"appended": 0, "duplicates": 1}
 
 
 def test_an_error_about_a_field_named_as_a_secret_does_not_echo_its_value(run, tmp_path):
     # A key given with --redact-key may name an event's own field.
-    data = _lines({**triggered("r1"), "workflow": 24680135})
+    data = lines({**triggered("r1"), "workflow": 24680135})
     _, text, rejected = _rejected(run, tmp_path, data, "--redact-key", "workflow")
     assert "24680135" not in text
     assert rejected[0]["errors"] == ["field \"workflow\": Input should be a valid string (got '[REDACTED]')"]
@@ -125,11 +122,11 @@ def test_an_error_about_a_field_named_as_a_secret_does_not_echo_its_value(run, t
 
 def test_a_short_secret_value_changes_nothing_else_in_an_error(run, tmp_path):
     # The redacted value is replaced where the error shows it, not wherever its digits occur.
-    data = _lines({**triggered("r1"), "workflow": 8, "data": {"pin_code": 8}})
+    data = lines({**triggered("r1"), "workflow": 8, "data": {"pin_code": 8}})
     _, _, rejected = _rejected(run, tmp_path, data, "--redact-key", "workflow")
     assert rejected[0]["errors"] == ["field \"workflow\": Input should be a valid string (got '[REDACTED]')"]
     long_url = ev("message.clicked", message_id="m1", url="https://x.test/" + "8" * 8200, pin=8)
-    _, _, rejected = _rejected(run, tmp_path, _lines(long_url), "--redact-key", "pin")
+    _, _, rejected = _rejected(run, tmp_path, lines(long_url), "--redact-key", "pin")
     assert "at most 8192 characters (got 'https://x.test/888" in rejected[0]["errors"][0]
 
 
@@ -156,12 +153,7 @@ def _deliveries_position(store_path) -> int:
 def test_a_helper_whose_parent_is_not_the_rebuilding_process_ends_at_once(store_path, parent):
     # The rebuilding process may die before its helper runs: the helper, adopted by another,
     # used to take that one for its parent and fold on, an orphan.
-    log = open_log(store_path)
-    try:
-        ledger.append_input(log, jsonl([ev("message.queued", message_id="m1", channel="email", recipient="u1")]))
-        Projector(log.backend).ensure_tables()
-    finally:
-        log.close()
+    _one_queued_message(store_path)
     pid = os.getpid() if parent == "this process" else _ended_pid()
     command = [sys.executable, "-m", helper_module.__name__, "--page-size", "10", "--parent", str(pid), "deliveries"]
     env = {**os.environ, helper_module.STORE_ENV: store_path}
@@ -199,12 +191,7 @@ print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a child subreaper is Linux's")
 def test_a_helper_whose_rebuilding_process_died_as_it_started_ends_at_once(store_path):
-    log = open_log(store_path)
-    try:
-        ledger.append_input(log, jsonl([ev("message.queued", message_id="m1", channel="email", recipient="u1")]))
-        Projector(log.backend).ensure_tables()
-    finally:
-        log.close()
+    _one_queued_message(store_path)
     done = subprocess.run(
         [sys.executable, "-c", _ORPHANED_HELPER, store_path], stdin=subprocess.DEVNULL, capture_output=True, timeout=120
     )
@@ -249,7 +236,7 @@ def _cli(store, *args, input=None):
 
 def test_a_read_only_postgresql_role_is_told_the_views_were_never_made(postgres_url, read_only_role):
     role, url, schema = read_only_role
-    assert _cli(postgres_url, "append", "-", input=_lines(triggered("r1"))).exit_code == 0
+    assert _cli(postgres_url, "append", "-", input=lines(triggered("r1"))).exit_code == 0
     for args in (["runs", "list"], ["runs", "list", "--no-catch-up"], ["runs", "show", "r1", "--no-catch-up"]):
         result = _cli(url, *args)
         assert result.exit_code == 1 and "Traceback" not in result.output
@@ -262,7 +249,7 @@ def test_a_read_only_postgresql_role_is_told_the_views_were_never_made(postgres_
 def test_a_read_only_postgresql_role_is_told_which_table_it_may_not_read(postgres_url, read_only_role):
     role, url, schema = read_only_role
     # The views made after the role was given the schema's tables: not theirs.
-    assert _cli(postgres_url, "append", "-", input=_lines(triggered("r1"))).exit_code == 0
+    assert _cli(postgres_url, "append", "-", input=lines(triggered("r1"))).exit_code == 0
     assert _cli(postgres_url, "project").exit_code == 0
     result = _cli(url, "runs", "list", "--no-catch-up")
     assert result.exit_code == 1
@@ -273,7 +260,7 @@ def test_a_read_only_postgresql_role_is_told_which_table_it_may_not_read(postgre
     result = _cli(url, "runs", "list", "--no-catch-up")
     assert result.exit_code == 0 and "r1" in result.stdout, result.output
     # Views made, but behind the log: a read-only role cannot catch them up.
-    assert _cli(postgres_url, "append", "-", input=_lines(triggered("r2"))).exit_code == 0
+    assert _cli(postgres_url, "append", "-", input=lines(triggered("r2"))).exit_code == 0
     result = _cli(url, "runs", "list")
     assert result.exit_code == 1
     assert f"is read-only here for role '{role}'" in result.stderr and "--no-catch-up" in result.stderr, result.stderr
