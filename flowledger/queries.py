@@ -12,6 +12,7 @@ import base64
 import binascii
 import sqlite3
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 import orjson
@@ -555,11 +556,103 @@ def execution_stats(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
     }
 
 
-def runs_per_day(c: sqlite3.Cursor, workflow: str) -> list[tuple[str, str, int]]:
-    """A workflow's runs by the day they were created and their status now."""
-    c.execute(
-        "SELECT substr(created_at, 1, 10), status, COUNT(*) FROM runs WHERE workflow = ? "
-        "GROUP BY substr(created_at, 1, 10), status ORDER BY 1",
-        (workflow,),
-    )
-    return [(d, s, int(n)) for d, s, n in c.fetchall()]
+RUNS_OVER_TIME = (
+    "SELECT b.column1, s.column1, (SELECT COUNT(*) FROM runs WHERE workflow = ? AND status = s.column1 "
+    "AND created_at >= b.column2 AND created_at < b.column3) FROM (VALUES {buckets}) AS b, (VALUES {statuses}) AS s"
+)
+"""A workflow's runs in each time bucket (label, from, to) and status: one count of a range
+of the index ``runs_by_workflow_status_created`` each, never a row of the table nor a sort
+(``buckets``, ``statuses``: the VALUES rows' ``?`` marks)."""
+_BEFORE_ALL, _AFTER_ALL = "", "~"  # below and above every stored time, compared byte by byte
+
+
+def _time_buckets(first: str, last: str, max_bars: int) -> list[tuple[str, str, str]]:
+    """(label, from, to) buckets of days from ``first`` to ``last`` (stored times); months
+    past ``max_bars`` days, years past as many months, several years a bucket past that.
+    The first starts before all times and the last ends after all, so every run counts."""
+    d0, d1 = date.fromisoformat(first[:10]), date.fromisoformat(last[:10])
+    days = (d1 - d0).days + 1
+    months = (d1.year - d0.year) * 12 + d1.month - d0.month + 1
+    if days <= max_bars:
+        starts = [(d0 + timedelta(days=k)).isoformat() for k in range(days + 1)]
+    elif months <= max_bars:
+        starts = [f"{d0.year + (d0.month - 1 + k) // 12:04d}-{(d0.month - 1 + k) % 12 + 1:02d}" for k in range(months + 1)]
+    else:
+        step = -(-(d1.year - d0.year + 1) // max_bars)
+        starts = [f"{year:04d}" for year in range(d0.year, d1.year + step + 1, step)]
+    # Each bucket's label is where it starts: a day, "2026-11" or "2026", which compare with
+    # stored times as their prefixes do.
+    bounds = [_BEFORE_ALL, *starts[1:-1], _AFTER_ALL]
+    return [(starts[k], bounds[k], bounds[k + 1]) for k in range(len(starts) - 1)]
+
+
+def runs_over_time(c: sqlite3.Cursor, workflow: str, *, max_bars: int = 62) -> list[tuple[str, str, int]]:
+    """A workflow's runs by when they were created and their status now: (bucket, status,
+    runs), in bucket order, empty ones left out. Buckets are days, or months or years when
+    there would be more than ``max_bars`` of them (see :func:`_time_buckets`).
+
+    Read from the index alone, one range a bucket and status: at most ``max_bars`` times
+    the statuses of seeks, whatever the workflow's number of runs or span of time.
+    """
+    summary = _summary(c, workflow)
+    if summary is None or summary["first_created_at"] is None:
+        return []
+    buckets = _time_buckets(summary["first_created_at"], summary["last_created_at"], max_bars)
+    sql = RUNS_OVER_TIME.format(buckets=",".join(["(?, ?, ?)"] * len(buckets)), statuses=",".join(["(?)"] * len(STATUSES)))
+    c.execute(sql, [workflow, *(v for b in buckets for v in b), *STATUSES])
+    order = {b[0]: k for k, b in enumerate(buckets)}
+    rows = [(label, status, int(n)) for label, status, n in c.fetchall() if n]
+    return sorted(rows, key=lambda r: (order[r[0]], STATUSES.index(r[1])))
+
+
+def _contact_where(filters: RunFilters, contact: str) -> tuple[list[str], list[Any]]:
+    """The conditions of :func:`_runs_where` and those picking the runs whose recipient the
+    pages show as ``contact`` (see :func:`flowledger.projections.run_record.recipient_label`):
+    its id, plain or in a collection, or its collection and id joined by a "/". Ids and
+    collections may hold "/" themselves, so the text is cut at each "/" in turn."""
+    where, params = _runs_where(filters)
+    ids = [contact]
+    shapes: list[str] = []
+    for k, char in enumerate(contact):
+        collection, rid = contact[:k], contact[k + 1 :]
+        if char != "/" or not collection or not rid:
+            continue
+        ids.append(rid)
+        # The view keeps a recipient's JSON as the event gave it: either order of its keys.
+        shapes += [orjson.dumps({"id": rid, "collection": collection}).decode(), orjson.dumps({"collection": collection, "id": rid}).decode()]
+    if not shapes:
+        where.append("recipient = ?")
+        params.append(contact)
+        return where, params
+    # The recipient column (its id) narrows by its index; the JSON says which collection.
+    where.append(f"recipient IN ({','.join('?' * len(ids))}) AND (recipient = ? OR recipient_json IN ({','.join('?' * len(shapes))}))")
+    params += [*ids, contact, *shapes]
+    return where, params
+
+
+def list_runs_by_contact(
+    c: sqlite3.Cursor,
+    filters: RunFilters,
+    contact: str,
+    *,
+    page_size: int = 50,
+    after: str | None = None,
+    before: str | None = None,
+) -> dict[str, Any]:
+    """:func:`list_runs` of the runs for a recipient as the pages show it (``filters`` with
+    no recipient of their own; see :func:`_contact_where`)."""
+    where, params = _contact_where(filters, contact)
+    rows, page_info = _page(c, "runs", where, params, page_size, after, before)
+    engagement = email_engagement(c, [r["id"] for r in rows])
+    entries = [run_entry(r, engagement.get(r["id"], _NO_ENGAGEMENT)) for r in rows]
+    return {"entries": entries, "page_info": page_info}
+
+
+def run_status_counts_by_contact(c: sqlite3.Cursor, filters: RunFilters, contact: str) -> dict[str, int]:
+    """:func:`run_status_counts` of the runs :func:`list_runs_by_contact` lists."""
+    where, params = _contact_where(filters, contact)
+    c.execute("SELECT status, COUNT(*) FROM runs WHERE " + " AND ".join(where) + " GROUP BY status", params)
+    by_status = dict.fromkeys(STATUSES, 0)
+    for status, n in c.fetchall():
+        by_status[status] = int(n)
+    return {"total": sum(by_status.values()), **by_status}

@@ -387,7 +387,7 @@ def create_app(
         return problem(422, "Invalid request", INVALID_REQUEST, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
         # A 405 must say what is allowed (RFC 9110); HEAD is answered wherever GET is.
         headers = dict(exc.headers or {})
@@ -401,7 +401,16 @@ def create_app(
             detail = f"no endpoint at {request.url.path}; the endpoints are in /openapi.json"
         elif exc.status_code == 405 and detail == "Method Not Allowed":
             detail = f"{request.method} is not allowed at {request.url.path}; it takes {', '.join(allowed)}"
-        answer = problem(exc.status_code, title, detail)
+        if exc.status_code in (404, 405) and pages.wants_page(request):
+            # A person at a browser, off the API's paths: the site's page, not JSON.
+            path = request.scope["path"]  # as typed, escaped by the page
+            if exc.status_code == 404:
+                said = f"There is no page at {path}."
+            else:
+                said = f"{request.method} is not allowed at {path}."
+            answer: Response = pages.error_page(exc.status_code, title, said)
+        else:
+            answer = problem(exc.status_code, title, detail)
         answer.headers.update(headers)
         return answer
 

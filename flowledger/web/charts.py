@@ -36,11 +36,16 @@ def timeline(steps: list[dict[str, Any]], now: str) -> str:
         x = label_w + (_t(s["started_at"]) - start).total_seconds() / span * width
         w = max(2.0, (end - _t(s["started_at"])).total_seconds() / span * width)
         y = i * row + 4
-        seconds = "running" if s["finished_at"] is None else f"{s['duration_seconds']:g} s"
+        # An open attempt is running, or idle while its run is paused: its status says which.
+        if s["finished_at"] is None:
+            seconds = f"{(end - _t(s['started_at'])).total_seconds():g} s so far"
+        else:
+            seconds = f"{s['duration_seconds']:g} s"
+        state = "idle (the run is paused)" if s["status"] == "idle" else s["status"]
         parts.append(f'<text x="0" y="{y + 13}">{escape(s["step"])} #{s["attempt"]}</text>')
         parts.append(
             f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="16" rx="3" fill="{COLORS.get(s["status"], "#98a2b3")}">'
-            f'<title>{escape(s["step"])} #{s["attempt"]}: {escape(s["status"])}, {escape(seconds)}</title></rect>'
+            f'<title>{escape(s["step"])} #{s["attempt"]}: {escape(state)}, {escape(seconds)}</title></rect>'
         )
     parts.append(f'<text x="{label_w}" y="{height - 4}">0 s</text>')
     parts.append(f'<text x="{label_w + width - 60}" y="{height - 4}">{span:g} s</text>')
@@ -152,7 +157,9 @@ MAX_BARS = 62
 
 
 def over_time(rows: list[tuple[str, str, int]]) -> str:
-    """Runs per day (per month or year over a longer span), stacked by status."""
+    """Runs per day (per month or year over a longer span), stacked by status: ``rows`` of
+    (bucket, status, runs), a bucket a day, month or year (as :func:`flowledger.queries.runs_over_time`
+    gives them)."""
     if not rows:
         return ""
     # One pass: the chart is drawn on every view of the workflow, over all its history.
@@ -160,11 +167,11 @@ def over_time(rows: list[tuple[str, str, int]]) -> str:
     for d, status, n in rows:
         by_day.setdefault(d, {})
         by_day[d][status] = by_day[d].get(status, 0) + n
-    cut, label = 10, slice(5, None)  # a day: "2026-11-05", labelled "11-05"
-    if len(by_day) > MAX_BARS:
-        cut, label = 7, slice(None)  # a month: "2026-11"
-        if len({d[:7] for d in by_day}) > MAX_BARS:
-            cut = 4  # a year
+    # "2026-11-05" a day, "2026-11" a month, "2026" a year: coarser while too many.
+    cut = max(len(d) for d in by_day)
+    while cut > 4 and len({d[:cut] for d in by_day}) > MAX_BARS:
+        cut = 7 if cut > 7 else 4
+    label = slice(5, None) if cut == 10 else slice(None)  # a day labelled "11-05"
     buckets: dict[str, dict[str, int]] = {}
     for d, counts in by_day.items():
         bucket = buckets.setdefault(d[:cut], {})

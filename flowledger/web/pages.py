@@ -80,6 +80,33 @@ REFUSALS = {
 """What a run's page says after a refused command (a code in the URL, never free text)."""
 
 
+def wants_page(request: Request) -> bool:
+    """A browser asked for a page: text/html acceptable (a q above 0), at a path outside the API's /v1."""
+    path = request.scope["path"]
+    if path == "/v1" or path.startswith("/v1/"):
+        return False
+    for kind in request.headers.get("accept", "").split(","):
+        media, _, options = kind.partition(";")
+        if media.strip().lower() != "text/html":
+            continue
+        weight = 1.0
+        for option in options.split(";"):
+            name, _, value = option.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0  # not a weight: not asked for
+        return weight > 0
+    return False
+
+
+def error_page(http_status: int, title: str, message: str) -> HTMLResponse:
+    """The site's own page for an error outside every page's handler (a path nobody serves)."""
+    html = _env.get_template("error.html").render(key=None, title=title, error=message)
+    return HTMLResponse(html, status_code=http_status)
+
+
 def csrf_token(secret: str) -> str:
     """The CSRF token of a signed-in key: only someone holding the key can make it."""
     return hmac.new(secret.encode(), b"flowledger csrf", hashlib.sha256).hexdigest()
@@ -173,8 +200,19 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         response.status_code = 404
         return response
 
-    def q(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return ledger.query(the_log(), fn, *args, **kwargs)
+    def reads() -> Callable[..., Any]:
+        """A request's queries: the first catches the views up with the log, the others read
+        them as they then stand (one catch-up a page, not one a query)."""
+        fresh = True
+
+        def q(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            nonlocal fresh
+            try:
+                return ledger.query(the_log(), fn, *args, fresh=fresh, **kwargs)
+            finally:
+                fresh = False  # a refused query (a bad cursor) is read after the catch-up
+
+        return q
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     @pages_answer
@@ -222,7 +260,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
     @pages_answer
     def home(request: Request, session: Session) -> Response:
         # With rehearsals, as the run history the cards link to lists them.
-        counts = q(queries.counts, include_rehearsals=True)
+        counts = reads()(queries.counts, include_rehearsals=True)
         try:
             # Facts kept for a busy store are in no count yet, and those set aside never will be.
             deferred = ledger.inbox_count(the_log())
@@ -247,6 +285,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         after: str | None = None,
         before: str | None = None,
     ) -> Response:
+        q = reads()
         params = dict(request.query_params)
         from_ = params.get("from") or None
         status = status if status in STATUSES else None
@@ -264,20 +303,27 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
                 error = "Dates must be RFC 3339 with an offset, like 2026-11-01T00:00:00Z."
         bad_dates = error is not None
         nothing = {"entries": [], "page_info": {"after": None, "before": None}}
-        filters = queries.RunFilters(workflow, (status,) if status else (), None, recipient, False, starting_at, ending_at)
+        # The contact is a recipient as the listing shows it ("collection/id" too), not the id alone.
+        filters = queries.RunFilters(workflow, (status,) if status else (), None, None, False, starting_at, ending_at)
         if bad_dates:
             # Not every run: a listing that dropped the dates it was asked for looks filtered.
             result = nothing
         else:
             try:
-                result = q(queries.list_runs, filters, page_size=25, after=after or None, before=before or None)
+                paging = {"page_size": 25, "after": after or None, "before": before or None}
+                if recipient:
+                    result = q(queries.list_runs_by_contact, filters, recipient, **paging)
+                else:
+                    result = q(queries.list_runs, filters, **paging)
             except queries.BadQuery as e:
                 result, error = nothing, str(e)
         counts = q(queries.counts, include_rehearsals=True)
         if bad_dates:
             scope = dict.fromkeys(["total", *STATUSES], 0)
-        elif recipient or starting_at or ending_at:
+        elif recipient:
             # The chips count what the listing lists: the same filters but the status.
+            scope = q(queries.run_status_counts_by_contact, dataclasses.replace(filters, statuses=()), recipient)
+        elif starting_at or ending_at:
             scope = q(queries.run_status_counts, dataclasses.replace(filters, statuses=()))
         else:
             scope = counts["by_workflow"].get(workflow, dict.fromkeys(["total", *STATUSES], 0)) if workflow else counts
@@ -311,9 +357,10 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
     @app.get("/runs/{run_id:path}", response_class=HTMLResponse, include_in_schema=False)
     @pages_answer
     def run(request: Request, session: Session, run_id: str, done: str | None = None, refused: str | None = None) -> Response:
+        q = reads()
         try:
             record = q(queries.show_run, run_id)
-            history = ledger.replay(the_log(), run_id)
+            history = q(queries.replay_run, run_id, the_log().backend)
         except NotFound as e:
             return not_found(request, session, str(e))
         now = _stamp(_now())
@@ -371,7 +418,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         error = None
         filters = queries.DeliveryFilters(run_id, channel, (status,) if status else (), recipient)
         try:
-            result = q(queries.list_deliveries, filters, page_size=25, after=after or None, before=before or None)
+            result = reads()(queries.list_deliveries, filters, page_size=25, after=after or None, before=before or None)
         except queries.BadQuery as e:
             result, error = {"entries": [], "page_info": {"after": None, "before": None}}, str(e)
         state = {k: v for k, v in {"channel": channel, "status": status, "recipient": recipient, "run_id": run_id}.items() if v}
@@ -388,22 +435,23 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
     @app.get("/workflows", response_class=HTMLResponse, include_in_schema=False)
     @pages_answer
     def workflows(request: Request, session: Session) -> Response:
-        return page("workflows", "workflows.html", request, session, workflows=q(queries.list_workflows), statuses=STATUSES)
+        return page("workflows", "workflows.html", request, session, workflows=reads()(queries.list_workflows), statuses=STATUSES)
 
     @app.get("/workflows/{key:path}", response_class=HTMLResponse, include_in_schema=False)
     @pages_answer
     def workflow(request: Request, session: Session, key: str) -> Response:
+        q = reads()
         try:
             details = q(queries.workflow_details, key)
             stats = q(queries.execution_stats, key)
-            per_day = q(queries.runs_per_day, key)
+            over_time = q(queries.runs_over_time, key, max_bars=charts.MAX_BARS)
         except NotFound as e:
             return not_found(request, session, str(e))
         return page(
             "workflows", "workflow.html", request, session,
             d=details, stats=stats, states=STEP_STATES,
             funnels=[(ch, charts.funnel(ch, m)) for ch, m in details["channels"].items()],
-            graph=charts.graph(stats), over_time=charts.over_time(per_day),
+            graph=charts.graph(stats), over_time=charts.over_time(over_time),
         )
 
 
