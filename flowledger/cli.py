@@ -313,9 +313,9 @@ def append(
     \b
     Example:
         flowledger append examples/welcome-series.jsonl
-        cat webhooks.jsonl | flowledger append -
-        flowledger append big.jsonl --skip-invalid rejected.jsonl
-        flowledger append --format sendgrid sendgrid-events.json
+        cat examples/welcome-series.jsonl | flowledger append -
+        flowledger append examples/malformed.jsonl --skip-invalid rejected.jsonl
+        flowledger append --format sendgrid tests/fixtures/sendgrid-events.json
     """
     redactor = Redactor.from_environment(redact_keys)
     if provider != "flowledger":
@@ -559,6 +559,8 @@ def workflows() -> None:
 def workflows_list(obj: Context, no_catch_up: bool, as_json: bool) -> None:
     """List every workflow that has runs, with its run counts by status.
 
+    Rehearsal (test) runs are counted too, unlike in `flowledger counts`.
+
     \b
     Example:
         flowledger workflows list
@@ -583,6 +585,7 @@ def workflows_show(obj: Context, key: str, no_catch_up: bool, as_json: bool) -> 
     """Show workflow KEY's details: status, times, per-channel numbers, totals, progress.
 
     Rates are percentages rounded to 2 places (null when nothing to divide by).
+    Rehearsal (test) runs are counted too, unlike in `flowledger counts`.
 
     \b
     Example:
@@ -677,6 +680,9 @@ def counts(obj: Context, include_rehearsals: bool, no_catch_up: bool, as_json: b
 def project(obj: Context, follow: bool, interval: float) -> None:
     """Bring every view up to the end of the log (or, with --follow, keep doing so).
 
+    Prints {"applied": n}, the events applied; with --follow, again each time it
+    applies some. Ctrl-C or SIGTERM stops a follower (exit 0).
+
     Each view records the log position it has applied in the same transaction as its
     rows: a projector killed at any moment never applies an event twice or skips one,
     and several projectors may run at once. With --follow it outlives a busy or
@@ -730,11 +736,12 @@ def project(obj: Context, follow: bool, interval: float) -> None:
 @click.pass_obj
 @handles_errors
 def rebuild(obj: Context, views: tuple[str, ...], into: str | None) -> None:
-    """Empty VIEWS (default: all of runs, steps, deliveries) and fold them again from position 0.
+    """Fold VIEWS (default: all of runs, steps, deliveries) again from position 0.
 
-    Prints the events read per second. With --into FILE.db the log stays where it is
-    (PostgreSQL, say) and the views are made in a local SQLite file, to query with
-    `flowledger --store FILE.db … --no-catch-up`.
+    On SQLite, queries see the old views until the new ones replace them. Prints
+    {"views", "events", "seconds", "events_per_second"}. With --into FILE.db the log
+    stays where it is (PostgreSQL, say) and the views are made in a local SQLite file,
+    to query with `flowledger --store FILE.db … --no-catch-up`.
 
     \b
     Example:
@@ -786,7 +793,7 @@ def retry(obj: Context, run_id: str, reason: str | None, actor: str | None, as_j
 
     \b
     Example:
-        flowledger retry run-0042 --reason "SMTP outage is over"
+        flowledger retry run-0057 --reason "SMTP outage is over"
     """
     log = obj.open()
     try:
@@ -823,8 +830,8 @@ def cancel(
 
     \b
     Example:
-        flowledger cancel run-0042 --reason "customer asked"
-        flowledger cancel --key order-1234 --reason "order refunded"
+        flowledger cancel run-0288 --reason "customer asked"
+        flowledger cancel --key order-1001 --reason "order refunded"
     """
     if (run_id is None) == (key is None):
         raise click.UsageError("give either RUN_ID or --key KEY (not both)")
