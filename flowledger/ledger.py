@@ -326,8 +326,17 @@ def rebuild(
 ) -> int:
     """Empty views (all by default) and fold them again from position 0; returns events read.
 
-    With ``into``, the views are made in that store from this one's log (which stays put).
+    With ``into``, the views are made in that store from this one's log (which stays put),
+    and that store is marked as an analyst's copy of this one (it refuses appends).
     """
+    log.backend.refuse_if_copy(
+        "its own log holds none of what its views show",
+        "rebuild from that store: flowledger --store SOURCE rebuild --into FILE.db",
+    )
+    if into is not None:
+        source = log.backend.path  # type: ignore[attr-defined]
+        schema = getattr(log.backend, "schema", "public")
+        into.backend.mark_copy_of(source if schema == "public" else f"{source}?schema={schema}")
     projector = Projector(into.backend, source=log.backend) if into else Projector(log.backend)
     views = [projector.view(n) for n in view_names] if view_names else None
     return projector.rebuild(views, progress=progress)
@@ -429,6 +438,7 @@ def retry_run(
 ) -> dict[str, Any]:
     """Retry a failed run: it goes back to pending with retry_count + 1 (``redactor``: as
     :func:`cancel_run`'s)."""
+    log.backend.refuse_if_copy("a retry recorded here would never show")
     state = log.run_state(run_id)
     if state.status == NOT_TRIGGERED:
         raise NotFound(f"no run {run_id!r} in the store")
@@ -451,6 +461,7 @@ def cancel_run(
 ) -> dict[str, Any]:
     """Cancel an unfinished run; the reason is redacted by ``redactor`` (by default the keys
     FLOWLEDGER_REDACT_KEYS adds; a server passes its own, --redact-key's too)."""
+    log.backend.refuse_if_copy("a cancel recorded here would never show")
     state = log.run_state(run_id)
     if state.status == NOT_TRIGGERED:
         raise NotFound(f"no run {run_id!r} in the store")

@@ -42,6 +42,8 @@ FLOWLEDGER_TABLES = (
 
 STORE_ID_KEY = "store_id"
 """The key of flowledger_meta holding the store's id: random, written once, never copied."""
+COPY_OF_KEY = "copy_of"
+"""The key of flowledger_meta naming the store whose log an analyst's copy's views follow."""
 # Giving a store made before ids its id never waits for the write lock (a server starting
 # during an import must still start): a busy store gets it at a later writer's open.
 _STORE_ID_LOCK_TIMEOUT = 0.001
@@ -88,6 +90,7 @@ class SQLBackend:
     tracking_table = ""
     """eventsourcing's table of each view's position."""
     _store_id: str | None = None
+    _copy_of: str | None | bool = False  # False: not read yet
 
     def reopen_url(self) -> str | None:
         """Where another process can open this very store (a SQLite file's absolute path, a
@@ -122,6 +125,33 @@ class SQLBackend:
             with self.transaction(write=False) as c:  # type: ignore[attr-defined]
                 self._store_id = self._read_store_id(c)
         return self._store_id
+
+    def copy_of(self) -> str | None:
+        """The store (as messages name it) whose log this one's views were folded from by
+        ``rebuild --into``, or None for a store whose views follow its own log."""
+        if self._copy_of is False:
+            with self.transaction(write=False) as c:  # type: ignore[attr-defined]
+                c.execute("SELECT value FROM flowledger_meta WHERE key = ?", (COPY_OF_KEY,))
+                row = c.fetchone()
+            self._copy_of = row[0] if row else None
+        return self._copy_of  # type: ignore[return-value]
+
+    def mark_copy_of(self, source: str) -> None:
+        """Mark this store as an analyst's copy of ``source``'s views (see :meth:`copy_of`)."""
+        with self.transaction(write=True) as c:  # type: ignore[attr-defined]
+            c.execute("DELETE FROM flowledger_meta WHERE key = ?", (COPY_OF_KEY,))
+            c.execute("INSERT INTO flowledger_meta VALUES (?, ?)", (COPY_OF_KEY, source))
+        self._copy_of = source
+
+    def refuse_if_copy(self, doing: str, instead: str = "do it on that store (and make the copy again)") -> None:
+        """Raise StoreError if this store is an analyst's copy: what it is ``doing`` would
+        go to a log its views never read; ``instead`` says what to do."""
+        source = self.copy_of()
+        if source is not None:
+            raise StoreError(
+                f"the store {self.path} is an analyst's copy made by `rebuild --into` from {source}: "  # type: ignore[attr-defined]
+                f"its views follow that store's log, not its own, so {doing}; {instead}"
+            )
 
     def give_store_id(self) -> None:
         """Give a store made before stores had ids its id, if the write lock is free at once

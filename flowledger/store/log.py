@@ -117,6 +117,7 @@ class EventLog:
         whoever makes the chunks with the input's invalid events, as it reads; if it holds
         any when the input ends, nothing is stored either (unless ``keep_going``).
         """
+        self.backend.refuse_if_copy("what is appended here would never show")
         rejected = rejected if rejected is not None else []
         recorded_at = utc_now()
         chunks = iter(chunks)
@@ -269,6 +270,7 @@ class EventLog:
         seconds to wait for the write lock, if not the store's own (a webhook's shorter wait).
         """
         b = self.backend
+        b.refuse_if_copy("what is appended here would never show")
         result = AppendResult()
         with b.transaction(write=True, append=True, lock_timeout=lock_timeout) as c:
             keyed = [(body, None if p is None else provider_key(p)) for body, p in items]
@@ -323,6 +325,7 @@ class EventLog:
         that finishes meanwhile is either finished first (and left alone) or after.
         """
         b = self.backend
+        b.refuse_if_copy("a cancel recorded here would never show")
         with b.transaction(write=True, append=True) as c:
             run_ids = b.runs_with_key(c, key)
             heads = b.fetch_heads(c, ["run:" + r for r in run_ids])
