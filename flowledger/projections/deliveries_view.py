@@ -36,7 +36,8 @@ NO_WORKFLOW = ""
 def _metrics(values: Sequence[Any]) -> tuple[tuple[str, float], ...]:
     """What one delivery adds to its workflow's and channel's counters, as (metric, amount)
     pairs, from its record's values in :data:`DELIVERY_FIELDS` order."""
-    channel, status, read_at, cost_amount, cost_currency, ever_sent = _COUNTED_BY(values)
+    (channel, status, read_at, opened_at, clicked_at, opens, clicks, cost_amount, cost_currency, ever_sent,
+     human_opened_at, complained_at, unsubscribed_at) = _COUNTED_BY(values)
     if channel is None:
         return ()  # not queued yet: its channel is unknown, so it counts nowhere yet
     m: list[tuple[str, float]] = [("total", 1)]
@@ -44,17 +45,32 @@ def _metrics(values: Sequence[Any]) -> tuple[tuple[str, float], ...]:
         m.append(("sent", 1))
         if cost_amount is None:
             m.append(("unpriced", 1))
-    if status in _SUCCEEDED:
-        m.append(("succeeded", 1))
-        if status in _DELIVERED:
-            m.append(("delivered", 1))
-    elif status in _FAILED:
+    if status in _FAILED:
         m.append(("failed", 1))
-    if read_at is not None and status not in _FAILED:
-        m.append(("read", 1))
-    for metric, i in _COUNTED_IF_SEEN:
-        if values[i] is not None:
-            m.append((metric, 1))
+        if status == "bounced":
+            m.append(("bounced", 1))
+    else:
+        if status in _SUCCEEDED:
+            m.append(("succeeded", 1))
+            if status in _DELIVERED:
+                m.append(("delivered", 1))
+        # Engagement counts only where delivery does: rates divide it by the delivered, and
+        # a message that bounced after a scanner opened it is no longer among them.
+        if read_at is not None:
+            m.append(("read", 1))
+        if opened_at is not None:
+            m.append(("opened", 1))
+            m.append(("opens_total", opens))
+            if human_opened_at is not None:
+                m.append(("human_opened", 1))
+            if clicked_at is not None:
+                m.append(("clicked", 1))
+                m.append(("clicks_total", clicks))
+    # What the recipient did about the message counts whatever became of it.
+    if complained_at is not None:
+        m.append(("complained", 1))
+    if unsubscribed_at is not None:
+        m.append(("unsubscribed", 1))
     if cost_amount is not None:
         # Whole micro-units, so sums are exact in any order (incremental == rebuild).
         m.append(("cost_micros:" + (cost_currency or ""), round(cost_amount * 1_000_000)))
@@ -62,17 +78,12 @@ def _metrics(values: Sequence[Any]) -> tuple[tuple[str, float], ...]:
 
 
 _COUNTED_BY = itemgetter(
-    *(DELIVERY_FIELDS.index(f) for f in ("channel", "status", "read_at", "cost_amount", "cost_currency", "ever_sent"))
-)
-# A message counts once under each of these that it has a time for.
-_COUNTED_IF_SEEN = tuple(
-    (metric, DELIVERY_FIELDS.index(field))
-    for metric, field in (
-        ("opened", "opened_at"),
-        ("clicked", "clicked_at"),
-        ("human_opened", "human_opened_at"),
-        ("complained", "complained_at"),
-        ("unsubscribed", "unsubscribed_at"),
+    *(
+        DELIVERY_FIELDS.index(f)
+        for f in (
+            "channel", "status", "read_at", "opened_at", "clicked_at", "opens_total", "clicks_total", "cost_amount",
+            "cost_currency", "ever_sent", "human_opened_at", "complained_at", "unsubscribed_at",
+        )
     )
 )
 
@@ -83,8 +94,9 @@ class DeliveriesView(View):
     name = "deliveries"
     # 2: human_opened_at, complained_at, unsubscribed_at; 3: messages before their run;
     # 4: no facts column (a message's facts are read from the log when it is refolded);
-    # 5: opens_total counts the open a click implies when no open event came
-    version = 5
+    # 5: opens_total counts the open a click implies when no open event came; 6: a failed
+    # message's opens and clicks count nowhere; bounced, opens_total and clicks_total counters
+    version = 6
     topics = MESSAGE_EVENT_TYPES | {"run.triggered"}
     tables = ("deliveries", "delivery_runs", "channel_counts")
     ddl = (
