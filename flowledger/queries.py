@@ -483,16 +483,24 @@ def workflow_details(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
             if len(channel_costs) > 1:
                 entry["costs_by_currency"] = {k: round(v, 6) for k, v in sorted(channel_costs.items())}
             entry["unpriced"] = int(m.get("unpriced", 0))
+        delivered = int(m.get("delivered", 0))
+        if ch == "sms":
+            entry.update(delivered=delivered, delivery_rate=_rate(delivered, sent))
         if ch == "whatsapp":
-            delivered, read = int(m.get("delivered", 0)), int(m.get("read", 0))
+            read = int(m.get("read", 0))
             entry.update(delivered=delivered, read=read, delivery_rate=_rate(delivered, sent), read_rate=_rate(read, delivered))
         if ch == "email":
-            delivered, opened, clicked = int(m.get("delivered", 0)), int(m.get("opened", 0)), int(m.get("clicked", 0))
-            human = int(m.get("human_opened", 0))
+            opened, clicked = int(m.get("opened", 0)), int(m.get("clicked", 0))
+            human, bounced = int(m.get("human_opened", 0)), int(m.get("bounced", 0))
             entry.update(
                 delivered=delivered,
+                bounced=bounced,
+                delivery_rate=_rate(delivered, sent),
+                bounce_rate=_rate(bounced, sent),
                 opened=opened,
+                opens_total=int(m.get("opens_total", 0)),
                 clicked=clicked,
+                clicks_total=int(m.get("clicks_total", 0)),
                 open_rate=_rate(opened, delivered),
                 click_rate=_rate(clicked, delivered),
                 human_opened=human,

@@ -210,11 +210,15 @@ class ChannelDetails(_Shape):
     costs_by_currency: dict[str, float] | None = None
     unpriced: int | None = None
     delivered: int | None = None
+    bounced: int | None = None
     read: int | None = None
     delivery_rate: float | None = None
+    bounce_rate: float | None = None
     read_rate: float | None = None
     opened: int | None = None
+    opens_total: int | None = None
     clicked: int | None = None
+    clicks_total: int | None = None
     open_rate: float | None = None
     click_rate: float | None = None
     human_opened: int | None = None

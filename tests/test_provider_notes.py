@@ -244,3 +244,40 @@ def test_channel_counters_keep_total_opens_and_clicks_and_bounces_apart_from_fai
     assert (n[("email", "opened")], n[("email", "opens_total")]) == (2, 3)
     assert (n[("email", "clicked")], n[("email", "clicks_total")]) == (2, 3)
     assert (n[("email", "failed")], n[("email", "bounced")]) == (2, 1)
+
+
+def test_workflow_details_give_bounces_delivery_rates_and_total_opens_and_clicks(log):
+    # Users read a channel's delivery and bounce rates over what was sent, and both unique
+    # and total engagement (SendGrid shows both); sms had no delivery figures at all.
+    ledger.append_input(
+        log,
+        jsonl(
+            [
+                *started(),
+                queued("m1"),
+                msg("sent", "m1", at(1, 30)),
+                msg("delivered", "m1", at(2)),
+                msg("opened", "m1", at(10)),
+                msg("opened", "m1", at(11)),
+                msg("clicked", "m1", at(12)),
+                msg("clicked", "m1", at(13), url="https://example.com/b"),
+                queued("m2"),
+                msg("sent", "m2", at(1, 30)),
+                msg("bounced", "m2", at(2)),
+                queued("m3"),
+                msg("sent", "m3", at(1, 30)),
+                queued("s1", channel="sms"),
+                msg("sent", "s1", at(1, 30)),
+                msg("delivered", "s1", at(2)),
+                queued("s2", channel="sms"),
+                msg("sent", "s2", at(1, 30)),
+            ]
+        ),
+    )
+    email = channel(log, "email")
+    assert (email["sent"], email["delivered"], email["bounced"]) == (3, 1, 1)
+    assert (email["delivery_rate"], email["bounce_rate"]) == (33.33, 33.33)
+    assert (email["opened"], email["opens_total"], email["clicked"], email["clicks_total"]) == (1, 2, 1, 2)
+    sms = channel(log, "sms")
+    assert (sms["sent"], sms["delivered"], sms["delivery_rate"]) == (2, 1, 50.0)
+    assert "bounced" not in sms and "opens_total" not in sms
