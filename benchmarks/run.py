@@ -358,11 +358,11 @@ def _positive(text: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000)
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n", 1)[0].split()))
+    parser.add_argument("--events", type=_positive, default=100_000)
     parser.add_argument("--dir", default=None, help="Where to put the databases (default: a temporary folder).")
     parser.add_argument("--skip-queries", action="store_true")
-    parser.add_argument("--rebuilds", type=int, default=3, help="Rebuilds to take the median of (default 3).")
+    parser.add_argument("--rebuilds", type=_positive, default=3, help="Rebuilds to take the median of (default 3).")
     parser.add_argument(
         "--repeats",
         type=_positive,

@@ -71,3 +71,17 @@ def test_the_postgresql_figures_include_a_rebuild_into_a_sqlite_file(tmp_path):
         assert rate > 0, line
     helper = r"\(its helper process: at most \d+ MiB\)"
     assert re.search(rf"rebuild peak RSS: \d+ MiB {helper}; --into: \d+ MiB {helper}", section)
+
+
+@pytest.mark.parametrize("option", ["--events", "--rebuilds", "--repeats"])
+def test_a_count_of_zero_is_a_usage_error_not_a_traceback(option):
+    done = subprocess.run(
+        [sys.executable, RUNNER, option, "0"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and f"argument {option}: must be at least 1, not 0" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_help_says_what_the_benchmark_is_in_a_whole_sentence():
+    done = subprocess.run([sys.executable, RUNNER, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "measured in the same run" in " ".join(done.stdout.split())

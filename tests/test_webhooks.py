@@ -106,6 +106,8 @@ def test_no_secret_configured_means_no_webhooks(store_path):
     with TestClient(create_app(store_path, provider_secrets={})) as client:
         r = client.post("/v1/webhooks/mailgun", content=b"{}", headers={"Content-Type": "application/json"})
         assert r.status_code == 401 and "no signing_key is configured" in r.json()["detail"]
+        # The operator reading it needs the variable to set, not the field's inner name.
+        assert "FLOWLEDGER_MAILGUN_SIGNING_KEY" in r.json()["detail"]
 
 
 def test_a_provider_flowledger_does_not_know_is_404_and_the_schema_lists_the_known_ones(api):

@@ -172,7 +172,9 @@ def require_secret(secrets: dict[str, str], name: str, provider: str) -> str:
     """A configured secret; a provider with none configured takes no webhooks."""
     value = secrets.get(name)
     if not value:
-        raise SignatureInvalid(f"no {name} is configured for {provider}: its webhooks are refused")
+        # Named as serve reads it (flowledger.api.app.secrets_from_environment).
+        variable = f"FLOWLEDGER_{provider.upper()}_{name.upper()}"
+        raise SignatureInvalid(f"no {name} is configured for {provider} ({variable}): its webhooks are refused")
     return value
 
 
