@@ -81,5 +81,9 @@ class StoreBusy(StoreError):
     """Another process held the store's write lock for longer than the lock timeout."""
 
 
+class StoreIsACopy(StoreError):
+    """The store is an analyst's copy made by ``rebuild --into``: it takes no appends or commands."""
+
+
 class StoreURLError(FlowledgerError):
     """A --store value flowledger cannot open."""

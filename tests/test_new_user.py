@@ -142,3 +142,23 @@ def test_an_analysts_copy_refuses_appends_and_commands_saying_where_to_send_them
     assert runner.invoke(cli, ["--store", str(example_store), "rebuild", "--into", copy]).exit_code == 0
     # The source itself is no copy: it takes appends as before.
     assert runner.invoke(cli, ["--store", str(example_store), "append", "-"], input=event).exit_code == 0
+
+
+def test_the_api_on_an_analysts_copy_refuses_events_and_commands_with_a_409(example_store, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from flowledger.api import keys
+    from flowledger.api.app import create_app
+    from flowledger.store import open_log
+
+    copy = str(tmp_path / "analysis.db")
+    assert CliRunner().invoke(cli, ["--store", str(example_store), "rebuild", "--into", copy]).exit_code == 0
+    log = open_log(copy)
+    _, secret = keys.create_key(log.backend, "ops", "admin")
+    log.close()
+    event = {"id": "x-1", "type": "run.triggered", "occurred_at": "2026-11-05T09:00:00Z", "run_id": "run-x-1", "workflow": "w", "recipient": "u"}
+    with TestClient(create_app(copy, follow=False)) as client:
+        for path, body in (("/v1/events", [event]), ("/v1/runs/run-0057/retry", None)):
+            r = client.post(path, json=body, headers={"X-API-Key": secret})
+            assert r.status_code == 409 and "analyst's copy" in r.json()["detail"], (path, r.text)
+        assert client.get("/v1/runs", params={"status": "failed"}, headers={"X-API-Key": secret}).json()["entries"]

@@ -33,7 +33,7 @@ from flowledger.providers import ADAPTERS, SignatureInvalid, SignedRequest
 from flowledger.providers.whatsapp import handshake
 from flowledger.domain.redaction import Redactor
 from flowledger.domain.vocabulary import normalize_timestamp
-from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, StoreBusy, StoreError
+from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, StoreBusy, StoreError, StoreIsACopy
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES
 from flowledger.store import open_log
 from flowledger.store.inbox import Inbox, open_inbox
@@ -433,7 +433,7 @@ def create_app(
             return problem(status, "Events refused" if conflict else "Invalid events", str(exc), errors=errors)
         if isinstance(exc, NotFound):
             return problem(404, "Not found", str(exc))
-        if isinstance(exc, CommandRefused):
+        if isinstance(exc, (CommandRefused, StoreIsACopy)):
             return problem(409, "Refused", str(exc))
         if isinstance(exc, queries.BadQuery):
             return problem(422, "Invalid query", str(exc))

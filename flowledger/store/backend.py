@@ -11,7 +11,7 @@ from uuid import uuid4
 
 import orjson
 
-from flowledger.errors import StoreError
+from flowledger.errors import StoreError, StoreIsACopy
 
 SCHEMA_VERSION = 2
 """The layout of flowledger's own tables (2: event_ids holds the ids alone)."""
@@ -148,7 +148,7 @@ class SQLBackend:
         go to a log its views never read; ``instead`` says what to do."""
         source = self.copy_of()
         if source is not None:
-            raise StoreError(
+            raise StoreIsACopy(
                 f"the store {self.path} is an analyst's copy made by `rebuild --into` from {source}: "  # type: ignore[attr-defined]
                 f"its views follow that store's log, not its own, so {doing}; {instead}"
             )
