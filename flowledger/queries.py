@@ -614,11 +614,20 @@ def runs_over_time(c: sqlite3.Cursor, workflow: str, *, max_bars: int = 62) -> l
 
 
 def _contact_where(filters: RunFilters, contact: str) -> tuple[list[str], list[Any]]:
-    """The conditions of :func:`_runs_where` and those picking the runs whose recipient the
-    pages show as ``contact`` (see :func:`flowledger.projections.run_record.recipient_label`):
-    its id, plain or in a collection, or its collection and id joined by a "/". Ids and
-    collections may hold "/" themselves, so the text is cut at each "/" in turn."""
+    """The conditions of :func:`_runs_where` and those of :func:`_contact_conditions`."""
     where, params = _runs_where(filters)
+    more, more_params = _contact_conditions(contact)
+    return where + more, params + more_params
+
+
+def _contact_conditions(contact: str) -> tuple[list[str], list[Any]]:
+    """The conditions picking the rows (runs or deliveries: both keep ``recipient`` and
+    ``recipient_json``) whose recipient the pages show as ``contact`` (see
+    :func:`flowledger.projections.run_record.recipient_label`): its id, plain or in a
+    collection, or its collection and id joined by a "/". Ids and collections may hold "/"
+    themselves, so the text is cut at each "/" in turn."""
+    where: list[str] = []
+    params: list[Any] = []
     ids = [contact]
     shapes: list[str] = []
     for k, char in enumerate(contact):
@@ -654,6 +663,23 @@ def list_runs_by_contact(
     engagement = email_engagement(c, [r["id"] for r in rows])
     entries = [run_entry(r, engagement.get(r["id"], _NO_ENGAGEMENT)) for r in rows]
     return {"entries": entries, "page_info": page_info}
+
+
+def list_deliveries_by_contact(
+    c: sqlite3.Cursor,
+    filters: DeliveryFilters,
+    contact: str,
+    *,
+    page_size: int = 50,
+    after: str | None = None,
+    before: str | None = None,
+) -> dict[str, Any]:
+    """:func:`list_deliveries` of the messages to a recipient as the pages show it
+    (``filters`` with no recipient of their own; see :func:`_contact_conditions`)."""
+    where, params = _matching({"run_id": filters.run_id, "channel": filters.channel}, filters.statuses)
+    more, more_params = _contact_conditions(contact)
+    rows, page_info = _page(c, "deliveries", where + more, params + more_params, page_size, after, before)
+    return {"entries": [delivery_entry(r) for r in rows], "page_info": page_info}
 
 
 def run_status_counts_by_contact(c: sqlite3.Cursor, filters: RunFilters, contact: str) -> dict[str, int]:

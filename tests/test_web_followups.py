@@ -264,3 +264,21 @@ def test_the_contact_queries_on_either_store(any_log):
     assert listed("accounts/o'brien/1", queries.RunFilters(workflow="w")) == ["k-1"]
     counts = ledger.query(log, queries.run_status_counts_by_contact, every, "accounts/o'brien/1")
     assert counts["total"] == 2 and counts["pending"] == 2
+
+
+def test_the_deliveries_contact_filter_finds_a_collection_recipient_as_shown(site):  # noqa: F811
+    client, secrets = site
+    add_events(client, secrets, [
+        ev("message.queued", message_id="dm-1", channel="email", recipient={"collection": "accounts", "id": "acme"}),
+        ev("message.queued", message_id="dm-2", channel="email", recipient={"id": "acme", "collection": "teams"}),
+        ev("message.queued", message_id="dm-3", channel="email", recipient="acme"),
+    ])
+    sign_in(client, secrets["read"])
+
+    def listed(contact):
+        return sorted(re.findall(r"<tr><td>(dm-\d)</td>", client.get("/deliveries", params={"recipient": contact}).text))
+
+    assert listed("accounts/acme") == ["dm-1"]
+    assert listed("teams/acme") == ["dm-2"]
+    assert listed("acme") == ["dm-1", "dm-2", "dm-3"]
+    assert listed("accounts/") == []

@@ -416,9 +416,14 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         recipient = (recipient or "").strip() or None
         run_id = (run_id or "").strip() or None
         error = None
-        filters = queries.DeliveryFilters(run_id, channel, (status,) if status else (), recipient)
+        filters = queries.DeliveryFilters(run_id, channel, (status,) if status else ())
+        paging = {"page_size": 25, "after": after or None, "before": before or None}
         try:
-            result = reads()(queries.list_deliveries, filters, page_size=25, after=after or None, before=before or None)
+            # The contact as the listing shows it ("collection/id" too), as on /runs.
+            if recipient:
+                result = reads()(queries.list_deliveries_by_contact, filters, recipient, **paging)
+            else:
+                result = reads()(queries.list_deliveries, filters, **paging)
         except queries.BadQuery as e:
             result, error = {"entries": [], "page_info": {"after": None, "before": None}}, str(e)
         state = {k: v for k, v in {"channel": channel, "status": status, "recipient": recipient, "run_id": run_id}.items() if v}
