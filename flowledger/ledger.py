@@ -327,16 +327,12 @@ def rebuild(
     """Empty views (all by default) and fold them again from position 0; returns events read.
 
     With ``into``, the views are made in that store from this one's log (which stays put),
-    and that store is marked as an analyst's copy of this one (it refuses appends).
+    and that store, unless it is this one, is marked as an analyst's copy (it refuses appends).
     """
     log.backend.refuse_if_copy(
         "its own log holds none of what its views show",
         "rebuild from that store: flowledger --store SOURCE rebuild --into FILE.db",
     )
-    if into is not None:
-        source = log.backend.path  # type: ignore[attr-defined]
-        schema = getattr(log.backend, "schema", "public")
-        into.backend.mark_copy_of(source if schema == "public" else f"{source}?schema={schema}")
     projector = Projector(into.backend, source=log.backend) if into else Projector(log.backend)
     views = [projector.view(n) for n in view_names] if view_names else None
     return projector.rebuild(views, progress=progress)

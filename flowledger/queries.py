@@ -344,6 +344,8 @@ def _run_streams(
     deliveries view knows them), every stream in log order, all read in one transaction."""
     rows = backend.stream_events(c, "run:" + run_id)
     if not rows:
+        # An analyst's copy has views but no log of its own: say so, not "no such run".
+        backend.refuse_if_copy("it holds no run's events to replay", "replay on that store")
         raise NotFound(f"no run {run_id!r} in the store")
     events = [StoredEvent(p, v, t, orjson.loads(s)) for p, v, t, s in rows]
     c.execute("SELECT message_id FROM deliveries WHERE run_id = ?", (run_id,))

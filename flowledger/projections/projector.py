@@ -37,7 +37,7 @@ from flowledger.projections.helper import split_views, start_helper
 from flowledger.projections.memory import Memory
 from flowledger.projections.runs_view import RunsView
 from flowledger.projections.steps_view import StepsView
-from flowledger.store.backend import SQLBackend
+from flowledger.store.backend import SQLBackend, store_name
 from flowledger.store.sqlite import SQLiteBackend
 from flowledger.store.staging import StagingBackend, staging_path
 
@@ -342,7 +342,8 @@ class Projector:
 
     def _check_into_target(self) -> None:
         """Refuse to fold another store's log into a store with a log of its own: its views
-        would show the other log, at positions past its own, so its own events never."""
+        would show the other log, at positions past its own, so its own events never. A
+        target that passes is marked as an analyst's copy of the source (it refuses appends)."""
         if _same_store(self.backend, self.source):
             return
         with self.backend.transaction(write=False) as c:
@@ -352,6 +353,7 @@ class Projector:
                 f"{self.backend.path} holds a log of its own ({n} event{'s' if n != 1 else ''}): "
                 "--into writes an analyst's copy to a new or views-only file"
             )
+        self.backend.mark_copy_of(store_name(self.source))
 
     def rebuild_alone(
         self, views: Sequence[View], *, page_size: int = REBUILD_PAGE_SIZE, progress: Callable[[int], None] | None = None

@@ -80,6 +80,13 @@ def in_chunks(values: Iterable[Any]) -> Iterator[tuple[list[Any], str]]:
         yield chunk, ",".join("?" * len(chunk))
 
 
+def store_name(backend: Any) -> str:
+    """A store as messages name it: a SQLite file's path, or a PostgreSQL URL (never with
+    its password) with its schema where it is not the default one."""
+    schema = getattr(backend, "schema", "public")
+    return backend.path if schema == "public" else f"{backend.path}?schema={schema}"  # type: ignore[no-any-return]
+
+
 class SQLBackend:
     """The SQL shared by the backends; subclasses add connections and dialect."""
 
@@ -149,7 +156,7 @@ class SQLBackend:
         source = self.copy_of()
         if source is not None:
             raise StoreIsACopy(
-                f"the store {self.path} is an analyst's copy made by `rebuild --into` from {source}: "  # type: ignore[attr-defined]
+                f"the store {store_name(self)} is an analyst's copy made by `rebuild --into` from {source}: "
                 f"its views follow that store's log, not its own, so {doing}; {instead}"
             )
 
