@@ -128,6 +128,34 @@ def free_port() -> int:
 
 
 @contextmanager
+def serve_process(env: dict[str, str]) -> Iterator[int]:
+    """`flowledger serve` in a process of its own with ``env`` (its store from
+    FLOWLEDGER_STORE), on a free port, until the block ends; yields the port once it answers."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-c", "from flowledger.cli import main; main()", "serve", "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _answers(httpx, port), 30)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _answers(httpx: Any, port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
 def live_server(app: Any):
     """Serve an ASGI app with uvicorn on loopback, in a thread; yields its base URL."""
     import uvicorn

@@ -10,15 +10,13 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 
 import click
-import httpx
 import pytest
 from click.testing import CliRunner
 
 from flowledger.cli import cli
-from tests.conftest import free_port
+from tests.conftest import serve_process
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 EXAMPLE = os.path.join(ROOT, "examples", "welcome-series.jsonl")
@@ -97,22 +95,10 @@ def test_the_readme_postmark_try_out_works_as_shown(tmp_path):
     env["FLOWLEDGER_STORE"] = store
     exe = [sys.executable, "-c", "from flowledger.cli import main; main()"]
     subprocess.run([*exe, "append", EXAMPLE], env=env, check=True, capture_output=True)
-    port = free_port()
-    server = subprocess.Popen([*exe, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with serve_process(env) as port:
         curl = lines[3].replace("127.0.0.1:8080", f"127.0.0.1:{port}")
         out = subprocess.run(["bash", "-c", curl], env=env, check=True, capture_output=True, text=True).stdout
         assert out.strip() == shown
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     listed = CliRunner().invoke(cli, ["--store", store, "deliveries", "list", "--run", "run-0004"]).stdout
     row = next(line for line in listed.splitlines() if line.startswith("msg-00006"))
     assert "opened" in row.split() and "2026-11-05T09:30:00Z" in row.split()

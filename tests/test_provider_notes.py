@@ -44,6 +44,16 @@ def msg(kind: str, message_id: str, when: str, **fields: Any) -> dict[str, Any]:
     return ev("message." + kind, message_id=message_id, occurred_at=when, **fields)
 
 
+def opened_and_clicked_twice(message_id: str) -> list[dict[str, Any]]:
+    """Two opens and two clicks (on two links) of a message, minutes 10 to 13."""
+    return [
+        msg("opened", message_id, at(10)),
+        msg("opened", message_id, at(11)),
+        msg("clicked", message_id, at(12)),
+        msg("clicked", message_id, at(13), url="https://example.com/b"),
+    ]
+
+
 def channel(log, name: str, workflow: str = "welcome") -> dict[str, Any]:
     return ledger.query(log, queries.workflow_details, workflow)["channels"][name]
 
@@ -227,10 +237,7 @@ def test_channel_counters_keep_total_opens_and_clicks_and_bounces_apart_from_fai
                 *started(),
                 queued("m1"),
                 msg("delivered", "m1", at(2)),
-                msg("opened", "m1", at(10)),
-                msg("opened", "m1", at(11)),
-                msg("clicked", "m1", at(12)),
-                msg("clicked", "m1", at(13), url="https://example.com/b"),
+                *opened_and_clicked_twice("m1"),
                 queued("m2"),
                 msg("clicked", "m2", at(20)),
                 queued("m3"),
@@ -257,10 +264,7 @@ def test_workflow_details_give_bounces_delivery_rates_and_total_opens_and_clicks
                 queued("m1"),
                 msg("sent", "m1", at(1, 30)),
                 msg("delivered", "m1", at(2)),
-                msg("opened", "m1", at(10)),
-                msg("opened", "m1", at(11)),
-                msg("clicked", "m1", at(12)),
-                msg("clicked", "m1", at(13), url="https://example.com/b"),
+                *opened_and_clicked_twice("m1"),
                 queued("m2"),
                 msg("sent", "m2", at(1, 30)),
                 msg("bounced", "m2", at(2)),

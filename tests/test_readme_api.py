@@ -8,12 +8,10 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import serve_process
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 README = open(os.path.join(ROOT, "README.md")).read()
@@ -28,28 +26,16 @@ def _blocks():
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="no curl on this machine")
 def test_the_curl_calls_work_as_shown(tmp_path):
-    port = free_port()
     env = {**os.environ, "FLOWLEDGER_STORE": str(tmp_path / "api.db")}
     exe = [sys.executable, "-c", "from flowledger.cli import main; main()"]
     subprocess.run([*exe, "append", os.path.join(ROOT, "examples", "welcome-series.jsonl")], env=env, check=True, capture_output=True)
     env["KEY"] = subprocess.run(
         [*exe, "keys", "create", "--name", "walkthrough", "--scope", "admin"], env=env, check=True, capture_output=True, text=True
     ).stdout.strip()
-    server = subprocess.Popen([*exe, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with serve_process(env) as port:
         pairs = _blocks()
         assert len(pairs) == 3
         for commands, shown in pairs:
             script = commands.replace("127.0.0.1:8080", f"127.0.0.1:{port}").replace("\n", "; echo; ") + "; echo"
             out = subprocess.run(["bash", "-c", script], env=env, check=True, capture_output=True, text=True).stdout
             assert [line for line in out.splitlines() if line] == shown.splitlines()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
