@@ -434,6 +434,9 @@ def runs() -> None:
 @click.option("--has-errors", is_flag=True, help="Only runs with a failed step attempt.")
 @timestamp_option("--starting-at", "Only runs created at or after this time.")
 @timestamp_option("--ending-at", "Only runs created at or before this time.")
+@timestamp_option(
+    "--updated-before", "Only runs whose last event (updated_at) is at or before this time: with --status running, the stuck ones."
+)
 @paging_options
 @catch_up_option
 @json_option
@@ -441,8 +444,8 @@ def runs() -> None:
 @handles_errors
 def runs_list(
     obj: Context, workflow: str | None, statuses: tuple[str, ...], tenant: str | None, recipient: str | None,
-    has_errors: bool, starting_at: str | None, ending_at: str | None, page_size: int, after: str | None,
-    before: str | None, no_catch_up: bool, as_json: bool,
+    has_errors: bool, starting_at: str | None, ending_at: str | None, updated_before: str | None, page_size: int,
+    after: str | None, before: str | None, no_catch_up: bool, as_json: bool,
 ) -> None:
     """List runs, newest first, with filters and cursor paging.
 
@@ -453,8 +456,9 @@ def runs_list(
     Example:
         flowledger runs list --workflow welcome-series --status failed --json
         flowledger runs list --has-errors --starting-at 2026-11-01T00:00:00Z --page-size 20
+        flowledger runs list --status running --status pending --updated-before 2026-11-04T21:00:00Z
     """
-    filters = queries.RunFilters(workflow, statuses, tenant, recipient, has_errors, starting_at, ending_at)
+    filters = queries.RunFilters(workflow, statuses, tenant, recipient, has_errors, starting_at, ending_at, updated_before)
     page = _query(obj, queries.list_runs, filters, fresh=not no_catch_up, page_size=page_size, after=after, before=before)
     if as_json:
         _echo_json(shapes.shaped(shapes.RunPage, page))

@@ -67,6 +67,8 @@ class RunFilters:
     """Only runs created at or after this time (stored format)."""
     ending_at: str | None = None
     """Only runs created at or before this time (stored format)."""
+    updated_before: str | None = None
+    """Only runs whose last event (updated_at) is at or before this time (stored format)."""
 
 
 @dataclass
@@ -254,6 +256,9 @@ def _runs_where(filters: RunFilters) -> tuple[list[str], list[Any]]:
     if filters.ending_at is not None:
         where.append("created_at <= ?")
         params.append(filters.ending_at)
+    if filters.updated_before is not None:
+        where.append("updated_at <= ?")
+        params.append(filters.updated_before)
     return where, params
 
 

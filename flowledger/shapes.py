@@ -51,7 +51,7 @@ class RunRecord(_Shape):
     email_opened_at: str | None
     email_clicked: bool | None
     email_clicked_at: str | None
-    updated_at: str
+    updated_at: str = Field(description="When the run's last event occurred (what `updated_before` filters on).")
 
 
 class PageInfo(_Shape):

@@ -526,6 +526,10 @@ def create_app(
         has_errors: bool = False,
         starting_at: str | None = None,
         ending_at: str | None = None,
+        updated_before: Annotated[
+            str | None,
+            Query(description="Only runs whose last event (updated_at) is at or before this time (RFC 3339): with status=running, the stuck ones."),
+        ] = None,
         after: str | None = None,
         before: str | None = None,
         page_size: PageSize = 50,
@@ -534,7 +538,7 @@ def create_app(
         cursors(after, before)
         filters = queries.RunFilters(
             workflow, tuple(status or ()), tenant, recipient, has_errors,
-            stamp(starting_at, "starting_at"), stamp(ending_at, "ending_at"),
+            stamp(starting_at, "starting_at"), stamp(ending_at, "ending_at"), stamp(updated_before, "updated_before"),
         )
         return run_query(queries.list_runs, filters, page_size=page_size, after=after, before=before)  # type: ignore[no-any-return]
 

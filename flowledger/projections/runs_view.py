@@ -147,6 +147,11 @@ class RunsView(View):
         # reading no row of the table. A new index is no new version: a store made without it
         # gets it the next time the views' tables are checked.
         "CREATE INDEX IF NOT EXISTS runs_by_workflow_status_created ON runs (workflow, status, created_at)",
+        # Stuck runs (`runs list --status running --updated-before T`) are the old ones of a
+        # status whose newest runs are all still heard of: runs_by_status would walk past every
+        # one of those, a row each, to the first stuck run. This seeks the stuck ones (and sorts
+        # only them by seq); also no new version, as above.
+        "CREATE INDEX IF NOT EXISTS runs_by_status_updated ON runs (status, updated_at, seq)",
         "CREATE TABLE IF NOT EXISTS run_counts ("
         "workflow TEXT NOT NULL, status TEXT NOT NULL, rehearsal INTEGER NOT NULL, n INTEGER NOT NULL, "
         "PRIMARY KEY (workflow, status, rehearsal)) WITHOUT ROWID",
@@ -165,6 +170,7 @@ class RunsView(View):
             "runs_with_errors",
             "runs_by_created",
             "runs_by_workflow_status_created",
+            "runs_by_status_updated",
         }
     )
 
