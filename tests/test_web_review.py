@@ -170,7 +170,7 @@ def test_a_busy_store_is_a_page_saying_so_not_the_apis_json(site, monkeypatch):
     for r in (client.get("/runs"), client.get("/workflows/win-back"), client.post("/runs/run-0057/retry", data={"csrf": csrf})):
         assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")
         assert r.headers["retry-after"] == "1" and "The store is busy" in r.text
-    monkeypatch.setattr(keys, "verify", lambda *a: (_ for _ in ()).throw(StoreError("disk I/O error <x>")))
+    monkeypatch.setattr(keys, "session_key", lambda *a: (_ for _ in ()).throw(StoreError("disk I/O error <x>")))
     r = client.get("/")
     assert r.status_code == 500 and r.headers["content-type"].startswith("text/html")
     assert "The store could not answer: disk I/O error &lt;x&gt;" in r.text

@@ -2,6 +2,9 @@
 
 read: the GET endpoints; write: also appending events; admin: also retry and cancel.
 Keys are long random strings, so a plain SHA-256 of one is as good as a slow hash.
+Signing in to the web page starts a session: its cookie holds a random session token (never
+the key), kept here only as a hash, ended by signing out, by revoking its key, or after
+:data:`SESSION_LIFETIME`.
 """
 
 from __future__ import annotations
@@ -9,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from flowledger.errors import FlowledgerError, NotFound
 from flowledger.store.backend import SQLBackend
-from flowledger.store.log import utc_now
+from flowledger.store.log import utc_now, utc_stamp
 
 SCOPES = ("read", "write", "admin")
 """The scopes, each allowing what the ones before it do."""
@@ -32,6 +36,14 @@ _DDL = (
     "id TEXT PRIMARY KEY, name TEXT NOT NULL, scope TEXT NOT NULL, "
     "hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT)"
 )
+_SESSIONS_DDL = (
+    "CREATE TABLE IF NOT EXISTS web_sessions ("
+    "hash TEXT PRIMARY KEY, key_id TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL)"
+)
+SESSION_PREFIX = "fl_sess_"
+"""What every web session token starts with (it is no API key: /v1 refuses it)."""
+SESSION_LIFETIME = 12 * 3600
+"""Seconds a web session lasts from sign-in, however active (then the key must be given again)."""
 
 
 class KeyCommandError(FlowledgerError):
@@ -67,9 +79,10 @@ def _digest(secret: str) -> str:
 
 
 def ensure_table(backend: SQLBackend) -> None:
-    """Create the keys table if it is not there."""
+    """Create the keys table (and the web sessions' table) if they are not there."""
     with backend.transaction(write=True) as c:
         c.execute(backend.ddl(_DDL))
+        c.execute(backend.ddl(_SESSIONS_DDL))
 
 
 def create_key(backend: SQLBackend, name: str, scope: str) -> tuple[ApiKey, str]:
@@ -111,6 +124,8 @@ def revoke_key(backend: SQLBackend, key_id: str) -> ApiKey:
     ensure_table(backend)
     with backend.transaction(write=True) as c:
         c.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (utc_now(), key_id))
+        # Its sessions would be refused anyway (session_key checks the key): not kept either.
+        c.execute("DELETE FROM web_sessions WHERE key_id = ?", (key_id,))
         c.execute("SELECT id, name, scope, created_at, revoked_at FROM api_keys WHERE id = ?", (key_id,))
         row = c.fetchone()
     if row is None:
@@ -129,3 +144,41 @@ def verify(backend: SQLBackend, secret: str) -> ApiKey | None:
         )
         row = c.fetchone()
     return ApiKey(*row) if row else None
+
+
+def start_session(backend: SQLBackend, key: ApiKey, now: float | None = None) -> str:
+    """Start a web session for a verified key; returns its token (the cookie's value, never stored)."""
+    now = time.time() if now is None else now
+    token = SESSION_PREFIX + secrets.token_urlsafe(32)
+    with backend.transaction(write=True) as c:
+        c.execute(backend.ddl(_SESSIONS_DDL))
+        # Sessions nobody signed out of: gone once over, so the table holds only live ones.
+        c.execute("DELETE FROM web_sessions WHERE expires_at <= ?", (utc_stamp(now),))
+        c.execute(
+            "INSERT INTO web_sessions VALUES (?, ?, ?, ?)",
+            (_digest(token), key.id, utc_stamp(now), utc_stamp(now + SESSION_LIFETIME)),
+        )
+    return token
+
+
+def session_key(backend: SQLBackend, token: str, now: float | None = None) -> ApiKey | None:
+    """The key a live session token was started with; None if it is unknown, over, signed
+    out of, or its key revoked (checked on every request, so revoking ends it at once)."""
+    if not token.startswith(SESSION_PREFIX):
+        return None
+    now = time.time() if now is None else now
+    with backend.transaction(write=False) as c:
+        c.execute(
+            "SELECT k.id, k.name, k.scope, k.created_at, k.revoked_at FROM web_sessions s "
+            "JOIN api_keys k ON k.id = s.key_id "
+            "WHERE s.hash = ? AND s.expires_at > ? AND k.revoked_at IS NULL",
+            (_digest(token), utc_stamp(now)),
+        )
+        row = c.fetchone()
+    return ApiKey(*row) if row else None
+
+
+def end_session(backend: SQLBackend, token: str) -> None:
+    """End a web session (signing out): its token, even if copied, no longer works."""
+    with backend.transaction(write=True) as c:
+        c.execute("DELETE FROM web_sessions WHERE hash = ?", (_digest(token),))

@@ -57,7 +57,9 @@ def verify(request: SignedRequest, secrets: dict[str, str], now: float) -> None:
         given_user, _, given_password = base64.b64decode(header[6:]).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         raise SignatureInvalid("postmark: the basic auth header is malformed") from None
-    if not (same(given_user, user) and same(given_password, password)):
+    # Both compared, always: an early exit would time which of the two was wrong.
+    user_ok, password_ok = same(given_user, user), same(given_password, password)
+    if not (user_ok and password_ok):
         raise SignatureInvalid("postmark: wrong credentials")
 
 

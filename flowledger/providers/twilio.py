@@ -77,15 +77,25 @@ def verify(request: SignedRequest, secrets: dict[str, str], now: float) -> None:
     given = request.headers.get("x-twilio-signature")
     if not given:
         raise SignatureInvalid("twilio: the X-Twilio-Signature header is required")
+    fields = _fields(request)
     # Check every candidate (no early exit), each in constant time.
-    matches = [same(signature(url, request.form, token), given) for url in signed_urls(request.url)]
+    matches = [same(signature(url, fields, token), given) for url in signed_urls(request.url)]
     if not any(matches):
         raise SignatureInvalid("twilio: the signature does not match the URL and parameters")
 
 
+def _fields(request: SignedRequest) -> dict[str, str]:
+    """The POST parameters, as the signature is checked over them and as they are read."""
+    # A body sent without the form content type is still read as one: the signature must then
+    # cover those fields too, else a signature over the URL alone would vouch for any body.
+    if request.form:
+        return dict(request.form)
+    return {k: v[-1] for k, v in parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+
+
 def parse(request: SignedRequest, now: float) -> list[dict[str, Any]]:
     """The one status of the request, with when it was received."""
-    form = dict(request.form) or {k: v[-1] for k, v in parse_qs(request.body.decode()).items()}
+    form = _fields(request)
     if "MessageSid" not in form or "MessageStatus" not in form:
         raise ValueError("twilio: expected MessageSid and MessageStatus")
     # The message id the sender put in the callback URL (?flowledger_message_id=…).

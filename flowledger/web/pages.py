@@ -1,14 +1,19 @@
 """The operators' pages: run history, a run, deliveries, workflows and the workspace counts.
 
 Server-rendered (Jinja2, every value escaped), over the same queries as the API. Signing in
-stores the API key in an HttpOnly, SameSite=Strict cookie; forms that change state carry a
-CSRF token derived from the key; read keys see everything but the buttons.
+starts a session (keys.start_session) whose random token, never the key, goes in an HttpOnly,
+SameSite=Strict cookie; forms that change state carry a CSRF token derived from that session;
+read keys see everything but the buttons. Pages cannot be framed, and run no script but the
+buttons' confirmations; a page's form posts at most FORM_LIMIT bytes.
 """
 
+import base64
 import dataclasses
 import functools
 import hashlib
 import hmac
+import html as html_text
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +37,7 @@ from flowledger.store.log import EventLog
 from flowledger.web import charts
 
 COOKIE = "flowledger_session"
-"""The cookie that holds the signed-in API key."""
+"""The cookie that holds the signed-in session's token (never the API key)."""
 STUCK_AFTER = timedelta(hours=1)
 """A pending or running run with no news for this long is marked stuck."""
 RANGES = [("all", "Any time"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("custom", "Custom")]
@@ -104,12 +109,48 @@ def wants_page(request: Request) -> bool:
 def error_page(http_status: int, title: str, message: str) -> HTMLResponse:
     """The site's own page for an error outside every page's handler (a path nobody serves)."""
     html = _env.get_template("error.html").render(key=None, title=title, error=message)
-    return HTMLResponse(html, status_code=http_status)
+    return _hardened(HTMLResponse(html, status_code=http_status))
 
 
-def csrf_token(secret: str) -> str:
-    """The CSRF token of a signed-in key: only someone holding the key can make it."""
-    return hmac.new(secret.encode(), b"flowledger csrf", hashlib.sha256).hexdigest()
+def csrf_token(session_token: str) -> str:
+    """The CSRF token of a session: only someone holding its cookie can make it."""
+    return hmac.new(session_token.encode(), b"flowledger csrf", hashlib.sha256).hexdigest()
+
+
+def csrf_matches(given: str, session_token: str) -> bool:
+    """A posted CSRF token is the session's (in constant time; any text, not only ASCII)."""
+    return hmac.compare_digest(given.encode(), csrf_token(session_token).encode())
+
+
+def _handler_hashes() -> list[str]:
+    # The templates' inline handlers (the buttons' confirmations), allowed by their hash, so
+    # no other script runs: not one planted in a value, not one from another origin.
+    found = set()
+    for template in (Path(__file__).parent / "templates").glob("*.html"):
+        for handler in re.findall(r'\son[a-z]+="([^"]*)"', template.read_text()):
+            digest = hashlib.sha256(html_text.unescape(handler).encode()).digest()
+            found.add(f"'sha256-{base64.b64encode(digest).decode()}'")
+    return sorted(found)
+
+
+_HANDLERS = _handler_hashes()
+_SCRIPTS = " ".join(["'unsafe-hashes'", *_HANDLERS]) if _HANDLERS else "'none'"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        f"default-src 'self'; script-src {_SCRIPTS}; style-src 'self' 'unsafe-inline'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+"""Sent with every page: no framing (clickjacking), no script but the buttons' confirmations,
+forms posted only here, and no page address (with its filters) sent to other sites."""
+
+
+def _hardened(response: HTMLResponse) -> HTMLResponse:
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 def _now() -> datetime:
@@ -120,13 +161,43 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+FORM_LIMIT = 64 * 1024
+"""The largest body a page's form may post (a key, a CSRF token, a path): larger is a 413."""
+
+
+class FormLimit:
+    """Refuses posts to the pages over :data:`FORM_LIMIT` bytes, or of no stated length, before
+    they are read: sign-in takes them from anyone, and the form parser would hold up to a
+    thousand fields of 1 MB each. The API's /v1 bounds its own bodies."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope["method"] != "POST" or path == "/v1" or path.startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        # The server reads no more than Content-Length says; browsers always send it for a form.
+        length = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+        if not length.isdigit():
+            answer = error_page(411, "Length required", "A form must say its length (Content-Length).")
+        elif int(length) > FORM_LIMIT:
+            answer = error_page(413, "Too large", f"A form can post at most {FORM_LIMIT:,} bytes (this one has {int(length):,}).")
+        else:
+            await self.app(scope, receive, send)
+            return
+        await answer(scope, receive, send)
+
+
 def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | None = None) -> None:
     """Add the pages to the API's app (``public_url``: the site's address behind a proxy)."""
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    app.add_middleware(FormLimit)
 
     def render(request: Request, template: str, http_status: int = 200, **context: Any) -> HTMLResponse:
         html = _env.get_template(template).render(request=request, **context)
-        return HTMLResponse(html, status_code=http_status)
+        return _hardened(HTMLResponse(html, status_code=http_status))
 
     class _SignInFirst(Exception):
         """A page was asked for without a signed-in key."""
@@ -166,7 +237,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         return answered
 
     def session(request: Request) -> tuple[keys.ApiKey, str]:
-        """The signed-in key (and its secret); anyone else is sent to sign in."""
+        """The signed-in key (and its session's token); anyone else is sent to sign in."""
         found = signed_in(request)
         if found is None:
             raise _SignInFirst
@@ -175,16 +246,17 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
     Session = Annotated[tuple[keys.ApiKey, str], Depends(session)]
 
     def signed_in(request: Request) -> tuple[keys.ApiKey, str] | None:
-        secret = request.cookies.get(COOKIE)
-        if not secret:
+        token = request.cookies.get(COOKIE)
+        if not token:
             return None
         try:
-            key = keys.verify(the_log().backend, secret)
+            # Looked up on every request: a signed-out, expired or revoked session is gone at once.
+            key = keys.session_key(the_log().backend, token)
         except StoreError as e:
             raise _StoreTrouble(e) from e
-        if key is None or key.revoked_at is not None:
+        if key is None:
             return None
-        return key, secret
+        return key, token
 
     def to_login(request: Request) -> RedirectResponse:
         # The path as decoded, encoded again: an id's "%", "#" or "?" stays in the path.
@@ -192,8 +264,8 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
 
     def page(section: str, template: str, request: Request, session: tuple[keys.ApiKey, str], **context: Any) -> HTMLResponse:
-        key, secret = session
-        return render(request, template, section=section, key=key, csrf=csrf_token(secret), **context)
+        key, token = session
+        return render(request, template, section=section, key=key, csrf=csrf_token(token), **context)
 
     def not_found(request: Request, session: tuple[keys.ApiKey, str], message: str) -> HTMLResponse:
         response = page("", "base.html", request, session, error=message)
@@ -241,16 +313,20 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
             return render(request, "login.html", http_status=401, next=next, key=None, error="That API key is unknown or revoked.")
         # Only a path on this site: never an open redirect (browsers read "/\\" as "//").
         target = next if next.startswith("/") and not next.startswith(("//", "/\\")) else "/"
+        token = keys.start_session(the_log().backend, key)
         response = RedirectResponse(target, status_code=303)
-        # Secure over HTTPS (uvicorn reads X-Forwarded-Proto from a proxy it trusts).
-        response.set_cookie(COOKIE, api_key.strip(), httponly=True, samesite="strict", path="/", secure=request.url.scheme == "https")
+        # Secure over HTTPS (uvicorn reads X-Forwarded-Proto from a proxy it trusts). No
+        # Max-Age: gone with the browser; the server ends it after keys.SESSION_LIFETIME.
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/", secure=request.url.scheme == "https")
         return response
 
     @app.post("/logout", include_in_schema=False)
     @pages_answer
     def logout(request: Request, csrf: str = Form("")) -> Response:
         session = signed_in(request)
-        if session is not None and hmac.compare_digest(csrf, csrf_token(session[1])):
+        if session is not None and csrf_matches(csrf, session[1]):
+            # Ended on the server too: a copy of the cookie stops working with it.
+            keys.end_session(the_log().backend, session[1])
             response = RedirectResponse("/login", status_code=303)
             response.delete_cookie(COOKIE, path="/")
             return response
@@ -375,11 +451,11 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
     def command(
         request: Request, found: tuple[keys.ApiKey, str], run_id: str, csrf: str, action: Callable[..., Any], done: str, refusal: str
     ) -> Response:
-        key, secret = found
-        if not hmac.compare_digest(csrf, csrf_token(secret)):
-            return render(request, "base.html", http_status=403, key=key, csrf=csrf_token(secret), error="That form has expired; reload the page and try again.")
+        key, token = found
+        if not csrf_matches(csrf, token):
+            return render(request, "base.html", http_status=403, key=key, csrf=csrf_token(token), error="That form has expired; reload the page and try again.")
         if not key.allows("admin"):
-            return render(request, "base.html", http_status=403, key=key, csrf=csrf_token(secret), error="Only admin keys can retry or cancel runs.")
+            return render(request, "base.html", http_status=403, key=key, csrf=csrf_token(token), error="Only admin keys can retry or cancel runs.")
         target = f"/runs/{quote(run_id, safe='')}"
         try:
             action(the_log(), run_id, actor=f"web:{key.name}")
