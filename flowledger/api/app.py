@@ -567,13 +567,7 @@ def create_app(
     )
     async def retry_run(run_id: RunId, key: Admin, request: Request) -> dict[str, Any]:
         """Retry a failed run (recorded as run.retried with the key's name and the reason)."""
-        body = await command_body(request, CommandRequest, required=False)
-
-        def retry() -> dict[str, Any]:
-            ledger.retry_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None, redactor=redactor)
-            return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
-
-        return await run_in_threadpool(retry)
+        return await run_command(ledger.retry_run, run_id, key, request)
 
     @app.post(
         "/v1/runs/{run_id:path}/cancel", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True,
@@ -581,13 +575,18 @@ def create_app(
     )
     async def cancel_run(run_id: RunId, key: Admin, request: Request) -> dict[str, Any]:
         """Cancel an unfinished run."""
+        return await run_command(ledger.cancel_run, run_id, key, request)
+
+    async def run_command(command: Callable[..., Any], run_id: str, key: keys.ApiKey, request: Request) -> dict[str, Any]:
+        """Record a retry or cancel of one run by ``key`` with the request's optional reason;
+        the run as it is then."""
         body = await command_body(request, CommandRequest, required=False)
 
-        def cancel() -> dict[str, Any]:
-            ledger.cancel_run(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None, redactor=redactor)
+        def record() -> dict[str, Any]:
+            command(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None, redactor=redactor)
             return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
 
-        return await run_in_threadpool(cancel)
+        return await run_in_threadpool(record)
 
     @app.get("/v1/runs/{run_id:path}", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
     def show_run(run_id: RunId, _: Read) -> dict[str, Any]:
