@@ -39,7 +39,11 @@ from flowledger.web import charts
 COOKIE = "flowledger_session"
 """The cookie that holds the signed-in session's token (never the API key)."""
 STUCK_AFTER = timedelta(hours=1)
-"""A pending or running run with no news for this long is marked stuck."""
+"""A pending or running run with no news for more than this long is stuck."""
+STUCK_AFTER_TEXT = "1 hour"
+""":data:`STUCK_AFTER` as the pages say it."""
+STUCK_STATUSES = ("pending", "running")
+"""The statuses in which a run waits for news, and so can be stuck."""
 RANGES = [("all", "Any time"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("custom", "Custom")]
 _RANGE_DELTAS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 # Every status has its chip: the overview's cards link to each, and a listing filtered by
@@ -159,6 +163,25 @@ def _now() -> datetime:
 
 def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _stuck_bound(now: datetime) -> str:
+    """The ``updated_before`` that picks the runs :func:`_is_stuck` marks at ``now``."""
+    # updated_before is inclusive ("at or before") and stuck is quiet for *more* than
+    # STUCK_AFTER: a microsecond (the stored times' resolution) earlier leaves a run quiet
+    # for exactly STUCK_AFTER out of both.
+    return _stamp(now - STUCK_AFTER - timedelta(microseconds=1))
+
+
+def _is_stuck(run: dict[str, Any], now: datetime) -> bool:
+    """A listed run is pending or running and has had no news for more than STUCK_AFTER."""
+    return run["status"] in STUCK_STATUSES and now - datetime.fromisoformat(run["updated_at"]) > STUCK_AFTER
+
+
+def _stuck_filters(filters: queries.RunFilters, now: datetime) -> queries.RunFilters:
+    """``filters`` narrowed to the runs stuck at ``now`` (keeping a status that can be stuck)."""
+    statuses = tuple(s for s in STUCK_STATUSES if not filters.statuses or s in filters.statuses)
+    return dataclasses.replace(filters, statuses=statuses, updated_before=_stuck_bound(now))
 
 
 FORM_LIMIT = 64 * 1024
@@ -335,8 +358,10 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     @pages_answer
     def home(request: Request, session: Session) -> Response:
+        q = reads()
         # With rehearsals, as the run history the cards link to lists them.
-        counts = reads()(queries.counts, include_rehearsals=True)
+        counts = q(queries.counts, include_rehearsals=True)
+        stuck = q(queries.run_status_counts, _stuck_filters(queries.RunFilters(), _now()))["total"]
         try:
             # Facts kept for a busy store are in no count yet, and those set aside never will be.
             deferred = ledger.inbox_count(the_log())
@@ -344,7 +369,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         except StoreError:
             deferred = set_aside = 0
         return page(
-            "home", "home.html", request, session, counts=counts, statuses=STATUSES,
+            "home", "home.html", request, session, counts=counts, statuses=STATUSES, stuck=stuck, stuck_after=STUCK_AFTER_TEXT,
             deferred=deferred, set_aside=set_aside, set_aside_shown=SET_ASIDE_SHOWN,
         )
 
@@ -360,17 +385,22 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         to: str | None = None,
         after: str | None = None,
         before: str | None = None,
+        stuck: str | None = None,
     ) -> Response:
         q = reads()
+        # One clock a page: the listing's stuck filter, its rows' marks and its date range agree.
+        now = _now()
         params = dict(request.query_params)
         from_ = params.get("from") or None
         status = status if status in STATUSES else None
+        # "1" or nothing, as a status is one of STATUSES or none: any other value is ignored.
+        only_stuck = stuck == "1"
         workflow = workflow or None
         recipient = (recipient or "").strip() or None
         error = None
         starting_at = ending_at = None
         if range in _RANGE_DELTAS:
-            starting_at = _stamp(_now() - _RANGE_DELTAS[range])
+            starting_at = _stamp(now - _RANGE_DELTAS[range])
         elif range == "custom":
             try:
                 starting_at = _normal(from_)
@@ -381,8 +411,11 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         nothing = {"entries": [], "page_info": {"after": None, "before": None}}
         # The contact is a recipient as the listing shows it ("collection/id" too), not the id alone.
         filters = queries.RunFilters(workflow, (status,) if status else (), None, None, False, starting_at, ending_at)
-        if bad_dates:
-            # Not every run: a listing that dropped the dates it was asked for looks filtered.
+        if only_stuck:
+            filters = _stuck_filters(filters, now)
+        if bad_dates or not filters.statuses and only_stuck:
+            # Not every run: a listing that dropped the dates it was asked for looks filtered;
+            # and stuck runs of a status never stuck (completed, say) are none, not all.
             result = nothing
         else:
             try:
@@ -394,15 +427,22 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
             except queries.BadQuery as e:
                 result, error = nothing, str(e)
         counts = q(queries.counts, include_rehearsals=True)
+        # The chips count what their links list: the same filters but the status and stuck.
+        others = dataclasses.replace(filters, statuses=(), updated_before=None)
         if bad_dates:
             scope = dict.fromkeys(["total", *STATUSES], 0)
         elif recipient:
-            # The chips count what the listing lists: the same filters but the status.
-            scope = q(queries.run_status_counts_by_contact, dataclasses.replace(filters, statuses=()), recipient)
+            scope = q(queries.run_status_counts_by_contact, others, recipient)
         elif starting_at or ending_at:
-            scope = q(queries.run_status_counts, dataclasses.replace(filters, statuses=()))
+            scope = q(queries.run_status_counts, others)
         else:
             scope = counts["by_workflow"].get(workflow, dict.fromkeys(["total", *STATUSES], 0)) if workflow else counts
+        if bad_dates:
+            stuck_count = 0
+        elif recipient:
+            stuck_count = q(queries.run_status_counts_by_contact, _stuck_filters(others, now), recipient)["total"]
+        else:
+            stuck_count = q(queries.run_status_counts, _stuck_filters(others, now))["total"]
         base = {k: v for k, v in {"workflow": workflow, "recipient": recipient, "range": range, "from": from_, "to": to}.items() if v}
         chips = [
             {
@@ -410,22 +450,20 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
                 "label": label,
                 "count": scope["total"] if s is None else scope[s],
                 "href": "/runs?" + urlencode({**base, **({"status": s} if s else {})}),
-                "current": s == status,
+                "current": s == status and not (s is None and only_stuck),
             }
             for s, label in CHIPS
         ]
-        now = _now()
-        entries = []
-        for r in result["entries"]:
-            updated = datetime.fromisoformat(r["updated_at"])
-            entries.append({**r, "recipient_label": recipient_label(r["recipient"]), "stuck": r["status"] in ("pending", "running") and now - updated > STUCK_AFTER})
-        state = {**base, **({"status": status} if status else {})}
+        # Beside the status chips, picked instead of one as they are picked instead of each other.
+        stuck_chip = {"count": stuck_count, "href": "/runs?" + urlencode({**base, "stuck": "1"}), "current": only_stuck}
+        entries = [{**r, "recipient_label": recipient_label(r["recipient"]), "stuck": _is_stuck(r, now)} for r in result["entries"]]
+        state = {**base, **({"status": status} if status else {}), **({"stuck": "1"} if only_stuck else {})}
         info = result["page_info"]
         return page(
             "runs", "runs.html", request, session,
-            runs=entries, chips=chips, status=status, workflow=workflow, recipient=recipient, range=range,
+            runs=entries, chips=chips, stuck_chip=stuck_chip, only_stuck=only_stuck, status=status, workflow=workflow, recipient=recipient, range=range,
             from_=from_, to=to, ranges=RANGES, workflows=sorted(counts["by_workflow"]), error=error,
-            stuck_after="1 hour",
+            stuck_after=STUCK_AFTER_TEXT,
             older="/runs?" + urlencode({**state, "after": info["after"]}) if info["after"] else None,
             newer="/runs?" + urlencode({**state, "before": info["before"]}) if info["before"] else None,
         )
