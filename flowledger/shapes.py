@@ -144,7 +144,14 @@ class RunDetail(RunRecord):
 
     steps: list[StepAttempt]
     deliveries: list[Delivery]
-    events: list[RunEvent] | None = None
+    events: list[RunEvent] | None = Field(
+        default=None, description="From the API only: the run's events (left out on an analyst's copy: see events_in)."
+    )
+    events_in: str | None = Field(
+        default=None,
+        description="From the API only, and only on an analyst's copy made by `rebuild --into`: the store whose log holds "
+        "the run's events (the copy has the views, not the log, so `events` is left out; ask that store for them).",
+    )
 
 
 class HistoryEntry(_Shape):
@@ -157,11 +164,21 @@ class HistoryEntry(_Shape):
     state: dict[str, Any]
 
 
+class HistoryPageInfo(_Shape):
+    """Where a page of a replay ends (only when the replay was asked for by pages)."""
+
+    after: int | None = Field(
+        description="The next page: pass it as `after` (the log position of this page's last entry); null when no entries follow."
+    )
+    page_size: int
+
+
 class RunHistory(_Shape):
-    """The auditor's replay of a run."""
+    """The auditor's replay of a run (or, given page_size or after, a page of it)."""
 
     run_id: str
-    events: list[HistoryEntry]
+    events: list[HistoryEntry] = Field(description="In log order; n counts from 1.")
+    page_info: HistoryPageInfo | None = Field(default=None, description="Only when paged (page_size or after given).")
 
 
 class StatusCounts(_Shape):

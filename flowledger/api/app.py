@@ -44,6 +44,10 @@ MAX_BATCH_EVENTS = 10_000
 """The most events one POST /v1/events may carry."""
 BUSY_RETRY_AFTER = 1
 """Seconds a client is told to wait (``Retry-After``) when the store was too busy to answer."""
+MAX_HISTORY_PAGE = 1000
+"""The most entries one page of GET /v1/runs/{id}/history holds."""
+HISTORY_PAGE = 100
+"""The entries of a page of a run's history when ``after`` is given without ``page_size``."""
 MAX_BATCH_BYTES = 10 * 1024 * 1024
 """The largest body POST /v1/events takes."""
 MAX_COMMAND_BYTES = 256 * 1024
@@ -547,17 +551,42 @@ def create_app(
     # Ids may hold "/" (a %2F reaches the router decoded): {…:path} takes them whole, and
     # the routes with a suffix come first, so "a/b/history" is the history of "a/b".
     @app.get("/v1/runs/{run_id:path}/history", tags=["runs"], response_model=shapes.RunHistory, response_model_exclude_unset=True)
-    def run_history(run_id: RunId, _: Read) -> dict[str, Any]:
-        """The auditor's replay: every event of the run with its record right after."""
+    def run_history(
+        run_id: RunId,
+        _: Read,
+        page_size: Annotated[
+            int | None,
+            Query(ge=1, le=MAX_HISTORY_PAGE, description=f"Entries per page (1 to {MAX_HISTORY_PAGE}); without it or after, the whole replay."),
+        ] = None,
+        after: Annotated[
+            int | None,
+            Query(
+                ge=0,
+                description=f"The entries after this log position (page_info.after of the page before: its last entry's position; "
+                f"0: from the first); {HISTORY_PAGE} of them without page_size.",
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
+        """The auditor's replay: every event of the run with its record right after (by
+        pages, oldest first, given page_size or after)."""
+        # The whole replay is built even for one page: each entry's state is the fold of all
+        # before it (pushing the page into the query is for queries.replay_run to offer).
         history = ledger.replay(the_log(), run_id)
-        return {
-            "run_id": run_id,
-            # Each with the status after it, as `replay --json` has it.
-            "events": [
-                {"n": h.n, "position": h.event.position, "event": h.event.body, "status": h.record["status"], "state": h.record}
-                for h in history
-            ],
-        }
+        answer: dict[str, Any] = {"run_id": run_id}
+        if page_size is not None or after is not None:
+            size = page_size or HISTORY_PAGE
+            # A log position, not n: a provider fact stored before its message was queued
+            # joins the replay at its place in the log, renumbering the entries after it;
+            # positions never move, so a page never repeats an entry of the one before.
+            rest = [h for h in history if h.event.position > (after or 0)]
+            history = rest[:size]
+            answer["page_info"] = {"after": history[-1].event.position if len(rest) > size else None, "page_size": size}
+        # Each with the status after it, as `replay --json` has it.
+        answer["events"] = [
+            {"n": h.n, "position": h.event.position, "event": h.event.body, "status": h.record["status"], "state": h.record}
+            for h in history
+        ]
+        return answer
 
     # The command bodies are read by command_body, after the key: declared as parameters,
     # FastAPI would read them whole before checking it.
@@ -590,9 +619,16 @@ def create_app(
 
     @app.get("/v1/runs/{run_id:path}", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True)
     def show_run(run_id: RunId, _: Read) -> dict[str, Any]:
-        """A run's record, its step trace, its deliveries and its events."""
+        """A run's record, its step trace, its deliveries and its events (on an analyst's
+        copy, instead of the events, events_in: the store whose log holds them)."""
         record = run_query(queries.show_run, run_id)
-        record["events"] = [_event_entry(e.body) for e in the_log().run_events(run_id)]
+        source = the_log().backend.copy_of()
+        if source is not None:
+            # A `rebuild --into` copy has the source's views but an empty log of its own:
+            # answer what the views hold, as `runs show` does there, and say where the rest is.
+            record["events_in"] = source
+        else:
+            record["events"] = [_event_entry(e.body) for e in the_log().run_events(run_id)]
         return record  # type: ignore[no-any-return]
 
     @app.post(
