@@ -474,13 +474,17 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         q = reads()
         try:
             record = q(queries.show_run, run_id)
-            history = q(queries.replay_run, run_id, the_log().backend)
+            # An analyst's copy (`rebuild --into`) has the views, not the log: the run as they
+            # hold it, and where its history is, as GET /v1/runs/{id} answers there.
+            events_in = the_log().backend.copy_of()
+            history = [] if events_in is not None else q(queries.replay_run, run_id, the_log().backend)
         except NotFound as e:
             return not_found(request, session, str(e))
         now = _stamp(_now())
         return page(
             "runs", "run.html", request, session,
             run=record, recipient=recipient_label(record["recipient"]), timeline=charts.timeline(record["steps"], now),
+            events_in=events_in,
             history=[{"n": h.n, "event": h.event.body, "record": h.record, "detail": event_detail(h.event.body)} for h in history],
             message={"retried": "The run was retried.", "cancelled": "The run was cancelled."}.get(done or ""),
             error=REFUSALS.get(refused or ""),
