@@ -16,7 +16,7 @@ import orjson
 
 from flowledger.domain import commands
 from flowledger.domain.redaction import Redactor
-from flowledger.domain.run import FAILED, NOT_TRIGGERED, UNFINISHED
+from flowledger.domain.run import FAILED, NOT_TRIGGERED, UNFINISHED, Run
 from flowledger.domain.vocabulary import EventInvalid, stream_of, validate_event
 from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, Problem, StoreBusy
 from flowledger.ingest import IngestOptions, candidates, read_items
@@ -435,7 +435,14 @@ def retry_run(
     """Retry a failed run: it goes back to pending with retry_count + 1 (``redactor``: as
     :func:`cancel_run`'s)."""
     log.backend.refuse_if_copy("a retry recorded here would never show")
-    state = log.run_state(run_id)
+    _refuse_retry(run_id, log.run_state(run_id))
+    event = commands.retry_requested(run_id, occurred_at=utc_now(), actor=actor, reason=reason)
+    _record(log, event, redactor, lambda: _refuse_retry(run_id, log.run_state(run_id)))
+    return show_run(log, run_id)
+
+
+def _refuse_retry(run_id: str, state: Run) -> None:
+    """Raise :class:`NotFound` or :class:`CommandRefused` unless the run can be retried now."""
     if state.status == NOT_TRIGGERED:
         raise NotFound(f"no run {run_id!r} in the store")
     if state.status != FAILED:
@@ -443,13 +450,9 @@ def retry_run(
             f"cannot retry run {run_id!r}: it is {state.status}; only a failed run can be retried"
         )
     if state.retry_count >= state.max_retries:
-        # Said as the other refusals are: the rule's own words would name an event id made here.
         raise CommandRefused(
             f"cannot retry run {run_id!r}: retry_count {state.retry_count} has reached max_retries {state.max_retries}"
         )
-    event = commands.retry_requested(run_id, occurred_at=utc_now(), actor=actor, reason=reason)
-    _record(log, event, redactor)
-    return show_run(log, run_id)
 
 
 def cancel_run(
@@ -458,7 +461,14 @@ def cancel_run(
     """Cancel an unfinished run; the reason is redacted by ``redactor`` (by default the keys
     FLOWLEDGER_REDACT_KEYS adds; a server passes its own, --redact-key's too)."""
     log.backend.refuse_if_copy("a cancel recorded here would never show")
-    state = log.run_state(run_id)
+    _refuse_cancel(run_id, log.run_state(run_id))
+    event = commands.cancel_requested(run_id, occurred_at=utc_now(), actor=actor, reason=reason)
+    _record(log, event, redactor, lambda: _refuse_cancel(run_id, log.run_state(run_id)))
+    return show_run(log, run_id)
+
+
+def _refuse_cancel(run_id: str, state: Run) -> None:
+    """Raise :class:`NotFound` or :class:`CommandRefused` unless the run can be cancelled now."""
     if state.status == NOT_TRIGGERED:
         raise NotFound(f"no run {run_id!r} in the store")
     if state.status not in UNFINISHED:
@@ -466,9 +476,6 @@ def cancel_run(
             f"cannot cancel run {run_id!r}: it is already {state.status}; "
             "only a pending, running or paused run can be cancelled"
         )
-    event = commands.cancel_requested(run_id, occurred_at=utc_now(), actor=actor, reason=reason)
-    _record(log, event, redactor)
-    return show_run(log, run_id)
 
 
 def cancel_by_key(
@@ -490,6 +497,7 @@ def cancel_by_key(
 
 
 def _validated(event: dict[str, Any], redactor: Redactor | None = None) -> Candidate:
+    """The command's event validated and redacted as any input's, ready to append."""
     try:
         body = validate_event(event)
     except EventInvalid as e:
@@ -499,10 +507,15 @@ def _validated(event: dict[str, Any], redactor: Redactor | None = None) -> Candi
     return Candidate.make(body, stream_of(body))
 
 
-def _record(log: EventLog, event: dict[str, Any], redactor: Redactor | None = None) -> None:
+def _record(log: EventLog, event: dict[str, Any], redactor: Redactor | None, recheck: Callable[[], None]) -> None:
+    """Append a command's event; if the rules refuse it, raise what ``recheck`` (the
+    command's own look at the run, taken again) says."""
     cand = _validated(event, redactor)
     try:
         log.append([[cand]])
     except InvalidInput as e:
         # The run changed between our look and the write lock: the rules had the last word.
+        # Said as the first look says it: the rules' words name an event id made here,
+        # which the operator never saw.
+        recheck()
         raise CommandRefused(e.problems[0].message) from None

@@ -448,7 +448,7 @@ def test_the_lifecycle_table_is_the_rules():
     from flowledger.errors import FactRefused
 
     rows = re.findall(r"^\| (`[^|]+) \| ([^|]+) \| ([^|]+) \|$", section("Run events", level="### "), re.M)
-    assert len(rows) == 10
+    assert len(rows) == 11
     seen = set()
     for kinds, allowed, moves_to in rows:
         for kind in re.findall(r"`([\w.]+)`", kinds):

@@ -1,9 +1,10 @@
 """The run aggregate: the state the rules need about one run, and the rules themselves.
 
-A run moves pending → running ⇄ paused → completed | failed | cancelled, and a failed run
-may go back to pending by a retry. Only the little that the rules need is kept (status,
-retries, the cancellation key, which step attempts are open), so checking an event for
-a run stored long ago costs one row read, never a replay of its history.
+A run moves pending → running ⇄ paused; a running run completes, and an unfinished one
+(pending, running or paused) may fail or be cancelled; a failed run may go back to pending
+by a retry. Only the little that the rules need is kept (status, retries, the cancellation
+key, which step attempts are open), so checking an event for a run stored long ago costs
+one row read, never a replay of its history.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class Run:
         allowed, _, reason = _TRANSITIONS[kind]
         if self.status not in allowed:
             self._refuse(event, reason)
+        if kind == "run.cancelled":
+            self._check_cancellation_key(event)
         if kind in ("run.retrying", "run.retried") and self.retry_count >= self.max_retries:
             self._refuse(
                 event,
@@ -108,18 +111,37 @@ class Run:
                 self.status = new_status
 
     def _check_step(self, event: dict[str, Any]) -> None:
-        if self.status not in (RUNNING, PAUSED):
-            self._refuse(event, "steps are recorded only while the run is running or paused")
+        """Refuse a step event the run's status or the attempt's own history rules out."""
         seen = self.attempts.get(_attempt_key(event))
         if event["type"] == "step.started":
+            if self.status not in (RUNNING, PAUSED):
+                self._refuse(event, "a step attempt is started only while the run is running or paused")
             if seen is not None:
                 self._refuse(event, f"{_where(event)} was already started; a new attempt needs a new number")
+        # An attempt that started while the run ran may report after the run ended or was
+        # retried (an integration answering after a cancel): that result happened, so it is
+        # taken whatever the run's status now, once.
         elif seen is None:
             self._refuse(event, f"{_where(event)} was never started")
         elif seen:
             self._refuse(event, f"{_where(event)} has already finished")
 
+    def _check_cancellation_key(self, event: dict[str, Any]) -> None:
+        """Refuse a cancel by a key the run was not triggered with."""
+        # A run is cancelled by a key only if it was triggered with that key: a history
+        # saying otherwise would mislead whoever audits why the run stopped.
+        key = event.get("cancellation_key")
+        if self.cancellation_key is None and (key is not None or event.get("by") == "cancellation_key"):
+            self._refuse(event, "the run was triggered without a cancellation_key, so no key can cancel it")
+        if key is not None and key != self.cancellation_key:
+            self._refuse(
+                event,
+                f"it names cancellation_key {key!r}, but the run was triggered with "
+                f"cancellation_key {self.cancellation_key!r}",
+            )
+
     def _refuse(self, event: dict[str, Any], reason: str) -> None:
+        """Raise :class:`FactRefused` for the event, in the run's current status."""
         raise FactRefused(self.id, event["id"], event["type"], self.status, reason)
 
     def to_state(self) -> dict[str, Any]:
@@ -147,8 +169,10 @@ class Run:
 
 
 def _attempt_key(event: dict[str, Any]) -> str:
+    """The attempt's key in :attr:`Run.attempts`: "step#attempt"."""
     return f"{event['step']}#{event['attempt']}"
 
 
 def _where(event: dict[str, Any]) -> str:
+    """The attempt as an error names it."""
     return f"attempt {event['attempt']} of step {event['step']!r}"

@@ -147,6 +147,10 @@ FreeForm = Annotated[Any, AfterValidator(_not_too_deep)]
 FreeObject = Annotated[dict[str, Any], AfterValidator(_not_too_deep)]
 """A JSON object, nested at most :data:`MAX_NESTING` levels deep."""
 
+MAX_ATTEMPT = 2_147_483_647
+"""The largest attempt number: what any integer column of a view holds (past 2**63 the
+log would take an event that no view can store, and every catch-up after it would fail)."""
+
 StepType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 """A step's kind: send_email, send_sms, send_whatsapp, send_push, delay, branch, integration, …"""
 
@@ -316,8 +320,8 @@ class StepEvent(RunEvent):
     """The workflow node's ref."""
     step_type: StepType
     """The node's kind."""
-    attempt: Annotated[int, Field(ge=1)]
-    """The attempt number, from 1."""
+    attempt: Annotated[int, Field(ge=1, le=MAX_ATTEMPT)]
+    """The attempt number, from 1 to :data:`MAX_ATTEMPT`."""
     request: NotRequired[FreeForm]
     """What an integration step sent (secrets are redacted before storing)."""
     response: NotRequired[FreeForm]
