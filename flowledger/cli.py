@@ -54,7 +54,8 @@ class Context:
         """Seconds to wait for another writer."""
 
     def open(self, *, create: bool = False) -> EventLog:
-        """Open the store (only ``append`` may create a new one)."""
+        """Open the store (only the commands that write, ``append``, ``serve`` and
+        ``keys create``, may create a new one)."""
         return open_log(self.store, lock_timeout=self.lock_timeout, create=create)
 
 
@@ -146,18 +147,62 @@ def catch_up_option(f: F) -> F:
     )(f)
 
 
+def once(convert: Callable[[click.Context, click.Parameter, Any], Any] | None = None) -> Callable[..., Any]:
+    """The callback of a filter declared ``multiple=True`` only to count its uses: given
+    twice it is refused, as the HTTP API refuses a repeated parameter (click would keep the
+    last and drop the first without a word, next to --status, which does repeat)."""
+
+    def check(ctx: click.Context, param: click.Parameter, values: tuple[Any, ...]) -> Any:
+        if len(values) > 1:
+            shown = ", ".join(repr(v) for v in values)
+            raise click.BadParameter(f"given {len(values)} times ({shown}); give it once (only --status repeats)")
+        value = values[0] if values else None
+        return convert(ctx, param, value) if convert is not None else value
+
+    return check
+
+
+def _cursor(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A --after or --before cursor, checked here so that its error names the option."""
+    if value is not None:
+        try:
+            queries.decode_cursor(value)
+        except queries.BadQuery:
+            raise click.BadParameter(
+                f"{value!r} is not a cursor from a previous page (a page prints its own: "
+                "older: --after …, newer: --before …)"
+            ) from None
+    return value
+
+
+def _one_cursor(after: str | None, before: str | None) -> None:
+    """Refuse --after with --before, naming both (the query's own error names neither)."""
+    if after is not None and before is not None:
+        raise click.UsageError("give --after or --before, not both")
+
+
 def paging_options(f: F) -> F:
     """The shared --page-size, --after and --before options of listings."""
-    f = click.option("--before", help="Cursor: the page before (newer than) this one.")(f)
-    f = click.option("--after", help="Cursor: the page after (older than) this one.")(f)
+    f = click.option(
+        "--before", multiple=True, callback=once(_cursor), metavar="CURSOR",
+        help="Cursor: the page before (newer than) this one.",
+    )(f)
+    f = click.option(
+        "--after", multiple=True, callback=once(_cursor), metavar="CURSOR",
+        help="Cursor: the page after (older than) this one.",
+    )(f)
     return click.option(
         "--page-size", type=click.IntRange(1, queries.MAX_PAGE_SIZE), default=50, show_default=True,
         help="Entries per page.",
     )(f)
 
 
+_TIME = "(RFC 3339 with an offset, like 2026-11-01T00:00:00Z)"
+"""How the help of a timestamp option says what it takes."""
+
+
 def timestamp_option(name: str, help: str) -> Callable[[F], F]:
-    """An option taking an RFC 3339 timestamp with an offset."""
+    """An option taking an RFC 3339 timestamp with an offset (given once)."""
 
     def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
         if value is None:
@@ -169,7 +214,7 @@ def timestamp_option(name: str, help: str) -> Callable[[F], F]:
                 f"{value!r} is not an RFC 3339 timestamp with an offset, like 2026-11-01T00:00:00Z"
             ) from None
 
-    return click.option(name, callback=convert, help=help)
+    return click.option(name, multiple=True, callback=once(convert), metavar="TIME", help=help)
 
 
 def not_blank(what: str, hint: str = "") -> Callable[[click.Context, click.Parameter, str | None], str | None]:
@@ -388,7 +433,13 @@ def replay(obj: Context, run_id: str, at: int | None, no_catch_up: bool, as_json
             )
         entry = history[at - 1]
         if as_json:
-            _echo_json({"run_id": run_id, "n": entry.n, "of": len(history), "event": entry.event.body, "state": entry.record})
+            # The history entry `replay --json` lists for this event, and where it stands.
+            _echo_json(
+                {
+                    "run_id": run_id, "n": entry.n, "of": len(history), "position": entry.event.position,
+                    "event": entry.event.body, "status": entry.record["status"], "state": entry.record,
+                }
+            )
         else:
             e = entry.event
             click.echo(f"Run {run_id} after event {entry.n} of {len(history)}: {e.type} ({e.body['id']}) at {_t(e.body['occurred_at'])}")
@@ -427,15 +478,16 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option("--workflow", help="Only runs of this workflow key.")
+@click.option("--workflow", multiple=True, callback=once(), help="Only runs of this workflow key.")
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES), help="Only runs in this status (repeatable).")
-@click.option("--tenant", help="Only runs of this tenant.")
-@click.option("--recipient", help="Only runs for this recipient id.")
+@click.option("--tenant", multiple=True, callback=once(), help="Only runs of this tenant.")
+@click.option("--recipient", multiple=True, callback=once(), help="Only runs for this recipient id.")
 @click.option("--has-errors", is_flag=True, help="Only runs with a failed step attempt.")
-@timestamp_option("--starting-at", "Only runs created at or after this time.")
-@timestamp_option("--ending-at", "Only runs created at or before this time.")
+@timestamp_option("--starting-at", f"Only runs created at or after this time {_TIME}.")
+@timestamp_option("--ending-at", f"Only runs created at or before this time {_TIME}.")
 @timestamp_option(
-    "--updated-before", "Only runs whose last event (updated_at) is at or before this time: with --status running, the stuck ones."
+    "--updated-before",
+    f"Only runs whose last event (updated_at) is at or before this time {_TIME}: with --status running, the stuck ones.",
 )
 @paging_options
 @catch_up_option
@@ -458,6 +510,7 @@ def runs_list(
         flowledger runs list --has-errors --starting-at 2026-11-01T00:00:00Z --page-size 20
         flowledger runs list --status running --status pending --updated-before 2026-11-04T21:00:00Z
     """
+    _one_cursor(after, before)
     filters = queries.RunFilters(workflow, statuses, tenant, recipient, has_errors, starting_at, ending_at, updated_before)
     page = _query(obj, queries.list_runs, filters, fresh=not no_catch_up, page_size=page_size, after=after, before=before)
     if as_json:
@@ -513,10 +566,13 @@ def deliveries() -> None:
 
 
 @deliveries.command("list")
-@click.option("--run", "run_id", help="Only messages of this run.")
-@click.option("--channel", type=click.Choice(["email", "sms", "whatsapp", "push", "in_app"]), help="Only messages on this channel.")
+@click.option("--run", "run_id", multiple=True, callback=once(), help="Only messages of this run.")
+@click.option(
+    "--channel", type=click.Choice(["email", "sms", "whatsapp", "push", "in_app"]), multiple=True, callback=once(),
+    help="Only messages on this channel.",
+)
 @click.option("--status", "statuses", multiple=True, type=click.Choice(DELIVERY_STATUSES), help="Only messages in this status (repeatable).")
-@click.option("--recipient", help="Only messages to this recipient id.")
+@click.option("--recipient", multiple=True, callback=once(), help="Only messages to this recipient id.")
 @paging_options
 @catch_up_option
 @json_option
@@ -536,6 +592,7 @@ def deliveries_list(
         flowledger deliveries list --run run-0001
         flowledger deliveries list --channel whatsapp --status read --json
     """
+    _one_cursor(after, before)
     filters = queries.DeliveryFilters(run_id, channel, statuses, recipient)
     page = _query(obj, queries.list_deliveries, filters, fresh=not no_catch_up, page_size=page_size, after=after, before=before)
     if as_json:
@@ -610,8 +667,13 @@ def workflows_show(obj: Context, key: str, no_catch_up: bool, as_json: bool) -> 
     cost = _figure(t["costs_by_currency"]) if t.get("costs_by_currency") else f"{_figure(t['total_cost'])} {t['currency'] or ''}"
     click.echo(
         f"totals: {t['total_contacts']} contacts, {t['total_sent']} sent, {t['total_failed']} failed, "
-        f"success {_figure(t['overall_success_rate'])}%, cost {cost}".rstrip()
+        f"success {_percent(t['overall_success_rate'])}, cost {cost}".rstrip()
     )
+
+
+def _percent(value: float | None) -> str:
+    """A rate as text: '-' for none (nothing to divide by), else with its '%'."""
+    return "-" if value is None else f"{value}%"
 
 
 def _figure(value: Any) -> str:
@@ -1246,7 +1308,9 @@ def _echo_record(record: dict[str, Any]) -> None:
     width = max(len(k) for k in names)
     for name in names:
         value = record.get(name)
-        if isinstance(value, (dict, bool)):
+        if name == "recipient" and value is not None:
+            value = recipient_label(value)  # as `runs list` and `replay` show it: collection/id
+        elif isinstance(value, (dict, bool)):
             value = orjson.dumps(value).decode()
         elif isinstance(value, str) and name.endswith("_at"):
             value = _t(value)
