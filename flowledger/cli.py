@@ -1097,6 +1097,11 @@ def keys_create(obj: Context, name: str, scope: str, as_json: bool) -> None:
     Example:
         flowledger keys create --name webhooks --scope write
     """
+    # Checked before the store is opened: a refused name makes no store on the way.
+    try:
+        api_keys.checked_name(name)
+    except api_keys.KeyCommandError as e:
+        raise click.BadParameter(str(e), param_hint="'--name'") from None
     log = obj.open(create=True)
     try:
         key, secret = api_keys.create_key(log.backend, name, scope)

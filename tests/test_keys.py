@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from click.testing import CliRunner
 
@@ -30,9 +32,12 @@ def test_the_longest_name_allowed_still_makes_a_valid_actor(log):
 
 def test_keys_create_shows_the_refusal_and_stores_nothing(store_path):
     runner = CliRunner()
-    for name in ("x" * 300, "ops\tteam"):
+    for name in ("x" * 300, "ops\tteam", "  "):
         result = runner.invoke(cli, ["--store", store_path, "keys", "create", "--name", name, "--scope", "admin"])
-        assert result.exit_code == 1 and result.stdout == ""
-        assert "Error: a key's name" in result.stderr
+        # A usage error naming the option, and no store made on the way.
+        assert result.exit_code == 2 and result.stdout == ""
+        assert "Invalid value for '--name': a key" in result.stderr
+        assert not os.path.exists(store_path)
+    assert runner.invoke(cli, ["--store", store_path, "keys", "create", "--name", "ops", "--scope", "read"]).exit_code == 0
     listed = runner.invoke(cli, ["--store", store_path, "keys", "list", "--json"])
-    assert listed.exit_code == 0 and "ops" not in listed.stdout
+    assert listed.exit_code == 0 and listed.stdout.count('"name"') == 1

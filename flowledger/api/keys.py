@@ -85,10 +85,8 @@ def ensure_table(backend: SQLBackend) -> None:
         c.execute(backend.ddl(_SESSIONS_DDL))
 
 
-def create_key(backend: SQLBackend, name: str, scope: str) -> tuple[ApiKey, str]:
-    """Make a key; returns what is stored and the key itself (shown once, never stored)."""
-    if scope not in SCOPES:
-        raise KeyCommandError(f"unknown scope {scope!r}; expected one of {', '.join(SCOPES)}")
+def checked_name(name: str) -> str:
+    """A key's name as stored (stripped), or :class:`KeyCommandError` saying why it can't be."""
     name = name.strip()
     if not name:
         raise KeyCommandError("a key needs a name (what it is for)")
@@ -98,6 +96,14 @@ def create_key(backend: SQLBackend, name: str, scope: str) -> tuple[ApiKey, str]
         raise KeyCommandError(f"a key's name can be at most {NAME_LIMIT} characters (this one has {len(name)})")
     if _CONTROL.search(name):
         raise KeyCommandError("a key's name cannot hold control characters (tabs, newlines)")
+    return name
+
+
+def create_key(backend: SQLBackend, name: str, scope: str) -> tuple[ApiKey, str]:
+    """Make a key; returns what is stored and the key itself (shown once, never stored)."""
+    if scope not in SCOPES:
+        raise KeyCommandError(f"unknown scope {scope!r}; expected one of {', '.join(SCOPES)}")
+    name = checked_name(name)
     ensure_table(backend)
     secret = PREFIX + secrets.token_urlsafe(32)
     key = ApiKey("key_" + secrets.token_hex(6), name, scope, utc_now(), None)
