@@ -602,6 +602,40 @@ def deliveries_list(
     _echo_page_info(page["page_info"])
 
 
+@deliveries.command("show")
+@click.argument("message_id")
+@catch_up_option
+@json_option
+@click.pass_obj
+@handles_errors
+def deliveries_show(obj: Context, message_id: str, no_catch_up: bool, as_json: bool) -> None:
+    """Show MESSAGE_ID's delivery: every field of its row, its error and its run included.
+
+    \b
+    Example:
+        flowledger deliveries show msg-00006
+        flowledger deliveries show msg-00006 --json
+    """
+    delivery = _query(obj, queries.show_delivery, message_id, fresh=not no_catch_up)
+    if as_json:
+        _echo_json(shapes.shaped(shapes.Delivery, delivery))
+        return
+    names = list(shapes.Delivery.model_fields)
+    width = max(len(k) for k in names)
+    for name in names:
+        value = delivery.get(name)
+        if name == "recipient" and value is not None:
+            value = recipient_label(value)  # as the listings show it: collection/id
+        elif isinstance(value, (dict, bool)):
+            value = orjson.dumps(value).decode()
+        elif isinstance(value, str) and name.endswith("_at"):
+            value = _t(value)
+        elif isinstance(value, str):
+            # A line break in an error would look like another field.
+            value = value.replace("\r", "\\r").replace("\n", "\\n")
+        click.echo(f"{name:<{width}}  {'-' if value is None else value}")
+
+
 @cli.group()
 def workflows() -> None:
     """Look at workflows: their runs, channels and progress.
