@@ -428,7 +428,7 @@ def replay(obj: Context, run_id: str, at: int | None, no_catch_up: bool, as_json
     if at is not None:
         if at > len(history):
             raise click.BadParameter(
-                f"run {run_id!r} has {len(history)} events; N must be 1 to {len(history)}",
+                f"run {run_id!r} has {_count(len(history), 'event')}; N must be 1 to {len(history)}",
                 param_hint="--at",
             )
         entry = history[at - 1]
@@ -460,7 +460,7 @@ def replay(obj: Context, run_id: str, at: int | None, no_catch_up: bool, as_json
         )
         return
     first = history[0].record
-    click.echo(f"Run {run_id} ({first['workflow']}): {len(history)} events")
+    click.echo(f"Run {run_id} ({first['workflow']}): {_count(len(history), 'event')}")
     rows = [("#", "occurred_at", "type", "detail", "status after")]
     for h in history:
         rows.append((str(h.n), _t(h.event.body["occurred_at"]), h.event.type, event_detail(h.event.body, limit=60), h.record["status"]))
@@ -1329,6 +1329,11 @@ def _actor(actor: str | None) -> str | None:
         return getpass.getuser()
     except Exception:  # noqa: BLE001  # no user name on this machine: record none
         return None
+
+
+def _count(n: int, noun: str) -> str:
+    """"1 event", "2 events"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _echo_json(data: Any) -> None:

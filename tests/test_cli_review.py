@@ -109,3 +109,14 @@ def test_timestamp_options_say_their_format_in_help():
     for option in ("--starting-at", "--ending-at", "--updated-before"):
         line = next(line for line in help_text.splitlines() if line.strip().startswith(option))
         assert "RFC 3339" in line, line
+
+
+def test_replay_of_a_run_of_one_event_says_one_event(store_path, tmp_path):
+    source = tmp_path / "one.jsonl"
+    source.write_bytes(orjson.dumps(triggered("solo")))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--store", store_path, "append", str(source)]).exit_code == 0
+    shown = runner.invoke(cli, ["--store", store_path, "replay", "solo"])
+    assert shown.exit_code == 0 and shown.stdout.splitlines()[0] == "Run solo (welcome): 1 event"
+    past = runner.invoke(cli, ["--store", store_path, "replay", "solo", "--at", "2"])
+    assert past.exit_code == 2 and "has 1 event;" in past.stderr
