@@ -19,7 +19,10 @@ How many facts wait is kept in a table of its own (``webhook_inbox_count``), mov
 triggers on the inbox's table in the transaction that puts or removes its rows, whoever runs
 it (an earlier flowledger, a hand's ``DELETE``): counting them (every ``/healthz``) reads a
 row or a few, never every waiting webhook's. An inbox made before it is counted by its rows
-until its first write gives it the table.
+until its first write gives it the table; so is one a piece of whose count (its table or
+row, the triggers, the inbox's table under them) was removed by hand: the first write of a
+process, or the next after a failed statement, checks every piece, makes a missing one and
+makes the count again from the rows, in its own transaction, writers held off meanwhile.
 
 A SQLite store's inbox, a file of its own, outlives its store if only the store is deleted:
 it records the id of the store it keeps facts for (see :meth:`Inbox.claim`), and the facts
@@ -77,25 +80,42 @@ _SET_ASIDE = (
 )
 # Made at the inbox's first write: the facts its rows hold, kept by triggers; one row on SQLite
 # (one writer at a time), a few on PostgreSQL, where concurrent puts would queue on a single row.
+_SQLITE_TRIGGERS = {
+    f"{_COUNT}_put": f"AFTER INSERT ON {_TABLE} BEGIN UPDATE {_COUNT} SET n = n + NEW.n; END",
+    f"{_COUNT}_gone": f"AFTER DELETE ON {_TABLE} BEGIN UPDATE {_COUNT} SET n = n - OLD.n; END",
+    f"{_COUNT}_changed": f"AFTER UPDATE OF n ON {_TABLE} BEGIN UPDATE {_COUNT} SET n = n - OLD.n + NEW.n; END",
+}
+# Made, or mended, in the write transaction that finds a piece wanting (its writer the only
+# one): the count is made again from the rows, which the triggers then follow.
 _SQLITE_COUNT_DDL = (
-    f"CREATE TABLE {_COUNT} (shard INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
-    f"CREATE TRIGGER IF NOT EXISTS {_COUNT}_put AFTER INSERT ON {_TABLE} BEGIN "
-    f"UPDATE {_COUNT} SET n = n + NEW.n; END",
-    f"CREATE TRIGGER IF NOT EXISTS {_COUNT}_gone AFTER DELETE ON {_TABLE} BEGIN "
-    f"UPDATE {_COUNT} SET n = n - OLD.n; END",
-    f"CREATE TRIGGER IF NOT EXISTS {_COUNT}_changed AFTER UPDATE OF n ON {_TABLE} BEGIN "
-    f"UPDATE {_COUNT} SET n = n - OLD.n + NEW.n; END",
+    f"CREATE TABLE IF NOT EXISTS {_COUNT} (shard INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
+    *(f"CREATE TRIGGER IF NOT EXISTS {name} {body}" for name, body in _SQLITE_TRIGGERS.items()),
+    f"DELETE FROM {_COUNT}",
     f"INSERT INTO {_COUNT} SELECT 0, COALESCE(SUM(n), 0) FROM {_TABLE}",
+)
+# Whether every piece the count depends on is there: its table and the inbox's triggers (a
+# hand's DROP TABLE of the inbox's drops its triggers and leaves the count's).
+_SQLITE_COUNT_PIECES = (
+    "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?) + "
+    "(SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name IN (?, ?, ?))"
 )
 _COUNT_SHARDS = 16
 """Rows of a PostgreSQL inbox's count: each session moves the one its server process's id picks."""
+_COUNT_BASE = -1
+"""The PostgreSQL count's row made from the rows' sum, which no session moves: without it the
+count was emptied by hand (the trigger makes its shards again at the next write, from nothing)."""
 
 
 def _postgres_count_ddl(schema: str) -> tuple[str, ...]:
     """The count's table, function and trigger in a PostgreSQL store's schema (named in the
-    function: it runs in whatever session writes the inbox, whatever its search_path)."""
+    function: it runs in whatever session writes the inbox, whatever its search_path), made
+    or mended, and the count made again from the rows (the inbox's table exists)."""
     count = f'"{schema}".{_COUNT}'
     return (
+        # Waits for the inbox's writes under way and holds off new ones until the count is
+        # made: the sum below misses none and counts none twice. Taken before the catalogue
+        # is touched, after the set-up's advisory lock (every writer takes them in that order).
+        f'LOCK TABLE "{schema}".{_TABLE} IN SHARE ROW EXCLUSIVE MODE',
         f"CREATE TABLE IF NOT EXISTS {count} (shard INTEGER PRIMARY KEY, n BIGINT NOT NULL)",
         f"""CREATE OR REPLACE FUNCTION "{schema}".webhook_inbox_counted() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE delta BIGINT;
@@ -109,12 +129,20 @@ def _postgres_count_ddl(schema: str) -> tuple[str, ...]:
             RETURN NULL;
         END $$""",
         f'DROP TRIGGER IF EXISTS webhook_inbox_counted ON "{schema}".{_TABLE}',
-        # Waits for the inbox's writes under way and holds off new ones until the count is
-        # made: the sum below misses none and counts none twice.
         f'CREATE TRIGGER webhook_inbox_counted AFTER INSERT OR DELETE OR UPDATE OF n ON "{schema}".{_TABLE} '
         f'FOR EACH ROW EXECUTE FUNCTION "{schema}".webhook_inbox_counted()',
-        f'INSERT INTO {count} SELECT 0, COALESCE(SUM(n), 0) FROM "{schema}".{_TABLE}',
+        f"DELETE FROM {count}",
+        f'INSERT INTO {count} SELECT {_COUNT_BASE}, COALESCE(SUM(n), 0) FROM "{schema}".{_TABLE}',
     )
+
+
+# Whether the inbox's table is there, and whether the count's table and the inbox's trigger
+# (enabled, running the count's function) are: one catalogue read.
+_POSTGRES_PIECES = (
+    "SELECT to_regclass(?) IS NOT NULL, to_regclass(?) IS NOT NULL AND EXISTS ("
+    "SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(?) AND tgname = 'webhook_inbox_counted' "
+    "AND tgenabled <> 'D' AND tgfoid = to_regprocedure(?))"
+)
 
 
 # Made at the first put, or at the first drain of an inbox made before it: which store it keeps facts for.
@@ -247,6 +275,17 @@ def _any_waiting(c: Any) -> bool:
     return bool(c.fetchone()[0])
 
 
+def _sqlite_counted(c: sqlite3.Cursor) -> bool:
+    """Whether a SQLite inbox keeps its count: the count's table, with its one row, and the
+    inbox's triggers are all there (the inbox's table exists)."""
+    c.execute(_SQLITE_COUNT_PIECES, (_COUNT, _TABLE, *_SQLITE_TRIGGERS))
+    if c.fetchone()[0] != 1 + len(_SQLITE_TRIGGERS):
+        return False
+    # Its triggers move every row of it: none (a hand's DELETE), or more, and it counts wrong.
+    c.execute(f"SELECT COUNT(*) = 1 FROM {_COUNT}")
+    return bool(c.fetchone()[0])
+
+
 def _sqlite_has(c: sqlite3.Cursor, table: str) -> bool:
     """Whether a SQLite inbox has a table."""
     c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
@@ -272,7 +311,8 @@ class SQLiteInbox(Inbox):
         self._conn: sqlite3.Connection | None = None
         # One connection for every thread of a server: its statements are few and short.
         self._lock = threading.Lock()
-        # Whether the file is known to keep its count (made by a write committed here or before).
+        # Whether the file is known to keep its count, every piece of it checked or made by a
+        # write committed here (forgotten at a failed statement: a piece removed meanwhile).
         self._counted = False
 
     def _connection(self, create: bool) -> sqlite3.Connection | None:
@@ -304,10 +344,12 @@ class SQLiteInbox(Inbox):
                 c = conn.cursor()
                 c.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
-                    if write and not self._counted and not _sqlite_has(c, _COUNT):
-                        # The only writer now: the count made from the rows is exact.
-                        for statement in _SQLITE_COUNT_DDL:
-                            c.execute(statement)
+                    if write and not self._counted:
+                        c.execute(_SQLITE_DDL)  # removed by hand since the file was opened
+                        if not _sqlite_counted(c):
+                            # The only writer now: the count made from the rows is exact.
+                            for statement in _SQLITE_COUNT_DDL:
+                                c.execute(statement)
                     yield c
                 except BaseException:
                     c.execute("ROLLBACK")
@@ -315,7 +357,15 @@ class SQLiteInbox(Inbox):
                 c.execute("COMMIT")
                 self._counted = self._counted or write
             except sqlite3.Error as e:
-                raise self._translate(e) from e
+                error = self._translate(e)
+                # Maybe a piece removed by hand meanwhile (the inbox's table, say): the next
+                # write checks them all again, and, but for a busy file, the file is opened
+                # again (which makes the inbox's table, so that reads find it).
+                self._counted = False
+                if not isinstance(error, StoreBusy) and self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                raise error from e
 
     def _translate(self, error: sqlite3.Error) -> StoreError:
         text = str(error)
@@ -352,7 +402,7 @@ class SQLiteInbox(Inbox):
         with self._transaction(write=False) as c:
             if c is None or self._kept_for_another(c, store_id) is not None:
                 return 0
-            self._counted = self._counted or _sqlite_has(c, _COUNT)
+            self._counted = self._counted or _sqlite_counted(c)
             return _count(c, self._counted)
 
     def waiting(self) -> bool:
@@ -461,25 +511,50 @@ class PostgresInbox(Inbox):
         self.backend = backend
         """The store's backend (its connection pool)."""
         self._made = False
-        # Whether the schema is known to keep the inbox's count (made by a committed write).
+        # Whether the schema is known to keep the inbox's count, every piece of it checked or
+        # made by a write committed here (both forgotten at a failed statement: a piece
+        # removed meanwhile fails one, and the next transaction checks them all again).
         self._counted = False
 
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        # Not an append: no LOCK TABLE stored_events. The session's lock_timeout is the
-        # store's (a minute, say): an inbox statement waits at most its own, short one.
-        with self.backend.transaction(write=True) as c:
-            c.execute(f"SET LOCAL lock_timeout = '{int(INBOX_LOCK_TIMEOUT * 1000)}ms'")
-            yield c
+    def _transaction(self, *, write: bool = True) -> Iterator[Any]:
+        """A transaction of the inbox's own: a write's with a short lock timeout, a read's one snapshot."""
+        try:
+            if not write:
+                with self.backend.transaction(write=False) as c:
+                    yield c
+                return
+            # Not an append: no LOCK TABLE stored_events. The session's lock_timeout is the
+            # store's (a minute, say): an inbox statement waits at most its own, short one.
+            with self.backend.transaction(write=True) as c:
+                c.execute(f"SET LOCAL lock_timeout = '{int(INBOX_LOCK_TIMEOUT * 1000)}ms'")
+                yield c
+        except BaseException:
+            self._made = self._counted = False
+            raise
 
     def _exists(self, c: Any) -> bool:
+        """Whether the inbox's table is there (once known, remembered until a statement fails)."""
         self._made = self._made or self._has(c, _TABLE)
         return self._made
 
-    def _kept(self, c: Any) -> bool:
-        """Whether the inbox keeps its count (once it does, it always will)."""
-        self._counted = self._counted or self._has(c, _COUNT)
-        return self._counted
+    def _pieces(self, c: Any) -> tuple[bool, bool]:
+        """Whether the inbox's table is there, and whether every piece its count depends on
+        is (the count's table, with a row, and the inbox's trigger), as committed."""
+        schema = self.backend.schema
+        table, count = f'"{schema}".{_TABLE}', f'"{schema}".{_COUNT}'
+        c.execute(_POSTGRES_PIECES, (table, count, table, f'"{schema}".webhook_inbox_counted()'))
+        made, counted = c.fetchone()
+        if counted:
+            c.execute(f"SELECT EXISTS (SELECT 1 FROM {count} WHERE shard = {_COUNT_BASE})")
+            counted = c.fetchone()[0]
+        return bool(made), bool(counted)
+
+    def _checked(self, c: Any) -> bool:
+        """Whether the inbox's table is there (and whether it keeps its count, in ``_counted``)."""
+        if not (self._made and self._counted):
+            self._made, self._counted = self._pieces(c)
+        return self._made
 
     def _has(self, c: Any, table: str) -> bool:
         """Whether the store's schema has one of the inbox's tables (committed)."""
@@ -490,28 +565,31 @@ class PostgresInbox(Inbox):
         """Wait for another process making the inbox's tables (they would collide in the catalogue)."""
         c.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"flowledger:inbox:{self.backend.schema}",))
 
-    def _keep_count(self, c: Any) -> None:
-        """Make the inbox's count, once, before its first write here (the inbox's table exists)."""
-        if self._kept(c):
+    def _set_up(self, c: Any) -> None:
+        """Make the inbox's table and its count, or mend a piece of them removed by hand
+        (the count then made again from the rows), before the first write here."""
+        if self._made and self._counted:
+            return
+        if self._pieces(c) == (True, True):
             return
         self._making(c)
-        if not self._has(c, _COUNT):  # not made meanwhile by another process
+        made, counted = self._pieces(c)  # made or mended meanwhile by another process?
+        if not made:
+            c.execute(_POSTGRES_DDL)
+        if not counted:
             for statement in _postgres_count_ddl(self.backend.schema):
                 c.execute(statement)
 
     def put(self, items: list[Item], received_at: str) -> None:
         """Keep one webhook's facts, durably, in one transaction."""
         with self._transaction() as c:
-            if not self._exists(c):
-                self._making(c)
-                c.execute(_POSTGRES_DDL)
-            self._keep_count(c)
+            self._set_up(c)
             c.execute(f"INSERT INTO {_TABLE} (received_at, n, items) VALUES (?, ?, ?)", (received_at, len(items), _encode(items)))
         self._made = self._counted = True
 
     def oldest(self, limit: int) -> list[Deferred]:
         """The oldest ``limit`` webhooks' facts, oldest first (left in the inbox)."""
-        with self.backend.transaction(write=False) as c:
+        with self._transaction(write=False) as c:
             return _oldest(c, limit) if self._exists(c) else []
 
     def delete(self, seqs: list[int]) -> None:
@@ -519,35 +597,35 @@ class PostgresInbox(Inbox):
         if not seqs:
             return
         with self._transaction() as c:
-            self._keep_count(c)
+            self._set_up(c)
             c.execute(f"DELETE FROM {_TABLE} WHERE seq = ANY(?)", (seqs,))
-        self._counted = True
+        self._made = self._counted = True
 
     def count(self) -> int:
-        """How many facts wait."""
-        with self.backend.transaction(write=False) as c:
-            return _count(c, self._kept(c)) if self._exists(c) else 0
+        """How many facts wait (counted by the rows while a piece of the count is wanting)."""
+        with self._transaction(write=False) as c:
+            return _count(c, self._counted) if self._checked(c) else 0
 
     def waiting(self) -> bool:
         """Whether any facts wait."""
-        with self.backend.transaction(write=False) as c:
+        with self._transaction(write=False) as c:
             return _any_waiting(c) if self._exists(c) else False
 
     def set_aside(self, seq: int, reason: str, at: str) -> None:
         """Move one webhook's facts, as kept, from the inbox to its dead letters."""
         with self._transaction() as c:
+            self._set_up(c)
             if not self._has(c, _DEAD):
                 self._making(c)
                 c.execute(_POSTGRES_DEAD_DDL)
-            self._keep_count(c)
             # Two processes draining at once may both set a row aside: the first move stands.
             c.execute(_SET_ASIDE + " ON CONFLICT (seq) DO NOTHING", (reason, at, seq))
             c.execute(f"DELETE FROM {_TABLE} WHERE seq = ?", (seq,))
-        self._counted = True
+        self._made = self._counted = True
 
     def dead_letters(self, limit: int) -> list[dict[str, Any]]:
         """The oldest ``limit`` webhooks set aside, oldest first."""
-        with self.backend.transaction(write=False) as c:
+        with self._transaction(write=False) as c:
             if not self._has(c, _DEAD):
                 return []
             c.execute(_DEAD_LETTERS, (limit,))
