@@ -1,5 +1,6 @@
-"""flowledger's benchmark: ingest, webhook-shaped ingest, rebuild and queries, each against a
-baseline measured in the same run (the machines are shared and noisy: read the ratios).
+"""flowledger's benchmark: ingest, webhook-shaped ingest, rebuild, live catch-up and
+queries, each against a baseline measured in the same run (the machines are shared and
+noisy: read the ratios).
 
     python benchmarks/run.py --events 100000 [--ids uuid|sequential] [--dir /tmp/flbench] [--skip-queries] [--rebuilds 3] [--repeats 3]
 
@@ -7,6 +8,12 @@ Prints one table. Raw baseline: sqlite3 executemany of (id, stream, type, body) 
 table with a unique index on id, synchronous=FULL, 10,000 rows per transaction. The baseline,
 the append and the webhook batches are measured ``--repeats`` times in turn, and each ratio
 is the median of the ratios within a repeat: a single pair swings with the machine.
+
+The live catch-up: on a copy of the store, its views caught up, a further tenth of the
+workload (at least 10,000 events: its continuation, one in ten of them engagement for a
+message of the history) is appended in the webhook batches, and the projector catches the
+views up after each batch; only the catch-ups are timed, and their rate is printed against
+the rebuild's of the same run.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any, TypeVar
 import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from workload import ENGAGEMENT, IDS, workload  # noqa: E402
+from workload import ENGAGEMENT, IDS, late_engagement, workload  # noqa: E402
 
 from flowledger import ledger, queries  # noqa: E402
 from flowledger.projections.projector import Projector  # noqa: E402
@@ -61,7 +68,7 @@ def remove_files(*paths: str) -> None:
 
 T = TypeVar("T")
 
-_DATABASES = ("raw.db", "store.db", "hooks.db", "raw-batches.db", "tables.db.bulk", "tables.db.hooks")
+_DATABASES = ("raw.db", "store.db", "hooks.db", "raw-batches.db", "tables.db.bulk", "tables.db.hooks", "live.db")
 """The files a run makes in its folder."""
 
 
@@ -239,6 +246,75 @@ def rebuild(path: str, times: int = 1, into: str | None = None) -> tuple[float, 
     return statistics.median(rates), rss, helper, rates
 
 
+LIVE_MIN = 10_000
+"""The fewest events the live catch-up appends (it appends a tenth of the workload)."""
+LATE_SHARE = 10
+"""One live event in this many is engagement for a message of the history."""
+
+
+def live_size(n: int) -> int:
+    """How many events the live catch-up appends onto a history of ``n``."""
+    return max(LIVE_MIN, n // 10)
+
+
+def workload_and_more(n: int, more: int, ids: str = "uuid") -> tuple[list[dict], list[dict]]:
+    """``list(workload(n))``, and the ``more`` events (or one fewer) the same workload goes
+    on with, generated in one pass."""
+    stream = list(workload(n + more, ids=ids))
+    # workload(n) stops after n events, or after n + 1 when a provider's retry of the n-th
+    # follows it: the same event, yielded twice as the same object.
+    k = n + 1 if len(stream) > n and stream[n] is stream[n - 1] else n
+    return stream[:k], stream[k:]
+
+
+def live_events(history: list[dict], continuation: list[dict], ids: str = "uuid", seed: int = 13) -> list[dict]:
+    """What is appended after ``history``: its continuation (the runs in flight finished,
+    new runs), one event in :data:`LATE_SHARE` replaced by engagement for an old message
+    (opens, clicks, reads), these spread through it at seeded places."""
+    late = list(late_engagement(history, len(continuation) // LATE_SHARE, ids=ids))
+    rng = random.Random(seed)
+    places = set(rng.sample(range(len(continuation)), len(late)))
+    fresh, old = iter(continuation), iter(late)
+    return [next(old) if i in places else next(fresh) for i in range(len(continuation))]
+
+
+def copy_store(source: str, target: str) -> None:
+    """A copy of a SQLite store file, its log and views, as they stand (nothing else has it open)."""
+    c = sqlite3.connect(source)
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+    remove_files(target)
+    shutil.copyfile(source, target)
+
+
+def live_catch_up(path: str, events: list[dict]) -> tuple[float, list[float]]:  # a SQLite file or a store URL
+    """Events/s of the projector catching up views that already hold the store's log, after
+    each webhook batch of ``events`` is appended, as a follower polling faster than the
+    batches come (or a query after each) does; and the seconds of each catch-up. The
+    appends are not timed. One projector throughout, as a follower keeps."""
+    log = open_log(path)
+    projector = Projector(log.backend)
+    projector.catch_up()  # the views hold the history already; this makes sure
+    lines = [orjson.dumps(e) + b"\n" for e in events]
+    took, applied = [], 0
+    for batch in in_batches(lines):
+        ledger.append_input(log, io.BytesIO(b"".join(batch)))
+        started = time.perf_counter()
+        applied += projector.catch_up()
+        took.append(time.perf_counter() - started)
+    log.close()
+    return applied / sum(took), took
+
+
+def live_note(took: list[float], history: int) -> str:
+    """What the live catch-up's row says beside its figures."""
+    p50, p99 = percentiles(took)
+    return (
+        f" (to the rebuild's rate; onto views of the {history:,}, caught up after each of "
+        f"{len(took):,} batches of 1-100: a catch-up's p50 {p50:.1f} ms, p99 {p99:.1f} ms)"
+    )
+
+
 def raw_read(path: str) -> float:
     """Rows/s of reading a SQLite log back in pages of 1,000 and decoding each with
     orjson.loads: the reference a rebuild is measured against (about 240,000 rows/s on
@@ -315,7 +391,9 @@ def _drop_schemas(url: str, *schemas: str) -> None:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def postgres(url: str, events: list[dict], core: list[dict], hooks: list[dict], raw: float, skip_queries: bool) -> None:
+def postgres(
+    url: str, events: list[dict], core: list[dict], hooks: list[dict], raw: float, skip_queries: bool, live: list[dict]
+) -> None:
     """The same measures on PostgreSQL, against the same SQLite raw baseline."""
     sep = "&" if "?" in url else "?"
     names = (f"flbench_{os.getpid()}_store", f"flbench_{os.getpid()}_hooks")
@@ -327,19 +405,23 @@ def postgres(url: str, events: list[dict], core: list[dict], hooks: list[dict], 
         rebuild_rate, rss, helper_rss, _ = rebuild(store)
         with tempfile.TemporaryDirectory() as folder:
             into_rate, into_rss, into_helper, _ = rebuild(store, into=os.path.join(folder, "views.db"))
+        latencies = {} if skip_queries else query_latency(store)
+        # Last: it appends to the store the measures above read.
+        live_rate, took = live_catch_up(store, live)
         print(f"{'PostgreSQL':<44} {'events/s':>12} {'ratio':>8}")
         print(f"{'flowledger append':<44} {rate:>12,.0f} {rate / raw:>7.2f}x")
         print(f"{'webhook batches of 1-100':<44} {hook_rate:>12,.0f} {hook_rate / raw:>7.2f}x")
         print(f"{'rebuild every view from 0':<44} {rebuild_rate:>12,.0f} {rebuild_rate / 100_000:>7.2f}x")
         print(f"{'rebuild --into a SQLite file':<44} {into_rate:>12,.0f} {into_rate / 100_000:>7.2f}x")
+        label = f"live catch-up per batch ({len(live):,} events)"
+        print(f"{label:<44} {live_rate:>12,.0f} {live_rate / rebuild_rate:>7.2f}x{live_note(took, len(events))}")
         print(
             f"rebuild peak RSS: {rss / 2**20:,.0f} MiB (its helper process: at most {helper_rss / 2**20:,.0f} MiB); "
             f"--into: {into_rss / 2**20:,.0f} MiB "
             f"(its helper process: at most {into_helper / 2**20:,.0f} MiB)"
         )
-        if not skip_queries:
-            for name, (p50, p99) in query_latency(store).items():
-                print(f"{name:<44} {p50:>8.2f} {p99:>8.2f}")
+        for name, (p50, p99) in latencies.items():
+            print(f"{name:<44} {p50:>8.2f} {p99:>8.2f}")
     finally:
         _drop_schemas(url, *names)
 
@@ -386,7 +468,8 @@ def main() -> None:
     os.makedirs(folder, exist_ok=True)
     # A folder used before: every measure starts from no file, as in a new folder.
     remove_files(*(os.path.join(folder, name) for name in _DATABASES))
-    events = list(workload(args.events, ids=args.ids))
+    events, continuation = workload_and_more(args.events, live_size(args.events), ids=args.ids)
+    live = live_events(events, continuation, ids=args.ids)
     core = [e for e in events if e["type"] not in ENGAGEMENT]
     hooks = [e for e in events if e["type"] in ENGAGEMENT]
     rows = []
@@ -413,6 +496,11 @@ def main() -> None:
     rebuild_rate, rss, helper_rss, rates = rebuild(store, times=args.rebuilds)
     rows.append(("rebuild every view from 0", rebuild_rate, rebuild_rate / 100_000))
     rows.append(("raw read + orjson.loads, pages of 1,000", reference, rebuild_rate / reference))
+    # On a copy: the store itself keeps the workload alone, for the queries and a next run.
+    copy_store(store, os.path.join(folder, "live.db"))
+    live_rate, took = live_catch_up(os.path.join(folder, "live.db"), live)
+    live_row = f"live catch-up per batch ({len(live):,} events)"
+    rows.append((live_row, live_rate, live_rate / rebuild_rate))
     print(f"events: {len(events):,} ({len({e.get('run_id') for e in events if 'run_id' in e}):,} runs; ids: {args.ids}); "
           f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; sqlite {sqlite3.sqlite_version}")
     print(f"{'measure':<44} {'events/s':>12} {'ratio':>8}")
@@ -421,6 +509,7 @@ def main() -> None:
             "flowledger append": f" (target >= 0.5x raw{_listed(append_ratios)})",
             "rebuild every view from 0": f" (of the 100k/s target; median of {', '.join(f'{r:,.0f}' for r in rates)})",
             "raw read + orjson.loads, pages of 1,000": " (the rebuild's rate to this reference)",
+            live_row: live_note(took, len(events)),
         }.get(name, "")
         if name.startswith("webhook"):
             target = f" (target >= 0.25x raw{_listed(hook_ratios)})"
@@ -432,7 +521,7 @@ def main() -> None:
         for name, (p50, p99) in query_latency(store).items():
             print(f"{name:<44} {p50:>8.2f} {p99:>8.2f}")
     if args.postgres:
-        postgres(args.postgres, events, core, hooks, raw, args.skip_queries)
+        postgres(args.postgres, events, core, hooks, raw, args.skip_queries, live)
     if not args.dir:
         shutil.rmtree(folder)
 

@@ -12,6 +12,10 @@ number (``run-00000042-3``), which keep every index append-only and so flatter t
 baseline more than flowledger. The ids are derived from the readable ones by a hash, so both
 shapes describe the same workload, event for event.
 
+``late_engagement`` adds what arrives for old messages once a history is stored: opens,
+clicks and reads of messages sent before (run.py's live catch-up mixes them into the
+workload's continuation).
+
     python benchmarks/workload.py 100000 [uuid|sequential] > events.jsonl
 """
 
@@ -21,7 +25,7 @@ import hashlib
 import random
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,6 +119,30 @@ def workload(n_events: int, seed: int = 7, ids: str = "uuid") -> Iterator[dict[s
         emitted += 1
         if event["type"].startswith("message.") and event["type"] != "message.queued" and rng.random() < 0.01:
             yield event  # the provider retried its webhook
+            emitted += 1
+
+
+def late_engagement(history: Sequence[dict[str, Any]], n: int, seed: int = 11, ids: str = "uuid") -> Iterator[dict[str, Any]]:
+    """n provider events for messages of ``history`` sent before, as providers report them
+    later, from the history's last moment on: opens of its emails (one in six followed by a
+    click) and reads of its WhatsApp messages, each message chosen at random (an open may
+    be its second)."""
+    if ids not in IDS:
+        raise ValueError(f"ids must be one of {IDS}, not {ids!r}")
+    name = _uuid if ids == "uuid" else str
+    rng = random.Random(seed)
+    messages = [(e["message_id"], e["channel"]) for e in history if e["type"] == "message.queued" and e["channel"] != "sms"]
+    if not messages:
+        return
+    now = max(datetime.fromisoformat(e["occurred_at"]) for e in history)
+    emitted = 0
+    while emitted < n:
+        message_id, channel = messages[rng.randrange(len(messages))]
+        now += timedelta(milliseconds=rng.randrange(5, 900))
+        kinds = ["message.read"] if channel == "whatsapp" else ["message.opened"] + (["message.clicked"] if rng.random() < 0.17 else [])
+        for kind in kinds[: n - emitted]:
+            extra = {"url": "https://example.com/start"} if kind == "message.clicked" else {}
+            yield {"id": name(f"late-{seed}-{emitted:08d}"), "type": kind, "occurred_at": _t(now), "message_id": message_id, **extra}
             emitted += 1
 
 

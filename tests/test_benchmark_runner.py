@@ -10,9 +10,14 @@ import sys
 
 import pytest
 
+from flowledger import ledger, queries
+from flowledger.store import open_log
 from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE
 
 RUNNER = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "run.py")
+sys.path.insert(0, os.path.dirname(RUNNER))
+import run as runner  # noqa: E402
+from workload import ENGAGEMENT, workload  # noqa: E402
 
 
 def _run(folder: str, *more: str) -> str:
@@ -33,6 +38,46 @@ def _stored(path: str) -> int:
         return c.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0]
     finally:
         c.close()
+
+
+def _rate_and_ratio(table: str, measure: str) -> tuple[float, float]:
+    """The figures of a row of the table: its events/s and its ratio."""
+    line = next(line for line in table.splitlines() if line.startswith(measure))
+    found = re.search(r"\)\s+([\d,]+)\s+([\d.]+)x", line)
+    assert found, line
+    return float(found.group(1).replace(",", "")), float(found.group(2))
+
+
+def _runs(path: str) -> int:
+    """How many runs a store's runs view holds."""
+    c = sqlite3.connect(path)
+    try:
+        return c.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    finally:
+        c.close()
+
+
+def _views(path: str) -> dict[str, object]:
+    """What the queries show of a store's views as they stand (no catch-up first): the counts,
+    the workflows, and every run's and every message's record."""
+    log = open_log(path)
+    try:
+        with log.backend.transaction(write=False) as c:
+            c.execute("SELECT id FROM runs ORDER BY id")
+            run_ids = [r[0] for r in c.fetchall()]
+            c.execute("SELECT message_id FROM deliveries ORDER BY message_id")
+            message_ids = [r[0] for r in c.fetchall()]
+            workflows = queries.list_workflows(c)
+            return {
+                "counts": queries.counts(c),
+                "workflows": workflows,
+                "workflow details": [queries.workflow_details(c, w["key"]) for w in workflows],
+                "completed runs, newest first": queries.list_runs(c, queries.RunFilters(statuses=("completed",)), page_size=100),
+                "runs": [queries.show_run(c, r) for r in run_ids],
+                "deliveries": [queries.show_delivery(c, m) for m in message_ids],
+            }
+    finally:
+        log.close()
 
 
 def test_the_runner_runs_again_in_a_folder_it_used_before(tmp_path):
@@ -69,8 +114,48 @@ def test_the_postgresql_figures_include_a_rebuild_into_a_sqlite_file(tmp_path):
         line = next(line for line in section.splitlines() if line.startswith(measure))
         rate = float(line[len(measure) :].split()[0].replace(",", ""))
         assert rate > 0, line
+    assert all(figure > 0 for figure in _rate_and_ratio(section, "live catch-up per batch ("))
     helper = r"\(its helper process: at most \d+ MiB\)"
     assert re.search(rf"rebuild peak RSS: \d+ MiB {helper}; --into: \d+ MiB {helper}", section)
+
+
+def test_the_live_catch_up_folds_every_appended_event_as_a_rebuild_would(tmp_path):
+    table = _run(str(tmp_path), "--repeats", "1")
+    rate, ratio = _rate_and_ratio(table, "live catch-up per batch (")
+    assert rate > 0 and ratio > 0
+    # It ran on a copy: the store keeps the workload alone, the copy holds the further events.
+    live = str(tmp_path / "live.db")
+    held, appended = _stored(str(tmp_path / "store.db")), _stored(live)
+    assert appended >= held + 9_000  # 10,000 appended, a provider's retry now and then stored once
+    log, into = open_log(live), open_log(str(tmp_path / "rebuilt.db"))
+    try:
+        assert ledger.head(log) == appended
+        ledger.rebuild(log, into=into)
+    finally:
+        into.close()
+        log.close()
+    caught_up, rebuilt = _views(live), _views(str(tmp_path / "rebuilt.db"))
+    # The runs of the further events are there too, not only the history's.
+    assert caught_up["counts"]["total"] == len(caught_up["runs"]) > _runs(str(tmp_path / "store.db"))
+    for name in caught_up:
+        assert caught_up[name] == rebuilt[name], name
+
+
+@pytest.mark.parametrize("n", [3000, 2579])  # workload(2579) ends on a provider's retry: 2,580 events
+def test_the_live_events_continue_the_workload_with_late_engagement_for_its_messages(n):
+    history, continuation = runner.workload_and_more(n, 1000)
+    assert history == list(workload(n))
+    assert continuation == list(workload(len(history) + 1000))[len(history) :][: len(continuation)]
+    assert len(continuation) >= 999
+    live = runner.live_events(history, continuation)
+    assert len(live) == len(continuation)
+    old = {e["message_id"] for e in history if e["type"] == "message.queued"}
+    late = [e for e in live if e not in continuation]
+    assert len(late) == len(continuation) // runner.LATE_SHARE
+    assert all(e["type"] in ENGAGEMENT and e["message_id"] in old for e in late)
+    # New runs too, not only the runs in flight when the history ends.
+    new_runs = {e["run_id"] for e in live if e["type"] == "run.triggered"}
+    assert new_runs and new_runs.isdisjoint(e.get("run_id") for e in history)
 
 
 @pytest.mark.parametrize("option", ["--events", "--rebuilds", "--repeats"])
