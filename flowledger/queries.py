@@ -486,7 +486,7 @@ def workflow_details(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
             costs[cur] = costs.get(cur, 0.0) + amount
         if ch in ("sms", "whatsapp"):
             # Amounts in different currencies do not add up: each is given apart, as in totals.
-            entry["estimated_cost"] = round(sum(channel_costs.values()), 6) if len(channel_costs) <= 1 else None
+            entry["estimated_cost"] = round(sum(channel_costs.values(), 0.0), 6) if len(channel_costs) <= 1 else None
             if len(channel_costs) > 1:
                 entry["costs_by_currency"] = {k: round(v, 6) for k, v in sorted(channel_costs.items())}
             entry["unpriced"] = int(m.get("unpriced", 0))
@@ -538,7 +538,7 @@ def workflow_details(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
             "overall_success_rate": _rate(totals["succeeded"], totals["total_contacts"]),
             "total_cost": round(sum(costs.values()), 6) if len(costs) == 1 else None if costs else 0.0,
             "currency": currency,
-            **({"costs_by_currency": {k: round(v, 6) for k, v in costs.items()}} if len(costs) > 1 else {}),
+            **({"costs_by_currency": {k: round(v, 6) for k, v in sorted(costs.items())}} if len(costs) > 1 else {}),
         },
         "progress": {"processed": processed, "total": total_runs, "percentage": _rate(processed, total_runs)},
     }
