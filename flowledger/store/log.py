@@ -180,7 +180,8 @@ class EventLog:
                 if same:
                     result.duplicates += 1
                 else:
-                    result.problems.append((cand, _conflict(cand)))
+                    earlier = fresh.get(event_id) or streams_read.get(cand.stream, {}).get(event_id)
+                    result.problems.append((cand, _conflict(cand, earlier)))
                 continue
             body = cand.body
             stream = cand.stream
@@ -454,11 +455,29 @@ def _masked_match(pattern: str, text: str) -> bool:
     return True
 
 
-def _conflict(cand: Candidate) -> Problem:
+_CONFLICT_FIELDS_SHOWN = 5
+"""The most differing fields an id conflict's message names."""
+
+
+def _conflict(cand: Candidate, earlier: bytes | None) -> Problem:
+    """The problem of an id stored (or earlier in the batch) with another body, naming the
+    fields that differ, never their values (they may be secrets the log redacted)."""
+    if earlier is None:
+        # Stored in another stream: for another run or message than this body names.
+        where = " (for another run or message)"
+    else:
+        stored = orjson.loads(earlier)
+        names = sorted(k for k in stored.keys() | cand.body.keys() if stored.get(k, _ABSENT) != cand.body.get(k, _ABSENT))
+        shown = ", ".join(names[:_CONFLICT_FIELDS_SHOWN]) + (", …" if len(names) > _CONFLICT_FIELDS_SHOWN else "")
+        where = f" (it differs in {shown})" if names else ""
     return Problem(
         cand.line,
-        f"event id {cand.event_id!r} is already stored with a different body "
+        f"event id {cand.event_id!r} is already stored with a different body{where} "
         "(an id is an idempotency key: resend the same body, or use a new id)",
         cand.event_id,
         cand.index,
     )
+
+
+_ABSENT = object()
+"""A field a body does not have, unequal to any value."""
