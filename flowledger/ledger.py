@@ -493,6 +493,9 @@ def cancel_by_key(
         )
         return _validated(event, redactor)
 
+    # Checked before any run is looked for: a bad reason, actor or key is refused whether
+    # or not a run has the key, not only once one has.
+    make("any-run")
     return log.append_to_unfinished_runs_with_key(key, make)
 
 

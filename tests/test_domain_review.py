@@ -190,3 +190,11 @@ def test_late_results_fold_alike_in_the_views_the_replay_and_a_rebuild(case, dat
         assert {k: caught_up[k] for k in last} == last
         ledger.rebuild(log)
         assert ledger.show_run(log, "r1") == caught_up
+
+
+def test_cancel_by_key_refuses_a_bad_reason_or_key_even_when_no_run_has_the_key(log):
+    with pytest.raises(CommandRefused, match="reason"):
+        ledger.cancel_by_key(log, "order-1", reason="x" * 10_001)
+    with pytest.raises(CommandRefused, match="cancellation_key"):
+        ledger.cancel_by_key(log, "k" * 300)
+    assert ledger.cancel_by_key(log, "order-1", reason="fine") == []
