@@ -421,6 +421,13 @@ def _summary(c: sqlite3.Cursor, workflow: str) -> dict[str, Any] | None:
     return dict(zip([d[0] for d in c.description], row))
 
 
+def _last_completed(c: sqlite3.Cursor, workflow: str) -> str | None:
+    """The latest completed_at of a workflow's runs: one seek of workflow_completions' key."""
+    c.execute("SELECT MAX(completed_at) FROM workflow_completions WHERE workflow = ?", (workflow,))
+    row = c.fetchone()
+    return row[0] if row is not None else None
+
+
 def _status_of(statuses: dict[str, int]) -> str:
     total = sum(statuses.values())
     if total == 0:
@@ -459,7 +466,7 @@ def workflow_details(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
     total_runs = sum(statuses.values())
     processed = statuses["completed"] + statuses["failed"] + statuses["cancelled"]
     status = _status_of(statuses)
-    completed_at = summary["last_completed_at"] if status == "completed" else None
+    completed_at = _last_completed(c, workflow) if status == "completed" else None
     started_at = summary["first_executed_at"]
     c.execute("SELECT channel, COUNT(*) FROM workflow_steps WHERE workflow = ? GROUP BY channel", (workflow,))
     step_counts = {ch: n for ch, n in c.fetchall()}
@@ -481,7 +488,8 @@ def workflow_details(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
             "failed": failed,
             "success_rate": _rate(succeeded, total),
         }
-        channel_costs = {k.split(":", 1)[1]: v / 1_000_000 for k, v in m.items() if k.startswith("cost_micros:")}
+        # Its currencies are those of its priced messages (a price of 0.0 adds no millionth).
+        channel_costs = {k[7:]: m.get("cost_micros:" + k[7:], 0) / 1_000_000 for k in m if k.startswith("priced:")}
         for cur, amount in channel_costs.items():
             costs[cur] = costs.get(cur, 0.0) + amount
         if ch in ("sms", "whatsapp"):

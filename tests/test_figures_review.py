@@ -97,9 +97,10 @@ def messages(draw, message_id: str, run_ids: list[str]):
         if kind in ("opened", "clicked") and draw(st.booleans()):
             e["machine"] = True
         if draw(st.integers(0, 2)) == 0:
-            # No price of 0.0 (nor below a millionth): the deliveries view's counters lose
-            # its currency (reported; a change to that fold, not to the queries).
-            e["cost"] = {"amount": draw(st.sampled_from([0.0079, 0.01, 0.05])), "currency": draw(st.sampled_from(["USD", "USD", "EUR"]))}
+            # Free messages (0.0) and prices below a millionth or between two among them
+            # (none half-way between two: README says to the nearest, not which way a tie goes).
+            amount = draw(st.sampled_from([0.0079, 0.01, 0.05, 0.0, 0.0000004, 0.0000126]))
+            e["cost"] = {"amount": amount, "currency": draw(st.sampled_from(["USD", "USD", "EUR"]))}
         events.append(e)
     return events
 
@@ -175,6 +176,7 @@ def _rate(n: float, d: float) -> float | None:
     return None if d == 0 else round(100.0 * n / d, 2)
 
 
+MILLIONTH = Decimal("0.000001")
 LADDER = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "opened": 3, "clicked": 4}
 REACHED = {"delivered", "read", "opened", "clicked"}  # proof the message reached the recipient
 
@@ -234,7 +236,8 @@ def delivery(facts: list[dict[str, Any]]) -> dict[str, Any]:
         "human_opened": not failed_now and any(by_person(e) for e in opens + clicks),
         "complained": "complained" in kinds,
         "unsubscribed": "unsubscribed" in kinds,
-        "cost": (Decimal(str(latest["amount"])), latest["currency"]) if latest else None,
+        # README: each price counts to the nearest millionth; its currency counts whatever its amount.
+        "cost": (Decimal(str(latest["amount"])).quantize(MILLIONTH), latest["currency"]) if latest else None,
     }
 
 

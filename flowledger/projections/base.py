@@ -127,9 +127,12 @@ class Writes:
 class Counters:
     """Deltas to counter rows, summed in memory and written once per page."""
 
-    def __init__(self, table: str, keys: Sequence[str]) -> None:
+    def __init__(self, table: str, keys: Sequence[str], *, sparse: bool = False) -> None:
         self.table = table
         self.keys = tuple(keys)
+        self.sparse = sparse
+        """Rows emptied are found by the keys that went down, not by a scan of the table
+        (for a table of many rows, most of them never emptied)."""
         self.deltas: defaultdict[tuple[Any, ...], float] = defaultdict(float)
 
     def add(self, key: tuple[Any, ...], delta: float) -> None:
@@ -148,7 +151,13 @@ class Counters:
                 f'ON CONFLICT ({cols}) DO UPDATE SET n = "{self.table}".n + excluded.n',
                 rows,
             )
-            c.execute(f'DELETE FROM "{self.table}" WHERE n = 0')
+            if not self.sparse:
+                c.execute(f'DELETE FROM "{self.table}" WHERE n = 0')
+            else:
+                down = [k for k, d in self.deltas.items() if d < 0]
+                if down:
+                    where = " AND ".join(f'"{k}" = ?' for k in self.keys)
+                    c.executemany(f'DELETE FROM "{self.table}" WHERE {where} AND n = 0', down)
         self.deltas.clear()
 
 

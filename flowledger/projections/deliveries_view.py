@@ -72,8 +72,14 @@ def _metrics(values: Sequence[Any]) -> tuple[tuple[str, float], ...]:
     if unsubscribed_at is not None:
         m.append(("unsubscribed", 1))
     if cost_amount is not None:
-        # Whole micro-units, so sums are exact in any order (incremental == rebuild).
-        m.append(("cost_micros:" + (cost_currency or ""), round(cost_amount * 1_000_000)))
+        currency = cost_currency or ""
+        # The currency counts apart from the amount: a free message (0.0), or one priced
+        # below half a millionth, names its currency though it adds nothing to the sum.
+        m.append(("priced:" + currency, 1))
+        # Whole millionths, so sums are exact in any order (incremental == rebuild).
+        micros = round(cost_amount * 1_000_000)
+        if micros:
+            m.append(("cost_micros:" + currency, micros))
     return tuple(m)
 
 
@@ -95,8 +101,9 @@ class DeliveriesView(View):
     # 2: human_opened_at, complained_at, unsubscribed_at; 3: messages before their run;
     # 4: no facts column (a message's facts are read from the log when it is refolded);
     # 5: opens_total counts the open a click implies when no open event came; 6: a failed
-    # message's opens and clicks count nowhere; bounced, opens_total and clicks_total counters
-    version = 6
+    # message's opens and clicks count nowhere; bounced, opens_total and clicks_total counters;
+    # 7: priced:<currency> counts priced messages (a 0.0 price kept no currency)
+    version = 7
     topics = MESSAGE_EVENT_TYPES | {"run.triggered"}
     tables = ("deliveries", "delivery_runs", "channel_counts")
     ddl = (

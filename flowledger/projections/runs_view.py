@@ -1,5 +1,9 @@
 """The runs view: one row per run, run counts by workflow and status, and per-workflow times.
 
+A workflow's last completion is the latest completed_at of its runs as their rows hold
+it, which a retry can lower: the view keeps how many of a workflow's runs completed at
+each time (workflow_completions), moved by each run's row, whose greatest key is it.
+
 It folds run events only. A run's email engagement (first open, first click) is its email
 deliveries', which the deliveries view keeps: queries read it from there (see
 :func:`flowledger.queries.email_engagement`), so a rebuild of this view decodes no message
@@ -31,14 +35,12 @@ RUN_COLUMNS = (
 )
 """The columns of the runs table."""
 
-# Which of a workflow's times (first created, last created, first executed, last
-# completed) each event type may move, and which way.
+# Which of a workflow's times (first created, last created, first executed) each event
+# type may move, and which way. The last completion is not among them: a retry undoes a
+# run's, so it is the runs rows' (workflow_completions), not the events'.
 _TIMES: dict[str, tuple[tuple[int, Callable[[str, str], str]], ...]] = {
     "run.triggered": ((0, min), (1, max)),
     "run.started": ((2, min),),
-    "run.completed": ((3, max),),
-    "run.failed": ((3, max),),
-    "run.cancelled": ((3, max),),
 }
 _UPSERT_RUN = upsert_sql("runs", RUN_COLUMNS, ["id"])
 _DUMPS = orjson.dumps
@@ -84,15 +86,8 @@ def _keep(column: str, op: str) -> str:
 
 # Each time moves only its own way, so the summaries are the same however the log is paged.
 _SUMMARIES = (
-    "INSERT INTO workflow_summaries VALUES (?, ?, ?, ?, ?) ON CONFLICT (workflow) DO UPDATE SET "
-    + ", ".join(
-        [
-            _keep("first_created_at", "<"),
-            _keep("last_created_at", ">"),
-            _keep("first_executed_at", "<"),
-            _keep("last_completed_at", ">"),
-        ]
-    )
+    "INSERT INTO workflow_summaries VALUES (?, ?, ?, ?) ON CONFLICT (workflow) DO UPDATE SET "
+    + ", ".join([_keep("first_created_at", "<"), _keep("last_created_at", ">"), _keep("first_executed_at", "<")])
 )
 
 
@@ -100,7 +95,7 @@ def _times(times: dict[str, list[str | None]], workflow: str, kind: str, at: str
     """Move a workflow's times of this page by one of its runs' events."""
     s = times.get(workflow)
     if s is None:
-        s = times[workflow] = [None, None, None, None]
+        s = times[workflow] = [None, None, None]
     for i, pick in _TIMES.get(kind, ()):
         old = s[i]
         s[i] = at if old is None else pick(old, at)
@@ -123,9 +118,12 @@ class RunsView(View):
     """Run records, counts by status, and per-workflow first/last times."""
 
     name = "runs"
-    version = 3  # 2: run_emails held only messages engagement reads; 3: no run_emails at all
+    # 2: run_emails held only messages engagement reads; 3: no run_emails at all; 4: a
+    # workflow's last completion from workflow_completions (the summaries' kept a failure
+    # a retry had undone)
+    version = 4
     topics = RUN_EVENT_TYPES
-    tables = ("runs", "run_counts", "workflow_summaries")
+    tables = ("runs", "run_counts", "workflow_summaries", "workflow_completions")
     retired_tables = ("run_emails",)
     ddl = (
         "CREATE TABLE IF NOT EXISTS runs ("
@@ -157,7 +155,12 @@ class RunsView(View):
         "PRIMARY KEY (workflow, status, rehearsal)) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS workflow_summaries ("
         "workflow TEXT PRIMARY KEY, first_created_at TEXT, last_created_at TEXT, "
-        "first_executed_at TEXT, last_completed_at TEXT) WITHOUT ROWID",
+        "first_executed_at TEXT) WITHOUT ROWID",
+        # How many runs of a workflow completed at each time, as their rows say: its
+        # greatest key is the workflow's last completion (queries.workflow_details).
+        "CREATE TABLE IF NOT EXISTS workflow_completions ("
+        "workflow TEXT NOT NULL, completed_at TEXT NOT NULL, n INTEGER NOT NULL, "
+        "PRIMARY KEY (workflow, completed_at)) WITHOUT ROWID",
     )
     query_indexes = frozenset(
         {
@@ -198,6 +201,7 @@ class RunsView(View):
                 _times(times, record.workflow, kind, body["occurred_at"])
 
         counts = Counters("run_counts", ("workflow", "status", "rehearsal"))
+        completions = Counters("workflow_completions", ("workflow", "completed_at"), sparse=True)
         out = []
         for rid, entry in touched.items():
             record, seq, old = entry
@@ -205,14 +209,23 @@ class RunsView(View):
                 continue  # never triggered: nothing to show (the rules keep this out of the log)
             row = _row(record, seq)
             if row != old:
+                done = row[11]  # completed_at
                 if old is not None:
                     counts.add((old[2], old[7], int(old[5] == "rehearsal")), -1)
+                    was = old[11]
+                    if was is not None and was != done:
+                        completions.add((old[2], was), -1)
+                    elif was == done:
+                        done = None  # counted already
                 counts.add((row[2], row[7], int(row[5] == "rehearsal")), 1)
+                if done is not None:
+                    completions.add((row[2], done), 1)
                 out.append(row)
                 entry[2] = row
             touch(runs, rid, entry)
         writes = Writes()
         writes.add(_UPSERT_RUN, out, key=_BY_ID)
         writes.count(counts)
+        writes.count(completions)
         writes.add(_SUMMARIES, [(w, *s) for w, s in times.items()])
         return writes
