@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from flowledger.domain.event_types import MESSAGE_EVENT_TYPES, RUN_EVENT_TYPES
-from flowledger.errors import FlowledgerError, StoreError
+from flowledger.errors import FlowledgerError, StoreError, StoreIsACopy
 from flowledger.gc_pause import cyclic_gc_paused
 from flowledger.projections.base import LogReader, View, Writes
 from flowledger.projections.deliveries_view import DeliveriesView
@@ -119,6 +119,7 @@ class Projector:
         if not self.rebuilding:
             wanted |= {i for v in self.views for i in v.index_names()}
         if not wanted <= existing or any(stored.get(v.name) != str(v.version) for v in self.views):
+            self._refuse_an_older_copy(stored)
             with b.transaction(write=True) as c:
                 # Projectors starting together must not race to create the tables.
                 b.lock_views(c, ["(tables)"])
@@ -144,6 +145,25 @@ class Projector:
         if self.rebuilding:
             return  # not all is there: another projector of this store must look again
         b._views_ensured = getattr(b, "_views_ensured", set()) | wanted_versions  # type: ignore[attr-defined]
+
+    def _refuse_an_older_copy(self, stored: dict[str, str]) -> None:
+        """Raise StoreIsACopy for an analyst's copy whose views another version made: a
+        view of another version is dropped to be folded again from the log, and a copy has
+        none (its every run would be gone)."""
+        if self.rebuilding or self.source is not self.backend:
+            return  # `rebuild --into` making the copy again: what it is for
+        older = [v for v in self.views if v.name in stored and stored[v.name] != str(v.version)]
+        source = self.backend.copy_of() if older else None
+        if source is None:
+            return
+        made = ", ".join(f"{v.name} {stored[v.name]}" for v in older)
+        wanted = ", ".join(f"{v.name} {v.version}" for v in older)
+        raise StoreIsACopy(
+            f"the store {store_name(self.backend)} is an analyst's copy made by `rebuild --into` from {source} "
+            f"by another version of flowledger: its views ({made}) are not this version's ({wanted}), and a copy "
+            f"has no log to fold them again from; make it again: flowledger --store {source} rebuild --into "
+            f"{store_name(self.backend)}"
+        )
 
     @staticmethod
     def _versions(c: Any) -> dict[str, str]:
