@@ -467,7 +467,12 @@ def _conflict(cand: Candidate, earlier: bytes | None) -> Problem:
         where = " (for another run or message)"
     else:
         stored = orjson.loads(earlier)
-        names = sorted(k for k in stored.keys() | cand.body.keys() if stored.get(k, _ABSENT) != cand.body.get(k, _ABSENT))
+        names = sorted(
+            k for k in stored.keys() | cand.body.keys()
+            # A field only one side has differs; one redacted on either side is the same
+            # where the other holds anything there, as the duplicate check has it.
+            if k not in stored or k not in cand.body or not same_but_redacted(stored[k], cand.body[k])
+        )
         shown = ", ".join(names[:_CONFLICT_FIELDS_SHOWN]) + (", …" if len(names) > _CONFLICT_FIELDS_SHOWN else "")
         where = f" (it differs in {shown})" if names else ""
     return Problem(
@@ -478,6 +483,3 @@ def _conflict(cand: Candidate, earlier: bytes | None) -> Problem:
         cand.index,
     )
 
-
-_ABSENT = object()
-"""A field a body does not have, unequal to any value."""
