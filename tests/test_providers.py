@@ -290,7 +290,7 @@ def test_the_readme_samples_translate():
     assert [f.kind for facts in found.values() for f in facts] == [
         "message.delivered", "message.delivered", "message.opened", "message.delivered", "message.read"
     ]
-    assert [f.message_id for facts in found.values() for f in facts] == ["msg-00001", "msg-00002", "msg-00004", None, "msg-00005"]
+    assert [f.message_id for facts in found.values() for f in facts] == ["msg-00009", "msg-00012", "msg-00013", None, "msg-00005"]
 
 
 # Malformed payloads: a clear error naming the field (and the event, if several), nothing stored.
