@@ -15,7 +15,7 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -620,20 +620,7 @@ def deliveries_show(obj: Context, message_id: str, no_catch_up: bool, as_json: b
     if as_json:
         _echo_json(shapes.shaped(shapes.Delivery, delivery))
         return
-    names = list(shapes.Delivery.model_fields)
-    width = max(len(k) for k in names)
-    for name in names:
-        value = delivery.get(name)
-        if name == "recipient" and value is not None:
-            value = recipient_label(value)  # as the listings show it: collection/id
-        elif isinstance(value, (dict, bool)):
-            value = orjson.dumps(value).decode()
-        elif isinstance(value, str) and name.endswith("_at"):
-            value = _t(value)
-        elif isinstance(value, str):
-            # A line break in an error would look like another field.
-            value = value.replace("\r", "\\r").replace("\n", "\\n")
-        click.echo(f"{name:<{width}}  {'-' if value is None else value}")
+    _echo_record(delivery, list(shapes.Delivery.model_fields))
 
 
 @cli.group()
@@ -1347,8 +1334,9 @@ def _t(stamp: str | None) -> str:
     return stamp.replace(".000000Z", "Z")
 
 
-def _echo_record(record: dict[str, Any]) -> None:
-    names = [k for k in queries.RUN_FIELDS if k in record]
+def _echo_record(record: dict[str, Any], fields: Sequence[str] = queries.RUN_FIELDS) -> None:
+    """A record's fields, one a line: a run's (by default) or a delivery's."""
+    names = [k for k in fields if k in record]
     width = max(len(k) for k in names)
     for name in names:
         value = record.get(name)
@@ -1358,6 +1346,9 @@ def _echo_record(record: dict[str, Any]) -> None:
             value = orjson.dumps(value).decode()
         elif isinstance(value, str) and name.endswith("_at"):
             value = _t(value)
+        elif isinstance(value, str):
+            # A line break in an error would look like another field.
+            value = value.replace("\r", "\\r").replace("\n", "\\n")
         click.echo(f"{name:<{width}}  {'-' if value is None else value}")
 
 

@@ -9,20 +9,8 @@ from click.testing import CliRunner
 
 from flowledger.cli import cli
 from tests.conftest import ev, step, triggered
+from tests.test_cli import lines, run  # noqa: F401  # run: the fixture
 
-
-@pytest.fixture
-def run(store_path):
-    runner = CliRunner()
-
-    def invoke(*args, input=None):
-        return runner.invoke(cli, ["--store", store_path, *args], input=input, catch_exceptions=False)
-
-    return invoke
-
-
-def lines(*events) -> str:
-    return "".join(orjson.dumps(e).decode() + "\n" for e in events)
 
 
 ACCOUNT = {"collection": "accounts", "id": "acct-7"}
@@ -120,3 +108,15 @@ def test_replay_of_a_run_of_one_event_says_one_event(store_path, tmp_path):
     assert shown.exit_code == 0 and shown.stdout.splitlines()[0] == "Run solo (welcome): 1 event"
     past = runner.invoke(cli, ["--store", store_path, "replay", "solo", "--at", "2"])
     assert past.exit_code == 2 and "has 1 event;" in past.stderr
+
+
+def test_runs_show_keeps_an_error_with_a_line_break_on_its_own_line(run):
+    events = [
+        triggered("r1"), ev("run.started", run_id="r1"), step("step.started", "r1"),
+        step("step.failed", "r1", error="smtp said:\n550 no such user"),
+        ev("run.failed", run_id="r1", error="step failed:\n550 no such user"),
+    ]
+    assert run("append", "-", input=lines(*events)).exit_code == 0
+    shown = run("runs", "show", "r1").stdout.splitlines()
+    (error,) = [line for line in shown if line.startswith("error_message")]
+    assert error.endswith("\\n550 no such user") and not any(line.startswith("550") for line in shown)

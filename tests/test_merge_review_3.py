@@ -25,6 +25,7 @@ from flowledger.projections.projector import Projector
 from flowledger.store import open_log
 from tests.conftest import POSTGRES_UNREACHABLE, ev, step, triggered
 from tests.histories import jsonl, make
+from tests.test_fold_fixes import _priced as priced_run
 
 NEEDS_POSTGRES = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=NEEDS_POSTGRES)]
@@ -47,14 +48,8 @@ def _run(run_id: str, *steps: tuple[str, str]) -> list[dict[str, Any]]:
 
 
 def _priced(*messages: tuple[str, str, float, str]) -> list[dict[str, Any]]:
-    """Messages (id, channel, amount, currency) run r1 sent."""
-    events = []
-    for mid, channel, amount, currency in messages:
-        events.append({"id": mid + "-q", "type": "message.queued", "occurred_at": "2026-11-01T09:00:02Z", "message_id": mid,
-                       "channel": channel, "recipient": "u1", "run_id": "r1", "step": channel})
-        events.append({"id": mid + "-s", "type": "message.sent", "occurred_at": "2026-11-01T09:00:03Z", "message_id": mid,
-                       "cost": {"amount": amount, "currency": currency}})
-    return events
+    """Messages (id, channel, amount, currency) run r1 sent (test_fold_fixes's, less its run)."""
+    return priced_run(*messages)[2:]
 
 
 # A failure at 12:00 that a retry stamped 10:00 undid; the run completed again at 11:00; and a
