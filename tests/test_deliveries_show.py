@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
@@ -21,11 +22,15 @@ def events():
     ]
 
 
-def test_deliveries_show_prints_every_field_and_its_json_is_the_apis(store_path, tmp_path):
+@pytest.fixture
+def runner(store_path):
+    """A CLI runner over a store holding :func:`events`."""
     runner = CliRunner()
-    source = tmp_path / "in.jsonl"
-    source.write_bytes(b"\n".join(orjson.dumps(e) for e in events()))
-    assert runner.invoke(cli, ["--store", store_path, "append", str(source)]).exit_code == 0
+    assert runner.invoke(cli, ["--store", store_path, "append", "-"], input=b"\n".join(orjson.dumps(e) for e in events())).exit_code == 0
+    return runner
+
+
+def test_deliveries_show_prints_every_field_and_its_json_is_the_apis(store_path, runner):
     shown = runner.invoke(cli, ["--store", store_path, "deliveries", "show", "m1"])
     assert shown.exit_code == 0, shown.output
     lines = dict(line.split(None, 1) for line in shown.stdout.splitlines())
@@ -41,10 +46,6 @@ def test_deliveries_show_prints_every_field_and_its_json_is_the_apis(store_path,
     assert orjson.loads(as_json.stdout) == api
 
 
-def test_deliveries_show_of_an_unknown_message_is_an_error(store_path, tmp_path):
-    runner = CliRunner()
-    source = tmp_path / "in.jsonl"
-    source.write_bytes(b"\n".join(orjson.dumps(e) for e in events()))
-    assert runner.invoke(cli, ["--store", store_path, "append", str(source)]).exit_code == 0
+def test_deliveries_show_of_an_unknown_message_is_an_error(store_path, runner):
     result = runner.invoke(cli, ["--store", store_path, "deliveries", "show", "nope"])
     assert result.exit_code == 1 and "no message 'nope'" in result.stderr and result.stdout == ""
