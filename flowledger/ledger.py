@@ -435,10 +435,7 @@ def retry_run(
     """Retry a failed run: it goes back to pending with retry_count + 1 (``redactor``: as
     :func:`cancel_run`'s)."""
     log.backend.refuse_if_copy("a retry recorded here would never show")
-    _refuse_retry(run_id, log.run_state(run_id))
-    event = commands.retry_requested(run_id, occurred_at=utc_now(), actor=actor, reason=reason)
-    _record(log, event, redactor, lambda: _refuse_retry(run_id, log.run_state(run_id)))
-    return show_run(log, run_id)
+    return _run_command(log, run_id, _refuse_retry, commands.retry_requested, actor, reason, redactor)
 
 
 def _refuse_retry(run_id: str, state: Run) -> None:
@@ -461,9 +458,26 @@ def cancel_run(
     """Cancel an unfinished run; the reason is redacted by ``redactor`` (by default the keys
     FLOWLEDGER_REDACT_KEYS adds; a server passes its own, --redact-key's too)."""
     log.backend.refuse_if_copy("a cancel recorded here would never show")
-    _refuse_cancel(run_id, log.run_state(run_id))
-    event = commands.cancel_requested(run_id, occurred_at=utc_now(), actor=actor, reason=reason)
-    _record(log, event, redactor, lambda: _refuse_cancel(run_id, log.run_state(run_id)))
+    return _run_command(log, run_id, _refuse_cancel, commands.cancel_requested, actor, reason, redactor)
+
+
+def _run_command(
+    log: EventLog,
+    run_id: str,
+    refuse: Callable[[str, Run], None],
+    requested: Callable[..., dict[str, Any]],
+    actor: str | None,
+    reason: str | None,
+    redactor: Redactor | None,
+) -> dict[str, Any]:
+    """An operator's command on one run: ``refuse`` looks at the run before the write (and
+    again if the rules refuse it, to say why in its words); the run's record after it."""
+
+    def look() -> None:
+        refuse(run_id, log.run_state(run_id))
+
+    look()
+    _record(log, requested(run_id, occurred_at=utc_now(), actor=actor, reason=reason), redactor, look)
     return show_run(log, run_id)
 
 

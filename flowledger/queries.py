@@ -489,7 +489,10 @@ def workflow_details(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
             "success_rate": _rate(succeeded, total),
         }
         # Its currencies are those of its priced messages (a price of 0.0 adds no millionth).
-        channel_costs = {k[7:]: m.get("cost_micros:" + k[7:], 0) / 1_000_000 for k in m if k.startswith("priced:")}
+        channel_costs = {
+            cur: m.get("cost_micros:" + cur, 0) / 1_000_000
+            for cur in (k.removeprefix("priced:") for k in m if k.startswith("priced:"))
+        }
         for cur, amount in channel_costs.items():
             costs[cur] = costs.get(cur, 0.0) + amount
         if ch in ("sms", "whatsapp"):
