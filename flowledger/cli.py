@@ -11,6 +11,7 @@ import functools
 import getpass
 import logging
 import os
+import re
 import signal
 import stat
 import sys
@@ -25,7 +26,8 @@ import orjson
 
 from flowledger import ledger, queries, shapes
 from flowledger.api import keys as api_keys
-from flowledger.domain.vocabulary import normalize_timestamp
+from flowledger.domain import commands
+from flowledger.domain.vocabulary import MAX_ID_LENGTH, EventInvalid, normalize_timestamp, validate_event
 from flowledger.domain.redaction import REDACTED, Redactor
 from flowledger.errors import FlowledgerError, InvalidInput, StoreError
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES, IngestOptions
@@ -34,7 +36,7 @@ from flowledger.projections.delivery import STATUS_RANK
 from flowledger.projections.run_record import event_detail, recipient_label
 from flowledger.projections.steps_view import STEP_STATES
 from flowledger.store import DEFAULT_STORE, open_log
-from flowledger.store.log import EventLog
+from flowledger.store.log import EventLog, utc_now
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -200,6 +202,9 @@ def paging_options(f: F) -> F:
 _TIME = "(RFC 3339 with an offset, like 2026-11-01T00:00:00Z)"
 """How the help of a timestamp option says what it takes."""
 
+_AS_SHOWN = "as the tables show it: its id (c-1, in any collection or none), or collection/id (contacts/c-1)"
+"""How the help of a --recipient option says what it takes."""
+
 
 def timestamp_option(name: str, help: str) -> Callable[[F], F]:
     """An option taking an RFC 3339 timestamp with an offset (given once)."""
@@ -239,6 +244,52 @@ def actor_options(f: F) -> F:
         help="Who is asking (recorded in the event). Default: FLOWLEDGER_ACTOR, else your user name.",
     )(f)
     return click.option("--reason", help="Why (recorded in the event).")(f)
+
+
+_OPTION_OF_FIELD = {"reason": "--reason", "actor": "--actor", "cancellation_key": "--key"}
+"""The option of `retry` and `cancel` that gives each field of the event they record."""
+_FIELD_PROBLEM = re.compile(r'^field "([^"]+)": (.*)$', re.S)
+
+
+def refuse_bad_options(event: dict[str, Any]) -> None:
+    """Refuse a --reason, --actor or --key that the command's event would not take, as a bad
+    parameter naming the option (exit 2), by the event's own rules; called before the store
+    is opened, so nothing is stored."""
+    try:
+        validate_event(event)
+    except EventInvalid as e:
+        for text in e.messages:
+            match = _FIELD_PROBLEM.match(text)
+            option = _OPTION_OF_FIELD.get(match.group(1)) if match else None
+            if match and option:
+                raise click.BadParameter(match.group(2), param_hint=_option_hint(option)) from None
+        raise  # a field no option gives: the command's own bug, not the user's value
+
+
+def _option_hint(option: str) -> str:
+    """How an error names an option: with the environment variable its value came from."""
+    ctx = click.get_current_context()
+    param = next((p for p in ctx.command.params if option in p.opts), None)
+    if param is not None and param.name and isinstance(param.envvar, str):
+        if ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT:
+            return f"'{option}' (from {param.envvar})"
+    return f"'{option}'"
+
+
+_ANY_RUN = "any-run"
+"""The run id an operator's options are checked with before the run is looked for."""
+
+
+def _run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A RUN_ID no run can have is a bad parameter (the API's 422), not looked for in vain."""
+    if value is not None and not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise click.BadParameter(f"expected a run id of 1 to {MAX_ID_LENGTH} characters, got {len(value):,} characters")
+    return value
+
+
+def run_id_argument(required: bool = True) -> Callable[[F], F]:
+    """The RUN_ID argument of the commands on one run."""
+    return click.argument("run_id", required=required, callback=_run_id)
 
 
 def event_options(f: F) -> F:
@@ -405,7 +456,7 @@ def append(
 
 
 @cli.command()
-@click.argument("run_id")
+@run_id_argument()
 @click.option("--at", "at", type=click.IntRange(min=1), help="Show the run's state after its N-th event.")
 @catch_up_option
 @json_option
@@ -481,7 +532,7 @@ def runs() -> None:
 @click.option("--workflow", multiple=True, callback=once(), help="Only runs of this workflow key.")
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES), help="Only runs in this status (repeatable).")
 @click.option("--tenant", multiple=True, callback=once(), help="Only runs of this tenant.")
-@click.option("--recipient", multiple=True, callback=once(), help="Only runs for this recipient id.")
+@click.option("--recipient", multiple=True, callback=once(), help=f"Only runs for this recipient {_AS_SHOWN}.")
 @click.option("--has-errors", is_flag=True, help="Only runs with a failed step attempt.")
 @timestamp_option("--starting-at", f"Only runs created at or after this time {_TIME}.")
 @timestamp_option("--ending-at", f"Only runs created at or before this time {_TIME}.")
@@ -511,8 +562,13 @@ def runs_list(
         flowledger runs list --status running --status pending --updated-before 2026-11-04T21:00:00Z
     """
     _one_cursor(after, before)
-    filters = queries.RunFilters(workflow, statuses, tenant, recipient, has_errors, starting_at, ending_at, updated_before)
-    page = _query(obj, queries.list_runs, filters, fresh=not no_catch_up, page_size=page_size, after=after, before=before)
+    filters = queries.RunFilters(workflow, statuses, tenant, None, has_errors, starting_at, ending_at, updated_before)
+    paging = {"fresh": not no_catch_up, "page_size": page_size, "after": after, "before": before}
+    if recipient is None:
+        page = _query(obj, queries.list_runs, filters, **paging)
+    else:
+        # As the web pages take it: "collection/id" too (queries._contact_conditions).
+        page = _query(obj, queries.list_runs_by_contact, filters, recipient, **paging)
     if as_json:
         _echo_json(shapes.shaped(shapes.RunPage, page))
         return
@@ -525,7 +581,7 @@ def runs_list(
 
 
 @runs.command("show")
-@click.argument("run_id")
+@run_id_argument()
 @catch_up_option
 @json_option
 @click.pass_obj
@@ -572,7 +628,7 @@ def deliveries() -> None:
     help="Only messages on this channel.",
 )
 @click.option("--status", "statuses", multiple=True, type=click.Choice(DELIVERY_STATUSES), help="Only messages in this status (repeatable).")
-@click.option("--recipient", multiple=True, callback=once(), help="Only messages to this recipient id.")
+@click.option("--recipient", multiple=True, callback=once(), help=f"Only messages to this recipient {_AS_SHOWN}.")
 @paging_options
 @catch_up_option
 @json_option
@@ -593,8 +649,12 @@ def deliveries_list(
         flowledger deliveries list --channel whatsapp --status read --json
     """
     _one_cursor(after, before)
-    filters = queries.DeliveryFilters(run_id, channel, statuses, recipient)
-    page = _query(obj, queries.list_deliveries, filters, fresh=not no_catch_up, page_size=page_size, after=after, before=before)
+    filters = queries.DeliveryFilters(run_id, channel, statuses)
+    paging = {"fresh": not no_catch_up, "page_size": page_size, "after": after, "before": before}
+    if recipient is None:
+        page = _query(obj, queries.list_deliveries, filters, **paging)
+    else:
+        page = _query(obj, queries.list_deliveries_by_contact, filters, recipient, **paging)
     if as_json:
         _echo_json(shapes.shaped(shapes.DeliveryPage, page))
         return
@@ -867,7 +927,7 @@ def rebuild(obj: Context, views: tuple[str, ...], into: str | None) -> None:
 
 
 @cli.command()
-@click.argument("run_id")
+@run_id_argument()
 @actor_options
 @json_option
 @click.pass_obj
@@ -882,6 +942,7 @@ def retry(obj: Context, run_id: str, reason: str | None, actor: str | None, as_j
     Example:
         flowledger retry run-0057 --reason "SMTP outage is over"
     """
+    refuse_bad_options(commands.retry_requested(_ANY_RUN, occurred_at=utc_now(), actor=actor, reason=reason))
     log = obj.open()
     try:
         record = ledger.retry_run(log, run_id, actor=_actor(actor), reason=reason)
@@ -897,7 +958,7 @@ def retry(obj: Context, run_id: str, reason: str | None, actor: str | None, as_j
 
 
 @cli.command()
-@click.argument("run_id", required=False)
+@run_id_argument(required=False)
 @click.option(
     "--key",
     callback=not_blank("a cancellation key"),
@@ -922,6 +983,9 @@ def cancel(
     """
     if (run_id is None) == (key is None):
         raise click.UsageError("give either RUN_ID or --key KEY (not both)")
+    refuse_bad_options(
+        commands.cancel_requested(_ANY_RUN, occurred_at=utc_now(), actor=actor, reason=reason, cancellation_key=key)
+    )
     log = obj.open()
     try:
         if key is not None:

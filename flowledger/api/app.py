@@ -32,7 +32,7 @@ from flowledger.api import keys
 from flowledger.providers import ADAPTERS, SignatureInvalid, SignedRequest
 from flowledger.providers.whatsapp import handshake
 from flowledger.domain.redaction import Redactor
-from flowledger.domain.vocabulary import normalize_timestamp
+from flowledger.domain.vocabulary import MAX_ID_LENGTH, normalize_timestamp
 from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, StoreBusy, StoreError, StoreIsACopy
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES
 from flowledger.store import open_log
@@ -152,7 +152,7 @@ class CommandRequest(BaseModel):
 class CancellationRequest(CommandRequest):
     """POST /v1/cancellations: cancel every unfinished run triggered with a key."""
 
-    key: str = Field(min_length=1, max_length=255, description="The cancellation_key.")
+    key: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description="The cancellation_key.")
 
     @field_validator("key")
     @classmethod
@@ -519,6 +519,12 @@ def create_app(
                     raise ApiProblem(422, "Invalid query", f"{name}: {e}", errors=[{"field": name, "message": "not a cursor from a previous page"}]) from None
 
     PageSize = Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)]
+    # As the web pages take it (queries._contact_conditions): what the listings show.
+    Recipient = Annotated[
+        str | None,
+        Query(description='The recipient as listings show it: its id ("c-1": in any collection or none), '
+              'or its collection and id ("contacts/c-1").'),
+    ]
 
     @app.get("/v1/runs", tags=["runs"], response_model=shapes.RunPage)
     def list_runs(
@@ -526,7 +532,7 @@ def create_app(
         workflow: str | None = None,
         status: Annotated[list[Literal["pending", "running", "paused", "completed", "failed", "cancelled"]] | None, Query()] = None,
         tenant: str | None = None,
-        recipient: str | None = None,
+        recipient: Recipient = None,
         has_errors: bool = False,
         starting_at: str | None = None,
         ending_at: str | None = None,
@@ -541,12 +547,15 @@ def create_app(
         """Runs, newest first, with Knock's filters and cursor paging."""
         cursors(after, before)
         filters = queries.RunFilters(
-            workflow, tuple(status or ()), tenant, recipient, has_errors,
+            workflow, tuple(status or ()), tenant, None, has_errors,
             stamp(starting_at, "starting_at"), stamp(ending_at, "ending_at"), stamp(updated_before, "updated_before"),
         )
-        return run_query(queries.list_runs, filters, page_size=page_size, after=after, before=before)  # type: ignore[no-any-return]
+        paging = {"page_size": page_size, "after": after, "before": before}
+        if recipient is None:
+            return run_query(queries.list_runs, filters, **paging)  # type: ignore[no-any-return]
+        return run_query(queries.list_runs_by_contact, filters, recipient, **paging)  # type: ignore[no-any-return]
 
-    RunId = Annotated[str, Path(min_length=1, max_length=255)]
+    RunId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
 
     # Ids may hold "/" (a %2F reaches the router decoded): {…:path} takes them whole, and
     # the routes with a suffix come first, so "a/b/history" is the history of "a/b".
@@ -650,18 +659,21 @@ def create_app(
         run_id: str | None = None,
         channel: Literal["email", "sms", "whatsapp", "push", "in_app"] | None = None,
         status: Annotated[list[Literal["queued", "sent", "delivered", "read", "opened", "clicked", "bounced", "failed"]] | None, Query()] = None,
-        recipient: str | None = None,
+        recipient: Recipient = None,
         after: str | None = None,
         before: str | None = None,
         page_size: PageSize = 50,
     ) -> dict[str, Any]:
         """Deliveries, one per message, newest first."""
         cursors(after, before)
-        filters = queries.DeliveryFilters(run_id, channel, tuple(status or ()), recipient)
-        return run_query(queries.list_deliveries, filters, page_size=page_size, after=after, before=before)  # type: ignore[no-any-return]
+        filters = queries.DeliveryFilters(run_id, channel, tuple(status or ()))
+        paging = {"page_size": page_size, "after": after, "before": before}
+        if recipient is None:
+            return run_query(queries.list_deliveries, filters, **paging)  # type: ignore[no-any-return]
+        return run_query(queries.list_deliveries_by_contact, filters, recipient, **paging)  # type: ignore[no-any-return]
 
     @app.get("/v1/deliveries/{message_id:path}", tags=["deliveries"], response_model=shapes.Delivery)
-    def show_delivery(message_id: Annotated[str, Path(min_length=1, max_length=255)], _: Read) -> dict[str, Any]:
+    def show_delivery(message_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)], _: Read) -> dict[str, Any]:
         """One message's delivery."""
         return run_query(queries.show_delivery, message_id)  # type: ignore[no-any-return]
 
@@ -676,7 +688,7 @@ def create_app(
         """Runs by status across all workflows and per workflow (also at /v1/workflows/counts)."""
         return run_query(queries.counts, include_rehearsals=include_rehearsals)  # type: ignore[no-any-return]
 
-    WorkflowKey = Annotated[str, Path(min_length=1, max_length=255)]
+    WorkflowKey = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
 
     @app.get("/v1/workflows/{key:path}/stats", tags=["workflows"], response_model=shapes.ExecutionStats)
     def workflow_stats(key: WorkflowKey, _: Read) -> dict[str, Any]:

@@ -83,7 +83,10 @@ _ID_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
 # A blank id names nothing anyone can type back: a run cancellable by the key " " could
 # never be cancelled by key, since `cancel --key` refuses a blank one.
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=_ID_PATTERN)]
+MAX_ID_LENGTH = 255
+"""The most characters an id (a run's, a message's, a workflow's, ...) may have."""
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=_ID_PATTERN)]
 """An identifier: 1 to 255 characters, not only spaces, no control characters."""
 
 
