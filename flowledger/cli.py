@@ -29,7 +29,7 @@ from flowledger.api import keys as api_keys
 from flowledger.domain import commands
 from flowledger.domain.vocabulary import MAX_ID_LENGTH, EventInvalid, normalize_timestamp, validate_event
 from flowledger.domain.redaction import REDACTED, Redactor
-from flowledger.errors import FlowledgerError, InvalidInput, StoreError
+from flowledger.errors import FlowledgerError, InvalidInput, StoreError, ViewsRemadeByAnotherVersion
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES, IngestOptions
 from flowledger.domain.run import STATUSES
 from flowledger.projections.delivery import STATUS_RANK
@@ -858,6 +858,8 @@ def project(obj: Context, follow: bool, interval: float) -> None:
             applied = None
             try:
                 applied = ledger.catch_up(log)
+            except ViewsRemadeByAnotherVersion:
+                raise  # never to be tried again: exit 1, saying why
             except StoreError:
                 pass  # a follower keeps trying, and says why (see Projector.follow)
             stop.unwinding = False

@@ -87,3 +87,7 @@ class StoreIsACopy(StoreError):
 
 class StoreURLError(FlowledgerError):
     """A --store value flowledger cannot open."""
+
+
+class ViewsRemadeByAnotherVersion(StoreError):
+    """Another version of flowledger remade a view this process folds: it must stop, not fold by older rules."""

@@ -33,7 +33,16 @@ from flowledger.providers import ADAPTERS, SignatureInvalid, SignedRequest
 from flowledger.providers.whatsapp import handshake
 from flowledger.domain.redaction import Redactor
 from flowledger.domain.vocabulary import MAX_ID_LENGTH, normalize_timestamp
-from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, StoreBusy, StoreError, StoreIsACopy
+from flowledger.errors import (
+    CommandRefused,
+    FlowledgerError,
+    InvalidInput,
+    NotFound,
+    StoreBusy,
+    StoreError,
+    StoreIsACopy,
+    ViewsRemadeByAnotherVersion,
+)
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES
 from flowledger.store import open_log
 from flowledger.store.inbox import Inbox, open_inbox
@@ -68,6 +77,9 @@ def _follow(log: EventLog, inbox: Inbox | None, stop: threading.Event) -> None:
     """Keep the views caught up, the webhook inbox drained first, until ``stop`` (the server's follower thread)."""
     try:
         ledger.follow(log, interval=0.5, should_stop=stop.is_set, inbox=inbox)
+    except ViewsRemadeByAnotherVersion as e:
+        # Not a bug: a newer flowledger took the store over (queries answer with the same error).
+        _log.error("the views' follower stopped: %s", e)
     except Exception as e:  # noqa: BLE001  # the last guard of a thread: no traceback
         # Store errors are retried inside follow(): this is a bug. Queries still catch up.
         _log.error("the views' follower stopped: unexpected %s: %s; this is a bug in flowledger", type(e).__name__, e)

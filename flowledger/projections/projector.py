@@ -24,12 +24,13 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import orjson
 
 from flowledger.domain.event_types import MESSAGE_EVENT_TYPES, RUN_EVENT_TYPES
-from flowledger.errors import FlowledgerError, StoreError, StoreIsACopy
+from flowledger.errors import FlowledgerError, StoreError, StoreIsACopy, ViewsRemadeByAnotherVersion
 from flowledger.gc_pause import cyclic_gc_paused
 from flowledger.projections.base import LogReader, View, Writes
 from flowledger.projections.deliveries_view import DeliveriesView
@@ -121,8 +122,11 @@ class Projector:
         if not wanted <= existing or any(stored.get(v.name) != str(v.version) for v in self.views):
             self._refuse_an_older_copy(stored)
             with b.transaction(write=True) as c:
-                # Projectors starting together must not race to create the tables.
-                b.lock_views(c, ["(tables)"])
+                # Projectors starting together must not race to create the tables; and
+                # a page in flight (which holds its views' locks, PostgreSQL) commits
+                # before a view is made again, while the next waits and then finds the
+                # new version (see _refuse_views_remade). SQLite's write lock does both.
+                b.lock_views(c, ["(tables)", *sorted(v.name for v in self.views)])
                 # Another projector may have done it while we waited: DDL on tables in
                 # use would take locks against its writes.
                 existing, stored = b.table_names(c), self._versions(c)
@@ -169,6 +173,24 @@ class Projector:
     def _versions(c: Any) -> dict[str, str]:
         c.execute("SELECT key, value FROM flowledger_meta WHERE key LIKE 'view:%'")
         return {key[len("view:"):]: value for key, value in c.fetchall()}
+
+    def _refuse_views_remade(self, c: Any, views: Sequence[View]) -> None:
+        """Raise ViewsRemadeByAnotherVersion if another version of flowledger made any of
+        the views again since this process made them: folded by this version's rules, its
+        rows would be wrong, silently. Called in a page's transaction, under its views'
+        locks (one small read a page), so that the page commits only onto its own version."""
+        stored = self._versions(c)
+        for view in views:
+            found = stored.get(view.name)
+            if found == str(view.version):
+                continue
+            raise ViewsRemadeByAnotherVersion(
+                f"another version of flowledger made the view {view.name!r} of the store "
+                f"{store_name(self.backend)} again: its tables are now for view version {found or 'none'}, "
+                f"and this process folds view version {view.version}, so it applied nothing of what it "
+                "folded; stop this process and run the new version's command in its place "
+                "(`flowledger project --follow`, `flowledger serve`)"
+            )
 
     def position(self, view: View) -> int:
         """The last log position the view has applied (0: none)."""
@@ -242,6 +264,7 @@ class Projector:
         try:
             with b.transaction(write=True, durable=False) as c:
                 b.lock_views(c, sorted(v.name for v in views))
+                self._refuse_views_remade(c, views)
                 positions = {v.name: b.get_position(c, v.name) for v in views}
                 wanted = frozenset().union(*(v.topics for v in views))
                 rows, last, n = self._read_page(c, wanted, positions, page_size)
@@ -410,7 +433,10 @@ class Projector:
             with _timed(took, _COPY):
                 with staged.transaction(write=False) as c:
                     positions = {v.name: staged.get_position(c, v.name) for v in views}
-                self.backend.merge_staged(staged.path, views, positions)
+                # Checked in the merge's transaction: a view another version made again
+                # meanwhile keeps that version's tables.
+                refuse = partial(self._refuse_views_remade, views=views)
+                self.backend.merge_staged(staged.path, views, positions, check=refuse)
         finally:
             staged.remove()
         return total
@@ -421,6 +447,7 @@ class Projector:
         try:
             with self.backend.transaction(write=True) as c:
                 self.backend.lock_views(c, sorted(v.name for v in views))
+                self._refuse_views_remade(c, views)
                 for view in views:
                     self.backend.empty_tables(c, view.tables, view.fold_ddl(), sorted(view.query_indexes))
                     self.backend.clear_position(c, view.name)
@@ -459,11 +486,15 @@ class Projector:
         append, a lost database connection) is logged and tried again, after twice as long
         with each failure in a row (at most :data:`FOLLOW_BACKOFF_LIMIT`): a follower is a
         long-running worker and must outlive both. Nothing of a failed page was applied.
+        Views another version of flowledger made again (ViewsRemadeByAnotherVersion) end
+        the follower: trying again would never do.
         """
         failures = 0
         while not should_stop():
             try:
                 n = self.catch_up(page_size=page_size)
+            except ViewsRemadeByAnotherVersion:
+                raise
             except StoreError as e:
                 failures += 1
                 wait = follow_wait(interval, failures)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -487,14 +487,23 @@ class SQLiteBackend(SQLBackend):
         """Move a view's position on (never back: eventsourcing's tracking refuses)."""
         self._tracking._insert_tracking(c, Tracking(name, position))  # noqa: SLF001
 
-    def merge_staged(self, path: str, views: Sequence[View], positions: dict[str, int]) -> None:
+    def merge_staged(
+        self,
+        path: str,
+        views: Sequence[View],
+        positions: dict[str, int],
+        check: Callable[[sqlite3.Cursor], None] | None = None,
+    ) -> None:
         """Replace the views' tables by those a staging file holds, and move each view to
-        its position there, in one transaction (see :mod:`flowledger.store.staging`).
+        its position there, in one transaction (see :mod:`flowledger.store.staging`);
+        ``check``, if given, runs first in it and may raise to leave the views as they are.
 
         The staging file's tables were made by the same statements, so SQLite copies them
         page by page, their indexes too, rather than row by row.
         """
         with self.transaction(write=True, durable=False, attach=("staged", path)) as c:
+            if check is not None:
+                check(c)
             for view in views:
                 for table in (*view.tables, *view.retired_tables):
                     c.execute(f'DROP TABLE IF EXISTS main."{table}"')
