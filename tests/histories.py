@@ -57,9 +57,50 @@ def make(n, run_id, kind, **fields):
 STEPS = [("email", "send_email"), ("wait", "delay"), ("sms", "send_sms"), ("notify", "send_email"), ("notify", "send_whatsapp")]
 
 
+RESULTS = ["step.succeeded", "step.failed"]
+
+
+def _choices(status, retries, max_retries, open_attempts, busy):
+    """What may happen next to a run in ``status`` (a choice listed n times is n times likelier).
+
+    Lifecycle moves the model allows; a new step attempt while the run runs or is paused;
+    a result of any open attempt whatever the status (an integration may answer after the
+    run paused, ended or was retried); and "end" once only results remain possible, so a
+    run may also end with attempts never answered. Starting, resuming and new attempts
+    are weighted up so that attempts are often open when the run pauses or ends.
+    """
+    moves = sorted(MODEL[status])
+    if retries >= max_retries:
+        moves = [m for m in moves if m not in ("run.retrying", "run.retried")]
+    options = list(moves)
+    if status in ("pending", "paused"):
+        options += ["run.started" if status == "pending" else "run.resumed"] * (4 if busy else 2)
+    if status in ("running", "paused"):
+        options += ["step.started"] * (6 if busy else 3)
+    if open_attempts:
+        options += RESULTS * (3 if busy else 1)
+        if not moves:
+            options.append("end")
+    return options
+
+
+def _next_step(draw, events, busy):
+    """The step of a new attempt; when ``busy``, now and then the last step again (a retried step)."""
+    if busy and events[-1]["type"].startswith("step.") and draw(st.booleans()):
+        last = next((e for e in reversed(events) if e["type"] == "step.started"), None)
+        if last is not None:
+            return last["step"], last["step_type"]
+    return draw(st.sampled_from(STEPS))
+
+
 @st.composite
-def run_histories(draw, run_id="r1", workflows=("w",)):
-    """A valid history of one run, with the status and retry count the model expects."""
+def run_histories(draw, run_id="r1", workflows=("w",), *, busy=False):
+    """A valid history of one run, with the status and retry count the model expects.
+
+    A step result may come late: after the run paused, finished or was retried. With
+    ``busy``, steps, retried steps (the same step again) and results are far likelier
+    than the run's end, and a pending or paused run likelier to get going again.
+    """
     max_retries = draw(st.integers(0, 3))
     source = draw(st.sampled_from(["api", "api", "schedule", "rehearsal"]))
     events = [
@@ -74,34 +115,28 @@ def run_histories(draw, run_id="r1", workflows=("w",)):
         )
     ]
     status, retries, open_attempts, next_attempt = "pending", 0, [], 1
-    for n in range(1, draw(st.integers(0, 25)) + 1):
-        moves = dict(MODEL[status])
-        if retries >= max_retries:
-            moves.pop("run.retrying", None)
-            moves.pop("run.retried", None)
-        options = sorted(moves)
-        if status in ("running", "paused"):
-            options += ["step.started"] + (["step.succeeded", "step.failed"] if open_attempts else [])
+    for n in range(1, draw(st.integers(0, 30 if busy else 25)) + 1):
+        options = _choices(status, retries, max_retries, open_attempts, busy)
         if not options:
             break
         kind = draw(st.sampled_from(options))
+        if kind == "end":
+            break
         if kind == "step.started":
-            name, step_type = draw(st.sampled_from(STEPS))
+            name, step_type = _next_step(draw, events, busy)
             open_attempts.append((next_attempt, name, step_type))
             events.append(make(n, run_id, kind, step=name, step_type=step_type, attempt=next_attempt))
             next_attempt += 1
             continue
-        if kind in ("step.succeeded", "step.failed"):
+        if kind in RESULTS:
             attempt, name, step_type = open_attempts.pop(draw(st.integers(0, len(open_attempts) - 1)))
             events.append(make(n, run_id, kind, step=name, step_type=step_type, attempt=attempt))
             continue
         if kind in ("run.retrying", "run.retried"):
             retries += 1
-        status = moves[kind]
+        status = MODEL[status][kind]
         events.append(make(n, run_id, kind))
     return events, status, retries
-
-
 
 
 PROVIDER_FACTS = ["message.sent", "message.delivered", "message.read", "message.opened", "message.clicked", "message.bounced", "message.failed"]

@@ -28,7 +28,7 @@ from flowledger.cli import cli
 from flowledger.projections.projector import Projector
 from flowledger.store import open_log
 from tests.conftest import POSTGRES_UNREACHABLE, _schema_url
-from tests.histories import MODEL, STEPS, fresh_log, interleave, jsonl, make, run_histories
+from tests.histories import fresh_log, interleave, jsonl, make, run_histories
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -106,61 +106,15 @@ def messages(draw, message_id: str, run_ids: list[str]):
 
 
 @st.composite
-def busy_runs(draw, run_id: str):
-    """A valid history of one run, as :func:`tests.histories.run_histories` walks the model,
-    but with steps (and their retries) far likelier than the run's end: (events, status)."""
-    max_retries = draw(st.integers(0, 2))
-    source = draw(st.sampled_from(["api", "schedule", "rehearsal"]))
-    events = [make(0, run_id, "run.triggered", workflow=draw(st.sampled_from(WORKFLOWS)), recipient="u1",
-                   max_retries=max_retries, trigger={"source": source})]
-    status, retries, open_attempts, next_attempt = "pending", 0, [], 1
-    for n in range(1, draw(st.integers(0, 30)) + 1):
-        moves = dict(MODEL[status])
-        if retries >= max_retries:
-            moves.pop("run.retrying", None)
-            moves.pop("run.retried", None)
-        options = sorted(moves)
-        if status in ("pending", "paused"):
-            options += ["run.started" if status == "pending" else "run.resumed"] * 4
-        if status in ("running", "paused"):
-            options += ["step.started"] * 6 + (["step.succeeded", "step.failed"] * 3 if open_attempts else [])
-        if not options:
-            break
-        kind = draw(st.sampled_from(options))
-        if kind == "step.started":
-            # The same step again now and then: a retried step.
-            if events[-1]["type"].startswith("step.") and draw(st.booleans()):
-                last = next((e for e in reversed(events) if e["type"] == "step.started"), None)
-                name, step_type = (last["step"], last["step_type"]) if last else draw(st.sampled_from(STEPS))
-            else:
-                name, step_type = draw(st.sampled_from(STEPS))
-            open_attempts.append((next_attempt, name, step_type))
-            events.append(make(n, run_id, kind, step=name, step_type=step_type, attempt=next_attempt))
-            next_attempt += 1
-            continue
-        if kind in ("step.succeeded", "step.failed"):
-            attempt, name, step_type = open_attempts.pop(draw(st.integers(0, len(open_attempts) - 1)))
-            events.append(make(n, run_id, kind, step=name, step_type=step_type, attempt=attempt))
-            continue
-        if kind in ("run.retrying", "run.retried"):
-            retries += 1
-        status = moves[kind]
-        events.append(make(n, run_id, kind))
-    return events, status
-
-
-@st.composite
 def histories(draw):
-    """Runs of two workflows (rehearsals, retries, pauses, cancels among them) over a few
-    days, and messages of theirs, of runs never triggered and of none: (events in log order,
-    each run's final status)."""
+    """Runs of two workflows (rehearsals, retries, pauses, cancels, late step results among
+    them) over a few days, and messages of theirs, of runs never triggered and of none:
+    (events in log order, each run's final status)."""
     n = draw(st.integers(1, 5))
     runs, statuses = [], {}
     for i in range(n):
-        if draw(st.booleans()):
-            events, status, _ = draw(run_histories(run_id=f"r{i}", workflows=WORKFLOWS))
-        else:
-            events, status = draw(busy_runs(f"r{i}"))
+        # Half of them busy: steps and retried steps far likelier than the run's end.
+        events, status, _ = draw(run_histories(run_id=f"r{i}", workflows=WORKFLOWS, busy=draw(st.booleans())))
         runs.append(_shift(events, draw(st.integers(0, 3)), draw(st.lists(st.sampled_from(ZONES), min_size=1, max_size=3))))
         statuses[f"r{i}"] = status
     msgs = [draw(messages(f"m{i}", list(statuses))) for i in range(draw(st.integers(0, 6)))]
