@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from flowledger import ledger
 from flowledger.domain.redaction import DEFAULT_SECRET_KEYS
 from flowledger.errors import InvalidInput
-from tests.histories import LIFECYCLE, MODEL, fresh_log, jsonl, make, run_histories
+from tests.histories import LIFECYCLE, MODEL, STEPS, fresh_log, jsonl, make, run_histories
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -41,20 +41,21 @@ def test_illegal_facts_are_refused_and_leave_the_history_untouched(case, kind, d
     allowed = set(MODEL[status])
     if retries >= max_retries:
         allowed -= {"run.retrying", "run.retried"}
-    if status in ("running", "paused"):
-        allowed |= {"step.started"}  # a fresh attempt is always allowed then
     if kind in allowed:
         return
-    attempt = data.draw(st.integers(1, 30))
-    if kind in ("step.succeeded", "step.failed") and status in ("running", "paused"):
-        open_now = _open_attempts(events)
-        if attempt in open_now:
-            return
+    attempt = data.draw(st.one_of(st.integers(1, 4), st.integers(1, 30)))
+    # One of the history's own steps, so the result may name an attempt it started.
+    step, step_type = data.draw(st.sampled_from(STEPS))
+    # A result for an open attempt is allowed in any status (it may come late).
+    if kind in ("step.succeeded", "step.failed") and (step, attempt) in _open_attempts(events):
+        return
+    # A fresh attempt may start while the run is running or paused; one started before, never.
+    fresh = (step, attempt) not in _started(events)
+    if kind == "step.started" and status in ("running", "paused") and fresh:
+        return
     extra = {"workflow": "w", "recipient": "u"} if kind == "run.triggered" else {}
     if kind.startswith("step."):
-        extra = {"step": "s", "step_type": "send_email", "attempt": attempt}
-        if kind == "step.started" and status in ("running", "paused"):
-            return
+        extra = {"step": step, "step_type": step_type, "attempt": attempt}
     bad = make(999, "r1", kind, **extra)
     with fresh_log() as (log, _):
         ledger.append_input(log, jsonl(events))
@@ -67,10 +68,49 @@ def test_illegal_facts_are_refused_and_leave_the_history_untouched(case, kind, d
         assert log.run_state("r1").status == status
 
 
+@SETTINGS
+# Busy histories too: many attempts, so the fact often names one of them.
+@given(st.one_of(run_histories(), run_histories(busy=True)), st.sampled_from(["step.started", "step.succeeded", "step.failed"]), st.data())
+def test_a_step_fact_is_taken_exactly_when_its_attempt_allows_it(case, kind, data):
+    """A start only for a new attempt of a running or paused run; a result only for an open
+    attempt, once, in any status (it may come late). Taken whole, or refused leaving all as it was."""
+    events, status, _ = case
+    started = sorted(_started(events))
+    if started and data.draw(st.booleans(), label="an attempt of the history"):
+        step, attempt = data.draw(st.sampled_from(started))
+    else:
+        step, attempt = data.draw(st.sampled_from(STEPS))[0], data.draw(st.integers(1, 6))
+    step_type = dict(STEPS)[step] if step != "notify" else "send_email"
+    if kind == "step.started":
+        allowed = status in ("running", "paused") and (step, attempt) not in started
+    else:
+        allowed = (step, attempt) in _open_attempts(events)
+    fact = make(999, "r1", kind, step=step, step_type=step_type, attempt=attempt)
+    with fresh_log() as (log, _):
+        ledger.append_input(log, jsonl(events))
+        before = [(e.position, e.body) for e in log.run_events("r1")]
+        if allowed:
+            result, _ = ledger.append_input(log, jsonl([fact]))
+            assert result.appended == 1
+            assert [e.body["id"] for e in log.run_events("r1")] == [e["id"] for e in events] + [fact["id"]]
+        else:
+            with pytest.raises(InvalidInput) as info:
+                ledger.append_input(log, jsonl([fact]))
+            (problem,) = info.value.problems
+            assert fact["id"] in problem.message and status in problem.message
+            assert [(e.position, e.body) for e in log.run_events("r1")] == before
+        assert log.run_state("r1").status == status
+
+
+def _started(events):
+    """(step, attempt) of every attempt started."""
+    return {(e["step"], e["attempt"]) for e in events if e["type"] == "step.started"}
+
+
 def _open_attempts(events):
-    started = {e["attempt"] for e in events if e["type"] == "step.started"}
-    finished = {e["attempt"] for e in events if e["type"] in ("step.succeeded", "step.failed")}
-    return started - finished
+    """(step, attempt) of every attempt started and not yet finished."""
+    finished = {(e["step"], e["attempt"]) for e in events if e["type"] in ("step.succeeded", "step.failed")}
+    return _started(events) - finished
 
 
 @SETTINGS
