@@ -12,6 +12,7 @@ import getpass
 import logging
 import os
 import re
+import shlex
 import signal
 import stat
 import sys
@@ -29,7 +30,7 @@ from flowledger.api import keys as api_keys
 from flowledger.domain import commands
 from flowledger.domain.vocabulary import MAX_ID_LENGTH, EventInvalid, normalize_timestamp, validate_event
 from flowledger.domain.redaction import REDACTED, Redactor
-from flowledger.errors import FlowledgerError, InvalidInput, StoreError, ViewsRemadeByAnotherVersion
+from flowledger.errors import FlowledgerError, InvalidInput, StoreError, StoreURLError, ViewsRemadeByAnotherVersion
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES, IngestOptions
 from flowledger.domain.run import STATUSES
 from flowledger.projections.delivery import STATUS_RANK
@@ -73,6 +74,8 @@ def handles_errors(f: F) -> F:
             raise click.ClickException(str(e)) from None
         except queries.BadQuery as e:
             raise click.BadParameter(str(e)) from None
+        except StoreURLError as e:
+            raise _bad_store(str(e)) from None
         except FlowledgerError as e:
             raise click.ClickException(str(e)) from None
         except UnicodeEncodeError as e:
@@ -97,6 +100,14 @@ def handles_errors(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _bad_store(message: str) -> click.BadParameter:
+    """A --store value that cannot be a store is a bad parameter of the group, named as the
+    option or the environment variable that gave it (a store it cannot reach is not)."""
+    root = click.get_current_context().find_root()
+    store = next(p for p in root.command.params if p.name == "store")
+    return click.BadParameter(message, ctx=root, param=store)
+
+
 class _Seconds(click.FloatRange):
     """A number of seconds within bounds (FloatRange lets "nan" through: no bound compares)."""
 
@@ -111,14 +122,19 @@ class _Seconds(click.FloatRange):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
         return super().convert(seconds, param, ctx)
 
-    def fail(self, message: str, param: click.Parameter | None = None, ctx: click.Context | None = None) -> Any:
-        """Fail naming the environment variable, where the value came from one, not the option."""
-        hint = None
-        if param is not None and ctx is not None and param.name:
-            if ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT:
-                names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
-                hint = next((f"the environment variable {n}" for n in names if os.environ.get(n)), None)
-        raise click.BadParameter(message, ctx=ctx, param=param, param_hint=hint)
+
+class _Option(click.Option):
+    """An option that an environment variable may give: a bad value that came from the
+    variable is named as the variable, which is what the user set, not as the option."""
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        """The variable the value came from, else the option's names."""
+        if ctx is not None and self.name and ctx.get_parameter_source(self.name) is click.core.ParameterSource.ENVIRONMENT:
+            names = [self.envvar] if isinstance(self.envvar, str) else list(self.envvar or ())
+            used = next((n for n in names if os.environ.get(n)), None)
+            if used is not None:
+                return f"the environment variable {used}"
+        return super().get_error_hint(ctx)
 
 
 class _InputFile(click.File):
@@ -239,6 +255,7 @@ def actor_options(f: F) -> F:
     # be blank either); an empty FLOWLEDGER_ACTOR counts as unset, as click reads it.
     f = click.option(
         "--actor",
+        cls=_Option,
         envvar="FLOWLEDGER_ACTOR",
         callback=not_blank("the actor", "; leave --actor and FLOWLEDGER_ACTOR out to record your user name"),
         help="Who is asking (recorded in the event). Default: FLOWLEDGER_ACTOR, else your user name.",
@@ -304,6 +321,7 @@ def event_options(f: F) -> F:
     )(f)
     return click.option(
         "--max-event-bytes",
+        cls=_Option,
         envvar="FLOWLEDGER_MAX_EVENT_BYTES",
         type=click.IntRange(min=256),
         default=DEFAULT_MAX_EVENT_BYTES,
@@ -314,11 +332,20 @@ def event_options(f: F) -> F:
 
 class _Group(click.Group):
     """The command group: a command whose output a closed pipe cuts short
-    (`flowledger runs list | head -1`) ends quietly, exit 0."""
+    (`flowledger runs list | head -1`) ends quietly, exit 0; one of the group's own options
+    given after the command is shown where it goes."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        # Click empties these as it goes; _protected_args is click 8.2's name (a placeholder
+        # stands in for the value where it is missing).
+        given = [*getattr(ctx, "_protected_args", ()), *ctx.args]
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as e:
+            misplaced = _misplaced_group_option(self, e, given)
+            if misplaced is None:
+                raise
+            raise misplaced from None
         except BrokenPipeError:
             _quieten_closed_output()
             # Not click's exit 1: the reader stopped reading, nothing failed. Nor 141, a
@@ -328,10 +355,37 @@ class _Group(click.Group):
             raise click.exceptions.Exit(0) from None
 
 
+def _misplaced_group_option(group: click.Group, error: click.NoSuchOption, given: list[str]) -> click.UsageError | None:
+    """The usage error for an option of the group given after a command (where only the
+    command's own options are looked for), saying where it goes; None for any other option."""
+    name = error.option_name
+    option = next((p for p in group.params if isinstance(p, click.Option) and name in p.opts), None)
+    if option is None or error.ctx is None:
+        return None
+    if option.is_flag:
+        example = f"flowledger {name}"
+    else:
+        placeholder = name.lstrip("-").replace("-", "_").upper()
+        at = next((i for i, arg in enumerate(given) if arg == name or arg.startswith(f"{name}=")), None)
+        if at is None:
+            value = placeholder
+        elif "=" in given[at]:
+            value = given[at].partition("=")[2]
+        else:
+            value = next(iter(given[at + 1 : at + 2]), placeholder)
+        command, ctx = [], error.ctx
+        while ctx.parent is not None:
+            command.insert(0, ctx.info_name or "")
+            ctx = ctx.parent
+        example = shlex.join(["flowledger", name, value, *command])
+    return click.UsageError(f"{name} is an option of flowledger itself: put it before the command ({example})", ctx=error.ctx)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="flowledger")
 @click.option(
     "--store",
+    cls=_Option,
     envvar="FLOWLEDGER_STORE",
     default=DEFAULT_STORE,
     show_default=True,
@@ -339,6 +393,7 @@ class _Group(click.Group):
 )
 @click.option(
     "--lock-timeout",
+    cls=_Option,
     envvar="FLOWLEDGER_LOCK_TIMEOUT",
     type=_Seconds(min=0.1, max=1_000_000),
     default=60.0,
@@ -413,6 +468,9 @@ def append(
         flowledger append examples/malformed.jsonl --skip-invalid rejected.jsonl
         flowledger append --format sendgrid tests/fixtures/sendgrid-events.json
     """
+    if _is_terminal_input(file):
+        # Else a command given no FILE would wait without a word.
+        click.echo("reading events from standard input, one JSON object a line (end with Ctrl-D)", err=True)
     redactor = Redactor.from_environment(redact_keys)
     if provider != "flowledger":
         if skip_file is not None:
@@ -576,7 +634,7 @@ def runs_list(
     for r in page["entries"]:
         rec = recipient_label(r["recipient"])
         rows.append((r["id"], r["workflow"], rec, r["status"], _t(r["created_at"]), f"{r['retry_count']}/{r['max_retries']}", str(r["error_count"])))
-    _echo_table(rows)
+    _echo_table(rows, empty="(no runs match)")
     _echo_page_info(page["page_info"])
 
 
@@ -714,7 +772,7 @@ def workflows_list(obj: Context, no_catch_up: bool, as_json: bool) -> None:
     rows = [("workflow", "status", "runs", *STATUSES, "last run")]
     for w in items:
         rows.append((w["key"], w["status"], str(w["runs"]["total"]), *(str(w["runs"][s]) for s in STATUSES), _t(w["last_run_at"])))
-    _echo_table(rows)
+    _echo_table(rows, empty="(no workflow has runs)")
 
 
 @workflows.command("show")
@@ -905,7 +963,11 @@ def rebuild(obj: Context, views: tuple[str, ...], into: str | None) -> None:
             f"no view {unknown[0]!r}; the views are {', '.join(ledger.view_names())}", param_hint="VIEWS"
         )
     log = obj.open()
-    target = open_log(into, lock_timeout=obj.lock_timeout, create=True) if into else None
+    try:
+        target = open_log(into, lock_timeout=obj.lock_timeout, create=True) if into else None
+    except StoreURLError as e:
+        log.close()
+        raise click.BadParameter(str(e), param_hint="'--into'") from None
     try:
         length = ledger.head(log)
         started = time.perf_counter()
@@ -1034,7 +1096,7 @@ def unmatched(obj: Context, as_json: bool, limit: int) -> None:
         return
     rows = [("provider", "provider message id", "type", "occurred_at", "received_at", "event id")]
     rows += [(i["provider"] or "?", i["provider_message_id"] or "(none)", i["type"], _t(i["occurred_at"]), _t(i["received_at"]), i["event_id"]) for i in items]
-    _echo_table(rows)
+    _echo_table(rows, empty="(nothing unmatched)")
 
 
 @cli.command()
@@ -1083,6 +1145,7 @@ def inbox(obj: Context, as_json: bool, limit: int) -> None:
 )
 @click.option(
     "--public-url",
+    cls=_Option,
     envvar="FLOWLEDGER_PUBLIC_URL",
     help="The address providers call, when a proxy stands in front (Twilio signs the URL). Also FLOWLEDGER_PUBLIC_URL.",
 )
@@ -1112,7 +1175,7 @@ def serve(
 
         from flowledger.api.app import create_app
     except ImportError:
-        raise click.ClickException("the HTTP API is not installed: pip install 'flowledger[api]'") from None
+        raise click.ClickException("the HTTP API is not installed: in flowledger's checkout, pip install '.[api]'") from None
     # The server's start-up work, done here first: a bad --store or a store too busy to
     # use is then a clear error before the server starts, not a traceback from inside it.
     log = obj.open(create=True)
@@ -1222,7 +1285,7 @@ def keys_list(obj: Context, as_json: bool) -> None:
         return
     rows = [("id", "name", "scope", "created_at", "revoked_at")]
     rows += [(k["id"], k["name"], k["scope"], _t(k["created_at"]), _t(k["revoked_at"])) for k in items]
-    _echo_table(rows)
+    _echo_table(rows, empty="(no keys)")
 
 
 @keys_group.command("revoke")
@@ -1372,7 +1435,7 @@ def _echo_deliveries(entries: list[dict[str, Any]], indent: str = "") -> None:
         rec = recipient_label(d["recipient"])
         cost = "-" if d["cost_amount"] is None else f"{d['cost_amount']:g} {d['cost_currency']}"
         rows.append((d["message_id"], d["channel"] or "?", rec, d["status"] or "-", _t(d["delivered_at"]), _t(d["opened_at"]), _t(d["clicked_at"]), cost))
-    _echo_table(rows, indent=indent)
+    _echo_table(rows, indent=indent, empty="(no messages match)")
 
 
 def _actor(actor: str | None) -> str | None:
@@ -1418,12 +1481,16 @@ def _echo_record(record: dict[str, Any], fields: Sequence[str] = queries.RUN_FIE
         click.echo(f"{name:<{width}}  {'-' if value is None else value}")
 
 
-def _echo_table(rows: list[tuple[str, ...]], indent: str = "") -> None:
+def _echo_table(rows: list[tuple[str, ...]], indent: str = "", empty: str | None = None) -> None:
+    """A header row and its rows in columns; ``empty`` is the line under a header with no rows
+    (a bare header could be taken for a listing cut short)."""
     # A cell's line break (an error's, a reason's) would split its row: shown escaped.
     rows = [tuple(cell.replace("\r", "\\r").replace("\n", "\\n") for cell in r) for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo(indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    if len(rows) == 1 and empty is not None:
+        click.echo(indent + empty)
 
 
 def _show_problems(error: InvalidInput) -> None:
@@ -1440,6 +1507,14 @@ def _problem_text(problem: Any) -> str:
         # Items counted from 1, like lines: an array on one line has many items on line 1.
         return f"line {problem.line}, item {problem.index + 1}: {problem.message}"
     return str(problem)
+
+
+def _is_terminal_input(file: IO[bytes]) -> bool:
+    """Whether the input is standard input and a terminal (someone is to type the events)."""
+    try:
+        return file.fileno() == 0 and os.isatty(0)
+    except (OSError, ValueError, AttributeError):
+        return False  # no file descriptor (a test's stream): not a terminal
 
 
 class _SkipFile:

@@ -86,7 +86,11 @@ class StoreIsACopy(StoreError):
 
 
 class StoreURLError(FlowledgerError):
-    """A --store value flowledger cannot open."""
+    """A --store value that cannot be a store: an unknown scheme, a malformed URL, a bad option or schema name."""
+
+
+class NotInstalled(FlowledgerError):
+    """An optional part of flowledger (an extra, such as PostgreSQL support) is not installed."""
 
 
 class ViewsRemadeByAnotherVersion(StoreError):

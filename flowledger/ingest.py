@@ -69,6 +69,8 @@ def read_items(
 ) -> Iterator[RawItem]:
     """Items of a JSON Lines input, or of one JSON array, with the lines they start on."""
     head = stream.read(1)
+    if not head:
+        return  # an empty input: on a terminal, reading on would wait for a second Ctrl-D
     while head.isspace():
         more = stream.read(1)
         if not more:
@@ -119,7 +121,14 @@ def _line_item(raw: bytes, line_no: int, limit: int) -> Iterator[RawItem]:
         except UnicodeDecodeError as u:
             yield RawItem(line_no, stripped, error=f"not UTF-8 text: {u.reason} at byte {u.start}")
         else:
-            yield RawItem(line_no, stripped, error=f"not valid JSON: {e}")
+            yield RawItem(line_no, stripped, error=_not_json(e, raw))
+
+
+def _not_json(error: orjson.JSONDecodeError, raw: bytes) -> str:
+    """Why a line is not JSON, where in the line, and what a line must be (orjson's own
+    wording names JSON's grammar: "invalid literal, expected 'null'" for a bare word)."""
+    column = error.colno + len(raw) - len(raw.lstrip())  # counted in the line as given
+    return f"not valid JSON: each line must be one event, a JSON object ({error.msg}, at column {column})"
 
 
 def _array_items(data: bytes, limit: int) -> Iterator[RawItem]:

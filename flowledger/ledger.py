@@ -331,7 +331,7 @@ def rebuild(
     """
     log.backend.refuse_if_copy(
         "its own log holds none of what its views show",
-        "rebuild from that store: flowledger --store SOURCE rebuild --into FILE.db",
+        "rebuild from that store: flowledger --store {source} rebuild --into {copy}",
     )
     projector = Projector(into.backend, source=log.backend) if into else Projector(log.backend)
     views = [projector.view(n) for n in view_names] if view_names else None

@@ -179,7 +179,7 @@ def test_a_malformed_store_url_is_a_clear_error_that_never_shows_its_password(ur
         open_log(url, create=False)
     assert "s3cretpw" not in str(info.value)
     result = CliRunner().invoke(cli, ["--store", url, "counts"])
-    assert result.exit_code == 1 and why in result.output
+    assert result.exit_code == 2 and why in result.output  # a bad --store value: a bad parameter
     assert "s3cretpw" not in result.output and "bug" not in result.output
     if "s3cretpw" in url:
         assert ":***@" in result.output

@@ -71,7 +71,7 @@ def test_retry_walkthrough(walk):
 def test_cancel_walkthrough(walk):
     invoke, _ = walk
     shown(invoke("cancel", "--key", "order-1001", "--reason", "order refunded").stdout)
-    shown(invoke("cancel", "run-0283", "--reason", "duplicate signup").stdout)
+    shown(invoke("cancel", "run-0288", "--reason", "duplicate signup").stdout)
     refused = invoke("cancel", "run-0001")
     assert refused.exit_code == 1
     shown(refused.stderr)

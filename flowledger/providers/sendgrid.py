@@ -81,7 +81,7 @@ def public_key(configured: str) -> Any:
     except ImportError:
         raise SignatureInvalid(
             f"sendgrid: {KEY_VARIABLE} is set, but the cryptography package that checks its "
-            "signatures is not installed: pip install 'flowledger[webhooks]'; its webhooks are refused"
+            "signatures is not installed: in flowledger's checkout, pip install '.[webhooks]'; its webhooks are refused"
         ) from None
 
     text = configured.strip()

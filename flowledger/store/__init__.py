@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from urllib.parse import unquote, urlparse
 
-from flowledger.errors import StoreURLError
+from flowledger.errors import NotInstalled, StoreURLError
 from flowledger.store.backend import SQLBackend, shown_url
 from flowledger.store.log import EventLog
 from flowledger.store.sqlite import SQLiteBackend
@@ -46,8 +46,8 @@ def open_backend(url: str | None = None, *, lock_timeout: float = 60.0, create: 
         try:
             from flowledger.store.postgres import PostgresBackend
         except ImportError:  # psycopg is an optional dependency
-            raise StoreURLError(
-                "PostgreSQL support is not installed: pip install 'flowledger[postgres]'"
+            raise NotInstalled(
+                "PostgreSQL support is not installed: in flowledger's checkout, pip install '.[postgres]'"
             ) from None
         return PostgresBackend(url, lock_timeout=lock_timeout, create=create)
     if scheme and scheme != "sqlite":

@@ -5,6 +5,7 @@ another style translates at its cursor). Every value is a bound parameter.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 from uuid import uuid4
@@ -152,12 +153,15 @@ class SQLBackend:
 
     def refuse_if_copy(self, doing: str, instead: str = "do it on that store (and make the copy again)") -> None:
         """Raise StoreError if this store is an analyst's copy: what it is ``doing`` would
-        go to a log its views never read; ``instead`` says what to do."""
+        go to a log its views never read; ``instead`` says what to do, where ``{source}`` and
+        ``{copy}`` stand for the two stores as a command line takes them."""
         source = self.copy_of()
         if source is not None:
+            # Filled in by replace, not format: a store's name may hold braces.
+            todo = instead.replace("{source}", shlex.quote(source)).replace("{copy}", shlex.quote(store_name(self)))
             raise StoreIsACopy(
                 f"the store {store_name(self)} is an analyst's copy made by `rebuild --into` from {source}: "
-                f"its views follow that store's log, not its own, so {doing}; {instead}"
+                f"its views follow that store's log, not its own, so {doing}; {todo}"
             )
 
     def give_store_id(self) -> None:

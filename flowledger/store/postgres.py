@@ -288,7 +288,8 @@ class PostgresBackend(SQLBackend):
                 f"the store {self.path} is busy: another writer held its lock for more than "
                 f"{self.lock_timeout:g} s; try again, or raise --lock-timeout"
             )
-        if "connect" in text or "Connection refused" in text or "timeout expired" in text:
+        # libpq's reasons for no connection: a refused one, a timeout, a host that does not resolve.
+        if any(why in text for why in ("connect", "Connection refused", "timeout expired", "resolve host")):
             return StoreError(f"cannot reach the store {self.path}: {text.splitlines()[0]}")
         return StoreError(f"the store {self.path} failed: {text.splitlines()[0] if text else type(error).__name__}")
 
