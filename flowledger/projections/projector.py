@@ -38,7 +38,7 @@ from flowledger.projections.helper import split_views, start_helper
 from flowledger.projections.memory import Memory
 from flowledger.projections.runs_view import RunsView
 from flowledger.projections.steps_view import StepsView
-from flowledger.store.backend import SQLBackend, store_name
+from flowledger.store.backend import SQLBackend, lasting_name, store_name
 from flowledger.store.sqlite import SQLiteBackend
 from flowledger.store.staging import StagingBackend, staging_path
 
@@ -396,7 +396,7 @@ class Projector:
                 f"{self.backend.path} holds a log of its own ({n} event{'s' if n != 1 else ''}): "
                 "--into writes an analyst's copy to a new or views-only file"
             )
-        self.backend.mark_copy_of(store_name(self.source))
+        self.backend.mark_copy_of(lasting_name(self.source))
 
     def rebuild_alone(
         self, views: Sequence[View], *, page_size: int = REBUILD_PAGE_SIZE, progress: Callable[[int], None] | None = None

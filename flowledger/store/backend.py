@@ -5,6 +5,7 @@ another style translates at its cursor). Every value is a bound parameter.
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
@@ -86,6 +87,14 @@ def store_name(backend: Any) -> str:
     its password) with its schema where it is not the default one."""
     schema = getattr(backend, "schema", "public")
     return backend.path if schema == "public" else f"{backend.path}?schema={schema}"  # type: ignore[no-any-return]
+
+
+def lasting_name(backend: Any) -> str:
+    """A store's name that stays true from any folder (what a copy records of its source):
+    a SQLite file by its absolute path, else as :func:`store_name` names it."""
+    if backend.name == "sqlite" and backend.path != ":memory:":
+        return os.path.abspath(backend.path)
+    return store_name(backend)
 
 
 class SQLBackend:
