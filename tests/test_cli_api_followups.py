@@ -102,13 +102,18 @@ def test_cli_recipient_takes_collection_and_id_as_the_table_shows_it(store):
     assert run("runs", "list", "--recipient", "contacts/c-1", "--workflow", "nope", "--json").stdout.count('"id"') == 0
 
 
-def test_api_recipient_takes_collection_and_id_as_the_table_shows_it(store):
-    recipients_store(store)
-    log = open_log(store)
+def reader_key(path):
+    """A new read-scoped API key's secret for the store at ``path``."""
+    log = open_log(path)
     try:
-        _, secret = keys.create_key(log.backend, "reader", "read")
+        return keys.create_key(log.backend, "reader", "read")[1]
     finally:
         log.close()
+
+
+def test_api_recipient_takes_collection_and_id_as_the_table_shows_it(store):
+    recipients_store(store)
+    secret = reader_key(store)
     with TestClient(create_app(store)) as api:
         def listed(path, recipient, field):
             r = api.get(path, params={"recipient": recipient}, headers={"X-API-Key": secret})
@@ -246,11 +251,7 @@ def test_a_run_id_of_the_longest_length_is_still_looked_for(store_path, command)
 
 
 def test_the_api_refuses_the_run_id_the_cli_refuses(store_path):
-    log = open_log(store_path)
-    try:
-        _, secret = keys.create_key(log.backend, "reader", "read")
-    finally:
-        log.close()
+    secret = reader_key(store_path)
     with TestClient(create_app(store_path)) as api:
         headers = {"X-API-Key": secret}
         assert api.get("/v1/runs/" + "r" * (MAX_ID_LENGTH + 1), headers=headers).status_code == 422
