@@ -149,11 +149,6 @@ def _server_whose_follower_stopped(store_path: str, caplog: Any) -> Any:
     return client
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/healthz answers 200 {'status': 'ok'} while the server's follower has stopped for good and every "
-    "query of the views answers 500: a health probe keeps an old server in rotation instead of replacing it",
-)
 def test_healthz_does_not_say_ok_once_the_servers_follower_stopped_for_good(store_path, caplog):
     pytest.importorskip("fastapi")
     with caplog.at_level(logging.ERROR, logger="flowledger.api.app"):
@@ -163,6 +158,9 @@ def test_healthz_does_not_say_ok_once_the_servers_follower_stopped_for_good(stor
     finally:
         client.__exit__(None, None, None)
     assert not (health.status_code == 200 and health.json().get("status") == "ok"), health.text
+    # A 503 problem document saying why, so that a probe replaces the server.
+    assert health.status_code == 503, health.text
+    assert "follower stopped" in health.json()["detail"] and "another version" in health.json()["detail"]
 
 
 def test_a_server_whose_follower_stopped_answers_queries_with_the_reason_not_old_rows(store_path, caplog):

@@ -73,16 +73,19 @@ _FIELD = re.compile(r'^field "([^"]+)": (.*)$', re.S)
 _log = logging.getLogger(__name__)
 
 
-def _follow(log: EventLog, inbox: Inbox | None, stop: threading.Event) -> None:
-    """Keep the views caught up, the webhook inbox drained first, until ``stop`` (the server's follower thread)."""
+def _follow(log: EventLog, inbox: Inbox | None, stop: threading.Event, stopped: dict[str, str]) -> None:
+    """Keep the views caught up, the webhook inbox drained first, until ``stop`` (the server's
+    follower thread); why it stopped for good, if it did, goes in ``stopped["reason"]`` (/healthz)."""
     try:
         ledger.follow(log, interval=0.5, should_stop=stop.is_set, inbox=inbox)
     except ViewsRemadeByAnotherVersion as e:
         # Not a bug: a newer flowledger took the store over (queries answer with the same error).
-        _log.error("the views' follower stopped: %s", e)
+        stopped["reason"] = f"the views' follower stopped: {e}"
+        _log.error("%s", stopped["reason"])
     except Exception as e:  # noqa: BLE001  # the last guard of a thread: no traceback
         # Store errors are retried inside follow(): this is a bug. Queries still catch up.
-        _log.error("the views' follower stopped: unexpected %s: %s; this is a bug in flowledger", type(e).__name__, e)
+        stopped["reason"] = f"the views' follower stopped: unexpected {type(e).__name__}: {e}; this is a bug in flowledger"
+        _log.error("%s", stopped["reason"])
 
 
 class ApiProblem(Exception):
@@ -131,7 +134,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "A refused fact, an id conflict or a refused command"),
         (413, "A batch over the limits"),
         (422, "Invalid input"),
-        (503, "The store is busy: try again after Retry-After seconds"),
+        (503, "The store is busy: try again after Retry-After seconds (or, from /healthz, the server's follower stopped)"),
     )
 }
 
@@ -338,10 +341,11 @@ def create_app(
             _log.warning("could not catch the views up at start-up (%s)", e)
         state["log"] = log
         state["inbox"] = inbox
+        state["follower"] = {}
         stop = threading.Event()
         worker = None
         if follow:
-            worker = threading.Thread(target=_follow, args=(log, inbox, stop), daemon=True)
+            worker = threading.Thread(target=_follow, args=(log, inbox, stop, state["follower"]), daemon=True)
             worker.start()
         try:
             yield
@@ -468,7 +472,12 @@ def create_app(
     @app.get("/healthz", response_model=Health, response_model_exclude_unset=True, tags=["service"])
     def healthz() -> dict[str, Any]:
         """The service and its store answer (no key needed), with the log's last position
-        (and the webhook events waiting in the inbox, when there are any)."""
+        (and the webhook events waiting in the inbox, when there are any); a 503 once the
+        server's follower has stopped for good, so that a health probe replaces the server."""
+        stopped = state["follower"].get("reason")
+        if stopped is not None:
+            # Its views fall behind and the inbox is no longer drained: not a server to keep.
+            raise ApiProblem(503, "Unavailable", stopped)
         health: dict[str, Any] = {"status": "ok", "position": ledger.head(the_log())}
         deferred = ledger.inbox_count(the_log(), state["inbox"]) if state["inbox"] is not None else 0
         if deferred:
