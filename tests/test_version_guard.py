@@ -241,7 +241,8 @@ def test_the_servers_follower_stops_and_logs_why_once_another_version_remade_a_v
 
     log = open_log(store_path)
     stop = threading.Event()
-    worker = threading.Thread(target=_follow, args=(log, None, stop), daemon=True)
+    stopped: dict[str, str] = {}
+    worker = threading.Thread(target=_follow, args=(log, None, stop, stopped), daemon=True)
     try:
         ledger.append_input(log, _runs(0, 3))
         ledger.catch_up(log)  # the server's start-up: its views are made
@@ -263,3 +264,4 @@ def test_the_servers_follower_stops_and_logs_why_once_another_version_remade_a_v
     assert len(errors) == 1, errors
     _says_what_happened(errors[0])
     assert "bug" not in errors[0]
+    assert stopped["reason"] == errors[0]  # what /healthz answers
