@@ -908,6 +908,7 @@ def project(obj: Context, follow: bool, interval: float) -> None:
             log.close()
         click.echo(orjson.dumps({"applied": n}).decode())
         return
+    _log_lines_with_time()
     stop = _FollowerStop()
     # Ctrl-C and SIGTERM end a follower, exit 0, in its first catch-up as in its loop.
     with _unwound_on_termination(), stop.handling_signals():
@@ -1191,6 +1192,7 @@ def serve(
     )
     # uvicorn's configuration keeps a logger's filters: this one outlives its set-up.
     logging.getLogger("uvicorn.access").addFilter(_QuerySecretsMasked())
+    _log_lines_with_time()
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
     except SystemExit as e:
@@ -1199,6 +1201,31 @@ def serve(
         if e.code == 3:
             raise click.ClickException(f"the server could not start on {host}:{port} (the reason is above)") from None
         raise
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler writing to whatever standard error is when a line is written (a test's
+    runner swaps it: a stream bound once would be closed by the next command)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        """Standard error, as it is now."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always standard error
+
+
+def _log_lines_with_time() -> None:
+    """flowledger's warnings and errors on standard error with when and how bad, for a
+    command that runs for days (read later from a journal or a file); set up once."""
+    logger = logging.getLogger("flowledger")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+        logger.addHandler(handler)
 
 
 class _QuerySecretsMasked(logging.Filter):

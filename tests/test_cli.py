@@ -400,6 +400,11 @@ def test_project_follow_started_while_the_store_is_busy_waits_it_out(store_path)
     assert proc.returncode == 0, err.decode()
     assert b"could not catch up" in err and b"busy" in err
     assert b"Traceback" not in err
+    # An operator reads these later, from a journal or a file: when, and how bad.
+    import re
+
+    retried = [line for line in lines if b"could not catch up" in line]
+    assert all(re.match(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} WARNING could not catch up", line) for line in retried), retried
 
 
 def test_serve_on_a_store_too_busy_to_start_on_is_a_clear_error(store_path):
