@@ -95,3 +95,11 @@ class NotInstalled(FlowledgerError):
 
 class ViewsRemadeByAnotherVersion(StoreError):
     """Another version of flowledger remade a view this process folds: it must stop, not fold by older rules."""
+
+
+class ViewsMadeByANewerVersion(ViewsRemadeByAnotherVersion):
+    """A newer flowledger made a view this older one would make again by its rules: it refuses and touches nothing."""
+
+
+class ViewsNotFolded(StoreError):
+    """A query without catch-up would read a view that holds nothing yet of a log that holds events."""

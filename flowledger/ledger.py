@@ -7,7 +7,8 @@ handling (validation, redaction, canonical encoding) happens here, before the lo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import shlex
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
@@ -18,7 +19,15 @@ from flowledger.domain import commands
 from flowledger.domain.redaction import Redactor
 from flowledger.domain.run import FAILED, NOT_TRIGGERED, UNFINISHED, Run
 from flowledger.domain.vocabulary import EventInvalid, stream_of, validate_event
-from flowledger.errors import CommandRefused, FlowledgerError, InvalidInput, NotFound, Problem, StoreBusy
+from flowledger.errors import (
+    CommandRefused,
+    FlowledgerError,
+    InvalidInput,
+    NotFound,
+    Problem,
+    StoreBusy,
+    ViewsNotFolded,
+)
 from flowledger.ingest import IngestOptions, candidates, read_items
 from flowledger.ingest_process import forked_candidates, worth_forking
 from flowledger import queries
@@ -26,6 +35,7 @@ from flowledger.projections.projector import Projector, all_views
 from flowledger.providers import ADAPTERS
 from flowledger.providers.ingest import export_items, fact_event
 from flowledger.projections.run_record import HistoryEntry
+from flowledger.store.backend import store_name
 from flowledger.store.inbox import Inbox, Item, open_inbox
 from flowledger.store.log import AppendResult, Candidate, EventLog, utc_now, utc_stamp
 
@@ -328,6 +338,8 @@ def rebuild(
 
     With ``into``, the views are made in that store from this one's log (which stays put),
     and that store, unless it is this one, is marked as an analyst's copy (it refuses appends).
+    Views a newer flowledger made are made again for this version: the way back to an
+    older release on purpose (anything else of an older version refuses to touch them).
     """
     log.backend.refuse_if_copy(
         "its own log holds none of what its views show",
@@ -335,7 +347,7 @@ def rebuild(
     )
     projector = Projector(into.backend, source=log.backend) if into else Projector(log.backend)
     views = [projector.view(n) for n in view_names] if view_names else None
-    return projector.rebuild(views, progress=progress)
+    return projector.rebuild(views, progress=progress, downgrade=True)
 
 
 def follow(
@@ -414,14 +426,40 @@ def head(log: EventLog) -> int:
 
 
 def query(log: EventLog, fn: Callable[..., Any], *args: Any, fresh: bool = True, **kwargs: Any) -> Any:
-    """Run a query of :mod:`flowledger.queries` on the views, caught up first unless not ``fresh``."""
+    """Run a query of :mod:`flowledger.queries` on the views, caught up first unless not
+    ``fresh``; not ``fresh``, a view it reads that holds nothing yet of a log that holds
+    events is refused (ViewsNotFolded), never answered from as if the store were empty."""
     projector = Projector(log.backend)
     if fresh:
         projector.catch_up()
     else:
         projector.ensure_tables()
     with log.backend.transaction(write=False) as c:
+        if not fresh:
+            _refuse_views_not_folded(log, c, queries.views_read(fn) or view_names())
         return fn(c, *args, **kwargs)
+
+
+def _refuse_views_not_folded(log: EventLog, c: Any, names: Sequence[str]) -> None:
+    """Raise ViewsNotFolded if any of the views ``names`` is at position 0 while the log
+    holds events: made (again) but not folded yet, it would answer as if the store were
+    empty. Read in the query's own transaction, so the query sees what was checked."""
+    b = log.backend
+    empty = [name for name in names if b.get_position(c, name) == 0]
+    if not empty:
+        return
+    head = b.max_position(c)
+    if not head:
+        return  # an empty log: every view rightly holds nothing
+    views = ", ".join(repr(name) for name in empty)
+    raise ViewsNotFolded(
+        f"the view{'s' if len(empty) != 1 else ''} {views} of the store {store_name(b)} "
+        f"{'holds' if len(empty) == 1 else 'hold'} nothing yet of its log (events up to position {head}): "
+        "not folded yet (after an upgrade that changed a view, the new version makes it again and folds "
+        "it anew), so this query would answer as if the store were empty. Fold the views first: "
+        f"`{shlex.join(['flowledger', '--store', store_name(b), 'project'])}` (by a process that may "
+        "write the store), or run the query without --no-catch-up"
+    )
 
 
 def show_run(log: EventLog, run_id: str, *, fresh: bool = True) -> dict[str, Any]:

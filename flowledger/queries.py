@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -47,6 +48,26 @@ RUN_FIELDS = (
 
 class BadQuery(FlowledgerError):
     """A filter, cursor or page size a query cannot take."""
+
+
+_Query = TypeVar("_Query", bound=Callable[..., Any])
+_VIEWS_READ: dict[Callable[..., Any], tuple[str, ...]] = {}
+
+
+def reads(*views: str) -> Callable[[_Query], _Query]:
+    """Mark a query with the views whose tables it reads (what a query without catch-up
+    checks are folded: see :func:`flowledger.ledger.query`)."""
+
+    def mark(fn: _Query) -> _Query:
+        _VIEWS_READ[fn] = views
+        return fn
+
+    return mark
+
+
+def views_read(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """The views a query reads, as :func:`reads` marked it (none marked: every view may be)."""
+    return _VIEWS_READ.get(fn, ())
 
 
 @dataclass
@@ -213,6 +234,7 @@ def email_engagement(c: sqlite3.Cursor, run_ids: list[str]) -> dict[str, tuple[A
     }
 
 
+@reads("runs", "deliveries")
 def list_runs(
     c: sqlite3.Cursor,
     filters: RunFilters,
@@ -229,6 +251,7 @@ def list_runs(
     return {"entries": entries, "page_info": page_info}
 
 
+@reads("runs")
 def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     """Runs by status, with a total, under the filters a listing of them takes."""
     where, params = _runs_where(filters)
@@ -271,6 +294,7 @@ def delivery_entry(row: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+@reads("deliveries")
 def list_deliveries(
     c: sqlite3.Cursor,
     filters: DeliveryFilters,
@@ -288,6 +312,7 @@ def list_deliveries(
     return {"entries": [delivery_entry(r) for r in rows], "page_info": page_info}
 
 
+@reads("deliveries")
 def show_delivery(c: sqlite3.Cursor, message_id: str) -> dict[str, Any]:
     """One message's delivery."""
     c.execute("SELECT * FROM deliveries WHERE message_id = ?", (message_id,))
@@ -297,6 +322,7 @@ def show_delivery(c: sqlite3.Cursor, message_id: str) -> dict[str, Any]:
     return delivery_entry(dict(zip([d[0] for d in c.description], row)))
 
 
+@reads("runs", "steps", "deliveries")
 def show_run(c: sqlite3.Cursor, run_id: str) -> dict[str, Any]:
     """A run's record with its step trace and its deliveries."""
     c.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
@@ -363,6 +389,7 @@ def _run_streams(
     return events, list(by_stream.values())
 
 
+@reads("deliveries")
 def replay_run(c: sqlite3.Cursor, run_id: str, backend: SQLBackend) -> list[HistoryEntry]:
     """The auditor's replay: the run's events and its messages' provider facts in log
     order, each with the run's record (as a runs listing shows it) right after it.
@@ -373,6 +400,7 @@ def replay_run(c: sqlite3.Cursor, run_id: str, backend: SQLBackend) -> list[Hist
     return run_history(run_id, *_run_streams(c, backend, run_id))
 
 
+@reads("deliveries")
 def replay_detail(c: sqlite3.Cursor, run_id: str, backend: SQLBackend, n: int | None = None) -> dict[str, Any]:
     """The run as :func:`show_run` gives it, as it stood right after the ``n``-th entry of
     its replay (None: after the last), rebuilt from the log alone."""
@@ -400,6 +428,7 @@ def _run_counts(c: sqlite3.Cursor, workflow: str | None, include_rehearsals: boo
     return out
 
 
+@reads("runs")
 def counts(c: sqlite3.Cursor, *, include_rehearsals: bool = False) -> dict[str, Any]:
     """Runs by status across all workflows and per workflow (the seed docs' /workflows/counts)."""
     per = _run_counts(c, None, include_rehearsals)
@@ -436,6 +465,7 @@ def _status_of(statuses: dict[str, int]) -> str:
     return "running" if unfinished else "completed"
 
 
+@reads("runs")
 def list_workflows(c: sqlite3.Cursor, *, include_rehearsals: bool = True) -> list[dict[str, Any]]:
     """Every workflow with runs: its status, run counts by status and first/last run."""
     per = _run_counts(c, None, include_rehearsals)
@@ -457,6 +487,7 @@ def list_workflows(c: sqlite3.Cursor, *, include_rehearsals: bool = True) -> lis
     return out
 
 
+@reads("runs", "steps", "deliveries")
 def workflow_details(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
     """The seed docs' workflow details: status, times, channels, totals, progress."""
     summary = _summary(c, workflow)
@@ -555,6 +586,7 @@ def workflow_details(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
     }
 
 
+@reads("runs", "steps")
 def execution_stats(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
     """Step attempts by state, in total, per node and per edge (the seed docs' Executions API)."""
     c.execute("SELECT step, step_type FROM workflow_steps WHERE workflow = ? ORDER BY step", (workflow,))
@@ -612,6 +644,7 @@ def _time_buckets(first: str, last: str, max_bars: int) -> list[tuple[str, str, 
     return [(starts[k], bounds[k], bounds[k + 1]) for k in range(len(starts) - 1)]
 
 
+@reads("runs")
 def runs_over_time(c: sqlite3.Cursor, workflow: str, *, max_bars: int = 62) -> list[tuple[str, str, int]]:
     """A workflow's runs by when they were created and their status now: (bucket, status,
     runs), in bucket order, empty ones left out. Buckets are days, or months or years when
@@ -665,6 +698,7 @@ def _contact_conditions(contact: str) -> tuple[list[str], list[Any]]:
     return where, params
 
 
+@reads("runs", "deliveries")
 def list_runs_by_contact(
     c: sqlite3.Cursor,
     filters: RunFilters,
@@ -683,6 +717,7 @@ def list_runs_by_contact(
     return {"entries": entries, "page_info": page_info}
 
 
+@reads("deliveries")
 def list_deliveries_by_contact(
     c: sqlite3.Cursor,
     filters: DeliveryFilters,
@@ -700,6 +735,7 @@ def list_deliveries_by_contact(
     return {"entries": [delivery_entry(r) for r in rows], "page_info": page_info}
 
 
+@reads("runs")
 def run_status_counts_by_contact(c: sqlite3.Cursor, filters: RunFilters, contact: str) -> dict[str, int]:
     """:func:`run_status_counts` of the runs :func:`list_runs_by_contact` lists."""
     where, params = _contact_where(filters, contact)

@@ -18,7 +18,7 @@ from flowledger import ledger, queries
 from flowledger.cli import cli
 from flowledger.domain.redaction import Redactor
 from flowledger.domain.vocabulary import MAX_ATTEMPT
-from flowledger.errors import InvalidInput, NotFound
+from flowledger.errors import InvalidInput, NotFound, ViewsNotFolded
 from flowledger.ingest import IngestOptions
 from flowledger.projections import projector as projector_module
 from flowledger.projections.projector import Projector
@@ -230,7 +230,7 @@ def _completed_at(log: Any) -> str | None:
     """Workflow "w"'s completed_at as the views hold it now (None while they are refolded)."""
     try:
         return ledger.query(log, queries.workflow_details, "w", fresh=False)["completed_at"]  # type: ignore[no-any-return]
-    except NotFound:
+    except (NotFound, ViewsNotFolded):  # made again, not folded yet: said so, not answered empty
         return None
 
 

@@ -76,11 +76,6 @@ def _remake_as_a_newer_version(url: str) -> None:
         newer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the first query of a newer version with --no-catch-up drops the view whose version changed, "
-    "makes it again empty and answers from it: 0 runs, exit 0, nothing said",
-)
 def test_after_an_upgrade_a_query_without_catch_up_never_answers_from_the_view_it_just_emptied(store_path, monkeypatch):
     log = open_log(store_path)
     try:
@@ -94,12 +89,6 @@ def test_after_an_upgrade_a_query_without_catch_up_never_answers_from_the_view_i
     assert result.exit_code != 0 or orjson.loads(result.output)["total"] == 5, result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a process of an older version drops a view a newer version made and folds it by its own "
-    "rules, even for a read-only query: an old CLI left on a host downgrades the view, and the newer "
-    "version's followers then stop (exit 1) telling the newer process to run 'the new version's command'",
-)
 def test_an_older_versions_query_leaves_the_view_a_newer_version_made(store_path):
     log = open_log(store_path)
     try:

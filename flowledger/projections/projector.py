@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -30,7 +31,13 @@ from typing import Any
 import orjson
 
 from flowledger.domain.event_types import MESSAGE_EVENT_TYPES, RUN_EVENT_TYPES
-from flowledger.errors import FlowledgerError, StoreError, StoreIsACopy, ViewsRemadeByAnotherVersion
+from flowledger.errors import (
+    FlowledgerError,
+    StoreError,
+    StoreIsACopy,
+    ViewsMadeByANewerVersion,
+    ViewsRemadeByAnotherVersion,
+)
 from flowledger.gc_pause import cyclic_gc_paused
 from flowledger.projections.base import LogReader, View, Writes
 from flowledger.projections.deliveries_view import DeliveriesView
@@ -101,12 +108,14 @@ class Projector:
         names = ", ".join(v.name for v in self.views)
         raise UnknownView(f"no view {name!r}; the views are {names}")
 
-    def ensure_tables(self) -> None:
+    def ensure_tables(self, *, remake: Collection[str] = ()) -> None:
         """Create the tracking table and every view's tables, once per process.
 
         A view whose tables were made for another version of it (its columns changed) is
         dropped and will be folded again from position 0: a view is only ever a cache. A
-        view missing indexes (a rebuild that stopped before making them) gets them.
+        view missing indexes (a rebuild that stopped before making them) gets them. A view
+        a newer flowledger made is left as it is (ViewsMadeByANewerVersion), unless it is
+        one of ``remake``: the views an explicit rebuild makes again, the one way back.
         """
         b = self.backend
         wanted_versions = {(v.name, v.version) for v in self.views}
@@ -121,6 +130,7 @@ class Projector:
             wanted |= {i for v in self.views for i in v.index_names()}
         if not wanted <= existing or any(stored.get(v.name) != str(v.version) for v in self.views):
             self._refuse_an_older_copy(stored)
+            self._refuse_newer_views(stored, remake)
             with b.transaction(write=True) as c:
                 # Projectors starting together must not race to create the tables; and
                 # a page in flight (which holds its views' locks, PostgreSQL) commits
@@ -130,6 +140,8 @@ class Projector:
                 # Another projector may have done it while we waited: DDL on tables in
                 # use would take locks against its writes.
                 existing, stored = b.table_names(c), self._versions(c)
+                # A newer process may have made them while this one waited for the lock.
+                self._refuse_newer_views(stored, remake)
                 b.create_tracking_table(c)
                 for v in self.views:
                     if stored.get(v.name) == str(v.version) and set(v.tables) <= existing:
@@ -169,6 +181,30 @@ class Projector:
             f"{store_name(self.backend)}"
         )
 
+    def _refuse_newer_views(self, stored: dict[str, str], remake: Collection[str]) -> None:
+        """Raise ViewsMadeByANewerVersion for views a newer flowledger made (but those of
+        ``remake``): made again by this version's rules, they would be downgraded for every
+        process of the newer one, whose followers would then stop. A stored version that is
+        not a number (or none) is another version, not a newer one: made again as ever."""
+        if self.source is not self.backend:
+            return  # `rebuild --into` making an analyst's copy again: what it is for
+        newer = [v for v in self.views if v.name not in remake and _is_newer(stored.get(v.name), v.version)]
+        if not newer:
+            return
+        name = store_name(self.backend)
+        made = ", ".join(
+            f"{v.name!r} (view version {stored[v.name]}, where this flowledger folds view version {v.version})"
+            for v in newer
+        )
+        them = "it" if len(newer) == 1 else "them"
+        command = shlex.join(["flowledger", "--store", name, "rebuild", *(v.name for v in newer)])
+        raise ViewsMadeByANewerVersion(
+            f"a newer flowledger made the view{'s' if len(newer) != 1 else ''} {made} of the store {name}: "
+            f"this older flowledger would make {them} again by its older rules, so it left the store as it was. "
+            f"Use the newer flowledger with this store; or, to go back to this version on purpose (a release "
+            f"rolled back), stop the newer version's processes and make {them} again with this version: {command}"
+        )
+
     @staticmethod
     def _versions(c: Any) -> dict[str, str]:
         c.execute("SELECT key, value FROM flowledger_meta WHERE key LIKE 'view:%'")
@@ -184,6 +220,8 @@ class Projector:
             found = stored.get(view.name)
             if found == str(view.version):
                 continue
+            if _is_older(found, view.version):
+                raise ViewsRemadeByAnotherVersion(self._remade_by_an_older_version(view, found))
             raise ViewsRemadeByAnotherVersion(
                 f"another version of flowledger made the view {view.name!r} of the store "
                 f"{store_name(self.backend)} again: its tables are now for view version {found or 'none'}, "
@@ -191,6 +229,19 @@ class Projector:
                 "folded; stop this process and run the new version's command in its place "
                 "(`flowledger project --follow`, `flowledger serve`)"
             )
+
+    def _remade_by_an_older_version(self, view: View, found: str | None) -> str:
+        """What a process says that stops because an older flowledger made its view again."""
+        name = store_name(self.backend)
+        return (
+            f"an older version of flowledger made the view {view.name!r} of the store {name} again: its "
+            f"tables are now for view version {found}, and this process folds view version {view.version}, "
+            "so it applied nothing of what it folded, and stops. If that was the older version's `flowledger "
+            "rebuild`, going back to it on purpose, run that version only; if not, a process of a release from "
+            "before flowledger checked view versions made the view again: stop it, then start this version's "
+            "command again (`flowledger project --follow`, `flowledger serve`), which makes the view again for "
+            f"view version {view.version} and folds it from the log"
+        )
 
     def position(self, view: View) -> int:
         """The last log position the view has applied (0: none)."""
@@ -342,8 +393,13 @@ class Projector:
         page_size: int = REBUILD_PAGE_SIZE,
         progress: Callable[[int], None] | None = None,
         helper: bool | None = None,
+        downgrade: bool = False,
     ) -> int:
         """Fold views (all by default) again from position 0; returns events read.
+
+        With ``downgrade`` (an operator's explicit rebuild), views a newer flowledger made
+        are made again for this version too, rather than refused: going back to an older
+        release on purpose.
 
         On a SQLite store the views are folded into staging files and replace the store's
         own when done (see :meth:`rebuild_staged`): until then queries see the views as
@@ -355,8 +411,8 @@ class Projector:
         """
         if self.source is not self.backend:
             self._check_into_target()
-        self.ensure_tables()
         views = list(views) if views is not None else self.views
+        self.ensure_tables(remake={v.name for v in views} if downgrade else ())
         mine, theirs = split_views(views)
         if helper is None:
             helper = bool(theirs) and self.head() >= HELPER_FROM
@@ -506,6 +562,26 @@ class Projector:
                 on_applied(n)
             if not n:
                 time.sleep(interval)
+
+
+def _is_newer(stored: str | None, version: int) -> bool:
+    """Whether a view version stored in the meta table is a number above ``version``."""
+    n = _number(stored)
+    return n is not None and n > version
+
+
+def _is_older(stored: str | None, version: int) -> bool:
+    """Whether a view version stored in the meta table is a number below ``version``."""
+    n = _number(stored)
+    return n is not None and n < version
+
+
+def _number(stored: str | None) -> int | None:
+    """A stored view version as a number; None if it is missing or not one (old stores)."""
+    try:
+        return int(stored) if stored is not None else None
+    except ValueError:
+        return None
 
 
 def follow_wait(interval: float, failures: int) -> float:
