@@ -425,17 +425,21 @@ def head(log: EventLog) -> int:
     return Projector(log.backend).head()
 
 
-def query(log: EventLog, fn: Callable[..., Any], *args: Any, fresh: bool = True, **kwargs: Any) -> Any:
+def query(
+    log: EventLog, fn: Callable[..., Any], *args: Any, fresh: bool = True, caught_up: bool = False, **kwargs: Any
+) -> Any:
     """Run a query of :mod:`flowledger.queries` on the views, caught up first unless not
     ``fresh``; not ``fresh``, a view it reads that holds nothing yet of a log that holds
-    events is refused (ViewsNotFolded), never answered from as if the store were empty."""
+    events is refused (ViewsNotFolded), never answered from as if the store were empty,
+    unless ``caught_up``: the caller caught the views up itself just before (a web page's
+    later queries), and events appended since are simply not shown yet."""
     projector = Projector(log.backend)
     if fresh:
         projector.catch_up()
     else:
         projector.ensure_tables()
     with log.backend.transaction(write=False) as c:
-        if not fresh:
+        if not fresh and not caught_up:
             _refuse_views_not_folded(log, c, queries.views_read(fn) or view_names())
         return fn(c, *args, **kwargs)
 

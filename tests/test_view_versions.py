@@ -283,6 +283,21 @@ def test_the_library_refuses_a_query_without_catch_up_of_views_never_folded(stor
         log.close()
 
 
+def test_a_web_pages_later_query_reads_the_views_as_its_first_left_them(store_path):
+    """A page's first query catches up; the next read the views as they then stand. Events
+    appended between the two (the store's very first) are not shown yet, and no error."""
+    log = open_log(store_path)
+    try:
+        assert ledger.query(log, queries.counts)["total"] == 0  # the first: caught up, on an empty log
+        ledger.append_input(log, _runs(0, 3))
+        page = ledger.query(log, queries.list_runs, queries.RunFilters(), fresh=False, caught_up=True)
+        assert page["entries"] == []
+        with pytest.raises(ViewsNotFolded):
+            ledger.query(log, queries.list_runs, queries.RunFilters(), fresh=False)
+    finally:
+        log.close()
+
+
 @needs_postgres
 def test_a_read_only_postgresql_role_is_told_the_views_are_not_folded_yet(postgres_url, read_only_role):
     role, url, schema = read_only_role

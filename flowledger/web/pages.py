@@ -303,7 +303,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         def q(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             nonlocal fresh
             try:
-                return ledger.query(the_log(), fn, *args, fresh=fresh, **kwargs)
+                return ledger.query(the_log(), fn, *args, fresh=fresh, caught_up=not fresh, **kwargs)
             finally:
                 fresh = False  # a refused query (a bad cursor) is read after the catch-up
 
