@@ -222,6 +222,16 @@ _AS_SHOWN = "as the tables show it: its id (c-1, in any collection or none), or 
 """How the help of a --recipient option says what it takes."""
 
 
+def _recipient(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A --recipient longer than any a table shows is a bad parameter (the API's 422)."""
+    if value is not None and len(value) > queries.MAX_CONTACT_LENGTH:
+        raise click.BadParameter(
+            f"expected at most {queries.MAX_CONTACT_LENGTH} characters (a collection and an id of at most "
+            f"{MAX_ID_LENGTH} each, and the '/'), got {len(value):,} characters"
+        )
+    return value
+
+
 def timestamp_option(name: str, help: str) -> Callable[[F], F]:
     """An option taking an RFC 3339 timestamp with an offset (given once)."""
 
@@ -284,13 +294,12 @@ def refuse_bad_options(event: dict[str, Any]) -> None:
 
 
 def _option_hint(option: str) -> str:
-    """How an error names an option: with the environment variable its value came from."""
+    """How an error names an option: as click names it in its own errors (an :class:`_Option`
+    whose value came from its environment variable, as that variable), so that a value is
+    named one way whatever is wrong with it."""
     ctx = click.get_current_context()
     param = next((p for p in ctx.command.params if option in p.opts), None)
-    if param is not None and param.name and isinstance(param.envvar, str):
-        if ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT:
-            return f"'{option}' (from {param.envvar})"
-    return f"'{option}'"
+    return param.get_error_hint(ctx) if param is not None else f"'{option}'"
 
 
 _ANY_RUN = "any-run"
@@ -368,17 +377,24 @@ def _misplaced_group_option(group: click.Group, error: click.NoSuchOption, given
         placeholder = name.lstrip("-").replace("-", "_").upper()
         at = next((i for i, arg in enumerate(given) if arg == name or arg.startswith(f"{name}=")), None)
         if at is None:
-            value = placeholder
+            value, command = placeholder, _commands_of(error.ctx)
         elif "=" in given[at]:
-            value = given[at].partition("=")[2]
+            value, command = given[at].partition("=")[2], [*given[:at], *given[at + 1 :]]
         else:
             value = next(iter(given[at + 1 : at + 2]), placeholder)
-        command, ctx = [], error.ctx
-        while ctx.parent is not None:
-            command.insert(0, ctx.info_name or "")
-            ctx = ctx.parent
+            # The whole line but the option: the option may come before a subcommand too.
+            command = [*given[:at], *given[at + 2 :]]
         example = shlex.join(["flowledger", name, value, *command])
     return click.UsageError(f"{name} is an option of flowledger itself: put it before the command ({example})", ctx=error.ctx)
+
+
+def _commands_of(ctx: click.Context) -> list[str]:
+    """The command names from flowledger's down to ``ctx``'s (``runs list``)."""
+    command: list[str] = []
+    while ctx.parent is not None:
+        command.insert(0, ctx.info_name or "")
+        ctx = ctx.parent
+    return command
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -388,6 +404,9 @@ def _misplaced_group_option(group: click.Group, error: click.NoSuchOption, given
     cls=_Option,
     envvar="FLOWLEDGER_STORE",
     default=DEFAULT_STORE,
+    # An empty --store would open ./flowledger.db without a word (an empty FLOWLEDGER_STORE
+    # counts as unset, as click reads it, so that one still means the default).
+    callback=not_blank("the store", f"; leave --store and FLOWLEDGER_STORE out for {DEFAULT_STORE}"),
     show_default=True,
     help="The store: a SQLite file path, sqlite:///path or postgresql://user@host/db[?schema=name], with libpq settings such as &sslmode=require. Also FLOWLEDGER_STORE.",
 )
@@ -470,7 +489,8 @@ def append(
     """
     if _is_terminal_input(file):
         # Else a command given no FILE would wait without a word.
-        click.echo("reading events from standard input, one JSON object a line (end with Ctrl-D)", err=True)
+        what = "one JSON object a line" if provider == "flowledger" else f"as {provider} exports or posts them"
+        click.echo(f"reading events from standard input, {what} (end with Ctrl-D)", err=True)
     redactor = Redactor.from_environment(redact_keys)
     if provider != "flowledger":
         if skip_file is not None:
@@ -590,7 +610,7 @@ def runs() -> None:
 @click.option("--workflow", multiple=True, callback=once(), help="Only runs of this workflow key.")
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES), help="Only runs in this status (repeatable).")
 @click.option("--tenant", multiple=True, callback=once(), help="Only runs of this tenant.")
-@click.option("--recipient", multiple=True, callback=once(), help=f"Only runs for this recipient {_AS_SHOWN}.")
+@click.option("--recipient", multiple=True, callback=once(_recipient), help=f"Only runs for this recipient {_AS_SHOWN}.")
 @click.option("--has-errors", is_flag=True, help="Only runs with a failed step attempt.")
 @timestamp_option("--starting-at", f"Only runs created at or after this time {_TIME}.")
 @timestamp_option("--ending-at", f"Only runs created at or before this time {_TIME}.")
@@ -634,7 +654,7 @@ def runs_list(
     for r in page["entries"]:
         rec = recipient_label(r["recipient"])
         rows.append((r["id"], r["workflow"], rec, r["status"], _t(r["created_at"]), f"{r['retry_count']}/{r['max_retries']}", str(r["error_count"])))
-    _echo_table(rows, empty="(no runs match)")
+    _echo_table(rows, empty=_empty_page("runs", after, before))
     _echo_page_info(page["page_info"])
 
 
@@ -686,7 +706,7 @@ def deliveries() -> None:
     help="Only messages on this channel.",
 )
 @click.option("--status", "statuses", multiple=True, type=click.Choice(DELIVERY_STATUSES), help="Only messages in this status (repeatable).")
-@click.option("--recipient", multiple=True, callback=once(), help=f"Only messages to this recipient {_AS_SHOWN}.")
+@click.option("--recipient", multiple=True, callback=once(_recipient), help=f"Only messages to this recipient {_AS_SHOWN}.")
 @paging_options
 @catch_up_option
 @json_option
@@ -716,7 +736,7 @@ def deliveries_list(
     if as_json:
         _echo_json(shapes.shaped(shapes.DeliveryPage, page))
         return
-    _echo_deliveries(page["entries"])
+    _echo_deliveries(page["entries"], empty=_empty_page("messages", after, before))
     _echo_page_info(page["page_info"])
 
 
@@ -1456,13 +1476,20 @@ def _echo_page_info(info: dict[str, Any]) -> None:
         click.echo(f"newer: --before {info['before']}")
 
 
-def _echo_deliveries(entries: list[dict[str, Any]], indent: str = "") -> None:
+def _empty_page(what: str, after: str | None, before: str | None) -> str:
+    """The line under an empty page of a listing: a cursor's page may be empty though
+    entries match the filters (those past the cursor left them since), so it says no more."""
+    return f"(no more {what})" if after is not None or before is not None else f"(no {what} match)"
+
+
+def _echo_deliveries(entries: list[dict[str, Any]], indent: str = "", empty: str = "(no messages match)") -> None:
+    """Messages as a table (``empty`` under the header when there are none)."""
     rows = [("message", "channel", "recipient", "status", "delivered_at", "opened_at", "clicked_at", "cost")]
     for d in entries:
         rec = recipient_label(d["recipient"])
         cost = "-" if d["cost_amount"] is None else f"{d['cost_amount']:g} {d['cost_currency']}"
         rows.append((d["message_id"], d["channel"] or "?", rec, d["status"] or "-", _t(d["delivered_at"]), _t(d["opened_at"]), _t(d["clicked_at"]), cost))
-    _echo_table(rows, indent=indent, empty="(no messages match)")
+    _echo_table(rows, indent=indent, empty=empty)
 
 
 def _actor(actor: str | None) -> str | None:

@@ -31,7 +31,7 @@ from flowledger.errors import (
 from flowledger.ingest import IngestOptions, candidates, read_items
 from flowledger.ingest_process import forked_candidates, worth_forking
 from flowledger import queries
-from flowledger.projections.projector import Projector, all_views
+from flowledger.projections.projector import RECORDED, Projector, all_views
 from flowledger.providers import ADAPTERS
 from flowledger.providers.ingest import export_items, fact_event
 from flowledger.projections.run_record import HistoryEntry
@@ -432,15 +432,22 @@ def query(
     ``fresh``; not ``fresh``, a view it reads that holds nothing yet of a log that holds
     events is refused (ViewsNotFolded), never answered from as if the store were empty,
     unless ``caught_up``: the caller caught the views up itself just before (a web page's
-    later queries), and events appended since are simply not shown yet."""
+    later queries), and events appended since are simply not shown yet. Views another
+    version of flowledger made again since this process made them are refused
+    (ViewsRemadeByAnotherVersion): one small read of their versions, in the query's own
+    transaction."""
     projector = Projector(log.backend)
     if fresh:
         projector.catch_up()
     else:
         projector.ensure_tables()
+    names = queries.views_read(fn) or view_names()
     with log.backend.transaction(write=False) as c:
+        # ensure_tables looks once per process: a server's, long before a newer version's
+        # follower remade and folded the views, whose catch-up then finds nothing to fold.
+        projector.refuse_other_versions(c, [projector.view(n) for n in names])
         if not fresh and not caught_up:
-            _refuse_views_not_folded(log, c, queries.views_read(fn) or view_names())
+            _refuse_views_not_folded(log, c, names)
         return fn(c, *args, **kwargs)
 
 
@@ -513,14 +520,29 @@ def _run_command(
     redactor: Redactor | None,
 ) -> dict[str, Any]:
     """An operator's command on one run: ``refuse`` looks at the run before the write (and
-    again if the rules refuse it, to say why in its words); the run's record after it."""
+    again if the rules refuse it, to say why in its words); the run's record after it.
+    Views another version of flowledger made are refused before the write: the record
+    is read from them, and a command that says it failed must have stored nothing."""
 
     def look() -> None:
         refuse(run_id, log.run_state(run_id))
 
     look()
+    _refuse_views_of_another_version(log)
     _record(log, requested(run_id, occurred_at=utc_now(), actor=actor, reason=reason), redactor, look)
     return show_run(log, run_id)
+
+
+def _refuse_views_of_another_version(log: EventLog) -> None:
+    """Raise ViewsMadeByANewerVersion (or ViewsRemadeByAnotherVersion) unless the views are
+    this version's, as the query that follows a command will find them."""
+    projector = Projector(log.backend)
+    # The check every projector makes (an older version refuses a newer one's views) ...
+    projector.ensure_tables()
+    # ... but once per process: a server's may have looked long before a newer version
+    # remade the views.
+    with log.backend.transaction(write=False) as c:
+        projector.refuse_other_versions(c, done=RECORDED)
 
 
 def _refuse_cancel(run_id: str, state: Run) -> None:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import orjson
 
 from flowledger.domain.run import STATUSES
+from flowledger.domain.vocabulary import MAX_ID_LENGTH
 from flowledger.errors import FlowledgerError, NotFound
 from flowledger.projections.delivery import DELIVERY_FIELDS, earlier
 from flowledger.projections.run_record import (
@@ -34,6 +35,9 @@ from flowledger.store.log import StoredEvent
 
 MAX_PAGE_SIZE = 1000
 """The largest page a listing returns."""
+
+MAX_CONTACT_LENGTH = 2 * MAX_ID_LENGTH + 1
+"""The longest recipient a listing can show: a collection and an id joined by a "/"."""
 
 RUN_FIELDS = (
     *RECORD_FIELDS[:-1],
@@ -676,15 +680,18 @@ def _contact_conditions(contact: str) -> tuple[list[str], list[Any]]:
     ``recipient_json``) whose recipient the pages show as ``contact`` (see
     :func:`flowledger.projections.run_record.recipient_label`): its id, plain or in a
     collection, or its collection and id joined by a "/". Ids and collections may hold "/"
-    themselves, so the text is cut at each "/" in turn."""
+    themselves, so the text is cut at each "/" in turn, but only where both sides could be
+    ids: at most MAX_ID_LENGTH cuts of at most MAX_CONTACT_LENGTH characters, however long
+    the text (one longer than MAX_CONTACT_LENGTH is cut nowhere: no row can match it)."""
     where: list[str] = []
     params: list[Any] = []
     ids = [contact]
     shapes: list[str] = []
-    for k, char in enumerate(contact):
-        collection, rid = contact[:k], contact[k + 1 :]
-        if char != "/" or not collection or not rid:
+    first, last = max(1, len(contact) - 1 - MAX_ID_LENGTH), min(MAX_ID_LENGTH, len(contact) - 2)
+    for k in range(first, last + 1):
+        if contact[k] != "/":
             continue
+        collection, rid = contact[:k], contact[k + 1 :]
         ids.append(rid)
         # The view keeps a recipient's JSON as the event gave it: either order of its keys.
         shapes += [orjson.dumps({"id": rid, "collection": collection}).decode(), orjson.dumps({"collection": collection, "id": rid}).decode()]

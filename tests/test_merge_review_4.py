@@ -54,11 +54,6 @@ def _run_status(path: str, run_id: str) -> str:
 # The newer-version refusal (07587d5) and the operators' commands.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retry/cancel RUN_ID record their event, then show_run's catch-up refuses the newer "
-    "version's views: exit 1 saying the store was 'left as it was', though the event is stored",
-)
 @pytest.mark.parametrize(
     "command, events, done",
     [
@@ -83,11 +78,6 @@ def test_a_command_an_older_version_reports_as_failed_is_not_recorded(store_path
 # The version guard (1e15865) and a long-running server's queries.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a server's queries check view versions only on a page to fold: once a newer version "
-    "remade and folded the views, an older server answers 200 from them (README: a store error)",
-)
 def test_an_older_server_never_answers_from_views_a_newer_version_remade_and_folded(store_path):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
@@ -116,11 +106,6 @@ def test_an_older_server_never_answers_from_views_a_newer_version_remade_and_fol
 # --recipient collection/id (5907ca6) through the CLI and GET /v1/runs.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_contact_conditions makes two JSON shapes of the whole text per '/', so a long "
-    "--recipient or ?recipient= (no length limit) costs memory quadratic in its length",
-)
 def test_a_recipient_no_listing_can_show_costs_no_more_than_one_it_can(store_path):
     _append(store_path, [triggered("r1")])
     log = open_log(store_path)
@@ -143,11 +128,6 @@ def test_a_recipient_no_listing_can_show_costs_no_more_than_one_it_can(store_pat
 # The copy's absolute source path (47cf1c0) and the commands it suggests.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_refuse_an_older_copy pastes the (now absolute) source path into its command "
-    "unquoted, where refuse_if_copy and the newer-version refusal quote theirs",
-)
 def test_the_command_an_older_copy_suggests_is_one_a_shell_runs(tmp_path):
     folder = tmp_path / "my data"
     folder.mkdir()
@@ -171,11 +151,6 @@ def test_the_command_an_older_copy_suggests_is_one_a_shell_runs(tmp_path):
 # The new-user fixes (4995863) beside the option checks of 5907ca6.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FLOWLEDGER_ACTOR is named 'the environment variable FLOWLEDGER_ACTOR' when blank but "
-    "\"'--actor' (from FLOWLEDGER_ACTOR)\" when it is no id: _option_hint predates _Option",
-)
 def test_a_bad_flowledger_actor_is_named_as_the_variable_whatever_is_wrong_with_it(store_path):
     blank = _invoke("--store", store_path, "cancel", "r1", env={"FLOWLEDGER_ACTOR": "   "})
     assert blank.exit_code == 2 and "the environment variable FLOWLEDGER_ACTOR" in blank.output, blank.output
@@ -184,22 +159,12 @@ def test_a_bad_flowledger_actor_is_named_as_the_variable_whatever_is_wrong_with_
     assert "the environment variable FLOWLEDGER_ACTOR" in control.output, control.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a group option between a group and its subcommand is shown before the group alone "
-    "('flowledger --store x runs'), a command that only prints the group's help",
-)
 def test_a_group_option_after_a_subgroup_is_shown_before_the_whole_command(store_path):
     result = _invoke("runs", "--store", store_path, "list")
     assert result.exit_code == 2, result.output
     assert f"flowledger --store {store_path} runs list" in result.output, result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a page past the end of a listing prints '(no runs match)' though runs match its "
-    "filters (and no cursor back): the empty-table line does not know about paging",
-)
 def test_a_page_past_the_end_does_not_say_no_runs_match(store_path):
     _append(store_path, [triggered("r1"), triggered("r2")])
     first = _invoke("--store", store_path, "runs", "list", "--status", "pending", "--page-size", "1", "--json")

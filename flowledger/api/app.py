@@ -544,7 +544,7 @@ def create_app(
     Recipient = Annotated[
         str | None,
         Query(description='The recipient as listings show it: its id ("c-1": in any collection or none), '
-              'or its collection and id ("contacts/c-1").'),
+              'or its collection and id ("contacts/c-1").', max_length=queries.MAX_CONTACT_LENGTH),
     ]
 
     @app.get("/v1/runs", tags=["runs"], response_model=shapes.RunPage)

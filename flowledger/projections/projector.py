@@ -62,6 +62,14 @@ FOLLOW_BACKOFF_LIMIT = 60.0
 """The longest wait, in seconds, of a follower between attempts while the store keeps failing."""
 REBUILD_PHASES = (_FOLD, _QUERY_INDEXES, _COPY) = ("fold", "query indexes", "copy into the store")
 """The phases of :meth:`Projector.rebuild_staged` a caller may time, in order."""
+APPLIED = "applied nothing of what it folded"
+"""What a process did that finds its views made again by another version while it folds."""
+FOLLOWED = "folds nothing more into them"
+"""What a follower's poll with nothing to fold did that finds its views made again by another version."""
+ANSWERED = "answered nothing from them"
+"""What a query did that finds its views made again by another version."""
+RECORDED = "recorded nothing"
+"""What an operator's command did that finds its views made again by another version."""
 
 _log = logging.getLogger(__name__)
 
@@ -177,8 +185,8 @@ class Projector:
         raise StoreIsACopy(
             f"the store {store_name(self.backend)} is an analyst's copy made by `rebuild --into` from {source} "
             f"by another version of flowledger: its views ({made}) are not this version's ({wanted}), and a copy "
-            f"has no log to fold them again from; make it again: flowledger --store {source} rebuild --into "
-            f"{store_name(self.backend)}"
+            f"has no log to fold them again from; make it again: "
+            + shlex.join(["flowledger", "--store", source, "rebuild", "--into", store_name(self.backend)])
         )
 
     def _refuse_newer_views(self, stored: dict[str, str], remake: Collection[str]) -> None:
@@ -210,7 +218,15 @@ class Projector:
         c.execute("SELECT key, value FROM flowledger_meta WHERE key LIKE 'view:%'")
         return {key[len("view:"):]: value for key, value in c.fetchall()}
 
-    def _refuse_views_remade(self, c: Any, views: Sequence[View]) -> None:
+    def refuse_other_versions(self, c: Any, views: Sequence[View] | None = None, *, done: str = ANSWERED) -> None:
+        """Raise ViewsRemadeByAnotherVersion if the stored versions of the views (all by
+        default) are not this process's: another version of flowledger made them again
+        since :meth:`ensure_tables` looked, which it does once per process (a server's, at
+        its start). One small read, in the caller's transaction, so that what the caller
+        reads or writes next is what was checked; ``done`` says what the process did then."""
+        self._refuse_views_remade(c, self.views if views is None else views, done=done)
+
+    def _refuse_views_remade(self, c: Any, views: Sequence[View], *, done: str = APPLIED) -> None:
         """Raise ViewsRemadeByAnotherVersion if another version of flowledger made any of
         the views again since this process made them: folded by this version's rules, its
         rows would be wrong, silently. Called in a page's transaction, under its views'
@@ -221,22 +237,21 @@ class Projector:
             if found == str(view.version):
                 continue
             if _is_older(found, view.version):
-                raise ViewsRemadeByAnotherVersion(self._remade_by_an_older_version(view, found))
+                raise ViewsRemadeByAnotherVersion(self._remade_by_an_older_version(view, found, done))
             raise ViewsRemadeByAnotherVersion(
                 f"another version of flowledger made the view {view.name!r} of the store "
                 f"{store_name(self.backend)} again: its tables are now for view version {found or 'none'}, "
-                f"and this process folds view version {view.version}, so it applied nothing of what it "
-                "folded; stop this process and run the new version's command in its place "
-                "(`flowledger project --follow`, `flowledger serve`)"
+                f"and this process folds view version {view.version}, so it {done}; stop this process "
+                "and run the new version's command in its place (`flowledger project --follow`, `flowledger serve`)"
             )
 
-    def _remade_by_an_older_version(self, view: View, found: str | None) -> str:
+    def _remade_by_an_older_version(self, view: View, found: str | None, done: str = APPLIED) -> str:
         """What a process says that stops because an older flowledger made its view again."""
         name = store_name(self.backend)
         return (
             f"an older version of flowledger made the view {view.name!r} of the store {name} again: its "
             f"tables are now for view version {found}, and this process folds view version {view.version}, "
-            "so it applied nothing of what it folded, and stops. If that was the older version's `flowledger "
+            f"so it {done}, and stops. If that was the older version's `flowledger "
             "rebuild`, going back to it on purpose, run that version only; if not, a process of a release from "
             "before flowledger checked view versions made the view again: stop it, then start this version's "
             "command again (`flowledger project --follow`, `flowledger serve`), which makes the view again for "
@@ -260,19 +275,22 @@ class Projector:
         *,
         page_size: int = DEFAULT_PAGE_SIZE,
         progress: Callable[[int], None] | None = None,
+        check_versions: bool = False,
     ) -> int:
         """Apply every event the views have not applied yet; returns how many were read.
 
         Views still empty while the log holds :data:`STAGED_FROM` events or more (a new
         store after a large import; a view a newer flowledger made again) are folded the
         way a rebuild folds them, through staging files (see :meth:`rebuild`), then
-        caught up with the rest page by page.
+        caught up with the rest page by page. With ``check_versions`` (a follower), views
+        another version made again are refused even with nothing to fold (see
+        :meth:`refuse_other_versions`); each page checks its views anyway.
         """
         self.ensure_tables()
         views = list(views) if views is not None else self.views
         if not views:
             return 0
-        positions, head = self._positions(views)
+        positions, head = self._positions(views, check_versions)
         if head <= min(positions.values()):
             return 0  # the common case for a query: no write lock taken at all
         total = 0
@@ -291,10 +309,13 @@ class Projector:
                     progress(n)
         return total
 
-    def _positions(self, views: Sequence[View]) -> tuple[dict[str, int], int]:
-        """Each view's position and the log's last (read only)."""
+    def _positions(self, views: Sequence[View], check_versions: bool = False) -> tuple[dict[str, int], int]:
+        """Each view's position and the log's last (read only); with ``check_versions``,
+        views another version made again are refused first, in the same transaction."""
         b = self.backend
         with b.transaction(write=False) as c:
+            if check_versions:
+                self.refuse_other_versions(c, views, done=FOLLOWED)
             positions = {v.name: b.get_position(c, v.name) for v in views}
             if self.source is b:
                 return positions, b.max_position(c)
@@ -543,12 +564,15 @@ class Projector:
         with each failure in a row (at most :data:`FOLLOW_BACKOFF_LIMIT`): a follower is a
         long-running worker and must outlive both. Nothing of a failed page was applied.
         Views another version of flowledger made again (ViewsRemadeByAnotherVersion) end
-        the follower: trying again would never do.
+        the follower, found by a page or, with nothing to fold, by each poll: trying
+        again would never do.
         """
         failures = 0
         while not should_stop():
             try:
-                n = self.catch_up(page_size=page_size)
+                # A newer version's follower may remake and fold the views between two
+                # polls: an idle poll must look too, or this one never stops.
+                n = self.catch_up(page_size=page_size, check_versions=True)
             except ViewsRemadeByAnotherVersion:
                 raise
             except StoreError as e:

@@ -29,7 +29,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from flowledger import ledger, queries
 from flowledger.api import keys
 from flowledger.domain.run import STATUSES
-from flowledger.domain.vocabulary import normalize_timestamp
+from flowledger.domain.vocabulary import MAX_ID_LENGTH, normalize_timestamp
 from flowledger.errors import CommandRefused, NotFound, StoreBusy, StoreError
 from flowledger.projections.run_record import event_detail, recipient_label
 from flowledger.projections.steps_view import STEP_STATES
@@ -176,6 +176,16 @@ def _stuck_bound(now: datetime) -> str:
 def _is_stuck(run: dict[str, Any], now: datetime) -> bool:
     """A listed run is pending or running and has had no news for more than STUCK_AFTER."""
     return run["status"] in STUCK_STATUSES and now - datetime.fromisoformat(run["updated_at"]) > STUCK_AFTER
+
+
+def _contact_problem(contact: str | None) -> str | None:
+    """Why a contact filter cannot be one a listing shows (too long), or None."""
+    if contact is not None and len(contact) > queries.MAX_CONTACT_LENGTH:
+        return (
+            f"A recipient is at most {queries.MAX_CONTACT_LENGTH} characters (a collection and an id, "
+            f"each at most {MAX_ID_LENGTH}, and the /); this one has {len(contact):,}."
+        )
+    return None
 
 
 def _stuck_filters(filters: queries.RunFilters, now: datetime) -> queries.RunFilters:
@@ -397,7 +407,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         only_stuck = stuck == "1"
         workflow = workflow or None
         recipient = (recipient or "").strip() or None
-        error = None
+        error = _contact_problem(recipient)
         starting_at = ending_at = None
         if range in _RANGE_DELTAS:
             starting_at = _stamp(now - _RANGE_DELTAS[range])
@@ -406,15 +416,16 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
                 starting_at = _normal(from_)
                 ending_at = _normal(to)
             except ValueError:
-                error = "Dates must be RFC 3339 with an offset, like 2026-11-01T00:00:00Z."
-        bad_dates = error is not None
+                error = error or "Dates must be RFC 3339 with an offset, like 2026-11-01T00:00:00Z."
+        # Dates or a recipient the listing cannot take: it lists nothing and counts nothing.
+        refused = error is not None
         nothing = {"entries": [], "page_info": {"after": None, "before": None}}
         # The contact is a recipient as the listing shows it ("collection/id" too), not the id alone.
         filters = queries.RunFilters(workflow, (status,) if status else (), None, None, False, starting_at, ending_at)
         if only_stuck:
             filters = _stuck_filters(filters, now)
-        if bad_dates or not filters.statuses and only_stuck:
-            # Not every run: a listing that dropped the dates it was asked for looks filtered;
+        if refused or not filters.statuses and only_stuck:
+            # Not every run: a listing that dropped a filter it was asked for looks filtered;
             # and stuck runs of a status never stuck (completed, say) are none, not all.
             result = nothing
         else:
@@ -429,7 +440,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         counts = q(queries.counts, include_rehearsals=True)
         # The chips count what their links list: the same filters but the status and stuck.
         others = dataclasses.replace(filters, statuses=(), updated_before=None)
-        if bad_dates:
+        if refused:
             scope = dict.fromkeys(["total", *STATUSES], 0)
         elif recipient:
             scope = q(queries.run_status_counts_by_contact, others, recipient)
@@ -437,7 +448,7 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
             scope = q(queries.run_status_counts, others)
         else:
             scope = counts["by_workflow"].get(workflow, dict.fromkeys(["total", *STATUSES], 0)) if workflow else counts
-        if bad_dates:
+        if refused:
             stuck_count = 0
         elif recipient:
             stuck_count = q(queries.run_status_counts_by_contact, _stuck_filters(others, now), recipient)["total"]
@@ -533,17 +544,18 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
         status = status if status in DELIVERY_STATUSES else None
         recipient = (recipient or "").strip() or None
         run_id = (run_id or "").strip() or None
-        error = None
+        error = _contact_problem(recipient)
         filters = queries.DeliveryFilters(run_id, channel, (status,) if status else ())
         paging = {"page_size": 25, "after": after or None, "before": before or None}
+        result: dict[str, Any] = {"entries": [], "page_info": {"after": None, "before": None}}
         try:
             # The contact as the listing shows it ("collection/id" too), as on /runs.
-            if recipient:
+            if recipient and not error:
                 result = reads()(queries.list_deliveries_by_contact, filters, recipient, **paging)
-            else:
+            elif not error:
                 result = reads()(queries.list_deliveries, filters, **paging)
         except queries.BadQuery as e:
-            result, error = {"entries": [], "page_info": {"after": None, "before": None}}, str(e)
+            error = str(e)
         state = {k: v for k, v in {"channel": channel, "status": status, "recipient": recipient, "run_id": run_id}.items() if v}
         info = result["page_info"]
         return page(
