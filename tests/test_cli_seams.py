@@ -18,7 +18,7 @@ from flowledger.cli import cli
 from flowledger.domain.vocabulary import MAX_ID_LENGTH
 from flowledger.store import open_log
 from tests.conftest import ev, triggered
-from tests.histories import jsonl
+from tests.view_versions_kit import append_to
 from tests.test_new_user_fixes import _run_on_a_terminal
 from tests.test_web import sign_in, site  # noqa: F401  # site: the fixture
 
@@ -30,12 +30,7 @@ def _invoke(*args: str, env: dict[str, str] | None = None) -> Any:
     return CliRunner().invoke(cli, list(args), env=env)
 
 
-def _append(path: str, events: list[dict[str, Any]]) -> None:
-    log = open_log(path)
-    try:
-        ledger.append_input(log, jsonl(events))
-    finally:
-        log.close()
+_append = append_to
 
 
 # 3. A recipient no listing can show.

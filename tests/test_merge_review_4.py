@@ -22,33 +22,17 @@ from flowledger.projections.runs_view import RunsView
 from flowledger.projections.steps_view import StepsView
 from flowledger.store import open_log
 from tests.conftest import ev, step, triggered
-from tests.histories import jsonl
-
-
-class NewerRunsView(RunsView):
-    """The runs view as a newer flowledger has it."""
-
-    version = RunsView.version + 1
+from tests.view_versions_kit import NewerRunsView, append_to, run_status
 
 
 def _invoke(*args: str, env: dict[str, str] | None = None) -> Any:
     return CliRunner().invoke(cli, list(args), env=env)
 
 
-def _append(path: str, events: list[dict[str, Any]]) -> None:
-    log = open_log(path)
-    try:
-        ledger.append_input(log, jsonl(events))
-    finally:
-        log.close()
+_append = append_to
 
 
-def _run_status(path: str, run_id: str) -> str:
-    log = open_log(path)
-    try:
-        return log.run_state(run_id).status
-    finally:
-        log.close()
+_run_status = run_status
 
 
 # The newer-version refusal (07587d5) and the operators' commands.

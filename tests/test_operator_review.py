@@ -21,50 +21,17 @@ from flowledger import ledger
 from flowledger.api import keys
 from flowledger.cli import cli
 from flowledger.projections.deliveries_view import DeliveriesView
-from flowledger.projections.projector import Projector, all_views
+from flowledger.projections.projector import Projector
 from flowledger.projections.runs_view import RunsView
 from flowledger.projections.steps_view import StepsView
 from flowledger.store import open_log
-from tests.conftest import POSTGRES_UNREACHABLE, ev, step, triggered, wait_for_views, wait_until
-from tests.histories import jsonl
+from tests.conftest import POSTGRES_UNREACHABLE, wait_for_views, wait_until
+from tests.view_versions_kit import NewerRunsView, folded_runs, stored_version as _stored_version, views_state as _views
+from tests.view_versions_kit import started_runs as _runs
 
 needs_postgres = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
 needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc (Linux)")
 EXE = os.path.join(os.path.dirname(sys.executable), "flowledger")
-
-
-class NewerRunsView(RunsView):
-    """The runs view as a newer flowledger has it: another version of its tables."""
-
-    version = RunsView.version + 1
-
-
-def _runs(first: int, n: int) -> Any:
-    """Runs r<first> … triggered and started, each with a step started, as JSON lines."""
-    events = []
-    for i in range(first, first + n):
-        events += [triggered(f"r{i}"), ev("run.started", run_id=f"r{i}"), step("step.started", f"r{i}")]
-    return jsonl(events)
-
-
-def _views(backend: Any) -> dict[str, Any]:
-    """Every view table's rows (sorted) and every view's position, on either backend."""
-    out: dict[str, Any] = {}
-    with backend.transaction(write=False) as c:
-        for view in all_views():
-            for table in view.tables:
-                c.execute(f'SELECT * FROM "{table}"')
-                out[table] = sorted(repr(tuple(row)) for row in c.fetchall())
-            out["position:" + view.name] = backend.get_position(c, view.name)
-    return out
-
-
-def _stored_version(backend: Any, name: str) -> str | None:
-    """The view version a store's meta table records for a view."""
-    with backend.transaction(write=False) as c:
-        c.execute("SELECT value FROM flowledger_meta WHERE key = ?", ("view:" + name,))
-        row = c.fetchone()
-    return row[0] if row else None
 
 
 def _remake_as_a_newer_version(url: str) -> None:
@@ -77,12 +44,7 @@ def _remake_as_a_newer_version(url: str) -> None:
 
 
 def test_after_an_upgrade_a_query_without_catch_up_never_answers_from_the_view_it_just_emptied(store_path, monkeypatch):
-    log = open_log(store_path)
-    try:
-        ledger.append_input(log, _runs(0, 5))
-        ledger.catch_up(log)
-    finally:
-        log.close()
+    folded_runs(store_path, 5)
     monkeypatch.setattr(RunsView, "version", RunsView.version + 1)  # this process is the newer version
     result = CliRunner().invoke(cli, ["--store", store_path, "counts", "--no-catch-up", "--json"])
     # Either it says the view is being made again (an error), or it answers the truth.

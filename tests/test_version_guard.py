@@ -22,15 +22,10 @@ from flowledger.projections.runs_view import RunsView
 from flowledger.store import open_log
 from tests.conftest import POSTGRES_UNREACHABLE, triggered, wait_for_views
 from tests.histories import jsonl
+from tests.view_versions_kit import NewerRunsView, stored_version as _stored_version
 
 needs_postgres = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
 EXE = os.path.join(os.path.dirname(sys.executable), "flowledger")
-
-
-class NewerRunsView(RunsView):
-    """The runs view as a newer flowledger has it: another version, so a store is made again for it."""
-
-    version = RunsView.version + 1
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_postgres)])
@@ -65,13 +60,6 @@ def _runs_view(backend: Any) -> tuple[dict[str, list[str]], int]:
             c.execute(f'SELECT * FROM "{table}"')
             rows[table] = sorted(repr(tuple(row)) for row in c.fetchall())
         return rows, backend.get_position(c, "runs")
-
-
-def _stored_version(backend: Any, name: str) -> str | None:
-    with backend.transaction(write=False) as c:
-        c.execute("SELECT value FROM flowledger_meta WHERE key = ?", ("view:" + name,))
-        row = c.fetchone()
-    return row[0] if row else None
 
 
 def _says_what_happened(message: str) -> None:

@@ -18,20 +18,9 @@ from flowledger.projections.steps_view import StepsView
 from flowledger.store import open_log
 from tests.conftest import POSTGRES_UNREACHABLE, ev, triggered, wait_until
 from tests.histories import jsonl
+from tests.view_versions_kit import NewerRunsView, OlderRunsView, run_status
 
 needs_postgres = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
-
-
-class NewerRunsView(RunsView):
-    """The runs view as a newer flowledger has it."""
-
-    version = RunsView.version + 1
-
-
-class OlderRunsView(RunsView):
-    """The runs view as an older flowledger has it."""
-
-    version = RunsView.version - 1
 
 
 def _remake(path: str, runs_view: RunsView) -> None:
@@ -124,12 +113,7 @@ def test_an_analysts_copy_made_by_this_version_answers_queries(started, tmp_path
         copy.close()
 
 
-def _status(path: str, run_id: str) -> str:
-    log = open_log(path)
-    try:
-        return log.run_state(run_id).status
-    finally:
-        log.close()
+_status = run_status
 
 
 def test_a_command_of_a_process_that_made_its_views_long_ago_records_nothing_beside_newer_ones(started, url):

@@ -21,57 +21,17 @@ from flowledger.projections.projector import Projector, all_views
 from flowledger.projections.runs_view import RunsView
 from flowledger.projections.steps_view import StepsView
 from flowledger.store import open_log
-from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, ev, server_connection, step, triggered
-from tests.histories import jsonl
+from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, server_connection
+from tests.view_versions_kit import NewerRunsView, folded_runs, stored_version_at, OlderRunsView, stored_version as _stored_version, views_state
+from tests.view_versions_kit import started_runs as _runs
 from tests.test_small_fixes import read_only_role  # noqa: F401  # a fixture
 
 needs_postgres = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
 
 
-class NewerRunsView(RunsView):
-    """The runs view as a newer flowledger has it."""
-
-    version = RunsView.version + 1
-
-
-class OlderRunsView(RunsView):
-    """The runs view as an older flowledger has it."""
-
-    version = RunsView.version - 1
-
-
 def _older_views() -> list[Any]:
     """Every view as an older flowledger (whose runs view is older) has them."""
     return [OlderRunsView(), StepsView(), DeliveriesView()]
-
-
-def _runs(first: int, n: int) -> Any:
-    """Runs r<first> … triggered and started, each with a step started, as JSON lines."""
-    events = []
-    for i in range(first, first + n):
-        events += [triggered(f"r{i}"), ev("run.started", run_id=f"r{i}"), step("step.started", f"r{i}")]
-    return jsonl(events)
-
-
-def _snapshot(backend: Any) -> dict[str, Any]:
-    """Every view table's rows, every view's position and every stored view version."""
-    out: dict[str, Any] = {}
-    with backend.transaction(write=False) as c:
-        for view in all_views():
-            for table in view.tables:
-                c.execute(f'SELECT * FROM "{table}"')
-                out[table] = sorted(repr(tuple(row)) for row in c.fetchall())
-            out["position:" + view.name] = backend.get_position(c, view.name)
-        c.execute("SELECT key, value FROM flowledger_meta WHERE key LIKE 'view:%' ORDER BY key")
-        out["versions"] = [tuple(row) for row in c.fetchall()]
-    return out
-
-
-def _stored_version(backend: Any, name: str) -> str | None:
-    with backend.transaction(write=False) as c:
-        c.execute("SELECT value FROM flowledger_meta WHERE key = ?", ("view:" + name,))
-        row = c.fetchone()
-    return row[0] if row else None
 
 
 def _set_stored_version(backend: Any, name: str, value: str | None) -> None:
@@ -153,20 +113,12 @@ def test_an_older_processes_rebuild_remakes_the_views_named_and_refuses_the_othe
     refused = _invoke("--store", store_path, "rebuild", "steps")
     assert refused.exit_code == 1, refused.output
     assert f"flowledger --store {store_path} rebuild runs" in refused.output.replace("\n", " ")
-    log = open_log(store_path)
-    try:
-        assert _stored_version(log.backend, "runs") == str(NewerRunsView.version)
-    finally:
-        log.close()
+    assert stored_version_at(store_path, "runs") == str(NewerRunsView.version)
     done = _invoke("--store", store_path, "rebuild", "runs")
     assert done.exit_code == 0, done.output
     counted = _invoke("--store", store_path, "counts", "--no-catch-up", "--json")
     assert counted.exit_code == 0 and orjson.loads(counted.output)["total"] == 5, counted.output
-    log = open_log(store_path)
-    try:
-        assert _stored_version(log.backend, "runs") == str(OlderRunsView.version)
-    finally:
-        log.close()
+    assert stored_version_at(store_path, "runs") == str(OlderRunsView.version)
 
 
 def test_an_older_processes_rebuild_into_makes_a_newer_versions_copy_again(store_path, tmp_path, monkeypatch):
@@ -196,11 +148,7 @@ def test_a_stored_version_missing_or_not_a_number_is_another_version_made_again(
         log.close()
     counted = _invoke("--store", store_path, "counts", "--json")
     assert counted.exit_code == 0 and orjson.loads(counted.output)["total"] == 5, counted.output
-    log = open_log(store_path)
-    try:
-        assert _stored_version(log.backend, "runs") == str(RunsView.version)
-    finally:
-        log.close()
+    assert stored_version_at(store_path, "runs") == str(RunsView.version)
 
 
 def test_a_newer_follower_keeps_going_when_an_older_process_starts(store_path):
@@ -244,12 +192,7 @@ def test_a_follower_that_finds_an_older_versions_view_names_the_older_version(st
 
 
 def test_after_an_upgrade_a_query_without_catch_up_says_the_view_is_not_folded_yet(store_path, monkeypatch):
-    log = open_log(store_path)
-    try:
-        ledger.append_input(log, _runs(0, 5))
-        ledger.catch_up(log)
-    finally:
-        log.close()
+    folded_runs(store_path, 5)
     monkeypatch.setattr(RunsView, "version", NewerRunsView.version)
     refused = _invoke("--store", store_path, "runs", "list", "--no-catch-up")
     assert refused.exit_code == 1, refused.output
@@ -367,3 +310,8 @@ def test_every_query_says_each_view_it_reads(store_path):
             assert views and views <= set(queries.views_read(fn)), (fn.__name__, views)
     finally:
         log.close()
+
+
+def _snapshot(backend: Any) -> dict[str, Any]:
+    """Every view table's rows, every view's position and every stored view version."""
+    return views_state(backend, versions=True)
