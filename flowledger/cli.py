@@ -1197,6 +1197,7 @@ def serve(
         from flowledger.api.app import create_app
     except ImportError:
         raise click.ClickException("the HTTP API is not installed: in flowledger's checkout, pip install '.[api]'") from None
+    _log_lines_with_time()  # the start-up's warnings (a catch-up that could not finish) too
     # The server's start-up work, done here first: a bad --store or a store too busy to
     # use is then a clear error before the server starts, not a traceback from inside it.
     log = obj.open(create=True)
@@ -1212,7 +1213,6 @@ def serve(
     )
     # uvicorn's configuration keeps a logger's filters: this one outlives its set-up.
     logging.getLogger("uvicorn.access").addFilter(_QuerySecretsMasked())
-    _log_lines_with_time()
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
     except SystemExit as e:

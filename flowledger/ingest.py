@@ -64,11 +64,20 @@ class RawItem:
         return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
 
+_BOM = b"\xef\xbb\xbf"
+"""UTF-8's byte-order mark, which some tools write at the start of a text file."""
+
+
 def read_items(
     stream: IO[bytes], max_event_bytes: int, progress: Callable[[int], None] | None = None
 ) -> Iterator[RawItem]:
     """Items of a JSON Lines input, or of one JSON array, with the lines they start on."""
     head = stream.read(1)
+    if head == _BOM[:1]:
+        head += stream.read(len(_BOM) - 1)
+        if head == _BOM:
+            # Windows tools begin UTF-8 text with a byte-order mark: not part of the first event.
+            head = stream.read(1)
     if not head:
         return  # an empty input: on a terminal, reading on would wait for a second Ctrl-D
     while head.isspace():
