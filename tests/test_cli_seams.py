@@ -173,3 +173,14 @@ def test_an_empty_store_option_is_a_bad_parameter(tmp_path, monkeypatch):
     unset = _invoke("counts", env={"FLOWLEDGER_STORE": ""})
     assert unset.exit_code == 1 and "no store at ./flowledger.db" in unset.stderr, unset.output
     assert not (tmp_path / "flowledger.db").exists()
+
+
+def test_the_web_recipient_inputs_stop_at_the_longest_recipient(site):  # noqa: F811
+    """The browser stops the typing where the server would refuse the value."""
+    client, secrets = site
+    sign_in(client, secrets["read"])
+    for path in ("/runs", "/deliveries"):
+        page = client.get(path)
+        assert page.status_code == 200, page.text
+        field = re.search(r'<input[^>]*name="recipient"[^>]*>', page.text)
+        assert field and f'maxlength="{LONGEST}"' in field.group(0), path

@@ -60,6 +60,8 @@ _env.filters["t"] = lambda s: "–" if not s else s.replace(".000000Z", "Z").rep
 _env.filters["pretty"] = lambda v: orjson.dumps(v, option=orjson.OPT_INDENT_2).decode()
 # One path segment: Jinja's urlencode keeps "/", and ids may hold "/", "#", "?" or "%".
 _env.filters["segment"] = lambda v: quote(str(v), safe="")
+# The longest recipient a filter takes (the browser stops the typing there; the server checks too).
+_env.globals["max_contact_length"] = queries.MAX_CONTACT_LENGTH
 
 
 def _figure(value: Any) -> str:
