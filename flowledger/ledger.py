@@ -451,6 +451,13 @@ def query(
         return fn(c, *args, **kwargs)
 
 
+def views_of_another_version(log: EventLog) -> str | None:
+    """Why this version cannot serve the store's views (another version of flowledger made
+    them), or None: one small read of their versions (what /healthz asks)."""
+    with log.backend.transaction(write=False) as c:
+        return Projector(log.backend).another_versions_views(c)
+
+
 def _refuse_views_not_folded(log: EventLog, c: Any, names: Sequence[str]) -> None:
     """Raise ViewsNotFolded if any of the views ``names`` is at position 0 while the log
     holds events: made (again) but not folded yet, it would answer as if the store were

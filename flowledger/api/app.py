@@ -457,6 +457,9 @@ def create_app(
             return problem(409, "Refused", str(exc))
         if isinstance(exc, queries.BadQuery):
             return problem(422, "Invalid query", str(exc))
+        if isinstance(exc, ViewsRemadeByAnotherVersion):
+            # Not this request's fault, nor a bug, nor soon over: the server is to be replaced.
+            return problem(503, "Unavailable", str(exc))
         if isinstance(exc, StoreBusy):
             busy = problem(503, "Busy", str(exc))
             # Another writer's long transaction: worth asking again soon (providers do).
@@ -473,10 +476,12 @@ def create_app(
     def healthz() -> dict[str, Any]:
         """The service and its store answer (no key needed), with the log's last position
         (and the webhook events waiting in the inbox, when there are any); a 503 once the
-        server's follower has stopped for good, so that a health probe replaces the server."""
-        stopped = state["follower"].get("reason")
+        server's follower has stopped for good, or the views are another version's (one
+        small read), so that a health probe replaces the server."""
+        stopped = state["follower"].get("reason") or ledger.views_of_another_version(the_log())
         if stopped is not None:
-            # Its views fall behind and the inbox is no longer drained: not a server to keep.
+            # Its views fall behind and the inbox is no longer drained, or another version
+            # made them (with no follower to notice): not a server to keep.
             raise ApiProblem(503, "Unavailable", stopped)
         health: dict[str, Any] = {"status": "ok", "position": ledger.head(the_log())}
         deferred = ledger.inbox_count(the_log(), state["inbox"]) if state["inbox"] is not None else 0

@@ -226,6 +226,16 @@ class Projector:
         reads or writes next is what was checked; ``done`` says what the process did then."""
         self._refuse_views_remade(c, self.views if views is None else views, done=done)
 
+    def another_versions_views(self, c: Any) -> str | None:
+        """Why this process cannot serve the views (another version of flowledger made them),
+        or None; views not made yet (no version stored) are nobody's. What /healthz asks."""
+        made = self._versions(c)
+        try:
+            self._refuse_views_remade(c, [v for v in self.views if v.name in made], done=ANSWERED)
+        except ViewsRemadeByAnotherVersion as e:
+            return str(e)
+        return None
+
     def _refuse_views_remade(self, c: Any, views: Sequence[View], *, done: str = APPLIED) -> None:
         """Raise ViewsRemadeByAnotherVersion if another version of flowledger made any of
         the views again since this process made them: folded by this version's rules, its

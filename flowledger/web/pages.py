@@ -30,7 +30,7 @@ from flowledger import ledger, queries
 from flowledger.api import keys
 from flowledger.domain.run import STATUSES
 from flowledger.domain.vocabulary import MAX_ID_LENGTH, normalize_timestamp
-from flowledger.errors import CommandRefused, NotFound, StoreBusy, StoreError
+from flowledger.errors import CommandRefused, NotFound, StoreBusy, StoreError, ViewsRemadeByAnotherVersion
 from flowledger.projections.run_record import event_detail, recipient_label
 from flowledger.projections.steps_view import STEP_STATES
 from flowledger.store.log import EventLog
@@ -257,7 +257,10 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
             response = render(request, "base.html", http_status=503, key=None, error=busy)
             response.headers["Retry-After"] = "1"
             return response
-        return render(request, "base.html", http_status=500, key=None, error=f"The store could not answer: {exc.error}")
+        # Views another version made: this server can serve nothing until it is replaced
+        # (as /healthz says), not a fault of this request.
+        status = 503 if isinstance(exc.error, ViewsRemadeByAnotherVersion) else 500
+        return render(request, "base.html", http_status=status, key=None, error=f"The store could not answer: {exc.error}")
 
     def pages_answer(handler: Callable[..., Response]) -> Callable[..., Response]:
         """A page's handler whose store errors become a page saying so."""
