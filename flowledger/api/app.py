@@ -134,7 +134,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "A refused fact, an id conflict or a refused command"),
         (413, "A batch over the limits"),
         (422, "Invalid input"),
-        (503, "The store is busy: try again after Retry-After seconds (or, from /healthz, the server's follower stopped)"),
+        (503, "The store is busy: try again after Retry-After seconds; or, without Retry-After, this server cannot serve the store (its follower stopped, or the views are another flowledger version's)"),
     )
 }
 
