@@ -31,7 +31,7 @@ from flowledger.errors import (
 from flowledger.ingest import IngestOptions, candidates, read_items
 from flowledger.ingest_process import forked_candidates, worth_forking
 from flowledger import queries
-from flowledger.projections.projector import RECORDED, Projector, all_views
+from flowledger.projections.projector import ANSWERED, RECORDED, Projector, all_views
 from flowledger.providers import ADAPTERS
 from flowledger.providers.ingest import export_items, fact_event
 from flowledger.projections.run_record import HistoryEntry
@@ -445,7 +445,7 @@ def query(
     with log.backend.transaction(write=False) as c:
         # ensure_tables looks once per process: a server's, long before a newer version's
         # follower remade and folded the views, whose catch-up then finds nothing to fold.
-        projector.refuse_other_versions(c, [projector.view(n) for n in names])
+        projector.refuse_other_versions(c, [projector.view(n) for n in names], done=ANSWERED)
         if not fresh and not caught_up:
             _refuse_views_not_folded(log, c, names)
         return fn(c, *args, **kwargs)

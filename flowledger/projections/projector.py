@@ -143,7 +143,7 @@ class Projector:
                 # Projectors starting together must not race to create the tables; and
                 # a page in flight (which holds its views' locks, PostgreSQL) commits
                 # before a view is made again, while the next waits and then finds the
-                # new version (see _refuse_views_remade). SQLite's write lock does both.
+                # new version (see refuse_other_versions). SQLite's write lock does both.
                 b.lock_views(c, ["(tables)", *sorted(v.name for v in self.views)])
                 # Another projector may have done it while we waited: DDL on tables in
                 # use would take locks against its writes.
@@ -218,31 +218,29 @@ class Projector:
         c.execute("SELECT key, value FROM flowledger_meta WHERE key LIKE 'view:%'")
         return {key[len("view:"):]: value for key, value in c.fetchall()}
 
-    def refuse_other_versions(self, c: Any, views: Sequence[View] | None = None, *, done: str = ANSWERED) -> None:
-        """Raise ViewsRemadeByAnotherVersion if the stored versions of the views (all by
-        default) are not this process's: another version of flowledger made them again
-        since :meth:`ensure_tables` looked, which it does once per process (a server's, at
-        its start). One small read, in the caller's transaction, so that what the caller
-        reads or writes next is what was checked; ``done`` says what the process did then."""
-        self._refuse_views_remade(c, self.views if views is None else views, done=done)
-
     def another_versions_views(self, c: Any) -> str | None:
         """Why this process cannot serve the views (another version of flowledger made them),
         or None; views not made yet (no version stored) are nobody's. What /healthz asks."""
         made = self._versions(c)
         try:
-            self._refuse_views_remade(c, [v for v in self.views if v.name in made], done=ANSWERED)
+            self.refuse_other_versions(c, [v for v in self.views if v.name in made], done=ANSWERED, stored=made)
         except ViewsRemadeByAnotherVersion as e:
             return str(e)
         return None
 
-    def _refuse_views_remade(self, c: Any, views: Sequence[View], *, done: str = APPLIED) -> None:
-        """Raise ViewsRemadeByAnotherVersion if another version of flowledger made any of
-        the views again since this process made them: folded by this version's rules, its
-        rows would be wrong, silently. Called in a page's transaction, under its views'
-        locks (one small read a page), so that the page commits only onto its own version."""
-        stored = self._versions(c)
-        for view in views:
+    def refuse_other_versions(
+        self, c: Any, views: Sequence[View] | None = None, *, done: str = APPLIED, stored: dict[str, str] | None = None
+    ) -> None:
+        """Raise ViewsRemadeByAnotherVersion if the stored versions of the views (all by
+        default) are not this process's: another version of flowledger made them again
+        since this process made them, and folded by this version's rules (or answered from)
+        their rows would be wrong, silently. :meth:`ensure_tables` looks once per process (a
+        server's, at its start), so a page checks under its views' locks, and a query or a
+        command in its own transaction: one small read (none if ``stored`` is given), so that
+        what the caller reads or writes next is what was checked; ``done`` says what the
+        process did then."""
+        stored = self._versions(c) if stored is None else stored
+        for view in self.views if views is None else views:
             found = stored.get(view.name)
             if found == str(view.version):
                 continue
@@ -346,7 +344,7 @@ class Projector:
         try:
             with b.transaction(write=True, durable=False) as c:
                 b.lock_views(c, sorted(v.name for v in views))
-                self._refuse_views_remade(c, views)
+                self.refuse_other_versions(c, views)
                 positions = {v.name: b.get_position(c, v.name) for v in views}
                 wanted = frozenset().union(*(v.topics for v in views))
                 rows, last, n = self._read_page(c, wanted, positions, page_size)
@@ -522,7 +520,7 @@ class Projector:
                     positions = {v.name: staged.get_position(c, v.name) for v in views}
                 # Checked in the merge's transaction: a view another version made again
                 # meanwhile keeps that version's tables.
-                refuse = partial(self._refuse_views_remade, views=views)
+                refuse = partial(self.refuse_other_versions, views=views)
                 self.backend.merge_staged(staged.path, views, positions, check=refuse)
         finally:
             staged.remove()
@@ -534,7 +532,7 @@ class Projector:
         try:
             with self.backend.transaction(write=True) as c:
                 self.backend.lock_views(c, sorted(v.name for v in views))
-                self._refuse_views_remade(c, views)
+                self.refuse_other_versions(c, views)
                 for view in views:
                     self.backend.empty_tables(c, view.tables, view.fold_ddl(), sorted(view.query_indexes))
                     self.backend.clear_position(c, view.name)
