@@ -170,3 +170,26 @@ def test_a_count_of_zero_is_a_usage_error_not_a_traceback(option):
 def test_the_help_says_what_the_benchmark_is_in_a_whole_sentence():
     done = subprocess.run([sys.executable, RUNNER, "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "measured in the same run" in " ".join(done.stdout.split())
+
+
+PAGES = os.path.join(os.path.dirname(RUNNER), "batch_pages.py")
+
+
+def test_the_pages_script_names_the_tables_each_webhook_batch_writes(tmp_path):
+    """batch_pages.py counts what each batch's commit wrote, and whose pages they were."""
+    done = subprocess.run(
+        [sys.executable, PAGES, "--events", "3000", "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    per_batch = {
+        m.group(1).strip(): float(m.group(2))
+        for m in re.finditer(r"^(raw sqlite3[^\n]*?|flowledger append)\s+[\d,]+\s+[\d.]+\s+([\d.]+)$", done.stdout, re.M)
+    }
+    by_table = dict((name, float(n)) for name, n in re.findall(r"^  (\S+)\s+([\d.]+)$", done.stdout, re.M))
+    # An index keyed by random ids takes a page for most events; the rows alone fill a few.
+    assert per_batch["raw sqlite3, no index"] < per_batch["raw sqlite3, unique index on the id"] / 3
+    assert {"event_ids", "stored_events", "sqlite_autoindex_stored_events_1"} <= set(by_table)
+    assert "(unknown)" not in by_table
+    assert sum(by_table.values()) == pytest.approx(per_batch["flowledger append"], abs=0.2)
+    assert os.listdir(tmp_path) == []
