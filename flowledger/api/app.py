@@ -810,7 +810,7 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
-    pages.mount(app, the_log, public_url=public_url)
+    pages.mount(app, the_log, public_url=public_url, follower_stopped=lambda: state.get("follower", {}).get("reason"))
     app.add_middleware(HeadAsGet)
     return app
 

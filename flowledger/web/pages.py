@@ -225,8 +225,15 @@ class FormLimit:
         await answer(scope, receive, send)
 
 
-def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | None = None) -> None:
-    """Add the pages to the API's app (``public_url``: the site's address behind a proxy)."""
+def mount(
+    app: FastAPI,
+    the_log: Callable[[], EventLog],
+    *,
+    public_url: str | None = None,
+    follower_stopped: Callable[[], str | None] = lambda: None,
+) -> None:
+    """Add the pages to the API's app (``public_url``: the site's address behind a proxy;
+    ``follower_stopped``: why the server's follower stopped for good, if it did)."""
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.add_middleware(FormLimit)
 
@@ -303,7 +310,9 @@ def mount(app: FastAPI, the_log: Callable[[], EventLog], *, public_url: str | No
 
     def page(section: str, template: str, request: Request, session: tuple[keys.ApiKey, str], **context: Any) -> HTMLResponse:
         key, token = session
-        return render(request, template, section=section, key=key, csrf=csrf_token(token), **context)
+        return render(
+            request, template, section=section, key=key, csrf=csrf_token(token), follower_stopped=follower_stopped(), **context
+        )
 
     def not_found(request: Request, session: tuple[keys.ApiKey, str], message: str) -> HTMLResponse:
         response = page("", "base.html", request, session, error=message)
