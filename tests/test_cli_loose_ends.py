@@ -353,3 +353,33 @@ def test_serve_refuses_to_start_with_a_sendgrid_key_and_no_cryptography(served, 
     result, client = served(env={"FLOWLEDGER_SENDGRID_PUBLIC_KEY": PUBLIC})
     assert result.exit_code == 1 and client is None
     assert "pip install '.[webhooks]'" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"), [(signal.SIGINT, 0), (signal.SIGTERM, -signal.SIGTERM)], ids=["SIGINT", "SIGTERM"]
+)
+def test_serve_stops_cleanly_on_ctrl_c_and_sigterm_as_readme_says(store_path, signum, status):
+    """Ctrl-C exits 0; SIGTERM ends the process by the signal (a clean stop to a service manager)."""
+    import httpx
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([EXE, "--store", store_path, "serve", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(lambda: proc.poll() is not None or up(), 60)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == status, err.decode()
+    assert b"Application shutdown complete" in err and b"Traceback" not in err
