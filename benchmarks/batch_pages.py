@@ -28,7 +28,6 @@ import sqlite3
 import struct
 import sys
 import tempfile
-import time
 
 import orjson
 
