@@ -954,6 +954,62 @@ def project(obj: Context, follow: bool, interval: float) -> None:
             log.close()
 
 
+@cli.command("views")
+@json_option
+@click.pass_obj
+@handles_errors
+def views_lag(obj: Context, as_json: bool) -> None:
+    """Show how far each view is behind the log: its position, the events it has not
+    applied yet, and the version of it the store holds.
+
+    A look only: it never catches the views up, nor makes them (a store this process may
+    only read will do), so a follower's lag shows (`serve`'s, or `project --follow`'s).
+    A version marked * is not this flowledger's: another version made those tables.
+
+    \b
+    Example:
+        flowledger views
+        flowledger views --json
+    """
+    log = obj.open()
+    try:
+        lag = ledger.views_lag(log)
+    finally:
+        log.close()
+    if as_json:
+        _echo_json(
+            {
+                "position": lag.position,
+                "behind": lag.behind,
+                "copy_of": lag.copy_of,
+                "another_version": lag.another_version,
+                "views": [
+                    {
+                        "view": v.name, "position": v.position, "behind": v.behind, "version": v.version,
+                        "this_version": v.this_version, "another_version": v.another_version,
+                    }
+                    for v in lag.views
+                ],
+            }
+        )
+        return
+    click.echo(f"The log's last position: {lag.position}.")
+    rows = [("view", "position", "behind", "version")]
+    for v in lag.views:
+        version = "-" if v.version is None else v.version + (" *" if v.another_version else "")
+        rows.append((v.name, str(v.position), "-" if v.behind is None else str(v.behind), version))
+    _echo_table(rows)
+    if lag.copy_of is not None:
+        click.echo(
+            f"An analyst's copy made by `rebuild --into` from {lag.copy_of}: its views follow that "
+            "store's log, not this one's, so how far behind they are is not known here."
+        )
+    others = [v for v in lag.views if v.another_version]
+    if others:
+        folds = ", ".join(f"{v.name} view version {v.this_version}" for v in others)
+        click.echo(f"* made by another version of flowledger (this one folds {folds}).")
+
+
 @cli.command()
 @click.argument("views", nargs=-1)
 @click.option(

@@ -451,11 +451,69 @@ def query(
         return fn(c, *args, **kwargs)
 
 
-def views_of_another_version(log: EventLog) -> str | None:
-    """Why this version cannot serve the store's views (another version of flowledger made
-    them), or None: one small read of their versions (what /healthz asks)."""
-    with log.backend.transaction(write=False) as c:
-        return Projector(log.backend).another_versions_views(c)
+@dataclass(frozen=True, slots=True)
+class ViewPosition:
+    """Where one view stands against the log."""
+
+    name: str
+    position: int
+    """The last log position the view has applied (0: none, or never made)."""
+    behind: int | None
+    """Events of the log it has not applied yet (None on an analyst's copy: see :class:`ViewsLag`)."""
+    version: str | None
+    """The view version its tables were made for, as the store records it (None: never made)."""
+    this_version: str
+    """The view version this flowledger folds."""
+
+    @property
+    def another_version(self) -> bool:
+        """Whether another version of flowledger made the view's tables."""
+        return self.version is not None and self.version != self.this_version
+
+
+@dataclass(frozen=True, slots=True)
+class ViewsLag:
+    """How far the views are behind the log, all read in one transaction."""
+
+    position: int
+    """The position of the last event in the store's own log."""
+    views: list[ViewPosition]
+    """Every view, in the order they are folded."""
+    copy_of: str | None
+    """The store an analyst's copy was made from: its views follow that store's log, not
+    this one's (which holds nothing), so how far behind they are is not known here."""
+    another_version: str | None
+    """Why this version cannot serve the views (another version of flowledger made them), or None."""
+
+    @property
+    def behind(self) -> int | None:
+        """Events the slowest view has not applied yet (None on an analyst's copy)."""
+        behind = [v.behind for v in self.views if v.behind is not None]
+        return max(behind) if behind else None
+
+
+def views_lag(log: EventLog) -> ViewsLag:
+    """The log's last position and each view's (with its stored version and this flowledger's),
+    in one read transaction: never catching up, nor making or remaking anything, so it works on
+    a store this process may only read, and on views another version made (it says so rather
+    than fail). One small read (what /healthz asks)."""
+    b = log.backend
+    copy_of = b.copy_of()  # read once per process: a store never stops being a copy
+    projector = Projector(b)
+    with b.transaction(write=False) as c:
+        stored = projector.stored_versions(c)
+        # Views never made have no tracking table yet (SQLite makes it with the first view).
+        tracked = bool(stored) or b.tracking_table in b.table_names(c)
+        positions = {v.name: b.get_position(c, v.name) if tracked else 0 for v in projector.views}
+        head = b.max_position(c)
+        another = projector.another_versions_views(c, stored)
+    views = [
+        ViewPosition(
+            v.name, positions[v.name], None if copy_of else head - positions[v.name], stored.get(v.name), str(v.version)
+        )
+        for v in projector.views
+    ]
+    return ViewsLag(head, views, copy_of, another)
 
 
 def _refuse_views_not_folded(log: EventLog, c: Any, names: Sequence[str]) -> None:

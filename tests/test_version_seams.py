@@ -68,7 +68,7 @@ def test_a_query_of_views_another_version_did_not_remake_still_answers(started, 
 def test_a_query_reads_the_versions_once_in_its_own_transaction(started, monkeypatch):
     reads: list[int] = []
     transactions: list[int] = []
-    versions, transaction = Projector._versions, started.backend.transaction
+    versions, transaction = Projector.stored_versions, started.backend.transaction
 
     def counted_versions(c: Any) -> dict[str, str]:
         reads.append(1)
@@ -78,7 +78,7 @@ def test_a_query_reads_the_versions_once_in_its_own_transaction(started, monkeyp
         transactions.append(1)
         return transaction(**kwargs)
 
-    monkeypatch.setattr(Projector, "_versions", staticmethod(counted_versions))
+    monkeypatch.setattr(Projector, "stored_versions", staticmethod(counted_versions))
     monkeypatch.setattr(started.backend, "transaction", counted_transaction)
     for fresh, opened in ((True, 2), (False, 1)):  # the catch-up's positions, then the query's own
         reads.clear()

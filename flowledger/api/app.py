@@ -251,6 +251,11 @@ class Health(BaseModel):
     position: int
     """The position of the log's last event (0: none yet). Read from the log's key, not
     counted: a load balancer may ask every few seconds of a log of millions."""
+    behind: int = 0
+    """Events of the log the slowest view has not applied yet (the log's position minus the
+    lowest view position): how far the follower lags. Read with the position, in the same
+    small read. Absent on an analyst's copy made by `rebuild --into`, whose views follow
+    another store's log."""
     deferred: int = 0
     """Only when not 0: webhook events in the inbox, waiting for the store's write lock."""
 
@@ -475,15 +480,20 @@ def create_app(
     @app.get("/healthz", response_model=Health, response_model_exclude_unset=True, tags=["service"])
     def healthz() -> dict[str, Any]:
         """The service and its store answer (no key needed), with the log's last position
-        (and the webhook events waiting in the inbox, when there are any); a 503 once the
-        server's follower has stopped for good, or the views are another version's (one
-        small read), so that a health probe replaces the server."""
-        stopped = state["follower"].get("reason") or ledger.views_of_another_version(the_log())
-        if stopped is not None:
-            # Its views fall behind and the inbox is no longer drained, or another version
-            # made them (with no follower to notice): not a server to keep.
-            raise ApiProblem(503, "Unavailable", stopped)
-        health: dict[str, Any] = {"status": "ok", "position": ledger.head(the_log())}
+        and how far the slowest view is behind it (and the webhook events waiting in the
+        inbox, when there are any); a 503 once the server's follower has stopped for good,
+        or the views are another version's (one small read), so that a health probe
+        replaces the server."""
+        # Its views fall behind and the inbox is no longer drained, or another version made
+        # them (with no follower to notice): not a server to keep.
+        if state["follower"].get("reason") is not None:
+            raise ApiProblem(503, "Unavailable", state["follower"]["reason"])
+        lag = ledger.views_lag(the_log())
+        if lag.another_version is not None:
+            raise ApiProblem(503, "Unavailable", lag.another_version)
+        health: dict[str, Any] = {"status": "ok", "position": lag.position}
+        if lag.behind is not None:
+            health["behind"] = lag.behind
         deferred = ledger.inbox_count(the_log(), state["inbox"]) if state["inbox"] is not None else 0
         if deferred:
             health["deferred"] = deferred

@@ -132,7 +132,7 @@ class Projector:
             return
         with b.transaction(write=False) as c:
             existing = b.table_names(c)
-            stored = self._versions(c)
+            stored = self.stored_versions(c)
         wanted = {b.tracking_table} | {t for v in self.views for t in v.tables}
         if not self.rebuilding:
             wanted |= {i for v in self.views for i in v.index_names()}
@@ -147,7 +147,7 @@ class Projector:
                 b.lock_views(c, ["(tables)", *sorted(v.name for v in self.views)])
                 # Another projector may have done it while we waited: DDL on tables in
                 # use would take locks against its writes.
-                existing, stored = b.table_names(c), self._versions(c)
+                existing, stored = b.table_names(c), self.stored_versions(c)
                 # A newer process may have made them while this one waited for the lock.
                 self._refuse_newer_views(stored, remake)
                 b.create_tracking_table(c)
@@ -214,14 +214,16 @@ class Projector:
         )
 
     @staticmethod
-    def _versions(c: Any) -> dict[str, str]:
+    def stored_versions(c: Any) -> dict[str, str]:
+        """The version each view's tables were made for, as the store records it (views never made: absent)."""
         c.execute("SELECT key, value FROM flowledger_meta WHERE key LIKE 'view:%'")
         return {key[len("view:"):]: value for key, value in c.fetchall()}
 
-    def another_versions_views(self, c: Any) -> str | None:
+    def another_versions_views(self, c: Any, stored: dict[str, str] | None = None) -> str | None:
         """Why this process cannot serve the views (another version of flowledger made them),
-        or None; views not made yet (no version stored) are nobody's. What /healthz asks."""
-        made = self._versions(c)
+        or None; views not made yet (no version stored) are nobody's. What /healthz asks
+        (``stored``: the versions, if just read)."""
+        made = self.stored_versions(c) if stored is None else stored
         try:
             self.refuse_other_versions(c, [v for v in self.views if v.name in made], done=ANSWERED, stored=made)
         except ViewsRemadeByAnotherVersion as e:
@@ -239,7 +241,7 @@ class Projector:
         command in its own transaction: one small read (none if ``stored`` is given), so that
         what the caller reads or writes next is what was checked; ``done`` says what the
         process did then."""
-        stored = self._versions(c) if stored is None else stored
+        stored = self.stored_versions(c) if stored is None else stored
         for view in self.views if views is None else views:
             found = stored.get(view.name)
             if found == str(view.version):
