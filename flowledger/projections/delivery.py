@@ -135,8 +135,9 @@ def delivery_values(message_id: str, facts: Iterable[tuple[int, dict[str, Any]]]
     urls: set[str] = set()
     opens = clicks = 0
     seen_open: list[dict[str, Any]] = []
-    # Price and provider id are corrections, not stages: the latest word on them wins,
-    # whatever stage of the message carried it (latest by time, then event id, position).
+    # Price and provider id are corrections, not stages: the latest word on them wins
+    # (latest by time, then event id, position), the price whatever stage of the message
+    # carried it, the provider id from the sends alone (what webhooks are matched by).
     priced: dict[str, Any] | None = None
     priced_at: tuple[Any, ...] = ()
     provider_id = None
