@@ -84,7 +84,10 @@ POSTGRES_UNREACHABLE = _reachable()
 
 
 def _schema_url() -> Iterator[str]:
-    """A store URL on the test server, in a schema of its own, dropped afterwards."""
+    """A store URL on the test server, in a schema of its own, dropped afterwards (the test
+    skipped, saying why, where no server answers)."""
+    if POSTGRES_UNREACHABLE:
+        pytest.skip(POSTGRES_UNREACHABLE)
     schema = "fl_test_" + uuid.uuid4().hex[:10]
     yield f"{POSTGRES}{'&' if '?' in POSTGRES else '?'}schema={schema}"
     with server_connection(POSTGRES, autocommit=True) as conn:
