@@ -94,6 +94,10 @@ def test_counts_total_equals_the_number_of_runs(ws):
         assert ledger.query(log, queries.counts)["total"] == len(runs - rehearsals)
 
 
+MOST_PAGED = 10_000
+"""More rows than any listing here holds: a paging loop past it repeats rows for ever."""
+
+
 def _page_all(log, filters, page_size, direction="after"):
     seen = []
     page = ledger.query(log, queries.list_runs, filters, page_size=page_size)
@@ -101,6 +105,8 @@ def _page_all(log, filters, page_size, direction="after"):
     while page["page_info"]["after"]:
         page = ledger.query(log, queries.list_runs, filters, page_size=page_size, after=page["page_info"]["after"])
         seen += [r["id"] for r in page["entries"]]
+        # A cursor that repeats its boundary row would page for ever: fail instead of hanging.
+        assert len(seen) <= MOST_PAGED, "paging never ends"
     return seen, page
 
 
@@ -121,6 +127,7 @@ def test_every_paged_listing_is_exact_both_ways(ws, page_size, workflow, errors_
         while page["page_info"]["before"]:
             page = ledger.query(log, queries.list_runs, filters, page_size=page_size, before=page["page_info"]["before"])
             backward = [r["id"] for r in page["entries"]] + backward
+            assert len(backward) <= MOST_PAGED, "paging back never ends"
         assert backward == expected
 
 
@@ -135,6 +142,7 @@ def test_paging_while_new_runs_arrive_never_repeats_or_misses(log):
         n += 1
         page = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=3, after=page["page_info"]["after"])
         seen += [r["id"] for r in page["entries"]]
+        assert len(seen) <= MOST_PAGED, "paging never ends"
     assert seen == [f"old-{i:02d}" for i in reversed(range(10))]
 
 
