@@ -377,6 +377,10 @@ def create_app(
     def the_log() -> EventLog:
         return state["log"]  # type: ignore[no-any-return]
 
+    def follower_stopped() -> str | None:
+        """Why the server's follower stopped for good, if it did (/healthz, the pages)."""
+        return state.get("follower", {}).get("reason")  # type: ignore[no-any-return]
+
     def require(scope: str) -> Callable[..., keys.ApiKey]:
         def check(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> keys.ApiKey:
             if not x_api_key:
@@ -486,8 +490,9 @@ def create_app(
         replaces the server."""
         # Its views fall behind and the inbox is no longer drained, or another version made
         # them (with no follower to notice): not a server to keep.
-        if state["follower"].get("reason") is not None:
-            raise ApiProblem(503, "Unavailable", state["follower"]["reason"])
+        stopped = follower_stopped()
+        if stopped is not None:
+            raise ApiProblem(503, "Unavailable", stopped)
         lag = ledger.views_lag(the_log())
         if lag.another_version is not None:
             raise ApiProblem(503, "Unavailable", lag.another_version)
@@ -820,7 +825,7 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
-    pages.mount(app, the_log, public_url=public_url, follower_stopped=lambda: state.get("follower", {}).get("reason"))
+    pages.mount(app, the_log, public_url=public_url, follower_stopped=follower_stopped)
     app.add_middleware(HeadAsGet)
     return app
 

@@ -415,7 +415,7 @@ def same_but_redacted(stored: Any, sent: Any) -> bool:
     # key added to FLOWLEDGER_REDACT_KEYS, a new default): the secret is gone either way,
     # so a redacted value on either side matches whatever the other side holds there (an
     # object or a list stored before its key became a secret too).
-    if isinstance(sent, str) and sent == REDACTED:
+    if stored == REDACTED or sent == REDACTED:
         return True
     if isinstance(stored, dict):
         return (
@@ -430,7 +430,7 @@ def same_but_redacted(stored: Any, sent: Any) -> bool:
             and all(same_but_redacted(a, b) for a, b in zip(stored, sent))
         )
     if type(stored) is not type(sent):
-        return stored == REDACTED or sent == REDACTED
+        return False
     if stored == sent:
         return True
     if isinstance(stored, str) and isinstance(sent, str):
