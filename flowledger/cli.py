@@ -30,7 +30,14 @@ from flowledger.api import keys as api_keys
 from flowledger.domain import commands
 from flowledger.domain.vocabulary import MAX_ID_LENGTH, EventInvalid, normalize_timestamp, validate_event
 from flowledger.domain.redaction import REDACTED, Redactor
-from flowledger.errors import FlowledgerError, InvalidInput, StoreError, StoreURLError, ViewsRemadeByAnotherVersion
+from flowledger.errors import (
+    FlowledgerError,
+    InvalidInput,
+    RecordedButNotShown,
+    StoreError,
+    StoreURLError,
+    ViewsRemadeByAnotherVersion,
+)
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES, IngestOptions
 from flowledger.domain.run import STATUSES
 from flowledger.projections.delivery import STATUS_RANK
@@ -1087,15 +1094,27 @@ def retry(obj: Context, run_id: str, reason: str | None, actor: str | None, as_j
     log = obj.open()
     try:
         record = ledger.retry_run(log, run_id, actor=_actor(actor), reason=reason)
+    except RecordedButNotShown as e:
+        record = _recorded_not_shown(e)
     finally:
         log.close()
     if as_json:
-        _echo_json(shapes.shaped(shapes.RunDetail, record))
-    else:
+        _echo_json(record if record.get("recorded") else shapes.shaped(shapes.RunDetail, record))
+    elif record.get("retry_count") is not None:
         click.echo(
             f"Run {run_id} retried (retry {record['retry_count']} of {record['max_retries']}); "
             f"status {record['status']}."
         )
+    else:
+        click.echo(f"Run {run_id} retried.")
+
+
+def _recorded_not_shown(e: RecordedButNotShown) -> dict[str, Any]:
+    """Of a retry or cancel recorded whose record could not be read back: the reason, on
+    stderr, and what the log's rules know of the run, to print in the record's place. The
+    exit stays 0: the command was done (done again, it would be refused)."""
+    click.echo(f"Warning: {e}", err=True)
+    return e.summary()
 
 
 @cli.command()
@@ -1133,6 +1152,8 @@ def cancel(
             cancelled = ledger.cancel_by_key(log, key, actor=_actor(actor), reason=reason)
         else:
             record = ledger.cancel_run(log, run_id, actor=_actor(actor), reason=reason)  # type: ignore[arg-type]
+    except RecordedButNotShown as e:
+        record = _recorded_not_shown(e)
     finally:
         log.close()
     if key is not None:
@@ -1141,7 +1162,7 @@ def cancel(
         else:
             click.echo(f"Cancelled {len(cancelled)} run(s) with cancellation_key {key!r}" + (": " + ", ".join(cancelled) if cancelled else "."))
     elif as_json:
-        _echo_json(shapes.shaped(shapes.RunDetail, record))
+        _echo_json(record if record.get("recorded") else shapes.shaped(shapes.RunDetail, record))
     else:
         click.echo(f"Run {run_id} cancelled.")
 

@@ -7,6 +7,7 @@ message and exits non-zero, never with a traceback.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class FlowledgerError(Exception):
@@ -71,6 +72,29 @@ class NotFound(FlowledgerError):
 
 class CommandRefused(FlowledgerError):
     """An operator command (retry, cancel) that the run's state does not allow."""
+
+
+class RecordedButNotShown(FlowledgerError):
+    """An operator's command was recorded, but the run's record could not be read back after it."""
+
+    def __init__(self, run_id: str, done: str, state: dict[str, Any] | None, reason: str) -> None:
+        self.run_id = run_id
+        """The run the command was about."""
+        self.done = done
+        """What was recorded, as a past participle ("retried", "cancelled")."""
+        self.state = state
+        """The run's status, retry_count and max_retries after the command, read from the log's
+        rule state (None if that could not be read either)."""
+        self.reason = reason
+        """Why the record could not be read back (the reading's own error)."""
+        super().__init__(
+            f"run {run_id!r} was {done} (recorded in the log), but its record could not be read back "
+            f"from the views: {reason}; `flowledger runs show {run_id}` shows it once the views can be read"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What is known of the run after the command: its id, its state and why its record is missing."""
+        return {"id": self.run_id, **(self.state or {}), "recorded": True, "detail": str(self)}
 
 
 class StoreError(FlowledgerError):

@@ -25,6 +25,7 @@ from flowledger.errors import (
     InvalidInput,
     NotFound,
     Problem,
+    RecordedButNotShown,
     StoreBusy,
     ViewsNotFolded,
 )
@@ -549,7 +550,7 @@ def retry_run(
     """Retry a failed run: it goes back to pending with retry_count + 1 (``redactor``: as
     :func:`cancel_run`'s)."""
     log.backend.refuse_if_copy("a retry recorded here would never show")
-    return _run_command(log, run_id, _refuse_retry, commands.retry_requested, actor, reason, redactor)
+    return _run_command(log, run_id, "retried", _refuse_retry, commands.retry_requested, actor, reason, redactor)
 
 
 def _refuse_retry(run_id: str, state: Run) -> None:
@@ -572,12 +573,13 @@ def cancel_run(
     """Cancel an unfinished run; the reason is redacted by ``redactor`` (by default the keys
     FLOWLEDGER_REDACT_KEYS adds; a server passes its own, --redact-key's too)."""
     log.backend.refuse_if_copy("a cancel recorded here would never show")
-    return _run_command(log, run_id, _refuse_cancel, commands.cancel_requested, actor, reason, redactor)
+    return _run_command(log, run_id, "cancelled", _refuse_cancel, commands.cancel_requested, actor, reason, redactor)
 
 
 def _run_command(
     log: EventLog,
     run_id: str,
+    done: str,
     refuse: Callable[[str, Run], None],
     requested: Callable[..., dict[str, Any]],
     actor: str | None,
@@ -585,9 +587,11 @@ def _run_command(
     redactor: Redactor | None,
 ) -> dict[str, Any]:
     """An operator's command on one run: ``refuse`` looks at the run before the write (and
-    again if the rules refuse it, to say why in its words); the run's record after it.
-    Views another version of flowledger made are refused before the write: the record
-    is read from them, and a command that says it failed must have stored nothing."""
+    again if the rules refuse it, to say why in its words); the run's record after it
+    (``done``: what the command did, as the run's record would say it). Views another
+    version of flowledger made are refused before the write: the record is read from them,
+    and a command that says it failed must have stored nothing. Once recorded, a record
+    that cannot be read back raises :class:`RecordedButNotShown`, which says so."""
 
     def look() -> None:
         refuse(run_id, log.run_state(run_id))
@@ -595,7 +599,23 @@ def _run_command(
     look()
     _refuse_views_of_another_version(log)
     _record(log, requested(run_id, occurred_at=utc_now(), actor=actor, reason=reason), redactor, look)
-    return show_run(log, run_id)
+    try:
+        return show_run(log, run_id)
+    except FlowledgerError as e:
+        # Recorded: an error now would say the command failed, and the operator's second
+        # try would be refused (a retried run is pending). The catch-up may meet another
+        # process at the write lock, or views another version made since the check above.
+        raise RecordedButNotShown(run_id, done, _rule_state(log, run_id), str(e)) from None
+
+
+def _rule_state(log: EventLog, run_id: str) -> dict[str, Any] | None:
+    """The run's status, retry_count and max_retries as the log's rules hold them (no view
+    read), or None if the store cannot be read."""
+    try:
+        state = log.run_state(run_id)
+    except FlowledgerError:
+        return None
+    return {"status": state.status, "retry_count": state.retry_count, "max_retries": state.max_retries}
 
 
 def _refuse_views_of_another_version(log: EventLog) -> None:

@@ -54,6 +54,19 @@ class RunRecord(_Shape):
     updated_at: str = Field(description="When the run's last event occurred (what `updated_before` filters on).")
 
 
+class CommandRecorded(_Shape):
+    """A retry or cancel that was recorded, but whose run record could not be read back
+    (another process held the store's write lock past the lock timeout, say): what the log's
+    rules know of the run after it. The command is done; a second one would be refused."""
+
+    id: str
+    status: Status | None = Field(default=None, description="The run's status after the command (left out if the log could not be read either).")
+    retry_count: int | None = None
+    max_retries: int | None = None
+    recorded: Literal[True]
+    detail: str = Field(description="Why the record could not be read back.")
+
+
 class PageInfo(_Shape):
     """Cursors to the neighbouring pages (null where there is none)."""
 

@@ -38,6 +38,7 @@ from flowledger.errors import (
     FlowledgerError,
     InvalidInput,
     NotFound,
+    RecordedButNotShown,
     StoreBusy,
     StoreError,
     StoreIsACopy,
@@ -125,6 +126,15 @@ class Problem(BaseModel):
 
 
 _PROBLEM_RESPONSE = {"model": Problem, "content": {PROBLEM: {}}}
+# A retry or cancel done, whose record the server could not read back after it.
+_RECORDED_NOT_SHOWN: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": shapes.CommandRecorded,
+        "description": "Recorded, but the run's record could not be read back (the store's write lock held past the "
+        "lock timeout, say): what the log's rules know of the run, and why. Do not send it again: it was done.",
+    }
+}
+
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {**_PROBLEM_RESPONSE, "description": text}
     for status, text in (
@@ -642,28 +652,32 @@ def create_app(
     # FastAPI would read them whole before checking it.
     @app.post(
         "/v1/runs/{run_id:path}/retry", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True,
-        openapi_extra=_body_schema(CommandRequest, required=False),
+        openapi_extra=_body_schema(CommandRequest, required=False), responses=_RECORDED_NOT_SHOWN,
     )
-    async def retry_run(run_id: RunId, key: Admin, request: Request) -> dict[str, Any]:
+    async def retry_run(run_id: RunId, key: Admin, request: Request) -> Any:
         """Retry a failed run (recorded as run.retried with the key's name and the reason)."""
         return await run_command(ledger.retry_run, run_id, key, request)
 
     @app.post(
         "/v1/runs/{run_id:path}/cancel", tags=["runs"], response_model=shapes.RunDetail, response_model_exclude_unset=True,
-        openapi_extra=_body_schema(CommandRequest, required=False),
+        openapi_extra=_body_schema(CommandRequest, required=False), responses=_RECORDED_NOT_SHOWN,
     )
-    async def cancel_run(run_id: RunId, key: Admin, request: Request) -> dict[str, Any]:
+    async def cancel_run(run_id: RunId, key: Admin, request: Request) -> Any:
         """Cancel an unfinished run."""
         return await run_command(ledger.cancel_run, run_id, key, request)
 
-    async def run_command(command: Callable[..., Any], run_id: str, key: keys.ApiKey, request: Request) -> dict[str, Any]:
+    async def run_command(command: Callable[..., Any], run_id: str, key: keys.ApiKey, request: Request) -> Any:
         """Record a retry or cancel of one run by ``key`` with the request's optional reason;
         the run as it is then."""
         body = await command_body(request, CommandRequest, required=False)
 
-        def record() -> dict[str, Any]:
-            command(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None, redactor=redactor)
-            return run_query(queries.show_run, run_id)  # type: ignore[no-any-return]
+        def record() -> Any:
+            try:
+                return command(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None, redactor=redactor)
+            except RecordedButNotShown as e:
+                # Done, so not an error (a second try would be refused): what the log's rules
+                # know of the run, and why its record is missing.
+                return JSONResponse(e.summary(), status_code=202)
 
         return await run_in_threadpool(record)
 

@@ -30,7 +30,7 @@ from flowledger import ledger, queries
 from flowledger.api import keys
 from flowledger.domain.run import STATUSES
 from flowledger.domain.vocabulary import MAX_ID_LENGTH, normalize_timestamp
-from flowledger.errors import CommandRefused, NotFound, StoreBusy, StoreError, ViewsRemadeByAnotherVersion
+from flowledger.errors import CommandRefused, NotFound, RecordedButNotShown, StoreBusy, StoreError, ViewsRemadeByAnotherVersion
 from flowledger.projections.run_record import event_detail, recipient_label
 from flowledger.projections.steps_view import STEP_STATES
 from flowledger.store.log import EventLog
@@ -530,6 +530,8 @@ def mount(
             return not_found(request, found, str(e))
         except CommandRefused:
             return RedirectResponse(target + "?" + urlencode({"refused": refusal}), status_code=303)
+        except RecordedButNotShown:
+            pass  # done: the run's page says so, or why it cannot be shown yet
         return RedirectResponse(target + "?" + urlencode({"done": done}), status_code=303)
 
     @app.post("/runs/{run_id:path}/retry", include_in_schema=False)
