@@ -43,7 +43,8 @@ from flowledger.domain.run import STATUSES
 from flowledger.projections.delivery import STATUS_RANK
 from flowledger.projections.run_record import event_detail, recipient_label
 from flowledger.projections.steps_view import STEP_STATES
-from flowledger.store import DEFAULT_STORE, open_log
+from flowledger.store import DEFAULT_STORE, open_log, sqlite_path
+from flowledger.store.inbox import INBOX_SUFFIX
 from flowledger.store.log import EventLog, utc_now
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,7 +67,22 @@ class Context:
     def open(self, *, create: bool = False) -> EventLog:
         """Open the store (only the commands that write, ``append``, ``serve`` and
         ``keys create``, may create a new one)."""
+        if "://" not in self.store and not os.path.isabs(os.path.expanduser(self.store)) and _folder_gone():
+            # SQLite would say "unable to open database file", a query "no store at" it.
+            raise StoreError(
+                f"cannot use the store {self.store}: the current folder no longer exists; "
+                "cd to one that does, or give --store an absolute path"
+            )
         return open_log(self.store, lock_timeout=self.lock_timeout, create=create)
+
+
+def _folder_gone() -> bool:
+    """Whether the current folder was deleted (nothing in it can be opened or made)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    return False
 
 
 def handles_errors(f: F) -> F:
@@ -77,7 +93,10 @@ def handles_errors(f: F) -> F:
         try:
             return f(*args, **kwargs)
         except InvalidInput as e:
-            _show_problems(e)
+            try:
+                _show_problems(e)
+            except BrokenPipeError:
+                pass  # standard error's reader has gone: the exit status must still say 1
             raise click.ClickException(str(e)) from None
         except queries.BadQuery as e:
             raise click.BadParameter(str(e)) from None
@@ -502,12 +521,18 @@ def append(
     if provider != "flowledger":
         if skip_file is not None:
             raise click.UsageError("--skip-invalid goes with flowledger's own format only")
+        try:
+            data = file.read()
+        except OSError as e:
+            raise click.ClickException(f"reading the input failed: {e.strerror}; nothing was stored") from None
         log = obj.open(create=True)
         try:
-            result, skipped = ledger.append_export(log, provider, file.read(), redactor, max_event_bytes)
+            result, skipped = ledger.append_export(log, provider, data, redactor, max_event_bytes)
         finally:
             log.close()
-        click.echo(orjson.dumps({"appended": result.appended, "duplicates": result.duplicates, "held": result.held, "skipped": skipped}).decode())
+        done = orjson.dumps({"appended": result.appended, "duplicates": result.duplicates, "held": result.held, "skipped": skipped}).decode()
+        with _output_after(f"the append was done ({done})"):
+            click.echo(done)
         return
     options = IngestOptions(
         max_event_bytes=max_event_bytes,
@@ -515,6 +540,8 @@ def append(
         chunk_size=batch_size,
         keep_sources=skip_file is not None,
     )
+    if skip_file is not None:
+        _refuse_a_store_file(skip_file, obj.store)
     # Opened before anything is stored: the bad events must have somewhere to go.
     skipped = _open_skip_file(skip_file) if skip_file is not None else None
     stored = False
@@ -525,19 +552,27 @@ def append(
                 result, rejected = ledger.append_input(
                     log, file, options, keep_going=skipped is not None, progress=progress
                 )
+        except OSError as e:
+            # A small input is read here, as the events are appended (a large one in a
+            # second process, whose failure is a FlowledgerError): the transaction is undone.
+            if not _raised_in(e, "flowledger.ingest"):
+                raise
+            raise click.ClickException(f"reading the input failed: {e.strerror}; nothing was stored") from None
         finally:
             log.close()
         stored = True
         summary: dict[str, int] = {"appended": result.appended, "duplicates": result.duplicates}
         if skipped is not None:
-            bad = _write_skipped(skipped, rejected, result, redactor)
-            summary["skipped"] = bad
-            if bad:
+            summary["skipped"] = bad = _write_skipped(skipped, rejected, result, redactor)
+        done = orjson.dumps(summary).decode()
+        if skipped is not None and bad:
+            with _output_after(f"the append was done ({done})"):
                 click.echo(f"{bad} invalid or refused event(s) written to {skip_file}", err=True)
     finally:
         if skipped is not None:
             skipped.close(stored)
-    click.echo(orjson.dumps(summary).decode())
+    with _output_after(f"the append was done ({done})"):
+        click.echo(done)
 
 
 @cli.command()
@@ -1098,15 +1133,29 @@ def retry(obj: Context, run_id: str, reason: str | None, actor: str | None, as_j
         record = _recorded_not_shown(e)
     finally:
         log.close()
-    if as_json:
-        _echo_json(record if record.get("recorded") else shapes.shaped(shapes.RunDetail, record))
-    elif record.get("retry_count") is not None:
-        click.echo(
-            f"Run {run_id} retried (retry {record['retry_count']} of {record['max_retries']}); "
-            f"status {record['status']}."
-        )
-    else:
-        click.echo(f"Run {run_id} retried.")
+    with _output_after(f"run {run_id} was retried"):
+        if as_json:
+            _echo_json(record if record.get("recorded") else shapes.shaped(shapes.RunDetail, record))
+        elif record.get("retry_count") is not None:
+            click.echo(
+                f"Run {run_id} retried (retry {record['retry_count']} of {record['max_retries']}); "
+                f"status {record['status']}."
+            )
+        else:
+            click.echo(f"Run {run_id} retried.")
+
+
+@contextmanager
+def _output_after(done: str, hint: str = "") -> Iterator[None]:
+    """The output of a command that has changed the store: one that cannot be written (a
+    full disk) is an error saying what was done, so that it is neither done again in vain
+    nor taken for undone."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _OUTPUT_ERRNOS:
+            raise  # a closed pipe (its reader stopped reading) ends quietly, see _Group
+        raise click.ClickException(f"{done}, but the output could not be written: {e.strerror}{hint}") from None
 
 
 def _recorded_not_shown(e: RecordedButNotShown) -> dict[str, Any]:
@@ -1157,14 +1206,18 @@ def cancel(
     finally:
         log.close()
     if key is not None:
+        listed = f" ({', '.join(cancelled)})" if cancelled else ""
+        with _output_after(f"{len(cancelled)} run(s) with cancellation_key {key!r} were cancelled{listed}"):
+            if as_json:
+                _echo_json({"cancellation_key": key, "cancelled": cancelled})
+            else:
+                click.echo(f"Cancelled {len(cancelled)} run(s) with cancellation_key {key!r}" + (": " + ", ".join(cancelled) if cancelled else "."))
+        return
+    with _output_after(f"run {run_id} was cancelled"):
         if as_json:
-            _echo_json({"cancellation_key": key, "cancelled": cancelled})
+            _echo_json(record if record.get("recorded") else shapes.shaped(shapes.RunDetail, record))
         else:
-            click.echo(f"Cancelled {len(cancelled)} run(s) with cancellation_key {key!r}" + (": " + ", ".join(cancelled) if cancelled else "."))
-    elif as_json:
-        _echo_json(record if record.get("recorded") else shapes.shaped(shapes.RunDetail, record))
-    else:
-        click.echo(f"Run {run_id} cancelled.")
+            click.echo(f"Run {run_id} cancelled.")
 
 
 @cli.command()
@@ -1381,11 +1434,14 @@ def keys_create(obj: Context, name: str, scope: str, as_json: bool) -> None:
         key, secret = api_keys.create_key(log.backend, name, scope)
     finally:
         log.close()
-    if as_json:
-        _echo_json({**key.to_dict(), "key": secret})
-    else:
-        click.echo(secret)
-        click.echo(f"({key.id}, {scope}; shown once: store it now)", err=True)
+    # Shown once only: a key that could not be shown is of no use, and must not stay valid.
+    hint = f"; it is shown only once: revoke it with `flowledger keys revoke {key.id}` and make another"
+    with _output_after(f"the key {key.id} was made", hint):
+        if as_json:
+            _echo_json({**key.to_dict(), "key": secret})
+        else:
+            click.echo(secret)
+            click.echo(f"({key.id}, {scope}; shown once: store it now)", err=True)
 
 
 @keys_group.command("list")
@@ -1428,7 +1484,8 @@ def keys_revoke(obj: Context, key_id: str) -> None:
         key = api_keys.revoke_key(log.backend, key_id)
     finally:
         log.close()
-    click.echo(f"Key {key.id} ({key.name}) revoked.")
+    with _output_after(f"key {key.id} was revoked"):
+        click.echo(f"Key {key.id} ({key.name}) revoked.")
 
 
 # Output helpers.
@@ -1655,15 +1712,48 @@ class _SkipFile:
         self.path = path
         self.out = out
         self.created = created
+        self.failed = False
+        """Whether writing it failed (and that was said)."""
 
     def close(self, written: bool) -> None:
         """Close it; one this append created and never wrote is removed."""
-        self.out.close()
+        try:
+            self.out.close()
+        except OSError:
+            # Closing flushes again what could not be written: the error was said already.
+            if not self.failed:
+                raise
         if self.created and not written:
             try:
                 os.unlink(self.path)
             except OSError:
                 pass  # an empty file left behind says nothing wrong
+
+
+def _refuse_a_store_file(path: str, store: str) -> None:
+    """Refuse a --skip-invalid file that is one of the SQLite store's own files (the store,
+    SQLite's files beside it, the webhook inbox and its), by any name: the skip file is
+    written over once the append is done."""
+    if "://" in store and not store.lower().startswith("sqlite:"):
+        return  # PostgreSQL: no file of the store is here
+    try:
+        base = sqlite_path(store)
+        target, real = os.path.realpath(path), os.path.realpath(base)
+    except (StoreURLError, OSError):
+        return  # said when the store or the file is opened (a deleted current folder, say)
+    for name in (base, real, real + INBOX_SUFFIX):
+        for own in (name, name + "-wal", name + "-shm", name + "-journal"):
+            same = target == os.path.realpath(own)
+            try:
+                same = same or os.path.samefile(path, own)
+            except OSError:
+                pass  # one of them does not exist
+            if same:
+                raise click.BadParameter(
+                    f"{path} is one of the store's own files: the events set aside would be written "
+                    "over it; give another file",
+                    param_hint="'--skip-invalid'",
+                )
 
 
 def _open_skip_file(path: str) -> _SkipFile:
@@ -1698,6 +1788,7 @@ def _write_skipped(skipped: _SkipFile, rejected: list[Any], result: Any, redacto
         skipped.out.writelines(orjson.dumps(entry) + b"\n" for entry in entries)
         skipped.out.flush()
     except OSError as e:
+        skipped.failed = True
         raise click.ClickException(
             f"the good events were stored, but writing the --skip-invalid file {skipped.path} failed: "
             f"{e.strerror}"
@@ -1836,12 +1927,18 @@ def main() -> None:
 def _raised_by_click(error: BaseException) -> bool:
     """Whether the error came from click itself: writing the output (echo, a progress bar),
     as every command writes through click; the store's errors come from deeper down."""
+    return _raised_in(error, "click")
+
+
+def _raised_in(error: BaseException, module: str) -> bool:
+    """Whether the innermost frame the error passed through is of ``module`` (or below it)."""
     tb = error.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return str(tb.tb_frame.f_globals.get("__name__", "")).partition(".")[0] == "click"
+    name = str(tb.tb_frame.f_globals.get("__name__", ""))
+    return name == module or name.startswith(f"{module}.")
 
 
 def _debugging() -> bool:

@@ -8,6 +8,7 @@ a JSON array that cannot be read to its end stops the reading there).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -80,27 +81,47 @@ def read_items(
             head = stream.read(1)
     if not head:
         return  # an empty input: on a terminal, reading on would wait for a second Ctrl-D
+    # The blank lines before the first item are counted, not kept (kept, they were copied
+    # again for each byte: a megabyte of them took minutes); its own line's white space is.
+    blank = 0
+    lead = bytearray()
     while head.isspace():
-        more = stream.read(1)
-        if not more:
-            break  # nothing but white space
-        head += more
-    if head.strip() == b"[":
+        if head == b"\n":
+            blank += 1
+            lead.clear()
+        else:
+            lead += head
+        head = stream.read(1)
+        if not head:
+            return  # nothing but white space
+    if head == b"[":
         rest = stream.read()
         if progress:
-            progress(len(head) + len(rest))
-        yield from _array_items(head + rest, max_event_bytes)
+            progress(blank + len(lead) + len(head) + len(rest))
+        yield from _array_items(b"\n" * blank + bytes(lead) + head + rest, max_event_bytes)
         return
-    # The first line read below starts with the head: blank lines before it count.
-    line_no = head.count(b"\n", 0, len(head) - 1)
-    first = True
-    for raw in stream:
-        if first:
-            raw = head + raw
-            first = False
+    if progress and blank:
+        progress(blank)
+    # The first line read below starts with the head.
+    prefix = bytes(lead) + head
+    line_no = blank
+    # No line is read whole past the largest event (and some white space around it): a
+    # line of any length, even an endless one, is measured in parts, not held in memory.
+    cap = max_event_bytes + _SLACK
+    for raw in iter(functools.partial(stream.readline, cap), b""):
+        cut = len(raw) == cap and raw[-1:] != b"\n"
+        if prefix:
+            raw = prefix + raw
+            prefix = b""
         line_no += 1
         if progress:
             progress(len(raw))
+        if cut:
+            kept, size = _long_line(raw, stream, max_event_bytes, progress)
+            if size > max_event_bytes:
+                yield RawItem(line_no, _preview(kept), error=_too_large(size, max_event_bytes))
+                continue
+            raw = kept[:size]
         # The common line inline (a generator per line costs as much as decoding it).
         stripped = raw.strip()
         if stripped and len(stripped) <= max_event_bytes:
@@ -110,8 +131,46 @@ def read_items(
             except orjson.JSONDecodeError:
                 pass
         yield from _line_item(raw, line_no, max_event_bytes)
-    if first and head:
-        yield from _line_item(head, 1, max_event_bytes)
+    if prefix:
+        yield from _line_item(prefix, line_no + 1, max_event_bytes)
+
+
+_SLACK = 1 << 16
+"""The white space a line may have around its event and still be read in one piece."""
+_PART = 1 << 20
+"""How much of a longer line is read at a time."""
+
+
+def _long_line(
+    part: bytes, stream: IO[bytes], limit: int, progress: Callable[[int], None] | None
+) -> tuple[bytes, int]:
+    """Read the rest of a line that ``part`` (its first part, with no line end) began:
+    its text's first ``limit + 1`` bytes, and its text's size, the white space around it
+    left out. Nothing more of it is kept."""
+    kept = bytearray()
+    start = -1  # where the text begins in the line (-1: only white space so far)
+    end = 0  # where it ends
+    at = 0  # where ``part`` begins
+    while True:
+        if start < 0:
+            text = part.lstrip()
+            if text:
+                start = at + len(part) - len(text)
+        if start >= 0:
+            if len(kept) <= limit:
+                kept += part[max(start - at, 0) :][: limit + 1 - len(kept)]
+            last = len(part.rstrip())
+            if last:
+                end = at + last
+        at += len(part)
+        if part.endswith(b"\n"):
+            break
+        part = stream.readline(_PART)
+        if not part:
+            break
+        if progress:
+            progress(len(part))
+    return bytes(kept), (end - start if start >= 0 else 0)
 
 
 def _line_item(raw: bytes, line_no: int, limit: int) -> Iterator[RawItem]:
