@@ -65,15 +65,20 @@ def _no_bug(err: str) -> None:
 # Standard error a pipe whose reader has gone.
 
 
-def test_a_refused_input_still_exits_1_when_standard_error_is_a_closed_pipe(store_path):
-    # `flowledger append bad.jsonl 2>&1 | head -0`: the problems cannot be shown, but the
-    # status must still say that nothing was stored (it was 0, as for a listing cut short).
+def _into_a_closed_pipe(stream: str, *args: str, stdin: bytes) -> subprocess.CompletedProcess:
+    """Run flowledger with ``stream`` ("stdout" or "stderr") a pipe whose reader has gone."""
     read, write = os.pipe()
     os.close(read)
     try:
-        proc = flowledger("--store", store_path, "append", "-", stdin=MIXED, stderr=write)
+        return flowledger(*args, stdin=stdin, **{stream: write})
     finally:
         os.close(write)
+
+
+def test_a_refused_input_still_exits_1_when_standard_error_is_a_closed_pipe(store_path):
+    # `flowledger append bad.jsonl 2>&1 | head -0`: the problems cannot be shown, but the
+    # status must still say that nothing was stored (it was 0, as for a listing cut short).
+    proc = _into_a_closed_pipe("stderr", "--store", store_path, "append", "-", stdin=MIXED)
     assert proc.returncode == 1
     assert proc.stdout == b""
     assert _stored(store_path) == 0
@@ -81,12 +86,7 @@ def test_a_refused_input_still_exits_1_when_standard_error_is_a_closed_pipe(stor
 
 def test_output_cut_short_after_an_append_still_exits_0(store_path):
     # The other side of the same rule: the append was done, its reader stopped reading.
-    read, write = os.pipe()
-    os.close(read)
-    try:
-        proc = flowledger("--store", store_path, "append", "-", stdin=GOOD, stdout=write)
-    finally:
-        os.close(write)
+    proc = _into_a_closed_pipe("stdout", "--store", store_path, "append", "-", stdin=GOOD)
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stderr == b""
     assert _stored(store_path) == 2

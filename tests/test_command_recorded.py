@@ -56,6 +56,16 @@ def lock_taken_after_the_record(store_path, monkeypatch):
         other.close()
 
 
+def _failed_with_admin_key(path: str) -> str:
+    """A store of one failed run, r1, and an admin key's secret."""
+    _failed(path)
+    log = open_log(path)
+    try:
+        return keys.create_key(log.backend, "ops", "admin")[1]
+    finally:
+        log.close()
+
+
 def _status(path: str) -> str:
     log = open_log(path)
     try:
@@ -93,10 +103,7 @@ def test_a_cancel_with_json_prints_what_the_log_knows_of_the_run(store_path, loc
 
 
 def test_the_api_answers_202_with_what_the_log_knows(store_path, lock_taken_after_the_record):
-    _failed(store_path)
-    log = open_log(store_path)
-    admin = keys.create_key(log.backend, "ops", "admin")[1]
-    log.close()
+    admin = _failed_with_admin_key(store_path)
     with TestClient(create_app(store_path, lock_timeout=0.2)) as client:
         r = client.post("/v1/runs/r1/retry", json={"reason": "fixed"}, headers={"X-API-Key": admin})
         assert r.status_code == 202, r.text
@@ -113,10 +120,7 @@ def test_the_api_answers_202_with_what_the_log_knows(store_path, lock_taken_afte
 
 
 def test_the_web_page_redirects_as_done(store_path, lock_taken_after_the_record):
-    _failed(store_path)
-    log = open_log(store_path)
-    admin = keys.create_key(log.backend, "ops", "admin")[1]
-    log.close()
+    admin = _failed_with_admin_key(store_path)
     with TestClient(create_app(store_path, lock_timeout=0.2)) as client:
         client.post("/login", data={"api_key": admin, "next": "/"}, follow_redirects=False)
         page = client.get("/runs/r1").text
