@@ -105,6 +105,12 @@ class StoreBusy(StoreError):
     """Another process held the store's write lock for longer than the lock timeout."""
 
 
+class StoreUnavailable(StoreError):
+    """The database server could not be reached, ended the connection a transaction was on
+    (a restart, an administrator, its idle timeouts) or cancelled its statement (its
+    statement_timeout, an administrator): passing, and no fault of the request; try again."""
+
+
 class StoreIsACopy(StoreError):
     """The store is an analyst's copy made by ``rebuild --into``: it takes no appends or commands."""
 

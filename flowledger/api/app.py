@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections import Counter
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
@@ -26,6 +26,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from flowledger import ledger, queries, shapes
 from flowledger.api import keys
@@ -42,6 +44,7 @@ from flowledger.errors import (
     StoreBusy,
     StoreError,
     StoreIsACopy,
+    StoreUnavailable,
     ViewsRemadeByAnotherVersion,
 )
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES
@@ -144,7 +147,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "A refused fact, an id conflict or a refused command"),
         (413, "A batch over the limits"),
         (422, "Invalid input"),
-        (503, "The store is busy: try again after Retry-After seconds; or, without Retry-After, this server cannot serve the store (its follower stopped, or the views are another flowledger version's)"),
+        (503, "The store is busy, or its database server lost or refused the connection: try again after Retry-After seconds; or, without Retry-After, this server cannot serve the store (its follower stopped, or the views are another flowledger version's)"),
     )
 }
 
@@ -192,9 +195,28 @@ class CancellationRequest(CommandRequest):
 C = TypeVar("C", bound=CommandRequest)
 
 
+def json_problem(raw: bytes, error: orjson.JSONDecodeError) -> str:
+    """What is wrong with a body orjson could not read: bytes that are not UTF-8 named with
+    their place, as `append` names them (orjson says "surrogates not allowed" at char 0)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"not UTF-8 text: {e.reason} at byte {e.start}"
+    return f"not valid JSON: {error}"
+
+
+def not_encoded(request: Request) -> None:
+    """Refuse a body sent with a Content-Encoding (gzip, say): it is not read as JSON, nor
+    stored as if the header were not there."""
+    encoding = request.headers.get("content-encoding", "").strip()
+    if encoding and encoding.lower() != "identity":
+        raise ApiProblem(415, "Unsupported Media Type", f"Content-Encoding {encoding} is not supported: send the body uncompressed")
+
+
 async def command_body(request: Request, model: type[C], *, required: bool) -> C | None:
     """A command's JSON body, read only once its key is checked and no further than
     :data:`MAX_COMMAND_BYTES` (FastAPI would read a declared body whole, before the key)."""
+    not_encoded(request)
     raw = await read_body(request, MAX_COMMAND_BYTES)
 
     def invalid(errors: list[dict[str, Any]]) -> ApiProblem:
@@ -205,7 +227,7 @@ async def command_body(request: Request, model: type[C], *, required: bool) -> C
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            raise invalid([{"field": "body", "message": f"not valid JSON: {e}"}]) from None
+            raise invalid([{"field": "body", "message": json_problem(raw, e)}]) from None
     if data is None and not required:
         return None
     if not isinstance(data, dict):
@@ -226,10 +248,39 @@ def _repeatable(annotation: Any) -> bool:
     return any(get_origin(a) in (list, tuple, set) for a in (annotation, *get_args(annotation)))
 
 
+NOT_UTF8 = "not UTF-8: a percent-escape ({escape}, say) must encode UTF-8 text"
+"""What a query or path value whose percent-escapes are no UTF-8 is told."""
+_ESCAPE = re.compile(rb"%[0-9A-Fa-f]{2}")
+
+
+def not_utf8(raw: bytes) -> str | None:
+    """Why a raw (percent-escaped) path or query part is no UTF-8 text, or None. The server
+    would read each such escape as U+FFFD, so that "caf%E9" and "caf%E8" were one id."""
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as e:
+        # The escape that held the first bad byte, as the caller wrote it.
+        escapes = [m.group().decode() for m in _ESCAPE.finditer(raw) if int(m.group()[1:], 16) >= 0x80]
+        return NOT_UTF8.format(escape=escapes[0].upper() if escapes else f"byte {e.start}")
+    return None
+
+
+def query_not_utf8(query_string: bytes) -> list[dict[str, str]]:
+    """An error for each query parameter whose name or value is no UTF-8 text."""
+    errors = []
+    for pair in query_string.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        why = not_utf8(name) or not_utf8(value)
+        if why:
+            errors.append({"field": unquote_to_bytes(name).decode("utf-8", "replace"), "message": why})
+    return errors
+
+
 def check_parameters(request: Request) -> None:
     """Refuse, with a 422 naming each, query parameters the route does not take (a
     misspelt filter would otherwise answer unfiltered), a parameter that takes one value
-    given twice (which would be dropped), and NUL in any query or path value."""
+    given twice (which would be dropped), NUL in any query or path value, and
+    percent-escapes that are no UTF-8 (read as U+FFFD, they would name another id)."""
     route = request.scope.get("route")
     declared = {f.alias: f for f in route.dependant.query_params} if isinstance(route, APIRoute) else {}
     takes = f"this endpoint takes {', '.join(sorted(declared))}" if declared else "this endpoint takes none"
@@ -243,6 +294,12 @@ def check_parameters(request: Request) -> None:
     for name, value in [*request.query_params.multi_items(), *request.path_params.items()]:
         if isinstance(value, str) and "\x00" in value:
             errors.append({"field": name, "message": NO_NUL})
+    errors += query_not_utf8(request.scope.get("query_string", b""))
+    path_problem = not_utf8(request.scope.get("raw_path") or b"")
+    if path_problem:
+        # The parameters the server read a U+FFFD into (the path as a whole, if none).
+        named = [name for name, value in request.path_params.items() if isinstance(value, str) and "\ufffd" in value]
+        errors += [{"field": name, "message": path_problem} for name in named or ["path"]]
     if errors:
         raise ApiProblem(422, "Invalid request", INVALID_REQUEST, errors=errors)
 
@@ -297,11 +354,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     # Read no more than the limit, whatever Content-Length said (or if it said nothing).
     parts: list[bytes] = []
     received = 0
-    async for part in request.stream():
-        received += len(part)
-        if received > limit:
-            raise ApiProblem(413, "Too large", f"the body is over {limit:,} bytes, the limit")
-        parts.append(part)
+    try:
+        async for part in request.stream():
+            received += len(part)
+            if received > limit:
+                raise ApiProblem(413, "Too large", f"the body is over {limit:,} bytes, the limit")
+            parts.append(part)
+    except ClientDisconnect:
+        # The client hung up mid-body: nothing is stored, and it is no bug (let out, it would
+        # be a traceback in the server's log for each one, which anyone can send a webhook).
+        raise ApiProblem(400, "Incomplete body", "the client closed the connection before the whole body arrived; nothing was stored") from None
     return b"".join(parts)
 
 
@@ -409,6 +471,13 @@ def create_app(
 
         return check
 
+    def still_valid(request: Request) -> None:
+        """After a body was read (slowly, perhaps): the request's key is still not revoked,
+        as `keys revoke` stops a key at once; a request already sent is refused whole."""
+        key = keys.verify(the_log().backend, request.headers.get("x-api-key", ""))
+        if key is None or key.revoked_at is not None:
+            raise ApiProblem(401, "Unauthorized", "that API key was revoked while the request was sent; nothing was stored")
+
     Read = Annotated[keys.ApiKey, Depends(require("read"))]
     Write = Annotated[keys.ApiKey, Depends(require("write"))]
     Admin = Annotated[keys.ApiKey, Depends(require("admin"))]
@@ -431,6 +500,13 @@ def create_app(
         # A 405 must say what is allowed (RFC 9110); HEAD is answered wherever GET is.
         headers = dict(exc.headers or {})
         allowed = [m.strip() for m in headers.get("Allow", "").split(",") if m.strip()]
+        if exc.status_code == 405:
+            # The router names the first route of the path alone; ids may hold "/", so others
+            # take it too (GET /v1/runs/a/retry is the run "a/retry"; the whatsapp handshake).
+            for route in app.router.routes:
+                if isinstance(route, APIRoute) and route.matches(request.scope)[0] is Match.PARTIAL:
+                    allowed += [m for m in sorted(route.methods) if m not in allowed]
+            headers["Allow"] = ", ".join(allowed)
         if "GET" in allowed and "HEAD" not in allowed:
             allowed.append("HEAD")
             headers["Allow"] = ", ".join(allowed)
@@ -484,6 +560,12 @@ def create_app(
             # Another writer's long transaction: worth asking again soon (providers do).
             busy.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
             return busy
+        if isinstance(exc, StoreUnavailable):
+            # The database server lost or refused the request's connection, or cancelled its
+            # statement: no bug, and passing (a restart, a failover), so worth asking again.
+            unavailable = problem(503, "Unavailable", str(exc))
+            unavailable.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
+            return unavailable
         return problem(500, "Store error", str(exc))
 
     @app.exception_handler(Exception)
@@ -534,15 +616,17 @@ def create_app(
 
         The same request sent twice stores nothing new (every event id is an idempotency key).
         """
+        not_encoded(request)
         body = await read_body(request, MAX_BATCH_BYTES)
         try:
             events = orjson.loads(body)
         except orjson.JSONDecodeError as e:
-            raise ApiProblem(422, "Invalid events", f"the body is not valid JSON: {e}") from None
+            raise ApiProblem(422, "Invalid events", f"the body is {json_problem(body, e)}") from None
         if not isinstance(events, list):
             raise ApiProblem(422, "Invalid events", "expected a JSON array of events")
         if len(events) > MAX_BATCH_EVENTS:
             raise ApiProblem(413, "Too large", f"{len(events):,} events; the limit is {MAX_BATCH_EVENTS:,} per request")
+        await run_in_threadpool(still_valid, request)
         result = await run_in_threadpool(ledger.append_batch, the_log(), events, redactor, max_event_bytes)
         return {"appended": result.appended, "duplicates": result.duplicates}
 
@@ -672,6 +756,7 @@ def create_app(
         body = await command_body(request, CommandRequest, required=False)
 
         def record() -> Any:
+            still_valid(request)
             try:
                 return command(the_log(), run_id, actor=f"api:{key.name}", reason=body.reason if body else None, redactor=redactor)
             except RecordedButNotShown as e:
@@ -703,6 +788,7 @@ def create_app(
         """Cancel every unfinished run triggered with a cancellation key."""
         body = await command_body(request, CancellationRequest, required=True)
         assert body is not None  # required: command_body answered 422 for none
+        await run_in_threadpool(still_valid, request)
         cancelled = await run_in_threadpool(
             ledger.cancel_by_key, the_log(), body.key, actor=f"api:{key.name}", reason=body.reason, redactor=redactor
         )
@@ -787,6 +873,10 @@ def create_app(
         process holds the store's write lock, they are kept in the webhook inbox ("deferred")."""
         if provider not in ADAPTERS:
             raise ApiProblem(404, "Not found", f"no webhook for {provider!r}; the providers are {', '.join(sorted(ADAPTERS))}")
+        # Twilio's message id comes in the query: read as U+FFFD, it would be another message's.
+        bad_query = query_not_utf8(request.scope.get("query_string", b""))
+        if bad_query:
+            raise ApiProblem(422, "Invalid webhook", f"the query parameter {bad_query[0]['field']} is {bad_query[0]['message']}")
         # Unauthenticated until checked: never hold more than the limit of it in memory.
         body = await read_body(request, MAX_BATCH_BYTES)
         form: dict[str, str] = {}

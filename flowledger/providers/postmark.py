@@ -55,7 +55,9 @@ def verify(request: SignedRequest, secrets: dict[str, str], now: float) -> None:
         raise SignatureInvalid("postmark: basic auth is required")
     try:
         given_user, _, given_password = base64.b64decode(header[6:]).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):
+        # binascii.Error is base64's own; a header with bytes that are no ASCII is a ValueError
+        # (and so is UnicodeDecodeError): malformed credentials, a 401 as any wrong ones.
         raise SignatureInvalid("postmark: the basic auth header is malformed") from None
     # Both compared, always: an early exit would time which of the two was wrong.
     user_ok, password_ok = same(given_user, user), same(given_password, password)

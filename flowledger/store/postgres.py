@@ -28,7 +28,7 @@ from eventsourcing.postgres import (
 from psycopg.rows import tuple_row
 from psycopg_pool import PoolTimeout
 
-from flowledger.errors import StoreBusy, StoreError, StoreURLError
+from flowledger.errors import StoreBusy, StoreError, StoreUnavailable, StoreURLError
 from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend, new_store_id, shown_url
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -59,14 +59,21 @@ def _driver_error(error: BaseException) -> BaseException:
     return error.__cause__ if isinstance(error, PersistenceError) and error.__cause__ else error
 
 
+# The server ended the connection: an administrator (pg_terminate_backend), a shutdown or
+# crash, a server still starting, its idle_session_timeout, its idle_in_transaction_session_timeout.
+_ENDED_BY_THE_SERVER = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
+
+
 def _connection_lost(error: BaseException) -> bool:
     """Whether an error means the connection is gone (not a refused or failed statement)."""
     cause = _driver_error(error)
     # No connection to be had from the pool is no lost one: another try waits as long again.
-    if not isinstance(cause, psycopg.OperationalError) or isinstance(cause, PoolTimeout):
+    if not isinstance(cause, psycopg.Error) or isinstance(cause, PoolTimeout):
         return False
     code = cause.sqlstate  # None: the client lost the connection before any answer
-    return code is None or code.startswith("08") or code in ("57P01", "57P02", "57P03")
+    if code in _ENDED_BY_THE_SERVER:
+        return True
+    return isinstance(cause, psycopg.OperationalError) and (code is None or code.startswith("08"))
 
 
 def _reset_isolation_level(conn: psycopg.Connection[Any]) -> None:
@@ -195,7 +202,7 @@ class PostgresBackend(SQLBackend):
         """Seconds a writer waits for another's lock before giving up."""
         self.schema = settings["schema"]
         """The schema holding every table."""
-        with self._errors():
+        with self._errors(connecting=True):
             # One plain connection first: an unreachable server fails here at once, with
             # the driver's reason, rather than after the pool's patient retries. It also
             # holds a lock while the tables are made, so that processes opening a new
@@ -261,13 +268,16 @@ class PostgresBackend(SQLBackend):
             new_store_id(c)
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self, *, connecting: bool = False) -> Iterator[None]:
+        """Driver errors become flowledger's; ``connecting``: a connection lost is one that
+        could not be made (opening the store), not one lost by a transaction under way."""
         try:
             yield
         except (psycopg.Error, PersistenceError) as e:
-            if _connection_lost(e):
+            lost = _connection_lost(e)
+            if lost:
                 self._discard_broken_connections()
-            raise self._translate(e) from e
+            raise self._translate(e, lost=lost and not connecting) from e
 
     def _discard_broken_connections(self) -> None:
         """After a lost connection (the server restarted, or ended it), test the pool's idle
@@ -277,10 +287,21 @@ class PostgresBackend(SQLBackend):
         except Exception:  # noqa: BLE001  # the error being reported matters more
             pass
 
-    def _translate(self, error: BaseException) -> StoreError:
+    def _translate(self, error: BaseException, *, lost: bool = False) -> StoreError:
         if isinstance(_driver_error(error), PoolTimeout):
             return self._no_connection()
         text = str(error).strip()
+        reason = text.splitlines()[0] if text else type(_driver_error(error)).__name__
+        # The server's doing, not the request's nor a bug: passing, so a 503 for the API.
+        if lost:
+            # Lost during its COMMIT, a transaction may have been stored: an append sent
+            # again finds its events stored (duplicates), so trying again is safe.
+            return StoreUnavailable(f"the connection to the store {self.path} was lost ({reason}); try again")
+        if isinstance(_driver_error(error), psycopg.errors.QueryCanceled):
+            # Its statement_timeout, or an administrator (pg_cancel_backend).
+            return StoreUnavailable(
+                f"the store {self.path} cancelled a statement ({reason}); nothing of its transaction was stored; try again"
+            )
         if isinstance(_driver_error(error), psycopg.errors.InsufficientPrivilege):
             return self._denied(text.splitlines()[0] if text else "permission denied")
         if isinstance(error, psycopg.errors.LockNotAvailable) or "lock timeout" in text:
@@ -290,7 +311,7 @@ class PostgresBackend(SQLBackend):
             )
         # libpq's reasons for no connection: a refused one, a timeout, a host that does not resolve.
         if any(why in text for why in ("connect", "Connection refused", "timeout expired", "resolve host")):
-            return StoreError(f"cannot reach the store {self.path}: {text.splitlines()[0]}")
+            return StoreUnavailable(f"cannot reach the store {self.path}: {reason}")
         return StoreError(f"the store {self.path} failed: {text.splitlines()[0] if text else type(error).__name__}")
 
     def _denied(self, text: str) -> StoreError:
@@ -341,7 +362,7 @@ class PostgresBackend(SQLBackend):
             psycopg.connect(**self._connect_kwargs, connect_timeout=5).close()
         except psycopg.Error as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return StoreError(f"cannot reach the store {self.path}: {reason}")
+            return StoreUnavailable(f"cannot reach the store {self.path}: {reason}")
         return StoreBusy(
             f"the store {self.path} is busy: this process's {pool.max_size} connections to it were all "
             f"in use for {pool.timeout:g} s; try again"

@@ -30,7 +30,15 @@ from flowledger import ledger, queries
 from flowledger.api import keys
 from flowledger.domain.run import STATUSES
 from flowledger.domain.vocabulary import MAX_ID_LENGTH, normalize_timestamp
-from flowledger.errors import CommandRefused, NotFound, RecordedButNotShown, StoreBusy, StoreError, ViewsRemadeByAnotherVersion
+from flowledger.errors import (
+    CommandRefused,
+    NotFound,
+    RecordedButNotShown,
+    StoreBusy,
+    StoreError,
+    StoreUnavailable,
+    ViewsRemadeByAnotherVersion,
+)
 from flowledger.projections.run_record import event_detail, recipient_label
 from flowledger.projections.steps_view import STEP_STATES
 from flowledger.store.log import EventLog
@@ -264,16 +272,31 @@ def mount(
             response = render(request, "base.html", http_status=503, key=None, error=busy)
             response.headers["Retry-After"] = "1"
             return response
+        if isinstance(exc.error, StoreUnavailable):
+            # The database server lost or refused the connection: passing, as the API's 503.
+            response = render(request, "base.html", http_status=503, key=None, error=f"The store could not answer: {exc.error}")
+            response.headers["Retry-After"] = "1"
+            return response
         # Views another version made: this server can serve nothing until it is replaced
         # (as /healthz says), not a fault of this request.
         status = 503 if isinstance(exc.error, ViewsRemadeByAnotherVersion) else 500
         return render(request, "base.html", http_status=status, key=None, error=f"The store could not answer: {exc.error}")
 
     def pages_answer(handler: Callable[..., Response]) -> Callable[..., Response]:
-        """A page's handler whose store errors become a page saying so."""
+        """A page's handler whose store errors become a page saying so, and which answers an
+        address with NUL in an id or a filter with a page saying so (PostgreSQL's text cannot
+        hold one: its query would fail, a 500; the API answers 422 for it too)."""
 
         @functools.wraps(handler)
         def answered(*args: Any, **kwargs: Any) -> Response:
+            request = kwargs.get("request")
+            if isinstance(request, Request):
+                values = [*request.path_params.values(), *(v for _, v in request.query_params.multi_items())]
+                if any(isinstance(v, str) and "\x00" in v for v in values):
+                    return render(
+                        request, "base.html", http_status=422, key=None,
+                        error="This address holds a NUL character (%00), which no id or filter can hold.",
+                    )
             try:
                 return handler(*args, **kwargs)
             except StoreError as e:
@@ -348,7 +371,13 @@ def mount(
             return False  # not a browser, or one too old to say: nothing to go on
         # The host alone: behind a TLS proxy the page is https and this server sees http.
         ours = {request.headers.get("host", ""), urlsplit(public_url).netloc if public_url else ""}
-        return origin == "null" or urlsplit(origin).netloc not in ours
+        if origin == "null":
+            return True
+        try:
+            netloc = urlsplit(origin).netloc
+        except ValueError:
+            return True  # no origin a browser sends ("http://[::1", say): not this site
+        return netloc not in ours
 
     @app.post("/login", include_in_schema=False)
     @pages_answer
