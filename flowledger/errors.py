@@ -111,6 +111,11 @@ class StoreUnavailable(StoreError):
     statement_timeout, an administrator): passing, and no fault of the request; try again."""
 
 
+class ConnectionLost(StoreUnavailable):
+    """The database server ended the connection a transaction was on: nothing of it was stored,
+    unless it ended during the commit (then a resend finds its events stored, as duplicates)."""
+
+
 class StoreIsACopy(StoreError):
     """The store is an analyst's copy made by ``rebuild --into``: it takes no appends or commands."""
 

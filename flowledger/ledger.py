@@ -21,6 +21,7 @@ from flowledger.domain.run import FAILED, NOT_TRIGGERED, UNFINISHED, Run
 from flowledger.domain.vocabulary import EventInvalid, stream_of, validate_event
 from flowledger.errors import (
     CommandRefused,
+    ConnectionLost,
     FlowledgerError,
     InvalidInput,
     NotFound,
@@ -209,9 +210,11 @@ def receive_provider_facts(log: EventLog, inbox: Inbox | None, prepared: Prepare
             return AppendResult(), len(prepared.items)
     try:
         return append_prepared(log, prepared, lock_timeout=wait), 0
-    except StoreBusy:
+    except (StoreBusy, ConnectionLost):
         # Acknowledged once durably kept somewhere: a provider that never retries (Twilio's
-        # status callbacks) would otherwise lose them.
+        # status callbacks) would otherwise lose them. A connection the database server ended
+        # (a restart, a failover) is not the next one's fate: the pool has dropped the dead
+        # ones. Stored before it ended (during the commit), the facts drain as duplicates.
         inbox.put(prepared.items, prepared.received_at)
         return AppendResult(), len(prepared.items)
 

@@ -20,12 +20,13 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 import flowledger.api.app as app_module
-from flowledger import ledger
+from flowledger import ledger, queries
 from flowledger.api import keys
 from flowledger.cli import cli
 from flowledger.store import open_log
 from flowledger.store.postgres import parse_url
 from tests.conftest import server_connection, triggered, wait_until
+from tests.histories import jsonl
 
 EXAMPLE = "examples/welcome-series.jsonl"
 
@@ -194,3 +195,29 @@ def test_an_append_whose_connection_is_ended_mid_transaction_exits_1_and_stores_
     assert _stored(postgres_url, "cli-0") == 0
     assert CliRunner().invoke(cli, ["--store", postgres_url, "append", str(source)]).stdout.strip() == '{"appended":50,"duplicates":0}'
 
+
+
+def test_a_webhook_whose_connection_is_ended_mid_append_is_kept_in_the_inbox_and_stored_once(postgres_url):
+    # A provider that never retries (Twilio's status callbacks) would lose a fact answered
+    # 503: the connection the server ended is not the next one's fate, so the inbox keeps it.
+    from tests.test_webhooks import SECRETS, run_with_messages, sendgrid_events, sendgrid_headers
+
+    log = open_log(postgres_url)
+    ledger.append_input(log, jsonl(run_with_messages()))
+    log.close()
+    body = orjson.dumps(sendgrid_events())
+    with TestClient(app_module.create_app(postgres_url, provider_secrets=SECRETS, lock_timeout=10)) as client:
+        with _backend_ended_while_it_waits(postgres_url, "stored_events") as ended:
+            r = client.post("/v1/webhooks/sendgrid", content=body, headers=sendgrid_headers(body))
+        assert ended, "the webhook's append never waited for the lock"
+        assert r.status_code == 200, r.text
+        assert r.json() == {"appended": 0, "duplicates": 0, "held": 0, "skipped": 0, "deferred": 4}
+        log = open_log(postgres_url)
+        try:
+            ledger.catch_up(log)  # drains the inbox into the log first
+            assert ledger.inbox_count(log) == 0
+            assert ledger.query(log, queries.show_delivery, "m-email")["status"] == "clicked"
+        finally:
+            log.close()
+        again = client.post("/v1/webhooks/sendgrid", content=body, headers=sendgrid_headers(body))
+        assert again.json() == {"appended": 0, "duplicates": 4, "held": 0, "skipped": 0}

@@ -28,7 +28,7 @@ from eventsourcing.postgres import (
 from psycopg.rows import tuple_row
 from psycopg_pool import PoolTimeout
 
-from flowledger.errors import StoreBusy, StoreError, StoreUnavailable, StoreURLError
+from flowledger.errors import ConnectionLost, StoreBusy, StoreError, StoreUnavailable, StoreURLError
 from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend, new_store_id, shown_url
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -296,7 +296,7 @@ class PostgresBackend(SQLBackend):
         if lost:
             # Lost during its COMMIT, a transaction may have been stored: an append sent
             # again finds its events stored (duplicates), so trying again is safe.
-            return StoreUnavailable(f"the connection to the store {self.path} was lost ({reason}); try again")
+            return ConnectionLost(f"the connection to the store {self.path} was lost ({reason}); try again")
         if isinstance(_driver_error(error), psycopg.errors.QueryCanceled):
             # Its statement_timeout, or an administrator (pg_cancel_backend).
             return StoreUnavailable(
