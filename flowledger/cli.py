@@ -465,6 +465,8 @@ def cli(ctx: click.Context, store: str, lock_timeout: float) -> None:
     "--skip-invalid",
     "skip_file",
     type=click.Path(dir_okay=False, writable=True),
+    # A blank name is an unset shell variable, not a file anyone would look for.
+    callback=not_blank("a --skip-invalid file"),
     help="Append the good events and write the bad ones, with their errors, to this JSON Lines file.",
 )
 @event_options

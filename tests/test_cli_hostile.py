@@ -390,3 +390,13 @@ def test_a_skip_file_beside_the_store_with_a_name_like_its_own_is_taken(store_pa
     assert _stored(store_path) == 2
     with open(skip, "rb") as f:
         assert [orjson.loads(line)["line"] for line in f] == [3]
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_a_blank_skip_file_name_is_refused_before_anything_is_stored(store_path, tmp_path, name):
+    # `--skip-invalid "$REJECTS"` with the variable unset: not a file named by spaces, nor
+    # a store error after the input was read.
+    proc = flowledger("--store", store_path, "append", "-", "--skip-invalid", name, stdin=MIXED, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr.decode()
+    assert "a --skip-invalid file cannot be blank" in proc.stderr.decode()
+    assert _stored(store_path) == 0 and os.listdir(tmp_path) == []
