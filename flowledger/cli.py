@@ -1431,6 +1431,10 @@ def keys_create(obj: Context, name: str, scope: str, as_json: bool) -> None:
         api_keys.checked_name(name)
     except api_keys.KeyCommandError as e:
         raise click.BadParameter(str(e), param_hint="'--name'") from None
+    if sys.stdout is None:
+        # Started with standard output closed (`>&-`): the secret, shown only once, would
+        # be shown to nobody, and the key stay valid.
+        raise click.ClickException("standard output is closed, so the key could not be shown; no key was made")
     log = obj.open(create=True)
     try:
         key, secret = api_keys.create_key(log.backend, name, scope)

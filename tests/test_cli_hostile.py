@@ -400,3 +400,15 @@ def test_a_blank_skip_file_name_is_refused_before_anything_is_stored(store_path,
     assert proc.returncode == 2, proc.stderr.decode()
     assert "a --skip-invalid file cannot be blank" in proc.stderr.decode()
     assert _stored(store_path) == 0 and os.listdir(tmp_path) == []
+
+
+def test_a_key_is_not_made_when_standard_output_is_closed(store_path):
+    # `flowledger keys create … >&-`: its secret, shown only once, would reach nobody.
+    proc = subprocess.run(
+        ["sh", "-c", f'"{EXE}" --store "{store_path}" keys create --name ops --scope read >&-'],
+        stderr=subprocess.PIPE,
+    )
+    assert proc.returncode == 1
+    assert "standard output is closed, so the key could not be shown; no key was made" in proc.stderr.decode()
+    # Refused before the store was opened: none was made either.
+    assert not os.path.exists(store_path)
