@@ -34,6 +34,7 @@ from flowledger.errors import (
     FlowledgerError,
     InvalidInput,
     RecordedButNotShown,
+    StoreBusy,
     StoreError,
     StoreURLError,
     ViewsRemadeByAnotherVersion,
@@ -64,16 +65,16 @@ class Context:
         self.lock_timeout = lock_timeout
         """Seconds to wait for another writer."""
 
-    def open(self, *, create: bool = False) -> EventLog:
+    def open(self, *, create: bool = False, lock_timeout: float | None = None) -> EventLog:
         """Open the store (only the commands that write, ``append``, ``serve`` and
-        ``keys create``, may create a new one)."""
+        ``keys create``, may create a new one; ``lock_timeout``: shorter than --lock-timeout)."""
         if "://" not in self.store and not os.path.isabs(os.path.expanduser(self.store)) and _folder_gone():
             # SQLite would say "unable to open database file", a query "no store at" it.
             raise StoreError(
                 f"cannot use the store {self.store}: the current folder no longer exists; "
                 "cd to one that does, or give --store an absolute path"
             )
-        return open_log(self.store, lock_timeout=self.lock_timeout, create=create)
+        return open_log(self.store, lock_timeout=self.lock_timeout if lock_timeout is None else lock_timeout, create=create)
 
 
 def _folder_gone() -> bool:
@@ -1330,12 +1331,17 @@ def serve(
     except ImportError:
         raise click.ClickException("the HTTP API is not installed: in flowledger's checkout, pip install '.[api]'") from None
     _log_lines_with_time()  # the start-up's warnings (a catch-up that could not finish) too
-    # The server's start-up work, done here first: a bad --store or a store too busy to
-    # use is then a clear error before the server starts, not a traceback from inside it.
-    log = obj.open(create=True)
+    # The server's start-up work, done here first: a bad --store is then a clear error
+    # before the server starts, not a traceback from inside it. A store busy with an import
+    # is no reason not to start (webhooks go to the inbox meanwhile): the server's own
+    # start-up tries the catch-up again, waiting as briefly, and says if it could not.
+    log = obj.open(create=True, lock_timeout=min(obj.lock_timeout, ledger.WEBHOOK_LOCK_TIMEOUT))
     try:
         api_keys.ensure_table(log.backend)
         ledger.catch_up(log, drain_wait=ledger.short_wait(log))
+    except StoreBusy as e:
+        # The views' own errors (a newer version's) stay fatal, said before the server starts.
+        logging.getLogger(__name__).warning("could not catch the views up before starting (%s)", e)
     finally:
         log.close()
     _check_webhook_secrets()

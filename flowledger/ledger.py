@@ -424,6 +424,13 @@ def view_names() -> list[str]:
     return [v.name for v in all_views()]
 
 
+def ensure_views(log: EventLog) -> None:
+    """Look at the views' tables once for this process's store connection, as every fold and
+    query does first: made where missing, another version's refused (the write lock is
+    taken only to make them)."""
+    Projector(log.backend).ensure_tables()
+
+
 def head(log: EventLog) -> int:
     """The position of the last event in the log."""
     return Projector(log.backend).head()

@@ -407,22 +407,36 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         log = open_log(store, lock_timeout=lock_timeout, create=True)
-        keys.ensure_table(log.backend)
         inbox = open_inbox(log.backend)
+        # A long --lock-timeout must not hold the start-up for an import (webhooks would
+        # find no server): the start-up's writes wait for the write lock as a webhook does,
+        # and what the lock keeps waits for the follower's next round.
+        startup = open_log(store, lock_timeout=ledger.short_wait(log))
         try:
-            # A long --lock-timeout must not hold the start-up for an import: what the
-            # lock keeps in the inbox waits for the follower's next round.
-            ledger.catch_up(log, inbox=inbox, drain_wait=ledger.short_wait(log))
+            keys.ensure_table(startup.backend)
+            ledger.catch_up(startup, inbox=inbox, drain_wait=ledger.short_wait(log))
+            # Made and this version's now: the server's own connection looks once, without
+            # the write lock, and its commands and queries then check the versions alone.
+            ledger.ensure_views(log)
         except StoreError as e:
             # Not fatal: the follower, or else each query, catches up later.
             _log.warning("could not catch the views up at start-up (%s)", e)
+        finally:
+            startup.close()
         state["log"] = log
         state["inbox"] = inbox
         state["follower"] = {}
         stop = threading.Event()
         worker = None
-        if follow:
-            worker = threading.Thread(target=_follow, args=(log, inbox, stop, state["follower"]), daemon=True)
+        # The follower's own store connection, waiting for the write lock as briefly as a
+        # webhook: on SQLite one connection a process writes through, held by a follower
+        # waiting out --lock-timeout behind an import, would hold every webhook as long (past
+        # a provider's patience). Refused, the follower tries again on its next round.
+        follower_log = open_log(store, lock_timeout=ledger.short_wait(log)) if follow else None
+        # Webhooks too: a query's catch-up waiting out --lock-timeout must not hold them.
+        state["webhooks"] = open_log(store, lock_timeout=ledger.short_wait(log))
+        if follower_log is not None:
+            worker = threading.Thread(target=_follow, args=(follower_log, inbox, stop, state["follower"]), daemon=True)
             worker.start()
         try:
             yield
@@ -430,6 +444,9 @@ def create_app(
             stop.set()
             if worker is not None:
                 worker.join(timeout=5)
+            if follower_log is not None:
+                follower_log.close()
+            state["webhooks"].close()
             if inbox is not None:
                 inbox.close()
             log.close()
@@ -899,7 +916,7 @@ def create_app(
                 raise ApiProblem(422, "Invalid webhook", f"not a {provider} webhook: {e}") from None
             # Invalid or oversize events: a 422 naming each, as POST /v1/events answers.
             prepared = ledger.prepare_provider_facts(facts, redactor, max_event_bytes, ledger.utc_stamp(received))
-            result, deferred = ledger.receive_provider_facts(the_log(), state["inbox"], prepared)
+            result, deferred = ledger.receive_provider_facts(state["webhooks"], state["inbox"], prepared)
             return prepared, result, deferred
 
         prepared, result, deferred = await run_in_threadpool(check_and_store)

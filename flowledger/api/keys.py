@@ -80,6 +80,11 @@ def _digest(secret: str) -> str:
 
 def ensure_table(backend: SQLBackend) -> None:
     """Create the keys table (and the web sessions' table) if they are not there."""
+    # Looked for first: a server starting while an import holds the write lock must not
+    # wait for it (or fail) only to find them made.
+    with backend.transaction(write=False) as c:
+        if {"api_keys", "web_sessions"} <= backend.table_names(c):
+            return
     with backend.transaction(write=True) as c:
         c.execute(backend.ddl(_DDL))
         c.execute(backend.ddl(_SESSIONS_DDL))
