@@ -158,6 +158,16 @@ def _answers(httpx: Any, port: int) -> bool:
         return False
 
 
+def healthy(port: int) -> bool:
+    """Whether a server on loopback at ``port`` answers /healthz with a 200."""
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 @contextmanager
 def live_server(app: Any):
     """Serve an ASGI app with uvicorn on loopback, in a thread; yields its base URL."""

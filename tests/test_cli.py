@@ -420,7 +420,7 @@ def test_serve_starts_on_a_store_busy_with_an_import_and_keeps_webhooks_in_the_i
     from flowledger import ledger
     from flowledger.api import keys
     from flowledger.store import open_log
-    from tests.conftest import free_port, wait_until
+    from tests.conftest import free_port, healthy, wait_until
     from tests.histories import jsonl
     from tests.test_webhooks import PUBLIC, run_with_messages, sendgrid_events, sendgrid_headers
 
@@ -439,13 +439,7 @@ def test_serve_starts_on_a_store_busy_with_an_import_and_keeps_webhooks_in_the_i
     command = [exe, "--store", store_path, "--lock-timeout", "600", "serve", "--port", str(port)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
-        def up() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(lambda: proc.poll() is not None or up(), 60)
+        wait_until(lambda: proc.poll() is not None or healthy(port), 60)
         assert proc.poll() is None, proc.stderr.read().decode()
         body = orjson.dumps(sendgrid_events())
         kept = httpx.post(f"http://127.0.0.1:{port}/v1/webhooks/sendgrid", content=body, headers=sendgrid_headers(body), timeout=30)

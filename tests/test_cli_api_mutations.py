@@ -13,16 +13,7 @@ from flowledger.cli import cli
 from tests.conftest import ev, step, triggered
 from tests.test_api import api, h  # noqa: F401  # the fixture, reused
 from tests.test_api import failed_run as api_failed_run
-
-
-@pytest.fixture
-def run(store_path):
-    runner = CliRunner()
-
-    def invoke(*args, input=None, env=None):
-        return runner.invoke(cli, ["--store", store_path, *args], input=input, env=env, catch_exceptions=False)
-
-    return invoke
+from tests.test_cli_loose_ends import run  # noqa: F401  (a fixture)
 
 
 def lines(*events) -> str:

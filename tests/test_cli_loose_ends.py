@@ -362,18 +362,12 @@ def test_serve_stops_cleanly_on_ctrl_c_and_sigterm_as_readme_says(store_path, si
     """Ctrl-C exits 0; SIGTERM ends the process by the signal (a clean stop to a service manager)."""
     import httpx
 
-    from tests.conftest import free_port
+    from tests.conftest import free_port, healthy
 
     port = free_port()
     proc = subprocess.Popen([EXE, "--store", store_path, "serve", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        def up() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(lambda: proc.poll() is not None or up(), 60)
+        wait_until(lambda: proc.poll() is not None or healthy(port), 60)
         assert proc.poll() is None, proc.stderr.read().decode()
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
