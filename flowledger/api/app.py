@@ -291,9 +291,7 @@ def check_parameters(request: Request) -> None:
             errors.append({"field": name, "message": f"unknown query parameter; {takes}"})
         elif times > 1 and not _repeatable(field.field_info.annotation):
             errors.append({"field": name, "message": f"given {times} times; give it once"})
-    for name, value in [*request.query_params.multi_items(), *request.path_params.items()]:
-        if isinstance(value, str) and "\x00" in value:
-            errors.append({"field": name, "message": NO_NUL})
+    errors += [{"field": name, "message": NO_NUL} for name in pages.nul_fields(request)]
     errors += query_not_utf8(request.scope.get("query_string", b""))
     path_problem = not_utf8(request.scope.get("raw_path") or b"")
     if path_problem:

@@ -233,6 +233,13 @@ class FormLimit:
         await answer(scope, receive, send)
 
 
+def nul_fields(request: Request) -> list[str]:
+    """The query and path parameters whose value holds a NUL character, which no id or
+    filter can hold (PostgreSQL's text cannot): the API's 422 and the pages' both."""
+    values = [*request.query_params.multi_items(), *request.path_params.items()]
+    return [name for name, value in values if isinstance(value, str) and "\x00" in value]
+
+
 def mount(
     app: FastAPI,
     the_log: Callable[[], EventLog],
@@ -267,14 +274,15 @@ def mount(
     @app.exception_handler(_StoreTrouble)
     async def _store_trouble(request: Request, exc: _StoreTrouble) -> Response:
         # A page, not the API's problem+json: a person reads this in a browser.
-        if isinstance(exc.error, StoreBusy):
-            busy = "The store is busy: another process is writing to it. Reload the page in a moment."
-            response = render(request, "base.html", http_status=503, key=None, error=busy)
-            response.headers["Retry-After"] = "1"
-            return response
-        if isinstance(exc.error, StoreUnavailable):
-            # The database server lost or refused the connection: passing, as the API's 503.
-            response = render(request, "base.html", http_status=503, key=None, error=f"The store could not answer: {exc.error}")
+        if isinstance(exc.error, (StoreBusy, StoreUnavailable)):
+            # Passing (another process writing; the database server lost or refused the
+            # connection): worth a reload, as the API's 503 says.
+            why = (
+                "The store is busy: another process is writing to it. Reload the page in a moment."
+                if isinstance(exc.error, StoreBusy)
+                else f"The store could not answer: {exc.error}"
+            )
+            response = render(request, "base.html", http_status=503, key=None, error=why)
             response.headers["Retry-After"] = "1"
             return response
         # Views another version made: this server can serve nothing until it is replaced
@@ -290,13 +298,11 @@ def mount(
         @functools.wraps(handler)
         def answered(*args: Any, **kwargs: Any) -> Response:
             request = kwargs.get("request")
-            if isinstance(request, Request):
-                values = [*request.path_params.values(), *(v for _, v in request.query_params.multi_items())]
-                if any(isinstance(v, str) and "\x00" in v for v in values):
-                    return render(
-                        request, "base.html", http_status=422, key=None,
-                        error="This address holds a NUL character (%00), which no id or filter can hold.",
-                    )
+            if isinstance(request, Request) and nul_fields(request):
+                return render(
+                    request, "base.html", http_status=422, key=None,
+                    error="This address holds a NUL character (%00), which no id or filter can hold.",
+                )
             try:
                 return handler(*args, **kwargs)
             except StoreError as e:
