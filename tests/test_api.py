@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from flowledger import ledger
 from flowledger.api import keys
 from flowledger.api.app import MAX_BATCH_EVENTS, create_app
+from flowledger.web.pages import COOKIE
 from flowledger.errors import StoreBusy
 from flowledger.store import open_log
 from tests.conftest import ev, step, triggered
@@ -125,6 +126,39 @@ def test_a_server_starts_when_its_first_catch_up_meets_a_busy_store(store_path, 
         run = client.get("/v1/runs/busy-1", headers={"X-API-Key": read_key})
     assert run.status_code == 200 and run.json()["status"] == "failed"
     assert any("could not catch the views up" in r.getMessage() for r in caplog.records)
+
+
+def test_a_server_that_could_not_make_the_keys_tables_at_start_up_refuses_keys_as_unknown(store_path, monkeypatch):
+    # A store never served, started during an import: the keys tables are not made (the
+    # start-up does not wait for the lock). A key or session sent then is unknown (401, the
+    # sign-in page), not a 500 "no such table"; webhooks and /healthz need none.
+    log = open_log(store_path)
+    ledger.append_input(log, jsonl(failed_run("k1")))
+    log.close()
+
+    def busy(backend):
+        raise StoreBusy("the store is busy")
+
+    monkeypatch.setattr(keys, "ensure_table", busy)
+    with TestClient(create_app(store_path)) as client:
+        assert client.get("/healthz").status_code == 200
+        for headers in ({"X-API-Key": "fl_live_" + "x" * 43}, {"X-API-Key": "fl_sess_" + "x" * 43}):
+            r = client.get("/v1/runs", headers=headers)
+            assert r.status_code == 401 and r.json()["status"] == 401, r.text
+        signed = client.post("/login", data={"api_key": "fl_live_" + "x" * 43, "next": "/"}, headers={"Origin": "http://testserver"})
+        assert signed.status_code == 401 and "unknown or revoked" in signed.text
+        client.cookies.set(COOKIE, "fl_sess_" + "y" * 43)
+        page = client.get("/", follow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"].startswith("/login")
+        out = client.post("/logout", data={"csrf": "z"}, follow_redirects=False)
+        assert out.status_code == 303
+    # Made by the first key made, as before.
+    log = open_log(store_path)
+    monkeypatch.undo()
+    key = keys.create_key(log.backend, "reader", "read")[1]
+    log.close()
+    with TestClient(create_app(store_path)) as client:
+        assert client.get("/v1/runs/k1", headers={"X-API-Key": key}).json()["status"] == "failed"
 
 
 @pytest.mark.parametrize("method, path", [("get", "/v1/runs"), ("get", "/v1/workflows/counts"), ("post", "/v1/events"), ("get", "/openapi.json")])

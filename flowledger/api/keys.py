@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from flowledger.errors import FlowledgerError, NotFound
+from flowledger.errors import FlowledgerError, NotFound, StoreError
 from flowledger.store.backend import SQLBackend
 from flowledger.store.log import utc_now, utc_stamp
 
@@ -148,13 +148,29 @@ def verify(backend: SQLBackend, secret: str) -> ApiKey | None:
     """The key a secret is, or None for an unknown one (revoked keys are returned, marked)."""
     if not secret.startswith(PREFIX):
         return None
-    with backend.transaction(write=False) as c:
-        c.execute(
-            "SELECT id, name, scope, created_at, revoked_at FROM api_keys WHERE hash = ?",
-            (_digest(secret),),
-        )
-        row = c.fetchone()
+    try:
+        with backend.transaction(write=False) as c:
+            c.execute(
+                "SELECT id, name, scope, created_at, revoked_at FROM api_keys WHERE hash = ?",
+                (_digest(secret),),
+            )
+            row = c.fetchone()
+    except StoreError:
+        if _tables_made(backend):
+            raise
+        return None
     return ApiKey(*row) if row else None
+
+
+def _tables_made(backend: SQLBackend) -> bool:
+    """Whether the keys tables are there, asked after a failed look-up.
+
+    A server started while an import held the write lock could not make them (it does not
+    wait): until the first key is made, no key or session is known. Asked only after a
+    failure, so a request pays nothing for it.
+    """
+    with backend.transaction(write=False) as c:
+        return {"api_keys", "web_sessions"} <= backend.table_names(c)
 
 
 def start_session(backend: SQLBackend, key: ApiKey, now: float | None = None) -> str:
@@ -178,14 +194,19 @@ def session_key(backend: SQLBackend, token: str, now: float | None = None) -> Ap
     if not token.startswith(SESSION_PREFIX):
         return None
     now = time.time() if now is None else now
-    with backend.transaction(write=False) as c:
-        c.execute(
-            "SELECT k.id, k.name, k.scope, k.created_at, k.revoked_at FROM web_sessions s "
-            "JOIN api_keys k ON k.id = s.key_id "
-            "WHERE s.hash = ? AND s.expires_at > ? AND k.revoked_at IS NULL",
-            (_digest(token), utc_stamp(now)),
-        )
-        row = c.fetchone()
+    try:
+        with backend.transaction(write=False) as c:
+            c.execute(
+                "SELECT k.id, k.name, k.scope, k.created_at, k.revoked_at FROM web_sessions s "
+                "JOIN api_keys k ON k.id = s.key_id "
+                "WHERE s.hash = ? AND s.expires_at > ? AND k.revoked_at IS NULL",
+                (_digest(token), utc_stamp(now)),
+            )
+            row = c.fetchone()
+    except StoreError:
+        if _tables_made(backend):
+            raise
+        return None
     return ApiKey(*row) if row else None
 
 
