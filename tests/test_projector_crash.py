@@ -132,6 +132,40 @@ def test_a_followers_wait_doubles_with_each_failure_up_to_its_limit_however_long
     assert follow_wait(0.05, 5_000) == FOLLOW_BACKOFF_LIMIT
 
 
+def test_a_follower_making_progress_between_failures_keeps_its_shortest_wait_and_reports_what_it_applied(log, monkeypatch):
+    # A large catch-up over a flaky connection: every third page fails, the others commit.
+    # Each failure after progress is a first failure again (the wait does not double towards
+    # the limit while the follower keeps moving), and what was applied is reported.
+    from flowledger.errors import ConnectionLost
+    from flowledger.projections import projector as projector_module
+
+    ledger.append_input(log, jsonl(list(busy_workspace(300))))
+    head = Projector(log.backend).head()
+    follower = Projector(log.backend)
+    real_page, pages = follower._apply_page, []
+
+    def flaky_page(*args, **kwargs):
+        pages.append(1)
+        if len(pages) % 3 == 0:
+            raise ConnectionLost("the connection to the store was lost")
+        return real_page(*args, **kwargs)
+
+    monkeypatch.setattr(follower, "_apply_page", flaky_page)
+    waits, applied = [], []
+    monkeypatch.setattr(projector_module, "_sleep", lambda seconds, should_stop, step: waits.append(seconds))
+    monkeypatch.setattr(projector_module.time, "sleep", lambda seconds: None)
+    polls = []
+
+    def done():
+        polls.append(1)  # ends a follower that never reports it all, too
+        return sum(applied) >= head or len(polls) > 200
+
+    follower.follow(interval=0.5, page_size=50, should_stop=done, on_applied=applied.append)
+    assert len(waits) >= 5 and set(waits) == {1.0}, waits
+    assert sum(applied) == head and all(n > 0 for n in applied)
+    assert [follower.position(v) for v in follower.views] == [head] * len(follower.views)
+
+
 # `flowledger rebuild` in small pages, so that it is still folding when the test stops it
 # (the helper takes its page size from the rebuilding process).
 SLOW_REBUILD = textwrap.dedent(

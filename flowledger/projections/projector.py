@@ -106,6 +106,9 @@ class Projector:
         """The views this projector runs."""
         self.rebuilding = rebuilding
         """Part of a rebuild: leave the views' query indexes for the rebuild to make at its end."""
+        self.committed = 0
+        """Events this projector's catch-ups have read and committed (a failed one's pages
+        that committed before it failed included)."""
         self._ready = False
 
     def view(self, name: str) -> View:
@@ -307,6 +310,7 @@ class Projector:
         empty = [v for v in views if positions[v.name] == 0]
         if empty and head >= STAGED_FROM and not self.rebuilding and _stageable(self.backend):
             total = self.rebuild(empty, progress=progress)
+            self.committed += total
         # Each view remembers the rows it wrote, from one page to the next of this call.
         memories = {v.name: Memory() for v in views}
         with cyclic_gc_paused():
@@ -315,6 +319,7 @@ class Projector:
                 if n == 0:
                     break
                 total += n
+                self.committed += n
                 if progress:
                     progress(n)
         return total
@@ -571,14 +576,17 @@ class Projector:
 
         A store error (the write lock held past the lock timeout by another process's long
         append, a lost database connection) is logged and tried again, after twice as long
-        with each failure in a row (at most :data:`FOLLOW_BACKOFF_LIMIT`): a follower is a
-        long-running worker and must outlive both. Nothing of a failed page was applied.
+        with each failure in a row (at most :data:`FOLLOW_BACKOFF_LIMIT`; a failure after pages
+        that committed is a first one again): a follower is a long-running worker and must
+        outlive both. Nothing of a failed page was applied; ``on_applied`` hears of the pages
+        before it.
         Views another version of flowledger made again (ViewsRemadeByAnotherVersion) end
         the follower, found by a page or, with nothing to fold, by each poll: trying
         again would never do.
         """
         failures = 0
         while not should_stop():
+            before = self.committed
             try:
                 # A newer version's follower may remake and fold the views between two
                 # polls: an idle poll must look too, or this one never stops.
@@ -586,6 +594,14 @@ class Projector:
             except ViewsRemadeByAnotherVersion:
                 raise
             except StoreError as e:
+                moved = self.committed - before
+                if moved:
+                    # Pages committed before this failure: the store is not down, so the
+                    # wait starts short again (doubling it would slow a catch-up over a
+                    # flaky connection towards the limit's pace).
+                    failures = 0
+                    if on_applied:
+                        on_applied(moved)
                 failures += 1
                 wait = follow_wait(interval, failures)
                 _log.warning("could not catch up (%s); trying again in %.1f s", e, wait)
