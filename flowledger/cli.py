@@ -1086,11 +1086,6 @@ def rebuild(obj: Context, views: tuple[str, ...], into: str | None) -> None:
         )
     log = obj.open()
     try:
-        target = open_log(into, lock_timeout=obj.lock_timeout, create=True) if into else None
-    except StoreURLError as e:
-        log.close()
-        raise click.BadParameter(str(e), param_hint="'--into'") from None
-    try:
         length = ledger.head(log)
         started = time.perf_counter()
         bar: Any = None
@@ -1099,15 +1094,19 @@ def rebuild(obj: Context, views: tuple[str, ...], into: str | None) -> None:
             bar.__enter__()
         try:
             with _unwound_on_termination():
-                n = ledger.rebuild(log, names, progress=bar.update if bar else None, into=target)
+                shown = bar.update if bar else None
+                if into is None:
+                    n = ledger.rebuild(log, names, progress=shown)
+                else:
+                    n = ledger.rebuild_into(log, into, names, progress=shown, lock_timeout=obj.lock_timeout)
+        except StoreURLError as e:
+            raise click.BadParameter(str(e), param_hint="'--into'") from None
         finally:
             if bar is not None:
                 bar.__exit__(None, None, None)
         seconds = time.perf_counter() - started
     finally:
         log.close()
-        if target is not None:
-            target.close()
     rate = n / seconds if seconds > 0 else 0.0
     click.echo(orjson.dumps({"views": names or ledger.view_names(), "events": n, "seconds": round(seconds, 3), "events_per_second": round(rate)}).decode())
 

@@ -28,6 +28,7 @@ from flowledger.errors import (
     Problem,
     RecordedButNotShown,
     StoreBusy,
+    StoreError,
     ViewsNotFolded,
 )
 from flowledger.ingest import IngestOptions, candidates, read_items
@@ -37,7 +38,9 @@ from flowledger.projections.projector import ANSWERED, RECORDED, Projector, all_
 from flowledger.providers import ADAPTERS
 from flowledger.providers.ingest import export_items, fact_event
 from flowledger.projections.run_record import HistoryEntry
+from flowledger.store import new_sqlite_file, open_log, sqlite_url
 from flowledger.store.backend import store_name
+from flowledger.store.staging import building_path, give_name, remove_building
 from flowledger.store.inbox import Inbox, Item, open_inbox
 from flowledger.store.log import AppendResult, Candidate, EventLog, utc_now, utc_stamp
 
@@ -352,6 +355,45 @@ def rebuild(
     projector = Projector(into.backend, source=log.backend) if into else Projector(log.backend)
     views = [projector.view(n) for n in view_names] if view_names else None
     return projector.rebuild(views, progress=progress, downgrade=True)
+
+
+def rebuild_into(
+    log: EventLog,
+    into: str,
+    view_names: Sequence[str] | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+    lock_timeout: float = 60.0,
+) -> int:
+    """Fold ``log`` into the views of the store the URL ``into`` names (an analyst's copy,
+    see :func:`rebuild`); returns events read.
+
+    A SQLite file not there yet is made beside it under another name and takes its own
+    only once every view is folded: a copy cut short (killed, interrupted, refused) is never
+    one that looks finished and answers zeros; what a killed one left, the next removes.
+    """
+    final = new_sqlite_file(into)
+    if final is None:
+        target = open_log(into, lock_timeout=lock_timeout, create=True)
+        try:
+            return rebuild(log, view_names, progress=progress, into=target)
+        finally:
+            target.close()
+    building = building_path(final)
+    try:
+        target = open_log(sqlite_url(building), lock_timeout=lock_timeout, create=True)
+        try:
+            n = rebuild(log, view_names, progress=progress, into=target)
+        finally:
+            target.close()
+        try:
+            give_name(building, final)
+        except FileExistsError:
+            raise StoreError(f"{final} was made by another process while this copy was folded; nothing was written to it") from None
+    except BaseException:
+        remove_building(building)
+        raise
+    return n
 
 
 def follow(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 from flowledger.errors import NotInstalled, StoreURLError
 from flowledger.store.backend import SQLBackend, shown_url
@@ -33,6 +33,23 @@ def sqlite_path(url: str) -> str:
             raise StoreURLError(f"cannot open {url!r}: it names no file")
         return path
     return os.path.expanduser(url)
+
+
+def new_sqlite_file(url: str) -> str | None:
+    """The file a SQLite store URL (or plain path) names, if it is not there yet in a folder
+    that is; None for any other store (a PostgreSQL one, a file already made)."""
+    scheme = url.split(":", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("", "sqlite"):
+        return None
+    path = sqlite_path(url)
+    if path == ":memory:" or os.path.lexists(path) or not os.path.isdir(os.path.dirname(path) or "."):
+        return None
+    return path
+
+
+def sqlite_url(path: str) -> str:
+    """A sqlite:/// URL naming the file ``path`` (whatever characters its name holds)."""
+    return "sqlite:///" + quote(path, safe="/")
 
 
 def open_backend(url: str | None = None, *, lock_timeout: float = 60.0, create: bool = True) -> SQLBackend:

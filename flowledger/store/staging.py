@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 _SUFFIX = ".rebuild-"
 _OWNER = re.compile(r"\.rebuild-(\d+)-")
+_BUILDING = ".building-"
+_BUILDER = re.compile(r"\.building-(\d+)")
 
 
 class _UnjournaledPool(SQLiteConnectionPool):
@@ -107,6 +109,54 @@ def staging_path(store: str, views: Sequence[View]) -> str:
     path = f"{store}{_SUFFIX}{os.getpid()}-{names}"
     remove_file(path)  # this very process's, from a rebuild that an error cut short
     return path
+
+
+def building_path(final: str) -> str:
+    """Where `rebuild --into` makes the new SQLite copy ``final`` names until every view is
+    folded (``final``.building-<pid>), once the files killed ones left behind are gone
+    (their staging files with them: named after it)."""
+    for path in glob.glob(glob.escape(final) + _BUILDING + "*"):
+        owner = _BUILDER.match(path[len(final) :])
+        if owner is not None and not _alive(int(owner.group(1))):
+            remove_file(path)
+    path = f"{final}{_BUILDING}{os.getpid()}"
+    remove_building(path)  # this very process's, from a rebuild that an error cut short
+    return path
+
+
+def remove_building(path: str) -> None:
+    """Delete a copy that was being made, with its journal files."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        remove_file(path + suffix)
+
+
+def give_name(building: str, final: str) -> None:
+    """Give a finished copy, closed, its name: in one step, lasting once this returns, and
+    never over a file another process made there meanwhile (then :class:`FileExistsError`)."""
+    raw = sqlite3.connect(sqlite_name(building), isolation_level=None)
+    try:
+        # Its write-ahead log copied into it and deleted: the copy is one file, named in one
+        # step. Refused ("locked") while any connection still has it open.
+        raw.execute("PRAGMA journal_mode=DELETE").fetchall()
+    finally:
+        raw.close()
+    try:
+        os.link(building, final)
+    except FileExistsError:
+        raise
+    except OSError:
+        # A file system without hard links: a rename, which would replace a file made there
+        # meanwhile, after looking (the window is this process's own few instructions).
+        if os.path.lexists(final):
+            raise FileExistsError(final) from None
+        os.rename(building, final)
+    else:
+        os.remove(building)
+    folder = os.open(os.path.dirname(os.path.abspath(final)), os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the new name survives a crash of the machine, as the copy's rows do
+    finally:
+        os.close(folder)
 
 
 def remove_file(path: str) -> None:
