@@ -545,6 +545,7 @@ def append(
     )
     if skip_file is not None:
         _refuse_a_store_file(skip_file, obj.store)
+        _refuse_the_input(skip_file, file)
     # Opened before anything is stored: the bad events must have somewhere to go.
     skipped = _open_skip_file(skip_file) if skip_file is not None else None
     stored = False
@@ -1767,6 +1768,20 @@ def _refuse_a_store_file(path: str, store: str) -> None:
                 )
 
 
+def _refuse_the_input(path: str, file: IO[bytes]) -> None:
+    """Refuse a --skip-invalid file that is the input itself (by any name, or as standard
+    input): the events set aside would be written over the file they came from."""
+    try:
+        skip, source = os.stat(path), os.fstat(file.fileno())
+    except (OSError, ValueError):
+        return  # no such file yet, or an input with no file behind it
+    if (skip.st_dev, skip.st_ino) == (source.st_dev, source.st_ino):
+        raise click.BadParameter(
+            f"{path} is the input itself: the events set aside would be written over it; give another file",
+            param_hint="'--skip-invalid'",
+        )
+
+
 def _open_skip_file(path: str) -> _SkipFile:
     created = not os.path.exists(path)
     try:
@@ -1904,6 +1919,11 @@ _OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT})
 
 def main() -> None:
     """The console entry point: no traceback ever reaches a user."""
+    if sys.stderr is None:
+        # Standard error closed (2>&-): click would print errors on standard output, into
+        # what a pipe reads as the command's output. They go nowhere; the exit status tells.
+        # (Opened here, /dev/null takes descriptor 2, so no file opened later gets it.)
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115  # for the life of the process
     for stream in (sys.stdout, sys.stderr):
         # A character the output's encoding cannot hold is shown escaped, never an error.
         reconfigure = getattr(stream, "reconfigure", None)

@@ -412,3 +412,45 @@ def test_a_key_is_not_made_when_standard_output_is_closed(store_path):
     assert "standard output is closed, so the key could not be shown; no key was made" in proc.stderr.decode()
     # Refused before the store was opened: none was made either.
     assert not os.path.exists(store_path)
+
+
+def test_an_error_with_standard_error_closed_never_reaches_standard_output(tmp_path):
+    # `flowledger … 2>&- | jq`: click printed "Error: …" on standard output, into what the pipe
+    # reads as the command's output. Nothing is printed; the exit status tells.
+    proc = subprocess.run(["sh", "-c", f'"{EXE}" --store "{tmp_path}/none.db" counts --json 2>&-'], stdout=subprocess.PIPE)
+    assert proc.returncode == 1 and proc.stdout == b""
+    # A command that succeeds prints its output as ever.
+    ok = subprocess.run(["sh", "-c", f'"{EXE}" --store "{tmp_path}/s.db" append - 2>&-'], input=GOOD, stdout=subprocess.PIPE)
+    assert ok.returncode == 0 and orjson.loads(ok.stdout) == {"appended": 2, "duplicates": 0}
+
+
+@pytest.mark.parametrize("args", [["counts"], ["append", "-"]])
+def test_a_store_that_is_a_symbolic_link_loop_is_named_as_one(tmp_path, args):
+    loop = str(tmp_path / "loop.db")
+    os.symlink(str(tmp_path / "back.db"), loop)
+    os.symlink(loop, str(tmp_path / "back.db"))
+    proc = flowledger("--store", loop, *args, stdin=GOOD)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert err == f"Error: cannot open the store {loop}: Too many levels of symbolic links\n"
+
+
+@pytest.mark.parametrize("how", ["by name", "as standard input", "by a link"])
+def test_a_skip_file_that_is_the_input_itself_is_refused_before_anything_is_stored(store_path, tmp_path, how):
+    # The rejected lines were written over the input: the file the user would fix and send
+    # again was gone, only its bad lines left.
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(MIXED)
+    skip = str(source)
+    if how == "by a link":
+        skip = str(tmp_path / "rejected.jsonl")
+        os.symlink(source, skip)
+    if how == "as standard input":
+        with open(source, "rb") as stdin:
+            proc = subprocess.run([EXE, "--store", store_path, "append", "-", "--skip-invalid", skip], stdin=stdin, capture_output=True)
+    else:
+        proc = flowledger("--store", store_path, "append", str(source), "--skip-invalid", skip)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert f"Invalid value for '--skip-invalid': {skip} is the input itself" in err
+    assert source.read_bytes() == MIXED and _stored(store_path) == 0

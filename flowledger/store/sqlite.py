@@ -354,6 +354,13 @@ class SQLiteBackend(SQLBackend):
         """The database file."""
         self.lock_timeout = lock_timeout
         """Seconds a writer waits for another's lock before giving up."""
+        if path != ":memory:" and os.path.islink(path):
+            try:
+                os.stat(path)
+            except FileNotFoundError:
+                pass  # a link to a file not made yet: made as ever
+            except OSError as e:  # a loop of links, say, which SQLite calls "unable to open"
+                raise StoreError(f"cannot open the store {path}: {e.strerror}") from None
         if not create and not Path(path).exists():
             raise StoreError(
                 f"no store at {path}: append some events first, or point --store "
