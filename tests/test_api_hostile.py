@@ -291,3 +291,45 @@ def test_a_twilio_callback_whose_message_id_is_not_utf8_is_refused_and_not_store
     r = api.post("/v1/webhooks/twilio?flowledger_message_id=caf%E9", data=form, headers=headers)
     assert r.status_code == 422 and "flowledger_message_id" in r.json()["detail"]
     assert stored(api.store) == 0
+
+
+# Slow senders of large webhook bodies: each body is held before its signature is checked, so
+# forty connections each sending 9 MiB slowly took a server from 78 to 441 MB. The bodies held
+# at once now share one budget; past it a webhook is a 503 to send again.
+
+
+def test_webhook_bodies_held_at_once_share_a_budget_given_back_when_each_ends(store_path):
+    import socket
+    import threading
+
+    import httpx
+
+    from tests.conftest import live_server, wait_until
+
+    budget = 2 * 1024 * 1024
+    app = create_app(store_path, provider_secrets=SECRETS, webhook_body_budget=budget)
+    with live_server(app) as base:
+        port = int(base.rsplit(":", 1)[1])
+        slow = socket.create_connection(("127.0.0.1", port))
+        head = b"POST /v1/webhooks/postmark HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3000000\r\n\r\n"
+        slow.sendall(head + b" " * 1_500_000)  # and then nothing more, for now
+        other = b"[" + b" " * (1024 * 1024) + b"]"  # 1 MiB, unsigned
+
+        def answer() -> httpx.Response:
+            return httpx.post(base + "/v1/webhooks/postmark", content=other, headers={"Content-Type": "application/json"}, timeout=30)
+
+        answers: list[httpx.Response] = []
+        wait_until(lambda: answers.append(answer()) or answers[-1].status_code == 503, 30)
+        busy = answers[-1]
+        assert busy.status_code == 503, busy.text
+        assert busy.headers["Retry-After"] == "1" and busy.headers["content-type"] == "application/problem+json"
+        assert "webhook bodies" in busy.json()["detail"] and "send it again" in busy.json()["detail"]
+        # A small one still fits beside the slow one: only what would go past the budget waits.
+        assert httpx.post(base + "/v1/webhooks/postmark", json=[], timeout=30).status_code == 401
+        slow.close()  # the slow sender hangs up: what it held is given back
+        wait_until(lambda: answers.append(answer()) or answers[-1].status_code == 401, 30)
+        assert answers[-1].status_code == 401, answers[-1].text
+        # And again and again: each request gives back what it took (a leak would fill it).
+        for _ in range(5):
+            assert answer().status_code == 401
+    assert stored(store_path) == 0

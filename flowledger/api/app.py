@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from urllib.parse import parse_qsl, unquote_to_bytes
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
@@ -63,6 +63,9 @@ HISTORY_PAGE = 100
 """The entries of a page of a run's history when ``after`` is given without ``page_size``."""
 MAX_BATCH_BYTES = 10 * 1024 * 1024
 """The largest body POST /v1/events takes."""
+WEBHOOK_BODY_BUDGET = 64 * 1024 * 1024
+"""The most bytes of webhook bodies a server holds at once before their signatures are
+checked (anyone can send one): past it, a webhook is a 503 to send again after Retry-After."""
 MAX_COMMAND_BYTES = 256 * 1024
 """The largest body retry, cancel and POST /v1/cancellations take (a reason of 10,000
 characters, each written as a JSON escape, fits)."""
@@ -147,7 +150,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "A refused fact, an id conflict or a refused command"),
         (413, "A batch over the limits"),
         (422, "Invalid input"),
-        (503, "The store is busy, or its database server lost or refused the connection: try again after Retry-After seconds; or, without Retry-After, this server cannot serve the store (its follower stopped, or the views are another flowledger version's)"),
+        (503, "The store is busy, its database server lost or refused the connection, or (a webhook) the server holds as many webhook bodies as it takes at once: try again after Retry-After seconds; or, without Retry-After, this server cannot serve the store (its follower stopped, or the views are another flowledger version's)"),
     )
 }
 
@@ -344,8 +347,33 @@ def secrets_from_environment(environ: dict[str, str] | None = None) -> dict[str,
     }
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request's body, refused with a 413 past ``limit`` bytes before more of it is read."""
+class BodyBudget:
+    """Bytes of request bodies held at once, shared by the requests that take from it.
+
+    Taken and given back on the event loop's thread only (a body is read there), so a plain
+    count is enough."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        """The most bytes held at once."""
+        self.held = 0
+        """The bytes held now."""
+
+    @asynccontextmanager
+    async def holding(self, request: Request, limit: int) -> AsyncIterator[bytes]:
+        """The request's body (see :func:`read_body`), counted against the budget until the
+        block ends; a 503 with Retry-After as soon as it would take the budget past its limit."""
+        taken = [0]
+        try:
+            yield await read_body(request, limit, self, taken)
+        finally:
+            self.held -= taken[0]
+
+
+async def read_body(request: Request, limit: int, budget: BodyBudget | None = None, taken: list[int] | None = None) -> bytes:
+    """The request's body, refused with a 413 past ``limit`` bytes before more of it is read
+    (and with a 503 once it would take ``budget`` past its limit; ``taken[0]`` counts what it
+    took, for the caller to give back)."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise ApiProblem(413, "Too large", f"the body is {int(length):,} bytes; the limit is {limit:,}")
@@ -357,6 +385,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             received += len(part)
             if received > limit:
                 raise ApiProblem(413, "Too large", f"the body is over {limit:,} bytes, the limit")
+            if budget is not None and taken is not None:
+                if budget.held + len(part) > budget.limit:
+                    raise ApiProblem(
+                        503, "Busy",
+                        f"this server holds {budget.limit:,} bytes of webhook bodies at most at once and has no room "
+                        "for this one now; nothing was stored: send it again",
+                        retry_after=BUSY_RETRY_AFTER,
+                    )
+                budget.held += len(part)
+                taken[0] += len(part)
             parts.append(part)
     except ClientDisconnect:
         # The client hung up mid-body: nothing is stored, and it is no bug (let out, it would
@@ -389,6 +427,7 @@ def create_app(
     public_url: str | None = None,
     redactor: Redactor | None = None,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    webhook_body_budget: int = WEBHOOK_BODY_BUDGET,
 ) -> FastAPI:
     """The API over the store a URL names; ``follow`` keeps the views caught up in a thread.
 
@@ -397,10 +436,12 @@ def create_app(
     ``redactor`` defaults to the keys FLOWLEDGER_REDACT_KEYS adds; ``max_event_bytes``, the
     largest event posted or brought by a webhook, to 1 MiB. `flowledger serve` passes both
     from its --redact-key and --max-event-bytes, which read the variables as `append`'s do.
+    ``webhook_body_budget``: the most bytes of webhook bodies held at once.
     """
     state: dict[str, Any] = {}
     webhook_secrets = provider_secrets if provider_secrets is not None else secrets_from_environment()
     redactor = redactor or Redactor.from_environment()
+    webhook_bodies = BodyBudget(webhook_body_budget)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -499,7 +540,12 @@ def create_app(
 
     @app.exception_handler(ApiProblem)
     async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, **exc.extra)
+        extra = dict(exc.extra)
+        retry_after = extra.pop("retry_after", None)
+        answer = problem(exc.status, exc.title, exc.detail, **extra)
+        if retry_after is not None:
+            answer.headers["Retry-After"] = str(retry_after)
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -892,8 +938,12 @@ def create_app(
         bad_query = query_not_utf8(request.scope.get("query_string", b""))
         if bad_query:
             raise ApiProblem(422, "Invalid webhook", f"the query parameter {bad_query[0]['field']} is {bad_query[0]['message']}")
-        # Unauthenticated until checked: never hold more than the limit of it in memory.
-        body = await read_body(request, MAX_BATCH_BYTES)
+        # Unauthenticated until checked: never hold more than the limit of it in memory, nor
+        # more than the budget of all of them (slow senders of large bodies would take it all).
+        async with webhook_bodies.holding(request, MAX_BATCH_BYTES) as body:
+            return await _webhook(provider, request, body)
+
+    async def _webhook(provider: str, request: Request, body: bytes) -> dict[str, int]:
         form: dict[str, str] = {}
         if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
