@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -141,6 +142,20 @@ def _followers(url: str, n: int) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(n)]
 
 
+def _running(procs: list[subprocess.Popen[bytes]], seconds: float = 60) -> None:
+    """Wait until each follower has said its first catch-up is done (``{"applied": n}`` on
+    its standard output): it is in its follow loop then, where SIGTERM stops it with exit 0.
+    Stopped before (three starting at once on a busy machine take a second or more), SIGTERM
+    finds a Python still importing, whose default action kills it (-15), or a follower still
+    opening the store."""
+    deadline = time.monotonic() + seconds
+    for p in procs:
+        assert p.stdout is not None
+        ready, _, _ = select.select([p.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = p.stdout.readline() if ready else b""
+        assert line.startswith(b'{"applied":'), f"follower {p.pid} never said it had caught up: {line!r}"
+
+
 def _stop(procs: list[subprocess.Popen[bytes]]) -> list[tuple[int, str]]:
     """SIGTERM each process; its exit code and standard error."""
     for p in procs:
@@ -162,6 +177,7 @@ def test_several_followers_of_a_postgresql_store_apply_each_appended_event_once(
     log = open_log(postgres_url)
     followers = _followers(postgres_url, 3)
     try:
+        _running(followers)  # every follower polls while the appends come
         for batch in range(4):
             ledger.append_input(log, _runs(batch * 60, 60))
             time.sleep(0.2)  # the followers' pages and the appends interleave

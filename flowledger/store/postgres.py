@@ -78,9 +78,18 @@ def _connection_lost(error: BaseException) -> bool:
 
 def _reset_isolation_level(conn: psycopg.Connection[Any]) -> None:
     """Give a connection back to the pool at its default isolation level (a lost one is
-    discarded by the pool: resetting it would only hide why it was lost)."""
-    if not conn.closed:
-        conn.isolation_level = None
+    discarded by the pool: resetting it would only hide why it was lost).
+
+    A connection left mid-statement or mid-transaction (an interruption, such as a
+    follower's SIGTERM or Ctrl-C, raised while the server was still answering) cannot
+    change its level: psycopg would raise, and that error would replace the interruption
+    (as "cannot reach the store"). It is closed instead, and the pool makes another."""
+    if conn.closed:
+        return
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.close()
+        return
+    conn.isolation_level = None
 
 
 @lru_cache(maxsize=256)
