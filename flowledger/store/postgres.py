@@ -315,7 +315,7 @@ class PostgresBackend(SQLBackend):
             return self._denied(text.splitlines()[0] if text else "permission denied")
         if isinstance(error, psycopg.errors.LockNotAvailable) or "lock timeout" in text:
             return StoreBusy(
-                f"the store {self.path} is busy: another writer held its lock for more than "
+                f"the store {self.path} is busy: another process held a lock this one needs for more than "
                 f"{self.lock_timeout:g} s; try again, or raise --lock-timeout"
             )
         # libpq's reasons for no connection: a refused one, a timeout, a host that does not resolve.
