@@ -266,3 +266,33 @@ def test_a_process_ended_but_never_reaped_counts_as_ended():
         assert _alive(os.getpid())
     finally:
         child.wait()
+
+
+def test_a_follower_that_refolds_a_view_a_killed_rebuild_emptied_makes_its_query_indexes_again(postgres_url):
+    # On PostgreSQL a rebuild empties its views in place, without their query indexes, and
+    # makes those at its end. Killed before that, it leaves the views at position 0: a
+    # follower running since before (it looked for the indexes once, at its start) folded
+    # them again but never made the indexes, so every query scanned whole tables until some
+    # other process opened the store.
+    from flowledger.store import open_log
+
+    log = open_log(postgres_url)
+    try:
+        ledger.append_input(log, jsonl(list(busy_workspace(30))))
+        follower = Projector(log.backend)
+        follower.catch_up()
+        runs = follower.view("runs")
+        indexes = set(runs.query_indexes)
+        assert indexes
+        with log.backend.transaction(write=True) as c:  # what the killed rebuild had done
+            log.backend.lock_views(c, ["runs"])
+            log.backend.empty_tables(c, runs.tables, runs.fold_ddl(), sorted(runs.query_indexes))
+            log.backend.clear_position(c, "runs")
+        with log.backend.transaction(write=False) as c:
+            assert not indexes & log.backend.table_names(c)
+        follower.catch_up()
+        with log.backend.transaction(write=False) as c:
+            assert indexes <= log.backend.table_names(c)
+        assert follower.position(runs) == follower.head()
+    finally:
+        log.close()

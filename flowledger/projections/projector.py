@@ -322,6 +322,13 @@ class Projector:
                 self.committed += n
                 if progress:
                     progress(n)
+        if empty and total and not self.rebuilding:
+            # Folded from 0: views another process emptied for a rebuild in place that
+            # stopped before making their query indexes, maybe. Looked for again now (one
+            # read), as this process looked only once, at its start.
+            self._ready = False
+            self.backend._views_ensured = set()  # type: ignore[attr-defined]
+            self.ensure_tables()
         return total
 
     def _positions(self, views: Sequence[View], check_versions: bool = False) -> tuple[dict[str, int], int]:
