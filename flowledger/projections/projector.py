@@ -181,10 +181,31 @@ class Projector:
             return  # `rebuild --into` making the copy again: what it is for
         older = [v for v in self.views if v.name in stored and stored[v.name] != str(v.version)]
         source = self.backend.copy_of() if older else None
-        if source is None:
-            return
         made = ", ".join(f"{v.name} {stored[v.name]}" for v in older)
         wanted = ", ".join(f"{v.name} {v.version}" for v in older)
+        if source is None and older:
+            # A release from before copies were marked made its copies all the same: views
+            # folded past the end of a log of their own (an empty one). Dropped to be folded
+            # again, they would fold from that log: every run gone, queries answering zeros.
+            b = self.backend
+            with b.transaction(write=False) as c:
+                if b.tracking_table not in b.table_names(c):
+                    return
+                head = b.max_position(c)
+                folded = max(b.get_position(c, v.name) for v in older)
+            if folded <= head:
+                return
+            name = store_name(b)
+            raise StoreIsACopy(
+                f"the views of the store {name} were folded up to log position {folded}, past the end of its "
+                f"own log (position {head}): it is an analyst's copy made by `rebuild --into` by an older "
+                f"flowledger, from before copies named their source. Its views ({made}) are not this "
+                f"version's ({wanted}), and it has no log to fold them again from, so it was left as it was; "
+                "make it again from the store it was made from: "
+                + shlex.join(["flowledger", "--store", "SOURCE", "rebuild", "--into", name])
+            )
+        if source is None:
+            return
         raise StoreIsACopy(
             f"the store {store_name(self.backend)} is an analyst's copy made by `rebuild --into` from {source} "
             f"by another version of flowledger: its views ({made}) are not this version's ({wanted}), and a copy "
