@@ -1054,6 +1054,8 @@ def views_lag(obj: Context, as_json: bool) -> None:
     if others:
         folds = ", ".join(f"{v.name} view version {v.this_version}" for v in others)
         click.echo(f"* made by another version of flowledger (this one folds {folds}).")
+        if lag.another_version:
+            click.echo(lag.another_version[0].upper() + lag.another_version[1:] + ".")
 
 
 @cli.command()

@@ -29,6 +29,7 @@ from flowledger.errors import (
     RecordedButNotShown,
     StoreBusy,
     StoreError,
+    StoreIsACopy,
     ViewsNotFolded,
 )
 from flowledger.ingest import IngestOptions, candidates, read_items
@@ -560,6 +561,8 @@ def views_lag(log: EventLog) -> ViewsLag:
         positions = {v.name: b.get_position(c, v.name) if tracked else 0 for v in projector.views}
         head = b.max_position(c)
         another = projector.another_versions_views(c, stored)
+    if another is not None:
+        another = _another_versions_advice(projector, stored, another)
     views = [
         ViewPosition(
             v.name, positions[v.name], None if copy_of else head - positions[v.name], stored.get(v.name), str(v.version)
@@ -567,6 +570,29 @@ def views_lag(log: EventLog) -> ViewsLag:
         for v in projector.views
     ]
     return ViewsLag(head, views, copy_of, another)
+
+
+def _another_versions_advice(projector: Projector, stored: dict[str, str], said: str) -> str:
+    """What `flowledger views` says of views another version made: for an analyst's copy, how
+    to make it again (it has no log to fold them from); for views an older version made, that
+    this version's next catch-up folds them again (an upgrade not done yet, as likely as a
+    rollback); else what a query would say."""
+    try:
+        projector.refuse_an_older_copy(stored)
+    except StoreIsACopy as e:
+        return str(e)
+    older = [v for v in projector.views if v.name in stored and stored[v.name] != str(v.version)]
+    if older and all(stored[v.name].isdigit() and int(stored[v.name]) < v.version for v in older):
+        made = ", ".join(f"{v.name!r} (view version {stored[v.name]})" for v in older)
+        wanted = ", ".join(str(v.version) for v in older)
+        return (
+            f"an older version of flowledger made the views {made}; this one folds view version {wanted}. The first "
+            "command of this version that catches the views up (a query without --no-catch-up, `flowledger "
+            "project`, `flowledger serve`) makes them again and folds them from the log: the upgrade. If an "
+            "older version's `flowledger rebuild` made them again on purpose (going back to it), run that "
+            "version only"
+        )
+    return said
 
 
 def _refuse_views_not_folded(log: EventLog, c: Any, names: Sequence[str]) -> None:

@@ -179,6 +179,38 @@ def test_another_versions_views_are_shown_as_such_and_left_as_they_are(url, othe
     assert stored_version_at(url, "runs") == str(other.version)
 
 
+def test_views_an_older_version_made_are_said_to_be_folded_again_by_this_versions_next_catch_up(url):
+    """A store an older release wrote, not opened by this one yet: an upgrade to come, not
+    only a rollback (it said "run that version only"). The advice names the way both go."""
+    append_to(url, started_runs(0, RUNS))
+    log = open_log(url)
+    try:
+        Projector(log.backend, [OlderRunsView(), StepsView(), DeliveriesView()]).catch_up()
+    finally:
+        log.close()
+    said = views_json(url)["another_version"]
+    assert f"an older version of flowledger made the views 'runs' (view version {OlderRunsView.version})" in said
+    assert "makes them again and folds them from the log: the upgrade" in said
+    assert "run that version only" in said
+    assert "makes them again and folds them from the log: the upgrade." in views(url)
+    assert stored_version_at(url, "runs") == str(OlderRunsView.version)
+
+
+def test_an_analysts_copy_an_older_version_made_is_told_how_to_make_it_again(store_path, tmp_path):
+    """A copy has no log to fold again from: `views` gives the command that makes it again, as
+    its queries do, not `project` or `serve` (which a copy refuses)."""
+    append_to(store_path, started_runs(0, RUNS))
+    copy = str(tmp_path / "copy.db")
+    assert CliRunner().invoke(cli, ["--store", store_path, "rebuild", "--into", copy]).exit_code == 0
+    db = sqlite3.connect(copy)
+    with db:
+        db.execute("UPDATE flowledger_meta SET value = ? WHERE key = 'view:runs'", (str(OlderRunsView.version),))
+    db.close()
+    said = views_json(copy)["another_version"]
+    assert f"rebuild --into {copy}" in said and "project --follow" not in said
+    assert stored_version_at(copy, "runs") == str(OlderRunsView.version)
+
+
 def test_an_analysts_copy_names_its_source_and_no_lag(store_path, tmp_path):
     """A copy made by `rebuild --into` has no log of its own: its views' positions are its
     source's, how far behind they are is not known here (null), and its source is named."""

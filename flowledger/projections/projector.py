@@ -140,7 +140,7 @@ class Projector:
         if not self.rebuilding:
             wanted |= {i for v in self.views for i in v.index_names()}
         if not wanted <= existing or any(stored.get(v.name) != str(v.version) for v in self.views):
-            self._refuse_an_older_copy(stored)
+            self.refuse_an_older_copy(stored)
             self._refuse_newer_views(stored, remake)
             with b.transaction(write=True) as c:
                 # Projectors starting together must not race to create the tables; and
@@ -173,7 +173,7 @@ class Projector:
             return  # not all is there: another projector of this store must look again
         b._views_ensured = getattr(b, "_views_ensured", set()) | wanted_versions  # type: ignore[attr-defined]
 
-    def _refuse_an_older_copy(self, stored: dict[str, str]) -> None:
+    def refuse_an_older_copy(self, stored: dict[str, str]) -> None:
         """Raise StoreIsACopy for an analyst's copy whose views another version made: a
         view of another version is dropped to be folded again from the log, and a copy has
         none (its every run would be gone)."""
