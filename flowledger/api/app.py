@@ -363,17 +363,29 @@ class BodyBudget:
     async def holding(self, request: Request, limit: int) -> AsyncIterator[bytes]:
         """The request's body (see :func:`read_body`), counted against the budget until the
         block ends; a 503 with Retry-After as soon as it would take the budget past its limit."""
-        taken = [0]
+        taken = 0
+
+        def take(n: int) -> None:
+            nonlocal taken
+            if self.held + n > self.limit:
+                raise ApiProblem(
+                    503, "Busy",
+                    f"this server holds {self.limit:,} bytes of webhook bodies at most at once and has no room "
+                    "for this one now; nothing was stored: send it again",
+                    retry_after=BUSY_RETRY_AFTER,
+                )
+            self.held += n
+            taken += n
+
         try:
-            yield await read_body(request, limit, self, taken)
+            yield await read_body(request, limit, take)
         finally:
-            self.held -= taken[0]
+            self.held -= taken
 
 
-async def read_body(request: Request, limit: int, budget: BodyBudget | None = None, taken: list[int] | None = None) -> bytes:
-    """The request's body, refused with a 413 past ``limit`` bytes before more of it is read
-    (and with a 503 once it would take ``budget`` past its limit; ``taken[0]`` counts what it
-    took, for the caller to give back)."""
+async def read_body(request: Request, limit: int, take: Callable[[int], None] | None = None) -> bytes:
+    """The request's body, refused with a 413 past ``limit`` bytes before more of it is read;
+    ``take`` is told each part's size as it arrives (and may refuse it by raising)."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise ApiProblem(413, "Too large", f"the body is {int(length):,} bytes; the limit is {limit:,}")
@@ -385,16 +397,8 @@ async def read_body(request: Request, limit: int, budget: BodyBudget | None = No
             received += len(part)
             if received > limit:
                 raise ApiProblem(413, "Too large", f"the body is over {limit:,} bytes, the limit")
-            if budget is not None and taken is not None:
-                if budget.held + len(part) > budget.limit:
-                    raise ApiProblem(
-                        503, "Busy",
-                        f"this server holds {budget.limit:,} bytes of webhook bodies at most at once and has no room "
-                        "for this one now; nothing was stored: send it again",
-                        retry_after=BUSY_RETRY_AFTER,
-                    )
-                budget.held += len(part)
-                taken[0] += len(part)
+            if take is not None:
+                take(len(part))
             parts.append(part)
     except ClientDisconnect:
         # The client hung up mid-body: nothing is stored, and it is no bug (let out, it would
