@@ -335,3 +335,29 @@ def test_a_rebuild_that_cannot_make_its_staging_file_says_which_file_it_is(tmp_p
             folder.chmod(0o755)
     err = failed_cleanly(proc, "cannot create the rebuild's staging file", f"the folder {folder} is not writable")
     assert "cannot create the store" not in err
+
+
+def test_a_read_only_store_of_an_older_layout_says_a_writer_must_upgrade_it_once(tmp_path, unprivileged):
+    # A store an older release wrote (its layout version below this one's) is upgraded once,
+    # under the write lock, by the first process that opens it. One that may only read it
+    # cannot: it said "read-only here" and no more, for `flowledger views` too, which promises
+    # to work on a store this process may only read.
+    import sqlite3
+
+    path = _store(tmp_path / "old.db")
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE flowledger_meta SET value = '1' WHERE key = 'schema_version'")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    os.chmod(path, 0o444)
+    before = Path(path).read_bytes()
+    for args in (["views"], ["counts", "--no-catch-up"]):
+        proc = flowledger("--store", path, *args, prefix=unprivileged)
+        failed_cleanly(proc, "read-only here", "written by an older flowledger", "must be upgraded once by a process that can write it")
+    os.chmod(path, 0o644)
+    assert Path(path).read_bytes() == before
+    # Opened once by a process that can write it, it is upgraded, and then read anywhere.
+    assert flowledger("--store", path, "views").returncode == 0
+    os.chmod(path, 0o444)
+    assert flowledger("--store", path, "views", prefix=unprivileged).returncode == 0

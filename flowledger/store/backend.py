@@ -121,6 +121,19 @@ class SQLBackend:
             version = self._schema_version(c)
         if version >= SCHEMA_VERSION:
             return
+        try:
+            self._upgrade_from(version)
+        except StoreError as e:
+            if "read-only here" not in str(e):
+                raise
+            raise StoreError(
+                f"{e}; it was written by an older flowledger (its layout version {version}, this one's "
+                f"{SCHEMA_VERSION}) and must be upgraded once by a process that can write it: any "
+                "flowledger command run where the store can be written (`flowledger views`, say)"
+            ) from None
+
+    def _upgrade_from(self, version: int) -> None:
+        """Bring the store from layout ``version`` to this one's, under the write lock."""
         with self.transaction(write=True, append=True) as c:  # type: ignore[attr-defined]
             if self._schema_version(c) >= SCHEMA_VERSION:
                 return  # another process upgraded it while we waited for the lock
