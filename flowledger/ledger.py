@@ -35,7 +35,7 @@ from flowledger.errors import (
 from flowledger.ingest import IngestOptions, candidates, read_items
 from flowledger.ingest_process import forked_candidates, worth_forking
 from flowledger import queries
-from flowledger.projections.projector import ANSWERED, RECORDED, Projector, all_views
+from flowledger.projections.projector import ANSWERED, RECORDED, Projector, all_views, is_older
 from flowledger.providers import ADAPTERS
 from flowledger.providers.ingest import export_items, fact_event
 from flowledger.projections.run_record import HistoryEntry
@@ -582,7 +582,7 @@ def _another_versions_advice(projector: Projector, stored: dict[str, str], said:
     except StoreIsACopy as e:
         return str(e)
     older = [v for v in projector.views if v.name in stored and stored[v.name] != str(v.version)]
-    if older and all(stored[v.name].isdigit() and int(stored[v.name]) < v.version for v in older):
+    if older and all(is_older(stored[v.name], v.version) for v in older):
         made = ", ".join(f"{v.name!r} (view version {stored[v.name]})" for v in older)
         wanted = ", ".join(str(v.version) for v in older)
         return (

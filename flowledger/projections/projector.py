@@ -270,7 +270,7 @@ class Projector:
             found = stored.get(view.name)
             if found == str(view.version):
                 continue
-            if _is_older(found, view.version):
+            if is_older(found, view.version):
                 raise ViewsRemadeByAnotherVersion(self._remade_by_an_older_version(view, found, done))
             raise ViewsRemadeByAnotherVersion(
                 f"another version of flowledger made the view {view.name!r} of the store "
@@ -648,7 +648,7 @@ def _is_newer(stored: str | None, version: int) -> bool:
     return n is not None and n > version
 
 
-def _is_older(stored: str | None, version: int) -> bool:
+def is_older(stored: str | None, version: int) -> bool:
     """Whether a view version stored in the meta table is a number below ``version``."""
     n = _number(stored)
     return n is not None and n < version
