@@ -985,8 +985,9 @@ def project(obj: Context, follow: bool, interval: float) -> None:
                 applied = ledger.catch_up(log)
             except ViewsRemadeByAnotherVersion:
                 raise  # never to be tried again: exit 1, saying why
-            except StoreError:
-                pass  # a follower keeps trying, and says why (see Projector.follow)
+            except StoreError as e:
+                # A follower keeps trying (see Projector.follow), and says why from the first.
+                logging.getLogger(__name__).warning("could not catch up (%s); trying again", e)
             stop.unwinding = False
             if applied is not None:
                 click.echo(orjson.dumps({"applied": applied}).decode())
