@@ -173,6 +173,12 @@ class Projector:
             return  # not all is there: another projector of this store must look again
         b._views_ensured = getattr(b, "_views_ensured", set()) | wanted_versions  # type: ignore[attr-defined]
 
+    def forget_ensured(self) -> None:
+        """Make the next ensure_tables of this store, by this projector or another of this
+        process, look at its tables again (its views may lack their query indexes)."""
+        self._ready = False
+        self.backend._views_ensured = set()  # type: ignore[attr-defined]
+
     def refuse_an_older_copy(self, stored: dict[str, str]) -> None:
         """Raise StoreIsACopy for an analyst's copy whose views another version made: a
         view of another version is dropped to be folded again from the log, and a copy has
@@ -347,8 +353,7 @@ class Projector:
             # Folded from 0: views another process emptied for a rebuild in place that
             # stopped before making their query indexes, maybe. Looked for again now (one
             # read), as this process looked only once, at its start.
-            self._ready = False
-            self.backend._views_ensured = set()  # type: ignore[attr-defined]
+            self.forget_ensured()
             self.ensure_tables()
         return total
 
@@ -575,7 +580,7 @@ class Projector:
             self.make_query_indexes(views)
         except BaseException:
             # Its views may lack their query indexes: the next projector must look.
-            self.backend._views_ensured = set()  # type: ignore[attr-defined]
+            self.forget_ensured()
             raise
         finally:
             self.rebuilding = False
