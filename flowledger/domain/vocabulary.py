@@ -24,14 +24,16 @@ from pydantic_core import PydanticCustomError
 from flowledger.domain.event_types import MESSAGE_EVENT_TYPES, RUN_EVENT_TYPES
 from flowledger.domain.redaction import Redactor
 
+# ASCII digits only (re.ASCII: \d would take any script's, which the fast path below would
+# store as given); and fullmatch, not match: "$" would let a final line break through.
 _RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
 )
 
 
 # The form nearly every sender uses (UTC, "Z", a T, 0-9 fraction digits), with the time's
 # ranges in the pattern: only the date is left to check, once per day seen.
-_UTC_Z = re.compile(r"(\d{4}-\d{2}-\d{2})T((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)(?:\.(\d{1,9}))?Z")
+_UTC_Z = re.compile(r"(\d{4}-\d{2}-\d{2})T((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d)(?:\.(\d{1,9}))?Z", re.ASCII)
 _REAL_DATES: set[str] = set()
 
 
@@ -51,7 +53,7 @@ def normalize_timestamp(value: str) -> str:
 
 
 def _normalize(value: str) -> str:
-    match = _RFC3339.match(value)
+    match = _RFC3339.fullmatch(value)
     if match is None:
         raise PydanticCustomError(
             "timestamp",
@@ -217,6 +219,11 @@ class RecipientRef(TypedDict):
 
 
 _ID_CHARS = re.compile(_ID_PATTERN)
+
+
+def is_an_id(value: str) -> bool:
+    """Whether a text is an id as an event's fields hold them (see :data:`Id`)."""
+    return 0 < len(value) <= MAX_ID_LENGTH and _ID_CHARS.fullmatch(value) is not None
 
 
 def _recipient(value: Any) -> Any:
@@ -645,7 +652,7 @@ def _describe(error: ValidationError, obj: dict[str, Any]) -> list[str]:
             continue
         if kind == "union_tag_invalid":
             messages.append(
-                f'field "type": unknown event type {obj.get("type")!r}; expected one of '
+                f'field "type": unknown event type {_shown(obj.get("type"))}; expected one of '
                 + ", ".join(sorted(EVENT_TYPES))
             )
             continue
@@ -661,17 +668,21 @@ def _describe(error: ValidationError, obj: dict[str, Any]) -> list[str]:
         else:
             if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == _ID_PATTERN:
                 err["msg"] = "expected an id: not only spaces, and no control characters"
-            got = err.get("input")
-            if isinstance(got, str):
-                # The message reaches stderr, the API's answer and their logs: what the log
-                # would redact is not shown here either (before the cut, which could hide it).
-                got = _ERROR_TEXT_REDACTOR.redact_text(got)
-            shown = repr(got) if not isinstance(got, (dict, list)) else _json_kind(got)
-            if len(shown) > 80:
-                shown = shown[:77] + "..."
-            messages.append(f'field "{field}": {err["msg"]} (got {shown})')
+            messages.append(f'field "{field}": {err["msg"]} (got {_shown(err.get("input"))})')
     # Keep one message per field and text, in order (unions report each member).
     return list(dict.fromkeys(messages))
+
+
+def _shown(got: Any) -> str:
+    """A refused value as an error shows it: short, and with nothing the log would redact."""
+    if isinstance(got, str):
+        # The message reaches stderr, the API's answer and their logs: what the log
+        # would redact is not shown here either (before the cut, which could hide it).
+        got = _ERROR_TEXT_REDACTOR.redact_text(got)
+    shown = repr(got) if not isinstance(got, (dict, list)) else _json_kind(got)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return shown
 
 
 _UNION_LABEL = re.compile(r"^(str|int|float|bool|none|dict\[.*\]|list\[.*\]|[A-Z]\w*|constrained-str|function-\w+\[.*\])$")
