@@ -26,6 +26,9 @@ class Problem:
     """The event's id, when it could be read."""
     index: int | None = None
     """The event's place in a batch, from 0 (for inputs that are one JSON array)."""
+    refused: bool = False
+    """Whether the event is well formed but refused by what is stored (its id holds another
+    body, or the run's rules do not allow it now): a conflict, not invalid input."""
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line is not None else ""

@@ -34,7 +34,7 @@ from flowledger.api import keys
 from flowledger.providers import ADAPTERS, SignatureInvalid, SignedRequest
 from flowledger.providers.whatsapp import handshake
 from flowledger.domain.redaction import Redactor
-from flowledger.domain.vocabulary import MAX_ID_LENGTH, normalize_timestamp
+from flowledger.domain.vocabulary import MAX_ID_LENGTH, is_an_id, normalize_timestamp
 from flowledger.errors import (
     CommandRefused,
     FlowledgerError,
@@ -192,6 +192,10 @@ class CancellationRequest(CommandRequest):
         if not key.strip():
             raise ValueError("a cancellation key cannot be blank")
         _no_nul(key)
+        # As a run's cancellation_key is checked when it is triggered: else the command's
+        # own event would be refused, a 409 naming its field rather than this one.
+        if not is_an_id(key):
+            raise ValueError("expected an id: not only spaces, and no control characters")
         return key
 
 
@@ -608,7 +612,8 @@ def create_app(
                         "message": match.group(2) if match else p.message,
                     }
                 )
-            conflict = all("already stored with a different body" in e["message"] or "refused" in e["message"] for e in errors)
+            # Told by what the store said, never by the text: a value may say "refused" too.
+            conflict = all(p.refused for p in exc.problems)
             status = 409 if conflict else 422
             return problem(status, "Events refused" if conflict else "Invalid events", str(exc), errors=errors)
         if isinstance(exc, NotFound):

@@ -194,7 +194,7 @@ class EventLog:
                 try:
                     run.check(body)
                 except FactRefused as e:
-                    result.problems.append((cand, Problem(cand.line, str(e), cand.event_id, cand.index)))
+                    result.problems.append((cand, Problem(cand.line, str(e), cand.event_id, cand.index, refused=True)))
                     refused.add(event_id)
                     continue
                 run.apply(body)
@@ -484,5 +484,6 @@ def _conflict(cand: Candidate, earlier: bytes | None) -> Problem:
         "(an id is an idempotency key: resend the same body, or use a new id)",
         cand.event_id,
         cand.index,
+        refused=True,
     )
 
