@@ -36,6 +36,7 @@ from flowledger.errors import (
     RecordedButNotShown,
     StoreBusy,
     StoreError,
+    StoreIsACopy,
     StoreURLError,
     ViewsRemadeByAnotherVersion,
 )
@@ -983,7 +984,7 @@ def project(obj: Context, follow: bool, interval: float) -> None:
             applied = None
             try:
                 applied = ledger.catch_up(log)
-            except ViewsRemadeByAnotherVersion:
+            except (ViewsRemadeByAnotherVersion, StoreIsACopy):
                 raise  # never to be tried again: exit 1, saying why
             except StoreError as e:
                 # A follower keeps trying (see Projector.follow), and says why from the first.

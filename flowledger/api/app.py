@@ -85,8 +85,9 @@ def _follow(log: EventLog, inbox: Inbox | None, stop: threading.Event, stopped: 
     follower thread); why it stopped for good, if it did, goes in ``stopped["reason"]`` (/healthz)."""
     try:
         ledger.follow(log, interval=0.5, should_stop=stop.is_set, inbox=inbox)
-    except ViewsRemadeByAnotherVersion as e:
-        # Not a bug: a newer flowledger took the store over (queries answer with the same error).
+    except (ViewsRemadeByAnotherVersion, StoreIsACopy) as e:
+        # Not a bug: a newer flowledger took the store over, or it is an analyst's copy another
+        # version made (queries answer with the same error).
         stopped["reason"] = f"the views' follower stopped: {e}"
         _log.error("%s", stopped["reason"])
     except Exception as e:  # noqa: BLE001  # the last guard of a thread: no traceback

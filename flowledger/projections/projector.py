@@ -614,8 +614,8 @@ class Projector:
         outlive both. Nothing of a failed page was applied; ``on_applied`` hears of the pages
         before it.
         Views another version of flowledger made again (ViewsRemadeByAnotherVersion) end
-        the follower, found by a page or, with nothing to fold, by each poll: trying
-        again would never do.
+        the follower, found by a page or, with nothing to fold, by each poll, as does an
+        analyst's copy another version made (StoreIsACopy): trying again would never do.
         """
         failures = 0
         while not should_stop():
@@ -624,7 +624,9 @@ class Projector:
                 # A newer version's follower may remake and fold the views between two
                 # polls: an idle poll must look too, or this one never stops.
                 n = self.catch_up(page_size=page_size, check_versions=True)
-            except ViewsRemadeByAnotherVersion:
+            except (ViewsRemadeByAnotherVersion, StoreIsACopy):
+                # Another version's views, or an analyst's copy another version made (no
+                # log to fold its views again from): trying again would never do.
                 raise
             except StoreError as e:
                 moved = self.committed - before
