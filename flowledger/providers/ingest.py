@@ -56,7 +56,9 @@ def export_items(provider: str, data: bytes, now: float | None = None) -> list[d
     form-encoded lines, as its callbacks are sent.
     """
     now = time.time() if now is None else now
-    text = data.strip()
+    # Windows tools begin UTF-8 text with a byte-order mark: not part of the first event
+    # (as `append` skips it in flowledger's own format).
+    text = data.removeprefix(b"\xef\xbb\xbf").strip()
     documents: list[Any]
     try:
         documents = [orjson.loads(text)] if text else []
