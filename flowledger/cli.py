@@ -31,14 +31,13 @@ from flowledger.domain import commands
 from flowledger.domain.vocabulary import MAX_ID_LENGTH, EventInvalid, normalize_timestamp, validate_event
 from flowledger.domain.redaction import REDACTED, Redactor
 from flowledger.errors import (
+    ENDS_A_FOLLOWER,
     FlowledgerError,
     InvalidInput,
     RecordedButNotShown,
     StoreBusy,
     StoreError,
-    StoreIsACopy,
     StoreURLError,
-    ViewsRemadeByAnotherVersion,
 )
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES, IngestOptions
 from flowledger.domain.run import STATUSES
@@ -984,7 +983,7 @@ def project(obj: Context, follow: bool, interval: float) -> None:
             applied = None
             try:
                 applied = ledger.catch_up(log)
-            except (ViewsRemadeByAnotherVersion, StoreIsACopy):
+            except ENDS_A_FOLLOWER:
                 raise  # never to be tried again: exit 1, saying why
             except StoreError as e:
                 # A follower keeps trying (see Projector.follow), and says why from the first.

@@ -141,3 +141,8 @@ class ViewsMadeByANewerVersion(ViewsRemadeByAnotherVersion):
 
 class ViewsNotFolded(StoreError):
     """A query without catch-up would read a view that holds nothing yet of a log that holds events."""
+
+
+ENDS_A_FOLLOWER = (ViewsRemadeByAnotherVersion, StoreIsACopy)
+"""The store errors a follower stops on (exit 1, /healthz says why), where it tries again after
+any other: its views are another version's, or it is a copy with no log to fold them from."""

@@ -36,6 +36,7 @@ from flowledger.providers.whatsapp import handshake
 from flowledger.domain.redaction import Redactor
 from flowledger.domain.vocabulary import MAX_ID_LENGTH, is_an_id, normalize_timestamp
 from flowledger.errors import (
+    ENDS_A_FOLLOWER,
     CommandRefused,
     FlowledgerError,
     InvalidInput,
@@ -85,7 +86,7 @@ def _follow(log: EventLog, inbox: Inbox | None, stop: threading.Event, stopped: 
     follower thread); why it stopped for good, if it did, goes in ``stopped["reason"]`` (/healthz)."""
     try:
         ledger.follow(log, interval=0.5, should_stop=stop.is_set, inbox=inbox)
-    except (ViewsRemadeByAnotherVersion, StoreIsACopy) as e:
+    except ENDS_A_FOLLOWER as e:
         # Not a bug: a newer flowledger took the store over, or it is an analyst's copy another
         # version made (queries answer with the same error).
         stopped["reason"] = f"the views' follower stopped: {e}"

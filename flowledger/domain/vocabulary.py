@@ -227,12 +227,12 @@ def is_an_id(value: str) -> bool:
 
 
 def _recipient(value: Any) -> Any:
-    if isinstance(value, str) and len(value) <= 255 and _ID_CHARS.fullmatch(value):
+    if isinstance(value, str) and is_an_id(value):
         return value
     if (
         isinstance(value, dict)
         and set(value) == {"id", "collection"}
-        and all(isinstance(v, str) and len(v) <= 255 and _ID_CHARS.fullmatch(v) for v in value.values())
+        and all(isinstance(v, str) and is_an_id(v) for v in value.values())
     ):
         return value
     raise PydanticCustomError(

@@ -32,6 +32,7 @@ import orjson
 
 from flowledger.domain.event_types import MESSAGE_EVENT_TYPES, RUN_EVENT_TYPES
 from flowledger.errors import (
+    ENDS_A_FOLLOWER,
     FlowledgerError,
     StoreError,
     StoreIsACopy,
@@ -624,7 +625,7 @@ class Projector:
                 # A newer version's follower may remake and fold the views between two
                 # polls: an idle poll must look too, or this one never stops.
                 n = self.catch_up(page_size=page_size, check_versions=True)
-            except (ViewsRemadeByAnotherVersion, StoreIsACopy):
+            except ENDS_A_FOLLOWER:
                 # Another version's views, or an analyst's copy another version made (no
                 # log to fold its views again from): trying again would never do.
                 raise
