@@ -156,7 +156,7 @@ class Projector:
                 self._refuse_newer_views(stored, remake)
                 b.create_tracking_table(c)
                 for v in self.views:
-                    if stored.get(v.name) == str(v.version) and set(v.tables) <= existing:
+                    if _standing(v, existing, stored):
                         if not self.rebuilding and not v.index_names() <= existing:
                             # Every index is wanted here: make any that is missing.
                             for statement in v.ddl:
@@ -482,6 +482,12 @@ class Projector:
         if self.source is not self.backend:
             self._check_into_target()
         views = list(views) if views is not None else self.views
+        if self.source is not self.backend:
+            # A copy has no log of its own: a view of it that is made again (another
+            # version made it, or the copy lacks it) is folded from the source here too,
+            # or it would be left empty at position 0, answering as if nothing happened.
+            named = {v.name for v in views}
+            views = [*views, *(v for v in self._views_made_again() if v.name not in named)]
         self.ensure_tables(remake={v.name for v in views} if downgrade else ())
         mine, theirs = split_views(views)
         if helper is None:
@@ -508,6 +514,14 @@ class Projector:
         # here, rather than in whichever append's commit comes next.
         self.backend.checkpoint()
         return total
+
+    def _views_made_again(self) -> list[View]:
+        """The views :meth:`ensure_tables` would make again (empty, at position 0)."""
+        b = self.backend
+        with b.transaction(write=False) as c:
+            existing = b.table_names(c)
+            stored = self.stored_versions(c)
+        return [v for v in self.views if not _standing(v, existing, stored)]
 
     def _check_into_target(self) -> None:
         """Refuse to fold another store's log into a store with a log of its own: its views
@@ -648,6 +662,12 @@ class Projector:
                 on_applied(n)
             if not n:
                 time.sleep(interval)
+
+
+def _standing(view: View, existing: set[str], stored: dict[str, str]) -> bool:
+    """Whether a view's tables are all there, made for this version of it (else
+    :meth:`Projector.ensure_tables` makes them again, empty, at position 0)."""
+    return stored.get(view.name) == str(view.version) and set(view.tables) <= existing
 
 
 def _is_newer(stored: str | None, version: int) -> bool:
