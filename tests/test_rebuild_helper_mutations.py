@@ -21,6 +21,7 @@ from flowledger.projections.projector import Projector
 from flowledger.store import open_log
 from tests.conftest import ev, triggered
 from tests.histories import jsonl
+from tests.test_upgrade_from_older_releases import _runs_rows
 
 
 @pytest.fixture
@@ -134,14 +135,6 @@ def _copy(tmp_path, runs_version: str, view: str = "runs") -> tuple[str, str]:
     with sqlite3.connect(copy) as db:
         db.execute("UPDATE flowledger_meta SET value = ? WHERE key = ?", (runs_version, f"view:{view}"))
     return source, copy
-
-
-def _runs_rows(path: str) -> int:
-    db = sqlite3.connect(path)
-    try:
-        return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-    finally:
-        db.close()
 
 
 @pytest.mark.parametrize("runs_version", ["9.0", "99"], ids=["not-a-number", "newer"])

@@ -479,10 +479,9 @@ class Projector:
         rebuilds some of the views while this one rebuilds the others (see
         :mod:`flowledger.projections.helper`); whatever it leaves undone, this process does.
         """
-        if self.source is not self.backend:
-            self._check_into_target()
         views = list(views) if views is not None else self.views
         if self.source is not self.backend:
+            self._check_into_target()
             # A copy has no log of its own: a view of it that is made again (another
             # version made it, or the copy lacks it) is folded from the source here too,
             # or it would be left empty at position 0, answering as if nothing happened.
