@@ -390,7 +390,12 @@ def rebuild_into(
         try:
             give_name(building, final)
         except FileExistsError:
-            raise StoreError(f"{final} was made by another process while this copy was folded; nothing was written to it") from None
+            raise StoreError(f"{final} was made by another process meanwhile; nothing was written to it") from None
+    except StoreError as e:
+        remove_building(building)
+        # Its text names the files the copy was made in (a full disk, say), which are gone
+        # now: the user asked for `final`.
+        raise type(e)(f"the copy {final} was not made (what was folded of it is removed): {e}") from e
     except BaseException:
         remove_building(building)
         raise

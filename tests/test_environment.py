@@ -27,6 +27,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from flowledger.errors import StoreError
+from flowledger.store.staging import give_name
 from tests.conftest import step, triggered
 
 EXE = os.path.join(os.path.dirname(sys.executable), "flowledger")
@@ -252,6 +254,29 @@ def test_a_disk_that_fills_up_during_a_rebuild_leaves_the_views_and_no_staging_f
         with contextlib.closing(sqlite3.connect(copy)) as raw:
             assert raw.execute("SELECT * FROM tracking ORDER BY 1").fetchall() == before
             assert raw.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 3000
+
+
+def test_a_disk_that_fills_up_during_a_rebuild_into_a_new_copy_names_the_copy_and_leaves_nothing(tmp_path):
+    """`rebuild --into NEW.db` on a disk too small for it: the error names the copy asked for
+    (not the files it was being made in) and says it was not made; none of them is left."""
+    path = _store(tmp_path / "runs.db", n=3000)
+    with _small_disk(tmp_path / "small", f"{os.path.getsize(path) // 1024 // 2}k") as disk:
+        copy = str(disk / "copy.db")
+        err = failed_cleanly(flowledger("--store", path, "rebuild", "--into", copy), "full")
+        assert f"the copy {copy} was not made" in err, err
+        assert os.listdir(disk) == []
+    assert _count(path) == 9000
+
+
+def test_a_copy_that_cannot_be_made_one_file_is_a_store_error_not_a_driver_s(tmp_path):
+    """The last step of `rebuild --into NEW.db` (the copy's log folded into it) failing in
+    SQLite is flowledger's own error, naming the file."""
+    building = tmp_path / "copy.db.building-1"
+    building.write_bytes(b"not a database at all" * 500)
+    with pytest.raises(StoreError, match="could not be made one file") as caught:
+        give_name(str(building), str(tmp_path / "copy.db"))
+    assert str(building) in str(caught.value)
+    assert not (tmp_path / "copy.db").exists()
 
 
 def _file_size_limit(limit: int) -> None:

@@ -112,3 +112,24 @@ def test_rebuild_into_an_existing_copy_folds_it_again_in_place(store_path, tmp_p
     assert os.stat(copy).st_ino == inode
     shown = runner.invoke(cli, ["--store", copy, "counts", "--json", "--no-catch-up"])
     assert orjson.loads(shown.stdout) == expected
+
+
+def test_a_file_made_at_the_copy_s_name_meanwhile_is_left_as_it_was_and_named(store_path, tmp_path, monkeypatch):
+    """Another process makes NEW.db while `rebuild --into NEW.db` folds: its file is kept
+    untouched, the error names it and says the copy was not made; nothing else is left."""
+    log = open_log(store_path)
+    ledger.append_input(log, jsonl(list(busy_workspace(20))))
+    log.close()
+    copy = tmp_path / "analysis.db"
+    real = ledger.rebuild
+
+    def and_meanwhile(*args, **kwargs):
+        n = real(*args, **kwargs)
+        copy.write_bytes(b"someone else's")
+        return n
+
+    monkeypatch.setattr(ledger, "rebuild", and_meanwhile)
+    r = CliRunner().invoke(cli, ["--store", store_path, "rebuild", "--into", str(copy)])
+    assert r.exit_code == 1, r.output
+    assert f"the copy {copy} was not made" in r.stderr and "made by another process meanwhile" in r.stderr
+    assert copy.read_bytes() == b"someone else's" and leftovers(str(copy)) == []

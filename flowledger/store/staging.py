@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool, SQLiteDatastore, SQLiteTrackingRecorder
 
+from flowledger.errors import StoreError
 from flowledger.store.sqlite import CACHE_KIB, SQLiteBackend, SQLiteTransaction, sqlite_name
 
 if TYPE_CHECKING:
@@ -133,13 +134,17 @@ def remove_building(path: str) -> None:
 def give_name(building: str, final: str) -> None:
     """Give a finished copy, closed, its name: in one step, lasting once this returns, and
     never over a file another process made there meanwhile (then :class:`FileExistsError`)."""
-    raw = sqlite3.connect(sqlite_name(building), isolation_level=None)
     try:
-        # Its write-ahead log copied into it and deleted: the copy is one file, named in one
-        # step. Refused ("locked") while any connection still has it open.
-        raw.execute("PRAGMA journal_mode=DELETE").fetchall()
-    finally:
-        raw.close()
+        raw = sqlite3.connect(sqlite_name(building), isolation_level=None)
+        try:
+            # Its write-ahead log copied into it and deleted: the copy is one file, named in
+            # one step. Refused ("locked") while any connection still has it open.
+            raw.execute("PRAGMA journal_mode=DELETE").fetchall()
+        finally:
+            raw.close()
+    except sqlite3.Error as e:
+        # A full disk while the log is copied in, say: the caller's own error, not a driver's.
+        raise StoreError(f"{building} could not be made one file ({e})") from e
     try:
         os.link(building, final)
     except FileExistsError:
