@@ -53,7 +53,7 @@ def export_items(provider: str, data: bytes, now: float | None = None) -> list[d
     """The provider events in a file exported from (or saved webhooks of) a provider.
 
     Takes one JSON document (an array or an object) or JSON Lines; Twilio's also takes
-    form-encoded lines, as its callbacks are sent.
+    form-encoded lines, as its callbacks are sent, and Mailgun's pages of its Events API.
     """
     now = time.time() if now is None else now
     # Windows tools begin UTF-8 text with a byte-order mark: not part of the first event
@@ -86,6 +86,13 @@ def _items_of(provider: str, obj: Any, now: float) -> list[dict[str, Any]]:
         raise ValueError(f"{provider}: expected objects, got {type(obj).__name__}")
     if provider == "mailgun" and "event-data" in obj:
         return [obj["event-data"]]
+    if provider == "mailgun" and "items" in obj and "paging" in obj:
+        # A page saved from Mailgun's Events API: its items are the events webhooks send
+        # as `event-data`; `paging` only says where the next page is.
+        items = obj["items"]
+        if not isinstance(items, list):
+            raise ValueError(f'{provider}: field "items": expected a list of events, got {type(items).__name__}')
+        return [event for item in items for event in _items_of(provider, item, now)]
     if provider == "whatsapp" and "entry" in obj:
         return whatsapp.statuses(obj)
     if provider == "twilio":
