@@ -157,9 +157,11 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
 }
 """Sent with every page: no framing (clickjacking), no script but the buttons' confirmations,
-forms posted only here, and no page address (with its filters) sent to other sites."""
+forms posted only here, no page address (with its filters) sent to other sites, and no copy
+kept by the browser or a proxy (after signing out, Back shows no run, recipient or error)."""
 
 
 def _hardened(response: HTMLResponse) -> HTMLResponse:
