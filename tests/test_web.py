@@ -194,3 +194,18 @@ def test_a_refusal_shows_a_fixed_message_never_text_from_the_url(site):
     client.post("/runs/run-0054/retry", data={"csrf": csrf})
     r = client.post("/runs/run-0054/retry", data={"csrf": csrf})
     assert "The run was not retried: only a failed run can be retried." in r.text
+
+
+def test_a_retry_posted_after_the_session_ended_signs_in_back_to_the_run_s_page_and_does_nothing(site):
+    """Retry pressed on a page left open past sign-out: to the sign-in page, then back to the
+    run's page (not the command's address, no page to get), and the run is not retried."""
+    client, secrets = site
+    sign_in(client, secrets["admin"])
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/runs/run-0054").text).group(1)
+    client.post("/logout", data={"csrf": csrf}, follow_redirects=False)
+    r = client.post("/runs/run-0054/retry", data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fruns%2Frun-0054"
+    back = sign_in(client, secrets["admin"], next="/runs/run-0054")
+    assert back.headers["location"] == "/runs/run-0054"
+    page = client.get("/runs/run-0054")
+    assert page.status_code == 200 and 'id="retry"' in page.text  # still failed: nothing was sent on

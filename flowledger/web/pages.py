@@ -335,8 +335,14 @@ def mount(
         return key, token
 
     def to_login(request: Request) -> RedirectResponse:
+        path = request.scope["path"]
+        if request.method not in ("GET", "HEAD"):
+            # A Retry or Cancel posted once the session had ended: back to the run's page
+            # after signing in (its address is no page to get), where the button is pressed
+            # again if still wanted; a command is never sent on without its form.
+            path = path.rsplit("/", 1)[0] or "/"
         # The path as decoded, encoded again: an id's "%", "#" or "?" stays in the path.
-        target = quote(request.scope["path"]) + (f"?{request.url.query}" if request.url.query else "")
+        target = quote(path) + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
 
     def page(section: str, template: str, request: Request, session: tuple[keys.ApiKey, str], **context: Any) -> HTMLResponse:
