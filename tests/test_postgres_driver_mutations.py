@@ -322,14 +322,23 @@ class _Proxy:
         self.port = self.listener.getsockname()[1]
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
         self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.closed = threading.Event()
+        # Woken now and then to see whether it is closed: closing a socket does not wake an
+        # accept() blocked on it, and a thread left running stops later tests' inputs from
+        # being read by a forked child (ingest_process.worth_forking).
+        self.listener.settimeout(0.05)
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
 
     def _accept(self) -> None:
-        while True:
+        while not self.closed.is_set():
             try:
                 client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            client.settimeout(None)
             server = socket.create_connection(self.target)
             with self.lock:
                 self.pairs.append((client, server))
@@ -362,6 +371,8 @@ class _Proxy:
                 s.close()
 
     def close(self) -> None:
+        self.closed.set()
+        self.acceptor.join()
         self.listener.close()
         self.cut()
 
@@ -463,19 +474,27 @@ def test_a_server_that_closes_each_new_connection_cannot_be_reached_not_lost():
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
+    done = threading.Event()
+    listener.settimeout(0.05)  # to see `done` (closing it does not wake its accept())
+
     def close_each() -> None:
-        while True:
+        while not done.is_set():
             try:
                 conn, _ = listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             conn.close()
 
-    threading.Thread(target=close_each, daemon=True).start()
+    closer = threading.Thread(target=close_each, daemon=True)
+    closer.start()
     try:
         with pytest.raises(StoreUnavailable) as raised:
             open_log(f"postgresql://postgres@127.0.0.1:{port}/test?schema=flows")
     finally:
+        done.set()
+        closer.join()
         listener.close()
     assert not isinstance(raised.value, ConnectionLost)
     assert str(raised.value).startswith(f"cannot reach the store postgresql://postgres@127.0.0.1:{port}/test: ")
