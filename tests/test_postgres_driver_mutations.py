@@ -22,7 +22,6 @@ import socket
 import subprocess
 import threading
 import time
-import uuid
 
 import orjson
 import pytest
@@ -36,6 +35,7 @@ from flowledger.store.log import EventLog
 from flowledger.store.postgres import parse_url
 from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, ev, server_connection, step, triggered
 from tests.histories import jsonl
+from tests import test_small_fixes
 
 needs_postgres = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
 
@@ -135,35 +135,42 @@ def test_a_read_transaction_sees_one_snapshot_and_keeps_nothing_it_wrote(postgre
         log.close()
 
 
+def _behind_the_events_lock(postgres_url: str, log: EventLog, act) -> tuple[object, float]:
+    """What ``act()`` ended with ("done" or its error) and the seconds it took, run while
+    another session holds the events table's lock (released after 6 s at most); closes ``log``."""
+    holder = server_connection(postgres_url)
+    holder.execute(f'LOCK TABLE "{_schema(postgres_url)}".stored_events IN EXCLUSIVE MODE')
+    outcome: list[object] = []
+
+    def run() -> None:
+        started = time.monotonic()
+        try:
+            act()
+            outcome.append("done")
+        except Exception as e:  # noqa: BLE001  # what it was is the test's to see
+            outcome.append(e)
+        outcome.append(time.monotonic() - started)
+
+    worker = threading.Thread(target=run)
+    try:
+        worker.start()
+        worker.join(6)
+    finally:
+        holder.rollback()
+        holder.close()
+        worker.join(60)
+        log.close()
+    error, waited = outcome
+    return error, waited
+
+
 @needs_postgres
 def test_a_writer_waiting_on_another_s_lock_gives_up_after_the_lock_timeout_in_seconds(postgres_url):
     """Another session holds the events table's lock: an append waits --lock-timeout
     seconds (not milliseconds, not for ever), then is busy, saying so, and stores nothing."""
     open_log(postgres_url).close()
-    holder = server_connection(postgres_url)
-    holder.execute(f'LOCK TABLE "{_schema(postgres_url)}".stored_events IN EXCLUSIVE MODE')
     log = open_log(postgres_url, lock_timeout=0.7)
-    outcome: list[object] = []
-
-    def append() -> None:
-        started = time.monotonic()
-        try:
-            ledger.append_input(log, jsonl([triggered("r1")]))
-            outcome.append("stored")
-        except Exception as e:  # noqa: BLE001  # what it was is the test's to see
-            outcome.append(e)
-        outcome.append(time.monotonic() - started)
-
-    writer = threading.Thread(target=append)
-    try:
-        writer.start()
-        writer.join(6)
-    finally:
-        holder.rollback()
-        holder.close()
-        writer.join(30)
-        log.close()
-    error, waited = outcome
+    error, waited = _behind_the_events_lock(postgres_url, log, lambda: ledger.append_input(log, jsonl([triggered("r1")])))
     assert isinstance(error, StoreBusy), error
     assert "held a lock this one needs for more than 0.7 s; try again, or raise --lock-timeout" in str(error)
     assert 0.5 <= waited < 5, waited
@@ -506,29 +513,12 @@ def test_a_transaction_s_own_lock_timeout_is_shorter_than_the_store_s(postgres_u
     """A write given a lock timeout of its own (a webhook's short wait) gives up after it,
     not after the store's --lock-timeout."""
     log = open_log(postgres_url, lock_timeout=30)
-    holder = server_connection(postgres_url)
-    holder.execute(f'LOCK TABLE "{_schema(postgres_url)}".stored_events IN EXCLUSIVE MODE')
-    outcome: list[object] = []
 
     def write() -> None:
-        started = time.monotonic()
-        try:
-            with log.backend.transaction(write=True, append=True, lock_timeout=0.3):
-                outcome.append("locked")
-        except Exception as e:  # noqa: BLE001  # what it was is the test's to see
-            outcome.append(e)
-        outcome.append(time.monotonic() - started)
+        with log.backend.transaction(write=True, append=True, lock_timeout=0.3):
+            pass
 
-    writer = threading.Thread(target=write)
-    try:
-        writer.start()
-        writer.join(6)
-    finally:
-        holder.rollback()
-        holder.close()
-        writer.join(60)
-        log.close()
-    error, waited = outcome
+    error, waited = _behind_the_events_lock(postgres_url, log, write)
     assert isinstance(error, StoreBusy), error
     assert waited < 5, waited
 
@@ -563,28 +553,17 @@ def test_a_transaction_that_finds_a_dead_connection_twice_says_the_connection_wa
 # --- a role that may only read --------------------------------------------------------------
 
 
+read_only_role = test_small_fixes.read_only_role  # a fixture, shared
+
+
 @pytest.fixture
-def reader_role(postgres_url):
-    """A login role that may read the store's tables as they are now (not the views made
-    later), and its URL; dropped after the test."""
-    role = "fl_ro_" + uuid.uuid4().hex[:10]
-    schema = _schema(postgres_url)
-    open_log(postgres_url).close()
+def reader_role(read_only_role):
+    """test_small_fixes' read-only role and its URL, its sessions ended before it is dropped
+    (the test leaves a pool's connections open)."""
+    role, url, _ = read_only_role
+    yield role, url
     with server_connection(POSTGRES, autocommit=True) as conn:
-        try:
-            conn.execute(f'CREATE ROLE "{role}" LOGIN')
-        except Exception as e:  # noqa: BLE001  # a test server's user that may not make roles
-            pytest.skip(f"cannot create a role on {POSTGRES}: {e}")
-        conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
-        conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
-    user = POSTGRES.partition("://")[2].partition("@")[0]
-    try:
-        yield role, postgres_url.replace(f"://{user}@", f"://{role}@", 1)
-    finally:
-        with server_connection(POSTGRES, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
-            conn.execute(f'DROP OWNED BY "{role}"')
-            conn.execute(f'DROP ROLE "{role}"')
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
 
 
 @needs_postgres
