@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from flowledger import ledger
 from flowledger.api import keys
 from flowledger.api.app import create_app
-from flowledger.providers import ADAPTERS
 from flowledger.store import open_log
 from flowledger.store.inbox import open_inbox
 from tests.test_web import sign_in
+from tests.test_web_review import twilio_deliveries
 
 PAGES = ("/", "/runs", "/runs/run-0001", "/deliveries", "/workflows", "/workflows/win-back")
 
@@ -68,10 +68,7 @@ def test_the_overview_says_what_the_inbox_waits_for(store_path, monkeypatch, bro
     """Deferred webhooks wait for the write lock, or, the follower stopped, for a restart."""
     # Without the bug, no follower: a running one could drain the inbox before the page is read.
     client, secret, stopped = _site(store_path, monkeypatch, broken=broken, follow=broken)
-    facts = ADAPTERS["twilio"].translate_all(
-        [{"MessageSid": f"SM{i}", "MessageStatus": "delivered", "To": "+1555", "_received_at": 1793523700} for i in range(2)]
-    )
-    prepared = ledger.prepare_provider_facts(facts)
+    prepared = twilio_deliveries(2)
     with client:
         if broken:
             assert stopped.wait(10)

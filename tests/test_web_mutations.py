@@ -21,7 +21,9 @@ from flowledger.store import open_log
 from flowledger.web import charts, pages
 from tests.conftest import ev, triggered
 from tests.histories import jsonl
+from tests.test_security_review import csrf_of, signed_out
 from tests.test_web import sign_in
+from tests.test_web_review import twilio_deliveries
 
 BROWSER = "text/html,application/xhtml+xml,*/*;q=0.8"
 
@@ -234,24 +236,15 @@ def site(store_path):
         yield client, secrets, store_path
 
 
-def _csrf(client, path="/runs/run-0054"):
-    return re.search(r'name="csrf" value="([^"]+)"', client.get(path).text).group(1)
-
-
-def _signed_out(client):
-    r = client.get("/runs", follow_redirects=False)
-    return r.status_code == 303 and r.headers["location"].startswith("/login")
-
-
 def test_signing_out_clears_the_cookie(site):
     """Sign-out tells the browser to drop the session cookie, as well as ending the session."""
     client, secrets, _ = site
     sign_in(client, secrets["read"])
-    r = client.post("/logout", data={"csrf": _csrf(client)}, follow_redirects=False)
+    r = client.post("/logout", data={"csrf": csrf_of(client)}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/login"
     cookie = r.headers["set-cookie"]
     assert cookie.startswith(f"{pages.COOKIE}=") and ("Max-Age=0" in cookie or "expires=" in cookie.lower())
-    assert _signed_out(client)
+    assert signed_out(client)
 
 
 def test_a_page_has_a_sign_out_form_carrying_the_sessions_csrf_token(site):
@@ -330,14 +323,14 @@ def test_a_cookie_of_no_session_is_signed_out(site):
     """A made-up or ended session token in the cookie signs nobody in."""
     client, _, _ = site
     client.cookies.set(pages.COOKIE, "fl_sess_made-up")
-    assert _signed_out(client)
+    assert signed_out(client)
 
 
 def test_a_command_is_recorded_as_done_by_the_signed_in_key(site):
     """A retry from the page is recorded with the key's name as its actor (web:NAME)."""
     client, secrets, _ = site
     sign_in(client, secrets["admin"])
-    client.post("/runs/run-0054/retry", data={"csrf": _csrf(client)})
+    client.post("/runs/run-0054/retry", data={"csrf": csrf_of(client)})
     assert "by web:admin-key" in client.get("/runs/run-0054").text
 
 
@@ -626,16 +619,12 @@ def test_a_refused_command_says_why_on_the_runs_page(site):
 
 def test_the_overview_says_more_than_the_shown_count_of_webhooks_set_aside_only_past_it(site, store_path, monkeypatch):
     """Set-aside webhooks are counted up to SET_ASIDE_SHOWN; "More than" only past it."""
-    from flowledger.providers import ADAPTERS
     from flowledger.store.inbox import open_inbox
 
     client, secrets, _ = site
     sign_in(client, secrets["read"])
     monkeypatch.setattr(pages, "SET_ASIDE_SHOWN", 2)
-    facts = ADAPTERS["twilio"].translate_all(
-        [{"MessageSid": f"SM{i}", "MessageStatus": "delivered", "To": "+1555", "_received_at": 1793523700} for i in range(3)]
-    )
-    prepared = ledger.prepare_provider_facts(facts)
+    prepared = twilio_deliveries(3)
     log = open_log(store_path)
     inbox = open_inbox(log.backend)
     try:

@@ -128,15 +128,19 @@ def test_a_bounce_reason_shows_on_the_run_and_the_deliveries_page_escaped(site):
         assert escaped in page and "<script>window" not in page
 
 
+def twilio_deliveries(n: int) -> ledger.PreparedFacts:
+    """n Twilio delivery callbacks for messages SM0.. (which no run sent), ready for the inbox."""
+    facts = ADAPTERS["twilio"].translate_all(
+        [{"MessageSid": f"SM{i}", "MessageStatus": "delivered", "To": "+1555", "_received_at": 1793523700} for i in range(n)]
+    )
+    return ledger.prepare_provider_facts(facts)
+
 def test_the_overview_shows_webhooks_waiting_in_the_inbox_and_those_set_aside(site, store_path):
     """Facts deferred for a busy store are in no view yet: the overview says how many wait."""
     client, secrets = site
     sign_in(client, secrets["read"])
     assert "inbox" not in client.get("/").text.split("<main>")[1]
-    facts = ADAPTERS["twilio"].translate_all(
-        [{"MessageSid": f"SM{i}", "MessageStatus": "delivered", "To": "+1555", "_received_at": 1793523700} for i in range(3)]
-    )
-    prepared = ledger.prepare_provider_facts(facts)
+    prepared = twilio_deliveries(3)
     log = open_log(store_path)
     inbox = open_inbox(log.backend)
     try:
