@@ -114,3 +114,49 @@ def test_a_schema_with_the_pg_prefix_is_refused_clearly():
 
     with pytest.raises(StoreURLError, match="pg_ prefix"):
         parse_url("postgresql://me@db.example/flows?schema=pg_flows")
+
+
+def _connections_of(schema: str) -> int:
+    """How many connections the server holds for a store in ``schema`` (by the application
+    name its pool gives them)."""
+    with server_connection(POSTGRES) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (f"flowledger/{schema}",)
+        ).fetchone()
+        return row[0]
+
+
+def test_a_store_that_fails_to_open_leaves_no_pool_behind(postgres_url, monkeypatch):
+    # Its pool was opened by the first look at the tables and never closed: two
+    # connections held on the server and four threads in the process for as long as the
+    # error was kept (its traceback holds the store), more for every failed try.
+    import threading
+
+    from flowledger.store import postgres
+
+    schema = postgres_url.rsplit("schema=", 1)[1]
+    threads = threading.active_count()
+    errors = []
+    for _ in range(3):
+        with pytest.raises(StoreError, match="no flowledger store") as failed:
+            open_log(postgres_url, create=False)
+        errors.append(failed)
+    assert threading.active_count() == threads
+    assert _connections_of(schema) == 0
+
+    # Failures once the store exists (its upgrade) or while it is being made alike.
+    def fail(*args, **kwargs):
+        raise StoreError("made to fail")
+
+    monkeypatch.setattr(postgres.PostgresApplicationRecorder, "create_table", fail)
+    with pytest.raises(StoreError, match="made to fail") as failed:
+        open_log(postgres_url)
+    errors.append(failed)
+    monkeypatch.undo()
+    open_log(postgres_url).close()
+    monkeypatch.setattr(postgres.PostgresBackend, "upgrade", fail)
+    with pytest.raises(StoreError, match="made to fail") as failed:
+        open_log(postgres_url)
+    errors.append(failed)
+    assert threading.active_count() == threads
+    assert _connections_of(schema) == 0

@@ -313,3 +313,25 @@ def test_an_empty_sqlite_database_becomes_a_store(tmp_path):
         assert log.count() == 1
     finally:
         log.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files by /proc (Linux)")
+def test_a_store_that_fails_to_open_keeps_no_file_open(store_path, monkeypatch):
+    # Its connections were made by the first look at the tables and never closed: each
+    # failed try held the store's files open for as long as its error was kept.
+    open_log(store_path).close()
+
+    def files_open() -> int:
+        mine = os.path.realpath(store_path)
+        return sum(os.path.realpath(f"/proc/self/fd/{fd}").startswith(mine) for fd in os.listdir("/proc/self/fd"))
+
+    def fail(*args, **kwargs):
+        raise StoreError("made to fail")
+
+    monkeypatch.setattr(SQLiteBackend, "upgrade", fail)
+    errors = []
+    for _ in range(3):
+        with pytest.raises(StoreError, match="made to fail") as failed:
+            open_log(store_path)
+        errors.append(failed)
+    assert files_open() == 0

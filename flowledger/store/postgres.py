@@ -181,6 +181,14 @@ def parse_url(url: str) -> dict[str, Any]:
     }
 
 
+def _close_quietly(datastore: PostgresDatastore) -> None:
+    """Close a datastore whose store failed to open (the failure is what gets reported)."""
+    try:
+        datastore.close()
+    except Exception:  # noqa: BLE001  # the error that ended the opening matters more
+        pass
+
+
 def _refuse_reserved(conn: psycopg.Connection[Any], schema: str, shown: str) -> None:
     """Refuse a schema named by a word the server reserves: eventsourcing writes the schema
     unquoted in one statement (naming its type), which fails on such a word with a bare
@@ -247,34 +255,40 @@ class PostgresBackend(SQLBackend):
             lock_timeout=max(1, int(self.lock_timeout)),
             connect_timeout=10,
         )
-        self.datastore.pool.kwargs.update(settings["params"])
-        # flowledger's own tables and the views are named without a schema.
-        self.datastore.pool.kwargs["options"] = (
-            f"-c search_path={self.schema} -c lock_timeout={int(self.lock_timeout * 1000)}"
-        )
-        # Which store a server's connections serve, as pg_stat_activity shows them.
-        self.datastore.pool.kwargs["application_name"] = f"flowledger/{self.schema}"[:63]
-        self.recorder = PostgresApplicationRecorder(self.datastore)
-        self._tracking = PostgresTrackingRecorder(self.datastore)
-        with self.transaction(write=False) as c:
-            exists = "flowledger_meta" in self.table_names(c)
-        if exists:
-            self.upgrade()
-            if create:
-                self.give_store_id()
-            return
-        if not create:
-            raise StoreError(f"no flowledger store in {self.path} (schema {self.schema})")
-        self.recorder.create_table()
-        self._tracking.create_table()
-        with self.transaction(write=True) as c:
-            for statement in FLOWLEDGER_TABLES:
-                c.execute(translate_ddl(statement))
-            c.execute(
-                "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
+        try:
+            self.datastore.pool.kwargs.update(settings["params"])
+            # flowledger's own tables and the views are named without a schema.
+            self.datastore.pool.kwargs["options"] = (
+                f"-c search_path={self.schema} -c lock_timeout={int(self.lock_timeout * 1000)}"
             )
-            new_store_id(c)
+            # Which store a server's connections serve, as pg_stat_activity shows them.
+            self.datastore.pool.kwargs["application_name"] = f"flowledger/{self.schema}"[:63]
+            self.recorder = PostgresApplicationRecorder(self.datastore)
+            self._tracking = PostgresTrackingRecorder(self.datastore)
+            with self.transaction(write=False) as c:
+                exists = "flowledger_meta" in self.table_names(c)
+            if exists:
+                self.upgrade()
+                if create:
+                    self.give_store_id()
+                return
+            if not create:
+                raise StoreError(f"no flowledger store in {self.path} (schema {self.schema})")
+            self.recorder.create_table()
+            self._tracking.create_table()
+            with self.transaction(write=True) as c:
+                for statement in FLOWLEDGER_TABLES:
+                    c.execute(translate_ddl(statement))
+                c.execute(
+                    "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+                new_store_id(c)
+        except BaseException:
+            # A store that fails to open is never handed back to be closed: its pool's
+            # threads and connections would outlive it (a caller trying again leaks more).
+            _close_quietly(self.datastore)
+            raise
 
     @contextmanager
     def _errors(self, *, connecting: bool = False) -> Iterator[None]:

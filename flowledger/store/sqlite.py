@@ -21,7 +21,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -383,27 +383,34 @@ class SQLiteBackend(SQLBackend):
             self.datastore = _Datastore(path, lock_timeout)
             self.recorder = SQLiteApplicationRecorder(self.datastore)
             self._tracking = SQLiteTrackingRecorder(self.datastore)
-        # Only a new file needs the write lock at open; an existing store is just read.
-        with self.transaction(write=False) as c:
-            has_schema = _has_schema(c)
-        if not has_schema:
-            if not create:  # made empty since it was looked at: still no store
-                raise StoreError(f"{path} is not a flowledger store")
-            with self.transaction(write=True) as c:
-                if not _has_schema(c):
-                    for statement in self.recorder.create_table_statements:
-                        c.execute(statement)
-                    for statement in FLOWLEDGER_TABLES:
-                        c.execute(statement)
-                    c.execute(
-                        "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
-                        (str(SCHEMA_VERSION),),
-                    )
-                    new_store_id(c)
-        else:
-            self.upgrade()
-            if create:
-                self.give_store_id()
+        try:
+            # Only a new file needs the write lock at open; an existing store is just read.
+            with self.transaction(write=False) as c:
+                has_schema = _has_schema(c)
+            if not has_schema:
+                if not create:  # made empty since it was looked at: still no store
+                    raise StoreError(f"{path} is not a flowledger store")
+                with self.transaction(write=True) as c:
+                    if not _has_schema(c):
+                        for statement in self.recorder.create_table_statements:
+                            c.execute(statement)
+                        for statement in FLOWLEDGER_TABLES:
+                            c.execute(statement)
+                        c.execute(
+                            "INSERT OR IGNORE INTO flowledger_meta VALUES ('schema_version', ?)",
+                            (str(SCHEMA_VERSION),),
+                        )
+                        new_store_id(c)
+            else:
+                self.upgrade()
+                if create:
+                    self.give_store_id()
+        except BaseException:
+            # A store that fails to open is never handed back to be closed: its
+            # connections (and their files) would stay open for as long as the error is kept.
+            with suppress(Exception):  # the error that ended the opening matters more
+                self.datastore.close()
+            raise
 
     def _refuse_unless_a_store(self, create: bool) -> None:
         """Raise StoreError if the existing file is no flowledger store, leaving it as it is
