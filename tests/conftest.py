@@ -184,3 +184,29 @@ def live_server(app: Any):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+# Threads a test module may leave behind: TestClient's idle AnyIO workers, which end on
+# their own after ten idle seconds.
+_THREADS_THAT_END_ON_THEIR_OWN = ("AnyIO worker thread",)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_threads_left_behind():
+    """Fail a module that leaves a thread running once its fixtures are torn down (a store or
+    a server not closed): while another thread runs, `append` reads its input in-process
+    rather than forking a reader, so a later test would not test what it says."""
+    before = set(threading.enumerate())
+    yield
+    left: list[threading.Thread] = []
+
+    def all_ended() -> bool:
+        left[:] = [
+            t
+            for t in threading.enumerate()
+            if t not in before and t.is_alive() and t.name not in _THREADS_THAT_END_ON_THEIR_OWN
+        ]
+        return not left
+
+    wait_until(all_ended, 5)
+    assert not left, f"threads left running: {[t.name for t in left]}"

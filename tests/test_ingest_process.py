@@ -19,7 +19,7 @@ from flowledger import ingest_process, ledger
 from flowledger.errors import InvalidInput
 from flowledger.ingest import IngestOptions
 from flowledger.store.log import EventLog
-from tests.conftest import ev, step, triggered
+from tests.conftest import ev, step, triggered, wait_until
 from tests.histories import fresh_log
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -32,6 +32,10 @@ def forking(monkeypatch):
     monkeypatch.setattr(ingest_process, "FORK_FROM_BYTES", 0)
     monkeypatch.setattr(ingest_process, "FIRST_CHUNK", 2)
     monkeypatch.setattr(ingest_process, "RING_BYTES", 2048)
+    # append reads in-process while another thread runs (a fork copies only the calling
+    # thread): TestClient's idle AnyIO workers, left by an earlier module, end within ten s.
+    wait_until(lambda: threading.active_count() == 1, 15)
+    assert [t.name for t in threading.enumerate()] == ["MainThread"], "a fork would be refused"
 
 
 def _lines(draw) -> list[bytes]:
