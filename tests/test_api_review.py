@@ -4,6 +4,9 @@ what was wrong; every /v1 route checks its key first."""
 
 from __future__ import annotations
 
+import io
+import os
+
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -351,3 +354,31 @@ def test_the_inbox_endpoint_needs_a_read_key_and_is_in_the_openapi_document(api)
     doc = api.get("/openapi.json", headers=h(api, "read")).json()
     assert "/v1/inbox" in doc["paths"] and "/v1/unmatched" in doc["paths"]
     assert doc["paths"]["/v1/inbox"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/InboxReport"}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files by /proc (Linux)")
+@pytest.mark.parametrize("failing", [2, 3, 4])
+def test_a_server_that_fails_to_start_keeps_no_store_open(store_path, monkeypatch, failing):
+    # The stores its start-up had opened (the server's own, its inbox's, the follower's)
+    # stayed open for as long as the error was kept: on PostgreSQL, pools and their threads.
+    from flowledger.errors import StoreError
+
+    log = open_log(store_path)
+    ledger.append_input(log, io.BytesIO(orjson.dumps(triggered("r1"))))
+    log.close()
+    opens = []
+
+    def open_or_fail(*args, **kwargs):
+        opens.append(1)
+        if len(opens) == failing:  # the start-up's, the follower's, the webhooks' store
+            raise StoreError("made to fail")
+        return open_log(*args, **kwargs)
+
+    monkeypatch.setattr(app_module, "open_log", open_or_fail)
+    with pytest.raises(StoreError, match="made to fail") as failed:
+        with TestClient(create_app(store_path, follow=True)):
+            pass
+    mine = os.path.realpath(store_path)  # the store, its -wal, -shm and .inbox files
+    assert [f for f in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{f}").startswith(mine)] == []
+    # Counted while the error is still held (as a caller logging it holds it).
+    assert str(failed.value) == "made to fail"

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from urllib.parse import parse_qsl, unquote_to_bytes
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager, closing
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import orjson
@@ -455,50 +455,49 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-        log = open_log(store, lock_timeout=lock_timeout, create=True)
-        inbox = open_inbox(log.backend)
-        # A long --lock-timeout must not hold the start-up for an import (webhooks would
-        # find no server): the start-up's writes wait for the write lock as a webhook does,
-        # and what the lock keeps waits for the follower's next round.
-        startup = open_log(store, lock_timeout=ledger.short_wait(log))
-        try:
-            keys.ensure_table(startup.backend)
-            ledger.catch_up(startup, inbox=inbox, drain_wait=ledger.short_wait(log))
-            # Made and this version's now: the server's own connection looks once, without
-            # the write lock, and its commands and queries then check the versions alone.
-            ledger.ensure_views(log)
-        except StoreError as e:
-            # Not fatal: the follower, or else each query, catches up later.
-            _log.warning("could not catch the views up at start-up (%s)", e)
-        finally:
-            startup.close()
-        state["log"] = log
-        state["inbox"] = inbox
-        state["follower"] = {}
-        stop = threading.Event()
-        worker = None
-        # The follower's own store connection, waiting for the write lock as briefly as a
-        # webhook: on SQLite one connection a process writes through, held by a follower
-        # waiting out --lock-timeout behind an import, would hold every webhook as long (past
-        # a provider's patience). Refused, the follower tries again on its next round.
-        follower_log = open_log(store, lock_timeout=ledger.short_wait(log)) if follow else None
-        # Webhooks too: a query's catch-up waiting out --lock-timeout must not hold them.
-        state["webhooks"] = open_log(store, lock_timeout=ledger.short_wait(log))
-        if follower_log is not None:
-            worker = threading.Thread(target=_follow, args=(follower_log, inbox, stop, state["follower"]), daemon=True)
-            worker.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            if worker is not None:
-                worker.join(timeout=5)
-            if follower_log is not None:
-                follower_log.close()
-            state["webhooks"].close()
+        # What was opened is closed however the start-up ends: a server that failed to
+        # start (its follower's store refused, say) must not keep pools and files open.
+        with ExitStack() as opened:
+            log = opened.enter_context(closing(open_log(store, lock_timeout=lock_timeout, create=True)))
+            inbox = open_inbox(log.backend)
             if inbox is not None:
-                inbox.close()
-            log.close()
+                opened.callback(inbox.close)
+            # A long --lock-timeout must not hold the start-up for an import (webhooks would
+            # find no server): the start-up's writes wait for the write lock as a webhook does,
+            # and what the lock keeps waits for the follower's next round.
+            with closing(open_log(store, lock_timeout=ledger.short_wait(log))) as startup:
+                try:
+                    keys.ensure_table(startup.backend)
+                    ledger.catch_up(startup, inbox=inbox, drain_wait=ledger.short_wait(log))
+                    # Made and this version's now: the server's own connection looks once, without
+                    # the write lock, and its commands and queries then check the versions alone.
+                    ledger.ensure_views(log)
+                except StoreError as e:
+                    # Not fatal: the follower, or else each query, catches up later.
+                    _log.warning("could not catch the views up at start-up (%s)", e)
+            state["log"] = log
+            state["inbox"] = inbox
+            state["follower"] = {}
+            # The follower's own store connection, waiting for the write lock as briefly as a
+            # webhook: on SQLite one connection a process writes through, held by a follower
+            # waiting out --lock-timeout behind an import, would hold every webhook as long (past
+            # a provider's patience). Refused, the follower tries again on its next round.
+            follower_log = (
+                opened.enter_context(closing(open_log(store, lock_timeout=ledger.short_wait(log)))) if follow else None
+            )
+            # Webhooks too: a query's catch-up waiting out --lock-timeout must not hold them.
+            state["webhooks"] = opened.enter_context(closing(open_log(store, lock_timeout=ledger.short_wait(log))))
+            stop = threading.Event()
+            worker = None
+            if follower_log is not None:
+                worker = threading.Thread(target=_follow, args=(follower_log, inbox, stop, state["follower"]), daemon=True)
+                worker.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                if worker is not None:
+                    worker.join(timeout=5)
 
     app = FastAPI(
         title="flowledger",
