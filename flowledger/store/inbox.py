@@ -580,6 +580,16 @@ class PostgresInbox(Inbox):
             for statement in _postgres_count_ddl(self.backend.schema):
                 c.execute(statement)
 
+    def make(self) -> None:
+        """Make the inbox's tables, its count and its dead letters' table now, as the store is
+        made: a role later granted only their rows could not make them at its first put."""
+        with self._transaction() as c:
+            self._set_up(c)
+            if not self._has(c, _DEAD):
+                self._making(c)
+                c.execute(_POSTGRES_DEAD_DDL)
+        self._made = self._counted = True
+
     def put(self, items: list[Item], received_at: str) -> None:
         """Keep one webhook's facts, durably, in one transaction."""
         with self._transaction() as c:

@@ -30,6 +30,7 @@ from psycopg_pool import PoolTimeout
 
 from flowledger.errors import ConnectionLost, StoreBusy, StoreError, StoreUnavailable, StoreURLError
 from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend, new_store_id, shown_url
+from flowledger.store.inbox import PostgresInbox
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # The table the server names in a refusal ("permission denied for table runs").
@@ -181,6 +182,11 @@ def parse_url(url: str) -> dict[str, Any]:
     }
 
 
+def _schema_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
+    """Whether the database holds ``schema``."""
+    return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is not None
+
+
 def _close_quietly(datastore: PostgresDatastore) -> None:
     """Close a datastore whose store failed to open (the failure is what gets reported)."""
     try:
@@ -231,8 +237,11 @@ class PostgresBackend(SQLBackend):
                     _refuse_reserved(setup, self.schema, shown_url(url))
                 setup.execute("SELECT pg_advisory_lock(hashtext(%s))", ("flowledger:schema:" + self.schema,))
                 try:
-                    if self.schema != "public" and create:  # a reader makes nothing
-                        setup.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                    if self.schema != "public" and create and not _schema_exists(setup, self.schema):
+                        # Only where there is none (a reader makes nothing): CREATE SCHEMA IF NOT
+                        # EXISTS needs CREATE on the database even when the schema exists, which
+                        # an appender's role granted just its tables' rows need not have.
+                        setup.execute(f'CREATE SCHEMA "{self.schema}"')
                     self._open(settings, create)
                 finally:
                     setup.execute("SELECT pg_advisory_unlock(hashtext(%s))", ("flowledger:schema:" + self.schema,))
@@ -271,6 +280,7 @@ class PostgresBackend(SQLBackend):
                 self.upgrade()
                 if create:
                     self.give_store_id()
+                    self._give_inbox()
                 return
             if not create:
                 raise StoreError(f"no flowledger store in {self.path} (schema {self.schema})")
@@ -284,11 +294,23 @@ class PostgresBackend(SQLBackend):
                     (str(SCHEMA_VERSION),),
                 )
                 new_store_id(c)
+            # The webhook inbox's tables too, by the role making the store: an appender's
+            # role granted only the rows of the store's tables could not make them later.
+            PostgresInbox(self).make()
         except BaseException:
             # A store that fails to open is never handed back to be closed: its pool's
             # threads and connections would outlive it (a caller trying again leaks more).
             _close_quietly(self.datastore)
             raise
+
+    def _give_inbox(self) -> None:
+        """Make the webhook inbox's tables of a store made before they came with it, if this
+        role may (as :meth:`give_store_id` gives an id): else a role that may not make them
+        has its first webhook that waits for the lock refused."""
+        try:
+            PostgresInbox(self).make()
+        except StoreError:
+            pass  # not this role's to make, or busy: a later writer's open makes them
 
     @contextmanager
     def _errors(self, *, connecting: bool = False) -> Iterator[None]:

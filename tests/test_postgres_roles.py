@@ -1,0 +1,113 @@
+"""PostgreSQL roles with only the privileges their work needs: a role granted the rows of a
+store's tables (no CREATE on the database or the schema) appends, folds, serves and keeps
+deferred webhooks, once the role owning the schema has made the store, its views and its
+keys. Skipped, saying why, where no server is reachable."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from flowledger import ledger, queries
+from flowledger.api.app import create_app
+from flowledger.cli import cli
+from flowledger.store import open_log
+from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, server_connection, triggered, wait_until
+from tests.histories import jsonl
+from tests.test_inbox import post_sendgrid, postgres_append_lock, with_messages
+from tests.test_webhooks import SECRETS, sendgrid_events
+
+pytestmark = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
+
+
+def _cli(store, *args, input=None):
+    return CliRunner().invoke(cli, ["--store", store, *args], input=input)
+
+
+@pytest.fixture
+def rows_only_role(postgres_url):
+    """A login role granted only the rows of the test store's tables (made by the owner, with
+    its views and keys, as README says), and its URL; dropped after the test."""
+    with_messages(postgres_url)
+    assert _cli(postgres_url, "project").exit_code == 0
+    assert _cli(postgres_url, "keys", "create", "--name", "owner", "--scope", "admin").exit_code == 0
+    role = "fl_rows_" + uuid.uuid4().hex[:10]
+    schema = postgres_url.rpartition("schema=")[2]
+    with server_connection(POSTGRES, autocommit=True) as conn:
+        try:
+            conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        except Exception as e:  # noqa: BLE001  # a test server's user that may not make roles
+            pytest.skip(f"cannot create a role on {POSTGRES}: {e}")
+        conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+        conn.execute(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"')
+        database = conn.execute("SELECT current_database()").fetchone()[0]
+        (may_create,) = conn.execute("SELECT has_database_privilege(%s, %s, 'CREATE')", (role, database)).fetchone()
+        assert not may_create, "the role must not be able to create schemas for this test"
+    user = POSTGRES.partition("://")[2].partition("@")[0]
+    try:
+        yield postgres_url.replace(f"://{user}@", f"://{role}@", 1)
+    finally:
+        with server_connection(POSTGRES, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')  # its grants
+            conn.execute(f'DROP ROLE "{role}"')
+
+
+def test_a_role_granted_only_rows_appends_and_folds(rows_only_role):
+    # It was refused at the store's opening ("read-only here ...: permission denied for
+    # database test"): the opening ran CREATE SCHEMA IF NOT EXISTS, which needs CREATE on
+    # the database even where the schema exists.
+    result = _cli(rows_only_role, "append", "-", input=jsonl([triggered("r-role")]))
+    assert result.exit_code == 0, result.output
+    assert '"appended":1' in result.output
+    assert _cli(rows_only_role, "project").exit_code == 0
+    shown = _cli(rows_only_role, "runs", "show", "r-role", "--no-catch-up")
+    assert shown.exit_code == 0 and "r-role" in shown.output, shown.output
+
+
+def test_a_role_granted_only_rows_keeps_webhooks_that_wait_for_the_lock(rows_only_role, postgres_url):
+    # The inbox's tables were made at its first put, which such a role cannot do: the
+    # webhook waiting for the append lock got a 503 (and Twilio does not send again).
+    with TestClient(create_app(rows_only_role, provider_secrets=SECRETS, lock_timeout=0.2, follow=True)) as client:
+        with postgres_append_lock(postgres_url):
+            r = post_sendgrid(client, sendgrid_events())
+            assert r.status_code == 200, r.text
+            assert r.json()["deferred"] == 4
+        wait_until(lambda: "deferred" not in client.get("/healthz").json())
+        assert "deferred" not in client.get("/healthz").json()
+    log = open_log(postgres_url)
+    try:
+        wait_until(lambda: ledger.query(log, queries.show_delivery, "m-email")["status"] == "clicked")
+        assert ledger.query(log, queries.show_delivery, "m-email")["status"] == "clicked"
+    finally:
+        log.close()
+
+
+def _inbox_tables(url: str) -> list[bool]:
+    """Whether the store's schema holds each of the inbox's tables."""
+    schema = url.rpartition("schema=")[2]
+    with server_connection(POSTGRES) as conn:
+        return [
+            conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}".{table}',)).fetchone()[0]
+            for table in ("webhook_inbox", "webhook_inbox_count", "webhook_dead_letters")
+        ]
+
+
+def test_a_store_without_its_inbox_tables_gets_them_at_a_writers_opening(rows_only_role, postgres_url):
+    # A store made before they came with it: the role that may make them makes them when it
+    # opens the store to write; a role that may not goes on without them.
+    schema = postgres_url.rpartition("schema=")[2]
+    assert _inbox_tables(postgres_url) == [True, True, True]
+    with server_connection(POSTGRES, autocommit=True) as conn:
+        conn.execute(f'DROP TABLE "{schema}".webhook_inbox, "{schema}".webhook_inbox_count, "{schema}".webhook_dead_letters')
+        conn.execute(f'DROP FUNCTION "{schema}".webhook_inbox_counted()')
+    result = _cli(rows_only_role, "append", "-", input=jsonl([triggered("r-role")]))
+    assert result.exit_code == 0, result.output
+    assert _inbox_tables(postgres_url) == [False, False, False]
+    assert _cli(postgres_url, "runs", "list", "--no-catch-up").exit_code == 0  # reads: makes nothing
+    assert _inbox_tables(postgres_url) == [False, False, False]
+    open_log(postgres_url).close()
+    assert _inbox_tables(postgres_url) == [True, True, True]
