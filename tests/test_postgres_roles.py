@@ -111,3 +111,21 @@ def test_a_store_without_its_inbox_tables_gets_them_at_a_writers_opening(rows_on
     assert _inbox_tables(postgres_url) == [False, False, False]
     open_log(postgres_url).close()
     assert _inbox_tables(postgres_url) == [True, True, True]
+
+
+def test_a_role_granted_only_rows_is_told_who_must_make_the_keys_tables(rows_only_role, postgres_url, caplog):
+    # The server starts (its queries and webhooks need no keys table) and says at start-up
+    # what is missing and who must make it, where it said only "permission denied".
+    schema = postgres_url.rpartition("schema=")[2]
+    with server_connection(POSTGRES, autocommit=True) as conn:
+        conn.execute(f'DROP TABLE "{schema}".api_keys, "{schema}".web_sessions')
+    with caplog.at_level("WARNING", logger="flowledger"):
+        with TestClient(create_app(rows_only_role)) as client:
+            assert client.get("/healthz").status_code == 200
+    said = [r.getMessage() for r in caplog.records if "keys" in r.getMessage()]
+    assert len(said) == 1, caplog.text
+    assert "read-only here" in said[0] and "permission denied for schema" in said[0], said
+    assert said[0].endswith(
+        "the API keys' tables were never made: a role that can write the store must make them once, "
+        "with `flowledger keys create`)"
+    ), said

@@ -468,6 +468,10 @@ def create_app(
             with closing(open_log(store, lock_timeout=ledger.short_wait(log))) as startup:
                 try:
                     keys.ensure_table(startup.backend)
+                except StoreError as e:
+                    # Not fatal: webhooks and /healthz need no key; keyed requests are refused.
+                    _log.warning("could not make the API keys' tables at start-up (%s)", e)
+                try:
                     ledger.catch_up(startup, inbox=inbox, drain_wait=ledger.short_wait(log))
                     # Made and this version's now: the server's own connection looks once, without
                     # the write lock, and its commands and queries then check the versions alone.

@@ -85,9 +85,18 @@ def ensure_table(backend: SQLBackend) -> None:
     with backend.transaction(write=False) as c:
         if {"api_keys", "web_sessions"} <= backend.table_names(c):
             return
-    with backend.transaction(write=True) as c:
-        c.execute(backend.ddl(_DDL))
-        c.execute(backend.ddl(_SESSIONS_DDL))
+    try:
+        with backend.transaction(write=True) as c:
+            c.execute(backend.ddl(_DDL))
+            c.execute(backend.ddl(_SESSIONS_DDL))
+    except StoreError as e:
+        if "read-only here" not in str(e):
+            raise
+        # A role granted only the rows of the store's tables (README): what would mend it.
+        raise StoreError(
+            f"{e}; the API keys' tables were never made: a role that can write the store must "
+            "make them once, with `flowledger keys create`"
+        ) from None
 
 
 def checked_name(name: str) -> str:
