@@ -129,3 +129,17 @@ def test_a_role_granted_only_rows_is_told_who_must_make_the_keys_tables(rows_onl
         "the API keys' tables were never made: a role that can write the store must make them once, "
         "with `flowledger keys create`)"
     ), said
+
+
+def test_a_read_only_server_or_role_is_told_it_is_read_only(rows_only_role):
+    # As on a hot standby: every transaction read-only. It said only "failed: cannot
+    # execute INSERT in a read-only transaction".
+    role = rows_only_role.partition("://")[2].partition("@")[0]
+    with server_connection(POSTGRES, autocommit=True) as conn:
+        conn.execute(f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+    result = _cli(rows_only_role, "append", "-", input=jsonl([triggered("r-role")]))
+    assert result.exit_code == 1
+    assert "is read-only here (cannot execute INSERT in a read-only transaction): a standby server, or " in result.stderr
+    assert result.stderr.rstrip().endswith("default_transaction_read_only is on; write through the primary"), result.stderr
+    shown = _cli(rows_only_role, "runs", "show", "r1", "--no-catch-up")
+    assert shown.exit_code == 0, shown.output

@@ -349,6 +349,13 @@ class PostgresBackend(SQLBackend):
             )
         if isinstance(_driver_error(error), psycopg.errors.InsufficientPrivilege):
             return self._denied(text.splitlines()[0] if text else "permission denied")
+        if isinstance(_driver_error(error), psycopg.errors.ReadOnlySqlTransaction):
+            # A hot standby (a replica), or default_transaction_read_only set for the role or
+            # the database: queries that need no catch-up still answer (--no-catch-up).
+            return StoreError(
+                f"the store {self.path} is read-only here ({reason}): a standby server, or "
+                "default_transaction_read_only is on; write through the primary"
+            )
         if isinstance(error, psycopg.errors.LockNotAvailable) or "lock timeout" in text:
             return StoreBusy(
                 f"the store {self.path} is busy: another process held a lock this one needs for more than "
