@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import pytest
 
+from flowledger import ledger, queries
 from flowledger.errors import StoreBusy, StoreError, StoreURLError
 from flowledger.store import open_log
-from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, server_connection
+from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, server_connection, triggered
+from tests.histories import jsonl
 
 pytestmark = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
 
@@ -160,3 +162,51 @@ def test_a_store_that_fails_to_open_leaves_no_pool_behind(postgres_url, monkeypa
     errors.append(failed)
     assert threading.active_count() == threads
     assert _connections_of(schema) == 0
+
+
+@pytest.mark.parametrize(
+    ("servers", "host", "port"),
+    [
+        ("h1:5433,h2", "h1,h2", "5433,5432"),
+        ("[::1]:6000,DB.example.com:6001", "::1,db.example.com", "6000,6001"),
+        ("h1,h2,h3", "h1,h2,h3", "5432,5432,5432"),
+    ],
+)
+def test_a_url_may_list_several_servers_as_libpq_does(servers, host, port):
+    from flowledger.store.postgres import parse_url
+
+    settings = parse_url(f"postgresql://u:secret@{servers}/db?target_session_attrs=read-write")
+    assert (settings["host"], settings["port"], settings["user"], settings["password"]) == (host, port, "u", "secret")
+    assert settings["params"] == {"target_session_attrs": "read-write"}
+
+
+@pytest.mark.parametrize(
+    ("servers", "said"),
+    [
+        ("h1,:5433", "its server 2 (':5433') names no host"),
+        ("h1,", "its server 2 ('') names no host"),
+        ("h1:0,h2", "the port of its server 1 ('h1:0') is not a number from 1 to 65535"),
+        ("h1,h2:x", "the port of its server 2 ('h2:x') is not a number from 1 to 65535"),
+        ("h1,[::1:5432", "its host has an unclosed ["),
+        ("h1,[::1]5432", "its server 2 ('[::1]5432') is not host[:port]"),
+    ],
+)
+def test_a_list_of_servers_with_a_fault_is_refused_naming_it(servers, said):
+    # It was refused as "its port is not a number from 1 to 65535", whatever was wrong.
+    with pytest.raises(StoreURLError) as refused:
+        open_log(f"postgresql://u:secret@{servers}/db")
+    assert said in str(refused.value) and "secret" not in str(refused.value)
+
+
+def test_a_store_is_reached_through_the_first_listed_server_that_answers(postgres_url):
+    # libpq tries each in turn: a primary and its standbys, target_session_attrs=read-write
+    # picking the one that takes writes.
+    at = postgres_url.index("@") + 1
+    url = postgres_url[:at] + "127.0.0.1:1," + postgres_url[at:] + "&target_session_attrs=read-write"
+    log = open_log(url)
+    try:
+        assert log.backend.path.startswith("postgresql://") and "@127.0.0.1:1," in log.backend.path
+        ledger.append_input(log, jsonl([triggered("r-failover")]))
+        assert ledger.query(log, queries.show_run, "r-failover")["status"] == "pending"
+    finally:
+        log.close()

@@ -142,7 +142,11 @@ def parse_url(url: str) -> dict[str, Any]:
     shown = shown_url(url)
     try:
         parsed = urlparse(url)
-        port = parsed.port  # urllib checks it only when asked
+        hosts = parsed.netloc.rpartition("@")[2]
+        # libpq's list of servers to try in turn (a primary and its standbys, with
+        # target_session_attrs=read-write to find the one that takes writes).
+        several = _hosts(hosts, shown) if "," in hosts else None
+        port = None if several else parsed.port  # urllib checks it only when asked
     except ValueError as e:
         what = "its host has an unclosed [" if "IPv6" in str(e) else "its port is not a number from 1 to 65535"
         raise StoreURLError(
@@ -173,13 +177,39 @@ def parse_url(url: str) -> dict[str, Any]:
         raise StoreURLError(f"cannot open {shown!r}: it names no database (postgresql://user@host/dbname)")
     return {
         "dbname": dbname,
-        "host": parsed.hostname or "127.0.0.1",
-        "port": port or 5432,
+        # libpq takes lists as "h1,h2" and "p1,p2".
+        "host": ",".join(h for h, _ in several) if several else parsed.hostname or "127.0.0.1",
+        "port": ",".join(str(p) for _, p in several) if several else port or 5432,
         "user": unquote(parsed.username or "postgres"),
         "password": unquote(parsed.password or ""),
         "schema": schema,
         "params": {name: values[0] for name, values in query.items() if name != "schema"},
     }
+
+
+def _hosts(netloc: str, shown: str) -> list[tuple[str, int]]:
+    """(host, port) of each server in a URL's list of them ("h1:5432,[::1]:5433,h3")."""
+    servers = []
+    for i, part in enumerate(netloc.split(","), 1):
+        if part.startswith("["):
+            host, _, rest = part[1:].partition("]")
+            port_text = rest.removeprefix(":") if rest.startswith(":") or not rest else None
+        else:
+            host, _, port_text = part.partition(":")
+        if port_text is None:
+            raise StoreURLError(f"cannot open {shown!r}: its server {i} ({part!r}) is not host[:port]")
+        if not host:
+            raise StoreURLError(f"cannot open {shown!r}: its server {i} ({part!r}) names no host")
+        if port_text and not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
+            raise StoreURLError(f"cannot open {shown!r}: the port of its server {i} ({part!r}) is not a number from 1 to 65535")
+        servers.append((unquote(host).lower(), int(port_text) if port_text else 5432))
+    return servers
+
+
+def _shown_servers(settings: dict[str, Any]) -> str:
+    """The URL's host[:port] list as messages show it (IPv6 addresses in brackets)."""
+    hosts, ports = str(settings["host"]).split(","), str(settings["port"]).split(",")
+    return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in zip(hosts, ports))
 
 
 def _schema_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
@@ -218,8 +248,7 @@ class PostgresBackend(SQLBackend):
     def __init__(self, url: str, *, lock_timeout: float = 60.0, create: bool = True) -> None:
         settings = parse_url(url)
         self._url = url  # password and all: for reopen_url only
-        host = f"[{settings['host']}]" if ":" in settings["host"] else settings["host"]  # IPv6
-        self.path = f"postgresql://{settings['user']}@{host}:{settings['port']}/{settings['dbname']}"
+        self.path = f"postgresql://{settings['user']}@{_shown_servers(settings)}/{settings['dbname']}"
         """Where the store is (without a password), for messages."""
         self.lock_timeout = lock_timeout
         """Seconds a writer waits for another's lock before giving up."""
