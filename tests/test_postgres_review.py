@@ -210,3 +210,25 @@ def test_a_store_is_reached_through_the_first_listed_server_that_answers(postgre
         assert ledger.query(log, queries.show_run, "r-failover")["status"] == "pending"
     finally:
         log.close()
+
+
+def test_writes_refused_as_read_only_are_tried_on_new_connections_next_time(postgres_url):
+    # As after a failover: the pool's connections are to the old primary, now a standby,
+    # and each write on them was refused until they aged out (an hour) or the process
+    # ended. New connections find the server that takes writes (with the servers listed
+    # and target_session_attrs=read-write); here the same server, on fresh sessions.
+    log = open_log(postgres_url)
+    try:
+        ledger.append_input(log, jsonl([triggered("r-before")]))
+        pool = log.backend.datastore.pool
+        held = [pool.getconn() for _ in range(pool.get_stats()["pool_size"])]
+        for conn in held:
+            conn.execute("SET SESSION default_transaction_read_only = on")
+            conn.commit()
+            pool.putconn(conn)
+        with pytest.raises(StoreError, match="is read-only here"):
+            ledger.append_input(log, jsonl([triggered("r-failover")]))
+        result, _ = ledger.append_input(log, jsonl([triggered("r-failover")]))
+        assert result.appended == 1
+    finally:
+        log.close()

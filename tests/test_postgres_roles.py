@@ -143,3 +143,4 @@ def test_a_read_only_server_or_role_is_told_it_is_read_only(rows_only_role):
     assert result.stderr.rstrip().endswith("default_transaction_read_only is on; write through the primary"), result.stderr
     shown = _cli(rows_only_role, "runs", "show", "r1", "--no-catch-up")
     assert shown.exit_code == 0, shown.output
+

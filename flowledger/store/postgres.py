@@ -361,6 +361,13 @@ class PostgresBackend(SQLBackend):
         except Exception:  # noqa: BLE001  # the error being reported matters more
             pass
 
+    def _replace_connections(self) -> None:
+        """Have the pool close its connections, those in use as they come back, and make new ones."""
+        try:
+            self.datastore.pool.drain()
+        except Exception:  # noqa: BLE001  # the error being reported matters more
+            pass
+
     def _translate(self, error: BaseException, *, lost: bool = False) -> StoreError:
         if isinstance(_driver_error(error), PoolTimeout):
             return self._no_connection()
@@ -380,7 +387,10 @@ class PostgresBackend(SQLBackend):
             return self._denied(text.splitlines()[0] if text else "permission denied")
         if isinstance(_driver_error(error), psycopg.errors.ReadOnlySqlTransaction):
             # A hot standby (a replica), or default_transaction_read_only set for the role or
-            # the database: queries that need no catch-up still answer (--no-catch-up).
+            # the database: queries that need no catch-up still answer (--no-catch-up). After
+            # a failover the pool's connections are to the old primary, now a standby: new
+            # ones find the new primary (target_session_attrs=read-write, servers listed).
+            self._replace_connections()
             return StoreError(
                 f"the store {self.path} is read-only here ({reason}): a standby server, or "
                 "default_transaction_read_only is on; write through the primary"
