@@ -5,6 +5,15 @@ why it cannot get a connection (FLOWLEDGER_TEST_POSTGRES, default the local serv
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import quote
+
 import pytest
 
 from flowledger import ledger, queries
@@ -232,3 +241,92 @@ def test_writes_refused_as_read_only_are_tried_on_new_connections_next_time(post
         assert result.appended == 1
     finally:
         log.close()
+
+
+@contextmanager
+def _unix_socket_relay(folder: str, target: tuple[str, int]) -> Iterator[None]:
+    """A Unix socket in ``folder``, as a server on this machine listens on, relayed to the
+    test server's TCP address."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(os.path.join(folder, f".s.PGSQL.{target[1]}"))
+    listener.listen()
+    listener.settimeout(0.05)  # woken to see whether to stop: a closed socket does not wake accept()
+    stop = threading.Event()
+    opened: list[socket.socket] = []
+    pumps: list[threading.Thread] = []
+
+    def pump(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            client.settimeout(None)
+            server = socket.create_connection(target)
+            opened.extend((client, server))
+            for a, b in ((client, server), (server, client)):
+                pumps.append(threading.Thread(target=pump, args=(a, b), daemon=True))
+                pumps[-1].start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        acceptor.join()
+        listener.close()
+        for s in opened:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in pumps:
+            t.join()
+        for s in opened:
+            s.close()
+
+
+def test_a_store_is_reached_through_a_unix_socket(postgres_url):
+    # libpq's two ways: the socket's folder as host= with no host after the @, or the
+    # folder percent-encoded after the @. host= was refused as an unknown parameter, and a
+    # percent-encoded folder taken for a host name (lower-cased).
+    from flowledger.store.postgres import parse_url
+
+    s = parse_url(postgres_url)
+    at = f"@{s['host']}:{s['port']}/"
+    if at not in postgres_url:
+        pytest.skip(f"FLOWLEDGER_TEST_POSTGRES names its server otherwise than host:port: {POSTGRES}")
+    folder = tempfile.mkdtemp(prefix="flSock")  # short: a socket's path has at most 107 bytes
+    try:
+        with _unix_socket_relay(folder, (s["host"], s["port"])):
+            for run, url in (
+                ("r-host", postgres_url.replace(at, "@/", 1) + f"&host={folder}"),
+                ("r-encoded", postgres_url.replace(at, f"@{quote(folder, safe='')}:{s['port']}/", 1)),
+            ):
+                log = open_log(url)
+                try:
+                    assert log.backend.path.startswith(f"postgresql://{s['user']}@{quote(folder, safe='')}:{s['port']}/")
+                    ledger.append_input(log, jsonl([triggered(run)]))
+                    assert ledger.query(log, queries.show_run, run)["status"] == "pending"
+                finally:
+                    log.close()
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_a_server_named_twice_is_refused():
+    with pytest.raises(StoreURLError, match="names its server twice: after the @ and as host="):
+        open_log("postgresql://u@db.example.com/db?host=/var/run/postgresql")

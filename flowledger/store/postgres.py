@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import psycopg
 from eventsourcing.persistence import PersistenceError, Tracking
@@ -153,12 +153,12 @@ def parse_url(url: str) -> dict[str, Any]:
             f"cannot open {shown!r}: {what} (expected postgresql://user[:password]@host[:port]/dbname)"
         ) from None
     query = parse_qs(parsed.query, keep_blank_values=True)
-    unknown = sorted(set(query) - _PASSED_ON - {"schema"})
+    unknown = sorted(set(query) - _PASSED_ON - {"schema", "host"})
     if unknown:
         # Named without the query: a parameter refused may be a password.
         raise StoreURLError(
-            f"unknown parameter {unknown[0]!r} in {shown_url(url.split('?', 1)[0])!r}: expected schema=NAME "
-            f"or a libpq connection setting ({', '.join(sorted(_PASSED_ON))})"
+            f"unknown parameter {unknown[0]!r} in {shown_url(url.split('?', 1)[0])!r}: expected schema=NAME, "
+            f"host=SOCKET_FOLDER or a libpq connection setting ({', '.join(sorted(_PASSED_ON))})"
         )
     twice = sorted(name for name, values in query.items() if len(values) > 1)
     if twice:
@@ -175,15 +175,26 @@ def parse_url(url: str) -> dict[str, Any]:
     dbname = unquote(parsed.path.lstrip("/"))
     if not dbname:
         raise StoreURLError(f"cannot open {shown!r}: it names no database (postgresql://user@host/dbname)")
+    named = hosts.rsplit(":", 1)[0] if port else hosts
+    if "host" in query and named:
+        raise StoreURLError(f"{shown!r} names its server twice: after the @ and as host=")
+    if "host" in query:
+        # libpq's way to a Unix socket: no host after the @, the socket's folder as host=.
+        host = query["host"][0]
+    elif named[:3].lower() == "%2f":
+        # The other: the folder percent-encoded after the @ (its case kept, unlike a host name's).
+        host = unquote(named)
+    else:
+        host = parsed.hostname or "127.0.0.1"
     return {
         "dbname": dbname,
         # libpq takes lists as "h1,h2" and "p1,p2".
-        "host": ",".join(h for h, _ in several) if several else parsed.hostname or "127.0.0.1",
+        "host": ",".join(h for h, _ in several) if several else host,
         "port": ",".join(str(p) for _, p in several) if several else port or 5432,
         "user": unquote(parsed.username or "postgres"),
         "password": unquote(parsed.password or ""),
         "schema": schema,
-        "params": {name: values[0] for name, values in query.items() if name != "schema"},
+        "params": {name: values[0] for name, values in query.items() if name not in ("schema", "host")},
     }
 
 
@@ -209,7 +220,10 @@ def _hosts(netloc: str, shown: str) -> list[tuple[str, int]]:
 def _shown_servers(settings: dict[str, Any]) -> str:
     """The URL's host[:port] list as messages show it (IPv6 addresses in brackets)."""
     hosts, ports = str(settings["host"]).split(","), str(settings["port"]).split(",")
-    return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in zip(hosts, ports))
+    return ",".join(
+        f"{quote(h, safe='')}:{p}" if h.startswith("/") else f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+        for h, p in zip(hosts, ports)
+    )
 
 
 def _schema_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
