@@ -64,7 +64,7 @@ def test_a_url_s_user_password_and_database_are_percent_decoded():
 def test_a_url_without_port_user_or_host_takes_libpq_s_defaults():
     """No port is 5432, no user is postgres, no host is the local machine (127.0.0.1)."""
     s = parse_url("postgresql:///test")
-    assert (s["host"], s["port"], s["user"], s["password"], s["schema"]) == ("127.0.0.1", 5432, "postgres", "", "public")
+    assert (s["host"], s["port"], s["user"], s["password"], s["schema"]) == ("127.0.0.1", 5432, "postgres", None, "public")
 
 
 @pytest.mark.parametrize("url", ["postgresql://postgres@h", "postgresql://postgres@h/", "postgresql://postgres@h:5432/?schema=flows"])

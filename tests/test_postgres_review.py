@@ -330,3 +330,28 @@ def test_a_store_is_reached_through_a_unix_socket(postgres_url):
 def test_a_server_named_twice_is_refused():
     with pytest.raises(StoreURLError, match="names its server twice: after the @ and as host="):
         open_log("postgresql://u@db.example.com/db?host=/var/run/postgresql")
+
+
+def test_a_url_without_a_password_leaves_it_to_pgpassword(postgres_url, monkeypatch):
+    # An empty password was passed on, and libpq then never looked at PGPASSWORD: the
+    # password had to be written in the URL (and so showed in process listings).
+    from flowledger.store.postgres import parse_url
+
+    if parse_url(postgres_url)["password"]:
+        pytest.skip("FLOWLEDGER_TEST_POSTGRES carries a password of its own")
+    monkeypatch.setenv("PGPASSWORD", "from-the-environment")
+    log = open_log(postgres_url)
+    try:
+        with log.backend.datastore.get_connection() as conn:
+            assert conn.info.password == "from-the-environment"
+    finally:
+        log.close()
+    at = postgres_url.index("@")
+    with_one = postgres_url[:at] + ":in-the-url" + postgres_url[at:]
+    log = open_log(with_one)
+    try:
+        with log.backend.datastore.get_connection() as conn:
+            assert conn.info.password == "in-the-url"
+        assert "in-the-url" not in log.backend.path
+    finally:
+        log.close()

@@ -192,7 +192,9 @@ def parse_url(url: str) -> dict[str, Any]:
         "host": ",".join(h for h, _ in several) if several else host,
         "port": ",".join(str(p) for _, p in several) if several else port or 5432,
         "user": unquote(parsed.username or "postgres"),
-        "password": unquote(parsed.password or ""),
+        # None, not "": libpq then takes PGPASSWORD (a password kept out of the URL, and so
+        # out of process listings); an empty one stops it looking there.
+        "password": unquote(parsed.password) if parsed.password is not None else None,
         "schema": schema,
         "params": {name: values[0] for name, values in query.items() if name not in ("schema", "host")},
     }
