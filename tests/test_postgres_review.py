@@ -179,6 +179,7 @@ def test_a_store_that_fails_to_open_leaves_no_pool_behind(postgres_url, monkeypa
         ("h1:5433,h2", "h1,h2", "5433,5432"),
         ("[::1]:6000,DB.example.com:6001", "::1,db.example.com", "6000,6001"),
         ("h1,h2,h3", "h1,h2,h3", "5432,5432,5432"),
+        ("%2FRun%2Fpg:5433,H2", "/Run/pg,h2", "5433,5432"),
     ],
 )
 def test_a_url_may_list_several_servers_as_libpq_does(servers, host, port):

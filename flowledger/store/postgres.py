@@ -215,7 +215,8 @@ def _hosts(netloc: str, shown: str) -> list[tuple[str, int]]:
             raise StoreURLError(f"cannot open {shown!r}: its server {i} ({part!r}) names no host")
         if port_text and not (port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535):
             raise StoreURLError(f"cannot open {shown!r}: the port of its server {i} ({part!r}) is not a number from 1 to 65535")
-        servers.append((unquote(host).lower(), int(port_text) if port_text else 5432))
+        # A host name's case means nothing; a socket's folder's does.
+        servers.append((unquote(host) if host[:3].lower() == "%2f" else host.lower(), int(port_text) if port_text else 5432))
     return servers
 
 
