@@ -105,6 +105,29 @@ def other_postgres_url():
     yield from _schema_url()
 
 
+@contextmanager
+def login_role(url: str, prefix: str, grants: list[str]) -> Iterator[tuple[str, str]]:
+    """A login role for the test store at ``url``, given ``grants`` (statements naming
+    ``{schema}`` and ``{role}``), and the store's URL as that role; dropped afterwards. The
+    test is skipped where the server's user may not make roles."""
+    role = prefix + uuid.uuid4().hex[:10]
+    schema = url.rpartition("schema=")[2]
+    with server_connection(POSTGRES, autocommit=True) as conn:
+        try:
+            conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        except Exception as e:  # noqa: BLE001  # a test server's user that may not make roles
+            pytest.skip(f"cannot create a role on {POSTGRES}: {e}")
+        for grant in grants:
+            conn.execute(grant.format(schema=schema, role=role))
+    user = POSTGRES.partition("://")[2].partition("@")[0]
+    try:
+        yield role, url.replace(f"://{user}@", f"://{role}@", 1)
+    finally:
+        with server_connection(POSTGRES, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')  # its grants
+            conn.execute(f'DROP ROLE "{role}"')
+
+
 def wait_until(condition: Callable[[], Any], seconds: float = 30) -> None:
     """Poll ``condition`` until it holds or ``seconds`` have passed (the caller asserts what
     it needs afterwards: a slow machine gets the whole time, a fast one none of it)."""

@@ -21,6 +21,7 @@ from flowledger.errors import StoreBusy, StoreError, StoreURLError
 from flowledger.store import open_log
 from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, server_connection, triggered
 from tests.histories import jsonl
+from tests.test_postgres_driver_mutations import _Proxy  # its pump relays one direction
 
 pytestmark = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
 
@@ -256,18 +257,6 @@ def _unix_socket_relay(folder: str, target: tuple[str, int]) -> Iterator[None]:
     opened: list[socket.socket] = []
     pumps: list[threading.Thread] = []
 
-    def pump(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
     def accept() -> None:
         while not stop.is_set():
             try:
@@ -278,7 +267,7 @@ def _unix_socket_relay(folder: str, target: tuple[str, int]) -> Iterator[None]:
             server = socket.create_connection(target)
             opened.extend((client, server))
             for a, b in ((client, server), (server, client)):
-                pumps.append(threading.Thread(target=pump, args=(a, b), daemon=True))
+                pumps.append(threading.Thread(target=_Proxy._pump, args=(a, b), daemon=True))
                 pumps[-1].start()
 
     acceptor = threading.Thread(target=accept, daemon=True)

@@ -5,8 +5,6 @@ keys. Skipped, saying why, where no server is reachable."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
@@ -15,7 +13,7 @@ from flowledger import ledger, queries
 from flowledger.api.app import create_app
 from flowledger.cli import cli
 from flowledger.store import open_log
-from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, server_connection, triggered, wait_until
+from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, login_role, server_connection, triggered, wait_until
 from tests.histories import jsonl
 from tests.test_inbox import post_sendgrid, postgres_append_lock, with_messages
 from tests.test_webhooks import SECRETS, sendgrid_events
@@ -34,26 +32,17 @@ def rows_only_role(postgres_url):
     with_messages(postgres_url)
     assert _cli(postgres_url, "project").exit_code == 0
     assert _cli(postgres_url, "keys", "create", "--name", "owner", "--scope", "admin").exit_code == 0
-    role = "fl_rows_" + uuid.uuid4().hex[:10]
-    schema = postgres_url.rpartition("schema=")[2]
-    with server_connection(POSTGRES, autocommit=True) as conn:
-        try:
-            conn.execute(f'CREATE ROLE "{role}" LOGIN')
-        except Exception as e:  # noqa: BLE001  # a test server's user that may not make roles
-            pytest.skip(f"cannot create a role on {POSTGRES}: {e}")
-        conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
-        conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
-        conn.execute(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"')
-        database = conn.execute("SELECT current_database()").fetchone()[0]
-        (may_create,) = conn.execute("SELECT has_database_privilege(%s, %s, 'CREATE')", (role, database)).fetchone()
+    grants = [
+        'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+        'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"',
+        'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"',
+    ]
+    with login_role(postgres_url, "fl_rows_", grants) as (role, url):
+        with server_connection(POSTGRES) as conn:
+            database = conn.execute("SELECT current_database()").fetchone()[0]
+            (may_create,) = conn.execute("SELECT has_database_privilege(%s, %s, 'CREATE')", (role, database)).fetchone()
         assert not may_create, "the role must not be able to create schemas for this test"
-    user = POSTGRES.partition("://")[2].partition("@")[0]
-    try:
-        yield postgres_url.replace(f"://{user}@", f"://{role}@", 1)
-    finally:
-        with server_connection(POSTGRES, autocommit=True) as conn:
-            conn.execute(f'DROP OWNED BY "{role}"')  # its grants
-            conn.execute(f'DROP ROLE "{role}"')
+        yield url
 
 
 def test_a_role_granted_only_rows_appends_and_folds(rows_only_role):

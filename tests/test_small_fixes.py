@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 
 import orjson
 import pytest
@@ -18,7 +17,7 @@ from flowledger.cli import cli
 from flowledger.projections import helper as helper_module
 from flowledger.projections.projector import Projector
 from flowledger.store import open_log
-from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, ev, server_connection, triggered
+from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, ev, login_role, server_connection, triggered
 from tests.histories import jsonl
 from tests.test_cli import lines, run  # noqa: F401 (run is a fixture)
 
@@ -210,24 +209,12 @@ def read_only_role(postgres_url):
     dropped after the test."""
     if POSTGRES_UNREACHABLE:
         pytest.skip(POSTGRES_UNREACHABLE)
-    role = "fl_ro_" + uuid.uuid4().hex[:10]
     schema = postgres_url.rpartition("schema=")[2]
     log = open_log(postgres_url)  # the store, made by a role that can write
     log.close()
-    with server_connection(POSTGRES, autocommit=True) as conn:
-        try:
-            conn.execute(f'CREATE ROLE "{role}" LOGIN')
-        except Exception as e:  # noqa: BLE001  # a test server's user that may not make roles
-            pytest.skip(f"cannot create a role on {POSTGRES}: {e}")
-        conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
-        conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
-    user = POSTGRES.partition("://")[2].partition("@")[0]
-    try:
-        yield role, postgres_url.replace(f"://{user}@", f"://{role}@", 1), schema
-    finally:
-        with server_connection(POSTGRES, autocommit=True) as conn:
-            conn.execute(f'DROP OWNED BY "{role}"')  # its grants
-            conn.execute(f'DROP ROLE "{role}"')
+    grants = ['GRANT USAGE ON SCHEMA "{schema}" TO "{role}"', 'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"']
+    with login_role(postgres_url, "fl_ro_", grants) as (role, url):
+        yield role, url, schema
 
 
 def _cli(store, *args, input=None):
