@@ -355,7 +355,17 @@ def rebuild(
     )
     projector = Projector(into.backend, source=log.backend) if into else Projector(log.backend)
     views = [projector.view(n) for n in view_names] if view_names else None
-    return projector.rebuild(views, progress=progress, downgrade=True)
+    try:
+        return projector.rebuild(views, progress=progress, downgrade=True)
+    except StoreError as e:
+        if into is not None or "is read-only here" not in str(e):
+            raise
+        # A role granted only rows (README) may append and fold, but not remake tables.
+        raise StoreError(
+            f"{e}; a rebuild in place remakes the views' tables (on PostgreSQL, the schema owner's "
+            "to do): run it where the store can be written so, or fold a copy with "
+            "`flowledger rebuild --into FILE.db`"
+        ) from None
 
 
 def rebuild_into(

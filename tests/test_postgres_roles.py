@@ -133,3 +133,16 @@ def test_a_read_only_server_or_role_is_told_it_is_read_only(rows_only_role):
     shown = _cli(rows_only_role, "runs", "show", "r1", "--no-catch-up")
     assert shown.exit_code == 0, shown.output
 
+
+
+def test_a_role_granted_only_rows_is_told_a_rebuild_in_place_is_the_owners(rows_only_role, tmp_path):
+    # It was told only "read-only here … permission denied for table runs".
+    result = _cli(rows_only_role, "rebuild")
+    assert result.exit_code == 1
+    assert "is read-only here" in result.stderr and "permission denied for table" in result.stderr, result.stderr
+    assert result.stderr.rstrip().endswith(
+        "a rebuild in place remakes the views' tables (on PostgreSQL, the schema owner's to do): run it "
+        "where the store can be written so, or fold a copy with `flowledger rebuild --into FILE.db`"
+    ), result.stderr
+    copy = _cli(rows_only_role, "rebuild", "--into", str(tmp_path / "copy.db"))
+    assert copy.exit_code == 0, copy.output
