@@ -37,6 +37,7 @@ from flowledger.errors import (
     RecordedButNotShown,
     StoreBusy,
     StoreError,
+    StoreReadOnly,
     StoreURLError,
 )
 from flowledger.ingest import DEFAULT_MAX_EVENT_BYTES, IngestOptions
@@ -1516,16 +1517,14 @@ def _on_views(obj: Context, read: Callable[[EventLog], Any], *, fresh: bool) -> 
     log = obj.open()
     try:
         return read(log)
-    except StoreError as e:
+    except StoreReadOnly as e:
         # A query writes only to make the views (or, fresh, to catch them up).
-        if "is read-only here" not in str(e):
-            raise
         if fresh:
-            raise StoreError(
+            raise StoreReadOnly(
                 f"{e}; --no-catch-up answers from the views as a process that can write the store "
                 "last left them (`flowledger project`)"
             ) from None
-        raise StoreError(
+        raise StoreReadOnly(
             f"{e}; its views were never made, or were made by another version of flowledger: "
             "a process that can write the store must make them once, with `flowledger project`"
         ) from None

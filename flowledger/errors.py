@@ -119,6 +119,10 @@ class ConnectionLost(StoreUnavailable):
     unless it ended during the commit (then a resend finds its events stored, as duplicates)."""
 
 
+class StoreReadOnly(StoreError):
+    """The store can be read here but not written (a read-only file or role, a standby)."""
+
+
 class StoreIsACopy(StoreError):
     """The store is an analyst's copy made by ``rebuild --into``: it takes no appends or commands."""
 

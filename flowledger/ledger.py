@@ -30,6 +30,7 @@ from flowledger.errors import (
     StoreBusy,
     StoreError,
     StoreIsACopy,
+    StoreReadOnly,
     ViewsNotFolded,
 )
 from flowledger.ingest import IngestOptions, candidates, read_items
@@ -357,11 +358,11 @@ def rebuild(
     views = [projector.view(n) for n in view_names] if view_names else None
     try:
         return projector.rebuild(views, progress=progress, downgrade=True)
-    except StoreError as e:
-        if into is not None or "is read-only here" not in str(e):
+    except StoreReadOnly as e:
+        if into is not None:
             raise
         # A role granted only rows (README) may append and fold, but not remake tables.
-        raise StoreError(
+        raise StoreReadOnly(
             f"{e}; a rebuild in place remakes the views' tables (on PostgreSQL, the schema owner's "
             "to do): run it where the store can be written so, or fold a copy with "
             "`flowledger rebuild --into FILE.db`"

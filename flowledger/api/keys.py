@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from flowledger.errors import FlowledgerError, NotFound, StoreError
+from flowledger.errors import FlowledgerError, NotFound, StoreError, StoreReadOnly
 from flowledger.store.backend import SQLBackend
 from flowledger.store.log import utc_now, utc_stamp
 
@@ -89,11 +89,9 @@ def ensure_table(backend: SQLBackend) -> None:
         with backend.transaction(write=True) as c:
             c.execute(backend.ddl(_DDL))
             c.execute(backend.ddl(_SESSIONS_DDL))
-    except StoreError as e:
-        if "read-only here" not in str(e):
-            raise
+    except StoreReadOnly as e:
         # A role granted only the rows of the store's tables (README): what would mend it.
-        raise StoreError(
+        raise StoreReadOnly(
             f"{e}; the API keys' tables were never made: a role that can write the store must "
             "make them once, with `flowledger keys create`"
         ) from None

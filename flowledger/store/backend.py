@@ -13,7 +13,7 @@ from uuid import uuid4
 
 import orjson
 
-from flowledger.errors import StoreError, StoreIsACopy
+from flowledger.errors import StoreError, StoreIsACopy, StoreReadOnly
 
 SCHEMA_VERSION = 2
 """The layout of flowledger's own tables (2: event_ids holds the ids alone)."""
@@ -123,10 +123,8 @@ class SQLBackend:
             return
         try:
             self._upgrade_from(version)
-        except StoreError as e:
-            if "read-only here" not in str(e):
-                raise
-            raise StoreError(
+        except StoreReadOnly as e:
+            raise StoreReadOnly(
                 f"{e}; it was written by an older flowledger (its layout version {version}, this one's "
                 f"{SCHEMA_VERSION}) and must be upgraded once by a process that can write it: any "
                 "flowledger command run where the store can be written (`flowledger views`, say)"

@@ -104,6 +104,8 @@ _COUNT_SHARDS = 16
 _COUNT_BASE = -1
 """The PostgreSQL count's row made from the rows' sum, which no session moves: without it the
 count was emptied by hand (the trigger makes its shards again at the next write, from nothing)."""
+POSTGRES_TABLES = frozenset({_TABLE, _COUNT, _DEAD})
+"""The tables of a PostgreSQL store's inbox, made with the store."""
 
 
 def _postgres_count_ddl(schema: str) -> tuple[str, ...]:

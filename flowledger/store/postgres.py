@@ -28,9 +28,9 @@ from eventsourcing.postgres import (
 from psycopg.rows import tuple_row
 from psycopg_pool import PoolTimeout
 
-from flowledger.errors import ConnectionLost, StoreBusy, StoreError, StoreUnavailable, StoreURLError
+from flowledger.errors import ConnectionLost, StoreBusy, StoreError, StoreReadOnly, StoreUnavailable, StoreURLError
 from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend, new_store_id, shown_url
-from flowledger.store.inbox import PostgresInbox
+from flowledger.store.inbox import POSTGRES_TABLES, PostgresInbox
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # The table the server names in a refusal ("permission denied for table runs").
@@ -321,12 +321,13 @@ class PostgresBackend(SQLBackend):
             self.recorder = PostgresApplicationRecorder(self.datastore)
             self._tracking = PostgresTrackingRecorder(self.datastore)
             with self.transaction(write=False) as c:
-                exists = "flowledger_meta" in self.table_names(c)
-            if exists:
+                tables = self.table_names(c)
+            if "flowledger_meta" in tables:
                 self.upgrade()
                 if create:
                     self.give_store_id()
-                    self._give_inbox()
+                    if not POSTGRES_TABLES <= tables:  # a store made before they came with it
+                        self._give_inbox()
                 return
             if not create:
                 raise StoreError(f"no flowledger store in {self.path} (schema {self.schema})")
@@ -408,7 +409,7 @@ class PostgresBackend(SQLBackend):
             # a failover the pool's connections are to the old primary, now a standby: new
             # ones find the new primary (target_session_attrs=read-write, servers listed).
             self._replace_connections()
-            return StoreError(
+            return StoreReadOnly(
                 f"the store {self.path} is read-only here ({reason}): a standby server, or "
                 "default_transaction_read_only is on; write through the primary"
             )
@@ -460,7 +461,7 @@ class PostgresBackend(SQLBackend):
                 "views were never made: a role that can write the store must make them once, with "
                 "`flowledger project`"
             )
-        return StoreError(f"the store {self.path} is read-only here for role {role!r}: {text}")
+        return StoreReadOnly(f"the store {self.path} is read-only here for role {role!r}: {text}")
 
     def _no_connection(self) -> StoreError:
         """Why the pool gave no connection in time: every one in use (the store answers), or

@@ -34,7 +34,7 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 
-from flowledger.errors import StoreBusy, StoreError
+from flowledger.errors import StoreBusy, StoreError, StoreReadOnly
 from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBackend, new_store_id
 
 if TYPE_CHECKING:
@@ -259,7 +259,7 @@ def _translate(error: BaseException, backend: SQLiteBackend) -> StoreError:
             "or copy the store into a folder that is"
         )
     if primary == SQLITE_READONLY or (guess and ("readonly" in text or "read-only" in text)):
-        return StoreError(_why_read_only(path, what, text))
+        return _why_read_only(path, what, text)
     if primary == SQLITE_FULL or (guess and "disk" in text and "full" in text):
         return StoreError(f"the disk holding {path} is full; nothing was stored")
     if primary == SQLITE_IOERR:
@@ -308,19 +308,19 @@ def _why_not_opened(path: str, what: str, text: str) -> str:
     return f"cannot open {what} {path}: {text}"
 
 
-def _why_read_only(path: str, what: str, text: str) -> str:
+def _why_read_only(path: str, what: str, text: str) -> StoreError:
     """Which of the store's files cannot be written here."""
     for name, kind in ((path, ""), (path + "-shm", "SQLite's shared memory"), (path + "-wal", "SQLite's write-ahead log")):
         if os.path.exists(name) and not os.access(name, os.W_OK):
             if not kind:
-                return f"{what} {path} is read-only here (its file cannot be written): {text}"
+                return StoreReadOnly(f"{what} {path} is read-only here (its file cannot be written): {text}")
             # A process that could only read the store (its file read-only then) made these
             # read-only too, and could not remove them when it closed the store.
-            return (
+            return StoreError(
                 f"{what} {path} cannot be written here: {name} ({kind} beside it) is read-only; "
                 "make it writable, or remove it while no process has the store open"
             )
-    return f"{what} {path} is read-only here: {text}"
+    return StoreReadOnly(f"{what} {path} is read-only here: {text}")
 
 
 def _a_folder(path: str) -> str:
