@@ -25,6 +25,7 @@ from flowledger.projections.delivery import DELIVERY_FIELDS, earlier
 from flowledger.projections.run_record import (
     RECORD_FIELDS,
     HistoryEntry,
+    attach_messages,
     run_detail_at,
     run_history,
     seconds_between,
@@ -359,15 +360,7 @@ def show_run(c: sqlite3.Cursor, run_id: str) -> dict[str, Any]:
                 "output": orjson.loads(s["output"]) if s["output"] else None,
             }
         )
-    # A message belongs to the latest attempt of its step started by the time it was queued.
-    for m in messages:
-        message_id, step, queued_at = m["message_id"], m["step"], m["queued_at"]
-        if step is None or queued_at is None:
-            continue  # not queued by a step (or its queued fact is not in yet)
-        candidates = [s for s in steps if s["step"] == step and s["started_at"] <= queued_at]
-        target = candidates[-1] if candidates else next((s for s in steps if s["step"] == step), None)
-        if target is not None:
-            target["messages"].append(message_id)
+    attach_messages(steps, messages)
     deliveries = [delivery_entry(m) for m in messages]
     return {**record, "steps": steps, "deliveries": deliveries}
 

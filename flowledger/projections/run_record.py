@@ -256,6 +256,12 @@ REPLAY_FIELDS = (
 """The fields of the record after each replayed event: a runs-view entry's, in its order."""
 
 _STEP_FINISHED = {"step.succeeded": "completed", "step.failed": "failed"}
+# What each of a delivery record's delivered_at, opened_at and clicked_at is the first of.
+_PROVES = (
+    frozenset({"message.delivered", "message.read", "message.opened", "message.clicked"}),
+    frozenset({"message.opened", "message.clicked"}),
+    frozenset({"message.clicked"}),
+)
 _RUN_ENDED = frozenset({"run.completed", "run.failed", "run.cancelled"})
 
 
@@ -277,23 +283,67 @@ class RunReplay:
         """The run as the steps view sees it: pending, running, paused or finished."""
         self.facts: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         """message id -> its facts so far, as (log position, event)."""
-        self.deliveries: dict[str, dict[str, Any]] = {}
-        """message id -> its delivery record now (whatever run it names)."""
-        self.engagement: tuple[Any, ...] | None = None
-        """The email engagement as last worked out (None: a message fact came since)."""
+        self._records: dict[str, dict[str, Any]] = {}
+        """message id -> its delivery record as last folded (see :meth:`delivery`)."""
+        self._queued: dict[str, tuple[tuple[str, str, int], bool]] = {}
+        """message id -> the sort key of its queued fact that stands, and whether that fact
+        makes it an email of this run (what the engagement counts)."""
+        self._firsts: dict[str, list[str | None]] = {}
+        """message id -> its first delivery, open and click so far (as its record has them)."""
+        self._run_firsts: list[str | None] = [None, None, None]
+        """The first delivery, open and click of the run's emails so far."""
 
     def apply(self, position: int, event: dict[str, Any]) -> None:
         """Fold one stored event: one of the run's, or a fact of a message."""
         kind = event["type"]
         if kind.startswith("message."):
-            mid = event["message_id"]
-            facts = self.facts.setdefault(mid, [])
-            facts.append((position, event))
-            self.deliveries[mid] = delivery_record(mid, facts)
-            self.engagement = None
+            self._apply_to_message(position, event)
             return
         self.record.apply(event)
         self._apply_to_steps(kind, position, event)
+
+    def _apply_to_message(self, position: int, event: dict[str, Any]) -> None:
+        # A message's record is folded from all its facts only when it is shown (refolded
+        # at each fact, a message with thousands of them made a replay quadratic); what
+        # each entry's record needs of it, the email engagement, is kept up here instead.
+        mid, kind, at = event["message_id"], event["type"], event["occurred_at"]
+        self.facts.setdefault(mid, []).append((position, event))
+        self._records.pop(mid, None)
+        was_counted = self._queued.get(mid, (None, False))[1]
+        if kind == "message.queued":
+            # The record takes its run and channel from the first queued fact by
+            # (occurred_at, event id, position), as delivery_values sorts them.
+            key = (at, event.get("id", ""), position)
+            standing = self._queued.get(mid)
+            if standing is None or key < standing[0]:
+                in_run = event.get("run_id") == self.record.rules.id and event.get("channel") == "email"
+                self._queued[mid] = (key, in_run)
+        firsts = self._firsts.setdefault(mid, [None, None, None])
+        for i, kinds in enumerate(_PROVES):
+            if kind in kinds:
+                firsts[i] = earlier(firsts[i], at)
+        counted = self._queued.get(mid, (None, False))[1]
+        if was_counted and not counted:
+            # An earlier queued fact moved the message off this run's emails: count again.
+            self._run_firsts = [None, None, None]
+            for other, (_, in_run) in self._queued.items():
+                if in_run:
+                    self._add_firsts(self._firsts[other])
+        elif counted:
+            self._add_firsts(firsts)
+
+    def _add_firsts(self, firsts: list[str | None]) -> None:
+        run = self._run_firsts
+        for i in range(3):
+            run[i] = earlier(run[i], firsts[i])
+
+    def delivery(self, message_id: str) -> dict[str, Any]:
+        """A message's delivery record now (whatever run it names), as the deliveries view
+        has it."""
+        record = self._records.get(message_id)
+        if record is None:
+            record = self._records[message_id] = delivery_record(message_id, self.facts[message_id])
+        return record
 
     def _apply_to_steps(self, kind: str, position: int, event: dict[str, Any]) -> None:
         # As the steps view does (flowledger.projections.steps_view), for one run.
@@ -347,29 +397,20 @@ class RunReplay:
         """The run's messages now, as the deliveries view has them, each with its run's
         workflow, in the order ``runs show`` gives them (queued_at, then message id)."""
         run_id = self.record.rules.id
-        mine = [d for d in self.deliveries.values() if d["run_id"] == run_id]
+        mine = [d for d in map(self.delivery, self.facts) if d["run_id"] == run_id]
         mine.sort(key=lambda d: (d["queued_at"] is None, d["queued_at"] or "", d["message_id"]))
         return [{**d, "workflow": self.record.workflow} for d in mine]
 
     def to_record(self) -> dict[str, Any]:
         """The run's record now, with its email engagement, in :data:`REPLAY_FIELDS` order."""
         record = self.record.to_dict()
-        if self.engagement is None:
-            # Worked out again only after a message fact: a long run's replay stays linear.
-            self.engagement = self._engagement()
-        record.update(zip(REPLAY_FIELDS[-5:-1], self.engagement))
+        record.update(zip(REPLAY_FIELDS[-5:-1], self.engagement()))
         return {k: record[k] for k in REPLAY_FIELDS}
 
-    def _engagement(self) -> tuple[Any, ...]:
+    def engagement(self) -> tuple[Any, ...]:
         """(opened, first open, clicked, first click) of the run's email deliveries, as
         :func:`flowledger.queries.email_engagement` reads them from the deliveries view."""
-        first: list[str | None] = [None, None, None]  # delivery, open, click
-        run_id = self.record.rules.id
-        for d in self.deliveries.values():
-            if d["run_id"] == run_id and d["channel"] == "email":
-                for i, name in enumerate(("delivered_at", "opened_at", "clicked_at")):
-                    first[i] = earlier(first[i], d[name])
-        delivered, opened, clicked = first
+        delivered, opened, clicked = self._run_firsts
         if delivered is None:
             return (None, None, None, None)
         return (opened is not None, opened, clicked is not None, clicked)
@@ -383,16 +424,25 @@ class RunReplay:
             for a in steps
         ]
         deliveries = self.run_deliveries()
-        # A message belongs to the latest attempt of its step started by the time it was queued.
-        for d in deliveries:
-            step, queued_at = d["step"], d["queued_at"]
-            if step is None or queued_at is None:
-                continue
-            candidates = [s for s in trace if s["step"] == step and s["started_at"] <= queued_at]
-            target = candidates[-1] if candidates else next((s for s in trace if s["step"] == step), None)
-            if target is not None:
-                target["messages"].append(d["message_id"])
+        attach_messages(trace, deliveries)
         return {**self.to_record(), "steps": trace, "deliveries": deliveries}
+
+
+def attach_messages(trace: list[dict[str, Any]], deliveries: Iterable[dict[str, Any]]) -> None:
+    """Add each delivery's message id to the ``messages`` of the step attempt that queued
+    it: the latest attempt (in ``trace`` order) of its step started by the time it was
+    queued, else its step's first. A message with no step or not queued yet is no attempt's."""
+    # Attempts by step: a run of thousands of steps and messages was quadratic when each
+    # message looked through the whole trace.
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for attempt in trace:
+        by_step.setdefault(attempt["step"], []).append(attempt)
+    for d in deliveries:
+        step, queued_at = d["step"], d["queued_at"]
+        attempts = by_step.get(step) if step is not None and queued_at is not None else None
+        if attempts:
+            target = next((a for a in reversed(attempts) if a["started_at"] <= queued_at), attempts[0])
+            target["messages"].append(d["message_id"])
 
 
 _TRACE_FIELDS = (

@@ -1,0 +1,158 @@
+"""Runs with many messages, facts and steps: the replay and ``runs show`` do work in
+proportion to the run's events, and give what the folds would give at each step.
+
+A replay used to refold a message's every fact at each new one (a message clicked 20,000
+times took nine minutes to replay) and worked out the run's engagement again over all its
+messages after each fact; ``runs show`` matched each message against the whole step trace.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowledger.projections import run_record
+from flowledger.projections.delivery import delivery_record, earlier
+from flowledger.projections.run_record import RunReplay, attach_messages, run_detail_at, run_history
+from flowledger.store.log import StoredEvent
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+RUN = "r1"
+TIMES = [f"2026-11-01T09:00:0{s}+00:00" for s in range(6)]
+KINDS = ["queued", "sent", "delivered", "read", "opened", "clicked", "bounced", "failed"]
+
+
+def fact(n: int, kind: str, message: str, at: str, run_id: str = RUN, channel: str = "email") -> dict[str, Any]:
+    body: dict[str, Any] = {"id": f"e{n}", "type": f"message.{kind}", "occurred_at": at, "message_id": message}
+    if kind == "queued":
+        body.update(channel=channel, recipient="u", run_id=run_id, step="s")
+    elif kind == "clicked":
+        body["url"] = "https://example.com/"
+    elif kind == "bounced":
+        body["reason"] = "550"
+    elif kind == "failed":
+        body["error"] = "no"
+    return body
+
+
+def engagement_from_records(replay: RunReplay, facts: dict[str, list[tuple[int, dict[str, Any]]]]) -> tuple[Any, ...]:
+    """The run's email engagement worked out from every message's whole record (as the
+    deliveries view's rows give it to the runs listing)."""
+    first: list[str | None] = [None, None, None]
+    for mid, its_facts in facts.items():
+        d = delivery_record(mid, its_facts)
+        if d["run_id"] == RUN and d["channel"] == "email":
+            for i, name in enumerate(("delivered_at", "opened_at", "clicked_at")):
+                first[i] = earlier(first[i], d[name])
+    delivered, opened, clicked = first
+    if delivered is None:
+        return (None, None, None, None)
+    return (opened is not None, opened, clicked is not None, clicked)
+
+
+message_facts = st.lists(
+    st.tuples(
+        st.sampled_from(["m1", "m2", "m3"]),
+        st.sampled_from(KINDS),
+        st.sampled_from(TIMES),
+        st.sampled_from([RUN, "r2"]),
+        st.sampled_from(["email", "sms"]),
+    ),
+    max_size=25,
+)
+
+
+@SETTINGS
+@given(message_facts)
+def test_engagement_after_each_fact_is_the_records(drawn: list[tuple[str, str, str, str, str]]) -> None:
+    # Queued facts naming another run or channel, earlier or later than the one that
+    # stood, move a message on and off the run's emails: the engagement follows.
+    replay = RunReplay(RUN)
+    replay.apply(1, {"type": "run.triggered", "id": "t", "occurred_at": TIMES[0], "run_id": RUN, "workflow": "w", "recipient": "u"})
+    seen: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for position, (mid, kind, at, run_id, channel) in enumerate(drawn, start=2):
+        body = fact(position, kind, mid, at, run_id, channel)
+        replay.apply(position, body)
+        seen.setdefault(mid, []).append((position, body))
+        assert replay.engagement() == engagement_from_records(replay, seen)
+        assert replay.to_record()["email_opened_at"] == engagement_from_records(replay, seen)[1]
+    expected = [delivery_record(mid, f) for mid, f in seen.items()]
+    assert sorted(d["message_id"] for d in replay.run_deliveries()) == sorted(
+        d["message_id"] for d in expected if d["run_id"] == RUN
+    )
+    for d in replay.run_deliveries():
+        assert {k: v for k, v in d.items() if k != "workflow"} == delivery_record(d["message_id"], seen[d["message_id"]])
+
+
+def stored(events: list[dict[str, Any]]) -> tuple[list[StoredEvent], list[list[StoredEvent]]]:
+    run: list[StoredEvent] = []
+    messages: dict[str, list[StoredEvent]] = {}
+    for position, body in enumerate(events, start=1):
+        if "message_id" in body:
+            stream = messages.setdefault(body["message_id"], [])
+            stream.append(StoredEvent(position, len(stream) + 1, body["type"], body))
+        else:
+            run.append(StoredEvent(position, len(run) + 1, body["type"], body))
+    return run, list(messages.values())
+
+
+def test_a_message_with_many_facts_is_folded_once_per_look(monkeypatch: Any) -> None:
+    # 400 clicks of one email: each replay entry's record still shows the first click,
+    # and the message's record is folded when it is shown, not at each of its facts.
+    events = [
+        {"id": "t", "type": "run.triggered", "occurred_at": TIMES[0], "run_id": RUN, "workflow": "w", "recipient": "u"},
+        fact(2, "queued", "m1", TIMES[1]),
+        fact(3, "delivered", "m1", TIMES[2]),
+        *(fact(n, "clicked", "m1", f"2026-11-01T10:{n // 60:02d}:{n % 60:02d}+00:00") for n in range(4, 404)),
+    ]
+    folds = []
+
+    def counted(message_id: str, facts: Any) -> dict[str, Any]:
+        folds.append(message_id)
+        return delivery_record(message_id, facts)
+
+    monkeypatch.setattr(run_record, "delivery_record", counted)
+    history = run_history(RUN, *stored(events))
+    assert len(history) == 403
+    assert history[2].record["email_opened_at"] is None  # delivered, not yet opened
+    assert history[3].record["email_clicked_at"] == "2026-11-01T10:00:04+00:00"
+    assert history[-1].record["email_clicked_at"] == "2026-11-01T10:00:04+00:00"
+    assert len(folds) <= 1
+    detail = run_detail_at(RUN, *stored(events))
+    assert detail["deliveries"][0]["clicks_total"] == 400
+    assert len(folds) <= 2
+
+
+def old_attach(trace: list[dict[str, Any]], deliveries: list[dict[str, Any]]) -> None:
+    """How messages were matched to attempts before (each against the whole trace)."""
+    for d in deliveries:
+        step, queued_at = d["step"], d["queued_at"]
+        if step is None or queued_at is None:
+            continue
+        candidates = [s for s in trace if s["step"] == step and s["started_at"] <= queued_at]
+        target = candidates[-1] if candidates else next((s for s in trace if s["step"] == step), None)
+        if target is not None:
+            target["messages"].append(d["message_id"])
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(TIMES)), max_size=12),
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "d", None]), st.sampled_from([*TIMES, None])), max_size=12
+    ),
+)
+def test_messages_go_to_the_attempt_they_went_before(
+    attempts: list[tuple[str, str]], messages: list[tuple[str | None, str | None]]
+) -> None:
+    # Attempts need not start in trace order (overlapping attempts, clock skew).
+    trace = [{"step": step, "started_at": at, "messages": []} for step, at in attempts]
+    deliveries = [{"message_id": f"m{i}", "step": step, "queued_at": at} for i, (step, at) in enumerate(messages)]
+    expected = json.loads(json.dumps(trace))
+    old_attach(expected, deliveries)
+    attach_messages(trace, deliveries)
+    assert trace == expected
