@@ -156,3 +156,59 @@ def test_messages_go_to_the_attempt_they_went_before(
     old_attach(expected, deliveries)
     attach_messages(trace, deliveries)
     assert trace == expected
+
+
+def old_graph_order(stats: dict[str, Any]) -> list[str]:
+    """The workflow graph's node order as it was worked out before (lists searched)."""
+    nodes = [n["step"] for n in stats["nodes"]]
+    incoming = {n: 0 for n in nodes}
+    for e in stats["edges"]:
+        if e["to"] in incoming:
+            incoming[e["to"]] += 1
+    order = sorted((n for n in nodes if incoming[n] == 0), key=str)
+    edges_from: dict[str, list[dict[str, Any]]] = {}
+    for e in sorted(stats["edges"], key=lambda e: -(e["completed"] + e["failed"] + e["running"])):
+        edges_from.setdefault(e["from"], []).append(e)
+    i = 0
+    while i < len(order):
+        for e in edges_from.get(order[i], []):
+            if e["to"] not in order:
+                order.append(e["to"])
+        i += 1
+    return order + [n for n in nodes if n not in order]
+
+
+STEPS = ["start", "a", "b", "c", "d", "end"]
+
+
+@SETTINGS
+@given(
+    st.lists(st.sampled_from(STEPS), min_size=1, unique=True),
+    st.lists(st.tuples(st.sampled_from(STEPS), st.sampled_from(STEPS), st.integers(0, 5)), max_size=12),
+)
+def test_the_workflow_graph_orders_its_nodes_as_before(nodes: list[str], edges: list[tuple[str, str, int]]) -> None:
+    # Cycles, several starts and nodes nothing reaches from a start: the order of the
+    # boxes is the order the lists gave. (Edges join nodes: both come from the steps view.)
+    import re
+
+    from flowledger.web import charts
+
+    stats = {
+        "nodes": [{"step": n, "step_type": "branch", "completed": 1, "failed": 0, "running": 0} for n in nodes],
+        "edges": [
+            {"from": a, "to": b, "completed": n, "failed": 0, "running": 0} for a, b, n in edges if {a, b} <= set(nodes)
+        ],
+    }
+    assert re.findall(r'font-weight="600">([^<]+)<', charts.graph(stats)) == old_graph_order(stats)
+
+
+def test_a_workflow_of_thousands_of_steps_is_drawn_in_the_order_runs_reach_them() -> None:
+    from flowledger.web import charts
+
+    chain = [f"step-{i:05d}" for i in range(5_000)]
+    stats = {
+        "nodes": [{"step": n, "step_type": "branch", "completed": 1, "failed": 0, "running": 0} for n in reversed(chain)],
+        "edges": [{"from": a, "to": b, "completed": 1, "failed": 0, "running": 0} for a, b in zip(chain, chain[1:])],
+    }
+    svg = charts.graph(stats)
+    assert svg.index(">step-00000<") < svg.index(">step-02500<") < svg.index(">step-04999<")

@@ -96,16 +96,19 @@ def graph(stats: dict[str, Any]) -> str:
             incoming[e["to"]] += 1
     # Order: nodes nobody leads to first, then by following the busiest edges.
     order: list[str] = sorted((n for n in nodes if incoming[n] == 0), key=str)
+    # Looked up in a set: a list made the ordering quadratic (37 s for 40,000 steps).
+    placed = set(order)
     edges_from: dict[str, list[dict[str, Any]]] = {}
     for e in sorted(stats["edges"], key=lambda e: -(e["completed"] + e["failed"] + e["running"])):
         edges_from.setdefault(e["from"], []).append(e)
     i = 0
     while i < len(order):
         for e in edges_from.get(order[i], []):
-            if e["to"] not in order:
+            if e["to"] not in placed:
+                placed.add(e["to"])
                 order.append(e["to"])
         i += 1
-    order += [n for n in nodes if n not in order]
+    order += [n for n in nodes if n not in placed]
     by_step = {n["step"]: n for n in stats["nodes"]}
     box_w, box_h, gap, top = 170, 54, 60, 10
     index = {n: k for k, n in enumerate(order)}
