@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -212,3 +213,86 @@ def test_a_workflow_of_thousands_of_steps_is_drawn_in_the_order_runs_reach_them(
     }
     svg = charts.graph(stats)
     assert svg.index(">step-00000<") < svg.index(">step-02500<") < svg.index(">step-04999<")
+
+
+# --- the web page of a big run: at most RUN_PAGE_ROWS of each, its history by pages
+
+
+def _table_rows(page: str, label: str) -> int:
+    """The body rows of the page's table with this aria-label."""
+    start = page.index(f'aria-label="{label}"')
+    body = page[page.index("<tbody>", start) : page.index("</tbody>", start)]
+    return body.count("<tr")
+
+
+def _history_numbers(page: str) -> list[int]:
+    import re
+
+    start = page.index('aria-label="History"')
+    return [int(n) for n in re.findall(r'<tr><td class="num">(\d+)</td>', page[start:])]
+
+
+@pytest.fixture
+def big_site(store_path: str) -> Any:
+    from fastapi.testclient import TestClient
+
+    from flowledger import ledger
+    from flowledger.api import keys
+    from flowledger.api.app import create_app
+    from flowledger.store import open_log
+
+    events = [
+        {"id": "t", "type": "run.triggered", "occurred_at": TIMES[0], "run_id": "big", "workflow": "w", "recipient": "u"},
+        {"id": "s", "type": "run.started", "occurred_at": TIMES[0], "run_id": "big"},
+    ]
+    for i in range(1_001):
+        at = f"2026-11-01T10:{i // 60:02d}:{i % 60:02d}+00:00"
+        events.append({"id": f"a{i}", "type": "step.started", "occurred_at": at, "run_id": "big", "step": f"s{i}", "step_type": "send_email", "attempt": 1})
+        events.append(fact(i, "queued", f"m{i}", at) | {"id": f"q{i}", "run_id": "big", "step": f"s{i}"})
+    log = open_log(store_path)
+    ledger.append_batch(log, events)
+    with open("examples/welcome-series.jsonl", "rb") as f:
+        ledger.append_input(log, f)
+    secret = keys.create_key(log.backend, "reader", "read")[1]
+    log.close()
+    with TestClient(create_app(store_path)) as client:
+        client.post("/login", data={"api_key": secret, "next": "/"}, follow_redirects=False)
+        yield client
+
+
+def test_a_big_runs_page_shows_a_thousand_of_each_and_says_where_the_rest_is(big_site: Any) -> None:
+    import re
+
+    page = big_site.get("/runs/big").text
+    assert _table_rows(page, "Steps") == 1000 and _table_rows(page, "Deliveries") == 1000
+    assert "The first 1000 of 1001 step attempts" in page and "The first 1000 of 1001 messages" in page
+    assert "GET /v1/runs/big" in page
+    assert _history_numbers(page) == list(range(1, 1001))
+    assert "Events 1 to 1000 of 2004." in page and 'id="history-first"' not in page
+    later = re.search(r'href="(/runs/big\?after=(\d+)#history)" id="history-next"', page)
+    assert later is not None
+    # The next page starts after the last entry shown, at its log position.
+    page = big_site.get(later.group(1).replace("#history", "")).text
+    assert _history_numbers(page) == list(range(1001, 2001))
+    assert 'id="history-first"' in page
+    last = re.search(r'href="/runs/big\?after=(\d+)#history" id="history-next"', page)
+    assert last is not None and int(last.group(1)) > int(later.group(2))
+    page = big_site.get(f"/runs/big?after={last.group(1)}").text
+    assert _history_numbers(page) == [2001, 2002, 2003, 2004]
+    assert "Events 2001 to 2004 of 2004." in page and 'id="history-next"' not in page
+    # The step trace and the deliveries are the run's first thousand on every page.
+    assert _table_rows(page, "Steps") == 1000 and _table_rows(page, "Deliveries") == 1000
+
+
+def test_a_big_runs_history_page_past_its_end_or_garbled_says_so(big_site: Any) -> None:
+    page = big_site.get("/runs/big?after=999999999").text
+    assert _history_numbers(page) == [] and "No events after log position 999999999; the run has 2004." in page
+    for garbled in ("x", "-5", "1e3", "١٢", "9" * 40):
+        page = big_site.get("/runs/big", params={"after": garbled}).text
+        assert _history_numbers(page)[:1] == [1] and "Events 1 to 1000 of 2004." in page, garbled
+
+
+def test_a_small_runs_page_shows_it_all_and_no_paging(big_site: Any) -> None:
+    page = big_site.get("/runs/run-0001").text
+    assert 'id="history-pages"' not in page and 'id="steps-cut"' not in page and 'id="deliveries-cut"' not in page
+    assert _history_numbers(page)[0] == 1 and len(_history_numbers(page)) == _table_rows(page, "History")

@@ -59,6 +59,9 @@ _RANGE_DELTAS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": tim
 CHIPS = [(None, "All"), *((s, s.capitalize()) for s in STATUSES)]
 DELIVERY_STATUSES = ["queued", "sent", "delivered", "read", "opened", "clicked", "bounced", "failed"]
 CHANNELS = ["email", "sms", "whatsapp", "push", "in_app"]
+RUN_PAGE_ROWS = 1000
+"""The most step attempts, deliveries and history entries a run's page shows (its history
+by pages of this many): a run of thousands of messages made pages of tens of megabytes."""
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -538,8 +541,13 @@ def mount(
 
     @app.get("/runs/{run_id:path}", response_class=HTMLResponse, include_in_schema=False)
     @pages_answer
-    def run(request: Request, session: Session, run_id: str, done: str | None = None, refused: str | None = None) -> Response:
+    def run(
+        request: Request, session: Session, run_id: str, done: str | None = None, refused: str | None = None, after: str | None = None
+    ) -> Response:
         q = reads()
+        # The history from after this log position (as GET /v1/runs/{id}/history pages it);
+        # anything but a whole number is ignored, as an unknown status is on /runs.
+        since = int(after) if after is not None and after.isascii() and after.isdigit() and len(after) < 19 else 0
         try:
             record = q(queries.show_run, run_id)
             # An analyst's copy (`rebuild --into`) has the views, not the log: the run as they
@@ -549,11 +557,18 @@ def mount(
         except NotFound as e:
             return not_found(request, session, str(e))
         now = _stamp(_now())
+        steps, deliveries = record["steps"], record["deliveries"]
+        later = [h for h in history if h.event.position > since]
+        shown = later[:RUN_PAGE_ROWS]
         return page(
             "runs", "run.html", request, session,
-            run=record, recipient=recipient_label(record["recipient"]), timeline=charts.timeline(record["steps"], now),
+            run={**record, "steps": steps[:RUN_PAGE_ROWS], "deliveries": deliveries[:RUN_PAGE_ROWS]},
+            steps_total=len(steps), deliveries_total=len(deliveries), limit=RUN_PAGE_ROWS,
+            recipient=recipient_label(record["recipient"]), timeline=charts.timeline(steps[:RUN_PAGE_ROWS], now),
             events_in=events_in,
-            history=[{"n": h.n, "event": h.event.body, "record": h.record, "detail": event_detail(h.event.body)} for h in history],
+            history=[{"n": h.n, "event": h.event.body, "record": h.record, "detail": event_detail(h.event.body)} for h in shown],
+            history_total=len(history), history_from=since,
+            history_next=shown[-1].event.position if len(later) > len(shown) else None,
             message={"retried": "The run was retried.", "cancelled": "The run was cancelled."}.get(done or ""),
             error=REFUSALS.get(refused or ""),
         )
