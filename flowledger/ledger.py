@@ -317,6 +317,12 @@ def replay(log: EventLog, run_id: str, *, fresh: bool = True) -> list[HistoryEnt
     return query(log, queries.replay_run, run_id, log.backend, fresh=fresh)
 
 
+def replay_page(log: EventLog, run_id: str, after: int, size: int, *, fresh: bool = True) -> queries.HistoryPage:
+    """The entries of :func:`replay` after log position ``after``, at most ``size`` of them,
+    with where the next page starts and how many entries the whole replay has."""
+    return query(log, queries.replay_page, run_id, log.backend, after, size, fresh=fresh)  # type: ignore[no-any-return]
+
+
 def catch_up(
     log: EventLog,
     view_names: list[str] | None = None,

@@ -26,6 +26,7 @@ from flowledger.projections.run_record import (
     RECORD_FIELDS,
     HistoryEntry,
     attach_messages,
+    history_length,
     run_detail_at,
     run_history,
     seconds_between,
@@ -395,6 +396,30 @@ def replay_run(c: sqlite3.Cursor, run_id: str, backend: SQLBackend) -> list[Hist
     :func:`flowledger.ledger.query` does); the events themselves come from the log.
     """
     return run_history(run_id, *_run_streams(c, backend, run_id))
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """One page of a run's replay."""
+
+    entries: list[HistoryEntry]
+    """Its entries, in log order, each numbered from the replay's first."""
+    after: int | None
+    """The log position the next page starts after (None: this page is the last)."""
+    total: int
+    """The entries of the whole replay."""
+
+
+@reads("deliveries")
+def replay_page(c: sqlite3.Cursor, run_id: str, backend: SQLBackend, after: int, size: int) -> HistoryPage:
+    """The entries of the run's replay (see :func:`replay_run`) after log position
+    ``after``, at most ``size`` of them; only they get a record made, and the fold goes no
+    further than the page."""
+    events, messages = _run_streams(c, backend, run_id)
+    entries = run_history(run_id, events, messages, after=after, limit=size + 1)
+    more = len(entries) > size
+    entries = entries[:size]
+    return HistoryPage(entries, entries[-1].event.position if more else None, history_length(events, messages))
 
 
 @reads("deliveries")

@@ -257,6 +257,7 @@ def big_site(store_path: str) -> Any:
     log.close()
     with TestClient(create_app(store_path)) as client:
         client.post("/login", data={"api_key": secret, "next": "/"}, follow_redirects=False)
+        client.api_key = secret  # type: ignore[attr-defined]
         yield client
 
 
@@ -296,3 +297,37 @@ def test_a_small_runs_page_shows_it_all_and_no_paging(big_site: Any) -> None:
     page = big_site.get("/runs/run-0001").text
     assert 'id="history-pages"' not in page and 'id="steps-cut"' not in page and 'id="deliveries-cut"' not in page
     assert _history_numbers(page)[0] == 1 and len(_history_numbers(page)) == _table_rows(page, "History")
+
+
+# --- a page of the replay: the entries of the whole replay after a position, and no more
+
+
+@SETTINGS
+@given(st.data())
+def test_a_page_of_the_replay_is_that_part_of_the_whole(data: Any) -> None:
+    from flowledger.projections.run_record import history_length
+    from tests.histories import interleave, message_histories, run_histories
+
+    run_events = data.draw(run_histories(run_id=RUN))[0]
+    messages = [data.draw(message_histories(f"m{i}", data.draw(st.sampled_from([RUN, None])))) for i in range(data.draw(st.integers(0, 3)))]
+    # Message facts may be stored before the run's trigger: they join its first entry.
+    events, streams = stored(interleave(data.draw, [run_events, *messages]))
+    whole = run_history(RUN, events, streams)
+    assert history_length(events, streams) == len(whole)
+    positions = [0, *(h.event.position for h in whole), data.draw(st.integers(0, 200))]
+    after = data.draw(st.sampled_from(positions))
+    limit = data.draw(st.integers(1, 8))
+    page = run_history(RUN, events, streams, after=after, limit=limit)
+    assert page == [h for h in whole if h.event.position > after][:limit]
+
+
+def test_the_api_pages_a_big_runs_history_as_the_whole(big_site: Any) -> None:
+    key = {"X-API-Key": big_site.api_key}
+    whole = big_site.get("/v1/runs/big/history", headers=key).json()["events"]
+    assert len(whole) == 2004
+    seen, after = [], 0
+    while after is not None:
+        page = big_site.get("/v1/runs/big/history", params={"after": after, "page_size": 700}, headers=key).json()
+        seen += page["events"]
+        after = page["page_info"]["after"]
+    assert seen == whole

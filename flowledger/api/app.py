@@ -788,18 +788,19 @@ def create_app(
     ) -> dict[str, Any]:
         """The auditor's replay: every event of the run with its record right after (by
         pages, oldest first, given page_size or after)."""
-        # The whole replay is built even for one page: each entry's state is the fold of all
-        # before it (pushing the page into the query is for queries.replay_run to offer).
-        history = ledger.replay(the_log(), run_id)
         answer: dict[str, Any] = {"run_id": run_id}
         if page_size is not None or after is not None:
             size = page_size or HISTORY_PAGE
             # A log position, not n: a provider fact stored before its message was queued
             # joins the replay at its place in the log, renumbering the entries after it;
             # positions never move, so a page never repeats an entry of the one before.
-            rest = [h for h in history if h.event.position > (after or 0)]
-            history = rest[:size]
-            answer["page_info"] = {"after": history[-1].event.position if len(rest) > size else None, "page_size": size}
+            # Each entry's state is the fold of all before it: the fold still starts at the
+            # run's first event, but stops at the page's end and makes only its records.
+            page = ledger.replay_page(the_log(), run_id, after or 0, size)
+            history = page.entries
+            answer["page_info"] = {"after": page.after, "page_size": size}
+        else:
+            history = ledger.replay(the_log(), run_id)
         # Each with the status after it, as `replay --json` has it.
         answer["events"] = [
             {"n": h.n, "position": h.event.position, "event": h.event.body, "status": h.record["status"], "state": h.record}

@@ -459,10 +459,17 @@ def merge_in_log_order(
 
 
 def run_history(
-    run_id: str, events: Iterable[StoredEvent], messages: Iterable[Iterable[StoredEvent]] | None = None
+    run_id: str,
+    events: Iterable[StoredEvent],
+    messages: Iterable[Iterable[StoredEvent]] | None = None,
+    *,
+    after: int = 0,
+    limit: int | None = None,
 ) -> list[HistoryEntry]:
     """A run's events and its messages' facts in log order, each with the record as it
-    stood right after it (:data:`REPLAY_FIELDS`).
+    stood right after it (:data:`REPLAY_FIELDS`). ``after`` and ``limit``: only the entries
+    after that log position, at most ``limit`` of them (a page; each still numbered from
+    the replay's first, and the fold stops at the page's end).
 
     ``messages`` are the streams of the messages that name the run. Their facts stored
     before the run's trigger are not entries of their own: the views only show a run from
@@ -471,14 +478,30 @@ def run_history(
     :data:`RECORD_FIELDS`: engagement is not known without the messages' facts.
     """
     replay = RunReplay(run_id)
-    history = []
+    history: list[HistoryEntry] = []
+    n = 0
     for e in merge_in_log_order(events, messages or ()):
+        if limit is not None and len(history) >= limit:
+            break
         replay.apply(e.position, e.body)
         if replay.record.workflow is None:
             continue  # before the run's trigger: carried into its state
+        n += 1
+        if e.position <= after:
+            continue  # before the page: folded, its record not made
         record = replay.to_record() if messages is not None else replay.record.to_dict()
-        history.append(HistoryEntry(len(history) + 1, e, record))
+        history.append(HistoryEntry(n, e, record))
     return history
+
+
+def history_length(events: Iterable[StoredEvent], messages: Iterable[Iterable[StoredEvent]] = ()) -> int:
+    """The entries of :func:`run_history`'s whole replay of these events and facts: the
+    run's from its trigger on, and its messages' facts stored after the trigger."""
+    run = list(events)
+    trigger = next((e.position for e in run if e.type == "run.triggered"), None)
+    if trigger is None:
+        return 0
+    return sum(e.position >= trigger for e in run) + sum(e.position > trigger for facts in messages for e in facts)
 
 
 def run_detail_at(

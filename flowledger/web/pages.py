@@ -553,13 +553,12 @@ def mount(
             # An analyst's copy (`rebuild --into`) has the views, not the log: the run as they
             # hold it, and where its history is, as GET /v1/runs/{id} answers there.
             events_in = the_log().backend.copy_of()
-            history = [] if events_in is not None else q(queries.replay_run, run_id, the_log().backend)
+            history = None if events_in is not None else q(queries.replay_page, run_id, the_log().backend, since, RUN_PAGE_ROWS)
         except NotFound as e:
             return not_found(request, session, str(e))
         now = _stamp(_now())
         steps, deliveries = record["steps"], record["deliveries"]
-        later = [h for h in history if h.event.position > since]
-        shown = later[:RUN_PAGE_ROWS]
+        shown = history.entries if history is not None else []
         return page(
             "runs", "run.html", request, session,
             run={**record, "steps": steps[:RUN_PAGE_ROWS], "deliveries": deliveries[:RUN_PAGE_ROWS]},
@@ -567,8 +566,8 @@ def mount(
             recipient=recipient_label(record["recipient"]), timeline=charts.timeline(steps[:RUN_PAGE_ROWS], now),
             events_in=events_in,
             history=[{"n": h.n, "event": h.event.body, "record": h.record, "detail": event_detail(h.event.body)} for h in shown],
-            history_total=len(history), history_from=since,
-            history_next=shown[-1].event.position if len(later) > len(shown) else None,
+            history_total=history.total if history is not None else 0, history_from=since,
+            history_next=history.after if history is not None else None,
             message={"retried": "The run was retried.", "cancelled": "The run was cancelled."}.get(done or ""),
             error=REFUSALS.get(refused or ""),
         )
