@@ -7,10 +7,11 @@ record can never disagree with the rules that guarded the log.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -455,7 +456,12 @@ def merge_in_log_order(
     events: Iterable[StoredEvent], messages: Iterable[Iterable[StoredEvent]] = ()
 ) -> list[StoredEvent]:
     """A run's events and its messages' facts (each stream in log order) in one log order."""
-    return list(heapq.merge(events, *messages, key=lambda e: e.position))
+    # Sorted whole rather than merged stream by stream: positions are unique, and a heap of
+    # tens of thousands of one-fact streams cost more than the sort of all their facts.
+    return sorted(chain(events, *messages), key=_POSITION)
+
+
+_POSITION = attrgetter("position")
 
 
 def run_history(
