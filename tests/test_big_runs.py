@@ -1,24 +1,35 @@
-"""Runs with many messages, facts and steps: the replay and ``runs show`` do work in
-proportion to the run's events, and give what the folds would give at each step.
+"""Runs with many messages, facts and steps: the replay, ``runs show``, the history's
+pages and the web's pages do work in proportion to the run, and give what they gave.
 
 A replay used to refold a message's every fact at each new one (a message clicked 20,000
 times took nine minutes to replay) and worked out the run's engagement again over all its
-messages after each fact; ``runs show`` matched each message against the whole step trace.
+messages after each fact; ``runs show`` matched each message against the whole step trace;
+the workflow graph searched a list for each node; a run's web page held every attempt,
+message and history entry (41 MB for 40,000 steps); a history page was the whole replay, cut.
+Timings are benchmarks/big_runs.py's; these tests hold the answers (and count folds).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flowledger import ledger
+from flowledger.api import keys
+from flowledger.api.app import create_app
 from flowledger.projections import run_record
 from flowledger.projections.delivery import delivery_record, earlier
-from flowledger.projections.run_record import RunReplay, attach_messages, run_detail_at, run_history
+from flowledger.projections.run_record import RunReplay, attach_messages, history_length, run_detail_at, run_history
+from flowledger.store import open_log
 from flowledger.store.log import StoredEvent
+from flowledger.web import charts
+from tests.histories import interleave, message_histories, run_histories
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -190,10 +201,6 @@ STEPS = ["start", "a", "b", "c", "d", "end"]
 def test_the_workflow_graph_orders_its_nodes_as_before(nodes: list[str], edges: list[tuple[str, str, int]]) -> None:
     # Cycles, several starts and nodes nothing reaches from a start: the order of the
     # boxes is the order the lists gave. (Edges join nodes: both come from the steps view.)
-    import re
-
-    from flowledger.web import charts
-
     stats = {
         "nodes": [{"step": n, "step_type": "branch", "completed": 1, "failed": 0, "running": 0} for n in nodes],
         "edges": [
@@ -204,8 +211,6 @@ def test_the_workflow_graph_orders_its_nodes_as_before(nodes: list[str], edges: 
 
 
 def test_a_workflow_of_thousands_of_steps_is_drawn_in_the_order_runs_reach_them() -> None:
-    from flowledger.web import charts
-
     chain = [f"step-{i:05d}" for i in range(5_000)]
     stats = {
         "nodes": [{"step": n, "step_type": "branch", "completed": 1, "failed": 0, "running": 0} for n in reversed(chain)],
@@ -226,21 +231,12 @@ def _table_rows(page: str, label: str) -> int:
 
 
 def _history_numbers(page: str) -> list[int]:
-    import re
-
     start = page.index('aria-label="History"')
     return [int(n) for n in re.findall(r'<tr><td class="num">(\d+)</td>', page[start:])]
 
 
 @pytest.fixture
 def big_site(store_path: str) -> Any:
-    from fastapi.testclient import TestClient
-
-    from flowledger import ledger
-    from flowledger.api import keys
-    from flowledger.api.app import create_app
-    from flowledger.store import open_log
-
     events = [
         {"id": "t", "type": "run.triggered", "occurred_at": TIMES[0], "run_id": "big", "workflow": "w", "recipient": "u"},
         {"id": "s", "type": "run.started", "occurred_at": TIMES[0], "run_id": "big"},
@@ -262,8 +258,6 @@ def big_site(store_path: str) -> Any:
 
 
 def test_a_big_runs_page_shows_a_thousand_of_each_and_says_where_the_rest_is(big_site: Any) -> None:
-    import re
-
     page = big_site.get("/runs/big").text
     assert _table_rows(page, "Steps") == 1000 and _table_rows(page, "Deliveries") == 1000
     assert "The first 1000 of 1001 step attempts" in page and "The first 1000 of 1001 messages" in page
@@ -305,9 +299,6 @@ def test_a_small_runs_page_shows_it_all_and_no_paging(big_site: Any) -> None:
 @SETTINGS
 @given(st.data())
 def test_a_page_of_the_replay_is_that_part_of_the_whole(data: Any) -> None:
-    from flowledger.projections.run_record import history_length
-    from tests.histories import interleave, message_histories, run_histories
-
     run_events = data.draw(run_histories(run_id=RUN))[0]
     messages = [data.draw(message_histories(f"m{i}", data.draw(st.sampled_from([RUN, None])))) for i in range(data.draw(st.integers(0, 3)))]
     # Message facts may be stored before the run's trigger: they join its first entry.
