@@ -62,6 +62,8 @@ CHANNELS = ["email", "sms", "whatsapp", "push", "in_app"]
 RUN_PAGE_ROWS = 1000
 """The most step attempts, deliveries and history entries a run's page shows (its history
 by pages of this many): a run of thousands of messages made pages of tens of megabytes."""
+NO_HISTORY = queries.HistoryPage([], None, 0)
+"""The history a run's page shows on an analyst's copy, which has no log to replay."""
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -553,21 +555,20 @@ def mount(
             # An analyst's copy (`rebuild --into`) has the views, not the log: the run as they
             # hold it, and where its history is, as GET /v1/runs/{id} answers there.
             events_in = the_log().backend.copy_of()
-            history = None if events_in is not None else q(queries.replay_page, run_id, the_log().backend, since, RUN_PAGE_ROWS)
+            history = NO_HISTORY if events_in is not None else q(queries.replay_page, run_id, the_log().backend, since, RUN_PAGE_ROWS)
         except NotFound as e:
             return not_found(request, session, str(e))
         now = _stamp(_now())
         steps, deliveries = record["steps"], record["deliveries"]
-        shown = history.entries if history is not None else []
+        shown_steps = steps[:RUN_PAGE_ROWS]
         return page(
             "runs", "run.html", request, session,
-            run={**record, "steps": steps[:RUN_PAGE_ROWS], "deliveries": deliveries[:RUN_PAGE_ROWS]},
+            run={**record, "steps": shown_steps, "deliveries": deliveries[:RUN_PAGE_ROWS]},
             steps_total=len(steps), deliveries_total=len(deliveries), limit=RUN_PAGE_ROWS,
-            recipient=recipient_label(record["recipient"]), timeline=charts.timeline(steps[:RUN_PAGE_ROWS], now),
+            recipient=recipient_label(record["recipient"]), timeline=charts.timeline(shown_steps, now),
             events_in=events_in,
-            history=[{"n": h.n, "event": h.event.body, "record": h.record, "detail": event_detail(h.event.body)} for h in shown],
-            history_total=history.total if history is not None else 0, history_from=since,
-            history_next=history.after if history is not None else None,
+            history=[{"n": h.n, "event": h.event.body, "record": h.record, "detail": event_detail(h.event.body)} for h in history.entries],
+            history_total=history.total, history_from=since, history_next=history.after,
             message={"retried": "The run was retried.", "cancelled": "The run was cancelled."}.get(done or ""),
             error=REFUSALS.get(refused or ""),
         )
