@@ -819,27 +819,37 @@ def workflows() -> None:
 
 
 @workflows.command("list")
+@click.option("--match", multiple=True, callback=once(), metavar="TEXT", help="Only workflows whose key holds this text, in any case.")
+@click.option("--after", multiple=True, callback=once(), metavar="KEY", help="Only workflows whose key sorts after this one (the last page's last).")
+@click.option("--page-size", type=click.IntRange(1, queries.MAX_PAGE_SIZE), default=None, help="At most this many (default: every one).")
 @catch_up_option
 @json_option
 @click.pass_obj
 @handles_errors
-def workflows_list(obj: Context, no_catch_up: bool, as_json: bool) -> None:
-    """List every workflow that has runs, with its run counts by status.
+def workflows_list(obj: Context, match: str | None, after: str | None, page_size: int | None, no_catch_up: bool, as_json: bool) -> None:
+    """List the workflows that have runs, in key order, with their run counts by status.
 
-    Rehearsal (test) runs are counted too, unlike in `flowledger counts`.
+    Rehearsal (test) runs are counted too, unlike in `flowledger counts`. A workspace
+    of thousands of workflows can be listed a page at a time: --page-size, then --after
+    the last key listed (the table's last line says what to pass); --match narrows the
+    list to keys holding a text.
 
     \b
     Example:
         flowledger workflows list
+        flowledger workflows list --match acme/ --page-size 100
     """
-    items = _query(obj, queries.list_workflows, fresh=not no_catch_up)
+    page = _query(obj, queries.workflows_page, match=match or None, after=after, page_size=page_size, fresh=not no_catch_up)
+    items = page["entries"]
     if as_json:
         _echo_json(shapes.shaped(shapes.WorkflowList, {"entries": items})["entries"])
         return
     rows = [("workflow", "status", "runs", *STATUSES, "last run")]
     for w in items:
         rows.append((w["key"], w["status"], str(w["runs"]["total"]), *(str(w["runs"][s]) for s in STATUSES), _t(w["last_run_at"])))
-    _echo_table(rows, empty="(no workflow has runs)")
+    _echo_table(rows, empty="(no more workflows)" if after is not None else "(no workflow has runs)" if not match else "(no workflow matches)")
+    if page["next"] is not None:
+        click.echo(f"next: --after {shlex.quote(page['next'])}")
 
 
 @workflows.command("show")

@@ -490,23 +490,110 @@ def _status_of(statuses: dict[str, int]) -> str:
 @reads("runs")
 def list_workflows(c: sqlite3.Cursor, *, include_rehearsals: bool = True) -> list[dict[str, Any]]:
     """Every workflow with runs: its status, run counts by status and first/last run."""
-    per = _run_counts(c, None, include_rehearsals)
-    c.execute("SELECT * FROM workflow_summaries ORDER BY workflow")
-    names = [d[0] for d in c.description]
+    return workflows_page(c, include_rehearsals=include_rehearsals)["entries"]  # type: ignore[no-any-return]
+
+
+@reads("runs")
+def workflows_page(
+    c: sqlite3.Cursor,
+    *,
+    match: str | None = None,
+    after: str | None = None,
+    page_size: int | None = None,
+    include_rehearsals: bool = True,
+) -> dict[str, Any]:
+    """Workflows with runs in key order, as :func:`list_workflows` gives them: those after
+    the key ``after`` whose key holds ``match`` (in any case), ``page_size`` of them (None:
+    all). ``next`` is the ``after`` of the next page (None: this is the last)."""
+    if page_size is not None and not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise BadQuery(f"page size must be 1 to {MAX_PAGE_SIZE}, not {page_size}")
+    sql = "SELECT workflow, first_created_at, last_created_at FROM workflow_summaries"
+    params: list[Any] = []
+    if after is not None:
+        sql += " WHERE workflow > ?"
+        params.append(after)
+    sql += " ORDER BY workflow"
+    # Matched here rather than in SQL: SQLite's lower() knows only ASCII, PostgreSQL's the
+    # whole of Unicode, and a filter must find the same workflows on either.
+    needle = match.casefold() if match else None
+    if needle is None and page_size is not None:
+        sql += " LIMIT ?"
+        params.append(page_size + 1)
+    c.execute(sql, params)
+    rows: list[tuple[Any, ...]] = []
+    wanted = None if page_size is None else page_size + 1
+    while wanted is None or len(rows) < wanted:
+        chunk = c.fetchmany(1000)
+        if not chunk:
+            break
+        rows += [tuple(r) for r in chunk if needle is None or needle in r[0].casefold()]
+    following = None
+    if page_size is not None and len(rows) > page_size:
+        rows = rows[:page_size]
+        following = rows[-1][0]
+    if page_size is None and needle is None and after is None:
+        per = _run_counts(c, None, include_rehearsals)  # every workflow's: one pass over the counters
+    else:
+        per = _run_counts_of(c, [r[0] for r in rows], include_rehearsals)
     out = []
-    for row in c.fetchall():
-        s = dict(zip(names, row))
-        statuses = per.get(s["workflow"], dict.fromkeys(STATUSES, 0))
+    for key, first, last in rows:
+        statuses = per.get(key, dict.fromkeys(STATUSES, 0))
         out.append(
             {
-                "key": s["workflow"],
+                "key": key,
                 "status": _status_of(statuses),
                 "runs": {"total": sum(statuses.values()), **statuses},
-                "first_run_at": s["first_created_at"],
-                "last_run_at": s["last_created_at"],
+                "first_run_at": first,
+                "last_run_at": last,
             }
         )
+    return {"entries": out, "next": following}
+
+
+def _run_counts_of(c: sqlite3.Cursor, workflows: list[str], include_rehearsals: bool) -> dict[str, dict[str, int]]:
+    """:func:`_run_counts` of these workflows only (a seek of the counters' key each)."""
+    out: dict[str, dict[str, int]] = {}
+    rehearsals = "" if include_rehearsals else " AND rehearsal = 0"
+    for chunk, marks in in_chunks(workflows):
+        c.execute(
+            f"SELECT workflow, status, SUM(n) FROM run_counts WHERE workflow IN ({marks}){rehearsals} GROUP BY workflow, status",
+            chunk,
+        )
+        for wf, status, n in c.fetchall():
+            out.setdefault(wf, dict.fromkeys(STATUSES, 0))[status] = int(n)
     return out
+
+
+@reads("runs")
+def workflow_keys(c: sqlite3.Cursor, *, limit: int) -> list[str]:
+    """The first ``limit`` keys of the workflows that have runs, in key order."""
+    c.execute("SELECT workflow FROM workflow_summaries ORDER BY workflow LIMIT ?", (limit,))
+    return [row[0] for row in c.fetchall()]
+
+
+@reads("runs")
+def workflow_count(c: sqlite3.Cursor) -> int:
+    """How many workflows have runs."""
+    c.execute("SELECT COUNT(*) FROM workflow_summaries")
+    return int(c.fetchone()[0])
+
+
+@reads("runs")
+def run_totals(c: sqlite3.Cursor, *, workflow: str | None = None, include_rehearsals: bool = False) -> dict[str, int]:
+    """Runs by status and their total, of every workflow or of one: :func:`counts` without
+    its ``by_workflow``, summed in SQL (a workspace may have tens of thousands of workflows)."""
+    clauses, params = [], []
+    if workflow is not None:
+        clauses.append("workflow = ?")
+        params.append(workflow)
+    if not include_rehearsals:
+        clauses.append("rehearsal = 0")
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    c.execute(f"SELECT status, SUM(n) FROM run_counts{where} GROUP BY status", params)
+    totals = dict.fromkeys(STATUSES, 0)
+    for status, n in c.fetchall():
+        totals[status] = int(n)
+    return {"total": sum(totals.values()), **totals}
 
 
 @reads("runs", "steps", "deliveries")

@@ -223,9 +223,12 @@ class WorkflowSummary(_Shape):
 
 
 class WorkflowList(_Shape):
-    """Every workflow that has runs."""
+    """The workflows that have runs, in key order: every one, or a page of them."""
 
     entries: list[WorkflowSummary]
+    next: str | None = Field(
+        None, description="The next page's `after` (the last key of this page); null where this page is the last."
+    )
 
 
 class ChannelDetails(_Shape):

@@ -199,6 +199,22 @@ class StoreContract:
                 break
         assert seen == [f"r{i:02d}" for i in reversed(range(7))]
 
+    def test_workflows_page_by_key_and_match_in_any_case(self, log):
+        keys = ["Été", "été-2", "b", "B-2", "a b", "Straße", "strasse", "z", "ω", "Ω"]
+        ledger.append_input(log, jsonl([triggered(f"r{i}", workflow=k) for i, k in enumerate(keys)]))
+        whole = ledger.query(log, queries.list_workflows)
+        assert sorted(w["key"] for w in whole) == sorted(keys)
+        for match, page_size in ((None, 3), ("ÉTÉ", 1), ("STRASSE", 1), ("ω", 5)):
+            seen, after = [], None
+            while True:
+                page = ledger.query(log, queries.workflows_page, match=match, after=after, page_size=page_size)
+                seen += page["entries"]
+                after = page["next"]
+                if after is None:
+                    break
+            assert seen == [w for w in whole if not match or match.casefold() in w["key"].casefold()]
+        assert len(seen) == 2 and ledger.query(log, queries.workflow_count) == len(keys)
+
     def test_concurrent_projectors_apply_each_event_once(self, log, store_url):
         ledger.append_input(log, jsonl([e for i in range(30) for e in _history(f"r{i}")]))
         errors = []

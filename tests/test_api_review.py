@@ -89,6 +89,8 @@ PAIRS = [
 # The CLI prints these lists bare; the API, as every listing of its, in "entries".
 LISTS = [
     (["workflows", "list"], "/v1/workflows", {}),
+    (["workflows", "list", "--match", "W", "--page-size", "2"], "/v1/workflows", {"match": "W", "page_size": 2}),
+    (["workflows", "list", "--after", "password-reset"], "/v1/workflows", {"after": "password-reset"}),
     (["unmatched"], "/v1/unmatched", {}),
     (["unmatched", "--limit", "2"], "/v1/unmatched", {"limit": 2}),
 ]
@@ -120,7 +122,12 @@ def test_the_example_data_gives_the_pairs_something_to_compare(example):
 @pytest.mark.parametrize("args, path, params", LISTS, ids=[" ".join(p[0]) for p in LISTS])
 def test_a_list_the_cli_prints_bare_is_the_api_entries(example, args, path, params):
     cli_json, client = example
-    assert _get(client, path, **params) == {"entries": cli_json(*args)}
+    from_api, from_cli = _get(client, path, **params), cli_json(*args)
+    if path == "/v1/workflows":
+        # The API's page also says where the next one starts: after its last key, if any follow.
+        paged = "--page-size" in args
+        assert from_api.pop("next") == (from_cli[-1]["key"] if paged else None)
+    assert from_api == {"entries": from_cli}
 
 
 def test_time_bounds_are_inclusive_and_offsets_are_the_same_instant_on_both(example):

@@ -482,7 +482,7 @@ def test_every_figure_matches_the_oracle_caught_up_rebuilt_and_served(case, data
             h = {"X-API-Key": secret}
             assert api.get("/v1/counts", headers=h).json() == found["counts"]
             assert api.get("/v1/workflows/counts", headers=h, params={"include_rehearsals": "true"}).json() == found["counts_all"]
-            assert api.get("/v1/workflows", headers=h).json() == {"entries": found["list"]}
+            assert api.get("/v1/workflows", headers=h).json() == {"entries": found["list"], "next": None}
             for wf in found["details"]:
                 url = "/v1/workflows/" + wf.replace("/", "%2F")
                 shown = api.get(url + "/details", headers=h).json()

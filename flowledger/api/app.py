@@ -895,9 +895,18 @@ def create_app(
         return run_query(queries.show_delivery, message_id)  # type: ignore[no-any-return]
 
     @app.get("/v1/workflows", tags=["workflows"], response_model=shapes.WorkflowList)
-    def list_workflows(_: Read) -> dict[str, Any]:
-        """Every workflow that has runs."""
-        return {"entries": run_query(queries.list_workflows)}
+    def list_workflows(
+        _: Read,
+        match: Annotated[
+            str | None, Query(description="Only workflows whose key holds this text, in any case.", max_length=MAX_ID_LENGTH)
+        ] = None,
+        after: Annotated[
+            str | None, Query(description="Only workflows whose key sorts after this one: the previous page's `next`.", max_length=MAX_ID_LENGTH)
+        ] = None,
+        page_size: Annotated[int | None, Query(ge=1, le=queries.MAX_PAGE_SIZE, description="At most this many (none: every one).")] = None,
+    ) -> dict[str, Any]:
+        """The workflows that have runs, in key order: every one, or pages of them."""
+        return run_query(queries.workflows_page, match=match or None, after=after, page_size=page_size)  # type: ignore[no-any-return]
 
     @app.get("/v1/counts", tags=["workflows"], response_model=shapes.Counts)
     @app.get("/v1/workflows/counts", tags=["workflows"], response_model=shapes.Counts)

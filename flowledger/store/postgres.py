@@ -126,6 +126,10 @@ class PgCursor:
         """The next row, or None."""
         return self.raw.fetchone()
 
+    def fetchmany(self, size: int) -> list[Any]:
+        """At most ``size`` of the remaining rows."""
+        return self.raw.fetchmany(size)
+
     def fetchall(self) -> list[Any]:
         """The remaining rows."""
         return self.raw.fetchall()

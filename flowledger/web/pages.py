@@ -62,6 +62,10 @@ CHANNELS = ["email", "sms", "whatsapp", "push", "in_app"]
 RUN_PAGE_ROWS = 1000
 """The most step attempts, deliveries and history entries a run's page shows (its history
 by pages of this many): a run of thousands of messages made pages of tens of megabytes."""
+WORKFLOWS_SHOWN = 200
+"""The most workflows a page lists (the workflows page by pages of this many) or offers
+in a menu (past it, the runs page takes a workflow's key typed in): a workspace of
+20,000 workflows made an overview page of 13 MB."""
 NO_HISTORY = queries.HistoryPage([], None, 0)
 """The history a run's page shows on an analyst's copy, which has no log to replay."""
 
@@ -432,7 +436,9 @@ def mount(
     def home(request: Request, session: Session) -> Response:
         q = reads()
         # With rehearsals, as the run history the cards link to lists them.
-        counts = q(queries.counts, include_rehearsals=True)
+        counts = q(queries.run_totals, include_rehearsals=True)
+        listed = q(queries.workflows_page, page_size=WORKFLOWS_SHOWN, include_rehearsals=True)
+        more = q(queries.workflow_count) if listed["next"] is not None else None
         stuck = q(queries.run_status_counts, _stuck_filters(queries.RunFilters(), _now()))["total"]
         try:
             # Facts kept for a busy store are in no count yet, and those set aside never will be.
@@ -442,6 +448,8 @@ def mount(
             deferred = set_aside = 0
         return page(
             "home", "home.html", request, session, counts=counts, statuses=STATUSES, stuck=stuck, stuck_after=STUCK_AFTER_TEXT,
+            workflows=listed["entries"], workflow_count=more,
+            more_workflows="/workflows?" + urlencode({"after": listed["next"]}) if listed["next"] is not None else None,
             deferred=deferred, set_aside=set_aside, set_aside_shown=SET_ASIDE_SHOWN,
         )
 
@@ -499,7 +507,6 @@ def mount(
                     result = q(queries.list_runs, filters, **paging)
             except queries.BadQuery as e:
                 result, error = nothing, str(e)
-        counts = q(queries.counts, include_rehearsals=True)
         # The chips count what their links list: the same filters but the status and stuck.
         others = dataclasses.replace(filters, statuses=(), updated_before=None)
         if refused:
@@ -509,13 +516,15 @@ def mount(
         elif starting_at or ending_at:
             scope = q(queries.run_status_counts, others)
         else:
-            scope = counts["by_workflow"].get(workflow, dict.fromkeys(["total", *STATUSES], 0)) if workflow else counts
+            scope = q(queries.run_totals, workflow=workflow, include_rehearsals=True)
         if refused:
             stuck_count = 0
         elif recipient:
             stuck_count = q(queries.run_status_counts_by_contact, _stuck_filters(others, now), recipient)["total"]
         else:
             stuck_count = q(queries.run_status_counts, _stuck_filters(others, now))["total"]
+        # A menu of every workflow, or (too many for one) a box for the key.
+        menu = q(queries.workflow_keys, limit=WORKFLOWS_SHOWN + 1)
         base = {k: v for k, v in {"workflow": workflow, "recipient": recipient, "range": range, "from": from_, "to": to}.items() if v}
         chips = [
             {
@@ -535,7 +544,8 @@ def mount(
         return page(
             "runs", "runs.html", request, session,
             runs=entries, chips=chips, stuck_chip=stuck_chip, only_stuck=only_stuck, status=status, workflow=workflow, recipient=recipient, range=range,
-            from_=from_, to=to, ranges=RANGES, workflows=sorted(counts["by_workflow"]), error=error,
+            from_=from_, to=to, ranges=RANGES, workflows=menu if len(menu) <= WORKFLOWS_SHOWN else None, error=error,
+            max_workflow_length=MAX_ID_LENGTH,
             stuck_after=STUCK_AFTER_TEXT,
             older="/runs?" + urlencode({**state, "after": info["after"]}) if info["after"] else None,
             newer="/runs?" + urlencode({**state, "before": info["before"]}) if info["before"] else None,
@@ -643,8 +653,19 @@ def mount(
 
     @app.get("/workflows", response_class=HTMLResponse, include_in_schema=False)
     @pages_answer
-    def workflows(request: Request, session: Session) -> Response:
-        return page("workflows", "workflows.html", request, session, workflows=reads()(queries.list_workflows), statuses=STATUSES)
+    def workflows(request: Request, session: Session, match: str | None = None, after: str | None = None) -> Response:
+        q = reads()
+        # Typed into the page's box or kept by its links: a key's length is the most either needs.
+        match = (match or "").strip()[:MAX_ID_LENGTH] or None
+        after = after[:MAX_ID_LENGTH] if after else None
+        listed = q(queries.workflows_page, match=match, after=after, page_size=WORKFLOWS_SHOWN)
+        state = {"match": match} if match else {}
+        return page(
+            "workflows", "workflows.html", request, session, workflows=listed["entries"], statuses=STATUSES,
+            match=match, after=after, workflow_count=q(queries.workflow_count), max_match_length=MAX_ID_LENGTH,
+            next_page="/workflows?" + urlencode({**state, "after": listed["next"]}) if listed["next"] is not None else None,
+            first_page="/workflows" + ("?" + urlencode(state) if state else "") if after else None,
+        )
 
     @app.get("/workflows/{key:path}", response_class=HTMLResponse, include_in_schema=False)
     @pages_answer
