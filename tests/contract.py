@@ -215,6 +215,22 @@ class StoreContract:
             assert seen == [w for w in whole if not match or match.casefold() in w["key"].casefold()]
         assert len(seen) == 2 and ledger.query(log, queries.workflow_count) == len(keys)
 
+    def test_counters_that_reach_zero_leave_no_row(self, log):
+        # 1,200 workflows' runs leave pending in one page: 1,200 counter rows reach zero at
+        # once (PostgreSQL deletes them by chunks of 1,000 keys), and none of the rest.
+        n = 1200
+        ledger.append_input(log, jsonl([triggered(f"r{i}", workflow=f"wf-{i:04d}") for i in range(n)]))
+        ledger.catch_up(log)
+        ledger.append_input(log, jsonl([ev("run.started", run_id=f"r{i}") for i in range(n)]
+                                       + [ev("run.completed", run_id=f"r{i}") for i in range(0, n, 2)]))
+        ledger.catch_up(log)
+        with log.backend.transaction(write=False) as c:
+            c.execute("SELECT status, COUNT(*), MIN(n), MAX(n) FROM run_counts GROUP BY status ORDER BY status")
+            assert [tuple(r) for r in c.fetchall()] == [("completed", n // 2, 1, 1), ("running", n // 2, 1, 1)]
+        assert ledger.query(log, queries.counts)["by_workflow"]["wf-0001"] == {
+            "total": 1, "pending": 0, "running": 1, "paused": 0, "completed": 0, "failed": 0, "cancelled": 0,
+        }
+
     def test_concurrent_projectors_apply_each_event_once(self, log, store_url):
         ledger.append_input(log, jsonl([e for i in range(30) for e in _history(f"r{i}")]))
         errors = []

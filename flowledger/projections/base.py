@@ -125,14 +125,15 @@ class Writes:
 
 
 class Counters:
-    """Deltas to counter rows, summed in memory and written once per page."""
+    """Deltas to counter rows, summed in memory and written once per page.
 
-    def __init__(self, table: str, keys: Sequence[str], *, sparse: bool = False) -> None:
+    A row that reaches zero is deleted, found by the keys that went down in the page, not
+    by a scan of the table: a workspace of many workflows has counter tables of hundreds of
+    thousands of rows, and a live catch-up writes a page for every small batch."""
+
+    def __init__(self, table: str, keys: Sequence[str]) -> None:
         self.table = table
         self.keys = tuple(keys)
-        self.sparse = sparse
-        """Rows emptied are found by the keys that went down, not by a scan of the table
-        (for a table of many rows, most of them never emptied)."""
         self.deltas: defaultdict[tuple[Any, ...], float] = defaultdict(float)
 
     def add(self, key: tuple[Any, ...], delta: float) -> None:
@@ -151,14 +152,28 @@ class Counters:
                 f'ON CONFLICT ({cols}) DO UPDATE SET n = "{self.table}".n + excluded.n',
                 rows,
             )
-            if not self.sparse:
-                c.execute(f'DELETE FROM "{self.table}" WHERE n = 0')
-            else:
-                down = [k for k, d in self.deltas.items() if d < 0]
-                if down:
+            # Only a row that went down can have reached zero: no row is left at zero.
+            down = [k for k, d in self.deltas.items() if d < 0]
+            if down:
+                if isinstance(c, sqlite3.Cursor):
+                    # A seek of the key each (SQLite scans the table for a list of row values).
                     where = " AND ".join(f'"{k}" = ?' for k in self.keys)
                     c.executemany(f'DELETE FROM "{self.table}" WHERE {where} AND n = 0', down)
+                else:
+                    # One statement a chunk (PostgreSQL seeks each row value of the list):
+                    # a statement a key would be a round trip to the server each.
+                    row = "(" + ", ".join("?" for _ in self.keys) + ")"
+                    for start in range(0, len(down), _DELETE_CHUNK):
+                        chunk = down[start : start + _DELETE_CHUNK]
+                        c.execute(
+                            f'DELETE FROM "{self.table}" WHERE n = 0 AND ({cols}) IN (VALUES {", ".join([row] * len(chunk))})',
+                            [value for key in chunk for value in key],
+                        )
         self.deltas.clear()
+
+
+# Keys a statement deletes by on PostgreSQL: well under its 65,535 parameters.
+_DELETE_CHUNK = 1000
 
 
 def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str]) -> str:

@@ -201,7 +201,7 @@ class RunsView(View):
                 _times(times, record.workflow, kind, body["occurred_at"])
 
         counts = Counters("run_counts", ("workflow", "status", "rehearsal"))
-        completions = Counters("workflow_completions", ("workflow", "completed_at"), sparse=True)
+        completions = Counters("workflow_completions", ("workflow", "completed_at"))
         out = []
         for rid, entry in touched.items():
             record, seq, old = entry
