@@ -433,17 +433,21 @@ def _rate(numerator: float, denominator: float) -> float | None:
     return None if not denominator else round(100.0 * numerator / denominator, 2)
 
 
-def _run_counts(c: sqlite3.Cursor, workflow: str | None, include_rehearsals: bool) -> dict[str, dict[str, int]]:
-    sql = "SELECT workflow, status, SUM(n) FROM run_counts"
+def _run_counts_where(workflow: str | None, include_rehearsals: bool) -> tuple[str, list[Any]]:
+    """The WHERE (or nothing) of a read of run_counts: one workflow's rows or every one's,
+    with or without rehearsals; and its parameters."""
     clauses, params = [], []
     if workflow is not None:
         clauses.append("workflow = ?")
         params.append(workflow)
     if not include_rehearsals:
         clauses.append("rehearsal = 0")
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
-    c.execute(sql + " GROUP BY workflow, status", params)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _run_counts(c: sqlite3.Cursor, workflow: str | None, include_rehearsals: bool) -> dict[str, dict[str, int]]:
+    where, params = _run_counts_where(workflow, include_rehearsals)
+    c.execute(f"SELECT workflow, status, SUM(n) FROM run_counts{where} GROUP BY workflow, status", params)
     out: dict[str, dict[str, int]] = {}
     for wf, status, n in c.fetchall():
         out.setdefault(wf, dict.fromkeys(STATUSES, 0))[status] = int(n)
@@ -582,13 +586,7 @@ def workflow_count(c: sqlite3.Cursor) -> int:
 def run_totals(c: sqlite3.Cursor, *, workflow: str | None = None, include_rehearsals: bool = False) -> dict[str, int]:
     """Runs by status and their total, of every workflow or of one: :func:`counts` without
     its ``by_workflow``, summed in SQL (a workspace may have tens of thousands of workflows)."""
-    clauses, params = [], []
-    if workflow is not None:
-        clauses.append("workflow = ?")
-        params.append(workflow)
-    if not include_rehearsals:
-        clauses.append("rehearsal = 0")
-    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    where, params = _run_counts_where(workflow, include_rehearsals)
     c.execute(f"SELECT status, SUM(n) FROM run_counts{where} GROUP BY status", params)
     totals = dict.fromkeys(STATUSES, 0)
     for status, n in c.fetchall():
