@@ -1,6 +1,7 @@
 """A workspace of many workflows: the workflow list by pages and by a text in its keys
 (`workflows list --page-size/--after/--match`, `GET /v1/workflows?page_size&after&match`),
-and web pages that list or offer at most `WORKFLOWS_SHOWN` of them.
+web pages that list or offer at most `WORKFLOWS_SHOWN` of them, and the run history's
+tenant filter (a platform keeping its customers' workflows in one store).
 
 Every page is checked against the whole list (`queries.list_workflows`, as before), so
 paging and matching can only narrow it, never change an entry.
@@ -235,3 +236,41 @@ def test_the_runs_page_offers_a_menu_or_a_box_and_counts_one_workflow(client, mo
     everything = client.get("/runs").text
     chip = re.search(r'data-status="all">All <span class="count">(\d+)</span>', everything).group(1)
     assert int(chip) == q(log, queries.run_totals, include_rehearsals=True)["total"]
+
+
+def test_the_run_history_filters_by_tenant_and_its_links_keep_it(tmp_path):
+    path = str(tmp_path / "tenants.db")
+    log = open_log(path)
+    events = []
+    for i in range(30):
+        run, tenant = f"run-{i:02d}", ("acme", "globex", None)[i % 3]
+        events.append(triggered(run, workflow=f"w{i % 2}", **({"tenant": tenant} if tenant else {})))
+        if i % 4 == 0:
+            events.append(ev("run.started", run_id=run))
+            events.append(ev("run.failed", run_id=run, error="boom"))
+    ledger.append_input(log, jsonl(events))
+    secret = keys.create_key(log.backend, "reader", "read")[1]
+    acme = ledger.query(log, queries.run_status_counts, queries.RunFilters(tenant="acme"))
+    acme_w0 = ledger.query(log, queries.run_status_counts, queries.RunFilters(workflow="w0", tenant="acme"))
+    log.close()
+    assert acme["total"] == 10 and 0 < acme["failed"] < 10 and acme_w0["total"] == 5
+    with TestClient(create_app(path)) as client:
+        client.post("/login", data={"api_key": secret, "next": "/"}, follow_redirects=False)
+        page = client.get("/runs", params={"tenant": " acme "}).text
+        listed = re.findall(r'<a href="/runs/(run-\d\d)"', page)
+        assert sorted(listed) == [f"run-{i:02d}" for i in range(30) if i % 3 == 0]
+        assert re.search(r'<input id="f-tenant" name="tenant" maxlength="\d+" value="acme"', page)
+        chips = dict(re.findall(r'data-status="(\w+)">\w+ <span class="count">(\d+)</span>', page))
+        assert int(chips["all"]) == acme["total"] and int(chips["failed"]) == acme["failed"]
+        failed = re.search(r'href="([^"]+)"[^>]*data-status="failed"', page).group(1)
+        assert "tenant=acme" in html.unescape(failed)
+        only_failed = client.get(html.unescape(failed)).text
+        assert sorted(re.findall(r'<a href="/runs/(run-\d\d)"', only_failed)) == [
+            f"run-{i:02d}" for i in range(30) if i % 3 == 0 and i % 4 == 0
+        ]
+        stuck = re.search(r'class="chip stuck-chip" href="([^"]+)"', page).group(1)
+        assert "tenant=acme" in html.unescape(stuck)
+        both = client.get("/runs", params={"tenant": "acme", "workflow": "w0"}).text
+        assert int(re.search(r'data-status="all">All <span class="count">(\d+)</span>', both).group(1)) == acme_w0["total"]
+        nobody = client.get("/runs", params={"tenant": "initech"}).text
+        assert not re.findall(r'<a href="/runs/run-', nobody)

@@ -461,6 +461,7 @@ def mount(
         status: str | None = None,
         workflow: str | None = None,
         recipient: str | None = None,
+        tenant: str | None = None,
         range: str = "all",
         to: str | None = None,
         after: str | None = None,
@@ -476,6 +477,8 @@ def mount(
         # "1" or nothing, as a status is one of STATUSES or none: any other value is ignored.
         only_stuck = stuck == "1"
         workflow = workflow or None
+        # A platform's customers: as the API's and `runs list`'s tenant filter, the exact id.
+        tenant = (tenant or "").strip()[:MAX_ID_LENGTH] or None
         recipient = (recipient or "").strip() or None
         error = _contact_problem(recipient)
         starting_at = ending_at = None
@@ -491,7 +494,7 @@ def mount(
         refused = error is not None
         nothing = {"entries": [], "page_info": {"after": None, "before": None}}
         # The contact is a recipient as the listing shows it ("collection/id" too), not the id alone.
-        filters = queries.RunFilters(workflow, (status,) if status else (), None, None, False, starting_at, ending_at)
+        filters = queries.RunFilters(workflow, (status,) if status else (), tenant, None, False, starting_at, ending_at)
         if only_stuck:
             filters = _stuck_filters(filters, now)
         if refused or not filters.statuses and only_stuck:
@@ -513,7 +516,7 @@ def mount(
             scope = dict.fromkeys(["total", *STATUSES], 0)
         elif recipient:
             scope = q(queries.run_status_counts_by_contact, others, recipient)
-        elif starting_at or ending_at:
+        elif starting_at or ending_at or tenant:
             scope = q(queries.run_status_counts, others)
         else:
             scope = q(queries.run_totals, workflow=workflow, include_rehearsals=True)
@@ -525,7 +528,11 @@ def mount(
             stuck_count = q(queries.run_status_counts, _stuck_filters(others, now))["total"]
         # A menu of every workflow, or (too many for one) a box for the key.
         menu = q(queries.workflow_keys, limit=WORKFLOWS_SHOWN + 1)
-        base = {k: v for k, v in {"workflow": workflow, "recipient": recipient, "range": range, "from": from_, "to": to}.items() if v}
+        base = {
+            k: v
+            for k, v in {"workflow": workflow, "tenant": tenant, "recipient": recipient, "range": range, "from": from_, "to": to}.items()
+            if v
+        }
         chips = [
             {
                 "status": s or "all",
@@ -543,9 +550,10 @@ def mount(
         info = result["page_info"]
         return page(
             "runs", "runs.html", request, session,
-            runs=entries, chips=chips, stuck_chip=stuck_chip, only_stuck=only_stuck, status=status, workflow=workflow, recipient=recipient, range=range,
+            runs=entries, chips=chips, stuck_chip=stuck_chip, only_stuck=only_stuck, status=status, workflow=workflow, tenant=tenant,
+            recipient=recipient, range=range,
             from_=from_, to=to, ranges=RANGES, workflows=menu if len(menu) <= WORKFLOWS_SHOWN else None, error=error,
-            max_workflow_length=MAX_ID_LENGTH,
+            max_id_length=MAX_ID_LENGTH,
             stuck_after=STUCK_AFTER_TEXT,
             older="/runs?" + urlencode({**state, "after": info["after"]}) if info["after"] else None,
             newer="/runs?" + urlencode({**state, "before": info["before"]}) if info["before"] else None,
