@@ -217,6 +217,9 @@ def test_web_pages_list_at_most_workflows_shown(client, monkeypatch):
     assert "workflows-next" not in found
     none = client.get("/workflows", params={"match": "nothing"}).text
     assert "No workflow&#39;s key holds" in none or "No workflow's key holds" in none
+    # A text longer than any key is in none (not cut to a key's length, where it could be).
+    too_long = client.get("/workflows", params={"match": "tenant-0" + "x" * 300}).text
+    assert _rows(too_long, "Workflows") == []
 
 
 def test_the_runs_page_offers_a_menu_or_a_box_and_counts_one_workflow(client, monkeypatch, store):

@@ -478,7 +478,7 @@ def mount(
         only_stuck = stuck == "1"
         workflow = workflow or None
         # A platform's customers: as the API's and `runs list`'s tenant filter, the exact id.
-        tenant = (tenant or "").strip()[:MAX_ID_LENGTH] or None
+        tenant = (tenant or "").strip() or None
         recipient = (recipient or "").strip() or None
         error = _contact_problem(recipient)
         starting_at = ending_at = None
@@ -663,14 +663,13 @@ def mount(
     @pages_answer
     def workflows(request: Request, session: Session, match: str | None = None, after: str | None = None) -> Response:
         q = reads()
-        # Typed into the page's box or kept by its links: a key's length is the most either needs.
-        match = (match or "").strip()[:MAX_ID_LENGTH] or None
-        after = after[:MAX_ID_LENGTH] if after else None
+        match = (match or "").strip() or None
+        after = after or None
         listed = q(queries.workflows_page, match=match, after=after, page_size=WORKFLOWS_SHOWN)
         state = {"match": match} if match else {}
         return page(
             "workflows", "workflows.html", request, session, workflows=listed["entries"], statuses=STATUSES,
-            match=match, after=after, workflow_count=q(queries.workflow_count), max_match_length=MAX_ID_LENGTH,
+            match=match, after=after, workflow_count=q(queries.workflow_count), max_id_length=MAX_ID_LENGTH,
             next_page="/workflows?" + urlencode({**state, "after": listed["next"]}) if listed["next"] is not None else None,
             first_page="/workflows" + ("?" + urlencode(state) if state else "") if after else None,
         )
