@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
@@ -343,7 +344,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 def query_latency(path: str, n: int = 300) -> dict[str, tuple[float, float]]:  # file or URL
-    """p50 and p99 in ms of the four queries, in-process, views already caught up."""
+    """p50 and p99 in ms of the five queries, in-process, views already caught up."""
     log = open_log(path)
     Projector(log.backend).catch_up()
     rng = random.Random(5)
@@ -352,10 +353,20 @@ def query_latency(path: str, n: int = 300) -> dict[str, tuple[float, float]]:  #
         run_ids = [r[0] for r in c.fetchall()]
         c.execute("SELECT workflow FROM workflow_summaries")
         workflows = [r[0] for r in c.fetchall()]
+        c.execute("SELECT MIN(created_at), MAX(created_at) FROM runs")
+        first, last = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in c.fetchone())
+    span = max(0.0, (last - first).total_seconds() - 3600)
+
+    def an_hour() -> queries.RunFilters:
+        """An hour's runs, starting at a random time of the log's (a date filter's page)."""
+        start = first + timedelta(seconds=rng.uniform(0, span))
+        return queries.RunFilters(starting_at=_stamp(start), ending_at=_stamp(start + timedelta(hours=1)))
+
     cases = {
         "runs list (filtered page)": lambda c: queries.list_runs(
             c, queries.RunFilters(workflow=rng.choice(workflows), statuses=("completed",)), page_size=50
         ),
+        "runs list (an hour's range)": lambda c: queries.list_runs(c, an_hour(), page_size=50),
         "runs show": lambda c: queries.show_run(c, rng.choice(run_ids)),
         "workflows show": lambda c: queries.workflow_details(c, rng.choice(workflows)),
         "counts": lambda c: queries.counts(c),
@@ -371,6 +382,11 @@ def query_latency(path: str, n: int = 300) -> dict[str, tuple[float, float]]:  #
         out[name] = percentiles(samples)
     log.close()
     return out
+
+
+def _stamp(moment: datetime) -> str:
+    """A time as the views store it."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def log_bytes_per_event(path: str, n: int) -> float:

@@ -158,9 +158,16 @@ def _page(
         args.append(decode_cursor(before))
     sql_where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     order = "ASC" if before else "DESC"
-    c.execute(f'SELECT * FROM "{table}"{sql_where} ORDER BY seq {order} LIMIT ?', [*args, page_size + 1])
-    names = [d[0] for d in c.description]
-    rows = [dict(zip(names, r)) for r in c.fetchall()]
+    # The page's positions first, then its rows: every listing's index holds seq, so the
+    # first reads no row of the table however many entries it sorts (a date range's runs
+    # are sorted by seq: with their rows, that sort copied every run of the range).
+    c.execute(f'SELECT seq FROM "{table}"{sql_where} ORDER BY seq {order} LIMIT ?', [*args, page_size + 1])
+    positions = [r[0] for r in c.fetchall()]
+    rows: list[dict[str, Any]] = []
+    if positions:
+        c.execute(f'SELECT * FROM "{table}" WHERE seq IN ({",".join("?" * len(positions))}) ORDER BY seq {order}', positions)
+        names = [d[0] for d in c.description]
+        rows = [dict(zip(names, r)) for r in c.fetchall()]
     more = len(rows) > page_size
     rows = rows[:page_size]
     if before:

@@ -189,7 +189,8 @@ LIST_QUERIES = [
 def test_every_list_query_uses_an_index(log, table, where):
     Projector(log.backend).ensure_tables()
     with log.backend.transaction(write=False) as c:
-        c.execute(f"EXPLAIN QUERY PLAN SELECT * FROM {table} {where} ORDER BY seq DESC LIMIT 51")
+        # As queries._page asks for a page: its positions, then their rows by runs_by_seq.
+        c.execute(f"EXPLAIN QUERY PLAN SELECT seq FROM {table} {where} ORDER BY seq DESC LIMIT 51")
         plan = " | ".join(row[3] for row in c.fetchall())
     assert "INDEX" in plan and f"SCAN {table}" not in plan.replace(f"SCAN {table} USING", ""), plan
 

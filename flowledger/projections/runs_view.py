@@ -140,7 +140,13 @@ class RunsView(View):
         "CREATE INDEX IF NOT EXISTS runs_by_tenant ON runs (tenant, seq)",
         "CREATE INDEX IF NOT EXISTS runs_by_recipient ON runs (recipient, seq)",
         "CREATE INDEX IF NOT EXISTS runs_with_errors ON runs (seq) WHERE error_count > 0",
-        "CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at)",
+        # A date range's page and its counts by status (`runs list --starting-at/--ending-at`,
+        # the web's Created filter): the range's entries hold its runs' status and seq, so
+        # neither the sort of the range by seq nor the count reads a row of the table. On
+        # (created_at) alone both read every run of the range: a page of a 300,000-run month
+        # took 343 ms, 25 ms now. It replaces that index (no new version: see below).
+        "CREATE INDEX IF NOT EXISTS runs_by_created_status_seq ON runs (created_at, status, seq)",
+        "DROP INDEX IF EXISTS runs_by_created",
         # A workflow page's runs-over-time chart counts ranges of it (queries.RUNS_OVER_TIME),
         # reading no row of the table. A new index is no new version: a store made without it
         # gets it the next time the views' tables are checked.
@@ -171,7 +177,7 @@ class RunsView(View):
             "runs_by_tenant",
             "runs_by_recipient",
             "runs_with_errors",
-            "runs_by_created",
+            "runs_by_created_status_seq",
             "runs_by_workflow_status_created",
             "runs_by_status_updated",
         }
