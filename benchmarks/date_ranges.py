@@ -1,0 +1,79 @@
+"""A date range of many runs: what `runs list --starting-at/--ending-at` (the web's Created
+filter) and its counts by status cost on a store as it stands.
+
+Opens STORE (a flowledger store whose views are folded, or made here), and times in-process
+a page of an hour's runs from a random time of the log's, a page of the whole log's range,
+and the whole range's counts by status (the web's status chips): p50 and p99 in ms.
+
+    python benchmarks/date_ranges.py /var/tmp/flscale/store.db [--pages 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from flowledger import ledger, queries  # noqa: E402
+from flowledger.store import open_log  # noqa: E402
+
+
+def _stamp(moment: datetime) -> str:
+    """A time as the views store it."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2] * 1e3, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("store", help="a flowledger store (a SQLite file or a PostgreSQL URL)")
+    parser.add_argument("--pages", type=int, default=100, help="pages timed each (counts: a fifth as many)")
+    args = parser.parse_args()
+    log = open_log(args.store)
+    try:
+        ledger.query(log, queries.counts)  # folds the views, if need be
+        with log.backend.transaction(write=False) as c:
+            c.execute("SELECT MIN(created_at), MAX(created_at), COUNT(*) FROM runs")
+            low, high, runs = c.fetchone()
+        if not runs:
+            raise SystemExit("the store has no runs")
+        first, last = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (low, high))
+        rng = random.Random(5)
+        span = max(0.0, (last - first).total_seconds() - 3600)
+
+        def an_hour() -> queries.RunFilters:
+            start = first + timedelta(seconds=rng.uniform(0, span))
+            return queries.RunFilters(starting_at=_stamp(start), ending_at=_stamp(start + timedelta(hours=1)))
+
+        whole = queries.RunFilters(starting_at=_stamp(first), ending_at=_stamp(last))
+        measures: list[tuple[str, Callable[[], object], int]] = [
+            ("an hour's page", lambda: ledger.query(log, queries.list_runs, an_hour(), page_size=50, fresh=False), args.pages),
+            ("the whole range's page", lambda: ledger.query(log, queries.list_runs, whole, page_size=50, fresh=False), args.pages),
+            ("the whole range's counts", lambda: ledger.query(log, queries.run_status_counts, whole, fresh=False), max(1, args.pages // 5)),
+        ]
+        print(f"{runs:,} runs from {low} to {high}")
+        print(f"{'measure':28} {'p50 ms':>9} {'p99 ms':>9}")
+        for name, call, n in measures:
+            samples = []
+            for _ in range(n):
+                started = time.perf_counter()
+                call()
+                samples.append(time.perf_counter() - started)
+            p50, p99 = _percentiles(samples)
+            print(f"{name:28} {p50:9.2f} {p99:9.2f}")
+    finally:
+        log.close()
+
+
+if __name__ == "__main__":
+    main()
