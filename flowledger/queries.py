@@ -269,8 +269,13 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     """Runs by status, with a total, under the filters a listing of them takes."""
     where, params = _runs_where(filters)
     c.execute("SELECT status, COUNT(*) FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " GROUP BY status", params)
+    return _by_status(c.fetchall())
+
+
+def _by_status(rows: list[Any]) -> dict[str, int]:
+    """Runs by status, every status present, and their total, from (status, count) rows."""
     by_status = dict.fromkeys(STATUSES, 0)
-    for status, n in c.fetchall():
+    for status, n in rows:
         by_status[status] = int(n)
     return {"total": sum(by_status.values()), **by_status}
 
@@ -455,8 +460,14 @@ def _run_counts_where(workflow: str | None, include_rehearsals: bool) -> tuple[s
 def _run_counts(c: sqlite3.Cursor, workflow: str | None, include_rehearsals: bool) -> dict[str, dict[str, int]]:
     where, params = _run_counts_where(workflow, include_rehearsals)
     c.execute(f"SELECT workflow, status, SUM(n) FROM run_counts{where} GROUP BY workflow, status", params)
-    out: dict[str, dict[str, int]] = {}
-    for wf, status, n in c.fetchall():
+    return _per_workflow(c.fetchall())
+
+
+def _per_workflow(rows: list[Any], into: dict[str, dict[str, int]] | None = None) -> dict[str, dict[str, int]]:
+    """Runs by status per workflow (every status present) from (workflow, status, count)
+    rows, added to ``into`` if given."""
+    out = {} if into is None else into
+    for wf, status, n in rows:
         out.setdefault(wf, dict.fromkeys(STATUSES, 0))[status] = int(n)
     return out
 
@@ -570,8 +581,7 @@ def _run_counts_of(c: sqlite3.Cursor, workflows: list[str], include_rehearsals: 
             f"SELECT workflow, status, SUM(n) FROM run_counts WHERE workflow IN ({marks}){rehearsals} GROUP BY workflow, status",
             chunk,
         )
-        for wf, status, n in c.fetchall():
-            out.setdefault(wf, dict.fromkeys(STATUSES, 0))[status] = int(n)
+        _per_workflow(c.fetchall(), out)
     return out
 
 
@@ -595,10 +605,7 @@ def run_totals(c: sqlite3.Cursor, *, workflow: str | None = None, include_rehear
     its ``by_workflow``, summed in SQL (a workspace may have tens of thousands of workflows)."""
     where, params = _run_counts_where(workflow, include_rehearsals)
     c.execute(f"SELECT status, SUM(n) FROM run_counts{where} GROUP BY status", params)
-    totals = dict.fromkeys(STATUSES, 0)
-    for status, n in c.fetchall():
-        totals[status] = int(n)
-    return {"total": sum(totals.values()), **totals}
+    return _by_status(c.fetchall())
 
 
 @reads("runs", "steps", "deliveries")
@@ -857,7 +864,4 @@ def run_status_counts_by_contact(c: sqlite3.Cursor, filters: RunFilters, contact
     """:func:`run_status_counts` of the runs :func:`list_runs_by_contact` lists."""
     where, params = _contact_where(filters, contact)
     c.execute("SELECT status, COUNT(*) FROM runs WHERE " + " AND ".join(where) + " GROUP BY status", params)
-    by_status = dict.fromkeys(STATUSES, 0)
-    for status, n in c.fetchall():
-        by_status[status] = int(n)
-    return {"total": sum(by_status.values()), **by_status}
+    return _by_status(c.fetchall())
