@@ -3,7 +3,8 @@ filter) and its counts by status cost on a store as it stands.
 
 Opens STORE (a flowledger store whose views are folded, or made here), and times in-process
 a page of an hour's runs from a random time of the log's, a page of the whole log's range,
-and the whole range's counts by status (the web's status chips): p50 and p99 in ms.
+and the whole range's counts by status (the web's status chips); then ranges open at one
+end (since the last hour, until the first, since after the last run): p50 and p99 in ms.
 
     python benchmarks/date_ranges.py /var/tmp/flscale/store.db [--pages 100]
 """
@@ -56,13 +57,34 @@ def main() -> None:
             return queries.RunFilters(starting_at=_stamp(start), ending_at=_stamp(start + timedelta(hours=1)))
 
         whole = queries.RunFilters(starting_at=_stamp(first), ending_at=_stamp(last))
+        # Ranges open at one end, as the web's "Last 24 hours" (and 7 and 30 days) and
+        # `runs list --starting-at` or `--ending-at` alone ask: the last hour's runs (the
+        # newest), the first hour's (the oldest), and none (a time after the last run: "Last
+        # 24 hours" of a store that has heard of no run since).
+        since = queries.RunFilters(starting_at=_stamp(last - timedelta(hours=1)))
+        until = queries.RunFilters(ending_at=_stamp(first + timedelta(hours=1)))
+        after_all = queries.RunFilters(starting_at=_stamp(last + timedelta(seconds=1)))
+        counts = max(1, args.pages // 5)
+
+        def page(filters: queries.RunFilters) -> object:
+            return ledger.query(log, queries.list_runs, filters, page_size=50, fresh=False)
+
+        def count(filters: queries.RunFilters) -> object:
+            return ledger.query(log, queries.run_status_counts, filters, fresh=False)
+
         measures: list[tuple[str, Callable[[], object], int]] = [
-            ("an hour's page", lambda: ledger.query(log, queries.list_runs, an_hour(), page_size=50, fresh=False), args.pages),
-            ("the whole range's page", lambda: ledger.query(log, queries.list_runs, whole, page_size=50, fresh=False), args.pages),
-            ("the whole range's counts", lambda: ledger.query(log, queries.run_status_counts, whole, fresh=False), max(1, args.pages // 5)),
+            ("an hour's page", lambda: page(an_hour()), args.pages),
+            ("the whole range's page", lambda: page(whole), args.pages),
+            ("the whole range's counts", lambda: count(whole), counts),
+            ("since the last hour: page", lambda: page(since), args.pages),
+            ("since the last hour: counts", lambda: count(since), counts),
+            ("until the first hour: page", lambda: page(until), args.pages),
+            ("until the first hour: counts", lambda: count(until), counts),
+            ("since after the last run: page", lambda: page(after_all), args.pages),
+            ("since after the last run: counts", lambda: count(after_all), counts),
         ]
         print(f"{runs:,} runs from {low} to {high}")
-        print(f"{'measure':28} {'p50 ms':>9} {'p99 ms':>9}")
+        print(f"{'measure':33} {'p50 ms':>9} {'p99 ms':>9}")
         for name, call, n in measures:
             samples = []
             for _ in range(n):
@@ -70,7 +92,7 @@ def main() -> None:
                 call()
                 samples.append(time.perf_counter() - started)
             p50, p99 = _percentiles(samples)
-            print(f"{name:28} {p50:9.2f} {p99:9.2f}")
+            print(f"{name:33} {p50:9.2f} {p99:9.2f}")
     finally:
         log.close()
 

@@ -143,7 +143,10 @@ def _page(
     page_size: int,
     after: str | None,
     before: str | None,
+    dates: tuple[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A page of ``table``'s rows that ``where`` picks (and, with ``dates``, created within
+    that range: see :func:`_positions`), and its cursors."""
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise BadQuery(f"page size must be 1 to {MAX_PAGE_SIZE}, not {page_size}")
     if after and before:
@@ -156,13 +159,11 @@ def _page(
     if before:
         clauses.append("seq > ?")
         args.append(decode_cursor(before))
-    sql_where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     order = "ASC" if before else "DESC"
     # The page's positions first, then its rows: every listing's index holds seq, so the
     # first reads no row of the table however many entries it sorts (a date range's runs
     # are sorted by seq: with their rows, that sort copied every run of the range).
-    c.execute(f'SELECT seq FROM "{table}"{sql_where} ORDER BY seq {order} LIMIT ?', [*args, page_size + 1])
-    positions = [r[0] for r in c.fetchall()]
+    positions = _positions(c, table, clauses, args, order, page_size + 1, dates)
     rows: list[dict[str, Any]] = []
     if positions:
         c.execute(f'SELECT * FROM "{table}" WHERE seq IN ({",".join("?" * len(positions))}) ORDER BY seq {order}', positions)
@@ -177,10 +178,13 @@ def _page(
         newest, oldest = rows[0]["seq"], rows[-1]["seq"]
         if before:
             has_newer = more
-            has_older = _exists(c, table, where, params, "seq < ?", oldest)
+            has_older = _exists(c, table, where, params, "seq < ?", oldest, dates)
         else:
             has_older = more
-            has_newer = _exists(c, table, where, params, "seq > ?", newest)
+            # A first page starts at the newest row the filters pick, in this transaction's
+            # snapshot: nothing is newer, and a statement to say so would be a round trip
+            # more on PostgreSQL.
+            has_newer = bool(after) and _exists(c, table, where, params, "seq > ?", newest, dates)
         page_info = {
             "after": encode_cursor(oldest) if has_older else None,
             "before": encode_cursor(newest) if has_newer else None,
@@ -201,10 +205,64 @@ def _matching(equals: dict[str, Any], statuses: tuple[str, ...]) -> tuple[list[s
     return where, params
 
 
-def _exists(c: sqlite3.Cursor, table: str, where: list[str], params: list[Any], extra: str, value: int) -> bool:
-    clauses = [*where, extra]
-    c.execute(f'SELECT 1 FROM "{table}" WHERE {" AND ".join(clauses)} LIMIT 1', [*params, value])
+def _exists(
+    c: sqlite3.Cursor, table: str, where: list[str], params: list[Any], extra: str, value: int, dates: tuple[str, str] | None
+) -> bool:
+    """Whether a row that ``where`` picks lies beyond ``value`` (``extra``: "seq < ?" or
+    "seq > ?"), within ``dates`` if given, looked for from ``value`` on."""
+    if dates is not None:
+        order = "DESC" if extra.startswith("seq <") else "ASC"
+        return bool(_positions(c, table, [*where, extra], [*params, value], order, 1, dates))
+    c.execute(f'SELECT 1 FROM "{table}"{_where_sql([*where, extra])} LIMIT 1', [*params, value])
     return c.fetchone() is not None
+
+
+PROBE_ROWS = 500
+"""Rows a date range's page reads in the order of the listing before it seeks the range
+in the index of creation times (see :func:`_positions`)."""
+
+
+def _positions(
+    c: sqlite3.Cursor,
+    table: str,
+    where: list[str],
+    params: list[Any],
+    order: str,
+    limit: int,
+    dates: tuple[str, str] | None,
+) -> list[int]:
+    """The positions (seq, in ``order``) of at most ``limit`` rows that ``where`` picks and,
+    with ``dates`` (earliest, latest), that were created within that range.
+
+    A range's page has two ways to its rows, and which is quick depends on where the range
+    lies: its newest runs are often among the newest of all ("Last 24 hours", "Last 30 days"
+    of a live store), found by reading runs in seq order and checking their times, where the
+    index of creation times would have every run of the range sorted by seq; a range of
+    older runs is the index's to find, where seq order would pass every newer run first. So
+    the first :data:`PROBE_ROWS` rows in seq order are read and checked here, and the index
+    searched only if they hold too few of the range's. (SQLite's planner cannot tell the two
+    apart: it knows nothing of how times spread.)
+    """
+    if dates is not None:
+        c.execute(
+            f'SELECT seq, created_at FROM "{table}"{_where_sql(where)} ORDER BY seq {order} LIMIT ?',
+            [*params, PROBE_ROWS],
+        )
+        rows = c.fetchall()
+        earliest, latest = dates
+        found = [seq for seq, at in rows if at is not None and earliest <= at <= latest]
+        # Every row of seq order up to the last read was checked: those found are the first.
+        if len(found) >= limit or len(rows) < PROBE_ROWS:
+            return found[:limit]
+        where = [*where, "created_at >= ?", "created_at <= ?"]
+        params = [*params, earliest, latest]
+    c.execute(f'SELECT seq FROM "{table}"{_where_sql(where)} ORDER BY seq {order} LIMIT ?', [*params, limit])
+    return [r[0] for r in c.fetchall()]
+
+
+def _where_sql(where: list[str]) -> str:
+    """A WHERE clause of conditions joined by AND (nothing for none)."""
+    return (" WHERE " + " AND ".join(where)) if where else ""
 
 
 def run_entry(row: dict[str, Any], engagement: tuple[Any, ...] = (None, None, None, None)) -> dict[str, Any]:
@@ -257,8 +315,8 @@ def list_runs(
     before: str | None = None,
 ) -> dict[str, Any]:
     """A page of runs, newest first: ``{"entries": [...], "page_info": {...}}``."""
-    where, params = _runs_where(filters)
-    rows, page_info = _page(c, "runs", where, params, page_size, after, before)
+    where, params = _runs_where(filters, dates=False)
+    rows, page_info = _page(c, "runs", where, params, page_size, after, before, _date_range(filters))
     engagement = email_engagement(c, [r["id"] for r in rows])
     entries = [run_entry(r, engagement.get(r["id"], _NO_ENGAGEMENT)) for r in rows]
     return {"entries": entries, "page_info": page_info}
@@ -280,8 +338,25 @@ def _by_status(rows: list[Any]) -> dict[str, int]:
     return {"total": sum(by_status.values()), **by_status}
 
 
-def _runs_where(filters: RunFilters) -> tuple[list[str], list[Any]]:
-    """The conditions (bound parameters all) that pick the runs the filters name."""
+EARLIEST = "0001-01-01T00:00:00.000000Z"
+"""The earliest time a stored event can have (times are stored in UTC, to the microsecond)."""
+LATEST = "9999-12-31T23:59:59.999999Z"
+"""The latest time a stored event can have."""
+
+
+def _date_range(filters: RunFilters) -> tuple[str, str] | None:
+    """The filters' range of creation times, both ends given (None: no range)."""
+    if filters.starting_at is None and filters.ending_at is None:
+        return None
+    return (
+        filters.starting_at if filters.starting_at is not None else EARLIEST,
+        filters.ending_at if filters.ending_at is not None else LATEST,
+    )
+
+
+def _runs_where(filters: RunFilters, *, dates: bool = True) -> tuple[list[str], list[Any]]:
+    """The conditions (bound parameters all) that pick the runs the filters name (without
+    their range of creation times if not ``dates``: a page looks for those itself)."""
     unknown = set(filters.statuses) - set(STATUSES)
     if unknown:
         raise BadQuery(f"unknown status {sorted(unknown)[0]!r}; expected one of {', '.join(STATUSES)}")
@@ -291,12 +366,13 @@ def _runs_where(filters: RunFilters) -> tuple[list[str], list[Any]]:
     )
     if filters.has_errors:
         where.append("error_count > 0")
-    if filters.starting_at is not None:
-        where.append("created_at >= ?")
-        params.append(filters.starting_at)
-    if filters.ending_at is not None:
-        where.append("created_at <= ?")
-        params.append(filters.ending_at)
+    bounds = _date_range(filters) if dates else None
+    if bounds is not None:
+        # Both ends, always: SQLite's planner guesses that a range open at one end holds a
+        # quarter of the runs and counts them by status, row by row, through the index of
+        # statuses rather than seek the range in its own: "Last 24 hours" read every run.
+        where += ["created_at >= ?", "created_at <= ?"]
+        params += bounds
     if filters.updated_before is not None:
         where.append("updated_at <= ?")
         params.append(filters.updated_before)
@@ -785,9 +861,9 @@ def runs_over_time(c: sqlite3.Cursor, workflow: str, *, max_bars: int = 62) -> l
     return sorted(rows, key=lambda r: (order[r[0]], STATUSES.index(r[1])))
 
 
-def _contact_where(filters: RunFilters, contact: str) -> tuple[list[str], list[Any]]:
+def _contact_where(filters: RunFilters, contact: str, *, dates: bool = True) -> tuple[list[str], list[Any]]:
     """The conditions of :func:`_runs_where` and those of :func:`_contact_conditions`."""
-    where, params = _runs_where(filters)
+    where, params = _runs_where(filters, dates=dates)
     more, more_params = _contact_conditions(contact)
     return where + more, params + more_params
 
@@ -834,8 +910,8 @@ def list_runs_by_contact(
 ) -> dict[str, Any]:
     """:func:`list_runs` of the runs for a recipient as the pages show it (``filters`` with
     no recipient of their own; see :func:`_contact_where`)."""
-    where, params = _contact_where(filters, contact)
-    rows, page_info = _page(c, "runs", where, params, page_size, after, before)
+    where, params = _contact_where(filters, contact, dates=False)
+    rows, page_info = _page(c, "runs", where, params, page_size, after, before, _date_range(filters))
     engagement = email_engagement(c, [r["id"] for r in rows])
     entries = [run_entry(r, engagement.get(r["id"], _NO_ENGAGEMENT)) for r in rows]
     return {"entries": entries, "page_info": page_info}

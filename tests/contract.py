@@ -18,6 +18,7 @@ from flowledger.projections.projector import Projector
 from flowledger.store import open_log
 from tests.conftest import ev, step, triggered
 from tests.histories import jsonl
+from tests.test_queries_mutations import walk
 
 
 def _history(run_id="r1"):
@@ -198,6 +199,22 @@ class StoreContract:
             if not after:
                 break
         assert seen == [f"r{i:02d}" for i in reversed(range(7))]
+
+    @pytest.mark.parametrize("probe", [2, 500])
+    def test_a_date_ranges_pages_both_ways_are_its_runs(self, log, monkeypatch, probe):
+        # Times out of seq order; ranges open at either end or not; the runs read in seq
+        # order before the index is searched (queries.PROBE_ROWS) few or all.
+        monkeypatch.setattr(queries, "PROBE_ROWS", probe)
+        days = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3]
+        ledger.append_input(log, jsonl([triggered(f"r{i:02d}", occurred_at=f"2026-11-0{d}T00:00:00Z") for i, d in enumerate(days)]))
+        newest_first = [f"r{i:02d}" for i in reversed(range(len(days)))]
+        for since, until in [("2026-11-03", "2026-11-05"), ("2026-11-05", None), (None, "2026-11-02")]:
+            filters = queries.RunFilters(
+                starting_at=since and f"{since}T00:00:00.000000Z", ending_at=until and f"{until}T00:00:00.000000Z"
+            )
+            wanted = [r for r in newest_first if (since or "") <= f"2026-11-0{days[int(r[1:])]}" <= (until or "~")]
+            assert walk(log, queries.list_runs, filters, key="id", page_size=2) == wanted
+            assert ledger.query(log, queries.run_status_counts, filters)["total"] == len(wanted)
 
     def test_workflows_page_by_key_and_match_in_any_case(self, log):
         keys = ["Été", "été-2", "b", "B-2", "a b", "Straße", "strasse", "z", "ω", "Ω"]

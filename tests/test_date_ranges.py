@@ -1,6 +1,7 @@
 """A date range of many runs (`runs list --starting-at/--ending-at`, the web's Created
-filter): its page, the check for newer runs and its counts by status read the index of
-creation times alone, never a row of the table for each run of the range.
+filter, open at one end or not): its page, the check for newer runs and its counts by
+status read the index of creation times alone, never a row of the table for each run of
+the range (nor every run of the store).
 
 The timings are benchmarks' (docs/benchmarks.md); these tests hold SQLite's plans, and the
 answers against a filter over every run.
@@ -9,12 +10,16 @@ answers against a filter over every run.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
+
+import pytest
 
 from flowledger import ledger, queries
 from flowledger.projections.projector import Projector
 from flowledger.store import open_log
 from tests.conftest import ev, triggered
 from tests.histories import jsonl
+from tests.test_queries_mutations import Recording, walk
 
 RANGE = queries.RunFilters(starting_at="2026-11-03T00:00:00.000000Z", ending_at="2026-11-06T00:00:00.000000Z")
 
@@ -29,6 +34,9 @@ def _runs():
             events.append(ev("run.started", run_id=run, occurred_at=at))
         if i % 5 == 0:
             events.append(ev("run.completed", run_id=run, occurred_at=at))
+    # Runs created at the range's very ends: within it.
+    events.append(triggered("at-the-start", occurred_at="2026-11-03T00:00:00Z", workflow="w1"))
+    events.append(triggered("at-the-end", occurred_at="2026-11-06T00:00:00Z", workflow="w1"))
     return events
 
 
@@ -37,10 +45,17 @@ def _plan(c, sql, params):
     return " | ".join(row[3] for row in c.fetchall())
 
 
-def test_a_date_ranges_page_newer_check_and_counts_read_the_index_alone(log):
+# A range open at one end: the web's "Last 24 hours" (and 7 and 30 days), `runs list
+# --starting-at` or `--ending-at` alone.
+SINCE = queries.RunFilters(starting_at=RANGE.starting_at)
+UNTIL = queries.RunFilters(ending_at=RANGE.ending_at)
+
+
+@pytest.mark.parametrize("filters", [RANGE, SINCE, UNTIL], ids=["both ends", "since", "until"])
+def test_a_date_ranges_page_newer_check_and_counts_read_the_index_alone(log, filters):
     ledger.append_input(log, jsonl(_runs()))
     ledger.query(log, queries.counts)
-    where, params = queries._runs_where(RANGE)
+    where, params = queries._runs_where(filters)
     covering = "COVERING INDEX runs_by_created_status_seq"
     with log.backend.transaction(write=False) as c:
         # The page: the range's entries sorted by seq, the rows of the page alone read after.
@@ -52,20 +67,26 @@ def test_a_date_ranges_page_newer_check_and_counts_read_the_index_alone(log):
         assert covering in counts, counts
 
 
-def test_a_date_ranges_pages_and_counts_are_those_of_every_run_filtered(log):
+@pytest.mark.parametrize("filters", [RANGE, SINCE, UNTIL], ids=["both ends", "since", "until"])
+def test_a_date_ranges_pages_and_counts_are_those_of_every_run_filtered(log, filters):
     ledger.append_input(log, jsonl(_runs()))
     every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
-    wanted = [r for r in every if RANGE.starting_at <= r["created_at"] <= RANGE.ending_at]
+    wanted = [
+        r
+        for r in every
+        if (filters.starting_at is None or filters.starting_at <= r["created_at"])
+        and (filters.ending_at is None or r["created_at"] <= filters.ending_at)
+    ]
     assert 10 < len(wanted) < len(every)
     seen, after = [], None
     while True:
-        page = ledger.query(log, queries.list_runs, RANGE, page_size=4, after=after)
+        page = ledger.query(log, queries.list_runs, filters, page_size=4, after=after)
         seen += page["entries"]
         after = page["page_info"]["after"]
         if after is None:
             break
     assert seen == wanted
-    counts = ledger.query(log, queries.run_status_counts, RANGE)
+    counts = ledger.query(log, queries.run_status_counts, filters)
     assert counts["total"] == len(wanted)
     assert {s: counts[s] for s in ("pending", "running", "completed")} == {
         s: sum(r["status"] == s for r in wanted) for s in ("pending", "running", "completed")
@@ -88,3 +109,51 @@ def test_a_store_with_the_older_index_of_creation_times_gets_the_new_one(log, st
     with sqlite3.connect(store_path) as c:
         names = {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs'")}
     assert "runs_by_created_status_seq" in names and "runs_by_created" not in names
+
+
+@pytest.mark.parametrize("probe", [1, 4, 9, 500])
+@pytest.mark.parametrize("filters", [RANGE, SINCE, UNTIL], ids=["both ends", "since", "until"])
+def test_a_ranges_pages_both_ways_are_its_runs_whichever_way_they_are_found(log, monkeypatch, filters, probe):
+    """However many runs the page reads in seq order before it searches the index of
+    creation times, its pages forwards and back are the range's runs, each once, with a
+    cursor exactly where there is more (the runs' times are not in seq order here)."""
+    monkeypatch.setattr(queries, "PROBE_ROWS", probe)
+    ledger.append_input(log, jsonl(_runs()))
+    every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
+    low, high = filters.starting_at or "", filters.ending_at or "~"
+    wanted = [r["id"] for r in every if low <= r["created_at"] <= high]
+    by_contact = replace(filters, workflow="w1")
+    for page_size in (1, 4, 7):
+        assert walk(log, queries.list_runs, filters, key="id", page_size=page_size) == wanted
+        assert walk(log, queries.list_runs, replace(filters, workflow="w1"), key="id", page_size=page_size) == [
+            r["id"] for r in every if low <= r["created_at"] <= high and r["workflow"] == "w1"
+        ]
+        assert walk(log, queries.list_runs_by_contact, by_contact, "user-1", key="id", page_size=page_size) == [
+            r["id"] for r in every if low <= r["created_at"] <= high and r["workflow"] == "w1"
+        ]
+
+
+def test_a_range_of_the_newest_runs_is_found_in_seq_order_and_an_older_one_in_the_index(log, monkeypatch):
+    """Runs created in seq order, as a live store's are: "since" a recent time, the page's
+    runs are among the first read in seq order, and the index of creation times is not
+    searched (it would sort every run of the range); "until" an early time, they are not,
+    and the index is searched rather than every newer run read."""
+    monkeypatch.setattr(queries, "PROBE_ROWS", 10)
+    ledger.append_input(
+        log, jsonl([triggered(f"r{i:02d}", occurred_at=f"2026-11-01T{i // 60:02d}:{i % 60:02d}:00Z") for i in range(90)])
+    )
+    ledger.query(log, queries.counts)  # the views caught up
+
+    def statements(filters):
+        with log.backend.transaction(write=False) as c:
+            recording = Recording(c)
+            page = queries.list_runs(recording, filters, page_size=5)
+            after = queries.list_runs(recording, filters, page_size=5, after=page["page_info"]["after"])
+        return [r["id"] for r in page["entries"] + after["entries"]], recording.statements
+
+    recent, said = statements(queries.RunFilters(starting_at="2026-11-01T01:00:00.000000Z"))
+    assert recent == [f"r{i:02d}" for i in range(89, 79, -1)]
+    assert not any("created_at >=" in s for s in said), said
+    early, said = statements(queries.RunFilters(ending_at="2026-11-01T00:20:00.000000Z"))
+    assert early == [f"r{i:02d}" for i in range(20, 10, -1)]
+    assert any("created_at >=" in s for s in said), said

@@ -53,6 +53,36 @@ def walk(log, listing, *args: Any, key: str, page_size: int) -> list[str]:
     return ids
 
 
+class Recording:
+    """A cursor that notes the statements run through it."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor, self.statements = cursor, []
+
+    def execute(self, statement: str, params: Any = ()) -> Any:
+        self.statements.append(statement)
+        return self.cursor.execute(statement, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cursor, name)
+
+
+def test_a_first_page_asks_nothing_about_newer_rows(seven_runs):
+    """A first page starts at the newest row its filters pick, in its own snapshot: no
+    statement asks whether a newer one exists (a round trip on PostgreSQL); a page after a
+    cursor asks, and finds the rows before it."""
+    q(seven_runs, queries.counts)  # the views caught up
+    with seven_runs.backend.transaction(write=False) as c:
+        first = Recording(c)
+        page = queries.list_runs(first, queries.RunFilters(), page_size=3)
+        later = Recording(c)
+        second = queries.list_runs(later, queries.RunFilters(), page_size=3, after=page["page_info"]["after"])
+    assert page["page_info"]["before"] is None and second["page_info"]["before"] is not None
+    newer = [s for s in first.statements if "seq > ?" in s]
+    assert newer == [] and len(first.statements) == 3, first.statements
+    assert len([s for s in later.statements if "seq > ?" in s]) == 1, later.statements
+
+
 @pytest.fixture
 def seven_runs(log):
     """Seven runs for user-1, each with an email, then noise that no listing below asks for."""
