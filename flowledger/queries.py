@@ -217,7 +217,7 @@ def _exists(
     return c.fetchone() is not None
 
 
-PROBE_ROWS = 500
+PROBE_ROWS = 200
 """Rows a date range's page reads in the order of the listing before it seeks the range
 in the index of creation times (see :func:`_positions`)."""
 
