@@ -151,6 +151,13 @@ class RunsView(View):
         # reading no row of the table. A new index is no new version: a store made without it
         # gets it the next time the views' tables are checked.
         "CREATE INDEX IF NOT EXISTS runs_by_workflow_status_created ON runs (workflow, status, created_at)",
+        # A tenant's runs of a status, newest first (the run history's chip of a status under
+        # a tenant filter), and its runs by status (those chips' counts, with a date range or
+        # not), reading no row of the table: through runs_by_tenant each read every run of
+        # the tenant, row by row, or, for a page of a status the tenant has few runs of, as
+        # many of them as it took to find a page (the counts 15.7 ms at 1M for a tenant of
+        # 12,000 runs, linear in them). Also no new version, as above.
+        "CREATE INDEX IF NOT EXISTS runs_by_tenant_status_seq ON runs (tenant, status, seq, created_at)",
         # Stuck runs (`runs list --status running --updated-before T`) are the old ones of a
         # status whose newest runs are all still heard of: runs_by_status would walk past every
         # one of those, a row each, to the first stuck run. This seeks the stuck ones (and sorts
@@ -179,6 +186,7 @@ class RunsView(View):
             "runs_with_errors",
             "runs_by_created_status_seq",
             "runs_by_workflow_status_created",
+            "runs_by_tenant_status_seq",
             "runs_by_status_updated",
         }
     )
