@@ -211,11 +211,13 @@ def _exists(
     """Whether a row that ``where`` picks lies beyond ``value`` (``extra``: "seq < ?" or
     "seq > ?"), within ``dates`` if given, looked for from ``value`` on."""
     if dates is not None:
-        order = "DESC" if extra.startswith("seq <") else "ASC"
-        return bool(_positions(c, table, [*where, extra], [*params, value], order, 1, dates))
+        # Looked for nearest first: a page's neighbours in a range are most often next to it.
+        return bool(_positions(c, table, [*where, extra], [*params, value], _OUTWARD[extra], 1, dates))
     c.execute(f'SELECT 1 FROM "{table}"{_where_sql([*where, extra])} LIMIT 1', [*params, value])
     return c.fetchone() is not None
 
+
+_OUTWARD = {"seq < ?": "DESC", "seq > ?": "ASC"}
 
 PROBE_ROWS = 200
 """Rows a date range's page reads in the order of the listing before it seeks the range
@@ -326,7 +328,7 @@ def list_runs(
 def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     """Runs by status, with a total, under the filters a listing of them takes."""
     where, params = _runs_where(filters)
-    c.execute("SELECT status, COUNT(*) FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " GROUP BY status", params)
+    c.execute(f"SELECT status, COUNT(*) FROM runs{_where_sql(where)} GROUP BY status", params)
     return _by_status(c.fetchall())
 
 
@@ -530,7 +532,7 @@ def _run_counts_where(workflow: str | None, include_rehearsals: bool) -> tuple[s
         params.append(workflow)
     if not include_rehearsals:
         clauses.append("rehearsal = 0")
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+    return _where_sql(clauses), params
 
 
 def _run_counts(c: sqlite3.Cursor, workflow: str | None, include_rehearsals: bool) -> dict[str, dict[str, int]]:
