@@ -605,6 +605,18 @@ def _another_versions_advice(projector: Projector, stored: dict[str, str], said:
         return str(e)
     older = [v for v in projector.views if v.name in stored and stored[v.name] != str(v.version)]
     if older and all(is_older(stored[v.name], v.version) for v in older):
+        again = projector.views_made_again(stored)
+        if not again:
+            made = ", ".join(f"{v.name!r} (view version {stored[v.name]})" for v in older)
+            wanted = ", ".join(str(v.version) for v in older)
+            return (
+                f"an older version of flowledger made the views {made}; this one folds view version {wanted}. The "
+                "first command of this version that catches the views up (a query without --no-catch-up, "
+                "`flowledger project`, `flowledger serve`) upgrades them in place, from their own rows: the "
+                "upgrade. If an older version's `flowledger rebuild` made them again on purpose (going back to "
+                "it), run that version only"
+            )
+        older = again
         made = ", ".join(f"{v.name!r} (view version {stored[v.name]})" for v in older)
         wanted = ", ".join(str(v.version) for v in older)
         return (

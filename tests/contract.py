@@ -15,6 +15,7 @@ import pytest
 from flowledger import ledger, queries
 from flowledger.errors import CommandRefused, InvalidInput, NotFound
 from flowledger.projections.projector import Projector
+from flowledger.projections.runs_view import RunsView
 from flowledger.store import open_log
 from tests.conftest import ev, step, triggered
 from tests.histories import jsonl
@@ -32,6 +33,30 @@ def _history(run_id="r1"):
         step("step.failed", run_id, error="SMTP 451"),
         ev("run.failed", run_id=run_id, error="gave up"),
     ]
+
+
+def _creation_times() -> list[str]:
+    """Runs' creation times (as stored): at hours' first and last microseconds, within them,
+    at one moment twice, over a day."""
+    times = ["2026-11-01T00:00:00.000000Z", "2026-11-01T05:59:59.999999Z", "2026-11-01T06:00:00.000000Z",
+             "2026-11-01T06:00:00.000000Z", "2026-11-01T23:59:59.999999Z"]
+    rng = random.Random(3)
+    times += [f"2026-11-01T{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}.{rng.randrange(10**6):06d}Z"
+              for _ in range(40)]
+    return times
+
+
+def _counted(statuses: list[str]) -> dict[str, int]:
+    """Runs by status and their total, as run_status_counts gives them, of these statuses."""
+    return {"total": len(statuses), **{s: statuses.count(s) for s in queries.STATUSES}}
+
+
+def _counters(c) -> tuple[list, list]:
+    """The runs view's counts by hour and by tenant, sorted."""
+    c.execute("SELECT hour, status, n FROM run_hours ORDER BY hour, status")
+    hours = [tuple(r) for r in c.fetchall()]
+    c.execute("SELECT tenant, status, n FROM tenant_run_counts ORDER BY tenant, status")
+    return hours, [tuple(r) for r in c.fetchall()]
 
 
 class StoreContract:
@@ -215,6 +240,77 @@ class StoreContract:
             wanted = [r for r in newest_first if (since or "") <= f"2026-11-0{days[int(r[1:])]}" <= (until or "~")]
             assert walk(log, queries.list_runs, filters, key="id", page_size=2) == wanted
             assert ledger.query(log, queries.run_status_counts, filters)["total"] == len(wanted)
+
+    def test_range_and_tenant_counts_are_the_runs_they_name(self, log):
+        # Runs created at hours' very first and last microseconds and between, in every
+        # status (a failed run retried back to pending too), of two tenants or none; ranges
+        # of whole hours, of part-hours at either end or both, inside one hour, open at
+        # either end: each count is the runs' own (the whole hours come from run_hours).
+        created = _creation_times()
+        events, truth = [], []
+        for i, at in enumerate(created):
+            run, tenant, fate = f"r{i:02d}", (None, "t1", "t2")[i % 3], i % 5
+            events.append(triggered(run, occurred_at=at, **({"tenant": tenant} if tenant else {})))
+            if fate:
+                events.append(ev("run.started", run_id=run, occurred_at=at))
+            if fate in (2, 3):
+                events.append(ev("run.failed", run_id=run, occurred_at=at, error="gave up"))
+            if fate == 3:
+                events.append(ev("run.retried", run_id=run, occurred_at=at))
+            if fate == 4:
+                events.append(ev("run.completed", run_id=run, occurred_at=at))
+            truth.append((at, tenant, ("pending", "running", "failed", "pending", "completed")[fate]))
+        ledger.append_input(log, jsonl(events))
+        rng = random.Random(11)
+        ends = [*created, *(f"2026-11-01T{h:02d}:{m}" for h in (0, 5, 6, 7, 23) for m in ("00:00.000000Z", "59:59.999999Z")),
+                "2026-11-01T06:30:00.000000Z", "2026-10-31T23:59:59.999999Z", queries.EARLIEST, queries.LATEST, None]
+        for _ in range(120):
+            since, until = rng.choice(ends), rng.choice(ends)
+            statuses = tuple(rng.sample(["pending", "running", "failed", "completed"], rng.choice([0, 1, 2])))
+            filters = queries.RunFilters(starting_at=since, ending_at=until, statuses=statuses)
+            picked = [s for at, _, s in truth if (since or "") <= at <= (until or "~") and (not statuses or s in statuses)]
+            got = ledger.query(log, queries.run_status_counts, filters)
+            assert got == _counted(picked), (since, until, statuses)
+        for tenant in ("t1", "t2", "t3"):
+            for statuses in ((), ("pending",), ("failed", "completed")):
+                filters = queries.RunFilters(tenant=tenant, statuses=statuses)
+                picked = [s for _, t, s in truth if t == tenant and (not statuses or s in statuses)]
+                assert ledger.query(log, queries.run_status_counts, filters) == _counted(picked)
+
+    def test_a_runs_view_of_version_4_is_upgraded_in_place(self, log, store_url):
+        # Version 4 had no counts by hour or tenant, and the stuck runs' index narrower: the
+        # upgrade counts them from the runs rows at the next open, where a refold would read
+        # the whole log again (the view at position 0 meanwhile).
+        ledger.append_input(log, jsonl([triggered(f"r{i}", tenant=f"t{i % 2}", occurred_at=at)
+                                        for i, at in enumerate(_creation_times())]))
+        ledger.catch_up(log)
+        b = log.backend
+        with b.transaction(write=False) as c:
+            before = _counters(c)
+            position = b.get_position(c, "runs")
+        with b.transaction(write=True) as c:
+            c.execute('DROP TABLE "run_hours"')
+            c.execute('DROP TABLE "tenant_run_counts"')
+            c.execute('DROP INDEX "runs_by_status_updated_created"')
+            c.execute("CREATE INDEX runs_by_status_updated ON runs (status, updated_at, seq)")
+            b.set_view_version(c, "runs", 4)
+        again = open_log(store_url)
+        try:
+            said = ledger.views_lag(again).another_version
+            assert "upgrades them in place" in said and "folds them from the log" not in said, said
+            ledger.ensure_views(again)
+            with again.backend.transaction(write=False) as c:
+                assert again.backend.get_position(c, "runs") == position
+                assert _counters(c) == before and before[0] and before[1]
+                indexes = again.backend.table_names(c)
+                assert Projector.stored_versions(c)["runs"] == str(RunsView.version) == "5"
+            assert "runs_by_status_updated_created" in indexes and "runs_by_status_updated" not in indexes
+            ledger.append_input(again, jsonl([triggered("late", tenant="t1", occurred_at="2026-11-01T05:10:00Z")]))
+            filters = queries.RunFilters(starting_at="2026-11-01T05:00:00.000000Z", ending_at="2026-11-01T05:59:59.999999Z")
+            hour = sum(1 for at in _creation_times() if at.startswith("2026-11-01T05")) + 1
+            assert ledger.query(again, queries.run_status_counts, filters)["pending"] == hour
+        finally:
+            again.close()
 
     def test_workflows_page_by_key_and_match_in_any_case(self, log):
         keys = ["Été", "été-2", "b", "B-2", "a b", "Straße", "strasse", "z", "ω", "Ω"]

@@ -18,11 +18,10 @@ from flowledger.api import keys
 from flowledger.cli import cli
 from flowledger.projections.deliveries_view import DeliveriesView
 from flowledger.projections.projector import Projector
-from flowledger.projections.runs_view import RunsView
 from flowledger.projections.steps_view import StepsView
 from flowledger.store import open_log
 from tests.conftest import ev, step, triggered
-from tests.view_versions_kit import NewerRunsView, append_to, run_status
+from tests.view_versions_kit import NewerRunsView, OlderRunsView, append_to, run_status
 
 
 def _invoke(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -125,7 +124,7 @@ def test_the_command_an_older_copy_suggests_is_one_a_shell_runs(tmp_path):
         target.close()
     # As another version of flowledger made the copy's runs view.
     with sqlite3.connect(copy) as conn:
-        conn.execute("UPDATE flowledger_meta SET value = ? WHERE key = 'view:runs'", (str(RunsView.version - 1),))
+        conn.execute("UPDATE flowledger_meta SET value = ? WHERE key = 'view:runs'", (str(OlderRunsView.version),))
     result = _invoke("--store", copy, "counts", "--no-catch-up")
     assert result.exit_code == 1 and "make it again: " in result.output, result.output
     suggested = result.output.replace("\n", " ").split("make it again: ", 1)[1].strip()

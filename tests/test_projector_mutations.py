@@ -26,6 +26,7 @@ from flowledger.store.staging import StagingBackend
 from tests.conftest import ev, triggered
 from tests.histories import jsonl, make
 from tests.test_views import snapshot
+from tests.view_versions_kit import OlderRunsView
 
 
 def _older_copy(tmp_path) -> tuple[str, str]:
@@ -36,8 +37,8 @@ def _older_copy(tmp_path) -> tuple[str, str]:
     assert runner.invoke(cli, ["--store", source, "append", "-"], input=jsonl([triggered("r1")]).read()).exit_code == 0
     assert runner.invoke(cli, ["--store", source, "rebuild", "--into", into]).exit_code == 0
     with sqlite3.connect(into) as db:
-        version = db.execute("SELECT value FROM flowledger_meta WHERE key = 'view:runs'").fetchone()[0]
-        db.execute("UPDATE flowledger_meta SET value = ? WHERE key = 'view:runs'", (str(int(version) - 1),))
+        # One this version cannot upgrade in place (it would make its tables again).
+        db.execute("UPDATE flowledger_meta SET value = ? WHERE key = 'view:runs'", (str(OlderRunsView.version),))
     return source, into
 
 

@@ -20,9 +20,11 @@ class NewerRunsView(RunsView):
 
 
 class OlderRunsView(RunsView):
-    """The runs view as an older flowledger has it."""
+    """The runs view as an older flowledger has it, one this version cannot upgrade in
+    place (it makes its tables again and folds them from the log)."""
 
-    version = RunsView.version - 1
+    version = min(RunsView.upgrades, default=RunsView.version) - 1
+    upgrades: dict[int, tuple[str, ...]] = {}
 
 
 def started_runs(first: int, n: int) -> Any:

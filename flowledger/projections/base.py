@@ -68,6 +68,23 @@ class View:
     query_indexes: frozenset[str] = frozenset()
     """Indexes that only queries read, never the fold: a rebuild makes them after folding,
     one sort each, rather than entry by entry in random order as rows come."""
+    upgrades: dict[int, tuple[str, ...]] = {}
+    """Statements that make an earlier version's tables (the key) this version's in place,
+    from their own rows, where the view would otherwise be folded again from the log."""
+
+    def upgrade_from(self, stored: str | None, existing: set[str]) -> tuple[str, ...] | None:
+        """The statements that upgrade the view's tables in place from the version ``stored``
+        (the store's tables: ``existing``), or None if they must be made again and folded."""
+        statements = self.upgrades.get(int(stored)) if stored is not None and stored.isdigit() else None
+        if statements is None:
+            return None
+        made = [m.group(1) for m in map(_CREATED_TABLE.match, statements) if m]
+        # The earlier version's tables must all be there to upgrade from.
+        if not set(self.tables) - set(made) <= existing:
+            return None
+        # A table the upgrade makes may be there already, as this version left it before an
+        # older one's rebuild made the others again (going back to it): its rows are stale.
+        return (*(f'DROP TABLE IF EXISTS "{table}"' for table in made), *statements)
 
     def fold_ddl(self) -> list[str]:
         """The CREATE statements a fold needs: all but those of :attr:`query_indexes`."""
@@ -90,6 +107,9 @@ class View:
         the page came from. Nothing is written here.
         """
         raise NotImplementedError
+
+
+_CREATED_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
 
 
 class Writes:

@@ -162,6 +162,13 @@ class Projector:
                             for statement in v.ddl:
                                 c.execute(b.ddl(statement))
                         continue
+                    upgrade = v.upgrade_from(stored.get(v.name), existing)
+                    if upgrade is not None:
+                        # Its rows stand, at its position: only what the new version adds is made.
+                        for statement in (*upgrade, *v.ddl):
+                            c.execute(b.ddl(statement))
+                        b.set_view_version(c, v.name, v.version)
+                        continue
                     for table in (*v.tables, *v.retired_tables):
                         if table in existing:
                             c.execute(f'DROP TABLE "{table}"')
@@ -186,7 +193,7 @@ class Projector:
         none (its every run would be gone)."""
         if self.rebuilding or self.source is not self.backend:
             return  # `rebuild --into` making the copy again: what it is for
-        older = [v for v in self.views if v.name in stored and stored[v.name] != str(v.version)]
+        older = self.views_made_again(stored)
         source = self.backend.copy_of() if older else None
         made = ", ".join(f"{v.name} {stored[v.name]}" for v in older)
         wanted = ", ".join(f"{v.name} {v.version}" for v in older)
@@ -219,6 +226,17 @@ class Projector:
             f"has no log to fold them again from; make it again: "
             + shlex.join(["flowledger", "--store", source, "rebuild", "--into", store_name(self.backend)])
         )
+
+    def views_made_again(self, stored: dict[str, str]) -> list[View]:
+        """The views another version made that cannot be upgraded in place: made again and
+        folded from the log (the store's tables: read for those whose version differs)."""
+        older = [v for v in self.views if v.name in stored and stored[v.name] != str(v.version)]
+        if not older:
+            return []
+        b = self.backend
+        with b.transaction(write=False) as c:
+            existing = b.table_names(c)
+        return [v for v in older if v.upgrade_from(stored[v.name], existing) is None]
 
     def _refuse_newer_views(self, stored: dict[str, str], remake: Collection[str]) -> None:
         """Raise ViewsMadeByANewerVersion for views a newer flowledger made (but those of
@@ -520,7 +538,9 @@ class Projector:
         with b.transaction(write=False) as c:
             existing = b.table_names(c)
             stored = self.stored_versions(c)
-        return [v for v in self.views if not _standing(v, existing, stored)]
+        return [
+            v for v in self.views if not _standing(v, existing, stored) and v.upgrade_from(stored.get(v.name), existing) is None
+        ]
 
     def _check_into_target(self) -> None:
         """Refuse to fold another store's log into a store with a log of its own: its views

@@ -1,4 +1,5 @@
-"""The runs view: one row per run, run counts by workflow and status, and per-workflow times.
+"""The runs view: one row per run, run counts by workflow and status, by tenant and status,
+by hour of creation and status, and per-workflow times.
 
 A workflow's last completion is the latest completed_at of its runs as their rows hold
 it, which a retry can lower: the view keeps how many of a workflow's runs completed at
@@ -114,16 +115,49 @@ def _recall_runs(c: sqlite3.Cursor, runs: dict[str, list[Any]], ids: Iterable[st
 _RUN_SELECT = ", ".join(RUN_COLUMNS)
 
 
+def hour_of(at: str) -> str:
+    """The hour a stored time lies in, as run_hours keys it ("2026-11-01T09")."""
+    return at[:13]
+
+
+# How many runs created in each hour are in each status: a date range's counts by status
+# (the run history's chips for "Last 30 days") add up its whole hours here and count only
+# the runs of its partial hours at either end in the index of creation times, where they
+# counted every run of the range (328 ms for a month of a million runs, linear in them).
+_RUN_HOURS = (
+    "CREATE TABLE IF NOT EXISTS run_hours ("
+    "hour TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL, "
+    "PRIMARY KEY (hour, status)) WITHOUT ROWID"
+)
+_COUNT_RUN_HOURS = (
+    "INSERT INTO run_hours (hour, status, n) SELECT substr(created_at, 1, 13), status, COUNT(*) "
+    "FROM runs WHERE created_at IS NOT NULL GROUP BY substr(created_at, 1, 13), status"
+)
+
+# A tenant's runs by status (the run history's chips under a tenant filter): through the
+# index of (tenant, status, …) they read every entry of the tenant (15-24 ms for 200,000
+# runs, linear in them). Runs without a tenant are in no tenant's count.
+_TENANT_RUN_COUNTS = (
+    "CREATE TABLE IF NOT EXISTS tenant_run_counts ("
+    "tenant TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL, "
+    "PRIMARY KEY (tenant, status)) WITHOUT ROWID"
+)
+_COUNT_TENANT_RUNS = (
+    "INSERT INTO tenant_run_counts (tenant, status, n) SELECT tenant, status, COUNT(*) "
+    "FROM runs WHERE tenant IS NOT NULL GROUP BY tenant, status"
+)
+
+
 class RunsView(View):
     """Run records, counts by status, and per-workflow first/last times."""
 
     name = "runs"
     # 2: run_emails held only messages engagement reads; 3: no run_emails at all; 4: a
     # workflow's last completion from workflow_completions (the summaries' kept a failure
-    # a retry had undone)
-    version = 4
+    # a retry had undone); 5: run_hours and tenant_run_counts
+    version = 5
     topics = RUN_EVENT_TYPES
-    tables = ("runs", "run_counts", "workflow_summaries", "workflow_completions")
+    tables = ("runs", "run_counts", "workflow_summaries", "workflow_completions", "run_hours", "tenant_run_counts")
     retired_tables = ("run_emails",)
     ddl = (
         "CREATE TABLE IF NOT EXISTS runs ("
@@ -161,8 +195,14 @@ class RunsView(View):
         # Stuck runs (`runs list --status running --updated-before T`) are the old ones of a
         # status whose newest runs are all still heard of: runs_by_status would walk past every
         # one of those, a row each, to the first stuck run. This seeks the stuck ones (and sorts
-        # only them by seq); also no new version, as above.
-        "CREATE INDEX IF NOT EXISTS runs_by_status_updated ON runs (status, updated_at, seq)",
+        # only them by seq); also no new version, as above. Their creation time, tenant and
+        # workflow are in its entries too, so the run history's Stuck count under a date
+        # range, a tenant or a workflow reads no row of the table: through (status,
+        # updated_at, seq) it read every stuck run's (120 ms for 100,000 of them). It replaces
+        # that index, as runs_by_created_status_seq did runs_by_created.
+        "CREATE INDEX IF NOT EXISTS runs_by_status_updated_created ON runs "
+        "(status, updated_at, seq, created_at, tenant, workflow)",
+        "DROP INDEX IF EXISTS runs_by_status_updated",
         "CREATE TABLE IF NOT EXISTS run_counts ("
         "workflow TEXT NOT NULL, status TEXT NOT NULL, rehearsal INTEGER NOT NULL, n INTEGER NOT NULL, "
         "PRIMARY KEY (workflow, status, rehearsal)) WITHOUT ROWID",
@@ -174,7 +214,13 @@ class RunsView(View):
         "CREATE TABLE IF NOT EXISTS workflow_completions ("
         "workflow TEXT NOT NULL, completed_at TEXT NOT NULL, n INTEGER NOT NULL, "
         "PRIMARY KEY (workflow, completed_at)) WITHOUT ROWID",
+        _RUN_HOURS,
+        _TENANT_RUN_COUNTS,
     )
+    # Version 4's tables hold every run's row: its runs by hour and by tenant are counted
+    # from them, in place, rather than the view folded again from the log (minutes at 10M
+    # events; the count, seconds).
+    upgrades = {4: (_RUN_HOURS, _COUNT_RUN_HOURS, _TENANT_RUN_COUNTS, _COUNT_TENANT_RUNS)}
     query_indexes = frozenset(
         {
             "runs_by_seq",
@@ -187,7 +233,7 @@ class RunsView(View):
             "runs_by_created_status_seq",
             "runs_by_workflow_status_created",
             "runs_by_tenant_status_seq",
-            "runs_by_status_updated",
+            "runs_by_status_updated_created",
         }
     )
 
@@ -215,6 +261,8 @@ class RunsView(View):
                 _times(times, record.workflow, kind, body["occurred_at"])
 
         counts = Counters("run_counts", ("workflow", "status", "rehearsal"))
+        hours = Counters("run_hours", ("hour", "status"))
+        tenants = Counters("tenant_run_counts", ("tenant", "status"))
         completions = Counters("workflow_completions", ("workflow", "completed_at"))
         out = []
         for rid, entry in touched.items():
@@ -224,6 +272,17 @@ class RunsView(View):
             row = _row(record, seq)
             if row != old:
                 done = row[11]  # completed_at
+                if old is None or old[7] != row[7] or old[8] != row[8] or old[4] != row[4]:
+                    # Rows are of triggered runs (above), which have a creation time: one
+                    # without would be in no range, so in no hour's count either.
+                    if old is not None and old[8] is not None:
+                        hours.add((hour_of(old[8]), old[7]), -1)
+                    if row[8] is not None:
+                        hours.add((hour_of(row[8]), row[7]), 1)
+                    if old is not None and old[4] is not None:
+                        tenants.add((old[4], old[7]), -1)
+                    if row[4] is not None:
+                        tenants.add((row[4], row[7]), 1)
                 if old is not None:
                     counts.add((old[2], old[7], int(old[5] == "rehearsal")), -1)
                     was = old[11]
@@ -241,5 +300,7 @@ class RunsView(View):
         writes.add(_UPSERT_RUN, out, key=_BY_ID)
         writes.count(counts)
         writes.count(completions)
+        writes.count(hours)
+        writes.count(tenants)
         writes.add(_SUMMARIES, [(w, *s) for w, s in times.items()])
         return writes
