@@ -1,0 +1,84 @@
+"""A month of many runs: makes a store for `benchmarks/date_ranges.py` and the web's run
+history (*Last 30 days*, a tenant, *Stuck*) at a million runs, where `run.py`'s workload has
+about 60,000 runs a million events.
+
+Appends RUNS runs created evenly over the 30 days before two hours ago, each triggered (one
+of 40 workflows, 5 tenants, 200,000 recipients) and started, then 85% completed, 5% failed
+and 10% left running (stuck: no news for two hours or more); then folds the views. Seeded:
+the same RUNS give the same runs but for their times, which follow the clock.
+
+    python benchmarks/month_store.py /var/tmp/month.db [--runs 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from flowledger import ledger  # noqa: E402
+from flowledger.store import open_log  # noqa: E402
+
+
+def _stamp(moment: datetime) -> str:
+    """A time as the log stores it."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def runs(n: int, end: datetime, seed: int = 7) -> Any:
+    """The runs' events, a run at a time, the last created at ``end``."""
+    rng = random.Random(seed)
+    start = end - timedelta(days=30)
+    step = (end - start) / n
+    for i in range(n):
+        at = start + step * (i + 1)
+        run = f"run-{i:08d}"
+        yield {
+            "id": f"e{i}-t", "type": "run.triggered", "occurred_at": _stamp(at), "run_id": run,
+            "workflow": f"wf-{rng.randrange(40)}", "recipient": f"user-{rng.randrange(200_000)}",
+            "tenant": f"t{rng.randrange(5)}", "trigger": {"source": "api"},
+        }
+        yield {"id": f"e{i}-s", "type": "run.started", "occurred_at": _stamp(at + timedelta(seconds=1)), "run_id": run}
+        fate = rng.random()
+        done = _stamp(at + timedelta(seconds=30))
+        if fate < 0.85:
+            yield {"id": f"e{i}-c", "type": "run.completed", "occurred_at": done, "run_id": run}
+        elif fate < 0.90:
+            yield {"id": f"e{i}-f", "type": "run.failed", "occurred_at": done, "run_id": run, "error": "gave up"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("store", help="a new store: a SQLite file (or a PostgreSQL URL)")
+    parser.add_argument("--runs", type=int, default=1_000_000)
+    args = parser.parse_args()
+    log = open_log(args.store)
+    try:
+        if ledger.head(log):
+            raise SystemExit(f"{args.store} holds events already: give a new store")
+        started = time.perf_counter()
+        batch: list[dict[str, Any]] = []
+        end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
+        for event in runs(args.runs, end):
+            batch.append(event)
+            if len(batch) == 10_000:
+                ledger.append_batch(log, batch)
+                batch = []
+        if batch:
+            ledger.append_batch(log, batch)
+        appended = time.perf_counter()
+        ledger.catch_up(log)
+        print(f"{args.runs:,} runs, {ledger.head(log):,} events: appended in {appended - started:.0f} s, "
+              f"folded in {time.perf_counter() - appended:.0f} s")
+    finally:
+        log.close()
+
+
+if __name__ == "__main__":
+    main()
