@@ -52,11 +52,13 @@ def _counted(statuses: list[str]) -> dict[str, int]:
 
 
 def _counters(c) -> tuple[list, list]:
-    """The runs view's counts by hour and by tenant, sorted."""
+    """The runs view's counts by hour, and by tenant and by tenant and hour, sorted."""
     c.execute("SELECT hour, status, n FROM run_hours ORDER BY hour, status")
     hours = [tuple(r) for r in c.fetchall()]
     c.execute("SELECT tenant, status, n FROM tenant_run_counts ORDER BY tenant, status")
-    return hours, [tuple(r) for r in c.fetchall()]
+    tenants = [tuple(r) for r in c.fetchall()]
+    c.execute("SELECT tenant, hour, status, n FROM tenant_run_hours ORDER BY tenant, hour, status")
+    return hours, tenants + [tuple(r) for r in c.fetchall()]
 
 
 class StoreContract:
@@ -264,18 +266,53 @@ class StoreContract:
         rng = random.Random(11)
         ends = [*created, *(f"2026-11-01T{h:02d}:{m}" for h in (0, 5, 6, 7, 23) for m in ("00:00.000000Z", "59:59.999999Z")),
                 "2026-11-01T06:30:00.000000Z", "2026-10-31T23:59:59.999999Z", queries.EARLIEST, queries.LATEST, None]
-        for _ in range(120):
+        for _ in range(160):
             since, until = rng.choice(ends), rng.choice(ends)
             statuses = tuple(rng.sample(["pending", "running", "failed", "completed"], rng.choice([0, 1, 2])))
-            filters = queries.RunFilters(starting_at=since, ending_at=until, statuses=statuses)
-            picked = [s for at, _, s in truth if (since or "") <= at <= (until or "~") and (not statuses or s in statuses)]
+            tenant = rng.choice([None, None, "t1", "t2", "t3"])
+            filters = queries.RunFilters(starting_at=since, ending_at=until, statuses=statuses, tenant=tenant)
+            picked = [s for at, t, s in truth if (since or "") <= at <= (until or "~") and (not statuses or s in statuses)
+                      and (tenant is None or t == tenant)]
             got = ledger.query(log, queries.run_status_counts, filters)
-            assert got == _counted(picked), (since, until, statuses)
+            assert got == _counted(picked), (since, until, statuses, tenant)
         for tenant in ("t1", "t2", "t3"):
             for statuses in ((), ("pending",), ("failed", "completed")):
                 filters = queries.RunFilters(tenant=tenant, statuses=statuses)
                 picked = [s for _, t, s in truth if t == tenant and (not statuses or s in statuses)]
                 assert ledger.query(log, queries.run_status_counts, filters) == _counted(picked)
+
+    def test_a_contacts_counts_under_every_filter_are_its_runs(self, log):
+        # The contact's runs are found first, then the other filters applied to them alone.
+        events, truth = [], []
+        people = ["u1", {"id": "u1", "collection": "c"}, "u2"]
+        for i in range(36):
+            run, who, at = f"r{i:02d}", people[i % 3], f"2026-11-01T{i % 12:02d}:00:00Z"
+            tenant, workflow, fate = ("t1", "t2")[i % 2], ("w1", "w2", "w3")[i // 12], i % 4
+            events.append(triggered(run, recipient=who, tenant=tenant, workflow=workflow, occurred_at=at))
+            if fate:
+                events.append(ev("run.started", run_id=run, occurred_at=at))
+            if fate == 2:
+                events.append(ev("run.completed", run_id=run, occurred_at=at))
+            if fate == 3:
+                events.append(ev("run.failed", run_id=run, occurred_at=at, error="gave up"))
+            label = who if isinstance(who, str) else "c/u1"
+            stored = at.replace("Z", ".000000Z")
+            truth.append((label, tenant, workflow, stored, ("pending", "running", "completed", "failed")[fate]))
+        ledger.append_input(log, jsonl(events))
+        stamp = "2026-11-01T05:00:00.000000Z"
+        cases = [
+            (queries.RunFilters(), lambda t: True),
+            (queries.RunFilters(statuses=("pending", "running"), updated_before=stamp), lambda t: t[4] in ("pending", "running") and t[3] <= stamp),
+            (queries.RunFilters(tenant="t1"), lambda t: t[1] == "t1"),
+            (queries.RunFilters(workflow="w2"), lambda t: t[2] == "w2"),
+            (queries.RunFilters(starting_at=stamp), lambda t: t[3] >= stamp),
+            (queries.RunFilters(statuses=("failed",), tenant="t2"), lambda t: t[4] == "failed" and t[1] == "t2"),
+        ]
+        for contact, theirs in (("u1", {"u1", "c/u1"}), ("c/u1", {"c/u1"}), ("u2", {"u2"}), ("u3", set())):
+            for filters, keep in cases:
+                picked = [t[4] for t in truth if t[0] in theirs and keep(t)]
+                got = ledger.query(log, queries.run_status_counts_by_contact, filters, contact)
+                assert got == _counted(picked), (contact, filters)
 
     def test_a_runs_view_of_version_4_is_upgraded_in_place(self, log, store_url):
         # Version 4 had no counts by hour or tenant, and the stuck runs' index narrower: the
@@ -291,6 +328,7 @@ class StoreContract:
         with b.transaction(write=True) as c:
             c.execute('DROP TABLE "run_hours"')
             c.execute('DROP TABLE "tenant_run_counts"')
+            c.execute('DROP TABLE "tenant_run_hours"')
             c.execute('DROP INDEX "runs_by_status_updated_created"')
             c.execute("CREATE INDEX runs_by_status_updated ON runs (status, updated_at, seq)")
             b.set_view_version(c, "runs", 4)
