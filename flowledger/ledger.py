@@ -597,34 +597,25 @@ def views_lag(log: EventLog) -> ViewsLag:
 def _another_versions_advice(projector: Projector, stored: dict[str, str], said: str) -> str:
     """What `flowledger views` says of views another version made: for an analyst's copy, how
     to make it again (it has no log to fold them from); for views an older version made, that
-    this version's next catch-up folds them again (an upgrade not done yet, as likely as a
-    rollback); else what a query would say."""
+    this version's next catch-up folds them again or upgrades them in place (an upgrade not
+    done yet, as likely as a rollback); else what a query would say."""
     try:
         projector.refuse_an_older_copy(stored)
     except StoreIsACopy as e:
         return str(e)
     older = [v for v in projector.views if v.name in stored and stored[v.name] != str(v.version)]
     if older and all(is_older(stored[v.name], v.version) for v in older):
+        # Those made again are named; if none is, every one is upgraded in place.
         again = projector.views_made_again(stored)
-        if not again:
-            made = ", ".join(f"{v.name!r} (view version {stored[v.name]})" for v in older)
-            wanted = ", ".join(str(v.version) for v in older)
-            return (
-                f"an older version of flowledger made the views {made}; this one folds view version {wanted}. The "
-                "first command of this version that catches the views up (a query without --no-catch-up, "
-                "`flowledger project`, `flowledger serve`) upgrades them in place, from their own rows: the "
-                "upgrade. If an older version's `flowledger rebuild` made them again on purpose (going back to "
-                "it), run that version only"
-            )
-        older = again
+        done = "makes them again and folds them from the log" if again else "upgrades them in place, from their own rows"
+        older = again or older
         made = ", ".join(f"{v.name!r} (view version {stored[v.name]})" for v in older)
         wanted = ", ".join(str(v.version) for v in older)
         return (
             f"an older version of flowledger made the views {made}; this one folds view version {wanted}. The first "
             "command of this version that catches the views up (a query without --no-catch-up, `flowledger "
-            "project`, `flowledger serve`) makes them again and folds them from the log: the upgrade. If an "
-            "older version's `flowledger rebuild` made them again on purpose (going back to it), run that "
-            "version only"
+            f"project`, `flowledger serve`) {done}: the upgrade. If an older version's `flowledger rebuild` made "
+            "them again on purpose (going back to it), run that version only"
         )
     return said
 
