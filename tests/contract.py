@@ -331,6 +331,8 @@ class StoreContract:
             c.execute('DROP TABLE "tenant_run_hours"')
             c.execute('DROP INDEX "runs_by_status_updated_created"')
             c.execute("CREATE INDEX runs_by_status_updated ON runs (status, updated_at, seq)")
+            c.execute('DROP INDEX "runs_by_created_status_seq_tenant"')
+            c.execute("CREATE INDEX runs_by_created_status_seq ON runs (created_at, status, seq)")
             b.set_view_version(c, "runs", 4)
         again = open_log(store_url)
         try:
@@ -343,6 +345,7 @@ class StoreContract:
                 indexes = again.backend.table_names(c)
                 assert Projector.stored_versions(c)["runs"] == str(RunsView.version) == "5"
             assert "runs_by_status_updated_created" in indexes and "runs_by_status_updated" not in indexes
+            assert "runs_by_created_status_seq_tenant" in indexes and "runs_by_created_status_seq" not in indexes
             ledger.append_input(again, jsonl([triggered("late", tenant="t1", occurred_at="2026-11-01T05:10:00Z")]))
             filters = queries.RunFilters(starting_at="2026-11-01T05:00:00.000000Z", ending_at="2026-11-01T05:59:59.999999Z")
             hour = sum(1 for at in _creation_times() if at.startswith("2026-11-01T05")) + 1

@@ -98,7 +98,7 @@ def test_a_store_with_the_older_index_of_creation_times_gets_the_new_one(log, st
     Projector(log.backend).catch_up()
     with sqlite3.connect(store_path) as c:
         # As a store made by the release before looks: (created_at) alone.
-        c.execute("DROP INDEX runs_by_created_status_seq")
+        c.execute("DROP INDEX runs_by_created_status_seq_tenant")
         c.execute("CREATE INDEX runs_by_created ON runs (created_at)")
     reopened = open_log(store_path)
     try:
@@ -108,7 +108,7 @@ def test_a_store_with_the_older_index_of_creation_times_gets_the_new_one(log, st
         reopened.close()
     with sqlite3.connect(store_path) as c:
         names = {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs'")}
-    assert "runs_by_created_status_seq" in names and "runs_by_created" not in names
+    assert "runs_by_created_status_seq_tenant" in names and "runs_by_created" not in names
 
 
 @pytest.mark.parametrize("probe", [1, 4, 9, 500])
