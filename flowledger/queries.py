@@ -12,7 +12,6 @@ import base64
 import binascii
 import re
 import sqlite3
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
@@ -352,9 +351,7 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
         f'SELECT status, SUM(n) FROM "{table}"{_where_sql([*tenant, "hour >= ?", "hour <= ?", *statuses])} GROUP BY status',
         [*tenant_marks, first, last, *marks],
     )
-    found: Counter[str] = Counter()
-    for status, n in c.fetchall():
-        found[status] += int(n)
+    rows = c.fetchall()
     earliest, latest = _date_range(filters)  # type: ignore[misc]
     # The part-hours: before the first whole hour, after the last (each empty if the range
     # starts, or ends, with a whole hour).
@@ -371,9 +368,8 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
                 f"SELECT status, COUNT(*) FROM part{_where_sql([*tenant, *statuses])}"
             )
         c.execute(sql + " GROUP BY status", [low, high, *tenant_marks, *marks])
-        for status, n in c.fetchall():
-            found[status] += int(n)
-    return _by_status(list(found.items()))
+        rows += c.fetchall()
+    return _by_status(rows)
 
 
 _STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -428,10 +424,11 @@ def _hour_after(hour: str) -> str | None:
 
 
 def _by_status(rows: list[Any]) -> dict[str, int]:
-    """Runs by status, every status present, and their total, from (status, count) rows."""
+    """Runs by status, every status present, and their total, from (status, count) rows
+    (a status's rows added up)."""
     by_status = dict.fromkeys(STATUSES, 0)
     for status, n in rows:
-        by_status[status] = int(n)
+        by_status[status] = by_status.get(status, 0) + int(n)
     return {"total": sum(by_status.values()), **by_status}
 
 

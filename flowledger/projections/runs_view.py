@@ -160,6 +160,22 @@ _COUNT_TENANT_RUN_HOURS = (
 )
 
 
+def _count_by_hour_and_tenant(
+    row: tuple[Any, ...], delta: int, hours: Counters, tenants: Counters, tenant_hours: Counters
+) -> None:
+    """Count a runs row (``delta``: 1 as written, -1 as it was) by its hour of creation,
+    its tenant, and both, each with its status."""
+    status, tenant, created = row[7], row[4], row[8]
+    # Rows are of triggered runs, which have a creation time: one without would be in no
+    # range, so in no hour's count either; a run without a tenant is in no tenant's.
+    if created is not None:
+        hours.add((hour_of(created), status), delta)
+    if tenant is not None:
+        tenants.add((tenant, status), delta)
+        if created is not None:
+            tenant_hours.add((tenant, hour_of(created), status), delta)
+
+
 class RunsView(View):
     """Run records, counts by status, and per-workflow first/last times."""
 
@@ -302,20 +318,9 @@ class RunsView(View):
             if row != old:
                 done = row[11]  # completed_at
                 if old is None or old[7] != row[7] or old[8] != row[8] or old[4] != row[4]:
-                    # Rows are of triggered runs (above), which have a creation time: one
-                    # without would be in no range, so in no hour's count either.
-                    if old is not None and old[8] is not None:
-                        hours.add((hour_of(old[8]), old[7]), -1)
-                    if row[8] is not None:
-                        hours.add((hour_of(row[8]), row[7]), 1)
-                    if old is not None and old[4] is not None:
-                        tenants.add((old[4], old[7]), -1)
-                        if old[8] is not None:
-                            tenant_hours.add((old[4], hour_of(old[8]), old[7]), -1)
-                    if row[4] is not None:
-                        tenants.add((row[4], row[7]), 1)
-                        if row[8] is not None:
-                            tenant_hours.add((row[4], hour_of(row[8]), row[7]), 1)
+                    if old is not None:
+                        _count_by_hour_and_tenant(old, -1, hours, tenants, tenant_hours)
+                    _count_by_hour_and_tenant(row, 1, hours, tenants, tenant_hours)
                 if old is not None:
                     counts.add((old[2], old[7], int(old[5] == "rehearsal")), -1)
                     was = old[11]
