@@ -5,7 +5,8 @@ Opens STORE (a flowledger store whose views are folded, or made here), and times
 a page of an hour's runs from a random time of the log's and their counts by status, a page
 of the whole log's range and its counts by status (the web's status chips), its stuck runs'
 count (the Stuck chip) and the busiest tenant's counts by status (within the whole range
-too); then ranges open at one end (since the last hour, until the first, since after the
+too), stuck runs' pages (within the range or not, a first page and the next) and a page of
+two statuses (completed and failed, within the range or not); then ranges open at one end (since the last hour, until the first, since after the
 last run): p50 and p99 in ms.
 
     python benchmarks/date_ranges.py /var/tmp/flscale/store.db [--pages 100]
@@ -14,6 +15,7 @@ last run): p50 and p99 in ms.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import sys
@@ -86,12 +88,29 @@ def main() -> None:
         tenant = queries.RunFilters(tenant=busiest[0] if busiest else "none")
         tenant_range = queries.RunFilters(tenant=tenant.tenant, starting_at=whole.starting_at, ending_at=whole.ending_at)
 
+        # Stuck runs' pages (the web's *Stuck*, with and without the range) and pages of
+        # several statuses (`runs list --status completed --status failed`).
+        stuck_page = dataclasses.replace(stuck, starting_at=None, ending_at=None)
+        finished = queries.RunFilters(statuses=("completed", "failed"))
+        finished_range = dataclasses.replace(finished, starting_at=whole.starting_at, ending_at=whole.ending_at)
+
+        def next_page(filters: queries.RunFilters) -> object:
+            first_page = page(filters)
+            after = first_page["page_info"]["after"]  # type: ignore[index]
+            return after and ledger.query(log, queries.list_runs, filters, page_size=50, after=after, fresh=False)
+
         measures: list[tuple[str, Callable[[], object], int]] = [
             ("an hour's page", lambda: page(an_hour()), args.pages),
             ("an hour's counts", lambda: count(an_hour()), counts),
             ("the whole range's page", lambda: page(whole), args.pages),
             ("the whole range's counts", lambda: count(whole), counts),
             ("the whole range's stuck count", lambda: count(stuck), counts),
+            ("the stuck page", lambda: page(stuck_page), counts),
+            ("the stuck page within the range", lambda: page(stuck), counts),
+            ("the stuck page and the next", lambda: next_page(stuck_page), counts),
+            ("two statuses' page", lambda: page(finished), counts),
+            ("two statuses' page and the next", lambda: next_page(finished), counts),
+            ("two statuses' page within the range", lambda: page(finished_range), counts),
             ("the busiest tenant's counts", lambda: count(tenant), counts),
             ("the same within the whole range", lambda: count(tenant_range), counts),
             ("since the last hour: page", lambda: page(since), args.pages),

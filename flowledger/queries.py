@@ -9,6 +9,7 @@ already read: paging through never repeats or misses one.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import binascii
 import re
 import sqlite3
@@ -136,35 +137,76 @@ def decode_cursor(cursor: str) -> int:
         raise BadQuery(f"{cursor!r} is not a cursor from a previous page") from None
 
 
+@dataclass(frozen=True)
+class Sought:
+    """The rows a listing's page picks, in the parts :func:`_page` looks for them by."""
+
+    where: list[str]
+    """Conditions (bound parameters all) an index of the table in seq order narrows by."""
+    params: list[Any]
+    """The conditions' parameters, in order."""
+    statuses: tuple[str, ...] = ()
+    """Only rows in one of these statuses (each status's sought apart: see :func:`_positions`)."""
+    dates: tuple[str, str] | None = None
+    """Only rows created within this range (earliest, latest: a runs listing's)."""
+    updated_before: str | None = None
+    """Only rows whose last event is at or before this time (a runs listing's)."""
+
+    def conditions(self) -> tuple[list[str], list[Any]]:
+        """Every condition at once, as a count of the rows states them."""
+        where, params = _matching({}, self.statuses)
+        checks, marks = self._checks()
+        return [*self.where, *where, *checks], [*self.params, *params, *marks]
+
+    def narrowed(self, condition: str, value: Any) -> Sought:
+        """The same rows, those ``condition`` (of one parameter, ``value``) picks among them."""
+        return dataclasses.replace(self, where=[*self.where, condition], params=[*self.params, value])
+
+    def _checks(self) -> tuple[list[str], list[Any]]:
+        """The conditions on the rows' times, which an index in seq order cannot narrow by."""
+        where: list[str] = []
+        params: list[Any] = []
+        if self.dates is not None:
+            # Both ends, always: SQLite's planner guesses that a range open at one end holds a
+            # quarter of the runs and counts them by status, row by row, through the index of
+            # statuses rather than seek the range in its own: "Last 24 hours" read every run.
+            where += ["created_at >= ?", "created_at <= ?"]
+            params += self.dates
+        if self.updated_before is not None:
+            where.append("updated_at <= ?")
+            params.append(self.updated_before)
+        return where, params
+
+    def checked(self, created_at: str | None, updated_at: str | None) -> bool:
+        """Whether a row of these times passes :meth:`_checks` (as SQL would: no time, no)."""
+        if self.dates is not None and not (created_at is not None and self.dates[0] <= created_at <= self.dates[1]):
+            return False
+        return self.updated_before is None or (updated_at is not None and updated_at <= self.updated_before)
+
+
 def _page(
     c: sqlite3.Cursor,
     table: str,
-    where: list[str],
-    params: list[Any],
+    sought: Sought,
     page_size: int,
     after: str | None,
     before: str | None,
-    dates: tuple[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """A page of ``table``'s rows that ``where`` picks (and, with ``dates``, created within
-    that range: see :func:`_positions`), and its cursors."""
+    """A page of ``table``'s rows that ``sought`` picks, and its cursors."""
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise BadQuery(f"page size must be 1 to {MAX_PAGE_SIZE}, not {page_size}")
     if after and before:
         raise BadQuery("give after or before, not both")
-    clauses = list(where)
-    args = list(params)
+    within = sought
     if after:
-        clauses.append("seq < ?")
-        args.append(decode_cursor(after))
+        within = within.narrowed("seq < ?", decode_cursor(after))
     if before:
-        clauses.append("seq > ?")
-        args.append(decode_cursor(before))
+        within = within.narrowed("seq > ?", decode_cursor(before))
     order = "ASC" if before else "DESC"
     # The page's positions first, then its rows: every listing's index holds seq, so the
     # first reads no row of the table however many entries it sorts (a date range's runs
     # are sorted by seq: with their rows, that sort copied every run of the range).
-    positions = _positions(c, table, clauses, args, order, page_size + 1, dates)
+    positions = _positions(c, table, within, order, page_size + 1)
     rows: list[dict[str, Any]] = []
     if positions:
         c.execute(f'SELECT * FROM "{table}" WHERE seq IN ({",".join("?" * len(positions))}) ORDER BY seq {order}', positions)
@@ -179,13 +221,13 @@ def _page(
         newest, oldest = rows[0]["seq"], rows[-1]["seq"]
         if before:
             has_newer = more
-            has_older = _exists(c, table, where, params, "seq < ?", oldest, dates)
+            has_older = _exists(c, table, sought, "seq < ?", oldest)
         else:
             has_older = more
             # A first page starts at the newest row the filters pick, in this transaction's
             # snapshot: nothing is newer, and a statement to say so would be a round trip
             # more on PostgreSQL.
-            has_newer = bool(after) and _exists(c, table, where, params, "seq > ?", newest, dates)
+            has_newer = bool(after) and _exists(c, table, sought, "seq > ?", newest)
         page_info = {
             "after": encode_cursor(oldest) if has_older else None,
             "before": encode_cursor(newest) if has_newer else None,
@@ -206,59 +248,72 @@ def _matching(equals: dict[str, Any], statuses: tuple[str, ...]) -> tuple[list[s
     return where, params
 
 
-def _exists(
-    c: sqlite3.Cursor, table: str, where: list[str], params: list[Any], extra: str, value: int, dates: tuple[str, str] | None
-) -> bool:
-    """Whether a row that ``where`` picks lies beyond ``value`` (``extra``: "seq < ?" or
-    "seq > ?"), within ``dates`` if given, looked for from ``value`` on."""
-    if dates is not None:
-        # Looked for nearest first: a page's neighbours in a range are most often next to it.
-        return bool(_positions(c, table, [*where, extra], [*params, value], _OUTWARD[extra], 1, dates))
-    c.execute(f'SELECT 1 FROM "{table}"{_where_sql([*where, extra])} LIMIT 1', [*params, value])
+def _exists(c: sqlite3.Cursor, table: str, sought: Sought, extra: str, value: int) -> bool:
+    """Whether a row that ``sought`` picks lies beyond ``value`` (``extra``: "seq < ?" or
+    "seq > ?"), looked for from ``value`` on where the rows' times are checked."""
+    if sought.dates is not None or sought.updated_before is not None:
+        # Looked for nearest first: a page's neighbours are most often next to it (the stuck
+        # runs' index, in order of their last event, would give a page's newer ones last).
+        return bool(_positions(c, table, sought.narrowed(extra, value), _OUTWARD[extra], 1))
+    where, params = sought.narrowed(extra, value).conditions()
+    c.execute(f'SELECT 1 FROM "{table}"{_where_sql(where)} LIMIT 1', params)
     return c.fetchone() is not None
 
 
 _OUTWARD = {"seq < ?": "DESC", "seq > ?": "ASC"}
 
 PROBE_ROWS = 200
-"""Rows a date range's page reads in the order of the listing before it seeks the range
-in the index of creation times (see :func:`_positions`)."""
+"""Rows a page whose rows' times are checked (a date range's, stuck runs') reads in the
+order of the listing before it seeks them in an index of those times (see :func:`_positions`)."""
 
 
-def _positions(
-    c: sqlite3.Cursor,
-    table: str,
-    where: list[str],
-    params: list[Any],
-    order: str,
-    limit: int,
-    dates: tuple[str, str] | None,
-) -> list[int]:
-    """The positions (seq, in ``order``) of at most ``limit`` rows that ``where`` picks and,
-    with ``dates`` (earliest, latest), that were created within that range.
+def _positions(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int) -> list[int]:
+    """The positions (seq, in ``order``) of at most ``limit`` rows that ``sought`` picks.
 
-    A range's page has two ways to its rows, and which is quick depends on where the range
-    lies: its newest runs are often among the newest of all ("Last 24 hours", "Last 30 days"
-    of a live store), found by reading runs in seq order and checking their times, where the
-    index of creation times would have every run of the range sorted by seq; a range of
-    older runs is the index's to find, where seq order would pass every newer run first. So
-    the first :data:`PROBE_ROWS` rows in seq order are read and checked here, and the index
-    searched only if they hold too few of the range's. (SQLite's planner cannot tell the two
-    apart: it knows nothing of how times spread.)
+    Each status's rows are sought apart, in its own index's seq order, and the first
+    ``limit`` of them all taken: an index of (status, seq) gives each status's rows in seq
+    order, not theirs together, and where a row's times are read and checked (see
+    :func:`_positions_of`), SQLite sorted every row of the statuses named to find the first
+    (`runs list --status completed --status failed --starting-at T`: 485 ms at a million
+    runs, 1.1 ms so).
     """
-    if dates is not None:
+    if len(sought.statuses) < 2:
+        return _positions_of(c, table, sought, order, limit)
+    found: list[int] = []
+    for status in sought.statuses:
+        found += _positions_of(c, table, dataclasses.replace(sought, statuses=(status,)), order, limit)
+    found.sort(reverse=order == "DESC")
+    return found[:limit]
+
+
+def _positions_of(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int) -> list[int]:
+    """:func:`_positions` of rows of one status (or of any).
+
+    Where the rows' times are checked (a range of creation times, a last event at or
+    before a time), a page has two ways to its rows, and which is quick depends on where
+    they lie: a range's newest runs are often among the newest of all ("Last 24 hours",
+    "Last 30 days" of a live store), and a status's newest runs often stuck (a store whose
+    runs stopped being heard of), found by reading rows in seq order and checking their
+    times, where an index of those times would have every row it picks sorted by seq; a
+    range of older runs is the index's to find, and stuck runs are, where the newest of
+    their status are still heard of, where seq order would pass every newer row first. So
+    the first :data:`PROBE_ROWS` rows in seq order are read and checked here, and the index
+    searched only if they hold too few. (SQLite's planner cannot tell the two apart: it
+    knows nothing of how times spread.)
+    """
+    where, params = _matching({}, sought.statuses)
+    where, params = [*sought.where, *where], [*sought.params, *params]
+    if sought.dates is not None or sought.updated_before is not None:
         c.execute(
-            f'SELECT seq, created_at FROM "{table}"{_where_sql(where)} ORDER BY seq {order} LIMIT ?',
+            f'SELECT seq, created_at, updated_at FROM "{table}"{_where_sql(where)} ORDER BY seq {order} LIMIT ?',
             [*params, PROBE_ROWS],
         )
         rows = c.fetchall()
-        earliest, latest = dates
-        found = [seq for seq, at in rows if at is not None and earliest <= at <= latest]
+        found = [seq for seq, created_at, updated_at in rows if sought.checked(created_at, updated_at)]
         # Every row of seq order up to the last read was checked: those found are the first.
         if len(found) >= limit or len(rows) < PROBE_ROWS:
             return found[:limit]
-        where = [*where, "created_at >= ?", "created_at <= ?"]
-        params = [*params, earliest, latest]
+        where, params = sought.conditions()
     c.execute(f'SELECT seq FROM "{table}"{_where_sql(where)} ORDER BY seq {order} LIMIT ?', [*params, limit])
     return [r[0] for r in c.fetchall()]
 
@@ -318,8 +373,7 @@ def list_runs(
     before: str | None = None,
 ) -> dict[str, Any]:
     """A page of runs, newest first: ``{"entries": [...], "page_info": {...}}``."""
-    where, params = _runs_where(filters, dates=False)
-    rows, page_info = _page(c, "runs", where, params, page_size, after, before, _date_range(filters))
+    rows, page_info = _page(c, "runs", _runs_sought(filters), page_size, after, before)
     engagement = email_engagement(c, [r["id"] for r in rows])
     entries = [run_entry(r, engagement.get(r["id"], _NO_ENGAGEMENT)) for r in rows]
     return {"entries": entries, "page_info": page_info}
@@ -448,29 +502,20 @@ def _date_range(filters: RunFilters) -> tuple[str, str] | None:
     )
 
 
-def _runs_where(filters: RunFilters, *, dates: bool = True) -> tuple[list[str], list[Any]]:
-    """The conditions (bound parameters all) that pick the runs the filters name (without
-    their range of creation times if not ``dates``: a page looks for those itself)."""
+def _runs_sought(filters: RunFilters) -> Sought:
+    """The runs the filters name, as a page seeks them."""
     unknown = set(filters.statuses) - set(STATUSES)
     if unknown:
         raise BadQuery(f"unknown status {sorted(unknown)[0]!r}; expected one of {', '.join(STATUSES)}")
-    where, params = _matching(
-        {"workflow": filters.workflow, "tenant": filters.tenant, "recipient": filters.recipient},
-        filters.statuses,
-    )
+    where, params = _matching({"workflow": filters.workflow, "tenant": filters.tenant, "recipient": filters.recipient}, ())
     if filters.has_errors:
         where.append("error_count > 0")
-    bounds = _date_range(filters) if dates else None
-    if bounds is not None:
-        # Both ends, always: SQLite's planner guesses that a range open at one end holds a
-        # quarter of the runs and counts them by status, row by row, through the index of
-        # statuses rather than seek the range in its own: "Last 24 hours" read every run.
-        where += ["created_at >= ?", "created_at <= ?"]
-        params += bounds
-    if filters.updated_before is not None:
-        where.append("updated_at <= ?")
-        params.append(filters.updated_before)
-    return where, params
+    return Sought(where, params, filters.statuses, _date_range(filters), filters.updated_before)
+
+
+def _runs_where(filters: RunFilters) -> tuple[list[str], list[Any]]:
+    """The conditions (bound parameters all) that pick the runs the filters name."""
+    return _runs_sought(filters).conditions()
 
 
 def delivery_entry(row: dict[str, Any]) -> dict[str, Any]:
@@ -492,11 +537,8 @@ def list_deliveries(
     before: str | None = None,
 ) -> dict[str, Any]:
     """A page of deliveries, newest first."""
-    where, params = _matching(
-        {"run_id": filters.run_id, "channel": filters.channel, "recipient": filters.recipient},
-        filters.statuses,
-    )
-    rows, page_info = _page(c, "deliveries", where, params, page_size, after, before)
+    where, params = _matching({"run_id": filters.run_id, "channel": filters.channel, "recipient": filters.recipient}, ())
+    rows, page_info = _page(c, "deliveries", Sought(where, params, filters.statuses), page_size, after, before)
     return {"entries": [delivery_entry(r) for r in rows], "page_info": page_info}
 
 
@@ -955,11 +997,16 @@ def runs_over_time(c: sqlite3.Cursor, workflow: str, *, max_bars: int = 62) -> l
     return sorted(rows, key=lambda r: (order[r[0]], STATUSES.index(r[1])))
 
 
-def _contact_where(filters: RunFilters, contact: str, *, dates: bool = True) -> tuple[list[str], list[Any]]:
-    """The conditions of :func:`_runs_where` and those of :func:`_contact_conditions`."""
-    where, params = _runs_where(filters, dates=dates)
+def _contact_sought(filters: RunFilters, contact: str) -> Sought:
+    """The runs of :func:`_runs_sought` that :func:`_contact_conditions` picks."""
+    sought = _runs_sought(filters)
     more, more_params = _contact_conditions(contact)
-    return where + more, params + more_params
+    return dataclasses.replace(sought, where=[*sought.where, *more], params=[*sought.params, *more_params])
+
+
+def _contact_where(filters: RunFilters, contact: str) -> tuple[list[str], list[Any]]:
+    """The conditions of :func:`_runs_where` and those of :func:`_contact_conditions`."""
+    return _contact_sought(filters, contact).conditions()
 
 
 def _contact_conditions(contact: str) -> tuple[list[str], list[Any]]:
@@ -1004,8 +1051,7 @@ def list_runs_by_contact(
 ) -> dict[str, Any]:
     """:func:`list_runs` of the runs for a recipient as the pages show it (``filters`` with
     no recipient of their own; see :func:`_contact_where`)."""
-    where, params = _contact_where(filters, contact, dates=False)
-    rows, page_info = _page(c, "runs", where, params, page_size, after, before, _date_range(filters))
+    rows, page_info = _page(c, "runs", _contact_sought(filters, contact), page_size, after, before)
     engagement = email_engagement(c, [r["id"] for r in rows])
     entries = [run_entry(r, engagement.get(r["id"], _NO_ENGAGEMENT)) for r in rows]
     return {"entries": entries, "page_info": page_info}
@@ -1023,9 +1069,10 @@ def list_deliveries_by_contact(
 ) -> dict[str, Any]:
     """:func:`list_deliveries` of the messages to a recipient as the pages show it
     (``filters`` with no recipient of their own; see :func:`_contact_conditions`)."""
-    where, params = _matching({"run_id": filters.run_id, "channel": filters.channel}, filters.statuses)
+    where, params = _matching({"run_id": filters.run_id, "channel": filters.channel}, ())
     more, more_params = _contact_conditions(contact)
-    rows, page_info = _page(c, "deliveries", where + more, params + more_params, page_size, after, before)
+    sought = Sought(where + more, params + more_params, filters.statuses)
+    rows, page_info = _page(c, "deliveries", sought, page_size, after, before)
     return {"entries": [delivery_entry(r) for r in rows], "page_info": page_info}
 
 

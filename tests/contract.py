@@ -6,6 +6,7 @@ through the public API, so the same assertions hold for a SQLite file and Postgr
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 
@@ -242,6 +243,63 @@ class StoreContract:
             wanted = [r for r in newest_first if (since or "") <= f"2026-11-0{days[int(r[1:])]}" <= (until or "~")]
             assert walk(log, queries.list_runs, filters, key="id", page_size=2) == wanted
             assert ledger.query(log, queries.run_status_counts, filters)["total"] == len(wanted)
+
+    @pytest.mark.parametrize("probe", [2, 500])
+    def test_pages_of_several_statuses_and_of_stuck_runs_are_the_runs_they_name(self, log, monkeypatch, probe):
+        # Several statuses are sought a status at a time and their pages merged by seq; runs
+        # whose times are checked (a last event at or before a time, a range of creation
+        # times) are read in seq order first (queries.PROBE_ROWS of them), then sought in an
+        # index of those times: under every other filter, a page each way is the runs the
+        # filters name, newest first. Times are out of seq order here.
+        monkeypatch.setattr(queries, "PROBE_ROWS", probe)
+        rng = random.Random(11)
+        events = []
+        for i in range(48):
+            run, created = f"r{i:02d}", rng.randrange(12)
+            heard = created + rng.randrange(12)
+            who = {"recipient": rng.choice(["u1", "u2", "u3"]), "workflow": rng.choice(["w1", "w2"]), "tenant": rng.choice(["t1", "t2"])}
+            events.append(triggered(run, occurred_at=f"2026-11-01T{created:02d}:00:00Z", **who))
+            fate = rng.randrange(4)
+            if fate:
+                events.append(ev("run.started", run_id=run, occurred_at=f"2026-11-01T{heard:02d}:00:00Z"))
+            if fate == 2:
+                events.append(ev("run.completed", run_id=run, occurred_at=f"2026-11-01T{heard:02d}:30:00Z"))
+            if fate == 3:
+                events.append(ev("run.failed", run_id=run, occurred_at=f"2026-11-01T{heard:02d}:30:00Z", error="gave up"))
+            if i % 3 == 0:
+                message = f"m{i:02d}"
+                events.append(ev("message.queued", message_id=message, channel="email", recipient=who["recipient"], run_id=run, step="email-1"))
+                for fact in ("message.sent", "message.delivered", "message.bounced")[: rng.randrange(4)]:
+                    events.append(ev(fact, message_id=message))
+        ledger.append_input(log, jsonl(events))
+        every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
+        messages = ledger.query(log, queries.list_deliveries, queries.DeliveryFilters(), page_size=1000)["entries"]
+
+        def hour(h: int) -> str:
+            return f"2026-11-01T{h:02d}:00:00.000000Z"
+
+        for _ in range(24):
+            statuses = tuple(rng.sample(["pending", "running", "completed", "failed"], rng.choice([0, 2, 2, 3])))
+            quiet = rng.choice([None, hour(rng.randrange(24))])
+            since, until = rng.choice([None, hour(rng.randrange(12))]), rng.choice([None, hour(rng.randrange(12))])
+            narrow = rng.choice([{}, {"workflow": "w1"}, {"tenant": "t2"}, {"recipient": "u2"}])
+            filters = queries.RunFilters(statuses=statuses, updated_before=quiet, starting_at=since, ending_at=until, **narrow)
+            wanted = [
+                r["id"] for r in every
+                if (not statuses or r["status"] in statuses) and (quiet is None or r["updated_at"] <= quiet)
+                and (since or "") <= r["created_at"] <= (until or "~") and all(r[k] == v for k, v in narrow.items())
+            ]
+            size = rng.choice([1, 3, 5])
+            assert walk(log, queries.list_runs, filters, key="id", page_size=size) == wanted, filters
+            if "recipient" in narrow:
+                theirs = dataclasses.replace(filters, recipient=None)
+                assert walk(log, queries.list_runs_by_contact, theirs, "u2", key="id", page_size=size) == wanted, filters
+        for statuses in (("sent", "bounced"), ("queued", "delivered", "bounced"), ("clicked", "sent")):
+            wanted = [m["message_id"] for m in messages if m["status"] in statuses]
+            filters = queries.DeliveryFilters(statuses=statuses)
+            assert walk(log, queries.list_deliveries, filters, key="message_id", page_size=2) == wanted, statuses
+        assert {m["status"] for m in messages} >= {"queued", "sent", "delivered", "bounced"}
+        assert {r["status"] for r in every} == {"pending", "running", "completed", "failed"}
 
     def test_range_and_tenant_counts_are_the_runs_they_name(self, log):
         # Runs created at hours' very first and last microseconds and between, in every
