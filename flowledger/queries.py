@@ -382,6 +382,61 @@ def list_runs(
 @reads("runs")
 def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     """Runs by status, with a total, under the filters a listing of them takes."""
+    _check_statuses(filters.statuses)
+    if filters.updated_before is not None and filters.statuses and _counted_ahead(_heard_of_or_not(filters)):
+        # Runs quiet since a time (the Stuck chip: pending or running, no news for an hour)
+        # are those of their statuses less those heard of since, which a live store has few
+        # of, where the quiet may be many (every one an entry to read: 17-26 ms for
+        # 100,000 stuck runs). The runs of their statuses are counted ahead. A run's row
+        # always has a last event (its trigger's, at least): none is neither.
+        heard = _heard_of_since(c, filters)
+        if heard is not None:
+            every = _counts(c, _heard_of_or_not(filters))
+            return _by_status([*((s, n) for s, n in every.items() if s != "total"), *((s, -n) for s, n in heard)])
+    return _counts(c, filters)
+
+
+HEARD_OF_CAP = 5_000
+"""The most runs heard of since a count's ``updated_before`` that the count reads to take
+them from the runs counted ahead; past it, it counts the quiet runs themselves."""
+
+
+def _heard_of_or_not(filters: RunFilters) -> RunFilters:
+    """The filters without their bound on the runs' last event."""
+    return dataclasses.replace(filters, updated_before=None)
+
+
+def _counted_ahead(filters: RunFilters) -> bool:
+    """Whether the runs the filters name are counted by status ahead (every run's, a
+    tenant's, a range's whole hours), rather than counted here run by run."""
+    return (
+        _only_statuses_besides(filters)
+        or filters.tenant is not None and _only_statuses_besides(filters, "tenant")
+        or _whole_hours(filters) is not None
+    )
+
+
+def _heard_of_since(c: sqlite3.Cursor, filters: RunFilters) -> list[tuple[str, int]] | None:
+    """The runs the filters name but for their bound on the last event, heard of after it,
+    by status (in the index of statuses and last events); None if there are
+    :data:`HEARD_OF_CAP` or more."""
+    where, params = _runs_where(_heard_of_or_not(filters))
+    c.execute(
+        f"SELECT status, COUNT(*) FROM (SELECT status FROM runs{_where_sql([*where, 'updated_at > ?'])} LIMIT ?) AS heard "
+        "GROUP BY status",
+        [*params, filters.updated_before, HEARD_OF_CAP],
+    )
+    heard = [(status, int(n)) for status, n in c.fetchall()]
+    return heard if sum(n for _, n in heard) < HEARD_OF_CAP else None
+
+
+def _counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
+    """:func:`run_status_counts`, from the counts kept ahead where they answer."""
+    if _only_statuses_besides(filters):
+        # Every run's (the API's counts with statuses alone).
+        statuses, marks = _matching({}, filters.statuses)
+        c.execute(f"SELECT status, SUM(n) FROM run_status_totals{_where_sql(statuses)} GROUP BY status", marks)
+        return _by_status(c.fetchall())
     if filters.tenant is not None and _only_statuses_besides(filters, "tenant"):
         # A tenant's runs by status are counted already (the run history's chips under a
         # tenant filter), where its index would give them entry by entry.
@@ -412,16 +467,15 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     for low, high in ((earliest, _hour_before(first)), (_hour_after(last), latest)):
         if low is None or high is None or low > high:
             continue
-        if filters.tenant is None:
-            sql = f"SELECT status, COUNT(*) FROM runs{_where_sql(['created_at >= ?', 'created_at <= ?', *statuses])}"
-        else:
-            # The part-hours' runs first, then the tenant's among them: given both at once,
-            # SQLite's planner, which has no statistics, walks every run of the tenant.
-            sql = (
-                "WITH part AS MATERIALIZED (SELECT tenant, status FROM runs WHERE created_at >= ? AND created_at <= ?) "
-                f"SELECT status, COUNT(*) FROM part{_where_sql([*tenant, *statuses])}"
-            )
-        c.execute(sql + " GROUP BY status", [low, high, *tenant_marks, *marks])
+        # The part-hours' runs first, then the tenant's or the statuses' among them: given
+        # every condition at once, SQLite's planner, which has no statistics, walks every run
+        # of the tenant, or every entry of the statuses in the stuck runs' index (the Stuck
+        # chip's pending and running: 12-20 ms a part-hour for 100,000 of them).
+        sql = (
+            "WITH part AS MATERIALIZED (SELECT tenant, status FROM runs WHERE created_at >= ? AND created_at <= ?) "
+            f"SELECT status, COUNT(*) FROM part{_where_sql([*tenant, *statuses])} GROUP BY status"
+        )
+        c.execute(sql, [low, high, *tenant_marks, *marks])
         rows += c.fetchall()
     return _by_status(rows)
 
@@ -504,13 +558,18 @@ def _date_range(filters: RunFilters) -> tuple[str, str] | None:
 
 def _runs_sought(filters: RunFilters) -> Sought:
     """The runs the filters name, as a page seeks them."""
-    unknown = set(filters.statuses) - set(STATUSES)
-    if unknown:
-        raise BadQuery(f"unknown status {sorted(unknown)[0]!r}; expected one of {', '.join(STATUSES)}")
+    _check_statuses(filters.statuses)
     where, params = _matching({"workflow": filters.workflow, "tenant": filters.tenant, "recipient": filters.recipient}, ())
     if filters.has_errors:
         where.append("error_count > 0")
     return Sought(where, params, filters.statuses, _date_range(filters), filters.updated_before)
+
+
+def _check_statuses(statuses: tuple[str, ...]) -> None:
+    """:class:`BadQuery` if a status is not one a run can have."""
+    unknown = set(statuses) - set(STATUSES)
+    if unknown:
+        raise BadQuery(f"unknown status {sorted(unknown)[0]!r}; expected one of {', '.join(STATUSES)}")
 
 
 def _runs_where(filters: RunFilters) -> tuple[list[str], list[Any]]:
@@ -816,7 +875,9 @@ def run_totals(c: sqlite3.Cursor, *, workflow: str | None = None, include_rehear
     """Runs by status and their total, of every workflow or of one: :func:`counts` without
     its ``by_workflow``, summed in SQL (a workspace may have tens of thousands of workflows)."""
     where, params = _run_counts_where(workflow, include_rehearsals)
-    c.execute(f"SELECT status, SUM(n) FROM run_counts{where} GROUP BY status", params)
+    # Every workflow's: the runs by status are counted already (not a row a workflow).
+    table = "run_counts" if workflow is not None else "run_status_totals"
+    c.execute(f'SELECT status, SUM(n) FROM "{table}"{where} GROUP BY status', params)
     return _by_status(c.fetchall())
 
 

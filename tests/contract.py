@@ -52,14 +52,16 @@ def _counted(statuses: list[str]) -> dict[str, int]:
     return {"total": len(statuses), **{s: statuses.count(s) for s in queries.STATUSES}}
 
 
-def _counters(c) -> tuple[list, list]:
-    """The runs view's counts by hour, and by tenant and by tenant and hour, sorted."""
+def _counters(c) -> tuple[list, list, list]:
+    """The runs view's counts by hour, by tenant and by tenant and hour, and by status, sorted."""
     c.execute("SELECT hour, status, n FROM run_hours ORDER BY hour, status")
     hours = [tuple(r) for r in c.fetchall()]
     c.execute("SELECT tenant, status, n FROM tenant_run_counts ORDER BY tenant, status")
     tenants = [tuple(r) for r in c.fetchall()]
     c.execute("SELECT tenant, hour, status, n FROM tenant_run_hours ORDER BY tenant, hour, status")
-    return hours, tenants + [tuple(r) for r in c.fetchall()]
+    tenants += [tuple(r) for r in c.fetchall()]
+    c.execute("SELECT status, rehearsal, n FROM run_status_totals ORDER BY status, rehearsal")
+    return hours, tenants, [tuple(r) for r in c.fetchall()]
 
 
 class StoreContract:
@@ -339,6 +341,55 @@ class StoreContract:
                 picked = [s for _, t, s in truth if t == tenant and (not statuses or s in statuses)]
                 assert ledger.query(log, queries.run_status_counts, filters) == _counted(picked)
 
+    @pytest.mark.parametrize("cap", [1, 4, 5000])
+    def test_counts_of_runs_quiet_since_a_time_are_the_runs_they_name(self, log, monkeypatch, cap):
+        # The Stuck chip's counts (pending or running, no news since a time), taken as the
+        # runs of their statuses counted ahead less those heard of since (at most
+        # queries.HEARD_OF_CAP of them read, or the quiet runs counted themselves), under
+        # every filter: each is the runs' own. Rehearsals count, as the chips count them.
+        monkeypatch.setattr(queries, "HEARD_OF_CAP", cap)
+        rng = random.Random(17)
+        events = []
+        for i in range(60):
+            run, created = f"r{i:02d}", rng.randrange(12)
+            heard = created + rng.randrange(12)
+            tenant, workflow = rng.choice(["t1", "t2"]), rng.choice(["w1", "w2"])
+            source = rng.choice(["api", "api", "rehearsal"])
+            events.append(triggered(run, occurred_at=f"2026-11-01T{created:02d}:{i % 60:02d}:00Z", tenant=tenant,
+                                    workflow=workflow, trigger={"source": source}))
+            fate = rng.randrange(4)
+            if fate:
+                events.append(ev("run.started", run_id=run, occurred_at=f"2026-11-01T{heard:02d}:00:00Z"))
+            if fate == 2:
+                events.append(ev("run.completed", run_id=run, occurred_at=f"2026-11-01T{heard:02d}:30:00Z"))
+            if fate == 3 and i % 2:
+                events.append(step("step.started", run, occurred_at=f"2026-11-01T{heard:02d}:05:00Z"))
+                events.append(step("step.failed", run, occurred_at=f"2026-11-01T{heard:02d}:10:00Z", error="bounced"))
+        ledger.append_input(log, jsonl(events))
+        every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
+        assert {r["status"] for r in every} >= {"pending", "running", "completed"}
+        for h in (0, 3, 9, 15, 23):
+            quiet = f"2026-11-01T{h:02d}:00:00.000000Z"
+            for statuses in (("pending", "running"), ("running",), ("completed", "pending"), ()):
+                for others in ({}, {"tenant": "t2"}, {"workflow": "w1"}, {"has_errors": True},
+                               {"starting_at": "2026-11-01T02:00:00.000000Z", "ending_at": "2026-11-01T07:59:59.999999Z"},
+                               {"starting_at": "2026-11-01T02:30:00.000000Z", "ending_at": "2026-11-01T07:20:00.000000Z", "tenant": "t1"}):
+                    filters = queries.RunFilters(statuses=statuses, updated_before=quiet, **others)
+                    picked = [
+                        r["status"] for r in every
+                        if (not statuses or r["status"] in statuses) and r["updated_at"] <= quiet
+                        and (others.get("starting_at") or "") <= r["created_at"] <= (others.get("ending_at") or "~")
+                        and all(r[k] == v for k, v in others.items() if k in ("tenant", "workflow"))
+                        and (not others.get("has_errors") or r["error_count"] > 0)
+                    ]
+                    assert ledger.query(log, queries.run_status_counts, filters) == _counted(picked), filters
+        # Every run's by status, rehearsals or not: the counts kept ahead.
+        for rehearsals in (True, False):
+            kept = [r["status"] for r in every if rehearsals or r["trigger_source"] != "rehearsal"]
+            assert ledger.query(log, queries.run_totals, include_rehearsals=rehearsals) == _counted(kept)
+        assert ledger.query(log, queries.run_status_counts, queries.RunFilters(statuses=("failed", "running"))) == _counted(
+            [r["status"] for r in every if r["status"] in ("failed", "running")])
+
     def test_a_contacts_counts_under_every_filter_are_its_runs(self, log):
         # The contact's runs are found first, then the other filters applied to them alone.
         events, truth = [], []
@@ -372,26 +423,31 @@ class StoreContract:
                 got = ledger.query(log, queries.run_status_counts_by_contact, filters, contact)
                 assert got == _counted(picked), (contact, filters)
 
-    def test_a_runs_view_of_version_4_is_upgraded_in_place(self, log, store_url):
-        # Version 4 had no counts by hour or tenant, and the stuck runs' index narrower: the
-        # upgrade counts them from the runs rows at the next open, where a refold would read
-        # the whole log again (the view at position 0 meanwhile).
-        ledger.append_input(log, jsonl([triggered(f"r{i}", tenant=f"t{i % 2}", occurred_at=at)
-                                        for i, at in enumerate(_creation_times())]))
+    @pytest.mark.parametrize("version", [4, 5])
+    def test_a_runs_view_of_an_earlier_version_is_upgraded_in_place(self, log, store_url, version):
+        # Version 4 had no counts by hour or tenant, and the stuck runs' index narrower;
+        # version 5 no counts by status: the upgrade counts them from the runs rows (from
+        # run_counts) at the next open, where a refold would read the whole log again (the
+        # view at position 0 meanwhile).
+        ledger.append_input(log, jsonl([triggered(f"r{i}", tenant=f"t{i % 2}", occurred_at=at, trigger={"source": ("api", "rehearsal")[i % 5 == 0]})
+                                        for i, at in enumerate(_creation_times())]
+                                       + [ev("run.started", run_id=f"r{i}") for i in range(0, 30, 3)]))
         ledger.catch_up(log)
         b = log.backend
         with b.transaction(write=False) as c:
             before = _counters(c)
             position = b.get_position(c, "runs")
         with b.transaction(write=True) as c:
-            c.execute('DROP TABLE "run_hours"')
-            c.execute('DROP TABLE "tenant_run_counts"')
-            c.execute('DROP TABLE "tenant_run_hours"')
-            c.execute('DROP INDEX "runs_by_status_updated_created"')
-            c.execute("CREATE INDEX runs_by_status_updated ON runs (status, updated_at, seq)")
-            c.execute('DROP INDEX "runs_by_created_status_seq_tenant"')
-            c.execute("CREATE INDEX runs_by_created_status_seq ON runs (created_at, status, seq)")
-            b.set_view_version(c, "runs", 4)
+            c.execute('DROP TABLE "run_status_totals"')
+            if version == 4:
+                c.execute('DROP TABLE "run_hours"')
+                c.execute('DROP TABLE "tenant_run_counts"')
+                c.execute('DROP TABLE "tenant_run_hours"')
+                c.execute('DROP INDEX "runs_by_status_updated_created"')
+                c.execute("CREATE INDEX runs_by_status_updated ON runs (status, updated_at, seq)")
+                c.execute('DROP INDEX "runs_by_created_status_seq_tenant"')
+                c.execute("CREATE INDEX runs_by_created_status_seq ON runs (created_at, status, seq)")
+            b.set_view_version(c, "runs", version)
         again = open_log(store_url)
         try:
             said = ledger.views_lag(again).another_version
@@ -399,9 +455,9 @@ class StoreContract:
             ledger.ensure_views(again)
             with again.backend.transaction(write=False) as c:
                 assert again.backend.get_position(c, "runs") == position
-                assert _counters(c) == before and before[0] and before[1]
+                assert _counters(c) == before and all(before)
                 indexes = again.backend.table_names(c)
-                assert Projector.stored_versions(c)["runs"] == str(RunsView.version) == "5"
+                assert Projector.stored_versions(c)["runs"] == str(RunsView.version) == "6"
             assert "runs_by_status_updated_created" in indexes and "runs_by_status_updated" not in indexes
             assert "runs_by_created_status_seq_tenant" in indexes and "runs_by_created_status_seq" not in indexes
             ledger.append_input(again, jsonl([triggered("late", tenant="t1", occurred_at="2026-11-01T05:10:00Z")]))
