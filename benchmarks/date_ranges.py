@@ -5,9 +5,10 @@ Opens STORE (a flowledger store whose views are folded, or made here), and times
 a page of an hour's runs from a random time of the log's and their counts by status, a page
 of the whole log's range and its counts by status (the web's status chips), its stuck runs'
 count (the Stuck chip) and the busiest tenant's counts by status (within the whole range
-too), stuck runs' pages (within the range or not, a first page and the next) and a page of
-two statuses (completed and failed, within the range or not); then ranges open at one end (since the last hour, until the first, since after the
-last run): p50 and p99 in ms.
+too), stuck runs' pages (within the range or not, a first page and the next), a page of two
+statuses (completed and failed, within the range or not) and a page of the middle third of
+the range (with a status or not); then ranges open at one end (since the last hour, until
+the first, since after the last run): p50 and p99 in ms.
 
     python benchmarks/date_ranges.py /var/tmp/flscale/store.db [--pages 100]
 """
@@ -93,6 +94,11 @@ def main() -> None:
         stuck_page = dataclasses.replace(stuck, starting_at=None, ending_at=None)
         finished = queries.RunFilters(statuses=("completed", "failed"))
         finished_range = dataclasses.replace(finished, starting_at=whole.starting_at, ending_at=whole.ending_at)
+        # A third of the log's range in its middle (ten days of a month): none of its runs
+        # among the newest.
+        third = (last - first) / 3
+        middle = queries.RunFilters(starting_at=_stamp(first + third), ending_at=_stamp(first + 2 * third))
+        middle_completed = dataclasses.replace(middle, statuses=("completed",))
 
         def next_page(filters: queries.RunFilters) -> object:
             first_page = page(filters)
@@ -111,6 +117,9 @@ def main() -> None:
             ("two statuses' page", lambda: page(finished), counts),
             ("two statuses' page and the next", lambda: next_page(finished), counts),
             ("two statuses' page within the range", lambda: page(finished_range), counts),
+            ("the middle third's page", lambda: page(middle), counts),
+            ("the middle third's page and the next", lambda: next_page(middle), counts),
+            ("the middle third's completed", lambda: page(middle_completed), counts),
             ("the busiest tenant's counts", lambda: count(tenant), counts),
             ("the same within the whole range", lambda: count(tenant_range), counts),
             ("since the last hour: page", lambda: page(since), args.pages),

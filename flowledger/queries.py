@@ -33,6 +33,7 @@ from flowledger.projections.run_record import (
     run_history,
     seconds_between,
 )
+from flowledger.projections.runs_view import hour_of
 from flowledger.projections.steps_view import CHANNEL_OF_STEP_TYPE, STEP_STATES
 from flowledger.store.backend import SQLBackend, in_chunks
 from flowledger.store.log import StoredEvent
@@ -313,9 +314,77 @@ def _positions_of(c: sqlite3.Cursor, table: str, sought: Sought, order: str, lim
         # Every row of seq order up to the last read was checked: those found are the first.
         if len(found) >= limit or len(rows) < PROBE_ROWS:
             return found[:limit]
+        by_hour = _positions_by_hour(c, table, sought, order, limit)
+        if by_hour is not None:
+            return by_hour
         where, params = sought.conditions()
     c.execute(f'SELECT seq FROM "{table}"{_where_sql(where)} ORDER BY seq {order} LIMIT ?', [*params, limit])
     return [r[0] for r in c.fetchall()]
+
+
+HOURS_READ = 24
+"""The most hours whose runs a page of a date range reads, an hour at a time, before it
+sorts every run of the range instead (see :func:`_positions_by_hour`)."""
+
+_BY_HOUR = frozenset({"tenant = ?", "seq < ?", "seq > ?"})
+"""The conditions (besides a range and statuses) that the index of creation times answers,
+so that a range's runs are picked by them an hour at a time."""
+
+
+def _positions_by_hour(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int) -> list[int] | None:
+    """:func:`_positions_of` of runs created within a range, found an hour at a time, or
+    None where that is not the way (other conditions than :data:`_BY_HOUR`'s, or more than
+    :data:`HOURS_READ` hours to read).
+
+    The runs of a range whose newest are not among the newest of all (ten days in the
+    middle of a month) are in the index of creation times, in their hours, and a page is
+    their first by seq: sorted all at once, every run of the range (72-111 ms for 333,000).
+    ``run_hour_seqs`` keeps each hour's first and last seq, so the hours are read in the
+    order of the best seq each can give, and not past the first that can give none better
+    than the page has. Runs are most often created in seq order: an hour or two.
+    """
+    if table != "runs" or sought.dates is None or sought.updated_before is not None or not set(sought.where) <= _BY_HOUR:
+        return None
+    # Each of these conditions has one parameter.
+    bounds = list(zip(sought.where, sought.params))
+    below = min((v for w, v in bounds if w == "seq < ?"), default=None)
+    above = max((v for w, v in bounds if w == "seq > ?"), default=None)
+    earliest, latest = sought.dates
+    desc = order == "DESC"
+    # The hours that can hold a run on the page's side of its cursors, best first.
+    near, near_marks = ["hour >= ?", "hour <= ?"], [hour_of(earliest), hour_of(latest)]
+    if below is not None:
+        near.append("first_seq < ?")
+        near_marks.append(below)
+    if above is not None:
+        near.append("last_seq > ?")
+        near_marks.append(above)
+    c.execute(
+        f"SELECT hour, first_seq, last_seq FROM run_hour_seqs{_where_sql(near)} "
+        f"ORDER BY {'last_seq DESC' if desc else 'first_seq ASC'} LIMIT ?",
+        [*near_marks, HOURS_READ + 1],
+    )
+    hours = c.fetchall()
+    statuses, marks = _matching({}, sought.statuses)
+    picked = _where_sql([*sought.where, *statuses])
+    found: list[int] = []
+    for n, (hour, first, last) in enumerate(hours):
+        if desc:
+            best = last if below is None else min(last, below - 1)
+        else:
+            best = first if above is None else max(first, above + 1)
+        if len(found) >= limit and (best < found[limit - 1] if desc else best > found[limit - 1]):
+            return found
+        if n == HOURS_READ:
+            return None
+        # The hour's runs first (in the index of creation times), then those the page picks.
+        c.execute(
+            "WITH hour_runs AS MATERIALIZED (SELECT seq, status, tenant FROM runs WHERE created_at >= ? AND created_at <= ?) "
+            f"SELECT seq FROM hour_runs{picked} ORDER BY seq {order} LIMIT ?",
+            [max(earliest, hour + _HOUR_START), min(latest, hour + _HOUR_END), *sought.params, *marks, limit],
+        )
+        found = sorted([*found, *(r[0] for r in c.fetchall())], reverse=desc)[:limit]
+    return found
 
 
 def _where_sql(where: list[str]) -> str:

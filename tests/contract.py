@@ -61,7 +61,9 @@ def _counters(c) -> tuple[list, list, list]:
     c.execute("SELECT tenant, hour, status, n FROM tenant_run_hours ORDER BY tenant, hour, status")
     tenants += [tuple(r) for r in c.fetchall()]
     c.execute("SELECT status, rehearsal, n FROM run_status_totals ORDER BY status, rehearsal")
-    return hours, tenants, [tuple(r) for r in c.fetchall()]
+    totals = [tuple(r) for r in c.fetchall()]
+    c.execute("SELECT hour, first_seq, last_seq FROM run_hour_seqs ORDER BY hour")
+    return hours, tenants, totals + [tuple(r) for r in c.fetchall()]
 
 
 class StoreContract:
@@ -233,8 +235,10 @@ class StoreContract:
     @pytest.mark.parametrize("probe", [2, 500])
     def test_a_date_ranges_pages_both_ways_are_its_runs(self, log, monkeypatch, probe):
         # Times out of seq order; ranges open at either end or not; the runs read in seq
-        # order before the index is searched (queries.PROBE_ROWS) few or all.
+        # order before the index is searched (queries.PROBE_ROWS) few or all; the hours read
+        # one at a time (queries.HOURS_READ) few.
         monkeypatch.setattr(queries, "PROBE_ROWS", probe)
+        monkeypatch.setattr(queries, "HOURS_READ", 2)
         days = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3]
         ledger.append_input(log, jsonl([triggered(f"r{i:02d}", occurred_at=f"2026-11-0{d}T00:00:00Z") for i, d in enumerate(days)]))
         newest_first = [f"r{i:02d}" for i in reversed(range(len(days)))]
@@ -246,21 +250,23 @@ class StoreContract:
             assert walk(log, queries.list_runs, filters, key="id", page_size=2) == wanted
             assert ledger.query(log, queries.run_status_counts, filters)["total"] == len(wanted)
 
-    @pytest.mark.parametrize("probe", [2, 500])
-    def test_pages_of_several_statuses_and_of_stuck_runs_are_the_runs_they_name(self, log, monkeypatch, probe):
+    @pytest.mark.parametrize("probe, hours", [(2, 24), (2, 1), (500, 24)])
+    def test_pages_of_several_statuses_and_of_stuck_runs_are_the_runs_they_name(self, log, monkeypatch, probe, hours):
         # Several statuses are sought a status at a time and their pages merged by seq; runs
         # whose times are checked (a last event at or before a time, a range of creation
-        # times) are read in seq order first (queries.PROBE_ROWS of them), then sought in an
-        # index of those times: under every other filter, a page each way is the runs the
-        # filters name, newest first. Times are out of seq order here.
+        # times) are read in seq order first (queries.PROBE_ROWS of them), then a range's an
+        # hour at a time (at most queries.HOURS_READ hours), then sought in an index of those
+        # times: under every other filter, a page each way is the runs the filters name,
+        # newest first. Times are out of seq order here.
         monkeypatch.setattr(queries, "PROBE_ROWS", probe)
+        monkeypatch.setattr(queries, "HOURS_READ", hours)
         rng = random.Random(11)
         events = []
         for i in range(48):
             run, created = f"r{i:02d}", rng.randrange(12)
-            heard = created + rng.randrange(12)
+            heard = created + rng.randrange(1, 12)
             who = {"recipient": rng.choice(["u1", "u2", "u3"]), "workflow": rng.choice(["w1", "w2"]), "tenant": rng.choice(["t1", "t2"])}
-            events.append(triggered(run, occurred_at=f"2026-11-01T{created:02d}:00:00Z", **who))
+            events.append(triggered(run, occurred_at=f"2026-11-01T{created:02d}:{rng.randrange(0, 60, 15):02d}:00Z", **who))
             fate = rng.randrange(4)
             if fate:
                 events.append(ev("run.started", run_id=run, occurred_at=f"2026-11-01T{heard:02d}:00:00Z"))
@@ -277,13 +283,15 @@ class StoreContract:
         every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
         messages = ledger.query(log, queries.list_deliveries, queries.DeliveryFilters(), page_size=1000)["entries"]
 
-        def hour(h: int) -> str:
-            return f"2026-11-01T{h:02d}:00:00.000000Z"
+        def hour(h: int, minutes: str = "00") -> str:
+            return f"2026-11-01T{h:02d}:{minutes}:00.000000Z"
 
         for _ in range(24):
             statuses = tuple(rng.sample(["pending", "running", "completed", "failed"], rng.choice([0, 2, 2, 3])))
             quiet = rng.choice([None, hour(rng.randrange(24))])
-            since, until = rng.choice([None, hour(rng.randrange(12))]), rng.choice([None, hour(rng.randrange(12))])
+            # Ranges from and to the start of an hour, or within one (its runs on both sides).
+            since = rng.choice([None, hour(rng.randrange(12), rng.choice(["00", "20", "45"]))])
+            until = rng.choice([None, hour(rng.randrange(12), rng.choice(["00", "20", "45"]))])
             narrow = rng.choice([{}, {"workflow": "w1"}, {"tenant": "t2"}, {"recipient": "u2"}])
             filters = queries.RunFilters(statuses=statuses, updated_before=quiet, starting_at=since, ending_at=until, **narrow)
             wanted = [
@@ -439,6 +447,7 @@ class StoreContract:
             position = b.get_position(c, "runs")
         with b.transaction(write=True) as c:
             c.execute('DROP TABLE "run_status_totals"')
+            c.execute('DROP TABLE "run_hour_seqs"')
             if version == 4:
                 c.execute('DROP TABLE "run_hours"')
                 c.execute('DROP TABLE "tenant_run_counts"')

@@ -1,7 +1,8 @@
 """Runs counted ahead: by hour of creation and status (run_hours), by tenant and status
-(tenant_run_counts), by status (run_status_totals), kept by the runs view's fold, upgraded
-in place from its versions 4 and 5; the stuck runs' index, which holds what the Stuck count
-filters by; and the Stuck count as the runs of its statuses less those heard of since."""
+(tenant_run_counts), by status (run_status_totals), each hour's first and last run
+(run_hour_seqs), kept by the runs view's fold, upgraded in place from its versions 4 and 5;
+the stuck runs' index, which holds what the Stuck count filters by; and the Stuck count as
+the runs of its statuses less those heard of since."""
 
 from __future__ import annotations
 
@@ -64,6 +65,9 @@ def test_the_counters_are_the_runs_rows_counted_however_the_log_is_paged(ws, dat
                 )
                 assert _grouped(c, "SELECT status, rehearsal, n FROM run_status_totals") == _grouped(
                     c, "SELECT status, trigger_source = 'rehearsal', COUNT(*) FROM runs GROUP BY 1, 2"
+                )
+                assert _grouped(c, "SELECT hour, first_seq, last_seq FROM run_hour_seqs") == _grouped(
+                    c, "SELECT substr(created_at, 1, 13), MIN(seq), MAX(seq) FROM runs GROUP BY 1"
                 )
 
 
@@ -173,11 +177,13 @@ def _as_version_4(path: str, stale: bool = False) -> None:
             db.execute("UPDATE tenant_run_counts SET n = n + 5")
             db.execute("UPDATE tenant_run_hours SET n = n + 1")
             db.execute("UPDATE run_status_totals SET n = n + 2")
+            db.execute("UPDATE run_hour_seqs SET last_seq = last_seq + 3")
         else:
             db.execute("DROP TABLE run_hours")
             db.execute("DROP TABLE tenant_run_counts")
             db.execute("DROP TABLE tenant_run_hours")
             db.execute("DROP TABLE run_status_totals")
+            db.execute("DROP TABLE run_hour_seqs")
         db.execute("UPDATE flowledger_meta SET value = '4' WHERE key = 'view:runs'")
     db.close()
 
@@ -187,7 +193,9 @@ def _counters(path: str) -> tuple[list, list, list]:
     try:
         tenants = sorted(db.execute("SELECT * FROM tenant_run_counts").fetchall())
         tenants += sorted(db.execute("SELECT * FROM tenant_run_hours").fetchall())
-        return sorted(db.execute("SELECT * FROM run_hours").fetchall()), tenants, sorted(db.execute("SELECT * FROM run_status_totals").fetchall())
+        totals = sorted(db.execute("SELECT * FROM run_status_totals").fetchall())
+        totals += sorted(db.execute("SELECT * FROM run_hour_seqs").fetchall())
+        return sorted(db.execute("SELECT * FROM run_hours").fetchall()), tenants, totals
     finally:
         db.close()
 

@@ -1,0 +1,133 @@
+"""A page of a date range whose runs are not the newest (ten days in the middle of a month
+of a million runs): the hours that can hold its runs are read an hour at a time, best
+first, from each hour's first and last position (run_hour_seqs), and no further than the
+page needs, where every run of the range was sorted by seq.
+
+The timings are benchmarks' (docs/benchmarks.md, `benchmarks/date_ranges.py`); these tests
+hold the statements and SQLite's plans. Pages both ways under every filter, whichever way
+they are found, on both backends: tests/contract.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flowledger import ledger, queries
+from tests.conftest import ev, triggered
+from tests.histories import jsonl
+from tests.test_queries_mutations import walk
+from tests.test_status_pages import Said
+
+
+def _hours_of_runs(hours: int = 10, per_hour: int = 12) -> list[dict[str, Any]]:
+    """Runs created in seq order, ``per_hour`` an hour, every third failed."""
+    events = []
+    for h in range(hours):
+        for k in range(per_hour):
+            run, at = f"r{h:02d}-{k:02d}", f"2026-11-01T{h:02d}:{k * 4:02d}:00Z"
+            events.append(triggered(run, occurred_at=at, tenant=("t1", "t2")[k % 2]))
+            if k % 3 == 0:
+                events += [ev("run.started", run_id=run, occurred_at=at), ev("run.failed", run_id=run, occurred_at=at, error="x")]
+    return events
+
+
+MIDDLE = queries.RunFilters(starting_at="2026-11-01T02:00:00.000000Z", ending_at="2026-11-01T06:59:59.999999Z")
+
+
+def _page(log, filters, **paging):
+    ledger.query(log, queries.counts)  # the views caught up
+    with log.backend.transaction(write=False) as c:
+        said = Said(c)
+        page = queries.list_runs(said, filters, **paging)
+        plans = []
+        for sql, params in said.statements:
+            c.execute("EXPLAIN QUERY PLAN " + sql, params)
+            plans.append(" | ".join(row[3] for row in c.fetchall()))
+    hours = [params[:2] for sql, params in said.statements if "hour_runs" in sql]
+    return page, said.statements, plans, hours
+
+
+def test_a_page_of_a_range_in_the_middle_reads_its_newest_hour_and_no_more(log, monkeypatch):
+    monkeypatch.setattr(queries, "PROBE_ROWS", 1)  # too few to answer any page here
+    ledger.append_input(log, jsonl(_hours_of_runs()))
+    page, statements, plans, hours = _page(log, MIDDLE, page_size=5)
+    assert [r["id"] for r in page["entries"]] == [f"r06-{k:02d}" for k in (11, 10, 9, 8, 7)]
+    assert hours == [["2026-11-01T06:00:00.000000Z", "2026-11-01T06:59:59.999999Z"]]
+    # No statement sorts the range's runs all at once.
+    assert not any("created_at >= ?" in sql and "hour_runs" not in sql for sql, _ in statements), statements
+    (plan,) = [p for (sql, _), p in zip(statements, plans) if "hour_runs" in sql]
+    assert "COVERING INDEX runs_by_created_status_seq_tenant (created_at>? AND created_at<?)" in plan, plan
+    # The next pages: the rest of that hour, then into the one before it.
+    second, _, _, hours = _page(log, MIDDLE, page_size=5, after=page["page_info"]["after"])
+    assert [r["id"] for r in second["entries"]] == [f"r06-{k:02d}" for k in (6, 5, 4, 3, 2)]
+    assert [h[0][11:13] for h in hours] == ["06"]  # 05's last run is older than the page's
+    third, _, _, hours = _page(log, MIDDLE, page_size=5, after=second["page_info"]["after"])
+    assert [r["id"] for r in third["entries"]] == ["r06-01", "r06-00", "r05-11", "r05-10", "r05-09"]
+    assert [h[0][11:13] for h in hours] == ["06", "05"]
+
+
+def test_a_ranges_page_with_statuses_and_a_tenant_reads_its_hours_too(log, monkeypatch):
+    monkeypatch.setattr(queries, "PROBE_ROWS", 1)
+    ledger.append_input(log, jsonl(_hours_of_runs()))
+    filters = queries.RunFilters(statuses=("failed",), tenant="t1", starting_at=MIDDLE.starting_at, ending_at=MIDDLE.ending_at)
+    page, statements, _, hours = _page(log, filters, page_size=3)
+    # Failed (every third) of t1 (every second): k = 0 and 6 of each hour.
+    assert [r["id"] for r in page["entries"]] == ["r06-06", "r06-00", "r05-06"]
+    assert [h[0][11:13] for h in hours] == ["06", "05"]
+    assert not any("created_at >= ?" in sql and "hour_runs" not in sql for sql, _ in statements), statements
+
+
+@pytest.mark.parametrize("filters", [
+    queries.RunFilters(workflow="w", starting_at=MIDDLE.starting_at, ending_at=MIDDLE.ending_at),
+    queries.RunFilters(has_errors=True, starting_at=MIDDLE.starting_at, ending_at=MIDDLE.ending_at),
+    queries.RunFilters(statuses=("running",), updated_before="2026-11-02T00:00:00.000000Z", starting_at=MIDDLE.starting_at,
+                       ending_at=MIDDLE.ending_at),
+], ids=["a workflow", "errors", "stuck"])
+def test_other_filters_than_the_index_of_creation_times_answers_search_the_range_as_before(log, monkeypatch, filters):
+    monkeypatch.setattr(queries, "PROBE_ROWS", 10)
+    ledger.append_input(log, jsonl(_hours_of_runs()))
+    _, statements, _, hours = _page(log, filters, page_size=3)
+    assert hours == [] and not any("run_hour_seqs" in sql for sql, _ in statements), statements
+
+
+def test_past_hours_read_hours_the_range_is_sorted_as_before(log, monkeypatch):
+    # A page that would read more hours than HOURS_READ (runs created out of seq order, or
+    # few of the page's in each hour) sorts the range's runs instead.
+    monkeypatch.setattr(queries, "PROBE_ROWS", 10)
+    monkeypatch.setattr(queries, "HOURS_READ", 2)
+    ledger.append_input(log, jsonl(_hours_of_runs()))
+    page, statements, _, hours = _page(log, MIDDLE, page_size=30)
+    assert [r["id"] for r in page["entries"]][:13] == [f"r06-{k:02d}" for k in reversed(range(12))] + ["r05-11"]
+    assert len(hours) == 2
+    assert any("created_at >= ?" in sql and "hour_runs" not in sql for sql, _ in statements), statements
+
+
+def test_a_page_back_reads_the_hours_oldest_first(log, monkeypatch):
+    # A page before a cursor (newer runs, oldest first) reads the hours in the order of the
+    # oldest run each can give, and no further than it needs.
+    monkeypatch.setattr(queries, "PROBE_ROWS", 1)
+    ledger.append_input(log, jsonl(_hours_of_runs()))
+    seen, after = [], None
+    for _ in range(4):
+        page, _, _, _ = _page(log, MIDDLE, page_size=5, after=after)
+        seen.append(page)
+        after = page["page_info"]["after"]
+    assert [r["id"] for r in seen[3]["entries"]] == [f"r05-{k:02d}" for k in (8, 7, 6, 5, 4)]
+    back, _, _, hours = _page(log, MIDDLE, page_size=5, before=seen[3]["page_info"]["before"])
+    assert [r["id"] for r in back["entries"]] == [r["id"] for r in seen[2]["entries"]]
+    assert [h[0][11:13] for h in hours] == ["05", "06"]
+
+
+@pytest.mark.parametrize("probe", [1, 200])
+def test_a_range_from_and_to_the_middle_of_hours_pages_both_ways_to_its_runs(log, monkeypatch, probe):
+    # The first and the last hour's runs outside the range are not on its pages.
+    monkeypatch.setattr(queries, "PROBE_ROWS", probe)
+    ledger.append_input(log, jsonl(_hours_of_runs()))
+    every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
+    filters = queries.RunFilters(starting_at="2026-11-01T02:10:00.000000Z", ending_at="2026-11-01T06:30:00.000000Z")
+    wanted = [r["id"] for r in every if filters.starting_at <= r["created_at"] <= filters.ending_at]
+    assert wanted[0] == "r06-07" and wanted[-1] == "r02-03"
+    for size in (2, 7):
+        assert walk(log, queries.list_runs, filters, key="id", page_size=size) == wanted
