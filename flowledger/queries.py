@@ -9,12 +9,11 @@ already read: paging through never repeats or misses one.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import binascii
 import re
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -161,7 +160,7 @@ class Sought:
 
     def narrowed(self, condition: str, value: Any) -> Sought:
         """The same rows, those ``condition`` (of one parameter, ``value``) picks among them."""
-        return dataclasses.replace(self, where=[*self.where, condition], params=[*self.params, value])
+        return replace(self, where=[*self.where, condition], params=[*self.params, value])
 
     def _checks(self) -> tuple[list[str], list[Any]]:
         """The conditions on the rows' times, which an index in seq order cannot narrow by."""
@@ -282,7 +281,7 @@ def _positions(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit:
         return _positions_of(c, table, sought, order, limit)
     found: list[int] = []
     for status in sought.statuses:
-        found += _positions_of(c, table, dataclasses.replace(sought, statuses=(status,)), order, limit)
+        found += _positions_of(c, table, replace(sought, statuses=(status,)), order, limit)
     found.sort(reverse=order == "DESC")
     return found[:limit]
 
@@ -472,7 +471,7 @@ them from the runs counted ahead; past it, it counts the quiet runs themselves."
 
 def _heard_of_or_not(filters: RunFilters) -> RunFilters:
     """The filters without their bound on the runs' last event."""
-    return dataclasses.replace(filters, updated_before=None)
+    return replace(filters, updated_before=None)
 
 
 def _counted_ahead(filters: RunFilters) -> bool:
@@ -1131,7 +1130,7 @@ def _contact_sought(filters: RunFilters, contact: str) -> Sought:
     """The runs of :func:`_runs_sought` that :func:`_contact_conditions` picks."""
     sought = _runs_sought(filters)
     more, more_params = _contact_conditions(contact)
-    return dataclasses.replace(sought, where=[*sought.where, *more], params=[*sought.params, *more_params])
+    return replace(sought, where=[*sought.where, *more], params=[*sought.params, *more_params])
 
 
 def _contact_where(filters: RunFilters, contact: str) -> tuple[list[str], list[Any]]:

@@ -21,6 +21,7 @@ from flowledger.store import open_log
 from flowledger.web import pages
 from tests.conftest import ev, triggered
 from tests.histories import fresh_log, jsonl, workspaces
+from tests.test_status_pages import Said
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -71,20 +72,6 @@ def test_the_counters_are_the_runs_rows_counted_however_the_log_is_paged(ws, dat
                 )
 
 
-class _Statements:
-    """A cursor that notes the statements run through it, with their parameters."""
-
-    def __init__(self, cursor: Any) -> None:
-        self.cursor, self.seen = cursor, []
-
-    def execute(self, statement: str, params: Any = ()) -> Any:
-        self.seen.append((statement, list(params)))
-        return self.cursor.execute(statement, params)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.cursor, name)
-
-
 def test_a_ranges_counts_read_its_whole_hours_counted_and_the_runs_of_its_part_hours_alone(tmp_path):
     log = open_log(str(tmp_path / "s.db"))
     try:
@@ -102,48 +89,48 @@ def test_a_ranges_counts_read_its_whole_hours_counted_and_the_runs_of_its_part_h
         ]
         for (since, until), part_reads, whole, total in cases:
             with log.backend.transaction(write=False) as c:
-                noted = _Statements(c)
+                noted = Said(c)
                 counts = queries.run_status_counts(noted, queries.RunFilters(starting_at=since, ending_at=until))
             assert counts["total"] == counts["pending"] == total, (since, until)
-            from_hours = [p for s, p in noted.seen if "FROM \"run_hours\"" in s]
-            from_runs = [p for s, p in noted.seen if "FROM runs" in s]
-            assert from_hours == [whole] and from_runs == part_reads, noted.seen
+            from_hours = [p for s, p in noted.statements if "FROM \"run_hours\"" in s]
+            from_runs = [p for s, p in noted.statements if "FROM runs" in s]
+            assert from_hours == [whole] and from_runs == part_reads, noted.statements
         # A tenant's: its whole hours from tenant_run_hours, its part-hours' runs found by
         # their times first, then the tenant's among them (a statement each).
         with log.backend.transaction(write=False) as c:
-            noted = _Statements(c)
+            noted = Said(c)
             counts = queries.run_status_counts(noted, queries.RunFilters(
                 tenant="t1", starting_at="2026-11-01T03:30:00.000000Z", ending_at="2026-11-01T07:15:00.000000Z"))
         assert counts["total"] == 0
-        assert [p for s, p in noted.seen if "FROM \"tenant_run_hours\"" in s] == [["t1", "2026-11-01T04", "2026-11-01T06"]]
-        parts = [p for s, p in noted.seen if "MATERIALIZED" in s]
+        assert [p for s, p in noted.statements if "FROM \"tenant_run_hours\"" in s] == [["t1", "2026-11-01T04", "2026-11-01T06"]]
+        parts = [p for s, p in noted.statements if "MATERIALIZED" in s]
         assert parts == [["2026-11-01T03:30:00.000000Z", "2026-11-01T03:59:59.999999Z", "t1"],
-                         ["2026-11-01T07:00:00.000000Z", "2026-11-01T07:15:00.000000Z", "t1"]], noted.seen
+                         ["2026-11-01T07:00:00.000000Z", "2026-11-01T07:15:00.000000Z", "t1"]], noted.statements
         # Read from the index of creation times alone: the tenant is in its entries.
         with log.backend.transaction(write=False) as c:
-            for sql, params in noted.seen:
+            for sql, params in noted.statements:
                 if "MATERIALIZED" in sql:
                     c.execute("EXPLAIN QUERY PLAN " + sql, params)
                     plan = " | ".join(row[3] for row in c.fetchall())
                     assert "COVERING INDEX runs_by_created_status_seq_tenant" in plan and "SCAN runs" not in plan, plan
         # With statuses (the Stuck chip's), too: not every entry of the statuses.
         with log.backend.transaction(write=False) as c:
-            noted = _Statements(c)
+            noted = Said(c)
             running = queries.RunFilters(statuses=("pending", "running"), starting_at="2026-11-01T03:30:00.000000Z",
                                          ending_at="2026-11-01T07:15:00.000000Z")
             assert queries.run_status_counts(noted, running)["total"] == 3
-            for sql, params in noted.seen:
+            for sql, params in noted.statements:
                 if "MATERIALIZED" in sql:
                     c.execute("EXPLAIN QUERY PLAN " + sql, params)
                     plan = " | ".join(row[3] for row in c.fetchall())
                     assert "COVERING INDEX runs_by_created_status_seq_tenant" in plan and "status=?" not in plan, plan
-        assert sum("MATERIALIZED" in sql for sql, _ in noted.seen) == 2, noted.seen
+        assert sum("MATERIALIZED" in sql for sql, _ in noted.statements) == 2, noted.statements
         # Inside one hour there is no whole hour: the runs are counted as ever.
         with log.backend.transaction(write=False) as c:
-            noted = _Statements(c)
+            noted = Said(c)
             one = queries.RunFilters(starting_at="2026-11-01T05:10:00.000000Z", ending_at="2026-11-01T05:50:00.000000Z")
             assert queries.run_status_counts(noted, one)["total"] == 1
-        assert [s for s, _ in noted.seen if "run_hours" in s] == [] and len(noted.seen) == 1
+        assert [s for s, _ in noted.statements if "run_hours" in s] == [] and len(noted.statements) == 1
     finally:
         log.close()
 
@@ -276,9 +263,9 @@ def test_a_contacts_counts_seek_its_runs_whatever_the_other_filters(tmp_path):
                        queries.RunFilters(starting_at="2026-11-01T00:00:00.000000Z")):
             for filters in (others, pages._stuck_filters(others, now)):  # noqa: SLF001  # the web's own
                 with log.backend.transaction(write=False) as c:
-                    noted = _Statements(c)
+                    noted = Said(c)
                     counts = queries.run_status_counts_by_contact(noted, filters, "u3")
-                    ((sql, params),) = noted.seen
+                    ((sql, params),) = noted.statements
                     c.execute("EXPLAIN QUERY PLAN " + sql, params)
                     plan = " | ".join(row[3] for row in c.fetchall())
                 assert "SEARCH runs USING INDEX runs_by_recipient (recipient=?)" in plan, (filters, plan)
@@ -304,19 +291,19 @@ def test_a_stuck_count_reads_the_runs_heard_of_since_its_bound_not_the_stuck(tmp
                        queries.RunFilters(starting_at="2026-11-01T00:00:00.000000Z", ending_at="2026-11-01T23:59:59.999999Z")):
             stuck = pages._stuck_filters(others, now)  # noqa: SLF001  # the web's own filters
             with log.backend.transaction(write=False) as c:
-                noted = _Statements(c)
+                noted = Said(c)
                 assert queries.run_status_counts(noted, stuck)["total"] == 27, others
-                (heard,) = [(sql, params) for sql, params in noted.seen if "updated_at > ?" in sql]
-                assert not any("updated_at <= ?" in sql for sql, _ in noted.seen), noted.seen
+                (heard,) = [(sql, params) for sql, params in noted.statements if "updated_at > ?" in sql]
+                assert not any("updated_at <= ?" in sql for sql, _ in noted.statements), noted.statements
                 c.execute("EXPLAIN QUERY PLAN " + heard[0], heard[1])
                 plan = " | ".join(row[3] for row in c.fetchall())
             assert "COVERING INDEX runs_by_status_updated_created (status=? AND updated_at>?)" in plan, plan
         # Past HEARD_OF_CAP runs heard of since, the stuck runs are counted themselves.
         monkeypatch.setattr(queries, "HEARD_OF_CAP", 3)
         with log.backend.transaction(write=False) as c:
-            noted = _Statements(c)
+            noted = Said(c)
             assert queries.run_status_counts(noted, pages._stuck_filters(queries.RunFilters(), now))["total"] == 27  # noqa: SLF001
-        assert any("updated_at <= ?" in sql for sql, _ in noted.seen), noted.seen
+        assert any("updated_at <= ?" in sql for sql, _ in noted.statements), noted.statements
     finally:
         log.close()
 
@@ -329,10 +316,10 @@ def test_every_workflows_runs_by_status_are_read_from_their_totals_not_a_row_a_w
         ledger.append_input(log, jsonl([triggered(f"r{i}", workflow=f"w{i}") for i in range(12)]))
         ledger.catch_up(log)
         with log.backend.transaction(write=False) as c:
-            noted = _Statements(c)
+            noted = Said(c)
             assert queries.run_totals(noted, include_rehearsals=True)["pending"] == 12
             assert queries.run_totals(noted, workflow="w3")["pending"] == 1
             assert queries.run_status_counts(noted, queries.RunFilters(statuses=("pending",)))["total"] == 12
-        assert ["run_status_totals" in sql for sql, _ in noted.seen] == [True, False, True], noted.seen
+        assert ["run_status_totals" in sql for sql, _ in noted.statements] == [True, False, True], noted.statements
     finally:
         log.close()
