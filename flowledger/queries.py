@@ -365,7 +365,18 @@ def _positions_by_hour(c: sqlite3.Cursor, table: str, sought: Sought, order: str
     )
     hours = c.fetchall()
     statuses, marks = _matching({}, sought.statuses)
-    picked = _where_sql([*sought.where, *statuses])
+    picked = [*sought.where, *statuses]
+    if statuses or "tenant = ?" in sought.where:
+        # The hour's runs first (in the index of creation times), then those the page picks:
+        # given a status or a tenant too, SQLite's planner takes the index of that filter and
+        # walks every run of it in seq order.
+        hour_sql = (
+            "WITH hour_runs AS MATERIALIZED (SELECT seq, status, tenant FROM runs WHERE created_at >= ? AND created_at <= ?) "
+            f"SELECT seq FROM hour_runs{_where_sql(picked)} ORDER BY seq {order} LIMIT ?"
+        )
+    else:
+        # The hour's runs alone, sorted in the index (not copied first: a quarter faster).
+        hour_sql = f"SELECT seq FROM runs{_where_sql(['created_at >= ?', 'created_at <= ?', *picked])} ORDER BY seq {order} LIMIT ?"
     found: list[int] = []
     for n, (hour, first, last) in enumerate(hours):
         if desc:
@@ -376,12 +387,7 @@ def _positions_by_hour(c: sqlite3.Cursor, table: str, sought: Sought, order: str
             return found
         if n == HOURS_READ:
             return None
-        # The hour's runs first (in the index of creation times), then those the page picks.
-        c.execute(
-            "WITH hour_runs AS MATERIALIZED (SELECT seq, status, tenant FROM runs WHERE created_at >= ? AND created_at <= ?) "
-            f"SELECT seq FROM hour_runs{picked} ORDER BY seq {order} LIMIT ?",
-            [max(earliest, hour + _HOUR_START), min(latest, hour + _HOUR_END), *sought.params, *marks, limit],
-        )
+        c.execute(hour_sql, [max(earliest, hour + _HOUR_START), min(latest, hour + _HOUR_END), *sought.params, *marks, limit])
         found = sorted([*found, *(r[0] for r in c.fetchall())], reverse=desc)[:limit]
     return found
 
