@@ -1139,11 +1139,6 @@ def _contact_sought(filters: RunFilters, contact: str) -> Sought:
     return replace(sought, where=[*sought.where, *more], params=[*sought.params, *more_params])
 
 
-def _contact_where(filters: RunFilters, contact: str) -> tuple[list[str], list[Any]]:
-    """The conditions of :func:`_runs_where` and those of :func:`_contact_conditions`."""
-    return _contact_sought(filters, contact).conditions()
-
-
 def _contact_conditions(contact: str) -> tuple[list[str], list[Any]]:
     """The conditions picking the rows (runs or deliveries: both keep ``recipient`` and
     ``recipient_json``) whose recipient the pages show as ``contact`` (see
@@ -1185,7 +1180,7 @@ def list_runs_by_contact(
     before: str | None = None,
 ) -> dict[str, Any]:
     """:func:`list_runs` of the runs for a recipient as the pages show it (``filters`` with
-    no recipient of their own; see :func:`_contact_where`)."""
+    no recipient of their own; see :func:`_contact_sought`)."""
     rows, page_info = _page(c, "runs", _contact_sought(filters, contact), page_size, after, before)
     engagement = email_engagement(c, [r["id"] for r in rows])
     entries = [run_entry(r, engagement.get(r["id"], _NO_ENGAGEMENT)) for r in rows]

@@ -142,7 +142,7 @@ def test_the_recipient_listings_use_an_index(log, contact, filters):
     Projector(log.backend).ensure_tables()
     with log.backend.transaction(write=False) as c:
         plans = {
-            "runs": _plan(c, "runs", *queries._contact_where(filters, contact)),  # noqa: SLF001  # the real conditions
+            "runs": _plan(c, "runs", *queries._contact_sought(filters, contact).conditions()),  # noqa: SLF001  # the real conditions
             "deliveries": _plan(c, "deliveries", *queries._contact_conditions(contact)),  # noqa: SLF001
         }
     for table, plan in plans.items():

@@ -197,6 +197,10 @@ _WIDEN_RUN_HOUR = (
 )
 
 
+# What version 6 adds to version 5's tables, counted from them (see RunsView.upgrades).
+_FROM_VERSION_5 = (_RUN_STATUS_TOTALS, _COUNT_RUN_STATUS_TOTALS, _RUN_HOUR_SEQS, _COUNT_RUN_HOUR_SEQS)
+
+
 def _widen(bounds: dict[str, list[int]], hour: str, seq: int) -> None:
     """Take a new run's seq into its hour's first and last."""
     seen = bounds.get(hour)
@@ -324,9 +328,9 @@ class RunsView(View):
     upgrades = {
         4: (
             _RUN_HOURS, _COUNT_RUN_HOURS, _TENANT_RUN_COUNTS, _COUNT_TENANT_RUNS, _TENANT_RUN_HOURS, _COUNT_TENANT_RUN_HOURS,
-            _RUN_STATUS_TOTALS, _COUNT_RUN_STATUS_TOTALS, _RUN_HOUR_SEQS, _COUNT_RUN_HOUR_SEQS,
+            *_FROM_VERSION_5,
         ),
-        5: (_RUN_STATUS_TOTALS, _COUNT_RUN_STATUS_TOTALS, _RUN_HOUR_SEQS, _COUNT_RUN_HOUR_SEQS),
+        5: _FROM_VERSION_5,
     }
     query_indexes = frozenset(
         {
