@@ -6,8 +6,9 @@ a page of an hour's runs from a random time of the log's and their counts by sta
 of the whole log's range and its counts by status (the web's status chips), its stuck runs'
 count (the Stuck chip) and the busiest tenant's counts by status (within the whole range
 too), stuck runs' pages (within the range or not, a first page and the next), a page of two
-statuses (completed and failed, within the range or not) and a page of the middle third of
-the range (with a status or not); then ranges open at one end (since the last hour, until
+statuses (completed and failed, within the range or not), a page of the middle third of
+the range (with a status or not) and a page of runs quiet since the range's middle (with no
+status, the busiest tenant's, the running ones); then ranges open at one end (since the last hour, until
 the first, since after the last run): p50 and p99 in ms.
 
     python benchmarks/date_ranges.py /var/tmp/flscale/store.db [--pages 100]
@@ -99,6 +100,11 @@ def main() -> None:
         third = (last - first) / 3
         middle = queries.RunFilters(starting_at=_stamp(first + third), ending_at=_stamp(first + 2 * third))
         middle_completed = dataclasses.replace(middle, statuses=("completed",))
+        # Runs quiet since the middle of the range (`runs list --updated-before T`), with no
+        # status, a tenant's, and the running ones.
+        quiet = queries.RunFilters(updated_before=_stamp(first + (last - first) / 2))
+        quiet_tenant = dataclasses.replace(quiet, tenant=tenant.tenant)
+        quiet_running = dataclasses.replace(quiet, statuses=("running",))
 
         def next_page(filters: queries.RunFilters) -> object:
             first_page = page(filters)
@@ -120,6 +126,10 @@ def main() -> None:
             ("the middle third's page", lambda: page(middle), counts),
             ("the middle third's page and the next", lambda: next_page(middle), counts),
             ("the middle third's completed", lambda: page(middle_completed), counts),
+            ("quiet since the middle: a page", lambda: page(quiet), counts),
+            ("the same and the next", lambda: next_page(quiet), counts),
+            ("the same of the busiest tenant", lambda: page(quiet_tenant), counts),
+            ("the same of the running runs", lambda: page(quiet_running), counts),
             ("the busiest tenant's counts", lambda: count(tenant), counts),
             ("the same within the whole range", lambda: count(tenant_range), counts),
             ("since the last hour: page", lambda: page(since), args.pages),

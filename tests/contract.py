@@ -288,7 +288,8 @@ class StoreContract:
 
         for _ in range(24):
             statuses = tuple(rng.sample(["pending", "running", "completed", "failed"], rng.choice([0, 2, 2, 3])))
-            quiet = rng.choice([None, hour(rng.randrange(24))])
+            # Quiet since the start of an hour or within one (its runs created on both sides).
+            quiet = rng.choice([None, hour(rng.randrange(24), rng.choice(["00", "20", "45"]))])
             # Ranges from and to the start of an hour, or within one (its runs on both sides).
             since = rng.choice([None, hour(rng.randrange(12), rng.choice(["00", "20", "45"]))])
             until = rng.choice([None, hour(rng.randrange(12), rng.choice(["00", "20", "45"]))])

@@ -1,0 +1,169 @@
+"""A page of runs quiet since a time (`runs list --updated-before T`, with or without a
+status, a tenant, a workflow or a range) where T lies in the middle of a month of a
+million runs: a run's last event is never before its trigger, so the runs it names were
+created by T, and the page starts at the last position of a run created by then, where it
+read a row for every newer run (217-411 ms) or sorted every entry of the index of last
+events it sought them in.
+
+The timings are benchmarks' (docs/benchmarks.md); these tests hold the bound and the
+statements. Pages both ways under every filter, on both backends: tests/contract.py.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowledger import ledger, queries
+from flowledger.store import open_log
+from tests.conftest import ev, triggered
+from tests.histories import jsonl
+from tests.test_queries_mutations import walk
+from tests.test_status_pages import Said
+
+
+def _month(n: int = 60, *, heard_after: int = 30) -> list[dict]:
+    """``n`` runs created an hour apart in seq order from the 1st, each heard of last an hour
+    after its trigger; every fourth left running."""
+    events = []
+    for i in range(n):
+        run, day, hour = f"r{i:03d}", 1 + i // 24, i % 24
+        at = f"2026-11-{day:02d}T{hour:02d}:10:00Z"
+        events.append(triggered(run, occurred_at=at, tenant=("t1", "t2")[i % 2], workflow=("w1", "w2", "w3")[i % 3]))
+        later = f"2026-11-{day:02d}T{hour:02d}:40:00Z"
+        events.append(ev("run.started", run_id=run, occurred_at=later))
+        if i % 4:
+            events.append(ev("run.completed", run_id=run, occurred_at=later))
+    return events
+
+
+# The middle of _month()'s runs: r029 (created 05:10 on the 2nd) and older are quiet by then.
+MIDDLE = "2026-11-02T05:50:00.000000Z"
+
+
+def _said(log, filters, **paging):
+    ledger.query(log, queries.counts)  # the views caught up
+    with log.backend.transaction(write=False) as c:
+        said = Said(c)
+        page = queries.list_runs(said, filters, **paging)
+        for sql, params in said.statements:
+            if "run_hour_seqs" in sql:
+                # The bound's own hour's runs, in the index of creation times alone.
+                c.execute("EXPLAIN QUERY PLAN " + sql, params)
+                plan = " | ".join(row[3] for row in c.fetchall())
+                assert "COVERING INDEX runs_by_created_status_seq_tenant (created_at>? AND created_at<?)" in plan, plan
+    return page, said.statements
+
+
+def test_a_page_of_runs_quiet_since_the_middle_starts_at_the_last_run_created_by_then(log, monkeypatch):
+    # Too few read in seq order to pass the newer runs: without the bound, the page would
+    # search every run's last event.
+    monkeypatch.setattr(queries, "PROBE_ROWS", 4)
+    ledger.append_input(log, jsonl(_month()))
+    for filters, wanted in [
+        (queries.RunFilters(updated_before=MIDDLE), ["r029", "r028", "r027"]),
+        (queries.RunFilters(updated_before=MIDDLE, tenant="t1"), ["r028", "r026", "r024"]),
+        (queries.RunFilters(updated_before=MIDDLE, workflow="w1"), ["r027", "r024", "r021"]),
+        (queries.RunFilters(updated_before=MIDDLE, statuses=("running",)), ["r028", "r024", "r020"]),
+        (queries.RunFilters(updated_before=MIDDLE, starting_at="2026-11-01T00:00:00.000000Z"), ["r029", "r028", "r027"]),
+    ]:
+        page, statements = _said(log, filters, page_size=3)
+        assert [r["id"] for r in page["entries"]] == wanted, filters
+        # The newest runs read first (too few to answer), then the bound, then the runs from
+        # it on: r029 is the run created last by then.
+        (bound,) = [k for k, (sql, _) in enumerate(statements) if "run_hour_seqs" in sql]
+        assert "ORDER BY seq DESC LIMIT" in statements[bound - 1][0]
+        sought = [params for sql, params in statements[bound:] if "ORDER BY seq DESC LIMIT" in sql]
+        assert sought and all(_seq_of(log, "r029") in params for params in sought), (filters, statements)
+        assert not any("updated_at <= ?" in sql for sql, _ in statements), (filters, statements)
+        assert page["page_info"]["after"] is not None and page["page_info"]["before"] is None
+        assert walk(log, queries.list_runs, filters, key="id", page_size=4)[:3] == wanted
+
+
+def test_past_the_runs_read_in_seq_order_the_search_starts_at_the_bound_too(log, monkeypatch):
+    # One run read in seq order, too few for the page: every run's last event is searched,
+    # from the bound down (no index holds last events but with a status).
+    monkeypatch.setattr(queries, "PROBE_ROWS", 1)
+    ledger.append_input(log, jsonl(_month()))
+    for filters, wanted in [
+        (queries.RunFilters(updated_before=MIDDLE), ["r029", "r028", "r027"]),
+        (queries.RunFilters(updated_before=MIDDLE, tenant="t2"), ["r029", "r027", "r025"]),
+    ]:
+        page, statements = _said(log, filters, page_size=3)
+        assert [r["id"] for r in page["entries"]] == wanted
+        (searched,) = [(sql, params) for sql, params in statements if "updated_at <= ?" in sql]
+        assert "seq <= ?" in searched[0] and _seq_of(log, "r029") in searched[1], searched
+
+
+def test_a_page_the_newest_runs_answer_seeks_no_bound(log):
+    # Stuck runs that are their status's newest: read first, in seq order, they are the page.
+    ledger.append_input(log, jsonl(_month()))
+    filters = queries.RunFilters(updated_before="2026-11-03T23:59:59.999999Z", statuses=("running",))
+    page, statements = _said(log, filters, page_size=3)
+    assert [r["id"] for r in page["entries"]] == ["r056", "r052", "r048"]
+    assert not any("run_hour_seqs" in sql for sql, _ in statements), statements
+
+
+def test_quiet_before_any_run_was_created_is_no_run(log, monkeypatch):
+    monkeypatch.setattr(queries, "PROBE_ROWS", 2)
+    ledger.append_input(log, jsonl(_month(6)))
+    filters = queries.RunFilters(updated_before="2026-10-31T23:59:59.999999Z")
+    page, statements = _said(log, filters, page_size=3)
+    assert page["entries"] == [] and page["page_info"]["after"] is None
+    # Past the two newest, read first: no run can be quiet since before every trigger.
+    assert [params for sql, params in statements if "ORDER BY seq DESC LIMIT" in sql][1][-2] == 0
+
+
+def test_a_time_not_stored_in_full_is_not_bounded_and_answers_as_before(log):
+    # The CLI, the API and the web give every time to the microsecond; a library caller may
+    # not, and its string is compared as given.
+    ledger.append_input(log, jsonl(_month()))
+    filters = queries.RunFilters(updated_before="2026-11-02T05:50")
+    page, statements = _said(log, filters, page_size=3)
+    assert [r["id"] for r in page["entries"]] == ["r029", "r028", "r027"]
+    assert not any("run_hour_seqs" in sql for sql, _ in statements)
+
+
+def _seq_of(log, run_id: str) -> int:
+    with log.backend.transaction(write=False) as c:
+        c.execute("SELECT seq FROM runs WHERE id = ?", [run_id])
+        return c.fetchone()[0]
+
+
+_MINUTES = st.integers(min_value=0, max_value=5 * 60 - 1)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(created=st.lists(_MINUTES, min_size=1, max_size=30), at=_MINUTES, within=st.booleans())
+def test_the_bound_is_the_last_position_of_a_run_created_by_the_time_exactly(created, at, within):
+    # Runs created at any minute of five hours in any order of seq (a late trigger of an
+    # earlier time): the bound is the greatest seq among those created at or before
+    # the time, neither lower (a run missed) nor higher (rows read for nothing).
+    def stamp(minute: int, seconds: str = "00") -> str:
+        return f"2026-11-01T{minute // 60:02d}:{minute % 60:02d}:{seconds}"
+
+    with tempfile.TemporaryDirectory() as scratch:
+        log = open_log(str(Path(scratch) / "store.db"))
+        try:
+            ledger.append_input(log, jsonl([triggered(f"r{i:02d}", occurred_at=stamp(m) + "Z") for i, m in enumerate(created)]))
+            ledger.query(log, queries.counts)
+            # The time on a run's minute, or half a minute past it.
+            time = stamp(at, "30" if within else "00") + ".000000Z"
+            with log.backend.transaction(write=False) as c:
+                c.execute("SELECT seq, created_at FROM runs")
+                rows = c.fetchall()
+                bounded = queries._created_by(c, queries.Sought([], [], updated_before=time))
+                ranged = queries._created_by(c, queries.Sought([], [], dates=(queries.EARLIEST, time), updated_before=queries.LATEST))
+                unbounded = queries._created_by(c, queries.Sought([], [], dates=(queries.EARLIEST, time)))
+        finally:
+            log.close()
+    wanted = max([seq for seq, created_at in rows if created_at <= time], default=0)
+    assert bounded == wanted
+    # The bound is the earlier of the last event's and the range's end.
+    assert ranged == wanted
+    # A range alone bounds no run's last event (its pages go by the hour: see
+    # tests/test_range_pages_by_hour.py).
+    assert unbounded is None
