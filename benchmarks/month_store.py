@@ -4,7 +4,9 @@ about 60,000 runs a million events.
 
 Appends RUNS runs created evenly over the 30 days before two hours ago, each triggered (one
 of 40 workflows, 5 tenants, 200,000 recipients) and started, then 85% completed, 5% failed
-and 10% left running (stuck: no news for two hours or more); then folds the views. Seeded:
+and 10% left running (stuck: no news for two hours or more); with --active-hours H, those
+created in the last H hours are running still, heard of every 20 minutes until the newest
+run's creation (not stuck: a live store's); then folds the views. Seeded:
 the same RUNS give the same runs but for their times, which follow the clock.
 
     python benchmarks/month_store.py /var/tmp/month.db [--runs 1000000]
@@ -31,11 +33,13 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def runs(n: int, end: datetime, seed: int = 7) -> Any:
-    """The runs' events, a run at a time, the last created at ``end``."""
+def runs(n: int, end: datetime, seed: int = 7, active_hours: float = 0) -> Any:
+    """The runs' events, a run at a time, the last created at ``end``; those created in the
+    last ``active_hours`` before it running still, a step every 20 minutes until ``end``."""
     rng = random.Random(seed)
     start = end - timedelta(days=30)
     step = (end - start) / n
+    active_since = end - timedelta(hours=active_hours)
     for i in range(n):
         at = start + step * (i + 1)
         run = f"run-{i:08d}"
@@ -45,6 +49,14 @@ def runs(n: int, end: datetime, seed: int = 7) -> Any:
             "tenant": f"t{rng.randrange(5)}", "trigger": {"source": "api"},
         }
         yield {"id": f"e{i}-s", "type": "run.started", "occurred_at": _stamp(at + timedelta(seconds=1)), "run_id": run}
+        if active_hours and at > active_since:
+            beat, k = end - timedelta(seconds=1), 0
+            while beat > at:
+                fact = {"run_id": run, "step": f"wait-{k}", "step_type": "delay", "attempt": 1, "occurred_at": _stamp(beat)}
+                yield {"id": f"e{i}-b{k}", "type": "step.started", **fact}
+                yield {"id": f"e{i}-d{k}", "type": "step.succeeded", **fact}
+                beat, k = beat - timedelta(minutes=20), k + 1
+            continue
         fate = rng.random()
         done = _stamp(at + timedelta(seconds=30))
         if fate < 0.85:
@@ -57,6 +69,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("store", help="a new store: a SQLite file (or a PostgreSQL URL)")
     parser.add_argument("--runs", type=int, default=1_000_000)
+    parser.add_argument(
+        "--active-hours", type=float, default=0,
+        help="runs created in these last hours still running and heard of every 20 minutes (a live store's Stuck)",
+    )
     args = parser.parse_args()
     log = open_log(args.store)
     try:
@@ -65,7 +81,7 @@ def main() -> None:
         started = time.perf_counter()
         batch: list[dict[str, Any]] = []
         end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
-        for event in runs(args.runs, end):
+        for event in runs(args.runs, end, active_hours=args.active_hours):
             batch.append(event)
             if len(batch) == 10_000:
                 ledger.append_batch(log, batch)

@@ -331,6 +331,9 @@ def _positions_of(c: sqlite3.Cursor, table: str, sought: Sought, order: str, lim
         by_hour = _positions_by_hour(c, table, sought, order, limit)
         if by_hour is not None:
             return by_hour
+        by_last_event = _positions_by_last_event(c, table, sought, order, limit)
+        if by_last_event is not None:
+            return by_last_event
         where, params = sought.conditions()
         if bound is not None and not sought.statuses:
             # Given a status, SQLite would take the bound for the status's index in seq order
@@ -443,6 +446,67 @@ def _created_by(c: sqlite3.Cursor, sought: Sought) -> int | None:
     return max(whole or 0, part or 0)
 
 
+LAST_EVENTS_READ = 5_000
+"""The most entries of the index of last events a page of runs quiet since a time reads,
+newest last event first, before it sorts every entry up to that time instead (see
+:func:`_positions_by_last_event`)."""
+
+_LAST_EVENTS_CHUNK = 500
+
+_BY_LAST_EVENT = frozenset({"tenant = ?", "seq < ?", "seq > ?"})
+"""The conditions (besides a status, a last event and a range) that the index of (status,
+last event) answers, so that runs quiet since a time are picked in it, newest last event
+first."""
+
+
+def _positions_by_last_event(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int) -> list[int] | None:
+    """:func:`_positions_of` of runs of a status last heard of by a time, read in the index
+    of (status, last event) from that time back, or None where that is not the way (other
+    conditions than :data:`_BY_LAST_EVENT`'s, a page back, or more than
+    :data:`LAST_EVENTS_READ` entries to read).
+
+    Stuck runs whose status's newest runs are still heard of (a live store, its runs
+    running for hours) were found by sorting every entry of the status up to the time by
+    seq (29-63 ms for 100,000 stuck runs). Read newest last event first, they come about
+    in seq order, for a run is created before it is last heard of; the entries not yet
+    read were last heard of, so created, no later than the last read, so no run of theirs
+    lies past the last position of a run created in that hour or before
+    (``run_hour_seqs``): once the page's last is past it, no entry unread can better it.
+    """
+    if table != "runs" or order != "DESC" or len(sought.statuses) != 1 or sought.updated_before is None:
+        return None
+    if not set(sought.where) <= _BY_LAST_EVENT:
+        return None
+    where, params = ["status = ?", *sought.where], [sought.statuses[0], *sought.params]
+    if sought.dates is not None:
+        where += ["created_at >= ?", "created_at <= ?"]
+        params += sought.dates
+    found: list[int] = []
+    last: tuple[str, int] | None = None
+    for _ in range(LAST_EVENTS_READ // _LAST_EVENTS_CHUNK):
+        # On from the last entry read (the index is sought from its last event: a statement
+        # a chunk reads only that chunk's entries, and those of the same last event before).
+        if last is None:
+            after, marks = ["updated_at <= ?"], [sought.updated_before]
+        else:
+            after, marks = ["updated_at <= ?", "(updated_at, seq) < (?, ?)"], [last[0], *last]
+        c.execute(
+            f"SELECT updated_at, seq FROM runs{_where_sql([*where, *after])} ORDER BY updated_at DESC, seq DESC LIMIT ?",
+            [*params, *marks, _LAST_EVENTS_CHUNK],
+        )
+        rows = c.fetchall()
+        found = sorted([*found, *(seq for _, seq in rows)], reverse=True)[:limit]
+        if len(rows) < _LAST_EVENTS_CHUNK:
+            return found
+        last = rows[-1]
+        if len(found) >= limit:
+            c.execute("SELECT MAX(last_seq) FROM run_hour_seqs WHERE hour <= ?", [hour_of(last[0])])
+            (bound,) = c.fetchone()
+            if bound is None or bound <= found[limit - 1]:
+                return found
+    return None
+
+
 def _where_sql(where: list[str]) -> str:
     """A WHERE clause of conditions joined by AND (nothing for none)."""
     return (" WHERE " + " AND ".join(where)) if where else ""
@@ -514,16 +578,26 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
         # of, where the quiet may be many (every one an entry to read: 17-26 ms for
         # 100,000 stuck runs). The runs of their statuses are counted ahead. A run's row
         # always has a last event (its trigger's, at least): none is neither.
-        heard = _heard_of_since(c, filters)
-        if heard is not None:
-            every = _counts(c, _heard_of_or_not(filters))
-            return _by_status([*((s, n) for s, n in every.items() if s != "total"), *((s, -n) for s, n in heard)])
+        # Either side may be the many (a store whose runs run for hours hears of thousands
+        # an hour): each is read up to a cap, in turn, the cap doubled each time, so that the
+        # fewer are counted and no more than about three times as many entries read.
+        cap = HEARD_OF_CAP
+        while True:
+            heard = _at_most(c, filters, "updated_at > ?", cap)
+            if heard is not None:
+                every = _counts(c, _heard_of_or_not(filters))
+                return _by_status([*((s, n) for s, n in every.items() if s != "total"), *((s, -n) for s, n in heard)])
+            quiet = _at_most(c, filters, "updated_at <= ?", 2 * cap)
+            if quiet is not None:
+                return _by_status(quiet)
+            cap *= 4
     return _counts(c, filters)
 
 
 HEARD_OF_CAP = 5_000
-"""The most runs heard of since a count's ``updated_before`` that the count reads to take
-them from the runs counted ahead; past it, it counts the quiet runs themselves."""
+"""The most runs heard of since a count's ``updated_before`` that the count reads first to
+take them from the runs counted ahead; past it, it reads up to twice as many quiet runs to
+count them themselves, then four times as many heard of, and so on."""
 
 
 def _heard_of_or_not(filters: RunFilters) -> RunFilters:
@@ -541,18 +615,28 @@ def _counted_ahead(filters: RunFilters) -> bool:
     )
 
 
-def _heard_of_since(c: sqlite3.Cursor, filters: RunFilters) -> list[tuple[str, int]] | None:
-    """The runs the filters name but for their bound on the last event, heard of after it,
-    by status (in the index of statuses and last events); None if there are
-    :data:`HEARD_OF_CAP` or more."""
-    where, params = _runs_where(_heard_of_or_not(filters))
-    c.execute(
-        f"SELECT status, COUNT(*) FROM (SELECT status FROM runs{_where_sql([*where, 'updated_at > ?'])} LIMIT ?) AS heard "
-        "GROUP BY status",
-        [*params, filters.updated_before, HEARD_OF_CAP],
-    )
-    heard = [(status, int(n)) for status, n in c.fetchall()]
-    return heard if sum(n for _, n in heard) < HEARD_OF_CAP else None
+def _at_most(c: sqlite3.Cursor, filters: RunFilters, last_event: str, cap: int) -> list[tuple[str, int]] | None:
+    """The runs the filters name whose last event is ``last_event`` ("updated_at > ?" or
+    "updated_at <= ?") their bound, by status (in the index of statuses and last events);
+    None if there are ``cap`` or more.
+
+    A status at a time, each counted alone: grouped by status, SQLite sorted the entries
+    in a temporary tree, three times as long (4.1 against 1.1 ms for 8,300 entries).
+    """
+    picked: list[tuple[str, int]] = []
+    left = cap
+    for status in filters.statuses:
+        where, params = _runs_where(replace(filters, statuses=(status,), updated_before=None))
+        c.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM runs{_where_sql([*where, last_event])} LIMIT ?) AS picked",
+            [*params, filters.updated_before, left],
+        )
+        n = int(c.fetchone()[0])
+        if n >= left:
+            return None
+        picked.append((status, n))
+        left -= n
+    return picked
 
 
 def _counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:

@@ -250,16 +250,19 @@ class StoreContract:
             assert walk(log, queries.list_runs, filters, key="id", page_size=2) == wanted
             assert ledger.query(log, queries.run_status_counts, filters)["total"] == len(wanted)
 
-    @pytest.mark.parametrize("probe, hours", [(2, 24), (2, 1), (500, 24)])
-    def test_pages_of_several_statuses_and_of_stuck_runs_are_the_runs_they_name(self, log, monkeypatch, probe, hours):
+    @pytest.mark.parametrize("probe, hours, walked", [(2, 24, 1000), (2, 1, 4), (500, 24, 1000)])
+    def test_pages_of_several_statuses_and_of_stuck_runs_are_the_runs_they_name(self, log, monkeypatch, probe, hours, walked):
         # Several statuses are sought a status at a time and their pages merged by seq; runs
         # whose times are checked (a last event at or before a time, a range of creation
         # times) are read in seq order first (queries.PROBE_ROWS of them), then a range's an
-        # hour at a time (at most queries.HOURS_READ hours), then sought in an index of those
-        # times: under every other filter, a page each way is the runs the filters name,
-        # newest first. Times are out of seq order here.
+        # hour at a time (at most queries.HOURS_READ hours), a status's quiet runs newest last
+        # event first (two at a time, at most queries.LAST_EVENTS_READ), then sought in an
+        # index of those times: under every other filter, a page each way is the runs the
+        # filters name, newest first. Times are out of seq order here.
         monkeypatch.setattr(queries, "PROBE_ROWS", probe)
         monkeypatch.setattr(queries, "HOURS_READ", hours)
+        monkeypatch.setattr(queries, "_LAST_EVENTS_CHUNK", 2)
+        monkeypatch.setattr(queries, "LAST_EVENTS_READ", walked)
         rng = random.Random(11)
         events = []
         for i in range(48):

@@ -6,6 +6,7 @@ the runs of its statuses less those heard of since."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -293,17 +294,39 @@ def test_a_stuck_count_reads_the_runs_heard_of_since_its_bound_not_the_stuck(tmp
             with log.backend.transaction(write=False) as c:
                 noted = Said(c)
                 assert queries.run_status_counts(noted, stuck)["total"] == 27, others
-                (heard,) = [(sql, params) for sql, params in noted.statements if "updated_at > ?" in sql]
+                heard = [(sql, params) for sql, params in noted.statements if "updated_at > ?" in sql]
+                assert len(heard) == 2  # a status at a time
                 assert not any("updated_at <= ?" in sql for sql, _ in noted.statements), noted.statements
-                c.execute("EXPLAIN QUERY PLAN " + heard[0], heard[1])
-                plan = " | ".join(row[3] for row in c.fetchall())
-            assert "COVERING INDEX runs_by_status_updated_created (status=? AND updated_at>?)" in plan, plan
-        # Past HEARD_OF_CAP runs heard of since, the stuck runs are counted themselves.
-        monkeypatch.setattr(queries, "HEARD_OF_CAP", 3)
-        with log.backend.transaction(write=False) as c:
-            noted = Said(c)
-            assert queries.run_status_counts(noted, pages._stuck_filters(queries.RunFilters(), now))["total"] == 27  # noqa: SLF001
-        assert any("updated_at <= ?" in sql for sql, _ in noted.statements), noted.statements
+                for sql, params in heard:
+                    c.execute("EXPLAIN QUERY PLAN " + sql, params)
+                    plan = " | ".join(row[3] for row in c.fetchall())
+                    assert "COVERING INDEX runs_by_status_updated_created (status=? AND updated_at>?)" in plan, plan
+                    assert "TEMP B-TREE" not in plan, plan
+        # Past HEARD_OF_CAP runs heard of since, up to twice as many quiet runs are read,
+        # then four times as many heard of, and so on, until one side is read whole: the
+        # fewer (a live store's heard of may be thousands), at most about thrice them read.
+        monkeypatch.setattr(queries, "HEARD_OF_CAP", 1)
+
+        def read(stuck: queries.RunFilters) -> tuple[int, list[tuple[str, int]]]:
+            with log.backend.transaction(write=False) as c:
+                noted = Said(c)
+                total = queries.run_status_counts(noted, stuck)["total"]
+            capped = [("updated_at > ?" in sql and "heard" or "quiet", params[-1]) for sql, params in noted.statements if "LIMIT ?" in sql]
+            return total, capped
+
+        # 3 running heard of since, 27 pending quiet: a status at a time, the heard of are
+        # read whole at the third try (none pending, then the running under the cap left).
+        assert read(pages._stuck_filters(queries.RunFilters(), now)) == (  # noqa: SLF001
+            27, [("heard", 1), ("heard", 1), ("quiet", 2), ("heard", 4), ("heard", 4)]
+        )
+        # Every run heard of since two o'clock, none quiet: the quiet are read whole at once.
+        early = queries.RunFilters(statuses=("pending", "running"), updated_before="2026-11-01T02:00:00.000000Z")
+        assert read(early) == (0, [("heard", 1), ("quiet", 2), ("quiet", 2)])
+        monkeypatch.setattr(queries, "HEARD_OF_CAP", 30)
+        # The cap left for a status is what the statuses before it left.
+        eight = dataclasses.replace(early, updated_before="2026-11-01T08:00:00.000000Z")
+        assert read(eight) == (27, [("heard", 30), ("heard", 30)])
+        assert read(dataclasses.replace(eight, statuses=("running", "pending"))) == (27, [("heard", 30), ("heard", 27)])
     finally:
         log.close()
 

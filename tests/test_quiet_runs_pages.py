@@ -11,9 +11,11 @@ statements. Pages both ways under every filter, on both backends: tests/contract
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,7 +52,7 @@ def _said(log, filters, **paging):
         said = Said(c)
         page = queries.list_runs(said, filters, **paging)
         for sql, params in said.statements:
-            if "run_hour_seqs" in sql:
+            if "MAX(seq) FROM runs" in sql:
                 # The bound's own hour's runs, in the index of creation times alone.
                 c.execute("EXPLAIN QUERY PLAN " + sql, params)
                 plan = " | ".join(row[3] for row in c.fetchall())
@@ -167,3 +169,86 @@ def test_the_bound_is_the_last_position_of_a_run_created_by_the_time_exactly(cre
     # A range alone bounds no run's last event (its pages go by the hour: see
     # tests/test_range_pages_by_hour.py).
     assert unbounded is None
+
+
+def _live(n: int = 80, *, heard_of_late: int = 40) -> list[dict]:
+    """``n`` running runs created an hour apart in seq order from the 1st, each heard of last
+    ten minutes after its trigger; the newest ``heard_of_late`` heard of since, on the 5th."""
+    events = []
+    for i in range(n):
+        run, day, hour = f"r{i:03d}", 1 + i // 24, i % 24
+        events.append(triggered(run, occurred_at=f"2026-11-{day:02d}T{hour:02d}:00:00Z"))
+        late = i >= n - heard_of_late
+        events.append(ev("run.started", run_id=run, occurred_at="2026-11-05T12:00:00Z" if late else f"2026-11-{day:02d}T{hour:02d}:10:00Z"))
+    return events
+
+
+QUIET = queries.RunFilters(statuses=("running",), updated_before="2026-11-05T00:00:00.000000Z")
+
+
+def test_stuck_runs_behind_runs_still_heard_of_are_read_newest_last_event_first(log, monkeypatch):
+    # A live store: its newest running runs are heard of still, and every run was created
+    # before the time, so neither the runs read first nor those read from the bound answer.
+    monkeypatch.setattr(queries, "PROBE_ROWS", 4)
+    monkeypatch.setattr(queries, "_LAST_EVENTS_CHUNK", 4)
+    ledger.append_input(log, jsonl(_live()))
+    page, statements = _said(log, QUIET, page_size=3)
+    assert [r["id"] for r in page["entries"]] == ["r039", "r038", "r037"]
+    walked = [k for k, (sql, _) in enumerate(statements) if "ORDER BY updated_at DESC, seq DESC" in sql]
+    # One chunk: its fourth run's hour holds no later run than the page's last.
+    assert len(walked) == 1
+    assert not any("ORDER BY seq DESC LIMIT" in sql and "updated_at <= ?" in sql for sql, _ in statements), statements
+    with log.backend.transaction(write=False) as c:
+        sql, params = statements[walked[0]]
+        c.execute("EXPLAIN QUERY PLAN " + sql, params)
+        plan = " | ".join(row[3] for row in c.fetchall())
+    assert "COVERING INDEX runs_by_status_updated_created" in plan and "TEMP B-TREE" not in plan, plan
+    # Every page of them, both ways, newest first: the stuck forty.
+    assert walk(log, queries.list_runs, QUIET, key="id", page_size=3) == [f"r{i:03d}" for i in reversed(range(40))]
+
+
+def test_the_walk_reads_on_until_no_run_unread_can_be_newer(log, monkeypatch):
+    # x, created first, was heard of last, after y was; y, created in the hour x was last
+    # heard of, is the newer: read after x, it is still the page's.
+    monkeypatch.setattr(queries, "_LAST_EVENTS_CHUNK", 1)
+    ledger.append_input(log, jsonl([
+        triggered("x", occurred_at="2026-11-01T01:00:00Z"),
+        triggered("y", occurred_at="2026-11-01T05:10:00Z"),
+        ev("run.started", run_id="x", occurred_at="2026-11-01T05:30:00Z"),
+        ev("run.started", run_id="y", occurred_at="2026-11-01T05:20:00Z"),
+        triggered("z", occurred_at="2026-11-01T07:00:00Z"),  # created after the time
+    ]))
+    ledger.query(log, queries.counts)
+    sought = queries.Sought([], [], statuses=("running",), updated_before="2026-11-01T06:00:00.000000Z")
+    with log.backend.transaction(write=False) as c:
+        newest = queries._positions_by_last_event(c, "runs", sought, "DESC", 1)
+        both = queries._positions_by_last_event(c, "runs", sought, "DESC", 2)
+    assert newest == [_seq_of(log, "y")]
+    assert both == [_seq_of(log, "y"), _seq_of(log, "x")]
+
+
+@pytest.mark.parametrize("filters, paging", [
+    (dataclasses.replace(QUIET, workflow="welcome"), {}),  # not in the index of last events
+    (QUIET, {"before": "page back"}),  # a page back, oldest first
+], ids=["a workflow", "a page back"])
+def test_where_the_index_of_last_events_cannot_answer_the_runs_are_sorted_as_before(log, monkeypatch, filters, paging):
+    monkeypatch.setattr(queries, "PROBE_ROWS", 4)
+    ledger.append_input(log, jsonl(_live()))
+    if paging:
+        first = ledger.query(log, queries.list_runs, QUIET, page_size=3, after=None)
+        after = ledger.query(log, queries.list_runs, QUIET, page_size=3, after=first["page_info"]["after"])
+        paging = {"before": after["page_info"]["before"]}
+    page, statements = _said(log, filters, page_size=3, **paging)
+    assert [r["id"] for r in page["entries"]] == ["r039", "r038", "r037"]
+    assert not any("ORDER BY updated_at DESC" in sql for sql, _ in statements), statements
+
+
+def test_past_the_entries_it_may_read_the_walk_leaves_them_to_the_sort(log, monkeypatch):
+    monkeypatch.setattr(queries, "PROBE_ROWS", 4)
+    monkeypatch.setattr(queries, "_LAST_EVENTS_CHUNK", 1)
+    monkeypatch.setattr(queries, "LAST_EVENTS_READ", 2)
+    ledger.append_input(log, jsonl(_live()))
+    page, statements = _said(log, QUIET, page_size=3)
+    assert [r["id"] for r in page["entries"]] == ["r039", "r038", "r037"]
+    assert len([sql for sql, _ in statements if "ORDER BY updated_at DESC" in sql]) == 2
+    assert any("ORDER BY seq DESC LIMIT" in sql and "updated_at <= ?" in sql for sql, _ in statements), statements
