@@ -452,6 +452,8 @@ newest last event first, before it sorts every entry up to that time instead (se
 :func:`_positions_by_last_event`)."""
 
 _LAST_EVENTS_CHUNK = 500
+"""Entries of the index of last events read a statement at a time (see
+:func:`_positions_by_last_event`)."""
 
 _BY_LAST_EVENT = frozenset({"tenant = ?", "seq < ?", "seq > ?"})
 """The conditions (besides a status, a last event and a range) that the index of (status,
@@ -467,7 +469,7 @@ def _positions_by_last_event(c: sqlite3.Cursor, table: str, sought: Sought, orde
 
     Stuck runs whose status's newest runs are still heard of (a live store, its runs
     running for hours) were found by sorting every entry of the status up to the time by
-    seq (29-63 ms for 100,000 stuck runs). Read newest last event first, they come about
+    seq (28-68 ms for 100,000 stuck runs). Read newest last event first, they come about
     in seq order, for a run is created before it is last heard of; the entries not yet
     read were last heard of, so created, no later than the last read, so no run of theirs
     lies past the last position of a run created in that hour or before
@@ -574,13 +576,12 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     _check_statuses(filters.statuses)
     if filters.updated_before is not None and filters.statuses and _counted_ahead(_heard_of_or_not(filters)):
         # Runs quiet since a time (the Stuck chip: pending or running, no news for an hour)
-        # are those of their statuses less those heard of since, which a live store has few
-        # of, where the quiet may be many (every one an entry to read: 17-26 ms for
-        # 100,000 stuck runs). The runs of their statuses are counted ahead. A run's row
-        # always has a last event (its trigger's, at least): none is neither.
-        # Either side may be the many (a store whose runs run for hours hears of thousands
-        # an hour): each is read up to a cap, in turn, the cap doubled each time, so that the
-        # fewer are counted and no more than about three times as many entries read.
+        # are those of their statuses less those heard of since, where the quiet are many
+        # (every one an entry to read: 17-26 ms for 100,000 stuck runs); the runs of their
+        # statuses are counted ahead. A run's row always has a last event (its trigger's, at
+        # least): none is neither. But either side may be the many (a store whose runs run
+        # for hours hears of thousands an hour): each is read up to a cap, in turn, the cap
+        # doubled each time, so that the fewer are counted, about thrice them read at most.
         cap = HEARD_OF_CAP
         while True:
             heard = _at_most(c, filters, "updated_at > ?", cap)
