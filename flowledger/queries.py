@@ -665,29 +665,49 @@ def _counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     first, last = hours
     statuses, marks = _matching({}, filters.statuses)
     tenant, tenant_marks = _matching({"tenant": filters.tenant}, ())
+    earliest, latest = _date_range(filters)  # type: ignore[misc]
+    # The part-hours, before the first whole hour and after the last (each empty if the
+    # range starts, or ends, with a whole hour), as runs created between two times (each end
+    # included or not) counted here, added or taken off. A part-hour of more than half its
+    # hour is its whole hour, counted ahead, less the rest of the hour: at about 10,000 runs
+    # an hour, the range's counts read at most half an hour's runs at either end, where a
+    # range from just after an hour began read nearly the whole hour's (12 ms at 10M events).
+    parts: list[tuple[str, str, str, str, int]] = []
+    if first != earliest[:13]:
+        if _seconds_into_hour(earliest) < 1800:
+            first = earliest[:13]
+            parts.append((">=", first + _HOUR_START, "<", earliest, -1))
+        else:
+            parts.append((">=", earliest, "<=", earliest[:13] + _HOUR_END, 1))
+    if last != latest[:13]:
+        if _seconds_into_hour(latest) >= 1800:
+            last = latest[:13]
+            parts.append((">", latest, "<=", last + _HOUR_END, -1))
+        else:
+            parts.append((">=", latest[:13] + _HOUR_START, "<=", latest, 1))
     table = "run_hours" if filters.tenant is None else "tenant_run_hours"
     c.execute(
         f'SELECT status, SUM(n) FROM "{table}"{_where_sql([*tenant, "hour >= ?", "hour <= ?", *statuses])} GROUP BY status',
         [*tenant_marks, first, last, *marks],
     )
     rows = c.fetchall()
-    earliest, latest = _date_range(filters)  # type: ignore[misc]
-    # The part-hours: before the first whole hour, after the last (each empty if the range
-    # starts, or ends, with a whole hour).
-    for low, high in ((earliest, _hour_before(first)), (_hour_after(last), latest)):
-        if low is None or high is None or low > high:
-            continue
-        # The part-hours' runs first, then the tenant's or the statuses' among them: given
+    for after, low, before, high, sign in parts:
+        # The part's runs first, then the tenant's or the statuses' among them: given
         # every condition at once, SQLite's planner, which has no statistics, walks every run
         # of the tenant, or every entry of the statuses in the stuck runs' index (the Stuck
         # chip's pending and running: 12-20 ms a part-hour for 100,000 of them).
         sql = (
-            "WITH part AS MATERIALIZED (SELECT tenant, status FROM runs WHERE created_at >= ? AND created_at <= ?) "
+            f"WITH part AS MATERIALIZED (SELECT tenant, status FROM runs WHERE created_at {after} ? AND created_at {before} ?) "
             f"SELECT status, COUNT(*) FROM part{_where_sql([*tenant, *statuses])} GROUP BY status"
         )
         c.execute(sql, [low, high, *tenant_marks, *marks])
-        rows += c.fetchall()
+        rows += [(status, sign * int(n)) for status, n in c.fetchall()]
     return _by_status(rows)
+
+
+def _seconds_into_hour(at: str) -> int:
+    """How far into its hour a stored time lies, in whole seconds."""
+    return int(at[14:16]) * 60 + int(at[17:19])
 
 
 _STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -727,18 +747,6 @@ def _next_hour(hour: str, step: int = 1) -> str | None:
         return (datetime.fromisoformat(hour) + timedelta(hours=step)).isoformat(timespec="hours")
     except OverflowError:
         return None
-
-
-def _hour_before(hour: str) -> str | None:
-    """The last time before an hour starts (None: there is none)."""
-    before = _next_hour(hour, -1)
-    return None if before is None else before + _HOUR_END
-
-
-def _hour_after(hour: str) -> str | None:
-    """The first time after an hour ends (None: there is none)."""
-    after = _next_hour(hour)
-    return None if after is None else after + _HOUR_START
 
 
 def _by_status(rows: list[Any]) -> dict[str, int]:

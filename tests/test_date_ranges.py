@@ -20,6 +20,7 @@ from flowledger.store import open_log
 from tests.conftest import ev, triggered
 from tests.histories import jsonl
 from tests.test_queries_mutations import Recording, walk
+from tests.test_status_pages import Said
 
 RANGE = queries.RunFilters(starting_at="2026-11-03T00:00:00.000000Z", ending_at="2026-11-06T00:00:00.000000Z")
 
@@ -157,3 +158,30 @@ def test_a_range_of_the_newest_runs_is_found_in_seq_order_and_an_older_one_in_th
     early, said = statements(queries.RunFilters(ending_at="2026-11-01T00:20:00.000000Z"))
     assert early == [f"r{i:02d}" for i in range(20, 10, -1)]
     assert any("created_at >=" in s for s in said), said
+
+
+@pytest.mark.parametrize("since, until, read", [
+    # From five past and to ten to: the hour's first five minutes are taken off its whole
+    # hour's count, as are its last ten minutes.
+    ("2026-11-01T02:05:00.000000Z", "2026-11-01T07:50:00.000000Z",
+     [(">=", "2026-11-01T02:00:00.000000Z", "<", "2026-11-01T02:05:00.000000Z"),
+      (">", "2026-11-01T07:50:00.000000Z", "<=", "2026-11-01T07:59:59.999999Z")]),
+    # From twenty to and to twenty past: those part-hours are counted themselves.
+    ("2026-11-01T02:40:00.000000Z", "2026-11-01T07:20:00.000000Z",
+     [(">=", "2026-11-01T02:40:00.000000Z", "<=", "2026-11-01T02:59:59.999999Z"),
+      (">=", "2026-11-01T07:00:00.000000Z", "<=", "2026-11-01T07:20:00.000000Z")]),
+], ids=["the rest taken off", "the parts counted"])
+def test_a_ranges_counts_read_the_lesser_side_of_each_part_hour(log, since, until, read):
+    # Runs every ten minutes, one on each end of the range: a range's part-hours are read
+    # the shorter way, and the counts are the runs' own either way.
+    events = [triggered(f"r{h:02d}{m:02d}", occurred_at=f"2026-11-01T{h:02d}:{m:02d}:00Z") for h in range(10) for m in range(0, 60, 5)]
+    ledger.append_input(log, jsonl(events))
+    ledger.query(log, queries.counts)
+    filters = queries.RunFilters(starting_at=since, ending_at=until)
+    with log.backend.transaction(write=False) as c:
+        said = Said(c)
+        counts = queries.run_status_counts(said, filters)
+    assert counts["total"] == sum(1 for e in events if since <= e["occurred_at"].replace("Z", ".000000Z") <= until)
+    parts = [(sql, params) for sql, params in said.statements if "WITH part" in sql]
+    assert [(sql.split("created_at ")[1][:2].strip(), params[0], sql.split("created_at ")[2][:2].strip(), params[1])
+            for sql, params in parts] == read, parts
