@@ -185,3 +185,34 @@ def test_a_ranges_counts_read_the_lesser_side_of_each_part_hour(log, since, unti
     parts = [(sql, params) for sql, params in said.statements if "WITH part" in sql]
     assert [(sql.split("created_at ")[1][:2].strip(), params[0], sql.split("created_at ")[2][:2].strip(), params[1])
             for sql, params in parts] == read, parts
+
+
+@pytest.mark.parametrize("first_run, last_run, bounds, read", [
+    # After the last run, in its hour: that part holds no run, and is read so.
+    ("00:00", "09:55", {"starting_at": "2026-11-01T09:57:00.000000Z"}, (">=", "2026-11-01T09:57:00.000000Z", "<=", "2026-11-01T09:59:59.999999Z")),
+    # The newest hour filled to twenty past: from a quarter past is five minutes of runs,
+    # the rest of the hour fifteen.
+    ("00:00", "09:20", {"starting_at": "2026-11-01T09:15:00.000000Z"}, (">=", "2026-11-01T09:15:00.000000Z", "<=", "2026-11-01T09:59:59.999999Z")),
+    # The oldest hour holds runs from twenty to: from a quarter to, the five minutes before
+    # are taken off the hour's count.
+    ("00:40", "09:55", {"starting_at": "2026-11-01T00:45:00.000000Z"}, (">=", "2026-11-01T00:00:00.000000Z", "<", "2026-11-01T00:45:00.000000Z")),
+    # Until a quarter to, the oldest hour holding runs from twenty to: five minutes of runs,
+    # read themselves (the rest of the hour, a quarter, would be read to take it off).
+    ("00:40", "09:55", {"ending_at": "2026-11-01T00:45:00.000000Z"}, (">=", "2026-11-01T00:00:00.000000Z", "<=", "2026-11-01T00:45:00.000000Z")),
+], ids=["after the last run", "the newest hour part filled", "the oldest hour part filled", "until, in the oldest hour"])
+def test_a_part_hours_lesser_side_is_of_the_time_its_hour_holds_runs(log, first_run, last_run, bounds, read):
+    def minute(hour: int, at: int) -> str:
+        return f"2026-11-01T{hour:02d}:{at:02d}:00Z"
+
+    times = [minute(h, m) for h in range(10) for m in range(0, 60, 5)]
+    times = [t for t in times if f"2026-11-01T{first_run}" <= t[:16] <= f"2026-11-01T{last_run}"]
+    ledger.append_input(log, jsonl([triggered(f"r{k:03d}", occurred_at=t) for k, t in enumerate(times)]))
+    ledger.query(log, queries.counts)
+    with log.backend.transaction(write=False) as c:
+        said = Said(c)
+        counts = queries.run_status_counts(said, queries.RunFilters(**bounds))
+    stored = [t.replace("Z", ".000000Z") for t in times]
+    assert counts["total"] == sum(1 for t in stored if bounds.get("starting_at", "") <= t <= bounds.get("ending_at", "~"))
+    (part,) = [(sql, params) for sql, params in said.statements if "WITH part" in sql]
+    sql, params = part
+    assert (sql.split("created_at ")[1][:2].strip(), params[0], sql.split("created_at ")[2][:2].strip(), params[1]) == read
