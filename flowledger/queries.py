@@ -681,17 +681,15 @@ def _counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
         c.execute("SELECT (SELECT MIN(created_at) FROM runs), (SELECT MAX(created_at) FROM runs)")
         oldest, newest = c.fetchone()
     if first != earliest[:13]:
-        held = _held(earliest[:13], oldest, newest)
-        at = _seconds_into_hour(earliest)
-        if max(0, min(at, held[1]) - held[0]) < max(0, held[1] - max(at, held[0])):
+        before, after = _either_side(earliest, oldest, newest)
+        if before < after:
             first = earliest[:13]
             parts.append((">=", first + _HOUR_START, "<", earliest, -1))
         else:
             parts.append((">=", earliest, "<=", earliest[:13] + _HOUR_END, 1))
     if last != latest[:13]:
-        held = _held(latest[:13], oldest, newest)
-        at = _seconds_into_hour(latest)
-        if max(0, held[1] - max(at, held[0])) < max(0, min(at, held[1]) - held[0]):
+        before, after = _either_side(latest, oldest, newest)
+        if after < before:
             last = latest[:13]
             parts.append((">", latest, "<=", last + _HOUR_END, -1))
         else:
@@ -702,13 +700,13 @@ def _counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
         [*tenant_marks, first, last, *marks],
     )
     rows = c.fetchall()
-    for after, low, before, high, sign in parts:
+    for low_op, low, high_op, high, sign in parts:
         # The part's runs first, then the tenant's or the statuses' among them: given
         # every condition at once, SQLite's planner, which has no statistics, walks every run
         # of the tenant, or every entry of the statuses in the stuck runs' index (the Stuck
         # chip's pending and running: 12-20 ms a part-hour for 100,000 of them).
         sql = (
-            f"WITH part AS MATERIALIZED (SELECT tenant, status FROM runs WHERE created_at {after} ? AND created_at {before} ?) "
+            f"WITH part AS MATERIALIZED (SELECT tenant, status FROM runs WHERE created_at {low_op} ? AND created_at {high_op} ?) "
             f"SELECT status, COUNT(*) FROM part{_where_sql([*tenant, *statuses])} GROUP BY status"
         )
         c.execute(sql, [low, high, *tenant_marks, *marks])
@@ -721,12 +719,15 @@ def _seconds_into_hour(at: str) -> int:
     return int(at[14:16]) * 60 + int(at[17:19])
 
 
-def _held(hour: str, oldest: str | None, newest: str | None) -> tuple[int, int]:
-    """The seconds of ``hour`` that can hold runs, from the first run's creation to the
-    last's (the whole hour, 0 to 3600, where neither lies in it)."""
+def _either_side(at: str, oldest: str | None, newest: str | None) -> tuple[int, int]:
+    """The seconds of ``at``'s hour before ``at`` and after it that can hold runs: the
+    hour's runs lie between the first run's creation (``oldest``) and the last's
+    (``newest``), where either lies in it."""
+    hour = at[:13]
     start = _seconds_into_hour(oldest) if oldest is not None and oldest[:13] == hour else 0
     end = _seconds_into_hour(newest) + 1 if newest is not None and newest[:13] == hour else 3600
-    return start, end
+    into = _seconds_into_hour(at)
+    return max(0, min(into, end) - start), max(0, end - max(into, start))
 
 
 _STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
