@@ -307,12 +307,7 @@ def _positions_of(c: sqlite3.Cursor, table: str, sought: Sought, order: str, lim
     where, params = [*sought.where, *where], [*sought.params, *params]
     bound = None
     if sought.dates is not None or sought.updated_before is not None:
-        c.execute(
-            f'SELECT seq, created_at, updated_at FROM "{table}"{_where_sql(where)} ORDER BY seq {order} LIMIT ?',
-            [*params, PROBE_ROWS],
-        )
-        rows = c.fetchall()
-        found = [seq for seq, created_at, updated_at in rows if sought.checked(created_at, updated_at)]
+        rows, found = _probe(c, table, sought, where, params, order)
         # Every row of seq order up to the last read was checked: those found are the first.
         if len(found) >= limit or len(rows) < PROBE_ROWS:
             return found[:limit]
@@ -320,12 +315,8 @@ def _positions_of(c: sqlite3.Cursor, table: str, sought: Sought, order: str, lim
             bound = _created_by(c, sought)
             if bound is not None and order == "DESC" and bound < rows[-1][0]:
                 # Every row between the bound and those read fails the checks: read on from it.
-                c.execute(
-                    f'SELECT seq, created_at, updated_at FROM "{table}"{_where_sql([*where, "seq <= ?"])} ORDER BY seq DESC LIMIT ?',
-                    [*params, bound, PROBE_ROWS],
-                )
-                more = c.fetchall()
-                found += [seq for seq, created_at, updated_at in more if sought.checked(created_at, updated_at)]
+                more, also = _probe(c, table, sought, [*where, "seq <= ?"], [*params, bound], order)
+                found += also
                 if len(found) >= limit or len(more) < PROBE_ROWS:
                     return found[:limit]
         by_hour = _positions_by_hour(c, table, sought, order, limit)
@@ -342,6 +333,18 @@ def _positions_of(c: sqlite3.Cursor, table: str, sought: Sought, order: str, lim
             params.append(bound)
     c.execute(f'SELECT seq FROM "{table}"{_where_sql(where)} ORDER BY seq {order} LIMIT ?', [*params, limit])
     return [r[0] for r in c.fetchall()]
+
+
+def _probe(
+    c: sqlite3.Cursor, table: str, sought: Sought, where: list[str], params: list[Any], order: str
+) -> tuple[list[Any], list[int]]:
+    """The first :data:`PROBE_ROWS` rows ``where`` picks in seq order (their seq and times),
+    and the positions of those whose times ``sought`` checks pass."""
+    c.execute(
+        f'SELECT seq, created_at, updated_at FROM "{table}"{_where_sql(where)} ORDER BY seq {order} LIMIT ?', [*params, PROBE_ROWS]
+    )
+    rows = c.fetchall()
+    return rows, [seq for seq, created_at, updated_at in rows if sought.checked(created_at, updated_at)]
 
 
 HOURS_READ = 24
