@@ -5,11 +5,12 @@ Opens STORE (a flowledger store whose views are folded, or made here), and times
 a page of an hour's runs from a random time of the log's and their counts by status, a page
 of the whole log's range and its counts by status (the web's status chips), its stuck runs'
 count (the Stuck chip) and the busiest tenant's counts by status (within the whole range
-too), stuck runs' pages (within the range or not, a first page and the next), a page of two
-statuses (completed and failed, within the range or not), a page of the middle third of
-the range (with a status or not) and a page of runs quiet since the range's middle (with no
-status, the busiest tenant's, the running ones); then ranges open at one end (since the last hour, until
-the first, since after the last run): p50 and p99 in ms.
+too), stuck runs' pages (within the range or not, a first page and the next, the second's
+page back to the first), a page of two statuses (completed and failed, within the range or
+not), a page of the middle third of the range (with a status or not) and a page of runs
+quiet since the range's middle (with no status, the busiest tenant's, the running ones and
+theirs back to the first); then ranges open at one end (since the last hour, until the
+first, since after the last run): p50 and p99 in ms.
 
     python benchmarks/date_ranges.py /var/tmp/flscale/store.db [--pages 100]
 """
@@ -111,6 +112,14 @@ def main() -> None:
             after = first_page["page_info"]["after"]  # type: ignore[index]
             return after and ledger.query(log, queries.list_runs, filters, page_size=50, after=after, fresh=False)
 
+        def back_to_the_first(filters: queries.RunFilters) -> Callable[[], object]:
+            # The page back from the second page to the first (the cursor found first, untimed).
+            first_page = page(filters)
+            after = first_page["page_info"]["after"]  # type: ignore[index]
+            second = after and ledger.query(log, queries.list_runs, filters, page_size=50, after=after, fresh=False)
+            before = second and second["page_info"]["before"]  # type: ignore[index]
+            return lambda: before and ledger.query(log, queries.list_runs, filters, page_size=50, before=before, fresh=False)
+
         measures: list[tuple[str, Callable[[], object], int]] = [
             ("an hour's page", lambda: page(an_hour()), args.pages),
             ("an hour's counts", lambda: count(an_hour()), counts),
@@ -120,6 +129,7 @@ def main() -> None:
             ("the stuck page", lambda: page(stuck_page), counts),
             ("the stuck page within the range", lambda: page(stuck), counts),
             ("the stuck page and the next", lambda: next_page(stuck_page), counts),
+            ("the stuck page back to the first", back_to_the_first(stuck_page), counts),
             ("two statuses' page", lambda: page(finished), counts),
             ("two statuses' page and the next", lambda: next_page(finished), counts),
             ("two statuses' page within the range", lambda: page(finished_range), counts),
@@ -130,6 +140,7 @@ def main() -> None:
             ("the same and the next", lambda: next_page(quiet), counts),
             ("the same of the busiest tenant", lambda: page(quiet_tenant), counts),
             ("the same of the running runs", lambda: page(quiet_running), counts),
+            ("the same back to the first", back_to_the_first(quiet_running), counts),
             ("the busiest tenant's counts", lambda: count(tenant), counts),
             ("the same within the whole range", lambda: count(tenant_range), counts),
             ("since the last hour: page", lambda: page(since), args.pages),

@@ -230,28 +230,77 @@ def test_the_walk_reads_on_until_no_run_unread_can_be_newer(log, monkeypatch):
     assert both == [_seq_of(log, "y"), _seq_of(log, "x")]
 
 
-@pytest.mark.parametrize("filters, paging", [
-    (dataclasses.replace(QUIET, workflow="welcome"), {}),  # not in the index of last events
-    (QUIET, {"before": "page back"}),  # a page back, oldest first
-], ids=["a workflow", "a page back"])
-def test_where_the_index_of_last_events_cannot_answer_the_runs_are_sorted_as_before(log, monkeypatch, filters, paging):
+def _back_to_the_first(log, filters, page_size: int) -> dict:
+    """The cursor of a page back from the second page of ``filters``' runs to the first."""
+    first = ledger.query(log, queries.list_runs, filters, page_size=page_size)
+    second = ledger.query(log, queries.list_runs, filters, page_size=page_size, after=first["page_info"]["after"])
+    return {"before": second["page_info"]["before"]}
+
+
+def test_where_the_index_of_last_events_cannot_answer_the_runs_are_sorted_as_before(log, monkeypatch):
     monkeypatch.setattr(queries, "PROBE_ROWS", 4)
     ledger.append_input(log, jsonl(_live()))
-    if paging:
-        first = ledger.query(log, queries.list_runs, QUIET, page_size=3, after=None)
-        after = ledger.query(log, queries.list_runs, QUIET, page_size=3, after=first["page_info"]["after"])
-        paging = {"before": after["page_info"]["before"]}
-    page, statements = _said(log, filters, page_size=3, **paging)
+    # A workflow is not in the index of last events.
+    page, statements = _said(log, dataclasses.replace(QUIET, workflow="welcome"), page_size=3)
     assert [r["id"] for r in page["entries"]] == ["r039", "r038", "r037"]
     assert not any("ORDER BY updated_at DESC" in sql for sql, _ in statements), statements
 
 
-def test_past_the_entries_it_may_read_the_walk_leaves_them_to_the_sort(log, monkeypatch):
+def test_a_page_back_to_the_stuck_runs_first_reads_their_last_events_from_the_cursors_hour(log, monkeypatch):
+    # Back from the second page (r036-r034) to the first: past r039 every run is heard of
+    # still, and all were created before the time, so neither the runs read first nor the
+    # bound answer. The runs past the cursor were created from r037's hour (the 2nd, 13:00)
+    # on, and last heard of since: those entries alone are read, then the first taken.
+    monkeypatch.setattr(queries, "PROBE_ROWS", 4)
+    ledger.append_input(log, jsonl(_live()))
+    page, statements = _said(log, QUIET, page_size=3, **_back_to_the_first(log, QUIET, 3))
+    assert [r["id"] for r in page["entries"]] == ["r039", "r038", "r037"]
+    assert page["page_info"]["before"] is None and page["page_info"]["after"] is not None
+    (walked,) = [(sql, params) for sql, params in statements if "ORDER BY updated_at DESC, seq DESC" in sql]
+    assert "seq > ?" in walked[0] and "updated_at >= ?" in walked[0]
+    assert "2026-11-02T13:00:00.000000Z" in walked[1], walked
+    assert not any("ORDER BY seq ASC LIMIT" in sql and "updated_at <= ?" in sql for sql, _ in statements), statements
+    with log.backend.transaction(write=False) as c:
+        c.execute("EXPLAIN QUERY PLAN " + walked[0], walked[1])
+        plan = " | ".join(row[3] for row in c.fetchall())
+    assert "COVERING INDEX runs_by_status_updated_created" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_runs_quiet_since_a_time_are_walked_oldest_first_only_from_a_cursor(log):
+    # Oldest first from no cursor, every entry up to the time would be read: not walked.
+    ledger.append_input(log, jsonl(_live()))
+    ledger.query(log, queries.counts)
+    sought = queries.Sought([], [], statuses=("running",), updated_before=QUIET.updated_before)
+    with log.backend.transaction(write=False) as c:
+        assert queries._positions_by_last_event(c, "runs", sought, "ASC", 2) is None
+        past = sought.narrowed("seq > ?", _seq_of(log, "r036"))
+        assert queries._positions_by_last_event(c, "runs", past, "ASC", 2) == [_seq_of(log, "r037"), _seq_of(log, "r038")]
+
+
+@pytest.mark.parametrize("filters, size, wanted", [
+    (QUIET_PAGES[0][0], 3, ["r029", "r028", "r027"]),  # the last read is the bound's own run
+    (QUIET_PAGES[3][0], 2, ["r028", "r024"]),  # running: r032 read, past the bound (r029, completed)
+], ids=["no status", "a status"])
+def test_a_page_back_read_in_seq_order_up_to_the_bound_is_whole(log, monkeypatch, filters, size, wanted):
+    # Back to the first page of runs quiet since MIDDLE: the runs read in seq order from the
+    # cursor reach r029, the last run created by then; none past it can be quiet since, so
+    # neither the index of last events nor a sort is sought (68 ms at a million runs).
+    monkeypatch.setattr(queries, "PROBE_ROWS", 3)
+    ledger.append_input(log, jsonl(_month()))
+    page, statements = _said(log, filters, page_size=size, **_back_to_the_first(log, filters, size))
+    assert [r["id"] for r in page["entries"]] == wanted
+    assert any("run_hour_seqs" in sql for sql, _ in statements), statements
+    assert not any("updated_at" in sql and "created_at, updated_at FROM" not in sql for sql, _ in statements), statements
+
+
+@pytest.mark.parametrize("back", [False, True], ids=["a first page", "a page back"])
+def test_past_the_entries_it_may_read_the_walk_leaves_them_to_the_sort(log, monkeypatch, back):
     monkeypatch.setattr(queries, "PROBE_ROWS", 4)
     monkeypatch.setattr(queries, "_LAST_EVENTS_CHUNK", 1)
     monkeypatch.setattr(queries, "LAST_EVENTS_READ", 2)
     ledger.append_input(log, jsonl(_live()))
-    page, statements = _said(log, QUIET, page_size=3)
+    page, statements = _said(log, QUIET, page_size=3, **(_back_to_the_first(log, QUIET, 3) if back else {}))
     assert [r["id"] for r in page["entries"]] == ["r039", "r038", "r037"]
     assert len([sql for sql, _ in statements if "ORDER BY updated_at DESC" in sql]) == 2
-    assert any("ORDER BY seq DESC LIMIT" in sql and "updated_at <= ?" in sql for sql, _ in statements), statements
+    order = "ASC" if back else "DESC"
+    assert any(f"ORDER BY seq {order} LIMIT" in sql and "updated_at <= ?" in sql for sql, _ in statements), statements
