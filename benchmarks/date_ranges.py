@@ -4,13 +4,13 @@ filter) and its counts by status cost on a store as it stands.
 Opens STORE (a flowledger store whose views are folded, or made here), and times in-process
 a page of an hour's runs from a random time of the log's and their counts by status, a page
 of the whole log's range and its counts by status (the web's status chips), its stuck runs'
-count (the Stuck chip) and the busiest tenant's counts by status (within the whole range
-too), stuck runs' pages (within the range or not, a first page and the next, the second's
-page back to the first), a page of two statuses (completed and failed, within the range or
-not), a page of the middle third of the range (with a status or not) and a page of runs
-quiet since the range's middle (with no status, the busiest tenant's, the running ones and
-theirs back to the first); then ranges open at one end (since the last hour, until the
-first, since after the last run): p50 and p99 in ms.
+count (the Stuck chip) and every run's (the overview's), the busiest tenant's counts by
+status (within the whole range too), stuck runs' pages (within the range or not, a first
+page and the next, the second's page back to the first), a page of two statuses (completed
+and failed, within the range or not), a page of the middle third of the range (with a
+status or not) and a page of runs quiet since the range's middle (with no status, the
+busiest tenant's, the running ones and theirs back to the first); then ranges open at one
+end (since the last hour, until the first, since after the last run): p50 and p99 in ms.
 
     python benchmarks/date_ranges.py /var/tmp/flscale/store.db [--pages 100]
 """
@@ -126,6 +126,7 @@ def main() -> None:
             ("the whole range's page", lambda: page(whole), args.pages),
             ("the whole range's counts", lambda: count(whole), counts),
             ("the whole range's stuck count", lambda: count(stuck), counts),
+            ("every run's stuck count", lambda: count(stuck_page), counts),
             ("the stuck page", lambda: page(stuck_page), counts),
             ("the stuck page within the range", lambda: page(stuck), counts),
             ("the stuck page and the next", lambda: next_page(stuck_page), counts),

@@ -599,14 +599,24 @@ def list_runs(
 def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     """Runs by status, with a total, under the filters a listing of them takes."""
     _check_statuses(filters.statuses)
+    if (
+        filters.updated_before is not None and _only_statuses_besides(_heard_of_or_not(filters))
+        and _STAMP.fullmatch(filters.updated_before)
+    ):
+        # Every run's (the overview's Stuck count, the run history's under no other filter):
+        # those heard of since are counted by the hour of their last event.
+        every = _counts(c, _heard_of_or_not(filters))
+        heard = _heard_of_since(c, filters.statuses or STATUSES, filters.updated_before)
+        return _by_status([*((s, n) for s, n in every.items() if s != "total"), *((s, -n) for s, n in heard.items())])
     if filters.updated_before is not None and filters.statuses and _counted_ahead(_heard_of_or_not(filters)):
-        # Runs quiet since a time (the Stuck chip: pending or running, no news for an hour)
-        # are those of their statuses less those heard of since, where the quiet are many
-        # (every one an entry to read: 17-26 ms for 100,000 stuck runs); the runs of their
-        # statuses are counted ahead. A run's row always has a last event (its trigger's, at
-        # least): none is neither. But either side may be the many (a store whose runs run
-        # for hours hears of thousands an hour): each is read up to a cap, in turn, the cap
-        # doubled each time, so that the fewer are counted, about thrice them read at most.
+        # A tenant's or a range's (run_last_hours knows neither): runs quiet since a time
+        # (the Stuck chip: pending or running, no news for an hour) are those of their
+        # statuses less those heard of since, where the quiet are many (every one an entry to
+        # read: 17-26 ms for 100,000 stuck runs); the runs of their statuses are counted
+        # ahead. A run's row always has a last event (its trigger's, at least): none is
+        # neither. But either side may be the many (a store whose runs run for hours hears of
+        # thousands an hour): each is read up to a cap, in turn, the cap doubled each time, so
+        # that the fewer are counted, about thrice them read at most.
         cap = HEARD_OF_CAP
         while True:
             heard = _at_most(c, filters, "updated_at > ?", cap)
@@ -618,6 +628,36 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
                 return _by_status(quiet)
             cap *= 4
     return _counts(c, filters)
+
+
+def _heard_of_since(c: sqlite3.Cursor, statuses: tuple[str, ...], at: str) -> dict[str, int]:
+    """Runs of each of ``statuses`` last heard of after ``at`` (a time stored in full): those
+    of the hours after its hour from ``run_last_hours``, and those of the rest of its hour
+    counted in the index of last events, or, where the rest is the longer half, the hour's
+    less those of it heard of by then: at most half an hour's last events read."""
+    hour = at[:13]
+    marks = ",".join("?" * len(statuses))
+    c.execute(
+        "SELECT status, SUM(CASE WHEN hour > ? THEN n ELSE 0 END), SUM(CASE WHEN hour = ? THEN n ELSE 0 END) "
+        f"FROM run_last_hours WHERE status IN ({marks}) AND hour >= ? GROUP BY status",
+        [hour, hour, *statuses, hour],
+    )
+    after = {status: (int(later), int(within)) for status, later, within in c.fetchall()}
+    heard: dict[str, int] = {}
+    rest = _seconds_into_hour(at) >= 1800
+    for status in statuses:
+        later, within = after.get(status, (0, 0))
+        if within:
+            # A status at a time: grouped by status, SQLite sorts the entries in a temporary tree.
+            bounds = ["updated_at > ?", "updated_at <= ?"] if rest else ["updated_at >= ?", "updated_at <= ?"]
+            c.execute(
+                f"SELECT COUNT(*) FROM runs{_where_sql(['status = ?', *bounds])}",
+                [status, at, hour + _HOUR_END] if rest else [status, hour + _HOUR_START, at],
+            )
+            (n,) = c.fetchone()
+            later += n if rest else within - n
+        heard[status] = later
+    return heard
 
 
 HEARD_OF_CAP = 5_000

@@ -63,6 +63,8 @@ def _counters(c) -> tuple[list, list, list]:
     c.execute("SELECT status, rehearsal, n FROM run_status_totals ORDER BY status, rehearsal")
     totals = [tuple(r) for r in c.fetchall()]
     c.execute("SELECT hour, first_seq, last_seq FROM run_hour_seqs ORDER BY hour")
+    totals += [tuple(r) for r in c.fetchall()]
+    c.execute("SELECT status, hour, n FROM run_last_hours ORDER BY status, hour")
     return hours, tenants, totals + [tuple(r) for r in c.fetchall()]
 
 
@@ -380,8 +382,9 @@ class StoreContract:
         ledger.append_input(log, jsonl(events))
         every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
         assert {r["status"] for r in every} >= {"pending", "running", "completed"}
-        for h in (0, 3, 9, 15, 23):
-            quiet = f"2026-11-01T{h:02d}:00:00.000000Z"
+        # On an hour, in its first half, in its second (their runs heard of on both sides).
+        for h, into in ((0, "00:00"), (3, "00:00"), (5, "20:00"), (9, "00:00"), (11, "40:00"), (15, "00:00"), (23, "00:00")):
+            quiet = f"2026-11-01T{h:02d}:{into}.000000Z"
             for statuses in (("pending", "running"), ("running",), ("completed", "pending"), ()):
                 for others in ({}, {"tenant": "t2"}, {"workflow": "w1"}, {"has_errors": True},
                                {"starting_at": "2026-11-01T02:00:00.000000Z", "ending_at": "2026-11-01T07:59:59.999999Z"},
@@ -435,12 +438,12 @@ class StoreContract:
                 got = ledger.query(log, queries.run_status_counts_by_contact, filters, contact)
                 assert got == _counted(picked), (contact, filters)
 
-    @pytest.mark.parametrize("version", [4, 5])
+    @pytest.mark.parametrize("version", [4, 5, 6])
     def test_a_runs_view_of_an_earlier_version_is_upgraded_in_place(self, log, store_url, version):
         # Version 4 had no counts by hour or tenant, and the stuck runs' index narrower;
-        # version 5 no counts by status: the upgrade counts them from the runs rows (from
-        # run_counts) at the next open, where a refold would read the whole log again (the
-        # view at position 0 meanwhile).
+        # version 5 no counts by status; version 6 none by the hour of the last event: the
+        # upgrade counts them from the runs rows (from run_counts) at the next open, where a
+        # refold would read the whole log again (the view at position 0 meanwhile).
         ledger.append_input(log, jsonl([triggered(f"r{i}", tenant=f"t{i % 2}", occurred_at=at, trigger={"source": ("api", "rehearsal")[i % 5 == 0]})
                                         for i, at in enumerate(_creation_times())]
                                        + [ev("run.started", run_id=f"r{i}") for i in range(0, 30, 3)]))
@@ -450,8 +453,10 @@ class StoreContract:
             before = _counters(c)
             position = b.get_position(c, "runs")
         with b.transaction(write=True) as c:
-            c.execute('DROP TABLE "run_status_totals"')
-            c.execute('DROP TABLE "run_hour_seqs"')
+            c.execute('DROP TABLE "run_last_hours"')
+            if version < 6:
+                c.execute('DROP TABLE "run_status_totals"')
+                c.execute('DROP TABLE "run_hour_seqs"')
             if version == 4:
                 c.execute('DROP TABLE "run_hours"')
                 c.execute('DROP TABLE "tenant_run_counts"')
@@ -470,7 +475,7 @@ class StoreContract:
                 assert again.backend.get_position(c, "runs") == position
                 assert _counters(c) == before and all(before)
                 indexes = again.backend.table_names(c)
-                assert Projector.stored_versions(c)["runs"] == str(RunsView.version) == "6"
+                assert Projector.stored_versions(c)["runs"] == str(RunsView.version) == "7"
             assert "runs_by_status_updated_created" in indexes and "runs_by_status_updated" not in indexes
             assert "runs_by_created_status_seq_tenant" in indexes and "runs_by_created_status_seq" not in indexes
             ledger.append_input(again, jsonl([triggered("late", tenant="t1", occurred_at="2026-11-01T05:10:00Z")]))
