@@ -405,9 +405,16 @@ def _positions_by_hour(c: sqlite3.Cursor, table: str, sought: Sought, order: str
             "WITH hour_runs AS MATERIALIZED (SELECT seq, status, tenant FROM runs WHERE created_at >= ? AND created_at <= ?) "
             f"SELECT seq FROM hour_runs{_where_sql(picked)} ORDER BY seq {order} LIMIT ?"
         )
+        last_made = None
     else:
         # The hour's runs alone, sorted in the index (not copied first: a quarter faster).
-        hour_sql = f"SELECT seq FROM runs{_where_sql(['created_at >= ?', 'created_at <= ?', *picked])} ORDER BY seq {order} LIMIT ?"
+        # Those created last (first, for a page back) come first, in the index's order: the
+        # page's runs of the hour lie no further by seq than the furthest of them, and only
+        # the runs of the hour that near are sorted (10,000 runs an hour: 5.4 ms for the
+        # sort of most of an hour's runs). The bound is a check, not the index's (`+seq`).
+        where = ["created_at >= ?", "created_at <= ?", *picked]
+        last_made = f"SELECT seq FROM runs{_where_sql(where)} ORDER BY created_at {order} LIMIT ?"
+        hour_sql = f"SELECT seq FROM runs{_where_sql([*where, '+seq >= ?' if desc else '+seq <= ?'])} ORDER BY seq {order} LIMIT ?"
     found: list[int] = []
     for n, (hour, first, last) in enumerate(hours):
         if desc:
@@ -418,7 +425,17 @@ def _positions_by_hour(c: sqlite3.Cursor, table: str, sought: Sought, order: str
             return found
         if n == HOURS_READ:
             return None
-        c.execute(hour_sql, [max(earliest, hour + _HOUR_START), min(latest, hour + _HOUR_END), *sought.params, *marks, limit])
+        part = [max(earliest, hour + _HOUR_START), min(latest, hour + _HOUR_END), *sought.params, *marks]
+        if last_made is None:
+            c.execute(hour_sql, [*part, limit])
+        else:
+            c.execute(last_made, [*part, limit])
+            made = [r[0] for r in c.fetchall()]
+            if len(made) < limit:
+                # Every run of the hour's part the page picks.
+                found = sorted([*found, *made], reverse=desc)[:limit]
+                continue
+            c.execute(hour_sql, [*part, min(made) if desc else max(made), limit])
         found = sorted([*found, *(r[0] for r in c.fetchall())], reverse=desc)[:limit]
     return found
 

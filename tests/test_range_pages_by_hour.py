@@ -52,14 +52,17 @@ def _page(log, filters, **paging):
 
 
 def _of_an_hour(sql: str, params: list) -> bool:
-    """Whether a statement reads a page's runs created within one clock hour (not the last
-    position of the runs created by a time: see queries._created_by)."""
-    return "created_at >= ?" in sql and "ORDER BY seq" in sql and params[0][:13] == params[1][:13]
+    """Whether a statement is the first read of a page's runs created within one clock hour
+    (the runs created last, or, given a status or a tenant, the runs sorted; not the sort
+    of those past the last created, nor the last position of the runs created by a time:
+    see queries._created_by)."""
+    first = "ORDER BY created_at" in sql or "ORDER BY seq" in sql and "+seq" not in sql
+    return "created_at >= ?" in sql and first and params[0][:13] == params[1][:13]
 
 
 def _sorts_the_range(statements) -> bool:
-    """Whether a statement reads runs created over more than one clock hour."""
-    return any("created_at >= ?" in sql and "ORDER BY seq" in sql and not _of_an_hour(sql, params) for sql, params in statements)
+    """Whether a statement sorts runs created over more than one clock hour."""
+    return any("created_at >= ?" in sql and "ORDER BY seq" in sql and params[0][:13] != params[1][:13] for sql, params in statements)
 
 
 def test_a_page_of_a_range_in_the_middle_reads_its_newest_hour_and_no_more(log, monkeypatch):
@@ -71,6 +74,12 @@ def test_a_page_of_a_range_in_the_middle_reads_its_newest_hour_and_no_more(log, 
     # No statement sorts the range's runs all at once.
     assert not _sorts_the_range(statements), statements
     (plan,) = [p for (sql, params), p in zip(statements, plans) if _of_an_hour(sql, params)]
+    assert "COVERING INDEX runs_by_created_status_seq_tenant (created_at>? AND created_at<?)" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan  # the runs created last, in the index's order
+    # Then those of the hour no older by seq than the oldest of them, sorted: in the index of
+    # creation times too, the bound a check (not runs_by_seq, from it to the newest run).
+    ((sql, params), plan), = [(s, p) for s, p in zip(statements, plans) if "+seq >= ?" in s[0]]
+    assert params[2] == _seq_of(log, "r06-06"), params  # the sixth (a page of five and one to know of more)
     assert "COVERING INDEX runs_by_created_status_seq_tenant (created_at>? AND created_at<?)" in plan, plan
     # The next pages: the rest of that hour, then into the one before it.
     second, _, _, hours = _page(log, MIDDLE, page_size=5, after=page["page_info"]["after"])
@@ -186,3 +195,9 @@ def test_a_store_with_the_older_workflow_index_gets_the_new_one(store_path):
         names = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs'")}
     db.close()
     assert "runs_by_workflow_seq_created" in names and "runs_by_workflow" not in names
+
+
+def _seq_of(log, run_id: str) -> int:
+    with log.backend.transaction(write=False) as c:
+        c.execute("SELECT seq FROM runs WHERE id = ?", [run_id])
+        return c.fetchone()[0]
