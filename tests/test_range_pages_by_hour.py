@@ -20,6 +20,7 @@ from flowledger.store import open_log
 from tests.conftest import ev, triggered
 from tests.histories import jsonl
 from tests.test_queries_mutations import walk
+from tests.test_quiet_runs_pages import _seq_of
 from tests.test_status_pages import Said
 
 
@@ -195,9 +196,3 @@ def test_a_store_with_the_older_workflow_index_gets_the_new_one(store_path):
         names = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs'")}
     db.close()
     assert "runs_by_workflow_seq_created" in names and "runs_by_workflow" not in names
-
-
-def _seq_of(log, run_id: str) -> int:
-    with log.backend.transaction(write=False) as c:
-        c.execute("SELECT seq FROM runs WHERE id = ?", [run_id])
-        return c.fetchone()[0]
