@@ -12,7 +12,7 @@ import base64
 import binascii
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
@@ -622,9 +622,7 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     ):
         # Every run's (the overview's Stuck count, the run history's under no other filter):
         # those heard of since are counted by the hour of their last event.
-        every = _counts(c, _heard_of_or_not(filters))
-        heard = _heard_of_since(c, filters.statuses or STATUSES, filters.updated_before)
-        return _by_status([*((s, n) for s, n in every.items() if s != "total"), *((s, -n) for s, n in heard.items())])
+        return _less_heard_of(c, filters, _heard_of_since(c, filters.statuses or STATUSES, filters.updated_before).items())
     if filters.updated_before is not None and filters.statuses and _counted_ahead(_heard_of_or_not(filters)):
         # A tenant's or a range's (run_last_hours knows neither): runs quiet since a time
         # (the Stuck chip: pending or running, no news for an hour) are those of their
@@ -638,13 +636,19 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
         while True:
             heard = _at_most(c, filters, "updated_at > ?", cap)
             if heard is not None:
-                every = _counts(c, _heard_of_or_not(filters))
-                return _by_status([*((s, n) for s, n in every.items() if s != "total"), *((s, -n) for s, n in heard)])
+                return _less_heard_of(c, filters, heard)
             quiet = _at_most(c, filters, "updated_at <= ?", 2 * cap)
             if quiet is not None:
                 return _by_status(quiet)
             cap *= 4
     return _counts(c, filters)
+
+
+def _less_heard_of(c: sqlite3.Cursor, filters: RunFilters, heard: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """The runs the filters name but for their bound on the last event, counted ahead, by
+    status, less those ``heard`` of since it (status, runs): the runs quiet since."""
+    every = _counts(c, _heard_of_or_not(filters))
+    return _by_status([*((s, n) for s, n in every.items() if s != "total"), *((s, -n) for s, n in heard)])
 
 
 def _heard_of_since(c: sqlite3.Cursor, statuses: tuple[str, ...], at: str) -> dict[str, int]:
