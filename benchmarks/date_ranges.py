@@ -94,6 +94,10 @@ def main() -> None:
         # Stuck runs' pages (the web's *Stuck*, with and without the range) and pages of
         # several statuses (`runs list --status completed --status failed`).
         stuck_page = dataclasses.replace(stuck, starting_at=None, ending_at=None)
+        # The Stuck count under "Last 24 hours" (a range open at its end, from a time within
+        # an hour) and under the busiest tenant.
+        stuck_day = dataclasses.replace(stuck_page, starting_at=_stamp(last - timedelta(hours=24)))
+        stuck_tenant = dataclasses.replace(stuck_page, tenant=tenant.tenant)
         finished = queries.RunFilters(statuses=("completed", "failed"))
         finished_range = dataclasses.replace(finished, starting_at=whole.starting_at, ending_at=whole.ending_at)
         # A third of the log's range in its middle (ten days of a month): none of its runs
@@ -127,6 +131,8 @@ def main() -> None:
             ("the whole range's counts", lambda: count(whole), counts),
             ("the whole range's stuck count", lambda: count(stuck), counts),
             ("every run's stuck count", lambda: count(stuck_page), counts),
+            ("the last day's stuck count", lambda: count(stuck_day), counts),
+            ("the busiest tenant's stuck count", lambda: count(stuck_tenant), counts),
             ("the stuck page", lambda: page(stuck_page), counts),
             ("the stuck page within the range", lambda: page(stuck), counts),
             ("the stuck page and the next", lambda: next_page(stuck_page), counts),

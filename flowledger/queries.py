@@ -623,6 +623,27 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
         # Every run's (the overview's Stuck count, the run history's under no other filter):
         # those heard of since are counted by the hour of their last event.
         return _less_heard_of(c, filters, _heard_of_since(c, filters.statuses or STATUSES, filters.updated_before).items())
+    hours = _whole_hours(_heard_of_or_not(filters))
+    if (
+        filters.updated_before is not None and hours is not None and filters.tenant is None
+        and _STAMP.fullmatch(filters.updated_before)
+    ):
+        # A range's (the run history's "Last 30 days" and Stuck): those heard of since
+        # created in its whole hours are counted by the hour of their last event too, and
+        # only those of the part-hours at its ends read, run by run.
+        statuses = filters.statuses or STATUSES
+        first, last, parts = _range_parts(c, filters, hours)
+        heard = [*_heard_of_since(c, statuses, filters.updated_before, (first, last)).items()]
+        marks = ",".join("?" * len(statuses))
+        for low_op, low, high_op, high, sign in parts:
+            # The part's runs first (see _counts), their last event from their rows.
+            c.execute(
+                f"WITH part AS MATERIALIZED (SELECT status, updated_at FROM runs WHERE created_at {low_op} ? AND created_at {high_op} ?) "
+                f"SELECT status, COUNT(*) FROM part WHERE status IN ({marks}) AND updated_at > ? GROUP BY status",
+                [low, high, *statuses, filters.updated_before],
+            )
+            heard += [(status, sign * int(n)) for status, n in c.fetchall()]
+        return _less_heard_of(c, filters, heard)
     if filters.updated_before is not None and filters.statuses and _counted_ahead(_heard_of_or_not(filters)):
         # A tenant's or a range's (run_last_hours knows neither): runs quiet since a time
         # (the Stuck chip: pending or running, no news for an hour) are those of their
@@ -651,19 +672,27 @@ def _less_heard_of(c: sqlite3.Cursor, filters: RunFilters, heard: Iterable[tuple
     return _by_status([*((s, n) for s, n in every.items() if s != "total"), *((s, -n) for s, n in heard)])
 
 
-def _heard_of_since(c: sqlite3.Cursor, statuses: tuple[str, ...], at: str) -> dict[str, int]:
-    """Runs of each of ``statuses`` last heard of after ``at`` (a time stored in full): those
+def _heard_of_since(
+    c: sqlite3.Cursor, statuses: tuple[str, ...], at: str, created: tuple[str, str] | None = None
+) -> dict[str, int]:
+    """Runs of each of ``statuses`` last heard of after ``at`` (a time stored in full), of
+    those created in the hours ``created`` (the first and the last; None: every run): those
     of the hours after its hour from ``run_last_hours``, and those of the rest of its hour
     counted in the index of last events, or, where the rest is the longer half, the hour's
     less those of it heard of by then: at most half an hour's last events read."""
     hour = at[:13]
     marks = ",".join("?" * len(statuses))
+    made, made_marks = (["created >= ?", "created <= ?"], [*created]) if created is not None else ([], [])
     c.execute(
         "SELECT status, SUM(CASE WHEN hour > ? THEN n ELSE 0 END), SUM(CASE WHEN hour = ? THEN n ELSE 0 END) "
-        f"FROM run_last_hours WHERE status IN ({marks}) AND hour >= ? GROUP BY status",
-        [hour, hour, *statuses, hour],
+        f"FROM run_last_hours{_where_sql([f'status IN ({marks})', 'hour >= ?', *made])} GROUP BY status",
+        [hour, hour, *statuses, hour, *made_marks],
     )
     after = {status: (int(later), int(within)) for status, later, within in c.fetchall()}
+    made, made_marks = (
+        (["created_at >= ?", "created_at <= ?"], [created[0] + _HOUR_START, created[1] + _HOUR_END])
+        if created is not None else ([], [])
+    )
     heard: dict[str, int] = {}
     rest = _seconds_into_hour(at) >= 1800
     for status in statuses:
@@ -672,8 +701,8 @@ def _heard_of_since(c: sqlite3.Cursor, statuses: tuple[str, ...], at: str) -> di
             # A status at a time: grouped by status, SQLite sorts the entries in a temporary tree.
             bounds = ["updated_at > ?", "updated_at <= ?"] if rest else ["updated_at >= ?", "updated_at <= ?"]
             c.execute(
-                f"SELECT COUNT(*) FROM runs{_where_sql(['status = ?', *bounds])}",
-                [status, at, hour + _HOUR_END] if rest else [status, hour + _HOUR_START, at],
+                f"SELECT COUNT(*) FROM runs{_where_sql(['status = ?', *bounds, *made])}",
+                [status, at, hour + _HOUR_END, *made_marks] if rest else [status, hour + _HOUR_START, at, *made_marks],
             )
             (n,) = c.fetchone()
             later += n if rest else within - n
@@ -748,17 +777,45 @@ def _counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     # days", a tenant's): its whole hours are counted already, in run_hours (a tenant's in
     # tenant_run_hours), and only the runs of the part-hours at its ends are counted here,
     # in the index of creation times.
-    first, last = hours
+    first, last, parts = _range_parts(c, filters, hours)
     statuses, marks = _matching({}, filters.statuses)
     tenant, tenant_marks = _matching({"tenant": filters.tenant}, ())
+    table = "run_hours" if filters.tenant is None else "tenant_run_hours"
+    c.execute(
+        f'SELECT status, SUM(n) FROM "{table}"{_where_sql([*tenant, "hour >= ?", "hour <= ?", *statuses])} GROUP BY status',
+        [*tenant_marks, first, last, *marks],
+    )
+    rows = c.fetchall()
+    for low_op, low, high_op, high, sign in parts:
+        # The part's runs first, then the tenant's or the statuses' among them: given
+        # every condition at once, SQLite's planner, which has no statistics, walks every run
+        # of the tenant, or every entry of the statuses in the stuck runs' index (the Stuck
+        # chip's pending and running: 12-20 ms a part-hour for 100,000 of them).
+        sql = (
+            f"WITH part AS MATERIALIZED (SELECT tenant, status FROM runs WHERE created_at {low_op} ? AND created_at {high_op} ?) "
+            f"SELECT status, COUNT(*) FROM part{_where_sql([*tenant, *statuses])} GROUP BY status"
+        )
+        c.execute(sql, [low, high, *tenant_marks, *marks])
+        rows += [(status, sign * int(n)) for status, n in c.fetchall()]
+    return _by_status(rows)
+
+
+def _range_parts(
+    c: sqlite3.Cursor, filters: RunFilters, hours: tuple[str, str]
+) -> tuple[str, str, list[tuple[str, str, str, str, int]]]:
+    """The hours (first, last) of the filters' range of creation times counted ahead, and
+    its part-hours, before the first and after the last (each none if the range starts, or
+    ends, with a whole hour), as runs created between two times (``(">=", low, "<", high,
+    sign)``: each end included or not) to count run by run, added (``sign`` 1) or taken off
+    (-1); ``hours``: its whole hours (:func:`_whole_hours`).
+
+    A part-hour longer than the rest of its hour (of the time the hour holds runs in) is its
+    whole hour, counted ahead, less that rest: at about 10,000 runs an hour, a range's counts
+    read at most half an hour's runs at either end, where a range from just after an hour
+    began read nearly the whole hour's (7-12 ms at 10M events).
+    """
+    first, last = hours
     earliest, latest = _date_range(filters)  # type: ignore[misc]
-    # The part-hours, before the first whole hour and after the last (each empty if the
-    # range starts, or ends, with a whole hour), as runs created between two times (each end
-    # included or not) counted here, added or taken off. A part-hour longer than the rest of
-    # its hour (of the time the hour holds runs in) is its whole hour, counted ahead, less
-    # that rest: at about 10,000 runs an hour, the range's counts read at most half an hour's
-    # runs at either end, where a range from just after an hour began read nearly the whole
-    # hour's (7-12 ms at 10M events).
     parts: list[tuple[str, str, str, str, int]] = []
     oldest = newest = None
     if first != earliest[:13] or last != latest[:13]:
@@ -780,24 +837,7 @@ def _counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
             parts.append((">", latest, "<=", last + _HOUR_END, -1))
         else:
             parts.append((">=", latest[:13] + _HOUR_START, "<=", latest, 1))
-    table = "run_hours" if filters.tenant is None else "tenant_run_hours"
-    c.execute(
-        f'SELECT status, SUM(n) FROM "{table}"{_where_sql([*tenant, "hour >= ?", "hour <= ?", *statuses])} GROUP BY status',
-        [*tenant_marks, first, last, *marks],
-    )
-    rows = c.fetchall()
-    for low_op, low, high_op, high, sign in parts:
-        # The part's runs first, then the tenant's or the statuses' among them: given
-        # every condition at once, SQLite's planner, which has no statistics, walks every run
-        # of the tenant, or every entry of the statuses in the stuck runs' index (the Stuck
-        # chip's pending and running: 12-20 ms a part-hour for 100,000 of them).
-        sql = (
-            f"WITH part AS MATERIALIZED (SELECT tenant, status FROM runs WHERE created_at {low_op} ? AND created_at {high_op} ?) "
-            f"SELECT status, COUNT(*) FROM part{_where_sql([*tenant, *statuses])} GROUP BY status"
-        )
-        c.execute(sql, [low, high, *tenant_marks, *marks])
-        rows += [(status, sign * int(n)) for status, n in c.fetchall()]
-    return _by_status(rows)
+    return first, last, parts
 
 
 def _seconds_into_hour(at: str) -> int:

@@ -64,7 +64,7 @@ def _counters(c) -> tuple[list, list, list]:
     totals = [tuple(r) for r in c.fetchall()]
     c.execute("SELECT hour, first_seq, last_seq FROM run_hour_seqs ORDER BY hour")
     totals += [tuple(r) for r in c.fetchall()]
-    c.execute("SELECT status, hour, n FROM run_last_hours ORDER BY status, hour")
+    c.execute("SELECT status, hour, created, n FROM run_last_hours ORDER BY status, hour, created")
     return hours, tenants, totals + [tuple(r) for r in c.fetchall()]
 
 
@@ -388,6 +388,9 @@ class StoreContract:
             for statuses in (("pending", "running"), ("running",), ("completed", "pending"), ()):
                 for others in ({}, {"tenant": "t2"}, {"workflow": "w1"}, {"has_errors": True},
                                {"starting_at": "2026-11-01T02:00:00.000000Z", "ending_at": "2026-11-01T07:59:59.999999Z"},
+                               # A range with part-hours at either end, and one open at its end.
+                               {"starting_at": "2026-11-01T02:30:00.000000Z", "ending_at": "2026-11-01T07:20:00.000000Z"},
+                               {"starting_at": "2026-11-01T04:45:00.000000Z"},
                                {"starting_at": "2026-11-01T02:30:00.000000Z", "ending_at": "2026-11-01T07:20:00.000000Z", "tenant": "t1"}):
                     filters = queries.RunFilters(statuses=statuses, updated_before=quiet, **others)
                     picked = [
@@ -438,12 +441,13 @@ class StoreContract:
                 got = ledger.query(log, queries.run_status_counts_by_contact, filters, contact)
                 assert got == _counted(picked), (contact, filters)
 
-    @pytest.mark.parametrize("version", [4, 5, 6])
+    @pytest.mark.parametrize("version", [4, 5, 6, 7])
     def test_a_runs_view_of_an_earlier_version_is_upgraded_in_place(self, log, store_url, version):
         # Version 4 had no counts by hour or tenant, and the stuck runs' index narrower;
-        # version 5 no counts by status; version 6 none by the hour of the last event: the
-        # upgrade counts them from the runs rows (from run_counts) at the next open, where a
-        # refold would read the whole log again (the view at position 0 meanwhile).
+        # version 5 no counts by status; version 6 none by the hour of the last event;
+        # version 7 those not by the hour of creation too: the upgrade counts them from the
+        # runs rows (from run_counts) at the next open, where a refold would read the whole
+        # log again (the view at position 0 meanwhile).
         ledger.append_input(log, jsonl([triggered(f"r{i}", tenant=f"t{i % 2}", occurred_at=at, trigger={"source": ("api", "rehearsal")[i % 5 == 0]})
                                         for i, at in enumerate(_creation_times())]
                                        + [ev("run.started", run_id=f"r{i}") for i in range(0, 30, 3)]))
@@ -454,6 +458,12 @@ class StoreContract:
             position = b.get_position(c, "runs")
         with b.transaction(write=True) as c:
             c.execute('DROP TABLE "run_last_hours"')
+            if version == 7:
+                # As version 7 left it: by status and hour of the last event alone.
+                c.execute(b.ddl("CREATE TABLE run_last_hours (status TEXT NOT NULL, hour TEXT NOT NULL, n INTEGER NOT NULL, "
+                                "PRIMARY KEY (status, hour)) WITHOUT ROWID"))
+                c.execute("INSERT INTO run_last_hours (status, hour, n) SELECT status, substr(updated_at, 1, 13), COUNT(*) "
+                          "FROM runs GROUP BY status, substr(updated_at, 1, 13)")
             if version < 6:
                 c.execute('DROP TABLE "run_status_totals"')
                 c.execute('DROP TABLE "run_hour_seqs"')
@@ -475,7 +485,7 @@ class StoreContract:
                 assert again.backend.get_position(c, "runs") == position
                 assert _counters(c) == before and all(before)
                 indexes = again.backend.table_names(c)
-                assert Projector.stored_versions(c)["runs"] == str(RunsView.version) == "7"
+                assert Projector.stored_versions(c)["runs"] == str(RunsView.version) == "8"
             assert "runs_by_status_updated_created" in indexes and "runs_by_status_updated" not in indexes
             assert "runs_by_created_status_seq_tenant" in indexes and "runs_by_created_status_seq" not in indexes
             ledger.append_input(again, jsonl([triggered("late", tenant="t1", occurred_at="2026-11-01T05:10:00Z")]))

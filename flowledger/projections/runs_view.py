@@ -201,23 +201,27 @@ _WIDEN_RUN_HOUR = (
 _FROM_VERSION_5 = (_RUN_STATUS_TOTALS, _COUNT_RUN_STATUS_TOTALS, _RUN_HOUR_SEQS, _COUNT_RUN_HOUR_SEQS)
 
 
-# How many runs in each status were last heard of in each hour: the Stuck count of every run
-# (the overview's, the run history's under no filter but the chip's) takes the runs heard of
-# since its bound, those of the hours after the bound's and of the rest of its hour, from
-# the runs of its statuses. Read in the index of last events, entry by entry, they were
-# every run heard of in the last hour (a store whose runs run for a day: 33,000, some
-# 108,000 entries read by the caps; 14-16 ms).
+# How many runs in each status, created in each hour, were last heard of in each hour: the
+# Stuck count of every run (the overview's, the run history's under no filter but the
+# chip's) takes the runs heard of since its bound, those of the hours after the bound's and
+# of the rest of its hour, from the runs of its statuses; a range's (the run history's "Last
+# 30 days" and Stuck) those of them created in its whole hours too. Read in the index of last
+# events, entry by entry, they were every run heard of in the last hour (a store whose runs
+# run for a day: 33,000, some 108,000 entries read by the caps; 14-16 ms).
 _RUN_LAST_HOURS = (
     "CREATE TABLE IF NOT EXISTS run_last_hours ("
-    "status TEXT NOT NULL, hour TEXT NOT NULL, n INTEGER NOT NULL, "
-    "PRIMARY KEY (status, hour)) WITHOUT ROWID"
+    "status TEXT NOT NULL, hour TEXT NOT NULL, created TEXT NOT NULL, n INTEGER NOT NULL, "
+    "PRIMARY KEY (status, hour, created)) WITHOUT ROWID"
 )
 _COUNT_RUN_LAST_HOURS = (
-    "INSERT INTO run_last_hours (status, hour, n) SELECT status, substr(updated_at, 1, 13), COUNT(*) "
-    "FROM runs WHERE updated_at IS NOT NULL GROUP BY status, substr(updated_at, 1, 13)"
+    "INSERT INTO run_last_hours (status, hour, created, n) "
+    "SELECT status, substr(updated_at, 1, 13), substr(created_at, 1, 13), COUNT(*) "
+    "FROM runs WHERE updated_at IS NOT NULL AND created_at IS NOT NULL "
+    "GROUP BY status, substr(updated_at, 1, 13), substr(created_at, 1, 13)"
 )
 
-# What version 7 adds to version 6's tables, counted from them.
+# What version 8 makes again of version 7's tables (run_last_hours by the hour of creation
+# too), and version 7 adds to version 6's, counted from them.
 _FROM_VERSION_6 = (_RUN_LAST_HOURS, _COUNT_RUN_LAST_HOURS)
 
 
@@ -255,8 +259,9 @@ class RunsView(View):
     # 2: run_emails held only messages engagement reads; 3: no run_emails at all; 4: a
     # workflow's last completion from workflow_completions (the summaries' kept a failure
     # a retry had undone); 5: run_hours, tenant_run_counts and tenant_run_hours; 6:
-    # run_status_totals and run_hour_seqs; 7: run_last_hours
-    version = 7
+    # run_status_totals and run_hour_seqs; 7: run_last_hours; 8: run_last_hours by the hour
+    # of creation too
+    version = 8
     topics = RUN_EVENT_TYPES
     tables = (
         "runs", "run_counts", "workflow_summaries", "workflow_completions", "run_hours", "tenant_run_counts",
@@ -346,7 +351,7 @@ class RunsView(View):
     # from them, in place, rather than the view folded again from the log (minutes at 10M
     # events; the count, seconds); version 5's, its runs by status from run_counts and its
     # hours' first and last runs from the runs; version 6's, its runs by status and hour of
-    # their last event from the runs.
+    # their last event from the runs; version 7's, those by their hour of creation too.
     upgrades = {
         4: (
             _RUN_HOURS, _COUNT_RUN_HOURS, _TENANT_RUN_COUNTS, _COUNT_TENANT_RUNS, _TENANT_RUN_HOURS, _COUNT_TENANT_RUN_HOURS,
@@ -354,6 +359,7 @@ class RunsView(View):
         ),
         5: (*_FROM_VERSION_5, *_FROM_VERSION_6),
         6: _FROM_VERSION_6,
+        7: _FROM_VERSION_6,
     }
     query_indexes = frozenset(
         {
@@ -399,7 +405,7 @@ class RunsView(View):
         hours = Counters("run_hours", ("hour", "status"))
         tenants = Counters("tenant_run_counts", ("tenant", "status"))
         tenant_hours = Counters("tenant_run_hours", ("tenant", "hour", "status"))
-        last_hours = Counters("run_last_hours", ("status", "hour"))
+        last_hours = Counters("run_last_hours", ("status", "hour", "created"))
         completions = Counters("workflow_completions", ("workflow", "completed_at"))
         new_hours: dict[str, list[int]] = {}  # hour -> [first seq, last seq] of runs new here
         out = []
@@ -416,12 +422,16 @@ class RunsView(View):
                     _count_by_hour_and_tenant(row, 1, hours, tenants, tenant_hours)
                 if old is None and row[8] is not None:
                     _widen(new_hours, hour_of(row[8]), seq)
-                # Most events leave a run in its status and its last event's hour.
-                if old is None or old[7] != row[7] or (old[18] or "")[:13] != (row[18] or "")[:13]:
-                    if old is not None and old[18] is not None:
-                        last_hours.add((old[7], hour_of(old[18])), -1)
-                    if row[18] is not None:
-                        last_hours.add((row[7], hour_of(row[18])), 1)
+                # Most events leave a run in its status and its last event's hour (and every
+                # one in its hour of creation).
+                if (
+                    old is None or old[7] != row[7] or (old[18] or "")[:13] != (row[18] or "")[:13]
+                    or (old[8] or "")[:13] != (row[8] or "")[:13]
+                ):
+                    if old is not None and old[18] is not None and old[8] is not None:
+                        last_hours.add((old[7], hour_of(old[18]), hour_of(old[8])), -1)
+                    if row[18] is not None and row[8] is not None:
+                        last_hours.add((row[7], hour_of(row[18]), hour_of(row[8])), 1)
                 if old is not None:
                     rehearsal = int(old[5] == "rehearsal")
                     counts.add((old[2], old[7], rehearsal), -1)
