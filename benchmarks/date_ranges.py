@@ -98,6 +98,7 @@ def main() -> None:
         # an hour) and under the busiest tenant.
         stuck_day = dataclasses.replace(stuck_page, starting_at=_stamp(last - timedelta(hours=24)))
         stuck_tenant = dataclasses.replace(stuck_page, tenant=tenant.tenant)
+        stuck_tenant_range = dataclasses.replace(stuck, tenant=tenant.tenant)
         finished = queries.RunFilters(statuses=("completed", "failed"))
         finished_range = dataclasses.replace(finished, starting_at=whole.starting_at, ending_at=whole.ending_at)
         # A third of the log's range in its middle (ten days of a month): none of its runs
@@ -133,6 +134,7 @@ def main() -> None:
             ("every run's stuck count", lambda: count(stuck_page), counts),
             ("the last day's stuck count", lambda: count(stuck_day), counts),
             ("the busiest tenant's stuck count", lambda: count(stuck_tenant), counts),
+            ("the same within the whole range", lambda: count(stuck_tenant_range), counts),
             ("the stuck page", lambda: page(stuck_page), counts),
             ("the stuck page within the range", lambda: page(stuck), counts),
             ("the stuck page and the next", lambda: next_page(stuck_page), counts),

@@ -616,53 +616,38 @@ def list_runs(
 def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     """Runs by status, with a total, under the filters a listing of them takes."""
     _check_statuses(filters.statuses)
-    if (
-        filters.updated_before is not None and _only_statuses_besides(_heard_of_or_not(filters))
-        and _STAMP.fullmatch(filters.updated_before)
-    ):
-        # Every run's (the overview's Stuck count, the run history's under no other filter):
-        # those heard of since are counted by the hour of their last event.
-        return _less_heard_of(c, filters, _heard_of_since(c, filters.statuses or STATUSES, filters.updated_before).items())
-    hours = _whole_hours(_heard_of_or_not(filters))
-    if (
-        filters.updated_before is not None and hours is not None and filters.tenant is None
-        and _STAMP.fullmatch(filters.updated_before)
-    ):
-        # A range's (the run history's "Last 30 days" and Stuck): those heard of since
-        # created in its whole hours are counted by the hour of their last event too, and
-        # only those of the part-hours at its ends read, run by run.
-        statuses = filters.statuses or STATUSES
-        first, last, parts = _range_parts(c, filters, hours)
-        heard = [*_heard_of_since(c, statuses, filters.updated_before, (first, last)).items()]
-        marks = ",".join("?" * len(statuses))
-        for low_op, low, high_op, high, sign in parts:
-            # The part's runs first (see _counts), their last event from their rows.
-            c.execute(
-                f"WITH part AS MATERIALIZED (SELECT status, updated_at FROM runs WHERE created_at {low_op} ? AND created_at {high_op} ?) "
-                f"SELECT status, COUNT(*) FROM part WHERE status IN ({marks}) AND updated_at > ? GROUP BY status",
-                [low, high, *statuses, filters.updated_before],
-            )
-            heard += [(status, sign * int(n)) for status, n in c.fetchall()]
-        return _less_heard_of(c, filters, heard)
-    if filters.updated_before is not None and filters.statuses and _counted_ahead(_heard_of_or_not(filters)):
-        # A tenant's or a range's (run_last_hours knows neither): runs quiet since a time
-        # (the Stuck chip: pending or running, no news for an hour) are those of their
-        # statuses less those heard of since, where the quiet are many (every one an entry to
-        # read: 17-26 ms for 100,000 stuck runs); the runs of their statuses are counted
-        # ahead. A run's row always has a last event (its trigger's, at least): none is
-        # neither. But either side may be the many (a store whose runs run for hours hears of
-        # thousands an hour): each is read up to a cap, in turn, the cap doubled each time, so
-        # that the fewer are counted, about thrice them read at most.
-        cap = HEARD_OF_CAP
-        while True:
-            heard = _at_most(c, filters, "updated_at > ?", cap)
-            if heard is not None:
-                return _less_heard_of(c, filters, heard)
-            quiet = _at_most(c, filters, "updated_at <= ?", 2 * cap)
-            if quiet is not None:
-                return _by_status(quiet)
-            cap *= 4
-    return _counts(c, filters)
+    ahead = _heard_of_or_not(filters)
+    at = filters.updated_before
+    if at is None or not _STAMP.fullmatch(at):
+        return _counts(c, filters)
+    # Runs quiet since a time (the Stuck chip: pending or running, no news for an hour) are
+    # those the filters name but for it, counted ahead, less those heard of since, counted
+    # by the hours of their last event and creation: read entry by entry in the index of
+    # last events, those were every run heard of in the last hour (33,000 where a day's runs
+    # run still), and the quiet ones, where fewer, as many.
+    statuses = filters.statuses or STATUSES
+    if _only_statuses_besides(ahead, "tenant"):
+        # Every run's (the overview's Stuck count, the run history's under no other filter) or
+        # a tenant's.
+        return _less_heard_of(c, filters, _heard_of_since(c, statuses, at, tenant=filters.tenant).items())
+    hours = _whole_hours(ahead)
+    if hours is None:
+        return _counts(c, filters)
+    # A range's (the run history's "Last 30 days" and Stuck, a tenant's or not): those
+    # created in its whole hours, and only those of the part-hours at its ends read, run by run.
+    first, last, parts = _range_parts(c, filters, hours)
+    heard = [*_heard_of_since(c, statuses, at, (first, last), filters.tenant).items()]
+    tenant, tenant_marks = _matching({"tenant": filters.tenant}, ())
+    marks = ",".join("?" * len(statuses))
+    for low_op, low, high_op, high, sign in parts:
+        # The part's runs first (see _counts), their last event from their rows.
+        c.execute(
+            f"WITH part AS MATERIALIZED (SELECT tenant, status, updated_at FROM runs WHERE created_at {low_op} ? AND created_at {high_op} ?) "
+            f"SELECT status, COUNT(*) FROM part{_where_sql([*tenant, f'status IN ({marks})', 'updated_at > ?'])} GROUP BY status",
+            [low, high, *tenant_marks, *statuses, at],
+        )
+        heard += [(status, sign * int(n)) for status, n in c.fetchall()]
+    return _less_heard_of(c, filters, heard)
 
 
 def _less_heard_of(c: sqlite3.Cursor, filters: RunFilters, heard: Iterable[tuple[str, int]]) -> dict[str, int]:
@@ -673,26 +658,31 @@ def _less_heard_of(c: sqlite3.Cursor, filters: RunFilters, heard: Iterable[tuple
 
 
 def _heard_of_since(
-    c: sqlite3.Cursor, statuses: tuple[str, ...], at: str, created: tuple[str, str] | None = None
+    c: sqlite3.Cursor, statuses: tuple[str, ...], at: str, created: tuple[str, str] | None = None,
+    tenant: str | None = None,
 ) -> dict[str, int]:
     """Runs of each of ``statuses`` last heard of after ``at`` (a time stored in full), of
-    those created in the hours ``created`` (the first and the last; None: every run): those
-    of the hours after its hour from ``run_last_hours``, and those of the rest of its hour
-    counted in the index of last events, or, where the rest is the longer half, the hour's
-    less those of it heard of by then: at most half an hour's last events read."""
+    those created in the hours ``created`` (the first and the last; None: every run) and of
+    ``tenant`` (None: every run): those of the hours after its hour from ``run_last_hours``
+    (``tenant_run_last_hours``), and those of the rest of its hour counted in the index of
+    last events, or, where the rest is the longer half, the hour's less those of it heard of
+    by then: at most half an hour's last events read."""
     hour = at[:13]
     marks = ",".join("?" * len(statuses))
     made, made_marks = (["created >= ?", "created <= ?"], [*created]) if created is not None else ([], [])
+    theirs, their_marks = (["tenant = ?"], [tenant]) if tenant is not None else ([], [])
+    table = "run_last_hours" if tenant is None else "tenant_run_last_hours"
     c.execute(
         "SELECT status, SUM(CASE WHEN hour > ? THEN n ELSE 0 END), SUM(CASE WHEN hour = ? THEN n ELSE 0 END) "
-        f"FROM run_last_hours{_where_sql([f'status IN ({marks})', 'hour >= ?', *made])} GROUP BY status",
-        [hour, hour, *statuses, hour, *made_marks],
+        f'FROM "{table}"{_where_sql([*theirs, f"status IN ({marks})", "hour >= ?", *made])} GROUP BY status',
+        [hour, hour, *their_marks, *statuses, hour, *made_marks],
     )
     after = {status: (int(later), int(within)) for status, later, within in c.fetchall()}
     made, made_marks = (
         (["created_at >= ?", "created_at <= ?"], [created[0] + _HOUR_START, created[1] + _HOUR_END])
         if created is not None else ([], [])
     )
+    made, made_marks = [*made, *theirs], [*made_marks, *their_marks]
     heard: dict[str, int] = {}
     rest = _seconds_into_hour(at) >= 1800
     for status in statuses:
@@ -710,49 +700,9 @@ def _heard_of_since(
     return heard
 
 
-HEARD_OF_CAP = 5_000
-"""The most runs heard of since a count's ``updated_before`` that the count reads first to
-take them from the runs counted ahead; past it, it reads up to twice as many quiet runs to
-count them themselves, then four times as many heard of, and so on."""
-
-
 def _heard_of_or_not(filters: RunFilters) -> RunFilters:
     """The filters without their bound on the runs' last event."""
     return replace(filters, updated_before=None)
-
-
-def _counted_ahead(filters: RunFilters) -> bool:
-    """Whether the runs the filters name are counted by status ahead (every run's, a
-    tenant's, a range's whole hours), rather than counted here run by run."""
-    return (
-        _only_statuses_besides(filters)
-        or filters.tenant is not None and _only_statuses_besides(filters, "tenant")
-        or _whole_hours(filters) is not None
-    )
-
-
-def _at_most(c: sqlite3.Cursor, filters: RunFilters, last_event: str, cap: int) -> list[tuple[str, int]] | None:
-    """The runs the filters name whose last event is ``last_event`` ("updated_at > ?" or
-    "updated_at <= ?") their bound, by status (in the index of statuses and last events);
-    None if there are ``cap`` or more.
-
-    A status at a time, each counted alone: grouped by status, SQLite sorted the entries
-    in a temporary tree, three times as long (4.1 against 1.1 ms for 8,300 entries).
-    """
-    picked: list[tuple[str, int]] = []
-    left = cap
-    for status in filters.statuses:
-        where, params = _runs_where(replace(filters, statuses=(status,), updated_before=None))
-        c.execute(
-            f"SELECT COUNT(*) FROM (SELECT 1 FROM runs{_where_sql([*where, last_event])} LIMIT ?) AS picked",
-            [*params, filters.updated_before, left],
-        )
-        n = int(c.fetchone()[0])
-        if n >= left:
-            return None
-        picked.append((status, n))
-        left -= n
-    return picked
 
 
 def _counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
