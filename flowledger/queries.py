@@ -330,6 +330,9 @@ def _positions_of(c: sqlite3.Cursor, table: str, sought: Sought, order: str, lim
         by_last_event = _positions_by_last_event(c, table, sought, order, limit)
         if by_last_event is not None:
             return by_last_event
+        by_creation = _positions_by_creation(c, table, sought, order, limit)
+        if by_creation is not None:
+            return by_creation
         where, params = sought.conditions()
         if bound is not None and not sought.statuses:
             # Given a status, SQLite would take the bound for the status's index in seq order
@@ -548,6 +551,70 @@ def _positions_by_last_event(c: sqlite3.Cursor, table: str, sought: Sought, orde
             (bound,) = c.fetchone()
             if bound is None or bound <= found[limit - 1]:
                 return found
+    return None
+
+
+_BY_CREATION = frozenset({"workflow = ?", "seq < ?", "seq > ?"})
+"""The conditions (besides a status, a last event and a range) that the index of a
+workflow's runs by status and creation time answers, the workflow's among them, so that its
+runs quiet since a time are picked in it, last created first."""
+
+
+def _positions_by_creation(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int) -> list[int] | None:
+    """:func:`_positions_of` of a workflow's runs of a status last heard of by a time, read
+    in the index of (workflow, status, creation time, last event, seq) last created first
+    (first created, for a page back), or None where that is not the way (no workflow, other
+    conditions than :data:`_BY_CREATION`'s, or more than :data:`LAST_EVENTS_READ` entries to
+    read).
+
+    Stuck runs of a workflow whose newest runs are still heard of (a live store, its runs
+    running for hours) were sought in the index of (status, last event), which holds no
+    workflow: every stuck run's row read (159 ms where a day's runs run still). Read last
+    created first, a workflow's runs come about in seq order, and those quiet since T were
+    created by T; the entries not read were created no later than the last read, so lie no
+    further than the last position of a run created in its hour or before
+    (``run_hour_seqs``): once the page's last is past that, no entry unread can better it.
+    Else four times as many are read, up to :data:`LAST_EVENTS_READ`. A page back reads
+    from the first hour holding a run past its cursor (see :func:`_positions_by_last_event`).
+    """
+    if table != "runs" or len(sought.statuses) != 1 or sought.updated_before is None:
+        return None
+    if "workflow = ?" not in sought.where or not set(sought.where) <= _BY_CREATION:
+        return None
+    desc = order == "DESC"
+    latest = sought.updated_before if sought.dates is None else min(sought.updated_before, sought.dates[1])
+    earliest = None if sought.dates is None else sought.dates[0]
+    if not desc:
+        above = max((v for w, v in zip(sought.where, sought.params) if w == "seq > ?"), default=None)
+        if above is not None:
+            c.execute("SELECT MIN(hour) FROM run_hour_seqs WHERE last_seq > ?", [above])
+            (hour,) = c.fetchone()
+            if hour is None:
+                return None  # no run past the cursor has a creation time: left to the sort
+            earliest = max(earliest or EARLIEST, hour + _HOUR_START)
+    where = [*sought.where, "status = ?", "created_at <= ?", "updated_at <= ?"]
+    params = [*sought.params, sought.statuses[0], latest, sought.updated_before]
+    if earliest is not None:
+        where.append("created_at >= ?")
+        params.append(earliest)
+    read = 4 * limit
+    while read <= LAST_EVENTS_READ:
+        c.execute(f"SELECT created_at, seq FROM runs{_where_sql(where)} ORDER BY created_at {order} LIMIT ?", [*params, read])
+        rows = c.fetchall()
+        found = sorted((seq for _, seq in rows), reverse=desc)[:limit]
+        if len(rows) < read:
+            return found
+        # A full page was read: the runs not read were created no later (no earlier) than
+        # the last read, in its hour or before (after).
+        edge = hour_of(rows[-1][0])
+        if desc:
+            c.execute("SELECT MAX(last_seq) FROM run_hour_seqs WHERE hour <= ?", [edge])
+        else:
+            c.execute("SELECT MIN(first_seq) FROM run_hour_seqs WHERE hour >= ?", [edge])
+        (bound,) = c.fetchone()
+        if bound is None or (bound <= found[-1] if desc else bound >= found[-1]):
+            return found
+        read *= 4
     return None
 
 
@@ -1327,7 +1394,7 @@ RUNS_OVER_TIME = (
     "AND created_at >= b.column2 AND created_at < b.column3) FROM (VALUES {buckets}) AS b, (VALUES {statuses}) AS s"
 )
 """A workflow's runs in each time bucket (label, from, to) and status: one count of a range
-of the index ``runs_by_workflow_status_created_updated`` each, never a row of the table nor a sort
+of the index ``runs_by_workflow_status_created_updated_seq`` each, never a row of the table nor a sort
 (``buckets``, ``statuses``: the VALUES rows' ``?`` marks)."""
 _BEFORE_ALL, _AFTER_ALL = "", "~"  # below and above every stored time, compared byte by byte
 

@@ -254,6 +254,42 @@ class StoreContract:
             assert walk(log, queries.list_runs, filters, key="id", page_size=2) == wanted
             assert ledger.query(log, queries.run_status_counts, filters)["total"] == len(wanted)
 
+    @pytest.mark.parametrize("cap", [8, 1000])
+    def test_a_workflows_pages_of_runs_quiet_since_a_time_are_the_runs_they_name(self, log, monkeypatch, cap):
+        # A workflow's runs of a status quiet since a time, past the runs read in seq order
+        # first, are read last created first (first created, for a page back) in the index of
+        # its runs by status and creation time, four times the page first, then four times
+        # that while a run unread could better the page (at most queries.LAST_EVENTS_READ).
+        # Creation times out of seq order, several in an hour; pages both ways.
+        monkeypatch.setattr(queries, "PROBE_ROWS", 1)
+        monkeypatch.setattr(queries, "LAST_EVENTS_READ", cap)
+        rng = random.Random(23)
+        events = []
+        for i in range(60):
+            run, created = f"r{i:02d}", rng.randrange(6)
+            workflow = rng.choice(["w1", "w1", "w2"])
+            events.append(triggered(run, occurred_at=f"2026-11-01T{created:02d}:{rng.randrange(60):02d}:00Z", workflow=workflow))
+            if rng.randrange(3):
+                heard = created + rng.randrange(6)
+                events.append(ev("run.started", run_id=run, occurred_at=f"2026-11-01T{heard:02d}:{rng.randrange(60):02d}:00Z"))
+        ledger.append_input(log, jsonl(events))
+        every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
+        named = []
+        for quiet in ("2026-11-01T03:30:00.000000Z", "2026-11-01T06:00:00.000000Z", "2026-11-01T09:00:00.000000Z"):
+            for statuses in (("running",), ("pending", "running")):
+                for since in (None, "2026-11-01T02:00:00.000000Z"):
+                    filters = queries.RunFilters(workflow="w1", statuses=statuses, updated_before=quiet, starting_at=since)
+                    wanted = [
+                        r["id"] for r in every
+                        if r["workflow"] == "w1" and r["status"] in statuses and r["updated_at"] <= quiet
+                        and (since or "") <= r["created_at"]
+                    ]
+                    named.append(len(wanted))
+                    for size in (1, 3):
+                        assert walk(log, queries.list_runs, filters, key="id", page_size=size) == wanted, (filters, size)
+        # Pages of one (two read: eight read first) among more runs than that.
+        assert max(named) > 8 and min(named) > 0, named
+
     @pytest.mark.parametrize("probe, hours, walked", [(2, 24, 1000), (2, 1, 4), (500, 24, 1000)])
     def test_pages_of_several_statuses_and_of_stuck_runs_are_the_runs_they_name(self, log, monkeypatch, probe, hours, walked):
         # Several statuses are sought a status at a time and their pages merged by seq; runs

@@ -261,7 +261,7 @@ def test_the_stuck_count_under_a_range_a_tenant_or_a_workflow_reads_no_row_of_th
                 c.execute(f"EXPLAIN QUERY PLAN SELECT status, COUNT(*) FROM runs WHERE {' AND '.join(where)} GROUP BY status", params)
                 plan = " | ".join(row[3] for row in c.fetchall())
                 # A workflow's are in its index with their last event (fewer than all stuck).
-                index = "runs_by_workflow_status_created_updated" if others.workflow else "runs_by_status_updated_created"
+                index = "runs_by_workflow_status_created_updated_seq" if others.workflow else "runs_by_status_updated_created"
                 assert f"COVERING INDEX {index}" in plan, (others, plan)
             assert ledger.query(log, queries.run_status_counts, stuck)["total"] == (13 if others.workflow else 50)
     finally:

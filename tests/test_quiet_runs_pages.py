@@ -237,13 +237,84 @@ def _back_to_the_first(log, filters, page_size: int) -> dict:
     return {"before": second["page_info"]["before"]}
 
 
-def test_where_the_index_of_last_events_cannot_answer_the_runs_are_sorted_as_before(log, monkeypatch):
+WORKFLOW_QUIET = dataclasses.replace(QUIET, workflow="welcome")
+
+
+def test_a_workflows_stuck_runs_behind_runs_still_heard_of_are_read_last_created_first(log, monkeypatch):
+    # A workflow is not in the index of last events: its runs of a status quiet since the
+    # time are read in the index of its runs by status and creation time, last created
+    # first (where the index of last events was sought and every stuck run's row read for
+    # its workflow: 159 ms where a day's runs run still).
     monkeypatch.setattr(queries, "PROBE_ROWS", 4)
     ledger.append_input(log, jsonl(_live()))
-    # A workflow is not in the index of last events.
-    page, statements = _said(log, dataclasses.replace(QUIET, workflow="welcome"), page_size=3)
+    page, statements = _said(log, WORKFLOW_QUIET, page_size=3)
     assert [r["id"] for r in page["entries"]] == ["r039", "r038", "r037"]
+    (read,) = [(sql, params) for sql, params in statements if "ORDER BY created_at DESC" in sql]
+    # Four times the page's four: the sixteenth's hour holds no later run than the page's last.
+    assert read[1][-1] == 16
     assert not any("ORDER BY updated_at DESC" in sql for sql, _ in statements), statements
+    assert not any("ORDER BY seq DESC LIMIT" in sql and "updated_at <= ?" in sql for sql, _ in statements), statements
+    with log.backend.transaction(write=False) as c:
+        c.execute("EXPLAIN QUERY PLAN " + read[0], read[1])
+        plan = " | ".join(row[3] for row in c.fetchall())
+    assert "COVERING INDEX runs_by_workflow_status_created_updated_seq (workflow=? AND status=? AND created_at<?)" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+    # A page back from the second: read first created first, from the cursor's hour.
+    page, statements = _said(log, WORKFLOW_QUIET, page_size=3, **_back_to_the_first(log, WORKFLOW_QUIET, 3))
+    assert [r["id"] for r in page["entries"]] == ["r039", "r038", "r037"]
+    (back,) = [(sql, params) for sql, params in statements if "ORDER BY created_at ASC" in sql]
+    assert "2026-11-02T13:00:00.000000Z" in back[1], back
+    assert not any("ORDER BY seq ASC LIMIT" in sql and "updated_at <= ?" in sql for sql, _ in statements), statements
+    # Every page of them, both ways, newest first: the stuck forty.
+    assert walk(log, queries.list_runs, WORKFLOW_QUIET, key="id", page_size=3) == [f"r{i:03d}" for i in reversed(range(40))]
+
+
+@pytest.mark.parametrize("order", ["DESC", "ASC"])
+def test_a_workflows_runs_are_read_on_until_no_run_unread_can_be_better(log, order):
+    # Six runs created in one hour in the reverse of their seq order: the four read first
+    # (last created first) are the four of least seq, and the hour's last run lies past the
+    # best of them, so four times as many are read, every one.
+    ledger.append_input(log, jsonl([triggered(f"r{i}", occurred_at=f"2026-11-01T01:{50 - 10 * i:02d}:00Z") for i in range(6)]
+                                   + [triggered("late", occurred_at="2026-11-01T03:00:00Z")]))
+    ledger.query(log, queries.counts)
+    sought = queries.Sought([], [], statuses=("pending",), updated_before="2026-11-01T02:00:00.000000Z").narrowed("workflow = ?", "welcome")
+    with log.backend.transaction(write=False) as c:
+        said = Said(c)
+        first = queries._positions_by_creation(said, "runs", sought, order, 1)  # noqa: SLF001
+    newest, oldest = _seq_of(log, "r5"), _seq_of(log, "r0")
+    assert first == ([newest] if order == "DESC" else [oldest])
+    assert [params[-1] for sql, params in said.statements if "ORDER BY created_at" in sql] == [4, 16]
+    # Without a workflow, not this index's to read (the index of last events', or the sort's).
+    with log.backend.transaction(write=False) as c:
+        unnamed = queries.Sought([], [], statuses=("pending",), updated_before="2026-11-01T02:00:00.000000Z")
+        assert queries._positions_by_creation(c, "runs", unnamed, order, 1) is None  # noqa: SLF001
+        # Nor with a tenant too: the index holds none (its runs' rows would be read for it).
+        assert queries._positions_by_creation(c, "runs", sought.narrowed("tenant = ?", "t1"), order, 1) is None  # noqa: SLF001
+
+
+@pytest.mark.parametrize("order", ["DESC", "ASC"])
+def test_a_workflows_runs_read_up_to_their_hours_last_are_not_read_again(log, order):
+    # Six runs created in one hour in their seq order: the best of the four read first is
+    # the hour's last run (first, for a page back), so no unread run can better it.
+    ledger.append_input(log, jsonl([triggered(f"r{i}", occurred_at=f"2026-11-01T01:{10 * i:02d}:00Z") for i in range(6)]))
+    ledger.query(log, queries.counts)
+    sought = queries.Sought([], [], statuses=("pending",), updated_before="2026-11-01T02:00:00.000000Z").narrowed("workflow = ?", "welcome")
+    with log.backend.transaction(write=False) as c:
+        said = Said(c)
+        first = queries._positions_by_creation(said, "runs", sought, order, 1)  # noqa: SLF001
+    assert first == [_seq_of(log, "r5" if order == "DESC" else "r0")]
+    assert [params[-1] for sql, params in said.statements if "ORDER BY created_at" in sql] == [4]
+
+
+@pytest.mark.parametrize("cap, read", [(15, False), (16, True)])
+def test_past_the_entries_it_may_read_a_workflows_runs_are_left_to_the_sort(log, monkeypatch, cap, read):
+    monkeypatch.setattr(queries, "PROBE_ROWS", 4)
+    monkeypatch.setattr(queries, "LAST_EVENTS_READ", cap)  # 16 to read
+    ledger.append_input(log, jsonl(_live()))
+    page, statements = _said(log, WORKFLOW_QUIET, page_size=3)
+    assert [r["id"] for r in page["entries"]] == ["r039", "r038", "r037"]
+    assert any("ORDER BY created_at" in sql for sql, _ in statements) == read, statements
+    assert any("ORDER BY seq DESC LIMIT" in sql and "updated_at <= ?" in sql for sql, _ in statements) != read, statements
 
 
 def test_a_page_back_to_the_stuck_runs_first_reads_their_last_events_from_the_cursors_hour(log, monkeypatch):

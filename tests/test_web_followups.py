@@ -39,7 +39,7 @@ def any_log(request, store_path):
 
 
 RUNS_OVER_TIME_SEEK = (
-    "SEARCH runs USING COVERING INDEX runs_by_workflow_status_created_updated "
+    "SEARCH runs USING COVERING INDEX runs_by_workflow_status_created_updated_seq "
     "(workflow=? AND status=? AND created_at>? AND created_at<?)"
 )
 """How the chart reads runs: a range a bucket and status, sought in the index, all it counts
