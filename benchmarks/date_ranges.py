@@ -89,6 +89,9 @@ def main() -> None:
             c.execute("SELECT tenant FROM runs WHERE tenant IS NOT NULL GROUP BY tenant ORDER BY COUNT(*) DESC LIMIT 1")
             busiest = c.fetchone()
         tenant = queries.RunFilters(tenant=busiest[0] if busiest else "none")
+        with log.backend.transaction(write=False) as c:
+            c.execute("SELECT workflow FROM runs GROUP BY workflow ORDER BY COUNT(*) DESC LIMIT 1")
+            (workflow,) = c.fetchone()
         tenant_range = queries.RunFilters(tenant=tenant.tenant, starting_at=whole.starting_at, ending_at=whole.ending_at)
 
         # Stuck runs' pages (the web's *Stuck*, with and without the range) and pages of
@@ -99,6 +102,11 @@ def main() -> None:
         stuck_day = dataclasses.replace(stuck_page, starting_at=_stamp(last - timedelta(hours=24)))
         stuck_tenant = dataclasses.replace(stuck_page, tenant=tenant.tenant)
         stuck_tenant_range = dataclasses.replace(stuck, tenant=tenant.tenant)
+        # The busiest workflow's (the run history under a workflow filter): its Stuck page
+        # and count, with the range or not, and its chips' counts within the range.
+        stuck_workflow = dataclasses.replace(stuck_page, workflow=workflow)
+        stuck_workflow_range = dataclasses.replace(stuck, workflow=workflow)
+        workflow_range = queries.RunFilters(workflow=workflow, starting_at=whole.starting_at, ending_at=whole.ending_at)
         finished = queries.RunFilters(statuses=("completed", "failed"))
         finished_range = dataclasses.replace(finished, starting_at=whole.starting_at, ending_at=whole.ending_at)
         # A third of the log's range in its middle (ten days of a month): none of its runs
@@ -135,6 +143,10 @@ def main() -> None:
             ("the last day's stuck count", lambda: count(stuck_day), counts),
             ("the busiest tenant's stuck count", lambda: count(stuck_tenant), counts),
             ("the same within the whole range", lambda: count(stuck_tenant_range), counts),
+            ("the busiest workflow's stuck page", lambda: page(stuck_workflow), counts),
+            ("the same within the whole range", lambda: page(stuck_workflow_range), counts),
+            ("the busiest workflow's stuck count", lambda: count(stuck_workflow), counts),
+            ("its counts within the whole range", lambda: count(workflow_range), counts),
             ("the stuck page", lambda: page(stuck_page), counts),
             ("the stuck page within the range", lambda: page(stuck), counts),
             ("the stuck page and the next", lambda: next_page(stuck_page), counts),

@@ -698,7 +698,9 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
         # a tenant's.
         return _less_heard_of(c, filters, _heard_of_since(c, statuses, at, tenant=filters.tenant).items())
     hours = _whole_hours(ahead)
-    if hours is None:
+    if hours is None or filters.workflow is not None:
+        # (A workflow's: its runs are not counted by the hours of their last event; those of
+        # its statuses are read in its index with their last event, no row of the table.)
         return _counts(c, filters)
     # A range's (the run history's "Last 30 days" and Stuck, a tenant's or not): those
     # created in its whole hours, and only those of the part-hours at its ends read, run by run.
@@ -790,20 +792,33 @@ def _counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
         where, params = _runs_where(filters)
         c.execute(f"SELECT status, COUNT(*) FROM runs{_where_sql(where)} GROUP BY status", params)
         return _by_status(c.fetchall())
-    # A date range and no other filter but a tenant and statuses (the run history's "Last 30
-    # days", a tenant's): its whole hours are counted already, in run_hours (a tenant's in
-    # tenant_run_hours), and only the runs of the part-hours at its ends are counted here,
+    # A date range and no other filter but a tenant or a workflow and statuses (the run
+    # history's "Last 30 days", a tenant's, a workflow's): its whole hours are counted
+    # already, in run_hours (a tenant's in tenant_run_hours, a workflow's in
+    # workflow_run_hours), and only the runs of the part-hours at its ends are counted here,
     # in the index of creation times.
     first, last, parts = _range_parts(c, filters, hours)
     statuses, marks = _matching({}, filters.statuses)
     tenant, tenant_marks = _matching({"tenant": filters.tenant}, ())
-    table = "run_hours" if filters.tenant is None else "tenant_run_hours"
+    named, named_marks = _matching({"tenant": filters.tenant, "workflow": filters.workflow}, ())
+    table = "tenant_run_hours" if filters.tenant is not None else "workflow_run_hours" if filters.workflow is not None else "run_hours"
     c.execute(
-        f'SELECT status, SUM(n) FROM "{table}"{_where_sql([*tenant, "hour >= ?", "hour <= ?", *statuses])} GROUP BY status',
-        [*tenant_marks, first, last, *marks],
+        f'SELECT status, SUM(n) FROM "{table}"{_where_sql([*named, "hour >= ?", "hour <= ?", *statuses])} GROUP BY status',
+        [*named_marks, first, last, *marks],
     )
     rows = c.fetchall()
     for low_op, low, high_op, high, sign in parts:
+        if filters.workflow is not None:
+            # A workflow's part-hour in its index of statuses and creation times, each status
+            # sought (its runs alone, no row of the table).
+            every, every_marks = _matching({}, filters.statuses or STATUSES)
+            c.execute(
+                f"SELECT status, COUNT(*) FROM runs WHERE workflow = ? AND {every[0]} "
+                f"AND created_at {low_op} ? AND created_at {high_op} ? GROUP BY status",
+                [filters.workflow, *every_marks, low, high],
+            )
+            rows += [(status, sign * int(n)) for status, n in c.fetchall()]
+            continue
         # The part's runs first, then the tenant's or the statuses' among them: given
         # every condition at once, SQLite's planner, which has no statistics, walks every run
         # of the tenant, or every entry of the statuses in the stuck runs' index (the Stuck
@@ -879,9 +894,11 @@ _HOUR_START, _HOUR_END = ":00:00.000000Z", ":59:59.999999Z"
 
 def _whole_hours(filters: RunFilters) -> tuple[str, str] | None:
     """The first and the last whole hour (run_hours' keys) within the filters' range of
-    creation times, where that range is their only filter but a tenant and statuses; else
-    None."""
-    if not _only_statuses_besides(filters, "starting_at", "ending_at", "tenant"):
+    creation times, where that range is their only filter but a tenant or a workflow (not
+    both) and statuses; else None."""
+    if not _only_statuses_besides(filters, "starting_at", "ending_at", "tenant", "workflow"):
+        return None
+    if filters.tenant is not None and filters.workflow is not None:
         return None
     bounds = _date_range(filters)
     if bounds is None or not all(_STAMP.fullmatch(at) for at in bounds):

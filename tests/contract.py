@@ -60,6 +60,8 @@ def _counters(c) -> tuple[list, list, list]:
     tenants = [tuple(r) for r in c.fetchall()]
     c.execute("SELECT tenant, hour, status, n FROM tenant_run_hours ORDER BY tenant, hour, status")
     tenants += [tuple(r) for r in c.fetchall()]
+    c.execute("SELECT workflow, hour, status, n FROM workflow_run_hours ORDER BY workflow, hour, status")
+    hours += [tuple(r) for r in c.fetchall()]
     c.execute("SELECT status, rehearsal, n FROM run_status_totals ORDER BY status, rehearsal")
     totals = [tuple(r) for r in c.fetchall()]
     c.execute("SELECT hour, first_seq, last_seq FROM run_hour_seqs ORDER BY hour")
@@ -364,7 +366,8 @@ class StoreContract:
         events, truth = [], []
         for i, at in enumerate(created):
             run, tenant, fate = f"r{i:02d}", (None, "t1", "t2")[i % 3], i % 5
-            events.append(triggered(run, occurred_at=at, **({"tenant": tenant} if tenant else {})))
+            workflow = ("w1", "w2")[i % 2]
+            events.append(triggered(run, occurred_at=at, workflow=workflow, **({"tenant": tenant} if tenant else {})))
             if fate:
                 events.append(ev("run.started", run_id=run, occurred_at=at))
             if fate in (2, 3):
@@ -373,7 +376,7 @@ class StoreContract:
                 events.append(ev("run.retried", run_id=run, occurred_at=at))
             if fate == 4:
                 events.append(ev("run.completed", run_id=run, occurred_at=at))
-            truth.append((at, tenant, ("pending", "running", "failed", "pending", "completed")[fate]))
+            truth.append((at, tenant, ("pending", "running", "failed", "pending", "completed")[fate], workflow))
         ledger.append_input(log, jsonl(events))
         rng = random.Random(11)
         ends = [*created, *(f"2026-11-01T{h:02d}:{m}" for h in (0, 5, 6, 7, 23) for m in ("00:00.000000Z", "59:59.999999Z")),
@@ -382,15 +385,17 @@ class StoreContract:
             since, until = rng.choice(ends), rng.choice(ends)
             statuses = tuple(rng.sample(["pending", "running", "failed", "completed"], rng.choice([0, 1, 2])))
             tenant = rng.choice([None, None, "t1", "t2", "t3"])
-            filters = queries.RunFilters(starting_at=since, ending_at=until, statuses=statuses, tenant=tenant)
-            picked = [s for at, t, s in truth if (since or "") <= at <= (until or "~") and (not statuses or s in statuses)
-                      and (tenant is None or t == tenant)]
+            # A workflow's (from workflow_run_hours), or with a tenant too (counted run by run).
+            workflow = rng.choice([None, None, "w1", "w2", "w3"])
+            filters = queries.RunFilters(starting_at=since, ending_at=until, statuses=statuses, tenant=tenant, workflow=workflow)
+            picked = [s for at, t, s, w in truth if (since or "") <= at <= (until or "~") and (not statuses or s in statuses)
+                      and (tenant is None or t == tenant) and (workflow is None or w == workflow)]
             got = ledger.query(log, queries.run_status_counts, filters)
-            assert got == _counted(picked), (since, until, statuses, tenant)
+            assert got == _counted(picked), (since, until, statuses, tenant, workflow)
         for tenant in ("t1", "t2", "t3"):
             for statuses in ((), ("pending",), ("failed", "completed")):
                 filters = queries.RunFilters(tenant=tenant, statuses=statuses)
-                picked = [s for _, t, s in truth if t == tenant and (not statuses or s in statuses)]
+                picked = [s for _, t, s, _ in truth if t == tenant and (not statuses or s in statuses)]
                 assert ledger.query(log, queries.run_status_counts, filters) == _counted(picked)
 
     def test_counts_of_runs_quiet_since_a_time_are_the_runs_they_name(self, log):
@@ -483,7 +488,8 @@ class StoreContract:
     def test_a_runs_view_of_an_earlier_version_is_upgraded_in_place(self, log, store_url, version):
         # Version 4 had no counts by hour or tenant, and the stuck runs' index narrower;
         # version 5 no counts by status; version 6 none by the hour of the last event;
-        # version 7 those not by the hour of creation too, nor a tenant's: the upgrade counts them from the
+        # version 7 those not by the hour of creation too, nor a tenant's, nor a workflow's by
+        # hour of creation: the upgrade counts them from the
         # runs rows (from run_counts) at the next open, where a refold would read the whole
         # log again (the view at position 0 meanwhile).
         ledger.append_input(log, jsonl([triggered(f"r{i}", tenant=f"t{i % 2}", occurred_at=at, trigger={"source": ("api", "rehearsal")[i % 5 == 0]})
@@ -497,6 +503,7 @@ class StoreContract:
         with b.transaction(write=True) as c:
             c.execute('DROP TABLE "run_last_hours"')
             c.execute('DROP TABLE "tenant_run_last_hours"')
+            c.execute('DROP TABLE "workflow_run_hours"')
             if version == 7:
                 # As version 7 left it: by status and hour of the last event alone.
                 c.execute(b.ddl("CREATE TABLE run_last_hours (status TEXT NOT NULL, hour TEXT NOT NULL, n INTEGER NOT NULL, "

@@ -7,6 +7,7 @@ those heard of since."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -60,6 +61,9 @@ def test_the_counters_are_the_runs_rows_counted_however_the_log_is_paged(ws, dat
             with log.backend.transaction(write=False) as c:
                 assert _grouped(c, "SELECT hour, status, n FROM run_hours") == _grouped(
                     c, "SELECT substr(created_at, 1, 13), status, COUNT(*) FROM runs GROUP BY 1, 2"
+                )
+                assert _grouped(c, "SELECT workflow, hour, status, n FROM workflow_run_hours") == _grouped(
+                    c, "SELECT workflow, substr(created_at, 1, 13), status, COUNT(*) FROM runs GROUP BY 1, 2, 3"
                 )
                 assert _grouped(c, "SELECT tenant, status, n FROM tenant_run_counts") == _grouped(
                     c, "SELECT tenant, status, COUNT(*) FROM runs WHERE tenant IS NOT NULL GROUP BY 1, 2"
@@ -117,6 +121,28 @@ def test_a_ranges_counts_read_its_whole_hours_counted_and_the_runs_of_its_part_h
         parts = [p for s, p in noted.statements if "MATERIALIZED" in s]
         assert parts == [["2026-11-01T03:30:00.000000Z", "2026-11-01T03:59:59.999999Z", "t1"],
                          ["2026-11-01T07:00:00.000000Z", "2026-11-01T07:15:00.000000Z", "t1"]], noted.statements
+        # A workflow's: its whole hours from workflow_run_hours, its part-hours' runs found by
+        # their times first, then the workflow's among them.
+        with log.backend.transaction(write=False) as c:
+            noted = Said(c)
+            counts = queries.run_status_counts(noted, queries.RunFilters(
+                workflow="welcome", starting_at="2026-11-01T03:30:00.000000Z", ending_at="2026-11-01T07:15:00.000000Z"))
+            assert counts["total"] == 3
+            assert [p for s, p in noted.statements if "FROM \"workflow_run_hours\"" in s] == [
+                ["welcome", "2026-11-01T04", "2026-11-01T06"]
+            ]
+            parts = [(s, p) for s, p in noted.statements if "FROM runs WHERE workflow = ?" in s]
+            assert [p[-2:] for _, p in parts] == [
+                ["2026-11-01T03:30:00.000000Z", "2026-11-01T03:59:59.999999Z"],
+                ["2026-11-01T07:00:00.000000Z", "2026-11-01T07:15:00.000000Z"],
+            ], noted.statements
+            assert len(noted.statements) == 4, noted.statements  # and the first and the last run's creation
+            for sql, params in parts:
+                # Its runs of each status alone, sought in its index.
+                c.execute("EXPLAIN QUERY PLAN " + sql, params)
+                plan = " | ".join(row[3] for row in c.fetchall())
+                assert ("COVERING INDEX runs_by_workflow_status_created_updated_seq "
+                        "(workflow=? AND status=? AND created_at>? AND created_at<?)") in plan, plan
         # Read from the index of creation times alone: the tenant is in its entries.
         with log.backend.transaction(write=False) as c:
             for sql, params in noted.statements:
@@ -178,6 +204,7 @@ def _as_version_4(path: str, stale: bool = False) -> None:
             db.execute("UPDATE run_hour_seqs SET last_seq = last_seq + 3")
             db.execute("UPDATE run_last_hours SET n = n + 4")
             db.execute("UPDATE tenant_run_last_hours SET n = n + 6")
+            db.execute("UPDATE workflow_run_hours SET n = n + 8")
         else:
             db.execute("DROP TABLE run_hours")
             db.execute("DROP TABLE tenant_run_counts")
@@ -186,6 +213,7 @@ def _as_version_4(path: str, stale: bool = False) -> None:
             db.execute("DROP TABLE run_hour_seqs")
             db.execute("DROP TABLE run_last_hours")
             db.execute("DROP TABLE tenant_run_last_hours")
+            db.execute("DROP TABLE workflow_run_hours")
         db.execute("UPDATE flowledger_meta SET value = '4' WHERE key = 'view:runs'")
     db.close()
 
@@ -199,7 +227,9 @@ def _counters(path: str) -> tuple[list, list, list]:
         totals = sorted(db.execute("SELECT * FROM run_status_totals").fetchall())
         totals += sorted(db.execute("SELECT * FROM run_hour_seqs").fetchall())
         totals += sorted(db.execute("SELECT * FROM run_last_hours").fetchall())
-        return sorted(db.execute("SELECT * FROM run_hours").fetchall()), tenants, totals
+        hours = sorted(db.execute("SELECT * FROM run_hours").fetchall())
+        hours += sorted(db.execute("SELECT * FROM workflow_run_hours").fetchall())
+        return hours, tenants, totals
     finally:
         db.close()
 
@@ -538,6 +568,41 @@ def test_a_ranges_or_a_tenants_counts_quiet_since_any_time_are_their_runs_quiet_
              and (tenant is None or r["tenant"] == tenant)]
     assert counts["total"] == len(quiet), (counts, quiet)
     assert all(counts[s] == quiet.count(s) for s in statuses or ("pending", "running", "completed")), (counts, quiet)
+
+
+def test_a_ranges_counts_of_a_workflow_a_tenant_or_every_run_are_their_runs(tmp_path):
+    # Whole hours from run_hours, tenant_run_hours or workflow_run_hours; part-hours at
+    # either end added, or taken off their hour's count, run by run: eighty runs over four
+    # hours, ranges from and to any second.
+    rng = random.Random(7)
+    events = []
+    for i in range(80):
+        status, made = rng.choice(["pending", "running", "completed", "failed"]), rng.randrange(4 * 3600)
+        at = f"2026-11-01T{_clock(made)}Z"
+        tenant = rng.choice([None, "t1"])
+        events.append(triggered(f"r{i}", occurred_at=at, workflow=rng.choice(["w1", "w2"]), **({"tenant": tenant} if tenant else {})))
+        if status != "pending":
+            events.append(ev("run.started", run_id=f"r{i}", occurred_at=at))
+        if status in ("completed", "failed"):
+            events.append(ev(f"run.{status}", run_id=f"r{i}", occurred_at=at, **({"error": "gave up"} if status == "failed" else {})))
+    log = open_log(str(tmp_path / "s.db"))
+    try:
+        ledger.append_input(log, jsonl(events))
+        every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=100)["entries"]
+        for _ in range(150):
+            low, high = sorted(rng.randrange(-600, 4 * 3600 + 600) for _ in range(2))
+            since = None if low < 0 else f"2026-11-01T{_clock(low)}.000000Z"
+            until = None if high >= 4 * 3600 else f"2026-11-01T{_clock(high)}.000000Z"
+            named = rng.choice([{}, {"workflow": "w1"}, {"tenant": "t1"}, {"workflow": "w2", "tenant": "t1"}])
+            statuses = rng.choice([(), ("completed",), ("pending", "failed"), ("running", "completed", "failed")])
+            filters = queries.RunFilters(statuses=statuses, starting_at=since, ending_at=until, **named)
+            counts = ledger.query(log, queries.run_status_counts, filters)
+            picked = [r["status"] for r in every
+                      if (not statuses or r["status"] in statuses) and (since or "") <= r["created_at"] <= (until or "~")
+                      and all(r[k] == v for k, v in named.items())]
+            assert counts == {"total": len(picked), **{s: picked.count(s) for s in counts if s != "total"}}, filters
+    finally:
+        log.close()
 
 
 def test_every_workflows_runs_by_status_are_read_from_their_totals_not_a_row_a_workflow(tmp_path):

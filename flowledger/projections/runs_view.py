@@ -235,10 +235,27 @@ _COUNT_TENANT_RUN_LAST_HOURS = (
     "GROUP BY tenant, status, substr(updated_at, 1, 13), substr(created_at, 1, 13)"
 )
 
+# A workflow's runs by hour of creation and status, for its counts within a date range (the
+# run history's chips under a workflow filter and "Last 30 days"), as run_hours does for
+# every run's: through its index they read every run of the workflow in the range, entry by
+# entry (4-7 ms for 25,000 runs at 1M, linear in them).
+_WORKFLOW_RUN_HOURS = (
+    "CREATE TABLE IF NOT EXISTS workflow_run_hours ("
+    "workflow TEXT NOT NULL, hour TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL, "
+    "PRIMARY KEY (workflow, hour, status)) WITHOUT ROWID"
+)
+_COUNT_WORKFLOW_RUN_HOURS = (
+    "INSERT INTO workflow_run_hours (workflow, hour, status, n) SELECT workflow, substr(created_at, 1, 13), status, "
+    "COUNT(*) FROM runs WHERE created_at IS NOT NULL GROUP BY workflow, substr(created_at, 1, 13), status"
+)
+
 # What version 8 makes again of version 7's tables (run_last_hours by the hour of creation
-# too) and adds to them (tenant_run_last_hours), and version 7 adds to version 6's, counted
-# from them.
-_FROM_VERSION_6 = (_RUN_LAST_HOURS, _COUNT_RUN_LAST_HOURS, _TENANT_RUN_LAST_HOURS, _COUNT_TENANT_RUN_LAST_HOURS)
+# too) and adds to them (tenant_run_last_hours, workflow_run_hours), and version 7 adds to
+# version 6's, counted from them.
+_FROM_VERSION_6 = (
+    _RUN_LAST_HOURS, _COUNT_RUN_LAST_HOURS, _TENANT_RUN_LAST_HOURS, _COUNT_TENANT_RUN_LAST_HOURS,
+    _WORKFLOW_RUN_HOURS, _COUNT_WORKFLOW_RUN_HOURS,
+)
 
 
 def _widen(bounds: dict[str, list[int]], hour: str, seq: int) -> None:
@@ -253,15 +270,17 @@ def _widen(bounds: dict[str, list[int]], hour: str, seq: int) -> None:
 
 
 def _count_by_hour_and_tenant(
-    row: tuple[Any, ...], delta: int, hours: Counters, tenants: Counters, tenant_hours: Counters
+    row: tuple[Any, ...], delta: int, hours: Counters, tenants: Counters, tenant_hours: Counters,
+    workflow_hours: Counters,
 ) -> None:
     """Count a runs row (``delta``: 1 as written, -1 as it was) by its hour of creation,
-    its tenant, and both, each with its status."""
+    its tenant, and both, and by its workflow and hour of creation, each with its status."""
     status, tenant, created = row[7], row[4], row[8]
     # Rows are of triggered runs, which have a creation time: one without would be in no
     # range, so in no hour's count either; a run without a tenant is in no tenant's.
     if created is not None:
         hours.add((hour_of(created), status), delta)
+        workflow_hours.add((row[2], hour_of(created), status), delta)
     if tenant is not None:
         tenants.add((tenant, status), delta)
         if created is not None:
@@ -288,12 +307,13 @@ class RunsView(View):
     # workflow's last completion from workflow_completions (the summaries' kept a failure
     # a retry had undone); 5: run_hours, tenant_run_counts and tenant_run_hours; 6:
     # run_status_totals and run_hour_seqs; 7: run_last_hours; 8: run_last_hours by the hour
-    # of creation too, and tenant_run_last_hours
+    # of creation too, tenant_run_last_hours and workflow_run_hours
     version = 8
     topics = RUN_EVENT_TYPES
     tables = (
         "runs", "run_counts", "workflow_summaries", "workflow_completions", "run_hours", "tenant_run_counts",
         "tenant_run_hours", "run_status_totals", "run_hour_seqs", "run_last_hours", "tenant_run_last_hours",
+        "workflow_run_hours",
     )
     retired_tables = ("run_emails",)
     ddl = (
@@ -381,13 +401,14 @@ class RunsView(View):
         _RUN_HOUR_SEQS,
         _RUN_LAST_HOURS,
         _TENANT_RUN_LAST_HOURS,
+        _WORKFLOW_RUN_HOURS,
     )
     # Version 4's tables hold every run's row: its runs by hour and by tenant are counted
     # from them, in place, rather than the view folded again from the log (minutes at 10M
     # events; the count, seconds); version 5's, its runs by status from run_counts and its
     # hours' first and last runs from the runs; version 6's, its runs by status and hour of
     # their last event from the runs; version 7's, those by their hour of creation too, and
-    # a tenant's.
+    # a tenant's, and a workflow's by hour of creation.
     upgrades = {
         4: (
             _RUN_HOURS, _COUNT_RUN_HOURS, _TENANT_RUN_COUNTS, _COUNT_TENANT_RUNS, _TENANT_RUN_HOURS, _COUNT_TENANT_RUN_HOURS,
@@ -441,6 +462,7 @@ class RunsView(View):
         hours = Counters("run_hours", ("hour", "status"))
         tenants = Counters("tenant_run_counts", ("tenant", "status"))
         tenant_hours = Counters("tenant_run_hours", ("tenant", "hour", "status"))
+        workflow_hours = Counters("workflow_run_hours", ("workflow", "hour", "status"))
         last_hours = Counters("run_last_hours", ("status", "hour", "created"))
         tenant_last_hours = Counters("tenant_run_last_hours", ("tenant", "status", "hour", "created"))
         completions = Counters("workflow_completions", ("workflow", "completed_at"))
@@ -453,10 +475,10 @@ class RunsView(View):
             row = _row(record, seq)
             if row != old:
                 done = row[11]  # completed_at
-                if old is None or old[7] != row[7] or old[8] != row[8] or old[4] != row[4]:
+                if old is None or old[7] != row[7] or old[8] != row[8] or old[4] != row[4] or old[2] != row[2]:
                     if old is not None:
-                        _count_by_hour_and_tenant(old, -1, hours, tenants, tenant_hours)
-                    _count_by_hour_and_tenant(row, 1, hours, tenants, tenant_hours)
+                        _count_by_hour_and_tenant(old, -1, hours, tenants, tenant_hours, workflow_hours)
+                    _count_by_hour_and_tenant(row, 1, hours, tenants, tenant_hours, workflow_hours)
                 if old is None and row[8] is not None:
                     _widen(new_hours, hour_of(row[8]), seq)
                 # Most events leave a run in its status and its last event's hour (and every
@@ -494,6 +516,7 @@ class RunsView(View):
         writes.count(hours)
         writes.count(tenants)
         writes.count(tenant_hours)
+        writes.count(workflow_hours)
         writes.count(last_hours)
         writes.count(tenant_last_hours)
         writes.add(_SUMMARIES, [(w, *s) for w, s in times.items()])
