@@ -519,11 +519,10 @@ def _positions_by_last_event(c: sqlite3.Cursor, table: str, sought: Sought, orde
     if not desc:
         # A page back: its runs lie past its cursor, so were created no earlier than the
         # first hour holding a run past it, and last heard of since; every one is read.
-        above = max((v for w, v in zip(sought.where, sought.params) if w == "seq > ?"), default=None)
+        above = _cursor_above(sought)
         if above is None:
             return None
-        c.execute("SELECT MIN(hour) FROM run_hour_seqs WHERE last_seq > ?", [above])
-        (hour,) = c.fetchone()
+        hour = _first_hour_past(c, above)
         if hour is None:
             return None  # no run past the cursor has a creation time: left to the sort
         where.append("updated_at >= ?")
@@ -547,8 +546,7 @@ def _positions_by_last_event(c: sqlite3.Cursor, table: str, sought: Sought, orde
             return found
         last = rows[-1]
         if desc and len(found) >= limit:
-            c.execute("SELECT MAX(last_seq) FROM run_hour_seqs WHERE hour <= ?", [hour_of(last[0])])
-            (bound,) = c.fetchone()
+            bound = _last_made_by(c, hour_of(last[0]))
             if bound is None or bound <= found[limit - 1]:
                 return found
     return None
@@ -585,10 +583,9 @@ def _positions_by_creation(c: sqlite3.Cursor, table: str, sought: Sought, order:
     latest = sought.updated_before if sought.dates is None else min(sought.updated_before, sought.dates[1])
     earliest = None if sought.dates is None else sought.dates[0]
     if not desc:
-        above = max((v for w, v in zip(sought.where, sought.params) if w == "seq > ?"), default=None)
+        above = _cursor_above(sought)
         if above is not None:
-            c.execute("SELECT MIN(hour) FROM run_hour_seqs WHERE last_seq > ?", [above])
-            (hour,) = c.fetchone()
+            hour = _first_hour_past(c, above)
             if hour is None:
                 return None  # no run past the cursor has a creation time: left to the sort
             earliest = max(earliest or EARLIEST, hour + _HOUR_START)
@@ -608,14 +605,32 @@ def _positions_by_creation(c: sqlite3.Cursor, table: str, sought: Sought, order:
         # the last read, in its hour or before (after).
         edge = hour_of(rows[-1][0])
         if desc:
-            c.execute("SELECT MAX(last_seq) FROM run_hour_seqs WHERE hour <= ?", [edge])
+            bound = _last_made_by(c, edge)
         else:
             c.execute("SELECT MIN(first_seq) FROM run_hour_seqs WHERE hour >= ?", [edge])
-        (bound,) = c.fetchone()
+            (bound,) = c.fetchone()
         if bound is None or (bound <= found[-1] if desc else bound >= found[-1]):
             return found
         read *= 4
     return None
+
+
+def _cursor_above(sought: Sought) -> int | None:
+    """The position a page back reads past (its ``before`` cursor's), or None."""
+    return max((v for w, v in zip(sought.where, sought.params) if w == "seq > ?"), default=None)
+
+
+def _first_hour_past(c: sqlite3.Cursor, above: int) -> str | None:
+    """The first hour holding a run created past the position ``above`` (``run_hour_seqs``):
+    no run past it was created before that hour. None where no run past it has a creation time."""
+    c.execute("SELECT MIN(hour) FROM run_hour_seqs WHERE last_seq > ?", [above])
+    return c.fetchone()[0]
+
+
+def _last_made_by(c: sqlite3.Cursor, hour: str) -> int | None:
+    """The last position of a run created in ``hour`` or before (``run_hour_seqs``), or None."""
+    c.execute("SELECT MAX(last_seq) FROM run_hour_seqs WHERE hour <= ?", [hour])
+    return c.fetchone()[0]
 
 
 def _where_sql(where: list[str]) -> str:
@@ -747,11 +762,13 @@ def _heard_of_since(
         [hour, hour, *their_marks, *statuses, hour, *made_marks],
     )
     after = {status: (int(later), int(within)) for status, later, within in c.fetchall()}
-    made, made_marks = (
+    # The rest of T's hour read in the index of last events, whose entries hold the runs'
+    # creation time and tenant.
+    picked, picked_marks = (
         (["created_at >= ?", "created_at <= ?"], [created[0] + _HOUR_START, created[1] + _HOUR_END])
         if created is not None else ([], [])
     )
-    made, made_marks = [*made, *theirs], [*made_marks, *their_marks]
+    picked, picked_marks = [*picked, *theirs], [*picked_marks, *their_marks]
     heard: dict[str, int] = {}
     rest = _seconds_into_hour(at) >= 1800
     for status in statuses:
@@ -760,8 +777,8 @@ def _heard_of_since(
             # A status at a time: grouped by status, SQLite sorts the entries in a temporary tree.
             bounds = ["updated_at > ?", "updated_at <= ?"] if rest else ["updated_at >= ?", "updated_at <= ?"]
             c.execute(
-                f"SELECT COUNT(*) FROM runs{_where_sql(['status = ?', *bounds, *made])}",
-                [status, at, hour + _HOUR_END, *made_marks] if rest else [status, hour + _HOUR_START, at, *made_marks],
+                f"SELECT COUNT(*) FROM runs{_where_sql(['status = ?', *bounds, *picked])}",
+                [status, at, hour + _HOUR_END, *picked_marks] if rest else [status, hour + _HOUR_START, at, *picked_marks],
             )
             (n,) = c.fetchone()
             later += n if rest else within - n
