@@ -315,6 +315,10 @@ class StoreContract:
             fate = rng.randrange(4)
             if fate:
                 events.append(ev("run.started", run_id=run, occurred_at=f"2026-11-01T{heard:02d}:00:00Z"))
+            if fate and i % 4 == 1:
+                # A failed step attempt: the run has errors (`--has-errors`).
+                events.append(step("step.started", run, occurred_at=f"2026-11-01T{heard:02d}:05:00Z"))
+                events.append(step("step.failed", run, occurred_at=f"2026-11-01T{heard:02d}:10:00Z", error="bounced"))
             if fate == 2:
                 events.append(ev("run.completed", run_id=run, occurred_at=f"2026-11-01T{heard:02d}:30:00Z"))
             if fate == 3:
@@ -338,12 +342,14 @@ class StoreContract:
             # Ranges from and to the start of an hour, or within one (its runs on both sides).
             since = rng.choice([None, hour(rng.randrange(12), rng.choice(["00", "20", "45"]))])
             until = rng.choice([None, hour(rng.randrange(12), rng.choice(["00", "20", "45"]))])
-            narrow = rng.choice([{}, {"workflow": "w1"}, {"tenant": "t2"}, {"recipient": "u2"}])
+            narrow = rng.choice([{}, {"workflow": "w1"}, {"tenant": "t2"}, {"recipient": "u2"}, {"has_errors": True},
+                                 {"has_errors": True, "workflow": "w2"}])
             filters = queries.RunFilters(statuses=statuses, updated_before=quiet, starting_at=since, ending_at=until, **narrow)
             wanted = [
                 r["id"] for r in every
                 if (not statuses or r["status"] in statuses) and (quiet is None or r["updated_at"] <= quiet)
-                and (since or "") <= r["created_at"] <= (until or "~") and all(r[k] == v for k, v in narrow.items())
+                and (since or "") <= r["created_at"] <= (until or "~")
+                and all(r["error_count"] > 0 if k == "has_errors" else r[k] == v for k, v in narrow.items())
             ]
             size = rng.choice([1, 3, 5])
             assert walk(log, queries.list_runs, filters, key="id", page_size=size) == wanted, filters

@@ -46,10 +46,15 @@ _PASSED_ON = frozenset({
 })
 
 
+_INDEXED_BY = re.compile(r" INDEXED BY \w+")
+
+
 @lru_cache(maxsize=512)
 def translate_sql(statement: str) -> str:
     """The SQL flowledger writes (SQLite's: ``?``, INSERT OR IGNORE) in PostgreSQL's."""
     statement = statement.replace("?", "%s")
+    # SQLite's index hints (its planner has no statistics; PostgreSQL's has).
+    statement = _INDEXED_BY.sub("", statement)
     if statement.startswith("INSERT OR IGNORE INTO"):
         statement = "INSERT INTO" + statement[len("INSERT OR IGNORE INTO") :] + " ON CONFLICT DO NOTHING"
     return statement
