@@ -325,17 +325,12 @@ def test_a_contacts_counts_seek_its_runs_whatever_the_other_filters(tmp_path):
 def _last_heard(log, runs: list[tuple[str, str]]) -> None:
     """Runs heard of last at their times, ``(status, "HH:MM:SS")`` on the 1st: pending ones
     triggered then, the others triggered at midnight and started then (and completed)."""
-    events = []
-    for i, (status, at) in enumerate(runs):
-        if status == "pending":
-            events.append(triggered(f"r{i}", occurred_at=f"2026-11-01T{at}Z"))
-            continue
-        events.append(triggered(f"r{i}", occurred_at="2026-11-01T00:00:00Z"))
-        events.append(ev("run.started", run_id=f"r{i}", occurred_at=f"2026-11-01T{at}Z"))
-        if status == "completed":
-            events.append(ev("run.completed", run_id=f"r{i}", occurred_at=f"2026-11-01T{at}Z"))
-    ledger.append_input(log, jsonl(events))
-    ledger.catch_up(log)
+    _made_and_heard(log, [(status, 0, _seconds(at)) for status, at in runs])
+
+
+def _seconds(clock: str) -> int:
+    hours, minutes, seconds = map(int, clock.split(":"))
+    return hours * 3600 + minutes * 60 + seconds
 
 
 def test_a_run_heard_of_in_a_later_hour_in_the_same_status_is_counted_in_that_hour(tmp_path):
