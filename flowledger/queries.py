@@ -751,13 +751,20 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
             [low, high, *tenant_marks, *statuses, at],
         )
         heard += [(status, sign * int(n)) for status, n in c.fetchall()]
-    return _less_heard_of(c, filters, heard)
+    return _less_heard_of(c, filters, heard, (first, last, parts))
 
 
-def _less_heard_of(c: sqlite3.Cursor, filters: RunFilters, heard: Iterable[tuple[str, int]]) -> dict[str, int]:
+_RangeParts = tuple[str, str, list[tuple[str, str, str, str, int]]]
+"""A range's hours counted ahead and its part-hours (see :func:`_range_parts`)."""
+
+
+def _less_heard_of(
+    c: sqlite3.Cursor, filters: RunFilters, heard: Iterable[tuple[str, int]], pieces: _RangeParts | None = None
+) -> dict[str, int]:
     """The runs the filters name but for their bound on the last event, counted ahead, by
-    status, less those ``heard`` of since it (status, runs): the runs quiet since."""
-    every = _counts(c, _heard_of_or_not(filters))
+    status, less those ``heard`` of since it (status, runs): the runs quiet since (``pieces``:
+    their range's, worked out already)."""
+    every = _counts(c, _heard_of_or_not(filters), pieces)
     return _by_status([*((s, n) for s, n in every.items() if s != "total"), *((s, -n) for s, n in heard)])
 
 
@@ -811,8 +818,9 @@ def _heard_of_or_not(filters: RunFilters) -> RunFilters:
     return replace(filters, updated_before=None)
 
 
-def _counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
-    """:func:`run_status_counts`, from the counts kept ahead where they answer."""
+def _counts(c: sqlite3.Cursor, filters: RunFilters, pieces: _RangeParts | None = None) -> dict[str, int]:
+    """:func:`run_status_counts`, from the counts kept ahead where they answer (``pieces``:
+    the range's hours and part-hours, where worked out already)."""
     if _only_statuses_besides(filters):
         # Every run's (the API's counts with statuses alone).
         statuses, marks = _matching({}, filters.statuses)
@@ -834,7 +842,7 @@ def _counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     # already, in run_hours (a tenant's in tenant_run_hours, a workflow's in
     # workflow_run_hours), and only the runs of the part-hours at its ends are counted here,
     # in the index of creation times.
-    first, last, parts = _range_parts(c, filters, hours)
+    first, last, parts = pieces if pieces is not None else _range_parts(c, filters, hours)
     statuses, marks = _matching({}, filters.statuses)
     tenant, tenant_marks = _matching({"tenant": filters.tenant}, ())
     named, named_marks = _matching({"tenant": filters.tenant, "workflow": filters.workflow}, ())
@@ -869,9 +877,7 @@ def _counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     return _by_status(rows)
 
 
-def _range_parts(
-    c: sqlite3.Cursor, filters: RunFilters, hours: tuple[str, str]
-) -> tuple[str, str, list[tuple[str, str, str, str, int]]]:
+def _range_parts(c: sqlite3.Cursor, filters: RunFilters, hours: tuple[str, str]) -> _RangeParts:
     """The hours (first, last) of the filters' range of creation times counted ahead, and
     its part-hours, before the first and after the last (each none if the range starts, or
     ends, with a whole hour), as runs created between two times (``(">=", low, "<", high,

@@ -466,6 +466,8 @@ def test_a_ranges_stuck_count_takes_those_heard_of_since_by_the_hours_of_their_l
             assert (counts["total"], counts["pending"], counts["running"]) == (3, 1, 2), counts
             assert sum('FROM "run_last_hours"' in s for s, _ in noted.statements) == 1
             assert not any("LIMIT" in s for s, _ in noted.statements), noted.statements
+            # The range's part-hours worked out once, for the runs heard of and the range's counts.
+            assert sum("MIN(created_at)" in s for s, _ in noted.statements) == 1, noted.statements
             # The range's part-hours are the shorter halves of their hours (02:00 to 02:10
             # and 05:50 on, taken off): its hours 02 to 05 are counted ahead, and T's hour is
             # read after T (its second half) for runs made in them alone.
