@@ -147,6 +147,7 @@ def main() -> None:
             ("the same within the whole range", lambda: page(stuck_workflow_range), counts),
             ("the busiest workflow's stuck count", lambda: count(stuck_workflow), counts),
             ("its counts within the whole range", lambda: count(workflow_range), counts),
+            ("its runs over time (its page's chart)", lambda: ledger.query(log, queries.runs_over_time, workflow, fresh=False), counts),
             ("the stuck page", lambda: page(stuck_page), counts),
             ("the stuck page within the range", lambda: page(stuck), counts),
             ("the stuck page and the next", lambda: next_page(stuck_page), counts),

@@ -1450,12 +1450,13 @@ def execution_stats(c: sqlite3.Cursor, workflow: str) -> dict[str, Any]:
 
 
 RUNS_OVER_TIME = (
-    "SELECT b.column1, s.column1, (SELECT COUNT(*) FROM runs WHERE workflow = ? AND status = s.column1 "
-    "AND created_at >= b.column2 AND created_at < b.column3) FROM (VALUES {buckets}) AS b, (VALUES {statuses}) AS s"
+    "SELECT b.column1, h.status, SUM(h.n) FROM (VALUES {buckets}) AS b JOIN workflow_run_hours AS h "
+    "ON h.workflow = ? AND h.hour >= b.column2 AND h.hour < b.column3 GROUP BY b.column1, h.status"
 )
-"""A workflow's runs in each time bucket (label, from, to) and status: one count of a range
-of the index ``runs_by_workflow_status_created_updated_seq`` each, never a row of the table nor a sort
-(``buckets``, ``statuses``: the VALUES rows' ``?`` marks)."""
+"""A workflow's runs in each time bucket (label, from, to) and status, summed from its hours'
+counts (``workflow_run_hours``): a range of its key a bucket, whatever the workflow's number
+of runs (``buckets``: the VALUES rows' ``?`` marks). An hour compares with a bucket's bounds,
+a day, a month or a year, as its runs' creation times do: both begin with it."""
 _BEFORE_ALL, _AFTER_ALL = "", "~"  # below and above every stored time, compared byte by byte
 
 
@@ -1485,15 +1486,15 @@ def runs_over_time(c: sqlite3.Cursor, workflow: str, *, max_bars: int = 62) -> l
     runs), in bucket order, empty ones left out. Buckets are days, or months or years when
     there would be more than ``max_bars`` of them (see :func:`_time_buckets`).
 
-    Read from the index alone, one range a bucket and status: at most ``max_bars`` times
-    the statuses of seeks, whatever the workflow's number of runs or span of time.
+    Summed from the workflow's runs counted by hour of creation and status: at most its
+    hours times the statuses of rows read, whatever its number of runs (counted a bucket and
+    status at a time in its index, the chart read every run of it: linear in them).
     """
     summary = _summary(c, workflow)
     if summary is None or summary["first_created_at"] is None:
         return []
     buckets = _time_buckets(summary["first_created_at"], summary["last_created_at"], max_bars)
-    sql = RUNS_OVER_TIME.format(buckets=",".join(["(?, ?, ?)"] * len(buckets)), statuses=",".join(["(?)"] * len(STATUSES)))
-    c.execute(sql, [workflow, *(v for b in buckets for v in b), *STATUSES])
+    c.execute(RUNS_OVER_TIME.format(buckets=",".join(["(?, ?, ?)"] * len(buckets))), [*(v for b in buckets for v in b), workflow])
     order = {b[0]: k for k, b in enumerate(buckets)}
     rows = [(label, status, int(n)) for label, status, n in c.fetchall() if n]
     return sorted(rows, key=lambda r: (order[r[0]], STATUSES.index(r[1])))

@@ -354,8 +354,9 @@ class RunsView(View):
         "CREATE INDEX IF NOT EXISTS runs_by_created_status_seq_tenant ON runs (created_at, status, seq, tenant)",
         "DROP INDEX IF EXISTS runs_by_created_status_seq",
         "DROP INDEX IF EXISTS runs_by_created",
-        # A workflow page's runs-over-time chart counts ranges of it (queries.RUNS_OVER_TIME),
-        # reading no row of the table. A new index is no new version: a store made without it
+        # A workflow's counts within a date range count the part-hours at its ends in it
+        # (queries._counts), reading no row of the table (its runs-over-time chart did too,
+        # until workflow_run_hours). A new index is no new version: a store made without it
         # gets it the next time the views' tables are checked. Its entries hold the runs'
         # last event too, so a workflow's Stuck count (its pending and running runs quiet
         # since a time, within a date range or not) reads no row either: through (workflow,
