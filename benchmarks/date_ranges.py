@@ -146,6 +146,8 @@ def main() -> None:
             ("the busiest workflow's stuck page", lambda: page(stuck_workflow), counts),
             ("the same within the whole range", lambda: page(stuck_workflow_range), counts),
             ("the busiest workflow's stuck count", lambda: count(stuck_workflow), counts),
+            ("the same within the whole range", lambda: count(stuck_workflow_range), counts),
+            ("the busiest workflow's counts", lambda: count(queries.RunFilters(workflow=workflow)), counts),
             ("its counts within the whole range", lambda: count(workflow_range), counts),
             ("its runs over time (its page's chart)", lambda: ledger.query(log, queries.runs_over_time, workflow, fresh=False), counts),
             ("the stuck page", lambda: page(stuck_page), counts),

@@ -6,10 +6,12 @@ Appends RUNS runs created evenly over the 30 days before two hours ago, each tri
 of 40 workflows, 5 tenants, 200,000 recipients) and started, then 85% completed, 5% failed
 and 10% left running (stuck: no news for two hours or more); with --active-hours H, those
 created in the last H hours are running still, heard of every 20 minutes until the newest
-run's creation (not stuck: a live store's); then folds the views. Seeded:
-the same RUNS give the same runs but for their times, which follow the clock.
+run's creation (not stuck: a live store's); with --workflows W, of W workflows rather than
+40 (1: one workflow holds every run, its page and chips as the whole store's); then folds
+the views. Seeded: the same RUNS give the same runs but for their times, which follow the
+clock.
 
-    python benchmarks/month_store.py /var/tmp/month.db [--runs 1000000]
+    python benchmarks/month_store.py /var/tmp/month.db [--runs 1000000] [--active-hours 24] [--workflows 40]
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def runs(n: int, end: datetime, seed: int = 7, active_hours: float = 0) -> Any:
-    """The runs' events, a run at a time, the last created at ``end``; those created in the
-    last ``active_hours`` before it running still, a step every 20 minutes until ``end``."""
+def runs(n: int, end: datetime, seed: int = 7, active_hours: float = 0, workflows: int = 40) -> Any:
+    """The runs' events, a run at a time, the last created at ``end``, of ``workflows``
+    workflows; those created in the last ``active_hours`` before it running still, a step
+    every 20 minutes until ``end``."""
     rng = random.Random(seed)
     start = end - timedelta(days=30)
     step = (end - start) / n
@@ -45,7 +48,7 @@ def runs(n: int, end: datetime, seed: int = 7, active_hours: float = 0) -> Any:
         run = f"run-{i:08d}"
         yield {
             "id": f"e{i}-t", "type": "run.triggered", "occurred_at": _stamp(at), "run_id": run,
-            "workflow": f"wf-{rng.randrange(40)}", "recipient": f"user-{rng.randrange(200_000)}",
+            "workflow": f"wf-{rng.randrange(workflows)}", "recipient": f"user-{rng.randrange(200_000)}",
             "tenant": f"t{rng.randrange(5)}", "trigger": {"source": "api"},
         }
         yield {"id": f"e{i}-s", "type": "run.started", "occurred_at": _stamp(at + timedelta(seconds=1)), "run_id": run}
@@ -73,6 +76,7 @@ def main() -> None:
         "--active-hours", type=float, default=0,
         help="runs created in these last hours still running and heard of every 20 minutes (a live store's Stuck)",
     )
+    parser.add_argument("--workflows", type=int, default=40, help="the number of workflows the runs are of")
     args = parser.parse_args()
     log = open_log(args.store)
     try:
@@ -81,7 +85,7 @@ def main() -> None:
         started = time.perf_counter()
         batch: list[dict[str, Any]] = []
         end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
-        for event in runs(args.runs, end, active_hours=args.active_hours):
+        for event in runs(args.runs, end, active_hours=args.active_hours, workflows=args.workflows):
             batch.append(event)
             if len(batch) == 10_000:
                 ledger.append_batch(log, batch)

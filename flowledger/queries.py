@@ -728,28 +728,40 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     # last events, those were every run heard of in the last hour (33,000 where a day's runs
     # run still), and the quiet ones, where fewer, as many.
     statuses = filters.statuses or STATUSES
-    if _only_statuses_besides(ahead, "tenant"):
-        # Every run's (the overview's Stuck count, the run history's under no other filter) or
-        # a tenant's.
-        return _less_heard_of(c, filters, _heard_of_since(c, statuses, at, tenant=filters.tenant).items())
-    hours = _whole_hours(ahead)
-    if hours is None or filters.workflow is not None:
-        # (A workflow's: its runs are not counted by the hours of their last event; those of
-        # its statuses are read in its index with their last event, no row of the table.)
+    if filters.tenant is not None and filters.workflow is not None:
+        # (A tenant's runs of a workflow: not counted ahead, nor by hour; read in the index of
+        # either.)
         return _counts(c, filters)
-    # A range's (the run history's "Last 30 days" and Stuck, a tenant's or not): those
-    # created in its whole hours, and only those of the part-hours at its ends read, run by run.
+    if _only_statuses_besides(ahead, "tenant", "workflow"):
+        # Every run's (the overview's Stuck count, the run history's under no other filter), a
+        # tenant's or a workflow's.
+        return _less_heard_of(c, filters, _heard_of_since(c, statuses, at, None, filters.tenant, filters.workflow).items())
+    hours = _whole_hours(ahead)
+    if hours is None:
+        return _counts(c, filters)
+    # A range's (the run history's "Last 30 days" and Stuck, a tenant's, a workflow's or
+    # every run's): those created in its whole hours, and only those of the part-hours at its
+    # ends read, run by run.
     first, last, parts = _range_parts(c, filters, hours)
-    heard = [*_heard_of_since(c, statuses, at, (first, last), filters.tenant).items()]
+    heard = [*_heard_of_since(c, statuses, at, (first, last), filters.tenant, filters.workflow).items()]
     tenant, tenant_marks = _matching({"tenant": filters.tenant}, ())
     marks = ",".join("?" * len(statuses))
     for low_op, low, high_op, high, sign in parts:
-        # The part's runs first (see _counts), their last event from their rows.
-        c.execute(
-            f"WITH part AS MATERIALIZED (SELECT tenant, status, updated_at FROM runs WHERE created_at {low_op} ? AND created_at {high_op} ?) "
-            f"SELECT status, COUNT(*) FROM part{_where_sql([*tenant, f'status IN ({marks})', 'updated_at > ?'])} GROUP BY status",
-            [low, high, *tenant_marks, *statuses, at],
-        )
+        if filters.workflow is not None:
+            # A workflow's part-hour in its index of statuses, creation and last event times
+            # (see _counts).
+            c.execute(
+                f"SELECT status, COUNT(*) FROM runs WHERE workflow = ? AND status IN ({marks}) "
+                f"AND created_at {low_op} ? AND created_at {high_op} ? AND updated_at > ? GROUP BY status",
+                [filters.workflow, *statuses, low, high, at],
+            )
+        else:
+            # The part's runs first (see _counts), their last event from their rows.
+            c.execute(
+                f"WITH part AS MATERIALIZED (SELECT tenant, status, updated_at FROM runs WHERE created_at {low_op} ? AND created_at {high_op} ?) "
+                f"SELECT status, COUNT(*) FROM part{_where_sql([*tenant, f'status IN ({marks})', 'updated_at > ?'])} GROUP BY status",
+                [low, high, *tenant_marks, *statuses, at],
+            )
         heard += [(status, sign * int(n)) for status, n in c.fetchall()]
     return _less_heard_of(c, filters, heard, (first, last, parts))
 
@@ -770,19 +782,20 @@ def _less_heard_of(
 
 def _heard_of_since(
     c: sqlite3.Cursor, statuses: tuple[str, ...], at: str, created: tuple[str, str] | None = None,
-    tenant: str | None = None,
+    tenant: str | None = None, workflow: str | None = None,
 ) -> dict[str, int]:
     """Runs of each of ``statuses`` last heard of after ``at`` (a time stored in full), of
     those created in the hours ``created`` (the first and the last; None: every run) and of
-    ``tenant`` (None: every run): those of the hours after its hour from ``run_last_hours``
-    (``tenant_run_last_hours``), and those of the rest of its hour counted in the index of
-    last events, or, where the rest is the longer half, the hour's less those of it heard of
-    by then: at most half an hour's last events read."""
+    ``tenant`` or ``workflow`` (not both; None: every run): those of the hours after its
+    hour from ``run_last_hours`` (``tenant_run_last_hours``, ``workflow_run_last_hours``),
+    and those of the rest of its hour counted in the index of last events, or, where the
+    rest is the longer half, the hour's less those of it heard of by then: at most half an
+    hour's last events read."""
     hour = at[:13]
     marks = ",".join("?" * len(statuses))
     made, made_marks = (["created >= ?", "created <= ?"], [*created]) if created is not None else ([], [])
-    theirs, their_marks = (["tenant = ?"], [tenant]) if tenant is not None else ([], [])
-    table = "run_last_hours" if tenant is None else "tenant_run_last_hours"
+    theirs, their_marks = _matching({"tenant": tenant, "workflow": workflow}, ())
+    table = "tenant_run_last_hours" if tenant is not None else "workflow_run_last_hours" if workflow is not None else "run_last_hours"
     c.execute(
         "SELECT status, SUM(CASE WHEN hour > ? THEN n ELSE 0 END), SUM(CASE WHEN hour = ? THEN n ELSE 0 END) "
         f'FROM "{table}"{_where_sql([*theirs, f"status IN ({marks})", "hour >= ?", *made])} GROUP BY status',
@@ -831,6 +844,13 @@ def _counts(c: sqlite3.Cursor, filters: RunFilters, pieces: _RangeParts | None =
         # tenant filter), where its index would give them entry by entry.
         statuses, marks = _matching({"tenant": filters.tenant}, filters.statuses)
         c.execute(f"SELECT status, n FROM tenant_run_counts{_where_sql(statuses)}", marks)
+        return _by_status(c.fetchall())
+    if filters.workflow is not None and _only_statuses_besides(filters, "workflow"):
+        # And a workflow's (the chips under a workflow filter, and its Stuck count's total),
+        # rehearsals with the rest as a listing shows them: in its index they were read entry
+        # by entry (linear in its runs).
+        statuses, marks = _matching({"workflow": filters.workflow}, filters.statuses)
+        c.execute(f"SELECT status, SUM(n) FROM run_counts{_where_sql(statuses)} GROUP BY status", marks)
         return _by_status(c.fetchall())
     hours = _whole_hours(filters)
     if hours is None:

@@ -68,6 +68,8 @@ def _counters(c) -> tuple[list, list, list]:
     totals += [tuple(r) for r in c.fetchall()]
     c.execute("SELECT tenant, status, hour, created, n FROM tenant_run_last_hours ORDER BY tenant, status, hour, created")
     tenants += [tuple(r) for r in c.fetchall()]
+    c.execute("SELECT workflow, status, hour, created, n FROM workflow_run_last_hours ORDER BY workflow, status, hour, created")
+    hours += [tuple(r) for r in c.fetchall()]
     c.execute("SELECT status, hour, created, n FROM run_last_hours ORDER BY status, hour, created")
     return hours, tenants, totals + [tuple(r) for r in c.fetchall()]
 
@@ -490,12 +492,13 @@ class StoreContract:
                 got = ledger.query(log, queries.run_status_counts_by_contact, filters, contact)
                 assert got == _counted(picked), (contact, filters)
 
-    @pytest.mark.parametrize("version", [4, 5, 6, 7])
+    @pytest.mark.parametrize("version", [4, 5, 6, 7, 8])
     def test_a_runs_view_of_an_earlier_version_is_upgraded_in_place(self, log, store_url, version):
         # Version 4 had no counts by hour or tenant, and the stuck runs' index narrower;
         # version 5 no counts by status; version 6 none by the hour of the last event;
         # version 7 those not by the hour of creation too, nor a tenant's, nor a workflow's by
-        # hour of creation: the upgrade counts them from the
+        # hour of creation; version 8 no workflow's by the hour of the last event, and the
+        # index of last events without the workflow: the upgrade counts them from the
         # runs rows (from run_counts) at the next open, where a refold would read the whole
         # log again (the view at position 0 meanwhile).
         ledger.append_input(log, jsonl([triggered(f"r{i}", tenant=f"t{i % 2}", occurred_at=at, trigger={"source": ("api", "rehearsal")[i % 5 == 0]})
@@ -507,9 +510,14 @@ class StoreContract:
             before = _counters(c)
             position = b.get_position(c, "runs")
         with b.transaction(write=True) as c:
-            c.execute('DROP TABLE "run_last_hours"')
-            c.execute('DROP TABLE "tenant_run_last_hours"')
-            c.execute('DROP TABLE "workflow_run_hours"')
+            c.execute('DROP TABLE "workflow_run_last_hours"')
+            c.execute('DROP INDEX "runs_by_status_updated_filtered"')
+            if version > 4:
+                c.execute("CREATE INDEX runs_by_status_updated_created ON runs (status, updated_at, seq, created_at, tenant)")
+            if version < 8:
+                c.execute('DROP TABLE "run_last_hours"')
+                c.execute('DROP TABLE "tenant_run_last_hours"')
+                c.execute('DROP TABLE "workflow_run_hours"')
             if version == 7:
                 # As version 7 left it: by status and hour of the last event alone.
                 c.execute(b.ddl("CREATE TABLE run_last_hours (status TEXT NOT NULL, hour TEXT NOT NULL, n INTEGER NOT NULL, "
@@ -523,7 +531,6 @@ class StoreContract:
                 c.execute('DROP TABLE "run_hours"')
                 c.execute('DROP TABLE "tenant_run_counts"')
                 c.execute('DROP TABLE "tenant_run_hours"')
-                c.execute('DROP INDEX "runs_by_status_updated_created"')
                 c.execute("CREATE INDEX runs_by_status_updated ON runs (status, updated_at, seq)")
                 c.execute('DROP INDEX "runs_by_created_status_seq_tenant"')
                 c.execute("CREATE INDEX runs_by_created_status_seq ON runs (created_at, status, seq)")
@@ -537,8 +544,9 @@ class StoreContract:
                 assert again.backend.get_position(c, "runs") == position
                 assert _counters(c) == before and all(before)
                 indexes = again.backend.table_names(c)
-                assert Projector.stored_versions(c)["runs"] == str(RunsView.version) == "8"
-            assert "runs_by_status_updated_created" in indexes and "runs_by_status_updated" not in indexes
+                assert Projector.stored_versions(c)["runs"] == str(RunsView.version) == "9"
+            assert "runs_by_status_updated_filtered" in indexes
+            assert "runs_by_status_updated_created" not in indexes and "runs_by_status_updated" not in indexes
             assert "runs_by_created_status_seq_tenant" in indexes and "runs_by_created_status_seq" not in indexes
             ledger.append_input(again, jsonl([triggered("late", tenant="t1", occurred_at="2026-11-01T05:10:00Z")]))
             filters = queries.RunFilters(starting_at="2026-11-01T05:00:00.000000Z", ending_at="2026-11-01T05:59:59.999999Z")

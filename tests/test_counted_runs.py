@@ -1,7 +1,7 @@
 """Runs counted ahead: by hour of creation and status (run_hours), by tenant and status
 (tenant_run_counts), by status (run_status_totals), each hour's first and last run
 (run_hour_seqs), by status and hours of their last event and creation (run_last_hours), kept
-by the runs view's fold, upgraded in place from its versions 4 to 7; the stuck runs' index, which
+by the runs view's fold, upgraded in place from its versions 4 to 8; the stuck runs' index, which
 holds what the Stuck count filters by; and the Stuck count as the runs of its statuses less
 those heard of since."""
 
@@ -83,6 +83,10 @@ def test_the_counters_are_the_runs_rows_counted_however_the_log_is_paged(ws, dat
                 assert _grouped(c, "SELECT tenant, status, hour, created, n FROM tenant_run_last_hours") == _grouped(
                     c, "SELECT tenant, status, substr(updated_at, 1, 13), substr(created_at, 1, 13), COUNT(*) FROM runs "
                        "WHERE tenant IS NOT NULL GROUP BY 1, 2, 3, 4"
+                )
+                assert _grouped(c, "SELECT workflow, status, hour, created, n FROM workflow_run_last_hours") == _grouped(
+                    c, "SELECT workflow, status, substr(updated_at, 1, 13), substr(created_at, 1, 13), COUNT(*) FROM runs "
+                       "GROUP BY 1, 2, 3, 4"
                 )
 
 
@@ -291,7 +295,7 @@ def test_the_stuck_count_under_a_range_a_tenant_or_a_workflow_reads_no_row_of_th
                 c.execute(f"EXPLAIN QUERY PLAN SELECT status, COUNT(*) FROM runs WHERE {' AND '.join(where)} GROUP BY status", params)
                 plan = " | ".join(row[3] for row in c.fetchall())
                 # A workflow's are in its index with their last event (fewer than all stuck).
-                index = "runs_by_workflow_status_created_updated_seq" if others.workflow else "runs_by_status_updated_created"
+                index = "runs_by_workflow_status_created_updated_seq" if others.workflow else "runs_by_status_updated_filtered"
                 assert f"COVERING INDEX {index}" in plan, (others, plan)
             assert ledger.query(log, queries.run_status_counts, stuck)["total"] == (13 if others.workflow else 50)
     finally:
@@ -385,7 +389,7 @@ def test_every_runs_stuck_count_takes_those_heard_of_since_by_the_hour_of_their_
                     if "FROM runs" in sql:
                         c.execute("EXPLAIN QUERY PLAN " + sql, params)
                         plan = " | ".join(row[3] for row in c.fetchall())
-                        assert "COVERING INDEX runs_by_status_updated_created (status=? AND updated_at>" in plan, plan
+                        assert "COVERING INDEX runs_by_status_updated_filtered (status=? AND updated_at>" in plan, plan
         # Statuses never stuck, one of them of no run: their runs quiet since, as well.
         done = queries.RunFilters(statuses=("completed", "failed"), updated_before="2026-11-01T02:56:00.000000Z")
         counts = ledger.query(log, queries.run_status_counts, done)
@@ -416,12 +420,13 @@ def _clock(seconds: int) -> str:
 
 
 def _made_and_heard(log, runs: list[tuple[Any, ...]]) -> None:
-    """Runs made and last heard of at their seconds of the 1st, ``(status, made, heard)``
-    or ``(status, made, heard, tenant)``: pending ones triggered at ``heard`` (their last
-    event their trigger), the others triggered at ``made`` and started then (and completed)."""
+    """Runs made and last heard of at their seconds of the 1st, ``(status, made, heard)``,
+    ``(status, made, heard, tenant)`` or ``(status, made, heard, tenant, workflow)``: pending
+    ones triggered at ``heard`` (their last event their trigger), the others triggered at
+    ``made`` and started then (and completed)."""
     events = []
-    for i, (status, made, heard, *tenant) in enumerate(runs):
-        theirs = {"tenant": tenant[0]} if tenant and tenant[0] else {}
+    for i, (status, made, heard, *named) in enumerate(runs):
+        theirs = {k: v for k, v in zip(("tenant", "workflow"), named) if v}
         if status == "pending":
             events.append(triggered(f"r{i}", occurred_at=f"2026-11-01T{_clock(heard)}Z", **theirs))
             continue
@@ -476,7 +481,7 @@ def test_a_ranges_stuck_count_takes_those_heard_of_since_by_the_hours_of_their_l
                                               "2026-11-01T02:00:00.000000Z", "2026-11-01T05:59:59.999999Z"]], noted.statements
             c.execute("EXPLAIN QUERY PLAN " + reads[0][0], reads[0][1])
             plan = " | ".join(row[3] for row in c.fetchall())
-            assert "COVERING INDEX runs_by_status_updated_created (status=? AND updated_at>" in plan, plan
+            assert "COVERING INDEX runs_by_status_updated_filtered (status=? AND updated_at>" in plan, plan
             # The part-hours' runs read in the index of creation times (the part first).
             parts = [(s, p) for s, p in noted.statements if "WITH part AS MATERIALIZED (SELECT tenant, status, updated_at" in s]
             assert [p[:2] for _, p in parts] == [["2026-11-01T02:00:00.000000Z", "2026-11-01T02:10:00.000000Z"],
@@ -529,7 +534,95 @@ def test_a_tenants_stuck_count_takes_those_heard_of_since_by_the_hours_of_their_
                 assert [p for _, p in reads] == [["running", bound, "2026-11-01T04:59:59.999999Z", *made, "t"]], noted.statements
                 c.execute("EXPLAIN QUERY PLAN " + reads[0][0], reads[0][1])
                 plan = " | ".join(row[3] for row in c.fetchall())
-                assert "COVERING INDEX runs_by_status_updated_created (status=? AND updated_at>" in plan, plan
+                assert "COVERING INDEX runs_by_status_updated_filtered (status=? AND updated_at>" in plan, plan
+    finally:
+        log.close()
+
+
+def test_a_workflows_stuck_count_takes_those_heard_of_since_by_the_hours_of_their_last_event_and_creation(tmp_path):
+    # The run history's Stuck count under a workflow filter, with a range or not: as a
+    # tenant's, from the workflow's runs counted by the hours of their last event and
+    # creation, less those heard of since, its total from run_counts. In its index it read
+    # every one of its runs of the chip's statuses (linear in them: 10-20 ms for a workflow
+    # of most of a live store's runs).
+    h = 3600
+    log = open_log(str(tmp_path / "s.db"))
+    try:
+        _made_and_heard(log, [
+            ("running", 1 * h + 100, 4 * h + 2000, None, "w"),  # quiet (before the range)
+            ("running", 2 * h + 300, 4 * h + 2000, None, "w"),  # quiet (in the range's first part-hour, taken off)
+            ("running", 2 * h + 400, 4 * h + 3000, None, "w"),  # heard of after T (in the first part-hour)
+            ("running", 3 * h + 10, 4 * h + 100, None, "w"),  # quiet, heard of in T's hour before T
+            ("running", 3 * h + 20, 4 * h + 3000, None, "w"),  # heard of after T
+            ("running", 3 * h + 25, 4 * h + 3000, None, "v"),  # another workflow's, heard of after T
+            ("running", 3 * h + 30, 5 * h + 10, None, "w"),  # heard of in a later hour
+            ("running", 3 * h + 35, 2 * h + 10, None, "v"),  # another workflow's, quiet
+            ("pending", 3 * h + 40, 3 * h + 40, "t", "w"),  # quiet
+            ("pending", 3 * h + 45, 3 * h + 45, None, "v"),  # another workflow's, quiet
+            ("completed", 3 * h + 50, 5 * h + 20, None, "w"),  # not of the statuses
+            ("running", 5 * h + 3550, 5 * h + 3560, None, "w"),  # heard of (after the range)
+        ])
+        bound = "2026-11-01T04:40:00.000000Z"
+        for others, total, made in (
+            ({}, 4, []),
+            ({"starting_at": "2026-11-01T02:10:00.000000Z", "ending_at": "2026-11-01T05:50:00.000000Z"}, 2,
+             ["2026-11-01T02:00:00.000000Z", "2026-11-01T05:59:59.999999Z"]),
+        ):
+            stuck = queries.RunFilters(statuses=("pending", "running"), updated_before=bound, workflow="w", **others)
+            with log.backend.transaction(write=False) as c:
+                noted = Said(c)
+                assert queries.run_status_counts(noted, stuck)["total"] == total, others
+                ahead = [p for s, p in noted.statements if "FROM \"workflow_run_last_hours\"" in s]
+                assert len(ahead) == 1 and ahead[0][2] == "w", noted.statements
+                assert not any("run_last_hours\"" in s and "workflow_run_last_hours" not in s for s, _ in noted.statements)
+                # T's hour after T (its second half), the workflow's runs (of the range's hours) alone.
+                reads = [(s, p) for s, p in noted.statements if s.startswith("SELECT COUNT(*) FROM runs")]
+                assert [p for _, p in reads] == [["running", bound, "2026-11-01T04:59:59.999999Z", *made, "w"]], noted.statements
+                c.execute("EXPLAIN QUERY PLAN " + reads[0][0], reads[0][1])
+                plan = " | ".join(row[3] for row in c.fetchall())
+                assert "COVERING INDEX runs_by_status_updated_filtered (status=? AND updated_at>" in plan, plan
+                # Its runs of the statuses from run_counts (no range) or its hours' counts and
+                # the part-hours in its index; no run of it read otherwise.
+                for s, p in noted.statements:
+                    c.execute("EXPLAIN QUERY PLAN " + s, p)
+                    plan = " | ".join(row[3] for row in c.fetchall())
+                    assert "SCAN" not in plan.replace("SCAN CONSTANT ROW", ""), (s, plan)
+                totals = [s for s, _ in noted.statements if "FROM run_counts" in s or "FROM \"workflow_run_hours\"" in s]
+                assert len(totals) == 1 and ("run_counts" in totals[0]) == (not others), noted.statements
+                # Each part-hour read twice: for its runs heard of since, and for its runs.
+                parts = [(s, p) for s, p in noted.statements if "FROM runs WHERE workflow = ?" in s]
+                assert len(parts) == (4 if others else 0), noted.statements
+                assert sum("updated_at > ?" in s for s, _ in parts) == len(parts) // 2, noted.statements
+        # A tenant's runs of the workflow: neither's counters know both, so they are read in
+        # an index, the range's or not.
+        for others in ({}, {"starting_at": "2026-11-01T02:10:00.000000Z"}):
+            both = queries.RunFilters(statuses=("pending", "running"), updated_before=bound, workflow="w", tenant="t", **others)
+            assert ledger.query(log, queries.run_status_counts, both)["total"] == 1, others
+        # Nor do they know a recipient.
+        for recipient, total in (("user-1", 6), ("user-2", 0)):
+            theirs = queries.RunFilters(statuses=("pending", "running"), updated_before=bound, recipient=recipient)
+            assert ledger.query(log, queries.run_status_counts, theirs)["total"] == total, recipient
+    finally:
+        log.close()
+
+
+def test_a_workflows_counts_are_its_runs_counted_ahead_rehearsals_with_the_rest(tmp_path):
+    # The run history's chips under a workflow filter (no range): from run_counts, both of its
+    # rehearsal rows, where its index gave them entry by entry.
+    log = open_log(str(tmp_path / "s.db"))
+    try:
+        ledger.append_input(log, jsonl([
+            triggered(f"r{i}", workflow=("w", "v")[i % 2], trigger={"source": ("api", "rehearsal")[i % 3 == 0]})
+            for i in range(12)
+        ] + [ev("run.started", run_id=f"r{i}") for i in range(0, 12, 4)]))
+        ledger.catch_up(log)
+        with log.backend.transaction(write=False) as c:
+            noted = Said(c)
+            every = queries.run_status_counts(noted, queries.RunFilters(workflow="w"))
+            some = queries.run_status_counts(noted, queries.RunFilters(workflow="w", statuses=("running",)))
+        assert (every["total"], every["pending"], every["running"], some["total"], some["pending"]) == (6, 3, 3, 3, 0)
+        assert len(noted.statements) == 2 and all("FROM run_counts" in s for s, _ in noted.statements), noted.statements
+        assert [p for _, p in noted.statements] == [["w"], ["w", "running"]]
     finally:
         log.close()
 
@@ -539,11 +632,13 @@ _RANGE_ENDS = st.one_of(st.none(), st.integers(min_value=0, max_value=4 * 3600 -
 
 @SETTINGS
 @given(runs=st.lists(st.tuples(st.sampled_from(["pending", "running", "completed"]), _SECONDS, _SECONDS,
-                               st.sampled_from([None, "t1", "t2"])), max_size=20),
+                               st.sampled_from([None, "t1", "t2"]), st.sampled_from(["w1", "w2"])), max_size=20),
        at=_SECONDS, ends=st.tuples(_RANGE_ENDS, _RANGE_ENDS).filter(lambda e: None in e or e[0] <= e[1]),
-       on_the_hour=st.booleans(), tenant=st.sampled_from([None, "t1"]),
+       on_the_hour=st.booleans(), named=st.sampled_from([(None, None), ("t1", None), (None, "w1"), ("t1", "w1")]),
        statuses=st.sampled_from([("pending", "running"), ("running",), ("completed", "pending"), ()]))
-def test_a_ranges_or_a_tenants_counts_quiet_since_any_time_are_their_runs_quiet_since(runs, at, ends, on_the_hour, tenant, statuses):
+def test_a_ranges_a_tenants_or_a_workflows_counts_quiet_since_any_time_are_their_runs_quiet_since(
+    runs, at, ends, on_the_hour, named, statuses
+):
     # Ranges open at either end or both (no range: every run's, or a tenant's).
     def stamp(seconds: int | None, end: str) -> str | None:
         if seconds is None:
@@ -553,16 +648,17 @@ def test_a_ranges_or_a_tenants_counts_quiet_since_any_time_are_their_runs_quiet_
         return f"2026-11-01T{_clock(seconds)}.000000Z"
 
     with fresh_log() as (log, path):
-        _made_and_heard(log, [(status, min(made, heard), max(made, heard), who) for status, made, heard, who in runs])
+        _made_and_heard(log, [(status, min(made, heard), max(made, heard), who, flow) for status, made, heard, who, flow in runs])
         bound = f"2026-11-01T{_clock(at)}.000000Z"
-        filters = queries.RunFilters(statuses=statuses, updated_before=bound, tenant=tenant,
+        tenant, workflow = named
+        filters = queries.RunFilters(statuses=statuses, updated_before=bound, tenant=tenant, workflow=workflow,
                                      starting_at=stamp(ends[0], ":00:00.000000Z"), ending_at=stamp(ends[1], ":59:59.999999Z"))
         counts = ledger.query(log, queries.run_status_counts, filters)
         every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=100)["entries"]
     low, high = filters.starting_at or queries.EARLIEST, filters.ending_at or queries.LATEST
     quiet = [r["status"] for r in every
              if (not statuses or r["status"] in statuses) and r["updated_at"] <= bound and low <= r["created_at"] <= high
-             and (tenant is None or r["tenant"] == tenant)]
+             and (tenant is None or r["tenant"] == tenant) and (workflow is None or r["workflow"] == workflow)]
     assert counts["total"] == len(quiet), (counts, quiet)
     assert all(counts[s] == quiet.count(s) for s in statuses or ("pending", "running", "completed")), (counts, quiet)
 

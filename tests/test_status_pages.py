@@ -135,4 +135,4 @@ def test_stuck_runs_behind_newer_runs_still_heard_of_are_sought_in_the_index_of_
     page, statements, plans = _said(log, queries.list_runs, STUCK, page_size=5)
     assert [r["id"] for r in page["entries"]] == ["r037", "r036", "r033", "r032", "r029"]
     searched = [plan for (sql, _), plan in zip(statements, plans) if "updated_at <= ?" in sql]
-    assert len(searched) == 2 and all("runs_by_status_updated_created (status=? AND updated_at<?)" in p for p in searched), plans
+    assert len(searched) == 2 and all("runs_by_status_updated_filtered (status=? AND updated_at<?)" in p for p in searched), plans

@@ -223,7 +223,7 @@ def test_stuck_runs_of_a_status_are_sought_by_status_and_last_event_not_walked_p
     with log.backend.transaction(write=False) as c:
         c.execute("EXPLAIN QUERY PLAN " + sql, params)
         plan = " | ".join(row[3] for row in c.fetchall())
-    assert "SEARCH runs USING INDEX runs_by_status_updated_created (status=? AND updated_at<?)" in plan, plan
+    assert "SEARCH runs USING INDEX runs_by_status_updated_filtered (status=? AND updated_at<?)" in plan, plan
 
 
 @pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
