@@ -286,7 +286,7 @@ def _widen(bounds: dict[str, list[int]], hour: str, seq: int) -> None:
         seen[1] = seq
 
 
-def _count_by_hour_and_tenant(
+def _count_by_hour_tenant_and_workflow(
     row: tuple[Any, ...], delta: int, hours: Counters, tenants: Counters, tenant_hours: Counters,
     workflow_hours: Counters,
 ) -> None:
@@ -311,7 +311,7 @@ def _count_by_last_hour(
     of its last event and creation, and so again under its tenant and under its workflow."""
     status, tenant, created, last = row[7], row[4], row[8], row[18]
     if created is None or last is None:
-        return  # never so for a triggered run's row (see _count_by_hour_and_tenant)
+        return  # never so for a triggered run's row (see _count_by_hour_tenant_and_workflow)
     key = (status, hour_of(last), hour_of(created))
     last_hours.add(key, delta)
     workflow_last_hours.add((row[2], *key), delta)
@@ -513,13 +513,13 @@ class RunsView(View):
                 done = row[11]  # completed_at
                 if old is None or old[7] != row[7] or old[8] != row[8] or old[4] != row[4] or old[2] != row[2]:
                     if old is not None:
-                        _count_by_hour_and_tenant(old, -1, hours, tenants, tenant_hours, workflow_hours)
-                    _count_by_hour_and_tenant(row, 1, hours, tenants, tenant_hours, workflow_hours)
+                        _count_by_hour_tenant_and_workflow(old, -1, hours, tenants, tenant_hours, workflow_hours)
+                    _count_by_hour_tenant_and_workflow(row, 1, hours, tenants, tenant_hours, workflow_hours)
                 if old is None and row[8] is not None:
                     _widen(new_hours, hour_of(row[8]), seq)
                 # Most events leave a run in its status and its last event's hour (and every
                 # one in its hour of creation and its tenant, its trigger's, which comes once:
-                # compared all the same, as for the counts by hour and tenant).
+                # compared all the same, as for the counts by hour, tenant and workflow).
                 if (
                     old is None or old[7] != row[7] or (old[18] or "")[:13] != (row[18] or "")[:13]
                     or (old[8] or "")[:13] != (row[8] or "")[:13] or old[4] != row[4] or old[2] != row[2]
