@@ -744,25 +744,8 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     # ends read, run by run.
     first, last, parts = _range_parts(c, filters, hours)
     heard = [*_heard_of_since(c, statuses, at, (first, last), filters.tenant, filters.workflow).items()]
-    tenant, tenant_marks = _matching({"tenant": filters.tenant}, ())
-    marks = ",".join("?" * len(statuses))
-    for low_op, low, high_op, high, sign in parts:
-        if filters.workflow is not None:
-            # A workflow's part-hour in its index of statuses, creation and last event times
-            # (see _counts).
-            c.execute(
-                f"SELECT status, COUNT(*) FROM runs WHERE workflow = ? AND status IN ({marks}) "
-                f"AND created_at {low_op} ? AND created_at {high_op} ? AND updated_at > ? GROUP BY status",
-                [filters.workflow, *statuses, low, high, at],
-            )
-        else:
-            # The part's runs first (see _counts), their last event from their rows.
-            c.execute(
-                f"WITH part AS MATERIALIZED (SELECT tenant, status, updated_at FROM runs WHERE created_at {low_op} ? AND created_at {high_op} ?) "
-                f"SELECT status, COUNT(*) FROM part{_where_sql([*tenant, f'status IN ({marks})', 'updated_at > ?'])} GROUP BY status",
-                [low, high, *tenant_marks, *statuses, at],
-            )
-        heard += [(status, sign * int(n)) for status, n in c.fetchall()]
+    for part in parts:
+        heard += _part_counts(c, part, statuses, filters.tenant, filters.workflow, heard_after=at)
     return _less_heard_of(c, filters, heard, (first, last, parts))
 
 
@@ -864,7 +847,6 @@ def _counts(c: sqlite3.Cursor, filters: RunFilters, pieces: _RangeParts | None =
     # in the index of creation times.
     first, last, parts = pieces if pieces is not None else _range_parts(c, filters, hours)
     statuses, marks = _matching({}, filters.statuses)
-    tenant, tenant_marks = _matching({"tenant": filters.tenant}, ())
     named, named_marks = _matching({"tenant": filters.tenant, "workflow": filters.workflow}, ())
     table = "tenant_run_hours" if filters.tenant is not None else "workflow_run_hours" if filters.workflow is not None else "run_hours"
     c.execute(
@@ -872,29 +854,40 @@ def _counts(c: sqlite3.Cursor, filters: RunFilters, pieces: _RangeParts | None =
         [*named_marks, first, last, *marks],
     )
     rows = c.fetchall()
-    for low_op, low, high_op, high, sign in parts:
-        if filters.workflow is not None:
-            # A workflow's part-hour in its index of statuses and creation times, each status
-            # sought (its runs alone, no row of the table).
-            every, every_marks = _matching({}, filters.statuses or STATUSES)
-            c.execute(
-                f"SELECT status, COUNT(*) FROM runs WHERE workflow = ? AND {every[0]} "
-                f"AND created_at {low_op} ? AND created_at {high_op} ? GROUP BY status",
-                [filters.workflow, *every_marks, low, high],
-            )
-            rows += [(status, sign * int(n)) for status, n in c.fetchall()]
-            continue
-        # The part's runs first, then the tenant's or the statuses' among them: given
-        # every condition at once, SQLite's planner, which has no statistics, walks every run
-        # of the tenant, or every entry of the statuses in the stuck runs' index (the Stuck
-        # chip's pending and running: 12-20 ms a part-hour for 100,000 of them).
-        sql = (
-            f"WITH part AS MATERIALIZED (SELECT tenant, status FROM runs WHERE created_at {low_op} ? AND created_at {high_op} ?) "
-            f"SELECT status, COUNT(*) FROM part{_where_sql([*tenant, *statuses])} GROUP BY status"
-        )
-        c.execute(sql, [low, high, *tenant_marks, *marks])
-        rows += [(status, sign * int(n)) for status, n in c.fetchall()]
+    for part in parts:
+        rows += _part_counts(c, part, filters.statuses, filters.tenant, filters.workflow)
     return _by_status(rows)
+
+
+def _part_counts(
+    c: sqlite3.Cursor, part: tuple[str, str, str, str, int], statuses: tuple[str, ...], tenant: str | None,
+    workflow: str | None, heard_after: str | None = None,
+) -> list[tuple[str, int]]:
+    """(status, runs) of a part-hour of a range (see :func:`_range_parts`: its runs added,
+    or taken off, by its sign) of ``statuses`` (none: every one), of ``tenant`` or
+    ``workflow`` (not both) if given, and last heard of after ``heard_after`` if given."""
+    low_op, low, high_op, high, sign = part
+    since, since_marks = (["updated_at > ?"], [heard_after]) if heard_after is not None else ([], [])
+    if workflow is not None:
+        # A workflow's part-hour in its index of statuses, creation and last event times,
+        # each status sought (its runs alone, no row of the table).
+        every, every_marks = _matching({}, statuses or STATUSES)
+        where = ["workflow = ?", every[0], f"created_at {low_op} ?", f"created_at {high_op} ?", *since]
+        c.execute(f"SELECT status, COUNT(*) FROM runs{_where_sql(where)} GROUP BY status", [workflow, *every_marks, low, high, *since_marks])
+    else:
+        # The part's runs first, then the tenant's or the statuses' among them: given every
+        # condition at once, SQLite's planner, which has no statistics, walks every run of the
+        # tenant, or every entry of the statuses in the stuck runs' index (the Stuck chip's
+        # pending and running: 12-20 ms a part-hour for 100,000 of them). Their last event,
+        # where asked, from their rows.
+        theirs, their_marks = _matching({"tenant": tenant}, statuses)
+        columns = "tenant, status, updated_at" if heard_after is not None else "tenant, status"
+        c.execute(
+            f"WITH part AS MATERIALIZED (SELECT {columns} FROM runs WHERE created_at {low_op} ? AND created_at {high_op} ?) "
+            f"SELECT status, COUNT(*) FROM part{_where_sql([*theirs, *since])} GROUP BY status",
+            [low, high, *their_marks, *since_marks],
+        )
+    return [(status, sign * int(n)) for status, n in c.fetchall()]
 
 
 def _range_parts(c: sqlite3.Cursor, filters: RunFilters, hours: tuple[str, str]) -> _RangeParts:
