@@ -515,28 +515,42 @@ def test_a_tenants_stuck_count_takes_those_heard_of_since_by_the_hours_of_their_
             ("completed", 3 * h + 50, 5 * h + 20, "t"),  # not of the statuses
             ("running", 5 * h + 3550, 5 * h + 3560, "t"),  # heard of (after the range)
         ])
-        bound = "2026-11-01T04:40:00.000000Z"
-        for others, total, made in (
-            ({}, 4, []),
-            ({"starting_at": "2026-11-01T02:10:00.000000Z", "ending_at": "2026-11-01T05:50:00.000000Z"}, 2,
-             ["2026-11-01T02:00:00.000000Z", "2026-11-01T05:59:59.999999Z"]),
-        ):
-            stuck = queries.RunFilters(statuses=("pending", "running"), updated_before=bound, tenant="t", **others)
+        for others, total in _STUCK_RANGES:
             with log.backend.transaction(write=False) as c:
-                noted = Said(c)
-                assert queries.run_status_counts(noted, stuck)["total"] == total, others
-                ahead = [p for s, p in noted.statements if "FROM \"tenant_run_last_hours\"" in s]
-                assert len(ahead) == 1 and ahead[0][2] == "t", noted.statements
-                assert not any("run_last_hours\"" in s and "tenant_run_last_hours" not in s for s, _ in noted.statements)
+                noted = _counted_by_last_hours(c, {"tenant": "t"}, "tenant_run_last_hours", others, total)
                 assert not any("LIMIT" in s for s, _ in noted.statements), noted.statements
-                # T's hour after T (its second half), the tenant's runs (of the range's hours) alone.
-                reads = [(s, p) for s, p in noted.statements if s.startswith("SELECT COUNT(*) FROM runs")]
-                assert [p for _, p in reads] == [["running", bound, "2026-11-01T04:59:59.999999Z", *made, "t"]], noted.statements
-                c.execute("EXPLAIN QUERY PLAN " + reads[0][0], reads[0][1])
-                plan = " | ".join(row[3] for row in c.fetchall())
-                assert "COVERING INDEX runs_by_status_updated_filtered (status=? AND updated_at>" in plan, plan
     finally:
         log.close()
+
+
+_STUCK_BOUND = "2026-11-01T04:40:00.000000Z"
+_STUCK_RANGES = (
+    ({}, 4),
+    ({"starting_at": "2026-11-01T02:10:00.000000Z", "ending_at": "2026-11-01T05:50:00.000000Z"}, 2),
+)
+"""The Stuck count's ranges of the tenant's and the workflow's tests (none, and one with
+part-hours at both ends), with the runs they count quiet since ``_STUCK_BOUND``."""
+
+
+def _counted_by_last_hours(c: Any, named: dict[str, str], table: str, others: dict[str, str], total: int) -> Said:
+    """The Stuck count (pending and running, quiet since ``_STUCK_BOUND``) of the runs
+    ``named`` (a tenant, a workflow) within ``others``' range, checked: ``total`` runs, the
+    heard-of ones from ``table`` alone, read once, and the rest of T's hour (its second
+    half, of the range's hours) in the index of last events, covered. The statements run."""
+    stuck = queries.RunFilters(statuses=("pending", "running"), updated_before=_STUCK_BOUND, **named, **others)
+    (value,) = named.values()
+    noted = Said(c)
+    assert queries.run_status_counts(noted, stuck)["total"] == total, others
+    ahead = [p for s, p in noted.statements if f'FROM "{table}"' in s]
+    assert len(ahead) == 1 and ahead[0][2] == value, noted.statements
+    assert not any("run_last_hours\"" in s and f'"{table}"' not in s for s, _ in noted.statements)
+    made = ["2026-11-01T02:00:00.000000Z", "2026-11-01T05:59:59.999999Z"] if others else []
+    reads = [(s, p) for s, p in noted.statements if s.startswith("SELECT COUNT(*) FROM runs")]
+    assert [p for _, p in reads] == [["running", _STUCK_BOUND, "2026-11-01T04:59:59.999999Z", *made, value]], noted.statements
+    c.execute("EXPLAIN QUERY PLAN " + reads[0][0], reads[0][1])
+    plan = " | ".join(row[3] for row in c.fetchall())
+    assert "COVERING INDEX runs_by_status_updated_filtered (status=? AND updated_at>" in plan, plan
+    return noted
 
 
 def test_a_workflows_stuck_count_takes_those_heard_of_since_by_the_hours_of_their_last_event_and_creation(tmp_path):
@@ -562,25 +576,10 @@ def test_a_workflows_stuck_count_takes_those_heard_of_since_by_the_hours_of_thei
             ("completed", 3 * h + 50, 5 * h + 20, None, "w"),  # not of the statuses
             ("running", 5 * h + 3550, 5 * h + 3560, None, "w"),  # heard of (after the range)
         ])
-        bound = "2026-11-01T04:40:00.000000Z"
-        for others, total, made in (
-            ({}, 4, []),
-            ({"starting_at": "2026-11-01T02:10:00.000000Z", "ending_at": "2026-11-01T05:50:00.000000Z"}, 2,
-             ["2026-11-01T02:00:00.000000Z", "2026-11-01T05:59:59.999999Z"]),
-        ):
-            stuck = queries.RunFilters(statuses=("pending", "running"), updated_before=bound, workflow="w", **others)
+        bound = _STUCK_BOUND
+        for others, total in _STUCK_RANGES:
             with log.backend.transaction(write=False) as c:
-                noted = Said(c)
-                assert queries.run_status_counts(noted, stuck)["total"] == total, others
-                ahead = [p for s, p in noted.statements if "FROM \"workflow_run_last_hours\"" in s]
-                assert len(ahead) == 1 and ahead[0][2] == "w", noted.statements
-                assert not any("run_last_hours\"" in s and "workflow_run_last_hours" not in s for s, _ in noted.statements)
-                # T's hour after T (its second half), the workflow's runs (of the range's hours) alone.
-                reads = [(s, p) for s, p in noted.statements if s.startswith("SELECT COUNT(*) FROM runs")]
-                assert [p for _, p in reads] == [["running", bound, "2026-11-01T04:59:59.999999Z", *made, "w"]], noted.statements
-                c.execute("EXPLAIN QUERY PLAN " + reads[0][0], reads[0][1])
-                plan = " | ".join(row[3] for row in c.fetchall())
-                assert "COVERING INDEX runs_by_status_updated_filtered (status=? AND updated_at>" in plan, plan
+                noted = _counted_by_last_hours(c, {"workflow": "w"}, "workflow_run_last_hours", others, total)
                 # Its runs of the statuses from run_counts (no range) or its hours' counts and
                 # the part-hours in its index; no run of it read otherwise.
                 for s, p in noted.statements:
