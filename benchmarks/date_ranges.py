@@ -107,6 +107,9 @@ def main() -> None:
         stuck_workflow = dataclasses.replace(stuck_page, workflow=workflow)
         stuck_workflow_range = dataclasses.replace(stuck, workflow=workflow)
         workflow_range = queries.RunFilters(workflow=workflow, starting_at=whole.starting_at, ending_at=whole.ending_at)
+        # The busiest workflow's runs of the busiest tenant (the run history with both boxes).
+        both = queries.RunFilters(workflow=workflow, tenant=tenant.tenant)
+        stuck_both = dataclasses.replace(stuck_workflow, tenant=tenant.tenant)
         finished = queries.RunFilters(statuses=("completed", "failed"))
         finished_range = dataclasses.replace(finished, starting_at=whole.starting_at, ending_at=whole.ending_at)
         # A third of the log's range in its middle (ten days of a month): none of its runs
@@ -150,6 +153,8 @@ def main() -> None:
             ("the busiest workflow's counts", lambda: count(queries.RunFilters(workflow=workflow)), counts),
             ("its counts within the whole range", lambda: count(workflow_range), counts),
             ("its runs over time (its page's chart)", lambda: ledger.query(log, queries.runs_over_time, workflow, fresh=False), counts),
+            ("its runs of the busiest tenant: counts", lambda: count(both), counts),
+            ("the same: the stuck count", lambda: count(stuck_both), counts),
             ("the stuck page", lambda: page(stuck_page), counts),
             ("the stuck page within the range", lambda: page(stuck), counts),
             ("the stuck page and the next", lambda: next_page(stuck_page), counts),

@@ -729,9 +729,21 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     # run still), and the quiet ones, where fewer, as many.
     statuses = filters.statuses or STATUSES
     if filters.tenant is not None and filters.workflow is not None:
-        # (A tenant's runs of a workflow: not counted ahead, nor by hour; read in the index of
-        # either.)
-        return _counts(c, filters)
+        if not _only_statuses_besides(ahead, "tenant", "workflow"):
+            # (A tenant's runs of a workflow within a range: not counted by hour; read in
+            # the index of either.)
+            return _counts(c, filters)
+        # A tenant's runs of a workflow (the run history's Stuck chip with both filters):
+        # counted ahead, less those heard of since, read in the index of last events (every
+        # run heard of since, of any tenant or workflow, entry by entry: a live store's
+        # last hour's), where the index of either read every run of the other, row by row.
+        marks = ",".join("?" * len(statuses))
+        c.execute(
+            f"SELECT status, COUNT(*) FROM runs WHERE status IN ({marks}) AND updated_at > ? AND tenant = ? AND workflow = ? "
+            "GROUP BY status",
+            [*statuses, at, filters.tenant, filters.workflow],
+        )
+        return _less_heard_of(c, filters, c.fetchall())
     if _only_statuses_besides(ahead, "tenant", "workflow"):
         # Every run's (the overview's Stuck count, the run history's under no other filter), a
         # tenant's or a workflow's.
@@ -827,6 +839,12 @@ def _counts(c: sqlite3.Cursor, filters: RunFilters, pieces: _RangeParts | None =
         # tenant filter), where its index would give them entry by entry.
         statuses, marks = _matching({"tenant": filters.tenant}, filters.statuses)
         c.execute(f"SELECT status, n FROM tenant_run_counts{_where_sql(statuses)}", marks)
+        return _by_status(c.fetchall())
+    if filters.tenant is not None and filters.workflow is not None and _only_statuses_besides(filters, "tenant", "workflow"):
+        # And a tenant's runs of a workflow (the chips with both filters): in either's index
+        # every run of the other was read, row by row (220 ms for 200,000 at a million runs).
+        statuses, marks = _matching({"workflow": filters.workflow, "tenant": filters.tenant}, filters.statuses)
+        c.execute(f"SELECT status, n FROM workflow_tenant_run_counts{_where_sql(statuses)}", marks)
         return _by_status(c.fetchall())
     if filters.workflow is not None and _only_statuses_besides(filters, "workflow"):
         # And a workflow's (the chips under a workflow filter, and its Stuck count's total),

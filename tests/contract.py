@@ -70,6 +70,8 @@ def _counters(c) -> tuple[list, list, list]:
     tenants += [tuple(r) for r in c.fetchall()]
     c.execute("SELECT workflow, status, hour, created, n FROM workflow_run_last_hours ORDER BY workflow, status, hour, created")
     hours += [tuple(r) for r in c.fetchall()]
+    c.execute("SELECT workflow, tenant, status, n FROM workflow_tenant_run_counts ORDER BY workflow, tenant, status")
+    tenants += [tuple(r) for r in c.fetchall()]
     c.execute("SELECT status, hour, created, n FROM run_last_hours ORDER BY status, hour, created")
     return hours, tenants, totals + [tuple(r) for r in c.fetchall()]
 
@@ -497,8 +499,9 @@ class StoreContract:
         # Version 4 had no counts by hour or tenant, and the stuck runs' index narrower;
         # version 5 no counts by status; version 6 none by the hour of the last event;
         # version 7 those not by the hour of creation too, nor a tenant's, nor a workflow's by
-        # hour of creation; version 8 no workflow's by the hour of the last event, and the
-        # index of last events without the workflow: the upgrade counts them from the
+        # hour of creation; version 8 no workflow's by the hour of the last event nor a
+        # tenant's runs of a workflow, and the index of last events without the workflow: the
+        # upgrade counts them from the
         # runs rows (from run_counts) at the next open, where a refold would read the whole
         # log again (the view at position 0 meanwhile).
         ledger.append_input(log, jsonl([triggered(f"r{i}", tenant=f"t{i % 2}", occurred_at=at, trigger={"source": ("api", "rehearsal")[i % 5 == 0]})
@@ -511,6 +514,7 @@ class StoreContract:
             position = b.get_position(c, "runs")
         with b.transaction(write=True) as c:
             c.execute('DROP TABLE "workflow_run_last_hours"')
+            c.execute('DROP TABLE "workflow_tenant_run_counts"')
             c.execute('DROP INDEX "runs_by_status_updated_filtered"')
             if version > 4:
                 c.execute("CREATE INDEX runs_by_status_updated_created ON runs (status, updated_at, seq, created_at, tenant)")
