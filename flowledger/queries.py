@@ -728,15 +728,12 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
     # last events, those were every run heard of in the last hour (33,000 where a day's runs
     # run still), and the quiet ones, where fewer, as many.
     statuses = filters.statuses or STATUSES
-    if filters.tenant is not None and filters.workflow is not None:
-        if not _only_statuses_besides(ahead, "tenant", "workflow"):
-            # (A tenant's runs of a workflow within a range: not counted by hour; read in
-            # the index of either.)
-            return _counts(c, filters)
+    if filters.tenant is not None and filters.workflow is not None and _only_statuses_besides(ahead, "tenant", "workflow"):
         # A tenant's runs of a workflow (the run history's Stuck chip with both filters):
         # counted ahead, less those heard of since, read in the index of last events (every
         # run heard of since, of any tenant or workflow, entry by entry: a live store's
         # last hour's), where the index of either read every run of the other, row by row.
+        # (Within a range they are not counted by hour: _whole_hours refuses both.)
         marks = ",".join("?" * len(statuses))
         c.execute(
             f"SELECT status, COUNT(*) FROM runs WHERE status IN ({marks}) AND updated_at > ? AND tenant = ? AND workflow = ? "
