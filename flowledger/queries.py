@@ -647,10 +647,26 @@ def _from(table: str, where: list[str]) -> str:
     of the table; SQLite's planner, which knows nothing of how few runs have errors, took the
     index of the other filter and read a row a run for its errors (a status's page of runs
     with errors, where none has any: 122-583 ms at a million runs; their counts 565 ms).
-    At most every run with errors is read, entry by entry."""
+    At most every run with errors is read, entry by entry.
+
+    A deliveries listing of a run's or a recipient's messages reads their index: with a
+    channel or a status too, SQLite's planner took that filter's index (the later made,
+    where both narrow by one column) and read a row a message of the channel or status for
+    its run (`deliveries list --run R --status delivered`: 143 ms at 150,000 messages,
+    linear in them)."""
     if table == "runs" and _WITH_ERRORS in where:
         return '"runs" INDEXED BY runs_with_errors_filtered'
+    if table == "deliveries":
+        for start, index in _FEW_MESSAGES:
+            if any(condition.startswith(start) for condition in where):
+                return f'"deliveries" INDEXED BY {index}'
     return f'"{table}"'
+
+
+_FEW_MESSAGES = (("run_id = ?", "deliveries_by_run"), ("recipient ", "deliveries_by_recipient"))
+"""The deliveries listings' filters that pick few messages (a run's, a recipient's: their
+conditions' starts, as :func:`_matching` and :func:`_contact_conditions` write them), each
+with the index its messages are read in, the first named first."""
 
 
 def _where_sql(where: list[str]) -> str:

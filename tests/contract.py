@@ -367,6 +367,52 @@ class StoreContract:
         assert {m["status"] for m in messages} >= {"queued", "sent", "delivered", "bounced"}
         assert {r["status"] for r in every} == {"pending", "running", "completed", "failed"}
 
+    def test_a_run_s_and_a_recipient_s_messages_of_a_channel_and_status_are_the_ones_they_name(self, log):
+        # Messages of a few runs and recipients (one in a collection) on three channels, in
+        # every status: a run's or a recipient's are read in their own index, a channel's of
+        # a status in (channel, status, seq) (queries._from); under every mix of the filters
+        # a page each way is the messages they name, newest first.
+        rng = random.Random(7)
+        events = [triggered(f"r{k}") for k in range(4)]
+        recipients = ["u1", "u2", {"collection": "contacts", "id": "u1"}]
+        facts = ("message.sent", "message.delivered", "message.opened", "message.bounced")
+        for i in range(40):
+            message = f"m{i:02d}"
+            events.append(ev("message.queued", message_id=message, channel=rng.choice(["email", "sms", "whatsapp"]),
+                             recipient=rng.choice(recipients), run_id=f"r{rng.randrange(4)}", step="s"))
+            kept = facts[: rng.randrange(5)]
+            if "message.bounced" in kept:
+                kept = ("message.sent", "message.bounced")
+            events += [ev(fact, message_id=message) for fact in kept]
+        rng.shuffle(events)
+        ledger.append_input(log, jsonl(events))
+        every = ledger.query(log, queries.list_deliveries, queries.DeliveryFilters(), page_size=1000)["entries"]
+        assert {m["status"] for m in every} == {"queued", "sent", "delivered", "opened", "bounced"}
+
+        def recipient_id(m):
+            return m["recipient"]["id"] if isinstance(m["recipient"], dict) else m["recipient"]
+
+        for run in (None, "r1", "r9"):
+            for recipient in (None, "u1", "u2"):
+                for channel in (None, "email", "sms", "push"):
+                    for statuses in ((), ("delivered",), ("sent", "bounced"), ("read",)):
+                        filters = queries.DeliveryFilters(run, channel, statuses, recipient)
+                        picked = [
+                            m for m in every
+                            if run in (None, m["run_id"]) and channel in (None, m["channel"])
+                            and (not statuses or m["status"] in statuses)
+                        ]
+                        # The recipient filter is the id's, in a collection or not.
+                        wanted = [m["message_id"] for m in picked if recipient in (None, recipient_id(m))]
+                        assert walk(log, queries.list_deliveries, filters, key="message_id", page_size=3) == wanted, filters
+                        if recipient == "u1":
+                            # As the pages show it: "u1" is both the plain id's and the collection's.
+                            theirs = dataclasses.replace(filters, recipient=None)
+                            shown = [m["message_id"] for m in picked if m["recipient"] in ("u1", recipients[2])]
+                            assert walk(log, queries.list_deliveries_by_contact, theirs, "u1", key="message_id", page_size=3) == shown
+                            only = [m["message_id"] for m in picked if m["recipient"] == recipients[2]]
+                            assert walk(log, queries.list_deliveries_by_contact, theirs, "contacts/u1", key="message_id", page_size=3) == only
+
     def test_range_and_tenant_counts_are_the_runs_they_name(self, log):
         # Runs created at hours' very first and last microseconds and between, in every
         # status (a failed run retried back to pending too), of two tenants or none; ranges

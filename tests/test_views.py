@@ -181,6 +181,7 @@ LIST_QUERIES = [
     ("deliveries", "WHERE run_id = 'r'"),
     ("deliveries", "WHERE channel = 'email'"),
     ("deliveries", "WHERE status IN ('bounced')"),
+    ("deliveries", "WHERE channel = 'email' AND status IN ('bounced')"),
     ("deliveries", "WHERE recipient = 'u'"),
 ]
 

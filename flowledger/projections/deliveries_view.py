@@ -120,6 +120,13 @@ class DeliveriesView(View):
         "CREATE INDEX IF NOT EXISTS deliveries_by_channel ON deliveries (channel, seq)",
         "CREATE INDEX IF NOT EXISTS deliveries_by_status ON deliveries (status, seq)",
         "CREATE INDEX IF NOT EXISTS deliveries_by_recipient ON deliveries (recipient, seq)",
+        # A channel's messages of a status, newest first (`deliveries list --channel email
+        # --status bounced`, the web's two menus): through the channel's index or the
+        # status's, SQLite read a row a message of one for the other, every one of them where
+        # the channel has none of the status (push and delivered: 103 ms at 150,000 messages,
+        # linear in them). A new index is no new version: a store made without it gets it
+        # the next time the views' tables are checked by a writer.
+        "CREATE INDEX IF NOT EXISTS deliveries_by_channel_status ON deliveries (channel, status, seq)",
         # What a runs page's email engagement reads (queries.ENGAGEMENT_QUERY), kept in
         # the index itself: read from the table, a page's runs' deliveries are rows at
         # places spread over the file, each a read from the disk when the cache is cold.
@@ -136,6 +143,7 @@ class DeliveriesView(View):
             "deliveries_by_channel",
             "deliveries_by_status",
             "deliveries_by_recipient",
+            "deliveries_by_channel_status",
             "deliveries_email_by_run",
         }
     )

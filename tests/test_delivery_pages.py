@@ -1,0 +1,97 @@
+"""A deliveries page under two filters (`deliveries list --run R --status delivered`,
+`--channel email --status bounced`, the web's /deliveries with its menus and boxes) reads
+the index of its narrowest filter: a run's or a recipient's messages in theirs, a channel's
+of a status in (channel, status, seq). SQLite's planner, which has no statistics, took the
+index of the channel or the status and read a row a message of it for the other filter:
+every one where none matched (143 ms at 150,000 messages, linear in them).
+
+The timings are benchmarks' (docs/benchmarks.md); these tests hold SQLite's plans of every
+statement a page runs. The pages' answers under every mix of the filters, both ways, on
+both backends: tests/contract.py.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from flowledger import ledger, queries
+from flowledger.store import open_log
+from tests.conftest import ev, triggered
+from tests.histories import jsonl
+from tests.test_status_pages import _said
+
+
+def _messages(log) -> None:
+    """Thirty messages of three runs on two channels, some delivered, one bounced."""
+    events = [triggered(f"r{k}", recipient=f"u{k}") for k in range(3)]
+    for i in range(30):
+        message = f"m{i:02d}"
+        events.append(ev("message.queued", message_id=message, channel=("email", "sms")[i % 2], recipient=f"u{i % 3}", run_id=f"r{i % 3}", step="s"))
+        events.append(ev("message.sent", message_id=message))
+        if i % 4:
+            events.append(ev("message.delivered", message_id=message))
+    events.append(ev("message.bounced", message_id="m00"))
+    ledger.append_input(log, jsonl(events))
+
+
+CASES = [
+    # (the filters, a contact as the pages show it or None, the index every statement seeks)
+    (queries.DeliveryFilters(run_id="r1", channel="email"), None, "deliveries_by_run"),
+    (queries.DeliveryFilters(run_id="r1", statuses=("delivered",)), None, "deliveries_by_run"),
+    (queries.DeliveryFilters(run_id="r1", channel="sms", statuses=("delivered", "sent")), None, "deliveries_by_run"),
+    (queries.DeliveryFilters(run_id="r1", recipient="u1", statuses=("delivered",)), None, "deliveries_by_run"),
+    (queries.DeliveryFilters(recipient="u1", channel="email"), None, "deliveries_by_recipient"),
+    (queries.DeliveryFilters(recipient="u1", channel="sms", statuses=("delivered",)), None, "deliveries_by_recipient"),
+    (queries.DeliveryFilters(channel="email", statuses=("delivered",)), "contacts/u1", "deliveries_by_recipient"),
+    (queries.DeliveryFilters(statuses=("sent",)), "u2", "deliveries_by_recipient"),
+    (queries.DeliveryFilters(channel="email", statuses=("delivered",)), None, "deliveries_by_channel_status"),
+    (queries.DeliveryFilters(channel="sms", statuses=("bounced", "sent")), None, "deliveries_by_channel_status"),
+    (queries.DeliveryFilters(channel="email", statuses=("read",)), None, "deliveries_by_channel_status"),
+    (queries.DeliveryFilters(channel="email"), None, "deliveries_by_channel"),
+    (queries.DeliveryFilters(statuses=("delivered",)), None, "deliveries_by_status"),
+]
+
+
+@pytest.mark.parametrize("filters, contact, index", CASES)
+def test_a_page_under_two_filters_reads_the_index_of_the_narrowest(log, filters, contact, index):
+    _messages(log)
+    listing, args = (queries.list_deliveries, ()) if contact is None else (queries.list_deliveries_by_contact, (contact,))
+    first, statements, plans = _said(log, listing, filters, *args, page_size=2)
+    pages = [(first, statements, plans)]
+    if first["page_info"]["after"]:
+        # The next page and the one back: the cursors' statements (seq < ?, seq > ?) too.
+        after = _said(log, listing, filters, *args, page_size=2, after=first["page_info"]["after"])
+        pages += [after, _said(log, listing, filters, *args, page_size=2, before=after[0]["page_info"]["before"])]
+    sought = [(sql, plan) for _, statements, plans in pages for (sql, _), plan in zip(statements, plans) if "seq IN (" not in sql]
+    assert sought
+    for sql, plan in sought:
+        assert f"INDEX {index} (" in plan, (sql, plan)
+        assert "SCAN deliveries" not in plan, (sql, plan)
+
+
+def test_a_channel_s_page_of_a_status_it_has_none_of_reads_nothing_past_its_index(log):
+    """The channel of the status's menu and the status of the channel's: none matches, and
+    the page is found empty in the index of both, with no row read."""
+    _messages(log)
+    page, statements, plans = _said(log, queries.list_deliveries, queries.DeliveryFilters(channel="sms", statuses=("opened",)), page_size=2)
+    assert page["entries"] == []
+    assert [plan for plan in plans] == ["SEARCH deliveries USING COVERING INDEX deliveries_by_channel_status (channel=? AND status=?)"]
+
+
+def test_a_store_made_without_the_index_gets_it_and_its_pages_are_the_same(log, store_path):
+    _messages(log)
+    filters = queries.DeliveryFilters(channel="sms", statuses=("delivered",))
+    before = ledger.query(log, queries.list_deliveries, filters, page_size=100)["entries"]
+    assert [m["message_id"] for m in before] == [f"m{i:02d}" for i in range(29, 0, -2) if i % 4]
+    with sqlite3.connect(store_path) as c:
+        c.execute("DROP INDEX deliveries_by_channel_status")  # as a store made by the release before
+    reopened = open_log(store_path)
+    try:
+        assert ledger.query(reopened, queries.list_deliveries, filters, page_size=100)["entries"] == before
+    finally:
+        reopened.close()
+    with sqlite3.connect(store_path) as c:
+        names = {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries'")}
+    assert "deliveries_by_channel_status" in names
