@@ -1,9 +1,11 @@
-"""A deliveries page under two filters (`deliveries list --run R --status delivered`,
-`--channel email --status bounced`, the web's /deliveries with its menus and boxes) reads
-the index of its narrowest filter: a run's or a recipient's messages in theirs, a channel's
-of a status in (channel, status, seq). SQLite's planner, which has no statistics, took the
-index of the channel or the status and read a row a message of it for the other filter:
-every one where none matched (143 ms at 150,000 messages, linear in them).
+"""A page under two filters reads the index of its narrowest: a recipient's runs in theirs
+(`runs list --recipient U --tenant T --status completed`, the web's run history with the
+contact box and a chip), a run's or a recipient's messages in theirs (`deliveries list --run
+R --status delivered`), a channel's messages of a status in (channel, status, seq) (the web's
+/deliveries with both menus). SQLite's planner, which has no statistics, took the index of
+the other filter (the one narrowing by more columns, or made later) and read a row a run or
+message of it for the first: every one where none matched (146 ms at a million runs, 143 ms
+at 150,000 messages, linear in them).
 
 The timings are benchmarks' (docs/benchmarks.md); these tests hold SQLite's plans of every
 statement a page runs. The pages' answers under every mix of the filters, both ways, on
@@ -12,13 +14,14 @@ both backends: tests/contract.py.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 
 import pytest
 
 from flowledger import ledger, queries
 from flowledger.store import open_log
-from tests.conftest import ev, triggered
+from tests.conftest import ev, step, triggered
 from tests.histories import jsonl
 from tests.test_status_pages import _said
 
@@ -95,3 +98,60 @@ def test_a_store_made_without_the_index_gets_it_and_its_pages_are_the_same(log, 
     with sqlite3.connect(store_path) as c:
         names = {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries'")}
     assert "deliveries_by_channel_status" in names
+
+
+def _runs(log) -> None:
+    """Forty runs of two recipients (one in a collection too), tenants and workflows, in four
+    statuses, a quarter with a failed step (errors), created an hour apart."""
+    events = []
+    for i in range(40):
+        run, at = f"r{i:02d}", f"2026-11-01T{i % 24:02d}:00:00Z"
+        recipient = ("u1", "u2", {"collection": "contacts", "id": "u1"})[i % 3]
+        events.append(triggered(run, occurred_at=at, recipient=recipient, tenant=f"t{i % 2}", workflow=f"w{i % 2}"))
+        if i % 4:
+            events.append(ev("run.started", run_id=run, occurred_at=at))
+        if i % 4 == 1:
+            events.append(step("step.started", run, occurred_at=at))
+            events.append(step("step.failed", run, occurred_at=at, error="bounced"))
+        if i % 4 == 2:
+            events.append(ev("run.completed", run_id=run, occurred_at=at))
+        if i % 4 == 3:
+            events.append(ev("run.failed", run_id=run, occurred_at=at, error="gave up"))
+    ledger.append_input(log, jsonl(events))
+
+
+RUN_CASES = [
+    (queries.RunFilters(recipient="u1", tenant="t1", statuses=("failed",)), None),
+    (queries.RunFilters(recipient="u1", workflow="w1", statuses=("failed", "completed")), None),
+    (queries.RunFilters(recipient="u2", has_errors=True, tenant="t1"), None),
+    (queries.RunFilters(recipient="u1", statuses=("running",), starting_at="2026-11-01T02:00:00Z", ending_at="2026-11-01T20:00:00Z"), None),
+    (queries.RunFilters(recipient="u1", statuses=("running", "pending"), updated_before="2026-11-01T12:00:00Z"), None),
+    (queries.RunFilters(tenant="t1", statuses=("running",)), "contacts/u1"),
+    (queries.RunFilters(workflow="w1", statuses=("completed", "running"), has_errors=True), "u1"),
+]
+
+
+@pytest.mark.parametrize("filters, contact", RUN_CASES)
+def test_a_recipient_s_runs_are_read_in_their_index_under_any_other_filter(log, filters, contact):
+    _runs(log)
+    listing, args = (queries.list_runs, ()) if contact is None else (queries.list_runs_by_contact, (contact,))
+    first, statements, plans = _said(log, listing, filters, *args, page_size=1)
+    pages = [(first, statements, plans)]
+    if first["page_info"]["after"]:
+        after = _said(log, listing, filters, *args, page_size=1, after=first["page_info"]["after"])
+        pages += [after, _said(log, listing, filters, *args, page_size=1, before=after[0]["page_info"]["before"])]
+    assert len(pages) == 3  # each case's filters pick two runs or more
+    sought = [(sql, plan) for _, statements, plans in pages for (sql, _), plan in zip(statements, plans)
+              if 'FROM "runs"' in sql and "seq IN (" not in sql]
+    assert sought
+    for sql, plan in sought:
+        assert "INDEX runs_by_recipient (" in plan, (sql, plan)
+
+
+def test_a_recipient_s_runs_are_counted_in_their_index(log):
+    _runs(log)
+    filters = queries.RunFilters(recipient="u1", tenant="t1", statuses=("completed", "failed"), updated_before="2026-11-01T23:00:00Z")
+    counts, statements, plans = _said(log, queries.run_status_counts, filters)
+    theirs = ledger.query(log, queries.list_runs, dataclasses.replace(filters, recipient=None), page_size=100)["entries"]
+    assert counts["total"] == sum(r["recipient"] in ("u1", {"collection": "contacts", "id": "u1"}) for r in theirs) == 7
+    assert plans and all("INDEX runs_by_recipient (" in plan for plan in plans), list(zip(statements, plans))
