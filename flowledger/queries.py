@@ -339,6 +339,12 @@ def _positions_of(c: sqlite3.Cursor, table: str, sought: Sought, order: str, lim
             # and read a row a run: the index of (status, last event) holds the runs sought.
             where.append("seq <= ?")
             params.append(bound)
+        if table == "runs" and sought.dates is not None and sought.updated_before is None:
+            window = _made_within(c, sought.dates)
+            if window is None:
+                return []
+            where += ["seq >= ?", "seq <= ?"]
+            params += window
     c.execute(f"SELECT seq FROM {_from(table, where)}{_where_sql(where)} ORDER BY seq {order} LIMIT ?", [*params, limit])
     return [r[0] for r in c.fetchall()]
 
@@ -393,6 +399,18 @@ def _positions_by_hour(c: sqlite3.Cursor, table: str, sought: Sought, order: str
     if above is not None:
         near.append("last_seq > ?")
         near_marks.append(above)
+    tenant = next((v for w, v in bounds if w == "tenant = ?"), None)
+    if sought.statuses or tenant is not None:
+        # Only the hours holding a run of the statuses (of the tenant): a range none of whose
+        # hours holds one read each hour's runs for none (*Last 24 hours* of a live store, its
+        # last day's runs all running, for the completed and the failed: 16 ms), and then
+        # every run of the statuses (see :func:`_made_within`).
+        held, held_marks = _matching({}, sought.statuses)
+        counter = "run_hours" if tenant is None else "tenant_run_hours"
+        if tenant is not None:
+            held, held_marks = ["tenant = ?", *held], [tenant, *held_marks]
+        near.append(f"hour IN (SELECT hour FROM {counter}{_where_sql(['hour >= ?', 'hour <= ?', *held])})")
+        near_marks += [hour_of(earliest), hour_of(latest), *held_marks]
     c.execute(
         f"SELECT hour, first_seq, last_seq FROM run_hour_seqs{_where_sql(near)} "
         f"ORDER BY {'last_seq DESC' if desc else 'first_seq ASC'} LIMIT ?",
@@ -614,6 +632,22 @@ def _positions_by_creation(c: sqlite3.Cursor, table: str, sought: Sought, order:
             return found
         read *= 4
     return None
+
+
+def _made_within(c: sqlite3.Cursor, dates: tuple[str, str]) -> tuple[int, int] | None:
+    """The first and the last position (seq) of a run created in the hours of ``dates``
+    (``run_hour_seqs``), or None where none was: no run created within them lies outside.
+
+    A range's page past the hours it reads one by one (see :func:`_positions_by_hour`)
+    reads its runs in the index of a status or another filter, in seq order, each row read
+    for its creation time: from the newest run of the status on, every one newer than the
+    range, and every one where the range holds none of the status (`runs list --status
+    completed --status failed` within *Last 24 hours* of a live store, whose last day's runs
+    are all running: 340 ms at a million runs). Bounded by these positions, it reads those
+    of the range's positions alone."""
+    c.execute("SELECT MIN(first_seq), MAX(last_seq) FROM run_hour_seqs WHERE hour >= ? AND hour <= ?", [hour_of(dates[0]), hour_of(dates[1])])
+    first, last = c.fetchone()
+    return None if first is None else (first, last)
 
 
 def _cursor_above(sought: Sought) -> int | None:
