@@ -277,17 +277,29 @@ def _positions(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit:
     (`runs list --status completed --status failed --starting-at T`: 485 ms at a million
     runs, 1.1 ms so).
     """
+    if table == "runs" and not sought.statuses and sought.updated_before is not None and (
+        set(sought.where) <= _BY_LAST_EVENT or set(sought.where) <= _BY_CREATION
+    ):
+        # Runs of any status quiet since a time: each status's apart too, in the index of
+        # last events (a workflow's, of creation times), where they were read in seq order,
+        # a row each, past every newer run still heard of (`runs list --updated-before T`
+        # in a live store: 25 ms at a million runs, a day's 33,000 running).
+        sought = replace(sought, statuses=STATUSES)
     if len(sought.statuses) < 2:
         return _positions_of(c, table, sought, order, limit)
     found: list[int] = []
+    bounds: dict[str, int | None] = {}
     for status in sought.statuses:
-        found += _positions_of(c, table, replace(sought, statuses=(status,)), order, limit)
+        found += _positions_of(c, table, replace(sought, statuses=(status,)), order, limit, bounds)
     found.sort(reverse=order == "DESC")
     return found[:limit]
 
 
-def _positions_of(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int) -> list[int]:
-    """:func:`_positions` of rows of one status (or of any).
+def _positions_of(
+    c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int, bounds: dict[str, int | None] | None = None
+) -> list[int]:
+    """:func:`_positions` of rows of one status (or of any); ``bounds`` keeps the statuses'
+    :func:`_created_by`, which is the same for each (a statement, sought once).
 
     Where the rows' times are checked (a range of creation times, a last event at or
     before a time), a page has two ways to its rows, and which is quick depends on where
@@ -312,7 +324,10 @@ def _positions_of(c: sqlite3.Cursor, table: str, sought: Sought, order: str, lim
         if len(found) >= limit or len(rows) < PROBE_ROWS:
             return found[:limit]
         if table == "runs":
-            bound = _created_by(c, sought)
+            bounds = {} if bounds is None else bounds
+            if "created by" not in bounds:
+                bounds["created by"] = _created_by(c, sought)
+            bound = bounds["created by"]
             if bound is not None and order == "ASC" and bound <= rows[-1][0]:
                 # A page back: every row from its cursor to the bound was read, and none
                 # past it can pass the checks (where the runs past the page were sought in
@@ -339,7 +354,7 @@ def _positions_of(c: sqlite3.Cursor, table: str, sought: Sought, order: str, lim
             # and read a row a run: the index of (status, last event) holds the runs sought.
             where.append("seq <= ?")
             params.append(bound)
-        if table == "runs" and sought.dates is not None and sought.updated_before is None:
+        if table == "runs" and sought.dates is not None:
             window = _made_within(c, sought.dates)
             if window is None:
                 return []
@@ -532,8 +547,12 @@ def _positions_by_last_event(c: sqlite3.Cursor, table: str, sought: Sought, orde
         return None
     where, params = ["status = ?", *sought.where], [sought.statuses[0], *sought.params]
     if sought.dates is not None:
-        where += ["created_at >= ?", "created_at <= ?"]
-        params += sought.dates
+        # Runs created since the range's start were last heard of since then too (a run's
+        # last event is never before its trigger): the index is read from the time back to
+        # that start, not on to its first entry (every completed run up to the time, where
+        # none of the last 24 hours' had completed: 68 ms at a million runs).
+        where += ["created_at >= ?", "created_at <= ?", "updated_at >= ?"]
+        params += [*sought.dates, sought.dates[0]]
     desc = order == "DESC"
     if not desc:
         # A page back: its runs lie past its cursor, so were created no earlier than the
