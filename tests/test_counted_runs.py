@@ -149,7 +149,7 @@ def test_a_ranges_counts_read_its_whole_hours_counted_and_the_runs_of_its_part_h
                 # Its runs of each status alone, sought in its index.
                 c.execute("EXPLAIN QUERY PLAN " + sql, params)
                 plan = " | ".join(row[3] for row in c.fetchall())
-                assert ("COVERING INDEX runs_by_workflow_status_created_updated_seq "
+                assert ("COVERING INDEX runs_by_workflow_status_created_updated_seq_tenant "
                         "(workflow=? AND status=? AND created_at>? AND created_at<?)") in plan, plan
         # Read from the index of creation times alone: the tenant is in its entries.
         with log.backend.transaction(write=False) as c:
@@ -299,7 +299,7 @@ def test_the_stuck_count_under_a_range_a_tenant_or_a_workflow_reads_no_row_of_th
                 c.execute(f"EXPLAIN QUERY PLAN SELECT status, COUNT(*) FROM runs WHERE {' AND '.join(where)} GROUP BY status", params)
                 plan = " | ".join(row[3] for row in c.fetchall())
                 # A workflow's are in its index with their last event (fewer than all stuck).
-                index = "runs_by_workflow_status_created_updated_seq" if others.workflow else "runs_by_status_updated_filtered"
+                index = "runs_by_workflow_status_created_updated_seq_tenant" if others.workflow else "runs_by_status_updated_filtered"
                 assert f"COVERING INDEX {index}" in plan, (others, plan)
             assert ledger.query(log, queries.run_status_counts, stuck)["total"] == (13 if others.workflow else 50)
     finally:

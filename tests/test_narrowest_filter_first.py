@@ -155,3 +155,68 @@ def test_a_recipient_s_runs_are_counted_in_their_index(log):
     theirs = ledger.query(log, queries.list_runs, dataclasses.replace(filters, recipient=None), page_size=100)["entries"]
     assert counts["total"] == sum(r["recipient"] in ("u1", {"collection": "contacts", "id": "u1"}) for r in theirs) == 7
     assert plans and all("INDEX runs_by_recipient (" in plan for plan in plans), list(zip(statements, plans))
+
+
+def _pairs(log, *, workflows: int) -> None:
+    """Sixty runs created ten minutes apart, of ``workflows`` workflows and two tenants, in
+    three statuses; some heard of an hour after their trigger."""
+    events = []
+    for i in range(60):
+        run, at = f"p{i:02d}", f"2026-11-01T{i // 6:02d}:{i % 6 * 10:02d}:00Z"
+        events.append(triggered(run, occurred_at=at, tenant=f"t{i % 2}", workflow=f"w{i % workflows}"))
+        if i % 3:
+            events.append(ev("run.started", run_id=run, occurred_at=f"2026-11-01T{i // 6 + 1:02d}:00:00Z"))
+        if i % 3 == 2:
+            events.append(ev("run.completed", run_id=run, occurred_at=f"2026-11-01T{i // 6 + 1:02d}:00:00Z"))
+    ledger.append_input(log, jsonl(events))
+
+
+PAIR_PAGES = [
+    queries.RunFilters(workflow="w1", tenant="t1"),
+    queries.RunFilters(workflow="w1", tenant="t1", starting_at="2026-11-01T02:00:00Z", ending_at="2026-11-01T07:00:00Z"),
+    queries.RunFilters(workflow="w1", tenant="t1", updated_before="2026-11-01T06:00:00Z"),
+]
+
+
+@pytest.mark.parametrize("filters", PAIR_PAGES)
+def test_a_tenant_s_runs_of_a_workflow_of_any_status_are_read_in_the_workflow_s_index(log, filters):
+    # Its entries hold the tenant: no row read for each of the tenant's runs (its index's)
+    # to find the workflow's, nor for each of the workflow's to find the tenant's.
+    _pairs(log, workflows=3)
+    first, statements, plans = _said(log, queries.list_runs, filters, page_size=1)
+    after = _said(log, queries.list_runs, filters, page_size=1, after=first["page_info"]["after"])
+    back = _said(log, queries.list_runs, filters, page_size=1, before=after[0]["page_info"]["before"])
+    sought = [(sql, plan) for _, statements, plans in (
+        (first, statements, plans), after, back) for (sql, _), plan in zip(statements, plans) if 'FROM "runs"' in sql and "seq IN (" not in sql]
+    assert sought
+    for sql, plan in sought:
+        assert "INDEX runs_by_workflow_seq_created_tenant (workflow=?" in plan, (sql, plan)
+
+
+def test_a_tenant_s_runs_of_a_workflow_of_a_status_are_read_in_the_tenant_s_index(log):
+    # (tenant, status, seq, created_at, workflow): the workflow in each entry.
+    _pairs(log, workflows=3)
+    _, statements, plans = _said(log, queries.list_runs, queries.RunFilters(workflow="w1", tenant="t1", statuses=("running", "completed")), page_size=2)
+    read = [plan for (sql, _), plan in zip(statements, plans) if 'FROM "runs"' in sql and "seq IN (" not in sql]
+    assert len(read) == 2 and all("INDEX runs_by_tenant_status_seq_workflow (tenant=? AND status=?)" in plan for plan in read), read
+
+
+@pytest.mark.parametrize("workflows, narrower", [(3, "workflow"), (1, "tenant")])
+def test_a_tenant_s_runs_of_a_workflow_are_counted_within_a_range_in_the_narrower_s_index(log, workflows, narrower):
+    # Of three workflows, w0's runs in the range's hours are fewer than t0's (counted ahead by
+    # hour): its index is read, a status at a time; of one, the tenant's are the fewer, and
+    # the planner's way stands (its index).
+    _pairs(log, workflows=workflows)
+    filters = queries.RunFilters(workflow="w0", tenant="t0", starting_at="2026-11-01T02:00:00.000000Z", ending_at="2026-11-01T06:59:59.999999Z")
+    every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
+    theirs = [r for r in every if r["workflow"] == "w0" and r["tenant"] == "t0" and filters.starting_at <= r["created_at"] <= filters.ending_at]
+    counts, statements, plans = _said(log, queries.run_status_counts, filters)
+    assert counts["total"] == len(theirs) > 3
+    assert {s: counts[s] for s in ("pending", "running", "completed")} == {
+        s: sum(r["status"] == s for r in theirs) for s in ("pending", "running", "completed")
+    }
+    (plan,) = [plan for (sql, _), plan in zip(statements, plans) if "COUNT(*)" in sql]
+    if narrower == "workflow":
+        assert "COVERING INDEX runs_by_workflow_status_created_updated_seq_tenant (workflow=? AND status=? AND created_at>? AND created_at<?)" in plan, plan
+    else:
+        assert "runs_by_workflow_status_created_updated_seq_tenant" not in plan, plan

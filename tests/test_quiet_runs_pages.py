@@ -304,7 +304,7 @@ def test_a_workflows_stuck_runs_behind_runs_still_heard_of_are_read_last_created
     with log.backend.transaction(write=False) as c:
         c.execute("EXPLAIN QUERY PLAN " + read[0], read[1])
         plan = " | ".join(row[3] for row in c.fetchall())
-    assert "COVERING INDEX runs_by_workflow_status_created_updated_seq (workflow=? AND status=? AND created_at<?)" in plan, plan
+    assert "COVERING INDEX runs_by_workflow_status_created_updated_seq_tenant (workflow=? AND status=? AND created_at<?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
     # A page back from the second: read first created first, from the cursor's hour.
     page, statements = _said(log, WORKFLOW_QUIET, page_size=3, **_back_to_the_first(log, WORKFLOW_QUIET, 3))

@@ -172,7 +172,7 @@ def test_a_workflows_page_within_a_range_checks_its_newer_runs_in_the_index_alon
     assert [r["id"] for r in page["entries"]] == ["r06-11", "r06-10", "r06-09"]
     (plan,) = [p for (sql, _), p in zip(statements, plans) if "created_at >= ?" in sql]
     # Between the first and the last position of a run created in the range's hours.
-    assert "COVERING INDEX runs_by_workflow_seq_created (workflow=? AND seq>? AND seq<?)" in plan and "TEMP B-TREE" not in plan, plan
+    assert "COVERING INDEX runs_by_workflow_seq_created_tenant (workflow=? AND seq>? AND seq<?)" in plan and "TEMP B-TREE" not in plan, plan
 
 
 def test_a_store_with_the_older_workflow_index_gets_the_new_one(store_path):
@@ -184,8 +184,10 @@ def test_a_store_with_the_older_workflow_index_gets_the_new_one(store_path):
         log.close()
     with sqlite3.connect(store_path) as db:
         # As a store made by the release before looks: (workflow, seq).
-        db.execute("DROP INDEX runs_by_workflow_seq_created")
+        db.execute("DROP INDEX runs_by_workflow_seq_created_tenant")
         db.execute("CREATE INDEX runs_by_workflow ON runs (workflow, seq)")
+        # Or as one made by the releases since: (workflow, seq, created_at).
+        db.execute("CREATE INDEX runs_by_workflow_seq_created ON runs (workflow, seq, created_at)")
     db.close()
     reopened = open_log(store_path)
     try:
@@ -196,7 +198,8 @@ def test_a_store_with_the_older_workflow_index_gets_the_new_one(store_path):
     with sqlite3.connect(store_path) as db:
         names = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs'")}
     db.close()
-    assert "runs_by_workflow_seq_created" in names and "runs_by_workflow" not in names
+    assert "runs_by_workflow_seq_created_tenant" in names and "runs_by_workflow" not in names
+    assert "runs_by_workflow_seq_created" not in names
 
 
 def _failed_in_hours(*failing: int) -> list[dict[str, Any]]:

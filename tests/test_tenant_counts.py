@@ -19,7 +19,7 @@ from flowledger.store import open_log
 from tests.conftest import ev, triggered
 from tests.histories import jsonl
 
-COVERING = "COVERING INDEX runs_by_tenant_status_seq"
+COVERING = "COVERING INDEX runs_by_tenant_status_seq_workflow"
 TENANT = queries.RunFilters(tenant="t1")
 TENANT_IN_RANGE = queries.RunFilters(tenant="t1", starting_at="2026-11-03T00:00:00.000000Z", ending_at="2026-11-06T00:00:00.000000Z")
 
@@ -86,7 +86,9 @@ def test_a_store_made_without_the_index_gets_it(log, store_path):
     ledger.append_input(log, jsonl(_runs()))
     Projector(log.backend).catch_up()
     with sqlite3.connect(store_path) as c:
-        c.execute("DROP INDEX runs_by_tenant_status_seq")  # as a store made by the release before
+        # As a store made by the release before: (tenant, status, seq, created_at).
+        c.execute("DROP INDEX runs_by_tenant_status_seq_workflow")
+        c.execute("CREATE INDEX runs_by_tenant_status_seq ON runs (tenant, status, seq, created_at)")
     reopened = open_log(store_path)
     try:
         assert ledger.query(reopened, queries.run_status_counts, TENANT)["total"] == 30
@@ -94,4 +96,4 @@ def test_a_store_made_without_the_index_gets_it(log, store_path):
         reopened.close()
     with sqlite3.connect(store_path) as c:
         names = {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs'")}
-    assert "runs_by_tenant_status_seq" in names
+    assert "runs_by_tenant_status_seq_workflow" in names and "runs_by_tenant_status_seq" not in names
