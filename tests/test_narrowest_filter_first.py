@@ -174,8 +174,8 @@ def _pairs(log, *, workflows: int) -> None:
 PAIR_PAGES = [
     queries.RunFilters(workflow="w1", tenant="t1"),
     queries.RunFilters(workflow="w1", tenant="t1", starting_at="2026-11-01T02:00:00Z", ending_at="2026-11-01T07:00:00Z"),
-    queries.RunFilters(workflow="w1", tenant="t1", updated_before="2026-11-01T06:00:00Z"),
 ]
+"""(Quiet since a time, they are sought a status at a time: tests/test_quiet_runs_pages.py.)"""
 
 
 @pytest.mark.parametrize("filters", PAIR_PAGES)

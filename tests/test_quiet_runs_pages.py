@@ -114,11 +114,10 @@ def test_past_the_runs_read_in_seq_order_runs_of_any_status_are_sought_a_status_
         assert {status for _, params in searched for status in params if status in queries.STATUSES} == {"running", "completed"}
 
 
-@pytest.mark.parametrize("narrow", [{"workflow": "w1", "tenant": "t1"}, {"has_errors": True}, {"recipient": "u1"}])
+@pytest.mark.parametrize("narrow", [{"has_errors": True}, {"recipient": "u1"}, {"has_errors": True, "workflow": "w1"}])
 def test_runs_of_any_status_under_filters_no_index_of_last_events_answers_are_sought_at_once(log, monkeypatch, narrow):
-    # A workflow and a tenant both, runs with errors, a recipient: read in their own index
-    # (or the workflow's or the tenant's), all statuses at once, as before; a status at a
-    # time would read it once for each.
+    # Runs with errors, a recipient: read in their own index, all statuses at once, as
+    # before; a status at a time would read it once for each.
     monkeypatch.setattr(queries, "PROBE_ROWS", 1)
     ledger.append_input(log, jsonl(_month()))
     page, statements = _said(log, queries.RunFilters(updated_before=MIDDLE, **narrow), page_size=3)
@@ -316,6 +315,34 @@ def test_a_workflows_stuck_runs_behind_runs_still_heard_of_are_read_last_created
     assert walk(log, queries.list_runs, WORKFLOW_QUIET, key="id", page_size=3) == [f"r{i:03d}" for i in reversed(range(40))]
 
 
+def test_a_tenants_stuck_runs_of_a_workflow_are_read_in_the_workflows_index_too(log, monkeypatch):
+    # Its entries hold the runs' tenant: where neither index was read for them, the page
+    # was the status's every entry up to the time in the index of last events, sorted (23
+    # ms for a tenant's running runs of a workflow of a million).
+    monkeypatch.setattr(queries, "PROBE_ROWS", 4)
+    events = _live()
+    for event in events:
+        if event["type"] == "run.triggered":
+            event["tenant"] = ("t2", "t1")[int(event["run_id"][1:]) % 2]
+    ledger.append_input(log, jsonl(events))
+    filters = dataclasses.replace(WORKFLOW_QUIET, tenant="t1")
+    page, statements = _said(log, filters, page_size=3)
+    assert [r["id"] for r in page["entries"]] == ["r039", "r037", "r035"]
+    read = [(sql, params) for sql, params in statements if "ORDER BY created_at DESC" in sql]
+    assert read and all("tenant = ?" in sql and "t1" in params for sql, params in read), statements
+    assert not any("updated_at <= ?" in sql and "ORDER BY created_at" not in sql for sql, _ in statements), statements
+    with log.backend.transaction(write=False) as c:
+        c.execute("EXPLAIN QUERY PLAN " + read[0][0], read[0][1])
+        plan = " | ".join(row[3] for row in c.fetchall())
+    assert "COVERING INDEX runs_by_workflow_status_created_updated_seq_tenant (workflow=? AND status=? AND created_at<?)" in plan, plan
+    assert walk(log, queries.list_runs, filters, key="id", page_size=3) == [f"r{i:03d}" for i in reversed(range(1, 40, 2))]
+    # Of any status: a status at a time, the same way.
+    anyhow = dataclasses.replace(filters, statuses=())
+    page, statements = _said(log, anyhow, page_size=3)
+    assert [r["id"] for r in page["entries"]] == ["r039", "r037", "r035"]
+    assert not any("updated_at <= ?" in sql and "ORDER BY created_at" not in sql for sql, _ in statements), statements
+
+
 @pytest.mark.parametrize("order", ["DESC", "ASC"])
 def test_a_workflows_runs_are_read_on_until_no_run_unread_can_be_better(log, order):
     # Six runs created in one hour in the reverse of their seq order: the four read first
@@ -335,8 +362,9 @@ def test_a_workflows_runs_are_read_on_until_no_run_unread_can_be_better(log, ord
     with log.backend.transaction(write=False) as c:
         unnamed = queries.Sought([], [], statuses=("pending",), updated_before="2026-11-01T02:00:00.000000Z")
         assert queries._positions_by_creation(c, "runs", unnamed, order, 1) is None  # noqa: SLF001
-        # Nor with a tenant too: the index holds none (its runs' rows would be read for it).
-        assert queries._positions_by_creation(c, "runs", sought.narrowed("tenant = ?", "t1"), order, 1) is None  # noqa: SLF001
+        # Nor with a recipient too: the index holds none (its runs' rows would be read for
+        # it). It holds their tenant (see the test before).
+        assert queries._positions_by_creation(c, "runs", sought.narrowed("recipient = ?", "u1"), order, 1) is None  # noqa: SLF001
 
 
 @pytest.mark.parametrize("order", ["DESC", "ASC"])
