@@ -113,13 +113,16 @@ def translate_ddl(statement: str) -> str:
 class PgCursor:
     """A psycopg cursor that takes the SQL the views and queries write."""
 
-    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+    def __init__(self, cursor: psycopg.Cursor[Any], *, prepare: bool | None = None) -> None:
         self.raw = cursor
         """The psycopg cursor."""
+        self.prepare = prepare
+        """Whether its statements are prepared: None, the driver's way (a statement run five
+        times on a connection is); False, never."""
 
     def execute(self, statement: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
         """Run one statement."""
-        self.raw.execute(translate_sql(statement), params or None)
+        self.raw.execute(translate_sql(statement), params or None, prepare=self.prepare)
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement for each row."""
@@ -321,16 +324,9 @@ class PostgresBackend(SQLBackend):
         )
         try:
             self.datastore.pool.kwargs.update(settings["params"])
-            # flowledger's own tables and the views are named without a schema. Statements are
-            # planned for their values each time: the driver prepares a statement run five
-            # times on a connection, and the server, five plans later, may keep one plan for
-            # any values, the same for a status whose runs are all old as for one whose newest
-            # are, for a range of last week as for the last hour (a page of a status's runs
-            # quiet since a time within a week: 10 ms, then 41-45 from the eleventh time on a
-            # long-lived connection, `serve`'s, at 300,000 runs).
+            # flowledger's own tables and the views are named without a schema.
             self.datastore.pool.kwargs["options"] = (
-                f"-c search_path={self.schema} -c lock_timeout={int(self.lock_timeout * 1000)} "
-                "-c plan_cache_mode=force_custom_plan"
+                f"-c search_path={self.schema} -c lock_timeout={int(self.lock_timeout * 1000)}"
             )
             # Which store a server's connections serve, as pg_stat_activity shows them.
             self.datastore.pool.kwargs["application_name"] = f"flowledger/{self.schema}"[:63]
@@ -521,7 +517,16 @@ class PostgresBackend(SQLBackend):
                                     cursor.execute(f"SET LOCAL lock_timeout = {int(lock_timeout * 1000)}")
                                 if append:
                                     cursor.execute("LOCK TABLE stored_events IN EXCLUSIVE MODE")
-                                yield PgCursor(cursor)
+                                # A read is planned for its values each time, never prepared:
+                                # the server, after five plans of a prepared statement, may keep
+                                # one for any values, the same for a status whose runs are all
+                                # old as for one whose newest are, for a range of last week as
+                                # for the last hour (a page of a status's runs quiet since a
+                                # time within a week: 10 ms, then 41-45 from its eleventh run on
+                                # a long-lived connection, `serve`'s, at 300,000 runs). Writes
+                                # keep the driver's way: planning each of their inserts anew
+                                # cost a quarter of the append's and the webhooks' speed.
+                                yield PgCursor(cursor, prepare=None if write else False)
                         finally:
                             _reset_isolation_level(conn)
                     return
