@@ -26,6 +26,20 @@ from tests.histories import jsonl
 from tests.test_status_pages import _said
 
 
+def _plans_of_pages(log, listing, *args, page_size: int, table: str) -> tuple[int, list[tuple[str, str]]]:
+    """How many pages were read (a first page, and where it has more, the next and the page
+    back from it: the cursors' statements too) and each statement's SQL and SQLite plan that
+    sought the listing's rows in ``table`` (not their fetch by position)."""
+    first = _said(log, listing, *args, page_size=page_size)
+    pages = [first]
+    if first[0]["page_info"]["after"]:
+        after = _said(log, listing, *args, page_size=page_size, after=first[0]["page_info"]["after"])
+        pages += [after, _said(log, listing, *args, page_size=page_size, before=after[0]["page_info"]["before"])]
+    sought = [(sql, plan) for _, statements, plans in pages for (sql, _), plan in zip(statements, plans)
+              if f'FROM "{table}"' in sql and "seq IN (" not in sql]
+    return len(pages), sought
+
+
 def _messages(log) -> None:
     """Thirty messages of three runs on two channels, some delivered, one bounced."""
     events = [triggered(f"r{k}", recipient=f"u{k}") for k in range(3)]
@@ -61,13 +75,7 @@ CASES = [
 def test_a_page_under_two_filters_reads_the_index_of_the_narrowest(log, filters, contact, index):
     _messages(log)
     listing, args = (queries.list_deliveries, ()) if contact is None else (queries.list_deliveries_by_contact, (contact,))
-    first, statements, plans = _said(log, listing, filters, *args, page_size=2)
-    pages = [(first, statements, plans)]
-    if first["page_info"]["after"]:
-        # The next page and the one back: the cursors' statements (seq < ?, seq > ?) too.
-        after = _said(log, listing, filters, *args, page_size=2, after=first["page_info"]["after"])
-        pages += [after, _said(log, listing, filters, *args, page_size=2, before=after[0]["page_info"]["before"])]
-    sought = [(sql, plan) for _, statements, plans in pages for (sql, _), plan in zip(statements, plans) if "seq IN (" not in sql]
+    _, sought = _plans_of_pages(log, listing, filters, *args, page_size=2, table="deliveries")
     assert sought
     for sql, plan in sought:
         assert f"INDEX {index} (" in plan, (sql, plan)
@@ -135,14 +143,8 @@ RUN_CASES = [
 def test_a_recipient_s_runs_are_read_in_their_index_under_any_other_filter(log, filters, contact):
     _runs(log)
     listing, args = (queries.list_runs, ()) if contact is None else (queries.list_runs_by_contact, (contact,))
-    first, statements, plans = _said(log, listing, filters, *args, page_size=1)
-    pages = [(first, statements, plans)]
-    if first["page_info"]["after"]:
-        after = _said(log, listing, filters, *args, page_size=1, after=first["page_info"]["after"])
-        pages += [after, _said(log, listing, filters, *args, page_size=1, before=after[0]["page_info"]["before"])]
-    assert len(pages) == 3  # each case's filters pick two runs or more
-    sought = [(sql, plan) for _, statements, plans in pages for (sql, _), plan in zip(statements, plans)
-              if 'FROM "runs"' in sql and "seq IN (" not in sql]
+    pages, sought = _plans_of_pages(log, listing, filters, *args, page_size=1, table="runs")
+    assert pages == 3  # each case's filters pick two runs or more
     assert sought
     for sql, plan in sought:
         assert "INDEX runs_by_recipient (" in plan, (sql, plan)
@@ -183,12 +185,8 @@ def test_a_tenant_s_runs_of_a_workflow_of_any_status_are_read_in_the_workflow_s_
     # Its entries hold the tenant: no row read for each of the tenant's runs (its index's)
     # to find the workflow's, nor for each of the workflow's to find the tenant's.
     _pairs(log, workflows=3)
-    first, statements, plans = _said(log, queries.list_runs, filters, page_size=1)
-    after = _said(log, queries.list_runs, filters, page_size=1, after=first["page_info"]["after"])
-    back = _said(log, queries.list_runs, filters, page_size=1, before=after[0]["page_info"]["before"])
-    sought = [(sql, plan) for _, statements, plans in (
-        (first, statements, plans), after, back) for (sql, _), plan in zip(statements, plans) if 'FROM "runs"' in sql and "seq IN (" not in sql]
-    assert sought
+    pages, sought = _plans_of_pages(log, queries.list_runs, filters, page_size=1, table="runs")
+    assert pages == 3 and sought
     for sql, plan in sought:
         assert "INDEX runs_by_workflow_seq_created_tenant (workflow=?" in plan, (sql, plan)
 
