@@ -20,6 +20,7 @@ import sqlite3
 import pytest
 
 from flowledger import ledger, queries
+from flowledger.projections.projector import all_views
 from flowledger.store import open_log
 from tests.conftest import ev, step, triggered
 from tests.histories import jsonl
@@ -218,3 +219,31 @@ def test_a_tenant_s_runs_of_a_workflow_are_counted_within_a_range_in_the_narrowe
         assert "COVERING INDEX runs_by_workflow_status_created_updated_seq_tenant (workflow=? AND status=? AND created_at>? AND created_at<?)" in plan, plan
     else:
         assert "runs_by_workflow_status_created_updated_seq_tenant" not in plan, plan
+
+
+def test_indexes_an_older_release_made_again_are_dropped_at_the_next_open(log, store_path):
+    # No view version changed, so an older release may open the store after this one and
+    # make its indexes again beside the ones that replaced them: this one drops them at its
+    # next open by a writer, where it saw its own indexes there and did nothing.
+    _pairs(log, workflows=3)
+    ledger.query(log, queries.counts)
+    with sqlite3.connect(store_path) as c:
+        c.execute("CREATE INDEX runs_by_tenant_status_seq ON runs (tenant, status, seq, created_at)")
+        c.execute("CREATE INDEX runs_by_workflow_seq_created ON runs (workflow, seq, created_at)")
+    reopened = open_log(store_path)
+    try:
+        assert ledger.query(reopened, queries.run_status_counts, queries.RunFilters(tenant="t1"))["total"] == 30
+    finally:
+        reopened.close()
+    with sqlite3.connect(store_path) as c:
+        names = {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert not names & {"runs_by_tenant_status_seq", "runs_by_workflow_seq_created"}, names
+    assert {"runs_by_tenant_status_seq_workflow", "runs_by_workflow_seq_created_tenant"} <= names
+
+
+def test_no_view_drops_an_index_it_makes():
+    # Else each open by a writer would find a retired index there, and drop what it made.
+    views = {view.name: view for view in all_views()}
+    assert "runs_by_tenant_status_seq" in views["runs"].retired_index_names()
+    for view in views.values():
+        assert not view.retired_index_names() & view.index_names(), view.name

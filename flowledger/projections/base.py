@@ -98,6 +98,10 @@ class View:
         """The names of all its indexes."""
         return {name for name in map(_index_name, self.ddl) if name is not None}
 
+    def retired_index_names(self) -> set[str]:
+        """The names of the indexes an earlier version of it had, which its DDL drops."""
+        return {m.group(1) for m in map(_DROPPED_INDEX.match, self.ddl) if m}
+
     def fold(self, c: sqlite3.Cursor, events: Sequence[Event], memory: Memory, log: LogReader) -> Writes:
         """Fold a page of events (in log order, only of :attr:`topics`): what to write.
 
@@ -206,6 +210,7 @@ def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
 
 
 _INDEX_NAME = re.compile(r"CREATE (?:UNIQUE )?INDEX IF NOT EXISTS (\w+)")
+_DROPPED_INDEX = re.compile(r"DROP INDEX IF EXISTS (\w+)")
 
 
 def _index_name(statement: str) -> str | None:

@@ -138,9 +138,14 @@ class Projector:
             existing = b.table_names(c)
             stored = self.stored_versions(c)
         wanted = {b.tracking_table} | {t for v in self.views for t in v.tables}
+        retired: set[str] = set()
         if not self.rebuilding:
             wanted |= {i for v in self.views for i in v.index_names()}
-        if not wanted <= existing or any(stored.get(v.name) != str(v.version) for v in self.views):
+            # An index this version replaced, made again by an older release that opened the
+            # store since (no view version changed, so it may): written by every fold, read
+            # by no query.
+            retired = {i for v in self.views for i in v.retired_index_names()} & existing
+        if not wanted <= existing or retired or any(stored.get(v.name) != str(v.version) for v in self.views):
             self.refuse_an_older_copy(stored)
             self._refuse_newer_views(stored, remake)
             with b.transaction(write=True) as c:
@@ -157,8 +162,9 @@ class Projector:
                 b.create_tracking_table(c)
                 for v in self.views:
                     if _standing(v, existing, stored):
-                        if not self.rebuilding and not v.index_names() <= existing:
-                            # Every index is wanted here: make any that is missing.
+                        if not self.rebuilding and (not v.index_names() <= existing or v.retired_index_names() & existing):
+                            # Every index is wanted here: make any that is missing (and drop
+                            # any this version replaced).
                             for statement in v.ddl:
                                 c.execute(b.ddl(statement))
                         continue
