@@ -115,7 +115,8 @@ def main() -> None:
     for p50, p99, name in timed[: args.show]:
         print(f"{p50:8.2f} {p99:8.2f}  {name}")
     over = [t for t in timed if t[0] > 10 or t[1] > 10]
-    print(f"over 10 ms (p50 or p99): {len(over)} of {len(timed)}")
+    # A p99 of a few repeats is their slowest: one read from a cold cache shows there alone.
+    print(f"over 10 ms (p50 or p99): {len(over)} of {len(timed)}; at p50: {sum(t[0] > 10 for t in timed)}")
     for kind in ("runs page", "runs counts", "deliveries page"):
         worst = max((t for t in timed if t[2].startswith(kind)), default=None)
         if worst is not None:
