@@ -1,8 +1,9 @@
-"""PostgreSQL plans each read for its values, every time: the driver prepares a statement run
-five times on a connection, and the server, after five plans of a prepared statement, may
-keep one generic plan for any values from then on (a page of a status's runs quiet since
-a time within a week: 10 ms, then 41-45 ms from the eleventh time on `serve`'s long-lived
-connections, at 300,000 runs). Skipped, saying why, where no server is reachable.
+"""PostgreSQL's plans of the listings. Each read is planned for its values, every time: the
+driver prepares a statement run five times on a connection, and the server, after five plans
+of a prepared statement, may keep one generic plan for any values from then on (a page of a
+status's runs quiet since a time within a week: 10 ms, then 41-45 ms from the eleventh time
+on `serve`'s long-lived connections, at 300,000 runs). And a status's first runs are sought
+in its index, not in seq order. Skipped, saying why, where no server is reachable.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import pytest
 
 from flowledger import ledger, queries
 from flowledger.store import open_log
-from tests.conftest import POSTGRES_UNREACHABLE, ev, triggered
+from tests.conftest import POSTGRES_UNREACHABLE, ev, server_connection, triggered
 from tests.histories import jsonl
+from tests.test_status_pages import Said
 
 pytestmark = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
 
@@ -41,5 +43,43 @@ def test_a_listing_run_again_and_again_on_one_connection_is_never_planned_generi
         assert len({str(p["entries"]) for p in pages}) == 1
         assert not any('FROM "runs"' in statement for statement, _ in prepared), prepared
         assert all(generic == 0 for _, generic in prepared), prepared
+    finally:
+        log.close()
+
+
+def test_a_status_s_first_runs_are_sought_in_its_index_where_the_newest_runs_are_of_another(postgres_url):
+    """A live store: most runs completed, the newest all running. Asked for the times with
+    the rows, the planner took the completed runs for spread evenly and read `runs_by_seq`
+    backwards past every running one (6-9 ms a status at 300,000 runs, linear in them); the
+    positions are sought first, in the status's index."""
+    log = open_log(postgres_url)
+    try:
+        events = []
+        for i in range(3000):
+            run, at = f"r{i:04d}", f"2026-11-{1 + i // 300:02d}T{i % 24:02d}:00:00Z"
+            events.append(triggered(run, occurred_at=at))
+            events.append(ev("run.started", run_id=run, occurred_at=at))
+            if i < 2400:
+                events.append(ev("run.completed", run_id=run, occurred_at=at))
+        ledger.append_input(log, jsonl(events))
+        ledger.query(log, queries.counts)  # the views caught up
+        # As autovacuum leaves a live store's table, its pages marked all visible (the
+        # status's index read alone): one pass here marks a fifth of them, the next the rest.
+        with server_connection(postgres_url, autocommit=True) as conn:
+            for _ in range(2):
+                conn.execute(f'VACUUM ANALYZE "{postgres_url.rpartition("schema=")[2]}".runs')
+        filters = queries.RunFilters(statuses=("completed",), updated_before="2026-11-20T00:00:00.000000Z")
+        with log.backend.transaction(write=False) as c:
+            said = Said(c)
+            page = queries.list_runs(said, filters, page_size=5)
+            probes = [(sql, params) for sql, params in said.statements if sql.startswith("SELECT seq, created_at, updated_at")]
+            plans = []
+            for sql, params in probes:
+                c.execute("EXPLAIN " + sql, params)
+                plans.append("\n".join(row[0] for row in c.fetchall()))
+        assert [entry["id"] for entry in page["entries"]] == [f"r{i:04d}" for i in range(2399, 2394, -1)]
+        assert plans, said.statements
+        for plan in plans:
+            assert "runs_by_status" in plan and "Filter: (status" not in plan, plan
     finally:
         log.close()
