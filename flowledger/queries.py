@@ -298,7 +298,8 @@ def _positions_of(
     c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int, bounds: dict[str, int | None] | None = None
 ) -> list[int]:
     """:func:`_positions` of rows of one status (or of any); ``bounds`` keeps the statuses'
-    :func:`_created_by`, which is the same for each (a statement, sought once).
+    :func:`_created_by`, which is the same for each (a statement, sought once; once known,
+    the statuses after read their first rows from it).
 
     Where the rows' times are checked (a range of creation times, a last event at or
     before a time), a page has two ways to its rows, and which is quick depends on where
@@ -318,7 +319,14 @@ def _positions_of(
     where, params = [*sought.where, *where], [*sought.params, *params]
     bound = None
     if sought.dates is not None or sought.updated_before is not None:
-        rows, found = _probe(c, table, sought, where, params, order)
+        known = None if bounds is None else bounds.get("created by")
+        if known is not None:
+            # Another status's rows read first were too few and found the bound: this
+            # status's past it would fail the checks too (a tenant's runs of a workflow
+            # quiet since a time within a week: read twice a status, 14 ms at a million runs).
+            rows, found = _probe(c, table, sought, [*where, "seq <= ?"], [*params, known], order)
+        else:
+            rows, found = _probe(c, table, sought, where, params, order)
         # Every row of seq order up to the last read was checked: those found are the first.
         if len(found) >= limit or len(rows) < PROBE_ROWS:
             return found[:limit]
