@@ -384,10 +384,12 @@ def _probe(
     ms a status at 300,000 runs), where the positions alone are the status's index's to give
     (read in it alone, its pages marked all visible by autovacuum: 1-1.5 ms, whatever the
     spread). SQLite reads them so too, in the same time or less. The index of runs with
-    errors holds their times too: read in it alone, at once.
+    errors holds their times too, and a workflow's its runs by status (with their times, of
+    statuses of few): read there at once, bounded by its runs (on PostgreSQL a tenant's runs
+    of a workflow took 4-8 ms a page so, 9-16 ms the positions first).
     """
     first = f"{_from(table, where)}{_where_sql(where)} ORDER BY seq {order} LIMIT ?"
-    if _WITH_ERRORS in where:
+    if _WITH_ERRORS in where or "workflow = ?" in where:
         c.execute(f"SELECT seq, created_at, updated_at FROM {first}", [*params, PROBE_ROWS])
     else:
         c.execute(

@@ -273,3 +273,18 @@ def test_no_view_drops_an_index_it_makes():
     assert "runs_by_tenant_status_seq" in views["runs"].retired_index_names()
     for view in views.values():
         assert not view.retired_index_names() & view.index_names(), view.name
+
+
+@pytest.mark.parametrize("filters", [
+    queries.RunFilters(workflow="w1", statuses=("running",), updated_before="2026-11-01T08:00:00.000000Z"),
+    queries.RunFilters(workflow="w1", tenant="t1", starting_at="2026-11-01T02:00:00.000000Z", ending_at="2026-11-01T07:00:00.000000Z",
+                       updated_before="2026-11-01T08:00:00.000000Z"),
+], ids=["a workflow", "a tenant's of a workflow"])
+def test_a_workflow_s_runs_read_first_are_read_in_one_index_at_once(log, filters):
+    # A workflow's indexes hold its runs by status, and their times: read at once, in one
+    # index (on PostgreSQL, their positions first and then their rows took twice as long).
+    _pairs(log, workflows=3)
+    page, statements, plans = _said(log, queries.list_runs, filters, page_size=2)
+    assert page["entries"]
+    first = [(sql, plan) for (sql, _), plan in zip(statements, plans) if sql.startswith("SELECT seq, created_at, updated_at")]
+    assert first and all(plan.count("USING") == 1 for _, plan in first), first
