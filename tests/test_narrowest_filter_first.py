@@ -15,6 +15,7 @@ both backends: tests/contract.py.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sqlite3
 
 import pytest
@@ -288,3 +289,22 @@ def test_a_workflow_s_runs_read_first_are_read_in_one_index_at_once(log, filters
     assert page["entries"]
     first = [(sql, plan) for (sql, _), plan in zip(statements, plans) if sql.startswith("SELECT seq, created_at, updated_at")]
     assert first and all(plan.count("USING") == 1 for _, plan in first), first
+
+
+def test_a_tenant_s_quiet_runs_of_the_one_workflow_within_a_range_are_counted_as_the_tenant_s(log):
+    # The Stuck chip with both boxes and a range, in a store of one workflow: the workflow's
+    # filter names every run, and the tenant's quiet runs are counted as its own (by the
+    # hour, less those heard of since), where every run of the tenant's was read.
+    _pairs(log, workflows=1)
+    filters = queries.RunFilters(workflow="w0", tenant="t0", starting_at="2026-11-01T02:00:00.000000Z", ending_at="2026-11-01T06:59:59.999999Z",
+                                 updated_before="2026-11-01T05:30:00.000000Z")
+    every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
+    theirs = [r for r in every if r["tenant"] == "t0" and filters.starting_at <= r["created_at"] <= filters.ending_at
+              and r["updated_at"] <= filters.updated_before]
+    counts, statements, _ = _said(log, queries.run_status_counts, filters)
+    assert counts["total"] == len(theirs) > 3
+    assert {s: counts[s] for s in ("pending", "running", "completed")} == {
+        s: sum(r["status"] == s for r in theirs) for s in ("pending", "running", "completed")
+    }
+    read = [sql for sql, _ in statements if re.search(r'FROM "?runs"? ', sql)]
+    assert read and not any("workflow = ?" in sql for sql in read), statements
