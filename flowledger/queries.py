@@ -319,14 +319,12 @@ def _positions_of(
     where, params = [*sought.where, *where], [*sought.params, *params]
     bound = None
     if sought.dates is not None or sought.updated_before is not None:
+        # Where another status's rows read first were too few and found the bound, this
+        # status's past it would fail the checks too (a tenant's runs of a workflow quiet
+        # since a time within a week: read twice a status, 14 ms at a million runs).
         known = None if bounds is None else bounds.get("created by")
-        if known is not None:
-            # Another status's rows read first were too few and found the bound: this
-            # status's past it would fail the checks too (a tenant's runs of a workflow
-            # quiet since a time within a week: read twice a status, 14 ms at a million runs).
-            rows, found = _probe(c, table, sought, [*where, "seq <= ?"], [*params, known], order)
-        else:
-            rows, found = _probe(c, table, sought, where, params, order)
+        past = ([], []) if known is None else (["seq <= ?"], [known])
+        rows, found = _probe(c, table, sought, [*where, *past[0]], [*params, *past[1]], order)
         # Every row of seq order up to the last read was checked: those found are the first.
         if len(found) >= limit or len(rows) < PROBE_ROWS:
             return found[:limit]
@@ -382,7 +380,7 @@ def _probe(
     evenly and reads `runs_by_seq` backwards, a row each, past every newer run of another
     status (a completed run's page of a live store where the newest 10,000 run still: 6-9
     ms a status at 300,000 runs), where the positions alone are the status's index's to give
-    (read in it alone, its pages marked all visible by autovacuum: 1-1.5 ms, whatever the
+    (read in it alone, its pages marked all visible by autovacuum: 1-2.4 ms, whatever the
     spread). SQLite reads them so too, in the same time or less. The index of runs with
     errors holds their times too, and a workflow's its runs by status (with their times, of
     statuses of few): read there at once, bounded by its runs (on PostgreSQL a tenant's runs
