@@ -618,6 +618,7 @@ class Projector:
                     self.backend.clear_position(c, view.name)
             total = self.catch_up(views, page_size=page_size, progress=progress)
             self.make_query_indexes(views)
+            self.backend.vacuum([t for v in views for t in v.tables])
         except BaseException:
             # Its views may lack their query indexes: the next projector must look.
             self.forget_ensured()
@@ -630,7 +631,9 @@ class Projector:
         """Make the views' query indexes that are missing (the end of a rebuild), and let
         the planner know the tables as they now are."""
         b = self.backend
-        with b.transaction(write=True, durable=False) as c:
+        # Waiting for the disk: PostgreSQL's VACUUM, next, marks no row visible to all whose
+        # commit is not yet flushed (those of the fold's pages, unflushed until this one).
+        with b.transaction(write=True) as c:
             b.lock_views(c, sorted(v.name for v in views))
             for view in views:
                 for statement in view.query_ddl():

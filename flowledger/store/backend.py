@@ -422,6 +422,11 @@ class SQLBackend:
         """Refresh what the query planner knows of tables a rebuild has just filled (where
         it keeps such statistics and needs them to pick an index)."""
 
+    def vacuum(self, tables: Sequence[str]) -> None:
+        """Mark the rows of tables a rebuild has just filled visible to every transaction,
+        where the database keeps such a mark and reads an index alone only with it (each
+        row is read in the table otherwise); outside any transaction."""
+
     def get_position(self, c: Any, name: str) -> int:
         """The last log position a view has applied (0: none)."""
         c.execute(f"SELECT notification_id FROM {self.tracking_table} WHERE application_name=?", (name,))

@@ -1,0 +1,102 @@
+"""A rebuild on PostgreSQL vacuums the tables it filled: until a VACUUM marks their pages all
+visible, a read in an index alone visits the table for every entry (the run history's counts
+under a range or a tenant; a status's first runs, read through `runs_by_seq` row by row), and
+autovacuum comes minutes later. Skipped, saying why, where no server is reachable. Like
+tests/test_postgres_plans.py's, they want the database to themselves: another session's open
+transaction keeps a VACUUM from marking rows newer than its snapshot (autovacuum's too).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from flowledger import ledger, queries
+from flowledger.projections.projector import Projector, all_views
+from flowledger.store import open_log
+from tests.conftest import POSTGRES_UNREACHABLE, ev, server_connection, triggered
+from tests.histories import jsonl
+from tests.test_status_pages import Said
+
+pytestmark = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
+
+VIEW_TABLES = {t for v in all_views() for t in v.tables}
+
+
+def _live_store(log) -> None:
+    """3,000 runs, each messaged, the oldest 2,400 completed, the newest 600 running."""
+    events = []
+    for i in range(3000):
+        run, at = f"r{i:04d}", f"2026-11-{1 + i // 300:02d}T{i % 24:02d}:00:00Z"
+        events.append(triggered(run, occurred_at=at))
+        events.append(ev("run.started", run_id=run, occurred_at=at))
+        events.append(ev("message.queued", message_id=f"m{i:04d}", run_id=run, channel="email", recipient="u1", step="email-1", occurred_at=at))
+        if i < 2400:
+            events.append(ev("run.completed", run_id=run, occurred_at=at))
+    ledger.append_input(log, jsonl(events))
+
+
+def _pages(url: str) -> dict[str, tuple[int, int]]:
+    """Each view table's pages and those marked all visible, as the server last counted them."""
+    with server_connection(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT relname, relpages, relallvisible FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'r'",
+            (url.rpartition("schema=")[2],),
+        ).fetchall()
+    return {name: (pages, visible) for name, pages, visible in rows if name in VIEW_TABLES}
+
+
+@pytest.mark.parametrize("helper", [False, True])
+def test_a_rebuild_leaves_every_page_of_its_views_marked_all_visible(postgres_url, helper):
+    # With a helper process too (a long log's way): each process vacuums the views it made.
+    log = open_log(postgres_url)
+    try:
+        _live_store(log)
+        ledger.query(log, queries.counts)  # folded live first: a page a commit, none vacuumed
+        Projector(log.backend).rebuild(helper=helper)
+        pages = _pages(postgres_url)
+    finally:
+        log.close()
+    filled = {name: counted for name, counted in pages.items() if counted[0] > 0}
+    # The runs', steps' and deliveries' views all filled (their tables of many pages among them).
+    assert {"runs", "deliveries"} <= set(filled) and filled["runs"][0] > 50, pages
+    assert all(visible == pages for pages, visible in filled.values()), filled
+
+
+def test_right_after_a_rebuild_a_status_s_first_runs_are_sought_in_its_index_alone(postgres_url):
+    # The newest 600 runs running: the completed runs' first positions are the status's
+    # index's to give (read in it alone, on pages marked all visible), where the planner
+    # otherwise reads `runs_by_seq` backwards past every running run.
+    log = open_log(postgres_url)
+    try:
+        _live_store(log)
+        ledger.rebuild(log)
+        filters = queries.RunFilters(statuses=("completed",), updated_before="2026-11-20T00:00:00.000000Z")
+        with log.backend.transaction(write=False) as c:
+            said = Said(c)
+            page = queries.list_runs(said, filters, page_size=5)
+            (probe,) = [(sql, params) for sql, params in said.statements if sql.startswith("SELECT seq, created_at, updated_at")]
+            c.execute("EXPLAIN (ANALYZE, COSTS OFF) " + probe[0], probe[1])
+            plan = "\n".join(row[0] for row in c.fetchall())
+    finally:
+        log.close()
+    assert [entry["id"] for entry in page["entries"]] == [f"r{i:04d}" for i in range(2399, 2394, -1)]
+    assert "Index Only Scan" in plan and "runs_by_status" in plan and "Heap Fetches: 0" in plan, plan
+
+
+def test_a_rebuild_whose_vacuum_fails_is_done_and_says_so(postgres_url, caplog):
+    log = open_log(postgres_url)
+    try:
+        _live_store(log)
+        # No server on that port: the VACUUM's own connection is refused (the store's pool
+        # has its connections already).
+        log.backend._connect_kwargs["port"] = 1  # noqa: SLF001
+        with caplog.at_level(logging.WARNING, logger="flowledger.store.postgres"):
+            assert ledger.rebuild(log) > 0
+        assert ledger.query(log, queries.counts)["total"] == 3000
+    finally:
+        log.close()
+    (said,) = [r.getMessage() for r in caplog.records if r.name == "flowledger.store.postgres"]
+    assert said.startswith("the rebuilt views are not vacuumed (") and "autovacuum will do it in time" in said
