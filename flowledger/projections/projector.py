@@ -618,7 +618,6 @@ class Projector:
                     self.backend.clear_position(c, view.name)
             total = self.catch_up(views, page_size=page_size, progress=progress)
             self.make_query_indexes(views)
-            self.backend.vacuum([t for v in views for t in v.tables])
         except BaseException:
             # Its views may lack their query indexes: the next projector must look.
             self.forget_ensured()
@@ -628,9 +627,11 @@ class Projector:
         return total
 
     def make_query_indexes(self, views: Sequence[View]) -> None:
-        """Make the views' query indexes that are missing (the end of a rebuild), and let
-        the planner know the tables as they now are."""
+        """Make the views' query indexes that are missing (the end of a rebuild), let the
+        planner know the tables as they now are, and have the database mark their rows
+        visible to every transaction (see :meth:`SQLBackend.vacuum`)."""
         b = self.backend
+        tables = [t for v in views for t in v.tables]
         # Waiting for the disk: PostgreSQL's VACUUM, next, marks no row visible to all whose
         # commit is not yet flushed (those of the fold's pages, unflushed until this one).
         with b.transaction(write=True) as c:
@@ -638,7 +639,8 @@ class Projector:
             for view in views:
                 for statement in view.query_ddl():
                     c.execute(b.ddl(statement))
-            b.analyze(c, [t for v in views for t in v.tables])
+            b.analyze(c, tables)
+        b.vacuum(tables)
 
     def follow(
         self,
