@@ -66,6 +66,20 @@ def run_mixes(c, newest: dict[str, str], first: datetime, last: datetime) -> lis
     return mixes
 
 
+def run_mixes_of(c) -> list[tuple[str, Callable[[], object]]]:
+    """:func:`run_mixes` of the store ``c`` reads: its newest run's workflow, tenant and
+    recipient, and the span of its runs' creation times."""
+    c.execute("SELECT MIN(created_at), MAX(created_at) FROM runs")
+    low, high = c.fetchone()
+    if low is None:
+        raise SystemExit("the store has no runs")
+    c.execute("SELECT workflow, tenant, recipient FROM runs ORDER BY seq DESC LIMIT 1")
+    workflow, tenant, recipient = c.fetchone()
+    first, last = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (low, high))
+    newest = {"workflow": workflow, "tenant": tenant or "none", "recipient": recipient or "none"}
+    return run_mixes(c, newest, first, last)
+
+
 def delivery_mixes(c, run_id: str | None, recipient: str | None) -> list[tuple[str, Callable[[], object]]]:
     """Every deliveries mix as (its name, a call of its page)."""
     mixes = []
@@ -88,17 +102,10 @@ def main() -> None:
     try:
         ledger.query(log, queries.counts)  # folds the views, if need be
         with log.backend.transaction(write=False) as c:
-            c.execute("SELECT MIN(created_at), MAX(created_at) FROM runs")
-            low, high = c.fetchone()
-            if low is None:
-                raise SystemExit("the store has no runs")
-            c.execute("SELECT id, workflow, tenant, recipient FROM runs ORDER BY seq DESC LIMIT 1")
-            run_id, workflow, tenant, recipient = c.fetchone()
+            runs = run_mixes_of(c)
             c.execute("SELECT run_id, recipient FROM deliveries ORDER BY seq DESC LIMIT 1")
             message = c.fetchone() or (None, None)
-            first, last = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (low, high))
-            newest = {"workflow": workflow, "tenant": tenant or "none", "recipient": recipient or "none"}
-            mixes = run_mixes(c, newest, first, last) + delivery_mixes(c, *message)
+            mixes = runs + delivery_mixes(c, *message)
             timed = []
             for name, call in mixes:
                 samples = []

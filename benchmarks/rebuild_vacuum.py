@@ -18,12 +18,11 @@ import os
 import statistics
 import sys
 import time
-from datetime import datetime
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from filter_mixes import _percentiles, run_mixes  # noqa: E402
+from filter_mixes import _percentiles, run_mixes_of  # noqa: E402
 
 from flowledger import ledger  # noqa: E402
 from flowledger.store import open_log  # noqa: E402
@@ -56,13 +55,8 @@ def mixes(url: str) -> list[tuple[float, str]]:
     log = open_log(url)
     try:
         with log.backend.transaction(write=False) as c:
-            c.execute("SELECT MIN(created_at), MAX(created_at) FROM runs")
-            first, last = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in c.fetchone())
-            c.execute("SELECT workflow, tenant, recipient FROM runs ORDER BY seq DESC LIMIT 1")
-            workflow, tenant, recipient = c.fetchone()
-            newest = {"workflow": workflow, "tenant": tenant or "none", "recipient": recipient or "none"}
             timed = []
-            for name, call in run_mixes(c, newest, first, last):
+            for name, call in run_mixes_of(c):
                 samples = []
                 for _ in range(3):
                     started = time.perf_counter()

@@ -47,6 +47,38 @@ def test_a_listing_run_again_and_again_on_one_connection_is_never_planned_generi
         log.close()
 
 
+def live_store(log) -> None:
+    """3,000 runs, each messaged, the oldest 2,400 completed, the newest 600 running (a live
+    store's spread: most runs of one status, the newest of another), folded."""
+    events = []
+    for i in range(3000):
+        run, at = f"r{i:04d}", f"2026-11-{1 + i // 300:02d}T{i % 24:02d}:00:00Z"
+        events.append(triggered(run, occurred_at=at))
+        events.append(ev("run.started", run_id=run, occurred_at=at))
+        events.append(ev("message.queued", message_id=f"m{i:04d}", run_id=run, channel="email", recipient="u1", step="email-1", occurred_at=at))
+        if i < 2400:
+            events.append(ev("run.completed", run_id=run, occurred_at=at))
+    ledger.append_input(log, jsonl(events))
+    ledger.query(log, queries.counts)  # the views caught up
+
+
+def completed_probe_plans(log) -> list[str]:
+    """PostgreSQL's plan (run: its rows and reads) of each read of the first runs of a page of
+    :func:`live_store`'s completed runs quiet since a time (the page checked)."""
+    filters = queries.RunFilters(statuses=("completed",), updated_before="2026-11-20T00:00:00.000000Z")
+    with log.backend.transaction(write=False) as c:
+        said = Said(c)
+        page = queries.list_runs(said, filters, page_size=5)
+        plans = []
+        for sql, params in said.statements:
+            if sql.startswith("SELECT seq, created_at, updated_at"):
+                c.execute("EXPLAIN (ANALYZE, COSTS OFF) " + sql, params)
+                plans.append("\n".join(row[0] for row in c.fetchall()))
+    assert [entry["id"] for entry in page["entries"]] == [f"r{i:04d}" for i in range(2399, 2394, -1)]
+    assert plans, said.statements
+    return plans
+
+
 def test_a_status_s_first_runs_are_sought_in_its_index_where_the_newest_runs_are_of_another(postgres_url):
     """A live store: most runs completed, the newest all running. Asked for the times with
     the rows, the planner took the completed runs for spread evenly and read `runs_by_seq`
@@ -54,31 +86,15 @@ def test_a_status_s_first_runs_are_sought_in_its_index_where_the_newest_runs_are
     positions are sought first, in the status's index."""
     log = open_log(postgres_url)
     try:
-        events = []
-        for i in range(3000):
-            run, at = f"r{i:04d}", f"2026-11-{1 + i // 300:02d}T{i % 24:02d}:00:00Z"
-            events.append(triggered(run, occurred_at=at))
-            events.append(ev("run.started", run_id=run, occurred_at=at))
-            if i < 2400:
-                events.append(ev("run.completed", run_id=run, occurred_at=at))
-        ledger.append_input(log, jsonl(events))
-        ledger.query(log, queries.counts)  # the views caught up
+        live_store(log)
         # As autovacuum leaves a live store's table, its pages marked all visible (the
-        # status's index read alone): one pass here marks a fifth of them, the next the rest.
+        # status's index read alone). The fold's pages commit without waiting for the disk,
+        # and VACUUM marks no row whose commit is not yet flushed: one pass here marks a
+        # fifth of them, the next the rest.
         with server_connection(postgres_url, autocommit=True) as conn:
             for _ in range(2):
                 conn.execute(f'VACUUM ANALYZE "{postgres_url.rpartition("schema=")[2]}".runs')
-        filters = queries.RunFilters(statuses=("completed",), updated_before="2026-11-20T00:00:00.000000Z")
-        with log.backend.transaction(write=False) as c:
-            said = Said(c)
-            page = queries.list_runs(said, filters, page_size=5)
-            probes = [(sql, params) for sql, params in said.statements if sql.startswith("SELECT seq, created_at, updated_at")]
-            plans = []
-            for sql, params in probes:
-                c.execute("EXPLAIN " + sql, params)
-                plans.append("\n".join(row[0] for row in c.fetchall()))
-        assert [entry["id"] for entry in page["entries"]] == [f"r{i:04d}" for i in range(2399, 2394, -1)]
-        assert plans, said.statements
+        plans = completed_probe_plans(log)
         for plan in plans:
             assert "runs_by_status" in plan and "Filter: (status" not in plan, plan
     finally:
