@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -103,6 +104,31 @@ def postgres_url():
 def other_postgres_url():
     """A second store in the same database (another schema)."""
     yield from _schema_url()
+
+
+@pytest.fixture
+def postgres_url_alone():
+    """A store URL in a database made for the test and dropped after: for the tests of what a
+    VACUUM marks visible to every transaction, which a transaction open in any other session
+    of the same database holds back (the tests run beside it in other processes). The test is
+    skipped where the server's user may not make a database."""
+    import psycopg
+
+    if POSTGRES_UNREACHABLE:
+        pytest.skip(POSTGRES_UNREACHABLE)
+    name = "fl_test_" + uuid.uuid4().hex[:10]
+    try:
+        with server_connection(POSTGRES, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as e:
+        pytest.skip(f"cannot create a database on {POSTGRES}: {e}")
+    parts = urlsplit(POSTGRES)
+    query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("schema="))
+    try:
+        yield urlunsplit(parts._replace(path="/" + name, query=(query + "&" if query else "") + f"schema={name}"))
+    finally:
+        with server_connection(POSTGRES, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager

@@ -79,21 +79,21 @@ def completed_probe_plans(log) -> list[str]:
     return plans
 
 
-def test_a_status_s_first_runs_are_sought_in_its_index_where_the_newest_runs_are_of_another(postgres_url):
+def test_a_status_s_first_runs_are_sought_in_its_index_where_the_newest_runs_are_of_another(postgres_url_alone):
     """A live store: most runs completed, the newest all running. Asked for the times with
     the rows, the planner took the completed runs for spread evenly and read `runs_by_seq`
     backwards past every running one (6-9 ms a status at 300,000 runs, linear in them); the
     positions are sought first, in the status's index."""
-    log = open_log(postgres_url)
+    log = open_log(postgres_url_alone)
     try:
         live_store(log)
         # As autovacuum leaves a live store's table, its pages marked all visible (the
         # status's index read alone). The fold's pages commit without waiting for the disk,
         # and VACUUM marks no row whose commit is not yet flushed: one pass here marks a
         # fifth of them, the next the rest.
-        with server_connection(postgres_url, autocommit=True) as conn:
+        with server_connection(postgres_url_alone, autocommit=True) as conn:
             for _ in range(2):
-                conn.execute(f'VACUUM ANALYZE "{postgres_url.rpartition("schema=")[2]}".runs')
+                conn.execute(f'VACUUM ANALYZE "{postgres_url_alone.rpartition("schema=")[2]}".runs')
         plans = completed_probe_plans(log)
         for plan in plans:
             assert "runs_by_status" in plan and "Filter: (status" not in plan, plan

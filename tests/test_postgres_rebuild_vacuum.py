@@ -2,8 +2,9 @@
 visible, a read in an index alone visits the table for every entry (the run history's counts
 under a range or a tenant; a status's first runs, read through `runs_by_seq` row by row), and
 autovacuum comes minutes later. Skipped, saying why, where no server is reachable. Like
-tests/test_postgres_plans.py's, they want the database to themselves: another session's open
-transaction keeps a VACUUM from marking rows newer than its snapshot (autovacuum's too).
+tests/test_postgres_plans.py's, the tests of what VACUUM marks each have a database of their
+own: another session's open transaction in the same database (a test beside them, in another
+process) keeps a VACUUM from marking rows newer than its snapshot (autovacuum's too).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from flowledger import ledger, queries
 from flowledger.projections.projector import Projector, all_views
 from flowledger.store import open_log
-from tests.conftest import POSTGRES_UNREACHABLE, server_connection
+from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, server_connection
 from tests.test_postgres_plans import completed_probe_plans, live_store
 
 pytestmark = pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
@@ -35,13 +36,13 @@ def _pages(url: str) -> dict[str, tuple[int, int]]:
 
 
 @pytest.mark.parametrize("helper", [False, True])
-def test_a_rebuild_leaves_every_page_of_its_views_marked_all_visible(postgres_url, helper):
+def test_a_rebuild_leaves_every_page_of_its_views_marked_all_visible(postgres_url_alone, helper):
     # With a helper process too (a long log's way): each process vacuums the views it made.
-    log = open_log(postgres_url)
+    log = open_log(postgres_url_alone)
     try:
         live_store(log)  # folded live first: a page a commit, none vacuumed
         Projector(log.backend).rebuild(helper=helper)
-        pages = _pages(postgres_url)
+        pages = _pages(postgres_url_alone)
     finally:
         log.close()
     filled = {name: counted for name, counted in pages.items() if counted[0] > 0}
@@ -50,11 +51,27 @@ def test_a_rebuild_leaves_every_page_of_its_views_marked_all_visible(postgres_ur
     assert all(visible == pages for pages, visible in filled.values()), filled
 
 
-def test_right_after_a_rebuild_a_status_s_first_runs_are_sought_in_its_index_alone(postgres_url):
+def test_a_transaction_open_in_the_shared_database_holds_back_no_vacuum_in_a_database_alone(postgres_url_alone):
+    # What these tests rely on to run beside the others (pytest -n): a transaction with an id,
+    # open in the shared test database the whole time, marks no row of another database as
+    # one it may still need to see. (In the same database, the pages stay unmarked.)
+    with server_connection(POSTGRES) as other:
+        other.execute("SELECT txid_current()")
+        log = open_log(postgres_url_alone)
+        try:
+            live_store(log)
+            ledger.rebuild(log)
+            pages = _pages(postgres_url_alone)
+        finally:
+            log.close()
+    assert pages["runs"][0] > 50 and all(visible == n for n, visible in pages.values()), pages
+
+
+def test_right_after_a_rebuild_a_status_s_first_runs_are_sought_in_its_index_alone(postgres_url_alone):
     # The newest 600 runs running: the completed runs' first positions are the status's
     # index's to give (read in it alone, on pages marked all visible), where the planner
     # otherwise reads `runs_by_seq` backwards past every running run.
-    log = open_log(postgres_url)
+    log = open_log(postgres_url_alone)
     try:
         live_store(log)
         ledger.rebuild(log)
