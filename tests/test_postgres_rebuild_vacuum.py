@@ -10,12 +10,14 @@ process) keeps a VACUUM from marking rows newer than its snapshot (autovacuum's 
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
 from flowledger import ledger, queries
 from flowledger.projections.projector import Projector, all_views
 from flowledger.store import open_log
+from flowledger.store.postgres import PostgresBackend
 from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, server_connection
 from tests.test_postgres_plans import completed_probe_plans, live_store
 
@@ -49,6 +51,27 @@ def test_a_rebuild_leaves_every_page_of_its_views_marked_all_visible(postgres_ur
     # The runs', steps' and deliveries' views all filled (their tables of many pages among them).
     assert {"runs", "deliveries"} <= set(filled) and filled["runs"][0] > 50, pages
     assert all(visible == pages for pages, visible in filled.values()), filled
+
+
+def _children() -> set[str]:
+    """The processes this one started that are still running (Linux's own count)."""
+    with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as f:
+        return set(f.read().split())
+
+
+def test_a_rebuild_with_a_helper_vacuums_every_view_once_both_processes_are_done(postgres_url, monkeypatch):
+    # Each process vacuuming its own views at its end left rows unmarked: the first to end
+    # vacuumed while the other's page was in flight (a transaction open in the database).
+    before = _children()
+    vacuumed = []
+    monkeypatch.setattr(PostgresBackend, "vacuum", lambda self, tables: vacuumed.append((sorted(tables), _children() - before)))
+    log = open_log(postgres_url)
+    try:
+        live_store(log)
+        Projector(log.backend).rebuild(helper=True)
+    finally:
+        log.close()
+    assert vacuumed == [(sorted(VIEW_TABLES), set())]
 
 
 def test_a_transaction_open_in_the_shared_database_holds_back_no_vacuum_in_a_database_alone(postgres_url_alone):

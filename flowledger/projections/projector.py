@@ -536,6 +536,10 @@ class Projector:
         # The copies of the views went into the write-ahead log: into the file with them
         # here, rather than in whichever append's commit comes next.
         self.backend.checkpoint()
+        # Every view at once, once both processes are done: a VACUUM marks no row newer than
+        # a transaction open in the database, and the helper's came while this process's
+        # pages were in flight (and this one's while the helper's were).
+        self.backend.vacuum([t for v in views for t in v.tables])
         return total
 
     def _views_made_again(self) -> list[View]:
@@ -627,20 +631,18 @@ class Projector:
         return total
 
     def make_query_indexes(self, views: Sequence[View]) -> None:
-        """Make the views' query indexes that are missing (the end of a rebuild), let the
-        planner know the tables as they now are, and have the database mark their rows
-        visible to every transaction (see :meth:`SQLBackend.vacuum`)."""
+        """Make the views' query indexes that are missing (the end of a rebuild), and let
+        the planner know the tables as they now are."""
         b = self.backend
-        tables = [t for v in views for t in v.tables]
-        # Waiting for the disk: PostgreSQL's VACUUM, next, marks no row visible to all whose
-        # commit is not yet flushed (those of the fold's pages, unflushed until this one).
+        # Waiting for the disk: PostgreSQL's VACUUM, at the rebuild's end, marks no row
+        # visible to all whose commit is not yet flushed (the fold's pages', unflushed
+        # until this one).
         with b.transaction(write=True) as c:
             b.lock_views(c, sorted(v.name for v in views))
             for view in views:
                 for statement in view.query_ddl():
                     c.execute(b.ddl(statement))
-            b.analyze(c, tables)
-        b.vacuum(tables)
+            b.analyze(c, [t for v in views for t in v.tables])
 
     def follow(
         self,
