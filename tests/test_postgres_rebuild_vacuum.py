@@ -37,16 +37,21 @@ def _pages(url: str) -> dict[str, tuple[int, int]]:
     return {name: (pages, visible) for name, pages, visible in rows if name in VIEW_TABLES}
 
 
-@pytest.mark.parametrize("helper", [False, True])
-def test_a_rebuild_leaves_every_page_of_its_views_marked_all_visible(postgres_url_alone, helper):
-    # With a helper process too (a long log's way): each process vacuums the views it made.
-    log = open_log(postgres_url_alone)
+def _rebuilt_pages(url: str, helper: bool) -> dict[str, tuple[int, int]]:
+    """:func:`_pages` of a live store at ``url`` folded live, then rebuilt."""
+    log = open_log(url)
     try:
         live_store(log)  # folded live first: a page a commit, none vacuumed
         Projector(log.backend).rebuild(helper=helper)
-        pages = _pages(postgres_url_alone)
+        return _pages(url)
     finally:
         log.close()
+
+
+@pytest.mark.parametrize("helper", [False, True])
+def test_a_rebuild_leaves_every_page_of_its_views_marked_all_visible(postgres_url_alone, helper):
+    # With a helper process too (a long log's way): every view vacuumed once both are done.
+    pages = _rebuilt_pages(postgres_url_alone, helper)
     filled = {name: counted for name, counted in pages.items() if counted[0] > 0}
     # The runs', steps' and deliveries' views all filled (their tables of many pages among them).
     assert {"runs", "deliveries"} <= set(filled) and filled["runs"][0] > 50, pages
@@ -80,13 +85,7 @@ def test_a_transaction_open_in_the_shared_database_holds_back_no_vacuum_in_a_dat
     # one it may still need to see. (In the same database, the pages stay unmarked.)
     with server_connection(POSTGRES) as other:
         other.execute("SELECT txid_current()")
-        log = open_log(postgres_url_alone)
-        try:
-            live_store(log)
-            ledger.rebuild(log)
-            pages = _pages(postgres_url_alone)
-        finally:
-            log.close()
+        pages = _rebuilt_pages(postgres_url_alone, helper=False)
     assert pages["runs"][0] > 50 and all(visible == n for n, visible in pages.values()), pages
 
 
