@@ -419,13 +419,13 @@ class SQLBackend:
         database leaves that to its writers' commits (SQLite; PostgreSQL has its own)."""
 
     def analyze(self, c: Any, tables: Sequence[str]) -> None:
-        """Refresh what the query planner knows of tables a rebuild has just filled (where
-        it keeps such statistics and needs them to pick an index)."""
+        """Refresh what the query planner knows of tables a rebuild or an upgrade has just
+        filled (where it keeps such statistics and needs them to pick an index)."""
 
     def vacuum(self, tables: Sequence[str]) -> None:
-        """Mark the rows of tables a rebuild has just filled visible to every transaction,
-        where the database keeps such a mark and reads an index alone only with it (each
-        row is read in the table otherwise); outside any transaction."""
+        """Mark the rows of tables a rebuild or an upgrade has just filled visible to every
+        transaction, where the database keeps such a mark and reads an index alone only
+        with it (each row is read in the table otherwise); outside any transaction."""
 
     def get_position(self, c: Any, name: str) -> int:
         """The last log position a view has applied (0: none)."""

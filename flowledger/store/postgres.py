@@ -589,27 +589,31 @@ class PostgresBackend(SQLBackend):
 
     @staticmethod
     def analyze(c: PgCursor, tables: Sequence[str]) -> None:
-        """Refresh the planner's statistics of tables a rebuild has just filled: without
-        them it guesses at their size, and may scan a table rather than seek an index."""
+        """Refresh the planner's statistics of tables a rebuild or an upgrade has just
+        filled: without them it guesses at their size, and may scan a table rather than
+        seek an index."""
         c.execute("ANALYZE " + ", ".join(f'"{t}"' for t in tables))
 
     def vacuum(self, tables: Sequence[str]) -> None:
-        """VACUUM tables a rebuild has just filled, marking their pages all visible: until
-        then (autovacuum's next pass, minutes later) a read in an index alone visits a row
-        in the table for each entry (the run history's counts under a range or a tenant:
-        48-75 ms at 300,000 runs, 11-12 after; a status's first runs are read row by row
-        through `runs_by_seq`). A failure (the tables locked past the lock timeout, a lost
-        connection) is logged, not raised: the views are rebuilt, and autovacuum will do
-        it. Its rows' commits must be flushed first, or their rows are not marked."""
+        """VACUUM tables a rebuild or an upgrade has just filled, marking their pages all
+        visible: until then (autovacuum's next pass, minutes later) a read in an index
+        alone visits a row in the table for each entry (the run history's counts under a
+        range or a tenant: 48-75 ms at 300,000 runs, 11-12 after; a status's first runs are
+        read row by row through `runs_by_seq`). A failure (the tables locked past the lock
+        timeout, a lost connection) is logged, not raised: the views are made, and
+        autovacuum will do it. Its rows' commits must be flushed first, or their rows are
+        not marked."""
         if not tables:
             return
         names = ", ".join(f'"{self.schema}"."{t}"' for t in tables)
         try:
             with psycopg.connect(**self._connect_kwargs, autocommit=True, connect_timeout=5) as conn:
                 conn.execute(f"SET lock_timeout = {int(self.lock_timeout * 1000)}")
-                conn.execute(f"VACUUM {names}")
+                # Where few pages hold dead rows (a live store's updated runs, upgraded in
+                # place), VACUUM would skip the indexes, and leave those pages unmarked.
+                conn.execute(f"VACUUM (INDEX_CLEANUP ON) {names}")
         except psycopg.Error as e:
-            _log.warning("the rebuilt views are not vacuumed (%s); autovacuum will do it in time", _driver_error(e))
+            _log.warning("the views just filled are not vacuumed (%s); autovacuum will do it in time", _driver_error(e))
 
     def lock_views(self, c: PgCursor, names: Sequence[str]) -> None:
         """Hold each view's advisory lock until the transaction ends (in name order).
