@@ -124,11 +124,29 @@ def postgres_url_alone():
         pytest.skip(f"cannot create a database on {POSTGRES}: {e}")
     parts = urlsplit(POSTGRES)
     query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("schema="))
+    url = urlunsplit(parts._replace(path="/" + name, query=(query + "&" if query else "") + f"schema={name}"))
     try:
-        yield urlunsplit(parts._replace(path="/" + name, query=(query + "&" if query else "") + f"schema={name}"))
+        _made_without_autovacuum(url, name)
+        yield url
     finally:
         with server_connection(POSTGRES, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _made_without_autovacuum(url: str, schema: str) -> None:
+    """Make the store's tables at ``url`` and keep autovacuum off them: an ANALYZE of its
+    own, running in the database, holds back what a VACUUM may mark as any transaction does
+    (a new store's first thousands of rows call for one)."""
+    from flowledger import ledger
+
+    log = open_log(url)
+    try:
+        ledger.ensure_views(log)
+    finally:
+        log.close()
+    with server_connection(url, autocommit=True) as conn:
+        for (table,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)).fetchall():
+            conn.execute(f'ALTER TABLE "{schema}"."{table}" SET (autovacuum_enabled = false)')
 
 
 @contextmanager

@@ -139,7 +139,7 @@ class Projector:
             stored = self.stored_versions(c)
         wanted = {b.tracking_table} | {t for v in self.views for t in v.tables}
         retired: set[str] = set()
-        upgraded: list[View] = []
+        upgraded: list[str] = []  # the tables of the views upgraded in place
         if not self.rebuilding:
             wanted |= {i for v in self.views for i in v.index_names()}
             # An index this version replaced, made again by an older release that opened the
@@ -175,7 +175,7 @@ class Projector:
                         for statement in (*upgrade, *v.ddl):
                             c.execute(b.ddl(statement))
                         b.set_view_version(c, v.name, v.version)
-                        upgraded.append(v)
+                        upgraded += v.tables
                         continue
                     for table in (*v.tables, *v.retired_tables):
                         if table in existing:
@@ -188,9 +188,9 @@ class Projector:
                 # (not guessing at them until autoanalyze), and after this commit, which waits
                 # for its flush, their rows marked visible to every transaction.
                 if upgraded:
-                    b.analyze(c, [t for v in upgraded for t in v.tables])
+                    b.analyze(c, upgraded)
             if upgraded:
-                b.vacuum([t for v in upgraded for t in v.tables])
+                b.vacuum(upgraded)
         self._ready = True
         if self.rebuilding:
             return  # not all is there: another projector of this store must look again
