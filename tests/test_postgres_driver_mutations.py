@@ -32,6 +32,7 @@ from flowledger.cli import cli
 from flowledger.errors import ConnectionLost, StoreBusy, StoreError, StoreUnavailable, StoreURLError
 from flowledger.store import open_log
 from flowledger.store.log import EventLog
+from flowledger.store import postgres
 from flowledger.store.postgres import parse_url
 from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, ev, server_connection, step, triggered
 from tests.histories import jsonl
@@ -585,3 +586,51 @@ def test_a_refusal_the_store_cannot_explain_further_is_still_told_plainly(postgr
     finally:
         log.close()
     assert f"read-only here for role '{role}': permission denied for table runs" in str(raised.value), raised.value
+
+
+# --- the wait for the write-ahead log's flush before a VACUUM ------------------------------
+
+
+class _FlushingServer:
+    """A connection's stand-in whose write-ahead log is flushed at its ``flushed_at``-th look
+    (never, if None), with a clock that moves only as the waiter sleeps."""
+
+    def __init__(self, flushed_at: int | None) -> None:
+        self.flushed_at, self.looks, self.now = flushed_at, 0, 100.0
+
+    def execute(self, sql: str, params: tuple = ()):
+        if "pg_current_wal_insert_lsn" in sql:
+            return _Rows(("3/5A000028",))
+        assert "pg_current_wal_flush_lsn() >= " in sql and params == ("3/5A000028",), (sql, params)
+        self.looks += 1
+        return _Rows((self.flushed_at is not None and self.looks >= self.flushed_at,))
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class _Rows:
+    def __init__(self, row: tuple) -> None:
+        self.row = row
+
+    def fetchone(self) -> tuple:
+        return self.row
+
+
+@pytest.mark.parametrize("flushed_at", [1, 4])
+def test_a_vacuum_s_wait_for_the_flush_ends_as_the_log_is_flushed_as_far_as_it_was_written(monkeypatch, flushed_at):
+    server = _FlushingServer(flushed_at)
+    monkeypatch.setattr(postgres, "monotonic", lambda: server.now)
+    monkeypatch.setattr(postgres, "sleep", server.sleep)
+    postgres._await_wal_flush(server, 0.2)  # noqa: SLF001
+    assert server.looks == flushed_at
+    assert server.now - 100.0 == pytest.approx(0.005 * (flushed_at - 1))
+
+
+def test_a_vacuum_s_wait_for_a_flush_that_never_comes_ends_after_three_wal_writer_delays_and_a_second(monkeypatch):
+    # wal_writer_delay: 200 ms
+    server = _FlushingServer(None)
+    monkeypatch.setattr(postgres, "monotonic", lambda: server.now)
+    monkeypatch.setattr(postgres, "sleep", server.sleep)
+    postgres._await_wal_flush(server, 0.2)  # noqa: SLF001
+    assert 1.6 <= server.now - 100.0 < 1.6 + 0.006

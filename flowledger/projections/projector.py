@@ -185,8 +185,8 @@ class Projector:
                         c.execute(b.ddl(statement))
                     b.set_view_version(c, v.name, v.version)
                 # The tables an upgrade filled, as a rebuild's: the planner told of their rows
-                # (not guessing at them until autoanalyze), and after this commit, which waits
-                # for its flush, their rows marked visible to every transaction.
+                # (not guessing at them until autoanalyze), and after this commit their rows
+                # marked visible to every transaction.
                 if upgraded:
                     b.analyze(c, upgraded)
             if upgraded:
@@ -643,10 +643,7 @@ class Projector:
         """Make the views' query indexes that are missing (the end of a rebuild), and let
         the planner know the tables as they now are."""
         b = self.backend
-        # Waiting for the disk: PostgreSQL's VACUUM, at the rebuild's end, marks no row
-        # visible to all whose commit is not yet flushed (the fold's pages', unflushed
-        # until this one).
-        with b.transaction(write=True) as c:
+        with b.transaction(write=True, durable=False) as c:
             b.lock_views(c, sorted(v.name for v in views))
             for view in views:
                 for statement in view.query_ddl():

@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
+from time import monotonic, sleep
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
@@ -34,6 +35,9 @@ from flowledger.store.backend import FLOWLEDGER_TABLES, SCHEMA_VERSION, SQLBacke
 from flowledger.store.inbox import POSTGRES_TABLES, PostgresInbox
 
 _log = logging.getLogger(__name__)
+
+VACUUM_PASSES = 3
+"""How many times :meth:`PostgresBackend.vacuum` may vacuum a table it left with pages unmarked."""
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # The table the server names in a refusal ("permission denied for table runs").
@@ -83,6 +87,29 @@ def _connection_lost(error: BaseException) -> bool:
     if code in _ENDED_BY_THE_SERVER:
         return True
     return isinstance(cause, psycopg.OperationalError) and (code is None or code.startswith("08"))
+
+
+def _wal_writer_delay(conn: psycopg.Connection[Any]) -> float:
+    """The server's ``wal_writer_delay`` in seconds: a commit made without waiting for the
+    disk is flushed within three times it."""
+    row = conn.execute("SELECT setting::int FROM pg_settings WHERE name = 'wal_writer_delay'").fetchone()
+    return (row[0] if row else 200) / 1000
+
+
+def _await_wal_flush(conn: psycopg.Connection[Any], delay: float) -> None:
+    """Wait until the write-ahead log is on disk as far as it was written when called, at
+    most three times ``delay`` (the server's ``wal_writer_delay``) and a second. Read-only:
+    no statement a role may lack rights to, nothing written."""
+    row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+    written = row[0] if row else "0/0"
+    deadline = monotonic() + 3 * delay + 1
+    # Reached at once where everything was flushed. (Where the log's last record ends at a
+    # page's end, the insert position counts the next page's header, never flushed while
+    # nothing more is written: the wait then lasts until its bound.)
+    while not (conn.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (written,)).fetchone() or (True,))[0]:
+        if monotonic() >= deadline:
+            return
+        sleep(0.005)
 
 
 def _reset_isolation_level(conn: psycopg.Connection[Any]) -> None:
@@ -601,17 +628,42 @@ class PostgresBackend(SQLBackend):
         range or a tenant: 48-75 ms at 300,000 runs, 11-12 after; a status's first runs are
         read row by row through `runs_by_seq`). A failure (the tables locked past the lock
         timeout, a lost connection) is logged, not raised: the views are made, and
-        autovacuum will do it. Its rows' commits must be flushed first, or their rows are
-        not marked."""
-        if not tables:
-            return
-        names = ", ".join(f'"{self.schema}"."{t}"' for t in tables)
+        autovacuum will do it.
+
+        VACUUM marks no row whose commit it may not yet take for done: one not yet on disk,
+        or one whose neighbours in the server's commit log (32 transaction ids, any
+        database's) include one committed but not yet flushed. The views' pages commit
+        without waiting for the disk, and on a busy server other stores' do too: so it
+        waits for the flush first (:func:`_await_wal_flush`), and the tables with pages left
+        unmarked are vacuumed again once the WAL writer has had time to flush what was
+        committed since, at most :data:`VACUUM_PASSES` in all (a pass reads only the pages
+        still unmarked). Rows newer than a transaction open in the database stay unmarked
+        whatever the passes."""
+        left = list(tables)
         try:
             with psycopg.connect(**self._connect_kwargs, autocommit=True, connect_timeout=5) as conn:
                 conn.execute(f"SET lock_timeout = {int(self.lock_timeout * 1000)}")
-                # Where few pages hold dead rows (a live store's updated runs, upgraded in
-                # place), VACUUM would skip the indexes, and leave those pages unmarked.
-                conn.execute(f"VACUUM (INDEX_CLEANUP ON) {names}")
+                delay = _wal_writer_delay(conn)
+                for n in range(VACUUM_PASSES):
+                    if not left:
+                        return
+                    if n:
+                        # The unmarked rows' neighbours, committed since (by other stores
+                        # too), flushed by the WAL writer's next rounds.
+                        sleep(3 * delay)
+                    _await_wal_flush(conn, delay)
+                    # Where few pages hold dead rows (a live store's updated runs, upgraded in
+                    # place), VACUUM would skip the indexes, and leave those pages unmarked.
+                    conn.execute("VACUUM (INDEX_CLEANUP ON) " + ", ".join(f'"{self.schema}"."{t}"' for t in left))
+                    left = [
+                        row[0]
+                        for row in conn.execute(
+                            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                            "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind = 'r' "
+                            "AND c.relallvisible < c.relpages ORDER BY relname",
+                            (self.schema, left),
+                        )
+                    ]
         except psycopg.Error as e:
             _log.warning("the views just filled are not vacuumed (%s); autovacuum will do it in time", _driver_error(e))
 
