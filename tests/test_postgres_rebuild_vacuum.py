@@ -156,6 +156,31 @@ def _append_runs(log, prefix: str, n: int) -> None:
     Projector(log.backend).catch_up()
 
 
+def test_a_rebuild_s_last_write_before_its_vacuum_waits_for_the_disk(postgres_url, monkeypatch):
+    # The query indexes' commit flushes the fold's pages with it, so the VACUUM finds the
+    # log flushed at once (else it waits for the server's WAL writer: 0.4 s).
+    said = []
+    transaction = PostgresBackend.transaction
+
+    def told(self, *, write, durable=True, **kw):
+        if write:
+            said.append(("write", durable))
+        return transaction(self, write=write, durable=durable, **kw)
+
+    monkeypatch.setattr(PostgresBackend, "transaction", told)
+    monkeypatch.setattr(PostgresBackend, "vacuum", lambda self, tables: said.append(("vacuum", sorted(tables))))
+    log = open_log(postgres_url)
+    try:
+        live_store(log)
+        said.clear()
+        Projector(log.backend).rebuild(helper=False)
+    finally:
+        log.close()
+    writes = [durable for kind, durable in said[: said.index(("vacuum", sorted(VIEW_TABLES)))] if kind == "write"]
+    # The fold's pages without waiting, the last write (the query indexes) waiting.
+    assert writes[1] is False and writes[-1] is True and len(writes) > 3, said
+
+
 def test_a_transaction_open_in_the_shared_database_holds_back_no_vacuum_in_a_database_alone(postgres_url_alone):
     # What these tests rely on to run beside the others (pytest -n): a transaction with an id,
     # open in the shared test database the whole time, marks no row of another database as

@@ -643,7 +643,10 @@ class Projector:
         """Make the views' query indexes that are missing (the end of a rebuild), and let
         the planner know the tables as they now are."""
         b = self.backend
-        with b.transaction(write=True, durable=False) as c:
+        # Waiting for the disk: the fold's pages, committed without waiting, are flushed
+        # with it, so the VACUUM at the rebuild's end starts at once rather than after the
+        # server's WAL writer (0.4 s at its default delay).
+        with b.transaction(write=True) as c:
             b.lock_views(c, sorted(v.name for v in views))
             for view in views:
                 for statement in view.query_ddl():
