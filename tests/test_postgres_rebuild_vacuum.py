@@ -87,13 +87,13 @@ def test_a_rebuild_with_a_helper_vacuums_every_view_once_both_processes_are_done
 def test_a_vacuum_right_after_the_views_last_commits_waits_for_them_to_reach_the_disk(postgres_url_alone):
     # The views' pages commit without waiting for the disk (a rebuild's closing catch-up of
     # what was appended meanwhile does): a VACUUM begun before the server's WAL writer had
-    # flushed them left their rows unmarked (to a second pass). Five rounds, each new runs
+    # flushed them left their rows unmarked (to a second pass). Eight rounds, each new runs
     # appended (a commit that waits), folded (commits that do not), vacuumed at once.
     log = open_log(postgres_url_alone)
     unmarked, passes = [], []
     try:
         live_store(log)
-        for round in range(5):
+        for round in range(8):
             _append_runs(log, f"n{round}", 300)
             before = _vacuums(postgres_url_alone, "runs")
             log.backend.vacuum(sorted(VIEW_TABLES))
@@ -103,7 +103,7 @@ def test_a_vacuum_right_after_the_views_last_commits_waits_for_them_to_reach_the
             unmarked.append({name: counted for name, counted in pages.items() if counted[0] != counted[1]})
     finally:
         log.close()
-    assert unmarked == [{}] * 5
+    assert unmarked == [{}] * 8
     # Most rounds mark every page at the first pass (a second where other stores' commits,
     # beside the test's in other processes, were not yet flushed); without the wait, none.
     assert 1 in passes, passes
