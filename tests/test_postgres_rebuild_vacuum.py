@@ -250,3 +250,15 @@ def test_a_rebuild_whose_vacuum_fails_is_done_and_says_so(postgres_url, caplog):
         log.close()
     (said,) = [r.getMessage() for r in caplog.records if r.name == "flowledger.store.postgres"]
     assert said.startswith("the views just filled are not vacuumed (") and "autovacuum will do it in time" in said
+
+
+def test_a_vacuum_of_no_table_does_nothing(postgres_url, caplog):
+    # VACUUM naming no table would vacuum every table of the database: not even a connection.
+    log = open_log(postgres_url)
+    try:
+        log.backend._connect_kwargs["port"] = 1  # noqa: SLF001  # a connection would be refused, and said
+        with caplog.at_level(logging.WARNING, logger="flowledger.store.postgres"):
+            log.backend.vacuum([])
+    finally:
+        log.close()
+    assert caplog.records == []

@@ -639,15 +639,18 @@ class PostgresBackend(SQLBackend):
         committed since, at most :data:`VACUUM_PASSES` in all (a pass reads only the pages
         still unmarked). Rows newer than a transaction open in the database stay unmarked
         whatever the passes."""
+        if not tables:
+            return  # (VACUUM naming no table would vacuum the whole database)
         left = list(tables)
         try:
             with psycopg.connect(**self._connect_kwargs, autocommit=True, connect_timeout=5) as conn:
                 conn.execute(f"SET lock_timeout = {int(self.lock_timeout * 1000)}")
                 delay = _wal_writer_delay(conn)
                 for n in range(VACUUM_PASSES):
-                    if not left:
-                        return
                     if n:
+                        left = self._unmarked(conn, left)
+                        if not left:
+                            return
                         # The unmarked rows' neighbours, committed since (by other stores
                         # too), flushed by the WAL writer's next rounds.
                         sleep(3 * delay)
@@ -655,17 +658,20 @@ class PostgresBackend(SQLBackend):
                     # Where few pages hold dead rows (a live store's updated runs, upgraded in
                     # place), VACUUM would skip the indexes, and leave those pages unmarked.
                     conn.execute("VACUUM (INDEX_CLEANUP ON) " + ", ".join(f'"{self.schema}"."{t}"' for t in left))
-                    left = [
-                        row[0]
-                        for row in conn.execute(
-                            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                            "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind = 'r' "
-                            "AND c.relallvisible < c.relpages ORDER BY relname",
-                            (self.schema, left),
-                        )
-                    ]
         except psycopg.Error as e:
             _log.warning("the views just filled are not vacuumed (%s); autovacuum will do it in time", _driver_error(e))
+
+    def _unmarked(self, conn: psycopg.Connection[Any], tables: Sequence[str]) -> list[str]:
+        """Those of ``tables`` with pages not marked all visible, as their last VACUUM counted."""
+        return [
+            row[0]
+            for row in conn.execute(
+                "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind = 'r' "
+                "AND c.relallvisible < c.relpages ORDER BY relname",
+                (self.schema, list(tables)),
+            )
+        ]
 
     def lock_views(self, c: PgCursor, names: Sequence[str]) -> None:
         """Hold each view's advisory lock until the transaction ends (in name order).
