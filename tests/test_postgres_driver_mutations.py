@@ -634,3 +634,61 @@ def test_a_vacuum_s_wait_for_a_flush_that_never_comes_ends_after_three_wal_write
     monkeypatch.setattr(postgres, "sleep", server.sleep)
     postgres._await_wal_flush(server, 0.2)  # noqa: SLF001
     assert 1.6 <= server.now - 100.0 < 1.6 + 0.006
+
+
+# --- the VACUUM's passes over tables it left with pages unmarked ------------------------------
+
+
+class _VacuumingServer:
+    """A connection's stand-in holding tables of 10 pages each, where each VACUUM of a table
+    leaves as many of them marked all visible as the next of its ``marks``."""
+
+    def __init__(self, marks: dict[str, list[int]]) -> None:
+        self.marks = marks
+        self.visible = dict.fromkeys(marks, 0)
+        self.vacuumed: list[list[str]] = []
+        self.slept: list[float] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def execute(self, sql: str, params: tuple = ()):
+        if sql.startswith("SET lock_timeout") or "pg_current_wal" in sql:
+            return _Rows((True,))  # (flushed at once)
+        if "pg_settings" in sql:
+            return _Rows((200,))
+        if sql.startswith("VACUUM (INDEX_CLEANUP ON) "):
+            tables = [name.split(".")[1].strip('"') for name in sql.removeprefix("VACUUM (INDEX_CLEANUP ON) ").split(", ")]
+            self.vacuumed.append(tables)
+            for table in tables:
+                self.visible[table] = self.marks[table][sum(table in done for done in self.vacuumed) - 1]
+            return _Rows(())
+        assert "relallvisible < c.relpages" in sql and params[0] == "s", (sql, params)
+        return [(table, self.visible[table]) for table in sorted(params[1]) if self.visible[table] < 10]
+
+
+@pytest.mark.parametrize(
+    "marks, passes",
+    [
+        ([10], 1),  # every page marked at once
+        ([0, 10], 2),  # none at first (its neighbours' commits not yet flushed), all at the next
+        ([4, 4], 2),  # the second pass marked nothing more: a third would not either
+        ([0, 0], 2),
+        ([4, 7, 7], 3),  # the second marked more: a third is worth its wait
+        ([4, 7, 9, 10], 3),  # and no more than three in all
+    ],
+)
+def test_a_vacuum_passes_again_while_its_passes_mark_more_and_three_times_at_most(monkeypatch, marks, passes):
+    server = _VacuumingServer({"runs": marks, "deliveries": [10]})
+    monkeypatch.setattr(postgres.psycopg, "connect", lambda **kwargs: server)
+    monkeypatch.setattr(postgres, "sleep", server.slept.append)
+    backend = postgres.PostgresBackend.__new__(postgres.PostgresBackend)
+    backend._connect_kwargs, backend.schema, backend.lock_timeout = {}, "s", 5.0  # noqa: SLF001
+    backend.vacuum(["deliveries", "runs"])
+    assert server.vacuumed == [["deliveries", "runs"]] + [["runs"]] * (passes - 1)
+    # Three wal_writer_delays (200 ms) before each pass after the first.
+    assert server.slept == [pytest.approx(0.6)] * (passes - 1)
+    assert postgres.VACUUM_PASSES == 3

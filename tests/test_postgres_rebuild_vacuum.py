@@ -115,13 +115,16 @@ def _vacuums(url: str, table: str) -> int:
         return conn.execute("SELECT pg_stat_get_vacuum_count(%s::regclass)", (f'"{url.rpartition("schema=")[2]}"."{table}"',)).fetchone()[0]
 
 
-def test_a_vacuum_passes_again_over_pages_left_unmarked_and_gives_up_after_its_passes(postgres_url_alone, monkeypatch):
+def test_a_vacuum_passes_again_over_pages_left_unmarked_and_gives_up_once_a_pass_marks_no_more(postgres_url_alone, monkeypatch):
     # A transaction open in the store's database since before the newest runs: their rows
-    # stay unmarked whatever the passes, each after the WAL writer's rounds; a table marked
-    # at the first pass is not vacuumed again; once the transaction ends, one vacuum marks them.
+    # stay unmarked whatever the passes, each after the WAL writer's rounds, so the vacuum
+    # stops after a second pass marking nothing more; a table marked at the first pass is not
+    # vacuumed again; once the transaction ends, one vacuum marks them.
     url = postgres_url_alone
-    slept = []
+    slept, seen = [], []
     monkeypatch.setattr(postgres, "sleep", lambda seconds: slept.append(seconds) or time.sleep(seconds))
+    unmarked = PostgresBackend._unmarked  # noqa: SLF001
+    monkeypatch.setattr(PostgresBackend, "_unmarked", lambda self, conn, tables: seen.append(unmarked(self, conn, tables)) or seen[-1])
     log = open_log(url)
     try:
         live_store(log)
@@ -132,7 +135,9 @@ def test_a_vacuum_passes_again_over_pages_left_unmarked_and_gives_up_after_its_p
         with server_connection(url) as other:
             other.execute("SELECT txid_current()")
             _append_runs(log, "late", 300)
+            seen.clear()
             log.backend.vacuum(["deliveries", "runs"])
+            readings = [counted.get("runs") for counted in seen]
             held = _pages(url)["runs"]
             passes = {table: _vacuums(url, table) - n for table, n in before.items()}
             delay = postgres._wal_writer_delay(other)  # noqa: SLF001
@@ -141,8 +146,13 @@ def test_a_vacuum_passes_again_over_pages_left_unmarked_and_gives_up_after_its_p
     finally:
         log.close()
     assert held[1] < held[0], held
-    assert passes == {"runs": VACUUM_PASSES, "deliveries": 1} and VACUUM_PASSES > 1
-    assert [s for s in slept if s >= delay] == [3 * delay] * (VACUUM_PASSES - 1)
+    # The runs' pages marked after the first pass and after the second: the second marks no
+    # more, unless some rows were held back only by other stores' commits, not yet flushed
+    # (beside other tests), and then a third pass follows.
+    assert len(readings) == 2 and None not in readings, seen
+    expected = 2 if readings[1] <= readings[0] else 3
+    assert passes == {"runs": expected, "deliveries": 1} and VACUUM_PASSES > 2, (passes, seen)
+    assert [s for s in slept if s >= delay] == [3 * delay] * (expected - 1)
     assert visible == pages
 
 

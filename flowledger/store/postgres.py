@@ -638,17 +638,25 @@ class PostgresBackend(SQLBackend):
         unmarked are vacuumed again once the WAL writer has had time to flush what was
         committed since, at most :data:`VACUUM_PASSES` in all (a pass reads only the pages
         still unmarked). Rows newer than a transaction open in the database stay unmarked
-        whatever the passes."""
+        whatever the passes: a table a second or later pass marked no page more of is not
+        passed over again."""
         if not tables:
             return  # (VACUUM naming no table would vacuum the whole database)
         left = list(tables)
+        marked: dict[str, int] = {}
         try:
             with psycopg.connect(**self._connect_kwargs, autocommit=True, connect_timeout=5) as conn:
                 conn.execute(f"SET lock_timeout = {int(self.lock_timeout * 1000)}")
                 delay = _wal_writer_delay(conn)
                 for n in range(VACUUM_PASSES):
                     if n:
-                        left = self._unmarked(conn, left)
+                        unmarked = self._unmarked(conn, left)
+                        # The first pass may mark nothing where it is only early (the rows'
+                        # neighbours unflushed), so it is not judged; after a later pass
+                        # that marked nothing more, what holds the rows back (a transaction
+                        # open since before them) outlasts the WAL writer's rounds.
+                        left = [t for t, visible in unmarked.items() if n == 1 or visible > marked[t]]
+                        marked = unmarked
                         if not left:
                             return
                         # The unmarked rows' neighbours, committed since (by other stores
@@ -661,17 +669,18 @@ class PostgresBackend(SQLBackend):
         except psycopg.Error as e:
             _log.warning("the views just filled are not vacuumed (%s); autovacuum will do it in time", _driver_error(e))
 
-    def _unmarked(self, conn: psycopg.Connection[Any], tables: Sequence[str]) -> list[str]:
-        """Those of ``tables`` with pages not marked all visible, as their last VACUUM counted."""
-        return [
-            row[0]
+    def _unmarked(self, conn: psycopg.Connection[Any], tables: Sequence[str]) -> dict[str, int]:
+        """Those of ``tables`` with pages not marked all visible, each with how many are, as
+        their last VACUUM counted."""
+        return {
+            row[0]: row[1]
             for row in conn.execute(
-                "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "SELECT relname, relallvisible FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind = 'r' "
                 "AND c.relallvisible < c.relpages ORDER BY relname",
                 (self.schema, list(tables)),
             )
-        ]
+        }
 
     def lock_views(self, c: PgCursor, names: Sequence[str]) -> None:
         """Hold each view's advisory lock until the transaction ends (in name order).
