@@ -7,11 +7,12 @@ of 40 workflows, 5 tenants, 200,000 recipients) and started, then 85% completed,
 and 10% left running (stuck: no news for two hours or more); with --active-hours H, those
 created in the last H hours are running still, heard of every 20 minutes until the newest
 run's creation (not stuck: a live store's); with --workflows W, of W workflows rather than
-40 (1: one workflow holds every run, its page and chips as the whole store's); then folds
-the views. Seeded: the same RUNS give the same runs but for their times, which follow the
+40 (1: one workflow holds every run, its page and chips as the whole store's); with
+--busiest S, a share S of them of the first (wf-0), the rest spread over every workflow (a
+workflow holding most runs, not all); then folds the views. Seeded: the same RUNS give the same runs but for their times, which follow the
 clock.
 
-    python benchmarks/month_store.py /var/tmp/month.db [--runs 1000000] [--active-hours 24] [--workflows 40]
+    python benchmarks/month_store.py /var/tmp/month.db [--runs 1000000] [--active-hours 24] [--workflows 40] [--busiest 0.9]
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def runs(n: int, end: datetime, seed: int = 7, active_hours: float = 0, workflows: int = 40) -> Any:
+def runs(n: int, end: datetime, seed: int = 7, active_hours: float = 0, workflows: int = 40, busiest: float = 0) -> Any:
     """The runs' events, a run at a time, the last created at ``end``, of ``workflows``
-    workflows; those created in the last ``active_hours`` before it running still, a step
-    every 20 minutes until ``end``."""
+    workflows (a ``busiest`` share of them of the first, the rest spread over all); those
+    created in the last ``active_hours`` before it running still, a step every 20 minutes
+    until ``end``."""
     rng = random.Random(seed)
     start = end - timedelta(days=30)
     step = (end - start) / n
@@ -48,7 +50,7 @@ def runs(n: int, end: datetime, seed: int = 7, active_hours: float = 0, workflow
         run = f"run-{i:08d}"
         yield {
             "id": f"e{i}-t", "type": "run.triggered", "occurred_at": _stamp(at), "run_id": run,
-            "workflow": f"wf-{rng.randrange(workflows)}", "recipient": f"user-{rng.randrange(200_000)}",
+            "workflow": "wf-0" if busiest and rng.random() < busiest else f"wf-{rng.randrange(workflows)}", "recipient": f"user-{rng.randrange(200_000)}",
             "tenant": f"t{rng.randrange(5)}", "trigger": {"source": "api"},
         }
         yield {"id": f"e{i}-s", "type": "run.started", "occurred_at": _stamp(at + timedelta(seconds=1)), "run_id": run}
@@ -77,6 +79,10 @@ def main() -> None:
         help="runs created in these last hours still running and heard of every 20 minutes (a live store's Stuck)",
     )
     parser.add_argument("--workflows", type=int, default=40, help="the number of workflows the runs are of")
+    parser.add_argument(
+        "--busiest", type=float, default=0,
+        help="the share of the runs of the first workflow, wf-0 (the rest spread over every workflow)",
+    )
     args = parser.parse_args()
     log = open_log(args.store)
     try:
@@ -85,7 +91,7 @@ def main() -> None:
         started = time.perf_counter()
         batch: list[dict[str, Any]] = []
         end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
-        for event in runs(args.runs, end, active_hours=args.active_hours, workflows=args.workflows):
+        for event in runs(args.runs, end, active_hours=args.active_hours, workflows=args.workflows, busiest=args.busiest):
             batch.append(event)
             if len(batch) == 10_000:
                 ledger.append_batch(log, batch)

@@ -827,6 +827,8 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
         # runs of a store's one workflow: read entry by entry, 114-219 ms for a tenant's
         # 200,000 of a million runs, quiet since a time or not).
         return run_status_counts(c, replace(filters, **{"workflow" if sums[0] == sums[2] else "tenant": None}))
+    if sums is not None and sums[2] - sums[0] < min(sums[0], sums[1]):
+        return _less_other_workflows(c, filters)
     ahead = _heard_of_or_not(filters)
     at = filters.updated_before
     if at is None or not _STAMP.fullmatch(at):
@@ -1022,6 +1024,37 @@ def _pair_within_range(c: sqlite3.Cursor, filters: RunFilters) -> tuple[int, int
     )
     workflow_s, tenant_s, every = c.fetchone()
     return int(workflow_s or 0), int(tenant_s or 0), int(every or 0)
+
+
+def _less_other_workflows(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
+    """:func:`run_status_counts` of a tenant's runs of a workflow within a range, where the
+    workflow holds most of the range's runs (fewer are the other workflows' than either the
+    workflow's or the tenant's, :func:`_pair_within_range`): the tenant's, counted by the
+    hour, less its runs of the other workflows, each sought in the workflow's index by its
+    statuses and the range (entries alone: they hold the tenant and the last event).
+
+    Read entry by entry in the workflow's index, or the tenant's every run in its own, they
+    were linear in the workflow's runs of the range, or in the tenant's (114-213 ms for a
+    tenant's 200,000 runs of a million, where the workflow held them all).
+
+    The other workflows are those whose runs were first and last created either side of the
+    range's ends (``workflow_summaries``: a run has a creation time once triggered, and its
+    trigger names its workflow and moves those times): a workflow with none of its runs in
+    the range costs a seek a status."""
+    dates = _date_range(filters)
+    assert dates is not None and filters.workflow is not None
+    theirs = run_status_counts(c, replace(filters, workflow=None))
+    where, params = _runs_where(replace(filters, workflow=None, statuses=filters.statuses or STATUSES))
+    others = (
+        "workflow IN (SELECT workflow FROM workflow_summaries "
+        "WHERE workflow <> ? AND first_created_at <= ? AND last_created_at >= ?)"
+    )
+    c.execute(
+        'SELECT status, COUNT(*) FROM "runs" INDEXED BY runs_by_workflow_status_created_updated_seq_tenant'
+        f"{_where_sql([others, *where])} GROUP BY status",
+        [filters.workflow, dates[1], dates[0], *params],
+    )
+    return _by_status([*((s, n) for s, n in theirs.items() if s != "total"), *((s, -n) for s, n in c.fetchall())])
 
 
 def _part_counts(

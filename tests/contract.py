@@ -47,6 +47,11 @@ def _creation_times() -> list[str]:
     return times
 
 
+def _clock(seconds: int) -> str:
+    """A time of day, hh:mm:ss, ``seconds`` after midnight."""
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def _counted(statuses: list[str]) -> dict[str, int]:
     """Runs by status and their total, as run_status_counts gives them, of these statuses."""
     return {"total": len(statuses), **{s: statuses.count(s) for s in queries.STATUSES}}
@@ -453,6 +458,45 @@ class StoreContract:
                 filters = queries.RunFilters(tenant=tenant, statuses=statuses)
                 picked = [s for _, t, s, _ in truth if t == tenant and (not statuses or s in statuses)]
                 assert ledger.query(log, queries.run_status_counts, filters) == _counted(picked)
+
+    def test_a_tenants_runs_of_a_workflow_holding_most_of_a_range_are_the_tenants_less_its_others(self, log, monkeypatch):
+        # A workflow of most runs (w1): the tenant's counted by the hour, less its runs of the
+        # other workflows, sought in their index. 120 runs over four hours; 300 ranges from and
+        # to any second, a run's own creation or a whole hour, with statuses, quiet since a
+        # time or not.
+        rng = random.Random(11)
+        events, made = [], []
+        for i in range(120):
+            run, (created, heard) = f"r{i:03d}", sorted(rng.randrange(4 * 3600) for _ in range(2))
+            status = rng.choice(["pending", "running", "completed"])
+            tenant, workflow = rng.choice(["t1", "t1", "t1", "t2", None]), rng.choice(["w1"] * 7 + ["w2", "w2", "w3"])
+            created = heard if status == "pending" else created  # (a pending run's last event is its trigger)
+            made.append(created)
+            events.append(triggered(run, occurred_at=f"2026-11-01T{_clock(created)}Z", workflow=workflow, **({"tenant": tenant} if tenant else {})))
+            if status != "pending":
+                events.append(ev("run.started", run_id=run, occurred_at=f"2026-11-01T{_clock(heard)}Z"))
+            if status == "completed":
+                events.append(ev("run.completed", run_id=run, occurred_at=f"2026-11-01T{_clock(heard)}Z"))
+        ledger.append_input(log, jsonl(events))
+        others = []
+        less_others = queries._less_other_workflows  # noqa: SLF001
+        monkeypatch.setattr(queries, "_less_other_workflows", lambda c, filters: others.append(filters) or less_others(c, filters))
+        every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=200)["entries"]
+        for _ in range(300):
+            ends = sorted(rng.choice([rng.choice(made), rng.randrange(4 * 3600)]) for _ in range(2))
+            if rng.random() < 0.3:
+                low, high = f"2026-11-01T{ends[0] // 3600:02d}:00:00.000000Z", f"2026-11-01T{ends[1] // 3600:02d}:59:59.999999Z"
+            else:
+                low, high = (f"2026-11-01T{_clock(end)}.000000Z" for end in ends)
+            bound = f"2026-11-01T{_clock(rng.randrange(4 * 3600))}.000000Z" if rng.random() < 0.5 else None
+            statuses = rng.choice([(), ("completed",), ("pending", "running")])
+            filters = queries.RunFilters(workflow="w1", tenant="t1", statuses=statuses, starting_at=low, ending_at=high, updated_before=bound)
+            theirs = [r["status"] for r in every
+                      if (not statuses or r["status"] in statuses) and low <= r["created_at"] <= high and r["tenant"] == "t1"
+                      and r["workflow"] == "w1" and (bound is None or r["updated_at"] <= bound)]
+            assert ledger.query(log, queries.run_status_counts, filters) == _counted(theirs), filters
+        # Most ranges counted so, quiet since a time or not.
+        assert len(others) > 150 and {f.updated_before is None for f in others} == {True, False}, len(others)
 
     def test_counts_of_runs_quiet_since_a_time_are_the_runs_they_name(self, log):
         # The Stuck chip's counts (pending or running, no news since a time), taken as the

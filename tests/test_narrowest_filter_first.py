@@ -207,15 +207,20 @@ def test_a_tenant_s_runs_of_a_workflow_of_a_status_are_read_in_the_tenant_s_inde
     assert len(read) == 2 and all("INDEX runs_by_tenant_status_seq_workflow (tenant=? AND status=?)" in plan for plan in read), read
 
 
-@pytest.mark.parametrize("workflows, others, way", [(3, 0, "workflow"), (1, 2, "tenant"), (1, 0, "by the hour")])
-def test_a_tenant_s_runs_of_a_workflow_are_counted_within_a_range_in_the_narrower_s_index(log, workflows, others, way):
+@pytest.mark.parametrize("workflows, others, of, way", [
+    (3, 0, "t0", "workflow"), (1, 2, "t0", "others"), (1, 20, "t1", "tenant"), (1, 0, "t0", "by the hour"),
+])
+def test_a_tenant_s_runs_of_a_workflow_are_counted_within_a_range_in_the_narrower_s_index(log, workflows, others, of, way):
     # Of three workflows, w0's runs in the range's hours are fewer than t0's (counted ahead by
-    # hour): its index is read, a status at a time. Of one and two runs of another, the
-    # tenant's are the fewer, and the planner's way stands (its index). Of one alone, the
-    # workflow holds every run of the range: the tenant's are counted by the hour, where they
-    # were read entry by entry (114-213 ms for a tenant's 200,000 of a million runs).
+    # hour): its index is read, a status at a time. Of one and two runs of another, w0 holds
+    # most of the range's runs: the tenant's are counted by the hour, less its runs of the
+    # other workflows, sought in their index (where w0's, or the tenant's, were read entry
+    # by entry). Of one and 20 of another tenant's, the tenant's (15) are fewer than the other
+    # workflows' (20), and the planner's way stands (its index). Of one alone, the workflow holds every run of the
+    # range: the tenant's are counted by the hour, where they were read entry by entry
+    # (114-213 ms for a tenant's 200,000 of a million runs).
     _pairs(log, workflows=workflows)
-    events = [triggered(f"o{k}", occurred_at=f"2026-11-01T03:{k:02d}:00Z", tenant="t0", workflow="w9") for k in range(others)]
+    events = [triggered(f"o{k}", occurred_at=f"2026-11-01T03:{k:02d}:00Z", tenant=of, workflow="w9") for k in range(others)]
     ledger.append_input(log, jsonl(events))
     filters = queries.RunFilters(workflow="w0", tenant="t0", starting_at="2026-11-01T02:00:00.000000Z", ending_at="2026-11-01T06:59:59.999999Z")
     every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
@@ -231,10 +236,34 @@ def test_a_tenant_s_runs_of_a_workflow_are_counted_within_a_range_in_the_narrowe
         assert not read and any("FROM \"tenant_run_hours\"" in sql for sql, _ in statements), statements
         return
     (plan,) = read
-    if way == "workflow":
+    if way == "others":
+        # The tenant's whole hours, and the other workflows' runs sought by workflow, status and range.
+        assert any("FROM \"tenant_run_hours\"" in sql for sql, _ in statements), statements
+        assert "COVERING INDEX runs_by_workflow_status_created_updated_seq_tenant (workflow=? AND status=? AND created_at>? AND created_at<?)" in plan, plan
+        assert "LIST SUBQUERY" in plan and "workflow_summaries" in plan, plan
+    elif way == "workflow":
         assert "COVERING INDEX runs_by_workflow_status_created_updated_seq_tenant (workflow=? AND status=? AND created_at>? AND created_at<?)" in plan, plan
     else:
         assert "runs_by_workflow_status_created_updated_seq_tenant" not in plan, plan
+
+
+def test_the_other_workflows_runs_taken_off_a_tenant_s_include_those_made_at_either_end_of_the_range(log):
+    # w9's last run made as the range starts, w8's first as it ends: both within it, so both
+    # are the other workflows' runs of the range taken off the tenant's.
+    _pairs(log, workflows=1)
+    low, high = "2026-11-01T02:00:00.000000Z", "2026-11-01T06:59:59.999999Z"
+    events = [
+        triggered("o-first", occurred_at="2026-11-01T01:00:00Z", tenant="t0", workflow="w9"),
+        triggered("o-low", occurred_at=low, tenant="t0", workflow="w9"),
+        triggered("o-high", occurred_at=high, tenant="t0", workflow="w8"),
+        triggered("o-last", occurred_at="2026-11-01T09:00:00Z", tenant="t0", workflow="w8"),
+    ]
+    ledger.append_input(log, jsonl(events))
+    filters = queries.RunFilters(workflow="w0", tenant="t0", starting_at=low, ending_at=high)
+    counts, statements, _ = _said(log, queries.run_status_counts, filters)
+    assert any("workflow_summaries" in sql for sql, _ in statements), statements
+    assert counts["total"] == sum(i % 2 == 0 and 12 <= i < 42 for i in range(60)) == 15
+    assert counts["pending"] == sum(i % 2 == 0 and 12 <= i < 42 and i % 3 == 0 for i in range(60)) == 5
 
 
 def test_a_tenant_s_runs_of_a_workflow_are_counted_by_the_hour_where_the_tenant_holds_every_run(log):
