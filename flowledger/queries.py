@@ -1034,27 +1034,32 @@ def _less_other_workflows(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, i
     statuses and the range (entries alone: they hold the tenant and the last event).
 
     Read entry by entry in the workflow's index, or the tenant's every run in its own, they
-    were linear in the workflow's runs of the range, or in the tenant's (114-213 ms for a
-    tenant's 200,000 runs of a million, where the workflow held them all).
+    were linear in the workflow's runs of the range, or in the tenant's (63-173 ms for a
+    tenant's 40,000-180,000 runs of a workflow of 90% of a million).
 
     The other workflows are those whose runs were first and last created either side of the
     range's ends (``workflow_summaries``: a run has a creation time once triggered, and its
-    trigger names its workflow and moves those times): a workflow with none of its runs in
-    the range costs a seek a status."""
+    trigger names its workflow and moves those times), read first and named in the count:
+    given them as a subquery, PostgreSQL's planner, unable to weigh them, read the tenant's
+    every run and its row (45 ms where it has 60,000 of 300,000); given by name, it weighs
+    them by its statistics of the workflows and seeks them (8 ms)."""
     dates = _date_range(filters)
     assert dates is not None and filters.workflow is not None
-    theirs = run_status_counts(c, replace(filters, workflow=None))
-    where, params = _runs_where(replace(filters, workflow=None, statuses=filters.statuses or STATUSES))
-    others = (
-        "workflow IN (SELECT workflow FROM workflow_summaries "
-        "WHERE workflow <> ? AND first_created_at <= ? AND last_created_at >= ?)"
-    )
     c.execute(
-        'SELECT status, COUNT(*) FROM "runs" INDEXED BY runs_by_workflow_status_created_updated_seq_tenant'
-        f"{_where_sql([others, *where])} GROUP BY status",
-        [filters.workflow, dates[1], dates[0], *params],
+        "SELECT workflow FROM workflow_summaries WHERE workflow <> ? AND first_created_at <= ? AND last_created_at >= ?",
+        [filters.workflow, dates[1], dates[0]],
     )
-    return _by_status([*((s, n) for s, n in theirs.items() if s != "total"), *((s, -n) for s, n in c.fetchall())])
+    others = [row[0] for row in c.fetchall()]
+    rows = [*((s, n) for s, n in run_status_counts(c, replace(filters, workflow=None)).items() if s != "total")]
+    where, params = _runs_where(replace(filters, workflow=None, statuses=filters.statuses or STATUSES))
+    for chunk, marks in in_chunks(others):
+        c.execute(
+            'SELECT status, COUNT(*) FROM "runs" INDEXED BY runs_by_workflow_status_created_updated_seq_tenant'
+            f"{_where_sql([f'workflow IN ({marks})', *where])} GROUP BY status",
+            [*chunk, *params],
+        )
+        rows += [(s, -n) for s, n in c.fetchall()]
+    return _by_status(rows)
 
 
 def _part_counts(
