@@ -1050,7 +1050,7 @@ def _less_other_workflows(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, i
         [filters.workflow, dates[1], dates[0]],
     )
     others = [row[0] for row in c.fetchall()]
-    rows = [*((s, n) for s, n in run_status_counts(c, replace(filters, workflow=None)).items() if s != "total")]
+    rows = [(s, n) for s, n in run_status_counts(c, replace(filters, workflow=None)).items() if s != "total"]
     where, params = _runs_where(replace(filters, workflow=None, statuses=filters.statuses or STATUSES))
     for chunk, marks in in_chunks(others):
         c.execute(
