@@ -19,7 +19,7 @@ import pytest
 from flowledger import ledger, queries
 from flowledger.errors import StoreBusy, StoreError, StoreURLError
 from flowledger.store import open_log
-from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, server_connection, triggered
+from tests.conftest import POSTGRES, POSTGRES_UNREACHABLE, server_connection, triggered, wait_until
 from tests.histories import jsonl
 from tests.test_postgres_driver_mutations import _Proxy  # its pump relays one direction
 
@@ -130,12 +130,18 @@ def test_a_schema_with_the_pg_prefix_is_refused_clearly():
 
 def _connections_of(schema: str) -> int:
     """How many connections the server holds for a store in ``schema`` (by the application
-    name its pool gives them)."""
-    with server_connection(POSTGRES) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (f"flowledger/{schema}",)
-        ).fetchone()
-        return row[0]
+    name its pool gives them), once those just closed are gone: a server process ends a
+    moment after its client closes (under load, still listed at the next look), while a
+    pool left open keeps its connections for good."""
+    def held() -> int:
+        with server_connection(POSTGRES) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (f"flowledger/{schema}",)
+            ).fetchone()
+            return row[0]
+
+    wait_until(lambda: held() == 0, 10)
+    return held()
 
 
 def test_a_store_that_fails_to_open_leaves_no_pool_behind(postgres_url, monkeypatch):
