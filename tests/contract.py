@@ -485,7 +485,14 @@ class StoreContract:
         monkeypatch.setattr(backend_module, "_IN_CHUNK", 1)
         others = []
         less_others = queries._less_other_workflows  # noqa: SLF001
-        monkeypatch.setattr(queries, "_less_other_workflows", lambda c, filters: others.append(filters) or less_others(c, filters))
+
+        def counted_so(c, filters, spare):
+            counted = less_others(c, filters, spare)
+            if counted is not None:
+                others.append(filters)
+            return counted
+
+        monkeypatch.setattr(queries, "_less_other_workflows", counted_so)
         every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=200)["entries"]
         for _ in range(300):
             ends = sorted(rng.choice([rng.choice(made), rng.randrange(4 * 3600)]) for _ in range(2))
