@@ -267,24 +267,57 @@ def test_the_other_workflows_runs_taken_off_a_tenant_s_include_those_made_at_eit
     assert counts["pending"] == sum(i % 2 == 0 and 12 <= i < 42 and i % 3 == 0 for i in range(60)) == 5
 
 
-@pytest.mark.parametrize("small, way", [(3, "others"), (4, "the planner's")])
-def test_a_tenant_s_runs_of_a_workflow_holding_most_of_a_range_among_small_ones_are_read_the_cheaper_way(log, small, way):
-    # Other workflows of a run each (of another tenant): their runs of the range are fewer than
-    # the tenant's (15), but each costs a seek a status (three here). Three of them: 9 seeks
-    # against the 12 entries the tenant's less theirs spares, counted so. Four: 12 seeks
-    # against 11, the planner's way, as before.
-    _pairs(log, workflows=1)
-    events = [triggered(f"s{k}", occurred_at=f"2026-11-01T03:{k:02d}:00Z", tenant="t1", workflow=f"small-{k}") for k in range(small)]
+def _dominant(log, *, shared: bool, small: int) -> None:
+    """w0's thirty runs created ten minutes apart from 02:00 (t0's every other one where
+    ``shared``, else all t0's and one more of t1's), in three statuses; twenty more of t0's at
+    09:00, outside the tests' range, every other one failed; and ``small`` other workflows of
+    a run each, t0's, at 03:00."""
+    events = []
+    for i in range(30):
+        run = f"d{i:02d}"
+        events.append(triggered(run, occurred_at=f"2026-11-01T{2 + i // 6:02d}:{i % 6 * 10:02d}:00Z", workflow="w0",
+                                tenant="t1" if shared and i % 2 else "t0"))
+        if i % 3:
+            events.append(ev("run.started", run_id=run, occurred_at=f"2026-11-01T{3 + i // 6:02d}:00:00Z"))
+        if i % 3 == 2:
+            events.append(ev("run.completed", run_id=run, occurred_at=f"2026-11-01T{3 + i // 6:02d}:00:00Z"))
+    if not shared:  # (else t0 would hold every run of the range, counted by the hour)
+        events.append(triggered("d-t1", occurred_at="2026-11-01T04:05:00Z", workflow="w0", tenant="t1"))
+    for i in range(20):
+        run, at = f"late{i:02d}", f"2026-11-01T09:{i:02d}:00Z"
+        events.append(triggered(run, occurred_at=at, workflow="w0", tenant="t0"))
+        if i % 2:
+            events += [ev("run.started", run_id=run, occurred_at=at), ev("run.failed", run_id=run, occurred_at=at, error="gave up")]
+    events += [triggered(f"s{k}", occurred_at=f"2026-11-01T03:{k:02d}:00Z", tenant="t0", workflow=f"small-{k}") for k in range(small)]
     ledger.append_input(log, jsonl(events))
+
+
+@pytest.mark.parametrize("shared, small, quiet, way", [
+    (True, 8, False, "others"), (True, 9, False, "the tenant's"),
+    (False, 7, False, "others"), (False, 8, False, "the workflow's"), (False, 8, True, "others"),
+])
+def test_a_tenant_s_runs_of_a_workflow_holding_most_of_a_range_are_read_the_cheaper_way(log, shared, small, quiet, way):
+    # Other workflows of a run each: their runs of the range are fewer than w0's and t0's, but
+    # each costs a seek a status (three here) against the entries the other way reads. Where
+    # w0's runs of the range (30) are no fewer than t0's (15 and the small ones), the other
+    # way is the planner's, t0's every run of the statuses (25 and the small ones; not its
+    # failed ones): 8 small ones cost 24 seeks against the 25 entries spared, 9 cost 27.
+    # Where every w0 run is t0's, the other way is w0's runs of the range: 7 cost 21 against
+    # 24 spared, 8 cost 24 against 23 (w0's runs of the range are 31: one of t1's); quiet
+    # since a time, the planner's again (40 spared).
+    _dominant(log, shared=shared, small=small)
     filters = queries.RunFilters(workflow="w0", tenant="t0", statuses=("pending", "running", "completed"),
-                                 starting_at="2026-11-01T02:00:00.000000Z", ending_at="2026-11-01T06:59:59.999999Z")
+                                 starting_at="2026-11-01T02:00:00.000000Z", ending_at="2026-11-01T06:59:59.999999Z",
+                                 updated_before="2026-11-01T23:00:00.000000Z" if quiet else None)
     counts, statements, _ = _said(log, queries.run_status_counts, filters)
-    assert counts["total"] == sum(i % 2 == 0 and 12 <= i < 42 for i in range(60)) == 15
-    read = [sql for sql, _ in statements if "COUNT(*)" in sql]
+    assert counts["total"] == (15 if shared else 30)
+    assert counts["completed"] == sum(i % 3 == 2 and (not shared or i % 2 == 0) for i in range(30))
+    (read,) = [sql for sql, _ in statements if "COUNT(*)" in sql]
     if way == "others":
-        assert len(read) == 1 and "workflow IN (?,?,?)" in read[0], statements
+        assert f"workflow IN ({','.join('?' * small)})" in read, statements
     else:
-        assert len(read) == 1 and "workflow = ?" in read[0] and "tenant = ?" in read[0] and "workflow IN" not in read[0], statements
+        assert "workflow = ?" in read and "tenant = ?" in read and "workflow IN" not in read, statements
+        assert ("runs_by_workflow_status_created_updated_seq_tenant" in read) == (way == "the workflow's"), read
 
 
 def test_a_tenant_s_runs_of_a_workflow_are_counted_by_the_hour_where_the_tenant_holds_every_run(log):
