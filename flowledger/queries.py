@@ -959,7 +959,7 @@ for a million; a tenant's runs of a workflow, row by row, 220 ms for 200,000).""
 
 
 def _counts(
-    c: sqlite3.Cursor, filters: RunFilters, pieces: _RangeParts | None = None, sums: tuple[int, int, int] | None = None
+    c: sqlite3.Cursor, filters: RunFilters, pieces: _RangeParts | None = None, sums: tuple[int, int, int, int] | None = None
 ) -> dict[str, int]:
     """:func:`run_status_counts`, from the counts kept ahead where they answer (``pieces``:
     the range's hours and part-hours, where worked out already; ``sums``: a tenant's runs of
@@ -998,11 +998,11 @@ def _counts(
     return _by_status(rows)
 
 
-def _pair_within_range(c: sqlite3.Cursor, filters: RunFilters) -> tuple[int, int, int] | None:
+def _pair_within_range(c: sqlite3.Cursor, filters: RunFilters) -> tuple[int, int, int, int] | None:
     """For a tenant's runs of a workflow within a range (no other filter but statuses and a
     bound on their last event), the runs of the statuses created in the range's hours: the
     workflow's, the tenant's and every run's (``workflow_run_hours``, ``tenant_run_hours``,
-    ``run_hours``); else None.
+    ``run_hours``), and the tenant's every run of them (``tenant_run_counts``); else None.
 
     Where either has every run, the other's are counted by the hour. Else, with no bound,
     where the workflow has fewer than the tenant, they are counted in the workflow's index,
@@ -1021,14 +1021,15 @@ def _pair_within_range(c: sqlite3.Cursor, filters: RunFilters) -> tuple[int, int
     c.execute(
         f"SELECT (SELECT SUM(n) FROM workflow_run_hours{_where_sql(['workflow = ?', *hours])}), "
         f"(SELECT SUM(n) FROM tenant_run_hours{_where_sql(['tenant = ?', *hours])}), "
-        f"(SELECT SUM(n) FROM run_hours{_where_sql(hours)})",
-        [filters.workflow, *span, filters.tenant, *span, *span],
+        f"(SELECT SUM(n) FROM run_hours{_where_sql(hours)}), "
+        f"(SELECT SUM(n) FROM tenant_run_counts{_where_sql(['tenant = ?', *statuses])})",
+        [filters.workflow, *span, filters.tenant, *span, *span, filters.tenant, *marks],
     )
-    workflow_s, tenant_s, every = c.fetchone()
-    return int(workflow_s or 0), int(tenant_s or 0), int(every or 0)
+    workflow_s, tenant_s, every, tenant_all = c.fetchone()
+    return int(workflow_s or 0), int(tenant_s or 0), int(every or 0), int(tenant_all or 0)
 
 
-def _less_other_workflows(c: sqlite3.Cursor, filters: RunFilters, sums: tuple[int, int, int]) -> dict[str, int] | None:
+def _less_other_workflows(c: sqlite3.Cursor, filters: RunFilters, sums: tuple[int, int, int, int]) -> dict[str, int] | None:
     """:func:`run_status_counts` of a tenant's runs of a workflow within a range, where the
     workflow holds most of the range's runs (fewer are the other workflows' than either the
     workflow's or the tenant's, :func:`_pair_within_range`): the tenant's, counted by the
@@ -1048,17 +1049,12 @@ def _less_other_workflows(c: sqlite3.Cursor, filters: RunFilters, sums: tuple[in
     status: None (the other way, then) where those seeks are as many as the entries this
     way spares. The other way reads the workflow's runs of the range in its index where they
     are fewer than the tenant's (:func:`_counts`, not quiet since a time); else, the
-    planner's, the tenant's every run of the statuses (``tenant_run_counts``), whatever the
-    range (the two statuses no run of the last 24 hours of a live store has: 10-11 ms at a
+    planner's, the tenant's every run of the statuses, whatever the range (the two statuses no run of the last 24 hours of a live store has: 10-11 ms at a
     million runs, where the range's own runs of them are a handful)."""
     dates = _date_range(filters)
     assert dates is not None and filters.workflow is not None
-    workflow_s, tenant_s, every = sums
-    instead = workflow_s
-    if workflow_s >= tenant_s or filters.updated_before is not None:
-        where, marks = _matching({"tenant": filters.tenant}, filters.statuses)
-        c.execute(f"SELECT SUM(n) FROM tenant_run_counts{_where_sql(where)}", marks)
-        instead = int(c.fetchone()[0] or 0)
+    workflow_s, tenant_s, every, tenant_all = sums
+    instead = workflow_s if workflow_s < tenant_s and filters.updated_before is None else tenant_all
     c.execute(
         "SELECT workflow FROM workflow_summaries WHERE workflow <> ? AND first_created_at <= ? AND last_created_at >= ?",
         [filters.workflow, dates[1], dates[0]],
