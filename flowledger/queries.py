@@ -1042,7 +1042,10 @@ def _less_other_workflows(c: sqlite3.Cursor, filters: RunFilters, sums: tuple[in
 
     The other workflows are those whose runs were first and last created either side of the
     range's ends (``workflow_summaries``: a run has a creation time once triggered, and its
-    trigger names its workflow and moves those times), read first and named in the count:
+    trigger names its workflow and moves those times); those whose every run was created
+    within it (a store younger than its "Last 30 days") are counted ahead, by tenant and
+    status (``workflow_tenant_run_counts``: a whole month's pair at a million runs, 9-11 ms
+    read entry by entry), and the rest read first and named in the count:
     given them as a subquery, PostgreSQL's planner, unable to weigh them, read the tenant's
     every run and its row (45 ms where it has 60,000 of 300,000); given by name, it weighs
     them by its statistics of the workflows and seeks them (8 ms). Each costs a seek a
@@ -1056,13 +1059,26 @@ def _less_other_workflows(c: sqlite3.Cursor, filters: RunFilters, sums: tuple[in
     workflow_s, tenant_s, every, tenant_all = sums
     instead = workflow_s if workflow_s < tenant_s and filters.updated_before is None else tenant_all
     c.execute(
-        "SELECT workflow FROM workflow_summaries WHERE workflow <> ? AND first_created_at <= ? AND last_created_at >= ?",
-        [filters.workflow, dates[1], dates[0]],
+        "SELECT workflow, first_created_at >= ? AND last_created_at <= ? FROM workflow_summaries "
+        "WHERE workflow <> ? AND first_created_at <= ? AND last_created_at >= ?",
+        [dates[0], dates[1], filters.workflow, dates[1], dates[0]],
     )
-    others = [row[0] for row in c.fetchall()]
+    # A workflow whose every run was created within the range: its tenant's runs are counted
+    # ahead, a row a status (unless quiet since a time, which those counts do not know).
+    whole: list[str] = []
+    others: list[str] = []
+    for workflow, within in c.fetchall():
+        (whole if within and filters.updated_before is None else others).append(workflow)
     if len(others) * len(filters.statuses or STATUSES) >= instead - (every - workflow_s):
         return None
     rows = [(s, n) for s, n in run_status_counts(c, replace(filters, workflow=None)).items() if s != "total"]
+    theirs, their_marks = _matching({"tenant": filters.tenant}, filters.statuses)
+    for chunk, marks in in_chunks(whole):
+        c.execute(
+            f"SELECT status, SUM(n) FROM workflow_tenant_run_counts{_where_sql([f'workflow IN ({marks})', *theirs])} GROUP BY status",
+            [*chunk, *their_marks],
+        )
+        rows += [(s, -int(n)) for s, n in c.fetchall()]
     where, params = _runs_where(replace(filters, workflow=None, statuses=filters.statuses or STATUSES))
     for chunk, marks in in_chunks(others):
         c.execute(
