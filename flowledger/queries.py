@@ -1032,28 +1032,29 @@ def _pair_within_range(c: sqlite3.Cursor, filters: RunFilters) -> tuple[int, int
 def _less_other_workflows(c: sqlite3.Cursor, filters: RunFilters, sums: tuple[int, int, int, int]) -> dict[str, int] | None:
     """:func:`run_status_counts` of a tenant's runs of a workflow within a range, where the
     workflow holds most of the range's runs (fewer are the other workflows' than either the
-    workflow's or the tenant's, :func:`_pair_within_range`): the tenant's, counted by the
-    hour, less its runs of the other workflows, each sought in the workflow's index by its
-    statuses and the range (entries alone: they hold the tenant and the last event).
-
-    Read entry by entry in the workflow's index, or the tenant's every run in its own, they
-    were linear in the workflow's runs of the range, or in the tenant's (63-173 ms for a
-    tenant's 40,000-180,000 runs of a workflow of 90% of a million).
+    workflow's or the tenant's: ``sums``, :func:`_pair_within_range`): the tenant's, counted
+    by the hour, less its runs of the other workflows. Read entry by entry in the workflow's
+    index, or the tenant's every run in its own, they were linear in the workflow's runs of
+    the range, or in the tenant's (64-173 ms for a tenant's 6,000-180,000 runs of a workflow
+    of 90% of a million); None where the other way is cheaper.
 
     The other workflows are those whose runs were first and last created either side of the
     range's ends (``workflow_summaries``: a run has a creation time once triggered, and its
-    trigger names its workflow and moves those times); those whose every run was created
-    within it (a store younger than its "Last 30 days") are counted ahead, by tenant and
-    status (``workflow_tenant_run_counts``: a whole month's pair at a million runs, 9-11 ms
-    read entry by entry), and the rest read first and named in the count:
-    given them as a subquery, PostgreSQL's planner, unable to weigh them, read the tenant's
-    every run and its row (45 ms where it has 60,000 of 300,000); given by name, it weighs
-    them by its statistics of the workflows and seeks them (8 ms). Each costs a seek a
-    status: None (the other way, then) where those seeks are as many as the entries this
-    way spares. The other way reads the workflow's runs of the range in its index where they
-    are fewer than the tenant's (:func:`_counts`, not quiet since a time); else, the
-    planner's, the tenant's every run of the statuses, whatever the range (the two statuses no run of the last 24 hours of a live store has: 10-11 ms at a
-    million runs, where the range's own runs of them are a handful)."""
+    trigger names its workflow and moves those times). Where every run of one was created
+    within the range (a store younger than its "Last 30 days"), its tenant's runs are counted
+    ahead (``workflow_tenant_run_counts``: a whole month's pair at a million runs, 9-11 ms
+    read entry by entry), but not quiet since a time, which those counts do not know. The
+    rest are sought by name in the workflow index, a status at a time, their entries alone
+    (they hold the tenant and the last event): given as a subquery, PostgreSQL's planner,
+    unable to weigh them, read the tenant's every run and its row (45 ms where it has 60,000
+    of 300,000), where named it weighs them by its statistics and seeks them (8 ms).
+
+    Each one sought costs a seek a status: the other way is taken (None) where those seeks
+    are as many as the entries this way spares. That way reads the workflow's runs of the
+    range in its index where they are fewer than the tenant's (:func:`_counts`, not quiet
+    since a time); else, the planner's, the tenant's every run of the statuses, whatever the
+    range (two statuses no run of a live store's last 24 hours has: 10-11 ms at a million
+    runs, where the range holds a handful of them)."""
     dates = _date_range(filters)
     assert dates is not None and filters.workflow is not None
     workflow_s, tenant_s, every, tenant_all = sums
