@@ -973,7 +973,7 @@ def _counts(
     if hours is None:
         where, params = _runs_where(filters)
         table = _from("runs", where)
-        if sums is not None and sums[0] < sums[1] and filters.updated_before is None:
+        if sums is not None and _in_the_workflow_s_index(filters, sums):
             # Every status named, so that the index is sought a status at a time by the range.
             where, params = _runs_where(replace(filters, statuses=filters.statuses or STATUSES))
             table = '"runs" INDEXED BY runs_by_workflow_status_created_updated_seq_tenant'
@@ -1029,6 +1029,13 @@ def _pair_within_range(c: sqlite3.Cursor, filters: RunFilters) -> tuple[int, int
     return int(workflow_s or 0), int(tenant_s or 0), int(every or 0), int(tenant_all or 0)
 
 
+def _in_the_workflow_s_index(filters: RunFilters, sums: tuple[int, int, int, int]) -> bool:
+    """Whether :func:`_counts` reads a tenant's runs of a workflow within a range in the
+    workflow's index (its runs of the range fewer than the tenant's, not quiet since a time),
+    rather than the planner's way (``sums``: :func:`_pair_within_range`)."""
+    return sums[0] < sums[1] and filters.updated_before is None
+
+
 def _less_other_workflows(c: sqlite3.Cursor, filters: RunFilters, sums: tuple[int, int, int, int]) -> dict[str, int] | None:
     """:func:`run_status_counts` of a tenant's runs of a workflow within a range, where the
     workflow holds most of the range's runs (fewer are the other workflows' than either the
@@ -1057,8 +1064,8 @@ def _less_other_workflows(c: sqlite3.Cursor, filters: RunFilters, sums: tuple[in
     runs, where the range holds a handful of them)."""
     dates = _date_range(filters)
     assert dates is not None and filters.workflow is not None
-    workflow_s, tenant_s, every, tenant_all = sums
-    instead = workflow_s if workflow_s < tenant_s and filters.updated_before is None else tenant_all
+    workflow_s, _, every, tenant_all = sums
+    instead = workflow_s if _in_the_workflow_s_index(filters, sums) else tenant_all
     c.execute(
         "SELECT workflow, first_created_at >= ? AND last_created_at <= ? FROM workflow_summaries "
         "WHERE workflow <> ? AND first_created_at <= ? AND last_created_at >= ?",
