@@ -22,7 +22,7 @@ from flowledger.projections.projector import Projector
 from flowledger.store import open_log
 from flowledger.web import pages
 from tests.conftest import ev, step, triggered
-from tests.contract import _counted
+from tests.contract import _clock, _counted
 from tests.histories import fresh_log, jsonl, workspaces
 from tests.test_status_pages import Said
 
@@ -417,10 +417,6 @@ def test_every_runs_counts_quiet_since_any_time_are_the_runs_quiet_since(runs, a
     quiet = [r["status"] for r in every if (not statuses or r["status"] in statuses) and r["updated_at"] <= bound]
     assert counts["total"] == len(quiet)
     assert all(counts[s] == quiet.count(s) for s in statuses or ("pending", "running", "completed")), (counts, quiet)
-
-
-def _clock(seconds: int) -> str:
-    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _made_and_heard(log, runs: list[tuple[Any, ...]]) -> None:
