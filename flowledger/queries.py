@@ -251,9 +251,13 @@ def _matching(equals: dict[str, Any], statuses: tuple[str, ...]) -> tuple[list[s
 def _exists(c: sqlite3.Cursor, table: str, sought: Sought, extra: str, value: int) -> bool:
     """Whether a row that ``sought`` picks lies beyond ``value`` (``extra``: "seq < ?" or
     "seq > ?"), looked for from ``value`` on where the rows' times are checked."""
-    if sought.dates is not None or sought.updated_before is not None:
+    if sought.dates is not None or sought.updated_before is not None or (len(sought.statuses) > 1 and _A_PAIR <= set(sought.where)):
         # Looked for nearest first: a page's neighbours are most often next to it (the stuck
         # runs' index, in order of their last event, would give a page's newer ones last).
+        # A tenant's runs of a workflow of several statuses a status at a time too, as their
+        # page reads them: given them all, SQLite's planner read the workflow's runs past
+        # ``value`` in its index, a row each for the tenant (every newer one of the
+        # workflow's where the tenant has few).
         return bool(_positions(c, table, sought.narrowed(extra, value), _OUTWARD[extra], 1))
     where, params = sought.narrowed(extra, value).conditions()
     c.execute(f"SELECT 1 FROM {_from(table, where)}{_where_sql(where)} LIMIT 1", params)
@@ -261,6 +265,9 @@ def _exists(c: sqlite3.Cursor, table: str, sought: Sought, extra: str, value: in
 
 
 _OUTWARD = {"seq < ?": "DESC", "seq > ?": "ASC"}
+
+_A_PAIR = {"workflow = ?", "tenant = ?"}
+"""A tenant's runs of a workflow, as :func:`_matching` writes their conditions."""
 
 PROBE_ROWS = 200
 """Rows a page whose rows' times are checked (a date range's, stuck runs') reads in the
@@ -810,10 +817,29 @@ def list_runs(
     before: str | None = None,
 ) -> dict[str, Any]:
     """A page of runs, newest first: ``{"entries": [...], "page_info": {...}}``."""
-    rows, page_info = _page(c, "runs", _runs_sought(filters), page_size, after, before)
+    rows, page_info = _page(c, "runs", _runs_sought(_pair_s_statuses(c, filters)), page_size, after, before)
     engagement = email_engagement(c, [r["id"] for r in rows])
     entries = [run_entry(r, engagement.get(r["id"], _NO_ENGAGEMENT)) for r in rows]
     return {"entries": entries, "page_info": page_info}
+
+
+def _pair_s_statuses(c: sqlite3.Cursor, filters: RunFilters) -> RunFilters:
+    """The filters of a page of a tenant's runs of a workflow of any status (no other filter
+    but a range), with every status named where the tenant has fewer runs, each status's
+    runs times, than the workflow (the counts kept ahead say): its index (tenant, status,
+    seq, created_at, workflow) is then read a status at a time, newest first, rather than the
+    workflow's, whose every run was read to find a page where the tenant has few (65-92 ms
+    for a tenant of none of a workflow of 900,000 runs). A page reads about as many entries
+    of either index, a status's, per run of the pair (14.6 ms a page of a tenant's 200,000
+    runs of a workflow of 25,000 read a status at a time, 1.2 in the workflow's index)."""
+    if filters.workflow is None or filters.tenant is None or filters.statuses or not _only_statuses_besides(filters, "starting_at", "ending_at", "tenant", "workflow"):
+        return filters
+    c.execute(
+        "SELECT (SELECT SUM(n) FROM run_counts WHERE workflow = ?), (SELECT SUM(n) FROM tenant_run_counts WHERE tenant = ?)",
+        [filters.workflow, filters.tenant],
+    )
+    workflow_s, tenant_s = (int(n or 0) for n in c.fetchone())
+    return replace(filters, statuses=STATUSES) if tenant_s * len(STATUSES) < workflow_s else filters
 
 
 @reads("runs")
@@ -860,7 +886,7 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
         return _less_heard_of(c, filters, _heard_of_since(c, statuses, at, None, filters.tenant, filters.workflow).items())
     hours = _whole_hours(ahead)
     if hours is None:
-        return _counts(c, filters)
+        return _counts(c, filters, sums=sums)
     # A range's (the run history's "Last 30 days" and Stuck, a tenant's, a workflow's or
     # every run's): those created in its whole hours, and only those of the part-hours at its
     # ends read, run by run.
@@ -973,10 +999,11 @@ def _counts(
     if hours is None:
         where, params = _runs_where(filters)
         table = _from("runs", where)
-        if sums is not None and _in_the_workflow_s_index(filters, sums):
-            # Every status named, so that the index is sought a status at a time by the range.
+        if sums is not None:
+            # Every status named, so that the index is sought a status at a time (the
+            # workflow's by the range).
             where, params = _runs_where(replace(filters, statuses=filters.statuses or STATUSES))
-            table = '"runs" INDEXED BY runs_by_workflow_status_created_updated_seq_tenant'
+            table = f'"runs" INDEXED BY {_pair_s_way(filters, sums)[0]}'
         c.execute(f"SELECT status, COUNT(*) FROM {table}{_where_sql(where)} GROUP BY status", params)
         return _by_status(c.fetchall())
     # A date range and no other filter but a tenant or a workflow and statuses (the run
@@ -1004,12 +1031,12 @@ def _pair_within_range(c: sqlite3.Cursor, filters: RunFilters) -> tuple[int, int
     workflow's, the tenant's and every run's (``workflow_run_hours``, ``tenant_run_hours``,
     ``run_hours``), and the tenant's every run of them (``tenant_run_counts``); else None.
 
-    Where either has every run, the other's are counted by the hour. Else, with no bound,
-    where the workflow has fewer than the tenant, they are counted in the workflow's index,
-    its runs of the range sought there a status at a time, the tenant's read in its entries;
-    else the planner's way, the tenant's every run of the statuses read in its index (20 ms
-    for a tenant's 200,000 runs at a million, whatever the range; a workflow's of them, one
-    of 40, 1-3 ms so)."""
+    Where either has every run, the other's are counted by the hour. Else, where the
+    workflow's runs of the range are the fewer, they are counted in the workflow's index, its
+    runs of the range sought there a status at a time, the tenant's read in its entries; else
+    the tenant's every run of the statuses is read in its index (20 ms for a tenant's 200,000
+    runs at a million, whatever the range; a workflow's of them, one of 40, 1-3 ms so; see
+    :func:`_pair_s_way`)."""
     if filters.workflow is None or filters.tenant is None:
         return None
     dates = _date_range(filters)
@@ -1029,11 +1056,27 @@ def _pair_within_range(c: sqlite3.Cursor, filters: RunFilters) -> tuple[int, int
     return int(workflow_s or 0), int(tenant_s or 0), int(every or 0), int(tenant_all or 0)
 
 
-def _in_the_workflow_s_index(filters: RunFilters, sums: tuple[int, int, int, int]) -> bool:
-    """Whether :func:`_counts` reads a tenant's runs of a workflow within a range in the
-    workflow's index (its runs of the range fewer than the tenant's, not quiet since a time),
-    rather than the planner's way (``sums``: :func:`_pair_within_range`)."""
-    return sums[0] < sums[1] and filters.updated_before is None
+_ROW_READ = 20
+"""About how many index entries SQLite reads in the time of a row of the runs table found by
+one (3.5 against 0.18 µs at a million runs)."""
+
+
+def _pair_s_way(filters: RunFilters, sums: tuple[int, int, int, int]) -> tuple[str, int]:
+    """The index :func:`_counts` reads a tenant's runs of a workflow within a range in, every
+    status named, and about how many entries it reads there (``sums``:
+    :func:`_pair_within_range`): the workflow's, its runs of the range sought a status at a
+    time (their entries hold the tenant and the last event), where fewer than the tenant's
+    every run of the statuses, read a status at a time in its index (their entries hold the
+    workflow and the creation time, not the last event: quiet since a time, a row read for
+    each of the pair's, at most the tenant's runs of the range, where the fewer: were the
+    workflow's fewer, its own way would be taken). Left to SQLite's planner, which has no statistics, a count of any status read
+    the workflow's every run (96 ms for a tenant of none within a week, the workflow's runs
+    900,000), quiet since a time every run of the statuses quiet since then (24 ms)."""
+    workflow_s, tenant_s, _, tenant_all = sums
+    tenant_way = tenant_all + (_ROW_READ * tenant_s if filters.updated_before is not None else 0)
+    if workflow_s < tenant_way:
+        return "runs_by_workflow_status_created_updated_seq_tenant", workflow_s
+    return "runs_by_tenant_status_seq_workflow", tenant_way
 
 
 def _less_other_workflows(c: sqlite3.Cursor, filters: RunFilters, sums: tuple[int, int, int, int]) -> dict[str, int] | None:
@@ -1057,15 +1100,14 @@ def _less_other_workflows(c: sqlite3.Cursor, filters: RunFilters, sums: tuple[in
     of 300,000), where named it weighs them by its statistics and seeks them (8 ms).
 
     Each one sought costs a seek a status: the other way is taken (None) where those seeks
-    are as many as the entries this way spares. That way reads the workflow's runs of the
-    range in its index where they are fewer than the tenant's (:func:`_counts`, not quiet
-    since a time); else, the planner's, the tenant's every run of the statuses, whatever the
-    range (two statuses no run of a live store's last 24 hours has: 10-11 ms at a million
-    runs, where the range holds a handful of them)."""
+    are as many as the entries this way spares. That way (:func:`_pair_s_way`) reads the
+    workflow's runs of the range in its index, or the tenant's every run of the statuses,
+    whatever the range, in its own (two statuses no run of a live store's last 24 hours has:
+    10-11 ms at a million runs, where the range holds a handful of them)."""
     dates = _date_range(filters)
     assert dates is not None and filters.workflow is not None
-    workflow_s, _, every, tenant_all = sums
-    instead = workflow_s if _in_the_workflow_s_index(filters, sums) else tenant_all
+    workflow_s, _, every, _ = sums
+    instead = _pair_s_way(filters, sums)[1]
     c.execute(
         "SELECT workflow, first_created_at >= ? AND last_created_at <= ? FROM workflow_summaries "
         "WHERE workflow <> ? AND first_created_at <= ? AND last_created_at >= ?",

@@ -510,6 +510,47 @@ class StoreContract:
         # Most ranges counted so, quiet since a time or not.
         assert len(others) > 150 and {f.updated_before is None for f in others} == {True, False}, len(others)
 
+    def test_a_tenants_runs_of_a_workflow_either_of_them_small_are_the_runs_they_name(self, log):
+        # A workflow of most runs and one of few; a tenant of most, tenants of a run or two,
+        # one of none: every pair's pages of any status (read a status at a time in the
+        # tenant's index where it has the fewer runs, six times over) walked both ways, and
+        # its counts within ranges, of statuses, quiet since a time or not (read in the index
+        # of the fewer), each against the runs' own.
+        rng = random.Random(29)
+        events, made = [], []
+        for i in range(90):
+            run, (created, heard) = f"s{i:03d}", sorted(rng.randrange(4 * 3600) for _ in range(2))
+            status = rng.choice(["pending", "running", "completed"])
+            workflow = "big" if i % 9 else "small"
+            tenant = "many" if i % 10 else ("one", "two", "two")[i // 10 % 3]
+            created = heard if status == "pending" else created  # (a pending run's last event is its trigger)
+            made.append(created)
+            events.append(triggered(run, occurred_at=f"2026-11-01T{_clock(created)}Z", workflow=workflow, tenant=tenant))
+            if status != "pending":
+                events.append(ev("run.started", run_id=run, occurred_at=f"2026-11-01T{_clock(heard)}Z"))
+            if status == "completed":
+                events.append(ev("run.completed", run_id=run, occurred_at=f"2026-11-01T{_clock(heard)}Z"))
+        events += [triggered("s-other", occurred_at="2026-11-01T02:00:00Z", workflow="other", tenant="one")]
+        ledger.append_input(log, jsonl(events))
+        every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=200)["entries"]
+        pairs = [(w, t) for w in ("big", "small") for t in ("many", "one", "two", "none")]
+        for workflow, tenant in pairs:
+            for since, until in [(None, None), ("2026-11-01T01:00:00.000000Z", "2026-11-01T02:59:59.999999Z")]:
+                filters = queries.RunFilters(workflow=workflow, tenant=tenant, starting_at=since, ending_at=until)
+                wanted = [r["id"] for r in every if r["workflow"] == workflow and r["tenant"] == tenant
+                          and (since is None or since <= r["created_at"] <= until)]
+                assert walk(log, queries.list_runs, filters, key="id", page_size=2) == wanted, filters
+        for _ in range(150):
+            workflow, tenant = rng.choice(pairs)
+            low, high = sorted(f"2026-11-01T{_clock(rng.choice([rng.choice(made), rng.randrange(4 * 3600)]))}.000000Z" for _ in range(2))
+            bound = f"2026-11-01T{_clock(rng.randrange(4 * 3600))}.000000Z" if rng.random() < 0.5 else None
+            statuses = rng.choice([(), ("completed",), ("pending", "running")])
+            filters = queries.RunFilters(workflow=workflow, tenant=tenant, statuses=statuses, starting_at=low, ending_at=high, updated_before=bound)
+            theirs = [r["status"] for r in every
+                      if (not statuses or r["status"] in statuses) and low <= r["created_at"] <= high and r["tenant"] == tenant
+                      and r["workflow"] == workflow and (bound is None or r["updated_at"] <= bound)]
+            assert ledger.query(log, queries.run_status_counts, filters) == _counted(theirs), filters
+
     def test_counts_of_runs_quiet_since_a_time_are_the_runs_they_name(self, log):
         # The Stuck chip's counts (pending or running, no news since a time), taken as the
         # runs of their statuses counted ahead less those heard of since (counted by the hours
