@@ -486,8 +486,8 @@ class StoreContract:
         others = []
         less_others = queries._less_other_workflows  # noqa: SLF001
 
-        def counted_so(c, filters, spare):
-            counted = less_others(c, filters, spare)
+        def counted_so(c, filters, spare, instead):
+            counted = less_others(c, filters, spare, instead)
             if counted is not None:
                 others.append(filters)
             return counted
@@ -510,7 +510,7 @@ class StoreContract:
         # Most ranges counted so, quiet since a time or not.
         assert len(others) > 150 and {f.updated_before is None for f in others} == {True, False}, len(others)
 
-    def test_a_tenants_runs_of_a_workflow_either_of_them_small_are_the_runs_they_name(self, log):
+    def test_a_tenants_runs_of_a_workflow_either_of_them_small_are_the_runs_they_name(self, log, monkeypatch):
         # A workflow of most runs and one of few; a tenant of most, tenants of a run or two,
         # one of none: every pair's pages of any status (read a status at a time in the
         # tenant's index where it has the fewer runs, six times over) walked both ways, and
@@ -540,9 +540,14 @@ class StoreContract:
                 wanted = [r["id"] for r in every if r["workflow"] == workflow and r["tenant"] == tenant
                           and (since is None or since <= r["created_at"] <= until)]
                 assert walk(log, queries.list_runs, filters, key="id", page_size=2) == wanted, filters
-        for _ in range(150):
+        outside = []
+        less_outside = queries._less_outside_range  # noqa: SLF001
+        monkeypatch.setattr(queries, "_less_outside_range", lambda c, filters: outside.append(filters) or less_outside(c, filters))
+        for _ in range(200):
             workflow, tenant = rng.choice(pairs)
             low, high = sorted(f"2026-11-01T{_clock(rng.choice([rng.choice(made), rng.randrange(4 * 3600)]))}.000000Z" for _ in range(2))
+            if rng.random() < 0.5:  # most of the runs: from and to any second of the first and last half-hours
+                low, high = (f"2026-11-01T{_clock(rng.randrange(a, a + 1800))}.000000Z" for a in (0, 4 * 3600 - 1800))
             bound = f"2026-11-01T{_clock(rng.randrange(4 * 3600))}.000000Z" if rng.random() < 0.5 else None
             statuses = rng.choice([(), ("completed",), ("pending", "running")])
             filters = queries.RunFilters(workflow=workflow, tenant=tenant, statuses=statuses, starting_at=low, ending_at=high, updated_before=bound)
@@ -550,6 +555,8 @@ class StoreContract:
                       if (not statuses or r["status"] in statuses) and low <= r["created_at"] <= high and r["tenant"] == tenant
                       and r["workflow"] == workflow and (bound is None or r["updated_at"] <= bound)]
             assert ledger.query(log, queries.run_status_counts, filters) == _counted(theirs), filters
+        # Some counted as the pair's every run less those outside the range, quiet or not.
+        assert len(outside) > 10 and {f.updated_before is None for f in outside} == {True, False}, len(outside)
 
     def test_counts_of_runs_quiet_since_a_time_are_the_runs_they_name(self, log):
         # The Stuck chip's counts (pending or running, no news since a time), taken as the

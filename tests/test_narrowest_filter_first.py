@@ -351,8 +351,9 @@ def test_the_other_workflows_runs_taken_off_a_tenant_s_include_those_made_at_eit
 def _dominant(log, *, shared: bool, small: int, late: int = 20) -> None:
     """w0's thirty runs created ten minutes apart from 02:00 (t0's every other one where
     ``shared``, else all t0's and one more of t1's), in three statuses; ``late`` more of t0's
-    at 09:00, outside the tests' range, every other one failed; and ``small`` other workflows
-    of a run of t0's at 03:00 each, and one of t1's at 10:00."""
+    at 09:00, outside the tests' range, every other one failed, and forty of t1's at 11:00
+    (so that w0's runs outside the range are many); and ``small`` other workflows of a run
+    of t0's at 03:00 each, and one of t1's at 10:00."""
     events = []
     for i in range(30):
         run = f"d{i:02d}"
@@ -369,6 +370,7 @@ def _dominant(log, *, shared: bool, small: int, late: int = 20) -> None:
         events.append(triggered(run, occurred_at=at, workflow="w0", tenant="t0"))
         if i % 2:
             events += [ev("run.started", run_id=run, occurred_at=at), ev("run.failed", run_id=run, occurred_at=at, error="gave up")]
+    events += [triggered(f"beyond{k:02d}", occurred_at=f"2026-11-01T11:{k:02d}:00Z", workflow="w0", tenant="t1") for k in range(40)]
     events += [triggered(f"s{k}", occurred_at=f"2026-11-01T03:{k:02d}:00Z", tenant="t0", workflow=f"small-{k}") for k in range(small)]
     # (Each with a run after the range too, t1's: not every run of theirs within it.)
     events += [triggered(f"s{k}-later", occurred_at=f"2026-11-01T10:{k:02d}:00Z", tenant="t1", workflow=f"small-{k}") for k in range(small)]
@@ -411,6 +413,41 @@ def test_a_tenant_s_runs_of_a_workflow_holding_most_of_a_range_are_read_the_chea
         (plan,) = [plan for (sql, _), plan in zip(statements, plans) if sql == read]
         index = "runs_by_workflow_status_created_updated_seq_tenant (workflow=? AND status=?" if way == "the workflow's" else "runs_by_tenant_status_seq_workflow (tenant=? AND status=?)"
         assert f"COVERING INDEX {index}" in plan, plan
+
+
+@pytest.mark.parametrize("beyond, quiet, way", [
+    (6, None, "outside"), (7, None, "the workflow's"),
+    (3, "2026-11-01T08:30:00.000000Z", "outside"), (4, "2026-11-01T08:30:00.000000Z", "the workflow's"),
+    (3, "2026-11-01T08:30:00Z", "the workflow's"),
+])
+def test_a_tenant_s_runs_of_a_workflow_are_counted_less_those_outside_the_range_where_fewer(log, beyond, quiet, way):
+    # w0's and w9's twenty runs each within the range, t0's and t1's in turn, ``beyond`` of
+    # w0's (t1's) at 08:00 and one (t0's) at 01:00: where w0's runs outside the range and a
+    # seek a status either side of it (12) are fewer than the other way's entries (w0's runs
+    # of the range, 20, fewer than t0's every run, 21), and quiet since a time, with every
+    # run heard of since the time's hour (those ``beyond``), t0's runs of w0 are its every
+    # one (counted ahead; quiet, less those heard of since) less those created outside the
+    # range, sought in w0's index: 6 and the one, 19 against 20; 7, 20; quiet, 3, 19; 4, 21.
+    # (A time not stored in full: its runs heard of since are not counted ahead by the hour.)
+    events = []
+    for k in range(40):
+        events.append(triggered(f"in{k:02d}", occurred_at=f"2026-11-01T{2 + k // 8:02d}:{k % 8 * 7:02d}:00Z", workflow=f"w{k % 2 * 9}", tenant=f"t{k // 2 % 2}"))
+    events += [triggered(f"out{k}", occurred_at=f"2026-11-01T08:{k:02d}:00Z", workflow="w0", tenant="t1") for k in range(beyond)]
+    events += [triggered("t0-out", occurred_at="2026-11-01T01:00:00Z", workflow="w0", tenant="t0")]
+    ledger.append_input(log, jsonl(events))
+    filters = queries.RunFilters(workflow="w0", tenant="t0", starting_at="2026-11-01T02:00:00.000000Z", ending_at="2026-11-01T06:59:59.999999Z",
+                                 updated_before=quiet)
+    counts, statements, plans = _said(log, queries.run_status_counts, filters)
+    assert counts["total"] == counts["pending"] == 10
+    read = [(sql, plan) for (sql, _), plan in zip(statements, plans) if "COUNT(*)" in sql]
+    if way == "outside":
+        assert [sql.split(" GROUP BY")[0].rsplit(" AND ", 1)[1] for sql, _ in read if "INDEXED BY runs_by_workflow" in sql] == ["created_at < ?", "created_at > ?"], read
+        assert all("COVERING INDEX runs_by_workflow_status_created_updated_seq_tenant (workflow=? AND status=? AND created_at" in plan for _, plan in read[-2:]), read
+        assert any("workflow_tenant_run_counts" in sql for sql, _ in statements), statements
+        return
+    (_, plan), = read
+    index = "runs_by_workflow_status_created_updated_seq_tenant" if way == "the workflow's" else "runs_by_tenant_status_seq_workflow"
+    assert f"COVERING INDEX {index}" in plan, plan
 
 
 def test_a_tenant_s_runs_of_a_workflow_are_counted_by_the_hour_where_the_tenant_holds_every_run(log):
