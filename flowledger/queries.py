@@ -857,17 +857,17 @@ def run_status_counts(c: sqlite3.Cursor, filters: RunFilters) -> dict[str, int]:
         return run_status_counts(c, replace(filters, **{"workflow" if sums[0] == sums[2] else "tenant": None}))
     if sums is not None:
         # The cheapest way a tenant's runs of a workflow within a range are counted.
-        cost = _pair_s_way(filters, sums)[1]
+        index, cost = _pair_s_way(filters, sums)
         outside = _outside_range_cost(c, filters, sums, cost)
         if sums[2] - sums[0] < min(sums[0], sums[1]):
             counted = _less_other_workflows(c, filters, sums, cost if outside is None else outside)
             if counted is not None:
                 return counted
-        return _counts(c, filters, sums=sums) if outside is None else _less_outside_range(c, filters)
+        return _counts(c, filters, index=index) if outside is None else _less_outside_range(c, filters)
     ahead = _heard_of_or_not(filters)
     at = filters.updated_before
     if at is None or not _STAMP.fullmatch(at):
-        return _counts(c, filters, sums=sums)
+        return _counts(c, filters)
     # Runs quiet since a time (the Stuck chip: pending or running, no news for an hour) are
     # those the filters name but for it, counted ahead, less those heard of since, counted
     # by the hours of their last event and creation: read entry by entry in the index of
@@ -992,11 +992,11 @@ for a million; a tenant's runs of a workflow, row by row, 220 ms for 200,000).""
 
 
 def _counts(
-    c: sqlite3.Cursor, filters: RunFilters, pieces: _RangeParts | None = None, sums: _PairSums | None = None
+    c: sqlite3.Cursor, filters: RunFilters, pieces: _RangeParts | None = None, index: str | None = None
 ) -> dict[str, int]:
     """:func:`run_status_counts`, from the counts kept ahead where they answer (``pieces``:
-    the range's hours and part-hours, where worked out already; ``sums``: a tenant's runs of
-    a workflow's :func:`_pair_within_range`, where asked)."""
+    the range's hours and part-hours, where worked out already; ``index``: the one a tenant's
+    runs of a workflow within a range are read in, :func:`_pair_s_way`'s, where weighed)."""
     for named, table in _COUNTED_AHEAD:
         if all(getattr(filters, name) is not None for name in named) and _only_statuses_besides(filters, *named):
             where, marks = _matching({name: getattr(filters, name) for name in named}, filters.statuses)
@@ -1006,11 +1006,11 @@ def _counts(
     if hours is None:
         where, params = _runs_where(filters)
         table = _from("runs", where)
-        if sums is not None:
+        if index is not None:
             # Every status named, so that the index is sought a status at a time (the
             # workflow's by the range).
             where, params = _runs_where(replace(filters, statuses=filters.statuses or STATUSES))
-            table = f'"runs" INDEXED BY {_pair_s_way(filters, sums)[0]}'
+            table = f'"runs" INDEXED BY {index}'
         c.execute(f"SELECT status, COUNT(*) FROM {table}{_where_sql(where)} GROUP BY status", params)
         return _by_status(c.fetchall())
     # A date range and no other filter but a tenant or a workflow and statuses (the run
