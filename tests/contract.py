@@ -58,6 +58,36 @@ def _counted(statuses: list[str]) -> dict[str, int]:
     return {"total": len(statuses), **{s: statuses.count(s) for s in queries.STATUSES}}
 
 
+def _runs_over_four_hours(log, rng: random.Random, n: int, prefix: str, whose) -> list[int]:
+    """Appends ``n`` runs (ids ``prefix`` and a number), each created and last heard of at
+    random seconds of four hours (a pending one's last event its trigger), pending, running
+    or completed, of ``whose(i)``'s tenant (or none) and workflow; gives their creation
+    seconds."""
+    events, made = [], []
+    for i in range(n):
+        run, (created, heard) = f"{prefix}{i:03d}", sorted(rng.randrange(4 * 3600) for _ in range(2))
+        status = rng.choice(["pending", "running", "completed"])
+        tenant, workflow = whose(i)
+        created = heard if status == "pending" else created  # (a pending run's last event is its trigger)
+        made.append(created)
+        events.append(triggered(run, occurred_at=f"2026-11-01T{_clock(created)}Z", workflow=workflow, **({"tenant": tenant} if tenant else {})))
+        if status != "pending":
+            events.append(ev("run.started", run_id=run, occurred_at=f"2026-11-01T{_clock(heard)}Z"))
+        if status == "completed":
+            events.append(ev("run.completed", run_id=run, occurred_at=f"2026-11-01T{_clock(heard)}Z"))
+    ledger.append_input(log, jsonl(events))
+    return made
+
+
+def _statuses_of_pair(every: list[dict], filters: queries.RunFilters) -> list[str]:
+    """The statuses of the runs of ``every`` (entries) that ``filters`` name: a tenant's runs
+    of a workflow within a range (both ends given), of its statuses, quiet since its time."""
+    return [r["status"] for r in every
+            if (not filters.statuses or r["status"] in filters.statuses) and filters.starting_at <= r["created_at"] <= filters.ending_at
+            and r["tenant"] == filters.tenant and r["workflow"] == filters.workflow
+            and (filters.updated_before is None or r["updated_at"] <= filters.updated_before)]
+
+
 def _counters(c) -> tuple[list, list, list]:
     """The runs view's counts by hour, by tenant and by tenant and hour, and by status, sorted."""
     c.execute("SELECT hour, status, n FROM run_hours ORDER BY hour, status")
@@ -466,19 +496,9 @@ class StoreContract:
         # to any second, a run's own creation or a whole hour, with statuses, quiet since a
         # time or not.
         rng = random.Random(11)
-        events, made = [], []
-        for i in range(120):
-            run, (created, heard) = f"r{i:03d}", sorted(rng.randrange(4 * 3600) for _ in range(2))
-            status = rng.choice(["pending", "running", "completed"])
-            tenant, workflow = rng.choice(["t1", "t1", "t1", "t2", None]), rng.choice(["w1"] * 7 + ["w2", "w2", "w3"])
-            created = heard if status == "pending" else created  # (a pending run's last event is its trigger)
-            made.append(created)
-            events.append(triggered(run, occurred_at=f"2026-11-01T{_clock(created)}Z", workflow=workflow, **({"tenant": tenant} if tenant else {})))
-            if status != "pending":
-                events.append(ev("run.started", run_id=run, occurred_at=f"2026-11-01T{_clock(heard)}Z"))
-            if status == "completed":
-                events.append(ev("run.completed", run_id=run, occurred_at=f"2026-11-01T{_clock(heard)}Z"))
-        ledger.append_input(log, jsonl(events))
+        made = _runs_over_four_hours(log, rng, 120, "r", lambda i: (
+            rng.choice(["t1", "t1", "t1", "t2", None]), rng.choice(["w1"] * 7 + ["w2", "w2", "w3"])
+        ))
         ledger.catch_up(log)
         # One other workflow a statement (as where they are more than a statement binds): the
         # chunks' counts are added up.
@@ -503,10 +523,7 @@ class StoreContract:
             bound = f"2026-11-01T{_clock(rng.randrange(4 * 3600))}.000000Z" if rng.random() < 0.5 else None
             statuses = rng.choice([(), ("completed",), ("pending", "running")])
             filters = queries.RunFilters(workflow="w1", tenant="t1", statuses=statuses, starting_at=low, ending_at=high, updated_before=bound)
-            theirs = [r["status"] for r in every
-                      if (not statuses or r["status"] in statuses) and low <= r["created_at"] <= high and r["tenant"] == "t1"
-                      and r["workflow"] == "w1" and (bound is None or r["updated_at"] <= bound)]
-            assert ledger.query(log, queries.run_status_counts, filters) == _counted(theirs), filters
+            assert ledger.query(log, queries.run_status_counts, filters) == _counted(_statuses_of_pair(every, filters)), filters
         # Most ranges counted so, quiet since a time or not.
         assert len(others) > 150 and {f.updated_before is None for f in others} == {True, False}, len(others)
 
@@ -517,21 +534,10 @@ class StoreContract:
         # its counts within ranges, of statuses, quiet since a time or not (read in the index
         # of the fewer), each against the runs' own.
         rng = random.Random(29)
-        events, made = [], []
-        for i in range(90):
-            run, (created, heard) = f"s{i:03d}", sorted(rng.randrange(4 * 3600) for _ in range(2))
-            status = rng.choice(["pending", "running", "completed"])
-            workflow = "big" if i % 9 else "small"
-            tenant = "many" if i % 10 else ("one", "two", "two")[i // 10 % 3]
-            created = heard if status == "pending" else created  # (a pending run's last event is its trigger)
-            made.append(created)
-            events.append(triggered(run, occurred_at=f"2026-11-01T{_clock(created)}Z", workflow=workflow, tenant=tenant))
-            if status != "pending":
-                events.append(ev("run.started", run_id=run, occurred_at=f"2026-11-01T{_clock(heard)}Z"))
-            if status == "completed":
-                events.append(ev("run.completed", run_id=run, occurred_at=f"2026-11-01T{_clock(heard)}Z"))
-        events += [triggered("s-other", occurred_at="2026-11-01T02:00:00Z", workflow="other", tenant="one")]
-        ledger.append_input(log, jsonl(events))
+        made = _runs_over_four_hours(log, rng, 90, "s", lambda i: (
+            "many" if i % 10 else ("one", "two", "two")[i // 10 % 3], "big" if i % 9 else "small"
+        ))
+        ledger.append_input(log, jsonl([triggered("s-other", occurred_at="2026-11-01T02:00:00Z", workflow="other", tenant="one")]))
         every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=200)["entries"]
         pairs = [(w, t) for w in ("big", "small") for t in ("many", "one", "two", "none")]
         for workflow, tenant in pairs:
@@ -551,10 +557,7 @@ class StoreContract:
             bound = f"2026-11-01T{_clock(rng.randrange(4 * 3600))}.000000Z" if rng.random() < 0.5 else None
             statuses = rng.choice([(), ("completed",), ("pending", "running")])
             filters = queries.RunFilters(workflow=workflow, tenant=tenant, statuses=statuses, starting_at=low, ending_at=high, updated_before=bound)
-            theirs = [r["status"] for r in every
-                      if (not statuses or r["status"] in statuses) and low <= r["created_at"] <= high and r["tenant"] == tenant
-                      and r["workflow"] == workflow and (bound is None or r["updated_at"] <= bound)]
-            assert ledger.query(log, queries.run_status_counts, filters) == _counted(theirs), filters
+            assert ledger.query(log, queries.run_status_counts, filters) == _counted(_statuses_of_pair(every, filters)), filters
         # Some counted as the pair's every run less those outside the range, quiet or not.
         assert len(outside) > 10 and {f.updated_before is None for f in outside} == {True, False}, len(outside)
 
