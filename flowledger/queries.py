@@ -325,41 +325,54 @@ def _positions_of(
     where, params = _matching({}, sought.statuses)
     where, params = [*sought.where, *where], [*sought.params, *params]
     bound = None
+    late: list[int] = []
+    spans = _EVERY_RUN
     if sought.dates is not None or sought.updated_before is not None:
         # Where another status's rows read first were too few and found the bound, this
         # status's past it would fail the checks too (a tenant's runs of a workflow quiet
         # since a time within a week: read twice a status, 14 ms at a million runs).
         known = None if bounds is None else bounds.get("created by")
         past = ([], []) if known is None else (["seq <= ?"], [known])
+        if known is not None:
+            # The bound is of the runs in order alone: those set apart as late that the page
+            # picks are found on their own, and join every answer from here on.
+            spans = bounds["spans"]
+            late = _late_found(c, sought, spans)
         rows, found = _probe(c, table, sought, [*where, *past[0]], [*params, *past[1]], order)
-        # Every row of seq order up to the last read was checked: those found are the first.
+        # Every row of seq order up to the last read (up to the bound) was checked: those
+        # found are the first.
         if len(found) >= limit or len(rows) < PROBE_ROWS:
-            return found[:limit]
+            return _joined(found, late, order, limit)
         if table == "runs":
             bounds = {} if bounds is None else bounds
+            if "spans" not in bounds:
+                bounds["spans"] = _late_spans(c)
+            if known is None:
+                spans = bounds["spans"]
+                late = _late_found(c, sought, spans)
             if "created by" not in bounds:
-                bounds["created by"] = _created_by(c, sought)
+                bounds["created by"] = _created_by(c, sought, spans)
             bound = bounds["created by"]
             if bound is not None and order == "ASC" and bound <= rows[-1][0]:
                 # A page back: every row from its cursor to the bound was read, and none
                 # past it can pass the checks (where the runs past the page were sought in
                 # every entry up to the time: 68-81 ms for a status's at a million runs).
-                return found[:limit]
+                return _joined(found, late, order, limit)
             if bound is not None and order == "DESC" and bound < rows[-1][0]:
                 # Every row between the bound and those read fails the checks: read on from it.
                 more, also = _probe(c, table, sought, [*where, "seq <= ?"], [*params, bound], order)
                 found += also
                 if len(found) >= limit or len(more) < PROBE_ROWS:
-                    return found[:limit]
-        by_hour = _positions_by_hour(c, table, sought, order, limit)
+                    return _joined(found, late, order, limit)
+        by_hour = _positions_by_hour(c, table, sought, order, limit, spans)
         if by_hour is not None:
-            return by_hour
-        by_last_event = _positions_by_last_event(c, table, sought, order, limit)
+            return _joined(by_hour, late, order, limit)
+        by_last_event = _positions_by_last_event(c, table, sought, order, limit, spans)
         if by_last_event is not None:
-            return by_last_event
-        by_creation = _positions_by_creation(c, table, sought, order, limit)
+            return _joined(by_last_event, late, order, limit)
+        by_creation = _positions_by_creation(c, table, sought, order, limit, spans)
         if by_creation is not None:
-            return by_creation
+            return _joined(by_creation, late, order, limit)
         where, params = sought.conditions()
         if bound is not None and not sought.statuses:
             # Given a status, SQLite would take the bound for the status's index in seq order
@@ -367,13 +380,71 @@ def _positions_of(
             where.append("seq <= ?")
             params.append(bound)
         if table == "runs" and sought.dates is not None:
-            window = _made_within(c, sought.dates)
+            window = _made_within(c, sought.dates, spans)
             if window is None:
-                return []
+                return _joined([], late, order, limit)
             where += ["seq >= ?", "seq <= ?"]
             params += window
     c.execute(f"SELECT seq FROM {_from(table, where)}{_where_sql(where)} ORDER BY seq {order} LIMIT ?", [*params, limit])
-    return [r[0] for r in c.fetchall()]
+    return _joined([r[0] for r in c.fetchall()], late, order, limit)
+
+
+@dataclass(frozen=True)
+class _Spans:
+    """Where a page's bounds by creation hour come from."""
+
+    table: str
+    """The hours' first and last runs: ``run_hour_seqs_on_time`` (of the runs not set apart
+    as late) or ``run_hour_seqs`` (of every run)."""
+    late: bool
+    """Whether runs set apart as late lie outside ``table``'s bounds (to be read on their own)."""
+
+
+_EVERY_RUN = _Spans("run_hour_seqs", False)
+
+LATE_READ = 500
+"""The most runs set apart as late (``run_late_seqs``) that a page reads on their own; past
+that many, its bounds are every run's hours' (``run_hour_seqs``), as wide as the late runs
+make them (see :func:`_late_spans`)."""
+
+
+def _late_spans(c: sqlite3.Cursor) -> _Spans:
+    """The bounds a page of a range or of runs quiet since a time reads by.
+
+    A run appended long after it was created (an older export imported into a live store)
+    stretched its hour's last seq to the log's end, and with it each bound that hour gives:
+    60 such runs in a million made pages of a range or quiet since a time read every newer
+    run (8-376 ms). The runs view sets such runs apart (see
+    :data:`flowledger.projections.runs_view.LATE_HOURS`) and keeps the others' hours too:
+    their bounds hold, and the few set apart are read on their own (:func:`_late_found`).
+    Past :data:`LATE_READ` of them, reading them each page would cost more than it saves."""
+    c.execute("SELECT COUNT(*) FROM (SELECT 1 FROM run_late_seqs LIMIT ?) AS late", [LATE_READ + 1])
+    (n,) = c.fetchone()
+    return _Spans("run_hour_seqs_on_time", True) if 0 < n <= LATE_READ else _EVERY_RUN
+
+
+def _late_found(c: sqlite3.Cursor, sought: Sought, spans: _Spans) -> list[int]:
+    """The positions of the runs set apart as late that ``sought`` picks, their times
+    checked (none where ``spans`` bounds every run)."""
+    if not spans.late:
+        return []
+    where, params = _matching({}, sought.statuses)
+    where, params = [*sought.where, *where], [*sought.params, *params]
+    # Copied first, by seq, then filtered: given a tenant or a status too, SQLite's planner
+    # would take that filter's index and read each of its runs.
+    c.execute(
+        "WITH late AS MATERIALIZED (SELECT * FROM runs WHERE seq IN (SELECT seq FROM run_late_seqs)) "
+        f"SELECT seq, created_at, updated_at FROM late{_where_sql(where)}",
+        params,
+    )
+    return [seq for seq, created_at, updated_at in c.fetchall() if sought.checked(created_at, updated_at)]
+
+
+def _joined(found: list[int], late: list[int], order: str, limit: int) -> list[int]:
+    """The first ``limit`` positions, in ``order``, of those found and the late runs'."""
+    if not late:
+        return found[:limit]
+    return sorted(set(found) | set(late), reverse=order == "DESC")[:limit]
 
 
 def _probe(
@@ -414,7 +485,9 @@ _BY_HOUR = frozenset({"tenant = ?", "seq < ?", "seq > ?"})
 so that a range's runs are picked by them an hour at a time."""
 
 
-def _positions_by_hour(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int) -> list[int] | None:
+def _positions_by_hour(
+    c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int, spans: _Spans = _EVERY_RUN
+) -> list[int] | None:
     """:func:`_positions_of` of runs created within a range, found an hour at a time, or
     None where that is not the way (other conditions than :data:`_BY_HOUR`'s, or more than
     :data:`HOURS_READ` hours to read).
@@ -455,7 +528,7 @@ def _positions_by_hour(c: sqlite3.Cursor, table: str, sought: Sought, order: str
         near.append(f"hour IN (SELECT hour FROM {counter}{_where_sql(['hour >= ?', 'hour <= ?', *held])})")
         near_marks += [hour_of(earliest), hour_of(latest), *held_marks]
     c.execute(
-        f"SELECT hour, first_seq, last_seq FROM run_hour_seqs{_where_sql(near)} "
+        f"SELECT hour, first_seq, last_seq FROM {spans.table}{_where_sql(near)} "
         f"ORDER BY {'last_seq DESC' if desc else 'first_seq ASC'} LIMIT ?",
         [*near_marks, HOURS_READ + 1],
     )
@@ -505,7 +578,7 @@ def _positions_by_hour(c: sqlite3.Cursor, table: str, sought: Sought, order: str
     return found
 
 
-def _created_by(c: sqlite3.Cursor, sought: Sought) -> int | None:
+def _created_by(c: sqlite3.Cursor, sought: Sought, spans: _Spans = _EVERY_RUN) -> int | None:
     """The last position (seq) of a run created by the time the runs ``sought`` were last
     heard of by (0: none was), or None where their last event is not bounded (or not by a
     time stored in full).
@@ -527,9 +600,11 @@ def _created_by(c: sqlite3.Cursor, sought: Sought) -> int | None:
     if not _STAMP.fullmatch(at):
         return None
     hour = hour_of(at)
+    # The runs set apart as late are read on their own (see _late_spans): not bounded here.
+    apart = " AND seq NOT IN (SELECT seq FROM run_late_seqs)" if spans.late else ""
     c.execute(
-        "SELECT (SELECT MAX(last_seq) FROM run_hour_seqs WHERE hour < ?), "
-        "(SELECT MAX(seq) FROM runs WHERE created_at >= ? AND created_at <= ?)",
+        f"SELECT (SELECT MAX(last_seq) FROM {spans.table} WHERE hour < ?), "
+        f"(SELECT MAX(seq) FROM runs WHERE created_at >= ? AND created_at <= ?{apart})",
         [hour, hour + _HOUR_START, at],
     )
     whole, part = c.fetchone()
@@ -551,7 +626,9 @@ last event) answers, so that runs quiet since a time are picked in it, newest la
 first."""
 
 
-def _positions_by_last_event(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int) -> list[int] | None:
+def _positions_by_last_event(
+    c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int, spans: _Spans = _EVERY_RUN
+) -> list[int] | None:
     """:func:`_positions_of` of runs of a status last heard of by a time, read in the index
     of (status, last event) from that time back, or None where that is not the way (other
     conditions than :data:`_BY_LAST_EVENT`'s, or more than :data:`LAST_EVENTS_READ` entries
@@ -588,7 +665,7 @@ def _positions_by_last_event(c: sqlite3.Cursor, table: str, sought: Sought, orde
         above = _cursor_above(sought)
         if above is None:
             return None
-        hour = _first_hour_past(c, above)
+        hour = _first_hour_past(c, above, spans)
         if hour is None:
             return None  # no run past the cursor has a creation time: left to the sort
         where.append("updated_at >= ?")
@@ -612,7 +689,7 @@ def _positions_by_last_event(c: sqlite3.Cursor, table: str, sought: Sought, orde
             return found
         last = rows[-1]
         if desc and len(found) >= limit:
-            bound = _last_made_by(c, hour_of(last[0]))
+            bound = _last_made_by(c, hour_of(last[0]), spans)
             if bound is None or bound <= found[limit - 1]:
                 return found
     return None
@@ -626,7 +703,9 @@ too (a tenant's stuck runs of a workflow: 23 ms, the status's every stuck run so
 the workflow is one of a million runs; 9 so)."""
 
 
-def _positions_by_creation(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int) -> list[int] | None:
+def _positions_by_creation(
+    c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int, spans: _Spans = _EVERY_RUN
+) -> list[int] | None:
     """:func:`_positions_of` of a workflow's runs of a status last heard of by a time, read
     in the index of (workflow, status, creation time, last event, seq) last created first
     (first created, for a page back), or None where that is not the way (no workflow, other
@@ -653,7 +732,7 @@ def _positions_by_creation(c: sqlite3.Cursor, table: str, sought: Sought, order:
     if not desc:
         above = _cursor_above(sought)
         if above is not None:
-            hour = _first_hour_past(c, above)
+            hour = _first_hour_past(c, above, spans)
             if hour is None:
                 return None  # no run past the cursor has a creation time: left to the sort
             earliest = max(earliest or EARLIEST, hour + _HOUR_START)
@@ -673,9 +752,9 @@ def _positions_by_creation(c: sqlite3.Cursor, table: str, sought: Sought, order:
         # the last read, in its hour or before (after).
         edge = hour_of(rows[-1][0])
         if desc:
-            bound = _last_made_by(c, edge)
+            bound = _last_made_by(c, edge, spans)
         else:
-            c.execute("SELECT MIN(first_seq) FROM run_hour_seqs WHERE hour >= ?", [edge])
+            c.execute(f"SELECT MIN(first_seq) FROM {spans.table} WHERE hour >= ?", [edge])
             (bound,) = c.fetchone()
         if bound is None or (bound <= found[-1] if desc else bound >= found[-1]):
             return found
@@ -683,7 +762,7 @@ def _positions_by_creation(c: sqlite3.Cursor, table: str, sought: Sought, order:
     return None
 
 
-def _made_within(c: sqlite3.Cursor, dates: tuple[str, str]) -> tuple[int, int] | None:
+def _made_within(c: sqlite3.Cursor, dates: tuple[str, str], spans: _Spans = _EVERY_RUN) -> tuple[int, int] | None:
     """The first and the last position (seq) of a run created in the hours of ``dates``
     (``run_hour_seqs``), or None where none was: no run created within them lies outside.
 
@@ -694,7 +773,10 @@ def _made_within(c: sqlite3.Cursor, dates: tuple[str, str]) -> tuple[int, int] |
     completed --status failed` within *Last 24 hours* of a live store, whose last day's runs
     are all running: 340 ms at a million runs). Bounded by these positions, it reads those
     of the range's positions alone."""
-    c.execute("SELECT MIN(first_seq), MAX(last_seq) FROM run_hour_seqs WHERE hour >= ? AND hour <= ?", [hour_of(dates[0]), hour_of(dates[1])])
+    c.execute(
+        f"SELECT MIN(first_seq), MAX(last_seq) FROM {spans.table} WHERE hour >= ? AND hour <= ?",
+        [hour_of(dates[0]), hour_of(dates[1])],
+    )
     first, last = c.fetchone()
     return None if first is None else (first, last)
 
@@ -704,16 +786,16 @@ def _cursor_above(sought: Sought) -> int | None:
     return max((v for w, v in zip(sought.where, sought.params) if w == "seq > ?"), default=None)
 
 
-def _first_hour_past(c: sqlite3.Cursor, above: int) -> str | None:
+def _first_hour_past(c: sqlite3.Cursor, above: int, spans: _Spans = _EVERY_RUN) -> str | None:
     """The first hour holding a run created past the position ``above`` (``run_hour_seqs``):
     no run past it was created before that hour. None where no run past it has a creation time."""
-    c.execute("SELECT MIN(hour) FROM run_hour_seqs WHERE last_seq > ?", [above])
+    c.execute(f"SELECT MIN(hour) FROM {spans.table} WHERE last_seq > ?", [above])
     return c.fetchone()[0]
 
 
-def _last_made_by(c: sqlite3.Cursor, hour: str) -> int | None:
+def _last_made_by(c: sqlite3.Cursor, hour: str, spans: _Spans = _EVERY_RUN) -> int | None:
     """The last position of a run created in ``hour`` or before (``run_hour_seqs``), or None."""
-    c.execute("SELECT MAX(last_seq) FROM run_hour_seqs WHERE hour <= ?", [hour])
+    c.execute(f"SELECT MAX(last_seq) FROM {spans.table} WHERE hour <= ?", [hour])
     return c.fetchone()[0]
 
 

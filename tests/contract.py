@@ -108,6 +108,10 @@ def _counters(c) -> tuple[list, list, list]:
     hours += [tuple(r) for r in c.fetchall()]
     c.execute("SELECT workflow, tenant, status, n FROM workflow_tenant_run_counts ORDER BY workflow, tenant, status")
     tenants += [tuple(r) for r in c.fetchall()]
+    c.execute("SELECT hour, first_seq, last_seq FROM run_hour_seqs_on_time ORDER BY hour")
+    totals += [tuple(r) for r in c.fetchall()]
+    c.execute("SELECT seq, hour FROM run_late_seqs ORDER BY seq")
+    totals += [tuple(r) for r in c.fetchall()]
     c.execute("SELECT status, hour, created, n FROM run_last_hours ORDER BY status, hour, created")
     return hours, tenants, totals + [tuple(r) for r in c.fetchall()]
 
@@ -295,6 +299,63 @@ class StoreContract:
             wanted = [r for r in newest_first if (since or "") <= f"2026-11-0{days[int(r[1:])]}" <= (until or "~")]
             assert walk(log, queries.list_runs, filters, key="id", page_size=2) == wanted
             assert ledger.query(log, queries.run_status_counts, filters)["total"] == len(wanted)
+
+    @pytest.mark.parametrize("late_read", [500, 2])
+    def test_pages_with_runs_appended_late_are_the_runs_they_name(self, log, monkeypatch, late_read):
+        # Twenty runs an hour in order, then runs created hours before (set apart as late:
+        # the pages bound their reads by the others and read these on their own, or, past
+        # queries.LATE_READ of them, bound them by every run), one stamped days ahead, and
+        # more in order after it: a page each way under every mix is the runs the filters
+        # name, newest first.
+        monkeypatch.setattr(queries, "PROBE_ROWS", 2)
+        monkeypatch.setattr(queries, "HOURS_READ", 3)
+        monkeypatch.setattr(queries, "LATE_READ", late_read)
+        rng = random.Random(31)
+        events: list[dict] = []
+
+        def run(name: str, created: int, minute: int) -> None:
+            who = {"workflow": rng.choice(["w1", "w2"]), "tenant": rng.choice(["t1", "t2"])}
+            at = f"2026-11-01T{created:02d}:{minute:02d}:00Z"
+            events.append(triggered(name, occurred_at=at, **who))
+            fate = rng.randrange(4)
+            heard = f"2026-11-01T{min(23, created + rng.randrange(4)):02d}:{minute:02d}:30Z"
+            if fate:
+                events.append(ev("run.started", run_id=name, occurred_at=heard))
+            if fate == 2:
+                events.append(ev("run.completed", run_id=name, occurred_at=heard))
+
+        for h in range(12):
+            for k in range(20):
+                run(f"r{h:02d}{k:02d}", h, k * 3)
+        for i in range(6):
+            run(f"late{i}", rng.randrange(5), rng.randrange(60))
+        events.append(triggered("ahead", occurred_at="2026-11-09T00:00:00Z"))
+        for k in range(5):
+            run(f"s12{k:02d}", 12, k)
+            run(f"late-after{k}", rng.randrange(5), rng.randrange(60))
+        ledger.append_input(log, jsonl(events))
+        ledger.catch_up(log)
+        with log.backend.transaction(write=False) as c:
+            c.execute("SELECT COUNT(*) FROM run_late_seqs")
+            assert c.fetchone()[0] == 11  # every late one, none of those after the run ahead
+        every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
+
+        def hour(h: int, minutes: str = "00") -> str:
+            return f"2026-11-01T{h:02d}:{minutes}:00.000000Z"
+
+        for _ in range(16):
+            statuses = tuple(rng.sample(["pending", "running", "completed"], rng.choice([0, 1, 2])))
+            quiet = rng.choice([None, hour(rng.randrange(1, 14), rng.choice(["00", "20"]))])
+            since = rng.choice([None, hour(rng.randrange(12), rng.choice(["00", "20"]))])
+            until = rng.choice([None, hour(rng.randrange(12), rng.choice(["00", "40"]))])
+            narrow = rng.choice([{}, {"workflow": "w1"}, {"tenant": "t2"}, {"workflow": "w2", "tenant": "t1"}])
+            filters = queries.RunFilters(statuses=statuses, updated_before=quiet, starting_at=since, ending_at=until, **narrow)
+            wanted = [
+                r["id"] for r in every
+                if (not statuses or r["status"] in statuses) and (quiet is None or r["updated_at"] <= quiet)
+                and (since or "") <= r["created_at"] <= (until or "~") and all(r[k] == v for k, v in narrow.items())
+            ]
+            assert walk(log, queries.list_runs, filters, key="id", page_size=rng.choice([7, 11])) == wanted, filters
 
     @pytest.mark.parametrize("cap", [8, 1000])
     def test_a_workflows_pages_of_runs_quiet_since_a_time_are_the_runs_they_name(self, log, monkeypatch, cap):
@@ -647,24 +708,45 @@ class StoreContract:
                 got = ledger.query(log, queries.run_status_counts_by_contact, filters, contact)
                 assert got == _counted(picked), (contact, filters)
 
-    @pytest.mark.parametrize("version", [4, 5, 6, 7, 8])
+    @pytest.mark.parametrize("version", [4, 5, 6, 7, 8, 9])
     def test_a_runs_view_of_an_earlier_version_is_upgraded_in_place(self, log, store_url, version):
         # Version 4 had no counts by hour or tenant, and the stuck runs' index narrower;
         # version 5 no counts by status; version 6 none by the hour of the last event;
         # version 7 those not by the hour of creation too, nor a tenant's, nor a workflow's by
         # hour of creation; version 8 no workflow's by the hour of the last event nor a
-        # tenant's runs of a workflow, and the index of last events without the workflow: the
-        # upgrade counts them from the
-        # runs rows (from run_counts) at the next open, where a refold would read the whole
-        # log again (the view at position 0 meanwhile).
+        # tenant's runs of a workflow, and the index of last events without the workflow;
+        # version 9 no runs set apart as late (three here, triggered a day after their
+        # creation) nor the other runs' hours: the upgrade counts them from the runs rows (from
+        # run_counts) at the next open, where a refold would read the whole log again (the
+        # view at position 0 meanwhile).
+        late = [triggered(f"late{i}", tenant="t1", occurred_at=f"2026-11-01T0{i}:30:00Z") for i in range(3)]
         ledger.append_input(log, jsonl([triggered(f"r{i}", tenant=f"t{i % 2}", occurred_at=at, trigger={"source": ("api", "rehearsal")[i % 5 == 0]})
                                         for i, at in enumerate(_creation_times())]
-                                       + [ev("run.started", run_id=f"r{i}") for i in range(0, 30, 3)]))
+                                       + [triggered(f"next{i}", occurred_at=f"2026-11-02T10:{i:02d}:00Z") for i in range(20)]
+                                       + late + [ev("run.started", run_id=f"r{i}") for i in range(0, 30, 3)]))
         ledger.catch_up(log)
         b = log.backend
         with b.transaction(write=False) as c:
             before = _counters(c)
             position = b.get_position(c, "runs")
+            c.execute("SELECT COUNT(*) FROM run_late_seqs")
+            assert c.fetchone()[0] == 3
+        with b.transaction(write=True) as c:
+            c.execute('DROP TABLE "run_late_seqs"')
+            c.execute('DROP TABLE "run_hour_seqs_on_time"')
+            b.set_view_version(c, "runs", version)
+        if version == 9:
+            again = open_log(store_url)
+            try:
+                said = ledger.views_lag(again).another_version
+                assert "upgrades them in place" in said and "folds them from the log" not in said, said
+                ledger.ensure_views(again)
+                with again.backend.transaction(write=False) as c:
+                    assert again.backend.get_position(c, "runs") == position
+                    assert _counters(c) == before and all(before)
+            finally:
+                again.close()
+            return
         with b.transaction(write=True) as c:
             c.execute('DROP TABLE "workflow_run_last_hours"')
             c.execute('DROP TABLE "workflow_tenant_run_counts"')
@@ -701,7 +783,7 @@ class StoreContract:
                 assert again.backend.get_position(c, "runs") == position
                 assert _counters(c) == before and all(before)
                 indexes = again.backend.table_names(c)
-                assert Projector.stored_versions(c)["runs"] == str(RunsView.version) == "9"
+                assert Projector.stored_versions(c)["runs"] == str(RunsView.version) == "10"
             assert "runs_by_status_updated_filtered" in indexes
             assert "runs_by_status_updated_created" not in indexes and "runs_by_status_updated" not in indexes
             assert "runs_by_created_status_seq_tenant" in indexes and "runs_by_created_status_seq" not in indexes

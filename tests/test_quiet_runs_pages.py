@@ -83,7 +83,9 @@ def test_a_page_of_runs_quiet_since_the_middle_starts_at_the_last_run_created_by
         # (see the next test): the bound is sought once, and every status's runs read after
         # it, their first rows too, are read from it (none past it can pass).
         (bound,) = [k for k, (sql, _) in enumerate(statements) if "run_hour_seqs" in sql]
-        assert "ORDER BY seq DESC LIMIT" in statements[bound - 1][0]
+        # Between them, whether any run was set apart as late (none here: see test_late_runs).
+        assert "ORDER BY seq DESC LIMIT" in statements[bound - 2][0]
+        assert "FROM run_late_seqs" in statements[bound - 1][0]
         read = [(sql, params) for sql, params in statements[bound:] if "ORDER BY seq DESC LIMIT" in sql]
         assert read and all("seq <= ?" in sql and _seq_of(log, "r029") in params for sql, params in read), (filters, statements)
         # A status whose runs read from the bound fall short too is sought in its index (see

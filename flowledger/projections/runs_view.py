@@ -197,6 +197,117 @@ _WIDEN_RUN_HOUR = (
 )
 
 
+# Runs appended long after they were created (an older export imported into a live store, a
+# service appending its history after the fact) each stretched their hour's last seq to the
+# log's end, and with it every bound run_hour_seqs gives: the pages of a range or of runs
+# quiet since a time read every newer run (60 such runs in a million: up to 376 ms). A run
+# whose hour is more than LATE_HOURS before the newest hour already holding
+# QUALIFYING_RUNS runs is set apart (run_late_seqs), and the others' hours kept as well
+# (run_hour_seqs_on_time): the pages bound their reads by these and read the few set apart
+# on their own (queries._late_spans). A lone run stamped far ahead (a wrong clock) holds
+# too few runs to make its hour the newest, so the runs after it are not all set apart.
+LATE_HOURS = 6
+"""How many hours before the newest a run's hour may lie and its run still count in order."""
+QUALIFYING_RUNS = 20
+"""How many runs an hour holds before it can be the newest that later runs are measured by."""
+
+
+def hour_number(hour: str) -> int:
+    """An hour ("2026-11-01T09") counted from year 0 as if every month had 31 days: in
+    order, and as many apart as they are within a month (a day or three more across a
+    month's end, which only sets a few more runs apart there)."""
+    return ((int(hour[:4]) * 12 + int(hour[5:7])) * 31 + int(hour[8:10])) * 24 + int(hour[11:13])
+
+
+_HOUR_NUMBER_SQL = (
+    "((CAST(substr({0}, 1, 4) AS INTEGER) * 12 + CAST(substr({0}, 6, 2) AS INTEGER)) * 31 "
+    "+ CAST(substr({0}, 9, 2) AS INTEGER)) * 24 + CAST(substr({0}, 12, 2) AS INTEGER)"
+)
+_RUN_LATE_SEQS = "CREATE TABLE IF NOT EXISTS run_late_seqs (seq INTEGER PRIMARY KEY, hour TEXT NOT NULL)"
+_RUN_HOUR_SEQS_ON_TIME = (
+    "CREATE TABLE IF NOT EXISTS run_hour_seqs_on_time ("
+    "hour TEXT PRIMARY KEY, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL) WITHOUT ROWID"
+)
+# The fold's rule in one statement: each run's newest hour is the greatest of those whose
+# QUALIFYING_RUNS-th run came before it (in seq order, as the fold takes them).
+_SET_APART_LATE_RUNS = (
+    "INSERT INTO run_late_seqs (seq, hour) SELECT seq, hour FROM ("
+    "SELECT seq, hour, num, MAX(CASE WHEN k = " + str(QUALIFYING_RUNS) + " THEN num END) "
+    "OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS newest FROM ("
+    "SELECT seq, substr(created_at, 1, 13) AS hour, " + _HOUR_NUMBER_SQL.format("created_at") + " AS num, "
+    "ROW_NUMBER() OVER (PARTITION BY substr(created_at, 1, 13) ORDER BY seq) AS k "
+    "FROM runs WHERE created_at IS NOT NULL) AS numbered) AS ordered WHERE num < newest - " + str(LATE_HOURS)
+)
+_COUNT_RUN_HOUR_SEQS_ON_TIME = (
+    "INSERT INTO run_hour_seqs_on_time (hour, first_seq, last_seq) SELECT substr(created_at, 1, 13), MIN(seq), MAX(seq) "
+    "FROM runs WHERE created_at IS NOT NULL AND seq NOT IN (SELECT seq FROM run_late_seqs) "
+    "GROUP BY substr(created_at, 1, 13)"
+)
+_WIDEN_RUN_HOUR_ON_TIME = _WIDEN_RUN_HOUR.replace("run_hour_seqs", "run_hour_seqs_on_time")
+_SET_APART = "INSERT INTO run_late_seqs (seq, hour) VALUES (?, ?)"
+_FROM_VERSION_9 = (_RUN_LATE_SEQS, _SET_APART_LATE_RUNS, _RUN_HOUR_SEQS_ON_TIME, _COUNT_RUN_HOUR_SEQS_ON_TIME)
+
+
+class _Order:
+    """What the rule for late runs goes by, as of the runs folded so far."""
+
+    __slots__ = ("newest", "bar", "counts")
+
+    def __init__(self, newest: str | None, counts: dict[str, int]) -> None:
+        self.newest = newest
+        """The newest hour holding :data:`QUALIFYING_RUNS` runs (None: none yet)."""
+        self.bar = None if newest is None else hour_number(newest) - LATE_HOURS
+        """The number of the earliest hour whose runs are in order (see :func:`hour_number`)."""
+        self.counts = counts
+        """How many runs each hour after the newest holds."""
+
+
+def _recall_order(c: sqlite3.Cursor) -> _Order:
+    """Read what the rule for late runs goes by from the counts by hour (see :class:`_Order`).
+
+    Read from the newest hour back, a chunk at a time, to the first that holds enough: a
+    live store's newest hours do, where every hour's counts, grouped whole, would be read
+    at each catch-up (a year's store: some 50,000 rows)."""
+    counts: dict[str, int] = {}
+    newest = None
+    after: list[str] = []
+    while True:
+        c.execute(
+            f"SELECT hour, status, n FROM run_hours{' WHERE (hour, status) < (?, ?)' if after else ''} "
+            "ORDER BY hour DESC, status DESC LIMIT ?",
+            [*after, _ORDER_CHUNK],
+        )
+        rows = c.fetchall()
+        for hour, _, n in rows:
+            counts[hour] = counts.get(hour, 0) + int(n)
+        done = len(rows) < _ORDER_CHUNK
+        # The last hour read may go on into the next chunk: judged there, whole.
+        whole = sorted((h for h in counts if done or h != rows[-1][0]), reverse=True)
+        newest = next((h for h in whole if counts[h] >= QUALIFYING_RUNS), None)
+        if newest is not None or done:
+            break
+        after = [rows[-1][0], rows[-1][1]]
+    return _Order(newest, {h: n for h, n in counts.items() if newest is None or h > newest})
+
+
+_ORDER_CHUNK = 256
+"""Rows of run_hours read a statement at a time to find the newest hour of enough runs."""
+
+
+def _is_late(order: _Order, hour: str) -> bool:
+    """Whether a new run created in ``hour`` is set apart as late, and count it by its hour
+    (the runs after it are measured by the newest hour so far)."""
+    newest = order.newest
+    if newest is not None and hour <= newest:
+        return hour < newest and hour_number(hour) < order.bar  # type: ignore[operator]
+    counts = order.counts
+    n = counts[hour] = counts.get(hour, 0) + 1
+    if n >= QUALIFYING_RUNS:
+        order.newest, order.bar = hour, hour_number(hour) - LATE_HOURS
+        order.counts = {h: m for h, m in counts.items() if h > hour}
+    return False
+
+
 # What version 6 adds to version 5's tables, counted from them (see RunsView.upgrades).
 _FROM_VERSION_5 = (_RUN_STATUS_TOTALS, _COUNT_RUN_STATUS_TOTALS, _RUN_HOUR_SEQS, _COUNT_RUN_HOUR_SEQS)
 
@@ -344,13 +455,15 @@ class RunsView(View):
     # a retry had undone); 5: run_hours, tenant_run_counts and tenant_run_hours; 6:
     # run_status_totals and run_hour_seqs; 7: run_last_hours; 8: run_last_hours by the hour
     # of creation too, tenant_run_last_hours and workflow_run_hours; 9:
-    # workflow_run_last_hours and workflow_tenant_run_counts
-    version = 9
+    # workflow_run_last_hours and workflow_tenant_run_counts; 10: run_late_seqs and
+    # run_hour_seqs_on_time
+    version = 10
     topics = RUN_EVENT_TYPES
     tables = (
         "runs", "run_counts", "workflow_summaries", "workflow_completions", "run_hours", "tenant_run_counts",
         "tenant_run_hours", "run_status_totals", "run_hour_seqs", "run_last_hours", "tenant_run_last_hours",
-        "workflow_run_hours", "workflow_run_last_hours", "workflow_tenant_run_counts",
+        "workflow_run_hours", "workflow_run_last_hours", "workflow_tenant_run_counts", "run_late_seqs",
+        "run_hour_seqs_on_time",
     )
     retired_tables = ("run_emails",)
     ddl = (
@@ -470,6 +583,8 @@ class RunsView(View):
         _WORKFLOW_RUN_HOURS,
         _WORKFLOW_RUN_LAST_HOURS,
         _WORKFLOW_TENANT_RUN_COUNTS,
+        _RUN_LATE_SEQS,
+        _RUN_HOUR_SEQS_ON_TIME,
     )
     # Version 4's tables hold every run's row: its runs by hour and by tenant are counted
     # from them, in place, rather than the view folded again from the log (minutes at 10M
@@ -477,16 +592,18 @@ class RunsView(View):
     # hours' first and last runs from the runs; version 6's, its runs by status and hour of
     # their last event from the runs; version 7's, those by their hour of creation too, and
     # a tenant's, and a workflow's by hour of creation (and by hour of last event); version
-    # 8's, a workflow's by hour of last event, and a tenant's runs of a workflow.
+    # 8's, a workflow's by hour of last event, and a tenant's runs of a workflow; version
+    # 9's, its runs set apart as late and its hours' first and last runs of the others.
     upgrades = {
         4: (
             _RUN_HOURS, _COUNT_RUN_HOURS, _TENANT_RUN_COUNTS, _COUNT_TENANT_RUNS, _TENANT_RUN_HOURS, _COUNT_TENANT_RUN_HOURS,
-            *_FROM_VERSION_5, *_FROM_VERSION_6,
+            *_FROM_VERSION_5, *_FROM_VERSION_6, *_FROM_VERSION_9,
         ),
-        5: (*_FROM_VERSION_5, *_FROM_VERSION_6),
-        6: _FROM_VERSION_6,
-        7: _FROM_VERSION_6,
-        8: _FROM_VERSION_8,
+        5: (*_FROM_VERSION_5, *_FROM_VERSION_6, *_FROM_VERSION_9),
+        6: (*_FROM_VERSION_6, *_FROM_VERSION_9),
+        7: (*_FROM_VERSION_6, *_FROM_VERSION_9),
+        8: (*_FROM_VERSION_8, *_FROM_VERSION_9),
+        9: _FROM_VERSION_9,
     }
     query_indexes = frozenset(
         {
@@ -539,6 +656,13 @@ class RunsView(View):
         workflow_tenants = Counters("workflow_tenant_run_counts", ("workflow", "tenant", "status"))
         completions = Counters("workflow_completions", ("workflow", "completed_at"))
         new_hours: dict[str, list[int]] = {}  # hour -> [first seq, last seq] of runs new here
+        on_time: dict[str, list[int]] = {}  # the same, of those not set apart as late
+        late: list[tuple[int, str]] = []  # (seq, hour) of runs new here set apart as late
+        # Kept as one entry: a memory that forgets rows drops it whole and it is read again.
+        kept = memory.table("run_order")
+        order = kept.get(0)
+        if order is None:
+            order = kept[0] = _recall_order(c)
         out = []
         for rid, entry in touched.items():
             record, seq, old = entry
@@ -552,7 +676,13 @@ class RunsView(View):
                         _count_by_hour_tenant_and_workflow(old, -1, hours, tenants, tenant_hours, workflow_hours, workflow_tenants)
                     _count_by_hour_tenant_and_workflow(row, 1, hours, tenants, tenant_hours, workflow_hours, workflow_tenants)
                 if old is None and row[8] is not None:
-                    _widen(new_hours, hour_of(row[8]), seq)
+                    # New runs come in seq order (each is touched first by its trigger).
+                    hour = hour_of(row[8])
+                    _widen(new_hours, hour, seq)
+                    if _is_late(order, hour):
+                        late.append((seq, hour))
+                    else:
+                        _widen(on_time, hour, seq)
                 # Most events leave a run in its status and its last event's hour (and every
                 # one in its hour of creation and its tenant, its trigger's, which comes once:
                 # compared all the same, as for the counts by hour, tenant and workflow).
@@ -595,4 +725,6 @@ class RunsView(View):
         writes.count(workflow_tenants)
         writes.add(_SUMMARIES, [(w, *s) for w, s in times.items()])
         writes.add(_WIDEN_RUN_HOUR, [(h, *bounds) for h, bounds in new_hours.items()])
+        writes.add(_WIDEN_RUN_HOUR_ON_TIME, [(h, *bounds) for h, bounds in on_time.items()])
+        writes.add(_SET_APART, late)
         return writes
