@@ -307,18 +307,21 @@ class StoreContract:
         # queries.LATE_READ of them, bound them by every run), one stamped days ahead, and
         # more in order after it: a page each way under every mix is the runs the filters
         # name, newest first.
-        monkeypatch.setattr(queries, "PROBE_ROWS", 2)
+        monkeypatch.setattr(queries, "PROBE_ROWS", 1)
         monkeypatch.setattr(queries, "HOURS_READ", 3)
+        monkeypatch.setattr(queries, "_LAST_EVENTS_CHUNK", 2)
         monkeypatch.setattr(queries, "LATE_READ", late_read)
         rng = random.Random(31)
         events: list[dict] = []
 
         def run(name: str, created: int, minute: int) -> None:
+            # Hours from -4: the day before, where only late runs were created.
             who = {"workflow": rng.choice(["w1", "w2"]), "tenant": rng.choice(["t1", "t2"])}
-            at = f"2026-11-01T{created:02d}:{minute:02d}:00Z"
+            day = "2026-11-01" if created >= 0 else "2026-10-31"
+            at = f"{day}T{created % 24:02d}:{minute:02d}:00Z"
             events.append(triggered(name, occurred_at=at, **who))
             fate = rng.randrange(4)
-            heard = f"2026-11-01T{min(23, created + rng.randrange(4)):02d}:{minute:02d}:30Z"
+            heard = f"2026-11-01T{max(0, min(23, created + rng.randrange(4))):02d}:{minute:02d}:30Z"
             if fate:
                 events.append(ev("run.started", run_id=name, occurred_at=heard))
             if fate == 2:
@@ -327,27 +330,27 @@ class StoreContract:
         for h in range(12):
             for k in range(20):
                 run(f"r{h:02d}{k:02d}", h, k * 3)
-        for i in range(6):
-            run(f"late{i}", rng.randrange(5), rng.randrange(60))
+        for i in range(10):
+            run(f"late{i}", rng.randrange(-4, 5), rng.randrange(60))
         events.append(triggered("ahead", occurred_at="2026-11-09T00:00:00Z"))
         for k in range(5):
             run(f"s12{k:02d}", 12, k)
-            run(f"late-after{k}", rng.randrange(5), rng.randrange(60))
+            run(f"late-after{k}", rng.randrange(-4, 5), rng.randrange(60))
         ledger.append_input(log, jsonl(events))
         ledger.catch_up(log)
         with log.backend.transaction(write=False) as c:
             c.execute("SELECT COUNT(*) FROM run_late_seqs")
-            assert c.fetchone()[0] == 11  # every late one, none of those after the run ahead
+            assert c.fetchone()[0] == 15  # every late one, none of those after the run ahead
         every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
 
         def hour(h: int, minutes: str = "00") -> str:
-            return f"2026-11-01T{h:02d}:{minutes}:00.000000Z"
+            return f"{'2026-11-01' if h >= 0 else '2026-10-31'}T{h % 24:02d}:{minutes}:00.000000Z"
 
-        for _ in range(16):
-            statuses = tuple(rng.sample(["pending", "running", "completed"], rng.choice([0, 1, 2])))
+        for _ in range(48):
+            statuses = tuple(rng.sample(["pending", "running", "completed"], rng.choice([0, 1, 1, 2])))
             quiet = rng.choice([None, hour(rng.randrange(1, 14), rng.choice(["00", "20"]))])
-            since = rng.choice([None, hour(rng.randrange(12), rng.choice(["00", "20"]))])
-            until = rng.choice([None, hour(rng.randrange(12), rng.choice(["00", "40"]))])
+            since = rng.choice([None, hour(rng.randrange(-4, 12), rng.choice(["00", "20"]))])
+            until = rng.choice([None, hour(rng.randrange(-4, 12), rng.choice(["00", "40"]))])
             narrow = rng.choice([{}, {"workflow": "w1"}, {"tenant": "t2"}, {"workflow": "w2", "tenant": "t1"}])
             filters = queries.RunFilters(statuses=statuses, updated_before=quiet, starting_at=since, ending_at=until, **narrow)
             wanted = [
@@ -355,7 +358,23 @@ class StoreContract:
                 if (not statuses or r["status"] in statuses) and (quiet is None or r["updated_at"] <= quiet)
                 and (since or "") <= r["created_at"] <= (until or "~") and all(r[k] == v for k, v in narrow.items())
             ]
-            assert walk(log, queries.list_runs, filters, key="id", page_size=rng.choice([7, 11])) == wanted, filters
+            # Pages of a few, at most 40 of them (walk's bound).
+            size = max(rng.choice([2, 3, 5]), len(wanted) // 40 + 1)
+            assert walk(log, queries.list_runs, filters, key="id", page_size=size) == wanted, filters
+        # Two statuses quiet since a time, a range's end or not, a workflow or not: the second
+        # status read from the bound the first found, the late runs joined to it too.
+        for statuses in (("completed", "running"), ("pending", "running")):
+            for quiet in (hour(6), hour(13, "20")):
+                for until in (None, hour(10)):
+                    for narrow in ({}, {"workflow": "w1"}):
+                        filters = queries.RunFilters(statuses=statuses, updated_before=quiet, ending_at=until, **narrow)
+                        wanted = [
+                            r["id"] for r in every
+                            if r["status"] in statuses and r["updated_at"] <= quiet and r["created_at"] <= (until or "~")
+                            and all(r[k] == v for k, v in narrow.items())
+                        ]
+                        size = max(3, len(wanted) // 40 + 1)
+                        assert walk(log, queries.list_runs, filters, key="id", page_size=size) == wanted, filters
 
     @pytest.mark.parametrize("cap", [8, 1000])
     def test_a_workflows_pages_of_runs_quiet_since_a_time_are_the_runs_they_name(self, log, monkeypatch, cap):
@@ -719,7 +738,9 @@ class StoreContract:
         # creation) nor the other runs' hours: the upgrade counts them from the runs rows (from
         # run_counts) at the next open, where a refold would read the whole log again (the
         # view at position 0 meanwhile).
+        # (And one created six hours before the newest full hour: in order, by the rule's edge.)
         late = [triggered(f"late{i}", tenant="t1", occurred_at=f"2026-11-01T0{i}:30:00Z") for i in range(3)]
+        late.append(triggered("edge", occurred_at="2026-11-02T04:59:59.999999Z"))
         ledger.append_input(log, jsonl([triggered(f"r{i}", tenant=f"t{i % 2}", occurred_at=at, trigger={"source": ("api", "rehearsal")[i % 5 == 0]})
                                         for i, at in enumerate(_creation_times())]
                                        + [triggered(f"next{i}", occurred_at=f"2026-11-02T10:{i:02d}:00Z") for i in range(20)]

@@ -14,7 +14,7 @@ import sqlite3
 from typing import Any
 from unittest.mock import patch
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from flowledger import ledger, queries
@@ -121,15 +121,15 @@ SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[Healt
 @SETTINGS
 @given(st.data())
 def test_the_runs_set_apart_are_the_rules_however_the_log_is_paged_and_as_the_upgrade_counts_them(data):
-    # Twelve hours across a month's end (its numbering runs on by a day there), mostly in
+    # Sixteen hours across a month's end (its numbering runs on by a day there), mostly in
     # order, some far behind or ahead; appended and caught up in pieces (each catch-up a
     # memory of its own: the rule's state read back from the counts by hour).
-    counts = data.draw(st.lists(st.sampled_from([0, 5, 19, 20, 21, 30]), min_size=12, max_size=12))
+    counts = data.draw(st.lists(st.sampled_from([0, 5, 19, 20, 21, 30]), min_size=16, max_size=16))
     order = [base for base, k in enumerate(counts) for _ in range(k)]
-    for at, base in sorted(data.draw(st.lists(st.tuples(st.integers(len(order) // 2, len(order)), st.integers(0, 11)), min_size=3, max_size=30)), reverse=True):
+    for at, base in sorted(data.draw(st.lists(st.tuples(st.integers(len(order) // 2, len(order)), st.integers(0, 15)), min_size=3, max_size=30)), reverse=True):
         order.insert(at, base)
     assume(order)
-    hours = [f"2026-11-30T{18 + base:02d}" if base < 6 else f"2026-12-01T{base - 6:02d}" for base in order]
+    hours = [f"2026-11-30T{16 + base:02d}" if base < 8 else f"2026-12-01T{base - 8:02d}" for base in order]
     events = []
     for i, h in enumerate(hours):
         events.append(triggered(f"r{i:03d}", occurred_at=f"{h}:{i % 60:02d}:00Z"))
@@ -162,6 +162,35 @@ def test_the_runs_set_apart_are_the_rules_however_the_log_is_paged_and_as_the_up
             db.close()
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([f"2026-11-01T{h:02d}" for h in range(0, 24, 2)]), max_size=400))
+# A later hour's runs counted before an earlier one becomes the newest, and after it.
+@example(["2026-11-01T20"] * 5 + ["2026-11-01T10"] * 20 + ["2026-11-01T20"] * 15 + ["2026-11-01T12"])
+def test_the_folds_rule_is_the_rule(hours):
+    # Any order of hours, each reaching QUALIFYING_RUNS or not, one run at a time.
+    order = runs_view._Order(None, {})
+    assert {i for i, hour in enumerate(hours) if runs_view._is_late(order, hour)} == _expected_late(hours)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.sampled_from(["completed", "failed", "pending", "running"]), st.integers(1, 25)),
+                max_size=40), st.integers(1, 7))
+@example([(3, "completed", 10), (3, "failed", 10), (2, "running", 19)], 1)  # exactly enough, split
+def test_the_rules_state_read_back_a_chunk_at_a_time_is_the_counts(rows, chunk):
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE run_hours (hour TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (hour, status))")
+    db.executemany("INSERT OR REPLACE INTO run_hours VALUES (?, ?, ?)", [(f"2026-11-{d + 1:02d}T00", s, n) for d, s, n in rows])
+    totals: dict[str, int] = {}
+    for hour, n in db.execute("SELECT hour, n FROM run_hours"):
+        totals[hour] = totals.get(hour, 0) + n
+    newest = max((h for h, n in totals.items() if n >= QUALIFYING_RUNS), default=None)
+    with patch.object(runs_view, "_ORDER_CHUNK", chunk):
+        order = runs_view._recall_order(db.cursor())
+    assert order.newest == newest
+    assert order.counts == {h: n for h, n in totals.items() if newest is None or h > newest}
+    assert order.bar == (None if newest is None else hour_number(newest) - LATE_HOURS)
+
+
 def test_hour_numbers_are_in_order_and_hours_apart_within_a_month():
     assert hour_number("2026-11-02T05") - hour_number("2026-11-01T23") == 6
     assert hour_number("2026-12-01T00") - hour_number("2026-11-30T23") == 24 + 1  # Nov's 31st, never used
@@ -181,6 +210,9 @@ def test_a_page_quiet_since_a_time_reads_on_from_the_last_run_in_order_and_the_l
     ledger.append_input(log, jsonl(_hours_in_order(2, range(0, 12))))
     # Late runs of the 2nd's 01:00 and 02:00, appended last: quiet since 03:00 too.
     ledger.append_input(log, jsonl([triggered(f"late{i}", occurred_at=_stamp(2, 1 + i, 10), tenant="t1") for i in range(2)]))
+    # And four runs in order after them, the first read (none quiet by then): the late runs
+    # lie between them and the bound.
+    ledger.append_input(log, jsonl([triggered(f"new{i}", occurred_at=_stamp(2, 11, 50 + i), tenant="t1") for i in range(4)]))
     quiet = "2026-11-02T03:00:00.000000Z"
     every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
     for filters in (queries.RunFilters(updated_before=quiet), queries.RunFilters(updated_before=quiet, tenant="t1"),

@@ -280,11 +280,10 @@ def _recall_order(c: sqlite3.Cursor) -> _Order:
         rows = c.fetchall()
         for hour, _, n in rows:
             counts[hour] = counts.get(hour, 0) + int(n)
-        done = len(rows) < _ORDER_CHUNK
-        # The last hour read may go on into the next chunk: judged there, whole.
-        whole = sorted((h for h in counts if done or h != rows[-1][0]), reverse=True)
-        newest = next((h for h in whole if counts[h] >= QUALIFYING_RUNS), None)
-        if newest is not None or done:
+        # The last hour read may go on into the next chunk: counted short, it is judged
+        # again there (a count only grows, so one that holds enough already does).
+        newest = next((h for h in sorted(counts, reverse=True) if counts[h] >= QUALIFYING_RUNS), None)
+        if newest is not None or len(rows) < _ORDER_CHUNK:
             break
         after = [rows[-1][0], rows[-1][1]]
     return _Order(newest, {h: n for h, n in counts.items() if newest is None or h > newest})
