@@ -756,45 +756,34 @@ class StoreContract:
             c.execute('DROP TABLE "run_late_seqs"')
             c.execute('DROP TABLE "run_hour_seqs_on_time"')
             b.set_view_version(c, "runs", version)
-        if version == 9:
-            again = open_log(store_url)
-            try:
-                said = ledger.views_lag(again).another_version
-                assert "upgrades them in place" in said and "folds them from the log" not in said, said
-                ledger.ensure_views(again)
-                with again.backend.transaction(write=False) as c:
-                    assert again.backend.get_position(c, "runs") == position
-                    assert _counters(c) == before and all(before)
-            finally:
-                again.close()
-            return
-        with b.transaction(write=True) as c:
-            c.execute('DROP TABLE "workflow_run_last_hours"')
-            c.execute('DROP TABLE "workflow_tenant_run_counts"')
-            c.execute('DROP INDEX "runs_by_status_updated_filtered"')
-            if version > 4:
-                c.execute("CREATE INDEX runs_by_status_updated_created ON runs (status, updated_at, seq, created_at, tenant)")
-            if version < 8:
-                c.execute('DROP TABLE "run_last_hours"')
-                c.execute('DROP TABLE "tenant_run_last_hours"')
-                c.execute('DROP TABLE "workflow_run_hours"')
-            if version == 7:
-                # As version 7 left it: by status and hour of the last event alone.
-                c.execute(b.ddl("CREATE TABLE run_last_hours (status TEXT NOT NULL, hour TEXT NOT NULL, n INTEGER NOT NULL, "
-                                "PRIMARY KEY (status, hour)) WITHOUT ROWID"))
-                c.execute("INSERT INTO run_last_hours (status, hour, n) SELECT status, substr(updated_at, 1, 13), COUNT(*) "
-                          "FROM runs GROUP BY status, substr(updated_at, 1, 13)")
-            if version < 6:
-                c.execute('DROP TABLE "run_status_totals"')
-                c.execute('DROP TABLE "run_hour_seqs"')
-            if version == 4:
-                c.execute('DROP TABLE "run_hours"')
-                c.execute('DROP TABLE "tenant_run_counts"')
-                c.execute('DROP TABLE "tenant_run_hours"')
-                c.execute("CREATE INDEX runs_by_status_updated ON runs (status, updated_at, seq)")
-                c.execute('DROP INDEX "runs_by_created_status_seq_tenant"')
-                c.execute("CREATE INDEX runs_by_created_status_seq ON runs (created_at, status, seq)")
-            b.set_view_version(c, "runs", version)
+        if version < 9:
+            with b.transaction(write=True) as c:
+                c.execute('DROP TABLE "workflow_run_last_hours"')
+                c.execute('DROP TABLE "workflow_tenant_run_counts"')
+                c.execute('DROP INDEX "runs_by_status_updated_filtered"')
+                if version > 4:
+                    c.execute("CREATE INDEX runs_by_status_updated_created ON runs (status, updated_at, seq, created_at, tenant)")
+                if version < 8:
+                    c.execute('DROP TABLE "run_last_hours"')
+                    c.execute('DROP TABLE "tenant_run_last_hours"')
+                    c.execute('DROP TABLE "workflow_run_hours"')
+                if version == 7:
+                    # As version 7 left it: by status and hour of the last event alone.
+                    c.execute(b.ddl("CREATE TABLE run_last_hours (status TEXT NOT NULL, hour TEXT NOT NULL, n INTEGER NOT NULL, "
+                                    "PRIMARY KEY (status, hour)) WITHOUT ROWID"))
+                    c.execute("INSERT INTO run_last_hours (status, hour, n) SELECT status, substr(updated_at, 1, 13), COUNT(*) "
+                              "FROM runs GROUP BY status, substr(updated_at, 1, 13)")
+                if version < 6:
+                    c.execute('DROP TABLE "run_status_totals"')
+                    c.execute('DROP TABLE "run_hour_seqs"')
+                if version == 4:
+                    c.execute('DROP TABLE "run_hours"')
+                    c.execute('DROP TABLE "tenant_run_counts"')
+                    c.execute('DROP TABLE "tenant_run_hours"')
+                    c.execute("CREATE INDEX runs_by_status_updated ON runs (status, updated_at, seq)")
+                    c.execute('DROP INDEX "runs_by_created_status_seq_tenant"')
+                    c.execute("CREATE INDEX runs_by_created_status_seq ON runs (created_at, status, seq)")
+                b.set_view_version(c, "runs", version)
         again = open_log(store_url)
         try:
             said = ledger.views_lag(again).another_version
