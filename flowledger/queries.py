@@ -294,7 +294,7 @@ def _positions(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit:
     if len(sought.statuses) < 2:
         return _positions_of(c, table, sought, order, limit)
     found: list[int] = []
-    bounds: dict[str, int | None] = {}
+    bounds: dict[str, Any] = {}
     for status in sought.statuses:
         found += _positions_of(c, table, replace(sought, statuses=(status,)), order, limit, bounds)
     found.sort(reverse=order == "DESC")
@@ -302,11 +302,12 @@ def _positions(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit:
 
 
 def _positions_of(
-    c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int, bounds: dict[str, int | None] | None = None
+    c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit: int, bounds: dict[str, Any] | None = None
 ) -> list[int]:
     """:func:`_positions` of rows of one status (or of any); ``bounds`` keeps the statuses'
     :func:`_created_by`, which is the same for each (a statement, sought once; once known,
-    the statuses after read their first rows from it).
+    the statuses after read their first rows from it), and the bounds' source and the runs
+    set apart as late (see :func:`_late_spans`), read once too.
 
     Where the rows' times are checked (a range of creation times, a last event at or
     before a time), a page has two ways to its rows, and which is quick depends on where
@@ -337,7 +338,7 @@ def _positions_of(
             # The bound is of the runs in order alone: those set apart as late that the page
             # picks are found on their own, and join every answer from here on.
             spans = bounds["spans"]
-            late = _late_found(c, sought, spans)
+            late = _late_found(c, sought, spans, bounds)
         rows, found = _probe(c, table, sought, [*where, *past[0]], [*params, *past[1]], order)
         # Every row of seq order up to the last read (up to the bound) was checked: those
         # found are the first.
@@ -349,7 +350,7 @@ def _positions_of(
                 bounds["spans"] = _late_spans(c)
             if known is None:
                 spans = bounds["spans"]
-                late = _late_found(c, sought, spans)
+                late = _late_found(c, sought, spans, bounds)
             if "created by" not in bounds:
                 bounds["created by"] = _created_by(c, sought, spans)
             bound = bounds["created by"]
@@ -423,21 +424,26 @@ def _late_spans(c: sqlite3.Cursor) -> _Spans:
     return _Spans("run_hour_seqs_on_time", True) if 0 < n <= LATE_READ else _EVERY_RUN
 
 
-def _late_found(c: sqlite3.Cursor, sought: Sought, spans: _Spans) -> list[int]:
+def _late_found(c: sqlite3.Cursor, sought: Sought, spans: _Spans, bounds: dict[str, Any]) -> list[int]:
     """The positions of the runs set apart as late that ``sought`` picks, their times
-    checked (none where ``spans`` bounds every run)."""
+    checked (none where ``spans`` bounds every run). ``bounds`` keeps those the filters
+    other than a status pick, the same for each status of a page (read once)."""
     if not spans.late:
         return []
-    where, params = _matching({}, sought.statuses)
-    where, params = [*sought.where, *where], [*sought.params, *params]
-    # Copied first, by seq, then filtered: given a tenant or a status too, SQLite's planner
-    # would take that filter's index and read each of its runs.
-    c.execute(
-        "WITH late AS MATERIALIZED (SELECT * FROM runs WHERE seq IN (SELECT seq FROM run_late_seqs)) "
-        f"SELECT seq, created_at, updated_at FROM late{_where_sql(where)}",
-        params,
-    )
-    return [seq for seq, created_at, updated_at in c.fetchall() if sought.checked(created_at, updated_at)]
+    if "late" not in bounds:
+        # Copied first, by seq, then filtered: given a tenant too, SQLite's planner would
+        # take that filter's index and read each of its runs.
+        c.execute(
+            "WITH late AS MATERIALIZED (SELECT * FROM runs WHERE seq IN (SELECT seq FROM run_late_seqs)) "
+            f"SELECT seq, status, created_at, updated_at FROM late{_where_sql(sought.where)}",
+            sought.params,
+        )
+        bounds["late"] = c.fetchall()
+    statuses = sought.statuses
+    return [
+        seq for seq, status, created_at, updated_at in bounds["late"]
+        if (not statuses or status in statuses) and sought.checked(created_at, updated_at)
+    ]
 
 
 def _joined(found: list[int], late: list[int], order: str, limit: int) -> list[int]:

@@ -226,6 +226,8 @@ def test_a_page_quiet_since_a_time_reads_on_from_the_last_run_in_order_and_the_l
         read = [params for sql, params in statements if "ORDER BY seq DESC LIMIT" in sql and "seq <= ?" in sql]
         assert read and all(_seq_of(log, "r0203-00") in params for params in read), statements
         assert any("FROM run_late_seqs" in sql for sql, _ in statements)
+        # The late runs read once a page, whatever its statuses (six, a status at a time).
+        assert sum("WITH late AS" in sql for sql, _ in statements) == 1, statements
         assert walk_ids(log, filters) == wanted
     # Quiet since 02:30, the hour of a late run created before then: the bound is still the
     # last run in order created by then (02:30:00's), the late run's left to its own read.
