@@ -300,17 +300,20 @@ class StoreContract:
             assert walk(log, queries.list_runs, filters, key="id", page_size=2) == wanted
             assert ledger.query(log, queries.run_status_counts, filters)["total"] == len(wanted)
 
-    @pytest.mark.parametrize("late_read", [500, 2])
-    def test_pages_with_runs_appended_late_are_the_runs_they_name(self, log, monkeypatch, late_read):
+    @pytest.mark.parametrize(("late_read", "intervals", "gap"), [(500, 8, 1000), (2, 8, 1000), (2, 8, 0), (2, 0, 1000)])
+    def test_pages_with_runs_appended_late_are_the_runs_they_name(self, log, monkeypatch, late_read, intervals, gap):
         # Twenty runs an hour in order, then runs created hours before (set apart as late:
-        # the pages bound their reads by the others and read these on their own, or, past
-        # queries.LATE_READ of them, bound them by every run), one stamped days ahead, and
-        # more in order after it: a page each way under every mix is the runs the filters
-        # name, newest first.
+        # the pages bound their reads by the others and read these on their own, whole or,
+        # past queries.LATE_READ of those the page's times could pick, in their spans of
+        # positions, or, past queries.LATE_INTERVALS spans, bound them by every run), one
+        # stamped days ahead, and more in order after it: a page each way under every mix is
+        # the runs the filters name, newest first.
         monkeypatch.setattr(queries, "PROBE_ROWS", 1)
         monkeypatch.setattr(queries, "HOURS_READ", 3)
         monkeypatch.setattr(queries, "_LAST_EVENTS_CHUNK", 2)
         monkeypatch.setattr(queries, "LATE_READ", late_read)
+        monkeypatch.setattr(queries, "LATE_INTERVALS", intervals)
+        monkeypatch.setattr(queries, "LATE_GAP", gap)
         rng = random.Random(31)
         events: list[dict] = []
 

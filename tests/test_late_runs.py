@@ -259,9 +259,108 @@ def test_a_range_in_the_middle_reads_its_newest_hour_though_late_runs_were_creat
     monkeypatch.setattr(queries, "LATE_READ", 3)  # as many as were set apart: still read on their own
     again, statements, plans, hours = _page(log, middle, page_size=5)
     assert again["entries"] == page["entries"] and not _sorts_the_range(statements)
-    # Too many set apart to read on their own: every run's hours, as before (here, past
-    # HOURS_READ hours, the range sorted), the same page.
+    # Too many set apart to read whole: read in their span of positions (the late runs
+    # appended together: one), from its newest, up to the page; the same page.
     monkeypatch.setattr(queries, "LATE_READ", 2)
+    again, statements, plans, hours = _page(log, middle, page_size=5)
+    assert again["entries"] == page["entries"] and not _sorts_the_range(statements)
+    assert not any("FROM late" in sql for sql, _ in statements)
+    span = [_seq_of(log, "late2"), _seq_of(log, "late4")]
+    # (PROBE_ROWS 1: a run a read, up to the span's first.)
+    read = [p[-3:-1] for sql, p in statements if "seq >= ? AND seq <= ?" in sql]
+    assert read == [span, [span[0], span[1] - 1], [span[0], span[0]]], statements
+    # Past LATE_INTERVALS spans: every run's hours, as before (here, past HOURS_READ hours,
+    # the range sorted), the same page.
+    monkeypatch.setattr(queries, "LATE_INTERVALS", 0)
     again, statements, plans, hours = _page(log, middle, page_size=5)
     assert again["entries"] == page["entries"] and _sorts_the_range(statements)
     assert not any("FROM late" in sql for sql, _ in statements)
+    assert span not in [p[-3:-1] for sql, p in statements if "seq >= ? AND seq <= ?" in sql], statements
+
+
+def _import(log, day: int, hours: range, per_hour: int, prefix: str) -> None:
+    """Runs created ``per_hour`` an hour in ``hours`` of ``day``, appended now (set apart),
+    every other one completed."""
+    events = []
+    for h in hours:
+        for k in range(per_hour):
+            run = f"{prefix}{h:02d}-{k:02d}"
+            events.append(triggered(run, occurred_at=_stamp(day, h, k), tenant="t3"))
+            if k % 2:
+                events += [ev("run.started", run_id=run, occurred_at=_stamp(day, h, k)),
+                           ev("run.completed", run_id=run, occurred_at=_stamp(day, h, k + 1))]
+    ledger.append_input(log, jsonl(events))
+
+
+def test_a_page_reads_only_the_late_runs_its_times_could_pick(log, monkeypatch):
+    # An import of the 1st's runs (more than LATE_READ), then a few late runs of the 2nd:
+    # a page of the 2nd's afternoon, or quiet since its 01:00 within it, never picks the
+    # import, so it reads only the 2nd's late runs, by the runs in order's hours.
+    monkeypatch.setattr(queries, "PROBE_ROWS", 2)
+    monkeypatch.setattr(queries, "LATE_READ", 5)
+    ledger.append_input(log, jsonl(_hours_in_order(1, range(0, 24)) + _hours_in_order(2, range(0, 18))))
+    _import(log, 1, range(3, 9), 4, "imp")
+    ledger.append_input(log, jsonl([triggered(f"late{h}", occurred_at=_stamp(2, h, 30)) for h in (1, 8, 9)]))
+    every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
+    late = _late_ids(log)
+    assert len(late) == 27 and {"late1", "late8", "late9"} <= late
+    for filters, picked in (
+        (queries.RunFilters(starting_at="2026-11-02T08:00:00.000000Z", ending_at="2026-11-02T09:59:59.999999Z"),
+         ["late9", "late8"]),
+        (queries.RunFilters(starting_at="2026-11-02T00:00:00.000000Z", updated_before="2026-11-02T01:40:00.000000Z"),
+         ["late1"]),
+    ):
+        page, statements = _quiet_page(log, filters, page_size=4)
+        wanted = [r["id"] for r in every if filters.starting_at <= r["created_at"] <= (filters.ending_at or "~")
+                  and r["updated_at"] <= (filters.updated_before or "~")]
+        assert [r["id"] for r in page["entries"]] == wanted[:4] and wanted[:len(picked)] == picked, filters
+        late_read = [sql for sql, _ in statements if "WITH late AS" in sql]
+        assert len(late_read) == 1 and "FROM run_late_seqs WHERE hour >= ? AND hour <= ?" in late_read[0], statements
+        assert not any("run_hour_seqs " in sql or sql.endswith("run_hour_seqs") for sql, _ in statements), statements
+        assert walk_ids(log, filters) == wanted
+    # A page of the 1st's morning picks among the import: more than LATE_READ, read in
+    # their span of positions (every hour's together), newest first, up to the page.
+    morning = queries.RunFilters(starting_at="2026-11-01T02:00:00.000000Z", ending_at="2026-11-01T07:59:59.999999Z")
+    page, statements = _quiet_page(log, morning, page_size=4)
+    wanted = [r["id"] for r in every if morning.starting_at <= r["created_at"] <= morning.ending_at]
+    assert [r["id"] for r in page["entries"]] == wanted[:4] == ["imp07-03", "imp07-02", "imp07-01", "imp07-00"]
+    span = [_seq_of(log, "imp03-00"), _seq_of(log, "imp07-03")]
+    read = [p[-3:-1] for sql, p in statements if "seq >= ? AND seq <= ?" in sql]
+    # PROBE_ROWS 2: two runs a read, up to the page and one more (whether there is a next).
+    assert read == [span, [span[0], _seq_of(log, "imp07-02") - 1], [span[0], _seq_of(log, "imp07-00") - 1]], statements
+    assert not any("WITH late AS" in sql for sql, _ in statements)
+    assert walk_ids(log, morning) == wanted
+
+
+def test_the_late_runs_spans_of_positions_join_where_near_and_are_each_read(log, monkeypatch):
+    # Two imports of the 1st's runs (of its early hours, then of its late ones) with a day of
+    # runs in order between them: two spans of positions, each import's hours'; within
+    # LATE_GAP of each other, one. (Imports of the same hours share their hours' spans: one,
+    # read through the runs between them.)
+    monkeypatch.setattr(queries, "PROBE_ROWS", 3)
+    monkeypatch.setattr(queries, "LATE_READ", 2)
+    monkeypatch.setattr(queries, "LATE_GAP", 100)  # fewer than the day's runs' positions
+    ledger.append_input(log, jsonl(_hours_in_order(1, range(0, 24))))
+    _import(log, 1, range(2, 5), 2, "a")
+    ledger.append_input(log, jsonl(_hours_in_order(2, range(0, 24))))
+    _import(log, 1, range(10, 13), 2, "b")
+    ledger.catch_up(log)
+    with log.backend.transaction(write=False) as c:
+        where, params = queries._late_hours(queries._runs_sought(queries.RunFilters(ending_at="2026-11-01T23:00:00.000000Z")))
+        apart = queries._late_intervals(c, where, params)
+        monkeypatch.setattr(queries, "LATE_GAP", 10_000)
+        together = queries._late_intervals(c, where, params)
+    assert apart == ((_seq_of(log, "a02-00"), _seq_of(log, "a04-01")), (_seq_of(log, "b10-00"), _seq_of(log, "b12-01")))
+    assert together == ((apart[0][0], apart[1][1]),)
+    every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
+    for gap in (0, 100, 10_000):
+        monkeypatch.setattr(queries, "LATE_GAP", gap)
+        for filters in (queries.RunFilters(starting_at="2026-11-01T02:00:00.000000Z", ending_at="2026-11-01T10:30:00.000000Z"),
+                        queries.RunFilters(starting_at="2026-11-01T03:00:00.000000Z", ending_at="2026-11-01T11:30:00.000000Z",
+                                           statuses=("pending",)),
+                        queries.RunFilters(updated_before="2026-11-01T03:00:00.000000Z", statuses=("pending",)),
+                        queries.RunFilters(updated_before="2026-11-01T06:00:00.000000Z", statuses=("completed", "pending"))):
+            wanted = [r["id"] for r in every if (filters.starting_at or "") <= r["created_at"] <= (filters.ending_at or "~")
+                      and r["updated_at"] <= (filters.updated_before or "~")
+                      and r["status"] in (filters.statuses or (r["status"],))]
+            assert walk_ids(log, filters) == wanted, (gap, filters)
