@@ -269,6 +269,9 @@ def test_a_range_in_the_middle_reads_its_newest_hour_though_late_runs_were_creat
     # (PROBE_ROWS 1: a run a read, up to the span's first.)
     read = [p[-3:-1] for sql, p in statements if "seq >= ? AND seq <= ?" in sql]
     assert read == [span, [span[0], span[1] - 1], [span[0], span[0]]], statements
+    monkeypatch.setattr(queries, "LATE_INTERVALS", 1)  # as many as there are: still read in them
+    again, statements, plans, hours = _page(log, middle, page_size=5)
+    assert again["entries"] == page["entries"] and not _sorts_the_range(statements)
     # Past LATE_INTERVALS spans: every run's hours, as before (here, past HOURS_READ hours,
     # the range sorted), the same page.
     monkeypatch.setattr(queries, "LATE_INTERVALS", 0)
@@ -318,6 +321,15 @@ def test_a_page_reads_only_the_late_runs_its_times_could_pick(log, monkeypatch):
         assert len(late_read) == 1 and "FROM run_late_seqs WHERE hour >= ? AND hour <= ?" in late_read[0], statements
         assert not any("run_hour_seqs " in sql or sql.endswith("run_hour_seqs") for sql, _ in statements), statements
         assert walk_ids(log, filters) == wanted
+    # Quiet since the 1st's 02:30 within the 1st and 2nd: its runs were created by then, before
+    # the import's hours and the 2nd's late runs. None set apart is read, nor their spans.
+    early = queries.RunFilters(ending_at="2026-11-02T12:00:00.000000Z", updated_before="2026-11-01T02:30:00.000000Z")
+    page, statements = _quiet_page(log, early, page_size=4)
+    wanted = [r["id"] for r in every if r["created_at"] <= early.ending_at and r["updated_at"] <= early.updated_before]
+    assert [r["id"] for r in page["entries"]] == wanted[:4] and not late & set(wanted)
+    assert not any("WITH late AS" in sql or "WITH RECURSIVE" in sql for sql, _ in statements), statements
+    assert any("FROM run_late_seqs" in sql for sql, _ in statements)
+    assert walk_ids(log, early) == wanted
     # A page of the 1st's morning picks among the import: more than LATE_READ, read in
     # their span of positions (every hour's together), newest first, up to the page.
     morning = queries.RunFilters(starting_at="2026-11-01T02:00:00.000000Z", ending_at="2026-11-01T07:59:59.999999Z")
