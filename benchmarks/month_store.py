@@ -9,15 +9,20 @@ created in the last H hours are running still, heard of every 20 minutes until t
 run's creation (not stuck: a live store's); with --workflows W, of W workflows rather than
 40 (1: one workflow holds every run, its page and chips as the whole store's); with
 --busiest S, a share S of them of the first (wf-0), the rest spread over every workflow (a
-workflow holding most runs, not all); then folds the views. Seeded: the same RUNS give the
+workflow holding most runs, not all); with --import N, then N runs more of tenant `t-import`,
+created evenly over the --import-span hours (24) ending --import-ago hours (336) before the
+newest run, each completed, appended after every other run (an older export imported into a
+live store: runs set apart as late); then folds the views. Seeded: the same RUNS give the
 same runs but for their times, which follow the clock.
 
     python benchmarks/month_store.py /var/tmp/month.db [--runs 1000000] [--active-hours 24] [--workflows 40] [--busiest 0.9]
+        [--import 10000 [--import-ago 336] [--import-span 24]]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import sys
@@ -72,6 +77,22 @@ def runs(n: int, end: datetime, seed: int = 7, active_hours: float = 0, workflow
             yield {"id": f"e{i}-f", "type": "run.failed", "occurred_at": done, "run_id": run, "error": "gave up"}
 
 
+def imported(n: int, newest: datetime, ago: float, span: float) -> Any:
+    """``n`` runs of tenant ``t-import`` created evenly over ``span`` hours ending ``ago``
+    hours before ``newest``, each triggered, started and completed (an import of older runs)."""
+    end = newest - timedelta(hours=ago)
+    step = timedelta(hours=span) / n
+    for i in range(n):
+        at, run = end - timedelta(hours=span) + step * (i + 1), f"imported-{i:08d}"
+        yield {
+            "id": f"i{i}-t", "type": "run.triggered", "occurred_at": _stamp(at), "run_id": run,
+            "workflow": f"wf-{i % 40}", "recipient": f"user-{i % 200_000}", "tenant": "t-import",
+            "trigger": {"source": "integration"},
+        }
+        yield {"id": f"i{i}-s", "type": "run.started", "occurred_at": _stamp(at + timedelta(seconds=1)), "run_id": run}
+        yield {"id": f"i{i}-c", "type": "run.completed", "occurred_at": _stamp(at + timedelta(seconds=30)), "run_id": run}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("store", help="a new store: a SQLite file (or a PostgreSQL URL)")
@@ -85,6 +106,12 @@ def main() -> None:
         "--busiest", type=float, default=0,
         help="the share of the runs of the first workflow, wf-0 (the rest spread over every workflow)",
     )
+    parser.add_argument(
+        "--import", dest="imported", type=int, default=0,
+        help="runs more, created in the past and appended after every other (set apart as late)",
+    )
+    parser.add_argument("--import-ago", type=float, default=336, help="hours before the newest run the import's newest was created")
+    parser.add_argument("--import-span", type=float, default=24, help="hours the import's runs were created over")
     args = parser.parse_args()
     log = open_log(args.store)
     try:
@@ -93,7 +120,9 @@ def main() -> None:
         started = time.perf_counter()
         batch: list[dict[str, Any]] = []
         end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
-        for event in runs(args.runs, end, active_hours=args.active_hours, workflows=args.workflows, busiest=args.busiest):
+        made = runs(args.runs, end, active_hours=args.active_hours, workflows=args.workflows, busiest=args.busiest)
+        later = imported(args.imported, end, args.import_ago, args.import_span) if args.imported else ()
+        for event in itertools.chain(made, later):
             batch.append(event)
             if len(batch) == 10_000:
                 ledger.append_batch(log, batch)
