@@ -339,7 +339,7 @@ def _positions_of(
             # The bound is of the runs in order alone: those set apart as late that the page
             # picks are found on their own, and join every answer from here on.
             spans = bounds["spans"]
-            late = _late_found(c, table, sought, spans, bounds, order, limit)
+            late = _late_found(c, table, sought, where, params, spans, bounds, order, limit)
         rows, found = _probe(c, table, sought, [*where, *past[0]], [*params, *past[1]], order)
         # Every row of seq order up to the last read (up to the bound) was checked: those
         # found are the first.
@@ -351,7 +351,7 @@ def _positions_of(
                 bounds["spans"] = _late_spans(c, sought)
             if known is None:
                 spans = bounds["spans"]
-                late = _late_found(c, table, sought, spans, bounds, order, limit)
+                late = _late_found(c, table, sought, where, params, spans, bounds, order, limit)
             if "created by" not in bounds:
                 bounds["created by"] = _created_by(c, sought, spans)
             bound = bounds["created by"]
@@ -497,18 +497,26 @@ def _late_hours(sought: Sought) -> tuple[list[str], list[Any]]:
 
 
 def _late_found(
-    c: sqlite3.Cursor, table: str, sought: Sought, spans: _Spans, bounds: dict[str, Any], order: str, limit: int
+    c: sqlite3.Cursor,
+    table: str,
+    sought: Sought,
+    where: list[str],
+    params: list[Any],
+    spans: _Spans,
+    bounds: dict[str, Any],
+    order: str,
+    limit: int,
 ) -> list[int]:
     """The positions of the runs set apart as late that ``sought`` picks, their times
     checked (none where ``spans`` bounds every run or its times pick none set apart).
     ``bounds`` keeps those the filters other than a status pick, the same for each status
     of a page (read once). Where they are more, the first ``limit`` in ``order`` of the
-    runs ``sought`` picks in their spans of positions (others' among them: as good)."""
+    runs ``where`` picks (``sought``'s filters and status, as :func:`_positions_of` reads
+    them) in their spans of positions (others' among them: as good)."""
     if not spans.late:
         return []
     if spans.intervals:
-        where, params = _matching({}, sought.statuses)
-        where, params = [*sought.where, *where, "seq >= ?", "seq <= ?"], [*sought.params, *params]
+        where = [*where, "seq >= ?", "seq <= ?"]
         found: list[int] = []
         for first, last in spans.intervals if order == "ASC" else reversed(spans.intervals):
             # Read in seq order as a page's first rows are, up to the page: a span of a
