@@ -376,3 +376,67 @@ def test_the_late_runs_spans_of_positions_join_where_near_and_are_each_read(log,
                       and r["updated_at"] <= (filters.updated_before or "~")
                       and r["status"] in (filters.statuses or (r["status"],))]
             assert walk_ids(log, filters) == wanted, (gap, filters)
+
+
+def _said_walk(log, filters, page_size: int) -> tuple[list[str], list[tuple[str, list]]]:
+    """Every run of a listing, paged forwards to its end and back again to its start (the
+    same runs both ways), and every statement the pages ran."""
+    statements: list[tuple[str, list]] = []
+
+    def page(**paging):
+        got, said = _quiet_page(log, filters, page_size=page_size, **paging)
+        statements.extend(said)
+        return got
+
+    forward = [page()]
+    while forward[-1]["page_info"]["after"]:
+        forward.append(page(after=forward[-1]["page_info"]["after"]))
+    backward = [forward[-1]]
+    while backward[-1]["page_info"]["before"]:
+        backward.append(page(before=backward[-1]["page_info"]["before"]))
+    ids = [r["id"] for p in forward for r in p["entries"]]
+    assert [r["id"] for p in reversed(backward) for r in p["entries"]] == ids
+    return ids, statements
+
+
+_EVERY_RUNS_HOURS = ("FROM run_hour_seqs ", "FROM run_hour_seqs)")
+"""How a statement reading every run's hours (late ones among them) names them."""
+
+
+def test_the_bounds_past_the_first_rows_are_the_runs_in_orders_where_late_runs_are_read_apart(log, monkeypatch):
+    # Late runs of the 1st's early hours, appended last, stretch those hours' last position
+    # in every run's hours to the log's end. Where they are read on their own, each bound a
+    # page takes past its first rows is the runs in order's: a range's window of positions,
+    # a page back's first hour past its cursor, a page's last run created by an hour (read
+    # by every run's hours, the same answers, reading up to every newer run).
+    monkeypatch.setattr(queries, "PROBE_ROWS", 1)
+    monkeypatch.setattr(queries, "HOURS_READ", 1)
+    monkeypatch.setattr(queries, "_LAST_EVENTS_CHUNK", 3)
+    ledger.append_input(log, jsonl(_hours_in_order(1, range(0, 12))))
+    ledger.append_input(log, jsonl([triggered(f"late{h}", occurred_at=_stamp(1, h, 59), tenant="t1") for h in range(1, 5)]))
+    every = ledger.query(log, queries.list_runs, queries.RunFilters(), page_size=1000)["entries"]
+    assert _late_ids(log) == {f"late{h}" for h in range(1, 5)}
+    reads = {
+        # _made_within, _last_made_by, _first_hour_past
+        "window": "SELECT MIN(first_seq), MAX(last_seq) FROM run_hour_seqs_on_time WHERE hour >= ? AND hour <= ?",
+        "made by": "SELECT MAX(last_seq) FROM run_hour_seqs_on_time WHERE hour <= ?",
+        "first past": "SELECT MIN(hour) FROM run_hour_seqs_on_time WHERE last_seq > ?",
+    }
+    seen: set[str] = set()
+    for filters in (
+        queries.RunFilters(starting_at="2026-11-01T01:00:00.000000Z", ending_at="2026-11-01T05:59:59.999999Z"),
+        queries.RunFilters(starting_at="2026-11-01T01:00:00.000000Z", ending_at="2026-11-01T05:59:59.999999Z",
+                           tenant="t1"),
+        queries.RunFilters(updated_before="2026-11-01T05:10:00.000000Z", statuses=("pending",)),
+        queries.RunFilters(updated_before="2026-11-01T05:10:00.000000Z", statuses=("pending",), workflow="welcome"),
+        queries.RunFilters(updated_before="2026-11-01T05:10:00.000000Z", statuses=("pending",), tenant="t1"),
+    ):
+        wanted = [r["id"] for r in every if (filters.starting_at or "") <= r["created_at"] <= (filters.ending_at or "~")
+                  and r["updated_at"] <= (filters.updated_before or "~") and (filters.tenant or r["tenant"]) == r["tenant"]
+                  and r["status"] in (filters.statuses or (r["status"],))]
+        ids, statements = _said_walk(log, filters, page_size=4)
+        assert ids == wanted and {"late1", "late4"} <= set(wanted), filters
+        assert not any(name in sql for sql, _ in statements for name in _EVERY_RUNS_HOURS), (filters, statements)
+        seen |= {what for what, sql in reads.items() if any(s == sql for s, _ in statements)}
+    # Each bound was taken (by the runs in order's hours), on some page of them.
+    assert seen == set(reads)
