@@ -294,7 +294,8 @@ def _positions(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit:
     if len(sought.statuses) < 2:
         return _positions_of(c, table, sought, order, limit)
     found: list[int] = []
-    bounds: dict[str, Any] = {}
+    # The page's statuses: the runs set apart as late in spans are read once for them all.
+    bounds: dict[str, Any] = {"statuses": sought.statuses}
     for status in sought.statuses:
         found += _positions_of(c, table, replace(sought, statuses=(status,)), order, limit, bounds)
     found.sort(reverse=order == "DESC")
@@ -512,25 +513,24 @@ def _late_found(
     ``bounds`` keeps those the filters other than a status pick, the same for each status
     of a page (read once). Where they are more, the first ``limit`` in ``order`` of the
     runs ``where`` picks (``sought``'s filters and status, as :func:`_positions_of` reads
-    them) in their spans of positions (others' among them: as good)."""
+    them) in their spans of positions (others' among them: as good); for a page of several
+    statuses (``bounds``' ``statuses``), the first ``limit`` of them all, read once."""
     if not spans.late:
         return []
     if spans.intervals:
-        where = [*where, "seq >= ?", "seq <= ?"]
-        found: list[int] = []
-        for first, last in spans.intervals if order == "ASC" else reversed(spans.intervals):
-            # Read in seq order as a page's first rows are, up to the page: a span of a
-            # day's import holds thousands of runs, few of a status, or all of the page.
-            edge = (first, last)
-            while len(found) < limit:
-                rows, passed = _probe(c, table, sought, where, [*params, *edge], order)
-                found += passed
-                if len(rows) < PROBE_ROWS:
-                    break
-                edge = (rows[-1][0] + 1, last) if order == "ASC" else (first, rows[-1][0] - 1)
-                if edge[0] > edge[1]:
-                    break
-        return found
+        statuses = bounds.get("statuses")  # (only a page of several statuses gives them)
+        if not statuses:
+            return [seq for seq, _ in _in_spans(c, table, sought, where, params, spans, order, limit)]
+        if "late in spans" not in bounds:
+            # Once a page for all its statuses, not once a status: the statuses' reads of the
+            # same spans were a statement each (on PostgreSQL a round trip: six more for a
+            # page of any status). The first ``limit`` of them all hold each status's that
+            # the page can take.
+            marks = _matching({}, () if set(statuses) >= set(STATUSES) else statuses)
+            bounds["late in spans"] = _in_spans(
+                c, table, sought, [*sought.where, *marks[0]], [*sought.params, *marks[1]], spans, order, limit
+            )
+        return [seq for seq, status in bounds["late in spans"] if status == sought.statuses[0]]
     if "late" not in bounds:
         # Copied first, by seq, then filtered: given a tenant too, SQLite's planner would
         # take that filter's index and read each of its runs.
@@ -548,6 +548,29 @@ def _late_found(
     ]
 
 
+def _in_spans(
+    c: sqlite3.Cursor, table: str, sought: Sought, where: list[str], params: list[Any], spans: _Spans, order: str, limit: int
+) -> list[tuple[int, str]]:
+    """The positions and statuses of the runs ``where`` picks within ``spans``' spans of
+    positions whose times pass ``sought``'s checks, in ``order``, the first ``limit`` of
+    them (a chunk's more with them)."""
+    where = [*where, "seq >= ?", "seq <= ?"]
+    found: list[tuple[int, str]] = []
+    for first, last in spans.intervals if order == "ASC" else reversed(spans.intervals):
+        # Read in seq order as a page's first rows are, up to the page: a span of a day's
+        # import holds thousands of runs, few of a status, or all of the page.
+        edge = (first, last)
+        while len(found) < limit:
+            rows, _ = _probe(c, table, sought, where, [*params, *edge], order, with_status=True)
+            found += [(seq, status) for seq, created_at, updated_at, status in rows if sought.checked(created_at, updated_at)]
+            if len(rows) < PROBE_ROWS:
+                break
+            edge = (rows[-1][0] + 1, last) if order == "ASC" else (first, rows[-1][0] - 1)
+            if edge[0] > edge[1]:
+                break
+    return found
+
+
 def _joined(found: list[int], late: list[int], order: str, limit: int) -> list[int]:
     """The first ``limit`` positions, in ``order``, of those found and the late runs'."""
     if not late:
@@ -556,10 +579,11 @@ def _joined(found: list[int], late: list[int], order: str, limit: int) -> list[i
 
 
 def _probe(
-    c: sqlite3.Cursor, table: str, sought: Sought, where: list[str], params: list[Any], order: str
+    c: sqlite3.Cursor, table: str, sought: Sought, where: list[str], params: list[Any], order: str, with_status: bool = False
 ) -> tuple[list[Any], list[int]]:
-    """The first :data:`PROBE_ROWS` rows ``where`` picks in seq order (their seq and times),
-    and the positions of those whose times ``sought`` checks pass.
+    """The first :data:`PROBE_ROWS` rows ``where`` picks in seq order (their seq and times,
+    and ``with_status``, their status), and the positions of those whose times ``sought``
+    checks pass.
 
     Their positions first, in the filters' index alone, then those rows' times: PostgreSQL's
     planner, asked for the times with the rows, takes a status of most runs for spread
@@ -573,15 +597,16 @@ def _probe(
     of a workflow took 4-8 ms a page so, 9-16 ms the positions first).
     """
     first = f"{_from(table, where)}{_where_sql(where)} ORDER BY seq {order} LIMIT ?"
+    columns = "seq, created_at, updated_at, status" if with_status else "seq, created_at, updated_at"
     if _WITH_ERRORS in where or "workflow = ?" in where:
-        c.execute(f"SELECT seq, created_at, updated_at FROM {first}", [*params, PROBE_ROWS])
+        c.execute(f"SELECT {columns} FROM {first}", [*params, PROBE_ROWS])
     else:
         c.execute(
-            f'SELECT seq, created_at, updated_at FROM "{table}" WHERE seq IN (SELECT seq FROM {first}) ORDER BY seq {order}',
+            f'SELECT {columns} FROM "{table}" WHERE seq IN (SELECT seq FROM {first}) ORDER BY seq {order}',
             [*params, PROBE_ROWS],
         )
     rows = c.fetchall()
-    return rows, [seq for seq, created_at, updated_at in rows if sought.checked(created_at, updated_at)]
+    return rows, [row[0] for row in rows if sought.checked(row[1], row[2])]
 
 
 HOURS_READ = 24
