@@ -10,7 +10,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flowledger import ingest_process, ledger
@@ -247,6 +247,15 @@ def test_a_bearer_or_basic_credential_anywhere_in_a_message_is_redacted(before, 
     assert f"{scheme}{REDACTED}" in redacted
 
 
+def test_a_credential_before_a_colon_is_still_the_credential_and_a_secret_key_there_a_key():
+    assert R.redact_text("Basic dXNlcjpwYXNz: refused") == f"Basic {REDACTED}: refused"
+    assert R.redact_text("Bearer x9Y8z7: expired") == f"Bearer {REDACTED}: expired"
+    assert R.redact_text("Basic access_token: abc123XYZ") == f"Basic access_token: {REDACTED}"
+    assert R.redact_text("bearer api_key:\tQ1w2e3r4") == f"bearer api_key:\t{REDACTED}"
+    # Without a value after it, such a word is what follows the scheme: the credential.
+    assert R.redact_text("Bearer client_secret, refused") == f"Bearer {REDACTED}, refused"
+
+
 @SETTINGS
 @given(
     _PROSE,
@@ -255,6 +264,9 @@ def test_a_bearer_or_basic_credential_anywhere_in_a_message_is_redacted(before, 
     st.sampled_from(["=", ": ", ':\t', '"KEY": "', "'KEY':'", '"KEY":']),
     _SECRET,
 )
+# A secret key right after Bearer/Basic is a key, not the credential (its value was kept).
+@example("BAsiC", "", "access_token", ": ", "s3cr3t0000000000")
+@example("Bearer", "", "password", ":\t", "s3cr3t0000000000")
 def test_a_secret_keys_value_anywhere_in_a_message_is_redacted(before, after, key, separator, secret):
     pair = separator.replace("KEY", key) + secret if "KEY" in separator else key + separator + secret
     if separator.endswith(("\"", "'")):

@@ -350,7 +350,8 @@ class Redactor:
         holds none. What is found (key names compare as :meth:`is_secret` does):
 
         - URLs with a scheme (``https://…``, ``postgresql://…``), as :meth:`redact_url` does;
-        - ``Bearer <credential>`` and ``Basic <credential>``, in any case: the credential;
+        - ``Bearer <credential>`` and ``Basic <credential>``, in any case: the credential
+          (a secret key right after the word is a key: ``Basic access_token: abc``'s value);
         - a secret key's value after ``=`` (``token=abc``, ``…&client_secret=x``), after a
           colon and a space (``X-Api-Key: abc``, ``password: hunter2``), or after a quoted key
           and a colon or ``=`` (``"access_token":"abc"``, ``'secret': 1234``, as JSON or a repr
@@ -403,6 +404,11 @@ class Redactor:
                     continue  # inside a word
                 cred = _CREDENTIAL.match(text, pos)
                 if cred is None:
+                    continue
+                if text.startswith((": ", ":\t"), cred.end()) and self._secret_name(cred.group(1)):
+                    # A secret key after the word ("Basic access_token: abc"): its value is
+                    # the secret, left to the key rule (taken for the credential, the key
+                    # hid the value from it).
                     continue
                 start = cred.start(1)
                 new, length = _secret_value(cred.group(1), plain_ok=True)
