@@ -294,7 +294,7 @@ def _positions(c: sqlite3.Cursor, table: str, sought: Sought, order: str, limit:
     if len(sought.statuses) < 2:
         return _positions_of(c, table, sought, order, limit)
     found: list[int] = []
-    # The page's statuses: the runs set apart as late in spans are read once for them all.
+    # The page's statuses: of any, the runs set apart as late in spans are read once for all.
     bounds: dict[str, Any] = {"statuses": sought.statuses}
     for status in sought.statuses:
         found += _positions_of(c, table, replace(sought, statuses=(status,)), order, limit, bounds)
@@ -513,23 +513,21 @@ def _late_found(
     ``bounds`` keeps those the filters other than a status pick, the same for each status
     of a page (read once). Where they are more, the first ``limit`` in ``order`` of the
     runs ``where`` picks (``sought``'s filters and status, as :func:`_positions_of` reads
-    them) in their spans of positions (others' among them: as good); for a page of several
-    statuses (``bounds``' ``statuses``), the first ``limit`` of them all, read once."""
+    them) in their spans of positions (others' among them: as good); for a page of any
+    status (``bounds``' ``statuses``, every one), the first ``limit`` of them all, read once."""
     if not spans.late:
         return []
     if spans.intervals:
-        statuses = bounds.get("statuses")  # (only a page of several statuses gives them)
-        if not statuses:
+        if not set(bounds.get("statuses", ())) >= set(STATUSES):
             return [seq for seq, _ in _in_spans(c, table, sought, where, params, spans, order, limit)]
         if "late in spans" not in bounds:
-            # Once a page for all its statuses, not once a status: the statuses' reads of the
-            # same spans were a statement each (on PostgreSQL a round trip: six more for a
-            # page of any status). The first ``limit`` of them all hold each status's that
-            # the page can take.
-            marks = _matching({}, () if set(statuses) >= set(STATUSES) else statuses)
-            bounds["late in spans"] = _in_spans(
-                c, table, sought, [*sought.where, *marks[0]], [*sought.params, *marks[1]], spans, order, limit
-            )
+            # A page of any status (quiet since a time: each status apart) reads them once,
+            # in seq order with no status named, not once a status: the statuses' reads of
+            # the same spans were a statement each (on PostgreSQL six round trips). The first
+            # ``limit`` of them all hold each status's that the page can take. (Given some
+            # statuses, each is read in its own index, in seq order: SQLite sorted the named
+            # statuses' runs of a span for one read.)
+            bounds["late in spans"] = _in_spans(c, table, sought, sought.where, sought.params, spans, order, limit)
         return [seq for seq, status in bounds["late in spans"] if status == sought.statuses[0]]
     if "late" not in bounds:
         # Copied first, by seq, then filtered: given a tenant too, SQLite's planner would
