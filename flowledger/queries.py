@@ -549,9 +549,9 @@ def _late_found(
 def _in_spans(
     c: sqlite3.Cursor, table: str, sought: Sought, where: list[str], params: list[Any], spans: _Spans, order: str, limit: int
 ) -> list[tuple[int, str]]:
-    """The positions and statuses of the runs ``where`` picks within ``spans``' spans of
-    positions whose times pass ``sought``'s checks, in ``order``, the first ``limit`` of
-    them (a chunk's more with them)."""
+    """The positions and statuses, in ``order``, of the runs ``where`` picks within
+    ``spans``' spans of positions whose times pass ``sought``'s checks: read a chunk at a
+    time until ``limit`` are found (the last chunk's every one kept)."""
     where = [*where, "seq >= ?", "seq <= ?"]
     found: list[tuple[int, str]] = []
     for first, last in spans.intervals if order == "ASC" else reversed(spans.intervals):
