@@ -238,10 +238,10 @@ def test_a_page_quiet_since_a_time_reads_on_from_the_last_run_in_order_and_the_l
     assert read and all(_seq_of(log, "r0202-10") in params for params in read), statements
 
 
-def walk_ids(log, filters) -> list[str]:
+def walk_ids(log, filters, page_size: int = 4) -> list[str]:
     from tests.test_queries_mutations import walk
 
-    return walk(log, queries.list_runs, filters, key="id", page_size=4)
+    return walk(log, queries.list_runs, filters, key="id", page_size=page_size)
 
 
 def test_a_range_in_the_middle_reads_its_newest_hour_though_late_runs_were_created_in_it(log, monkeypatch):
@@ -379,24 +379,18 @@ def test_the_late_runs_spans_of_positions_join_where_near_and_are_each_read(log,
 
 
 def _said_walk(log, filters, page_size: int) -> tuple[list[str], list[tuple[str, list]]]:
-    """Every run of a listing, paged forwards to its end and back again to its start (the
-    same runs both ways), and every statement the pages ran."""
+    """:func:`walk_ids`' runs, and every statement their pages ran."""
     statements: list[tuple[str, list]] = []
 
-    def page(**paging):
-        got, said = _quiet_page(log, filters, page_size=page_size, **paging)
-        statements.extend(said)
-        return got
+    def said_list_runs(c, *args, **paging):
+        said = Said(c)
+        page = queries.list_runs(said, *args, **paging)
+        statements.extend(said.statements)
+        return page
 
-    forward = [page()]
-    while forward[-1]["page_info"]["after"]:
-        forward.append(page(after=forward[-1]["page_info"]["after"]))
-    backward = [forward[-1]]
-    while backward[-1]["page_info"]["before"]:
-        backward.append(page(before=backward[-1]["page_info"]["before"]))
-    ids = [r["id"] for p in forward for r in p["entries"]]
-    assert [r["id"] for p in reversed(backward) for r in p["entries"]] == ids
-    return ids, statements
+    from tests.test_queries_mutations import walk
+
+    return walk(log, said_list_runs, filters, key="id", page_size=page_size), statements
 
 
 _EVERY_RUNS_HOURS = ("FROM run_hour_seqs ", "FROM run_hour_seqs)")
@@ -474,6 +468,4 @@ def test_a_page_of_any_status_reads_the_late_runs_spans_once_for_them_all(log, m
         for m in marks:
             mine = [p[-3:-1] for p in reads if p[:-3] == m]
             assert mine[0] == [first, last] and len(mine) <= 3, (m, statements)
-        from tests.test_queries_mutations import walk
-
-        assert walk(log, queries.list_runs, filters, key="id", page_size=10) == wanted
+        assert walk_ids(log, filters, page_size=10) == wanted
