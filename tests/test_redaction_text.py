@@ -4,6 +4,7 @@ before an event is stored, by every way in, and redacting twice changes nothing.
 
 from __future__ import annotations
 
+import json
 import os
 
 import orjson
@@ -123,6 +124,55 @@ def test_a_url_with_nothing_secret_is_returned_as_it_is(url):
             "see (https://x.example/cb#access_token=[REDACTED]&state=1) for details",
         ),
         ("Bearer token=abc", "Bearer token=[REDACTED]"),
+        # Spaces around = or : (a config dump, a sentence).
+        ("password = hunter2", "password = [REDACTED]"),
+        ("api_key     = abc123XYZ  # set by ops", "api_key     = [REDACTED]  # set by ops"),
+        ("Passwd : s3cr3tq9 was refused", "Passwd : [REDACTED] was refused"),
+        ("client_secret= cs1.", "client_secret= [REDACTED]."),
+        ("token= dXNlcjpwYXNz==", "token= [REDACTED]"),
+        ("password: a=b1", "password: [REDACTED]"),
+        ('"token" : "abc"', '"token" : "[REDACTED]"'),
+        # A credential followed by what a b64token does not hold is all of it.
+        ("Bearer abc%2Bdef rejected", "Bearer [REDACTED] rejected"),
+        ("Bearer abc%2Bdef: rejected", "Bearer [REDACTED]: rejected"),
+        ("Bearer [REDACTED]#x", "Bearer [REDACTED]"),
+        ("Authorization: Bearer token", "Authorization: Bearer [REDACTED]"),
+        ("Authorization: xKeyAbCdEfGhIjKl rejected", "Authorization: [REDACTED] rejected"),
+        # A quoted value cut short (a message truncated inside it) goes to its line's end.
+        ('provider said {"access_token": "eyJhbGciOiJIUzI1NiJ9.e30', 'provider said {"access_token": "[REDACTED]'),
+        ("token='abc def\nnext line", "token='[REDACTED]\nnext line"),
+        ('\\"token\\": \\"abc\ndef\\" x', '\\"token\\": \\"[REDACTED]\ndef\\" x'),
+        ('{"m": "a 5\\" screen, Cookie: sid=abc", "x": 1}', '{"m": "a 5\\" screen, Cookie: [REDACTED]", "x": 1}'),
+        ("bearer s3cr3tjez/.{", "bearer [REDACTED]"),
+        ("Basic dXNlcjpwYXNz#frag.", "Basic [REDACTED]."),
+        # A pair after Bearer is the key rule's: a secret key's quoted value goes.
+        ('Bearer token="abc"', 'Bearer token="[REDACTED]"'),
+        # JSON inside a JSON string (a provider's body quoted in a message), at any depth.
+        (
+            '{"error": "{\\"access_token\\": \\"abc\\", \\"n\\": 1}"}',
+            '{"error": "{\\"access_token\\": \\"[REDACTED]\\", \\"n\\": 1}"}',
+        ),
+        ('\\"token\\":\\"a\\\\\\"b\\" rest', '\\"token\\":\\"[REDACTED]\\" rest'),
+        # A string ending in an escaped backslash ends there.
+        (json.dumps('{"token": "a\\\\", "b": "c"}'), json.dumps('{"token": "[REDACTED]", "b": "c"}')),
+        ('\\"secret\\": 1234, \\"x\\": true', '\\"secret\\": \\"[REDACTED]\\", \\"x\\": true'),
+        (
+            '\\\\\\"password\\\\\\": \\\\\\"p\\\\\\\\\\\\\\"w\\\\\\"',
+            '\\\\\\"password\\\\\\": \\\\\\"[REDACTED]\\\\\\"',
+        ),
+        # A Cookie header's quoted values are its own; quoted itself, it ends with its quote.
+        ('Cookie: sid="s3cr3t"; theme=dark', "Cookie: [REDACTED]"),
+        ('Cookie="s3cr3t" next=1', 'Cookie="[REDACTED]" next=1'),
+        ('{"h": "Cookie: a=b", "x": 1}', '{"h": "Cookie: [REDACTED]", "x": 1}'),
+        ("['Set-Cookie: sid=abc', 'X: y']", "['Set-Cookie: [REDACTED]', 'X: y']"),
+        ('"Cookie: a=\\"b c\\"; d=e" and more', '"Cookie: [REDACTED]" and more'),
+        # An Authorization header's scheme may be any word; a raw key is the credential.
+        ("Authorization: Klaviyo-API-Key pk_abc123", "Authorization: Klaviyo-API-Key [REDACTED]"),
+        ("Authorization: ApiKey s3cr3tabc1", "Authorization: ApiKey [REDACTED]"),
+        ("Authorization: SSWS 00abcXYZ", "Authorization: SSWS [REDACTED]"),
+        ("Authorization: sk-proj-AbC123 failed", "Authorization: [REDACTED] failed"),
+        # A URL with nothing of its own to hide: what is written into it is text.
+        ("GET https://x.example/p;token=abc1 failed", "GET https://x.example/p;token=[REDACTED] failed"),
     ],
 )
 def test_credentials_inside_text_are_redacted(text, expected):
@@ -146,6 +196,17 @@ def test_credentials_inside_text_are_redacted(text, expected):
         "mybearer abc123",
         "Authorization: Bearer",
         "token=[REDACTED]",
+        "password  =  required",
+        "token= user=bob",
+        "if password == None",
+        'WWW-Authenticate: Bearer realm="example", error="invalid_token"',
+        "Authorization: missing or invalid",
+        "Authorization: invalid Bearer token",
+        '\\"token\\": null',
+        '\\"token\\": \\"[REDACTED]\\"',
+        'password: "[REDACTED]',
+        '\\"token\\": \\"[REDACTED]',
+        'password: "',
     ],
 )
 def test_text_that_only_looks_like_a_secret_is_kept_as_it_is(text):
@@ -182,7 +243,7 @@ _FRAGMENTS = st.one_of(
             "=", ": ", ":", '":"', '": "', "':'", "'", '"', " ", "\n", "\t", "&", "?", "#", "@", ";", ",", ".",
             "(", ")", "[", "]", "{", "}", "<", ">", "\\", "/", "://", "https://", "user:pw@", "Bearer ",
             "basic ", "BEARER\t", "token ", "Authorization: ", "Cookie: ", REDACTED, "==", "null", "%5F",
-            "required", "09:00",
+            "required", "09:00", '\\"', " = ", " : ", "ApiKey ", "%2B",
         ]
     ),
 )
@@ -261,7 +322,7 @@ def test_a_credential_before_a_colon_is_still_the_credential_and_a_secret_key_th
     _PROSE,
     _PROSE,
     st.sampled_from(_SECRET_NAMES).flatmap(_spellings),
-    st.sampled_from(["=", ": ", ':\t', '"KEY": "', "'KEY':'", '"KEY":']),
+    st.sampled_from(["=", ": ", ':\t', '"KEY": "', "'KEY':'", '"KEY":', " = ", "= ", " : ", "\t=\t", '"KEY" : "']),
     _SECRET,
 )
 # A secret key right after Bearer/Basic is a key, not the credential (its value was kept).
@@ -273,6 +334,40 @@ def test_a_secret_keys_value_anywhere_in_a_message_is_redacted(before, after, ke
         pair += separator[-1]
     text = f"{before} {pair} {after}"
     assert secret not in R.redact_text(text)
+
+
+# What a b64token does not hold, after a credential: more of the credential.
+_NOT_B64 = st.text(alphabet="#%&*|$\\{`^@[(!:?.", min_size=1, max_size=4)
+
+
+@SETTINGS
+@given(_PROSE, _PROSE, st.sampled_from(["Bearer ", "bearer ", "Basic ", "basic\t"]), _SECRET, _NOT_B64, _TOKEN)
+def test_a_credential_followed_by_characters_a_token_does_not_hold_is_redacted_whole(
+    before, after, scheme, secret, odd, more
+):
+    for credential in (secret + odd, secret + odd + more, more + odd + secret):
+        text = f"{before} {scheme}{credential} {after}"
+        redacted = R.redact_text(text)
+        assert secret not in redacted, text
+        assert R.redact_text(redacted) == redacted
+
+
+@SETTINGS
+@given(st.data(), st.integers(1, 3), st.sampled_from(["compact", "spaced"]))
+def test_json_quoted_inside_json_strings_keeps_no_secret_at_any_depth(data, depth, form):
+    # A provider's body quoted in a message, quoted again by each layer that logged it.
+    secret = "s3cr3t-" + data.draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=12, max_size=20))
+    payload = data.draw(payload_with_secret(secret))
+    text = orjson.dumps(payload).decode() if form == "compact" else json.dumps(payload)
+    for _ in range(depth):
+        text = json.dumps(text)
+    redacted = R.redact_text(f"provider answered {text}")
+    assert secret not in redacted
+    assert R.redact_text(redacted) == redacted
+    body = redacted.removeprefix("provider answered ")
+    for _ in range(depth):
+        body = json.loads(body)
+    json.loads(body)  # JSON stays JSON at every depth
 
 
 @SETTINGS

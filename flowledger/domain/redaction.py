@@ -96,11 +96,26 @@ _VALUE = re.compile(r"""("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|\[REDACTED\]|[^
 _QUOTED_KEY_VALUE = re.compile(
     r"""("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|\[REDACTED\]|[^\s,;{}\[\]()"'][^\s,;}\])"']*)"""
 )
+# The rest of a line, from a quote not closed on it.
+_LINE_REST = re.compile(r"[^\r\n]*")
+# After a key quoted inside a quoted text (\\"token\\": 123), a bare value ends at a backslash too.
+_ESCAPED_KEY_VALUE = re.compile(r"""[^\s,;{}\[\]()"'\\][^\s,;}\])"'\\]*""")
 # An auth scheme word before a credential, in an Authorization header's value.
 _SCHEME = re.compile(r"(?i:bearer|basic|digest|token|negotiate|ntlm)[ \t]+(?=\S)")
-# A Bearer or Basic credential (RFC 6750's b64token), followed by white space, the text's
-# end or punctuation (not by "=" or "[": "Bearer token=[REDACTED]" holds no credential).
-_CREDENTIAL = re.compile(r"""[ \t]+(\[REDACTED\]|[A-Za-z0-9\-._~+/]+=*)(?=[\s,;:)\]}"'<>!?]|\Z)""")
+# Any other scheme word before a credential (ApiKey, SSWS, Klaviyo-API-Key): ordinary or
+# CamelCase words, joined by hyphens (a raw key such as sk-proj-AbC123 is none: it is the
+# credential).
+_OTHER_SCHEME = re.compile(r"""([A-Za-z]+(?:-[A-Za-z]+)*)[ \t]+(?=[^\s"'])""")
+_SCHEME_WORD = re.compile(r"[A-Z]?[a-z]{1,23}|[A-Z]{1,12}|(?:[A-Z][a-z]+){2,3}")
+# A Bearer or Basic credential (RFC 6750's b64token). What follows it decides (see
+# Redactor._credential): white space, the text's end or punctuation ends it; "=" and a value
+# make it a pair ("Bearer token=[REDACTED]", "Bearer realm=\"api\""); anything else is more
+# of it ("Bearer abc%2Bdef").
+_CREDENTIAL = re.compile(r"""[ \t]+(\[REDACTED\]|[A-Za-z0-9\-._~+/]+=*)""")
+_CREDENTIAL_ENDS = frozenset(",;:)]}\"'<>!?")
+_B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/")
+# The rest of a credential followed by characters a b64token does not hold.
+_CREDENTIAL_TAIL = re.compile(r"""[^\s,;"'<>)\]}]*""")
 
 # A value after "key: " (or Bearer/Basic) that is one ordinary word stays: "password:
 # required", "token: expired", "Bearer token missing" keep their meaning. Credentials are
@@ -168,6 +183,48 @@ def _trimmed(value: str, punctuation: str) -> str:
     return value[:end]
 
 
+def _quote_around(text: str, at: int) -> str:
+    """The quote (``"`` or ``'``) of a quoted text that ``text[at]`` lies inside on its line, or
+    ``""``: quotes escaped by a backslash are not counted."""
+    line = text[text.rfind("\n", 0, at) + 1 : at]
+    for quote in "\"'":
+        if (line.count(quote) - line.count("\\" + quote)) % 2:
+            return quote
+    return ""
+
+
+def _credential_ends(follows: str) -> bool:
+    """Whether a credential ends before ``follows`` (the next two characters): at white space
+    or punctuation, but ``: ! ?`` only where no more of it follows ("Basic user:pw" is one)."""
+    first = follows[0]
+    if first.isspace():
+        return True
+    if first not in _CREDENTIAL_ENDS:
+        return False
+    if first in ":!?" and len(follows) > 1:
+        return follows[1].isspace() or follows[1] in ",;)]}\"'<>"
+    return True
+
+
+def _escaped_end(text: str, at: int, escape: str, quote: str) -> int:
+    """Where a string opened by ``escape + quote`` right before ``at`` ends (past its closing
+    quote), or -1 where it does not end on its line. Within it a quote of its own is escaped
+    by more backslashes: ``\\"`` ends a string of JSON inside a JSON string, ``\\\\\"`` does not."""
+    period = 2 * (len(escape) + 1)
+    line_end = text.find("\n", at)
+    if line_end < 0:
+        line_end = len(text)
+    i = at
+    while (i := text.find(quote, i, line_end)) >= 0:
+        run = 0
+        while i - run > at and text[i - run - 1] == "\\":
+            run += 1
+        if run % period == len(escape):
+            return i + 1
+        i += 1
+    return -1
+
+
 def _secret_value(value: str, *, quoted_key: bool = False, plain_ok: bool = False) -> tuple[str | None, int]:
     """What a secret key's value becomes, and how long the part replaced is; None when it
     stays as it is (redacted already, empty, or one ordinary word when ``plain_ok``)."""
@@ -233,6 +290,45 @@ class Redactor:
             decoded = unquote_plus(name) if "%" in name or "+" in name else name
             known = self._params[name] = normalize_key(decoded) in self.keys
         return known
+
+    def _credential(self, text: str, value: str, start: int, end: int) -> str | None:
+        """The credential after Bearer/Basic at ``start`` (``value``, its b64token, ends at
+        ``end``), or None where what follows makes it no credential."""
+        follows = text[end : end + 2]
+        if value.endswith("=") and follows and (follows[0] in _B64_CHARS or follows[0] in "[\"'"):
+            return None  # a pair ("Bearer token=abc", "Bearer realm=\"api\""): the key rule's
+        if follows in (": ", ":\t") and self._secret_name(value):
+            # A secret key after the word ("Basic access_token: abc"): its value is the
+            # secret, left to the key rule (taken for the credential, the key hid the value).
+            return None
+        if follows and not _credential_ends(follows):
+            # Characters a b64token does not hold: more of the credential ("abc%2Bdef").
+            tail = _CREDENTIAL_TAIL.match(text, end)
+            value = _trimmed(text[start : tail.end()], ".:!?")  # type: ignore[union-attr]
+        return value
+
+    @staticmethod
+    def _escaped_value(text: str, at: int, escape: str, quote: str) -> tuple[int, str, str | None] | None:
+        """Where the value after a key quoted inside a quoted text starts, the value, and what
+        it becomes (None: it stays); None where there is no value."""
+        opener = escape + quote
+        if text.startswith(opener, at):
+            end = _escaped_end(text, at + len(opener), escape, quote)
+            if end < 0:
+                # Not closed on its line (a message cut short inside it): to the line's end.
+                value = _LINE_REST.match(text, at).group(0)  # type: ignore[union-attr]
+                inner = value[len(opener) :]
+                return at, value, None if inner in ("", REDACTED) else opener + REDACTED
+            value = text[at:end]
+            inner = value[len(opener) : -len(opener)]
+            return at, value, None if inner in ("", REDACTED) else opener + REDACTED + opener
+        found = _ESCAPED_KEY_VALUE.match(text, at)
+        if found is None:
+            return None
+        value = found.group(0)
+        if value == REDACTED or value in _NOTHING:
+            return at, value, None
+        return at, value, opener + REDACTED + opener  # quoted as the key is: JSON stays JSON
 
     def redact_event(self, event: dict[str, Any]) -> dict[str, Any]:
         """Return the event with its free-form fields, its URL and its text fields redacted
@@ -350,20 +446,28 @@ class Redactor:
         holds none. What is found (key names compare as :meth:`is_secret` does):
 
         - URLs with a scheme (``https://…``, ``postgresql://…``), as :meth:`redact_url` does;
-        - ``Bearer <credential>`` and ``Basic <credential>``, in any case: the credential
-          (a secret key right after the word is a key: ``Basic access_token: abc``'s value);
+          a URL with nothing of its own to hide is scanned as text (``…/cb;token=abc``);
+        - ``Bearer <credential>`` and ``Basic <credential>``, in any case: the credential, with
+          what a b64token does not hold glued to it (``abc%2Bdef``, ``user:pw``); a secret key
+          right after the word is a key (``Basic access_token: abc``'s value), and ``word=``
+          followed by a value is a pair (``Bearer realm="api"``);
         - a secret key's value after ``=`` (``token=abc``, ``…&client_secret=x``), after a
-          colon and a space (``X-Api-Key: abc``, ``password: hunter2``), or after a quoted key
-          and a colon or ``=`` (``"access_token":"abc"``, ``'secret': 1234``, as JSON or a repr
-          shows a payload). The scheme word of an Authorization header's value is kept
-          (``Authorization: Bearer [REDACTED]``, ``Authorization: token [REDACTED]``); a
-          quoted value keeps its quotes, a bare one after a quoted key becomes
-          ``"[REDACTED]"`` (JSON stays JSON); a Cookie header's value runs to its line's end.
+          colon and a space (``X-Api-Key: abc``, ``password: hunter2``), with spaces around
+          either (``password = hunter2``, ``Api-Key : abc``), or after a quoted key and a
+          colon or ``=`` (``"access_token":"abc"``, ``'secret': 1234``, as JSON or a repr
+          shows a payload), that key's quotes escaped too (``\\"token\\": \\"abc\\"``, JSON
+          inside a JSON string, at any depth). The scheme word of an Authorization header's
+          value is kept (``Authorization: Bearer [REDACTED]``, ``Authorization: ApiKey
+          [REDACTED]``: any ordinary or CamelCase word, hyphens between); a quoted value keeps
+          its quotes, a bare one after a quoted key becomes ``"[REDACTED]"`` (JSON stays JSON);
+          a Cookie header's value runs to its line's end, or to the end of a quoted text it
+          is written in.
 
-        What is kept, so that messages keep their meaning: after ``key:`` and after
+        What is kept, so that messages keep their meaning: after ``key:``, ``key = `` and after
         Bearer/Basic, one ordinary word (letters, lower case after the first or all capitals:
         ``password: required``, ``Bearer token missing``); ``null``, ``true``, … after a quoted
-        key; an object or array after a quoted key (not parsed); ``key==value``. A bare value
+        key; an object or array after a quoted key (not parsed); ``key==value``; after
+        ``key= `` a pair of its own (``token= user=bob``: an empty value). A bare value
         ends at white space, a quote or ``& , ; < >``; a full stop or an unmatched closing
         bracket right after it stays. A time (``09:00``) or a port is no ``key: value``: the
         colon must be followed by a space.
@@ -396,7 +500,11 @@ class Redactor:
                     parts.append(new)
                     done = start + len(url)
                     floor = start
-                pos = start + len(url)
+                    pos = start + len(url)
+                else:
+                    # Nothing of the URL's own: what is glued inside it ("https://x/p;token=…",
+                    # a word and a key run together with it) is scanned as text.
+                    pos = anchor + 3
                 continue
             if m.group("auth") is not None:
                 pos = m.end()
@@ -405,54 +513,95 @@ class Redactor:
                 cred = _CREDENTIAL.match(text, pos)
                 if cred is None:
                     continue
-                if text.startswith((": ", ":\t"), cred.end()) and self._secret_name(cred.group(1)):
-                    # A secret key after the word ("Basic access_token: abc"): its value is
-                    # the secret, left to the key rule (taken for the credential, the key
-                    # hid the value from it).
-                    continue
                 start = cred.start(1)
-                new, length = _secret_value(cred.group(1), plain_ok=True)
+                value = self._credential(text, cred.group(1), start, cred.end())
+                if value is None:
+                    continue
+                new, length = _secret_value(value, plain_ok=True)
                 if new is not None:
                     parts.append(text[done:start])
                     parts.append(new)
                     done = floor = pos = start + length
                 continue
-            # key=value, key: value, "key": value
+            # key=value, key: value, "key": value, and with spaces around = or :
             key_end = anchor
+            while key_end > floor and text[key_end - 1] in " \t":
+                key_end -= 1  # "password = …", "Api-Key : …"
             quote = text[key_end - 1] if key_end > floor else ""
+            escape = ""  # the backslashes before a quoted key's quotes: \"token\": \"…\"
             if quote == "'" or quote == '"':
                 opening = text.rfind(quote, max(floor, key_end - 2 - _MAX_KEY), key_end - 1)
                 key = text[opening + 1 : key_end - 1] if opening >= 0 else ""
+                if key.endswith("\\"):
+                    # A quoted text inside a quoted text (JSON inside a JSON string): the key
+                    # counts where its opening quote is escaped alike.
+                    bare = key.rstrip("\\")
+                    if text[max(floor, opening - (len(key) - len(bare))) : opening] == key[len(bare) :]:
+                        key, escape = bare, key[len(bare) :]
+                key_start = opening
                 quoted_key = True
             else:
                 run = _run_before(_KEY_BACKWARDS, backwards, key_end, floor)
                 key = text[key_end - run : key_end] if run <= _MAX_KEY else ""  # longer: no key
+                key_start = key_end - run
                 quoted_key = False
             pos = value_start = anchor + 1
             if not key or not self._secret_name(key):
                 continue  # the value may hold secrets of its own: scanned on
             colon = text[anchor] == ":"
-            if colon or quoted_key:
-                while value_start < size and text[value_start] in " \t":
-                    value_start += 1
+            while value_start < size and text[value_start] in " \t":
+                value_start += 1
+            spaced = value_start > anchor + 1
             folded = normalize_key(key)
-            # An Authorization header's value is a scheme and a credential; elsewhere a
-            # Bearer/Basic credential is found on its own (below), as anywhere in text.
-            scheme = None
-            if not quoted_key and folded.endswith("authorization"):
-                scheme = _SCHEME.match(text, value_start)
-            value_pattern = _QUOTED_KEY_VALUE if quoted_key else _VALUE
-            found = value_pattern.match(text, scheme.end() if scheme else value_start)
-            if found is None:
-                continue
-            value, start = found.group(1), found.start(1)
-            if not quoted_key and folded in ("cookie", "setcookie") and value != REDACTED:
-                # A Cookie header holds several name=value pairs, all as secret.
-                end = start
-                while end < size and text[end] not in "\r\n\"'":
-                    end += 1
-                value = text[start:end]
-            new, length = _secret_value(value, quoted_key=quoted_key, plain_ok=colon and scheme is None)
+            if escape:
+                found_escaped = self._escaped_value(text, value_start, escape, quote)
+                if found_escaped is None:
+                    continue
+                start, value, new = found_escaped
+                length = len(value)
+            else:
+                # An Authorization header's value is a scheme and a credential; elsewhere a
+                # Bearer/Basic credential is found on its own (above), as anywhere in text.
+                scheme = None
+                plain_ok = colon or spaced
+                if not quoted_key and folded.endswith("authorization"):
+                    scheme = _SCHEME.match(text, value_start)
+                    if scheme is not None:
+                        plain_ok = False  # "Authorization: Bearer abc": abc is the credential
+                    else:
+                        scheme = _OTHER_SCHEME.match(text, value_start)
+                        if scheme is not None and not all(
+                            _SCHEME_WORD.fullmatch(word) for word in scheme.group(1).split("-")
+                        ):
+                            scheme = None
+                value_pattern = _QUOTED_KEY_VALUE if quoted_key else _VALUE
+                at = scheme.end() if scheme else value_start
+                found = value_pattern.match(text, at)
+                if found is None:
+                    if at < size and text[at] in "\"'":
+                        # A quoted value not closed on its line (a message cut short inside
+                        # it, as providers and loggers cut them): to the line's end.
+                        value = _LINE_REST.match(text, at).group(0)  # type: ignore[union-attr]
+                        new = None if value[1:] in ("", REDACTED) else value[0] + REDACTED
+                        if new is not None:
+                            parts.append(text[done:at])
+                            parts.append(new)
+                            done = floor = pos = at + len(value)
+                    continue
+                value, start = found.group(1), found.start(1)
+                if not colon and not quoted_key and spaced and "=" in value.rstrip("="):
+                    continue  # "token= user=bob": an empty value, then a pair of its own
+                if not quoted_key and folded in ("cookie", "setcookie") and value != REDACTED and value[0] not in "\"'":
+                    # A Cookie header holds several name=value pairs, all as secret, to its
+                    # line's end or the end of a quoted text it is written in.
+                    inside = _quote_around(text, key_start)
+                    end = start
+                    while end < size and text[end] not in "\r\n":
+                        if text[end] == inside and text[end - 1] != "\\":
+                            break
+                        end += 1
+                    value = text[start:end]
+                new, length = _secret_value(value, quoted_key=quoted_key, plain_ok=plain_ok)
             if new is not None:
                 parts.append(text[done:start])
                 parts.append(new)
