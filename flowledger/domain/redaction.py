@@ -500,11 +500,14 @@ class Redactor:
                     parts.append(new)
                     done = start + len(url)
                     floor = start
-                    pos = start + len(url)
-                else:
-                    # Nothing of the URL's own: what is glued inside it ("https://x/p;token=…",
-                    # a word and a key run together with it) is scanned as text.
+                if new is url and REDACTED not in url:
+                    # Nothing of the URL's own to hide: what is glued inside it
+                    # ("https://x/p;token=…", a word and a key run together with it) is
+                    # scanned as text. Not where a redaction was, or a second one would
+                    # find what the first did not.
                     pos = anchor + 3
+                else:
+                    pos = start + len(url)
                 continue
             if m.group("auth") is not None:
                 pos = m.end()
