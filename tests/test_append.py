@@ -186,6 +186,35 @@ def test_a_resend_redacted_under_fewer_keys_is_a_duplicate_too(log):
     assert (result.duplicates, result.appended) == (1, 0)
 
 
+@pytest.mark.parametrize(
+    ("stored", "sent"),
+    [
+        # As stored before the rules of 3f81833, then resent: each masks a part of its own.
+        ("Authorization: [REDACTED] pk_abc123", "Authorization: Klaviyo-API-Key pk_abc123"),
+        ('401: Bearer [REDACTED]"abc"', '401: Bearer token="abc"'),
+        ('body \\"secret\\": 1234, \\"x\\": true', 'body \\"secret\\": 1234, \\"x\\": true'),
+    ],
+)
+def test_an_event_stored_under_older_text_rules_is_a_duplicate_when_resent(log, stored, sent):
+    first = ev("run.failed", run_id="r1", error=stored)
+    # Stored as the older rules left it (a redactor of no keys keeps the text as given).
+    ledger.append_input(log, jsonl([triggered("r1"), first]), IngestOptions(redactor=Redactor(keys=())))
+    assert log.run_events("r1")[-1].body["error"] == stored
+    before = log.run_events("r1")[-1].body["error"]
+    result, _ = ledger.append_input(log, jsonl({**first, "error": sent}))
+    assert (result.duplicates, result.appended) == (1, 0)
+    assert log.run_events("r1")[-1].body["error"] == before
+
+
+def test_a_bare_value_masked_in_quotes_is_a_duplicate_when_resent_under_fewer_keys(log):
+    # Stored masked as a string (JSON stays JSON), resent where ssn is no secret key.
+    first = ev("run.failed", run_id="r1", error='provider said {"ssn": 123456789}')
+    ledger.append_input(log, jsonl([triggered("r1"), first]), IngestOptions(redactor=Redactor(extra=["ssn"])))
+    assert log.run_events("r1")[-1].body["error"] == 'provider said {"ssn": "[REDACTED]"}'
+    result, _ = ledger.append_input(log, jsonl(first))
+    assert (result.duplicates, result.appended) == (1, 0)
+
+
 def test_a_resend_that_differs_outside_its_redacted_values_is_still_a_conflict(log):
     first = triggered("r1", data={"ssn": "1", "plan": "pro"})
     ledger.append_input(log, jsonl(first))
@@ -210,6 +239,13 @@ def test_a_resend_that_differs_outside_its_redacted_values_is_still_a_conflict(l
         ("Bearer [REDACTED] (401)", "Bearer a.b.c (401)", True),
         ("a.b", "[REDACTED]x", False),
         (1, True, False),
+        # Masked by two sets of rules, each a part of its own: one text could give both.
+        ("Authorization: [REDACTED] pk_1", "Authorization: ApiKey [REDACTED]", True),
+        ('Bearer [REDACTED]"abc"', 'Bearer token="[REDACTED]"', True),
+        ("[REDACTED] a [REDACTED]", "x [REDACTED] y", True),
+        ("Authorization: [REDACTED] pk_1", "Authorization: ApiKey [REDACTED] (401)", False),
+        ("Authorization: [REDACTED] pk_1", "Authorisation: ApiKey [REDACTED]", False),
+        ("a [REDACTED] b", "a [REDACTED] c", False),
     ],
 )
 def test_same_but_redacted(stored, sent, same):

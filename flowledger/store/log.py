@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+import re
 from typing import Any
 
 import orjson
@@ -434,9 +435,40 @@ def same_but_redacted(stored: Any, sent: Any) -> bool:
     if stored == sent:
         return True
     if isinstance(stored, str) and isinstance(sent, str):
-        # A secret masked inside a string (a URL's token, a Bearer credential).
-        return _masked_match(stored, sent) or _masked_match(sent, stored)
+        # A secret masked inside a string (a URL's token, a Bearer credential); a mask in
+        # quotes stands for a bare value too (a rule that quotes the bare values it masks,
+        # so that JSON stays JSON, may be newer than the stored text).
+        loose_stored, loose_sent = _unquoted_masks(stored), _unquoted_masks(sent)
+        return (
+            _masked_match(loose_stored, sent)
+            or _masked_match(loose_sent, stored)
+            or _masks_meet(loose_stored, loose_sent)
+        )
     return False
+
+
+# A mask in quotes, escaped or not ("[REDACTED]", \"[REDACTED]\", '[REDACTED]').
+_QUOTED_MASK = re.compile(r"""(\\*["'])\[REDACTED\]\1""")
+
+
+def _unquoted_masks(text: str) -> str:
+    """Text with the quotes around each mask dropped: the mask alone stands for them too."""
+    return _QUOTED_MASK.sub(REDACTED, text) if REDACTED in text else text
+
+
+def _masks_meet(a: str, b: str) -> bool:
+    """Whether some text is both ``a`` and ``b`` with each REDACTED standing for any
+    characters: one text redacted by two sets of rules, each masking a part of its own
+    (``Authorization: [REDACTED] pk_1`` stored, ``Authorization: ApiKey [REDACTED]`` resent)."""
+    # With a mask on each side, the two meet exactly where their fixed starts agree (one
+    # begins the other) and so do their fixed ends: any middle fits inside the other's mask.
+    if REDACTED not in a or REDACTED not in b:
+        return False
+    a_first, a_last = a[: a.index(REDACTED)], a[a.rindex(REDACTED) + len(REDACTED) :]
+    b_first, b_last = b[: b.index(REDACTED)], b[b.rindex(REDACTED) + len(REDACTED) :]
+    return (a_first.startswith(b_first) or b_first.startswith(a_first)) and (
+        a_last.endswith(b_last) or b_last.endswith(a_last)
+    )
 
 
 def _masked_match(pattern: str, text: str) -> bool:
