@@ -206,6 +206,14 @@ def _credential_ends(follows: str) -> bool:
     return True
 
 
+def _cut_short(text: str, at: int, opener: str) -> tuple[str, str | None]:
+    """A quoted value opened by ``opener`` at ``at`` and not closed on its line (a message cut
+    short inside it, as providers and loggers cut them), which runs to the line's end, and
+    what it becomes (None: it stays, empty or redacted already)."""
+    value = _LINE_REST.match(text, at).group(0)  # type: ignore[union-attr]
+    return value, None if value[len(opener) :] in ("", REDACTED) else opener + REDACTED
+
+
 def _escaped_end(text: str, at: int, escape: str, quote: str) -> int:
     """Where a string opened by ``escape + quote`` right before ``at`` ends (past its closing
     quote), or -1 where it does not end on its line. Within it a quote of its own is escaped
@@ -315,10 +323,7 @@ class Redactor:
         if text.startswith(opener, at):
             end = _escaped_end(text, at + len(opener), escape, quote)
             if end < 0:
-                # Not closed on its line (a message cut short inside it): to the line's end.
-                value = _LINE_REST.match(text, at).group(0)  # type: ignore[union-attr]
-                inner = value[len(opener) :]
-                return at, value, None if inner in ("", REDACTED) else opener + REDACTED
+                return at, *_cut_short(text, at, opener)
             value = text[at:end]
             inner = value[len(opener) : -len(opener)]
             return at, value, None if inner in ("", REDACTED) else opener + REDACTED + opener
@@ -581,30 +586,26 @@ class Redactor:
                 at = scheme.end() if scheme else value_start
                 found = value_pattern.match(text, at)
                 if found is None:
-                    if at < size and text[at] in "\"'":
-                        # A quoted value not closed on its line (a message cut short inside
-                        # it, as providers and loggers cut them): to the line's end.
-                        value = _LINE_REST.match(text, at).group(0)  # type: ignore[union-attr]
-                        new = None if value[1:] in ("", REDACTED) else value[0] + REDACTED
-                        if new is not None:
-                            parts.append(text[done:at])
-                            parts.append(new)
-                            done = floor = pos = at + len(value)
-                    continue
-                value, start = found.group(1), found.start(1)
-                if not colon and not quoted_key and spaced and "=" in value.rstrip("="):
-                    continue  # "token= user=bob": an empty value, then a pair of its own
-                if not quoted_key and folded in ("cookie", "setcookie") and value != REDACTED and value[0] not in "\"'":
-                    # A Cookie header holds several name=value pairs, all as secret, to its
-                    # line's end or the end of a quoted text it is written in.
-                    inside = _quote_around(text, key_start)
-                    end = start
-                    while end < size and text[end] not in "\r\n":
-                        if text[end] == inside and text[end - 1] != "\\":
-                            break
-                        end += 1
-                    value = text[start:end]
-                new, length = _secret_value(value, quoted_key=quoted_key, plain_ok=plain_ok)
+                    if at >= size or text[at] not in "\"'":
+                        continue
+                    start = at
+                    value, new = _cut_short(text, at, text[at])
+                    length = len(value)
+                else:
+                    value, start = found.group(1), found.start(1)
+                    if not colon and not quoted_key and spaced and "=" in value.rstrip("="):
+                        continue  # "token= user=bob": an empty value, then a pair of its own
+                    if not quoted_key and folded in ("cookie", "setcookie") and value != REDACTED and value[0] not in "\"'":
+                        # A Cookie header holds several name=value pairs, all as secret, to
+                        # its line's end or the end of a quoted text it is written in.
+                        inside = _quote_around(text, key_start)
+                        end = start
+                        while end < size and text[end] not in "\r\n":
+                            if text[end] == inside and text[end - 1] != "\\":
+                                break
+                            end += 1
+                        value = text[start:end]
+                    new, length = _secret_value(value, quoted_key=quoted_key, plain_ok=plain_ok)
             if new is not None:
                 parts.append(text[done:start])
                 parts.append(new)
