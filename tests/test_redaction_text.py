@@ -173,6 +173,48 @@ def test_a_url_with_nothing_secret_is_returned_as_it_is(url):
         ("Authorization: sk-proj-AbC123 failed", "Authorization: [REDACTED] failed"),
         # A URL with nothing of its own to hide: what is written into it is text.
         ("GET https://x.example/p;token=abc1 failed", "GET https://x.example/p;token=[REDACTED] failed"),
+        # A key glued to its value by a colon, as a time is (a time's hours are no key).
+        ("password:hunter2X9 at 10:00:00", "password:[REDACTED] at 10:00:00"),
+        ("Cookie:sid=abc1 then", "Cookie:[REDACTED]"),  # to its line's end
+        ("password := s3cr3tX", "password := [REDACTED]"),
+        # Ruby's and PHP's dumps of a hash, and a form's field in brackets.
+        ('{"password" => "s3cr3tX", "user" => "bob"}', '{"password" => "[REDACTED]", "user" => "bob"}'),
+        ('{:api_key=>"s3cr3tX"}', '{:api_key=>"[REDACTED]"}'),
+        ("[password] => s3cr3tX\n    [user] => bob", "[password] => [REDACTED]\n    [user] => bob"),
+        ("user[password]=s3cr3tX&user[name]=bob", "user[password]=[REDACTED]&user[name]=bob"),
+        ('"Authorization" => "Bearer abc1"', '"Authorization" => "[REDACTED]"'),
+        # A key of several words, its last word alone no secret key.
+        ("Invalid API key: SG.abc123.def456", "Invalid API key: [REDACTED]"),
+        ("Stripe Secret Key = 0a1b2c3d4e", "Stripe Secret Key = [REDACTED]"),
+        ("AWS secret access key: wJalrXUtnFEMI", "AWS secret access key: [REDACTED]"),
+        # XML elements (SOAP gateways' requests and faults), with a namespace, attributes, CDATA.
+        ("<auth><password>s3cr3tX</password></auth>", "<auth><password>[REDACTED]</password></auth>"),
+        ('<ns1:AuthToken type="x">\n  abc1\n</ns1:AuthToken>', '<ns1:AuthToken type="x">\n  [REDACTED]\n</ns1:AuthToken>'),
+        ("<ApiKey><![CDATA[k3y]]></ApiKey>", "<ApiKey><![CDATA[[REDACTED]]]></ApiKey>"),
+        ("cut at <token>abc1", "cut at <token>[REDACTED]"),
+        # A URL percent-encoded inside another (a click tracker's link), once or twice.
+        (
+            "https://t.example/c?u=https%3A%2F%2Fapp.example%2Freset%3Ftoken%3Dabc1%26lang%3Den&id=9",
+            "https://t.example/c?u=https%3A%2F%2Fapp.example%2Freset%3Ftoken%3D[REDACTED]%26lang%3Den&id=9",
+        ),
+        (
+            "https://t.example/c?u=https%253A%252F%252Fa.example%252F%253Fapi%25255Fkey%253Dk1%2526x%253D1",
+            "https://t.example/c?u=https%253A%252F%252Fa.example%252F%253Fapi%25255Fkey%253D[REDACTED]%2526x%253D1",
+        ),
+        ("next=postgresql%3A%2F%2Fapp%3As3cr3t%40db%2Fcrm", "next=postgresql%3A%2F%2Fapp%3A[REDACTED]%40db%2Fcrm"),
+        ("state=user%5Bpassword%5D%3Dabc1", "state=user%5Bpassword%5D%3D[REDACTED]"),
+        ("link https%3A%2F%2Fapp.example%2F%3Ftoken%3Dabc1 clicked", "link https%3A%2F%2Fapp.example%2F%3Ftoken%3D[REDACTED] clicked"),
+        ("u=x%3Ftoken%3Dabc1} rest", "u=x%3Ftoken%3D[REDACTED]} rest"),  # no URL holds "}"
+        # Tokens known by their form, with no key before them.
+        (
+            "login link used: https://app.example/magic/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+            "login link used: https://app.example/magic/[REDACTED]",
+        ),
+        ("id eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0. expired.", "id [REDACTED] expired."),
+        ("key 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 was revoked", "key [REDACTED] was revoked"),
+        ("sk_live_4eC39HqLyjWDarjtT1zdp7dc rejected", "[REDACTED] rejected"),
+        ("xoxb-123456789012-abcdefABCDEF, ghp_16C7e42F292c6912E7710c838347Ae178B4a", "[REDACTED], [REDACTED]"),
+        ("mailgun key-3ax6xnjp29jd6fds4gc373sgvjxteol0", "mailgun [REDACTED]"),
     ],
 )
 def test_credentials_inside_text_are_redacted(text, expected):
@@ -207,10 +249,24 @@ def test_credentials_inside_text_are_redacted(text, expected):
         'password: "[REDACTED]',
         '\\"token\\": \\"[REDACTED]',
         'password: "',
+        "password:required",
+        "at 10:00:00 on host:5432",
+        "Invalid API key: missing",
+        "<password></password> <token/> <b>token</b> <password>[REDACTED]</password>",
+        "a -> b => c",
+        "https://t.example/c?u=https%3A%2F%2Fapp.example%2F%3Flang%3Den%26token%3D",
+        "eyJhbGciOiJIUzI1NiJ9 alone is a header, sk_live_short, SG.short.x, key-notahexkey",
     ],
 )
 def test_text_that_only_looks_like_a_secret_is_kept_as_it_is(text):
     assert R.redact_text(text) is text
+
+
+def test_a_token_known_by_its_form_is_redacted_in_any_string_of_a_payload():
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+    payload = {"note": jwt, "items": [f"magic link {jwt}"], "ok": "nothing here"}
+    assert R.redact(payload) == {"note": REDACTED, "items": [f"magic link {REDACTED}"], "ok": "nothing here"}
+    assert R.redact_url(f"https://app.example/magic/{jwt}") == f"https://app.example/magic/{REDACTED}"
 
 
 def test_keys_added_by_flowledger_redact_keys_apply_inside_urls_and_text_too():
@@ -240,6 +296,10 @@ _FRAGMENT_WORDS = [
     "(", ")", "[", "]", "{", "}", "<", ">", "\\", "/", "://", "https://", "user:pw@", "Bearer ",
     "basic ", "BEARER\t", "token ", "Authorization: ", "Cookie: ", REDACTED, "==", "null", "%5F",
     "required", "09:00", '\\"', " = ", " : ", "ApiKey ", "%2B",
+    # Shapes found since the fifty-second session: Ruby's and PHP's dumps, XML elements, keys
+    # of several words, URLs encoded inside URLs, tokens known by their form.
+    "=>", " => ", "</", "<![CDATA[", "]]>", ":=", "API ", "Auth ", "secret ", "%3D", "%253D",
+    "%26", "%3F", "%3A%2F%2F", "%40", "%5B", "eyJhbGciOiJIUzI1NiJ9.", "eyJ", "SG.", "sk_live_",
 ]
 _FRAGMENTS = st.one_of(_TOKEN, st.sampled_from(_SECRET_NAMES).flatmap(_spellings), st.sampled_from(_FRAGMENT_WORDS))
 _TEXTS = st.lists(_FRAGMENTS, max_size=14).map("".join)
@@ -332,6 +392,7 @@ def test_a_credential_before_a_colon_is_still_the_credential_and_a_secret_key_th
 # A secret key right after Bearer/Basic is a key, not the credential (its value was kept).
 @example("BAsiC", "", "access_token", ": ", "s3cr3t0000000000")
 @example("Bearer", "", "password", ":\t", "s3cr3t0000000000")
+@example("BeArer", "", "access_token", " = ", "s3cr3t0000000000")
 def test_a_secret_keys_value_anywhere_in_a_message_is_redacted(before, after, key, separator, secret):
     pair = separator.replace("KEY", key) + secret if "KEY" in separator else key + separator + secret
     if separator.endswith(("\"", "'")):
@@ -357,11 +418,18 @@ _WRITTEN = [
     ("{key}=", ""), ("{key}: ", ""), ("{key}:\t", ""), ("{key} = ", ""), ("{key}= ", ""), ("{key} : ", ""),
     ("{key}='", "'"), ('"{key}": "', '"'), ("'{key}':'", "'"), ('"{key}":', ""),
     ('\\"{key}\\": \\"', '\\"'), ("Bearer ", ""), ("basic\t", ""),
+    ("{key}:", ""), ("{key} := ", ""), ("{key} => ", ""), ('"{key}" => "', '"'), (":{key}=>'", "'"),
+    ("[{key}] => ", ""), ("user[{key}]=", ""), ("<{key}>", "</{key}>"), ('<ns:{key} a="1"> ', " </ns:{key}>"),
+    ("<{key}><![CDATA[", "]]></{key}>"),
 ]
 
 
 @SETTINGS
 @given(_UNQUOTED, _UNQUOTED, st.sampled_from(_SECRET_NAMES).flatmap(_spellings), st.sampled_from(_WRITTEN), _SECRET)
+# A full stop is no word of a key: "ACCESSTOKEN ." was read as a key of two words.
+@example("ACCESSTOKEN", "", "access_token", (":{key}=>'", "'"), "s3cr3t0000000000")
+# The ">" of "=>" ended no XML tag: a second redaction read "<ACCESSTOKEN . \"access_token\" =" as one.
+@example("<ACCESSTOKEN", "", "access_token", ('"{key}" => "', '"'), "s3cr3t0000000000")
 def test_a_secret_after_a_full_stop_among_any_unquoted_text_is_redacted(before, after, key, written, secret):
     # The fuzzer's shape: whatever comes before (URLs, other keys, schemes, brackets) ends
     # at a sentence's full stop; the pair after it loses its value.
@@ -370,6 +438,74 @@ def test_a_secret_after_a_full_stop_among_any_unquoted_text_is_redacted(before, 
     redacted = R.redact_text(text)
     assert secret not in redacted, text
     assert R.redact_text(redacted) == redacted
+
+
+# Keys of several words whose last word alone is no secret key.
+_WORDS = ["API key", "Api Key", "secret key", "Private Key", "AWS secret access key", "X API Key", "Auth Token"]
+
+
+@SETTINGS
+@given(_UNQUOTED, _PROSE, st.sampled_from(_WORDS), st.sampled_from([": ", ":", "=", " = ", " : ", ":\t"]), _SECRET)
+def test_a_secret_after_a_key_of_several_words_is_redacted(before, after, words, separator, secret):
+    text = f"{before} . Invalid {words}{separator}{secret} {after}"
+    redacted = R.redact_text(text)
+    assert secret not in redacted, text
+    assert R.redact_text(redacted) == redacted
+
+
+_QUERY = st.lists(st.tuples(_PARAM_NAME, _PARAM_VALUE.filter(lambda v: "=" not in v)), max_size=3)
+
+
+@SETTINGS
+@given(_QUERY, _QUERY, st.sampled_from(_SECRET_NAMES).flatmap(_spellings), _SECRET, st.integers(1, 3), _PROSE)
+def test_a_secret_in_a_url_encoded_inside_a_url_is_redacted_at_any_depth(before, after, name, secret, depth, prose):
+    # A click tracker wraps the link it counts: the link's own secret parameter, its
+    # password, encoded once for each tracker around it.
+    from urllib.parse import quote
+
+    def query(params):
+        return ["=".join(p) for p in params]
+
+    inner = "https://app.example/p?" + "&".join([*query(before), f"{name}={secret}", *query(after)])
+    with_password = f"postgresql://app:{secret}@db.example/crm"
+    clean = "https://app.example/p?" + "&".join([*query(before), *query(after)])
+    for link in (inner, with_password):
+        wrapped = link
+        for _ in range(depth):
+            wrapped = quote(wrapped, safe="")
+        url = f"https://t.example/c?u={wrapped}&id=9"
+        for redacted in (R.redact_url(url), R.redact_text(f"{prose} {url} {prose}")):
+            assert secret not in redacted, url
+            assert R.redact_text(redacted) == redacted
+    wrapped = clean
+    for _ in range(depth):
+        wrapped = quote(wrapped, safe="")
+    url = f"https://t.example/c?u={wrapped}&id=9"
+    assert R.redact_url(url) is url  # nothing secret in it: kept byte for byte
+
+
+_B64URL = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+_KNOWN = st.one_of(
+    st.builds(
+        "eyJ{}.{}.{}".format,
+        st.text(alphabet=_B64URL, min_size=8, max_size=30),
+        st.text(alphabet=_B64URL, max_size=30),
+        st.text(alphabet=_B64URL, max_size=30),
+    ),
+    st.builds("SG.{}.{}".format, st.text(alphabet=_B64URL, min_size=22, max_size=22), st.text(alphabet=_B64URL, min_size=43, max_size=43)),
+    st.builds("{}_{}_{}".format, st.sampled_from(["sk", "rk"]), st.sampled_from(["live", "test"]), st.text(alphabet=_B64URL[:62], min_size=24, max_size=30)),
+    st.builds("xoxb-{}".format, st.text(alphabet=_B64URL[:63], min_size=20, max_size=40)),
+    st.builds("ghp_{}".format, st.text(alphabet=_B64URL[:62], min_size=36, max_size=36)),
+)
+
+
+@SETTINGS
+@given(_PROSE, _PROSE, _KNOWN, st.sampled_from(["{}", "({})", '"{}"', "https://app.example/m/{}", "id={}", "<t>{}</t>"]))
+def test_a_token_known_by_its_form_is_redacted_wherever_it_stands(before, after, token, around):
+    text = f"{before} {around.format(token)} {after}"
+    for redacted in (R.redact_text(text), R.redact_url(around.format(token))):
+        assert token not in redacted, text
+        assert R.redact_text(redacted) == redacted
 
 
 # What a b64token does not hold, after a credential: more of the credential.

@@ -3,8 +3,9 @@
 The log cannot be edited, so a secret that reaches it stays there: every way in runs
 events through a :class:`Redactor` before they are encoded. Secrets are found by key (the
 value under ``token``, ``password``, …) and inside text: a URL's password and secret query
-or fragment parameters, ``Bearer``/``Basic`` credentials and ``key=value`` / ``key: value``
-pairs in messages (see :meth:`Redactor.redact_text` for the exact rules).
+or fragment parameters (of URLs encoded inside others too), ``Bearer``/``Basic``
+credentials, ``key=value`` / ``key: value`` pairs and XML elements in messages, and tokens
+known by their form (see :meth:`Redactor.redact_text` for the exact rules).
 """
 
 from __future__ import annotations
@@ -73,16 +74,27 @@ _HEADER_VALUE = frozenset({"value", "values"})
 
 _DEFAULT_FOLDED = frozenset(normalize_key(k) for k in DEFAULT_SECRET_KEYS)
 
+
+def _tails(keys: frozenset[str]) -> frozenset[str]:
+    """Every end of a folded key but the whole key: what the last words of a key of several
+    words fold to ("key" of "apikey", "accesskey" of "awssecretaccesskey")."""
+    return frozenset(k[i:] for k in keys for i in range(1, len(k)))
+
+
+_DEFAULT_TAILS = _tails(_DEFAULT_FOLDED)
+
 # Secrets inside text are found from their anchors, which a plain scan finds fast: "://"
-# (a URL), "=" or ": " after a key (or `":` after a quoted one), and the words Bearer and
-# Basic. The key is then read backwards and the value forwards.
+# (a URL), "=", "=>" or ":" after a key, the words Bearer and Basic, and the ">" that ends an
+# XML element's tag. The key is then read backwards and the value forwards.
 _ANCHOR = re.compile(
-    r"""[:=Bb](?:
+    r"""[:=Bb>](?:
         (?<=:)(?P<url>//)
       | (?<=:)(?=[ \t])
       | (?<=["']:)
+      | (?<=[A-Za-z_\]]:)(?![\s/:=])
       | (?<==)(?!=)
       | (?<=[Bb])(?P<auth>(?i:earer|asic))(?=[ \t])
+      | (?<=>)(?<![=\-]>)(?P<xml>)(?!<(?!!\[CDATA\[))
     )""",
     re.X,
 )
@@ -112,6 +124,9 @@ _SCHEME_WORD = re.compile(r"[A-Z]?[a-z]{1,23}|[A-Z]{1,12}|(?:[A-Z][a-z]+){2,3}")
 # make it a pair ("Bearer token=[REDACTED]", "Bearer realm=\"api\""); anything else is more
 # of it ("Bearer abc%2Bdef").
 _CREDENTIAL = re.compile(r"""[ \t]+(\[REDACTED\]|[A-Za-z0-9\-._~+/]+=*)""")
+# What follows a key and makes it one, after Bearer/Basic: ": ", " : ", "= ", " = ", " =x",
+# "=>" (right after the word, "=x" is a pair: the rule before it).
+_KEY_FOLLOWS = re.compile(r"[ \t]*(?::[ \t]|=>|=[ \t])|[ \t]+=(?!=)")
 _CREDENTIAL_ENDS = frozenset(",;:)]}\"'<>!?")
 _B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/")
 # The rest of a credential followed by characters a b64token does not hold.
@@ -136,6 +151,51 @@ _MAX_KEY = 64
 _KEY_BACKWARDS = re.compile(r"[A-Za-z0-9_.\-]{0,%d}" % (_MAX_KEY + 1))
 _SCHEME_BACKWARDS = re.compile(r"[A-Za-z0-9+.\-]*")
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
+_WORD = re.compile(r"[A-Za-z0-9]")
+
+# A key glued to its value by a colon: a letter or a bracket before it (a time's or a port's
+# digits are no key's), no space, slash, colon or "=" after it.
+_GLUED_COLON = re.compile(r"[A-Za-z_\]]:(?![\s/:=])")
+
+# A URL percent-encoded inside another (a click tracker's ?u=https%3A%2F%2F…), once or more
+# (%253D is an "=" encoded twice): its pairs are found from their encoded "=", the name read
+# backwards to an encoded separator (? & ; # / : = , space or a quote) and decoded, the value
+# run to the next separator, encoded or not, or to a character no URL holds.
+_ENCODED = "%(?:25)*"
+_ENCODED_EQ = re.compile(_ENCODED + "3[Dd]")
+_ENCODED_NAME_BACKWARDS = re.compile(r"[A-Za-z0-9_.\-~%%+\[\]]{0,%d}" % (3 * _MAX_KEY))
+_ENCODED_SEP = re.compile(_ENCODED + "(?:3[FfAaDdBb]|2[0236CcFf7])")
+_ENCODED_VALUE_END = re.compile(r"""[&;#\s"'<>{}|\\^`\[\]]|""" + _ENCODED + "(?:26|3[Bb]|23|2[027])")
+# An encoded URL's user:password@ ("https%3A%2F%2Fapp%3Apw%40db"): the authority runs from the
+# encoded "://" to the next / ? # & or ;, encoded or not.
+_ENCODED_AUTHORITY = re.compile(_ENCODED + "3[Aa]" + _ENCODED + "2[Ff]" + _ENCODED + "2[Ff]")
+_ENCODED_AUTHORITY_END = re.compile(r"""[/?#&;\s"'<>]|""" + _ENCODED + "(?:2[Ff]|3[Ff]|23|26|3[Bb])")
+_ENCODED_AT = re.compile(_ENCODED + "40")
+_ENCODED_COLON = re.compile(_ENCODED + "3[Aa]")
+
+# Tokens known by their form wherever they stand, with no key before them: a JSON Web Token
+# (three or five base64url parts, the first a JSON object's: "eyJ"), and the keys of
+# SendGrid, Stripe, Slack, GitHub and Mailgun by their prefixes. Looked for only where a
+# prefix's hint is in the text (see _known_tokens).
+_KNOWN_TOKEN = re.compile(
+    r"""(?<![A-Za-z0-9_\-])(?:
+        eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)?
+      | SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}
+      | [sr]k_(?:live|test)_[A-Za-z0-9]{10,}
+      | xox[abposr]-[A-Za-z0-9-]{10,}
+      | gh[pousr]_[A-Za-z0-9]{30,}
+      | github_pat_[A-Za-z0-9_]{30,}
+      | key-[0-9a-z]{32}
+    )(?![A-Za-z0-9_])""",
+    re.X,
+)
+
+# An XML element's tag before its text (<password>…</password>, <ns:AuthToken a="1">…): its
+# name, without a namespace prefix, is the key; a self-closing tag ("/>") does not match.
+_XML_TAG = re.compile(
+    r"""(?:[A-Za-z_][\w.\-]*:)?([A-Za-z_][\w.\-]*)(?:\s+[A-Za-z_][\w.:\-]*\s*=\s*(?:"[^"<]*"|'[^'<]*'))*\s*"""
+)
+_CDATA = "<![CDATA["
 
 
 def _text_marked(text: str) -> bool:
@@ -143,11 +203,20 @@ def _text_marked(text: str) -> bool:
     first: most strings have none of these marks and are never scanned)."""
     if "=" in text:
         return True  # key=value, and every URL parameter
-    # key: value, "key":…, and a URL's user:password@ (no "=" needed there).
+    # key: value, "key":…, key:value and a URL's user:password@ (no "=" needed there).
     if ":" in text and (
-        ": " in text or '":' in text or "':" in text or ":\t" in text or ("://" in text and "@" in text)
+        ": " in text
+        or '":' in text
+        or "':" in text
+        or ":\t" in text
+        or ("://" in text and "@" in text)
+        or _GLUED_COLON.search(text)
     ):
         return True
+    if "%" in text and _ENCODED_EQ.search(text):
+        return True  # key%3Dvalue, a URL's pairs encoded inside another
+    if ">" in text:
+        return True  # <password>…</password>
     if len(text) < 7:
         return False  # shorter than "basic x", the shortest credential left to look for
     low = text.lower()
@@ -181,6 +250,34 @@ def _trimmed(value: str, punctuation: str) -> str:
                 continue
         break
     return value[:end]
+
+
+def _known_tokens(text: str) -> str:
+    """Text with every token known by its form (a JSON Web Token, a SendGrid, Stripe, Slack,
+    GitHub or Mailgun key) replaced, wherever it stands; the same string when it holds none."""
+    # Unrolled: a generator over the hints cost more than the tests themselves.
+    if not (
+        "eyJ" in text
+        or "SG." in text
+        or "xox" in text
+        or "key-" in text
+        or ("_" in text and ("k_live_" in text or "k_test_" in text or "gh" in text))
+    ):
+        return text
+    return _KNOWN_TOKEN.sub(REDACTED, text)
+
+
+def _decoded_name(name: str) -> str:
+    """A parameter's name percent-decoded as often as it was encoded (a URL inside a URL
+    inside a URL: up to four times); a name in brackets (``user[password]``, as Rails and PHP
+    write a form's fields) is the one inside the last brackets."""
+    for _ in range(4):
+        if "%" not in name and "+" not in name:
+            break
+        name = unquote_plus(name)
+    if name.endswith("]") and "[" in name:
+        name = name[name.rindex("[") + 1 : -1].strip("\"'")
+    return name
 
 
 def _quote_around(text: str, at: int) -> str:
@@ -264,9 +361,11 @@ class Redactor:
             """The folded secret keys."""
         else:
             self.keys = frozenset(normalize_key(k) for k in (*keys, *extra) if k.strip())
+        self._tails = _DEFAULT_TAILS if self.keys is _DEFAULT_FOLDED else _tails(self.keys)
         # Names met in text and URL parameters' names (utm_source, …) repeat: folding each
         # costs more than looking it up.
         self._names: dict[str, bool] = {}
+        self._tails_seen: dict[str, bool] = {}
         self._params: dict[str, bool] = {}
 
     @classmethod
@@ -295,8 +394,7 @@ class Redactor:
         if known is None:
             if len(self._params) >= 10_000:
                 self._params.clear()
-            decoded = unquote_plus(name) if "%" in name or "+" in name else name
-            known = self._params[name] = normalize_key(decoded) in self.keys
+            known = self._params[name] = normalize_key(_decoded_name(name)) in self.keys
         return known
 
     def _credential(self, text: str, value: str, start: int, end: int) -> str | None:
@@ -305,15 +403,127 @@ class Redactor:
         follows = text[end : end + 2]
         if value.endswith("=") and follows and (follows[0] in _B64_CHARS or follows[0] in "[\"'"):
             return None  # a pair ("Bearer token=abc", "Bearer realm=\"api\""): the key rule's
-        if follows in (": ", ":\t") and self._secret_name(value):
-            # A secret key after the word ("Basic access_token: abc"): its value is the
-            # secret, left to the key rule (taken for the credential, the key hid the value).
+        if _KEY_FOLLOWS.match(text, end) and self._secret_name(value):
+            # A secret key after the word ("Basic access_token: abc", "Bearer token = abc"):
+            # its value is the secret, left to the key rule (taken for the credential, the
+            # key hid the value).
             return None
         if follows and not _credential_ends(follows):
             # Characters a b64token does not hold: more of the credential ("abc%2Bdef").
             tail = _CREDENTIAL_TAIL.match(text, end)
             value = _trimmed(text[start : tail.end()], ".:!?")  # type: ignore[union-attr]
         return value
+
+    def _encoded(self, text: str) -> str:
+        """Text with the secrets of URLs percent-encoded inside it replaced: the value of each
+        secret pair (``token%3Dabc``, ``api_key%253Dabc`` encoded twice) and the password of
+        an encoded ``user:password@``; the same string when it holds none."""
+        if "%" not in text:
+            return text
+        pieces: list[str] = []
+        done = 0
+        backwards = ""
+        for m in _ENCODED_EQ.finditer(text):
+            if m.start() < done:
+                continue  # inside a value replaced already
+            if not backwards:
+                backwards = text[::-1]
+            run = _run_before(_ENCODED_NAME_BACKWARDS, backwards, m.start(), done)
+            name = text[m.start() - run : m.start()]
+            last_sep = None
+            for last_sep in _ENCODED_SEP.finditer(name):
+                pass
+            if last_sep is not None:
+                name = name[last_sep.end() :]
+            if not name or not self._secret_param(name):
+                continue
+            start = m.end()
+            stop = _ENCODED_VALUE_END.search(text, start)
+            end = stop.start() if stop else len(text)
+            if end == start or text[start:end] == REDACTED:
+                continue  # nothing to hide, or hidden already
+            pieces.append(text[done:start])
+            pieces.append(REDACTED)
+            done = end
+        if pieces:
+            pieces.append(text[done:])
+            text = "".join(pieces)
+        if "40" not in text:
+            return text
+        pieces, done = [], 0
+        for m in _ENCODED_AUTHORITY.finditer(text):
+            if m.start() < done:
+                continue
+            stop = _ENCODED_AUTHORITY_END.search(text, m.end())
+            end = stop.start() if stop else len(text)
+            ats = list(_ENCODED_AT.finditer(text, m.end(), end))
+            if not ats:
+                continue
+            colon = _ENCODED_COLON.search(text, m.end(), ats[-1].start())
+            if colon is None or colon.end() == ats[-1].start() or text[colon.end() : ats[-1].start()] == REDACTED:
+                continue  # a user and no password, or hidden already
+            pieces.append(text[done : colon.end()])
+            pieces.append(REDACTED)
+            done = ats[-1].start()
+        if not pieces:
+            return text
+        pieces.append(text[done:])
+        return "".join(pieces)
+
+    def _longer_key(self, text: str, backwards: str, key_start: int, key_end: int, floor: int) -> int:
+        """Where a secret key of several words that ends at ``key_end`` begins (``API key``,
+        ``AWS secret access key``: up to four words, a space between each), its last word
+        alone (from ``key_start``) being none; -1 where no such key ends there."""
+        start = key_start
+        for _ in range(3):
+            # Each word read must end some secret key ("key" ends "apikey"): most words
+            # before a colon or "=" end none, and are given up at once.
+            if start - 1 <= floor or text[start - 1] != " " or not self._key_tail(text[start:key_end]):
+                return -1
+            run = _run_before(_KEY_BACKWARDS, backwards, start - 1, floor)
+            if not run or run > _MAX_KEY or not _WORD.search(text, start - 1 - run, start - 1):
+                return -1  # punctuation ("… . :token=…") is no word of a key
+            start -= 1 + run
+            if self._secret_name(text[start:key_end]):
+                return start
+        return -1
+
+    def _key_tail(self, name: str) -> bool:
+        """Whether a name met in text, folded, ends a secret key without being one; remembered."""
+        known = self._tails_seen.get(name)
+        if known is None:
+            if len(self._tails_seen) >= 10_000:
+                self._tails_seen.clear()
+            known = self._tails_seen[name] = normalize_key(name) in self._tails
+        return known
+
+    def _xml_text(self, text: str, anchor: int, floor: int) -> tuple[int, int] | None:
+        """Where the text of an XML element named by a secret key begins and ends (its tag
+        ends at ``anchor``; white space around it and a CDATA section's markers are kept); it
+        runs to the next ``<``, or to its line's end where none follows. None where the tag is
+        no secret's, or its text is empty or redacted already."""
+        opening = text.rfind("<", max(floor, anchor - 4 * _MAX_KEY), anchor)
+        if opening < 0:
+            return None
+        tag = _XML_TAG.fullmatch(text, opening + 1, anchor)  # a self-closing one is none
+        if tag is None or not self._secret_name(tag.group(1)):
+            return None
+        start = anchor + 1
+        if text.startswith(_CDATA, start):
+            start += len(_CDATA)
+            end = text.find("]]>", start)
+        else:
+            end = text.find("<", start)
+        if end < 0:
+            end = text.find("\n", start)
+            if end < 0:
+                end = len(text)
+        value = text[start:end]
+        core = value.strip()
+        if not core or core == REDACTED:
+            return None
+        start += len(value) - len(value.lstrip())
+        return start, start + len(core)
 
     @staticmethod
     def _escaped_value(text: str, at: int, escape: str, quote: str) -> tuple[int, str, str | None] | None:
@@ -373,7 +583,7 @@ class Redactor:
                 if (f in keys or (pair_secret and f in _HEADER_VALUE)) and v != REDACTED:
                     new = REDACTED if v is not None else None
                 elif type(v) is str:
-                    new = self.redact_text(v) if _text_marked(v) else v
+                    new = self.redact_text(v) if _text_marked(v) else _known_tokens(v)
                 else:
                     new = self.redact(v)
                 if new is not v:
@@ -398,11 +608,17 @@ class Redactor:
 
         The password of ``user:password@`` is replaced (the user is kept), and so is the
         value of every query or fragment parameter (``#access_token=…``, as OAuth's implicit
-        flow sends it) whose name, percent-decoded, is a secret key. A parameter's name
+        flow sends it) whose name, percent-decoded, is a secret key (``user[password]``'s
+        name is the one in brackets); so are those of a URL percent-encoded inside this one,
+        and tokens known by their form (see :meth:`redact_text`). A parameter's name
         follows ``? & ; #`` (a ``?`` inside a value too, as a nested URL has) and its value
         runs to the next ``& ; #``. Everything else stays as it was, byte for byte: nothing is
         decoded or encoded again, the order is kept.
         """
+        return self._url(self._encoded(_known_tokens(url)))
+
+    def _url(self, url: str) -> str:
+        """:meth:`redact_url` of a URL whose encoded URLs and known tokens are redacted already."""
         if "?" not in url and "#" not in url and "@" not in url:
             return url  # most links: nothing to look into
         out = url
@@ -466,7 +682,16 @@ class Redactor:
           [REDACTED]``: any ordinary or CamelCase word, hyphens between); a quoted value keeps
           its quotes, a bare one after a quoted key becomes ``"[REDACTED]"`` (JSON stays JSON);
           a Cookie header's value runs to its line's end, or to the end of a quoted text it
-          is written in.
+          is written in. Also after a colon with no space (``password:abc``), after ``:=``
+          and ``=>`` (Ruby's and PHP's dumps: ``"password" => "abc"``, ``[token] => abc``),
+          after a key in brackets (``user[password]=abc``), and after a key of up to four
+          words whose last word alone is none (``API key: abc``);
+        - an XML element's text where its tag names a secret key (``<password>abc</password>``,
+          a namespace, attributes and CDATA too), to the next ``<`` or its line's end;
+        - a URL percent-encoded inside the text or a URL, once or more: its secret pairs'
+          values (``token%3Dabc``) and its password (``https%3A%2F%2Fu%3Apw%40host``);
+        - tokens known by their form, anywhere: JSON Web Tokens and SendGrid, Stripe, Slack,
+          GitHub and Mailgun keys.
 
         What is kept, so that messages keep their meaning: after ``key:``, ``key = `` and after
         Bearer/Basic, one ordinary word (letters, lower case after the first or all capitals:
@@ -474,11 +699,14 @@ class Redactor:
         key; an object or array after a quoted key (not parsed); ``key==value``; after
         ``key= `` a pair of its own (``token= user=bob``: an empty value). A bare value
         ends at white space, a quote or ``& , ; < >``; a full stop or an unmatched closing
-        bracket right after it stays. A time (``09:00``) or a port is no ``key: value``: the
-        colon must be followed by a space.
+        bracket right after it stays. A time (``09:00``) or a port is no ``key:value``: its
+        hours or host are no key.
         """
         if not _text_marked(text):
-            return text
+            return _known_tokens(text)
+        # Found wherever they stand, before the anchors are: tokens known by their form, and
+        # the pairs of URLs encoded inside others (no anchor of their own).
+        text = self._encoded(_known_tokens(text))
         parts: list[str] = []
         done = 0  # text[:done] is settled (in parts)
         # Where a key may begin: after the last value replaced, but within a URL replaced
@@ -490,7 +718,8 @@ class Redactor:
         backwards = text[::-1]
         while (m := _ANCHOR.search(text, pos)) is not None:
             anchor = m.start()
-            if m.group("url") is not None:
+            kind = m.lastgroup  # url, auth, xml, or None: a key's
+            if kind == "url":
                 start = anchor - _run_before(_SCHEME_BACKWARDS, backwards, anchor, done)
                 while start < anchor and not ("a" <= text[start].lower() <= "z"):
                     start += 1  # a scheme begins with a letter
@@ -499,7 +728,7 @@ class Redactor:
                     pos = anchor + 3  # no scheme: no URL, but maybe pairs
                     continue
                 url = _trimmed(text[start:body_end], ".,;:!?")
-                new = self.redact_url(url)
+                new = self._url(url)  # its encoded URLs and known tokens: done above
                 if new is not url:
                     parts.append(text[done:start])
                     parts.append(new)
@@ -514,7 +743,7 @@ class Redactor:
                 else:
                     pos = start + len(url)
                 continue
-            if m.group("auth") is not None:
+            if kind == "auth":
                 pos = m.end()
                 if anchor > 0 and (text[anchor - 1].isalnum() or text[anchor - 1] in "_-"):
                     continue  # inside a word
@@ -531,8 +760,19 @@ class Redactor:
                     parts.append(new)
                     done = floor = pos = start + length
                 continue
-            # key=value, key: value, "key": value, and with spaces around = or :
+            if kind == "xml":
+                pos = anchor + 1
+                xml = self._xml_text(text, anchor, floor)
+                if xml is not None:
+                    start, end = xml
+                    parts.append(text[done:start])
+                    parts.append(REDACTED)
+                    done = floor = pos = end
+                continue
+            # key=value, key: value, "key": value, key => value, and with spaces around = or :
             key_end = anchor
+            if text[anchor] == "=" and key_end > floor and text[key_end - 1] == ":":
+                key_end -= 1  # "password := …"
             while key_end > floor and text[key_end - 1] in " \t":
                 key_end -= 1  # "password = …", "Api-Key : …"
             quote = text[key_end - 1] if key_end > floor else ""
@@ -548,18 +788,33 @@ class Redactor:
                         key, escape = bare, key[len(bare) :]
                 key_start = opening
                 quoted_key = True
+            elif quote == "]":
+                # A key in brackets: user[password]=…, PHP's print_r "[password] => …".
+                opening = text.rfind("[", max(floor, key_end - 2 - _MAX_KEY), key_end - 1)
+                key = text[opening + 1 : key_end - 1].strip("\"'") if opening >= 0 else ""
+                key_start = opening
+                quoted_key = False
             else:
                 run = _run_before(_KEY_BACKWARDS, backwards, key_end, floor)
                 key = text[key_end - run : key_end] if run <= _MAX_KEY else ""  # longer: no key
                 key_start = key_end - run
                 quoted_key = False
+                if key and key_start > floor and text[key_start - 1] == " " and not self._secret_name(key):
+                    longer = self._longer_key(text, backwards, key_start, key_end, floor)
+                    if longer >= 0:
+                        key, key_start = text[longer:key_end], longer  # "API key: …"
             pos = value_start = anchor + 1
             if not key or not self._secret_name(key):
                 continue  # the value may hold secrets of its own: scanned on
             colon = text[anchor] == ":"
+            if text.startswith("=>", anchor):
+                # Ruby's and PHP's dumps ("password" => "…", :token => "…"): read as a colon.
+                colon = True
+                value_start += 1
+            value_from = value_start
             while value_start < size and text[value_start] in " \t":
                 value_start += 1
-            spaced = value_start > anchor + 1
+            spaced = value_start > value_from
             folded = normalize_key(key)
             if escape:
                 found_escaped = self._escaped_value(text, value_start, escape, quote)
