@@ -183,6 +183,7 @@ def test_a_url_with_nothing_secret_is_returned_as_it_is(url):
         ("[password] => s3cr3tX\n    [user] => bob", "[password] => [REDACTED]\n    [user] => bob"),
         ("user[password]=s3cr3tX&user[name]=bob", "user[password]=[REDACTED]&user[name]=bob"),
         ('"Authorization" => "Bearer abc1"', '"Authorization" => "[REDACTED]"'),
+        ("[token] => abc=def1", "[token] => [REDACTED]"),  # read as after a colon: no empty value
         # A key of several words, its last word alone no secret key.
         ("Invalid API key: SG.abc123.def456", "Invalid API key: [REDACTED]"),
         ("Stripe Secret Key = 0a1b2c3d4e", "Stripe Secret Key = [REDACTED]"),
@@ -192,6 +193,7 @@ def test_a_url_with_nothing_secret_is_returned_as_it_is(url):
         ('<ns1:AuthToken type="x">\n  abc1\n</ns1:AuthToken>', '<ns1:AuthToken type="x">\n  [REDACTED]\n</ns1:AuthToken>'),
         ("<ApiKey><![CDATA[k3y]]></ApiKey>", "<ApiKey><![CDATA[[REDACTED]]]></ApiKey>"),
         ("cut at <token>abc1", "cut at <token>[REDACTED]"),
+        ("cut at <token>abc1\nnext line", "cut at <token>[REDACTED]\nnext line"),
         # A URL percent-encoded inside another (a click tracker's link), once or twice.
         (
             "https://t.example/c?u=https%3A%2F%2Fapp.example%2Freset%3Ftoken%3Dabc1%26lang%3Den&id=9",
@@ -202,9 +204,12 @@ def test_a_url_with_nothing_secret_is_returned_as_it_is(url):
             "https://t.example/c?u=https%253A%252F%252Fa.example%252F%253Fapi%25255Fkey%253D[REDACTED]%2526x%253D1",
         ),
         ("next=postgresql%3A%2F%2Fapp%3As3cr3t%40db%2Fcrm", "next=postgresql%3A%2F%2Fapp%3A[REDACTED]%40db%2Fcrm"),
+        ("next=https%3A%2F%2Fapp%3Ap%40ss%40db%2Fx", "next=https%3A%2F%2Fapp%3A[REDACTED]%40db%2Fx"),  # "@" in it
         ("state=user%5Bpassword%5D%3Dabc1", "state=user%5Bpassword%5D%3D[REDACTED]"),
         ("link https%3A%2F%2Fapp.example%2F%3Ftoken%3Dabc1 clicked", "link https%3A%2F%2Fapp.example%2F%3Ftoken%3D[REDACTED] clicked"),
         ("u=x%3Ftoken%3Dabc1} rest", "u=x%3Ftoken%3D[REDACTED]} rest"),  # no URL holds "}"
+        # A credential holding an encoded URL's mask is one credential: no "]" left of it.
+        ("basic authorization%253Dj8LsoAQ.X:\nnext", "basic [REDACTED]\nnext"),
         # Tokens known by their form, with no key before them.
         (
             "login link used: https://app.example/magic/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
@@ -254,6 +259,7 @@ def test_credentials_inside_text_are_redacted(text, expected):
         "Invalid API key: missing",
         "<password></password> <token/> <b>token</b> <password>[REDACTED]</password>",
         "a -> b => c",
+        ":password=>required",
         "https://t.example/c?u=https%3A%2F%2Fapp.example%2F%3Flang%3Den%26token%3D",
         "eyJhbGciOiJIUzI1NiJ9 alone is a header, sk_live_short, SG.short.x, key-notahexkey",
     ],
@@ -270,9 +276,11 @@ def test_a_token_known_by_its_form_is_redacted_in_any_string_of_a_payload():
 
 
 def test_keys_added_by_flowledger_redact_keys_apply_inside_urls_and_text_too():
-    extra = Redactor.from_environment(environ={"FLOWLEDGER_REDACT_KEYS": "ssn, pin"})
+    extra = Redactor.from_environment(environ={"FLOWLEDGER_REDACT_KEYS": "ssn, pin, card_number"})
     assert extra.redact_url("https://x.example/?ssn=123-45-6789&a=1") == "https://x.example/?ssn=[REDACTED]&a=1"
     assert extra.redact_text("rejected: PIN: 4242") == "rejected: PIN: [REDACTED]"
+    # A key added counts when written as words too.
+    assert extra.redact_text("declined: card number: 4242424242424242") == "declined: card number: [REDACTED]"
     assert extra.redact_text("https://x.example/?token=t") == "https://x.example/?token=[REDACTED]"
     assert R.redact_url("https://x.example/?ssn=123-45-6789") == "https://x.example/?ssn=123-45-6789"
 
@@ -393,6 +401,7 @@ def test_a_credential_before_a_colon_is_still_the_credential_and_a_secret_key_th
 @example("BAsiC", "", "access_token", ": ", "s3cr3t0000000000")
 @example("Bearer", "", "password", ":\t", "s3cr3t0000000000")
 @example("BeArer", "", "access_token", " = ", "s3cr3t0000000000")
+@example("BAsiC", "", "access_token", "= ", "s3cr3t0000000000")
 def test_a_secret_keys_value_anywhere_in_a_message_is_redacted(before, after, key, separator, secret):
     pair = separator.replace("KEY", key) + secret if "KEY" in separator else key + separator + secret
     if separator.endswith(("\"", "'")):
@@ -428,7 +437,8 @@ _WRITTEN = [
 @given(_UNQUOTED, _UNQUOTED, st.sampled_from(_SECRET_NAMES).flatmap(_spellings), st.sampled_from(_WRITTEN), _SECRET)
 # A full stop is no word of a key: "ACCESSTOKEN ." was read as a key of two words.
 @example("ACCESSTOKEN", "", "access_token", (":{key}=>'", "'"), "s3cr3t0000000000")
-# The ">" of "=>" ended no XML tag: a second redaction read "<ACCESSTOKEN . \"access_token\" =" as one.
+# An XML tag's attributes are name="value": a second redaction read "<ACCESSTOKEN . \"access_token\" =>"
+# as a tag.
 @example("<ACCESSTOKEN", "", "access_token", ('"{key}" => "', '"'), "s3cr3t0000000000")
 def test_a_secret_after_a_full_stop_among_any_unquoted_text_is_redacted(before, after, key, written, secret):
     # The fuzzer's shape: whatever comes before (URLs, other keys, schemes, brackets) ends

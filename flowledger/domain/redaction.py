@@ -94,7 +94,7 @@ _ANCHOR = re.compile(
       | (?<=[A-Za-z_\]]:)(?![\s/:=])
       | (?<==)(?!=)
       | (?<=[Bb])(?P<auth>(?i:earer|asic))(?=[ \t])
-      | (?<=>)(?<![=\-]>)(?P<xml>)(?!<(?!!\[CDATA\[))
+      | (?<=>)(?P<xml>)(?!<(?!!\[CDATA\[))
     )""",
     re.X,
 )
@@ -129,8 +129,9 @@ _CREDENTIAL = re.compile(r"""[ \t]+(\[REDACTED\]|[A-Za-z0-9\-._~+/]+=*)""")
 _KEY_FOLLOWS = re.compile(r"[ \t]*(?::[ \t]|=>|=[ \t])|[ \t]+=(?!=)")
 _CREDENTIAL_ENDS = frozenset(",;:)]}\"'<>!?")
 _B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/")
-# The rest of a credential followed by characters a b64token does not hold.
-_CREDENTIAL_TAIL = re.compile(r"""[^\s,;"'<>)\]}]*""")
+# The rest of a credential followed by characters a b64token does not hold (a mask in it,
+# from a URL encoded inside it, is taken whole).
+_CREDENTIAL_TAIL = re.compile(r"""(?:\[REDACTED\]|[^\s,;"'<>)\]}])*""")
 
 # A value after "key: " (or Bearer/Basic) that is one ordinary word stays: "password:
 # required", "token: expired", "Bearer token missing" keep their meaning. Credentials are
@@ -151,7 +152,6 @@ _MAX_KEY = 64
 _KEY_BACKWARDS = re.compile(r"[A-Za-z0-9_.\-]{0,%d}" % (_MAX_KEY + 1))
 _SCHEME_BACKWARDS = re.compile(r"[A-Za-z0-9+.\-]*")
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
-_WORD = re.compile(r"[A-Za-z0-9]")
 
 # A key glued to its value by a colon: a letter or a bracket before it (a time's or a port's
 # digits are no key's), no space, slash, colon or "=" after it.
@@ -403,6 +403,8 @@ class Redactor:
         follows = text[end : end + 2]
         if value.endswith("=") and follows and (follows[0] in _B64_CHARS or follows[0] in "[\"'"):
             return None  # a pair ("Bearer token=abc", "Bearer realm=\"api\""): the key rule's
+        if value.endswith("=") and follows[:1] in (" ", "\t") and self._secret_name(value.rstrip("=")):
+            return None  # "Basic access_token= abc": the key rule's too
         if _KEY_FOLLOWS.match(text, end) and self._secret_name(value):
             # A secret key after the word ("Basic access_token: abc", "Bearer token = abc"):
             # its value is the secret, left to the key rule (taken for the credential, the
@@ -440,8 +442,8 @@ class Redactor:
             start = m.end()
             stop = _ENCODED_VALUE_END.search(text, start)
             end = stop.start() if stop else len(text)
-            if end == start or text[start:end] == REDACTED:
-                continue  # nothing to hide, or hidden already
+            if end == start:
+                continue  # nothing to hide, or hidden already ("[" ends a value)
             pieces.append(text[done:start])
             pieces.append(REDACTED)
             done = end
@@ -476,13 +478,14 @@ class Redactor:
         alone (from ``key_start``) being none; -1 where no such key ends there."""
         start = key_start
         for _ in range(3):
-            # Each word read must end some secret key ("key" ends "apikey"): most words
-            # before a colon or "=" end none, and are given up at once.
+            # Each word read must end some secret key ("key" ends "apikey"; punctuation,
+            # as in "… . :token=…", ends none): most words before a colon or "=" end none,
+            # and are given up at once.
             if start - 1 <= floor or text[start - 1] != " " or not self._key_tail(text[start:key_end]):
                 return -1
             run = _run_before(_KEY_BACKWARDS, backwards, start - 1, floor)
-            if not run or run > _MAX_KEY or not _WORD.search(text, start - 1 - run, start - 1):
-                return -1  # punctuation ("… . :token=…") is no word of a key
+            if not run or run > _MAX_KEY:
+                return -1
             start -= 1 + run
             if self._secret_name(text[start:key_end]):
                 return start
