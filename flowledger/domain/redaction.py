@@ -82,6 +82,7 @@ def _tails(keys: frozenset[str]) -> frozenset[str]:
 
 
 _DEFAULT_TAILS = _tails(_DEFAULT_FOLDED)
+_SECRET, _TAIL = 2, 1  # what a name met in text folds to (Redactor._name_kind)
 
 # Secrets inside text are found from their anchors, which a plain scan finds fast: "://"
 # (a URL), "=", "=>" or ":" after a key, the words Bearer and Basic, and the ">" that ends an
@@ -364,8 +365,7 @@ class Redactor:
         self._tails = _DEFAULT_TAILS if self.keys is _DEFAULT_FOLDED else _tails(self.keys)
         # Names met in text and URL parameters' names (utm_source, …) repeat: folding each
         # costs more than looking it up.
-        self._names: dict[str, bool] = {}
-        self._tails_seen: dict[str, bool] = {}
+        self._names: dict[str, int] = {}  # _SECRET, _TAIL or 0 (see _name_kind)
         self._params: dict[str, bool] = {}
 
     @classmethod
@@ -379,14 +379,19 @@ class Redactor:
         """Whether a key's value is a secret."""
         return isinstance(key, str) and normalize_key(key) in self.keys
 
+    def _name_kind(self, name: str) -> int:
+        """What a name met in text folds to: a secret key (_SECRET), the end of one (_TAIL:
+        "key" of "apikey", a key of several words' last word) or neither (0); remembered."""
+        if len(self._names) >= 10_000:
+            self._names.clear()
+        folded = normalize_key(name)
+        kind = self._names[name] = _SECRET if folded in self.keys else _TAIL if folded in self._tails else 0
+        return kind
+
     def _secret_name(self, name: str) -> bool:
         """:meth:`is_secret` for a key met in text; remembered."""
-        known = self._names.get(name)
-        if known is None:
-            if len(self._names) >= 10_000:
-                self._names.clear()
-            known = self._names[name] = normalize_key(name) in self.keys
-        return known
+        kind = self._names.get(name)
+        return (kind if kind is not None else self._name_kind(name)) == _SECRET
 
     def _secret_param(self, name: str) -> bool:
         """Whether a URL parameter's name, percent-decoded, is a secret key; remembered."""
@@ -493,12 +498,8 @@ class Redactor:
 
     def _key_tail(self, name: str) -> bool:
         """Whether a name met in text, folded, ends a secret key without being one; remembered."""
-        known = self._tails_seen.get(name)
-        if known is None:
-            if len(self._tails_seen) >= 10_000:
-                self._tails_seen.clear()
-            known = self._tails_seen[name] = normalize_key(name) in self._tails
-        return known
+        kind = self._names.get(name)
+        return (kind if kind is not None else self._name_kind(name)) == _TAIL
 
     def _xml_text(self, text: str, anchor: int, floor: int) -> tuple[int, int] | None:
         """Where the text of an XML element named by a secret key begins and ends (its tag
