@@ -587,7 +587,7 @@ class Redactor:
                 if (f in keys or (pair_secret and f in _HEADER_VALUE)) and v != REDACTED:
                     new = REDACTED if v is not None else None
                 elif type(v) is str:
-                    new = self.redact_text(v) if _text_marked(v) else _known_tokens(v)
+                    new = self.redact_text(v)
                 else:
                     new = self.redact(v)
                 if new is not v:
