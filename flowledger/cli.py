@@ -1302,6 +1302,70 @@ def inbox(obj: Context, as_json: bool, limit: int) -> None:
         _echo_table(rows)
 
 
+@cli.command("scan-secrets")
+@json_option
+@click.option(
+    "--redact-key",
+    "redact_keys",
+    multiple=True,
+    help="Another key whose values are secrets (repeatable), as append takes it; "
+    "FLOWLEDGER_REDACT_KEYS adds a comma-separated list.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    help="How many events to list (every one found is counted).",
+)
+@click.pass_obj
+@handles_errors
+def scan_secrets(obj: Context, as_json: bool, redact_keys: tuple[str, ...], limit: int) -> None:
+    """Find secrets an older release let into the log: the stored events (and provider
+    events held for their message) whose text today's redaction rules would store
+    differently.
+
+    The log cannot be edited, so each release's rules hold for what it appended. After an
+    upgrade whose rules find more (see README's Secrets), this lists the events that hold
+    such a secret, with where (a field, and the keys under it) and what today's rules would
+    store there. It never prints a secret: rotate the credentials the listed places held.
+    Reads only; a large log takes a while (every event is read and redacted again).
+
+    \b
+    Example:
+        flowledger scan-secrets --redact-key ssn
+    """
+    log = obj.open()
+    try:
+        scan = ledger.scan_secrets(log, Redactor.from_environment(redact_keys), limit)
+    finally:
+        log.close()
+    if as_json:
+        _echo_json(scan.to_dict())
+        return
+    rows = [("position", "type", "event id", "field", "as today's rules store it")]
+    rows += [
+        ("held" if f.position is None else str(f.position), f.type, f.event_id, place.path, place.excerpt())
+        for f in scan.findings
+        for place in f.fields
+    ]
+    if len(rows) > 1:
+        _echo_table(rows)
+    read = (
+        f"Read {_counted(scan.events_read, 'event')} and {_counted(scan.held_read, 'provider event')} "
+        "held for their message"
+    )
+    if not scan.found:
+        click.echo(f"{read}: none holds text today's redaction rules would store differently.")
+        return
+    listed = "" if len(scan.findings) == scan.found else f" (the first {len(scan.findings):,} listed; --limit lists more)"
+    click.echo(
+        f"{read}: {_counted(scan.found, 'event')} {'holds' if scan.found == 1 else 'hold'} text today's redaction "
+        f"rules would store differently{listed}. "
+        "The log cannot be edited: rotate the credentials those places held."
+    )
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="The port to listen on.")
@@ -1691,6 +1755,11 @@ def _echo_record(record: dict[str, Any], fields: Sequence[str] = queries.RUN_FIE
             # A line break in an error would look like another field.
             value = value.replace("\r", "\\r").replace("\n", "\\n")
         click.echo(f"{name:<{width}}  {'-' if value is None else value}")
+
+
+def _counted(n: int, what: str) -> str:
+    """``n`` and a noun, plural unless one: "1 event", "2,000 events"."""
+    return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
 def _echo_table(rows: list[tuple[str, ...]], indent: str = "", empty: str | None = None) -> None:

@@ -35,11 +35,12 @@ from flowledger.errors import (
 )
 from flowledger.ingest import IngestOptions, candidates, read_items
 from flowledger.ingest_process import forked_candidates, worth_forking
-from flowledger import queries
+from flowledger import queries, secret_scan
 from flowledger.projections.projector import ANSWERED, RECORDED, Projector, all_views, is_older
 from flowledger.providers import ADAPTERS
 from flowledger.providers.ingest import export_items, fact_event
 from flowledger.projections.run_record import HistoryEntry
+from flowledger.secret_scan import SecretScan
 from flowledger.store import new_sqlite_file, open_log, sqlite_url
 from flowledger.store.backend import store_name
 from flowledger.store.staging import building_path, give_name, remove_building
@@ -303,6 +304,16 @@ def _drain_quietly(log: EventLog, inbox: Inbox, *, takes: int | None, lock_timeo
         _log.error("could not append the webhook inbox's facts to the log: unexpected %s: %s; this is a bug in flowledger", type(e).__name__, e)
         return False
     return True
+
+
+def scan_secrets(log: EventLog, redactor: Redactor | None = None, limit: int = 1000) -> SecretScan:
+    """The stored events (and held provider facts) that today's redaction rules, with
+    ``redactor``'s keys, would store differently: secrets an older release let into the log.
+    Reads only; an analyst's copy, which holds no log, is refused."""
+    log.backend.refuse_if_copy(
+        "it holds none of the events to scan", "scan that store instead: flowledger --store {source} scan-secrets"
+    )
+    return secret_scan.scan_secrets(log, redactor or Redactor.from_environment(), limit=limit)
 
 
 def unmatched(log: EventLog, limit: int = 1000) -> list[dict[str, Any]]:

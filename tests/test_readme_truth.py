@@ -170,7 +170,7 @@ def test_each_command_entry_names_only_that_commands_options():
     assert len(entries) >= 14
     problems = []
     for heading, body in entries:
-        named = [tuple(w for w in shlex.split(s.replace("[", " ").replace("]", " "))[1:] if re.fullmatch(r"[a-z]+", w))
+        named = [tuple(w for w in shlex.split(s.replace("[", " ").replace("]", " "))[1:] if re.fullmatch(r"[a-z]+(?:-[a-z]+)*", w))
                  for s in _SPAN.findall(heading)]
         own = set(GROUP_OPTIONS) | {"--help"}
         for words in named:

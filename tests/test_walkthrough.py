@@ -85,6 +85,16 @@ def test_secrets_walkthrough(walk):
     assert "Bearer" not in out
 
 
+
+def test_scan_secrets_walkthrough(tmp_path):
+    # A store of its own: the walkthrough's shared one takes retries and cancels too.
+    store = str(tmp_path / "scan.db")
+    assert CliRunner().invoke(cli, ["--store", store, "append", EXAMPLE]).exit_code == 0
+    scan = CliRunner().invoke(cli, ["--store", store, "scan-secrets"])
+    assert scan.exit_code == 0 and "none holds" in scan.stdout
+    shown(scan.stdout)
+
+
 def test_malformed_walkthrough(tmp_path):
     store = str(tmp_path / "m.db")
     result = CliRunner().invoke(cli, ["--store", store, "append", MALFORMED])

@@ -339,6 +339,12 @@ class SQLBackend:
         return [tuple(row) for row in c.fetchall()]
 
     @staticmethod
+    def held_page(c: Any, after: str, limit: int) -> list[tuple[str, bytes]]:
+        """The next held facts after an event id, in id order: (event id, event as held)."""
+        c.execute("SELECT event_id, event FROM unmatched_facts WHERE event_id > ? ORDER BY event_id LIMIT ?", (after, limit))
+        return [(row[0], bytes(row[1])) for row in c.fetchall()]
+
+    @staticmethod
     def runs_with_key(c: Any, key: str) -> list[str]:
         """The runs triggered with a cancellation key."""
         c.execute(

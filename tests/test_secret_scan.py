@@ -1,0 +1,274 @@
+"""`flowledger scan-secrets`: the events an older release stored with a secret today's
+redaction rules find are listed, where and as today's rules would store them, and never the
+secret; what any way in appends today is never listed. The contract runs on each backend."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowledger import ledger
+from flowledger.cli import cli
+from flowledger.domain.redaction import REDACTED, Redactor
+from flowledger.domain.vocabulary import stream_of, validate_event
+from flowledger.projections.projector import Projector
+from flowledger.secret_scan import FoundField, scan_secrets
+from flowledger.store import open_log
+from flowledger.store.log import Candidate
+from tests.conftest import POSTGRES_UNREACHABLE, ev, login_role, triggered
+from tests.histories import jsonl
+from tests.test_redaction_text import _KNOWN, _PROSE, _SECRET, _SECRET_NAMES, _TEXTS, PLANTED, _spellings, planted_events
+
+
+def stored_as_an_older_release_did(log, events):
+    """Append events validated but not redacted: what a release whose rules missed their
+    secrets stored."""
+    bodies = [validate_event(e) for e in events]
+    log.append([[Candidate.make(b, stream_of(b)) for b in bodies]])
+
+
+def held_as_an_older_release_did(log, fact, provider_id):
+    """Hold a provider fact, validated but not redacted, for a message not known yet."""
+    result = log.append_provider_events([(validate_event(fact), provider_id)], "2026-11-01T10:00:00.000000Z")
+    assert result.held == 1
+
+
+def _fact(event_id, **fields):
+    return ev("message.bounced", id=event_id, provider="sendgrid", message_id=f"sg-{event_id}", **fields)
+
+
+def _secrets_in(text):
+    return [s for s in PLANTED.values() if s in text]
+
+
+class SecretScanContract:
+    """A subclass provides ``store_url``: a fresh, empty store."""
+
+    @pytest.fixture
+    def log(self, store_url):
+        log = open_log(store_url, create=True)
+        yield log
+        log.close()
+
+    def test_events_an_older_release_stored_with_secrets_are_found_where_and_as_todays_rules_store_them(self, log):
+        stored_as_an_older_release_did(log, planted_events())
+        scan = ledger.scan_secrets(log, Redactor())
+        assert scan.events_read == 8 and scan.held_read == 0
+        found = {f.event_id: f for f in scan.findings}
+        # Every event holding a planted secret, and only those (run.started and message.queued hold none).
+        assert scan.found == len(scan.findings) == 6
+        kinds = {f.type: {p.path for p in f.fields} for f in scan.findings}
+        assert kinds == {
+            "run.triggered": {"data.callback"},
+            "step.started": {"request.url"},
+            "message.clicked": {"url"},
+            "message.failed": {"error"},
+            "step.failed": {"error"},
+            "run.failed": {"error.message", "error.body"},
+        }
+        clicked = next(f for f in scan.findings if f.type == "message.clicked")
+        assert clicked.fields[0].redacted == (
+            "https://user:[REDACTED]@app.example.com/reset?token=[REDACTED]&utm_source=mail"
+        )
+        assert clicked.message_id == "m1" and clicked.run_id is None
+        failed = next(f for f in scan.findings if f.type == "step.failed")
+        assert failed.run_id == "r1" and failed.fields[0].redacted == "401 from provider: Authorization: Bearer [REDACTED]"
+        # In log order, with their positions; each found place is what redact_event stores there.
+        positions = [f.position for f in scan.findings]
+        assert positions == sorted(positions) and len(set(positions)) == 6
+        for f in found.values():
+            assert f.fields and all(REDACTED in str(p.redacted) for p in f.fields)
+        assert _secrets_in(orjson.dumps(scan.to_dict()).decode()) == []
+
+    def test_what_every_way_in_appends_today_is_never_found(self, log):
+        ledger.append_input(log, jsonl(planted_events()))
+        ledger.retry_run(log, "r1", reason=f"token={PLANTED['query']} was revoked")
+        ledger.append_input(log, jsonl([_fact("b1", reason=f"550 rejected: password:{PLANTED['password']}")]))
+        # A provider's export, for a message not known: held, redacted as it came in.
+        export = [{"event": "bounce", "sg_event_id": "sg-1", "sg_message_id": "unknown.filter0001", "timestamp": 1793523600,
+                   "email": "u@example.com", "reason": f"550 rejected: api_key: {PLANTED['form']}"}]
+        ledger.append_export(log, "sendgrid", orjson.dumps(export))
+        scan = ledger.scan_secrets(log, Redactor())
+        assert (scan.events_read, scan.held_read) == (10, 1)
+        assert scan.found == 0 and scan.findings == []
+
+    def test_a_provider_event_held_for_its_message_is_found_too(self, log):
+        stored_as_an_older_release_did(log, [triggered("r1")])
+        held_as_an_older_release_did(log, _fact("b1", reason=f"550 rejected: password:{PLANTED['password']}"), "sg-b1")
+        held_as_an_older_release_did(log, _fact("b2", reason="550 mailbox full"), "sg-b2")
+        scan = ledger.scan_secrets(log, Redactor())
+        assert (scan.events_read, scan.held_read, scan.found) == (1, 2, 1)
+        (finding,) = scan.findings
+        assert (finding.position, finding.event_id, finding.type) == (None, "b1", "message.bounced")
+        assert finding.fields == (FoundField("reason", "550 rejected: password:[REDACTED]", len("550 rejected: password:")),)
+        assert finding.to_dict()["held"] is True
+
+    def test_every_event_found_is_counted_and_the_first_listed_page_by_page(self, log):
+        events = [triggered(f"r{i}") for i in range(7)]
+        events += [ev("run.failed", run_id=f"r{i}", error=f"api_key: {PLANTED['query']}{i}") for i in range(0, 7, 2)]
+        stored_as_an_older_release_did(log, events)
+        whole = scan_secrets(log, Redactor(), limit=1000, page_size=1000)
+        paged = scan_secrets(log, Redactor(), limit=1000, page_size=2)
+        assert whole == paged
+        assert whole.found == 4 and [f.run_id for f in whole.findings] == ["r0", "r2", "r4", "r6"]
+        first = scan_secrets(log, Redactor(), limit=2, page_size=3)
+        assert first.found == 4 and first.findings == whole.findings[:2] and first.events_read == 11
+
+    def test_keys_added_to_the_rules_find_their_values_too(self, log):
+        stored_as_an_older_release_did(log, [triggered("r1", data={"customer": {"ssn": "078-05-1120"}})])
+        assert ledger.scan_secrets(log, Redactor()).found == 0
+        scan = ledger.scan_secrets(log, Redactor(extra=["ssn"]))
+        assert [(p.path, p.redacted) for p in scan.findings[0].fields] == [("data.customer.ssn", REDACTED)]
+
+
+class TestSecretScanSQLite(SecretScanContract):
+    @pytest.fixture
+    def store_url(self, tmp_path):
+        return str(tmp_path / "scan.db")
+
+
+@pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
+class TestSecretScanPostgres(SecretScanContract):
+    @pytest.fixture
+    def store_url(self, postgres_url):
+        return postgres_url
+
+
+@pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
+def test_a_postgresql_role_that_may_only_read_scans(postgres_url):
+    log = open_log(postgres_url, create=True)
+    try:
+        stored_as_an_older_release_did(log, planted_events())
+    finally:
+        log.close()
+    grants = ['GRANT USAGE ON SCHEMA "{schema}" TO "{role}"', 'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"']
+    with login_role(postgres_url, "fl_scan_", grants) as (_, url):
+        result = _run(url, "--json")
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.output)["found"] == 6
+
+
+# --- The command ------------------------------------------------------------------------
+
+
+def _run(store, *args, env=None):
+    return CliRunner().invoke(cli, ["--store", store, "scan-secrets", *args], env=env or {})
+
+
+def test_the_command_lists_each_place_and_never_prints_a_secret(store_path):
+    log = open_log(store_path, create=True)
+    try:
+        stored_as_an_older_release_did(log, planted_events())
+    finally:
+        log.close()
+    result = _run(store_path)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["position", "type", "event", "id", "field", "as", "today's", "rules", "store", "it"]
+    assert len(lines) == 1 + 7 + 1  # a row a place found, then the summary
+    assert any(l.split()[:4] == ["5", "message.clicked", "t-" + l.split()[2][2:], "url"] for l in lines[1:-1])
+    assert "error.body" in result.output and "client_secret=[REDACTED]" in result.output
+    assert lines[-1] == (
+        "Read 8 events and 0 provider events held for their message: 6 events hold text today's redaction "
+        "rules would store differently. The log cannot be edited: rotate the credentials those places held."
+    )
+    assert _secrets_in(result.output) == []
+    as_json = _run(store_path, "--json", "--limit", "2")
+    assert as_json.exit_code == 0
+    shown = orjson.loads(as_json.output)
+    assert (shown["events_read"], shown["found"], shown["listed"]) == (8, 6, 2)
+    assert [f["type"] for f in shown["findings"]] == ["run.triggered", "step.started"]
+    assert shown["findings"][0]["fields"] == [
+        {"path": "data.callback", "redacted": "https://hooks.example.com/cb?api_key=[REDACTED]&x=1"}
+    ]
+    assert _secrets_in(as_json.output) == []
+    short = _run(store_path, "--limit", "1")
+    assert short.output.splitlines()[-1].startswith(
+        "Read 8 events and 0 provider events held for their message: 6 events hold text today's redaction "
+        "rules would store differently (the first 1 listed; --limit lists more)."
+    )
+
+
+def test_the_command_takes_added_keys_from_its_option_and_the_environment(store_path):
+    log = open_log(store_path, create=True)
+    try:
+        stored_as_an_older_release_did(log, [triggered("r1", data={"ssn": "078-05-1120", "pin": "4321"})])
+    finally:
+        log.close()
+    assert _run(store_path).output.strip() == (
+        "Read 1 event and 0 provider events held for their message: none holds text today's redaction rules "
+        "would store differently."
+    )
+    both = orjson.loads(_run(store_path, "--json", "--redact-key", "ssn", env={"FLOWLEDGER_REDACT_KEYS": "pin"}).output)
+    assert [p["path"] for p in both["findings"][0]["fields"]] == ["data.pin", "data.ssn"]  # as stored: keys in order
+    assert "078-05-1120" not in _run(store_path, "--redact-key", "ssn").output
+
+
+def test_an_analysts_copy_is_refused_and_a_missing_store_is_an_error(store_path, tmp_path):
+    log = open_log(store_path, create=True)
+    try:
+        ledger.append_input(log, jsonl([triggered("r1")]))
+    finally:
+        log.close()
+    copy = str(tmp_path / "copy.db")
+    assert CliRunner().invoke(cli, ["--store", store_path, "rebuild", "--into", copy]).exit_code == 0
+    refused = _run(copy)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "analyst's copy" in refused.output and f"flowledger --store {store_path} scan-secrets" in refused.output
+    missing = _run(str(tmp_path / "nothing.db"))
+    assert missing.exit_code != 0 and "Traceback" not in missing.output
+    assert not (tmp_path / "nothing.db").exists()
+
+
+def test_the_scan_only_reads(store_path):
+    log = open_log(store_path, create=True)
+    try:
+        stored_as_an_older_release_did(log, planted_events())
+        before = (ledger.head(log), Projector(log.backend).position(Projector(log.backend).views[0]))
+        ledger.scan_secrets(log, Redactor())
+        assert (ledger.head(log), Projector(log.backend).position(Projector(log.backend).views[0])) == before
+    finally:
+        log.close()
+
+
+# --- Property ---------------------------------------------------------------------------
+
+# Random fragments (a few hold what the rules find), and prose with a secret written into it.
+_ERRORS = st.one_of(
+    _TEXTS,
+    st.tuples(_PROSE, st.sampled_from(_SECRET_NAMES).flatmap(_spellings), st.sampled_from(["=", ": ", ":", " = "]), _SECRET, _PROSE).map("".join),
+    st.tuples(_PROSE, _KNOWN, _PROSE).map(" ".join),
+).filter(str.strip)
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+@SETTINGS
+@given(st.lists(st.tuples(_ERRORS, st.booleans()), min_size=1, max_size=12))
+def test_the_scan_finds_exactly_the_events_todays_rules_would_change_and_where(tmp_path_factory, texts):
+    # Each text an error, as text or inside an object: an older release stored it as given.
+    events = []
+    for i, (text, in_object) in enumerate(texts):
+        events += [triggered(f"r{i}"), ev("run.failed", run_id=f"r{i}", error={"detail": [text]} if in_object else text)]
+    log = open_log(str(tmp_path_factory.mktemp("scan") / "s.db"), create=True)
+    try:
+        stored_as_an_older_release_did(log, events)
+        scan = scan_secrets(log, Redactor(), page_size=5)
+    finally:
+        log.close()
+    r = Redactor()
+    expected = []
+    for i, (text, in_object) in enumerate(texts):
+        clean = r.redact_text(text)
+        if clean != text:
+            expected.append((f"r{i}", "error.detail[0]" if in_object else "error", clean))
+    assert scan.found == len(expected)
+    assert [(f.run_id, f.fields[0].path, f.fields[0].redacted) for f in scan.findings] == expected
+    for f in scan.findings:
+        place = f.fields[0]
+        text = texts[int(f.run_id[1:])][0]
+        # Where it first differs is where the stored text and today's part ways.
+        assert text[: place.at] == place.redacted[: place.at]
+        assert place.at == len(text) or place.at == len(place.redacted) or text[place.at] != place.redacted[place.at]
