@@ -115,13 +115,14 @@ def scan_secrets(log: EventLog, redactor: Redactor, *, limit: int = 1000, page_s
     after = 0
     while after < head:
         with backend.transaction(write=False) as c:
-            rows, last, n = backend.select_page(c, after, min(page_size, head - after))
+            rows, after, n = backend.select_page(c, after, page_size)
         if n == 0:
-            break
+            break  # a log shorter than its last position said: nothing more to read
         for position, state in rows:
+            if position > head:
+                break
             _look(scan, redactor, limit, position, orjson.loads(state))
-        scan.events_read += n
-        after = last
+            scan.events_read += 1
     held_after = ""
     while True:
         with backend.transaction(write=False) as c:
@@ -138,28 +139,22 @@ def scan_secrets(log: EventLog, redactor: Redactor, *, limit: int = 1000, page_s
 def _look(scan: SecretScan, redactor: Redactor, limit: int, position: int | None, body: dict[str, Any]) -> None:
     """Redact a copy of ``body`` as an append would now; a finding where it changes."""
     clean = redactor.redact_event(body)
-    if clean is body or clean == body:
+    if clean is body:
+        return  # the common case: redaction hands back what it was given when it finds nothing
+    places = tuple(FoundField(path, new, _first_difference(old, new)) for path, old, new in _changed(body, clean, ""))
+    if not places:
         return
     scan.found += 1
-    if len(scan.findings) >= limit:
-        return
-    run_id, message_id = body.get("run_id"), body.get("message_id")
-    scan.findings.append(
-        Finding(
-            position=position,
-            event_id=str(body.get("id")),
-            type=str(body.get("type")),
-            run_id=run_id if isinstance(run_id, str) else None,
-            message_id=message_id if isinstance(message_id, str) else None,
-            fields=tuple(FoundField(path, new, _first_difference(old, new)) for path, old, new in _changed(body, clean, "")),
+    if len(scan.findings) < limit:
+        scan.findings.append(
+            Finding(position, str(body.get("id")), str(body.get("type")), body.get("run_id"), body.get("message_id"), places)
         )
-    )
 
 
 def _changed(before: Any, after: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
     """The places where ``after`` (the redacted copy) differs from ``before``: (path, the
     value stored, the value redacted), as deep as both are alike in shape."""
-    if before is after or before == after:
+    if before == after:
         return
     if isinstance(before, dict) and isinstance(after, dict):
         for key, value in before.items():

@@ -117,11 +117,49 @@ class SecretScanContract:
         first = scan_secrets(log, Redactor(), limit=2, page_size=3)
         assert first.found == 4 and first.findings == whole.findings[:2] and first.events_read == 11
 
+    def test_events_appended_while_it_reads_are_left_to_todays_rules(self, log, monkeypatch):
+        stored_as_an_older_release_did(log, [triggered(f"r{i}", data={"note": f"token: {PLANTED['query']}"}) for i in range(5)])
+        select_page, appended = log.backend.select_page, []
+
+        def appending_meanwhile(c, after, limit, topics=None):
+            if not appended:  # another process appends as the scan reads its first page
+                other = open_log(log.backend.reopen_url())
+                try:
+                    stored_as_an_older_release_did(other, [triggered(f"late{i}", data={"note": "token: x1y2z3w4"}) for i in range(3)])
+                finally:
+                    other.close()
+                appended.append(True)
+            return select_page(c, after, limit, topics)
+
+        monkeypatch.setattr(log.backend, "select_page", appending_meanwhile)
+        scan = scan_secrets(log, Redactor(), page_size=3)
+        assert appended and ledger.head(log) > 5
+        assert (scan.events_read, scan.found) == (5, 5)
+        assert {f.run_id for f in scan.findings} == {f"r{i}" for i in range(5)}
+
+    def test_a_log_shorter_than_its_last_position_said_ends_the_scan(self, log, monkeypatch):
+        stored_as_an_older_release_did(log, [triggered("r1", data={"note": f"token: {PLANTED['query']}"})])
+        head = ledger.head(log)
+        monkeypatch.setattr(log.backend, "max_position", lambda c: head + 10)
+        scan = scan_secrets(log, Redactor(), page_size=1)
+        assert (scan.events_read, scan.found) == (1, 1)
+
     def test_keys_added_to_the_rules_find_their_values_too(self, log):
         stored_as_an_older_release_did(log, [triggered("r1", data={"customer": {"ssn": "078-05-1120"}})])
         assert ledger.scan_secrets(log, Redactor()).found == 0
         scan = ledger.scan_secrets(log, Redactor(extra=["ssn"]))
         assert [(p.path, p.redacted) for p in scan.findings[0].fields] == [("data.customer.ssn", REDACTED)]
+
+    def test_a_place_is_named_by_its_keys_quoted_where_they_are_no_plain_names(self, log):
+        data = {"customer record": {"token": 12345}, "api.key": {"nested": True}, "list": [{"Cookie": "a=1"}]}
+        stored_as_an_older_release_did(log, [triggered("r1", data=data)])
+        (finding,) = ledger.scan_secrets(log, Redactor()).findings
+        # Keys as stored (in order); a value that was no text is replaced whole.
+        assert [(p.path, p.redacted, p.at) for p in finding.fields] == [
+            ('data["api.key"]', REDACTED, 0),
+            ('data["customer record"].token', REDACTED, 0),
+            ("data.list[0].Cookie", REDACTED, 0),
+        ]
 
 
 class TestSecretScanSQLite(SecretScanContract):
@@ -149,6 +187,15 @@ def test_a_postgresql_role_that_may_only_read_scans(postgres_url):
         result = _run(url, "--json")
     assert result.exit_code == 0, result.output
     assert orjson.loads(result.output)["found"] == 6
+
+
+def test_a_places_excerpt_is_one_line_around_where_it_first_differs():
+    text = "x" * 100 + "password:[REDACTED]\n" + "y" * 100
+    place = FoundField("error", text, 100)
+    assert place.excerpt(40) == "…" + "x" * 13 + "password:[REDACTED]\\n" + "y" * 7 + "…"
+    assert FoundField("error", "token: [REDACTED]", 7).excerpt() == "token: [REDACTED]"
+    assert FoundField("data.token", REDACTED, 0).excerpt() == REDACTED
+    assert FoundField("data.pair", ["token", REDACTED], 0).excerpt() == '["token","[REDACTED]"]'
 
 
 # --- The command ------------------------------------------------------------------------
