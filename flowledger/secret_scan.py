@@ -166,11 +166,12 @@ def _changed(before: Any, after: Any, path: str) -> Iterator[tuple[str, Any, Any
         yield path, before, after
 
 
-def _key_path(path: str, key: Any) -> str:
-    """``path`` and a key under it: dotted where the key is a plain name, else in brackets."""
-    if isinstance(key, str) and _NAME.fullmatch(key):
+def _key_path(path: str, key: str) -> str:
+    """``path`` and a key under it (a stored event's keys are text, as JSON's): dotted where
+    the key is a plain name, else in brackets, quoted as JSON."""
+    if _NAME.fullmatch(key):
         return f"{path}.{key}" if path else key
-    return f"{path}[{orjson.dumps(key if isinstance(key, str) else str(key)).decode()}]"
+    return f"{path}[{orjson.dumps(key).decode()}]"
 
 
 def _first_difference(before: Any, after: Any) -> int:
