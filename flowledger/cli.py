@@ -1336,9 +1336,16 @@ def scan_secrets(obj: Context, as_json: bool, redact_keys: tuple[str, ...], limi
         flowledger scan-secrets --redact-key ssn
     """
     log = obj.open()
+    bar: Any = None
     try:
-        scan = ledger.scan_secrets(log, Redactor.from_environment(redact_keys), limit)
+        length = ledger.head(log)
+        if sys.stderr.isatty() and length:
+            bar = click.progressbar(length=length, label="Scanning", file=sys.stderr)
+            bar.__enter__()
+        scan = ledger.scan_secrets(log, Redactor.from_environment(redact_keys), limit, progress=bar.update if bar else None)
     finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
         log.close()
     if as_json:
         _echo_json(scan.to_dict())

@@ -306,14 +306,17 @@ def _drain_quietly(log: EventLog, inbox: Inbox, *, takes: int | None, lock_timeo
     return True
 
 
-def scan_secrets(log: EventLog, redactor: Redactor | None = None, limit: int = 1000) -> SecretScan:
+def scan_secrets(
+    log: EventLog, redactor: Redactor | None = None, limit: int = 1000, progress: Callable[[int], None] | None = None
+) -> SecretScan:
     """The stored events (and held provider facts) that today's redaction rules, with
     ``redactor``'s keys, would store differently: secrets an older release let into the log.
-    Reads only; an analyst's copy, which holds no log, is refused."""
+    Reads only; an analyst's copy, which holds no log, is refused. ``progress`` hears how
+    many events each page read."""
     log.backend.refuse_if_copy(
         "it holds none of the events to scan", "scan that store instead: flowledger --store {source} scan-secrets"
     )
-    return secret_scan.scan_secrets(log, redactor or Redactor.from_environment(), limit=limit)
+    return secret_scan.scan_secrets(log, redactor or Redactor.from_environment(), limit=limit, progress=progress)
 
 
 def unmatched(log: EventLog, limit: int = 1000) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ An operator rotates the credentials it names.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,10 +103,18 @@ class SecretScan:
         }
 
 
-def scan_secrets(log: EventLog, redactor: Redactor, *, limit: int = 1000, page_size: int = PAGE_SIZE) -> SecretScan:
+def scan_secrets(
+    log: EventLog,
+    redactor: Redactor,
+    *,
+    limit: int = 1000,
+    page_size: int = PAGE_SIZE,
+    progress: Callable[[int], None] | None = None,
+) -> SecretScan:
     """Read the whole log, and the held provider facts, and find what ``redactor`` (today's
     rules, with any keys added) would store differently; lists the first ``limit`` found and
-    counts them all. Reads only: each page in a read transaction of its own."""
+    counts them all. Reads only: each page in a read transaction of its own. ``progress``
+    hears how many events each page read."""
     backend = log.backend
     scan = SecretScan()
     with backend.transaction(write=False) as c:
@@ -118,11 +126,14 @@ def scan_secrets(log: EventLog, redactor: Redactor, *, limit: int = 1000, page_s
             rows, after, n = backend.select_page(c, after, page_size)
         if n == 0:
             break  # a log shorter than its last position said: nothing more to read
+        before = scan.events_read
         for position, state in rows:
             if position > head:
                 break
             _look(scan, redactor, limit, position, orjson.loads(state))
             scan.events_read += 1
+        if progress:
+            progress(scan.events_read - before)
     held_after = ""
     while True:
         with backend.transaction(write=False) as c:

@@ -4,6 +4,11 @@ secret; what any way in appends today is never listed. The contract runs on each
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
+import sys
+
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -132,7 +137,9 @@ class SecretScanContract:
             return select_page(c, after, limit, topics)
 
         monkeypatch.setattr(log.backend, "select_page", appending_meanwhile)
-        scan = scan_secrets(log, Redactor(), page_size=3)
+        pages = []
+        scan = scan_secrets(log, Redactor(), page_size=3, progress=pages.append)
+        assert pages == [3, 2]  # of the events read, none past the end it began with
         assert appended and ledger.head(log) > 5
         assert (scan.events_read, scan.found) == (5, 5)
         assert {f.run_id for f in scan.findings} == {f"r{i}" for i in range(5)}
@@ -237,6 +244,39 @@ def test_the_command_lists_each_place_and_never_prints_a_secret(store_path):
         "Read 8 events and 0 provider events held for their message: 6 events hold text today's redaction "
         "rules would store differently (the first 1 listed; --limit lists more)."
     )
+
+
+def test_the_command_shows_its_progress_on_a_terminal(store_path):
+    log = open_log(store_path, create=True)
+    try:
+        stored_as_an_older_release_did(log, planted_events())
+    finally:
+        log.close()
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "from flowledger.cli import main; main()", "--store", store_path, "scan-secrets"],
+            stdout=subprocess.PIPE, stderr=follower, timeout=120, check=False,
+        )
+        os.close(follower)
+        follower = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break  # the terminal's other end closed: all read
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    assert done.returncode == 0
+    assert b"Scanning" in shown and b"100%" in shown
+    assert b"6 events hold" in done.stdout
+    assert _secrets_in((shown + done.stdout).decode(errors="replace")) == []
 
 
 def test_the_command_takes_added_keys_from_its_option_and_the_environment(store_path):
