@@ -246,6 +246,37 @@ def test_the_command_lists_each_place_and_never_prints_a_secret(store_path):
     )
 
 
+def test_the_command_prints_what_readmes_entry_shows(store_path):
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    at = dict(occurred_at="2026-11-01T09:00:00Z")
+    older = [
+        {"id": "e1", "type": "run.triggered", "run_id": "r1", "workflow": "w", "recipient": "u", **at},
+        {"id": "e2", "type": "run.started", "run_id": "r1", **at},
+        {"id": "e2b", "type": "step.started", "run_id": "r1", "step": "crm", "step_type": "http", "attempt": 1, **at},
+        {"id": "e2c", "type": "step.started", "run_id": "r1", "step": "crm", "step_type": "http", "attempt": 2, **at},
+        {"id": "e3", "type": "step.failed", "run_id": "r1", "step": "crm", "step_type": "http", "attempt": 1, **at,
+         "error": "login failed: password:hunter2 for app\nsecond line",
+         "request": {"headers": {"X": "<password>s3cret</password>"}, "list": [1, "token:abcdef123"]}},
+        {"id": "e4", "type": "message.queued", "message_id": "m1", "channel": "email", "recipient": "u", "run_id": "r1",
+         "step": "crm", **at},
+        {"id": "e5", "type": "message.clicked", "message_id": "m1", **at,
+         "url": "https://t.example/c?u=https%3A%2F%2Fapp%2Freset%3Ftoken%3Dabc"},
+    ]
+    log = open_log(store_path, create=True)
+    try:
+        stored_as_an_older_release_did(log, older)
+        # And one through today's rules: stored redacted, so not listed.
+        failed = {"id": "e6", "type": "step.failed", "run_id": "r1", "step": "crm", "step_type": "http", "attempt": 2,
+                  **at, "error": "password:hunter2"}
+        ledger.append_input(log, jsonl([failed]))
+    finally:
+        log.close()
+    result = _run(store_path)
+    assert result.exit_code == 0
+    assert "\n```\n" + result.stdout + "```\n" in readme
+    assert "hunter2" not in result.stdout and "s3cret" not in result.stdout and "abcdef123" not in result.stdout
+
+
 def test_the_command_shows_its_progress_on_a_terminal(store_path):
     log = open_log(store_path, create=True)
     try:
