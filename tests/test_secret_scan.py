@@ -35,6 +35,15 @@ def stored_as_an_older_release_did(log, events):
     log.append([[Candidate.make(b, stream_of(b)) for b in bodies]])
 
 
+def a_store_an_older_release_wrote(url, events):
+    """Make a store at ``url`` holding ``events`` as :func:`stored_as_an_older_release_did` stores them."""
+    log = open_log(url, create=True)
+    try:
+        stored_as_an_older_release_did(log, events)
+    finally:
+        log.close()
+
+
 def held_as_an_older_release_did(log, fact, provider_id):
     """Hold a provider fact, validated but not redacted, for a message not known yet."""
     result = log.append_provider_events([(validate_event(fact), provider_id)], "2026-11-01T10:00:00.000000Z")
@@ -184,11 +193,7 @@ class TestSecretScanPostgres(SecretScanContract):
 
 @pytest.mark.skipif(POSTGRES_UNREACHABLE is not None, reason=POSTGRES_UNREACHABLE or "")
 def test_a_postgresql_role_that_may_only_read_scans(postgres_url):
-    log = open_log(postgres_url, create=True)
-    try:
-        stored_as_an_older_release_did(log, planted_events())
-    finally:
-        log.close()
+    a_store_an_older_release_wrote(postgres_url, planted_events())
     grants = ['GRANT USAGE ON SCHEMA "{schema}" TO "{role}"', 'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"']
     with login_role(postgres_url, "fl_scan_", grants) as (_, url):
         result = _run(url, "--json")
@@ -213,11 +218,7 @@ def _run(store, *args, env=None):
 
 
 def test_the_command_lists_each_place_and_never_prints_a_secret(store_path):
-    log = open_log(store_path, create=True)
-    try:
-        stored_as_an_older_release_did(log, planted_events())
-    finally:
-        log.close()
+    a_store_an_older_release_wrote(store_path, planted_events())
     result = _run(store_path)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -278,11 +279,7 @@ def test_the_command_prints_what_readmes_entry_shows(store_path):
 
 
 def test_the_command_shows_its_progress_on_a_terminal(store_path):
-    log = open_log(store_path, create=True)
-    try:
-        stored_as_an_older_release_did(log, planted_events())
-    finally:
-        log.close()
+    a_store_an_older_release_wrote(store_path, planted_events())
     leader, follower = pty.openpty()
     try:
         done = subprocess.run(
@@ -311,11 +308,7 @@ def test_the_command_shows_its_progress_on_a_terminal(store_path):
 
 
 def test_the_command_takes_added_keys_from_its_option_and_the_environment(store_path):
-    log = open_log(store_path, create=True)
-    try:
-        stored_as_an_older_release_did(log, [triggered("r1", data={"ssn": "078-05-1120", "pin": "4321"})])
-    finally:
-        log.close()
+    a_store_an_older_release_wrote(store_path, [triggered("r1", data={"ssn": "078-05-1120", "pin": "4321"})])
     assert _run(store_path).output.strip() == (
         "Read 1 event and 0 provider events held for their message: none holds text today's redaction rules "
         "would store differently."
