@@ -29,7 +29,7 @@ from flowledger import ledger, queries, shapes
 from flowledger.api import keys as api_keys
 from flowledger.domain import commands
 from flowledger.domain.vocabulary import MAX_ID_LENGTH, EventInvalid, normalize_timestamp, validate_event
-from flowledger.domain.redaction import REDACTED, Redactor
+from flowledger.domain.redaction import REDACTED, Redactor, changed_places
 from flowledger.errors import (
     ENDS_A_FOLLOWER,
     FlowledgerError,
@@ -1934,19 +1934,11 @@ class _RedactedSource:
         if clean is not value:
             # Still the item's JSON, so that once mended it can be appended again.
             self.text = orjson.dumps(clean).decode()
-            self._collect(value, clean)
-
-    def _collect(self, before: Any, after: Any) -> None:
-        if before is after or before == after:
-            return
-        if isinstance(before, dict) and isinstance(after, dict):
-            for k, v in before.items():
-                self._collect(v, after.get(k))
-        elif isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-            for a, b in zip(before, after):
-                self._collect(a, b)
-        elif not isinstance(before, (dict, list)):
-            self.changed.append((_shown_value(before), _shown_value(after)))
+            self.changed = [
+                (_shown_value(old), _shown_value(new))
+                for _, old, new in changed_places(value, clean)
+                if not isinstance(old, (dict, list))  # values as an error shows them, not whole objects
+            ]
 
     def message(self, text: str) -> str:
         """An error's text without the secrets of the values it shows (`got '...'`)."""

@@ -13,21 +13,17 @@ An operator rotates the credentials it names.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from flowledger.domain.redaction import Redactor
+from flowledger.domain.redaction import Redactor, changed_places
 from flowledger.store.log import EventLog
 
 PAGE_SIZE = 5_000
 """Events read a transaction: pages bound the scan's memory, whatever the log's length."""
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
-
 
 @dataclass(frozen=True)
 class FoundField:
@@ -152,7 +148,7 @@ def _look(scan: SecretScan, redactor: Redactor, limit: int, position: int | None
     clean = redactor.redact_event(body)
     if clean is body:
         return  # the common case: redaction hands back what it was given when it finds nothing
-    places = tuple(FoundField(path, new, _first_difference(old, new)) for path, old, new in _changed(body, clean, ""))
+    places = tuple(FoundField(path, new, _first_difference(old, new)) for path, old, new in changed_places(body, clean))
     if not places:
         return
     scan.found += 1
@@ -160,29 +156,6 @@ def _look(scan: SecretScan, redactor: Redactor, limit: int, position: int | None
         scan.findings.append(
             Finding(position, str(body.get("id")), str(body.get("type")), body.get("run_id"), body.get("message_id"), places)
         )
-
-
-def _changed(before: Any, after: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
-    """The places where ``after`` (the redacted copy) differs from ``before``: (path, the
-    value stored, the value redacted), as deep as both are alike in shape."""
-    if before == after:
-        return
-    if isinstance(before, dict) and isinstance(after, dict):
-        for key, value in before.items():
-            yield from _changed(value, after.get(key), _key_path(path, key))
-    elif isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        for i, (a, b) in enumerate(zip(before, after)):
-            yield from _changed(a, b, f"{path}[{i}]")
-    else:
-        yield path, before, after
-
-
-def _key_path(path: str, key: str) -> str:
-    """``path`` and a key under it (a stored event's keys are text, as JSON's): dotted where
-    the key is a plain name, else in brackets, quoted as JSON."""
-    if _NAME.fullmatch(key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{orjson.dumps(key).decode()}]"
 
 
 def _first_difference(before: Any, after: Any) -> int:

@@ -10,9 +10,10 @@ known by their form (see :meth:`Redactor.redact_text` for the exact rules).
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -873,3 +874,24 @@ class Redactor:
             return text
         parts.append(text[done:])
         return "".join(parts)
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+
+
+def changed_places(before: Any, after: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """Where a redacted copy ``after`` differs from ``before`` (a decoded JSON value): each
+    place's path (keys dotted, or in brackets quoted as JSON where no plain name; list
+    indexes in brackets), the value there before and after, as deep as both are alike in shape."""
+    if before == after:
+        return
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key, value in before.items():
+            named = (f"{path}.{key}" if path else key) if _PLAIN_KEY.fullmatch(key) else f"{path}[{json.dumps(key, ensure_ascii=False)}]"
+            yield from changed_places(value, after.get(key), named)
+    elif isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        for i, (a, b) in enumerate(zip(before, after)):
+            yield from changed_places(a, b, f"{path}[{i}]")
+    else:
+        yield path, before, after
+
