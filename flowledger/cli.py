@@ -1103,22 +1103,14 @@ def rebuild(obj: Context, views: tuple[str, ...], into: str | None) -> None:
     try:
         length = ledger.head(log)
         started = time.perf_counter()
-        bar: Any = None
-        if sys.stderr.isatty() and length:
-            bar = click.progressbar(length=length, label="Rebuilding", file=sys.stderr)
-            bar.__enter__()
         try:
-            with _unwound_on_termination():
-                shown = bar.update if bar else None
+            with _bar_on_a_terminal(length, "Rebuilding") as shown, _unwound_on_termination():
                 if into is None:
                     n = ledger.rebuild(log, names, progress=shown)
                 else:
                     n = ledger.rebuild_into(log, into, names, progress=shown, lock_timeout=obj.lock_timeout)
         except StoreURLError as e:
             raise click.BadParameter(str(e), param_hint="'--into'") from None
-        finally:
-            if bar is not None:
-                bar.__exit__(None, None, None)
         seconds = time.perf_counter() - started
     finally:
         log.close()
@@ -1336,16 +1328,10 @@ def scan_secrets(obj: Context, as_json: bool, redact_keys: tuple[str, ...], limi
         flowledger scan-secrets --redact-key ssn
     """
     log = obj.open()
-    bar: Any = None
     try:
-        length = ledger.head(log)
-        if sys.stderr.isatty() and length:
-            bar = click.progressbar(length=length, label="Scanning", file=sys.stderr)
-            bar.__enter__()
-        scan = ledger.scan_secrets(log, Redactor.from_environment(redact_keys), limit, progress=bar.update if bar else None)
+        with _bar_on_a_terminal(ledger.head(log), "Scanning") as shown:
+            scan = ledger.scan_secrets(log, Redactor.from_environment(redact_keys), limit, progress=shown)
     finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
         log.close()
     if as_json:
         _echo_json(scan.to_dict())
@@ -1611,6 +1597,17 @@ def _on_views(obj: Context, read: Callable[[EventLog], Any], *, fresh: bool) -> 
         ) from None
     finally:
         log.close()
+
+
+@contextmanager
+def _bar_on_a_terminal(length: int, label: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar of ``length`` on standard error while the block runs, where that is a
+    terminal and there is something to do: gives its update, else None."""
+    if not (sys.stderr.isatty() and length):
+        yield None
+        return
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield bar.update
 
 
 @contextmanager

@@ -13,6 +13,7 @@ An operator rotates the credentials it names.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,8 +163,4 @@ def _first_difference(before: Any, after: Any) -> int:
     """Where two strings first differ (0 for anything else)."""
     if not (isinstance(before, str) and isinstance(after, str)):
         return 0
-    n = min(len(before), len(after))
-    i = 0
-    while i < n and before[i] == after[i]:
-        i += 1
-    return i
+    return len(os.path.commonprefix([before, after]))

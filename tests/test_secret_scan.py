@@ -278,12 +278,13 @@ def test_the_command_prints_what_readmes_entry_shows(store_path):
     assert "hunter2" not in result.stdout and "s3cret" not in result.stdout and "abcdef123" not in result.stdout
 
 
-def test_the_command_shows_its_progress_on_a_terminal(store_path):
-    a_store_an_older_release_wrote(store_path, planted_events())
+def _on_a_terminal(*args):
+    """Run the CLI with standard error on a terminal (a pty): what it showed there, and the
+    finished process (its standard output captured)."""
     leader, follower = pty.openpty()
     try:
         done = subprocess.run(
-            [sys.executable, "-c", "from flowledger.cli import main; main()", "--store", store_path, "scan-secrets"],
+            [sys.executable, "-c", "from flowledger.cli import main; main()", *args],
             stdout=subprocess.PIPE, stderr=follower, timeout=120, check=False,
         )
         os.close(follower)
@@ -301,10 +302,19 @@ def test_the_command_shows_its_progress_on_a_terminal(store_path):
         os.close(leader)
         if follower >= 0:
             os.close(follower)
+    return shown, done
+
+
+def test_the_command_shows_its_progress_on_a_terminal(store_path):
+    a_store_an_older_release_wrote(store_path, planted_events())
+    shown, done = _on_a_terminal("--store", store_path, "scan-secrets")
     assert done.returncode == 0
     assert b"Scanning" in shown and b"100%" in shown
     assert b"6 events hold" in done.stdout
     assert _secrets_in((shown + done.stdout).decode(errors="replace")) == []
+    # The same bar as a rebuild's.
+    shown, done = _on_a_terminal("--store", store_path, "rebuild")
+    assert done.returncode == 0 and b"Rebuilding" in shown and b'"events":8' in done.stdout
 
 
 def test_the_command_takes_added_keys_from_its_option_and_the_environment(store_path):
