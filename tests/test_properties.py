@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowledger import ledger
-from flowledger.domain.redaction import DEFAULT_SECRET_KEYS
+from flowledger.domain.redaction import DEFAULT_SECRET_KEYS, Redactor
 from flowledger.errors import InvalidInput
 from tests.histories import LIFECYCLE, MODEL, STEPS, fresh_log, jsonl, make, run_histories
 
@@ -135,6 +135,9 @@ def _key_variants(key):
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=5))
 
 
+_REDACTOR = Redactor()
+
+
 @st.composite
 def payload_with_secret(draw, secret):
     """A JSON value with the secret under a secret key at a random depth."""
@@ -144,7 +147,7 @@ def payload_with_secret(draw, secret):
         if draw(st.booleans()):
             value = [draw(json_leaf), value]
         else:
-            value = {draw(st.text(min_size=1, max_size=6).filter(lambda k: k.lower() not in DEFAULT_SECRET_KEYS)): value, "n": draw(json_leaf)}
+            value = {draw(st.text(min_size=1, max_size=6).filter(lambda k: not _REDACTOR.is_secret(k))): value, "n": draw(json_leaf)}
     return value if isinstance(value, dict) else {"wrapped": value}
 
 

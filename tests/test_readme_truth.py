@@ -472,10 +472,10 @@ def test_the_lifecycle_table_is_the_rules():
 
 
 def test_the_redacted_keys_the_readme_lists_are_the_default_ones():
-    from flowledger.domain.redaction import DEFAULT_SECRET_KEYS
+    from flowledger.domain.redaction import DEFAULT_SECRET_KEYS, SECRET_KEY_ENDINGS
 
     text = section("Secrets", section("The event vocabulary"), level="### ")
-    for key in DEFAULT_SECRET_KEYS:
+    for key in (*DEFAULT_SECRET_KEYS, *SECRET_KEY_ENDINGS):
         assert re.search(rf"(?<![\w`]){key}(?![\w`])", text), key
 
 

@@ -75,6 +75,32 @@ _HEADER_VALUE = frozenset({"value", "values"})
 
 _DEFAULT_FOLDED = frozenset(normalize_key(k) for k in DEFAULT_SECRET_KEYS)
 
+SECRET_KEY_ENDINGS: tuple[str, ...] = (
+    "secret",
+    "password",
+    "passwd",
+    "passphrase",
+    "token",
+    "credential",
+    "credentials",
+    "api_key",
+    "access_key",
+    "secret_key",
+    "private_key",
+    "signing_key",
+    "account_key",
+    "auth_key",
+    "encryption_key",
+    "master_key",
+)
+"""The last words that make any key a secret one with the default keys (``webhook_secret``,
+``X-Postmark-Server-Token``, ``verify_token``, ``SharedAccessKey``), compared folded."""
+
+# Services name their secrets freely (a provider's header, an app's own setting): a key that
+# ends in one of these words holds a secret whatever comes before it. Folded, the words'
+# separators are gone, so "pagetoken" ends in "token" as "page_token" does.
+_ENDINGS_FOLDED = tuple(normalize_key(k) for k in SECRET_KEY_ENDINGS)
+
 
 def _tails(keys: frozenset[str]) -> frozenset[str]:
     """Every end of a folded key but the whole key: what the last words of a key of several
@@ -82,7 +108,7 @@ def _tails(keys: frozenset[str]) -> frozenset[str]:
     return frozenset(k[i:] for k in keys for i in range(1, len(k)))
 
 
-_DEFAULT_TAILS = _tails(_DEFAULT_FOLDED)
+_DEFAULT_TAILS = _tails(_DEFAULT_FOLDED | frozenset(_ENDINGS_FOLDED))
 _SECRET, _TAIL = 2, 1  # what a name met in text folds to (Redactor._name_kind)
 
 # Secrets inside text are found from their anchors, which a plain scan finds fast: "://"
@@ -192,6 +218,14 @@ _KNOWN_TOKEN = re.compile(
     re.X,
 )
 
+# A private key's PEM block (PKCS #1 and #8, EC, OpenSSH, PGP's "PRIVATE KEY BLOCK"), its
+# lines broken by newlines or by "\\n" as JSON writes them, to its END line or, cut short
+# (a message truncated), to the end of the text. A certificate's block is public: kept.
+_PEM_PRIVATE_KEY = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+    r"[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)"
+)
+
 # An XML element's tag before its text (<password>…</password>, <ns:AuthToken a="1">…): its
 # name, without a namespace prefix, is the key; a self-closing tag ("/>") does not match.
 _XML_TAG = re.compile(
@@ -256,7 +290,10 @@ def _trimmed(value: str, punctuation: str) -> str:
 
 def _known_tokens(text: str) -> str:
     """Text with every token known by its form (a JSON Web Token, a SendGrid, Stripe, Slack,
-    GitHub or Mailgun key) replaced, wherever it stands; the same string when it holds none."""
+    GitHub or Mailgun key, a private key's PEM block) replaced, wherever it stands; the same
+    string when it holds none."""
+    if "PRIVATE KEY" in text:
+        text = _PEM_PRIVATE_KEY.sub(REDACTED, text)
     # Unrolled: a generator over the hints cost more than the tests themselves.
     if not (
         "eyJ" in text
@@ -363,7 +400,12 @@ class Redactor:
             """The folded secret keys."""
         else:
             self.keys = frozenset(normalize_key(k) for k in (*keys, *extra) if k.strip())
-        self._tails = _DEFAULT_TAILS if self.keys is _DEFAULT_FOLDED else _tails(self.keys)
+        # The endings come with the default keys: keys given instead of them are the only ones.
+        self._endings = _ENDINGS_FOLDED if keys is DEFAULT_SECRET_KEYS else ()
+        if self.keys is _DEFAULT_FOLDED:
+            self._tails = _DEFAULT_TAILS
+        else:
+            self._tails = _tails(self.keys | frozenset(self._endings))
         # Names met in text and URL parameters' names (utm_source, …) repeat: folding each
         # costs more than looking it up.
         self._names: dict[str, int] = {}  # _SECRET, _TAIL or 0 (see _name_kind)
@@ -377,8 +419,13 @@ class Redactor:
         return cls(extra=[*extra, *(k for k in named.split(",") if k.strip())])
 
     def is_secret(self, key: Any) -> bool:
-        """Whether a key's value is a secret."""
-        return isinstance(key, str) and normalize_key(key) in self.keys
+        """Whether a key's value is a secret: one of the keys, or, with the default keys, a key
+        ending in one of :data:`SECRET_KEY_ENDINGS`."""
+        return isinstance(key, str) and self._folded_secret(normalize_key(key))
+
+    def _folded_secret(self, folded: str) -> bool:
+        """Whether a folded key is a secret one: one of the keys, or ending in a secret word."""
+        return folded in self.keys or folded.endswith(self._endings)
 
     def _name_kind(self, name: str) -> int:
         """What a name met in text folds to: a secret key (_SECRET), the end of one (_TAIL:
@@ -386,7 +433,7 @@ class Redactor:
         if len(self._names) >= 10_000:
             self._names.clear()
         folded = normalize_key(name)
-        kind = self._names[name] = _SECRET if folded in self.keys else _TAIL if folded in self._tails else 0
+        kind = self._names[name] = _SECRET if self._folded_secret(folded) else _TAIL if folded in self._tails else 0
         return kind
 
     def _secret_name(self, name: str) -> bool:
@@ -400,7 +447,7 @@ class Redactor:
         if known is None:
             if len(self._params) >= 10_000:
                 self._params.clear()
-            known = self._params[name] = normalize_key(_decoded_name(name)) in self.keys
+            known = self._params[name] = self._folded_secret(normalize_key(_decoded_name(name)))
         return known
 
     def _credential(self, text: str, value: str, start: int, end: int) -> str | None:
@@ -579,13 +626,13 @@ class Redactor:
         :meth:`redact_text` finds them); the same object when it holds none."""
         if isinstance(value, dict):
             out: dict[Any, Any] | None = None
-            keys = self.keys
+            keys, endings = self.keys, self._endings
             folded = [(k, v, normalize_key(k) if isinstance(k, str) else None) for k, v in value.items()]
             # Header lists often come as {"name": "Authorization", "value": "..."}, and as
             # {"Name": …, "Value": …} (Postmark's): the same rule for both.
             pair_secret = any(f in _HEADER_NAME and self.is_secret(v) for _, v, f in folded)
             for k, v, f in folded:
-                if (f in keys or (pair_secret and f in _HEADER_VALUE)) and v != REDACTED:
+                if f is not None and (f in keys or f.endswith(endings) or (pair_secret and f in _HEADER_VALUE)) and v != REDACTED:
                     new = REDACTED if v is not None else None
                 elif type(v) is str:
                     new = self.redact_text(v)
@@ -695,8 +742,8 @@ class Redactor:
           a namespace, attributes and CDATA too), to the next ``<`` or its line's end;
         - a URL percent-encoded inside the text or a URL, once or more: its secret pairs'
           values (``token%3Dabc``) and its password (``https%3A%2F%2Fu%3Apw%40host``);
-        - tokens known by their form, anywhere: JSON Web Tokens and SendGrid, Stripe, Slack,
-          GitHub and Mailgun keys.
+        - tokens known by their form, anywhere: JSON Web Tokens, SendGrid, Stripe, Slack,
+          GitHub and Mailgun keys, and private keys' PEM blocks.
 
         What is kept, so that messages keep their meaning: after ``key:``, ``key = `` and after
         Bearer/Basic, one ordinary word (letters, lower case after the first or all capitals:
