@@ -158,6 +158,8 @@ _CERT = "-----BEGIN CERTIFICATE-----\nMIIDdzCCAl+gAwIBAgIE\n-----END CERTIFICATE
             f"a {REDACTED} b {REDACTED} c",
         ),
         ("-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----\nsent", f"{REDACTED}\nsent"),
+        # Glued to a bare value after a quoted key: one value, no "]" of the mask left behind.
+        ('{"password": abc-----BEGIN PRIVATE KEY-----\nMII\n-----END PRIVATE KEY-----}', '{"password": "[REDACTED]"}'),
         # Public: kept.
         (f"cert: {_CERT}", f"cert: {_CERT}"),
         ("-----BEGIN PUBLIC KEY-----\nMIIBIjANBg\n-----END PUBLIC KEY-----", None),

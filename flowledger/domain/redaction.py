@@ -132,9 +132,10 @@ _URL_BODY = re.compile(r"""[^\s"'<>\\`]*""")
 # quote, & , ; < or >. [REDACTED] is matched whole, so that it is seen as redacted already.
 _VALUE = re.compile(r"""("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|\[REDACTED\]|[^\s&,;"'<>]+)""")
 # After a quoted key, a bare value (a number, null, …) ends as JSON's do; an object or
-# array is not parsed.
+# array is not parsed. A mask inside it (a known token glued to it: "abc-----BEGIN …") is
+# part of it, so that no "]" of the mask is left behind.
 _QUOTED_KEY_VALUE = re.compile(
-    r"""("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|\[REDACTED\]|[^\s,;{}\[\]()"'][^\s,;}\])"']*)"""
+    r"""("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|\[REDACTED\]|[^\s,;{}\[\]()"'](?:\[REDACTED\]|[^\s,;}\])"'])*)"""
 )
 # The rest of a line, from a quote not closed on it.
 _LINE_REST = re.compile(r"[^\r\n]*")
