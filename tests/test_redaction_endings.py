@@ -228,3 +228,13 @@ def test_scan_secrets_finds_what_an_older_release_stored_under_such_keys(log):
         ("run.failed", "error"): f"signing failed with {REDACTED}",
     }
     assert SECRET not in orjson.dumps(scan.to_dict()).decode()
+
+
+def test_a_connection_strings_key_is_redacted_and_its_other_parts_kept():
+    # Azure's, as a storage or Service Bus client's error quotes it.
+    assert R.redact_text(
+        "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey=abc123==;EndpointSuffix=core"
+    ) == f"DefaultEndpointsProtocol=https;AccountName=acme;AccountKey={REDACTED};EndpointSuffix=core"
+    assert R.redact_text("Endpoint=sb://acme/;SharedAccessKeyName=Root;SharedAccessKey=abc123=") == (
+        f"Endpoint=sb://acme/;SharedAccessKeyName=Root;SharedAccessKey={REDACTED}"
+    )
