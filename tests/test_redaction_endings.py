@@ -1,7 +1,8 @@
 """Keys named for a secret by their last words (``webhook_secret``, ``X-Postmark-Server-Token``,
-``verify_token``, ``SharedAccessKey``) and private keys' PEM blocks are redacted before an
-event is stored, as the default keys are, in objects, header lists, text and URLs; lookalikes
-that hold no secret (``total_tokens``, ``token_type``, ``access_key_id``) are kept. An event an
+``verify_token``, ``SharedAccessKey``), private keys' PEM blocks and URLs that are credentials
+themselves (Slack, Teams and Discord webhooks, Telegram bots, Google API keys) are redacted
+before an event is stored, as the default keys are, in objects, header lists, text and URLs;
+lookalikes that hold no secret (``total_tokens``, ``token_type``, ``access_key_id``) are kept. An event an
 older release stored with such a secret is a duplicate when resent, and scan-secrets finds it."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from flowledger import ledger
 from flowledger.domain.redaction import REDACTED, SECRET_KEY_ENDINGS, Redactor
+from flowledger.domain.vocabulary import validate_event
 from flowledger.ingest import IngestOptions
 from tests.conftest import ev, triggered
 from tests.histories import jsonl
@@ -174,6 +176,83 @@ def test_a_private_keys_pem_block_is_redacted_wherever_it_stands(text, expected)
 def test_a_pem_block_under_any_key_is_redacted_and_a_key_id_kept():
     credential = {"type": "service_account", "private_key_id": "4f1a", "pem": _RSA, "client_email": "a@b.example"}
     assert R.redact({"data": credential}) == {"data": {**credential, "pem": REDACTED}}
+
+
+# --- URLs that are credentials themselves -------------------------------------------------
+
+_GOOGLE_KEY = "AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI"
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        (
+            "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+            "https://hooks.slack.com/services/T00000000/B00000000/[REDACTED]",
+        ),
+        (
+            "https://hooks.slack.com/triggers/T0123ABCD/4567/abcdef0123456789abcdef?x=1",
+            "https://hooks.slack.com/triggers/T0123ABCD/4567/[REDACTED]?x=1",
+        ),
+        (
+            "https://discord.com/api/webhooks/123456789012345678/abcDEF-ghi_jklmnop?wait=true",
+            "https://discord.com/api/webhooks/123456789012345678/[REDACTED]?wait=true",
+        ),
+        (
+            "https://discordapp.com/api/v10/webhooks/1234/abcdefghij.k/slack",
+            "https://discordapp.com/api/v10/webhooks/1234/[REDACTED]/slack",
+        ),
+        (
+            "https://acme.webhook.office.com/webhookb2/a1b2-c3@d4e5-f6/IncomingWebhook/0a1b2c3d/7f8e-9d",
+            "https://acme.webhook.office.com/webhookb2/a1b2-c3@d4e5-f6/IncomingWebhook/[REDACTED]",
+        ),
+        (
+            "https://outlook.office.com/webhook/a1b2@c3d4/IncomingWebhook/0a1b2c3d/7f8e",
+            "https://outlook.office.com/webhook/a1b2@c3d4/IncomingWebhook/[REDACTED]",
+        ),
+        (
+            "https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/sendMessage",
+            "https://api.telegram.org/bot[REDACTED]/sendMessage",
+        ),
+        (
+            "https://api.telegram.org/file/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/photos/1.jpg",
+            "https://api.telegram.org/file/bot[REDACTED]/photos/1.jpg",
+        ),
+        (
+            f"https://maps.googleapis.com/maps/api/geocode/json?address=Main+St&key={_GOOGLE_KEY}",
+            "https://maps.googleapis.com/maps/api/geocode/json?address=Main+St&key=[REDACTED]",
+        ),
+        # Their sites' other pages, and another's /webhooks/ path: kept.
+        ("https://hooks.slack.com/", None),
+        ("https://hooks.slack.com/services/", None),
+        ("https://discord.com/channels/123456/7890123", None),
+        ("https://app.example.com/api/webhooks/123/abcdefghij", None),
+        ("https://t.me/acme_bot", None),
+        ("https://api.telegram.org/", None),
+    ],
+)
+def test_the_secret_part_of_a_url_that_is_a_credential_is_redacted_wherever_it_stands(url, expected):
+    expected = url if expected is None else expected
+    assert R.redact_url(url) == expected
+    assert R.redact_url(expected) == expected
+    assert R.redact_text(f"POST {url} failed: 404") == f"POST {expected} failed: 404"
+    assert R.redact_text(f"POST {expected} failed: 404") == f"POST {expected} failed: 404"
+    assert R.redact({"request": {"url": url}}) == {"request": {"url": expected}}
+
+
+def test_a_google_api_key_is_redacted_with_no_key_before_it():
+    assert R.redact_text(f"geocoder said: key {_GOOGLE_KEY} is not valid") == f"geocoder said: key {REDACTED} is not valid"
+    # One character short, or glued to more of a word: no such key.
+    assert R.redact_text(f"ref {_GOOGLE_KEY[:-1]}") == f"ref {_GOOGLE_KEY[:-1]}"
+    assert R.redact_text(f"ref x{_GOOGLE_KEY}") == f"ref x{_GOOGLE_KEY}"
+    assert R.redact_text(f"ref {_GOOGLE_KEY}x") == f"ref {_GOOGLE_KEY}x"
+
+
+def test_a_clicked_links_webhook_token_is_redacted_in_the_event():
+    clicked = validate_event(
+        ev("message.clicked", message_id="m1", url="https://hooks.slack.com/services/T0AB12CD3/B0AB12CD3/abcdefghijklmnopqrstuvwx")
+    )
+    assert R.redact_event(clicked)["url"] == "https://hooks.slack.com/services/T0AB12CD3/B0AB12CD3/[REDACTED]"
 
 
 # --- through the log ---------------------------------------------------------------------

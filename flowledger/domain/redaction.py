@@ -219,6 +219,27 @@ _KNOWN_TOKEN = re.compile(
     re.X,
 )
 
+# The secret part of URLs that are credentials themselves (anyone holding one may post): a
+# Slack or Teams incoming webhook's last segments, a Discord webhook's token, a Telegram bot's
+# token in its API path, and a Google API key anywhere. Group 1, where there is one, is kept.
+_SECRET_URL_PART = re.compile(
+    r"""(?:
+        (hooks\.slack\.com/(?:services|workflows|triggers)/(?:[A-Za-z0-9_-]+/)+)[A-Za-z0-9_-]{8,}(?![A-Za-z0-9_/-])
+      | (discord(?:app)?\.com/api(?:/v\d+)?/webhooks/\d+/)[A-Za-z0-9_.-]{8,}
+      | (\.office\.com/webhook(?:b2)?/[^/\s"'<>?#]+/IncomingWebhook/)[^\s"'<>?#]+
+      | (api\.telegram\.org/(?:file/)?bot)\d+:[A-Za-z0-9_-]{8,}
+      | (?<![A-Za-z0-9_-])AIza[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])
+    )""",
+    re.X,
+)
+
+
+def _secret_url_part(found: re.Match[str]) -> str:
+    """What a match of _SECRET_URL_PART becomes: its kept start, then the mask."""
+    kept = found.group(1) or found.group(2) or found.group(3) or found.group(4) or ""
+    return kept + REDACTED
+
+
 # A private key's PEM block (PKCS #1 and #8, EC, OpenSSH, PGP's "PRIVATE KEY BLOCK"), its
 # lines broken by newlines or by "\\n" as JSON writes them, to its END line or, cut short
 # (a message truncated), to the end of the text. A certificate's block is public: kept.
@@ -291,10 +312,19 @@ def _trimmed(value: str, punctuation: str) -> str:
 
 def _known_tokens(text: str) -> str:
     """Text with every token known by its form (a JSON Web Token, a SendGrid, Stripe, Slack,
-    GitHub or Mailgun key, a private key's PEM block) replaced, wherever it stands; the same
-    string when it holds none."""
+    GitHub, Mailgun or Google API key, a private key's PEM block, the secret part of a Slack,
+    Teams or Discord webhook's URL or of a Telegram bot's) replaced, wherever it stands; the
+    same string when it holds none."""
     if "PRIVATE KEY" in text:
         text = _PEM_PRIVATE_KEY.sub(REDACTED, text)
+    if (
+        "AIza" in text
+        or "hooks.slack.com/" in text
+        or "/webhooks/" in text
+        or "telegram.org/" in text
+        or ".office.com/webhook" in text
+    ):
+        text = _SECRET_URL_PART.sub(_secret_url_part, text)
     # Unrolled: a generator over the hints cost more than the tests themselves.
     if not (
         "eyJ" in text
@@ -744,7 +774,8 @@ class Redactor:
         - a URL percent-encoded inside the text or a URL, once or more: its secret pairs'
           values (``token%3Dabc``) and its password (``https%3A%2F%2Fu%3Apw%40host``);
         - tokens known by their form, anywhere: JSON Web Tokens, SendGrid, Stripe, Slack,
-          GitHub and Mailgun keys, and private keys' PEM blocks.
+          GitHub, Mailgun and Google API keys, private keys' PEM blocks, and the secret part
+          of a Slack, Teams or Discord incoming webhook's URL or a Telegram bot's API URL.
 
         What is kept, so that messages keep their meaning: after ``key:``, ``key = `` and after
         Bearer/Basic, one ordinary word (letters, lower case after the first or all capitals:
