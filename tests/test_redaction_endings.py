@@ -295,16 +295,18 @@ def test_scan_secrets_finds_what_an_older_release_stored_under_such_keys(log):
             _with_secrets("r1"),
             ev("run.failed", run_id="r1", error=f"signing failed with {_RSA}"),
             triggered("r2", data={"total_tokens": 12, "token_type": "bearer"}),
+            triggered("r3", data={"notify": "https://hooks.slack.com/services/T0AB12CD3/B0AB12CD3/abcdefghijklmnopqrstuvwx"}),
         ],
     )
     scan = ledger.scan_secrets(log, Redactor())
-    assert (scan.events_read, scan.found) == (3, 2)
+    assert (scan.events_read, scan.found) == (4, 3)
     places = {(f.type, p.path): p.redacted for f in scan.findings for p in f.fields}
     assert places == {
         ("run.triggered", "data.webhook_secret"): REDACTED,
         ("run.triggered", "data.request.headers.X-Postmark-Server-Token"): REDACTED,
         ("run.triggered", "data.service_account.pem"): REDACTED,
         ("run.failed", "error"): f"signing failed with {REDACTED}",
+        ("run.triggered", "data.notify"): "https://hooks.slack.com/services/T0AB12CD3/B0AB12CD3/[REDACTED]",
     }
     assert SECRET not in orjson.dumps(scan.to_dict()).decode()
 
