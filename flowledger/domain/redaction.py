@@ -317,12 +317,14 @@ def _known_tokens(text: str) -> str:
     same string when it holds none."""
     if "PRIVATE KEY" in text:
         text = _PEM_PRIVATE_KEY.sub(REDACTED, text)
-    if (
-        "AIza" in text
-        or "hooks.slack.com/" in text
-        or "/webhooks/" in text
-        or "telegram.org/" in text
-        or ".office.com/webhook" in text
+    if "AIza" in text or (
+        "/" in text
+        and (
+            "hooks.slack.com/" in text
+            or "/webhooks/" in text
+            or "telegram.org/" in text
+            or ".office.com/webhook" in text
+        )
     ):
         text = _SECRET_URL_PART.sub(_secret_url_part, text)
     # Unrolled: a generator over the hints cost more than the tests themselves.
