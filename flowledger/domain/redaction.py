@@ -236,8 +236,7 @@ _SECRET_URL_PART = re.compile(
 
 def _secret_url_part(found: re.Match[str]) -> str:
     """What a match of _SECRET_URL_PART becomes: its kept start, then the mask."""
-    kept = found.group(1) or found.group(2) or found.group(3) or found.group(4) or ""
-    return kept + REDACTED
+    return (found[found.lastindex] if found.lastindex else "") + REDACTED
 
 
 # A private key's PEM block (PKCS #1 and #8, EC, OpenSSH, PGP's "PRIVATE KEY BLOCK"), its
@@ -660,12 +659,13 @@ class Redactor:
         if isinstance(value, dict):
             out: dict[Any, Any] | None = None
             keys, endings = self.keys, self._endings
-            folded = [(k, v, normalize_key(k) if isinstance(k, str) else None) for k, v in value.items()]
+            folded = [(k, v, normalize_key(k) if isinstance(k, str) else "") for k, v in value.items()]
             # Header lists often come as {"name": "Authorization", "value": "..."}, and as
             # {"Name": …, "Value": …} (Postmark's): the same rule for both.
             pair_secret = any(f in _HEADER_NAME and self.is_secret(v) for _, v, f in folded)
             for k, v, f in folded:
-                if f is not None and (f in keys or f.endswith(endings) or (pair_secret and f in _HEADER_VALUE)) and v != REDACTED:
+                # _folded_secret written out: this runs for every key of every free-form field.
+                if (f in keys or f.endswith(endings) or (pair_secret and f in _HEADER_VALUE)) and v != REDACTED:
                     new = REDACTED if v is not None else None
                 elif type(v) is str:
                     new = self.redact_text(v)
