@@ -1474,8 +1474,9 @@ class _QuerySecretsMasked(logging.Filter):
 
     def _masked(self, part: str) -> str:
         name, eq, value = part.partition("=")
-        # an API key in the URL is refused, but its request line is logged all the same.
-        if eq and (name.lower() == "hub.verify_token" or self._redactor.is_secret(name) or value.startswith(api_keys.PREFIX)):
+        # hub.verify_token is a secret key (its name ends in one). An API key in the URL is
+        # refused, but its request line is logged all the same.
+        if eq and (self._redactor.is_secret(name) or value.startswith(api_keys.PREFIX)):
             return f"{name}=***"
         return part
 
