@@ -2,8 +2,8 @@
 
 The log cannot be edited, so a secret that reaches it stays there: every way in runs
 events through a :class:`Redactor` before they are encoded. Secrets are found by key (the
-value under ``token``, ``password``, …) and inside text: a URL's password and secret query
-or fragment parameters (of URLs encoded inside others too), ``Bearer``/``Basic``
+value under ``token``, ``password``, …) and inside text: a URL's password, secret query or
+fragment parameters and signature (of URLs encoded inside others too), ``Bearer``/``Basic``
 credentials, ``key=value`` / ``key: value`` pairs and XML elements in messages, and tokens
 known by their form (see :meth:`Redactor.redact_text` for the exact rules).
 """
@@ -96,10 +96,18 @@ SECRET_KEY_ENDINGS: tuple[str, ...] = (
 """The last words that make any key a secret one with the default keys (``webhook_secret``,
 ``X-Postmark-Server-Token``, ``verify_token``, ``SharedAccessKey``), compared folded."""
 
+SIGNED_URL_PARAMS: tuple[str, ...] = ("signature", "sig")
+"""URL parameters that sign a URL for access, so that the URL itself is a credential until
+it expires (S3's ``X-Amz-Signature``, CloudFront's ``Signature``, Google Cloud Storage's
+``X-Goog-Signature``, an Azure SAS's ``sig``): with the default keys their values are
+redacted in URLs, ``signature`` as a name's last word, ``sig`` as the whole name."""
+
 # Services name their secrets freely (a provider's header, an app's own setting): a key that
 # ends in one of these words holds a secret whatever comes before it. Folded, the words'
 # separators are gone, so "pagetoken" ends in "token" as "page_token" does.
 _ENDINGS_FOLDED = tuple(normalize_key(k) for k in SECRET_KEY_ENDINGS)
+_SIGNATURE_ENDS = (normalize_key(SIGNED_URL_PARAMS[0]),)
+_SIGNATURE_NAMES = frozenset(normalize_key(k) for k in SIGNED_URL_PARAMS[1:])
 
 
 def _tails(keys: frozenset[str]) -> frozenset[str]:
@@ -203,9 +211,11 @@ _ENCODED_AT = re.compile(_ENCODED + "40")
 _ENCODED_COLON = re.compile(_ENCODED + "3[Aa]")
 
 # Tokens known by their form wherever they stand, with no key before them: a JSON Web Token
-# (three or five base64url parts, the first a JSON object's: "eyJ"), and the keys of
-# SendGrid, Stripe, Slack, GitHub and Mailgun by their prefixes. Looked for only where a
-# prefix's hint is in the text (see _known_tokens).
+# (three or five base64url parts, the first a JSON object's: "eyJ"), and by their prefixes
+# the keys of SendGrid, Stripe, Slack (its app-level tokens too), GitHub, Mailgun, Brevo
+# (its API and SMTP keys), Mailchimp (32 hex digits, then its data centre), HubSpot's
+# private apps, OpenAI and Anthropic (the AI steps of a workflow), npm, GitLab and Shopify.
+# Looked for only where a prefix's hint is in the text (see _known_tokens).
 _KNOWN_TOKEN = re.compile(
     r"""(?<![A-Za-z0-9_\-])(?:
         eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)?
@@ -215,6 +225,15 @@ _KNOWN_TOKEN = re.compile(
       | gh[pousr]_[A-Za-z0-9]{30,}
       | github_pat_[A-Za-z0-9_]{30,}
       | key-[0-9a-z]{32}
+      | xapp-\d-[A-Za-z0-9-]{10,}
+      | x(?:keysib|smtpsib)-[0-9a-f]{64}-[A-Za-z0-9]{16}
+      | [0-9a-f]{32}-us\d{1,2}
+      | pat-(?:na|eu|ap)\d-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
+      | sk-(?:proj|svcacct|admin|ant-[a-z]+\d\d)-[A-Za-z0-9_-]{20,}
+      | sk-[A-Za-z0-9]{40,}
+      | npm_[A-Za-z0-9]{36}
+      | glpat-[A-Za-z0-9_-]{20,}
+      | shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}
     )(?![A-Za-z0-9_])""",
     re.X,
 )
@@ -311,7 +330,8 @@ def _trimmed(value: str, punctuation: str) -> str:
 
 def _known_tokens(text: str) -> str:
     """Text with every token known by its form (a JSON Web Token, a SendGrid, Stripe, Slack,
-    GitHub, Mailgun or Google API key, a private key's PEM block, the secret part of a Slack,
+    GitHub, Mailgun, Brevo, Mailchimp, HubSpot, OpenAI, Anthropic, npm, GitLab, Shopify or
+    Google API key, a private key's PEM block, the secret part of a Slack,
     Teams or Discord webhook's URL or of a Telegram bot's) replaced, wherever it stands; the
     same string when it holds none."""
     if "PRIVATE KEY" in text:
@@ -331,8 +351,18 @@ def _known_tokens(text: str) -> str:
         "eyJ" in text
         or "SG." in text
         or "xox" in text
-        or "key-" in text
-        or ("_" in text and ("k_live_" in text or "k_test_" in text or "gh" in text))
+        or ("_" in text and ("k_live_" in text or "k_test_" in text or "gh" in text or "npm_" in text or "shp" in text))
+        or (
+            "-" in text
+            and (
+                "key-" in text
+                or "sk-" in text
+                or "-us" in text
+                or "sib-" in text
+                or "pat-" in text
+                or "xapp-" in text
+            )
+        )
     ):
         return text
     return _KNOWN_TOKEN.sub(REDACTED, text)
@@ -434,6 +464,10 @@ class Redactor:
             self.keys = frozenset(normalize_key(k) for k in (*keys, *extra) if k.strip())
         # The endings come with the default keys: keys given instead of them are the only ones.
         self._endings = _ENDINGS_FOLDED if keys is DEFAULT_SECRET_KEYS else ()
+        # So do the signatures of signed URLs (a URL's parameters only: an object's
+        # "signature" is a webhook's HMAC of its own body, no credential).
+        self._signatures = _SIGNATURE_ENDS if self._endings else ()
+        self._signature_names = _SIGNATURE_NAMES if self._endings else frozenset()
         if self.keys is _DEFAULT_FOLDED:
             self._tails = _DEFAULT_TAILS
         else:
@@ -474,12 +508,16 @@ class Redactor:
         return (kind if kind is not None else self._name_kind(name)) == _SECRET
 
     def _secret_param(self, name: str) -> bool:
-        """Whether a URL parameter's name, percent-decoded, is a secret key; remembered."""
+        """Whether a URL parameter's name, percent-decoded, is a secret key or a signed URL's
+        signature (:data:`SIGNED_URL_PARAMS`); remembered."""
         known = self._params.get(name)
         if known is None:
             if len(self._params) >= 10_000:
                 self._params.clear()
-            known = self._params[name] = self._folded_secret(normalize_key(_decoded_name(name)))
+            folded = normalize_key(_decoded_name(name))
+            known = self._params[name] = (
+                self._folded_secret(folded) or folded.endswith(self._signatures) or folded in self._signature_names
+            )
         return known
 
     def _credential(self, text: str, value: str, start: int, end: int) -> str | None:
@@ -694,7 +732,8 @@ class Redactor:
         The password of ``user:password@`` is replaced (the user is kept), and so is the
         value of every query or fragment parameter (``#access_token=…``, as OAuth's implicit
         flow sends it) whose name, percent-decoded, is a secret key (``user[password]``'s
-        name is the one in brackets); so are those of a URL percent-encoded inside this one,
+        name is the one in brackets) or a signed URL's signature (``X-Amz-Signature``,
+        ``sig``: :data:`SIGNED_URL_PARAMS`); so are those of a URL percent-encoded inside this one,
         and tokens known by their form (see :meth:`redact_text`). A parameter's name
         follows ``? & ; #`` (a ``?`` inside a value too, as a nested URL has) and its value
         runs to the next ``& ; #``. Everything else stays as it was, byte for byte: nothing is
@@ -776,7 +815,8 @@ class Redactor:
         - a URL percent-encoded inside the text or a URL, once or more: its secret pairs'
           values (``token%3Dabc``) and its password (``https%3A%2F%2Fu%3Apw%40host``);
         - tokens known by their form, anywhere: JSON Web Tokens, SendGrid, Stripe, Slack,
-          GitHub, Mailgun and Google API keys, private keys' PEM blocks, and the secret part
+          GitHub, Mailgun, Brevo, Mailchimp, HubSpot, OpenAI, Anthropic, npm, GitLab, Shopify
+          and Google API keys, private keys' PEM blocks, and the secret part
           of a Slack, Teams or Discord incoming webhook's URL or a Telegram bot's API URL.
 
         What is kept, so that messages keep their meaning: after ``key:``, ``key = `` and after

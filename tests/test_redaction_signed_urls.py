@@ -1,0 +1,220 @@
+"""Signed URLs (S3, CloudFront, Google Cloud Storage, an Azure SAS) are credentials until
+they expire: their signatures are redacted before an event is stored, in a URL, in text,
+inside an object and inside another URL. So are the keys of more services known by their
+form (Brevo, Mailchimp, HubSpot, OpenAI, Anthropic, npm, GitLab, Shopify, Slack's app-level
+tokens). Lookalikes are kept; an older release's copy resent is a duplicate, and
+scan-secrets finds it."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowledger import ledger
+from flowledger.domain.redaction import REDACTED, SIGNED_URL_PARAMS, Redactor
+from flowledger.domain.vocabulary import validate_event
+from flowledger.ingest import IngestOptions
+from tests.conftest import ev, triggered
+from tests.histories import jsonl
+from tests.test_secret_scan import stored_as_an_older_release_did
+
+R = Redactor()
+
+_S3 = (
+    "https://invoices.s3.eu-west-1.amazonaws.com/2026/inv-1.pdf?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "&X-Amz-Date=20261207T090000Z&X-Amz-Expires=604800&X-Amz-SignedHeaders=host"
+    "&X-Amz-Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
+)
+_S3_REDACTED = _S3.rpartition("=")[0] + "=" + REDACTED
+
+SIGNED = [
+    (_S3, _S3_REDACTED),
+    (
+        "https://acme.blob.core.windows.net/reports/r.csv?sv=2022-11-02&se=2027-01-01T00%3A00%3A00Z&sr=b&sp=r"
+        "&sig=Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmE%3D",
+        "https://acme.blob.core.windows.net/reports/r.csv?sv=2022-11-02&se=2027-01-01T00%3A00%3A00Z&sr=b&sp=r"
+        f"&sig={REDACTED}",
+    ),
+    (
+        "https://storage.googleapis.com/acme/export.zip?X-Goog-Algorithm=GOOG4-RSA-SHA256"
+        "&X-Goog-Signature=0a1b2c3d4e5f60718293a4b5c6d7e8f9&X-Goog-Expires=900",
+        "https://storage.googleapis.com/acme/export.zip?X-Goog-Algorithm=GOOG4-RSA-SHA256"
+        f"&X-Goog-Signature={REDACTED}&X-Goog-Expires=900",
+    ),
+    (
+        "https://d111111abcdef8.cloudfront.net/video.mp4?Expires=1798761600&Signature=nitfHRCrtziwO2H~Kq-_7gk"
+        "&Key-Pair-Id=K2JCJMDEHXQW5F",
+        f"https://d111111abcdef8.cloudfront.net/video.mp4?Expires=1798761600&Signature={REDACTED}"
+        "&Key-Pair-Id=K2JCJMDEHXQW5F",
+    ),
+    # In a fragment, and a name percent-encoded.
+    ("https://files.example.com/f#sig=abc123", f"https://files.example.com/f#sig={REDACTED}"),
+    ("https://files.example.com/f?x%2Dgoog%2Dsignature=abc123", f"https://files.example.com/f?x%2Dgoog%2Dsignature={REDACTED}"),
+    # Other parameters that only look like one: kept.
+    ("https://files.example.com/f?signed=1&sign=up&sigma=2&signatures_count=3&signer=bob", None),
+    ("https://files.example.com/sig/signature?page=2", None),
+]
+
+
+@pytest.mark.parametrize("url, expected", SIGNED)
+def test_a_signed_urls_signature_is_redacted_wherever_the_url_stands(url, expected):
+    expected = url if expected is None else expected
+    assert R.redact_url(url) == expected
+    assert R.redact_url(expected) == expected
+    assert R.redact_text(f"GET {url} -> 403 AccessDenied") == f"GET {expected} -> 403 AccessDenied"
+    assert R.redact({"response": {"download_url": url}}) == {"response": {"download_url": expected}}
+    if expected == url:
+        assert R.redact_url(url) is url  # kept byte for byte, not remade
+
+
+def test_a_signed_url_inside_a_click_trackers_link_loses_its_signature():
+    from urllib.parse import quote
+
+    tracked = "https://t.sendgrid.net/ls/click?upn=" + quote(_S3, safe="")
+    redacted = R.redact_url(tracked)
+    assert "5d672d79c15b" not in redacted
+    assert redacted.endswith("X-Amz-Signature%3D" + REDACTED)
+    assert quote(_S3.split("&X-Amz-Signature")[0], safe="") in redacted  # the rest kept
+    clicked = validate_event(ev("message.clicked", message_id="m1", url=tracked))
+    assert R.redact_event(clicked)["url"] == redacted
+
+
+def test_an_objects_signature_is_no_credential_and_is_kept():
+    # A webhook's signature is an HMAC of its own body (Mailgun's, Twilio's header): kept,
+    # as are "sig" and "signature" written as pairs in text outside a URL.
+    body = {"signature": {"timestamp": "1700000000", "signature": "ab12cd"}, "X-Twilio-Signature": "ZGVm"}
+    assert R.redact({"raw": body}) == {"raw": body}
+    assert R.redact_text("signature=ab12cd; sig=ef34") == "signature=ab12cd; sig=ef34"
+    assert not R.is_secret("signature") and not R.is_secret("sig")
+
+
+def test_signatures_come_with_the_default_keys_not_with_keys_given_instead():
+    assert Redactor(extra=["ssn"]).redact_url(_S3) == _S3_REDACTED
+    assert Redactor(keys=["password"]).redact_url(_S3) == _S3
+    assert Redactor(keys=()).redact_url(_S3) == _S3
+
+
+_SEPARATORS = st.sampled_from(["-", "_", ".", ""])
+_WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prefix=st.lists(_WORD, max_size=2),
+    separator=_SEPARATORS,
+    upper=st.booleans(),
+    value=st.text(alphabet="abcdefABCDEF0123456789%~-_.+/", min_size=1, max_size=40),
+)
+def test_any_parameter_named_for_a_signature_is_redacted_and_redacting_twice_changes_nothing(
+    prefix, separator, upper, value
+):
+    name = separator.join([*prefix, SIGNED_URL_PARAMS[0]])
+    name = name.upper() if upper else name
+    url = f"https://files.example.com/a?x=1&{name}={value}&y=2"
+    redacted = R.redact_url(url)
+    assert redacted == f"https://files.example.com/a?x=1&{name}={REDACTED}&y=2"
+    assert R.redact_url(redacted) == redacted
+
+
+# --- tokens known by their form ------------------------------------------------------------
+
+_HEX = "0123456789abcdef" * 2
+TOKENS = [
+    "sk-proj-T3BlbkFJabcDEF0123456789ghiJKLmnoPQR_stu-VWX",
+    "sk-svcacct-abcDEF0123456789ghiJKLmnoPQRstu",
+    "sk-ant-api03-abcDEF0123456789ghiJKLmnoPQR_stuVWX-yzAA",
+    "sk-ant-admin01-abcDEF0123456789ghiJKLmnoPQRstu",
+    "sk-abcDEF0123456789ghiJKLmnoPQRstuVWXyz0123456789ab",  # OpenAI's older keys: 48 after sk-
+    "npm_abcDEF0123456789ghiJKLmnoPQRstuVWXyz",
+    "glpat-abcDEF0123456789_ghi-JK",
+    "shpat_" + _HEX,
+    "shpss_" + _HEX.upper(),
+    "xapp-1-A0123BCDE-4567890123-abcdef0123456789",
+    "xkeysib-" + _HEX * 2 + "-AbCdEfGh12345678",
+    "xsmtpsib-" + _HEX * 2 + "-AbCdEfGh12345678",
+    _HEX + "-us21",
+    "pat-na1-0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d",
+    "pat-eu1-0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d",
+]
+
+FIXED_LENGTH = {t for t in TOKENS if t.startswith(("npm_", "shp", "xkeysib-", "xsmtpsib-", "pat-", _HEX))}
+
+
+@pytest.mark.parametrize("token", TOKENS)
+def test_a_services_key_is_redacted_by_its_form_with_no_key_before_it(token):
+    for text, expected in [
+        (token, REDACTED),
+        (f"step ai-summary failed: invalid key {token}.", f"step ai-summary failed: invalid key {REDACTED}."),
+        (f'{{"config": "{token}"}}', f'{{"config": "{REDACTED}"}}'),
+        (f"https://api.example.com/v1?k={token}&x=1", f"https://api.example.com/v1?k={REDACTED}&x=1"),
+    ]:
+        assert R.redact_text(text) == expected
+        assert R.redact_text(expected) == expected
+    assert R.redact({"output": {"note": f"used {token}"}}) == {"output": {"note": f"used {REDACTED}"}}
+    # Glued to more of a word before it: no such key. After it, a key of a fixed length
+    # glued to more is none either (one of a length that varies is only a longer key).
+    glued = [f"x{token}"] + ([f"{token}x"] if token in FIXED_LENGTH else [])
+    for text in glued:
+        assert R.redact_text(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sk-learn", "task-abcDEF0123456789ghiJKLmnoPQRstuVWXyz0123456789ab", "sk-abcDEF0123456789",
+        "npm_abc", "glpat-short", "shpat_" + _HEX[:-1], "shpat_" + "g" * 32, "xapp-abc",
+        "xkeysib-" + _HEX, _HEX + "-usage", _HEX[:-1] + "-us1", "us-east-1", "pat-na1-0a1b2c3d",
+        "my-user-id", "key-value-store", "the desk-top is a sib-ling of pat-terns",
+    ],
+)
+def test_a_lookalike_of_a_services_key_is_kept(text):
+    assert R.redact_text(text) is text
+
+
+# --- through the log ---------------------------------------------------------------------
+
+
+def _clicked(message_id, url):
+    return ev("message.clicked", message_id=message_id, url=url)
+
+
+def test_appended_events_keep_no_signature_and_an_older_releases_copy_is_a_duplicate_when_resent(log):
+    events = [
+        triggered("r1", data={"report": _S3, "openai": TOKENS[0]}),
+        ev("message.queued", run_id="r1", step="email-1", message_id="m1", channel="email", recipient="u@x.io"),
+        _clicked("m1", _S3),
+    ]
+    ledger.append_input(log, jsonl(events))
+    stored = [e.body for e in log.run_events("r1")]
+    text = orjson.dumps(stored).decode()
+    assert "5d672d79c15b" not in text and TOKENS[0] not in text
+    assert stored[0]["data"] == {"report": _S3_REDACTED, "openai": REDACTED}
+    # Stored whole by a release that knew no such rule (a redactor of no keys keeps all),
+    # then sent again: a duplicate, the stored event unchanged.
+    older = triggered("r2", data={"report": _S3, "openai": TOKENS[0]})
+    ledger.append_input(log, jsonl([older]), IngestOptions(redactor=Redactor(keys=())))
+    before = log.run_events("r2")[0].body
+    assert before["data"]["report"] == _S3
+    result, _ = ledger.append_input(log, jsonl([older]))
+    assert (result.duplicates, result.appended) == (1, 0)
+    assert log.run_events("r2")[0].body == before
+
+
+def test_scan_secrets_finds_signatures_and_keys_an_older_release_stored(log):
+    stored_as_an_older_release_did(
+        log,
+        [
+            triggered("r1", data={"report": _S3}),
+            ev("run.failed", run_id="r1", error=f"anthropic said 401 for {TOKENS[2]}"),
+            triggered("r2", data={"report": "https://files.example.com/f?signed=1"}),
+        ],
+    )
+    scan = ledger.scan_secrets(log, Redactor())
+    assert (scan.events_read, scan.found) == (3, 2)
+    places = {(f.type, p.path): p.redacted for f in scan.findings for p in f.fields}
+    assert places == {
+        ("run.triggered", "data.report"): _S3_REDACTED,
+        ("run.failed", "error"): f"anthropic said 401 for {REDACTED}",
+    }
