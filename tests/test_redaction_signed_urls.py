@@ -94,6 +94,9 @@ def test_signatures_come_with_the_default_keys_not_with_keys_given_instead():
     assert Redactor(extra=["ssn"]).redact_url(_S3) == _S3_REDACTED
     assert Redactor(keys=["password"]).redact_url(_S3) == _S3
     assert Redactor(keys=()).redact_url(_S3) == _S3
+    azure = "https://acme.blob.core.windows.net/r.csv?sv=2022-11-02&sig=Zm9vYmFy%3D"
+    assert Redactor(extra=["ssn"]).redact_url(azure).endswith(f"&sig={REDACTED}")
+    assert Redactor(keys=["password"]).redact_url(azure) == azure
 
 
 _SEPARATORS = st.sampled_from(["-", "_", ".", ""])
@@ -127,7 +130,7 @@ TOKENS = [
     "sk-ant-api03-abcDEF0123456789ghiJKLmnoPQR_stuVWX-yzAA",
     "sk-ant-admin01-abcDEF0123456789ghiJKLmnoPQRstu",
     "sk-abcDEF0123456789ghiJKLmnoPQRstuVWXyz0123456789ab",  # OpenAI's older keys: 48 after sk-
-    "npm_abcDEF0123456789ghiJKLmnoPQRstuVWXyz",
+    "npm_abcDEF0123456789hijKLMnoPQRstuVWXyzA",  # no other key's hint in it ("gh", "sk-", …)
     "glpat-abcDEF0123456789_ghi-JK",
     "shpat_" + _HEX,
     "shpss_" + _HEX.upper(),
