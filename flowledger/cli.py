@@ -45,6 +45,7 @@ from flowledger.domain.run import STATUSES
 from flowledger.projections.delivery import STATUS_RANK
 from flowledger.projections.run_record import event_detail, recipient_label
 from flowledger.projections.steps_view import STEP_STATES
+from flowledger.secret_scan import SecretScan
 from flowledger.store import DEFAULT_STORE, open_log, sqlite_path
 from flowledger.store.inbox import INBOX_SUFFIX
 from flowledger.store.log import EventLog, utc_now
@@ -332,6 +333,9 @@ def _option_hint(option: str) -> str:
 
 _ANY_RUN = "any-run"
 """The run id an operator's options are checked with before the run is looked for."""
+
+FOUND_EXIT_CODE = 3
+"""scan-secrets --fail's exit status when it finds an event (1 is an error's, 2 a usage error's)."""
 
 
 def _run_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -1310,9 +1314,15 @@ def inbox(obj: Context, as_json: bool, limit: int) -> None:
     show_default=True,
     help="How many events to list (every one found is counted).",
 )
+@click.option(
+    "--fail",
+    is_flag=True,
+    help=f"Exit {FOUND_EXIT_CODE} when an event is found (0 when none is; an error exits 1), "
+    "for a scheduled job or a pipeline to notice.",
+)
 @click.pass_obj
 @handles_errors
-def scan_secrets(obj: Context, as_json: bool, redact_keys: tuple[str, ...], limit: int) -> None:
+def scan_secrets(obj: Context, as_json: bool, redact_keys: tuple[str, ...], limit: int, fail: bool) -> None:
     """Find secrets an older release let into the log: the stored events (and provider
     events held for their message) whose text today's redaction rules would store
     differently.
@@ -1326,6 +1336,7 @@ def scan_secrets(obj: Context, as_json: bool, redact_keys: tuple[str, ...], limi
     \b
     Example:
         flowledger scan-secrets --redact-key ssn
+        flowledger scan-secrets --fail --json > found.json
     """
     log = obj.open()
     try:
@@ -1333,6 +1344,13 @@ def scan_secrets(obj: Context, as_json: bool, redact_keys: tuple[str, ...], limi
             scan = ledger.scan_secrets(log, Redactor.from_environment(redact_keys), limit, progress=shown)
     finally:
         log.close()
+    _echo_scan(scan, as_json)
+    if fail and scan.found:
+        raise SystemExit(FOUND_EXIT_CODE)
+
+
+def _echo_scan(scan: SecretScan, as_json: bool) -> None:
+    """Print what scan-secrets found: as JSON, or a row a place found and a closing line."""
     if as_json:
         _echo_json(scan.to_dict())
         return

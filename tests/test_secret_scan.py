@@ -344,6 +344,37 @@ def test_an_analysts_copy_is_refused_and_a_missing_store_is_an_error(store_path,
     assert not (tmp_path / "nothing.db").exists()
 
 
+def test_with_fail_a_find_exits_3_after_printing_it_and_none_found_exits_0(store_path, tmp_path):
+    a_store_an_older_release_wrote(store_path, planted_events())
+    plain, failing = _run(store_path), _run(store_path, "--fail")
+    assert (plain.exit_code, failing.exit_code) == (0, 3)
+    assert failing.output == plain.output and "6 events hold text" in failing.output  # printed whole first
+    as_json = _run(store_path, "--fail", "--json")
+    assert as_json.exit_code == 3 and orjson.loads(as_json.output)["found"] == 6
+    clean = str(tmp_path / "clean.db")
+    log = open_log(clean, create=True)
+    try:
+        ledger.append_input(log, jsonl(planted_events()))  # today's rules: nothing to find
+    finally:
+        log.close()
+    assert _run(clean, "--fail").exit_code == 0 and _run(clean, "--fail", "--json").exit_code == 0
+    # An error is still an error's 1, never taken for a find; a usage error 2.
+    missing = _run(str(tmp_path / "nothing.db"), "--fail")
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    assert _run(store_path, "--fail=yes").exit_code == 2
+
+
+def test_the_installed_command_exits_3_on_a_find_with_fail(store_path):
+    a_store_an_older_release_wrote(store_path, planted_events())
+    done = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "flowledger"), "--store", store_path, "scan-secrets", "--fail"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "6 events hold text" in done.stdout and done.stderr == ""
+    assert _secrets_in(done.stdout) == []
+
+
 def test_the_scan_only_reads(store_path):
     log = open_log(store_path, create=True)
     try:
