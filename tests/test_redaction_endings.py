@@ -7,6 +7,8 @@ older release stored with such a secret is a duplicate when resent, and scan-sec
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -183,9 +185,7 @@ def test_a_pem_block_under_any_key_is_redacted_and_a_key_id_kept():
 _GOOGLE_KEY = "AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI"
 
 
-@pytest.mark.parametrize(
-    "url, expected",
-    [
+CREDENTIAL_URLS = [
         (
             "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
             "https://hooks.slack.com/services/T00000000/B00000000/[REDACTED]",
@@ -229,8 +229,10 @@ _GOOGLE_KEY = "AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI"
         ("https://app.example.com/api/webhooks/123/abcdefghij", None),
         ("https://t.me/acme_bot", None),
         ("https://api.telegram.org/", None),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize("url, expected", CREDENTIAL_URLS)
 def test_the_secret_part_of_a_url_that_is_a_credential_is_redacted_wherever_it_stands(url, expected):
     expected = url if expected is None else expected
     assert R.redact_url(url) == expected
@@ -238,6 +240,24 @@ def test_the_secret_part_of_a_url_that_is_a_credential_is_redacted_wherever_it_s
     assert R.redact_text(f"POST {url} failed: 404") == f"POST {expected} failed: 404"
     assert R.redact_text(f"POST {expected} failed: 404") == f"POST {expected} failed: 404"
     assert R.redact({"request": {"url": url}}) == {"request": {"url": expected}}
+
+
+@pytest.mark.parametrize("url, expected", CREDENTIAL_URLS)
+@pytest.mark.parametrize("times", [1, 2])
+def test_such_a_url_percent_encoded_inside_another_loses_its_secret_part_too(url, expected, times):
+    # A click tracker's link to it, or a callback registered as another API's parameter.
+    expected = url if expected is None else expected
+    encoded, encoded_expected, mask = url, expected, REDACTED
+    for _ in range(times):
+        encoded, encoded_expected, mask = quote(encoded, safe=""), quote(encoded_expected, safe=""), quote(mask, safe="")
+    encoded_expected = encoded_expected.replace(mask, REDACTED)
+    tracked, tracked_expected = f"https://t.example/c?u={encoded}&id=7", f"https://t.example/c?u={encoded_expected}&id=7"
+    assert R.redact_url(tracked) == tracked_expected
+    assert R.redact_url(tracked_expected) == tracked_expected
+    said = f"POST https://api.example.com/subscribe?callback={encoded} failed: 400"
+    assert R.redact_text(said) == f"POST https://api.example.com/subscribe?callback={encoded_expected} failed: 400"
+    if expected == url:
+        assert R.redact_url(tracked) is tracked
 
 
 def test_a_google_api_key_is_redacted_with_no_key_before_it():

@@ -2,10 +2,13 @@
 they expire: their signatures are redacted before an event is stored, in a URL, in text,
 inside an object and inside another URL. So are the keys of more services known by their
 form (Brevo, Mailchimp, HubSpot, OpenAI, Anthropic, npm, GitLab, Shopify, Slack's app-level
-tokens). Lookalikes are kept; an older release's copy resent is a duplicate, and
+tokens), and such tokens inside a URL percent-encoded in another (a magic link inside a
+click tracker's). Lookalikes are kept; an older release's copy resent is a duplicate, and
 scan-secrets finds it."""
 
 from __future__ import annotations
+
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -70,8 +73,6 @@ def test_a_signed_urls_signature_is_redacted_wherever_the_url_stands(url, expect
 
 
 def test_a_signed_url_inside_a_click_trackers_link_loses_its_signature():
-    from urllib.parse import quote
-
     tracked = "https://t.sendgrid.net/ls/click?upn=" + quote(_S3, safe="")
     redacted = R.redact_url(tracked)
     assert "5d672d79c15b" not in redacted
@@ -163,6 +164,28 @@ def test_a_services_key_is_redacted_by_its_form_with_no_key_before_it(token):
         assert R.redact_text(text) == text
 
 
+_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMiLCJleHAiOjE4MDB9.c2lnbmF0dXJlYWJjZGVmZ2hp"
+
+
+@pytest.mark.parametrize("token", [_JWT, "sk_live_51Habcdefghijklmn", "AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI", *TOKENS])
+@pytest.mark.parametrize("times", [1, 2, 3])
+def test_a_token_known_by_its_form_inside_a_url_encoded_in_another_is_redacted(token, times):
+    # A magic link's token in its path, or under a parameter of no secret name, inside a
+    # click tracker's link: each escape before it ends in a digit or letter of no word.
+    for link in (f"https://app.example.com/magic/{token}", f"https://app.example.com/in?next=%2F&code={token}"):
+        encoded = link
+        for _ in range(times):
+            encoded = quote(encoded, safe="")
+        tracked = f"https://t.example/ls/click?u={encoded}&id=7"
+        redacted = R.redact_url(tracked)
+        assert token not in redacted and redacted.endswith(f"{REDACTED}&id=7"), redacted
+        assert redacted.replace(REDACTED, token) == tracked  # the rest kept byte for byte
+        assert R.redact_text(f"clicked {tracked}") == f"clicked {redacted}"
+    # Glued to a word after the escape: no such token.
+    glued = quote(f"https://app.example.com/magic/x{token}", safe="")
+    assert R.redact_url(f"https://t.example/c?u={glued}") == f"https://t.example/c?u={glued}"
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -212,12 +235,14 @@ def test_scan_secrets_finds_signatures_and_keys_an_older_release_stored(log):
             triggered("r1", data={"report": _S3}),
             ev("run.failed", run_id="r1", error=f"anthropic said 401 for {TOKENS[2]}"),
             triggered("r2", data={"report": "https://files.example.com/f?signed=1"}),
+            ev("run.failed", run_id="r2", error=f"sent https://t.example/c?u=https%3A%2F%2Fapp.io%2Fmagic%2F{_JWT}"),
         ],
     )
     scan = ledger.scan_secrets(log, Redactor())
-    assert (scan.events_read, scan.found) == (3, 2)
-    places = {(f.type, p.path): p.redacted for f in scan.findings for p in f.fields}
+    assert (scan.events_read, scan.found) == (4, 3)
+    places = {(f.type, f.run_id, p.path): p.redacted for f in scan.findings for p in f.fields}
     assert places == {
-        ("run.triggered", "data.report"): _S3_REDACTED,
-        ("run.failed", "error"): f"anthropic said 401 for {REDACTED}",
+        ("run.triggered", "r1", "data.report"): _S3_REDACTED,
+        ("run.failed", "r1", "error"): f"anthropic said 401 for {REDACTED}",
+        ("run.failed", "r2", "error"): f"sent https://t.example/c?u=https%3A%2F%2Fapp.io%2Fmagic%2F{REDACTED}",
     }

@@ -210,6 +210,11 @@ _ENCODED_AUTHORITY_END = re.compile(r"""[/?#&;\s"'<>]|""" + _ENCODED + "(?:2[Ff]
 _ENCODED_AT = re.compile(_ENCODED + "40")
 _ENCODED_COLON = re.compile(_ENCODED + "3[Aa]")
 
+# Where a token known by its form may start: not glued to a word, or right after a percent
+# escape, encoded up to three times (a magic link's token inside a click tracker's
+# ?u=https%3A%2F%2Fapp%2Fmagic%2FeyJ…: the escape's last digit is no part of a word).
+_TOKEN_START = r"(?:(?<![A-Za-z0-9_\-])|(?<=%[0-9A-Fa-f]{2})|(?<=%25[0-9A-Fa-f]{2})|(?<=%2525[0-9A-Fa-f]{2}))"
+
 # Tokens known by their form wherever they stand, with no key before them: a JSON Web Token
 # (three or five base64url parts, the first a JSON object's: "eyJ"), and by their prefixes
 # the keys of SendGrid, Stripe, Slack (its app-level tokens too), GitHub, Mailgun, Brevo
@@ -217,7 +222,8 @@ _ENCODED_COLON = re.compile(_ENCODED + "3[Aa]")
 # private apps, OpenAI and Anthropic (the AI steps of a workflow), npm, GitLab and Shopify.
 # Looked for only where a prefix's hint is in the text (see _known_tokens).
 _KNOWN_TOKEN = re.compile(
-    r"""(?<![A-Za-z0-9_\-])(?:
+    _TOKEN_START
+    + r"""(?:
         eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)?
       | SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}
       | [sr]k_(?:live|test)_[A-Za-z0-9]{10,}
@@ -247,7 +253,28 @@ _SECRET_URL_PART = re.compile(
       | (discord(?:app)?\.com/api(?:/v\d+)?/webhooks/\d+/)[A-Za-z0-9_.-]{8,}
       | (\.office\.com/webhook(?:b2)?/[^/\s"'<>?#]+/IncomingWebhook/)[^\s"'<>?#]+
       | (api\.telegram\.org/(?:file/)?bot)\d+:[A-Za-z0-9_-]{8,}
-      | (?<![A-Za-z0-9_-])AIza[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])
+      | """
+    + _TOKEN_START
+    + r"""AIza[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])
+    )""",
+    re.X,
+)
+
+
+# The same URLs percent-encoded inside another, once or more (a click tracker's
+# ?u=https%3A%2F%2Fhooks.slack.com%2Fservices%2F…, a callback registered as a parameter):
+# their slashes, colons and at signs encoded, their secret part running to the encoded URL's
+# end (an & or ; of the outer URL, an encoded ? # & or ;, or a character no URL holds).
+_E = "%(?:25)*"
+_ESLASH = _E + "2[Ff]"
+_ENCODED_SECRET_URL_PART = re.compile(
+    rf"""(?:
+        (hooks\.slack\.com{_ESLASH}(?:services|workflows|triggers){_ESLASH}(?:[A-Za-z0-9_-]+{_ESLASH})+)
+            [A-Za-z0-9_-]{{8,}}(?![A-Za-z0-9_-]|{_ESLASH})
+      | (discord(?:app)?\.com{_ESLASH}api(?:{_ESLASH}v\d+)?{_ESLASH}webhooks{_ESLASH}\d+{_ESLASH})[A-Za-z0-9_.-]{{8,}}
+      | (\.office\.com{_ESLASH}webhook(?:b2)?{_ESLASH}(?:[A-Za-z0-9_.~-]|{_E}40)+{_ESLASH}IncomingWebhook{_ESLASH})
+            (?:[A-Za-z0-9_.~-]|{_E}(?:2[Ff]|40))+
+      | (api\.telegram\.org{_ESLASH}(?:file{_ESLASH})?bot)\d+{_E}3[Aa][A-Za-z0-9_-]{{8,}}
     )""",
     re.X,
 )
@@ -346,6 +373,13 @@ def _known_tokens(text: str) -> str:
         )
     ):
         text = _SECRET_URL_PART.sub(_secret_url_part, text)
+    if "%" in text and (
+        "hooks.slack.com%" in text
+        or "webhooks%" in text
+        or "telegram.org%" in text
+        or ".office.com%" in text
+    ):
+        text = _ENCODED_SECRET_URL_PART.sub(_secret_url_part, text)
     # Unrolled: a generator over the hints cost more than the tests themselves.
     if not (
         "eyJ" in text
