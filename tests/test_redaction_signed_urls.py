@@ -246,3 +246,55 @@ def test_scan_secrets_finds_signatures_and_keys_an_older_release_stored(log):
         ("run.failed", "r1", "error"): f"anthropic said 401 for {REDACTED}",
         ("run.failed", "r2", "error"): f"sent https://t.example/c?u=https%3A%2F%2Fapp.io%2Fmagic%2F{REDACTED}",
     }
+
+
+# --- URLs written with their slashes escaped, or with no scheme --------------------------
+
+ESCAPED = [
+    # PHP's json_encode, and others, write a URL's slashes as \/.
+    (
+        r'{"notify":"https:\/\/hooks.slack.com\/services\/T0AB12CD3\/B0AB12CD3\/abcdefghijklmnopqrstuvwx"}',
+        r'{"notify":"https:\/\/hooks.slack.com\/services\/T0AB12CD3\/B0AB12CD3\/[REDACTED]"}',
+    ),
+    (
+        r'"https:\/\/discord.com\/api\/webhooks\/123456789\/abcDEF-ghi_jkl\/slack"',
+        r'"https:\/\/discord.com\/api\/webhooks\/123456789\/[REDACTED]\/slack"',
+    ),
+    (
+        r'"https:\/\/acme.webhook.office.com\/webhookb2\/a1b2@c3d4\/IncomingWebhook\/0a1b2c3d\/7f8e","n":1',
+        r'"https:\/\/acme.webhook.office.com\/webhookb2\/a1b2@c3d4\/IncomingWebhook\/[REDACTED]","n":1',
+    ),
+    (
+        r'"https:\/\/api.telegram.org\/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw\/sendMessage"',
+        r'"https:\/\/api.telegram.org\/bot[REDACTED]\/sendMessage"',
+    ),
+    (r'{"dsn":"postgres:\/\/app:pw1234@db.internal\/crm"}', r'{"dsn":"postgres:\/\/app:[REDACTED]@db.internal\/crm"}'),
+    (r'"postgres:\/\/app:pw:12@db"', r'"postgres:\/\/app:[REDACTED]@db"'),  # the password from the user's colon
+    (
+        r'"https:\/\/acme.webhook.office.com\/webhookb2\/a1b2-c3d4\/IncomingWebhook\/0a1b2c3d"',
+        r'"https:\/\/acme.webhook.office.com\/webhookb2\/a1b2-c3d4\/IncomingWebhook\/[REDACTED]"',
+    ),
+    (
+        r'{"file":"https:\/\/b.s3.amazonaws.com\/f.pdf?X-Amz-Date=1&X-Amz-Signature=5d672d79c15b"}',
+        r'{"file":"https:\/\/b.s3.amazonaws.com\/f.pdf?X-Amz-Date=1&X-Amz-Signature=[REDACTED]"}',
+    ),
+    # No scheme: a pair after ? or & is a URL's parameter wherever it stands.
+    ("fetch b.s3.amazonaws.com/f.pdf?X-Amz-Signature=5d672d79c15b&x=1 failed", f"fetch b.s3.amazonaws.com/f.pdf?X-Amz-Signature={REDACTED}&x=1 failed"),
+    ("see files.example.com/f?sv=1&sig=Zm9v%3D (expired)", f"see files.example.com/f?sv=1&sig={REDACTED} (expired)"),
+    # Kept: a user and no password, an address, a signature pair outside a URL's query.
+    (r'"https:\/\/bob@example.com\/x" and ops@example.com', None),
+    (r"signature=ab12 sig=cd34", None),
+    ("f?sig:abc123 f?signature: 5d672d79c15b", None),  # a URL's parameters take "="
+    (r'"https:\/\/hooks.slack.com\/apps"', None),
+]
+
+
+@pytest.mark.parametrize("text, expected", ESCAPED)
+def test_a_urls_secret_is_redacted_with_its_slashes_escaped_or_with_no_scheme(text, expected):
+    expected = text if expected is None else expected
+    assert R.redact_text(text) == expected
+    assert R.redact_text(expected) == expected
+    assert R.redact({"response": {"body": text}}) == {"response": {"body": expected}}
+    assert R.redact_text(expected) is expected  # nothing left to hide: the same string
+    if expected == text:
+        assert R.redact_text(text) is text

@@ -280,6 +280,20 @@ _ENCODED_SECRET_URL_PART = re.compile(
 )
 
 
+# The same URLs written with their slashes escaped, as PHP's json_encode and others write
+# them ("https:\/\/hooks.slack.com\/services\/…"), and such a URL's user:password@.
+_ESCAPED_SECRET_URL_PART = re.compile(
+    r"""(?:
+        (hooks\.slack\.com\\/(?:services|workflows|triggers)\\/(?:[A-Za-z0-9_-]+\\/)+)[A-Za-z0-9_-]{8,}(?![A-Za-z0-9_-]|\\/)
+      | (discord(?:app)?\.com\\/api(?:\\/v\d+)?\\/webhooks\\/\d+\\/)[A-Za-z0-9_.-]{8,}
+      | (\.office\.com\\/webhook(?:b2)?\\/[^/\\\s"'<>?#]+\\/IncomingWebhook\\/)(?!\[REDACTED\])(?:[^\s"'<>?#\\]|\\/)+
+      | (api\.telegram\.org\\/(?:file\\/)?bot)\d+:[A-Za-z0-9_-]{8,}
+      | ([A-Za-z][A-Za-z0-9+.\-]*:\\/\\/[^\s"'<>\\/@:]*:)(?!\[REDACTED\]@)[^\s"'<>\\/@]+(?=@)
+    )""",
+    re.X,
+)
+
+
 def _secret_url_part(found: re.Match[str]) -> str:
     """What a match of _SECRET_URL_PART becomes: its kept start, then the mask."""
     return (found[found.lastindex] if found.lastindex else "") + REDACTED
@@ -380,6 +394,14 @@ def _known_tokens(text: str) -> str:
         or ".office.com%" in text
     ):
         text = _ENCODED_SECRET_URL_PART.sub(_secret_url_part, text)
+    if "\\/" in text and (
+        (":\\/\\/" in text and "@" in text)
+        or "hooks.slack.com\\/" in text
+        or "webhooks\\/" in text
+        or "telegram.org\\/" in text
+        or ".office.com\\/" in text
+    ):
+        text = _ESCAPED_SECRET_URL_PART.sub(_secret_url_part, text)
     # Unrolled: a generator over the hints cost more than the tests themselves.
     if not (
         "eyJ" in text
@@ -964,7 +986,12 @@ class Redactor:
                     if longer >= 0:
                         key, key_start = text[longer:key_end], longer  # "API key: …"
             pos = value_start = anchor + 1
-            if not key or not self._secret_name(key):
+            if not key or not (
+                self._secret_name(key)
+                # After ? or &, a pair is a URL's parameter wherever it stands (a URL with
+                # its slashes escaped, or no scheme): a signed URL's signature too.
+                or (text[anchor] == "=" and key_start > floor and text[key_start - 1] in "?&" and self._secret_param(key))
+            ):
                 continue  # the value may hold secrets of its own: scanned on
             colon = text[anchor] == ":"
             if text.startswith("=>", anchor):
