@@ -106,8 +106,7 @@ redacted in URLs, ``signature`` as a name's last word, ``sig`` as the whole name
 # ends in one of these words holds a secret whatever comes before it. Folded, the words'
 # separators are gone, so "pagetoken" ends in "token" as "page_token" does.
 _ENDINGS_FOLDED = tuple(normalize_key(k) for k in SECRET_KEY_ENDINGS)
-_SIGNATURE_ENDS = (normalize_key(SIGNED_URL_PARAMS[0]),)
-_SIGNATURE_NAMES = frozenset(normalize_key(k) for k in SIGNED_URL_PARAMS[1:])
+_SIGNATURE_ENDING, _SIGNATURE_NAME = SIGNED_URL_PARAMS  # folded already
 
 
 def _tails(keys: frozenset[str]) -> frozenset[str]:
@@ -244,58 +243,56 @@ _KNOWN_TOKEN = re.compile(
     re.X,
 )
 
-# The secret part of URLs that are credentials themselves (anyone holding one may post): a
-# Slack or Teams incoming webhook's last segments, a Discord webhook's token, a Telegram bot's
-# token in its API path, and a Google API key anywhere. Group 1, where there is one, is kept.
+def _credential_urls(slash: str, colon: str, tenant: str, tail: str) -> str:
+    """The alternatives of a regex matching the secret part of URLs that are credentials
+    themselves, their slashes and colons written as ``slash`` and ``colon`` match them: a
+    Slack incoming webhook's last segment, a Discord webhook's token, a Teams webhook's path
+    after its ``tenant`` (``tail``), a Telegram bot's token. Group 1 of each is kept."""
+    return rf"""
+        (hooks\.slack\.com{slash}(?:services|workflows|triggers){slash}(?:[A-Za-z0-9_-]+{slash})+)
+            [A-Za-z0-9_-]{{8,}}(?![A-Za-z0-9_-]|{slash})
+      | (discord(?:app)?\.com{slash}api(?:{slash}v\d+)?{slash}webhooks{slash}\d+{slash})[A-Za-z0-9_.-]{{8,}}
+      | (\.office\.com{slash}webhook(?:b2)?{slash}{tenant}{slash}IncomingWebhook{slash}){tail}
+      | (api\.telegram\.org{slash}(?:file{slash})?bot)\d+{colon}[A-Za-z0-9_-]{{8,}}"""
+
+
+# The secret part of URLs that are credentials themselves (anyone holding one may post), and
+# a Google API key anywhere.
 _SECRET_URL_PART = re.compile(
-    r"""(?:
-        (hooks\.slack\.com/(?:services|workflows|triggers)/(?:[A-Za-z0-9_-]+/)+)[A-Za-z0-9_-]{8,}(?![A-Za-z0-9_/-])
-      | (discord(?:app)?\.com/api(?:/v\d+)?/webhooks/\d+/)[A-Za-z0-9_.-]{8,}
-      | (\.office\.com/webhook(?:b2)?/[^/\s"'<>?#]+/IncomingWebhook/)[^\s"'<>?#]+
-      | (api\.telegram\.org/(?:file/)?bot)\d+:[A-Za-z0-9_-]{8,}
-      | """
+    "(?:"
+    + _credential_urls("/", ":", r"""[^/\s"'<>?#]+""", r"""[^\s"'<>?#]+""")
+    + "\n      | "
     + _TOKEN_START
-    + r"""AIza[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])
-    )""",
+    + r"AIza[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-]))",
     re.X,
 )
-
 
 # The same URLs percent-encoded inside another, once or more (a click tracker's
 # ?u=https%3A%2F%2Fhooks.slack.com%2Fservices%2F…, a callback registered as a parameter):
 # their slashes, colons and at signs encoded, their secret part running to the encoded URL's
 # end (an & or ; of the outer URL, an encoded ? # & or ;, or a character no URL holds).
 _E = "%(?:25)*"
-_ESLASH = _E + "2[Ff]"
 _ENCODED_SECRET_URL_PART = re.compile(
-    rf"""(?:
-        (hooks\.slack\.com{_ESLASH}(?:services|workflows|triggers){_ESLASH}(?:[A-Za-z0-9_-]+{_ESLASH})+)
-            [A-Za-z0-9_-]{{8,}}(?![A-Za-z0-9_-]|{_ESLASH})
-      | (discord(?:app)?\.com{_ESLASH}api(?:{_ESLASH}v\d+)?{_ESLASH}webhooks{_ESLASH}\d+{_ESLASH})[A-Za-z0-9_.-]{{8,}}
-      | (\.office\.com{_ESLASH}webhook(?:b2)?{_ESLASH}(?:[A-Za-z0-9_.~-]|{_E}40)+{_ESLASH}IncomingWebhook{_ESLASH})
-            (?:[A-Za-z0-9_.~-]|{_E}(?:2[Ff]|40))+
-      | (api\.telegram\.org{_ESLASH}(?:file{_ESLASH})?bot)\d+{_E}3[Aa][A-Za-z0-9_-]{{8,}}
-    )""",
+    "(?:"
+    + _credential_urls(_E + "2[Ff]", _E + "3[Aa]", rf"(?:[A-Za-z0-9_.~-]|{_E}40)+", rf"(?:[A-Za-z0-9_.~-]|{_E}(?:2[Ff]|40))+")
+    + ")",
     re.X,
 )
-
 
 # The same URLs written with their slashes escaped, as PHP's json_encode and others write
 # them ("https:\/\/hooks.slack.com\/services\/…"), and such a URL's user:password@.
 _ESCAPED_SECRET_URL_PART = re.compile(
-    r"""(?:
-        (hooks\.slack\.com\\/(?:services|workflows|triggers)\\/(?:[A-Za-z0-9_-]+\\/)+)[A-Za-z0-9_-]{8,}(?![A-Za-z0-9_-]|\\/)
-      | (discord(?:app)?\.com\\/api(?:\\/v\d+)?\\/webhooks\\/\d+\\/)[A-Za-z0-9_.-]{8,}
-      | (\.office\.com\\/webhook(?:b2)?\\/[^/\\\s"'<>?#]+\\/IncomingWebhook\\/)(?!\[REDACTED\])(?:[^\s"'<>?#\\]|\\/)+
-      | (api\.telegram\.org\\/(?:file\\/)?bot)\d+:[A-Za-z0-9_-]{8,}
-      | ([A-Za-z][A-Za-z0-9+.\-]*:\\/\\/[^\s"'<>\\/@:]*:)(?!\[REDACTED\]@)[^\s"'<>\\/@]+(?=@)
-    )""",
+    "(?:"
+    + _credential_urls(r"\\/", ":", r"""[^/\\\s"'<>?#]+""", r"""(?!\[REDACTED\])(?:[^\s"'<>?#\\]|\\/)+""")
+    + r"""
+      | ([A-Za-z][A-Za-z0-9+.\-]*:\\/\\/[^\s"'<>\\/@:]*:)(?!\[REDACTED\]@)[^\s"'<>\\/@]+(?=@))""",
     re.X,
 )
 
 
 def _secret_url_part(found: re.Match[str]) -> str:
-    """What a match of _SECRET_URL_PART becomes: its kept start, then the mask."""
+    """What a match of _SECRET_URL_PART (or its encoded or escaped kin) becomes: its kept
+    start, then the mask."""
     return (found[found.lastindex] if found.lastindex else "") + REDACTED
 
 
@@ -522,8 +519,7 @@ class Redactor:
         self._endings = _ENDINGS_FOLDED if keys is DEFAULT_SECRET_KEYS else ()
         # So do the signatures of signed URLs (a URL's parameters only: an object's
         # "signature" is a webhook's HMAC of its own body, no credential).
-        self._signatures = _SIGNATURE_ENDS if self._endings else ()
-        self._signature_names = _SIGNATURE_NAMES if self._endings else frozenset()
+        self._signed_urls = bool(self._endings)
         if self.keys is _DEFAULT_FOLDED:
             self._tails = _DEFAULT_TAILS
         else:
@@ -571,8 +567,8 @@ class Redactor:
             if len(self._params) >= 10_000:
                 self._params.clear()
             folded = normalize_key(_decoded_name(name))
-            known = self._params[name] = (
-                self._folded_secret(folded) or folded.endswith(self._signatures) or folded in self._signature_names
+            known = self._params[name] = self._folded_secret(folded) or (
+                self._signed_urls and (folded.endswith(_SIGNATURE_ENDING) or folded == _SIGNATURE_NAME)
             )
         return known
 
