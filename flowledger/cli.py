@@ -1336,7 +1336,7 @@ def scan_secrets(obj: Context, as_json: bool, redact_keys: tuple[str, ...], limi
     \b
     Example:
         flowledger scan-secrets --redact-key ssn
-        flowledger scan-secrets --fail --json > found.json
+        flowledger scan-secrets --fail --json
     """
     log = obj.open()
     try:
