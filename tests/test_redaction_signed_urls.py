@@ -91,6 +91,20 @@ def test_an_objects_signature_is_no_credential_and_is_kept():
     assert not R.is_secret("signature") and not R.is_secret("sig")
 
 
+def test_a_url_parameters_name_is_secret_as_a_key_or_as_a_signature():
+    for name in ("X-Amz-Signature", "x%2Damz%2Dsignature", "Signature", "sig", "token", "hub.verify_token"):
+        assert R.is_secret_param(name), name
+    for name in ("signed", "sigma", "utm_source", "token_type", None, 3):
+        assert not R.is_secret_param(name), name
+    assert not Redactor(keys=["token"]).is_secret_param("sig") and Redactor(keys=["token"]).is_secret_param("token")
+
+
+def test_a_credential_named_as_a_secret_key_before_a_colon_is_that_key():
+    # "Basic access_token: abc" keeps the key and loses its value; so does a name that is a
+    # key by its last word.
+    assert R.redact_text("Bearer s3cr3tpassphrase: abc123") == f"Bearer s3cr3tpassphrase: {REDACTED}"
+
+
 def test_signatures_come_with_the_default_keys_not_with_keys_given_instead():
     assert Redactor(extra=["ssn"]).redact_url(_S3) == _S3_REDACTED
     assert Redactor(keys=["password"]).redact_url(_S3) == _S3

@@ -541,6 +541,12 @@ class Redactor:
         ending in one of :data:`SECRET_KEY_ENDINGS`."""
         return isinstance(key, str) and self._folded_secret(normalize_key(key))
 
+    def is_secret_param(self, name: Any) -> bool:
+        """Whether a URL parameter's value is a secret: its name, percent-decoded, a secret key
+        (:meth:`is_secret`) or, with the default keys, a signed URL's signature
+        (:data:`SIGNED_URL_PARAMS`)."""
+        return isinstance(name, str) and self._secret_param(name)
+
     def _folded_secret(self, folded: str) -> bool:
         """Whether a folded key is a secret one: one of the keys, or ending in a secret word."""
         return folded in self.keys or folded.endswith(self._endings)
@@ -560,8 +566,7 @@ class Redactor:
         return (kind if kind is not None else self._name_kind(name)) == _SECRET
 
     def _secret_param(self, name: str) -> bool:
-        """Whether a URL parameter's name, percent-decoded, is a secret key or a signed URL's
-        signature (:data:`SIGNED_URL_PARAMS`); remembered."""
+        """:meth:`is_secret_param` for a name met in a URL; remembered."""
         known = self._params.get(name)
         if known is None:
             if len(self._params) >= 10_000:
