@@ -372,6 +372,9 @@ def _known_tokens(text: str) -> str:
     Google API key, a private key's PEM block, the secret part of a Slack,
     Teams or Discord webhook's URL or of a Telegram bot's) replaced, wherever it stands; the
     same string when it holds none."""
+    # Every string of every free-form field passes here: the hints are tested unrolled, each
+    # form's after the character its URLs cannot lack (a generator or a table of hints cost
+    # more than the tests themselves).
     if "PRIVATE KEY" in text:
         text = _PEM_PRIVATE_KEY.sub(REDACTED, text)
     if "AIza" in text or (
@@ -399,7 +402,6 @@ def _known_tokens(text: str) -> str:
         or ".office.com\\/" in text
     ):
         text = _ESCAPED_SECRET_URL_PART.sub(_secret_url_part, text)
-    # Unrolled: a generator over the hints cost more than the tests themselves.
     if not (
         "eyJ" in text
         or "SG." in text
