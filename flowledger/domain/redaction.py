@@ -4,8 +4,9 @@ The log cannot be edited, so a secret that reaches it stays there: every way in 
 events through a :class:`Redactor` before they are encoded. Secrets are found by key (the
 value under ``token``, ``password``, …) and inside text: a URL's password, secret query or
 fragment parameters and signature (of URLs encoded inside others too), ``Bearer``/``Basic``
-credentials, ``key=value`` / ``key: value`` pairs and XML elements in messages, and tokens
-known by their form (see :meth:`Redactor.redact_text` for the exact rules).
+credentials, ``key=value`` / ``key: value`` pairs, XML elements and values named by a key
+beside them (a header list's entry, a tag's attributes) in messages, and tokens known by
+their form (see :meth:`Redactor.redact_text` for the exact rules).
 """
 
 from __future__ import annotations
@@ -216,9 +217,15 @@ _TOKEN_START = r"(?:(?<![A-Za-z0-9_\-])|(?<=%[0-9A-Fa-f]{2})|(?<=%25[0-9A-Fa-f]{
 
 # Tokens known by their form wherever they stand, with no key before them: a JSON Web Token
 # (three or five base64url parts, the first a JSON object's: "eyJ"), and by their prefixes
-# the keys of SendGrid, Stripe, Slack (its app-level tokens too), GitHub, Mailgun, Brevo
-# (its API and SMTP keys), Mailchimp (32 hex digits, then its data centre), HubSpot's
-# private apps, OpenAI and Anthropic (the AI steps of a workflow), npm, GitLab and Shopify.
+# the keys of SendGrid, Stripe, Slack (its app-level and refresh tokens too), GitHub,
+# Mailgun, Brevo (its API and SMTP keys), Mailchimp (32 hex digits, then its data centre),
+# HubSpot's private apps, OpenAI and Anthropic (the AI steps of a workflow), npm, GitLab and
+# Shopify. The channels' own: Meta's access tokens (WhatsApp's Cloud API, Messenger:
+# "EAA" and 80 or more letters and digits), a Telegram bot's token (its id, a colon, "A" and
+# 34 more), a Twilio auth token or API key secret after its SID and a colon (the SID, no
+# secret, is kept). Webhook signing secrets (Stripe's, Svix's: "whsec_"), Google's OAuth
+# access and refresh tokens and client secrets (a Gmail or Sheets step's: "ya29.", "1//0",
+# "GOCSPX-"), and the tokens of Airtable, Notion and Linear (an automation's other apps).
 # Looked for only where a prefix's hint is in the text (see _known_tokens).
 _KNOWN_TOKEN = re.compile(
     _TOKEN_START
@@ -226,7 +233,7 @@ _KNOWN_TOKEN = re.compile(
         eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)?
       | SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}
       | [sr]k_(?:live|test)_[A-Za-z0-9]{10,}
-      | xox[abposr]-[A-Za-z0-9-]{10,}
+      | xox[abposre]-[A-Za-z0-9-]{10,}
       | gh[pousr]_[A-Za-z0-9]{30,}
       | github_pat_[A-Za-z0-9_]{30,}
       | key-[0-9a-z]{32}
@@ -239,9 +246,25 @@ _KNOWN_TOKEN = re.compile(
       | npm_[A-Za-z0-9]{36}
       | glpat-[A-Za-z0-9_-]{20,}
       | shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}
+      | EAA[A-Za-z0-9]{80,}
+      | \d{5,16}:A[A-Za-z0-9_-]{34}
+      | (?<=AC[0-9a-fA-F]{32}:|SK[0-9a-fA-F]{32}:)[A-Za-z0-9]{32}
+      | whsec_[A-Za-z0-9+/]{24,}={0,2}
+      | ya29\.[A-Za-z0-9_-]{20,}
+      | 1//0[A-Za-z0-9_-]{40,}
+      | GOCSPX-[A-Za-z0-9_-]{28}
+      | pat[A-Za-z0-9]{14}\.[0-9a-f]{64}
+      | ntn_\d{11}[A-Za-z0-9]{35}
+      | secret_[A-Za-z0-9]{43}
+      | lin_api_[A-Za-z0-9]{40}
     )(?![A-Za-z0-9_])""",
     re.X,
 )
+
+# Airtable's tokens start with "pat", as many words do: its dot after 14 letters and digits
+# is the hint.
+_AIRTABLE_HINT = re.compile(r"pat[A-Za-z0-9]{14}\.")
+
 
 def _credential_urls(slash: str, colon: str, tenant: str, tail: str) -> str:
     """The alternatives of a regex matching the secret part of URLs that are credentials
@@ -311,6 +334,21 @@ _XML_TAG = re.compile(
 )
 _CDATA = "<![CDATA["
 
+# A value's key whose secret is named by another key beside it (see Redactor._named_secret):
+# a header list's entry written as text, as JSON or a repr shows it ({"name": "X-Api-Key",
+# "value": …}, Postmark's "Name" and "Value"), and a markup tag's attributes (<add
+# key="Password" value="…"/>, <input name="csrf_token" value="…">, <meta name="csrf-token"
+# content="…">). The naming key is looked for within the same object or tag, this far
+# around the value's.
+_PAIR_VALUE_KEYS = frozenset({"value", "Value", "VALUE", "content"})
+_PAIR_NAME = re.compile(r"""(\\*)(["'])(?i:name|key|header)\1\2\s*(?::|=>)\s*\1\2([^"'\\\n]{1,64})\1\2""")
+_ATTR_NAME = re.compile(r"""\s(?i:name|key|id|type)\s*=\s*(["'])([^"'<>\n]{1,128})\1""")
+_PAIR_REACH = 1024
+# The same entry written as YAML, its keys on lines of their own (a Kubernetes container's
+# env: "- name: DB_PASSWORD" then "  value: …"): a line of the entry's naming key.
+_YAML_NAME = re.compile(r"""[ \t]*(?:-[ \t]+)*(?i:name|key)[ \t]*:[ \t]+(["']?)([^"'\s#]{1,64})\1[ \t]*\r?$""")
+_YAML_LINES = 8
+
 
 def _text_marked(text: str) -> bool:
     """Whether text may hold a secret that :meth:`Redactor.redact_text` finds (a cheap test
@@ -369,7 +407,8 @@ def _trimmed(value: str, punctuation: str) -> str:
 def _known_tokens(text: str) -> str:
     """Text with every token known by its form (a JSON Web Token, a SendGrid, Stripe, Slack,
     GitHub, Mailgun, Brevo, Mailchimp, HubSpot, OpenAI, Anthropic, npm, GitLab, Shopify or
-    Google API key, a private key's PEM block, the secret part of a Slack,
+    Google API key, a Meta, Telegram, Twilio, Google OAuth, Airtable, Notion or Linear
+    token, a webhook signing secret, a private key's PEM block, the secret part of a Slack,
     Teams or Discord webhook's URL or of a Telegram bot's) replaced, wherever it stands; the
     same string when it holds none."""
     # Every string of every free-form field passes here: the hints are tested unrolled, each
@@ -406,7 +445,21 @@ def _known_tokens(text: str) -> str:
         "eyJ" in text
         or "SG." in text
         or "xox" in text
-        or ("_" in text and ("k_live_" in text or "k_test_" in text or "gh" in text or "npm_" in text or "shp" in text))
+        or "EAA" in text
+        or (
+            "_" in text
+            and (
+                "k_live_" in text
+                or "k_test_" in text
+                or "gh" in text
+                or "npm_" in text
+                or "shp" in text
+                or "whsec_" in text
+                or "ntn_" in text
+                or "secret_" in text
+                or "lin_api_" in text
+            )
+        )
         or (
             "-" in text
             and (
@@ -416,8 +469,12 @@ def _known_tokens(text: str) -> str:
                 or "sib-" in text
                 or "pat-" in text
                 or "xapp-" in text
+                or "GOCSPX-" in text
             )
         )
+        or ("." in text and ("ya29." in text or ("pat" in text and _AIRTABLE_HINT.search(text))))
+        or "1//0" in text
+        or (":" in text and (":A" in text or "AC" in text or "SK" in text))
     ):
         return text
     return _KNOWN_TOKEN.sub(REDACTED, text)
@@ -484,6 +541,42 @@ def _escaped_end(text: str, at: int, escape: str, quote: str) -> int:
             return i + 1
         i += 1
     return -1
+
+
+def _brace_before(text: str, at: int, lo: int) -> int:
+    """Where the object that ``text[at]`` lies in opens (its ``{``, objects nested before
+    ``at`` skipped), from ``lo`` on; -1 where none does."""
+    depth = 0
+    while True:
+        opening, closing = text.rfind("{", lo, at), text.rfind("}", lo, at)
+        if opening < 0:
+            return -1
+        if closing > opening:
+            depth += 1
+            at = closing
+        elif depth:
+            depth -= 1
+            at = opening
+        else:
+            return opening
+
+
+def _brace_after(text: str, at: int, hi: int) -> int:
+    """Where the object that ``text[at]`` lies in closes (its ``}``, objects nested after
+    ``at`` skipped), before ``hi``; -1 where it does not."""
+    depth = 0
+    while True:
+        opening, closing = text.find("{", at, hi), text.find("}", at, hi)
+        if closing < 0:
+            return -1
+        if 0 <= opening < closing:
+            depth += 1
+            at = opening + 1
+        elif depth:
+            depth -= 1
+            at = closing + 1
+        else:
+            return closing
 
 
 def _secret_value(value: str, *, quoted_key: bool = False, plain_ok: bool = False) -> tuple[str | None, int]:
@@ -653,6 +746,95 @@ class Redactor:
             return text
         pieces.append(text[done:])
         return "".join(pieces)
+
+    def _named_secret(self, text: str, key: str, key_start: int, quoted_key: bool) -> bool:
+        """Whether the value under ``key`` (``value``, ``content``; it begins at
+        ``key_start``) is a secret named by a key beside it: a quoted key within the same
+        JSON object or repr's dict whose name is a secret key's (``{"name": "X-Api-Key",
+        "value": …}``, that object quoted inside a JSON string too), or an attribute of the
+        same markup tag naming a secret (``<add key="Password" value="…"/>``, ``<input
+        name="user[password]" value="…">``, a signed upload form's ``X-Amz-Signature``)."""
+        lo = max(0, key_start - _PAIR_REACH)
+        hi = min(len(text), key_start + _PAIR_REACH)
+        # A mask is a wall: what a value replaced held (a brace, a quote) is gone from a text
+        # redacted once, and looked across, a second redaction would find what the first
+        # did not.
+        wall = text.rfind(REDACTED, lo, key_start)
+        if wall >= 0:
+            lo = wall + len(REDACTED)
+        wall = text.find(REDACTED, key_start, hi)
+        if wall >= 0:
+            hi = wall
+        if not quoted_key and text[key_start + len(key)] == ":":
+            return self._yaml_named_secret(text, key_start)
+        if not quoted_key:
+            tag = text.rfind("<", lo, key_start)
+            if tag < 0 or not text[tag + 1 : tag + 2].isalpha() or text.find(">", tag, key_start) >= 0:
+                return False
+            close = text.find(">", key_start, hi)
+            end = close if close >= 0 else hi
+            return any(self._secret_param(m.group(2)) for m in _ATTR_NAME.finditer(text, tag, end))
+        if key == "content":
+            return False  # a markup attribute's name only
+        opening = _brace_before(text, key_start, lo)
+        if opening < 0:
+            return False
+        closing = _brace_after(text, key_start, hi)
+        end = closing if closing >= 0 else hi
+        for m in _PAIR_NAME.finditer(text, opening, end):
+            # The object's own keys only, not those of an object nested in it.
+            if text.count("{", opening, m.start()) - text.count("}", opening, m.start()) == 1 and self._secret_name(
+                m.group(3)
+            ):
+                return True
+        return False
+
+    def _yaml_named_secret(self, text: str, key_start: int) -> bool:
+        """Whether a YAML entry's value key at ``key_start`` (``value:``) has a naming key
+        beside it whose name is a secret key's: a line of the same entry, its key in the same
+        column (``- name: DB_PASSWORD`` above ``  value: …``, or below it); lines nested
+        deeper between them are passed over."""
+        line_start = text.rfind("\n", 0, key_start) + 1
+        lead = text[line_start:key_start]
+        if lead.strip(" \t-"):
+            return False  # not a YAML entry's key
+        column = len(lead)
+        entry_start = "-" in lead
+        start = line_start  # upwards to the entry's first line ("- ")
+        for _ in range(_YAML_LINES):
+            if entry_start or start == 0:
+                break
+            above = text.rfind("\n", 0, start - 1) + 1
+            line = text[above : start - 1]
+            start = above
+            key_at = len(line) - len(line.lstrip(" \t-"))
+            if key_at > column:
+                continue
+            if key_at < column:
+                break
+            if self._yaml_names_secret(line):
+                return True
+            entry_start = "-" in line[:key_at]
+        end = text.find("\n", key_start)  # downwards to the next entry or the list's end
+        for _ in range(_YAML_LINES):
+            if end < 0:
+                break
+            below = text.find("\n", end + 1)
+            line = text[end + 1 : below if below >= 0 else len(text)]
+            end = below
+            key_at = len(line) - len(line.lstrip(" \t"))
+            if key_at > column:
+                continue
+            if key_at < column:
+                break
+            if self._yaml_names_secret(line):
+                return True
+        return False
+
+    def _yaml_names_secret(self, line: str) -> bool:
+        """Whether a YAML line is a naming key's (``name: DB_PASSWORD``) naming a secret."""
+        found = _YAML_NAME.match(line)
+        return found is not None and self._secret_name(found.group(2))
 
     def _longer_key(self, text: str, backwards: str, key_start: int, key_end: int, floor: int) -> int:
         """Where a secret key of several words that ends at ``key_end`` begins (``API key``,
@@ -871,11 +1053,19 @@ class Redactor:
           words whose last word alone is none (``API key: abc``);
         - an XML element's text where its tag names a secret key (``<password>abc</password>``,
           a namespace, attributes and CDATA too), to the next ``<`` or its line's end;
+        - the value under ``value`` (``Value``; a markup tag's ``content``) where a key beside
+          it names a secret: in the same JSON object or repr's dict (``{"name": "X-Api-Key",
+          "value": "abc"}``, under ``name``, ``key`` or ``header``), the same markup tag
+          (``<add key="Password" value="abc"/>``, ``<input name="csrf_token" value="abc">``,
+          under ``name``, ``key``, ``id`` or ``type``: a parameter's name, as in a URL) or
+          the same YAML entry (``- name: DB_PASSWORD`` and ``value: abc`` in one column);
         - a URL percent-encoded inside the text or a URL, once or more: its secret pairs'
           values (``token%3Dabc``) and its password (``https%3A%2F%2Fu%3Apw%40host``);
         - tokens known by their form, anywhere: JSON Web Tokens, SendGrid, Stripe, Slack,
           GitHub, Mailgun, Brevo, Mailchimp, HubSpot, OpenAI, Anthropic, npm, GitLab, Shopify
-          and Google API keys, private keys' PEM blocks, and the secret part
+          and Google API keys, Meta's access tokens, Telegram bots' tokens, Twilio's tokens
+          after their SIDs, webhook signing secrets, Google's OAuth tokens, Airtable, Notion
+          and Linear tokens, private keys' PEM blocks, and the secret part
           of a Slack, Teams or Discord incoming webhook's URL or a Telegram bot's API URL.
 
         What is kept, so that messages keep their meaning: after ``key:``, ``key = `` and after
@@ -994,6 +1184,13 @@ class Redactor:
                 # After ? or &, a pair is a URL's parameter wherever it stands (a URL with
                 # its slashes escaped, or no scheme): a signed URL's signature too.
                 or (text[anchor] == "=" and key_start > floor and text[key_start - 1] in "?&" and self._secret_param(key))
+                # A header list's entry written as text, a markup tag's attributes: a key
+                # beside this one names the secret ({"name": "X-Api-Key", "value": …}).
+                or (
+                    key in _PAIR_VALUE_KEYS
+                    and (quoted_key or text[anchor] in "=:")
+                    and self._named_secret(text, key, key_start, quoted_key)
+                )
             ):
                 continue  # the value may hold secrets of its own: scanned on
             colon = text[anchor] == ":"
