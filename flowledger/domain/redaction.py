@@ -341,7 +341,10 @@ _CDATA = "<![CDATA["
 # content="…">). The naming key is looked for within the same object or tag, this far
 # around the value's.
 _PAIR_VALUE_KEYS = frozenset({"value", "Value", "VALUE", "content"})
-_PAIR_NAME = re.compile(r"""(\\*)(["'])(?i:name|key|header)\1\2\s*(?::|=>)\s*\1\2([^"'\\\n]{1,64})\1\2""")
+# The keys that name an entry are those of a header list given as an object (_HEADER_NAME).
+_PAIR_NAME = re.compile(
+    r"""(\\*)(["'])(?i:%s)\1\2\s*(?::|=>)\s*\1\2([^"'\\\n]{1,64})\1\2""" % "|".join(sorted(_HEADER_NAME))
+)
 _ATTR_NAME = re.compile(r"""\s(?i:name|key|id|type)\s*=\s*(["'])([^"'<>\n]{1,128})\1""")
 _PAIR_REACH = 1024
 # The same entry written as YAML, its keys on lines of their own (a Kubernetes container's
@@ -753,7 +756,10 @@ class Redactor:
         JSON object or repr's dict whose name is a secret key's (``{"name": "X-Api-Key",
         "value": …}``, that object quoted inside a JSON string too), or an attribute of the
         same markup tag naming a secret (``<add key="Password" value="…"/>``, ``<input
-        name="user[password]" value="…">``, a signed upload form's ``X-Amz-Signature``)."""
+        name="user[password]" value="…">``, a signed upload form's ``X-Amz-Signature``), or
+        a line of the same YAML entry (see :meth:`_yaml_named_secret`)."""
+        if not quoted_key and text[key_start + len(key)] == ":":
+            return self._yaml_named_secret(text, key_start)
         lo = max(0, key_start - _PAIR_REACH)
         hi = min(len(text), key_start + _PAIR_REACH)
         # A mask is a wall: what a value replaced held (a brace, a quote) is gone from a text
@@ -765,8 +771,6 @@ class Redactor:
         wall = text.find(REDACTED, key_start, hi)
         if wall >= 0:
             hi = wall
-        if not quoted_key and text[key_start + len(key)] == ":":
-            return self._yaml_named_secret(text, key_start)
         if not quoted_key:
             tag = text.rfind("<", lo, key_start)
             if tag < 0 or not text[tag + 1 : tag + 2].isalpha() or text.find(">", tag, key_start) >= 0:
