@@ -226,6 +226,12 @@ _TOKEN_START = r"(?:(?<![A-Za-z0-9_\-])|(?<=%[0-9A-Fa-f]{2})|(?<=%25[0-9A-Fa-f]{
 # secret, is kept). Webhook signing secrets (Stripe's, Svix's: "whsec_"), Google's OAuth
 # access and refresh tokens and client secrets (a Gmail or Sheets step's: "ya29.", "1//0",
 # "GOCSPX-"), and the tokens of Airtable, Notion and Linear (an automation's other apps).
+# A Discord bot's token: its user id's digits in base64 (their every character's bits fix
+# which letters stand where, so a hostname or a word cannot pass for it), a dot, six
+# characters, a dot and 27 to 38 more. The AI steps' other keys: Hugging Face ("hf_"),
+# Groq ("gsk_"), Replicate ("r8_"), Perplexity ("pplx-") and xAI ("xai-"). A Telegram bot's
+# token, a Twilio pair and a Google refresh token percent-encoded (inside a URL given as a
+# parameter), their colon or slashes escaped once or more.
 # Looked for only where a prefix's hint is in the text (see _known_tokens).
 _KNOWN_TOKEN = re.compile(
     _TOKEN_START
@@ -257,6 +263,18 @@ _KNOWN_TOKEN = re.compile(
       | ntn_\d{11}[A-Za-z0-9]{35}
       | secret_[A-Za-z0-9]{43}
       | lin_api_[A-Za-z0-9]{40}
+      | (?:[MNO][DTjz][AEIMQUYcgk][w-z0-5]){5,6}(?:[MNO][AQgw]|[MNO][DTjz][AEIMQUYcgk])?
+            \.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,38}
+      | hf_[A-Za-z]{34}
+      | gsk_[A-Za-z0-9]{52}
+      | r8_[A-Za-z0-9]{37}
+      | pplx-[A-Za-z0-9]{48}
+      | xai-[A-Za-z0-9]{80}
+      | \d{5,16}%(?:25)*3[Aa]A[A-Za-z0-9_-]{34}
+      | (?:(?<=AC[0-9a-fA-F]{32}%3[Aa])|(?<=SK[0-9a-fA-F]{32}%3[Aa])
+          |(?<=AC[0-9a-fA-F]{32}%253[Aa])|(?<=SK[0-9a-fA-F]{32}%253[Aa])
+          |(?<=AC[0-9a-fA-F]{32}%25253[Aa])|(?<=SK[0-9a-fA-F]{32}%25253[Aa]))[A-Za-z0-9]{32}
+      | 1%(?:25)*2[Ff]%(?:25)*2[Ff]0[A-Za-z0-9_-]{40,}
     )(?![A-Za-z0-9_])""",
     re.X,
 )
@@ -264,6 +282,9 @@ _KNOWN_TOKEN = re.compile(
 # Airtable's tokens start with "pat", as many words do: its dot after 14 letters and digits
 # is the hint.
 _AIRTABLE_HINT = re.compile(r"pat[A-Za-z0-9]{14}\.")
+# A Discord bot's token (55 characters or more) starts with a user id's digits in base64:
+# its first six characters (the first four digits) are the hint.
+_DISCORD_HINT = re.compile(r"[MNO][DTjz][AEIMQUYcgk][w-z0-5][MNO][DTjz]")
 
 
 def _credential_urls(slash: str, colon: str, tenant: str, tail: str) -> str:
@@ -409,9 +430,10 @@ def _trimmed(value: str, punctuation: str) -> str:
 
 def _known_tokens(text: str) -> str:
     """Text with every token known by its form (a JSON Web Token, a SendGrid, Stripe, Slack,
-    GitHub, Mailgun, Brevo, Mailchimp, HubSpot, OpenAI, Anthropic, npm, GitLab, Shopify or
-    Google API key, a Meta, Telegram, Twilio, Google OAuth, Airtable, Notion or Linear
-    token, a webhook signing secret, a private key's PEM block, the secret part of a Slack,
+    GitHub, Mailgun, Brevo, Mailchimp, HubSpot, OpenAI, Anthropic, Hugging Face, Groq,
+    Replicate, Perplexity, xAI, npm, GitLab, Shopify or Google API key, a Meta, Telegram,
+    Twilio, Discord bot, Google OAuth, Airtable, Notion or Linear token, a webhook signing
+    secret, a private key's PEM block, the secret part of a Slack,
     Teams or Discord webhook's URL or of a Telegram bot's) replaced, wherever it stands; the
     same string when it holds none."""
     # Every string of every free-form field passes here: the hints are tested unrolled, each
@@ -461,6 +483,9 @@ def _known_tokens(text: str) -> str:
                 or "ntn_" in text
                 or "secret_" in text
                 or "lin_api_" in text
+                or "hf_" in text
+                or "gsk_" in text
+                or "r8_" in text
             )
         )
         or (
@@ -473,11 +498,21 @@ def _known_tokens(text: str) -> str:
                 or "pat-" in text
                 or "xapp-" in text
                 or "GOCSPX-" in text
+                or "pplx-" in text
+                or "xai-" in text
             )
         )
-        or ("." in text and ("ya29." in text or ("pat" in text and _AIRTABLE_HINT.search(text))))
+        or (
+            "." in text
+            and (
+                "ya29." in text
+                or ("pat" in text and _AIRTABLE_HINT.search(text))
+                or (len(text) >= 55 and _DISCORD_HINT.search(text))
+            )
+        )
         or "1//0" in text
         or (":" in text and (":A" in text or "AC" in text or "SK" in text))
+        or ("%" in text and ("3AA" in text or "3aA" in text or "AC" in text or "SK" in text or "2F0" in text or "2f0" in text))
     ):
         return text
     return _KNOWN_TOKEN.sub(REDACTED, text)
