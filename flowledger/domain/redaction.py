@@ -444,9 +444,9 @@ def _known_tokens(text: str) -> str:
     GitHub, Mailgun, Brevo, Mailchimp, HubSpot, OpenAI, Anthropic, Hugging Face, Groq,
     Replicate, Perplexity, xAI, npm, GitLab, Shopify or Google API key, a Meta, Telegram,
     Twilio, Discord bot, Google OAuth, Airtable, Notion or Linear token, a webhook signing
-    secret, a private key's PEM block, the secret part of a Slack,
-    Teams or Discord webhook's URL or of a Telegram bot's) replaced, wherever it stands; the
-    same string when it holds none."""
+    secret, a private key's PEM block, the secret part of a Slack, Teams or Discord webhook's
+    URL or of a Telegram bot's) replaced, wherever it stands; the same string when it holds
+    none."""
     # Every string of every free-form field passes here: the hints are tested unrolled, each
     # form's after the character its URLs cannot lack (a generator or a table of hints cost
     # more than the tests themselves).
