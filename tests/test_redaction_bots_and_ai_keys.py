@@ -19,6 +19,7 @@ from flowledger import ledger
 from flowledger.domain.redaction import REDACTED, Redactor
 from tests.conftest import ev, triggered
 from tests.histories import jsonl
+from tests.test_redaction_pairs_and_channels import assert_redacted_by_form, assert_redacted_inside_an_encoded_url
 from tests.test_secret_scan import stored_as_an_older_release_did
 
 R = Redactor()
@@ -58,30 +59,13 @@ def test_the_discord_example_has_the_documented_shape():
 
 @pytest.mark.parametrize("token", TOKENS)
 def test_a_bots_or_ai_key_is_redacted_by_its_form_with_no_key_before_it(token):
-    for text, expected in [
-        (token, REDACTED),
-        (f"step discord-1 failed: 401 Unauthorized for {token}.", f"step discord-1 failed: 401 Unauthorized for {REDACTED}."),
-        (f'{{"config": "{token}"}}', f'{{"config": "{REDACTED}"}}'),
-        (f"DISCORD_TOKEN={token} HF_HUB={token}", f"DISCORD_TOKEN={REDACTED} HF_HUB={REDACTED}"),
-        (f"client.run('{token}')", f"client.run('{REDACTED}')"),
-    ]:
-        assert R.redact_text(text) == expected
-        assert R.redact_text(expected) == expected
-    assert R.redact({"output": {"note": f"used {token}"}}) == {"output": {"note": f"used {REDACTED}"}}
-    for text in [f"x{token}", f"_{token}"] + ([f"{token}x", f"{token}_1"] if token in FIXED_LENGTH else []):
-        assert R.redact_text(text) is text
+    assert_redacted_by_form(token, token in FIXED_LENGTH)
 
 
 @pytest.mark.parametrize("token", TOKENS)
 @pytest.mark.parametrize("times", [1, 2, 3])
 def test_such_a_key_inside_a_url_encoded_in_another_is_redacted(token, times):
-    encoded = f"https://app.example.com/in?next=%2F&code={token}"
-    for _ in range(times):
-        encoded = quote(encoded, safe="")
-    tracked = f"https://t.example/ls/click?u={encoded}&id=7"
-    redacted = R.redact_url(tracked)
-    assert token not in redacted and redacted.endswith(f"{REDACTED}&id=7"), redacted
-    assert redacted.replace(REDACTED, token) == tracked
+    assert_redacted_inside_an_encoded_url(token, times)
 
 
 @pytest.mark.parametrize("digits", [15, 16, 17, 18, 19, 20])

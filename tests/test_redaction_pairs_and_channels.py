@@ -51,33 +51,47 @@ TWILIO_SID, TWILIO_TOKEN = "AC" + _HEX, _HEX[::-1]
 TWILIO_KEY_SID, TWILIO_KEY_SECRET = "SK" + _HEX.upper(), _ALNUM[1:33]  # no ":A" hint of its own
 
 
-@pytest.mark.parametrize("token", TOKENS)
-def test_a_channels_or_apps_key_is_redacted_by_its_form_with_no_key_before_it(token):
+def assert_redacted_by_form(token: str, fixed_length: bool) -> None:
+    """``token`` is redacted wherever it stands with no key before it (alone, in an error, in
+    JSON, a command line, an env line, a call), twice the same; glued to a word it is kept."""
     for text, expected in [
         (token, REDACTED),
         (f"step whatsapp-1 failed: invalid token {token}.", f"step whatsapp-1 failed: invalid token {REDACTED}."),
         (f'{{"config": "{token}"}}', f'{{"config": "{REDACTED}"}}'),
         (f"curl -u {token} https://api.example.com", f"curl -u {REDACTED} https://api.example.com"),
+        (f"HUB={token} MORE={token}", f"HUB={REDACTED} MORE={REDACTED}"),
+        (f"client.run('{token}')", f"client.run('{REDACTED}')"),
     ]:
         assert R.redact_text(text) == expected
         assert R.redact_text(expected) == expected
     assert R.redact({"output": {"note": f"used {token}"}}) == {"output": {"note": f"used {REDACTED}"}}
     # Glued to more of a word before it: no such key; after it, one of a fixed length
     # glued to more is none either (one of a length that varies is only a longer key).
-    for text in [f"x{token}"] + ([f"{token}x"] if token in FIXED_LENGTH else []):
-        assert R.redact_text(text) == text
+    for text in [f"x{token}", f"_{token}"] + ([f"{token}x", f"{token}_1"] if fixed_length else []):
+        assert R.redact_text(text) is text
 
 
-@pytest.mark.parametrize("token", [t for t in TOKENS if t.isascii() and not set(t) & set(":/+=")])
-@pytest.mark.parametrize("times", [1, 2, 3])
-def test_such_a_key_inside_a_url_encoded_in_another_is_redacted(token, times):
+def assert_redacted_inside_an_encoded_url(token: str, times: int) -> None:
+    """``token`` inside a URL encoded ``times`` times inside a click tracker's is redacted,
+    the rest kept byte for byte."""
     encoded = f"https://app.example.com/in?next=%2F&code={token}"
     for _ in range(times):
         encoded = quote(encoded, safe="")
     tracked = f"https://t.example/ls/click?u={encoded}&id=7"
     redacted = R.redact_url(tracked)
     assert token not in redacted and redacted.endswith(f"{REDACTED}&id=7"), redacted
-    assert redacted.replace(REDACTED, token) == tracked  # the rest kept byte for byte
+    assert redacted.replace(REDACTED, token) == tracked
+
+
+@pytest.mark.parametrize("token", TOKENS)
+def test_a_channels_or_apps_key_is_redacted_by_its_form_with_no_key_before_it(token):
+    assert_redacted_by_form(token, token in FIXED_LENGTH)
+
+
+@pytest.mark.parametrize("token", [t for t in TOKENS if t.isascii() and not set(t) & set(":/+=")])
+@pytest.mark.parametrize("times", [1, 2, 3])
+def test_such_a_key_inside_a_url_encoded_in_another_is_redacted(token, times):
+    assert_redacted_inside_an_encoded_url(token, times)
 
 
 @pytest.mark.parametrize("sid, secret", [(TWILIO_SID, TWILIO_TOKEN), (TWILIO_KEY_SID, TWILIO_KEY_SECRET)])
