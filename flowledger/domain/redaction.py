@@ -97,17 +97,19 @@ SECRET_KEY_ENDINGS: tuple[str, ...] = (
 """The last words that make any key a secret one with the default keys (``webhook_secret``,
 ``X-Postmark-Server-Token``, ``verify_token``, ``SharedAccessKey``), compared folded."""
 
-SIGNED_URL_PARAMS: tuple[str, ...] = ("signature", "sig")
+SIGNED_URL_PARAMS: tuple[str, ...] = ("signature", "hmac", "sig", "hdnts", "hdnea", "hdntl", "wowzatokenhash")
 """URL parameters that sign a URL for access, so that the URL itself is a credential until
 it expires (S3's ``X-Amz-Signature``, CloudFront's ``Signature``, Google Cloud Storage's
-``X-Goog-Signature``, an Azure SAS's ``sig``): with the default keys their values are
-redacted in URLs, ``signature`` as a name's last word, ``sig`` as the whole name."""
+``X-Goog-Signature``, an Azure SAS's ``sig``, a Shopify app link's ``hmac``, Akamai's tokens,
+Wowza's ``wowzatokenhash``): with the default keys their values are redacted in URLs,
+``signature`` and ``hmac`` as a name's last word, the others as the whole name."""
 
 # Services name their secrets freely (a provider's header, an app's own setting): a key that
 # ends in one of these words holds a secret whatever comes before it. Folded, the words'
 # separators are gone, so "pagetoken" ends in "token" as "page_token" does.
 _ENDINGS_FOLDED = tuple(normalize_key(k) for k in SECRET_KEY_ENDINGS)
-_SIGNATURE_ENDING, _SIGNATURE_NAME = SIGNED_URL_PARAMS  # folded already
+_SIGNATURE_ENDINGS = SIGNED_URL_PARAMS[:2]  # folded already
+_SIGNATURE_NAMES = frozenset(SIGNED_URL_PARAMS[2:])
 
 
 def _tails(keys: frozenset[str]) -> frozenset[str]:
@@ -297,6 +299,26 @@ _TWILIO_ENCODED_HINT = re.compile(r"(?:AC|SK)[0-9a-fA-F]{32}%")
 # more: the hint (a search from a literal dot, three times as fast as from the id's start).
 _DISCORD_HINT = re.compile(r"\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27}")
 
+# Signed image URLs whose signature is known by its form rather than its name (the service's
+# own host or a custom domain, so no host is asked for): imgix's "s" parameter, the MD5 of
+# the path and query with the source's token (32 hex digits), and Cloudinary's path part
+# "s--", 8 (or 32) base64url characters and "--". Percent-encoded inside another URL too, up
+# to three times (the escapes' hex digits in either case).
+_SIGNED_MEDIA = re.compile(
+    r"""(?:
+        (s(?:(?<=[?&;]s)|(?<=%3[FfBb]s)|(?<=%26s)|(?<=%253[FfBb]s)|(?<=%2526s)|(?<=%25253[FfBb]s)|(?<=%252526s))
+          (?:=|%(?:25)*3[Dd]))[0-9a-f]{32}(?![A-Za-z0-9_\-])
+      | (s--(?:(?<=/s--)|(?<=%2[Ff]s--)|(?<=%252[Ff]s--)|(?<=%25252[Ff]s--)))
+          [A-Za-z0-9_-]{8}(?:[A-Za-z0-9_-]{24})?(?=--(?:/|\\/|%(?:25)*2[Ff]))
+    )""",
+    re.X,
+)
+
+
+def _signed_media(found: re.Match[str]) -> str:
+    """A signed image URL's signature replaced, what names it (``s=``, ``s--``) kept."""
+    return (found[1] or found[2]) + REDACTED
+
 
 def _credential_urls(slash: str, colon: str, tenant: str, tail: str) -> str:
     """The alternatives of a regex matching the secret part of URLs that are credentials
@@ -439,14 +461,14 @@ def _trimmed(value: str, punctuation: str) -> str:
     return value[:end]
 
 
-def _known_tokens(text: str) -> str:
+def _known_tokens(text: str, signed: bool = False) -> str:
     """Text with every token known by its form (a JSON Web Token, a SendGrid, Stripe, Slack,
     GitHub, Mailgun, Brevo, Mailchimp, HubSpot, OpenAI, Anthropic, Hugging Face, Groq,
     Replicate, Perplexity, xAI, npm, GitLab, Shopify or Google API key, a Meta, Telegram,
     Twilio, Discord bot, Google OAuth, Airtable, Notion or Linear token, a webhook signing
     secret, a private key's PEM block, the secret part of a Slack, Teams or Discord webhook's
-    URL or of a Telegram bot's) replaced, wherever it stands; the same string when it holds
-    none."""
+    URL or of a Telegram bot's) replaced, wherever it stands, and where ``signed`` the
+    signature of an imgix or Cloudinary URL; the same string when it holds none."""
     # Every string of every free-form field passes here: the hints are tested unrolled, each
     # form's after the character its URLs cannot lack (a generator or a table of hints cost
     # more than the tests themselves).
@@ -529,6 +551,12 @@ def _known_tokens(text: str) -> str:
         )
     ):
         text = _MORE_KNOWN_TOKEN.sub(REDACTED, text)
+    if signed and (
+        ("s=" in text and ("?s=" in text or "&s=" in text or ";s=" in text))
+        or "s--" in text
+        or ("s%" in text and ("3Fs%" in text or "3fs%" in text or "26s%" in text or "3Bs%" in text or "3bs%" in text))
+    ):
+        text = _SIGNED_MEDIA.sub(_signed_media, text)
     return text
 
 
@@ -720,7 +748,7 @@ class Redactor:
                 self._params.clear()
             folded = normalize_key(_decoded_name(name))
             known = self._params[name] = self._folded_secret(folded) or (
-                self._signed_urls and (folded.endswith(_SIGNATURE_ENDING) or folded == _SIGNATURE_NAME)
+                self._signed_urls and (folded.endswith(_SIGNATURE_ENDINGS) or folded in _SIGNATURE_NAMES)
             )
         return known
 
@@ -1027,13 +1055,15 @@ class Redactor:
         value of every query or fragment parameter (``#access_token=…``, as OAuth's implicit
         flow sends it) whose name, percent-decoded, is a secret key (``user[password]``'s
         name is the one in brackets) or a signed URL's signature (``X-Amz-Signature``,
-        ``sig``: :data:`SIGNED_URL_PARAMS`); so are those of a URL percent-encoded inside this one,
-        and tokens known by their form (see :meth:`redact_text`). A parameter's name
+        ``sig``, ``hmac``: :data:`SIGNED_URL_PARAMS`); so are those of a URL percent-encoded
+        inside this one, tokens known by their form (see :meth:`redact_text`) and, with the
+        default keys, an imgix or Cloudinary URL's signature (``s=`` and 32 hex digits, a
+        path's ``s--…--``). A parameter's name
         follows ``? & ; #`` (a ``?`` inside a value too, as a nested URL has) and its value
         runs to the next ``& ; #``. Everything else stays as it was, byte for byte: nothing is
         decoded or encoded again, the order is kept.
         """
-        return self._url(self._encoded(_known_tokens(url)))
+        return self._url(self._encoded(_known_tokens(url, self._signed_urls)))
 
     def _url(self, url: str) -> str:
         """:meth:`redact_url` of a URL whose encoded URLs and known tokens are redacted already."""
@@ -1119,7 +1149,8 @@ class Redactor:
           and Google API keys, Meta's access tokens, Telegram bots' tokens, Twilio's tokens
           after their SIDs, webhook signing secrets, Google's OAuth tokens, Airtable, Notion
           and Linear tokens, private keys' PEM blocks, and the secret part
-          of a Slack, Teams or Discord incoming webhook's URL or a Telegram bot's API URL.
+          of a Slack, Teams or Discord incoming webhook's URL or a Telegram bot's API URL;
+          with the default keys, an imgix or Cloudinary URL's signature too.
 
         What is kept, so that messages keep their meaning: after ``key:``, ``key = `` and after
         Bearer/Basic, one ordinary word (letters, lower case after the first or all capitals:
@@ -1131,10 +1162,10 @@ class Redactor:
         hours or host are no key.
         """
         if not _text_marked(text):
-            return _known_tokens(text)
+            return _known_tokens(text, self._signed_urls)
         # Found wherever they stand, before the anchors are: tokens known by their form, and
         # the pairs of URLs encoded inside others (no anchor of their own).
-        text = self._encoded(_known_tokens(text))
+        text = self._encoded(_known_tokens(text, self._signed_urls))
         parts: list[str] = []
         done = 0  # text[:done] is settled (in parts)
         # Where a key may begin: after the last value replaced, but within a URL replaced

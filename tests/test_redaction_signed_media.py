@@ -1,0 +1,258 @@
+"""More signed URLs: a Shopify app link's ``hmac``, Akamai's tokens (``hdnts``, ``hdnea``,
+``hdntl``) and Wowza's ``wowzatokenhash`` by their parameter's name, as S3's and Azure's
+signatures are; imgix's ``s`` (32 hex digits) and Cloudinary's ``s--…--`` path part by their
+form. Each is redacted in a URL, in text, inside an object and inside another URL; lookalikes
+are kept byte for byte; keys given instead of the default ones keep them all; an older
+release's copy resent is a duplicate, and scan-secrets finds it."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowledger import ledger
+from flowledger.domain.redaction import REDACTED, SIGNED_URL_PARAMS, Redactor
+from flowledger.domain.vocabulary import validate_event
+from tests.conftest import ev, triggered
+from tests.histories import jsonl
+from tests.test_secret_scan import stored_as_an_older_release_did
+
+R = Redactor()
+
+_HEX32 = "5d672d79c15b13162d9279b0855cfba6"
+IMGIX = f"https://acme.imgix.net/products/shoe.jpg?w=640&h=480&fit=crop&s={_HEX32}"
+IMGIX_REDACTED = f"https://acme.imgix.net/products/shoe.jpg?w=640&h=480&fit=crop&s={REDACTED}"
+CLOUDINARY = "https://res.cloudinary.com/acme/image/upload/s--Ai4Znf-_--/c_fill,w_640/shoe.jpg"
+CLOUDINARY_REDACTED = f"https://res.cloudinary.com/acme/image/upload/s--{REDACTED}--/c_fill,w_640/shoe.jpg"
+CLOUDINARY_LONG = "https://res.cloudinary.com/acme/image/upload/s--Ai4Znfl3Bq5Yogm4Cr6Zphn5Ds7At8Eu--/v1/shoe.jpg"
+CLOUDINARY_LONG_REDACTED = f"https://res.cloudinary.com/acme/image/upload/s--{REDACTED}--/v1/shoe.jpg"
+AKAMAI = (
+    "https://media.example.com/live/master.m3u8?hdnts=exp=1798761600~acl=/live/*"
+    "~hmac=4f1d0e9a2b3c4d5e6f708192a3b4c5d6e7f80912a3b4c5d6e7f8091a2b3c4d5e"
+)
+AKAMAI_REDACTED = f"https://media.example.com/live/master.m3u8?hdnts={REDACTED}"
+SHOPIFY = (
+    "https://app.example.com/auth/callback?code=0907a61c0c8d55e99db179b68161bc00"
+    "&hmac=700e2dadb827fcc8609e9d5ce208b2e9cdaab9df07390d2cbca10d7c328fc4bf&shop=acme.myshopify.com"
+    "&timestamp=1337178173"
+)
+SHOPIFY_REDACTED = (
+    "https://app.example.com/auth/callback?code=0907a61c0c8d55e99db179b68161bc00"
+    f"&hmac={REDACTED}&shop=acme.myshopify.com"
+    "&timestamp=1337178173"
+)
+WOWZA = (
+    "https://stream.example.com/vod/mp4:intro.mp4/playlist.m3u8?wowzatokenstarttime=1798761600"
+    "&wowzatokenendtime=1798765200&wowzatokenhash=TgJft5hsjKyC5Rem_EoUNP7xZvxbqVPhhd0GWIcA2oo="
+)
+WOWZA_REDACTED = (
+    "https://stream.example.com/vod/mp4:intro.mp4/playlist.m3u8?wowzatokenstarttime=1798761600"
+    f"&wowzatokenendtime=1798765200&wowzatokenhash={REDACTED}"
+)
+
+SIGNED = [
+    (IMGIX, IMGIX_REDACTED),
+    (CLOUDINARY, CLOUDINARY_REDACTED),
+    (CLOUDINARY_LONG, CLOUDINARY_LONG_REDACTED),
+    (AKAMAI, AKAMAI_REDACTED),
+    (SHOPIFY, SHOPIFY_REDACTED),
+    (WOWZA, WOWZA_REDACTED),
+    # Akamai's other token names, a name of several words ending in hmac, imgix's signature
+    # before more parameters and in a fragment's place.
+    ("https://m.example.com/a.ts?hdnea=exp=1~hmac=ab12&x=1", f"https://m.example.com/a.ts?hdnea={REDACTED}&x=1"),
+    ("https://m.example.com/a.ts?hdntl=exp=1~hmac=ab12", f"https://m.example.com/a.ts?hdntl={REDACTED}"),
+    ("https://m.example.com/a?x-hmac=ab12&y=2", f"https://m.example.com/a?x-hmac={REDACTED}&y=2"),
+    ("https://m.example.com/a?request_HMAC=ab12", f"https://m.example.com/a?request_HMAC={REDACTED}"),
+    (f"https://img.acme.com/a.png?s={_HEX32}&w=10", f"https://img.acme.com/a.png?s={REDACTED}&w=10"),
+    (f"https://img.acme.com/a.png?w=10;s={_HEX32}#top", f"https://img.acme.com/a.png?w=10;s={REDACTED}#top"),
+]
+
+
+@pytest.mark.parametrize("url, expected", SIGNED)
+def test_a_signed_media_urls_signature_is_redacted_wherever_the_url_stands(url, expected):
+    assert R.redact_url(url) == expected
+    assert R.redact_url(expected) == expected
+    assert R.redact_text(f"GET {url} -> 403 Forbidden") == f"GET {expected} -> 403 Forbidden"
+    assert R.redact_text(f'<img src="{url}">') == f'<img src="{expected}">'
+    assert R.redact({"response": {"image": url}}) == {"response": {"image": expected}}
+    # Slashes escaped as PHP's json_encode writes them.
+    escaped = url.replace("/", "\\/")
+    assert R.redact_text(f'{{"url": "{escaped}"}}') == f'{{"url": "{expected.replace("/", chr(92) + "/")}"}}'
+    clicked = validate_event(ev("message.clicked", message_id="m1", url=url))
+    assert R.redact_event(clicked)["url"] == expected
+
+
+def _lower_escapes(text: str) -> str:
+    """Text with the hex digits of its escapes of / ? = ; in lower case, at every depth."""
+    return re.sub(r"(%(?:25)*)(2F|3F|3D|3B)", lambda m: m[1] + m[2].lower(), text)
+
+
+@pytest.mark.parametrize("url, expected", SIGNED)
+@pytest.mark.parametrize("times", [1, 2, 3])
+@pytest.mark.parametrize("lower", [False, True])
+def test_such_a_signature_inside_a_url_encoded_in_another_is_redacted(url, expected, times, lower):
+    # A click tracker's link to the image, its URL percent-encoded once or more (the escapes'
+    # hex digits in either case, as encoders differ): the rest kept byte for byte.
+    encoded, encoded_expected = url, expected
+    for _ in range(times):
+        encoded, encoded_expected = quote(encoded, safe=""), quote(encoded_expected, safe="")
+    if lower:
+        encoded, encoded_expected = _lower_escapes(encoded), _lower_escapes(encoded_expected)
+    masked = quote(REDACTED, safe="")
+    for _ in range(times - 1):
+        masked = quote(masked, safe="")
+    encoded_expected = encoded_expected.replace(masked, REDACTED)
+    tracked = f"https://t.example/ls/click?u={encoded}&id=7"
+    assert R.redact_url(tracked) == f"https://t.example/ls/click?u={encoded_expected}&id=7"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # imgix's s of another length, case or alphabet, or under another name: kept.
+        "https://wp.example.com/?s=hello+world",
+        f"https://img.acme.com/a.png?s={_HEX32[:-1]}",
+        f"https://img.acme.com/a.png?s={_HEX32}0",
+        f"https://img.acme.com/a.png?s={_HEX32.upper()}",
+        f"https://img.acme.com/a.png?s={_HEX32}-2",
+        f"https://img.acme.com/a.png?s={_HEX32}_2",
+        f"https://img.acme.com/a.png?ids={_HEX32}",
+        f"https://img.acme.com/a.png?xs={_HEX32}",
+        f"s={_HEX32}",
+        f"checksum s={_HEX32}",
+        # Cloudinary's s-- of another length, or not a path part of its own: kept.
+        "https://res.cloudinary.com/acme/image/upload/s--Ai4Znf7--/shoe.jpg",
+        "https://res.cloudinary.com/acme/image/upload/s--Ai4Znf789--/shoe.jpg",
+        "https://res.cloudinary.com/acme/image/upload/xs--Ai4Znf78--/shoe.jpg",
+        "https://res.cloudinary.com/acme/image/upload/s--Ai4Znf78--shoe.jpg",
+        "https://res.cloudinary.com/acme/image/upload/s--Ai4Znf78--",
+        "run it with --dry-run s--Ai4Znf78--/x",
+        "https://res.cloudinary.com/acme/image/upload/s--Ai4Znf78.--/shoe.jpg",
+        # Names that only look like the signed ones: kept.
+        "https://m.example.com/a?hmacs=1&hmac_algorithm=sha256&hdnts_count=2&hdn=3&wowzatokenstarttime=4",
+        "https://m.example.com/hmac/hdnts?page=2",
+        # Outside a URL an hmac is a webhook's HMAC of its own body: kept.
+        "hmac=ab12cd; hdnts=exp=1",
+    ],
+)
+def test_a_lookalike_is_kept_byte_for_byte(text):
+    assert R.redact_text(text) is text
+    assert R.redact_url(text) is text
+
+
+def test_an_objects_hmac_is_no_credential_and_is_kept():
+    # Shopify's webhook header and an app's own field: the HMAC of a body, not of a URL.
+    body = {"X-Shopify-Hmac-Sha256": "ZGVm", "hmac": "ab12", "hdnts": "exp=1~hmac=ab"}
+    assert R.redact({"raw": body}) == {"raw": body}
+    assert not any(R.is_secret(k) for k in body)
+
+
+def test_a_url_parameters_name_is_a_signature_by_its_last_word_or_whole():
+    for name in ("hmac", "x-hmac", "X_HMAC", "request.hmac", "hdnts", "HDNEA", "hdntl", "wowzatokenhash", "h%6Dac"):
+        assert R.is_secret_param(name), name
+    for name in ("hmacs", "hmac_sha256", "hdnts_count", "x-hdnts", "tokenhash", "wowzatokenstarttime", "s", "hash"):
+        assert not R.is_secret_param(name), name
+
+
+def test_signatures_come_with_the_default_keys_not_with_keys_given_instead():
+    for url, expected in SIGNED:
+        assert Redactor(extra=["ssn"]).redact_url(url) == expected
+        assert Redactor(keys=["password"]).redact_url(url) == url
+        assert Redactor(keys=()).redact_text(f"see {url}") == f"see {url}"
+
+
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_SEPARATORS = st.sampled_from(["-", "_", ".", ""])
+_WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prefix=st.lists(_WORD, max_size=2),
+    separator=_SEPARATORS,
+    upper=st.booleans(),
+    value=st.text(alphabet="abcdefABCDEF0123456789%~-_.+/=", min_size=1, max_size=40),
+)
+def test_any_parameter_named_for_an_hmac_is_redacted_and_redacting_twice_changes_nothing(
+    prefix, separator, upper, value
+):
+    name = separator.join([*prefix, SIGNED_URL_PARAMS[1]])
+    name = name.upper() if upper else name
+    url = f"https://m.example.com/a?x=1&{name}={value}&y=2"
+    redacted = R.redact_url(url)
+    assert redacted == f"https://m.example.com/a?x=1&{name}={REDACTED}&y=2"
+    assert R.redact_url(redacted) == redacted
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    signature=st.text(alphabet="0123456789abcdef", min_size=32, max_size=32),
+    path=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_/.", min_size=1, max_size=30),
+    before=st.lists(st.sampled_from(["w=640", "h=480", "fit=crop", "auto=format", "q=75"]), max_size=3),
+    after=st.lists(st.sampled_from(["dpr=2", "fm=webp"]), max_size=2),
+    separator=st.sampled_from(["&", ";", "&amp;"]),
+)
+def test_any_imgix_signature_is_redacted_and_the_rest_kept(signature, path, before, after, separator):
+    query = separator.join([*before, "s={}", *after])
+    url = f"https://acme.imgix.net/{path}?" + query.format(signature)
+    redacted = R.redact_text(url)
+    assert redacted == f"https://acme.imgix.net/{path}?" + query.format(REDACTED)
+    assert R.redact_text(redacted) == redacted
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    signature=st.one_of(
+        st.text(alphabet=_B64URL, min_size=8, max_size=8), st.text(alphabet=_B64URL, min_size=32, max_size=32)
+    ),
+    transformation=st.sampled_from(["", "c_fill,w_640/", "v1700000000/", "t_thumb/f_auto/"]),
+)
+def test_any_cloudinary_signature_is_redacted_and_the_rest_kept(signature, transformation):
+    url = f"https://res.cloudinary.com/acme/image/upload/s--{signature}--/{transformation}shoe.jpg"
+    redacted = R.redact_url(url)
+    assert redacted == f"https://res.cloudinary.com/acme/image/upload/s--{REDACTED}--/{transformation}shoe.jpg"
+    assert R.redact_url(redacted) == redacted
+
+
+def test_appended_events_keep_no_such_signature_and_an_older_releases_copy_is_a_duplicate_when_resent(log):
+    events = [
+        triggered("r1", data={"hero": IMGIX, "video": AKAMAI}),
+        ev("run.failed", run_id="r1", error=f"could not fetch {CLOUDINARY}: 404"),
+    ]
+    ledger.append_input(log, jsonl(events))
+    stored = [e.body for e in log.run_events("r1")]
+    text = orjson.dumps(stored).decode()
+    assert _HEX32 not in text and "Ai4Znf-_" not in text and "4f1d0e9a" not in text
+    assert stored[0]["data"] == {"hero": IMGIX_REDACTED, "video": AKAMAI_REDACTED}
+    assert stored[1]["error"] == f"could not fetch {CLOUDINARY_REDACTED}: 404"
+    # Stored whole by a release that knew no such signature, then sent again: a duplicate.
+    older = triggered("r2", data={"hero": CLOUDINARY_LONG, "stream": WOWZA})
+    stored_as_an_older_release_did(log, [older])
+    before = log.run_events("r2")[0].body
+    assert before["data"] == {"hero": CLOUDINARY_LONG, "stream": WOWZA}
+    result, _ = ledger.append_input(log, jsonl([older]))
+    assert (result.duplicates, result.appended) == (1, 0)
+    assert log.run_events("r2")[0].body == before
+
+
+def test_scan_secrets_finds_such_signatures_an_older_release_stored(log):
+    stored_as_an_older_release_did(
+        log,
+        [
+            triggered("r1", data={"hero": IMGIX}),
+            ev("run.failed", run_id="r1", error=f"shopify refused {SHOPIFY}"),
+            triggered("r2", data={"search": "https://wp.example.com/?s=hello", "hmac": "ab12"}),
+        ],
+    )
+    scan = ledger.scan_secrets(log, Redactor())
+    assert (scan.events_read, scan.found) == (3, 2)
+    places = {(f.type, f.run_id, p.path): p.redacted for f in scan.findings for p in f.fields}
+    assert places == {
+        ("run.triggered", "r1", "data.hero"): IMGIX_REDACTED,
+        ("run.failed", "r1", "error"): f"shopify refused {SHOPIFY_REDACTED}",
+    }
