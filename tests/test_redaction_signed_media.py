@@ -121,6 +121,8 @@ def test_such_a_signature_inside_a_url_encoded_in_another_is_redacted(url, expec
         f"https://img.acme.com/a.png?s={_HEX32.upper()}",
         f"https://img.acme.com/a.png?s={_HEX32}-2",
         f"https://img.acme.com/a.png?s={_HEX32}_2",
+        f"https://img.acme.com/a.png?s={_HEX32}Z",
+        f"https://img.acme.com/a/s={_HEX32}",
         f"https://img.acme.com/a.png?ids={_HEX32}",
         f"https://img.acme.com/a.png?xs={_HEX32}",
         f"s={_HEX32}",
@@ -133,6 +135,8 @@ def test_such_a_signature_inside_a_url_encoded_in_another_is_redacted(url, expec
         "https://res.cloudinary.com/acme/image/upload/s--Ai4Znf78--",
         "run it with --dry-run s--Ai4Znf78--/x",
         "https://res.cloudinary.com/acme/image/upload/s--Ai4Znf78.--/shoe.jpg",
+        "https://res.cloudinary.com/acme/image/upload/s--Ai4Z.f78--/shoe.jpg",
+        "https://res.cloudinary.com/acme/image/upload/s--Ai4Znfl3Bq5Yogm4Cr6.phn5Ds7At8Eu--/shoe.jpg",
         # Names that only look like the signed ones: kept.
         "https://m.example.com/a?hmacs=1&hmac_algorithm=sha256&hdnts_count=2&hdn=3&wowzatokenstarttime=4",
         "https://m.example.com/hmac/hdnts?page=2",
@@ -143,6 +147,9 @@ def test_such_a_signature_inside_a_url_encoded_in_another_is_redacted(url, expec
 def test_a_lookalike_is_kept_byte_for_byte(text):
     assert R.redact_text(text) is text
     assert R.redact_url(text) is text
+    # Beside real ones (so that no hint stands in for the form): kept all the same.
+    both = f"{IMGIX} {CLOUDINARY} {text}"
+    assert R.redact_text(both) == f"{IMGIX_REDACTED} {CLOUDINARY_REDACTED} {text}"
 
 
 def test_an_objects_hmac_is_no_credential_and_is_kept():
@@ -155,7 +162,7 @@ def test_an_objects_hmac_is_no_credential_and_is_kept():
 def test_a_url_parameters_name_is_a_signature_by_its_last_word_or_whole():
     for name in ("hmac", "x-hmac", "X_HMAC", "request.hmac", "hdnts", "HDNEA", "hdntl", "wowzatokenhash", "h%6Dac"):
         assert R.is_secret_param(name), name
-    for name in ("hmacs", "hmac_sha256", "hdnts_count", "x-hdnts", "tokenhash", "wowzatokenstarttime", "s", "hash"):
+    for name in ("hmacs", "hmac_sha256", "hdnts_count", "x-hdnts", "x-sig", "tokenhash", "wowzatokenstarttime", "s", "hash"):
         assert not R.is_secret_param(name), name
 
 
