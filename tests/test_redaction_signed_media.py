@@ -1,7 +1,7 @@
 """More signed URLs: a Shopify app link's ``hmac``, Akamai's tokens (``hdnts``, ``hdnea``,
 ``hdntl``) and Wowza's ``wowzatokenhash`` by their parameter's name, as S3's and Azure's
-signatures are; imgix's ``s`` (32 hex digits) and Cloudinary's ``s--…--`` path part by their
-form. Each is redacted in a URL, in text, inside an object and inside another URL; lookalikes
+signatures are; imgix's ``s`` (32 hex digits), Cloudinary's ``s--…--`` path part and an
+Akamai token's ``~hmac=`` (in a path too) by their form. Each is redacted in a URL, in text, inside an object and inside another URL; lookalikes
 are kept byte for byte; keys given instead of the default ones keep them all; an older
 release's copy resent is a duplicate, and scan-secrets finds it."""
 
@@ -55,8 +55,20 @@ WOWZA_REDACTED = (
     f"&wowzatokenendtime=1798765200&wowzatokenhash={REDACTED}"
 )
 
+_HEX64 = "4f1d0e9a2b3c4d5e6f708192a3b4c5d6e7f80912a3b4c5d6e7f8091a2b3c4d5e"
+AKAMAI_PATH = f"https://media.example.com/hdntl=exp=1798761600~acl=%2f*~data=hdntl~hmac={_HEX64}/live/seg-1.ts"
+AKAMAI_PATH_REDACTED = f"https://media.example.com/hdntl=exp=1798761600~acl=%2f*~data=hdntl~hmac={REDACTED}/live/seg-1.ts"
+
 SIGNED = [
     (IMGIX, IMGIX_REDACTED),
+    # An Akamai token in an HLS segment's path, where no parameter names it, and its SHA-1
+    # and MD5 kinds under any name.
+    (AKAMAI_PATH, AKAMAI_PATH_REDACTED),
+    (
+        f"https://m.example.com/a.ts?edge=st=1~exp=2~acl=/*~hmac={_HEX64[:40]}&x=1",
+        f"https://m.example.com/a.ts?edge=st=1~exp=2~acl=/*~hmac={REDACTED}&x=1",
+    ),
+    (f"https://m.example.com/a.ts?t=exp=2~hmac={_HEX32}", f"https://m.example.com/a.ts?t=exp=2~hmac={REDACTED}"),
     (CLOUDINARY, CLOUDINARY_REDACTED),
     (CLOUDINARY_LONG, CLOUDINARY_LONG_REDACTED),
     (AKAMAI, AKAMAI_REDACTED),
@@ -92,7 +104,7 @@ def _lower_escapes(text: str) -> str:
     return re.sub(r"(%(?:25)*)(2F|3F|3D|3B)", lambda m: m[1] + m[2].lower(), text)
 
 
-@pytest.mark.parametrize("url, expected", SIGNED)
+@pytest.mark.parametrize("url, expected", [(u, e) for u, e in SIGNED if u != AKAMAI_PATH])
 @pytest.mark.parametrize("times", [1, 2, 3])
 @pytest.mark.parametrize("lower", [False, True])
 def test_such_a_signature_inside_a_url_encoded_in_another_is_redacted(url, expected, times, lower):
@@ -109,6 +121,51 @@ def test_such_a_signature_inside_a_url_encoded_in_another_is_redacted(url, expec
     encoded_expected = encoded_expected.replace(masked, REDACTED)
     tracked = f"https://t.example/ls/click?u={encoded}&id=7"
     assert R.redact_url(tracked) == f"https://t.example/ls/click?u={encoded_expected}&id=7"
+
+
+@pytest.mark.parametrize("times", [1, 2, 3])
+def test_an_akamai_path_token_encoded_in_another_url_loses_the_whole_token(times):
+    # Encoded, the token's name after an escaped slash counts as a parameter's (as every
+    # encoded name does): its whole value goes, the ~hmac inside it and the path after it.
+    encoded = AKAMAI_PATH
+    for _ in range(times):
+        encoded = quote(encoded, safe="")
+    name_end = encoded.index("hdntl") + len("hdntl") + len("%3D") + 2 * (times - 1)
+    tracked = f"https://t.example/ls/click?u={encoded}&id=7"
+    assert R.redact_url(tracked) == f"https://t.example/ls/click?u={encoded[:name_end]}{REDACTED}&id=7"
+
+
+def test_a_token_known_by_its_form_inside_an_encoded_secret_value_takes_the_whole_value():
+    # Masked first by its form, the token ended the value it stood in, and the value's rest
+    # was kept: now the value runs on past the mask to its end.
+    inner = "https://app.example.com/cb?password=abc~sk_live_a1B2c3D4e5F6g7H8~def&x=1"
+    tracked = "https://t.example/c?u=" + quote(inner, safe="") + "&id=7"
+    expected = f"https://t.example/c?u=https%3A%2F%2Fapp.example.com%2Fcb%3Fpassword%3D{REDACTED}%26x%3D1&id=7"
+    assert R.redact_url(tracked) == expected
+    assert R.redact_url(expected) == expected
+    assert R.redact_text(f"clicked {tracked}") == f"clicked {expected}"
+    # A value that is a mask alone, or starts with a bracket, is left as it is.
+    for kept in (f"u=a%3Ftoken%3D{REDACTED}%26x%3D1", "u=a%3Ftoken%3D[abc]%26x%3D1"):
+        assert R.redact_text(kept) is kept
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # A token masked first by its form at a value's end: the mask's bracket was taken for
+        # a sentence's, the value cut before it and a "]" left over (twice over, at times,
+        # when redacted again). Found by fuzzing these forms against the last release's.
+        ("?token=abc-]%3Fsk_live_a1B2c3D4e5F6g7H8", f"?token={REDACTED}"),
+        (f"?hmac=ab]%3bs%3d{_HEX32}\\/x", f"?hmac={REDACTED}"),
+        (f"&&x-hmac=06a1dd-]%3F%26s%3D{_HEX32}", f"&&x-hmac={REDACTED}"),
+        (f"see ?token=ab]~hmac={_HEX32}.", f"see ?token={REDACTED}."),
+        # A bracket the sentence opened still closes outside the value.
+        (f"(see ?token=ab~hmac={_HEX32})", f"(see ?token={REDACTED})"),
+    ],
+)
+def test_a_mask_at_a_values_end_is_the_values_not_the_sentences(text, expected):
+    assert R.redact_text(text) == expected
+    assert R.redact_text(expected) == expected
 
 
 @pytest.mark.parametrize(
@@ -137,6 +194,14 @@ def test_such_a_signature_inside_a_url_encoded_in_another_is_redacted(url, expec
         "https://res.cloudinary.com/acme/image/upload/s--Ai4Znf78.--/shoe.jpg",
         "https://res.cloudinary.com/acme/image/upload/s--Ai4Z.f78--/shoe.jpg",
         "https://res.cloudinary.com/acme/image/upload/s--Ai4Znfl3Bq5Yogm4Cr6.phn5Ds7At8Eu--/shoe.jpg",
+        # An Akamai token's hmac of another length or case, or with no ~ before it: kept.
+        f"https://m.example.com/a.ts?t=exp=2~hmac={_HEX32[:-1]}",
+        f"https://m.example.com/a.ts?t=exp=2~hmac={_HEX64}0",
+        f"https://m.example.com/a.ts?t=exp=2~hmac={_HEX64.upper()}",
+        f"https://m.example.com/a.ts?t=exp=2~hmac={_HEX64}-",
+        f"https://m.example.com/a.ts?t=exp=2~hmacs={_HEX64}",
+        f"https://m.example.com/a.ts?t=exp=2~hmac{_HEX64}",
+        f"https://m.example.com/hmac={_HEX64}/seg-1.ts",
         # Names that only look like the signed ones: kept.
         "https://m.example.com/a?hmacs=1&hmac_algorithm=sha256&hdnts_count=2&hdn=3&wowzatokenstarttime=4",
         "https://m.example.com/hmac/hdnts?page=2",
@@ -148,8 +213,8 @@ def test_a_lookalike_is_kept_byte_for_byte(text):
     assert R.redact_text(text) is text
     assert R.redact_url(text) is text
     # Beside real ones (so that no hint stands in for the form): kept all the same.
-    both = f"{IMGIX} {CLOUDINARY} {text}"
-    assert R.redact_text(both) == f"{IMGIX_REDACTED} {CLOUDINARY_REDACTED} {text}"
+    both = f"{IMGIX} {CLOUDINARY} {AKAMAI_PATH} {text}"
+    assert R.redact_text(both) == f"{IMGIX_REDACTED} {CLOUDINARY_REDACTED} {AKAMAI_PATH_REDACTED} {text}"
 
 
 def test_an_objects_hmac_is_no_credential_and_is_kept():

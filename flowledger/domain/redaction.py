@@ -299,25 +299,30 @@ _TWILIO_ENCODED_HINT = re.compile(r"(?:AC|SK)[0-9a-fA-F]{32}%")
 # more: the hint (a search from a literal dot, three times as fast as from the id's start).
 _DISCORD_HINT = re.compile(r"\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27}")
 
-# Signed image URLs whose signature is known by its form rather than its name (the service's
+# Signed media URLs whose signature is known by its form rather than its name (the service's
 # own host or a custom domain, so no host is asked for): imgix's "s" parameter, the MD5 of
-# the path and query with the source's token (32 hex digits), and Cloudinary's path part
-# "s--", 8 (or 32) base64url characters and "--". Percent-encoded inside another URL too, up
-# to three times (the escapes' hex digits in either case).
+# the path and query with the source's token (32 hex digits); Cloudinary's path part "s--",
+# 8 (or 32) base64url characters and "--"; and an Akamai token's "~hmac=" (32 to 64 hex
+# digits), whatever names the token (a parameter, or an HLS segment's path: "/hdntl=exp=…~
+# hmac=…/"). The first two percent-encoded inside another URL too, up to three times (the
+# escapes' hex digits in either case; an encoded ~hmac is a pair whose name ends in hmac,
+# found as such). Each match starts with a literal, so that a text is scanned fast.
 _SIGNED_MEDIA = re.compile(
     r"""(?:
         (s(?:(?<=[?&;]s)|(?<=%3[FfBb]s)|(?<=%26s)|(?<=%253[FfBb]s)|(?<=%2526s)|(?<=%25253[FfBb]s)|(?<=%252526s))
           (?:=|%(?:25)*3[Dd]))[0-9a-f]{32}(?![A-Za-z0-9_\-])
       | (s--(?:(?<=/s--)|(?<=%2[Ff]s--)|(?<=%252[Ff]s--)|(?<=%25252[Ff]s--)))
           [A-Za-z0-9_-]{8}(?:[A-Za-z0-9_-]{24})?(?=--(?:/|\\/|%(?:25)*2[Ff]))
+      | (~hmac=)[0-9a-f]{32,64}(?![A-Za-z0-9_\-])
     )""",
     re.X,
 )
 
 
 def _signed_media(found: re.Match[str]) -> str:
-    """A signed image URL's signature replaced, what names it (``s=``, ``s--``) kept."""
-    return (found[1] or found[2]) + REDACTED
+    """A signed media URL's signature replaced, what names it (``s=``, ``s--``, ``~hmac=``)
+    kept."""
+    return found[found.lastindex] + REDACTED
 
 
 def _credential_urls(slash: str, colon: str, tenant: str, tail: str) -> str:
@@ -451,6 +456,8 @@ def _trimmed(value: str, punctuation: str) -> str:
             end -= 1
             continue
         if last in _CLOSERS:
+            if value.endswith(REDACTED, 0, end):
+                break  # a mask's own bracket (a token masked first) closes nothing
             if counts is None:
                 counts = {c: value.count(c) for c in "()[]{}"}
             if counts[_CLOSERS[last]] < counts[last]:
@@ -468,7 +475,8 @@ def _known_tokens(text: str, signed: bool = False) -> str:
     Twilio, Discord bot, Google OAuth, Airtable, Notion or Linear token, a webhook signing
     secret, a private key's PEM block, the secret part of a Slack, Teams or Discord webhook's
     URL or of a Telegram bot's) replaced, wherever it stands, and where ``signed`` the
-    signature of an imgix or Cloudinary URL; the same string when it holds none."""
+    signature of an imgix or Cloudinary URL or an Akamai token; the same string when it
+    holds none."""
     # Every string of every free-form field passes here: the hints are tested unrolled, each
     # form's after the character its URLs cannot lack (a generator or a table of hints cost
     # more than the tests themselves).
@@ -554,6 +562,7 @@ def _known_tokens(text: str, signed: bool = False) -> str:
     if signed and (
         ("s=" in text and ("?s=" in text or "&s=" in text or ";s=" in text))
         or "s--" in text
+        or "~hmac=" in text
         or ("s%" in text and ("3Fs%" in text or "3fs%" in text or "26s%" in text or "3Bs%" in text or "3bs%" in text))
     ):
         text = _SIGNED_MEDIA.sub(_signed_media, text)
@@ -797,8 +806,13 @@ class Redactor:
             start = m.end()
             stop = _ENCODED_VALUE_END.search(text, start)
             end = stop.start() if stop else len(text)
-            if end == start:
-                continue  # nothing to hide, or hidden already ("[" ends a value)
+            # A mask ends no value ("[" does): a token known by its form, masked first,
+            # may stand inside one (an Akamai token's ~hmac), and the rest is the secret's too.
+            while text.startswith(REDACTED, end):
+                stop = _ENCODED_VALUE_END.search(text, end + len(REDACTED))
+                end = stop.start() if stop else len(text)
+            if end == start or text[start:end] == REDACTED:
+                continue  # nothing to hide, or hidden already
             pieces.append(text[done:start])
             pieces.append(REDACTED)
             done = end
@@ -1058,7 +1072,7 @@ class Redactor:
         ``sig``, ``hmac``: :data:`SIGNED_URL_PARAMS`); so are those of a URL percent-encoded
         inside this one, tokens known by their form (see :meth:`redact_text`) and, with the
         default keys, an imgix or Cloudinary URL's signature (``s=`` and 32 hex digits, a
-        path's ``s--…--``). A parameter's name
+        path's ``s--…--``) and an Akamai token's (``~hmac=``). A parameter's name
         follows ``? & ; #`` (a ``?`` inside a value too, as a nested URL has) and its value
         runs to the next ``& ; #``. Everything else stays as it was, byte for byte: nothing is
         decoded or encoded again, the order is kept.
@@ -1150,7 +1164,8 @@ class Redactor:
           after their SIDs, webhook signing secrets, Google's OAuth tokens, Airtable, Notion
           and Linear tokens, private keys' PEM blocks, and the secret part
           of a Slack, Teams or Discord incoming webhook's URL or a Telegram bot's API URL;
-          with the default keys, an imgix or Cloudinary URL's signature too.
+          with the default keys, an imgix or Cloudinary URL's signature and an Akamai
+          token's too.
 
         What is kept, so that messages keep their meaning: after ``key:``, ``key = `` and after
         Bearer/Basic, one ordinary word (letters, lower case after the first or all capitals:
