@@ -1114,8 +1114,11 @@ class Redactor:
                 continue  # not secret, or inside a value replaced already
             stop = _URL_VALUE_END.search(out, start)
             end = stop.start() if stop else len(out)
-            if end == start or out[start:end] == REDACTED:
-                continue  # nothing to hide, or hidden already
+            if end == start or out.startswith(REDACTED, start) and not out[start + len(REDACTED) : end].strip(")]}"):
+                # Nothing to hide, or hidden already: a mask, or one with the brackets a
+                # first redaction left as the sentence's after it (where the URL ended then
+                # before a character masked since, as a "\/" in a value).
+                continue
             pieces.append(out[done:start])
             pieces.append(REDACTED)
             done = end
