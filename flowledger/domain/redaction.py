@@ -319,12 +319,6 @@ _SIGNED_MEDIA = re.compile(
 )
 
 
-def _signed_media(found: re.Match[str]) -> str:
-    """A signed media URL's signature replaced, what names it (``s=``, ``s--``, ``~hmac=``)
-    kept."""
-    return found[found.lastindex] + REDACTED
-
-
 def _credential_urls(slash: str, colon: str, tenant: str, tail: str) -> str:
     """The alternatives of a regex matching the secret part of URLs that are credentials
     themselves, their slashes and colons written as ``slash`` and ``colon`` match them: a
@@ -373,8 +367,8 @@ _ESCAPED_SECRET_URL_PART = re.compile(
 
 
 def _secret_url_part(found: re.Match[str]) -> str:
-    """What a match of _SECRET_URL_PART (or its encoded or escaped kin) becomes: its kept
-    start, then the mask."""
+    """What a match of _SECRET_URL_PART (or its encoded or escaped kin, or of _SIGNED_MEDIA)
+    becomes: its kept start, then the mask."""
     return (found[found.lastindex] if found.lastindex else "") + REDACTED
 
 
@@ -565,7 +559,7 @@ def _known_tokens(text: str, signed: bool = False) -> str:
         or "~hmac=" in text
         or ("s%" in text and ("3Fs%" in text or "3fs%" in text or "26s%" in text or "3Bs%" in text or "3bs%" in text))
     ):
-        text = _SIGNED_MEDIA.sub(_signed_media, text)
+        text = _SIGNED_MEDIA.sub(_secret_url_part, text)
     return text
 
 
