@@ -1108,7 +1108,7 @@ class Redactor:
                 continue  # not secret, or inside a value replaced already
             stop = _URL_VALUE_END.search(out, start)
             end = stop.start() if stop else len(out)
-            if end == start or out.startswith(REDACTED, start) and not out[start + len(REDACTED) : end].strip(")]}"):
+            if end == start or (out.startswith(REDACTED, start) and not out[start + len(REDACTED) : end].strip(")]}")):
                 # Nothing to hide, or hidden already: a mask, or one with the brackets a
                 # first redaction left as the sentence's after it (where the URL ended then
                 # before a character masked since, as a "\/" in a value).
