@@ -1009,3 +1009,75 @@ class ProviderContract:
             again = api.post("/v1/webhooks/twilio", content=urlencode(form), headers=headers)
             assert again.status_code == 200, again.text
             assert (again.json()["appended"], again.json()["duplicates"]) == (0, 1)
+
+    def test_a_mailgun_token_vouches_for_one_body_on_every_server_of_a_store(self, store_url):
+        # Mailgun signs timestamp + token, not the events: a token one server took must carry
+        # no other events to another server of the store, nor to the same after a restart.
+        import time
+
+        from fastapi.testclient import TestClient
+
+        from flowledger.api.app import create_app
+        from flowledger.providers import base
+        from tests.test_providers_review import MAILGUN, SECRETS, mailgun_body, mailgun_post, stored
+
+        token = "s" * 49 + "1"
+        delivered = mailgun_body({**MAILGUN, "event": "delivered", "id": "mg-40", "timestamp": time.time()}, token=token)
+        forged = mailgun_body({**MAILGUN, "event": "complained", "id": "mg-41", "timestamp": time.time()}, token=token)
+        with TestClient(create_app(store_url, provider_secrets=SECRETS)) as one, TestClient(create_app(store_url, provider_secrets=SECRETS)) as two:
+            assert mailgun_post(one, delivered).json()["appended"] == 1
+            refused = mailgun_post(two, forged)
+            assert refused.status_code == 401 and "another body" in refused.json()["detail"], refused.text
+            assert mailgun_post(two, delivered).json()["duplicates"] == 1  # a resend, wherever it lands
+        # The store remembered it, not this process (whose memory both servers would share here).
+        assert "mailgun:" + token not in base.PROCESS_TOKENS.seen
+        with TestClient(create_app(store_url, provider_secrets=SECRETS)) as restarted:
+            assert mailgun_post(restarted, forged).status_code == 401
+            assert mailgun_post(restarted, delivered).json()["duplicates"] == 1
+        assert [e["id"] for e in stored(store_url, "m-email")] == ["mailgun:mg-40"]
+
+    def test_the_inbox_remembers_a_tokens_first_body_for_its_time(self, store_url):
+        from flowledger.store.inbox import open_inbox
+
+        log = open_log(store_url)
+        a, b = open_inbox(log.backend), open_inbox(log.backend)  # two servers' inboxes
+        assert a is not None and b is not None
+        try:
+            assert a.first_body("mailgun:t1", b"one", 1000.0, 600) == b"one"
+            assert b.first_body("mailgun:t1", b"two", 1500.0, 600) == b"one"
+            assert a.first_body("mailgun:t1", b"five", 1600.0, 600) == b"one"  # its last second
+            assert b.first_body("mailgun:t2", b"two", 1500.0, 600) == b"two"
+            # Past its time a token is forgotten by the next token's write (its timestamp is stale).
+            assert a.first_body("mailgun:t3", b"three", 1600.5, 600) == b"three"
+            with a._transaction(write=False) as c:
+                c.execute("SELECT key, forget_at FROM webhook_tokens ORDER BY key")
+                assert [tuple(row) for row in c.fetchall()] == [("mailgun:t2", 2100.0), ("mailgun:t3", 2200.5)]
+            assert b.first_body("mailgun:t1", b"four", 1601.0, 600) == b"four"
+        finally:
+            a.close()
+            b.close()
+            log.close()
+
+    def test_servers_remembering_one_token_at_once_all_see_the_first_body(self, store_url):
+        from flowledger.store.inbox import open_inbox
+
+        log = open_log(store_url)
+        inboxes = [open_inbox(log.backend) for _ in range(6)]
+        seen: list[bytes | None] = [None] * len(inboxes)
+        start = threading.Barrier(len(inboxes))
+
+        def remember(i: int) -> None:
+            start.wait()
+            seen[i] = inboxes[i].first_body("mailgun:race", bytes([i]), 1000.0, 600)
+
+        threads = [threading.Thread(target=remember, args=(i,)) for i in range(len(inboxes))]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(set(seen)) == 1 and seen[0] in [bytes([i]) for i in range(len(inboxes))], seen
+        finally:
+            for inbox in inboxes:
+                inbox.close()
+            log.close()

@@ -230,9 +230,8 @@ def mailgun_signed(key: str, token: str, timestamp: float, events: dict | None =
     return orjson.dumps({"signature": {"timestamp": stamp, "token": token, "signature": signature}, "event-data": events or {}})
 
 
-def test_a_mailgun_signature_wrong_only_in_its_last_digit_is_refused(monkeypatch):
+def test_a_mailgun_signature_wrong_only_in_its_last_digit_is_refused():
     """The whole HMAC is compared: a signature off in its last hex digit is refused."""
-    monkeypatch.setattr(mailgun, "_TOKENS", {})  # this process's memory of tokens, for this test alone
     body = orjson.loads(mailgun_signed("mg-key", "a" * 50, NOW))
     last = body["signature"]["signature"][-1]
     body["signature"]["signature"] = body["signature"]["signature"][:-1] + ("0" if last != "0" else "1")
@@ -240,15 +239,56 @@ def test_a_mailgun_signature_wrong_only_in_its_last_digit_is_refused(monkeypatch
         mailgun.verify(SignedRequest(orjson.dumps(body), {}), {"signing_key": "mg-key"}, NOW)
 
 
-def test_a_mailgun_token_is_remembered_while_its_timestamp_could_be_fresh(monkeypatch):
-    """A token seen 4 minutes ago still cannot vouch for another body (its timestamp is still fresh)."""
-    monkeypatch.setattr(mailgun, "_TOKENS", {})  # this process's memory of tokens, for this test alone
+def mailgun_facts(body: bytes, now: float, tokens: base.TokenMemory) -> list[base.ProviderFact]:
+    return mailgun.ADAPTER.facts(SignedRequest(body, {}), {"signing_key": "mg-key"}, now, tokens)
+
+
+def mailgun_event(event_id: str) -> dict:
+    return {"event": "delivered", "id": event_id, "timestamp": NOW, "message": {"headers": {"message-id": "m@x"}}}
+
+
+def test_a_mailgun_token_is_remembered_while_its_timestamp_could_be_fresh():
+    """A token seen 4 minutes ago still cannot vouch for another body (its timestamp is still
+    fresh); past the time tokens are kept, its timestamp is stale anyway."""
+    tokens = base.ProcessTokens()  # a memory for this test alone
     token = "r" * 49 + "4"
     signed_at = NOW - 60
-    mailgun.verify(SignedRequest(mailgun_signed("mg-key", token, signed_at, {"id": "a"}), {}), {"signing_key": "mg-key"}, signed_at)
-    other = mailgun_signed("mg-key", token, signed_at, {"id": "b"})
+    first = mailgun_signed("mg-key", token, signed_at, mailgun_event("a"))
+    assert [f.dedupe_id for f in mailgun_facts(first, signed_at, tokens)] == ["a"]
+    other = mailgun_signed("mg-key", token, signed_at, mailgun_event("b"))
     with pytest.raises(SignatureInvalid, match="another body"):
-        mailgun.verify(SignedRequest(other, {}), {"signing_key": "mg-key"}, signed_at + 240)
+        mailgun_facts(other, signed_at + 240, tokens)
+    assert [f.dedupe_id for f in mailgun_facts(first, signed_at + 240, tokens)] == ["a"]  # a resend
+    # Signed again as late as it is kept (a timestamp can be that far from the first's).
+    kept_until = signed_at + base.TOKENS_KEPT
+    with pytest.raises(SignatureInvalid, match="another body"):
+        mailgun_facts(mailgun_signed("mg-key", token, kept_until, mailgun_event("b")), kept_until, tokens)
+    # Forgotten once kept for TOKENS_KEPT (twice the signature's age): then the same token
+    # signed afresh is a new request's (Mailgun's tokens are random: never reused).
+    later = signed_at + base.TOKENS_KEPT + 1
+    again = mailgun_signed("mg-key", token, later, mailgun_event("b"))
+    assert [f.dedupe_id for f in mailgun_facts(again, later, tokens)] == ["b"]
+    assert list(tokens.seen) == ["mailgun:" + token]
+
+
+def test_mailgun_tokens_are_remembered_in_the_memory_given_else_in_this_processs():
+    """A memory that cannot remember (None) leaves it to this process's memory, which then refuses."""
+
+    class Forgetful:
+        def first_body(self, key, digest, now, kept):
+            return None
+
+    token = "f" * 49 + "0"
+    first = mailgun_signed("mg-key", token, NOW, mailgun_event("a"))
+    assert len(mailgun_facts(first, NOW, Forgetful())) == 1
+    assert base.PROCESS_TOKENS.seen["mailgun:" + token][1] == hashlib.sha256(first).digest()
+    with pytest.raises(SignatureInvalid, match="another body"):
+        mailgun_facts(mailgun_signed("mg-key", token, NOW, mailgun_event("b")), NOW, Forgetful())
+    # A memory that remembers answers alone: this process's is not asked.
+    given = base.ProcessTokens()
+    other = "g" * 49 + "0"
+    assert len(mailgun_facts(mailgun_signed("mg-key", other, NOW, mailgun_event("a")), NOW, given)) == 1
+    assert "mailgun:" + other in given.seen and "mailgun:" + other not in base.PROCESS_TOKENS.seen
 
 
 # Postmark.
@@ -395,14 +435,14 @@ def test_a_sendgrid_key_on_another_curve_is_malformed():
         sendgrid.public_key(_public_der(ec.SECP384R1()))
 
 
-def test_a_mailgun_token_with_a_bad_signature_is_not_remembered(monkeypatch):
+def test_a_mailgun_token_with_a_bad_signature_is_not_remembered():
     """Only tokens whose signature verified are remembered (unsigned requests cannot fill the memory)."""
-    monkeypatch.setattr(mailgun, "_TOKENS", {})  # this process's memory of tokens, for this test alone
-    body = orjson.loads(mailgun_signed("mg-key", "u" * 50, NOW))
+    tokens = base.ProcessTokens()
+    body = orjson.loads(mailgun_signed("mg-key", "u" * 50, NOW, mailgun_event("a")))
     body["signature"]["signature"] = "0" * 64
     with pytest.raises(SignatureInvalid, match="does not match"):
-        mailgun.verify(SignedRequest(orjson.dumps(body), {}), {"signing_key": "mg-key"}, NOW)
-    assert "u" * 50 not in mailgun._TOKENS
+        mailgun_facts(orjson.dumps(body), NOW, tokens)
+    assert tokens.seen == {} and "mailgun:" + "u" * 50 not in base.PROCESS_TOKENS.seen
 
 
 def test_signing_in_clears_away_sessions_that_are_over(log):

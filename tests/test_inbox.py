@@ -347,3 +347,70 @@ def test_postgresql_a_webhook_waits_a_short_while_for_the_append_lock(postgres_u
             assert answer is not None, "the webhook was still waiting for the lock"
             assert answer.status_code == 200 and answer.json()["deferred"] == 4
         assert post_sendgrid(client, sendgrid_events()).json()["duplicates"] == 4
+
+
+def test_mailgun_tokens_are_remembered_in_the_inbox_file(store_path):
+    """A server's Mailgun tokens are kept in the inbox file beside the store (never waiting for
+    the store's write lock, as a long import holds it), with their body's digest."""
+    import hashlib
+    import time
+
+    from tests.test_providers_review import MAILGUN, mailgun_body, mailgun_post
+    from tests.test_providers_review import SECRETS as MAILGUN_SECRETS
+
+    body = mailgun_body({**MAILGUN, "event": "delivered", "id": "mg-i1", "timestamp": time.time()}, token="i" * 50)
+    with TestClient(create_app(store_path, provider_secrets=MAILGUN_SECRETS, lock_timeout=0.2)) as client:
+        with sqlite_write_lock(store_path):
+            answer = mailgun_post(client, body).json()
+    assert answer["deferred"] == 1
+    conn = sqlite3.connect(store_path + INBOX_SUFFIX)
+    try:
+        (row,) = conn.execute("SELECT key, digest, forget_at FROM webhook_tokens").fetchall()
+    finally:
+        conn.close()
+    assert row[:2] == ("mailgun:" + "i" * 50, hashlib.sha256(body).digest())
+    assert time.time() < row[2] <= time.time() + 600
+
+
+def test_a_token_the_inbox_cannot_remember_is_left_to_the_process_and_tried_again_a_minute_later(store_path, caplog):
+    """An inbox that cannot be written (here a directory stands where its file would be)
+    leaves tokens to the process's memory, says so once, and is tried again after a minute;
+    a busy one fails the webhook instead (sent again later)."""
+    import logging
+
+    from flowledger.errors import StoreBusy
+    from flowledger.store import inbox as inbox_module
+
+    open_log(store_path).close()
+    os.mkdir(store_path + INBOX_SUFFIX)
+    log = open_log(store_path)
+    inbox = open_inbox(log.backend)
+    assert inbox is not None
+    tried: list[float] = []
+    real = inbox._first_body
+
+    def counted(key, digest, now, kept):
+        tried.append(now)
+        return real(key, digest, now, kept)
+
+    inbox._first_body = counted  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.WARNING, logger="flowledger"):
+            assert inbox.first_body("mailgun:k", b"one", 1000.0, 600) is None
+            assert inbox.first_body("mailgun:k", b"two", 1000.0 + inbox_module.TOKENS_RETRY - 1, 600) is None
+            assert tried == [1000.0]
+            os.rmdir(store_path + INBOX_SUFFIX)
+            assert inbox.first_body("mailgun:k", b"two", 1000.0 + inbox_module.TOKENS_RETRY, 600) == b"two"
+            assert len(tried) == 2
+        said = [r.getMessage() for r in caplog.records if "cannot remember webhook tokens" in r.getMessage()]
+        assert len(said) == 1 and "unable to open" in said[0], said
+
+        def busy(key, digest, now, kept):
+            raise StoreBusy("the webhook inbox is busy")
+
+        inbox._first_body = busy  # type: ignore[method-assign]
+        with pytest.raises(StoreBusy):
+            inbox.first_body("mailgun:k", b"three", 2000.0, 600)
+    finally:
+        inbox.close()
+        log.close()

@@ -146,3 +146,45 @@ def test_a_role_granted_only_rows_is_told_a_rebuild_in_place_is_the_owners(rows_
     ), result.stderr
     copy = _cli(rows_only_role, "rebuild", "--into", str(tmp_path / "copy.db"))
     assert copy.exit_code == 0, copy.output
+
+
+def test_a_server_whose_role_may_not_make_the_tokens_table_remembers_tokens_itself(rows_only_role, postgres_url, caplog, monkeypatch):
+    # A store made before the tokens' table came with it, served by a role granted only rows:
+    # Mailgun's tokens are the process's to remember, as before, and the log says so once;
+    # once the owner has made the table (any writing command) and granted its rows, the store's.
+    import logging
+    import time
+
+    from flowledger.providers import base
+    from flowledger.store import inbox as inbox_module
+    from tests.test_providers_review import MAILGUN, mailgun_body, mailgun_post
+    from tests.test_providers_review import SECRETS as MAILGUN_SECRETS
+
+    schema = postgres_url.rpartition("schema=")[2]
+    role = rows_only_role.partition("://")[2].partition("@")[0]
+    with server_connection(POSTGRES, autocommit=True) as conn:
+        conn.execute(f'DROP TABLE "{schema}".webhook_tokens')
+    monkeypatch.setattr(inbox_module, "TOKENS_RETRY", 0.0)  # tried again at every webhook
+
+    def delivered(token: str, event_id: str) -> bytes:
+        return mailgun_body({**MAILGUN, "event": "delivered", "id": event_id, "timestamp": time.time()}, token=token)
+
+    tokens = ["q" * 49 + str(i) for i in range(3)]
+    with TestClient(create_app(rows_only_role, provider_secrets=MAILGUN_SECRETS)) as client:
+        with caplog.at_level(logging.WARNING, logger="flowledger"):
+            for i, token in enumerate(tokens[:2]):
+                assert mailgun_post(client, delivered(token, f"mg-q{i}")).json()["appended"] == 1
+                assert "mailgun:" + token in base.PROCESS_TOKENS.seen
+            refused = mailgun_post(client, delivered(tokens[0], "mg-q9"))
+            assert refused.status_code == 401 and "another body" in refused.text
+        said = [r.getMessage() for r in caplog.records if "cannot remember webhook tokens" in r.getMessage()]
+        assert len(said) == 1 and "webhook_tokens" in said[0], said
+        assert _inbox_tables(postgres_url) == [True, True, True]  # the rest was there all along
+        open_log(postgres_url).close()  # the owner's writing command makes it
+        with server_connection(POSTGRES, autocommit=True) as conn:
+            conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{schema}".webhook_tokens TO "{role}"')
+        assert mailgun_post(client, delivered(tokens[2], "mg-q2")).json()["appended"] == 1
+    assert "mailgun:" + tokens[2] not in base.PROCESS_TOKENS.seen
+    with server_connection(POSTGRES) as conn:
+        keys = [k for (k,) in conn.execute(f'SELECT key FROM "{schema}".webhook_tokens').fetchall()]
+    assert keys == ["mailgun:" + tokens[2]]

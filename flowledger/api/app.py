@@ -981,7 +981,9 @@ def create_app(
         def check_and_store() -> tuple[ledger.PreparedFacts, ledger.AppendResult, int]:
             # Checking a signature and translating up to 10 MB: off the event loop.
             try:
-                facts = adapter.facts(signed, webhook_secrets.get(provider, {}), received)
+                # Mailgun's tokens remembered in the store: shared by its servers, and kept
+                # across their restarts (this process's memory where there is no inbox).
+                facts = adapter.facts(signed, webhook_secrets.get(provider, {}), received, state["inbox"])
             except SignatureInvalid as e:
                 raise ApiProblem(401, "Unauthorized", str(e)) from None
             except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:

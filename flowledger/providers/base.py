@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from flowledger.errors import FlowledgerError
 
 MAX_SIGNATURE_AGE = 300
 """Seconds a signed timestamp stays good: older requests are refused as replays."""
+
+TOKENS_KEPT = 2 * MAX_SIGNATURE_AGE
+"""Seconds a one-time token is remembered: past them its signed timestamp is stale anyway."""
 
 FLOWLEDGER_ID_KEYS = ("flowledger_message_id", "flowledger-message-id", "message_id")
 """The keys a sender may put its flowledger message id under (custom args, metadata…)."""
@@ -69,6 +74,38 @@ class ProviderFact:
     """The provider's event as it came (redacted before it is stored)."""
 
 
+class TokenMemory(Protocol):
+    """Where the one-time tokens of signed requests are remembered with their body's digest."""
+
+    def first_body(self, key: str, digest: bytes, now: float, kept: float) -> bytes | None:
+        """The digest first remembered under ``key`` (``digest`` itself if none was: now it
+        is, for ``kept`` seconds); None where this memory cannot remember (the caller then
+        uses this process's)."""
+
+
+class ProcessTokens:
+    """One-time tokens remembered by this process alone."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[float, bytes]] = {}
+        """Tokens remembered, first forgotten first: until when, and their body's digest."""
+        self._lock = threading.Lock()
+
+    def first_body(self, key: str, digest: bytes, now: float, kept: float) -> bytes:
+        """The digest first remembered under ``key`` (``digest`` itself if none was)."""
+        with self._lock:
+            while self.seen:
+                first = next(iter(self.seen))
+                if self.seen[first][0] >= now:
+                    break
+                del self.seen[first]
+            return self.seen.setdefault(key, (now + kept, digest))[1]
+
+
+PROCESS_TOKENS = ProcessTokens()
+"""This process's memory of tokens, where no store remembers them (no server's inbox)."""
+
+
 @dataclass(frozen=True)
 class Adapter:
     """How one provider's webhooks are checked, read and translated."""
@@ -81,11 +118,30 @@ class Adapter:
     """The provider events a request carries (now: when it was received)."""
     translate: Callable[[dict[str, Any]], ProviderFact]
     """One provider event as a fact."""
+    one_time_token: Callable[[SignedRequest], str] | None = None
+    """The token a verified request's signature covers instead of its body (Mailgun's), which
+    may vouch for one body only; None where the signature covers the body."""
 
-    def facts(self, request: SignedRequest, secrets: dict[str, str], now: float) -> list[ProviderFact]:
-        """Check a request, then translate every event it carries."""
+    def facts(
+        self, request: SignedRequest, secrets: dict[str, str], now: float, tokens: TokenMemory | None = None,
+    ) -> list[ProviderFact]:
+        """Check a request, then translate every event it carries; ``tokens``: where one-time
+        tokens are remembered (a store's, shared by its servers), else this process's memory."""
         self.verify(request, secrets, now)
+        if self.one_time_token is not None:
+            self.first_body_of(self.one_time_token(request), hashlib.sha256(request.body).digest(), now, tokens)
         return self.translate_all(self.parse(request, now))
+
+    def first_body_of(self, token: str, digest: bytes, now: float, tokens: TokenMemory | None) -> None:
+        """Refuse a verified token already seen with another body."""
+        # The signature does not cover the body: while its timestamp is fresh, a captured
+        # token would vouch for any events. A resend of the same body is let through (idempotent).
+        key = f"{self.name}:{token}"
+        first = None if tokens is None else tokens.first_body(key, digest, now, TOKENS_KEPT)
+        if first is None:
+            first = PROCESS_TOKENS.first_body(key, digest, now, TOKENS_KEPT)
+        if first != digest:
+            raise SignatureInvalid(f"{self.name}: this signature's token came with another body (a replay)")
 
     def translate_all(self, items: list[Any]) -> list[ProviderFact]:
         """Translate every event; a bad one is a ValueError naming it (by index, if several) and its field."""

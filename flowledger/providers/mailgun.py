@@ -2,20 +2,19 @@
 
 ``signature.signature`` is the hex HMAC-SHA256, with the webhook signing key (secret
 `signing_key`), of ``signature.timestamp`` followed by ``signature.token``: it does not
-cover the events, so a token seen again with another body is refused.
+cover the events, so a token seen again with another body is refused (see
+:meth:`flowledger.providers.base.Adapter.facts`: a server remembers tokens in its store).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
 from typing import Any
 
 import orjson
 
 from flowledger.providers.base import (
-    MAX_SIGNATURE_AGE,
     Adapter,
     ProviderFact,
     SignatureInvalid,
@@ -41,9 +40,6 @@ _KINDS = {
     "unsubscribed": "message.unsubscribed",
     "complained": "message.complained",
 }
-_TOKENS: dict[str, tuple[float, bytes]] = {}
-"""Tokens this process verified lately, oldest first: when first seen, and their body's digest."""
-_TOKENS_LOCK = threading.Lock()
 # Permanent failures where Mailgun sent nothing (the address was on a suppression list):
 # like SendGrid's dropped, a failure, not a bounce (a bounce proves the message was sent).
 _NOT_SENT = frozenset({"suppress-bounce", "suppress-unsubscribe", "suppress-complaint"})
@@ -64,22 +60,11 @@ def verify(request: SignedRequest, secrets: dict[str, str], now: float) -> None:
     expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
     if not same(expected, given):
         raise SignatureInvalid("mailgun: the signature does not match")
-    _first_body_of(token, hashlib.sha256(request.body).digest(), now)
 
 
-def _first_body_of(token: str, digest: bytes, now: float) -> None:
-    """Refuse a token already seen with another body (the signature does not cover the body)."""
-    # Mailgun signs timestamp + token only: while the timestamp is fresh, a captured token
-    # would vouch for any events. A resend of the same body is let through (idempotent).
-    with _TOKENS_LOCK:
-        while _TOKENS:
-            oldest = next(iter(_TOKENS))
-            if now - _TOKENS[oldest][0] <= 2 * MAX_SIGNATURE_AGE:
-                break
-            del _TOKENS[oldest]
-        seen = _TOKENS.setdefault(token, (now, digest))
-    if seen[1] != digest:
-        raise SignatureInvalid("mailgun: this signature's token came with another body (a replay)")
+def one_time_token(request: SignedRequest) -> str:
+    """The token of a verified request: it may vouch for one body only."""
+    return str(orjson.loads(request.body)["signature"]["token"])
 
 
 def parse(request: SignedRequest, now: float) -> list[dict[str, Any]]:
@@ -122,4 +107,4 @@ def translate(item: dict[str, Any]) -> ProviderFact:
     )
 
 
-ADAPTER = Adapter(NAME, verify, parse, translate)
+ADAPTER = Adapter(NAME, verify, parse, translate, one_time_token=one_time_token)

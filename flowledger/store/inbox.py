@@ -24,6 +24,12 @@ row, the triggers, the inbox's table under them) was removed by hand: the first 
 process, or the next after a failed statement, checks every piece, makes a missing one and
 makes the count again from the rows, in its own transaction, writers held off meanwhile.
 
+The inbox also remembers, for a few minutes, the one-time tokens of verified webhooks whose
+signature does not cover their body (Mailgun's) with their body's digest (see
+:meth:`Inbox.first_body`): a token can then vouch for one body only, whichever of a store's
+servers it is sent to and across their restarts. Remembering one never waits for the log's
+lock either.
+
 A SQLite store's inbox, a file of its own, outlives its store if only the store is deleted:
 it records the id of the store it keeps facts for (see :meth:`Inbox.claim`), and the facts
 kept for another store are set aside, never appended to a new store made at the same path.
@@ -42,7 +48,7 @@ from typing import Any
 
 import orjson
 
-from flowledger.errors import StoreBusy, StoreError
+from flowledger.errors import StoreBusy, StoreError, StoreUnavailable
 from flowledger.store.backend import SQLBackend
 from flowledger.store.log import utc_now
 
@@ -52,11 +58,14 @@ INBOX_SUFFIX = ".inbox"
 """What a SQLite store's inbox file adds to the store's name."""
 INBOX_LOCK_TIMEOUT = 5.0
 """Seconds an inbox write waits for another's (they are a few rows long, never an import's)."""
+TOKENS_RETRY = 60.0
+"""Seconds tokens are left to the process's memory after the inbox could not remember one."""
 
 _TABLE = "webhook_inbox"
 _DEAD = "webhook_dead_letters"
 _META = "webhook_inbox_meta"
 _COUNT = "webhook_inbox_count"
+_TOKENS = "webhook_tokens"
 _SQLITE_DDL = (
     f"CREATE TABLE IF NOT EXISTS {_TABLE} (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
     "received_at TEXT NOT NULL, n INTEGER NOT NULL, items BLOB NOT NULL)"
@@ -104,7 +113,15 @@ _COUNT_SHARDS = 16
 _COUNT_BASE = -1
 """The PostgreSQL count's row made from the rows' sum, which no session moves: without it the
 count was emptied by hand (the trigger makes its shards again at the next write, from nothing)."""
-POSTGRES_TABLES = frozenset({_TABLE, _COUNT, _DEAD})
+# Made at the first token remembered (on PostgreSQL with the store); a token's row is deleted
+# by the first write of another past its time (its timestamp stale by then).
+_TOKENS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {_TOKENS} (key TEXT PRIMARY KEY, digest {{blob}} NOT NULL, forget_at {{real}} NOT NULL)",
+    f"CREATE INDEX IF NOT EXISTS {_TOKENS}_forget_at ON {_TOKENS} (forget_at)",
+)
+_SQLITE_TOKENS_DDL = tuple(d.format(blob="BLOB", real="REAL") for d in _TOKENS_DDL)
+_POSTGRES_TOKENS_DDL = tuple(d.format(blob="BYTEA", real="DOUBLE PRECISION") for d in _TOKENS_DDL)
+POSTGRES_TABLES = frozenset({_TABLE, _COUNT, _DEAD, _TOKENS})
 """The tables of a PostgreSQL store's inbox, made with the store."""
 
 
@@ -175,6 +192,8 @@ class Inbox:
     def __init__(self) -> None:
         self.drain_lock = threading.Lock()
         """Held by the thread of this process appending the inbox to the log (one at a time)."""
+        # When a token could last not be remembered (0: it could), and said so.
+        self._tokens_retried_at = 0.0
 
     def put(self, items: list[Item], received_at: str) -> None:
         """Keep one webhook's facts, durably, in one transaction."""
@@ -210,6 +229,37 @@ class Inbox:
         """Make the inbox its store's: set aside, as dead letters, the facts it keeps for
         another store; returns (that store's id, how many webhooks) if it kept any."""
         return None  # an inbox in the store's own schema is never another store's
+
+    def first_body(self, key: str, digest: bytes, now: float, kept: float) -> bytes | None:
+        """The body digest first remembered under a one-time token's ``key`` (``digest``
+        itself if none was: remembered now, durably, for ``kept`` seconds); None where the
+        inbox cannot remember tokens (see :class:`flowledger.providers.base.TokenMemory`).
+
+        A store that is busy or cannot be reached fails the webhook (sent again later); one
+        whose tokens' table this role may not make or write (a store made before it came
+        with the store, its owner's grants not covering it) leaves tokens to the process's
+        memory, as releases before this one did, and says so once."""
+        if now < self._tokens_retried_at + TOKENS_RETRY:
+            return None  # failed lately: not tried at every webhook
+        try:
+            remembered = self._first_body(key, digest, now, kept)
+        except (StoreBusy, StoreUnavailable):
+            raise
+        except StoreError as e:
+            if not self._tokens_retried_at:
+                _log.warning(
+                    "the webhook inbox cannot remember webhook tokens (%s): this process remembers Mailgun's "
+                    "tokens for itself alone until the store's owner makes the table webhook_tokens "
+                    "(any writing command) and grants its rows", e,
+                )
+            self._tokens_retried_at = now
+            return None
+        self._tokens_retried_at = 0.0
+        return remembered
+
+    def _first_body(self, key: str, digest: bytes, now: float, kept: float) -> bytes:
+        """:meth:`first_body`'s work, errors and all."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """Release what the inbox holds open."""
@@ -275,6 +325,15 @@ def _any_waiting(c: Any) -> bool:
     """Whether the inbox has a row, one row read (the inbox's table exists)."""
     c.execute(f"SELECT EXISTS (SELECT 1 FROM {_TABLE})")
     return bool(c.fetchone()[0])
+
+
+def _first_body(c: Any, key: str, digest: bytes, now: float, kept: float) -> bytes:
+    """:meth:`Inbox.first_body`'s work, in an open write transaction (the tokens' table exists)."""
+    c.execute(f"DELETE FROM {_TOKENS} WHERE forget_at < ?", (now,))
+    # Two servers remembering one token at once: the first insert stands, the other reads it.
+    c.execute(f"INSERT INTO {_TOKENS} (key, digest, forget_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING", (key, digest, now + kept))
+    c.execute(f"SELECT digest FROM {_TOKENS} WHERE key = ?", (key,))
+    return bytes(c.fetchone()[0])
 
 
 def _sqlite_counted(c: sqlite3.Cursor) -> bool:
@@ -383,6 +442,13 @@ class SQLiteInbox(Inbox):
             # Else they would be kept under another store's id, and set aside with its facts.
             self._claim(c, store_id, utc_now())
             c.execute(f"INSERT INTO {_TABLE} (received_at, n, items) VALUES (?, ?, ?)", (received_at, len(items), _encode(items)))
+
+    def _first_body(self, key: str, digest: bytes, now: float, kept: float) -> bytes:
+        with self._transaction(write=True, create=True) as c:
+            assert c is not None
+            for statement in _SQLITE_TOKENS_DDL:
+                c.execute(statement)
+            return _first_body(c, key, digest, now, kept)
 
     def oldest(self, limit: int) -> list[Deferred]:
         """The oldest ``limit`` webhooks' facts, oldest first (left in the inbox)."""
@@ -517,6 +583,8 @@ class PostgresInbox(Inbox):
         # made by a write committed here (both forgotten at a failed statement: a piece
         # removed meanwhile fails one, and the next transaction checks them all again).
         self._counted = False
+        # Whether the tokens' table is known to be there (forgotten at a failed statement too).
+        self._tokens_made = False
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[Any]:
@@ -532,7 +600,7 @@ class PostgresInbox(Inbox):
                 c.execute(f"SET LOCAL lock_timeout = '{int(INBOX_LOCK_TIMEOUT * 1000)}ms'")
                 yield c
         except BaseException:
-            self._made = self._counted = False
+            self._made = self._counted = self._tokens_made = False
             raise
 
     def _exists(self, c: Any) -> bool:
@@ -583,14 +651,30 @@ class PostgresInbox(Inbox):
                 c.execute(statement)
 
     def make(self) -> None:
-        """Make the inbox's tables, its count and its dead letters' table now, as the store is
-        made: a role later granted only their rows could not make them at its first put."""
+        """Make the inbox's tables, its count, its dead letters' and its tokens' tables now, as
+        the store is made: a role later granted only their rows could not make them at its first put."""
         with self._transaction() as c:
             self._set_up(c)
             if not self._has(c, _DEAD):
                 self._making(c)
                 c.execute(_POSTGRES_DEAD_DDL)
-        self._made = self._counted = True
+            self._set_up_tokens(c)
+        self._made = self._counted = self._tokens_made = True
+
+    def _set_up_tokens(self, c: Any) -> None:
+        """Make the tokens' table unless it is there."""
+        if not self._has(c, _TOKENS):
+            self._making(c)
+            for statement in _POSTGRES_TOKENS_DDL:
+                c.execute(statement)
+
+    def _first_body(self, key: str, digest: bytes, now: float, kept: float) -> bytes:
+        with self._transaction() as c:
+            if not self._tokens_made:
+                self._set_up_tokens(c)  # a store made before it came with the store
+            remembered = _first_body(c, key, digest, now, kept)
+        self._tokens_made = True
+        return remembered
 
     def put(self, items: list[Item], received_at: str) -> None:
         """Keep one webhook's facts, durably, in one transaction."""
