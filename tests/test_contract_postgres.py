@@ -227,3 +227,25 @@ def test_text_sorts_as_on_sqlite_whatever_the_database_collation(icu_database_ur
         log.close()
     assert answers[0] == answers[1]
     assert answers[1][0] == sorted(keys)
+
+
+def test_a_server_of_the_owner_makes_the_tokens_table_where_it_is_wanting(postgres_url):
+    # Dropped by hand (or a store whose owner's server started before another release
+    # made it): the first Mailgun webhook makes it again, and the token is the store's.
+    from fastapi.testclient import TestClient
+
+    from flowledger.api.app import create_app
+    from flowledger.providers import base
+    from tests.test_providers_review import MAILGUN, SECRETS, mailgun_body, mailgun_post
+
+    schema = postgres_url.rpartition("schema=")[2]
+    token = "w" * 49 + "1"
+    body = mailgun_body({**MAILGUN, "event": "delivered", "id": "mg-w1", "timestamp": time.time()}, token=token)
+    with TestClient(create_app(postgres_url, provider_secrets=SECRETS)) as client:
+        with server_connection(POSTGRES, autocommit=True) as conn:
+            conn.execute(f'DROP TABLE "{schema}".webhook_tokens')
+        assert mailgun_post(client, body).json()["appended"] == 1
+    assert "mailgun:" + token not in base.PROCESS_TOKENS.seen
+    with server_connection(POSTGRES) as conn:
+        keys = [k for (k,) in conn.execute(f'SELECT key FROM "{schema}".webhook_tokens').fetchall()]
+    assert keys == ["mailgun:" + token]
