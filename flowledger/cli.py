@@ -1392,12 +1392,26 @@ def _echo_scan(scan: SecretScan, as_json: bool) -> None:
     envvar="FLOWLEDGER_PUBLIC_URL",
     help="The address providers call, when a proxy stands in front (Twilio signs the URL). Also FLOWLEDGER_PUBLIC_URL.",
 )
+@click.option(
+    "--webhook-timeout",
+    type=click.FloatRange(1, 3600),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a webhook's body may take to arrive: past it, a 408, nothing stored, the connection closed.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    metavar="N",
+    help="The most connections served at once: a request on one more is answered 503 at once (default: no limit).",
+)
 @event_options
 @click.pass_obj
 @handles_errors
 def serve(
-    obj: Context, host: str, port: int, follow: bool, public_url: str | None, max_event_bytes: int,
-    redact_keys: tuple[str, ...],
+    obj: Context, host: str, port: int, follow: bool, public_url: str | None, webhook_timeout: float,
+    max_connections: int | None, max_event_bytes: int, redact_keys: tuple[str, ...],
 ) -> None:
     """Serve the HTTP API (and its OpenAPI document at /openapi.json).
 
@@ -1412,6 +1426,7 @@ def serve(
     Example:
         flowledger serve --port 8080
         flowledger --store postgresql://me@db/flows serve --host 0.0.0.0 --no-follow
+        flowledger serve --max-connections 200 --webhook-timeout 10
     """
     try:
         import uvicorn
@@ -1437,11 +1452,14 @@ def serve(
     app = create_app(
         obj.store, lock_timeout=obj.lock_timeout, follow=follow, public_url=public_url,
         redactor=Redactor.from_environment(redact_keys), max_event_bytes=max_event_bytes,
+        webhook_body_timeout=webhook_timeout,
     )
     # uvicorn's configuration keeps a logger's filters: this one outlives its set-up.
     logging.getLogger("uvicorn.access").addFilter(_QuerySecretsMasked())
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        # uvicorn counts the connection a request comes on among those it limits.
+        limit = None if max_connections is None else max_connections + 1
+        uvicorn.run(app, host=host, port=port, log_level="info", limit_concurrency=limit)
     except SystemExit as e:
         # uvicorn exits 3 when it cannot start (the port taken, a host that does not
         # resolve), having logged why: a command's failure here exits 1.

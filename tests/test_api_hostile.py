@@ -333,3 +333,57 @@ def test_webhook_bodies_held_at_once_share_a_budget_given_back_when_each_ends(st
         for _ in range(5):
             assert answer().status_code == 401
     assert stored(store_path) == 0
+
+
+def _answer_of(sock, seconds: float) -> bytes:
+    """What a server sent on a raw connection until it closed it (or ``seconds`` passed)."""
+    import time
+
+    sock.settimeout(seconds)
+    got, deadline = b"", time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            part = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not part:
+            return got + b"<closed>"
+        got += part
+    return got
+
+
+def test_a_webhook_body_that_stops_arriving_is_a_408_its_budget_given_back(store_path):
+    # A sender that stops mid-body held its share of the budget for as long as it kept the
+    # connection open: two such held a budget of 2 MiB, and every webhook after was a 503.
+    import socket
+
+    import httpx
+
+    from tests.conftest import live_server
+
+    budget = 2 * 1024 * 1024
+    app = create_app(store_path, provider_secrets=SECRETS, webhook_body_budget=budget, webhook_body_timeout=1.0)
+    other = b"[" + b" " * (1024 * 1024) + b"]"  # 1 MiB, unsigned: a 401 once read
+    with live_server(app) as base:
+        port = int(base.rsplit(":", 1)[1])
+        slow = socket.create_connection(("127.0.0.1", port))
+        head = b"POST /v1/webhooks/postmark HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3000000\r\n\r\n"
+        slow.sendall(head + b" " * 1_500_000)  # and then nothing more
+        answer = _answer_of(slow, 30)
+        slow.close()
+        status, _, rest = answer.partition(b"\r\n")
+        assert status == b"HTTP/1.1 408 Request Timeout", answer[:300]
+        assert b"connection: close" in rest.lower() and rest.endswith(b"<closed>"), answer[:300]
+        assert b"did not all arrive within 1 s" in rest and b"nothing was stored" in rest
+        # Given back: a body as large as the budget's rest fits again, and is read (401).
+        r = httpx.post(base + "/v1/webhooks/postmark", content=other, headers={"Content-Type": "application/json"}, timeout=30)
+        assert r.status_code == 401, r.text
+        # A body arriving in time is read as before, however slowly its parts come.
+        steady = socket.create_connection(("127.0.0.1", port))
+        steady.sendall(head.replace(b"3000000", b"2"))
+        steady.sendall(b"[")
+        steady.sendall(b"]")
+        steady.settimeout(30)
+        assert steady.recv(65536).startswith(b"HTTP/1.1 401 ")
+        steady.close()
+    assert stored(store_path) == 0

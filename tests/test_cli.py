@@ -582,3 +582,42 @@ def test_a_line_break_in_an_error_never_splits_a_table_row(run):
         out = run(*args).stdout
         assert "line one\\nline two" in out
         assert not any(line.startswith("line two") for line in out.splitlines())
+
+
+def test_serve_limits_connections_and_how_long_a_webhook_body_may_take(store_path):
+    # Facing the internet with no proxy in front: connections past the limit are answered
+    # 503 at once, and a webhook body that stops arriving is a 408 after --webhook-timeout.
+    pytest.importorskip("uvicorn")
+    import socket
+
+    import httpx
+
+    from flowledger.store import open_log
+    from tests.conftest import free_port, healthy
+    from tests.test_api_hostile import _answer_of
+
+    open_log(store_path).close()
+    port = free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), "flowledger")
+    command = [exe, "--store", store_path, "serve", "--port", str(port), "--max-connections", "2", "--webhook-timeout", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        wait_until(lambda: proc.poll() is not None or healthy(port), 60)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        first = socket.create_connection(("127.0.0.1", port))  # one connection, idle
+        assert httpx.get(url, timeout=10).status_code == 200  # the second
+        second = socket.create_connection(("127.0.0.1", port))
+        refused = httpx.get(url, timeout=10)  # a third
+        assert refused.status_code == 503, refused.text
+        second.close()
+        wait_until(lambda: httpx.get(url, timeout=10).status_code == 200, 30)
+        assert httpx.get(url, timeout=10).status_code == 200
+        head = b"POST /v1/webhooks/postmark HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n["
+        first.sendall(head)  # and then nothing more
+        answer = _answer_of(first, 30)
+        first.close()
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"within 1 s" in answer, answer[:300]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -6,6 +6,7 @@ from the query functions' own allow-lists.
 """
 
 
+import asyncio
 import logging
 import os
 import re
@@ -67,6 +68,9 @@ MAX_BATCH_BYTES = 10 * 1024 * 1024
 WEBHOOK_BODY_BUDGET = 64 * 1024 * 1024
 """The most bytes of webhook bodies a server holds at once before their signatures are
 checked (anyone can send one): past it, a webhook is a 503 to send again after Retry-After."""
+WEBHOOK_BODY_TIMEOUT = 30.0
+"""Seconds a webhook's body may take to arrive (providers send theirs at once): past them, a
+408 with nothing stored, the connection closed and its share of the budget given back."""
 MAX_COMMAND_BYTES = 256 * 1024
 """The largest body retry, cancel and POST /v1/cancellations take (a reason of 10,000
 characters, each written as a JSON escape, fits)."""
@@ -359,16 +363,19 @@ class BodyBudget:
     Taken and given back on the event loop's thread only (a body is read there), so a plain
     count is enough."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, timeout: float = WEBHOOK_BODY_TIMEOUT) -> None:
         self.limit = limit
         """The most bytes held at once."""
+        self.timeout = timeout
+        """Seconds a body may take to arrive."""
         self.held = 0
         """The bytes held now."""
 
     @asynccontextmanager
     async def holding(self, request: Request, limit: int) -> AsyncIterator[bytes]:
         """The request's body (see :func:`read_body`), counted against the budget until the
-        block ends; a 503 with Retry-After as soon as it would take the budget past its limit."""
+        block ends; a 503 with Retry-After as soon as it would take the budget past its limit,
+        a 408 (the connection closed) if it has not all arrived within the timeout."""
         taken = 0
 
         def take(n: int) -> None:
@@ -384,7 +391,18 @@ class BodyBudget:
             taken += n
 
         try:
-            yield await read_body(request, limit, take)
+            try:
+                # Else a sender that stops mid-body holds its share for as long as it keeps
+                # the connection open: a few of them would keep every webhook out.
+                async with asyncio.timeout(self.timeout):
+                    body = await read_body(request, limit, take)
+            except TimeoutError:
+                raise ApiProblem(
+                    408, "Request timeout",
+                    f"the body did not all arrive within {self.timeout:g} s; nothing was stored: send it again",
+                    close=True,
+                ) from None
+            yield body
         finally:
             self.held -= taken
 
@@ -438,6 +456,7 @@ def create_app(
     redactor: Redactor | None = None,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     webhook_body_budget: int = WEBHOOK_BODY_BUDGET,
+    webhook_body_timeout: float = WEBHOOK_BODY_TIMEOUT,
 ) -> FastAPI:
     """The API over the store a URL names; ``follow`` keeps the views caught up in a thread.
 
@@ -446,12 +465,14 @@ def create_app(
     ``redactor`` defaults to the keys FLOWLEDGER_REDACT_KEYS adds; ``max_event_bytes``, the
     largest event posted or brought by a webhook, to 1 MiB. `flowledger serve` passes both
     from its --redact-key and --max-event-bytes, which read the variables as `append`'s do.
-    ``webhook_body_budget``: the most bytes of webhook bodies held at once.
+    ``webhook_body_budget``: the most bytes of webhook bodies held at once;
+    ``webhook_body_timeout``: the seconds a webhook's body may take to arrive (`serve`'s
+    --webhook-timeout).
     """
     state: dict[str, Any] = {}
     webhook_secrets = provider_secrets if provider_secrets is not None else secrets_from_environment()
     redactor = redactor or Redactor.from_environment()
-    webhook_bodies = BodyBudget(webhook_body_budget)
+    webhook_bodies = BodyBudget(webhook_body_budget, webhook_body_timeout)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -555,9 +576,13 @@ def create_app(
     async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
         extra = dict(exc.extra)
         retry_after = extra.pop("retry_after", None)
+        close = extra.pop("close", False)
         answer = problem(exc.status, exc.title, exc.detail, **extra)
         if retry_after is not None:
             answer.headers["Retry-After"] = str(retry_after)
+        if close:
+            # The rest of the body may still come: the connection is not read further.
+            answer.headers["Connection"] = "close"
         return answer
 
     @app.exception_handler(RequestValidationError)
