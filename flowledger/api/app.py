@@ -153,6 +153,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "No key, or an unknown or revoked one"),
         (403, "The key's scope does not allow this"),
         (404, "No such run, delivery, workflow or path"),
+        (408, "(A webhook) its body did not all arrive in time (serve's --webhook-timeout): nothing was stored; the connection is closed"),
         (409, "A refused fact, an id conflict or a refused command"),
         (413, "A batch over the limits"),
         (422, "Invalid input"),
