@@ -26,7 +26,7 @@ from flowledger.providers import twilio as twilio_adapter
 from flowledger.store import open_log
 from flowledger.store.inbox import INBOX_SUFFIX, open_inbox
 from flowledger.store.log import utc_now
-from tests.conftest import POSTGRES_UNREACHABLE, free_port, server_connection, wait_until
+from tests.conftest import POSTGRES_UNREACHABLE, free_port, healthy, server_connection, wait_until
 from tests.histories import jsonl
 from tests.test_webhooks import PUBLIC, SECRETS, run_with_messages, sendgrid_events, sendgrid_headers
 
@@ -414,3 +414,36 @@ def test_a_token_the_inbox_cannot_remember_is_left_to_the_process_and_tried_agai
     finally:
         inbox.close()
         log.close()
+
+
+def test_a_mailgun_token_taken_by_a_killed_server_is_still_refused_with_another_body(store_path):
+    """kill -9 of the server right after it answered: the token it took is remembered, so the
+    server started again refuses it with another body (and takes the same body as a resend)."""
+    pytest.importorskip("uvicorn")
+    import time
+
+    from tests.test_providers_review import MAILGUN, mailgun_body
+
+    with_messages(store_path)
+    exe = os.path.join(os.path.dirname(sys.executable), "flowledger")
+    env = {**os.environ, "FLOWLEDGER_MAILGUN_SIGNING_KEY": "mg-key"}
+    token = "k" * 49 + "9"
+    delivered = mailgun_body({**MAILGUN, "event": "delivered", "id": "mg-k1", "timestamp": time.time()}, token=token)
+    forged = mailgun_body({**MAILGUN, "event": "complained", "id": "mg-k2", "timestamp": time.time()}, token=token)
+    answers = []
+    for body in (delivered, forged, delivered):
+        port = free_port()
+        proc = subprocess.Popen(
+            [exe, "--store", store_path, "serve", "--port", str(port), "--no-follow"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(lambda: proc.poll() is not None or healthy(port), 60)
+            assert healthy(port)
+            answers.append(httpx.post(f"http://127.0.0.1:{port}/v1/webhooks/mailgun", content=body, headers={"Content-Type": "application/json"}, timeout=30))
+        finally:
+            proc.kill()  # SIGKILL: nothing is closed or flushed
+            proc.wait()
+    assert [a.status_code for a in answers] == [200, 401, 200], [a.text for a in answers]
+    assert "another body" in answers[1].json()["detail"]
+    assert (answers[0].json()["appended"], answers[2].json()["duplicates"]) == (1, 1)
