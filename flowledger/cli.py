@@ -1400,6 +1400,14 @@ def _echo_scan(scan: SecretScan, as_json: bool) -> None:
     metavar="SECONDS",
     help="How long a webhook's body may take to arrive: past it, a 408, nothing stored, the connection closed.",
 )
+@click.option(  # the API's WEBHOOK_BODY_BUDGET, at least its MAX_BATCH_BYTES (not imported: an extra's)
+    "--webhook-memory",
+    type=click.IntRange(10, 1 << 20),
+    default=64,
+    show_default=True,
+    metavar="MIB",
+    help="The most MiB of webhook bodies held at once before their signatures are checked: past it, a 503 to send again.",
+)
 @click.option(
     "--max-connections",
     type=click.IntRange(1),
@@ -1411,7 +1419,7 @@ def _echo_scan(scan: SecretScan, as_json: bool) -> None:
 @handles_errors
 def serve(
     obj: Context, host: str, port: int, follow: bool, public_url: str | None, webhook_timeout: float,
-    max_connections: int | None, max_event_bytes: int, redact_keys: tuple[str, ...],
+    webhook_memory: int, max_connections: int | None, max_event_bytes: int, redact_keys: tuple[str, ...],
 ) -> None:
     """Serve the HTTP API (and its OpenAPI document at /openapi.json).
 
@@ -1452,7 +1460,7 @@ def serve(
     app = create_app(
         obj.store, lock_timeout=obj.lock_timeout, follow=follow, public_url=public_url,
         redactor=Redactor.from_environment(redact_keys), max_event_bytes=max_event_bytes,
-        webhook_body_timeout=webhook_timeout,
+        webhook_body_timeout=webhook_timeout, webhook_body_budget=webhook_memory << 20,
     )
     # uvicorn's configuration keeps a logger's filters: this one outlives its set-up.
     logging.getLogger("uvicorn.access").addFilter(_QuerySecretsMasked())

@@ -584,6 +584,13 @@ def test_a_line_break_in_an_error_never_splits_a_table_row(run):
         assert not any(line.startswith("line two") for line in out.splitlines())
 
 
+def test_serves_webhook_memory_is_the_apis_budget_in_mib_and_fits_its_largest_webhook():
+    from flowledger.api.app import MAX_BATCH_BYTES, WEBHOOK_BODY_BUDGET
+
+    option = next(p for p in cli.commands["serve"].params if p.name == "webhook_memory")
+    assert option.default << 20 == WEBHOOK_BODY_BUDGET and option.type.min << 20 == MAX_BATCH_BYTES
+
+
 def test_serve_limits_connections_and_how_long_a_webhook_body_may_take(store_path):
     # Facing the internet with no proxy in front: connections past the limit are answered
     # 503 at once, and a webhook body that stops arriving is a 408 after --webhook-timeout.
@@ -599,9 +606,13 @@ def test_serve_limits_connections_and_how_long_a_webhook_body_may_take(store_pat
     open_log(store_path).close()
     port = free_port()
     exe = os.path.join(os.path.dirname(sys.executable), "flowledger")
-    command = [exe, "--store", store_path, "serve", "--port", str(port), "--max-connections", "2", "--webhook-timeout", "1"]
+    command = [
+        exe, "--store", store_path, "serve", "--port", str(port), "--max-connections", "2", "--webhook-timeout", "3",
+        "--webhook-memory", "10",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}/healthz"
+    hook, mib = f"http://127.0.0.1:{port}/v1/webhooks/postmark", b"[" + b" " * (1 << 20) + b"]"
     try:
         wait_until(lambda: proc.poll() is not None or healthy(port), 60)
         assert proc.poll() is None, proc.stderr.read().decode()
@@ -613,11 +624,14 @@ def test_serve_limits_connections_and_how_long_a_webhook_body_may_take(store_pat
         second.close()
         wait_until(lambda: httpx.get(url, timeout=10).status_code == 200, 30)
         assert httpx.get(url, timeout=10).status_code == 200
-        head = b"POST /v1/webhooks/postmark HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n["
-        first.sendall(head)  # and then nothing more
+        head = b"POST /v1/webhooks/postmark HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n"
+        first.sendall(head + b" " * 9_500_000)  # and then nothing more, holding 9.5 of its 10 MiB
+        wait_until(lambda: httpx.post(hook, content=mib, timeout=10).status_code == 503, 10)
+        assert httpx.post(hook, content=mib, timeout=10).status_code == 503  # no room for 1 MiB more
         answer = _answer_of(first, 30)
         first.close()
-        assert answer.startswith(b"HTTP/1.1 408 ") and b"within 1 s" in answer, answer[:300]
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"within 3 s" in answer, answer[:300]
+        assert httpx.post(hook, content=mib, timeout=10).status_code == 401  # room again: read, unsigned
     finally:
         proc.terminate()
         proc.wait(timeout=30)
