@@ -1414,12 +1414,21 @@ def _echo_scan(scan: SecretScan, as_json: bool) -> None:
     metavar="N",
     help="The most connections served at once: a request on one more is answered 503 at once (default: no limit).",
 )
+@click.option(  # the API's connections.HEADERS_TIMEOUT (not imported: an extra's)
+    "--header-timeout",
+    type=click.FloatRange(1, 3600),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a request's line and headers may take to arrive: past it, a 408 and the connection closed.",
+)
 @event_options
 @click.pass_obj
 @handles_errors
 def serve(
     obj: Context, host: str, port: int, follow: bool, public_url: str | None, webhook_timeout: float,
-    webhook_memory: int, max_connections: int | None, max_event_bytes: int, redact_keys: tuple[str, ...],
+    webhook_memory: int, max_connections: int | None, header_timeout: float, max_event_bytes: int,
+    redact_keys: tuple[str, ...],
 ) -> None:
     """Serve the HTTP API (and its OpenAPI document at /openapi.json).
 
@@ -1434,12 +1443,13 @@ def serve(
     Example:
         flowledger serve --port 8080
         flowledger --store postgresql://me@db/flows serve --host 0.0.0.0 --no-follow
-        flowledger serve --max-connections 200 --webhook-timeout 10
+        flowledger serve --max-connections 200 --header-timeout 5 --webhook-timeout 10
     """
     try:
         import uvicorn
 
         from flowledger.api.app import create_app
+        from flowledger.api.connections import protocol
     except ImportError:
         raise click.ClickException("the HTTP API is not installed: in flowledger's checkout, pip install '.[api]'") from None
     _log_lines_with_time()  # the start-up's warnings (a catch-up that could not finish) too
@@ -1465,9 +1475,8 @@ def serve(
     # uvicorn's configuration keeps a logger's filters: this one outlives its set-up.
     logging.getLogger("uvicorn.access").addFilter(_QuerySecretsMasked())
     try:
-        # uvicorn counts the connection a request comes on among those it limits.
-        limit = None if max_connections is None else max_connections + 1
-        uvicorn.run(app, host=host, port=port, log_level="info", limit_concurrency=limit)
+        http = protocol(max_connections, header_timeout)
+        uvicorn.run(app, host=host, port=port, log_level="info", http=http)  # type: ignore[arg-type]
     except SystemExit as e:
         # uvicorn exits 3 when it cannot start (the port taken, a host that does not
         # resolve), having logged why: a command's failure here exits 1.
