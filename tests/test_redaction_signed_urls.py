@@ -190,8 +190,8 @@ def test_a_token_known_by_its_form_inside_a_url_encoded_in_another_is_redacted(t
         assert token not in redacted and redacted.endswith(f"{REDACTED}&id=7"), redacted
         assert redacted.replace(REDACTED, token) == tracked  # the rest kept byte for byte
         assert R.redact_text(f"clicked {tracked}") == f"clicked {redacted}"
-    # Glued to a word after the escape: no such token.
-    glued = quote(f"https://app.example.com/magic/x{token}", safe="")
+    # Glued to a word after the escape: no such token (in a path of no one-time link's).
+    glued = quote(f"https://app.example.com/files/x{token}", safe="")
     assert R.redact_url(f"https://t.example/c?u={glued}") == f"https://t.example/c?u={glued}"
 
 

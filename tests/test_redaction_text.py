@@ -329,6 +329,34 @@ def test_a_url_that_held_a_secret_is_not_scanned_inside_so_a_second_redaction_ch
     assert R.redact_text(once) == once
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # A key before a bracket that opens no key of its own is the name before the bracket,
+        # whatever "[" stands earlier (another pair's, or a mask's): found by fuzzing, the
+        # first redaction kept "passwd]:…" and the second, finding its own mask's "[" on the
+        # line before, took "[REDACTED]\npasswd" for a key and masked it.
+        ("token=1\npasswd]:%", f"token={REDACTED}\npasswd]:{REDACTED}"),
+        ("passwd]: hunter22", f"passwd]: {REDACTED}"),
+        ("[a]\npasswd]:%", f"[a]\npasswd]:{REDACTED}"),
+        ("[x]\nlist]: abc1", "[x]\nlist]: abc1"),
+        ("[a]\nauthorization]: abc1", f"[a]\nauthorization]: {REDACTED}"),
+        ("[a]authorization]: abc1", f"[a]authorization]: {REDACTED}"),
+        ("[a\nauthorization]: abc1", f"[a\nauthorization]: {REDACTED}"),
+        ("[a\rauthorization]: abc1", f"[a\rauthorization]: {REDACTED}"),
+        ("Array ( [password] => hunter22 [user] => bob )", f"Array ( [password] => {REDACTED} [user] => bob )"),
+        # A secret key glued to a masked value after Bearer stays a key: the second
+        # redaction took "password:[REDACTED]" for a credential.
+        ("Bearer password:]x", f"Bearer password:{REDACTED}"),
+        (f"Bearer password:{REDACTED}", f"Bearer password:{REDACTED}"),
+        ("Bearer password:x", f"Bearer {REDACTED}"),
+    ],
+)
+def test_a_shape_a_first_redaction_left_changes_nothing_redacted_again(text, expected):
+    assert R.redact_text(text) == expected
+    assert R.redact_text(expected) == expected
+
+
 @SETTINGS
 @given(st.one_of(_TEXTS, st.text(alphabet=st.characters(codec="utf-8", categories=["L", "N", "P", "S", "Z"]), max_size=40)))
 def test_redacting_text_twice_changes_nothing(text):

@@ -319,6 +319,28 @@ _SIGNED_MEDIA = re.compile(
 )
 
 
+# A one-time link's token in its path: a password reset's, a magic sign-in's, an address
+# confirmation's, an invitation's (a click on it is its message's click event, url and all).
+# The segment after one naming the link's purpose, past at most one short segment (Django's
+# /reset/<uid>/<token>/), when it has 16 or more characters with a digit and a letter
+# (Laravel's /reset-password/<64 hex digits>, Rails' /passwords/<signed id>/edit, an
+# invitation's UUID), a sentence's full stop after it kept; its slashes plain, escaped (\/)
+# or percent-encoded up to three times. Shorter or wordy segments (/reset/new,
+# /confirm/email-sent) are the site's own pages.
+_PATH_SEP = r"(?:/|\\/|%(?:25){0,2}2[Ff])"
+_PATH_CHAR = r"(?:[A-Za-z0-9_.~=+\-]|%(?:25){0,2}3[Dd])"
+_ONE_TIME_PATH = re.compile(
+    rf"""({_PATH_SEP}(?i:
+        (?:forgot[-_]?)?password(?:[-_]?reset)? | reset(?:[-_]?password)?
+      | magic(?:[-_]?(?:link|log[-_]?in|sign[-_]?in))? | log[-_]?in | sign[-_]?in
+      | verif(?:y|ication)(?:[-_]?e-?mail)? | confirm(?:ation)?(?:[-_]?e-?mail)?
+      | activat(?:e|ion) | invit(?:e|ation) | unlock | token
+      )s?{_PATH_SEP}(?:{_PATH_CHAR}{{1,15}}{_PATH_SEP})?)
+    (?=(?:{_PATH_CHAR})*?[0-9])(?=(?:{_PATH_CHAR})*?[A-Za-z])(?:{_PATH_CHAR}){{16,}}(?<!\.)(?=\.*(?!{_PATH_CHAR}))""",
+    re.X,
+)
+
+
 def _credential_urls(slash: str, colon: str, tenant: str, tail: str) -> str:
     """The alternatives of a regex matching the secret part of URLs that are credentials
     themselves, their slashes and colons written as ``slash`` and ``colon`` match them: a
@@ -560,6 +582,22 @@ def _known_tokens(text: str, signed: bool = False) -> str:
         or ("s%" in text and ("3Fs%" in text or "3fs%" in text or "26s%" in text or "3Bs%" in text or "3bs%" in text))
     ):
         text = _SIGNED_MEDIA.sub(_secret_url_part, text)
+    if signed and ("/" in text or "%2" in text):
+        lowered = text.lower()
+        if (
+            "reset" in lowered
+            or "passw" in lowered
+            or "magic" in lowered
+            or "log" in lowered
+            or "sign" in lowered
+            or "verif" in lowered
+            or "confirm" in lowered
+            or "activat" in lowered
+            or "invit" in lowered
+            or "unlock" in lowered
+            or "token" in lowered
+        ):
+            text = _ONE_TIME_PATH.sub(_secret_url_part, text)
     return text
 
 
@@ -763,6 +801,8 @@ class Redactor:
             return None  # a pair ("Bearer token=abc", "Bearer realm=\"api\""): the key rule's
         if value.endswith("=") and follows[:1] in (" ", "\t") and self._secret_name(value.rstrip("=")):
             return None  # "Basic access_token= abc": the key rule's too
+        if text.startswith(":" + REDACTED, end) and self._secret_name(value):
+            return None  # a secret key's value masked already ("password:]x" masked first)
         if _KEY_FOLLOWS.match(text, end) and self._secret_name(value):
             # A secret key after the word ("Basic access_token: abc", "Bearer token = abc"):
             # its value is the secret, left to the key rule (taken for the credential, the
@@ -1263,6 +1303,12 @@ class Redactor:
                 # A key in brackets: user[password]=…, PHP's print_r "[password] => …".
                 opening = text.rfind("[", max(floor, key_end - 2 - _MAX_KEY), key_end - 1)
                 key = text[opening + 1 : key_end - 1].strip("\"'") if opening >= 0 else ""
+                if opening < 0 or "]" in key or "\n" in key or "\r" in key:
+                    # A bracket closing no key of its own ("passwd]: …"; the "[" another
+                    # pair's, or a mask's put there by an earlier pass): the name before it.
+                    run = _run_before(_KEY_BACKWARDS, backwards, key_end - 1, floor)
+                    key = text[key_end - 1 - run : key_end - 1] if run <= _MAX_KEY else ""
+                    opening = key_end - 1 - run
                 key_start = opening
                 quoted_key = False
             else:

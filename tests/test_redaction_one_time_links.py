@@ -1,0 +1,219 @@
+"""One-time links' tokens in their paths: a password reset's, a magic sign-in's, an address
+confirmation's, an invitation's. A click on such a link is its message's click event, url
+and all, so its token is redacted as a query's ``?token=`` is: in a URL, in text, inside an
+object and inside another URL; the site's own pages (short or wordy segments) are kept byte
+for byte; keys given instead of the default ones keep them; an older release's copy resent
+is a duplicate, and scan-secrets finds it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowledger import ledger
+from flowledger.domain.redaction import REDACTED, Redactor
+from flowledger.domain.vocabulary import validate_event
+from tests.conftest import ev, triggered
+from tests.histories import jsonl
+from tests.test_secret_scan import stored_as_an_older_release_did
+
+R = Redactor()
+
+_HEX64 = "4f1d0e9a2b3c4d5e6f708192a3b4c5d6e7f80912a3b4c5d6e7f8091a2b3c4d5e"
+LARAVEL = f"https://app.example.com/reset-password/{_HEX64}?email=ana%40example.com"
+LARAVEL_REDACTED = f"https://app.example.com/reset-password/{REDACTED}?email=ana%40example.com"
+DJANGO = "https://app.example.com/accounts/reset/MTIz/c3y4b5-8d4f2e0a1b2c3d4e5f60718293a4b5c6/"
+DJANGO_REDACTED = f"https://app.example.com/accounts/reset/MTIz/{REDACTED}/"
+_SIGNED_ID = "eyJfcmFpbHMiOnsiZGF0YSI6MSwicHVyIjoicGFzc3dvcmRfcmVzZXQifX0=--a1b2c3d4e5f6a7b8c9d0e1f2"
+RAILS = f"https://app.example.com/passwords/{_SIGNED_ID}/edit"
+RAILS_REDACTED = f"https://app.example.com/passwords/{REDACTED}/edit"
+INVITE = "https://app.example.com/invitations/550e8400-e29b-41d4-a716-446655440000/accept"
+INVITE_REDACTED = f"https://app.example.com/invitations/{REDACTED}/accept"
+
+LINKS = [
+    (LARAVEL, LARAVEL_REDACTED),
+    (DJANGO, DJANGO_REDACTED),
+    (RAILS, RAILS_REDACTED),
+    (INVITE, INVITE_REDACTED),
+    # Magic sign-in links, address confirmations, an account's unlock, in any case and spelling.
+    ("https://app.example.com/magic-link/Zx81kq0Pmn3Lw92Bb7Rt", f"https://app.example.com/magic-link/{REDACTED}"),
+    ("https://app.example.com/auth/magic_login/Zx81kq0Pmn3Lw92Bb7Rt#top", f"https://app.example.com/auth/magic_login/{REDACTED}#top"),
+    ("https://app.example.com/login/Zx81kq0Pmn3Lw92Bb7Rt?next=%2F", f"https://app.example.com/login/{REDACTED}?next=%2F"),
+    ("https://app.example.com/sign-in/Zx81kq0Pmn3Lw92Bb7Rt", f"https://app.example.com/sign-in/{REDACTED}"),
+    ("https://app.example.com/verify-email/42/Zx81kq0Pmn3Lw92Bb7Rt", f"https://app.example.com/verify-email/42/{REDACTED}"),
+    ("https://app.example.com/confirmation/Zx81kq0Pmn3Lw92Bb7Rt.", f"https://app.example.com/confirmation/{REDACTED}."),
+    ("https://app.example.com/users/activate/Zx81kq0Pmn3Lw92Bb7Rt", f"https://app.example.com/users/activate/{REDACTED}"),
+    ("https://app.example.com/unlock/Zx81kq0Pmn3Lw92Bb7Rt", f"https://app.example.com/unlock/{REDACTED}"),
+    ("https://app.example.com/Account/ResetPassword/Zx81kq0Pmn3Lw92Bb7Rt", f"https://app.example.com/Account/ResetPassword/{REDACTED}"),
+    ("https://app.example.com/password/reset/Zx81kq0Pmn3Lw92Bb7Rt", f"https://app.example.com/password/reset/{REDACTED}"),
+    ("https://app.example.com/forgot-password/Zx81kq0Pmn3Lw92Bb7Rt", f"https://app.example.com/forgot-password/{REDACTED}"),
+    ("https://app.example.com/tokens/Zx81kq0Pmn3Lw92Bb7Rt", f"https://app.example.com/tokens/{REDACTED}"),
+    # Base64's padding, percent-encoded in the path.
+    ("https://app.example.com/reset/Zx81kq0Pmn3Lw92B%3D%3D", f"https://app.example.com/reset/{REDACTED}"),
+]
+
+
+@pytest.mark.parametrize("url, expected", LINKS)
+def test_a_one_time_links_token_is_redacted_wherever_the_link_stands(url, expected):
+    assert R.redact_url(url) == expected
+    assert R.redact_url(expected) == expected
+    assert R.redact_text(f"clicked {url} twice") == f"clicked {expected} twice"
+    assert R.redact_text(f'<a href="{url}">Reset</a>') == f'<a href="{expected}">Reset</a>'
+    assert R.redact({"data": {"link": url}}) == {"data": {"link": expected}}
+    # Slashes escaped as PHP's json_encode writes them.
+    escaped = url.replace("/", "\\/")
+    assert R.redact_text(f'{{"url": "{escaped}"}}') == f'{{"url": "{expected.replace("/", chr(92) + "/")}"}}'
+    clicked = validate_event(ev("message.clicked", message_id="m1", url=url))
+    assert R.redact_event(clicked)["url"] == expected
+
+
+@pytest.mark.parametrize("url, expected", [LINKS[0], LINKS[2], LINKS[4]])
+@pytest.mark.parametrize("times", [1, 2, 3])
+def test_such_a_token_inside_a_url_encoded_in_another_is_redacted(url, expected, times):
+    # A click tracker's link to the reset page, its URL percent-encoded once or more: the
+    # token goes, the rest is kept byte for byte.
+    encoded = url
+    for _ in range(times):
+        encoded = quote(encoded, safe="")
+    tracked = f"https://t.example/ls/click?u={encoded}&id=7"
+    redacted = R.redact_url(tracked)
+    token = expected_token(url, expected)
+    encoded_token = token
+    for _ in range(times):
+        encoded_token = quote(encoded_token, safe="")
+    assert redacted == tracked.replace(encoded_token, REDACTED), redacted
+    assert R.redact_url(redacted) == redacted
+
+
+def expected_token(url: str, expected: str) -> str:
+    """The part of ``url`` that ``expected`` masks."""
+    start = expected.index(REDACTED)
+    return url[start : len(url) - (len(expected) - start - len(REDACTED))]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # The site's own pages: a segment too short, with no digit, or with no letter.
+        "https://app.example.com/reset-password/new",
+        "https://app.example.com/password/reset/expired",
+        "https://app.example.com/confirm/email-sent-successfully",
+        "https://app.example.com/invitations/12345678901234567890",
+        "https://app.example.com/login/Zx81kq0Pmn3Lw92",  # 15 characters
+        "https://app.example.com/reset/MQ/abc",
+        # A long segment after another word, or a purpose word not a whole segment.
+        "https://blog.example.com/2024/how-to-reset-your-password-in-10-steps",
+        "https://app.example.com/files/Zx81kq0Pmn3Lw92Bb7Rt",
+        "https://app.example.com/resetting/Zx81kq0Pmn3Lw92Bb7Rt",
+        "https://app.example.com/xlogin/Zx81kq0Pmn3Lw92Bb7Rt",
+        "https://app.example.com/reset-Zx81kq0Pmn3Lw92Bb7Rt",
+        # Two segments between (past the one short one allowed).
+        "https://app.example.com/reset/ab/cd/Zx81kq0Pmn3Lw92Bb7Rt",
+        # Not a path: no slash before the purpose.
+        "reset/Zx81kq0Pmn3Lw92Bb7Rt",
+        "password reset Zx81kq0Pmn3Lw92Bb7Rt",
+    ],
+)
+def test_a_lookalike_is_kept_byte_for_byte(text):
+    assert R.redact_text(text) is text
+    assert R.redact_url(text) is text
+    # Beside a real one (so that no hint stands in for the form): kept all the same.
+    both = f"{LARAVEL} {text}"
+    assert R.redact_text(both) == f"{LARAVEL_REDACTED} {text}"
+
+
+def _readme_purposes() -> list[str]:
+    """The purposes README's Secrets lists for one-time links."""
+    text = " ".join(Path(__file__).resolve().parent.parent.joinpath("README.md").read_text().split())
+    listed = text.split("The purposes, in any case, singular or plural, their words joined by `-`, `_` or nothing: ", 1)[1]
+    return listed.split(".", 1)[0].split(", ")
+
+
+def test_every_purpose_readme_lists_is_one_in_any_case_number_and_joining():
+    purposes = _readme_purposes()
+    assert len(purposes) == 23 and "reset" in purposes and "unlock" in purposes
+    token = "Zx81kq0Pmn3Lw92Bb7Rt"
+    for purpose in purposes:
+        for joined in (purpose, purpose.replace("-", "_"), purpose.replace("-", "")):
+            for written in (joined, joined + "s", joined.upper(), joined.title()):
+                url = f"https://app.example.com/{written}/{token}"
+                assert R.redact_url(url) == f"https://app.example.com/{written}/{REDACTED}", url
+
+
+def test_a_second_token_in_the_segment_after_the_first_is_kept_with_it():
+    # Only the first long segment after the purpose is the token: what follows is the page's.
+    url = "https://app.example.com/reset/Zx81kq0Pmn3Lw92Bb7Rt/Ab12Cd34Ef56Gh78Ij"
+    assert R.redact_url(url) == f"https://app.example.com/reset/{REDACTED}/Ab12Cd34Ef56Gh78Ij"
+    url = "https://app.example.com/reset/Zx81kq0Pmn3Lw92Bb7Rt/confirm/Ab12Cd34Ef56Gh78Ij"
+    assert R.redact_url(url) == f"https://app.example.com/reset/{REDACTED}/confirm/{REDACTED}"
+
+
+def test_such_tokens_come_with_the_default_keys_not_with_keys_given_instead():
+    for url, expected in LINKS:
+        assert Redactor(extra=["ssn"]).redact_url(url) == expected
+        assert Redactor(keys=["password"]).redact_url(url) == url
+        assert Redactor(keys=()).redact_text(f"see {url}") == f"see {url}"
+
+
+_TOKEN = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    token=st.text(alphabet=_TOKEN, min_size=16, max_size=80).filter(
+        lambda t: any(c.isdigit() for c in t) and any(c.isalpha() for c in t)
+    ),
+    purpose=st.sampled_from(["reset", "reset-password", "password_reset", "magic", "magic-link", "login", "verify", "confirm", "invite", "activate"]),
+    before=st.sampled_from(["", "/accounts", "/u/acme", "/en-gb"]),
+    between=st.sampled_from(["", "/MQ", "/42"]),
+    after=st.sampled_from(["", "/", "/edit", "?email=a%40b.c", "#done"]),
+)
+def test_any_such_token_is_redacted_and_the_rest_kept(token, purpose, before, between, after):
+    url = f"https://app.example.com{before}/{purpose}{between}/{token}{after}"
+    redacted = R.redact_url(url)
+    assert redacted == f"https://app.example.com{before}/{purpose}{between}/{REDACTED}{after}"
+    assert R.redact_url(redacted) == redacted
+    assert R.redact_text(f"clicked {url}") == f"clicked {redacted}"
+
+
+def test_appended_clicks_keep_no_such_token_and_an_older_releases_copy_is_a_duplicate_when_resent(log):
+    events = [
+        triggered("r1", data={"reset_link": LARAVEL}),
+        ev("message.queued", message_id="m1", run_id="r1", channel="email", recipient="ana@example.com"),
+        ev("message.clicked", message_id="m1", url=DJANGO),
+    ]
+    ledger.append_input(log, jsonl(events))
+    text = orjson.dumps([e.body for e in log.run_events("r1")]).decode()
+    assert _HEX64 not in text and "8d4f2e0a1b2c" not in text
+    assert LARAVEL_REDACTED in text
+    # Stored whole by a release that knew no such token, then sent again: a duplicate.
+    older = triggered("r2", data={"invite": INVITE, "reset": RAILS})
+    stored_as_an_older_release_did(log, [older])
+    before = log.run_events("r2")[0].body
+    assert before["data"] == {"invite": INVITE, "reset": RAILS}
+    result, _ = ledger.append_input(log, jsonl([older]))
+    assert (result.duplicates, result.appended) == (1, 0)
+    assert log.run_events("r2")[0].body == before
+
+
+def test_scan_secrets_finds_such_tokens_an_older_release_stored(log):
+    stored_as_an_older_release_did(
+        log,
+        [
+            triggered("r1", data={"link": RAILS}),
+            ev("run.failed", run_id="r1", error=f"could not send {INVITE}: 550"),
+            triggered("r2", data={"link": "https://app.example.com/reset-password/new"}),
+        ],
+    )
+    scan = ledger.scan_secrets(log, Redactor())
+    assert (scan.events_read, scan.found) == (3, 2)
+    places = {(f.type, f.run_id, p.path): p.redacted for f in scan.findings for p in f.fields}
+    assert places == {
+        ("run.triggered", "r1", "data.link"): RAILS_REDACTED,
+        ("run.failed", "r1", "error"): f"could not send {INVITE_REDACTED}: 550",
+    }
