@@ -8,6 +8,7 @@ waiting backend. Skipped where no PostgreSQL answers (tests/conftest.py)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from fastapi.testclient import TestClient
 
 import flowledger.api.app as app_module
 from flowledger import ledger, queries
-from flowledger.api import keys
+from flowledger.api import keys, told
 from flowledger.cli import cli
 from flowledger.store import open_log
 from flowledger.store.postgres import parse_url
@@ -141,8 +142,9 @@ def test_a_page_whose_connection_is_ended_is_a_503_page(api, postgres_url):
     assert client.get("/runs").status_code == 200
 
 
-def test_a_server_that_cannot_be_reached_any_more_is_a_503_saying_why(api):
-    # The server gone after start-up: the pool finds no connection, and says the server's reason.
+def test_a_server_that_cannot_be_reached_any_more_is_a_503_its_log_saying_why(api, caplog):
+    # The server gone after start-up: the pool finds no connection. The key's own look-up
+    # failed, so the caller is told the kind of trouble, and the server's log the reason.
     client, log = api
     pool = log.backend.datastore.pool
     pool.timeout = 0.5
@@ -152,9 +154,12 @@ def test_a_server_that_cannot_be_reached_any_more_is_a_503_saying_why(api):
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
             ("flowledger/" + log.backend.schema,),
         )
-    r = client.get("/v1/counts")
+    with caplog.at_level(logging.WARNING, logger="flowledger.api.told"):
+        r = client.get("/v1/counts")
     assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
-    assert "cannot reach the store" in r.json()["detail"] and "refused" in r.json()["detail"], r.json()
+    assert r.json()["detail"] == told.UNAVAILABLE and "127.0.0.1" not in r.text, r.json()
+    logged = " ".join(rec.getMessage() for rec in caplog.records if rec.name == "flowledger.api.told")
+    assert "cannot reach the store" in logged and "refused" in logged, logged
 
 
 def test_connections_the_server_closed_as_idle_are_replaced_as_a_transaction_begins(postgres_url):

@@ -32,6 +32,7 @@ from starlette.routing import Match
 
 from flowledger import ledger, queries, shapes
 from flowledger.api import keys
+from flowledger.api.told import key_checked, told
 from flowledger.providers import ADAPTERS, SignatureInvalid, SignedRequest
 from flowledger.providers.whatsapp import handshake
 from flowledger.domain.redaction import Redactor
@@ -556,6 +557,7 @@ def create_app(
                 raise ApiProblem(401, "Unauthorized", "that API key is unknown or revoked")
             if not key.allows(scope):
                 raise ApiProblem(403, "Forbidden", f"this endpoint needs {'an' if scope == 'admin' else 'a'} {scope} key; this key's scope is {key.scope}")
+            key_checked(request)
             # After the key: a caller without one learns nothing about the parameters.
             check_parameters(request)
             return key
@@ -649,24 +651,28 @@ def create_app(
             return problem(status, "Events refused" if conflict else "Invalid events", str(exc), errors=errors)
         if isinstance(exc, NotFound):
             return problem(404, "Not found", str(exc))
-        if isinstance(exc, (CommandRefused, StoreIsACopy)):
+        if isinstance(exc, CommandRefused):
             return problem(409, "Refused", str(exc))
+        if isinstance(exc, StoreIsACopy):
+            return problem(409, "Refused", told(request, exc))
         if isinstance(exc, queries.BadQuery):
             return problem(422, "Invalid query", str(exc))
         if isinstance(exc, ViewsRemadeByAnotherVersion):
             # Not this request's fault, nor a bug, nor soon over: the server is to be replaced.
-            return problem(503, "Unavailable", str(exc))
+            return problem(503, "Unavailable", told(request, exc))
         if isinstance(exc, StoreBusy):
-            busy = problem(503, "Busy", str(exc))
+            busy = problem(503, "Busy", told(request, exc))
             # Another writer's long transaction: worth asking again soon (providers do).
             busy.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
             return busy
         if isinstance(exc, StoreUnavailable):
             # The database server lost or refused the request's connection, or cancelled its
             # statement: no bug, and passing (a restart, a failover), so worth asking again.
-            unavailable = problem(503, "Unavailable", str(exc))
+            unavailable = problem(503, "Unavailable", told(request, exc))
             unavailable.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
             return unavailable
+        if isinstance(exc, StoreError):
+            return problem(500, "Store error", told(request, exc))
         return problem(500, "Store error", str(exc))
 
     @app.exception_handler(Exception)

@@ -28,6 +28,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from flowledger import ledger, queries
 from flowledger.api import keys
+from flowledger.api.told import key_checked, told
 from flowledger.domain.run import STATUSES
 from flowledger.domain.vocabulary import MAX_ID_LENGTH, normalize_timestamp
 from flowledger.errors import (
@@ -291,7 +292,7 @@ def mount(
             why = (
                 "The store is busy: another process is writing to it. Reload the page in a moment."
                 if isinstance(exc.error, StoreBusy)
-                else f"The store could not answer: {exc.error}"
+                else f"The store could not answer: {told(request, exc.error)}"
             )
             response = render(request, "base.html", http_status=503, key=None, error=why)
             response.headers["Retry-After"] = "1"
@@ -299,7 +300,7 @@ def mount(
         # Views another version made: this server can serve nothing until it is replaced
         # (as /healthz says), not a fault of this request.
         status = 503 if isinstance(exc.error, ViewsRemadeByAnotherVersion) else 500
-        return render(request, "base.html", http_status=status, key=None, error=f"The store could not answer: {exc.error}")
+        return render(request, "base.html", http_status=status, key=None, error=f"The store could not answer: {told(request, exc.error)}")
 
     def pages_answer(handler: Callable[..., Response]) -> Callable[..., Response]:
         """A page's handler whose store errors become a page saying so, and which answers an
@@ -341,6 +342,7 @@ def mount(
             raise _StoreTrouble(e) from e
         if key is None:
             return None
+        key_checked(request)
         return key, token
 
     def to_login(request: Request) -> RedirectResponse:
@@ -410,6 +412,7 @@ def mount(
         key = keys.verify(the_log().backend, api_key.strip())
         if key is None or key.revoked_at is not None:
             return render(request, "login.html", http_status=401, next=next, key=None, error="That API key is unknown or revoked.")
+        key_checked(request)
         # Only a path on this site: never an open redirect (browsers read "/\\" as "//").
         target = next if next.startswith("/") and not next.startswith(("//", "/\\")) else "/"
         token = keys.start_session(the_log().backend, key)
