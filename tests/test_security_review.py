@@ -67,6 +67,30 @@ def test_signing_out_ends_the_session_even_for_a_copied_cookie(site):
     assert signed_out(client)
 
 
+def test_signing_out_everywhere_ends_every_session_of_the_key_and_no_other(site):
+    client, secrets, _, _ = site
+    sign_in(client, secrets["admin"])
+    with TestClient(client.app) as other_browser, TestClient(client.app) as other_key:
+        sign_in(other_browser, secrets["admin"])
+        sign_in(other_key, secrets["read"])
+        page = client.get("/runs").text
+        assert 'name="everywhere" value="1"' in page and "Sign out everywhere" in page
+        # A plain sign-out ends this browser's session alone.
+        sign_in(client, secrets["admin"])
+        client.post("/logout", data={"csrf": csrf_of(client)}, follow_redirects=False)
+        assert signed_out(client) and not signed_out(other_browser)
+        sign_in(client, secrets["admin"])
+        # Forged: nothing ends.
+        r = other_browser.post("/logout", data={"csrf": "forged", "everywhere": "1"}, follow_redirects=False)
+        assert r.status_code == 303 and not signed_out(client) and not signed_out(other_browser)
+        r = other_browser.post("/logout", data={"csrf": csrf_of(other_browser), "everywhere": "1"}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+        assert signed_out(client) and signed_out(other_browser) and not signed_out(other_key)
+        # The key itself still works, for the API and for signing in again.
+        assert client.get("/v1/counts", headers={"X-API-Key": secrets["admin"]}).status_code == 200
+        assert sign_in(client, secrets["admin"]).status_code == 303 and not signed_out(client)
+
+
 def test_revoking_a_key_ends_its_sessions_at_once(site):
     client, secrets, ids, store_path = site
     sign_in(client, secrets["admin"])
@@ -103,6 +127,16 @@ def test_a_session_ends_after_its_lifetime_on_sign_out_and_on_revocation(any_log
     signed_out_of = keys.start_session(backend, key, now=start)
     keys.end_session(backend, signed_out_of)
     assert keys.session_key(backend, signed_out_of, now=start) is None
+    # Signing out everywhere ends the key's every session, and no other key's.
+    other, _ = keys.create_key(backend, "other", "read")
+    theirs = keys.start_session(backend, other, now=start)
+    everywhere = [keys.start_session(backend, key, now=start) for _ in range(2)]
+    keys.end_sessions(backend, key.id)
+    assert [keys.session_key(backend, t, now=start) for t in everywhere] == [None, None]
+    assert keys.session_key(backend, theirs, now=start) == other
+    assert keys.session_key(backend, token, now=start) is None  # this key's first one too
+    keys.end_session(backend, theirs)
+    token = keys.start_session(backend, key, now=start)
     keys.revoke_key(backend, key.id)
     assert keys.session_key(backend, token, now=start) is None
     # Nothing kept of sessions that can never be used again.

@@ -221,3 +221,10 @@ def end_session(backend: SQLBackend, token: str) -> None:
     """End a web session (signing out): its token, even if copied, no longer works."""
     with backend.transaction(write=True) as c:
         c.execute("DELETE FROM web_sessions WHERE hash = ?", (_digest(token),))
+
+
+def end_sessions(backend: SQLBackend, key_id: str) -> None:
+    """End every web session signed in with a key (signing out everywhere: another
+    browser's, a session left open on a shared machine); the key itself still works."""
+    with backend.transaction(write=True) as c:
+        c.execute("DELETE FROM web_sessions WHERE key_id = ?", (key_id,))

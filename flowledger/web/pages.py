@@ -424,11 +424,14 @@ def mount(
 
     @app.post("/logout", include_in_schema=False)
     @pages_answer
-    def logout(request: Request, csrf: str = Form("")) -> Response:
+    def logout(request: Request, csrf: str = Form(""), everywhere: str = Form("")) -> Response:
         session = signed_in(request)
         if session is not None and csrf_matches(csrf, session[1]):
             # Ended on the server too: a copy of the cookie stops working with it.
-            keys.end_session(the_log().backend, session[1])
+            if everywhere:
+                keys.end_sessions(the_log().backend, session[0].id)
+            else:
+                keys.end_session(the_log().backend, session[1])
             response = RedirectResponse("/login", status_code=303)
             response.delete_cookie(COOKIE, path="/")
             return response
