@@ -107,6 +107,7 @@ def _document(status: int, title: str, detail: str) -> bytes:
 
 
 def _headers(body: bytes, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """The headers of an answer holding a problem document ``body``, ``extra`` among them."""
     return [
         (b"content-type", b"application/problem+json"),
         (b"content-length", str(len(body)).encode()),
