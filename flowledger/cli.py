@@ -1625,6 +1625,27 @@ def keys_revoke(obj: Context, key_id: str) -> None:
         click.echo(f"Key {key.id} ({key.name}) revoked.")
 
 
+@keys_group.command("sign-out")
+@click.argument("key_id")
+@click.pass_obj
+@handles_errors
+def keys_sign_out(obj: Context, key_id: str) -> None:
+    """End every web session signed in with the key KEY_ID (a browser left signed in
+    elsewhere); the key itself keeps working. `keys revoke` ends both.
+
+    \b
+    Example:
+        flowledger keys sign-out key_3f9a1c2b7d4e
+    """
+    log = obj.open()
+    try:
+        ended = api_keys.end_sessions(log.backend, key_id)
+    finally:
+        log.close()
+    with _output_after(f"the web sessions of key {key_id} were ended"):
+        click.echo(f"Key {key_id}: {_counted(ended, 'web session')} ended; the key still works.")
+
+
 # Output helpers.
 
 

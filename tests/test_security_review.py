@@ -91,6 +91,45 @@ def test_signing_out_everywhere_ends_every_session_of_the_key_and_no_other(site)
         assert sign_in(client, secrets["admin"]).status_code == 303 and not signed_out(client)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_keys_sign_out_ends_a_keys_live_sessions_and_says_how_many(backend, store_path, request):
+    from click.testing import CliRunner
+
+    from flowledger.cli import cli
+
+    if backend == "postgres":
+        if POSTGRES_UNREACHABLE:
+            pytest.skip(POSTGRES_UNREACHABLE)
+        store_path = request.getfixturevalue("postgres_url")
+    log = open_log(store_path)
+    try:
+        key, secret = keys.create_key(log.backend, "ops", "admin")
+        other, _ = keys.create_key(log.backend, "other", "read")
+        live = [keys.start_session(log.backend, key) for _ in range(2)]
+        theirs = keys.start_session(log.backend, other)
+        # Over already (made last: a sign-in clears the sessions over by its own time).
+        keys.start_session(log.backend, key, now=time.time() - keys.SESSION_LIFETIME - 1)
+    finally:
+        log.close()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--store", store_path, "keys", "sign-out", key.id])
+    assert result.exit_code == 0 and result.stdout == f"Key {key.id}: 2 web sessions ended; the key still works.\n", result.output
+    log = open_log(store_path)
+    try:
+        assert [keys.session_key(log.backend, t) for t in live] == [None, None]
+        assert keys.session_key(log.backend, theirs) == other
+        assert keys.verify(log.backend, secret).revoked_at is None  # the key still works
+        with log.backend.transaction(write=False) as c:
+            c.execute("SELECT COUNT(*) FROM web_sessions WHERE key_id = ?", (key.id,))
+            assert c.fetchone()[0] == 0  # the one over already is not kept either
+    finally:
+        log.close()
+    again = runner.invoke(cli, ["--store", store_path, "keys", "sign-out", key.id])
+    assert again.exit_code == 0 and "0 web sessions ended" in again.stdout
+    unknown = runner.invoke(cli, ["--store", store_path, "keys", "sign-out", "key_nope"])
+    assert unknown.exit_code == 1 and "no key 'key_nope'" in unknown.output
+
+
 def test_revoking_a_key_ends_its_sessions_at_once(site):
     client, secrets, ids, store_path = site
     sign_in(client, secrets["admin"])

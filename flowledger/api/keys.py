@@ -223,8 +223,17 @@ def end_session(backend: SQLBackend, token: str) -> None:
         c.execute("DELETE FROM web_sessions WHERE hash = ?", (_digest(token),))
 
 
-def end_sessions(backend: SQLBackend, key_id: str) -> None:
+def end_sessions(backend: SQLBackend, key_id: str) -> int:
     """End every web session signed in with a key (signing out everywhere: another
-    browser's, a session left open on a shared machine); the key itself still works."""
+    browser's, a session left open on a shared machine), and say how many there were; the
+    key itself still works. An unknown key id is a NotFound."""
+    ensure_table(backend)
     with backend.transaction(write=True) as c:
+        c.execute("SELECT 1 FROM api_keys WHERE id = ?", (key_id,))
+        if c.fetchone() is None:
+            raise NotFound(f"no key {key_id!r}")
+        c.execute("SELECT COUNT(*) FROM web_sessions WHERE key_id = ? AND expires_at > ?", (key_id, utc_stamp(time.time())))
+        ended = int(c.fetchone()[0])
+        # Sessions already over: not counted, not kept either.
         c.execute("DELETE FROM web_sessions WHERE key_id = ?", (key_id,))
+    return ended
