@@ -24,7 +24,7 @@ README = open(os.path.join(ROOT, "README.md")).read()
 
 # Examples that name what only the reader has (a PostgreSQL server of their own, a key id
 # `keys create` made at random) or run until stopped (a server, a follower).
-PLACEHOLDERS = ("postgresql://", "keys revoke key_", "flowledger serve", " serve ", "--follow")
+PLACEHOLDERS = ("postgresql://", "keys revoke key_", "keys sign-out key_", "flowledger serve", " serve ", "--follow")
 
 
 def _commands(group: click.Group, path: tuple[str, ...] = ()):
