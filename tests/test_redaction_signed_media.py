@@ -1,7 +1,8 @@
 """More signed URLs: a Shopify app link's ``hmac``, Akamai's tokens (``hdnts``, ``hdnea``,
 ``hdntl``) and Wowza's ``wowzatokenhash`` by their parameter's name, as S3's and Azure's
-signatures are; imgix's ``s`` (32 hex digits), Cloudinary's ``s--…--`` path part and an
-Akamai token's ``~hmac=`` (in a path too) by their form. Each is redacted in a URL, in text, inside an object and inside another URL; lookalikes
+signatures are; imgix's ``s`` (32 hex digits), Cloudinary's ``s--…--`` path part, an
+Akamai token's ``~hmac=`` (in a path too) and Thumbor's and imagor's first path segment by
+their form. Each is redacted in a URL, in text, inside an object and inside another URL; lookalikes
 are kept byte for byte; keys given instead of the default ones keep them all; an older
 release's copy resent is a duplicate, and scan-secrets finds it."""
 
@@ -59,8 +60,18 @@ _HEX64 = "4f1d0e9a2b3c4d5e6f708192a3b4c5d6e7f80912a3b4c5d6e7f8091a2b3c4d5e"
 AKAMAI_PATH = f"https://media.example.com/hdntl=exp=1798761600~acl=%2f*~data=hdntl~hmac={_HEX64}/live/seg-1.ts"
 AKAMAI_PATH_REDACTED = f"https://media.example.com/hdntl=exp=1798761600~acl=%2f*~data=hdntl~hmac={REDACTED}/live/seg-1.ts"
 
+_SHA1_B64 = "oYA2wD-7w9LzZyO0uVNIqq4MFhQ="
+_SHA256_B64 = "Zm9vYmFyYmF6cXV4cXV1eHh5eno0NTY3ODkwMTIzNDU="
+THUMBOR = f"https://thumbor.example.com/{_SHA1_B64}/300x200/smart/images/shoe.jpg"
+THUMBOR_REDACTED = f"https://thumbor.example.com/{REDACTED}/300x200/smart/images/shoe.jpg"
+IMAGOR = f"https://img.example.com:8000/{_SHA256_B64}/fit-in/500x500/filters:fill(white)/a.jpg"
+IMAGOR_REDACTED = f"https://img.example.com:8000/{REDACTED}/fit-in/500x500/filters:fill(white)/a.jpg"
+
 SIGNED = [
     (IMGIX, IMGIX_REDACTED),
+    # Thumbor's and imagor's: the path's first segment, an HMAC's URL-safe base64.
+    (THUMBOR, THUMBOR_REDACTED),
+    (IMAGOR, IMAGOR_REDACTED),
     # An Akamai token in an HLS segment's path, where no parameter names it, and its SHA-1
     # and MD5 kinds under any name.
     (AKAMAI_PATH, AKAMAI_PATH_REDACTED),
@@ -230,6 +241,19 @@ def test_a_url_parameters_mask_with_closing_brackets_after_it_is_hidden_already(
         f"https://m.example.com/a.ts?t=exp=2~hmacs={_HEX64}",
         f"https://m.example.com/a.ts?t=exp=2~hmac{_HEX64}",
         f"https://m.example.com/hmac={_HEX64}/seg-1.ts",
+        # A Thumbor or imagor signature of another length, with no "=", not the path's first
+        # segment, or an unsigned URL: kept.
+        f"https://thumbor.example.com/{_SHA1_B64[1:]}/300x200/a.jpg",
+        f"https://thumbor.example.com/x{_SHA1_B64}/300x200/a.jpg",
+        f"https://thumbor.example.com/{_SHA1_B64[:-1]}/300x200/a.jpg",
+        f"https://thumbor.example.com/{_SHA1_B64[:-1]}==/300x200/a.jpg",
+        f"https://thumbor.example.com/images/{_SHA1_B64}/300x200/a.jpg",
+        f"https://thumbor.example.com/{_SHA1_B64}",
+        f"https://thumbor.example.com/{_SHA1_B64}?w=1",
+        "https://thumbor.example.com/unsafe/300x200/smart/images/shoe.jpg",
+        f"/{_SHA1_B64}/300x200/a.jpg",
+        f"https://img.example.com/{_SHA256_B64[:-2]}=/fit-in/a.jpg",
+        f"https://img.example.com/{_SHA256_B64[:-1]}/fit-in/a.jpg",
         # Names that only look like the signed ones: kept.
         "https://m.example.com/a?hmacs=1&hmac_algorithm=sha256&hdnts_count=2&hdn=3&wowzatokenstarttime=4",
         "https://m.example.com/hmac/hdnts?page=2",
@@ -241,8 +265,14 @@ def test_a_lookalike_is_kept_byte_for_byte(text):
     assert R.redact_text(text) is text
     assert R.redact_url(text) is text
     # Beside real ones (so that no hint stands in for the form): kept all the same.
-    both = f"{IMGIX} {CLOUDINARY} {AKAMAI_PATH} {text}"
-    assert R.redact_text(both) == f"{IMGIX_REDACTED} {CLOUDINARY_REDACTED} {AKAMAI_PATH_REDACTED} {text}"
+    both = f"{IMGIX} {CLOUDINARY} {AKAMAI_PATH} {THUMBOR} {text}"
+    assert R.redact_text(both) == f"{IMGIX_REDACTED} {CLOUDINARY_REDACTED} {AKAMAI_PATH_REDACTED} {THUMBOR_REDACTED} {text}"
+
+
+def test_a_thumbor_signature_in_a_url_with_no_scheme_is_redacted():
+    # A page's image written protocol-relative: the host still starts it.
+    html = f'<img src="//thumbor.example.com/{_SHA1_B64}/300x200/a.jpg">'
+    assert R.redact_text(html) == f'<img src="//thumbor.example.com/{REDACTED}/300x200/a.jpg">'
 
 
 def test_an_objects_hmac_is_no_credential_and_is_kept():
@@ -311,10 +341,10 @@ def test_appended_events_keep_no_such_signature_and_an_older_releases_copy_is_a_
     assert stored[0]["data"] == {"hero": IMGIX_REDACTED, "video": AKAMAI_REDACTED}
     assert stored[1]["error"] == f"could not fetch {CLOUDINARY_REDACTED}: 404"
     # Stored whole by a release that knew no such signature, then sent again: a duplicate.
-    older = triggered("r2", data={"hero": CLOUDINARY_LONG, "stream": WOWZA})
+    older = triggered("r2", data={"hero": CLOUDINARY_LONG, "stream": WOWZA, "thumb": THUMBOR})
     stored_as_an_older_release_did(log, [older])
     before = log.run_events("r2")[0].body
-    assert before["data"] == {"hero": CLOUDINARY_LONG, "stream": WOWZA}
+    assert before["data"] == {"hero": CLOUDINARY_LONG, "stream": WOWZA, "thumb": THUMBOR}
     result, _ = ledger.append_input(log, jsonl([older]))
     assert (result.duplicates, result.appended) == (1, 0)
     assert log.run_events("r2")[0].body == before
@@ -324,7 +354,7 @@ def test_scan_secrets_finds_such_signatures_an_older_release_stored(log):
     stored_as_an_older_release_did(
         log,
         [
-            triggered("r1", data={"hero": IMGIX}),
+            triggered("r1", data={"hero": IMGIX, "thumb": IMAGOR}),
             ev("run.failed", run_id="r1", error=f"shopify refused {SHOPIFY}"),
             triggered("r2", data={"search": "https://wp.example.com/?s=hello", "hmac": "ab12"}),
         ],
@@ -334,5 +364,6 @@ def test_scan_secrets_finds_such_signatures_an_older_release_stored(log):
     places = {(f.type, f.run_id, p.path): p.redacted for f in scan.findings for p in f.fields}
     assert places == {
         ("run.triggered", "r1", "data.hero"): IMGIX_REDACTED,
+        ("run.triggered", "r1", "data.thumb"): IMAGOR_REDACTED,
         ("run.failed", "r1", "error"): f"shopify refused {SHOPIFY_REDACTED}",
     }

@@ -341,6 +341,21 @@ _ONE_TIME_PATH = re.compile(
 )
 
 
+# Thumbor's and imagor's signed image URLs: the first segment of the path is the signature,
+# the URL-safe base64 of an HMAC-SHA1 (27 characters and "=") or HMAC-SHA256 (43 and "=") of
+# the rest with the server's key. Plain, with slashes escaped (\/), or percent-encoded up
+# to three times inside another URL. Group 1 (the scheme and host) is kept.
+_E3 = "%(?:25){0,2}"
+_IMAGE_SIGNATURE = re.compile(
+    rf"""(?:
+        ((?:https?:)?(?:/|\\/){{2}}[^/\\\s"'<>?#%]+(?:/|\\/))(?:[A-Za-z0-9_-]{{27}}|[A-Za-z0-9_-]{{43}})=(?=/|\\/)
+      | (https?{_E3}3[Aa](?:{_E3}2[Ff]){{2}}(?:[A-Za-z0-9.\-]|{_E3}3[Aa])+{_E3}2[Ff])
+          (?:[A-Za-z0-9_-]{{27}}|[A-Za-z0-9_-]{{43}}){_E3}3[Dd](?={_E3}2[Ff])
+    )""",
+    re.X,
+)
+
+
 def _credential_urls(slash: str, colon: str, tenant: str, tail: str) -> str:
     """The alternatives of a regex matching the secret part of URLs that are credentials
     themselves, their slashes and colons written as ``slash`` and ``colon`` match them: a
@@ -582,6 +597,8 @@ def _known_tokens(text: str, signed: bool = False) -> str:
         or ("s%" in text and ("3Fs%" in text or "3fs%" in text or "26s%" in text or "3Bs%" in text or "3bs%" in text))
     ):
         text = _SIGNED_MEDIA.sub(_secret_url_part, text)
+    if signed and ("=/" in text or "=\\/" in text or "3D%" in text or "3d%" in text):
+        text = _IMAGE_SIGNATURE.sub(_secret_url_part, text)
     if signed and ("/" in text or "%2" in text):
         lowered = text.lower()
         if (
