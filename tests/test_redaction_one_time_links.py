@@ -211,3 +211,169 @@ def test_scan_secrets_finds_such_tokens_an_older_release_stored(log):
         ("run.triggered", "r1", "data.link"): RAILS_REDACTED,
         ("run.failed", "r1", "error"): f"could not send {INVITE_REDACTED}: 550",
     }
+
+
+# One-time links whose token is a query's parameter under a name no secret's by itself.
+_CODE = "CfDJ8Kx1aB2cD3eF4gH5iJ6kL7mN8oP9"
+QUERY_LINKS = [
+    # ASP.NET Identity's reset and confirmation links.
+    (
+        f"https://app.example.com/Account/ResetPassword?userId=42&code={_CODE}",
+        f"https://app.example.com/Account/ResetPassword?userId=42&code={REDACTED}",
+    ),
+    (
+        "https://app.example.com/Identity/Account/ConfirmEmail?userId=42&code=Q2ZESjhLeDFhQjJj%2FRDNlRjRn%2BSDVp%3D&returnUrl=%2F",
+        f"https://app.example.com/Identity/Account/ConfirmEmail?userId=42&code={REDACTED}&returnUrl=%2F",
+    ),
+    # Auth0's tickets.
+    ("https://acme.auth0.com/lo/reset?ticket=Xy7pQ2rT9sLm4Nb8Vc3Zk1Wd6Hf0Gj5A#", f"https://acme.auth0.com/lo/reset?ticket={REDACTED}#"),
+    (
+        "https://acme.us.auth0.com/u/email-verification?ticket=Xy7pQ2rT9sLm4Nb8Vc3Zk1Wd6Hf0Gj5A#",
+        f"https://acme.us.auth0.com/u/email-verification?ticket={REDACTED}#",
+    ),
+    # WordPress's reset key (20 letters and digits), the user's login kept.
+    (
+        "https://blog.example.com/wp-login.php?action=rp&key=aB3dE5fG7hJ9kL1mN2pQ&login=ana",
+        f"https://blog.example.com/wp-login.php?action=rp&key={REDACTED}&login=ana",
+    ),
+    # Supabase's email link.
+    (
+        "https://proj.supabase.co/auth/confirm?token_hash=pkce_8f3a1b2c3d4e5f60718293a4b5c6&type=email",
+        f"https://proj.supabase.co/auth/confirm?token_hash={REDACTED}&type=email",
+    ),
+    # Firebase's out-of-band code, whatever its mode (its name is Firebase's alone).
+    (
+        "https://proj.firebaseapp.com/__/auth/action?mode=recoverEmail&oobCode=Zx81kq0Pmn3Lw92Bb7Rt_AbCd&lang=en",
+        f"https://proj.firebaseapp.com/__/auth/action?mode=recoverEmail&oobCode={REDACTED}&lang=en",
+    ),
+    # A purpose in an earlier parameter's value; the name in any case.
+    (
+        "https://app.example.com/auth/action?mode=resetPassword&CODE=zx81kq0pmn3lw92bb7rt.",
+        f"https://app.example.com/auth/action?mode=resetPassword&CODE={REDACTED}.",
+    ),
+]
+
+
+@pytest.mark.parametrize("url, expected", QUERY_LINKS)
+def test_a_one_time_links_token_in_its_query_is_redacted_wherever_the_link_stands(url, expected):
+    assert_redacted_wherever_it_stands(url, expected)
+    assert R.redact_text(f'<a href="{url.replace("&", "&amp;")}">Reset</a>') == f'<a href="{expected.replace("&", "&amp;")}">Reset</a>'
+    # Go's encoding/json writes & as \u0026.
+    go = '{"url": "%s"}' % url.replace("&", "\\u0026")
+    assert R.redact_text(go) == '{"url": "%s"}' % expected.replace("&", "\\u0026")
+
+
+@pytest.mark.parametrize("url, expected", QUERY_LINKS)
+@pytest.mark.parametrize("times", [1, 2, 3])
+def test_such_a_query_token_inside_a_url_encoded_in_another_is_redacted(url, expected, times):
+    encoded = url
+    token = expected_token(url, expected)
+    encoded_token = token
+    for _ in range(times):
+        encoded, encoded_token = quote(encoded, safe=""), quote(encoded_token, safe="")
+    tracked = f"https://t.example/ls/click?u={encoded}&id=7"
+    redacted = R.redact_url(tracked)
+    assert redacted == tracked.replace(encoded_token, REDACTED), redacted
+    assert R.redact_url(redacted) == redacted
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # No purpose in the URL: a promotion's code, a shop's ticket, a map's key.
+        "https://shop.example.com/cart?code=SUMMERSALE2024ABCD",
+        "https://events.example.com/order?ticket=Xy7pQ2rT9sLm4Nb8Vc3Z",
+        "https://maps.example.com/embed?key=aB3dE5fG7hJ9kL1mN2pQ",
+        # A purpose, but a value too short, or a word of one case with no digit.
+        "https://shop.example.com/reset?code=SUMMER20",
+        "https://shop.example.com/reset?code=Zx81kq0Pmn3Lw92",  # 15 characters
+        "https://shop.example.com/reset?code=summersaleeveryday",
+        "https://shop.example.com/reset?code=SUMMERSALEEVERYDAY",
+        # A purpose only after the parameter, in the prose before the URL, in another URL
+        # before it, or in the outer URL of an encoded one.
+        "https://app.example.com/home?code=Zx81kq0Pmn3Lw92Bb7Rt&next=%2Freset",
+        "reset it at https://app.example.com/home?code=Zx81kq0Pmn3Lw92Bb7Rt",
+        "https://app.example.com/reset/new https://app.example.com/home?code=Zx81kq0Pmn3Lw92Bb7Rt",
+        "https://t.example/confirm?u=https%3A%2F%2Fshop.example.com%2Fcart%3Fcode%3DZx81kq0Pmn3Lw92Bb7Rt",
+        "https://t.example/confirm?u=https://shop.example.com/cart?code=Zx81kq0Pmn3Lw92Bb7Rt",
+        "https:\\/\\/t.example\\/confirm?u=https:\\/\\/shop.example.com\\/cart?code=Zx81kq0Pmn3Lw92Bb7Rt",
+        "reset it at /home?code=Zx81kq0Pmn3Lw92Bb7Rt",
+        '{"next":"/reset","link":"/cart?code=Zx81kq0Pmn3Lw92Bb7Rt"}',
+        # Names that merely end or start with one of them.
+        "https://app.example.com/reset?promocode=Zx81kq0Pmn3Lw92Bb7Rt",
+        "https://app.example.com/reset?codes=Zx81kq0Pmn3Lw92Bb7Rt",
+        "https://app.example.com/reset?keyword=Zx81kq0Pmn3Lw92Bb7Rt",
+        "https://app.example.com/reset?codeword_Zx81kq0Pmn3Lw92Bb7Rt",
+    ],
+)
+def test_a_query_lookalike_is_kept_byte_for_byte(text):
+    assert R.redact_text(text) is text
+    assert R.redact_url(text) is text
+    url, expected = QUERY_LINKS[0]
+    assert R.redact_text(f"{url} {text}") == f"{expected} {text}"
+
+
+def test_every_such_parameter_of_a_link_is_redacted_and_one_masked_names_nothing():
+    # A second parameter after a first, masked or not, in the same link.
+    url = "https://app.example.com/reset?key=aB3dE5fG7hJ9kL1mN2pQ&code=Zx81kq0Pmn3Lw92Bb7Rt"
+    assert R.redact_url(url) == f"https://app.example.com/reset?key={REDACTED}&code={REDACTED}"
+    url = "https://app.example.com/reset?code=SUMMER20&ticket=Zx81kq0Pmn3Lw92Bb7Rt"
+    assert R.redact_url(url) == f"https://app.example.com/reset?code=SUMMER20&ticket={REDACTED}"
+    # A purpose word inside a masked value (Firebase's code, masked whatever the link names)
+    # names nothing, as the mask it became does not when the text is redacted again.
+    url = "https://proj.firebaseapp.com/__/auth/action?oobCode=Zx81ResetPmn3Lw92Bb7Rt&code=Zx81kq0Pmn3Lw92Bb7Rt"
+    expected = f"https://proj.firebaseapp.com/__/auth/action?oobCode={REDACTED}&code=Zx81kq0Pmn3Lw92Bb7Rt"
+    assert R.redact_url(url) == expected and R.redact_url(expected) == expected
+
+
+def test_a_link_percent_encoded_in_text_alone_is_redacted():
+    # Text with no "=" of its own, the link encoded once (a tracker's parameter logged alone).
+    text = "u: https%3A%2F%2Fapp.example.com%2Freset%3Fcode%3DZx81kq0Pmn3Lw92Bb7Rt"
+    assert R.redact_text(text) == f"u: https%3A%2F%2Fapp.example.com%2Freset%3Fcode%3D{REDACTED}"
+
+
+def test_query_tokens_come_with_the_default_keys_not_with_keys_given_instead():
+    for url, expected in QUERY_LINKS:
+        assert Redactor(extra=["ssn"]).redact_url(url) == expected
+        assert Redactor(keys=["password"]).redact_url(url) == url
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    token=st.text(alphabet=_TOKEN, min_size=16, max_size=80).filter(
+        lambda t: any(c.isdigit() for c in t) or (any(c.isupper() for c in t) and any(c.islower() for c in t))
+    ),
+    purpose=st.sampled_from(["/reset", "/Account/ResetPassword", "/lo/reset", "/wp-login.php", "/auth/confirm", "/verify"]),
+    name=st.sampled_from(["code", "ticket", "key", "token_hash", "TokenHash", "oobCode", "oob_code", "Code"]),
+    before=st.sampled_from(["", "userId=42&", "action=rp&", "mode=verifyEmail&"]),
+    after=st.sampled_from(["", "&login=ana", "#", "&type=email", ";x=1"]),
+)
+def test_any_such_query_token_is_redacted_and_the_rest_kept(token, purpose, name, before, after):
+    url = f"https://app.example.com{purpose}?{before}{name}={token}{after}"
+    redacted = R.redact_url(url)
+    assert redacted == f"https://app.example.com{purpose}?{before}{name}={REDACTED}{after}"
+    assert R.redact_url(redacted) == redacted
+    assert R.redact_text(f"clicked {url} twice") == f"clicked {redacted} twice"
+
+
+def test_an_older_releases_copy_of_a_query_token_is_a_duplicate_and_scan_secrets_finds_it(log):
+    (url, expected), (other, other_expected) = QUERY_LINKS[0], QUERY_LINKS[2]
+    older = [
+        triggered("r1", data={"link": url}),
+        ev("run.failed", run_id="r1", error=f"could not send {other}: 550"),
+    ]
+    stored_as_an_older_release_did(log, older)
+    before = [e.body for e in log.run_events("r1")]
+    assert before[0]["data"] == {"link": url}
+    result, _ = ledger.append_input(log, jsonl(older))
+    assert (result.duplicates, result.appended) == (2, 0)
+    assert [e.body for e in log.run_events("r1")] == before
+    scan = ledger.scan_secrets(log, Redactor())
+    places = {(f.type, p.path): p.redacted for f in scan.findings for p in f.fields}
+    assert places == {
+        ("run.triggered", "data.link"): expected,
+        ("run.failed", "error"): f"could not send {other_expected}: 550",
+    }
+    # Appended now, no token is stored.
+    ledger.append_input(log, jsonl([triggered("r2", data={"link": url})]))
+    assert log.run_events("r2")[0].body["data"] == {"link": expected}

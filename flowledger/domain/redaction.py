@@ -341,6 +341,71 @@ _ONE_TIME_PATH = re.compile(
 )
 
 
+# A one-time link's token given as a query's parameter under a name that holds no secret by
+# itself (a "code" is a promotion's too): ASP.NET Identity's "code"
+# (/Account/ResetPassword?userId=…&code=…), Auth0's "ticket" (/lo/reset?ticket=…),
+# WordPress's "key" (wp-login.php?action=rp&key=…), Supabase's "token_hash"
+# (/auth/confirm?token_hash=…); Firebase's "oobCode" (…?mode=resetPassword&oobCode=…), no
+# other's, wherever it stands. The value is the link's token where the URL holding it names a
+# purpose before it (a word of the path rule's purposes from its scheme on: its host, path or
+# an earlier parameter's value) and it has 16 or more characters with a digit, or with
+# letters of both cases. Plain, escaped (\u0026 for &) or percent-encoded up to three times
+# (the value's own escapes one level deeper).
+_ONE_TIME_PARAM = re.compile(
+    r"(?:[?&;]|\\u0026|%(?:25){0,2}(?:3[Ff]|26|3[Bb]))(?i:(oob_?code)|code|ticket|key|token_?hash)(?:=|%(?:25){0,2}3[Dd])"
+)
+# Its value: base64's "=", plain or encoded, only at its end (another pair after it is no
+# part of it).
+_ONE_TIME_VALUE = re.compile(
+    r"(?:[A-Za-z0-9_.~+\-]+|%(?:25){0,3}2[BbFf])+(?:(?:=|%(?:25){0,3}3[Dd]){1,2}(?![A-Za-z0-9_.~+=\-]|%(?:25){0,3}(?:2[BbFf]|3[Dd])))?"
+)
+# The purposes' words, in lower case (the text is searched lowered).
+_PURPOSE_WORD = re.compile(r"reset|passw|magic|log[-_]?in|sign[-_]?in|verif|confirm|activat|invit|unlock|token")
+# Where the URL holding a parameter begins, read backwards from it: after its scheme's "://"
+# (plain, escaped or encoded: an encoded URL begins inside another) or after what ends a URL
+# in text (a purpose in the prose before it names nothing).
+_URL_BEGINS_BACKWARDS = re.compile(r"""//:|/\\/\\:|[Ff]2(?:52){0,2}%[Ff]2(?:52){0,2}%[Aa]3(?:52){0,2}%|[\s"'<>]""")
+
+
+def _one_time_params(text: str) -> str:
+    """Text with the tokens of one-time links given as a query's parameter replaced (see
+    _ONE_TIME_PARAM); the same string when it holds none."""
+    pieces: list[str] = []
+    done = 0
+    lowered = backwards = ""
+    read = 0  # up to where the text before the parameters was read
+    named = False  # whether a purpose stands between the URL's beginning and ``read``
+    for m in _ONE_TIME_PARAM.finditer(text):
+        at = m.start()
+        if m[1] is None:
+            # Each stretch between parameters is read once, backwards to the URL's beginning
+            # within it, if any, and for a purpose after that.
+            if not lowered:
+                lowered, backwards = text.lower(), text[::-1]
+            size = len(text)
+            begins = _URL_BEGINS_BACKWARDS.search(backwards, size - at, size - read)
+            if begins is not None:
+                named = _PURPOSE_WORD.search(lowered, size - begins.start(), at) is not None
+            elif not named:
+                named = _PURPOSE_WORD.search(lowered, read, at) is not None
+            read = at
+            if not named:
+                continue
+        found = _ONE_TIME_VALUE.match(text, m.end())
+        value = found[0].rstrip(".") if found else ""
+        if len(value) < 16 or not (
+            any(c.isdigit() for c in value) or (any(c.isupper() for c in value) and any(c.islower() for c in value))
+        ):
+            continue
+        pieces.append(text[done : m.end()])
+        pieces.append(REDACTED)
+        done = read = m.end() + len(value)  # a purpose inside a masked value names nothing
+    if not pieces:
+        return text
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
 # Thumbor's and imagor's signed image URLs: the first segment of the path is the signature,
 # the URL-safe base64 of an HMAC-SHA1 (27 characters and "=") or HMAC-SHA256 (43 and "=") of
 # the rest with the server's key. Plain, with slashes escaped (\/), or percent-encoded up
@@ -506,8 +571,8 @@ def _known_tokens(text: str, signed: bool = False) -> str:
     Twilio, Discord bot, Google OAuth, Airtable, Notion or Linear token, a webhook signing
     secret, a private key's PEM block, the secret part of a Slack, Teams or Discord webhook's
     URL or of a Telegram bot's) replaced, wherever it stands, and where ``signed`` the
-    signature of an imgix or Cloudinary URL or an Akamai token; the same string when it
-    holds none."""
+    signature of an imgix, Cloudinary, Thumbor or imagor URL or an Akamai token and a
+    one-time link's token (in its path or its query); the same string when it holds none."""
     # Every string of every free-form field passes here: the hints are tested unrolled, each
     # form's after the character its URLs cannot lack (a generator or a table of hints cost
     # more than the tests themselves).
@@ -615,6 +680,12 @@ def _known_tokens(text: str, signed: bool = False) -> str:
             or "token" in lowered
         ):
             text = _ONE_TIME_PATH.sub(_secret_url_part, text)
+            if ("=" in text or "%3d" in lowered) and (
+                "code" in lowered or "ticket" in lowered or "key" in lowered or "token" in lowered
+            ):
+                text = _one_time_params(text)
+        elif "oob" in lowered and ("=" in text or "%3d" in lowered):
+            text = _one_time_params(text)
     return text
 
 
@@ -1218,8 +1289,9 @@ class Redactor:
           after their SIDs, webhook signing secrets, Google's OAuth tokens, Airtable, Notion
           and Linear tokens, private keys' PEM blocks, and the secret part
           of a Slack, Teams or Discord incoming webhook's URL or a Telegram bot's API URL;
-          with the default keys, an imgix or Cloudinary URL's signature and an Akamai
-          token's too.
+          with the default keys, an imgix, Cloudinary, Thumbor or imagor URL's signature,
+          an Akamai token's and a one-time link's token (a password reset's, in its path or
+          its query) too.
 
         What is kept, so that messages keep their meaning: after ``key:``, ``key = `` and after
         Bearer/Basic, one ordinary word (letters, lower case after the first or all capitals:
