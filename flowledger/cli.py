@@ -28,7 +28,7 @@ import orjson
 from flowledger import ledger, queries, shapes
 from flowledger.api import keys as api_keys
 from flowledger.domain import commands
-from flowledger.domain.vocabulary import MAX_ID_LENGTH, EventInvalid, normalize_timestamp, validate_event
+from flowledger.domain.vocabulary import MAX_ID_LENGTH, EventInvalid, is_an_id, normalize_timestamp, validate_event
 from flowledger.domain.redaction import REDACTED, Redactor, changed_places
 from flowledger.errors import (
     ENDS_A_FOLLOWER,
@@ -1179,6 +1179,13 @@ def _recorded_not_shown(e: RecordedButNotShown) -> dict[str, Any]:
     return e.summary()
 
 
+def _tenant_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A --tenant naming the runs a command may touch: an id, as a run's tenant is."""
+    if value is not None and not is_an_id(value):
+        raise click.BadParameter(f"expected a tenant's id: not blank, at most 255 characters, no control characters (got {value!r})")
+    return value
+
+
 @cli.command()
 @run_id_argument(required=False)
 @click.option(
@@ -1186,32 +1193,47 @@ def _recorded_not_shown(e: RecordedButNotShown) -> dict[str, Any]:
     callback=not_blank("a cancellation key"),
     help="Cancel every unfinished run triggered with this cancellation_key.",
 )
+@click.option(
+    "--tenant",
+    callback=_tenant_id,
+    help="With --key: only the runs of this tenant (a key may be another tenant's too).",
+)
 @actor_options
 @json_option
 @click.pass_obj
 @handles_errors
 def cancel(
-    obj: Context, run_id: str | None, key: str | None, reason: str | None, actor: str | None, as_json: bool
+    obj: Context,
+    run_id: str | None,
+    key: str | None,
+    tenant: str | None,
+    reason: str | None,
+    actor: str | None,
+    as_json: bool,
 ) -> None:
     """Cancel the unfinished run RUN_ID, or with --key every unfinished run with that key.
 
     Recorded as run.cancelled events (by operator, or by cancellation_key) with who
-    asked and why. A finished run cannot be cancelled.
+    asked and why. A finished run cannot be cancelled. With --tenant, a key cancels only
+    that tenant's runs.
 
     \b
     Example:
         flowledger cancel run-0288 --reason "customer asked"
         flowledger cancel --key order-1001 --reason "order refunded"
+        flowledger cancel --key order-1001 --tenant acme --reason "order refunded"
     """
     if (run_id is None) == (key is None):
         raise click.UsageError("give either RUN_ID or --key KEY (not both)")
+    if tenant is not None and key is None:
+        raise click.UsageError("--tenant goes with --key KEY (a run given by its id is cancelled whatever its tenant)")
     refuse_bad_options(
         commands.cancel_requested(_ANY_RUN, occurred_at=utc_now(), actor=actor, reason=reason, cancellation_key=key)
     )
     log = obj.open()
     try:
         if key is not None:
-            cancelled = ledger.cancel_by_key(log, key, actor=_actor(actor), reason=reason)
+            cancelled = ledger.cancel_by_key(log, key, actor=_actor(actor), reason=reason, tenant=tenant)
         else:
             record = ledger.cancel_run(log, run_id, actor=_actor(actor), reason=reason)  # type: ignore[arg-type]
     except RecordedButNotShown as e:
@@ -1220,11 +1242,16 @@ def cancel(
         log.close()
     if key is not None:
         listed = f" ({', '.join(cancelled)})" if cancelled else ""
-        with _output_after(f"{len(cancelled)} run(s) with cancellation_key {key!r} were cancelled{listed}"):
+        whose = f" of tenant {tenant!r}" if tenant is not None else ""
+        with _output_after(f"{len(cancelled)} run(s) with cancellation_key {key!r}{whose} were cancelled{listed}"):
             if as_json:
-                _echo_json({"cancellation_key": key, "cancelled": cancelled})
+                shown = {"cancellation_key": key, "cancelled": cancelled}
+                _echo_json(shown if tenant is None else {"cancellation_key": key, "tenant": tenant, "cancelled": cancelled})
             else:
-                click.echo(f"Cancelled {len(cancelled)} run(s) with cancellation_key {key!r}" + (": " + ", ".join(cancelled) if cancelled else "."))
+                click.echo(
+                    f"Cancelled {len(cancelled)} run(s) with cancellation_key {key!r}{whose}"
+                    + (": " + ", ".join(cancelled) if cancelled else ".")
+                )
         return
     with _output_after(f"run {run_id} was cancelled"):
         if as_json:

@@ -759,10 +759,16 @@ def _refuse_cancel(run_id: str, state: Run) -> None:
 
 
 def cancel_by_key(
-    log: EventLog, key: str, *, actor: str | None = None, reason: str | None = None, redactor: Redactor | None = None
+    log: EventLog,
+    key: str,
+    *,
+    actor: str | None = None,
+    reason: str | None = None,
+    redactor: Redactor | None = None,
+    tenant: str | None = None,
 ) -> list[str]:
-    """Cancel every unfinished run triggered with a cancellation key; returns their ids
-    (``redactor``: as :func:`cancel_run`'s)."""
+    """Cancel every unfinished run triggered with a cancellation key, only the runs of
+    ``tenant`` where it is given; returns their ids (``redactor``: as :func:`cancel_run`'s)."""
     now = utc_now()
     # One for every run cancelled, not one each.
     redactor = redactor or Redactor.from_environment()
@@ -776,7 +782,7 @@ def cancel_by_key(
     # Checked before any run is looked for: a bad reason, actor or key is refused whether
     # or not a run has the key, not only once one has.
     make("any-run")
-    return log.append_to_unfinished_runs_with_key(key, make)
+    return log.append_to_unfinished_runs_with_key(key, make, tenant)
 
 
 def _validated(event: dict[str, Any], redactor: Redactor | None = None) -> Candidate:

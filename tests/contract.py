@@ -116,6 +116,28 @@ def _counters(c) -> tuple[list, list, list]:
     return hours, tenants, totals + [tuple(r) for r in c.fetchall()]
 
 
+def _tenant_keyed(run_id: str, tenant: str | None) -> dict:
+    fields = {"trigger": {"source": "api", "cancellation_key": "order-7"}}
+    if tenant is not None:
+        fields["tenant"] = tenant
+    return triggered(run_id, **fields)
+
+
+def tenant_keyed_runs() -> list[dict]:
+    """Runs with one cancellation key: two tenants' and one of none, some finished."""
+    return [
+        _tenant_keyed("a1", "acme"),
+        _tenant_keyed("a2", "acme"),
+        ev("run.started", run_id="a2"),
+        _tenant_keyed("a3", "acme"),
+        ev("run.started", run_id="a3"),
+        ev("run.completed", run_id="a3"),
+        _tenant_keyed("b1", "globex"),
+        _tenant_keyed("n1", None),
+        triggered("a4", tenant="acme"),
+    ]
+
+
 class StoreContract:
     """What every backend must do."""
 
@@ -217,6 +239,22 @@ class StoreContract:
             ledger.cancel_run(log, "r2")
         with pytest.raises(NotFound):
             ledger.replay(log, "nope")
+
+    def test_a_key_scoped_to_a_tenant_cancels_that_tenants_unfinished_runs_alone(self, log):
+        ledger.append_input(log, jsonl(tenant_keyed_runs()))
+        assert ledger.cancel_by_key(log, "order-7", actor="ops", tenant="acme") == ["a1", "a2"]
+        assert {r: log.run_state(r).status for r in ("a1", "a2", "a3", "a4", "b1", "n1")} == {
+            "a1": "cancelled",
+            "a2": "cancelled",
+            "a3": "completed",
+            "a4": "pending",
+            "b1": "pending",
+            "n1": "pending",
+        }
+        assert ledger.cancel_by_key(log, "order-7", tenant="acme") == []
+        assert ledger.cancel_by_key(log, "order-7", tenant="initech") == []
+        # Without a tenant, every tenant's (and those of none), as before.
+        assert ledger.cancel_by_key(log, "order-7") == ["b1", "n1"]
 
     def test_views_answer_and_rebuild_reproduces_them(self, log):
         ledger.append_input(log, jsonl(_history("r1") + _history("r2")[:4]))

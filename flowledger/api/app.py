@@ -206,6 +206,18 @@ class CancellationRequest(CommandRequest):
             raise ValueError("expected an id: not only spaces, and no control characters")
         return key
 
+    tenant: str | None = Field(
+        default=None, min_length=1, max_length=MAX_ID_LENGTH, description="Only the runs of this tenant."
+    )
+
+    @field_validator("tenant")
+    @classmethod
+    def _a_tenant(cls, tenant: str | None) -> str | None:
+        # A tenant no run could have would cancel nothing, silently: the caller's mistake.
+        if tenant is not None and not is_an_id(tenant):
+            raise ValueError("expected a tenant's id: not only spaces, and no control characters")
+        return tenant
+
 
 C = TypeVar("C", bound=CommandRequest)
 
@@ -321,6 +333,8 @@ class CancellationResponse(BaseModel):
     """The runs a cancellation key cancelled."""
 
     cancellation_key: str
+    tenant: str | None = None
+    """The tenant the request named (only then)."""
     cancelled: list[str]
 
 
@@ -890,17 +904,26 @@ def create_app(
 
     @app.post(
         "/v1/cancellations", response_model=CancellationResponse, tags=["runs"],
-        openapi_extra=_body_schema(CancellationRequest, required=True),
+        openapi_extra=_body_schema(CancellationRequest, required=True), response_model_exclude_unset=True,
     )
     async def cancellations(key: Admin, request: Request) -> dict[str, Any]:
-        """Cancel every unfinished run triggered with a cancellation key."""
+        """Cancel every unfinished run triggered with a cancellation key (a tenant's alone,
+        where the body names one)."""
         body = await command_body(request, CancellationRequest, required=True)
         assert body is not None  # required: command_body answered 422 for none
         await run_in_threadpool(still_valid, request)
         cancelled = await run_in_threadpool(
-            ledger.cancel_by_key, the_log(), body.key, actor=f"api:{key.name}", reason=body.reason, redactor=redactor
+            ledger.cancel_by_key,
+            the_log(),
+            body.key,
+            actor=f"api:{key.name}",
+            reason=body.reason,
+            redactor=redactor,
+            tenant=body.tenant,
         )
-        return {"cancellation_key": body.key, "cancelled": cancelled}
+        if body.tenant is None:
+            return {"cancellation_key": body.key, "cancelled": cancelled}
+        return {"cancellation_key": body.key, "tenant": body.tenant, "cancelled": cancelled}
 
     @app.get("/v1/deliveries", tags=["deliveries"], response_model=shapes.DeliveryPage)
     def list_deliveries(

@@ -353,6 +353,18 @@ class SQLBackend:
         )
         return [row[0] for row in c.fetchall()]
 
+    @staticmethod
+    def triggers(c: Any, run_ids: Iterable[str]) -> dict[str, bytes]:
+        """Each run's trigger as stored (its stream's first event: a run begins with it)."""
+        found: dict[str, bytes] = {}
+        for chunk, marks in in_chunks("run:" + r for r in run_ids):
+            c.execute(
+                f"SELECT originator_id, state FROM stored_events WHERE originator_id IN ({marks}) AND originator_version = 1",
+                chunk,
+            )
+            found.update((row[0][len("run:") :], bytes(row[1])) for row in c.fetchall())
+        return found
+
     def select_streams(self, c: Any, streams: Iterable[str], upto: int) -> list[tuple[str, int, bytes]]:
         """The events of several streams up to a log position, as (stream, position,
         state), each stream's in log order (through the log's own (stream, version) key)."""

@@ -319,9 +319,10 @@ class EventLog:
         return [dict(zip(names, r)) for r in rows]
 
     def append_to_unfinished_runs_with_key(
-        self, key: str, make: Callable[[str], Candidate]
+        self, key: str, make: Callable[[str], Candidate], tenant: str | None = None
     ) -> list[str]:
-        """Append ``make(run_id)`` to every unfinished run triggered with a cancellation key.
+        """Append ``make(run_id)`` to every unfinished run triggered with a cancellation key
+        (and, where ``tenant`` is given, for that tenant).
 
         The runs are found and the events appended in one write transaction, so a run
         that finishes meanwhile is either finished first (and left alone) or after.
@@ -336,6 +337,10 @@ class EventLog:
                 for r in run_ids
                 if Run.from_state(r, orjson.loads(heads["run:" + r][1])).status in UNFINISHED
             ]
+            if tenant is not None and targets:
+                # The rules keep no tenant: the runs' triggers name it (few runs share a key).
+                triggers = b.triggers(c, targets)
+                targets = [r for r in targets if orjson.loads(triggers[r]).get("tenant") == tenant]
             if targets:
                 result = AppendResult()
                 self._append_chunk(c, [make(r) for r in targets], result, utc_now())
