@@ -53,6 +53,11 @@ LINKS = [
     ("https://app.example.com/password/reset/Zx81kq0Pmn3Lw92Bb7Rt", f"https://app.example.com/password/reset/{REDACTED}"),
     ("https://app.example.com/forgot-password/Zx81kq0Pmn3Lw92Bb7Rt", f"https://app.example.com/forgot-password/{REDACTED}"),
     ("https://app.example.com/tokens/Zx81kq0Pmn3Lw92Bb7Rt", f"https://app.example.com/tokens/{REDACTED}"),
+    # Drupal's one-time sign-in: a user id and a time (two segments of digits) before the hash.
+    (
+        "https://www.example.org/user/reset/42/1764892800/mK3x-9QpZ1vR7bT2nW5yL8cH4dF6gJ0aE3sU9oI2kXw/login",
+        f"https://www.example.org/user/reset/42/1764892800/{REDACTED}/login",
+    ),
     # Base64's padding, percent-encoded in the path.
     ("https://app.example.com/reset/Zx81kq0Pmn3Lw92B%3D%3D", f"https://app.example.com/reset/{REDACTED}"),
 ]
@@ -106,8 +111,12 @@ def expected_token(url: str, expected: str) -> str:
         "https://app.example.com/resetting/Zx81kq0Pmn3Lw92Bb7Rt",
         "https://app.example.com/xlogin/Zx81kq0Pmn3Lw92Bb7Rt",
         "https://app.example.com/reset-Zx81kq0Pmn3Lw92Bb7Rt",
-        # Two segments between (past the one short one allowed).
+        # Two segments between (past the one short one allowed), unless both are digits alone;
+        # three of digits.
         "https://app.example.com/reset/ab/cd/Zx81kq0Pmn3Lw92Bb7Rt",
+        "https://app.example.com/reset/12/cd/Zx81kq0Pmn3Lw92Bb7Rt",
+        "https://app.example.com/reset/ab/12/Zx81kq0Pmn3Lw92Bb7Rt",
+        "https://app.example.com/reset/1/2/3/Zx81kq0Pmn3Lw92Bb7Rt",
         # Not a path: no slash before the purpose.
         "reset/Zx81kq0Pmn3Lw92Bb7Rt",
         "password reset Zx81kq0Pmn3Lw92Bb7Rt",
@@ -324,6 +333,20 @@ def test_every_such_parameter_of_a_link_is_redacted_and_one_masked_names_nothing
     url = "https://proj.firebaseapp.com/__/auth/action?oobCode=Zx81ResetPmn3Lw92Bb7Rt&code=Zx81kq0Pmn3Lw92Bb7Rt"
     expected = f"https://proj.firebaseapp.com/__/auth/action?oobCode={REDACTED}&code=Zx81kq0Pmn3Lw92Bb7Rt"
     assert R.redact_url(url) == expected and R.redact_url(expected) == expected
+
+
+@pytest.mark.parametrize("eq", ["=", "%3D", "%253D"])
+def test_a_value_glued_to_a_pairs_key_is_left_to_the_key_rules(eq):
+    # What looks like the token's tail is a secret pair's key: its value is the secret, as
+    # redacted before this rule (and again, unchanged).
+    url = f"https://app.example.com/reset?code=Zx81kq0Pmn3Lw92Bb7Rtapi_key{eq}s3cr3tValue9"
+    redacted = R.redact_text(url)
+    assert redacted == f"https://app.example.com/reset?code=Zx81kq0Pmn3Lw92Bb7Rtapi_key{eq}{REDACTED}"
+    assert R.redact_text(redacted) == redacted
+    # Base64's padding where the parameter ends: the token's, masked with it.
+    for after in ("", "&next=1", "#top", ". Then", "%26next%3D1", '" >', "<br>"):
+        url = f"https://app.example.com/reset?code=Zx81kq0Pmn3Lw92Bb7R{eq}{eq}{after}"
+        assert R.redact_text(url) == f"https://app.example.com/reset?code={REDACTED}{after}", url
 
 
 def test_a_link_percent_encoded_in_text_alone_is_redacted():

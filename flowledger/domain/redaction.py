@@ -322,8 +322,8 @@ _SIGNED_MEDIA = re.compile(
 # A one-time link's token in its path: a password reset's, a magic sign-in's, an address
 # confirmation's, an invitation's (a click on it is its message's click event, url and all).
 # The segment after one naming the link's purpose, past at most one short segment (Django's
-# /reset/<uid>/<token>/), when it has 16 or more characters with a digit and a letter
-# (Laravel's /reset-password/<64 hex digits>, Rails' /passwords/<signed id>/edit, an
+# /reset/<uid>/<token>/) or two of digits alone (Drupal's /user/reset/<uid>/<time>/<hash>),
+# when it has 16 or more characters with a digit and a letter (Laravel's /reset-password/<64 hex digits>, Rails' /passwords/<signed id>/edit, an
 # invitation's UUID), a sentence's full stop after it kept; its slashes plain, escaped (\/)
 # or percent-encoded up to three times. Shorter or wordy segments (/reset/new,
 # /confirm/email-sent) are the site's own pages.
@@ -335,7 +335,7 @@ _ONE_TIME_PATH = re.compile(
       | magic(?:[-_]?(?:link|log[-_]?in|sign[-_]?in))? | log[-_]?in | sign[-_]?in
       | verif(?:y|ication)(?:[-_]?e-?mail)? | confirm(?:ation)?(?:[-_]?e-?mail)?
       | activat(?:e|ion) | invit(?:e|ation) | unlock | token
-      )s?{_PATH_SEP}(?:{_PATH_CHAR}{{1,15}}{_PATH_SEP})?)
+      )s?{_PATH_SEP}(?:{_PATH_CHAR}{{1,15}}{_PATH_SEP}|[0-9]{{1,15}}{_PATH_SEP}[0-9]{{1,15}}{_PATH_SEP})?)
     (?=(?:{_PATH_CHAR})*?[0-9])(?=(?:{_PATH_CHAR})*?[A-Za-z])(?:{_PATH_CHAR}){{16,}}(?<!\.)(?=\.*(?!{_PATH_CHAR}))""",
     re.X,
 )
@@ -354,10 +354,11 @@ _ONE_TIME_PATH = re.compile(
 _ONE_TIME_PARAM = re.compile(
     r"(?:[?&;]|\\u0026|%(?:25){0,2}(?:3[Ff]|26|3[Bb]))(?i:(oob_?code)|code|ticket|key|token_?hash)(?:=|%(?:25){0,2}3[Dd])"
 )
-# Its value: base64's "=", plain or encoded, only at its end (another pair after it is no
-# part of it).
+# Its value: base64's "=", plain or encoded, only at its end, where the parameter ends (a
+# separator, plain or encoded, a quote, white space or punctuation after it): else the "="
+# is a pair's, whose key is glued to the value (or its value masked already).
 _ONE_TIME_VALUE = re.compile(
-    r"(?:[A-Za-z0-9_.~+\-]+|%(?:25){0,3}2[BbFf])+(?:(?:=|%(?:25){0,3}3[Dd]){1,2}(?![A-Za-z0-9_.~+=\-]|%(?:25){0,3}(?:2[BbFf]|3[Dd])))?"
+    r"""(?:[A-Za-z0-9_.~+\-]+|%(?:25){0,3}2[BbFf])+(?:(?:=|%(?:25){0,3}3[Dd]){1,2}(?=$|[&#;\s"'<>\\.,)\]}]|%(?:25){0,3}(?:2[0236]|3[Bb])))?"""
 )
 # The purposes' words, in lower case (the text is searched lowered).
 _PURPOSE_WORD = re.compile(r"reset|passw|magic|log[-_]?in|sign[-_]?in|verif|confirm|activat|invit|unlock|token")
@@ -393,13 +394,16 @@ def _one_time_params(text: str) -> str:
                 continue
         found = _ONE_TIME_VALUE.match(text, m.end())
         value = found[0].rstrip(".") if found else ""
+        end = m.end() + len(value)
+        if text.startswith("=", end) or _ENCODED_EQ.match(text, end):
+            continue  # its end is a pair's key (glued to it): the key rules' to read
         if len(value) < 16 or not (
             any(c.isdigit() for c in value) or (any(c.isupper() for c in value) and any(c.islower() for c in value))
         ):
             continue
         pieces.append(text[done : m.end()])
         pieces.append(REDACTED)
-        done = read = m.end() + len(value)  # a purpose inside a masked value names nothing
+        done = read = end  # a purpose inside a masked value names nothing
     if not pieces:
         return text
     pieces.append(text[done:])
