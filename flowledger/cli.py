@@ -1182,7 +1182,9 @@ def _recorded_not_shown(e: RecordedButNotShown) -> dict[str, Any]:
 def _tenant_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A --tenant naming the runs a command may touch: an id, as a run's tenant is."""
     if value is not None and not is_an_id(value):
-        raise click.BadParameter(f"expected a tenant's id: not blank, at most 255 characters, no control characters (got {value!r})")
+        raise click.BadParameter(
+            f"expected a tenant's id: not blank, at most {MAX_ID_LENGTH} characters, no control characters (got {value!r})"
+        )
     return value
 
 
@@ -1245,8 +1247,8 @@ def cancel(
         whose = f" of tenant {tenant!r}" if tenant is not None else ""
         with _output_after(f"{len(cancelled)} run(s) with cancellation_key {key!r}{whose} were cancelled{listed}"):
             if as_json:
-                shown = {"cancellation_key": key, "cancelled": cancelled}
-                _echo_json(shown if tenant is None else {"cancellation_key": key, "tenant": tenant, "cancelled": cancelled})
+                scope = {} if tenant is None else {"tenant": tenant}
+                _echo_json({"cancellation_key": key, **scope, "cancelled": cancelled})
             else:
                 click.echo(
                     f"Cancelled {len(cancelled)} run(s) with cancellation_key {key!r}{whose}"

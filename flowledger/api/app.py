@@ -921,9 +921,8 @@ def create_app(
             redactor=redactor,
             tenant=body.tenant,
         )
-        if body.tenant is None:
-            return {"cancellation_key": body.key, "cancelled": cancelled}
-        return {"cancellation_key": body.key, "tenant": body.tenant, "cancelled": cancelled}
+        scope = {} if body.tenant is None else {"tenant": body.tenant}
+        return {"cancellation_key": body.key, **scope, "cancelled": cancelled}
 
     @app.get("/v1/deliveries", tags=["deliveries"], response_model=shapes.DeliveryPage)
     def list_deliveries(

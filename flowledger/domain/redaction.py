@@ -323,8 +323,9 @@ _SIGNED_MEDIA = re.compile(
 # confirmation's, an invitation's (a click on it is its message's click event, url and all).
 # The segment after one naming the link's purpose, past at most one short segment (Django's
 # /reset/<uid>/<token>/) or two of digits alone (Drupal's /user/reset/<uid>/<time>/<hash>),
-# when it has 16 or more characters with a digit and a letter (Laravel's /reset-password/<64 hex digits>, Rails' /passwords/<signed id>/edit, an
-# invitation's UUID), a sentence's full stop after it kept; its slashes plain, escaped (\/)
+# when it has 16 or more characters with a digit and a letter (Laravel's /reset-password/<64
+# hex digits>, Rails' /passwords/<signed id>/edit, an invitation's UUID), a sentence's full
+# stop after it kept; its slashes plain, escaped (\/)
 # or percent-encoded up to three times. Shorter or wordy segments (/reset/new,
 # /confirm/email-sent) are the site's own pages.
 _PATH_SEP = r"(?:/|\\/|%(?:25){0,2}2[Ff])"
@@ -360,7 +361,8 @@ _ONE_TIME_PARAM = re.compile(
 _ONE_TIME_VALUE = re.compile(
     r"""(?:[A-Za-z0-9_.~+\-]+|%(?:25){0,3}2[BbFf])+(?:(?:=|%(?:25){0,3}3[Dd]){1,2}(?=$|[&#;\s"'<>\\.,)\]}]|%(?:25){0,3}(?:2[0236]|3[Bb])))?"""
 )
-# The purposes' words, in lower case (the text is searched lowered).
+# The purposes' words, in lower case (the text is searched lowered): _known_tokens' hints for
+# the path rule, "log" and "sign" whole words here.
 _PURPOSE_WORD = re.compile(r"reset|passw|magic|log[-_]?in|sign[-_]?in|verif|confirm|activat|invit|unlock|token")
 # Where the URL holding a parameter begins, read backwards from it: after its scheme's "://"
 # (plain, escaped or encoded: an encoded URL begins inside another) or after what ends a URL
