@@ -178,10 +178,15 @@ _TOKEN = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 )
 def test_any_such_token_is_redacted_and_the_rest_kept(token, purpose, before, between, after):
     url = f"https://app.example.com{before}/{purpose}{between}/{token}{after}"
+    assert_masked_once_for_all(url, f"https://app.example.com{before}/{purpose}{between}/{REDACTED}{after}")
+
+
+def assert_masked_once_for_all(url: str, expected: str) -> None:
+    """``url`` becomes ``expected``, alone or in a sentence, and ``expected`` stays."""
     redacted = R.redact_url(url)
-    assert redacted == f"https://app.example.com{before}/{purpose}{between}/{REDACTED}{after}"
+    assert redacted == expected
     assert R.redact_url(redacted) == redacted
-    assert R.redact_text(f"clicked {url}") == f"clicked {redacted}"
+    assert R.redact_text(f"clicked {url} twice") == f"clicked {expected} twice"
 
 
 def test_appended_clicks_keep_no_such_token_and_an_older_releases_copy_is_a_duplicate_when_resent(log):
@@ -373,10 +378,7 @@ def test_query_tokens_come_with_the_default_keys_not_with_keys_given_instead():
 )
 def test_any_such_query_token_is_redacted_and_the_rest_kept(token, purpose, name, before, after):
     url = f"https://app.example.com{purpose}?{before}{name}={token}{after}"
-    redacted = R.redact_url(url)
-    assert redacted == f"https://app.example.com{purpose}?{before}{name}={REDACTED}{after}"
-    assert R.redact_url(redacted) == redacted
-    assert R.redact_text(f"clicked {url} twice") == f"clicked {redacted} twice"
+    assert_masked_once_for_all(url, f"https://app.example.com{purpose}?{before}{name}={REDACTED}{after}")
 
 
 def test_an_older_releases_copy_of_a_query_token_is_a_duplicate_and_scan_secrets_finds_it(log):
