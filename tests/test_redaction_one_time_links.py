@@ -123,11 +123,15 @@ def expected_token(url: str, expected: str) -> str:
     ],
 )
 def test_a_lookalike_is_kept_byte_for_byte(text):
+    assert_kept_beside(text, LARAVEL, LARAVEL_REDACTED)
+
+
+def assert_kept_beside(text: str, url: str, expected: str) -> None:
+    """``text`` is kept byte for byte, alone and beside a real link (``url``, redacted as
+    ``expected``: so that no hint stands in for the form)."""
     assert R.redact_text(text) is text
     assert R.redact_url(text) is text
-    # Beside a real one (so that no hint stands in for the form): kept all the same.
-    both = f"{LARAVEL} {text}"
-    assert R.redact_text(both) == f"{LARAVEL_REDACTED} {text}"
+    assert R.redact_text(f"{url} {text}") == f"{expected} {text}"
 
 
 def _readme_purposes() -> list[str]:
@@ -321,10 +325,7 @@ def test_such_a_query_token_inside_a_url_encoded_in_another_is_redacted(url, exp
     ],
 )
 def test_a_query_lookalike_is_kept_byte_for_byte(text):
-    assert R.redact_text(text) is text
-    assert R.redact_url(text) is text
-    url, expected = QUERY_LINKS[0]
-    assert R.redact_text(f"{url} {text}") == f"{expected} {text}"
+    assert_kept_beside(text, *QUERY_LINKS[0])
 
 
 def test_every_such_parameter_of_a_link_is_redacted_and_one_masked_names_nothing():
