@@ -372,6 +372,38 @@ def test_mailgun_tokens_are_remembered_in_the_inbox_file(store_path):
     assert time.time() < row[2] <= time.time() + 600
 
 
+def test_a_new_inbox_file_another_server_is_making_is_waited_for_not_refused(store_path):
+    """Two servers' first webhooks at once: while one makes the inbox file (its write lock held
+    before the file is switched to WAL), SQLite refuses the other's switch at once, without
+    waiting; the other waits for the file and keeps its webhook's facts and token."""
+    import time
+
+    log = open_log(store_path)
+    inbox = open_inbox(log.backend)
+    path = store_path + INBOX_SUFFIX
+    maker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    maker.execute("BEGIN IMMEDIATE")  # the other server, half-way through making the file
+    released = threading.Timer(0.3, maker.rollback)
+    try:
+        released.start()
+        started = time.monotonic()
+        assert inbox.first_body("mailgun:new-file", b"body", 1000.0, 600) == b"body"
+        assert time.monotonic() - started >= 0.25  # it waited for the other's lock
+        inbox.put([({"type": "MessageDelivered", "message_id": "m-1"}, None)], utc_now())
+        assert inbox.count() == 1
+    finally:
+        released.join()
+        maker.close()
+        inbox.close()
+        log.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT key FROM webhook_tokens").fetchall() == [("mailgun:new-file",)]
+    finally:
+        conn.close()
+
+
 def test_a_token_the_inbox_cannot_remember_is_left_to_the_process_and_tried_again_a_minute_later(store_path, caplog):
     """An inbox that cannot be written (here a directory stands where its file would be)
     leaves tokens to the process's memory, says so once, and is tried again after a minute;

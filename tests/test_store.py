@@ -8,6 +8,9 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
+from contextlib import contextmanager
 
 import orjson
 import pytest
@@ -287,6 +290,49 @@ def test_a_held_write_lock_becomes_store_busy_after_the_timeout(store_path):
     finally:
         holder.rollback()
         holder.close()
+
+
+@contextmanager
+def new_file_held_for(path, seconds):
+    """Another process half-way through making the store ``path``: its write lock held on the
+    new file, not yet switched to WAL, for ``seconds``."""
+    maker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    maker.execute("BEGIN IMMEDIATE")
+    released = threading.Timer(seconds, maker.rollback)
+    released.start()
+    try:
+        yield
+    finally:
+        released.cancel()
+        released.join()
+        maker.close()
+
+
+def test_a_new_store_another_process_is_making_is_waited_for_not_refused(store_path):
+    """SQLite refuses a switch to WAL at once, without waiting, while another connection holds
+    a new file's write lock (two processes making one store at once): the store waits for it."""
+    with new_file_held_for(store_path, 0.3):
+        started = time.monotonic()
+        log = open_log(store_path, lock_timeout=5)
+        assert time.monotonic() - started >= 0.25  # it waited for the other's lock
+    try:
+        result, _ = ledger.append_input(log, io.BytesIO(orjson.dumps(triggered("r-new"))), IngestOptions())
+        assert result.appended == 1
+    finally:
+        log.close()
+    conn = sqlite3.connect(store_path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+def test_a_new_store_held_past_the_lock_timeout_is_store_busy(store_path):
+    with new_file_held_for(store_path, 3):
+        started = time.monotonic()
+        with pytest.raises(StoreBusy, match="busy"):
+            open_log(store_path, lock_timeout=0.3)
+        assert 0.25 <= time.monotonic() - started < 2.5  # its own timeout, not the holder's
 
 
 def test_none_and_bytes_are_stored_as_they_are(log):

@@ -51,6 +51,7 @@ import orjson
 from flowledger.errors import StoreBusy, StoreError, StoreUnavailable
 from flowledger.store.backend import SQLBackend
 from flowledger.store.log import utc_now
+from flowledger.store.sqlite import sqlite_busy, switch_to_wal
 
 _log = logging.getLogger(__name__)
 
@@ -359,6 +360,21 @@ def _dead_letter(row: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip(DEAD_LETTER_FIELDS, (seq, received_at, set_aside_at, reason, n, _raw(items).decode("utf-8", "replace"))))
 
 
+def _open_sqlite_inbox(path: str) -> sqlite3.Connection:
+    """A connection to the inbox file ``path``, made and set up (WAL, its table) if new."""
+    # Servers' first webhooks at once, the file new: each waits for the one switching it.
+    switch_to_wal(path, INBOX_LOCK_TIMEOUT)
+    conn = sqlite3.connect(path, timeout=INBOX_LOCK_TIMEOUT, isolation_level=None, check_same_thread=False)
+    try:
+        # An acknowledged webhook's facts must survive a power cut, as the log's do.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(_SQLITE_DDL)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class SQLiteInbox(Inbox):
     """The inbox of a SQLite store: a file of its own (WAL, synchronous=FULL), made at its
     first put, so that its writes never wait for the store's write lock."""
@@ -380,18 +396,7 @@ class SQLiteInbox(Inbox):
         if self._conn is None:
             if not create and not os.path.exists(self.path):
                 return None
-            conn = sqlite3.connect(
-                self.path, timeout=INBOX_LOCK_TIMEOUT, isolation_level=None, check_same_thread=False
-            )
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                # An acknowledged webhook's facts must survive a power cut, as the log's do.
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.execute(_SQLITE_DDL)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
+            self._conn = _open_sqlite_inbox(self.path)
         return self._conn
 
     @contextmanager
@@ -430,7 +435,7 @@ class SQLiteInbox(Inbox):
 
     def _translate(self, error: sqlite3.Error) -> StoreError:
         text = str(error)
-        if "locked" in text or "busy" in text.lower():
+        if sqlite_busy(error):
             return StoreBusy(f"the webhook inbox {self.path} is busy: another process held it for more than {INBOX_LOCK_TIMEOUT:g} s")
         return StoreError(f"the webhook inbox {self.path} failed: {text}")
 

@@ -18,8 +18,10 @@ Layout of the file:
 from __future__ import annotations
 
 import os
+import random
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -74,6 +76,12 @@ class _DurablePool(SQLiteConnectionPool):
         self.busy_timeout_ms = busy_timeout_ms
 
     def _create_connection(self) -> SQLiteConnection:
+        if not self.is_journal_mode_wal and not self.is_sqlite_memory_mode:
+            # eventsourcing switches a new file to WAL without waiting for another process
+            # switching it at once (refused at once: see switch_to_wal); this waits, and
+            # eventsourcing's connections then find it switched.
+            switch_to_wal(self.db_name, self.busy_timeout_ms / 1000)
+            self.is_journal_mode_wal = True
         conn = super()._create_connection()
         raw: sqlite3.Connection = conn._sqlite_conn  # noqa: SLF001
         # An acknowledged append must survive a power cut, not only a process crash.
@@ -100,6 +108,34 @@ class _DurablePool(SQLiteConnectionPool):
         # It is SQLite's own: near it, a connection reuses its cache's oldest pages.
         raw.execute(f"PRAGMA soft_heap_limit={HEAP_LIMIT_BYTES}")
         return conn
+
+
+def sqlite_busy(error: sqlite3.Error) -> bool:
+    """Whether SQLite's ``error`` says another connection holds the file's lock."""
+    text = str(error)
+    return "locked" in text or "busy" in text.lower()
+
+
+def switch_to_wal(name: str, timeout: float) -> None:
+    """Put the SQLite file ``name`` (made if new) in WAL mode, which it keeps, waiting up to
+    ``timeout`` seconds for other processes doing the same.
+
+    SQLite refuses a switch at once, without waiting, while another connection holds the
+    file's write lock before its first switch (found: six servers' first webhooks at once,
+    11 of 200 races refused, with a "busy for more than 5 s" error said at once)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = sqlite3.connect(name, uri=True, timeout=timeout, isolation_level=None)
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if not sqlite_busy(e) or time.monotonic() >= deadline:
+                raise
+        finally:
+            conn.close()
+        time.sleep(random.uniform(0.001, 0.02))  # apart, else the racers meet again
 
 
 def sqlite_name(path: str) -> str:
