@@ -335,6 +335,37 @@ def test_a_new_store_held_past_the_lock_timeout_is_store_busy(store_path):
         assert 0.25 <= time.monotonic() - started < 2.5  # its own timeout, not the holder's
 
 
+def _open_new_store(path, go, answers):
+    """A process opening the store ``path`` once ``go`` lets it: its store id, or its error."""
+    go.wait()
+    try:
+        log = open_log(path)
+    except Exception as e:  # noqa: BLE001  # what it was is the test's to see
+        answers.put(repr(e))
+        return
+    answers.put(log.backend.store_identity())
+    log.close()
+
+
+def test_processes_opening_a_new_store_together_make_it_once(tmp_path):
+    """As on PostgreSQL (tests/test_postgres_driver_mutations.py): four processes opening one
+    new SQLite file at once each open it, none refused racing another to switch it to WAL,
+    and share one store id; twenty new files in turn (one in twelve opens was refused)."""
+    import multiprocessing
+
+    forked = multiprocessing.get_context("fork")  # cheap: flowledger is imported already
+    for n in range(20):
+        path = str(tmp_path / f"new-{n}.db")
+        go, answers = forked.Barrier(4), forked.Queue()
+        openers = [forked.Process(target=_open_new_store, args=(path, go, answers)) for _ in range(4)]
+        for p in openers:
+            p.start()
+        opened = [answers.get(timeout=60) for _ in openers]
+        for p in openers:
+            p.join(60)
+        assert len(set(opened)) == 1 and not opened[0].startswith("Store"), (n, opened)
+
+
 def test_none_and_bytes_are_stored_as_they_are(log):
     # The store's adapters for None and bytes (a shortcut past sqlite3's adaptation) must
     # give back what they are given: NULL stays NULL, a blob stays that blob.
