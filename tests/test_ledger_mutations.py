@@ -164,14 +164,14 @@ def test_a_webhook_waits_only_a_webhooks_while_for_the_write_lock(store_path, mo
     not the store's long lock timeout."""
     monkeypatch.setattr(ledger, "WEBHOOK_LOCK_TIMEOUT", 0.05)
     with_messages(store_path)
-    log = open_log(store_path, lock_timeout=3)
+    log = open_log(store_path, lock_timeout=10)
     inbox = open_inbox(log.backend)
     try:
         with sqlite_write_lock(store_path):
             for _ in range(2):
                 start = time.monotonic()
                 assert ledger.receive_provider_facts(log, inbox, sendgrid_items())[1] == 4
-                assert time.monotonic() - start < 1.5
+                assert time.monotonic() - start < 5  # not the store's 10 s
         assert inbox.count() == 8
     finally:
         inbox.close()

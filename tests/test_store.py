@@ -328,11 +328,11 @@ def test_a_new_store_another_process_is_making_is_waited_for_not_refused(store_p
 
 
 def test_a_new_store_held_past_the_lock_timeout_is_store_busy(store_path):
-    with new_file_held_for(store_path, 3):
+    with new_file_held_for(store_path, 30):
         started = time.monotonic()
         with pytest.raises(StoreBusy, match="busy"):
             open_log(store_path, lock_timeout=0.3)
-        assert 0.25 <= time.monotonic() - started < 2.5  # its own timeout, not the holder's
+        assert 0.25 <= time.monotonic() - started < 20  # its own timeout, not the holder's
 
 
 def _open_new_store(path, go, answers):
