@@ -139,8 +139,13 @@ _ANCHOR = re.compile(
 # What ends a URL in text: white space, quotes, angle brackets, a backslash, a backtick.
 _URL_BODY = re.compile(r"""[^\s"'<>\\`]*""")
 # A key's value: a quoted string (its quotes kept), or a bare run up to white space, a
-# quote, & , ; < or >. [REDACTED] is matched whole, so that it is seen as redacted already.
-_VALUE = re.compile(r"""("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|\[REDACTED\]|[^\s&,;"'<>]+)""")
+# quote, & , ; < or >, those written as JSON's escapes too (\u0026: Go's encoder writes
+# every & so; PHP's may write quotes so), or an escaped quote (\": the end of a JSON
+# string inside a JSON string; \\ is an escaped backslash, the value's). [REDACTED] is
+# matched whole, so that it is seen as redacted already.
+_VALUE = re.compile(
+    r"""("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|\[REDACTED\]|(?:[^\s&,;"'<>\\]+|\\\\|\\(?!u00(?:2[267]|3[cCeE])|["']))+)"""
+)
 # After a quoted key, a bare value (a number, null, …) ends as JSON's do; an object or
 # array is not parsed. A mask inside it (a known token glued to it: "abc-----BEGIN …") is
 # part of it, so that no "]" of the mask is left behind.
@@ -188,7 +193,9 @@ _AUTHORITY_END = re.compile(r"[/?#]")
 
 # Keys and URL schemes are read backwards from their anchor: matched on the reversed text.
 _MAX_KEY = 64
-_KEY_BACKWARDS = re.compile(r"[A-Za-z0-9_.\-]{0,%d}" % (_MAX_KEY + 1))
+# One more than a key's most (a run that long is no key), and "u0026" (\u0026 before a
+# parameter's name, Go's &, is read with it, then set apart).
+_KEY_BACKWARDS = re.compile(r"[A-Za-z0-9_.\-]{0,%d}" % (_MAX_KEY + 1 + len("u0026")))
 _SCHEME_BACKWARDS = re.compile(r"[A-Za-z0-9+.\-]*")
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
 
@@ -306,10 +313,11 @@ _DISCORD_HINT = re.compile(r"\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27}")
 # digits), whatever names the token (a parameter, or an HLS segment's path: "/hdntl=exp=…~
 # hmac=…/"). The first two percent-encoded inside another URL too, up to three times (the
 # escapes' hex digits in either case; an encoded ~hmac is a pair whose name ends in hmac,
-# found as such). Each match starts with a literal, so that a text is scanned fast.
+# found as such), imgix's after Go's JSON's \u0026 too. Each match starts with a literal,
+# so that a text is scanned fast.
 _SIGNED_MEDIA = re.compile(
     r"""(?:
-        (s(?:(?<=[?&;]s)|(?<=%3[FfBb]s)|(?<=%26s)|(?<=%253[FfBb]s)|(?<=%2526s)|(?<=%25253[FfBb]s)|(?<=%252526s))
+        (s(?:(?<=[?&;]s)|(?<=\\u0026s)|(?<=%3[FfBb]s)|(?<=%26s)|(?<=%253[FfBb]s)|(?<=%2526s)|(?<=%25253[FfBb]s)|(?<=%252526s))
           (?:=|%(?:25)*3[Dd]))[0-9a-f]{32}(?![A-Za-z0-9_\-])
       | (s--(?:(?<=/s--)|(?<=%2[Ff]s--)|(?<=%252[Ff]s--)|(?<=%25252[Ff]s--)))
           [A-Za-z0-9_-]{8}(?:[A-Za-z0-9_-]{24})?(?=--(?:/|\\/|%(?:25)*2[Ff]))
@@ -662,7 +670,7 @@ def _known_tokens(text: str, signed: bool = False) -> str:
     ):
         text = _MORE_KNOWN_TOKEN.sub(REDACTED, text)
     if signed and (
-        ("s=" in text and ("?s=" in text or "&s=" in text or ";s=" in text))
+        ("s=" in text and ("?s=" in text or "&s=" in text or ";s=" in text or "\\u0026s=" in text))
         or "s--" in text
         or "~hmac=" in text
         or ("s%" in text and ("3Fs%" in text or "3fs%" in text or "26s%" in text or "3Bs%" in text or "3bs%" in text))
@@ -1408,8 +1416,12 @@ class Redactor:
                 quoted_key = False
             else:
                 run = _run_before(_KEY_BACKWARDS, backwards, key_end, floor)
-                key = text[key_end - run : key_end] if run <= _MAX_KEY else ""  # longer: no key
                 key_start = key_end - run
+                if text.startswith("u0026", key_start) and key_start > floor and text[key_start - 1] == "\\":
+                    # Go's JSON writes a URL's & as \u0026: the parameter's name is after it.
+                    key_start += 5
+                    run -= 5
+                key = text[key_start:key_end] if run <= _MAX_KEY else ""  # longer: no key
                 quoted_key = False
                 if key and key_start > floor and text[key_start - 1] == " " and not self._secret_name(key):
                     longer = self._longer_key(text, backwards, key_start, key_end, floor)
@@ -1418,9 +1430,14 @@ class Redactor:
             pos = value_start = anchor + 1
             if not key or not (
                 self._secret_name(key)
-                # After ? or &, a pair is a URL's parameter wherever it stands (a URL with
-                # its slashes escaped, or no scheme): a signed URL's signature too.
-                or (text[anchor] == "=" and key_start > floor and text[key_start - 1] in "?&" and self._secret_param(key))
+                # After ? or & (or \u0026), a pair is a URL's parameter wherever it stands (a
+                # URL with its slashes escaped, or no scheme): a signed URL's signature too.
+                or (
+                    text[anchor] == "="
+                    and key_start > floor
+                    and (text[key_start - 1] in "?&" or text.endswith("\\u0026", floor, key_start))
+                    and self._secret_param(key)
+                )
                 # A header list's entry written as text, a markup tag's attributes: a key
                 # beside this one names the secret ({"name": "X-Api-Key", "value": …}).
                 or (
