@@ -1,8 +1,10 @@
-"""URLs in text written by Go's JSON encoder, which writes every ``&`` as ``\\u0026`` (and
-``<``, ``>`` as ``\\u003c``, ``\\u003e``): a text quoting a Go service's body (an error
-holding its response, a raw body kept as a string) holds them so. A signed URL's signature
-after ``\\u0026`` is redacted as after ``&``, and a secret pair's value ends where an
-escaped ``&`` stands as where a plain one does, the parameters after it kept."""
+"""URLs in text written by JSON encoders that escape a URL's characters: Go's writes every
+``&`` as ``\\u0026`` (and ``<``, ``>`` as ``\\u003c``, ``\\u003e``), Gson (Java's, by
+default) ``=`` as ``\\u003d`` and ``'`` as ``\\u0027`` too. A text quoting such a service's
+body (an error holding its response, a raw body kept as a string) holds them so. A signed
+URL's signature after ``\\u0026`` is redacted as after ``&``, a pair joined by ``\\u003d`` as
+by ``=``, and a secret pair's value ends where an escaped ``&`` stands as where a plain one
+does, the parameters after it kept."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from flowledger import ledger
 from flowledger.domain.redaction import REDACTED, Redactor
 from tests.conftest import triggered
 from tests.histories import jsonl
+from tests.test_redaction_one_time_links import QUERY_LINKS
 from tests.test_secret_scan import stored_as_an_older_release_did
 
 R = Redactor()
@@ -59,6 +62,11 @@ SIGNED = [
 def go(text: str) -> str:
     """``text`` as Go's encoder writes it inside a JSON string."""
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def gson(text: str) -> str:
+    """``text`` as Gson writes it inside a JSON string (its default, HTML-safe escaping)."""
+    return go(text).replace("=", "\\u003d").replace("'", "\\u0027")
 
 
 def escaped_slashes(text: str) -> str:
@@ -202,3 +210,110 @@ def test_appended_events_keep_no_go_urls_signature(log):
         "download": go(SIGNED[0][1]),
         "error": f"GET https:\\/\\/api.example.com\\/v1?apiKey={REDACTED}\\u0026lang=en\\u0026page=2 failed",
     }
+
+
+@pytest.mark.parametrize(("url", "expected"), SIGNED + QUERY_LINKS[:6])
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda u: u, lambda u: f"GET {u} failed: 403", lambda u: '{"error": "fetch failed", "url": "%s"}' % u],
+    ids=["alone", "sentence", "json"],
+)
+def test_a_url_written_by_gson_is_redacted_as_written_plain(url, expected, wrap):
+    assert R.redact_text(wrap(url)) == wrap(expected)  # the plain form, for reference
+    text = gson(wrap(url))
+    assert R.redact_text(text) == gson(wrap(expected)), text
+    assert R.redact_text(gson(wrap(expected))) == gson(wrap(expected))
+
+
+def test_a_secret_pair_joined_by_gsons_escape_loses_its_value_with_its_padding():
+    text = "login failed: password\\u003dhunter2x\\u0026user\\u003dana"
+    assert R.redact_text(text) == f"login failed: password\\u003d{REDACTED}\\u0026user\\u003dana"
+    # Base64's padding is Gson's \u003d too: the value's.
+    text = "https://x.example/f?sig\\u003dAbC123dEf456\\u003d\\u003d\\u0026a\\u003d1"
+    assert R.redact_text(text) == f"https://x.example/f?sig\\u003d{REDACTED}\\u0026a\\u003d1"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a b\\u003dc and x\\u003d5",  # no secret's name
+        "sig\\u003dabcdef1234567890",  # a signature's name only counts after ? or & (or \u0026)
+        "u0026sig\\u003dabcdef1234567890",  # no backslash: u0026sig is a word
+        f"token\\u003d{REDACTED}\\u0026a\\u003d1",  # masked already
+        "token\\u003d",  # nothing after it
+        "token\\u003d\\u003dabcdef1234567890",  # token==abc…, as in text: no pair
+        "token\\u003d=abcdef1234567890",
+        "https://shop.example/cart?code\\u003dSUMMERSALE2024ABCD",  # no purpose before it
+    ],
+)
+def test_gson_lookalikes_are_kept(text):
+    assert R.redact_text(text) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(pairs=st.lists(st.tuples(st.sampled_from(_NAMES), _VALUE), min_size=1, max_size=6), quoted=st.booleans())
+def test_any_query_written_by_gson_is_redacted_as_its_plain_form(pairs, quoted):
+    url = "https://cdn.example.com/files/report?" + "&".join(f"{n}={v}" for n, v in pairs)
+    text = f'{{"url": "{url}"}}' if quoted else f"see {url} now"
+    expected = gson(R.redact_text(text))
+    assert R.redact_text(gson(text)) == expected
+    assert R.redact_text(expected) == expected
+
+
+def test_appended_events_keep_no_gson_urls_signature(log):
+    ledger.append_input(log, jsonl([triggered("r1", data={"download": gson(SIGNED[0][0])})]))
+    assert log.run_events("r1")[0].body["data"] == {"download": gson(SIGNED[0][1])}
+
+
+@pytest.mark.parametrize("length", [64, 65])
+def test_a_gson_pairs_name_is_a_key_up_to_a_keys_most(length):
+    name = "x" * (length - len("_token")) + "_token"
+    text = f"retry {name}=abcdef1234567890 later"
+    assert R.redact_text(gson(text)) == gson(R.redact_text(text))
+    assert (REDACTED in R.redact_text(text)) == (length <= 64)
+
+
+def test_gsons_escapes_mixed_with_plain_ones_and_in_upper_case():
+    """A text built by hand from escaped and plain parts, and hex digits in upper case (as
+    .NET's encoder writes them)."""
+    assert R.redact_text("x?a\\u003d1&sig\\u003dabcdef123456") == f"x?a\\u003d1&sig\\u003d{REDACTED}"
+    assert R.redact_text("x?a\\u003D1\\u0026sig\\u003Dabcdef123456") == f"x?a\\u003D1\\u0026sig\\u003D{REDACTED}"
+    assert R.redact_text("password\\u003Dhunter2x") == f"password\\u003D{REDACTED}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Firebase's code, no purpose named: its name alone is the hint.
+        ("https://example.com/action?oobCode\\u003dAbCdEf123456GhIjKl789", f"https://example.com/action?oobCode\\u003d{REDACTED}"),
+        # imgix's signature first in its query.
+        ("https://x.imgix.net/a.jpg?s\\u003d0123456789abcdef0123456789abcdef", f"https://x.imgix.net/a.jpg?s\\u003d{REDACTED}"),
+        # A one-time token's base64 padding written by Gson: the token's.
+        (
+            "https://x.supabase.co/auth/confirm?token_hash\\u003dabcDEF1234567890ghiJKL\\u003d\\u003d\\u0026type\\u003drecovery",
+            f"https://x.supabase.co/auth/confirm?token_hash\\u003d{REDACTED}\\u0026type\\u003drecovery",
+        ),
+    ],
+)
+def test_gsons_one_time_and_signed_media_forms(text, expected):
+    assert R.redact_text(text) == expected
+    assert R.redact_text(expected) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("password \\u003d hunter2x and more", f"password \\u003d {REDACTED} and more"),  # spaces around
+        ("password \\u003d required", "password \\u003d required"),  # one ordinary word after a space
+        ("token\\u003d user\\u003dbob", "token\\u003d user\\u003dbob"),  # an empty value, then a pair
+        ('token\\u003d"abc123"', f'token\\u003d"{REDACTED}"'),  # quoted: its quotes kept
+        ('{"m": "token\\u003d\\"abc123\\" sent"}', f'{{"m": "token\\u003d\\"{REDACTED}\\" sent"}}'),  # quotes escaped
+        ('token\\u003d"abc123 and the rest', f'token\\u003d"{REDACTED}'),  # a quote not closed: to the end
+        ("{'m': 'token\\u003d\\'abc123\\' sent'}", f"{{'m': 'token\\u003d\\'{REDACTED}\\' sent'}}"),  # a repr's
+    ],
+)
+def test_gson_pairs_are_read_as_pairs_with_an_equals_sign_are(text, expected):
+    assert R.redact_text(text) == expected
+    assert R.redact_text(expected) == expected
+    plain = text.replace("\\u003d", "=")
+    assert R.redact_text(plain) == expected.replace("\\u003d", "=")

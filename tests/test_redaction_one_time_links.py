@@ -341,7 +341,7 @@ def test_every_such_parameter_of_a_link_is_redacted_and_one_masked_names_nothing
     assert R.redact_url(url) == expected and R.redact_url(expected) == expected
 
 
-@pytest.mark.parametrize("eq", ["=", "%3D", "%253D"])
+@pytest.mark.parametrize("eq", ["=", "%3D", "%253D", "\\u003d", "\\u003D"])  # the last two Gson's and .NET's
 def test_a_value_glued_to_a_pairs_key_is_left_to_the_key_rules(eq):
     # What looks like the token's tail is a secret pair's key: its value is the secret, as
     # redacted before this rule (and again, unchanged).

@@ -146,6 +146,9 @@ _URL_BODY = re.compile(r"""[^\s"'<>\\`]*""")
 _VALUE = re.compile(
     r"""("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|\[REDACTED\]|(?:[^\s&,;"'<>\\]+|\\\\|\\(?!u00(?:2[267]|3[cCeE])|["']))+)"""
 )
+# "=" as Gson writes it in a JSON string by default (\u003d, with & as \u0026): a Java
+# service's body kept as text holds its URLs' and forms' pairs so.
+_ESCAPED_EQ = re.compile(r"\\u003[dD]")
 # After a quoted key, a bare value (a number, null, …) ends as JSON's do; an object or
 # array is not parsed. A mask inside it (a known token glued to it: "abc-----BEGIN …") is
 # part of it, so that no "]" of the mask is left behind.
@@ -313,12 +316,12 @@ _DISCORD_HINT = re.compile(r"\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27}")
 # digits), whatever names the token (a parameter, or an HLS segment's path: "/hdntl=exp=…~
 # hmac=…/"). The first two percent-encoded inside another URL too, up to three times (the
 # escapes' hex digits in either case; an encoded ~hmac is a pair whose name ends in hmac,
-# found as such), imgix's after Go's JSON's \u0026 too. Each match starts with a literal,
+# found as such), imgix's after Go's JSON's \u0026 (and with Gson's \u003d) too. Each match starts with a literal,
 # so that a text is scanned fast.
 _SIGNED_MEDIA = re.compile(
     r"""(?:
         (s(?:(?<=[?&;]s)|(?<=\\u0026s)|(?<=%3[FfBb]s)|(?<=%26s)|(?<=%253[FfBb]s)|(?<=%2526s)|(?<=%25253[FfBb]s)|(?<=%252526s))
-          (?:=|%(?:25)*3[Dd]))[0-9a-f]{32}(?![A-Za-z0-9_\-])
+          (?:=|\\u003[dD]|%(?:25)*3[Dd]))[0-9a-f]{32}(?![A-Za-z0-9_\-])
       | (s--(?:(?<=/s--)|(?<=%2[Ff]s--)|(?<=%252[Ff]s--)|(?<=%25252[Ff]s--)))
           [A-Za-z0-9_-]{8}(?:[A-Za-z0-9_-]{24})?(?=--(?:/|\\/|%(?:25)*2[Ff]))
       | (~hmac=)[0-9a-f]{32,64}(?![A-Za-z0-9_\-])
@@ -358,16 +361,16 @@ _ONE_TIME_PATH = re.compile(
 # other's, wherever it stands. The value is the link's token where the URL holding it names a
 # purpose before it (a word of the path rule's purposes from its scheme on: its host, path or
 # an earlier parameter's value) and it has 16 or more characters with a digit, or with
-# letters of both cases. Plain, escaped (\u0026 for &) or percent-encoded up to three times
+# letters of both cases. Plain, escaped (\u0026 for &, \u003d for =) or percent-encoded up to three times
 # (the value's own escapes one level deeper).
 _ONE_TIME_PARAM = re.compile(
-    r"(?:[?&;]|\\u0026|%(?:25){0,2}(?:3[Ff]|26|3[Bb]))(?i:(oob_?code)|code|ticket|key|token_?hash)(?:=|%(?:25){0,2}3[Dd])"
+    r"(?:[?&;]|\\u0026|%(?:25){0,2}(?:3[Ff]|26|3[Bb]))(?i:(oob_?code)|code|ticket|key|token_?hash)(?:=|\\u003[dD]|%(?:25){0,2}3[Dd])"
 )
 # Its value: base64's "=", plain or encoded, only at its end, where the parameter ends (a
 # separator, plain or encoded, a quote, white space or punctuation after it): else the "="
 # is a pair's, whose key is glued to the value (or its value masked already).
 _ONE_TIME_VALUE = re.compile(
-    r"""(?:[A-Za-z0-9_.~+\-]+|%(?:25){0,3}2[BbFf])+(?:(?:=|%(?:25){0,3}3[Dd]){1,2}(?=$|[&#;\s"'<>\\.,)\]}]|%(?:25){0,3}(?:2[0236]|3[Bb])))?"""
+    r"""(?:[A-Za-z0-9_.~+\-]+|%(?:25){0,3}2[BbFf])+(?:(?:=|\\u003[dD]|%(?:25){0,3}3[Dd]){1,2}(?=$|[&#;\s"'<>\\.,)\]}]|%(?:25){0,3}(?:2[0236]|3[Bb])))?"""
 )
 # The purposes' words, in lower case (the text is searched lowered): _known_tokens' hints for
 # the path rule, "log" and "sign" whole words here.
@@ -405,7 +408,7 @@ def _one_time_params(text: str) -> str:
         found = _ONE_TIME_VALUE.match(text, m.end())
         value = found[0].rstrip(".") if found else ""
         end = m.end() + len(value)
-        if text.startswith("=", end) or _ENCODED_EQ.match(text, end):
+        if text.startswith("=", end) or _ENCODED_EQ.match(text, end) or _ESCAPED_EQ.match(text, end):
             continue  # its end is a pair's key (glued to it): the key rules' to read
         if len(value) < 16 or not (
             any(c.isdigit() for c in value) or (any(c.isupper() for c in value) and any(c.islower() for c in value))
@@ -539,6 +542,8 @@ def _text_marked(text: str) -> bool:
         return True
     if "%" in text and _ENCODED_EQ.search(text):
         return True  # key%3Dvalue, a URL's pairs encoded inside another
+    if "\\u003" in text and _ESCAPED_EQ.search(text):
+        return True  # key\u003dvalue, Gson's
     if ">" in text:
         return True  # <password>…</password>
     if len(text) < 7:
@@ -671,6 +676,7 @@ def _known_tokens(text: str, signed: bool = False) -> str:
         text = _MORE_KNOWN_TOKEN.sub(REDACTED, text)
     if signed and (
         ("s=" in text and ("?s=" in text or "&s=" in text or ";s=" in text or "\\u0026s=" in text))
+        or ("s\\u003" in text and ("?s\\u003" in text or "\\u0026s\\u003" in text))
         or "s--" in text
         or "~hmac=" in text
         or ("s%" in text and ("3Fs%" in text or "3fs%" in text or "26s%" in text or "3Bs%" in text or "3bs%" in text))
@@ -694,11 +700,11 @@ def _known_tokens(text: str, signed: bool = False) -> str:
             or "token" in lowered
         ):
             text = _ONE_TIME_PATH.sub(_secret_url_part, text)
-            if ("=" in text or "%3d" in lowered) and (
+            if ("=" in text or "%3d" in lowered or "\\u003d" in lowered) and (
                 "code" in lowered or "ticket" in lowered or "key" in lowered or "token" in lowered
             ):
                 text = _one_time_params(text)
-        elif "oob" in lowered and ("=" in text or "%3d" in lowered):
+        elif "oob" in lowered and ("=" in text or "%3d" in lowered or "\\u003d" in lowered):
             text = _one_time_params(text)
     return text
 
@@ -915,6 +921,75 @@ class Redactor:
             tail = _CREDENTIAL_TAIL.match(text, end)
             value = _trimmed(text[start : tail.end()], ".:!?")  # type: ignore[union-attr]
         return value
+
+    def _escaped_pairs(self, text: str) -> str:
+        """Text with the values of secret pairs whose ``=`` is written ``\\u003d`` (Gson's
+        default) replaced: a secret key's (``password\\u003dabc``, with spaces around too), or a
+        URL's secret parameter's after ``?``, ``&`` or ``\\u0026`` (``\\u0026X-Amz-Signature\\u003d
+        abc``); a value is read as after ``=`` (quoted, its quotes escaped too: ``\\"abc\\"``).
+        The same string when it holds none."""
+        if "\\u003" not in text:
+            return text
+        pieces: list[str] = []
+        done = 0
+        backwards = ""
+        size = len(text)
+        for m in _ESCAPED_EQ.finditer(text):
+            if m.start() < done:
+                continue  # inside a value replaced already (base64's padding: \u003d\u003d)
+            if not backwards:
+                backwards = text[::-1]
+            key_end = m.start()
+            while key_end > done and text[key_end - 1] in " \t":
+                key_end -= 1  # "password \u003d …"
+            run = _run_before(_KEY_BACKWARDS, backwards, key_end, done)
+            start = key_end - run
+            if text.startswith("u0026", start) and start > done and text[start - 1] == "\\":
+                start += 5
+            name = text[start:key_end]
+            if not name or len(name) > _MAX_KEY:
+                continue
+            after_sep = start > 0 and (text[start - 1] in "?&" or text.endswith("\\u0026", 0, start))
+            if not (self._secret_name(name) or (after_sep and self._secret_param(name))):
+                continue
+            at = m.end()
+            while at < size and text[at] in " \t":
+                at += 1
+            spaced = at > m.end()
+            if text.startswith("=", at) or _ESCAPED_EQ.match(text, at):
+                continue  # key==value, as in text: no pair
+            if text.startswith(('\\"', "\\'"), at):
+                # Quoted, its quotes escaped: the pair written inside a JSON string.
+                found_escaped = self._escaped_value(text, at, "\\", text[at + 1])
+                if found_escaped is None or found_escaped[2] is None:
+                    continue
+                value, new = found_escaped[1], found_escaped[2]
+                length = len(value)
+            else:
+                found = _VALUE.match(text, at)
+                if found is None:
+                    if at >= size or text[at] not in "\"'":
+                        continue
+                    value, new = _cut_short(text, at, text[at])  # a quote not closed
+                    if new is None:
+                        continue
+                    pieces.append(text[done:at])
+                    pieces.append(new)
+                    done = at + len(value)
+                    continue
+                value = found.group(1)
+                if spaced and ("=" in value or _ESCAPED_EQ.search(value)):
+                    continue  # "token\u003d user\u003dbob": an empty value, then a pair of its own
+                new, length = _secret_value(value, plain_ok=spaced)
+                if new is None:
+                    continue  # hidden already, or one ordinary word after a space
+            pieces.append(text[done:at])
+            pieces.append(new)
+            done = at + length
+        if not pieces:
+            return text
+        pieces.append(text[done:])
+        return "".join(pieces)
 
     def _encoded(self, text: str) -> str:
         """Text with the secrets of URLs percent-encoded inside it replaced: the value of each
@@ -1320,7 +1395,7 @@ class Redactor:
             return _known_tokens(text, self._signed_urls)
         # Found wherever they stand, before the anchors are: tokens known by their form, and
         # the pairs of URLs encoded inside others (no anchor of their own).
-        text = self._encoded(_known_tokens(text, self._signed_urls))
+        text = self._escaped_pairs(self._encoded(_known_tokens(text, self._signed_urls)))
         parts: list[str] = []
         done = 0  # text[:done] is settled (in parts)
         # Where a key may begin: after the last value replaced, but within a URL replaced
@@ -1417,7 +1492,7 @@ class Redactor:
             else:
                 run = _run_before(_KEY_BACKWARDS, backwards, key_end, floor)
                 key_start = key_end - run
-                if text.startswith("u0026", key_start) and key_start > floor and text[key_start - 1] == "\\":
+                if key_start > floor and text[key_start - 1] == "\\" and text.startswith("u0026", key_start):
                     # Go's JSON writes a URL's & as \u0026: the parameter's name is after it.
                     key_start += 5
                     run -= 5
@@ -1481,7 +1556,14 @@ class Redactor:
                 value_pattern = _QUOTED_KEY_VALUE if quoted_key else _VALUE
                 at = scheme.end() if scheme else value_start
                 found = value_pattern.match(text, at)
-                if found is None:
+                if found is None and text.startswith(('\\"', "\\'"), at):
+                    # Quoted, its quotes escaped: a pair written inside a JSON string
+                    # (token=\"abc\"), as an escaped key's value is read.
+                    escaped_value = self._escaped_value(text, at, "\\", text[at + 1])
+                    assert escaped_value is not None  # it starts with its quote
+                    start, value, new = escaped_value
+                    length = len(value)
+                elif found is None:
                     if at >= size or text[at] not in "\"'":
                         continue
                     start = at
