@@ -317,3 +317,25 @@ def test_gson_pairs_are_read_as_pairs_with_an_equals_sign_are(text, expected):
     assert R.redact_text(expected) == expected
     plain = text.replace("\\u003d", "=")
     assert R.redact_text(plain) == expected.replace("\\u003d", "=")
+
+
+# What the last release stored for Gson's pairs (nothing masked) and for a value in escaped
+# quotes after "=" (only its opening backslash masked, the value kept after the mask).
+GSON_PAIR = "https://x.example/p?a\\u003d1\\u0026sig\\u003dabcdef123456"
+ESCAPED_QUOTES = 'curl -d token=\\"abc123def456\\" https://x.example'
+ESCAPED_QUOTES_AS_STORED = f'curl -d token={REDACTED}"abc123def456\\" https://x.example'
+
+
+def test_an_older_releases_gson_and_escaped_quote_copies_are_duplicates_and_scanned(log):
+    older = [triggered("r1", data={"m": GSON_PAIR}), triggered("r2", data={"m": ESCAPED_QUOTES_AS_STORED})]
+    stored_as_an_older_release_did(log, older)
+    resent = [older[0], {**older[1], "data": {"m": ESCAPED_QUOTES}}]
+    result, _ = ledger.append_input(log, jsonl(resent))
+    assert (result.duplicates, result.appended) == (2, 0)
+    scan = ledger.scan_secrets(log, Redactor())
+    # The Gson pair is found; a value kept after a mask reads as text after it, and is not.
+    assert {(f.run_id, p.redacted) for f in scan.findings for p in f.fields} == {
+        ("r1", f"https://x.example/p?a\\u003d1\\u0026sig\\u003d{REDACTED}"),
+    }
+    ledger.append_input(log, jsonl([triggered("r3", data={"m": ESCAPED_QUOTES})]))
+    assert log.run_events("r3")[0].body["data"]["m"] == f'curl -d token=\\"{REDACTED}\\" https://x.example'
