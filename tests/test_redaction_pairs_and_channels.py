@@ -238,6 +238,69 @@ def test_a_header_list_written_as_json_text_is_redacted_as_the_list_itself_is(he
             assert entry[value_key] == REDACTED
 
 
+# A note's words: braces and brackets among them (a template's "{name}", "missing }"), not
+# glued to its quotes (see the last test of braces below).
+_NOTES = st.lists(st.sampled_from(["a", "b c", "{", "}", "{name}", "x{y", "[", "]", ":", ",", "it's", '"q"']), max_size=4).map(
+    lambda words: " ".join(["note", *words, "end"])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(_NAMES, _VALUES, _NOTES, st.permutations(["name", "value", "note"])), min_size=1, max_size=3),
+    st.booleans(),
+)
+def test_a_header_list_with_braces_in_its_strings_is_redacted_as_the_list_itself_is(headers, as_repr):
+    """An entry's other strings may hold braces and quotes a scan for the entry's object
+    would misread (a note's "missing }", a template's "{name"): the entry's value is still
+    redacted where its name is a secret key's, and kept where not. JSON or a repr's."""
+    entries = [{field: {"name": n, "value": v, "note": note}[field] for field in order} for n, v, note, order in headers]
+    write = repr if as_repr else json.dumps
+    text = write({"headers": entries})
+    as_object = R.redact({"headers": entries})
+    assert R.redact_text(text) == write(as_object)
+
+
+def test_a_brace_inside_a_string_of_the_entry_hides_it_no_more():
+    for text in (
+        '[{"note": "a } b", "name": "X-Api-Key", "value": "abc123def"}]',
+        '[{"name": "X-Api-Key", "note": "a { b", "value": "abc123def"}]',
+        "[{'note': 'a } b', 'name': 'X-Api-Key', 'value': 'abc123def'}]",
+        orjson.dumps({"body": '[{"note": "a } b", "name": "X-Api-Key", "value": "abc123def"}]'}).decode(),
+    ):
+        redacted = R.redact_text(text)
+        assert "abc123def" not in redacted and REDACTED in redacted and R.redact_text(redacted) == redacted, text
+    # A secret's name in an object nested in the entry names nothing of the entry's.
+    text = '[{"note": "}", "value": "json", "n": {"name": "X-Api-Key"}}]'
+    assert R.redact_text(text) == text
+    # A brace glued to a string's quote, where the text's braces match all the same, is read
+    # as JSON's: the braces are blanked only where they do not match, or one stands where
+    # JSON has none (a cost every header list would pay otherwise).
+    text = '[{"note": "missing }", "name": "X-Api-Key", "value": "abc123def"}, {"note": "{"}]'
+    assert R.redact_text(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # The braces match; an odd "}" (not before a separator) tells, the "{" glued to a quote not.
+        '[{"note": "a } b", "name": "X-Api-Key", "value": "abc123def"}, {"note": "{"}]',
+        # The braces match; an odd "{" (not before a key's quote) tells, the "}" glued to a quote not.
+        '[{"note": "}"}, {"name": "X-Api-Key", "note": "a { b", "value": "abc123def"}]',
+        # A quote in the prose before the list opens no string: it would hide the list's braces.
+        'He said "see [{"note": "a } b", "name": "X-Api-Key", "value": "abc123def"}]',
+    ],
+)
+def test_a_brace_inside_a_string_is_told_by_either_kind_of_brace(text):
+    redacted = R.redact_text(text)
+    assert "abc123def" not in redacted and R.redact_text(redacted) == redacted
+
+
+def test_a_brace_glued_to_a_quote_is_read_when_the_braces_do_not_match():
+    text = '[{"note": "missing }", "name": "X-Api-Key", "value": "abc123def"}]'
+    assert R.redact_text(text) == f'[{{"note": "missing }}", "name": "X-Api-Key", "value": "{REDACTED}"}}]'
+
+
 @settings(max_examples=200, deadline=None)
 @given(_NAMES, st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=30))
 def test_a_form_fields_value_is_redacted_when_its_name_is_a_secret_parameters(name, value):

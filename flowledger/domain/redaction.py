@@ -519,6 +519,19 @@ _PAIR_NAME = re.compile(
 )
 _ATTR_NAME = re.compile(r"""\s(?i:name|key|id|type)\s*=\s*(["'])([^"'<>\n]{1,128})\1""")
 _PAIR_REACH = 1024
+# A brace where JSON has none: "{" not followed by a key's quote or "}", "}" not followed by
+# a separator, a closing bracket or quote, or the end (a brace inside a string, mostly).
+_ODD_BRACE = re.compile(r"""\{(?![ \t\r\n]*(?:["'}]|\\["']))|\}(?![ \t\r\n]*(?:[,\]}"'\\]|$))""")
+# A quoted string (JSON's, a repr's) where one opens, after { [ : or , (so that a quote
+# closing a masked value, a region's first, opens none), for blanking its contents.
+_QUOTED = re.compile(r"""(?:(?<=[{\[:,])|(?<=[{\[:,] ))("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')""")
+
+
+def _blanked(found: re.Match[str]) -> str:
+    """A quoted string with its contents blanked, its quotes and its length kept."""
+    return found[0][0] + " " * (len(found[0]) - 2) + found[0][-1]
+
+
 # The same entry written as YAML, its keys on lines of their own (a Kubernetes container's
 # env: "- name: DB_PASSWORD" then "  value: …"): a line of the entry's naming key.
 _YAML_NAME = re.compile(r"""[ \t]*(?:-[ \t]+)*(?i:name|key)[ \t]*:[ \t]+(["']?)([^"'\s#]{1,64})\1[ \t]*\r?$""")
@@ -852,6 +865,9 @@ class Redactor:
         # costs more than looking it up.
         self._names: dict[str, int] = {}  # _SECRET, _TAIL or 0 (see _name_kind)
         self._params: dict[str, bool] = {}
+        # The last text whose strings' contents were blanked, and it blanked (see
+        # _named_secret); one tuple, so that threads sharing the redactor read a pair.
+        self._blanked: tuple[str | None, str] = (None, "")
 
     @classmethod
     def from_environment(cls, extra: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> Redactor:
@@ -1082,14 +1098,30 @@ class Redactor:
             return any(self._secret_param(m.group(2)) for m in _ATTR_NAME.finditer(text, tag, end))
         if key == "content":
             return False  # a markup attribute's name only
-        opening = _brace_before(text, key_start, lo)
+        # A brace inside a string of the object (a note's "missing }", a template's "{name")
+        # is none of its: where one may be (braces not matched, or one where JSON has none),
+        # the braces are read where the strings' contents are blanked, the strings read from
+        # the text's start, past the walls (where they begin and end is the same before a
+        # redaction and after it, a quoted value's mask keeping its quotes). Once for all the
+        # entries of a text (a header list's).
+        cached = self._blanked
+        if cached[0] is not text:
+            odd = text.count("{") != text.count("}") or _ODD_BRACE.search(text) is not None
+            cached = self._blanked = (text, _QUOTED.sub(_blanked, text) if odd else text)
+        return self._object_names_secret(text, cached[1], key_start, lo, hi)
+
+    def _object_names_secret(self, text: str, braces: str, key_start: int, lo: int, hi: int) -> bool:
+        """:meth:`_named_secret` for a quoted key: whether a key of the JSON object or repr's
+        dict ``text[key_start]`` lies in names a secret, the object's braces read in
+        ``braces`` (``text``, or it with its strings' contents blanked)."""
+        opening = _brace_before(braces, key_start, lo)
         if opening < 0:
             return False
-        closing = _brace_after(text, key_start, hi)
+        closing = _brace_after(braces, key_start, hi)
         end = closing if closing >= 0 else hi
         for m in _PAIR_NAME.finditer(text, opening, end):
             # The object's own keys only, not those of an object nested in it.
-            if text.count("{", opening, m.start()) - text.count("}", opening, m.start()) == 1 and self._secret_name(
+            if braces.count("{", opening, m.start()) - braces.count("}", opening, m.start()) == 1 and self._secret_name(
                 m.group(3)
             ):
                 return True
