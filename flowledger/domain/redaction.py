@@ -316,8 +316,8 @@ _DISCORD_HINT = re.compile(r"\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27}")
 # digits), whatever names the token (a parameter, or an HLS segment's path: "/hdntl=exp=…~
 # hmac=…/"). The first two percent-encoded inside another URL too, up to three times (the
 # escapes' hex digits in either case; an encoded ~hmac is a pair whose name ends in hmac,
-# found as such), imgix's after Go's JSON's \u0026 (and with Gson's \u003d) too. Each match starts with a literal,
-# so that a text is scanned fast.
+# found as such), imgix's after Go's JSON's \u0026 (and with Gson's \u003d) too. Each
+# match starts with a literal, so that a text is scanned fast.
 _SIGNED_MEDIA = re.compile(
     r"""(?:
         (s(?:(?<=[?&;]s)|(?<=\\u0026s)|(?<=%3[FfBb]s)|(?<=%26s)|(?<=%253[FfBb]s)|(?<=%2526s)|(?<=%25253[FfBb]s)|(?<=%252526s))
@@ -361,8 +361,8 @@ _ONE_TIME_PATH = re.compile(
 # other's, wherever it stands. The value is the link's token where the URL holding it names a
 # purpose before it (a word of the path rule's purposes from its scheme on: its host, path or
 # an earlier parameter's value) and it has 16 or more characters with a digit, or with
-# letters of both cases. Plain, escaped (\u0026 for &, \u003d for =) or percent-encoded up to three times
-# (the value's own escapes one level deeper).
+# letters of both cases. Plain, escaped (\u0026 for &, \u003d for =) or percent-encoded up
+# to three times (the value's own escapes one level deeper).
 _ONE_TIME_PARAM = re.compile(
     r"(?:[?&;]|\\u0026|%(?:25){0,2}(?:3[Ff]|26|3[Bb]))(?i:(oob_?code)|code|ticket|key|token_?hash)(?:=|\\u003[dD]|%(?:25){0,2}3[Dd])"
 )
@@ -571,6 +571,20 @@ def _run_before(pattern: re.Pattern[str], backwards: str, end: int, floor: int) 
     size = len(backwards)
     found = pattern.match(backwards, size - end, size - floor)
     return found.end() - (size - end) if found else 0
+
+
+def _past_escaped_amp(text: str, start: int, floor: int) -> int:
+    """Where a name read backwards to ``start`` begins: past "u0026" where that is the rest
+    of Go's \u0026 (a URL's &, written so in a JSON string), else ``start``."""
+    if start > floor and text[start - 1] == "\\" and text.startswith("u0026", start):
+        return start + 5
+    return start
+
+
+def _after_separator(text: str, start: int, floor: int) -> bool:
+    """Whether a name beginning at ``start`` follows ? or & (or Go's \u0026): a URL's
+    parameter wherever it stands."""
+    return start > floor and (text[start - 1] in "?&" or text.endswith("\\u0026", floor, start))
 
 
 def _trimmed(value: str, punctuation: str) -> str:
@@ -958,15 +972,11 @@ class Redactor:
             key_end = m.start()
             while key_end > done and text[key_end - 1] in " \t":
                 key_end -= 1  # "password \u003d …"
-            run = _run_before(_KEY_BACKWARDS, backwards, key_end, done)
-            start = key_end - run
-            if text.startswith("u0026", start) and start > done and text[start - 1] == "\\":
-                start += 5
+            start = _past_escaped_amp(text, key_end - _run_before(_KEY_BACKWARDS, backwards, key_end, done), done)
             name = text[start:key_end]
             if not name or len(name) > _MAX_KEY:
                 continue
-            after_sep = start > 0 and (text[start - 1] in "?&" or text.endswith("\\u0026", 0, start))
-            if not (self._secret_name(name) or (after_sep and self._secret_param(name))):
+            if not (self._secret_name(name) or (_after_separator(text, start, 0) and self._secret_param(name))):
                 continue
             at = m.end()
             while at < size and text[at] in " \t":
@@ -987,16 +997,12 @@ class Redactor:
                     if at >= size or text[at] not in "\"'":
                         continue
                     value, new = _cut_short(text, at, text[at])  # a quote not closed
-                    if new is None:
-                        continue
-                    pieces.append(text[done:at])
-                    pieces.append(new)
-                    done = at + len(value)
-                    continue
-                value = found.group(1)
-                if spaced and ("=" in value or _ESCAPED_EQ.search(value)):
-                    continue  # "token\u003d user\u003dbob": an empty value, then a pair of its own
-                new, length = _secret_value(value, plain_ok=spaced)
+                    length = len(value)
+                else:
+                    value = found.group(1)
+                    if spaced and ("=" in value or _ESCAPED_EQ.search(value)):
+                        continue  # "token\u003d user\u003dbob": an empty value, then a pair of its own
+                    new, length = _secret_value(value, plain_ok=spaced)
                 if new is None:
                     continue  # hidden already, or one ordinary word after a space
             pieces.append(text[done:at])
@@ -1522,13 +1528,8 @@ class Redactor:
                 key_start = opening
                 quoted_key = False
             else:
-                run = _run_before(_KEY_BACKWARDS, backwards, key_end, floor)
-                key_start = key_end - run
-                if key_start > floor and text[key_start - 1] == "\\" and text.startswith("u0026", key_start):
-                    # Go's JSON writes a URL's & as \u0026: the parameter's name is after it.
-                    key_start += 5
-                    run -= 5
-                key = text[key_start:key_end] if run <= _MAX_KEY else ""  # longer: no key
+                key_start = _past_escaped_amp(text, key_end - _run_before(_KEY_BACKWARDS, backwards, key_end, floor), floor)
+                key = text[key_start:key_end] if key_end - key_start <= _MAX_KEY else ""  # longer: no key
                 quoted_key = False
                 if key and key_start > floor and text[key_start - 1] == " " and not self._secret_name(key):
                     longer = self._longer_key(text, backwards, key_start, key_end, floor)
@@ -1539,12 +1540,7 @@ class Redactor:
                 self._secret_name(key)
                 # After ? or & (or \u0026), a pair is a URL's parameter wherever it stands (a
                 # URL with its slashes escaped, or no scheme): a signed URL's signature too.
-                or (
-                    text[anchor] == "="
-                    and key_start > floor
-                    and (text[key_start - 1] in "?&" or text.endswith("\\u0026", floor, key_start))
-                    and self._secret_param(key)
-                )
+                or (text[anchor] == "=" and _after_separator(text, key_start, floor) and self._secret_param(key))
                 # A header list's entry written as text, a markup tag's attributes: a key
                 # beside this one names the secret ({"name": "X-Api-Key", "value": …}).
                 or (
