@@ -879,9 +879,10 @@ class Redactor:
         # costs more than looking it up.
         self._names: dict[str, int] = {}  # _SECRET, _TAIL or 0 (see _name_kind)
         self._params: dict[str, bool] = {}
-        # The last text whose strings' contents were blanked, and it blanked (see
-        # _named_secret); one tuple, so that threads sharing the redactor read a pair.
-        self._blanked: tuple[str | None, str] = (None, "")
+        # The last text an entry's naming key was looked for in, and where its braces are
+        # read (it, or it with its strings' contents blanked: see _named_secret); one tuple,
+        # so that threads sharing the redactor read a pair.
+        self._braces_read: tuple[str | None, str] = (None, "")
 
     @classmethod
     def from_environment(cls, extra: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> Redactor:
@@ -1110,10 +1111,10 @@ class Redactor:
         # the text's start, past the walls (where they begin and end is the same before a
         # redaction and after it, a quoted value's mask keeping its quotes). Once for all the
         # entries of a text (a header list's).
-        cached = self._blanked
+        cached = self._braces_read
         if cached[0] is not text:
             odd = text.count("{") != text.count("}") or _ODD_BRACE.search(text) is not None
-            cached = self._blanked = (text, _QUOTED.sub(_blanked, text) if odd else text)
+            cached = self._braces_read = (text, _QUOTED.sub(_blanked, text) if odd else text)
         return self._object_names_secret(text, cached[1], key_start, lo, hi)
 
     def _object_names_secret(self, text: str, braces: str, key_start: int, lo: int, hi: int) -> bool:
